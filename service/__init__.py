@@ -1,0 +1,64 @@
+"""avh-cds: a CDS Hooks 2.0 service for aggressive vertebral hemangioma compressing the spinal cord."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+from flask import Flask, request
+from flask_cors import CORS
+
+from .config import Settings
+from .engine import Engine
+from .errors import register_error_handlers
+from .prefetch import PrefetchResolver
+from .registry import Registry
+from .services import build_registry
+
+SCHEMAS = Path(__file__).parent / "schemas"
+
+
+@dataclass
+class Avh:
+    """What a running app holds: loaded once at start-up, shared by all requests."""
+    settings: Settings
+    engine: Engine
+    registry: Registry
+    prefetch: PrefetchResolver
+    validators: dict
+
+    def source_url(self) -> str:
+        base = self.settings.public_url.rstrip("/") or request.host_url.rstrip("/")
+        return f"{base}/pathway"
+
+
+def _validators(registry: Registry) -> dict:
+    def make(schema):
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        return cls(schema)
+    contexts = json.loads((SCHEMAS / "contexts.json").read_text())
+    validators = {name: make(json.loads((SCHEMAS / f"{name}.json").read_text())) for name in ("request", "feedback")}
+    for service in registry:
+        validators[service.hook] = make({"$defs": contexts["$defs"], **contexts[service.hook]})
+    return validators
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    logging.basicConfig(level=settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    engine = Engine.load(settings.cards_dir)       # a bad card file fails here, before serving
+    registry = build_registry(engine.valuesets)
+    app.extensions["avh"] = Avh(settings, engine, registry,
+                                PrefetchResolver(timeout=settings.fetch_timeout_seconds), _validators(registry))
+    CORS(app, allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"], max_age=600)
+    register_error_handlers(app)
+    from . import pages, routes
+    app.register_blueprint(routes.bp)
+    app.register_blueprint(pages.bp)
+    return app

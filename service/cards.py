@@ -1,0 +1,219 @@
+"""Card content as data: cards/<topic>.json, checked at start-up, rendered from decisions."""
+from __future__ import annotations
+
+import copy
+import json
+import string
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+
+from .clinical.facts import Facts
+from .clinical.pathway import READS, TOPIC_ORDER, Decision, Unchecked
+from .valuesets import TOPIC_SYSTEM
+
+INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
+SOURCE_LABEL = "avh-cds: aggressive vertebral hemangioma pathway"
+UNCHECKED_TOPIC = "data-unavailable"
+
+# Flags a card file may test, and the template variables it may use; anything else is a typo.
+KNOWN_FLAGS = frozenset({
+    "rapid", "stable", "ambulatory", "non_ambulatory", "ambulatory_unknown", "pediatric", "pregnant",
+    "recurrence", "joa_recorded", "mri_thoracic_only", "discharge", "draft_surgery", "draft_embolization",
+    "draft_dexamethasone"})
+KNOWN_VARIABLES = frozenset({
+    "level", "ambulatory_status", "surgery_when", "surgery_date", "dex_days", "dex_start", "joa_score",
+    "joa_date", "age", "verification", "mri_thoracic_date", "patient_ref", "hemangioma_ref",
+    "compression_ref", "surgery_priority"})
+
+
+class CardDefinitionError(ValueError):
+    """A card file is malformed: raised at start-up so a bad edit never reaches a clinician."""
+
+
+@dataclass(frozen=True)
+class CardDefinition:
+    topic: str
+    data: Mapping[str, Any]
+
+    @property
+    def indicator(self) -> str:
+        return self.data["indicator"]
+
+
+def _applies(item: Mapping, flags: frozenset[str]) -> bool:
+    return all(f in flags for f in item.get("when", ())) and not any(f in flags for f in item.get("unless", ()))
+
+
+def _fill(template: Any, variables: Mapping[str, Any]) -> Any:
+    if isinstance(template, str):
+        return template.format_map(variables) if "{" in template else template
+    if isinstance(template, list):
+        return [_fill(t, variables) for t in template]
+    if isinstance(template, dict):
+        return {k: _fill(v, variables) for k, v in template.items()}
+    return template
+
+
+def _placeholders(template: Any) -> set[str]:
+    if isinstance(template, str):
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    if isinstance(template, list):
+        return set().union(*(_placeholders(t) for t in template)) if template else set()
+    if isinstance(template, dict):
+        return set().union(*(_placeholders(v) for v in template.values())) if template else set()
+    return set()
+
+
+def _level_text(levels: tuple[str, ...]) -> str:
+    if not levels:
+        return "the involved level"
+    if len(levels) == 1:
+        return levels[0]
+    same_region = len({lv[0] for lv in levels}) == 1
+    numbers = [int(lv[1:]) for lv in levels]
+    if same_region and numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"{levels[0]}-{levels[-1]}"
+    return ", ".join(levels)
+
+
+def template_variables(facts: Facts) -> dict[str, Any]:
+    days = facts.days_since_surgery
+    surgery_date = facts.surgery.when.isoformat() if facts.surgery and facts.surgery.when else "an unknown date"
+    return {
+        "level": _level_text(facts.levels),
+        "ambulatory_status": (facts.ambulatory_status or "ambulatory status not recorded").replace("-", " "),
+        "surgery_when": f"{days} days ago" if days is not None else "on an unknown date",
+        "surgery_date": surgery_date,
+        "dex_days": facts.dexamethasone_days if facts.dexamethasone_days is not None else "?",
+        "dex_start": facts.dexamethasone.when.isoformat() if facts.dexamethasone and facts.dexamethasone.when else "?",
+        "joa_score": f"{facts.joa[0]:g}" if facts.joa else "?",
+        "joa_date": facts.joa[1].when.isoformat() if facts.joa and facts.joa[1].when else "date not recorded",
+        "age": facts.age if facts.age is not None else "?",
+        "verification": facts.hemangioma_verification,
+        "mri_thoracic_date": facts.mri_thoracic.when.isoformat() if facts.mri_thoracic and facts.mri_thoracic.when else "date not recorded",
+        "patient_ref": facts.patient_ref,
+        "hemangioma_ref": facts.hemangioma_ref,
+        "compression_ref": facts.compression.ref if facts.compression else facts.hemangioma_ref,
+        "surgery_priority": "stat" if facts.rapid_deterioration else "urgent",
+    }
+
+
+class CardLibrary:
+    def __init__(self, definitions: dict[str, CardDefinition], references: Mapping[str, Mapping],
+                 override_reasons: list[dict]):
+        self.definitions = definitions
+        self.references = references
+        self.override_reasons = override_reasons
+
+    @classmethod
+    def load(cls, directory: Path) -> "CardLibrary":
+        schema = json.loads((directory / "schema.json").read_text())
+        references = json.loads((directory / "references.json").read_text())["references"]
+        override_reasons = json.loads((directory / "override-reasons.json").read_text())["overrideReasons"]
+        definitions = {}
+        for topic in TOPIC_ORDER:
+            path = directory / f"{topic}.json"
+            if not path.exists():
+                raise CardDefinitionError(f"{path}: missing card definition for topic {topic}")
+            try:
+                data = json.loads(path.read_text())
+                jsonschema.validate(data, schema)
+            except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
+                raise CardDefinitionError(f"{path}: {getattr(exc, 'message', exc)}") from exc
+            cls._check(path, topic, data, references)
+            definitions[topic] = CardDefinition(topic, data)
+        return cls(definitions, references, override_reasons)
+
+    @staticmethod
+    def _check(path: Path, topic: str, data: Mapping, references: Mapping) -> None:
+        if data["topic"] != topic:
+            raise CardDefinitionError(f"{path}: topic {data['topic']!r} does not match the file name")
+        unknown_refs = [c for c in data["citations"] if c not in references]
+        if unknown_refs:
+            raise CardDefinitionError(f"{path}: citations {unknown_refs} are not in references.json")
+        items = data["summary"] + data["detail"] + data.get("suggestions", [])
+        flags = {f for item in items for f in item.get("when", []) + item.get("unless", [])}
+        if flags - KNOWN_FLAGS:
+            raise CardDefinitionError(f"{path}: unknown flags {sorted(flags - KNOWN_FLAGS)}")
+        names = _placeholders(items)
+        if names - KNOWN_VARIABLES:
+            raise CardDefinitionError(f"{path}: unknown template variables {sorted(names - KNOWN_VARIABLES)}")
+        if "when" in data["summary"][-1]:
+            raise CardDefinitionError(f"{path}: the last summary must have no 'when' (it is the default)")
+
+    def links(self, topic: str) -> list[dict]:
+        refs = (self.references[c] for c in self.definitions[topic].data["citations"])
+        return [{"label": r["label"], "url": r["url"], "type": "absolute"} for r in refs if "url" in r]
+
+    def render(self, decision: Decision, facts: Facts, source_url: str, notes: list[str] | None = None) -> dict:
+        data = self.definitions[decision.topic].data
+        flags = decision.flags
+        variables = {**template_variables(facts), **decision.variables}
+        summary = next(s["text"] for s in data["summary"] if _applies(s, flags)).format_map(variables)
+        paragraphs = [p["text"].format_map(variables) for p in data["detail"] if _applies(p, flags)]
+        why = dict.fromkeys(e.describe() for e in decision.evidence)   # each entry once, in order
+        paragraphs.append("**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why))
+        paragraphs += notes or []
+        paragraphs.append("**Sources**\n" + "\n".join(
+            f"- [{c}] {self.references[c]['citation']}" for c in sorted(data["citations"], key=int)))
+        card = {
+            "uuid": str(uuid.uuid4()),
+            "summary": summary[:139],
+            "indicator": data["indicator"],
+            "detail": "\n\n".join(paragraphs),
+            "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{decision.topic}",
+                       "topic": {"system": TOPIC_SYSTEM, "code": decision.topic, "display": data["title"]}},
+            "overrideReasons": copy.deepcopy(self.override_reasons),
+        }
+        suggestions = [self._suggestion(s, variables, decision) for s in data.get("suggestions", []) if _applies(s, flags)]
+        if suggestions:
+            card["suggestions"] = suggestions
+            card["selectionBehavior"] = data["selectionBehavior"]
+        links = self.links(decision.topic)
+        if links:
+            card["links"] = links
+        return card
+
+    @staticmethod
+    def _suggestion(template: Mapping, variables: Mapping, decision: Decision) -> dict:
+        actions = decision.variables.get("actions", {}).get(template["id"])
+        if actions is None:
+            resource = _fill(template["resource"], variables)
+            actions = [{"type": "create", "description": template["label"], "resource": resource}]
+        suggestion = {"label": template["label"], "uuid": str(uuid.uuid4()), "actions": actions}
+        if "isRecommended" in template:
+            suggestion["isRecommended"] = template["isRecommended"]
+        return suggestion
+
+    def unchecked_card(self, unchecked: list[Unchecked], source_url: str) -> dict:
+        missing = sorted({t for u in unchecked for t in u.missing})
+        topics = ", ".join(self.definitions[u.topic].data["title"] for u in unchecked)
+        return {
+            "uuid": str(uuid.uuid4()),
+            "summary": f"Part of the record could not be read ({', '.join(missing)}): some pathway checks were skipped",
+            "indicator": "info",
+            "detail": (f"avh-cds could not read this patient's {', '.join(missing)} data from the EHR, so it did not "
+                       f"decide on: {topics}. These checks rely on what is *absent* from the record, and a failed "
+                       "query is not an absence. Review them by hand, or reopen the chart to retry."),
+            "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{UNCHECKED_TOPIC}",
+                       "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": "Record partly unavailable"}},
+        }
+
+
+def left_out_notes(decision: Decision, facts: Facts) -> list[str]:
+    """Name invalid resources that could have changed this card (of the types its decision reads)."""
+    relevant = [lo for lo in facts.left_out if lo.resource_type in READS[decision.topic]]
+    if not relevant:
+        return []
+    items = "\n".join(f"- {lo.ref}: {lo.reason}" for lo in relevant)
+    return ["**Left out of this decision** (not valid FHIR R4, so not read):\n" + items]
+
+
+def sort_cards(cards: list[dict]) -> list[dict]:
+    order = {t: i for i, t in enumerate(TOPIC_ORDER)}
+    return sorted(cards, key=lambda c: (INDICATOR_RANK[c["indicator"]],
+                                        order.get(c["source"]["topic"]["code"], len(order))))

@@ -1,0 +1,143 @@
+"""Select the resources the pathway can use, then validate only those with fhir.resources (R4B).
+
+The EHR may send thousands of resources; the decision depends on a handful. Selection works on the
+decoded dicts (resourceType + code against frozensets), so the cost of model validation is paid for
+relevant resources only. A relevant resource that fails validation is left out and remembered, so a
+card it could have changed can say so.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from ..valuesets import ValueSets, codings
+
+log = logging.getLogger(__name__)
+
+# Which value sets make a resource of each type relevant, and where its code lives.
+RELEVANT = {
+    "Condition": ("code", ("vertebral-hemangioma", "hemangioma-site-unspecified", "spinal-cord-compression",
+                           "neurologic-deficit", "pregnancy", "rapid-deterioration")),
+    "Observation": ("code", ("ambulatory-status", "lower-extremity-motor-score", "joa-score", "rapid-deterioration")),
+    "Procedure": ("code", ("decompression-surgery", "posterior-stabilization", "vertebroplasty", "embolization",
+                           "radiotherapy", "mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")),
+    "DiagnosticReport": ("code", ("mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")),
+    "ServiceRequest": ("code", ("radiotherapy", "decompression-surgery", "posterior-stabilization", "embolization")),
+    "MedicationRequest": ("medicationCodeableConcept", ("dexamethasone",)),
+}
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """A relevant resource that failed FHIR validation and was not used."""
+    resource_type: str
+    id: str
+    concepts: tuple[str, ...]   # value sets its code matched: what it could have changed
+    reason: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.resource_type}/{self.id}"
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    patient_id: str
+    patient: object | None = None
+    resources: Mapping[str, tuple] = field(default_factory=dict)   # resourceType -> models
+    left_out: tuple[LeftOut, ...] = ()
+    unavailable: frozenset[str] = frozenset()                        # resource types that could not be read
+
+    def of(self, resource_type: str) -> tuple:
+        return self.resources.get(resource_type, ())
+
+
+class Selector:
+    """Precomputed lookups for one set of value sets."""
+
+    def __init__(self, valuesets: ValueSets):
+        self.valuesets = valuesets
+        self.by_type = {rtype: (path, valuesets.union(names), names) for rtype, (path, names) in RELEVANT.items()}
+
+    def concepts_of(self, resource: Mapping) -> tuple[str, ...]:
+        path, _, names = self.by_type[resource["resourceType"]]
+        found = codings(resource.get(path))
+        return tuple(n for n in names if any(c in self.valuesets[n] for c in found))
+
+    def is_relevant(self, resource: Mapping) -> bool:
+        entry = self.by_type.get(resource.get("resourceType"))
+        if entry is None:
+            return False
+        path, codes, _ = entry
+        concept = resource.get(path)
+        if not isinstance(concept, Mapping):
+            return False
+        coding = concept.get("coding")
+        if not isinstance(coding, list):
+            return False
+        return any(isinstance(c, Mapping) and (c.get("system"), c.get("code")) in codes for c in coding)
+
+
+def _subject_id(resource: Mapping) -> str | None:
+    ref = resource.get("subject") or resource.get("patient")
+    if not isinstance(ref, Mapping) or not isinstance(ref.get("reference"), str):
+        return None
+    parts = ref["reference"].rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "Patient":
+        return parts[-1]
+    return None
+
+
+def _validate(resource: Mapping):
+    return get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+
+
+def build_record(resources: Iterable[Mapping], selector: Selector, patient_id: str,
+                 unavailable: Iterable[str] = ()) -> PatientRecord:
+    """Keep this patient's relevant resources, each (type, id) once, validated."""
+    seen: set[tuple[str, str]] = set()
+    kept: dict[str, list] = {}
+    left_out: list[LeftOut] = []
+    patient = None
+    for res in resources:
+        if not isinstance(res, Mapping):
+            continue
+        rtype = res.get("resourceType")
+        rid = res.get("id")
+        if rtype == "Patient":
+            if rid == patient_id and patient is None:
+                try:
+                    patient = _validate(res)
+                except (ValidationError, ValueError, TypeError) as exc:
+                    left_out.append(LeftOut("Patient", str(rid), ("patient",), _reason(exc)))
+            continue
+        if not selector.is_relevant(res):
+            continue
+        key = (rtype, str(rid))
+        if rid is not None and key in seen:
+            continue
+        seen.add(key)
+        if _subject_id(res) != patient_id:
+            log.warning("ignored %s/%s: subject is not Patient/%s", rtype, rid, patient_id)
+            continue
+        try:
+            kept.setdefault(rtype, []).append(_validate(res))
+        except (ValidationError, ValueError, TypeError) as exc:
+            item = LeftOut(rtype, str(rid), selector.concepts_of(res), _reason(exc))
+            log.warning("left out invalid %s: %s", item.ref, item.reason)
+            left_out.append(item)
+    return PatientRecord(patient_id=patient_id, patient=patient,
+                         resources={k: tuple(v) for k, v in kept.items()},
+                         left_out=tuple(left_out), unavailable=frozenset(unavailable))
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"invalid FHIR at {where or 'resource'}: {first.get('type', 'error')}"
+    return "invalid FHIR"

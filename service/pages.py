@@ -1,0 +1,25 @@
+"""Human-readable pages: what each card topic says and where it comes from (cards' source.url)."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template_string
+
+bp = Blueprint("pages", __name__)
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>avh-cds pathway</title></head>
+<body><h1>avh-cds: aggressive vertebral hemangioma compressing the spinal cord</h1>
+<p>Every card avh-cds shows traces back to one guideline summary: {{ source }}.</p>
+{% for card in cards %}<section id="{{ card.topic }}"><h2>{{ card.title }} <small>({{ card.topic }}, {{ card.indicator }})</small></h2>
+{% for p in card.detail %}<p>{{ p.text }}</p>{% endfor %}
+<p>Sources: {% for c in card.citations %}{% set r = refs[c] %}{% if r.url %}<a href="{{ r.url }}">{{ r.label }}</a>{% else %}{{ r.label }}{% endif %}{% if not loop.last %}; {% endif %}{% endfor %}</p>
+</section>{% endfor %}
+<section id="data-unavailable"><h2>Record partly unavailable</h2><p>Shown when the EHR could not deliver part of the
+record: checks that rely on the absence of data are skipped rather than guessed.</p></section>
+</body></html>"""
+
+
+@bp.get("/pathway")
+def pathway():
+    library = current_app.extensions["avh"].engine.library
+    return render_template_string(PAGE, cards=[d.data for d in library.definitions.values()],
+                                  refs=library.references, source="Management of Aggressive Vertebral Hemangioma "
+                                  "with Spinal Cord Compression (guideline summary, 2026)")

@@ -1,0 +1,73 @@
+"""The input contract: FHIR ValueSets in cards/valuesets/, loaded once into frozensets."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+LOINC = "http://loinc.org"
+CPT = "http://www.ama-assn.org/go/cpt"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+LOCAL = "https://avh-cds.org/fhir/CodeSystem/avh-local"
+TOPIC_SYSTEM = "https://avh-cds.org/fhir/CodeSystem/card-topic"
+
+# A hemangioma coded with a site-unspecified ICD-10-CM code counts as vertebral when its text
+# or display names the spine or a vertebra (pathway.md section 2).
+SPINE_WORDS = re.compile(r"\b(vertebra\w*|spin\w*|[CTL]\d{1,2}|thoracic|lumbar|cervical)\b", re.IGNORECASE)
+LEVEL_PATTERN = re.compile(r"\b([CTL])(\d{1,2})\b")
+
+Code = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ValueSets:
+    sets: Mapping[str, frozenset[Code]]
+    levels: Mapping[Code, str]  # spine-structure concept -> vertebral level ("T7")
+
+    def __getitem__(self, name: str) -> frozenset[Code]:
+        return self.sets[name]
+
+    def union(self, names: Iterable[str]) -> frozenset[Code]:
+        return frozenset().union(*(self.sets[n] for n in names))
+
+
+def load_valuesets(directory: Path) -> ValueSets:
+    sets: dict[str, frozenset[Code]] = {}
+    levels: dict[Code, str] = {}
+    for path in sorted(directory.glob("*.json")):
+        vs = json.loads(path.read_text())
+        if vs.get("resourceType") != "ValueSet" or "id" not in vs:
+            raise ValueError(f"{path}: not a FHIR ValueSet with an id")
+        codes = set()
+        for include in vs.get("compose", {}).get("include", []):
+            for concept in include.get("concept", []):
+                code = (include["system"], concept["code"])
+                codes.add(code)
+                for designation in concept.get("designation", []):
+                    if LEVEL_PATTERN.fullmatch(designation.get("value", "")):
+                        levels[code] = designation["value"]
+        if not codes:
+            raise ValueError(f"{path}: value set {vs['id']} has no codes")
+        sets[vs["id"]] = frozenset(codes)
+    return ValueSets(sets=sets, levels=levels)
+
+
+def codings(concept: Mapping | None) -> list[Code]:
+    """(system, code) pairs of a CodeableConcept dict or model."""
+    if not concept:
+        return []
+    items = concept.get("coding") if isinstance(concept, Mapping) else concept.coding
+    out = []
+    for c in items or []:
+        system, code = (c.get("system"), c.get("code")) if isinstance(c, Mapping) else (c.system, c.code)
+        if system and code:
+            out.append((system, code))
+    return out
+
+
+def in_set(concept, codes: frozenset[Code]) -> bool:
+    return any(c in codes for c in codings(concept))
