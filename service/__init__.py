@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
 from flask import Flask, request
 from flask_cors import CORS
 
+from . import health, metrics
 from .config import Settings
 from .engine import Engine
 from .errors import register_error_handlers
@@ -28,6 +29,7 @@ class Avh:
     registry: Registry
     prefetch: PrefetchResolver
     validators: dict
+    readiness: list = field(default_factory=list)   # health.Check probes run by GET /readyz
 
     def source_url(self) -> str:
         base = self.settings.public_url.rstrip("/") or request.host_url.rstrip("/")
@@ -56,9 +58,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     registry = build_registry(engine.valuesets)
     app.extensions["avh"] = Avh(settings, engine, registry,
                                 PrefetchResolver(timeout=settings.fetch_timeout_seconds), _validators(registry))
+    app.extensions["avh"].readiness.append(health.cards_loaded(app.extensions["avh"]))
+    metrics.init_app(app)   # first, so that it times calls refused by later before_request hooks too
     CORS(app, allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"], max_age=600)
     register_error_handlers(app)
     from . import pages, routes
     app.register_blueprint(routes.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(health.bp)
     return app

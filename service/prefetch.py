@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import requests
 
+from . import metrics
 from .registry import REQUIRED_TYPES, resource_type_of
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class PrefetchResolver:
                 self._fail(result, key, rtype, "not prefetched and no fhirServer to fetch it from")
                 continue
             try:
-                result.resources += self._fetch(request, query)
+                with metrics.prefetch_fetch_timer(key):
+                    result.resources += self._fetch(request, query)
                 result.sources[key] = "fetched"
             except (requests.RequestException, ValueError) as exc:
                 self._fail(result, key, rtype, f"fetch from fhirServer failed ({type(exc).__name__})")
@@ -114,6 +116,7 @@ class PrefetchResolver:
     @staticmethod
     def _fail(result: Prefetched, key: str, rtype: str, reason: str) -> None:
         log.warning("prefetch key %s unavailable: %s", key, reason)
+        metrics.observe_prefetch_failure(key)
         if rtype in REQUIRED_TYPES:
             raise PrefetchFailed(key, reason)
         result.unavailable[rtype] = reason

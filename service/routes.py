@@ -9,6 +9,7 @@ import time
 import jsonschema
 from flask import Blueprint, current_app, g, jsonify, request
 
+from . import metrics
 from .errors import ApiError
 from .prefetch import PrefetchFailed
 
@@ -66,6 +67,7 @@ def invoke(service_id: str):
             "diagnostics": f"prefetch key '{exc.key}' could not be had: {exc.reason}"}]}), 412
     now = dt.datetime.now(dt.timezone.utc)
     cards = service.evaluate(avh.engine, prefetched, body, now, avh.source_url())
+    metrics.observe_cards(service.id, cards)
     log.info("service=%s hookInstance=%s resources=%d cards=%s ms=%.1f", service.id, body["hookInstance"],
              len(prefetched.resources), ",".join(c["source"]["topic"]["code"] for c in cards),
              (time.perf_counter() - started) * 1000)

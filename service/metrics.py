@@ -1,0 +1,101 @@
+"""Prometheus metrics: what operations watch (latency, cards, prefetch, authentication).
+
+Other modules call the small observe_* helpers; the helpers never take patient data, and every
+label has a bounded set of values (service ids from the registry, card topics, prefetch keys,
+fixed failure reasons), so the number of time series stays small.
+
+Under gunicorn with several workers, gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before any
+worker imports this module: each worker then writes its samples to files there and GET /metrics
+adds them up across workers (prometheus-client multiprocess mode).
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+PREFIX = "avh_cds"
+# Latency buckets around the targets that matter: 500 ms (spec) and 5 s (Da Vinci CRD).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUEST_SECONDS = Histogram(f"{PREFIX}_request_duration_seconds",
+                            "Time to answer a CDS service call, by service and HTTP status",
+                            ["service", "status"], buckets=LATENCY_BUCKETS)
+CARDS = Counter(f"{PREFIX}_cards", "Cards returned, by service and card topic", ["service", "topic"])
+PREFETCH_FETCH_SECONDS = Histogram(f"{PREFIX}_prefetch_fetch_duration_seconds",
+                                   "Time to fetch one missing prefetch key from the fhirServer", ["key"],
+                                   buckets=LATENCY_BUCKETS)
+PREFETCH_FAILURES = Counter(f"{PREFIX}_prefetch_failures", "Prefetch keys that could not be had, by key", ["key"])
+AUTH_FAILURES = Counter(f"{PREFIX}_auth_failures", "Requests refused by authentication, by reason", ["reason"])
+
+UNKNOWN_SERVICE = "unknown"
+bp = Blueprint("metrics", __name__)
+
+
+def observe_cards(service_id: str, cards: list[dict]) -> None:
+    """Count the cards of one answer by topic (call once per successful service call)."""
+    for card in cards:
+        topic = card.get("source", {}).get("topic", {}).get("code", "none")
+        CARDS.labels(service_id, topic).inc()
+
+
+@contextmanager
+def prefetch_fetch_timer(key: str):
+    """Time one fetch of a prefetch key from the fhirServer (failures are timed too)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        PREFETCH_FETCH_SECONDS.labels(key).observe(time.perf_counter() - started)
+
+
+def observe_prefetch_failure(key: str) -> None:
+    PREFETCH_FAILURES.labels(key).inc()
+
+
+def observe_auth_failure(reason: str) -> None:
+    """Count a refused request. `reason` must be a short fixed code (e.g. "expired", "bad_signature",
+    "replayed_jti"), never token content."""
+    AUTH_FAILURES.labels(reason).inc()
+
+
+def _service_label() -> str | None:
+    """The CDS service a request called, or None when it is not a service call."""
+    if request.endpoint not in {"cds.invoke"}:
+        return None
+    service_id = (request.view_args or {}).get("service_id", "")
+    return service_id if current_app.extensions["avh"].registry.get(service_id) else UNKNOWN_SERVICE
+
+
+def init_app(app: Flask) -> None:
+    """Time every CDS service call, whatever answers it (the route, an error handler, authentication)."""
+    @app.before_request
+    def _start_timer():
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _observe_request(response):
+        service = _service_label()
+        started = g.get("metrics_started")
+        if service is not None and started is not None:
+            REQUEST_SECONDS.labels(service, str(response.status_code)).observe(time.perf_counter() - started)
+        return response
+
+    app.register_blueprint(bp)
+
+
+def _registry():
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+@bp.get("/metrics")
+def metrics():
+    return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,126 @@
+"""What the deployment tests share: a small AVH patient as a fixture Bundle, the patient-view call
+made from it, and a real HTTP FHIR server on 127.0.0.1 that keeps what is PUT into it."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client.parser import text_string_to_metric_families
+
+SNOMED = "http://snomed.info/sct"
+ACTIVE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}
+CONFIRMED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                         "code": "confirmed"}]}
+PRE_OPERATIVE_TOPICS = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta", "preop-embolization"}
+
+
+def condition(cid: str, patient_id: str, code: str, display: str, onset: str) -> dict:
+    return {"resourceType": "Condition", "id": cid, "subject": {"reference": f"Patient/{patient_id}"},
+            "clinicalStatus": ACTIVE, "verificationStatus": CONFIRMED,
+            "code": {"coding": [{"system": SNOMED, "code": code, "display": display}]}, "onsetDateTime": onset}
+
+
+def avh_bundle(patient_id: str = "dep-avh-1", anchor: str = "2026-01-10") -> dict:
+    """A pre-operative patient in the pathway (hemangioma + cord compression), as a fixture Bundle."""
+    patient = {"resourceType": "Patient", "id": patient_id, "gender": "female", "birthDate": "1971-05-02"}
+    resources = [
+        condition(f"{patient_id}-cc", patient_id, "71286001", "Spinal cord compression", f"{anchor}T08:00:00Z"),
+        patient,   # after the Condition that references it: the loader must reorder
+        condition(f"{patient_id}-vh", patient_id, "448232005", "Hemangioma of vertebral column", f"{anchor}"),
+    ]
+    return {"resourceType": "Bundle", "type": "collection",
+            "meta": {"lastUpdated": f"{anchor}T00:00:00Z", "tag": [
+                {"system": "https://avh-cds.org/fhir/CodeSystem/expected-card", "code": t}
+                for t in sorted(PRE_OPERATIVE_TOPICS)]},
+            "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": r} for r in resources]}
+
+
+def patient_view_request(bundle: dict) -> dict:
+    resources = [e["resource"] for e in bundle["entry"]]
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    conditions = [r for r in resources if r["resourceType"] == "Condition"]
+    empty = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    return {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
+            "context": {"patientId": patient["id"], "userId": "Practitioner/dep-1"},
+            "prefetch": {"patient": patient,
+                         "conditions": {"resourceType": "Bundle", "type": "searchset",
+                                        "entry": [{"resource": c} for c in conditions]},
+                         **{k: empty for k in ("observations", "procedures", "medicationRequests",
+                                               "serviceRequests", "diagnosticReports")}}}
+
+
+class RecordingFhirServer:
+    """A real HTTP FHIR server on 127.0.0.1: PUT [type]/[id] stores, GET [type]/[id] reads back.
+
+    `failures_before_success` makes the first PUTs answer 503, as a FHIR server still starting does;
+    PUTs to the paths in `refuse` answer 422 with an OperationOutcome, as a validating server does."""
+
+    def __init__(self, port: int, failures_before_success: int = 0, refuse: frozenset = frozenset()):
+        self.port, self.stored, self.puts, self.refuse = port, {}, [], refuse
+        self.failures_left = failures_before_success
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status: int, body: dict | None = None):
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                path = self.path.removeprefix("/fhir/")
+                if "?" in path:   # a search: every stored resource of the type (parameters ignored)
+                    rtype = path.split("?", 1)[0]
+                    return self._answer(200, {"resourceType": "Bundle", "type": "searchset", "entry": [
+                        {"resource": r} for r in server.stored.values() if r["resourceType"] == rtype]})
+                if path == "metadata":
+                    return self._answer(200, {"resourceType": "CapabilityStatement", "status": "active"})
+                if path in server.stored:
+                    return self._answer(200, {**server.stored[path], "meta": {"versionId": "1"}})
+                return self._answer(404, {"resourceType": "OperationOutcome",
+                                          "issue": [{"severity": "error", "code": "not-found"}]})
+
+            def do_PUT(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                path = self.path.removeprefix("/fhir/")
+                server.puts.append((path, self.headers["Content-Type"]))
+                if server.failures_left > 0:
+                    server.failures_left -= 1
+                    return self._answer(503)
+                if path in server.refuse:
+                    return self._answer(422, {"resourceType": "OperationOutcome",
+                                              "issue": [{"severity": "error", "code": "processing"}]})
+                created = path not in server.stored
+                server.stored[path] = body
+                return self._answer(201 if created else 200, body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/fhir"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def sample(metrics_text: str, name: str, **labels) -> float:
+    """One sample's value in a Prometheus text exposition (0 when the series does not exist yet)."""
+    for family in text_string_to_metric_families(metrics_text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0

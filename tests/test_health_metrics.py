@@ -1,0 +1,106 @@
+"""GET /healthz, /readyz and /metrics in one process (the gunicorn test covers several workers)."""
+import socket
+
+import pytest
+
+from deployment_support import PRE_OPERATIVE_TOPICS, RecordingFhirServer, avh_bundle, patient_view_request, sample
+from service.health import Check
+from service.metrics import observe_auth_failure
+
+SERVICE = "avh-patient-view"
+DURATION_COUNT = "avh_cds_request_duration_seconds_count"
+FETCH_PORT, CLOSED_PORT, LISTEN_PORT = 18501, 18599, 18502
+
+
+def metrics(client) -> str:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    return response.get_data(as_text=True)
+
+
+def test_healthz_answers_alive_without_touching_dependencies(client, app):
+    app.extensions["avh"].readiness.append(Check("database", lambda: 1 / 0))
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json == {"status": "alive"}
+
+
+def test_readyz_is_ready_once_cards_are_loaded(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ready", "checks": {"cards": "ok"}}
+
+
+def test_readyz_runs_appended_checks_and_answers_503_naming_the_failed_one(client, app):
+    def reachable(port):
+        return lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+    listener = socket.create_server(("127.0.0.1", LISTEN_PORT))
+    try:
+        app.extensions["avh"].readiness.append(Check("redis", reachable(LISTEN_PORT)))
+        assert client.get("/readyz").json["checks"] == {"cards": "ok", "redis": "ok"}
+        app.extensions["avh"].readiness.append(Check("database", reachable(CLOSED_PORT)))
+        response = client.get("/readyz")
+    finally:
+        listener.close()
+    assert response.status_code == 503
+    assert response.json["status"] == "not_ready"
+    assert response.json["checks"] == {"cards": "ok", "redis": "ok", "database": "failed (ConnectionRefusedError)"}
+
+
+def test_readyz_fails_when_no_card_definitions_are_loaded(client, app):
+    app.extensions["avh"].engine.library.definitions.clear()
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.json["checks"]["cards"] == "failed (RuntimeError)"
+
+
+def test_service_call_moves_latency_histogram_and_cards_per_topic(client):
+    before = metrics(client)
+    response = client.post(f"/cds-services/{SERVICE}", json=patient_view_request(avh_bundle()))
+    assert response.status_code == 200
+    after = metrics(client)
+    assert sample(after, DURATION_COUNT, service=SERVICE, status="200") == \
+        sample(before, DURATION_COUNT, service=SERVICE, status="200") + 1
+    for topic in PRE_OPERATIVE_TOPICS:
+        assert sample(after, "avh_cds_cards_total", service=SERVICE, topic=topic) == \
+            sample(before, "avh_cds_cards_total", service=SERVICE, topic=topic) + 1
+    assert sample(after, "avh_cds_cards_total", service=SERVICE, topic="adjuvant-radiotherapy") == \
+        sample(before, "avh_cds_cards_total", service=SERVICE, topic="adjuvant-radiotherapy")
+
+
+@pytest.mark.parametrize("path, body, status, label", [
+    (f"/cds-services/{SERVICE}", {"hook": "patient-view"}, "400", SERVICE),
+    ("/cds-services/no-such-service", {}, "404", "unknown"),   # arbitrary ids never become label values
+])
+def test_refused_calls_are_timed_by_status_with_bounded_labels(client, path, body, status, label):
+    before = sample(metrics(client), DURATION_COUNT, service=label, status=status)
+    assert client.post(path, json=body).status_code == int(status)
+    text = metrics(client)
+    assert sample(text, DURATION_COUNT, service=label, status=status) == before + 1
+    assert "no-such-service" not in text
+
+
+def test_prefetch_fetches_are_timed_and_failures_counted_per_key(client):
+    bundle = avh_bundle("dep-fetch-1")
+    call = patient_view_request(bundle)
+    del call["prefetch"]["observations"], call["prefetch"]["procedures"]
+    before = metrics(client)
+    with RecordingFhirServer(FETCH_PORT) as fhir:
+        call["fhirServer"] = fhir.base_url
+        assert client.post(f"/cds-services/{SERVICE}", json=call).status_code == 200
+    call["fhirServer"] = f"http://127.0.0.1:{CLOSED_PORT}/fhir"   # nothing listens: both fetches fail
+    assert client.post(f"/cds-services/{SERVICE}", json=call).status_code == 200
+    after = metrics(client)
+    for key in ("observations", "procedures"):
+        assert sample(after, "avh_cds_prefetch_fetch_duration_seconds_count", key=key) == \
+            sample(before, "avh_cds_prefetch_fetch_duration_seconds_count", key=key) + 2
+        assert sample(after, "avh_cds_prefetch_failures_total", key=key) == \
+            sample(before, "avh_cds_prefetch_failures_total", key=key) + 1
+    assert sample(after, "avh_cds_prefetch_failures_total", key="conditions") == \
+        sample(before, "avh_cds_prefetch_failures_total", key="conditions")
+
+
+def test_authentication_failures_are_counted_by_reason(client):
+    before = sample(metrics(client), "avh_cds_auth_failures_total", reason="replayed_jti")
+    observe_auth_failure("replayed_jti")
+    assert sample(metrics(client), "avh_cds_auth_failures_total", reason="replayed_jti") == before + 1
