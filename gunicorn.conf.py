@@ -1,0 +1,57 @@
+"""gunicorn configuration: the production way to run avh-cds.
+
+    gunicorn -c gunicorn.conf.py service.wsgi:app
+
+Every knob is an environment variable (see docs/production.md). The app itself reads AVH_CDS_*
+settings in service/config.py; the variables here size and shape the server process.
+"""
+import multiprocessing
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Production refuses unauthenticated calls unless the operator says otherwise, explicitly.
+os.environ.setdefault("AVH_CDS_AUTH", "required")
+
+# Prometheus multiprocess mode: every worker writes its samples to files in this directory and
+# GET /metrics adds them up. It must be set before a worker imports prometheus_client, and it must
+# belong to this server alone (a second gunicorn on the host gets its own).
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="avh-cds-metrics-")
+METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+bind = os.environ.get("AVH_CDS_BIND", "0.0.0.0:8080")
+workers = int(os.environ.get("AVH_CDS_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+threads = int(os.environ.get("AVH_CDS_THREADS", 4))   # calls wait on FHIR fetches: threads overlap them
+worker_class = "gthread"
+timeout = int(os.environ.get("AVH_CDS_WORKER_TIMEOUT", 30))      # a worker silent this long is restarted
+graceful_timeout = int(os.environ.get("AVH_CDS_GRACEFUL_TIMEOUT", 20))   # on SIGTERM: finish calls in flight
+keepalive = int(os.environ.get("AVH_CDS_KEEPALIVE", 5))
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None   # heartbeats off overlay filesystems
+
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("AVH_CDS_LOG_LEVEL", "INFO").lower()
+logger_class = "service.accesslog.AccessLogger"
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms pid=%(p)s ua="%(a)s"'
+proc_name = "avh-cds"
+control_socket_disable = True   # gunicorn >= 27: no runtime control socket (two instances on a host would share one)
+
+
+def on_starting(server):
+    """Samples left by an earlier server in the same directory would be counted again: start empty."""
+    METRICS_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in METRICS_DIR.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)

@@ -1,0 +1,27 @@
+"""gunicorn access log that cannot carry patient data or credentials.
+
+Whatever access_log_format says, only these atoms have values: the client address, method, path
+(FHIR resource ids replaced by {id}), status, size, duration, pid and user agent. The query string
+(FHIR searches name the patient), the referer (the sandbox's page address names the patient), and
+every header (Authorization carries the JWT) are never logged.
+"""
+from __future__ import annotations
+
+from gunicorn.glogging import Logger
+
+SAFE_ATOMS = frozenset("hlmsbBHTDMLpat")
+
+
+def redact_path(path: str) -> str:
+    """/fhir/Patient/abc/_history/2 -> /fhir/Patient/{id}/...: resource ids may be patient identifiers."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1] == "fhir":
+        return "/".join(parts[:3]) + "/{id}" + ("/..." if len(parts) > 4 else "")
+    return path
+
+
+class AccessLogger(Logger):
+    def atoms(self, resp, req, environ, request_time):
+        atoms = {k: v for k, v in super().atoms(resp, req, environ, request_time).items() if k in SAFE_ATOMS}
+        atoms["U"] = redact_path(environ.get("PATH_INFO", "-"))
+        return atoms

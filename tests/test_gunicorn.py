@@ -1,0 +1,206 @@
+"""The production entry point: gunicorn with gunicorn.conf.py and service.wsgi:app, on 127.0.0.1."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from deployment_support import PRE_OPERATIVE_TOPICS, avh_bundle, patient_view_request, sample
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE = "avh-patient-view"
+PORT_A, PORT_B, SLOW_FHIR_PORT = 18530, 18531, 18532
+
+
+class Gunicorn:
+    """One gunicorn master started exactly as production starts it, with its output in a file."""
+
+    def __init__(self, port: int, log_path: Path, **env):
+        self.base = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        # AVH_CDS_AUTH=off: these calls carry no JWT (the security tests sign theirs).
+        environ.update(AVH_CDS_BIND=f"127.0.0.1:{port}", AVH_CDS_WORKERS="2", AVH_CDS_THREADS="2",
+                       AVH_CDS_AUTH="off", **env)
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                         "service.wsgi:app"], cwd=ROOT, env=environ,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_until_up()
+
+    def _wait_until_up(self, seconds: float = 30.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"gunicorn did not answer /healthz within {seconds} s:\n{self.output()}")
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        """SIGTERM, as an orchestrator stops a container: gunicorn finishes calls in flight, then exits."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def server(tmp_path):
+    gunicorn = Gunicorn(PORT_A, tmp_path / "gunicorn-a.log")
+    yield gunicorn
+    gunicorn.stop()
+
+
+def call(base: str, body: dict) -> requests.Response:
+    # a new connection per call, so that calls spread over the workers
+    return requests.post(f"{base}/cds-services/{SERVICE}", json=body, timeout=10,
+                         headers={"Connection": "close"})
+
+
+def without_uuids(value):
+    if isinstance(value, dict):
+        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
+    if isinstance(value, list):
+        return [without_uuids(v) for v in value]
+    return value
+
+
+def test_gunicorn_serves_health_discovery_calls_and_metrics_summed_over_workers(server):
+    base = server.base
+    assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "alive"}
+    ready = requests.get(f"{base}/readyz", timeout=5)
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    discovery = requests.get(f"{base}/cds-services", timeout=5)
+    assert [s["id"] for s in discovery.json()["services"]] == [SERVICE]
+
+    # Call until both workers have answered at least once: /metrics must then add up both.
+    pids, calls = set(), 0
+    while len(pids) < 2 and calls < 60:
+        response = call(base, patient_view_request(avh_bundle()))
+        assert response.status_code == 200
+        assert {c["source"]["topic"]["code"] for c in response.json()["cards"]} == PRE_OPERATIVE_TOPICS
+        calls += 1
+        pids = set(re.findall(rf'"POST /cds-services/{SERVICE}" 200 \d+ \d+ms pid=<(\d+)>', server.output()))
+    assert len(pids) == 2, "the calls never reached the second worker"
+
+    text = requests.get(f"{base}/metrics", timeout=5).text
+    assert sample(text, "avh_cds_request_duration_seconds_count", service=SERVICE, status="200") == calls
+    assert sample(text, "avh_cds_request_duration_seconds_bucket", service=SERVICE, status="200", le="+Inf") == calls
+    for topic in PRE_OPERATIVE_TOPICS:
+        assert sample(text, "avh_cds_cards_total", service=SERVICE, topic=topic) == calls
+
+
+def test_access_log_carries_no_query_string_token_or_resource_id(server):
+    requests.get(f"{server.base}/healthz?patientId=dep-secret-patient", timeout=5)
+    requests.get(f"{server.base}/fhir/Patient/dep-secret-id/_history/1", timeout=5)
+    requests.post(f"{server.base}/cds-services/{SERVICE}", timeout=5, json={},
+                  headers={"Authorization": "Bearer dep.secret.token", "Referer": "https://x/?patientId=dep-ref"})
+    assert server.stop() == 0
+    log = server.output()
+    assert '"GET /healthz" 200' in log and '"GET /fhir/Patient/{id}/..." 404' in log
+    for secret in ("dep-secret-patient", "dep-secret-id", "dep.secret.token", "dep-ref", "patientId"):
+        assert secret not in log
+
+
+class SlowFhir(BaseHTTPRequestHandler):
+    """A FHIR server that takes 1.5 s to answer a search with an empty Bundle."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        time.sleep(1.5)
+        body = json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/fhir+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_sigterm_lets_calls_in_flight_finish_then_exits_cleanly(tmp_path):
+    slow = ThreadingHTTPServer(("127.0.0.1", SLOW_FHIR_PORT), SlowFhir)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    server = Gunicorn(PORT_A, tmp_path / "gunicorn.log", AVH_CDS_FETCH_TIMEOUT_SECONDS="10")
+    try:
+        body = patient_view_request(avh_bundle())
+        del body["prefetch"]["observations"]
+        body["fhirServer"] = f"http://127.0.0.1:{SLOW_FHIR_PORT}/fhir"
+        with ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            in_flight = pool.submit(call, server.base, body)
+            time.sleep(0.7)   # the call is now waiting on the slow FHIR server
+            server.process.send_signal(signal.SIGTERM)
+            assert in_flight.result().status_code == 200
+            assert time.monotonic() - started >= 1.5   # it did wait for the FHIR server, after the SIGTERM
+        assert server.stop() == 0
+    finally:
+        server.stop()
+        slow.shutdown()
+        slow.server_close()
+    assert "Shutting down: Master" in server.output()
+
+
+def test_two_instances_answer_the_same_call_identically_with_their_own_metrics(tmp_path):
+    public = "https://cds.example.org"   # both behind one address, as behind a load balancer
+    a = Gunicorn(PORT_A, tmp_path / "a.log", AVH_CDS_PUBLIC_URL=public)
+    try:
+        b = Gunicorn(PORT_B, tmp_path / "b.log", AVH_CDS_PUBLIC_URL=public)
+        try:
+            body = patient_view_request(avh_bundle("dep-twin-1"))
+            answers = [call(a.base, body), call(b.base, body), call(a.base, body)]
+            assert [r.status_code for r in answers] == [200, 200, 200]
+            assert without_uuids(answers[0].json()) == without_uuids(answers[1].json())
+            count = "avh_cds_request_duration_seconds_count"
+            assert sample(requests.get(f"{a.base}/metrics", timeout=5).text, count, service=SERVICE) == 2
+            assert sample(requests.get(f"{b.base}/metrics", timeout=5).text, count, service=SERVICE) == 1
+        finally:
+            assert b.stop() == 0
+    finally:
+        assert a.stop() == 0
+
+
+def dockerfile_instruction(name: str) -> str:
+    """One Dockerfile instruction's arguments, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    return next(line.split(None, 1)[1] for line in text.splitlines() if line.startswith(name + " "))
+
+
+def test_the_image_healthcheck_command_follows_healthz(server):
+    command = json.loads(dockerfile_instruction("HEALTHCHECK").split(" CMD ", 1)[1])
+    assert command[0] == "python"
+    run = [sys.executable, *command[1:]]
+    env = {**os.environ, "AVH_CDS_BIND": server.base.removeprefix("http://")}
+    assert subprocess.run(run, env=env, capture_output=True, timeout=10).returncode == 0
+    assert server.stop() == 0
+    assert subprocess.run(run, env=env, capture_output=True, timeout=10).returncode != 0
+
+
+def test_the_image_runs_this_configuration_as_a_non_root_user():
+    assert json.loads(dockerfile_instruction("CMD")) == ["gunicorn", "-c", "gunicorn.conf.py", "service.wsgi:app"]
+    assert dockerfile_instruction("FROM").startswith("python:3.11-slim")
+    assert dockerfile_instruction("USER") not in {"root", "0"}
