@@ -43,24 +43,47 @@ def observe_cards(service_id: str, cards: list[dict]) -> None:
         CARDS.labels(service_id, topic).inc()
 
 
+def observe_prefetch_fetch(key: str, seconds: float) -> None:
+    """One fetch of a missing prefetch key from the fhirServer, all pages, failed or not."""
+    PREFETCH_FETCH_SECONDS.labels(key).observe(seconds)
+
+
 @contextmanager
 def prefetch_fetch_timer(key: str):
-    """Time one fetch of a prefetch key from the fhirServer (failures are timed too)."""
     started = time.perf_counter()
     try:
         yield
     finally:
-        PREFETCH_FETCH_SECONDS.labels(key).observe(time.perf_counter() - started)
+        observe_prefetch_fetch(key, time.perf_counter() - started)
 
 
 def observe_prefetch_failure(key: str) -> None:
     PREFETCH_FAILURES.labels(key).inc()
 
 
-def observe_auth_failure(reason: str) -> None:
-    """Count a refused request. `reason` must be a short fixed code (e.g. "expired", "bad_signature",
-    "replayed_jti"), never token content."""
-    AUTH_FAILURES.labels(reason).inc()
+# Why a token was refused -> the label counted. Matched against the start of the refusal's message
+# (the AuthFailed messages of service/security/tokens.py, PyJWT's exception names); anything else is
+# "other". The label is never built from the message itself: a token's kid or alg must not become
+# a time series of its own.
+AUTH_FAILURE_REASONS = (
+    ("no bearer token", "missing_token"), ("malformed token", "malformed_token"),
+    ("alg ", "algorithm_not_allowed"), ("no kid", "no_kid"), ("iss not trusted", "untrusted_issuer"),
+    ("jku not allowed", "jku_not_allowed"), ("no key ", "unknown_key"), ("ExpiredSignatureError", "expired"),
+    ("ImmatureSignatureError", "not_yet_valid"), ("InvalidIssuedAtError", "not_yet_valid"),
+    ("InvalidAudienceError", "wrong_audience"), ("InvalidSignatureError", "bad_signature"),
+    ("InvalidIssuerError", "untrusted_issuer"), ("MissingRequiredClaimError", "missing_claim"),
+    ("token lifetime", "lifetime_too_long"), ("tenant not allowed", "tenant_not_allowed"),
+    ("jti replayed", "replayed_jti"),
+)
+
+
+def auth_failure_reason(message: str) -> str:
+    return next((code for start, code in AUTH_FAILURE_REASONS if message.startswith(start)), "other")
+
+
+def observe_auth_failure(message: str) -> None:
+    """Count a refused request by the kind of refusal (see AUTH_FAILURE_REASONS)."""
+    AUTH_FAILURES.labels(auth_failure_reason(message)).inc()
 
 
 def _service_label() -> str | None:

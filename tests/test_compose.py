@@ -51,6 +51,7 @@ def test_two_replicas_run_behind_the_proxy_with_authentication_required(config):
     assert mounted.startswith(str(ROOT / "deploy" / "nginx.conf") + ":")
     assert {"published": 8080, "target": 8080} in [
         {k: int(v) for k, v in p.items() if k in ("published", "target")} for p in config["services"]["proxy"]["ports"]]
+    assert avh["stop_grace_period"] == "30s"   # more than gunicorn's graceful timeout (20 s)
     assert avh["depends_on"] == {"postgres": {"condition": "service_healthy"},
                                  "redis": {"condition": "service_healthy"}}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from deployment_support import PRE_OPERATIVE_TOPICS, avh_bundle, patient_view_request, sample
+from tests.deployment_support import PRE_OPERATIVE_TOPICS, avh_bundle, patient_view_request, sample
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "avh-patient-view"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from deployment_support import RecordingFhirServer, avh_bundle
+from tests.deployment_support import RecordingFhirServer, avh_bundle
 from service.cli import main
 from service.fixtures import load_fixtures
 from service.loader import FhirLoader, ServerNotUp, resources_in_load_order
