@@ -3,12 +3,22 @@ made from it, and a real HTTP FHIR server on 127.0.0.1 that keeps what is PUT in
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
 
 from prometheus_client.parser import text_string_to_metric_families
 
+ROOT = Path(__file__).resolve().parent.parent
 SNOMED = "http://snomed.info/sct"
 ACTIVE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}
 CONFIRMED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
@@ -124,3 +134,52 @@ def sample(metrics_text: str, name: str, **labels) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return s.value
     return 0.0
+
+
+class Gunicorn:
+    """One gunicorn master started exactly as production starts it, with its output in a file."""
+
+    def __init__(self, port: int, log_path: Path, **env):
+        self.base = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        # AVH_CDS_AUTH=off: these calls carry no JWT (the security tests sign theirs).
+        environ.update(AVH_CDS_BIND=f"127.0.0.1:{port}", AVH_CDS_WORKERS="2", AVH_CDS_THREADS="2",
+                       AVH_CDS_AUTH="off", **env)
+        with socket.socket() as probe:   # a server left on the port would answer in this one's place
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} is already in use"
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                         "service.wsgi:app"], cwd=ROOT, env=environ,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_until_up()
+
+    def _wait_until_up(self, seconds: float = 30.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"gunicorn did not answer /healthz within {seconds} s:\n{self.output()}")
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        """SIGTERM, as an orchestrator stops a container: gunicorn finishes calls in flight, then exits."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode

@@ -9,63 +9,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.deployment_support import PRE_OPERATIVE_TOPICS, avh_bundle, patient_view_request, sample
+from tests.deployment_support import PRE_OPERATIVE_TOPICS, ROOT, Gunicorn, avh_bundle, patient_view_request, sample
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "avh-patient-view"
 PORT_A, PORT_B, SLOW_FHIR_PORT = 18530, 18531, 18532
-
-
-class Gunicorn:
-    """One gunicorn master started exactly as production starts it, with its output in a file."""
-
-    def __init__(self, port: int, log_path: Path, **env):
-        self.base = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        # AVH_CDS_AUTH=off: these calls carry no JWT (the security tests sign theirs).
-        environ.update(AVH_CDS_BIND=f"127.0.0.1:{port}", AVH_CDS_WORKERS="2", AVH_CDS_THREADS="2",
-                       AVH_CDS_AUTH="off", **env)
-        self.log = open(log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                                         "service.wsgi:app"], cwd=ROOT, env=environ,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait_until_up()
-
-    def _wait_until_up(self, seconds: float = 30.0) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"gunicorn did not answer /healthz within {seconds} s:\n{self.output()}")
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        """SIGTERM, as an orchestrator stops a container: gunicorn finishes calls in flight, then exits."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-        return self.process.returncode
 
 
 @pytest.fixture
@@ -97,14 +48,15 @@ def test_gunicorn_serves_health_discovery_calls_and_metrics_summed_over_workers(
     discovery = requests.get(f"{base}/cds-services", timeout=5)
     assert [s["id"] for s in discovery.json()["services"]] == [SERVICE]
 
-    # Call until both workers have answered at least once: /metrics must then add up both.
+    # Call, four at a time, until both workers have answered: /metrics must then add up both.
     pids, calls = set(), 0
-    while len(pids) < 2 and calls < 60:
-        response = call(base, patient_view_request(avh_bundle()))
-        assert response.status_code == 200
-        assert {c["source"]["topic"]["code"] for c in response.json()["cards"]} == PRE_OPERATIVE_TOPICS
-        calls += 1
-        pids = set(re.findall(rf'"POST /cds-services/{SERVICE}" 200 \d+ \d+ms pid=<(\d+)>', server.output()))
+    with ThreadPoolExecutor(4) as pool:
+        while len(pids) < 2 and calls < 80:
+            for response in pool.map(lambda _: call(base, patient_view_request(avh_bundle())), range(4)):
+                assert response.status_code == 200
+                assert {c["source"]["topic"]["code"] for c in response.json()["cards"]} == PRE_OPERATIVE_TOPICS
+            calls += 4
+            pids = set(re.findall(rf'"POST /cds-services/{SERVICE}" 200 \d+ \d+ms pid=<(\d+)>', server.output()))
     assert len(pids) == 2, "the calls never reached the second worker"
 
     text = requests.get(f"{base}/metrics", timeout=5).text
@@ -145,7 +97,8 @@ class SlowFhir(BaseHTTPRequestHandler):
 def test_sigterm_lets_calls_in_flight_finish_then_exits_cleanly(tmp_path):
     slow = ThreadingHTTPServer(("127.0.0.1", SLOW_FHIR_PORT), SlowFhir)
     threading.Thread(target=slow.serve_forever, daemon=True).start()
-    server = Gunicorn(PORT_A, tmp_path / "gunicorn.log", AVH_CDS_FETCH_TIMEOUT_SECONDS="10")
+    server = Gunicorn(PORT_A, tmp_path / "gunicorn.log", AVH_CDS_FETCH_TIMEOUT_SECONDS="10",
+                      AVH_CDS_FETCH_BUDGET_SECONDS="10")
     try:
         body = patient_view_request(avh_bundle())
         del body["prefetch"]["observations"]
