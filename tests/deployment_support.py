@@ -143,16 +143,20 @@ class Gunicorn:
         self.base = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        # AVH_CDS_AUTH=off: these calls carry no JWT (the security tests sign theirs).
-        environ.update(AVH_CDS_BIND=f"127.0.0.1:{port}", AVH_CDS_WORKERS="2", AVH_CDS_THREADS="2",
-                       AVH_CDS_AUTH="off", **env)
+        # AVH_CDS_AUTH=off unless the test says otherwise: most calls here carry no JWT.
+        environ.update({"AVH_CDS_BIND": f"127.0.0.1:{port}", "AVH_CDS_WORKERS": "2", "AVH_CDS_THREADS": "2",
+                        "AVH_CDS_AUTH": "off", **env})
         with socket.socket() as probe:   # a server left on the port would answer in this one's place
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} is already in use"
         self.log = open(log_path, "w")
         self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                                          "service.wsgi:app"], cwd=ROOT, env=environ,
                                         stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait_until_up()
+        try:
+            self._wait_until_up()
+        except BaseException:   # never leave a server running behind a failed start
+            self.stop()
+            raise
 
     def _wait_until_up(self, seconds: float = 30.0) -> None:
         deadline = time.monotonic() + seconds
@@ -160,11 +164,10 @@ class Gunicorn:
             if self.process.poll() is not None:
                 raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
             try:
-                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                if requests.get(f"{self.base}/healthz", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:   # not listening yet, or a worker still booting
                 time.sleep(0.2)
-        self.stop()
         raise AssertionError(f"gunicorn did not answer /healthz within {seconds} s:\n{self.output()}")
 
     def output(self) -> str:
