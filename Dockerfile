@@ -10,9 +10,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     AVH_CDS_BIND=0.0.0.0:8080 \
     AVH_CDS_CARDS_DIR=/app/cards \
     AVH_CDS_FIXTURES_DIR=/app/fhir_fixtures \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/avh-cds-metrics
+    PROMETHEUS_MULTIPROC_DIR=/tmp/avh-cds-metrics \
+    AVH_CDS_SQLITE_PATH=/var/lib/avh-cds/avh-cds.sqlite3
 
-RUN groupadd --system avh && useradd --system --gid avh --home-dir /app --shell /usr/sbin/nologin avh
+# The code stays root-owned (read-only to the service); only /var/lib/avh-cds is the service's to
+# write (the SQLite feedback store when AVH_CDS_DATABASE_URL is not set).
+RUN groupadd --system avh && useradd --system --gid avh --home-dir /app --shell /usr/sbin/nologin avh \
+    && install -d -o avh -g avh /var/lib/avh-cds
 WORKDIR /app
 
 # The package (service/ and its dependencies) is installed; the card data and fixtures are read from
