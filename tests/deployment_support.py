@@ -61,6 +61,15 @@ def patient_view_request(bundle: dict) -> dict:
                                                "serviceRequests", "diagnosticReports")}}}
 
 
+def without_uuids(value):
+    """A CDS response with every `uuid` left out: two instances mint their own for the same cards."""
+    if isinstance(value, dict):
+        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
+    if isinstance(value, list):
+        return [without_uuids(v) for v in value]
+    return value
+
+
 class RecordingFhirServer:
     """A real HTTP FHIR server on 127.0.0.1: PUT [type]/[id] stores, GET [type]/[id] reads back.
 

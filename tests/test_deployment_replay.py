@@ -9,7 +9,7 @@ import pytest
 import redis
 import requests
 
-from tests.deployment_support import Gunicorn, avh_bundle, patient_view_request, sample
+from tests.deployment_support import Gunicorn, avh_bundle, patient_view_request, sample, without_uuids
 from tests.security_support import ISS, issuer, token
 
 PORT_A, PORT_B = 18550, 18551
@@ -39,14 +39,6 @@ def instances(tmp_path):
 def post(instance, body, tok):
     return requests.post(instance.base + PATH, json=body, timeout=10,
                          headers={"Authorization": f"Bearer {tok}", "Connection": "close"})
-
-
-def without_uuids(value):
-    if isinstance(value, dict):
-        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
-    if isinstance(value, list):
-        return [without_uuids(v) for v in value]
-    return value
 
 
 def test_a_token_used_on_one_instance_is_refused_on_the_other(instances):

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from tests.deployment_support import PRE_OPERATIVE_TOPICS, ROOT, Gunicorn, avh_bundle, patient_view_request, sample
+from tests.deployment_support import (PRE_OPERATIVE_TOPICS, ROOT, Gunicorn, avh_bundle, patient_view_request,
+                                      sample, without_uuids)
 
 SERVICE = "avh-patient-view"
 PORT_A, PORT_B, SLOW_FHIR_PORT = 18530, 18531, 18532
@@ -30,14 +31,6 @@ def call(base: str, body: dict) -> requests.Response:
     # a new connection per call, so that calls spread over the workers
     return requests.post(f"{base}/cds-services/{SERVICE}", json=body, timeout=10,
                          headers={"Connection": "close"})
-
-
-def without_uuids(value):
-    if isinstance(value, dict):
-        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
-    if isinstance(value, list):
-        return [without_uuids(v) for v in value]
-    return value
 
 
 def test_gunicorn_serves_health_discovery_calls_and_metrics_summed_over_workers(server):
