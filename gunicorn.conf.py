@@ -5,6 +5,7 @@
 Every knob is an environment variable (see docs/production.md). The app itself reads AVH_CDS_*
 settings in service/config.py; the variables here size and shape the server process.
 """
+import atexit
 import multiprocessing
 import os
 import shutil
@@ -17,9 +18,12 @@ os.environ.setdefault("AVH_CDS_AUTH", "required")
 # Prometheus multiprocess mode: every worker writes its samples to files in this directory and
 # GET /metrics adds them up. It must be set before a worker imports prometheus_client, and it must
 # belong to this server alone (a second gunicorn on the host gets its own).
-_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-if _own_metrics_dir:
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="avh-cds-metrics-")
+    _master_pid = os.getpid()
+    # Removed when the master exits, however it exits (a port already in use included); forked
+    # workers inherit this hook and must not run it.
+    atexit.register(lambda: os.getpid() == _master_pid and shutil.rmtree(METRICS_DIR, ignore_errors=True))
 METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 bind = os.environ.get("AVH_CDS_BIND", "0.0.0.0:8080")
@@ -50,8 +54,3 @@ def on_starting(server):
 def child_exit(server, worker):
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):
-    if _own_metrics_dir:
-        shutil.rmtree(METRICS_DIR, ignore_errors=True)

@@ -3,6 +3,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -150,3 +151,18 @@ def test_the_image_runs_this_configuration_as_a_non_root_user():
     assert json.loads(dockerfile_instruction("CMD")) == ["gunicorn", "-c", "gunicorn.conf.py", "service.wsgi:app"]
     assert dockerfile_instruction("FROM").startswith("python:3.11-slim")
     assert dockerfile_instruction("USER") not in {"root", "0"}
+
+
+def test_the_metrics_directory_gunicorn_makes_is_removed_however_it_exits(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    clean = Gunicorn(PORT_A, tmp_path / "clean.log", TMPDIR=str(tmp))
+    assert [d.name[:16] for d in tmp.iterdir()] == ["avh-cds-metrics-"]
+    assert clean.stop() == 0
+    with socket.create_server(("127.0.0.1", PORT_B)):   # the port is taken: gunicorn cannot bind and exits
+        env = {**os.environ, "AVH_CDS_BIND": f"127.0.0.1:{PORT_B}", "TMPDIR": str(tmp)}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        failed = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "service.wsgi:app"],
+                                cwd=ROOT, env=env, capture_output=True, timeout=60)
+    assert failed.returncode != 0
+    assert list(tmp.iterdir()) == []
