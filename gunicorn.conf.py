@@ -21,9 +21,13 @@ os.environ.setdefault("AVH_CDS_AUTH", "required")
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="avh-cds-metrics-")
     _master_pid = os.getpid()
-    # Removed when the master exits, however it exits (a port already in use included); forked
-    # workers inherit this hook and must not run it.
-    atexit.register(lambda: os.getpid() == _master_pid and shutil.rmtree(METRICS_DIR, ignore_errors=True))
+
+    @atexit.register
+    def _remove_metrics_dir():
+        """When the master exits, however it exits (a port already in use included). Not in a forked
+        worker (workers inherit atexit hooks), nor after a USR2 upgrade handed the directory on."""
+        if os.getpid() == _master_pid and not getattr(_arbiter, "reexec_pid", 0):
+            shutil.rmtree(METRICS_DIR, ignore_errors=True)
 METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 bind = os.environ.get("AVH_CDS_BIND", "0.0.0.0:8080")
@@ -44,8 +48,13 @@ proc_name = "avh-cds"
 control_socket_disable = True   # gunicorn >= 27: no runtime control socket (two instances on a host would share one)
 
 
+_arbiter = None
+
+
 def on_starting(server):
     """Samples left by an earlier server in the same directory would be counted again: start empty."""
+    global _arbiter
+    _arbiter = server
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
     for stale in METRICS_DIR.glob("*.db"):
         stale.unlink()
