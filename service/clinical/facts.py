@@ -138,8 +138,14 @@ def _period_start(period):
     return period.start if period else None
 
 
+def clinical_onset(c):
+    """When the condition began, if the record says so. recordedDate is only when it was written down."""
+    return c.onsetDateTime or _period_start(c.onsetPeriod)
+
+
 def condition_onset(c):
-    return c.onsetDateTime or _period_start(c.onsetPeriod) or c.recordedDate
+    """The date shown to the clinician: the onset, else the date it was recorded."""
+    return clinical_onset(c) or c.recordedDate
 
 
 def observation_time(o) -> dt.datetime | None:
@@ -288,7 +294,7 @@ def derive_facts(record: PatientRecord, vs: ValueSets, now: dt.datetime) -> Fact
     # The confirmed hemangioma speaks for the diagnosis; provisional ones only when none is confirmed.
     hemangiomas.sort(key=lambda c: _status(c.verificationStatus) in UNCONFIRMED_VERIFICATION)
     hemangioma = hemangiomas[0]
-    onset = as_datetime(condition_onset(hemangioma))
+    onset = as_datetime(clinical_onset(hemangioma))   # unknown onset: any decompression counts (pathway.md 3)
     compression = compressions[0]
 
     def done(rtype, concept, statuses, after=None):
