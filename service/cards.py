@@ -80,13 +80,27 @@ def _level_text(levels: tuple[str, ...]) -> str:
     return ", ".join(levels)
 
 
+def _ago(days: int | None, date: str) -> str:
+    """Time since an event on the scale a clinician reads it: '5 days ago', '4 months ago', '10 years ago'."""
+    if days is None:
+        return "on an unknown date"
+    if days < 0:
+        return f"on {date}"
+    if days < 2:
+        return ("today", "1 day ago")[days]
+    if days < 60:
+        return f"{days} days ago"
+    if days < 730:
+        return f"{days // 30} months ago"
+    return f"{days // 365} years ago"
+
+
 def template_variables(facts: Facts) -> dict[str, Any]:
-    days = facts.days_since_surgery
     surgery_date = facts.surgery.when.isoformat() if facts.surgery and facts.surgery.when else "an unknown date"
     return {
         "level": _level_text(facts.levels),
         "ambulatory_status": (facts.ambulatory_status or "ambulatory status not recorded").replace("-", " "),
-        "surgery_when": f"{days} days ago" if days is not None else "on an unknown date",
+        "surgery_when": _ago(facts.days_since_surgery, surgery_date),
         "surgery_date": surgery_date,
         "dex_days": facts.dexamethasone_days if facts.dexamethasone_days is not None else "?",
         "dex_start": facts.dexamethasone.when.isoformat() if facts.dexamethasone and facts.dexamethasone.when else "?",
