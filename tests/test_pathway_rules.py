@@ -1,0 +1,92 @@
+"""pathway.md section 4 at the pure level: facts -> decisions, and every fixture through the engine."""
+import pytest
+
+from service.cards import template_variables
+from service.clinical.pathway import decide_chart
+from service.prefetch import Prefetched
+from tests.fhir_builders import (CPT, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day, decompression,
+                                 dexamethasone, facts_of, hemangioma, in_pathway, procedure, report,
+                                 service_request, walking)
+from tests.fixture_cards import ENGINE, all_fixtures, chart_cards
+
+PRE_OP_ALL = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta", "preop-embolization"}
+
+
+def decided(facts):
+    decisions, unchecked = decide_chart(facts)
+    assert unchecked == []
+    return {d.topic for d in decisions}
+
+
+@pytest.mark.parametrize("fx", all_fixtures(), ids=lambda f: f.name)
+def test_fixture_bundle_as_a_whole_gives_its_expected_cards(fx):
+    """The whole bundle (vitals, labs, unrelated problems included) at a fixed now: selection works."""
+    assert {c["source"]["topic"]["code"] for c in chart_cards(fx)} == fx.expected_topics
+
+
+@pytest.mark.parametrize("fx", [f for f in all_fixtures() if f.expected_topics], ids=lambda f: f.name)
+def test_every_summary_variant_fits_for_every_patient(fx):
+    """No summary template, under any flag, overflows 140 characters with this patient's facts."""
+    facts = ENGINE.facts(Prefetched(resources=fx.resources()), fx.patient_id, NOW)
+    variables = template_variables(facts)
+    for topic, definition in ENGINE.library.definitions.items():
+        for variant in definition.data["summary"]:
+            text = variant["text"].format_map(variables)
+            assert len(text) < 140, (topic, text)
+
+
+def test_pre_operative_patient_with_nothing_on_record_gets_the_whole_workup():
+    assert decided(in_pathway()) == PRE_OP_ALL
+
+
+def test_each_workup_item_on_record_silences_its_own_card_only():
+    assert decided(in_pathway(dexamethasone(day(1)))) == PRE_OP_ALL - {"corticosteroids"}
+    assert decided(in_pathway(report(LOINC, "36400-0", day(1)))) == PRE_OP_ALL - {"spine-mri"}
+    assert decided(in_pathway(report(LOCAL, "ct-angiography-spine", day(1)))) == PRE_OP_ALL - {"preop-cta"}
+    assert decided(in_pathway(procedure(CPT, "61624", day(1)))) == PRE_OP_ALL - {"preop-embolization"}
+
+
+def test_rapid_deterioration_swaps_embolization_for_going_straight_to_surgery():
+    rapid = in_pathway(walking("ambulatory", ago(2)), walking("non-ambulatory", ago(1)))
+    assert decided(rapid) == PRE_OP_ALL - {"preop-embolization"} | {"embolization-deferred"}
+    # an embolization already done does not change the advice not to wait for one
+    assert "embolization-deferred" in decided(
+        in_pathway(walking("ambulatory", ago(2)), walking("non-ambulatory", ago(1)), procedure(CPT, "37243", ago(1))))
+
+
+def test_operated_patient_gets_only_post_operative_cards():
+    assert decided(in_pathway(decompression(day(3)))) == {"adjuvant-radiotherapy", "posterior-fixation"}
+    assert decided(in_pathway(decompression(day(3)), procedure(SNOMED, "55705006", day(3)))) == {"adjuvant-radiotherapy"}
+    done = in_pathway(decompression(day(3)), procedure(CPT, "22843", day(3)), procedure(CPT, "77412", day(1)))
+    assert decided(done) == set()
+
+
+def test_planned_radiotherapy_counts_but_a_draft_does_not():
+    fixed = (decompression(day(3)), procedure(CPT, "22840", day(3)))
+    assert decided(in_pathway(*fixed, service_request(CPT, "77385", day(1)))) == set()
+    assert decided(in_pathway(*fixed, service_request(CPT, "77385", day(1), status="draft"))) == {"adjuvant-radiotherapy"}
+
+
+def test_steroid_duration_fires_before_or_after_surgery():
+    assert "steroid-duration" in decided(in_pathway(dexamethasone(day(14))))
+    assert decided(in_pathway(dexamethasone(day(14)), decompression(day(3)), procedure(CPT, "22842", day(3)),
+                              procedure(CPT, "77427", day(1)))) == {"steroid-duration"}
+
+
+def test_unconfirmed_diagnosis_adds_the_differential_card():
+    for status in ("provisional", "differential", "unconfirmed"):
+        facts = facts_of(hemangioma(verification=status, onset=day(3)), compression())
+        assert decided(facts) == PRE_OP_ALL | {"differential-diagnosis"}
+
+
+def test_out_of_scope_patient_is_silent_whatever_else_is_on_record():
+    metastasis = condition(concept(SNOMED, "94222008"))
+    facts = facts_of(metastasis, compression(), dexamethasone(day(20)), decompression(day(2)))
+    assert decide_chart(facts) == ([], [])
+
+
+def test_missing_procedures_withhold_every_stage_card_instead_of_guessing():
+    facts = in_pathway(unavailable={"Procedure"})
+    decisions, unchecked = decide_chart(facts)
+    assert {d.topic for d in decisions} == set()
+    assert {u.topic for u in unchecked} >= {"surgical-decompression", "adjuvant-radiotherapy"}
