@@ -1,130 +1,163 @@
-"""FHIR R4 search over in-memory resources: the query subset CDS Hooks prefetch templates use.
+"""FHIR R4 search over resources held in memory: the subset avh-cds's prefetch templates use. Pure.
 
-`Patient/123` is an instance read; `Condition?patient=123&code=sys|a,sys|b` is a type search where
-each parameter must match (AND) and a comma inside one value means OR. Supported parameters:
-`_id`, `patient`, `subject` (references) and `code`, `status`, `clinical-status`, `category`
-(tokens: `system|code`, `|code`, `code`, `system|`). Result parameters (`_count`, `_sort`, ...)
-are not filters: they are handed back to the caller (the fixture FHIR endpoint pages with them).
-Anything else raises UnsupportedSearch, so a caller can answer 400 instead of silently ignoring a
-filter and returning too much.
+Parameters understood:
+- `_id`: the resource's id (comma = OR);
+- `patient` / `subject`: a reference, given as `123`, `Patient/123` or an absolute URL ending in
+  `Patient/123` (comma = OR); `patient` only matches references to a Patient;
+- `code`: a token, `system|code`, `code` (any system), `|code` (no system) or `system|` (any code
+  of the system); comma = OR. The element searched is `code`, or `medicationCodeableConcept` for
+  the medication resources, as in the FHIR R4 search parameter definitions;
+- `_count` / `_offset`: paging (the caller builds `next` links from them);
+- `_format` is accepted and ignored.
+A parameter given twice must match both times (AND). Anything else (another parameter, a modifier
+such as `code:text`) raises SearchError: a typo in a template shows up instead of matching everything.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
-from urllib.parse import parse_qsl, unquote
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+from urllib.parse import parse_qsl
 
-RESULT_PARAMETERS = frozenset({"_count", "_sort", "_summary", "_total", "_elements", "_format"})
-MEDICATION_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "MedicationAdministration",
-                              "MedicationDispense"})
+from .clinical.record import subject_id
+
+DEFAULT_COUNT = 50
+MAX_COUNT = 1000
+CODE_ELEMENT = {
+    "MedicationRequest": "medicationCodeableConcept",
+    "MedicationAdministration": "medicationCodeableConcept",
+    "MedicationDispense": "medicationCodeableConcept",
+    "MedicationStatement": "medicationCodeableConcept",
+}
+CRITERIA = frozenset({"_id", "patient", "subject", "code"})
+IGNORED = frozenset({"_format"})
 
 
-class UnsupportedSearch(ValueError):
-    """A query outside the supported subset (unknown parameter, modifier or malformed query)."""
+class SearchError(ValueError):
+    """The search cannot be answered as asked (unknown parameter, bad value)."""
 
 
 @dataclass(frozen=True)
-class Query:
+class Search:
     resource_type: str
-    id: str | None = None                                   # set for an instance read
-    filters: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (parameter, OR-values), ANDed
-    result: Mapping[str, str] = field(default_factory=dict)
+    criteria: tuple[tuple[str, tuple[str, ...]], ...]   # (parameter, alternatives), ANDed
+    count: int = DEFAULT_COUNT
+    offset: int = 0
 
-    def matches(self, resource: Mapping[str, Any]) -> bool:
+    def matches(self, resource: Mapping) -> bool:
         if resource.get("resourceType") != self.resource_type:
             return False
-        if self.id is not None:
-            return resource.get("id") == self.id
-        return all(any(_match(resource, name, value) for value in values) for name, values in self.filters)
+        return all(_MATCHERS[name](resource, values) for name, values in self.criteria)
+
+    def select(self, resources: Iterable[Mapping]) -> list[Mapping]:
+        """Every match, in the order given (page it with `page`)."""
+        return [r for r in resources if self.matches(r)]
+
+    def page(self, matched: list[Mapping]) -> list[Mapping]:
+        return matched[self.offset:self.offset + self.count]
+
+    def params(self, **paging: int) -> list[tuple[str, str]]:
+        """The query parameters of this search (criteria, then paging), e.g. to build a next link."""
+        pairs = [(name, ",".join(values)) for name, values in self.criteria]
+        return pairs + [(k, str(v)) for k, v in paging.items()]
 
 
-def parse_query(query: str) -> Query:
-    """'Condition?patient=1&code=a|b' or 'Patient/1' (relative to the FHIR base) -> Query."""
-    path, _, params = query.lstrip("/").partition("?")
-    parts = [unquote(p) for p in path.split("/") if p]
-    if not parts or not parts[0][:1].isupper() or len(parts) > 2 or (len(parts) == 2 and params):
-        raise UnsupportedSearch(f"not a FHIR read or type search: {query!r}")
-    if len(parts) == 2:
-        return Query(parts[0], id=parts[1])
-    filters, result = [], {}
-    for name, value in parse_qsl(params, keep_blank_values=True):
-        if name in RESULT_PARAMETERS:
-            result[name] = value
+def parse_search(resource_type: str, params: Iterable[tuple[str, str]]) -> Search:
+    criteria, count, offset = [], DEFAULT_COUNT, 0
+    for name, value in params:
+        if name in IGNORED:
             continue
-        if name not in MATCHERS:
-            raise UnsupportedSearch(f"search parameter {name!r} is not supported")
-        values = tuple(v for v in value.split(",") if v)
-        if not values:
-            raise UnsupportedSearch(f"search parameter {name!r} has no value")
-        filters.append((name, values))
-    return Query(parts[0], filters=tuple(filters), result=result)
+        if name == "_count":
+            count = min(_non_negative(name, value), MAX_COUNT)
+        elif name == "_offset":
+            offset = _non_negative(name, value)
+        elif name in CRITERIA:
+            values = tuple(v.strip() for v in value.split(","))
+            if not all(values):
+                raise SearchError(f"search parameter {name!r} has an empty value")
+            criteria.append((name, values))
+        else:
+            raise SearchError(f"search parameter {name!r} is not supported by this server "
+                              f"(supported: {', '.join(sorted(CRITERIA | {'_count', '_offset'}))})")
+    return Search(resource_type, tuple(criteria), count, offset)
 
 
-def search(resources: Iterable[Mapping[str, Any]], query: str | Query) -> list[Mapping[str, Any]]:
-    """The resources a read or search returns, in their given order."""
-    parsed = parse_query(query) if isinstance(query, str) else query
-    return [r for r in resources if isinstance(r, Mapping) and parsed.matches(r)]
+def parse_query(query: str) -> Search:
+    """'Condition?patient=1&code=http://snomed.info/sct|123' -> Search (a prefetch template, filled)."""
+    resource_type, _, query_string = query.partition("?")
+    return parse_search(resource_type, parse_qsl(query_string, keep_blank_values=True))
 
 
-# --- parameter semantics ----------------------------------------------------------------------
-
-def _reference_matches(ref: Any, value: str, target_type: str | None) -> bool:
-    if not isinstance(ref, Mapping) or not isinstance(ref.get("reference"), str):
-        return False
-    ref_type, _, ref_id = ref["reference"].rstrip("/").rpartition("/")
-    ref_type = ref_type.rpartition("/")[2]
-    want_type, _, want_id = value.rstrip("/").rpartition("/")
-    want_type = want_type.rpartition("/")[2]
-    if target_type and ref_type != target_type:
-        return False
-    return ref_id == want_id and (not want_type or want_type == ref_type)
+def _non_negative(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SearchError(f"{name} must be a whole number, not {value[:20]!r}") from None
+    if number < 0:
+        raise SearchError(f"{name} must not be negative")
+    return number
 
 
-def _token_matches(concepts: Any, value: str) -> bool:
-    """A token against one CodeableConcept or a list of them."""
-    if isinstance(concepts, Mapping):
-        concepts = [concepts]
-    if not isinstance(concepts, list):
-        return False
-    system, bar, code = value.partition("|")
-    if not bar:
-        system, code = None, value
-    for concept in concepts:
-        for coding in (concept.get("coding") or []) if isinstance(concept, Mapping) else []:
-            if not isinstance(coding, Mapping):
-                continue
-            if system is not None and (coding.get("system") or "") != system:
-                continue
-            if code and coding.get("code") != code:
-                continue
+def _match_id(resource: Mapping, values: tuple[str, ...]) -> bool:
+    return resource.get("id") in values
+
+
+def _reference_of(resource: Mapping, element: str) -> str | None:
+    ref = resource.get(element)
+    return ref.get("reference") if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str) else None
+
+
+def _match_patient(resource: Mapping, values: tuple[str, ...]) -> bool:
+    patient = subject_id(resource)
+    for value in values:
+        parts = value.rstrip("/").split("/")
+        if parts[-1] == patient and (len(parts) < 2 or parts[-2] == "Patient"):
             return True
     return False
 
 
-def _code_token_matches(code: Any, value: str) -> bool:
-    """A token against a plain code element (status, id): any system part is ignored."""
-    return isinstance(code, str) and code == value.rpartition("|")[2]
+def _match_subject(resource: Mapping, values: tuple[str, ...]) -> bool:
+    ref = _reference_of(resource, "subject")
+    if ref is None:
+        return False
+    parts = ref.rstrip("/").split("/")
+    if len(parts) < 2:
+        return False
+    kind, rid = parts[-2], parts[-1]
+    for value in values:
+        wanted = value.rstrip("/").split("/")
+        if wanted[-1] == rid and (len(wanted) < 2 or wanted[-2] == kind):
+            return True
+    return False
 
 
-def _patient(resource: Mapping, value: str) -> bool:
-    return any(_reference_matches(resource.get(path), value, "Patient") for path in ("subject", "patient"))
+def _match_code(resource: Mapping, values: tuple[str, ...]) -> bool:
+    concept = resource.get(CODE_ELEMENT.get(resource.get("resourceType"), "code"))
+    codings = concept.get("coding") if isinstance(concept, Mapping) else None
+    pairs = [(c.get("system"), c.get("code")) for c in codings or [] if isinstance(c, Mapping)]
+    return any(_token_matches(system, code, value) for system, code in pairs for value in values)
 
 
-def _code(resource: Mapping, value: str) -> bool:
-    path = "medicationCodeableConcept" if resource.get("resourceType") in MEDICATION_TYPES else "code"
-    return _token_matches(resource.get(path), value)
+def _token_matches(system: str | None, code: str | None, token: str) -> bool:
+    if "|" not in token:
+        return code == token
+    wanted_system, _, wanted_code = token.partition("|")
+    if not wanted_system:
+        return system is None and code == wanted_code
+    if not wanted_code:
+        return system == wanted_system
+    return system == wanted_system and code == wanted_code
 
 
-MATCHERS = {
-    "_id": lambda r, v: _code_token_matches(r.get("id"), v),
-    "patient": _patient,
-    "subject": lambda r, v: _reference_matches(r.get("subject"), v, None),
-    "code": _code,
-    "status": lambda r, v: _code_token_matches(r.get("status"), v),
-    "clinical-status": lambda r, v: _token_matches(r.get("clinicalStatus"), v),
-    "category": lambda r, v: _token_matches(r.get("category"), v),
-}
+_MATCHERS = {"_id": _match_id, "patient": _match_patient, "subject": _match_subject, "code": _match_code}
 
 
-def _match(resource: Mapping, name: str, value: str) -> bool:
-    return MATCHERS[name](resource, value)
+def answer_query(query: str, resources: Iterable[Mapping]) -> dict | None:
+    """What a FHIR server holding `resources` answers to a filled prefetch template: the resource
+    for a read ('Patient/123', None when absent), a searchset Bundle of every match for a search."""
+    if "?" not in query:
+        resource_type, _, rid = query.partition("/")
+        return next((dict(r) for r in resources if r.get("resourceType") == resource_type and r.get("id") == rid),
+                    None)
+    matched = parse_query(query).select(resources)
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(matched),
+            "entry": [{"resource": dict(r), "search": {"mode": "match"}} for r in matched]}

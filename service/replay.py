@@ -13,7 +13,7 @@ from typing import Any, Mapping, Protocol
 
 import requests
 
-from .fhir_search import parse_query, search
+from .fhir_search import SearchError, answer_query
 from .fixtures import Fixture
 from .prefetch import fill_template
 
@@ -36,8 +36,10 @@ class InProcess:
         if app is None:
             from . import create_app
             from .config import Settings
-            # The per-call INFO log would interleave with the table; AVH_CDS_LOG_LEVEL still wins.
-            app = create_app(Settings.from_env(log_level=os.environ.get("AVH_CDS_LOG_LEVEL", "WARNING")))
+            # In-process there is no client to authenticate: the test client is the caller. Per-call logs
+            # would interleave with the table (AVH_CDS_LOG_LEVEL still wins).
+            env = {"AVH_CDS_LOG_LEVEL": "ERROR", **os.environ, "AVH_CDS_AUTH": "off"}
+            app = create_app(Settings.from_env(env))
         self.client = app.test_client()
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
@@ -82,17 +84,9 @@ def prefetch_templates(transport: Transport, service_id: str = SERVICE_ID) -> di
 
 
 def fill_prefetch(templates: Mapping[str, str], resources: list[dict], context: Mapping[str, Any]) -> dict:
-    """Run each template over the resources: a read gives the resource (or null), a search a searchset."""
-    prefetch = {}
-    for key, template in templates.items():
-        query = parse_query(fill_template(template, context))
-        found = search(resources, query)
-        if query.id is not None:
-            prefetch[key] = found[0] if found else None
-        else:
-            prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": len(found),
-                             "entry": [{"resource": r, "search": {"mode": "match"}} for r in found]}
-    return prefetch
+    """Each key as a FHIR server holding the resources answers it: a read gives the resource (or null),
+    a search a searchset Bundle. A template outside the search subset raises SearchError."""
+    return {key: answer_query(fill_template(template, context), resources) for key, template in templates.items()}
 
 
 def hook_request(fixture: Fixture, templates: Mapping[str, str], fhir_server: str | None = None) -> dict:
@@ -138,7 +132,10 @@ def replay(fixtures: list[Fixture], transport: Transport, service_id: str = SERV
     templates = prefetch_templates(transport, service_id)
     outcomes = []
     for fixture in fixtures:
-        request = hook_request(fixture, templates, fhir_server)
+        try:
+            request = hook_request(fixture, templates, fhir_server)
+        except SearchError as exc:
+            raise ReplayError(f"a discovery prefetch template is outside the search subset: {exc}") from exc
         response = _ok(transport, "POST", f"/cds-services/{service_id}", request)
         outcomes.append(Outcome(fixture, request, response))
     return outcomes

@@ -11,7 +11,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from service import create_app
 from service.config import PROJECT_ROOT, Settings
-from service.fhir_search import search
+from service.fhir_search import answer_query
 from service.fixtures import EXPECTED_CARD_SYSTEM, SILENT, load_fixtures
 from service.replay import InProcess, fill_prefetch, prefetch_templates, replay
 
@@ -25,9 +25,18 @@ TOPICS = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta",
           "differential-diagnosis"}
 
 
+# Tests not about authentication run without it, as tests/conftest.py does.
+NO_AUTH = {"AVH_CDS_AUTH": "off"}
+
+
 @pytest.fixture(scope="module")
-def outcomes():
-    return {o.fixture.name: o for o in replay(FIXTURES, InProcess(create_app(Settings.from_env({}))))}
+def service_app():
+    return create_app(Settings.from_env(NO_AUTH))
+
+
+@pytest.fixture(scope="module")
+def outcomes(service_app):
+    return {o.fixture.name: o for o in replay(FIXTURES, InProcess(service_app))}
 
 
 def test_fixtures_cover_every_topic_and_silence():
@@ -92,9 +101,9 @@ def test_suggestions_are_valid_fhir_for_this_patient(outcomes, name):
     assert len(uuids) == len(set(uuids))
 
 
-def test_unrelated_resources_never_change_the_cards(outcomes):
+def test_unrelated_resources_never_change_the_cards(service_app):
     """The same patient with all its vitals, labs and unrelated problems sent along gets the same cards."""
-    client = create_app(Settings.from_env({})).test_client()
+    client = service_app.test_client()
     for f in FIXTURES:
         context = {"patientId": f.patient_id, "userId": "Practitioner/x"}
         everything = {"resourceType": "Bundle", "type": "searchset",
@@ -109,28 +118,27 @@ def test_unrelated_resources_never_change_the_cards(outcomes):
 
 
 @responses.activate
-def test_without_prefetch_the_service_fetches_the_same_data():
-    """No prefetch at all: the service runs its templates against fhirServer and reaches the same cards."""
-    base = "http://fhir.test/r4"
+def test_without_prefetch_the_service_fetches_the_same_data(service_app):
+    """No prefetch at all: the service runs its templates against fhirServer and reaches the same cards.
+
+    The FHIR server is mocked in-process (responses) over all fixtures; nothing listens on its port."""
+    base = "http://127.0.0.1:18139/fhir"
     everything = [r for f in FIXTURES for r in f.resources()]
 
     def answer(request):
         url = urlsplit(request.url)
-        found = search(everything, url.path.removeprefix(urlsplit(base).path) + ("?" + url.query if url.query else ""))
-        if "?" not in request.url:
-            return (200, {}, json.dumps(found[0])) if found else (404, {}, "{}")
-        return 200, {}, json.dumps({"resourceType": "Bundle", "type": "searchset",
-                                    "entry": [{"resource": r} for r in found]})
+        found = answer_query(url.path.removeprefix("/fhir/") + ("?" + url.query if url.query else ""), everything)
+        return (200, {}, json.dumps(found)) if found else (404, {}, "{}")
 
-    responses.add_callback(responses.GET, re.compile(r"http://fhir\.test/r4/.*"), callback=answer)
-    outcomes = replay(FIXTURES, InProcess(create_app(Settings.from_env({}))), fhir_server=base)
+    responses.add_callback(responses.GET, re.compile(re.escape(base) + "/.*"), callback=answer)
+    outcomes = replay(FIXTURES, InProcess(service_app), fhir_server=base)
     for o in outcomes:
         assert "prefetch" not in o.request
         assert o.topics == o.fixture.expected_topics, o.fixture.name
 
 
-def test_prefetch_holds_only_what_the_templates_ask_for():
-    transport = InProcess(create_app(Settings.from_env({})))
+def test_prefetch_holds_only_what_the_templates_ask_for(service_app):
+    transport = InProcess(service_app)
     templates = prefetch_templates(transport)
     f = next(f for f in FIXTURES if f.name.startswith("01"))
     prefetch = fill_prefetch(templates, f.resources(), {"patientId": f.patient_id})

@@ -57,7 +57,7 @@ def test_unreachable_service_is_exit_2(capsys):
 
 
 def test_replay_against_a_running_service(capsys):
-    server = make_server("127.0.0.1", PORT, create_app(Settings.from_env({})), threaded=True)
+    server = make_server("127.0.0.1", PORT, create_app(Settings.from_env({"AVH_CDS_AUTH": "off"})), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
