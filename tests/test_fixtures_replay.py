@@ -123,12 +123,16 @@ def test_without_prefetch_the_service_fetches_the_same_data(service_app):
 
     The FHIR server is mocked in-process (responses) over all fixtures; nothing listens on its port."""
     base = "http://127.0.0.1:18139/fhir"
+    fhir_json = {"Content-Type": "application/fhir+json"}
     everything = [r for f in FIXTURES for r in f.resources()]
 
     def answer(request):
         url = urlsplit(request.url)
         found = answer_query(url.path.removeprefix("/fhir/") + ("?" + url.query if url.query else ""), everything)
-        return (200, {}, json.dumps(found)) if found else (404, {}, "{}")
+        if found is None:
+            return 404, fhir_json, json.dumps({"resourceType": "OperationOutcome",
+                                               "issue": [{"severity": "error", "code": "not-found"}]})
+        return 200, fhir_json, json.dumps(found)
 
     responses.add_callback(responses.GET, re.compile(re.escape(base) + "/.*"), callback=answer)
     outcomes = replay(FIXTURES, InProcess(service_app), fhir_server=base)
