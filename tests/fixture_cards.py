@@ -7,7 +7,7 @@ from service.config import PROJECT_ROOT
 from service.engine import Engine
 from service.fixtures import Fixture, load_fixtures
 from service.prefetch import Prefetched
-from tests.fhir_builders import NOW
+from tests.pathway_builders import NOW
 
 ENGINE = Engine.load(PROJECT_ROOT / "cards")
 SOURCE_URL = "http://cds.test/pathway"

@@ -4,7 +4,7 @@ import pytest
 from service.cards import template_variables
 from service.clinical.pathway import decide_chart
 from service.prefetch import Prefetched
-from tests.fhir_builders import (CPT, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day, decompression,
+from tests.pathway_builders import (CPT, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day, decompression,
                                  dexamethasone, facts_of, hemangioma, in_pathway, procedure, report,
                                  service_request, walking)
 from tests.fixture_cards import ENGINE, all_fixtures, chart_cards
