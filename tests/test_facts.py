@@ -188,7 +188,7 @@ def test_ct_angiography_by_local_code_or_loinc():
     assert in_pathway(procedure(LOINC, "24925-0", day(1))).spine_cta is not None
 
 
-@pytest.mark.parametrize("birth, pediatric", [("2009-11-25", True), ("2008-11-24", False)])
+@pytest.mark.parametrize("birth, pediatric", [("2008-11-25", True), ("2008-11-24", False)])
 def test_pediatric_means_under_18(birth, pediatric):
     assert in_pathway(patient(birth)).pediatric is pediatric
 
