@@ -68,16 +68,23 @@ def _placeholders(template: Any) -> set[str]:
     return set()
 
 
+MAX_LEVEL_GROUPS = 3   # beyond this a summary names the count and the extent, not every level
+
+
 def _level_text(levels: tuple[str, ...]) -> str:
+    """('T5', 'T6', 'T7', 'T9') -> 'T5-T7, T9'; many scattered levels -> '8 levels, C3 to L3' (summaries < 140)."""
     if not levels:
         return "the involved level"
-    if len(levels) == 1:
-        return levels[0]
-    same_region = len({lv[0] for lv in levels}) == 1
-    numbers = [int(lv[1:]) for lv in levels]
-    if same_region and numbers == list(range(numbers[0], numbers[-1] + 1)):
-        return f"{levels[0]}-{levels[-1]}"
-    return ", ".join(levels)
+    runs: list[list[str]] = []
+    for lv in levels:   # sorted C, T, L and by number
+        last = runs[-1][-1] if runs else None
+        if last and last[0] == lv[0] and int(lv[1:]) == int(last[1:]) + 1:
+            runs[-1].append(lv)
+        else:
+            runs.append([lv])
+    if len(runs) > MAX_LEVEL_GROUPS:
+        return f"{len(levels)} levels, {levels[0]} to {levels[-1]}"
+    return ", ".join(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
 
 
 def _ago(days: int | None, date: str) -> str:

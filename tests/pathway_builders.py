@@ -54,8 +54,10 @@ def condition(code: dict, clinical: str | None = "active", verification: str = "
     return {**res, **extra}
 
 
-def hemangioma(**kw) -> dict:
-    return condition(concept(SNOMED, "448232005"), sites=kw.pop("sites", [concept(SNOMED, "11068009")]), **kw)
+def hemangioma(code: dict | None = None, sites: list[dict] | None = None, **kw) -> dict:
+    """A vertebral hemangioma (SNOMED), at T8 unless sites are given."""
+    return condition(code or concept(SNOMED, "448232005"), sites=[concept(SNOMED, "11068009")] if sites is None else sites,
+                     **kw)
 
 
 def compression(**kw) -> dict:

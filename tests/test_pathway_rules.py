@@ -90,3 +90,33 @@ def test_missing_procedures_withhold_every_stage_card_instead_of_guessing():
     decisions, unchecked = decide_chart(facts)
     assert {d.topic for d in decisions} == set()
     assert {u.topic for u in unchecked} >= {"surgical-decompression", "adjuvant-radiotherapy"}
+
+
+VERTEBRA = {"T1": "64864005", "T3": "1626008", "T4": "73071006", "T5": "56401006", "T6": "45296009",
+            "T7": "62487009", "T9": "82687006", "T11": "12989004", "T12": "23215003"}
+
+
+def _summaries(facts):
+    variables = template_variables(facts)
+    return [v["text"].format_map(variables) for d in ENGINE.library.definitions.values() for v in d.data["summary"]]
+
+
+@pytest.mark.parametrize("levels, text", [
+    (("T5",), "T5"),
+    (("T3", "T4", "T5", "T6"), "T3-T6"),
+    (("T3", "T4", "T5", "T9"), "T3-T5, T9"),
+    (("T1", "T3", "T5", "T7"), "4 levels, T1 to T7"),
+])
+def test_levels_are_named_briefly(levels, text):
+    sites = [concept(SNOMED, VERTEBRA[lv]) for lv in levels]
+    facts = facts_of(hemangioma(sites=sites), compression())
+    assert template_variables(facts)["level"] == text
+    assert all(len(s) < 140 for s in _summaries(facts))
+
+
+def test_many_levels_named_in_text_still_fit_every_summary():
+    """Eight lesions named in the code text would overflow the summaries (and be cut mid-word) if listed."""
+    text = "Multiple vertebral hemangiomas C3, C5, T2, T4, T8, T10, L1, L3"
+    facts = facts_of(hemangioma(code=concept(SNOMED, "448232005", text), sites=[]), compression())
+    assert template_variables(facts)["level"] == "8 levels, C3 to L3"
+    assert all(len(s) < 140 for s in _summaries(facts))
