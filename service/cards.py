@@ -18,6 +18,7 @@ from .valuesets import TOPIC_SYSTEM
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 SOURCE_LABEL = "avh-cds: aggressive vertebral hemangioma pathway"
 UNCHECKED_TOPIC = "data-unavailable"
+MAX_LEVEL_GROUPS = 3   # beyond this a summary names the count and the extent of the levels, not each one
 
 # Flags a card file may test, and the template variables it may use; anything else is a typo.
 KNOWN_FLAGS = frozenset({
@@ -66,9 +67,6 @@ def _placeholders(template: Any) -> set[str]:
     if isinstance(template, dict):
         return set().union(*(_placeholders(v) for v in template.values())) if template else set()
     return set()
-
-
-MAX_LEVEL_GROUPS = 3   # beyond this a summary names the count and the extent, not every level
 
 
 def _level_text(levels: tuple[str, ...]) -> str:

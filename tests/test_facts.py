@@ -196,3 +196,21 @@ def test_pediatric_means_under_18(birth, pediatric):
 def test_pregnancy_is_recognised():
     assert in_pathway(condition(concept(ICD10CM, "O99.352"))).pregnancy is not None
     assert in_pathway(condition(concept(SNOMED, "77386006"), clinical="resolved")).pregnancy is None
+
+
+@pytest.mark.parametrize("text, vertebral", [
+    ("Hemangioma of lumbar vertebra", True),
+    ("Hemangioma of the spine", True),
+    ("Hemangioma L2", True),
+    ("Hemangioma of thoracic wall", False),     # chest wall: a region's name is not the spine
+    ("Hemangioma of skin of lumbar region", False),
+    ("Cervical lymph node hemangioma", False),
+    ("Spindle cell hemangioma of the forearm", False),
+])
+def test_d18_text_must_name_a_vertebra_or_the_spine(text, vertebral):
+    assert facts_of(condition(concept(ICD10CM, "D18.09", text)), compression()).in_pathway is vertebral
+
+
+def test_d18_with_a_chest_wall_site_is_not_vertebral():
+    chest_wall = concept(SNOMED, "78904004", "Thoracic wall")
+    assert not facts_of(condition(concept(ICD10CM, "D18.09"), sites=[chest_wall]), compression()).in_pathway
