@@ -5,15 +5,6 @@ import argparse
 import sys
 
 
-def _serve(args) -> int:
-    from . import create_app
-    from .config import Settings
-    settings = Settings.from_env(fixture_fhir=True)
-    app = create_app(settings)
-    app.run(host=args.host, port=args.port, threaded=True)
-    return 0
-
-
 def _replay(args) -> int:
     import datetime as dt
     from pathlib import Path
@@ -38,13 +29,18 @@ def _replay(args) -> int:
     return 0 if all(o.matches for o in outcomes) else 1
 
 
+def _serve(args) -> int:
+    from . import create_app
+    from .config import Settings
+    settings = Settings.from_env(fixture_fhir=True)
+    app = create_app(settings)
+    app.run(host=args.host, port=args.port, threaded=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avh-cds", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="start the service (development server, embedded defaults)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.set_defaults(func=_serve)
     replay = sub.add_parser("replay", help="post fixture bundles as patient-view calls and check their cards",
                             description="Turn each fixture bundle into a patient-view request (prefetch filled by "
                                         "the service's discovery templates), print the cards and whether they are "
@@ -55,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="send no prefetch, only this fhirServer (e.g. the fixture FHIR endpoint): the service "
                              "fetches the data itself")
     replay.set_defaults(func=_replay)
+    serve = sub.add_parser("serve", help="start the service (development server, embedded defaults)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=_serve)
     return parser
 
 
