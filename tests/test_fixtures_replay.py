@@ -63,6 +63,26 @@ def test_resource_ids_are_unique_across_fixtures():
             seen[key] = f.name
 
 
+def _codings(value):
+    if isinstance(value, dict):
+        if "system" in value and "code" in value:
+            yield value["system"], value["code"]
+        for v in value.values():
+            yield from _codings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _codings(v)
+
+
+def test_fixtures_are_valid_r4_bundles_using_only_defined_local_codes():
+    local = json.loads((PROJECT_ROOT / "cards" / "codesystem-avh-local.json").read_text())
+    defined = {c["code"] for c in local["concept"]}
+    for f in FIXTURES:
+        get_fhir_model_class("Bundle").model_validate(f.bundle)
+        used = {code for system, code in _codings(f.resources()) if system == local["url"]}
+        assert used <= defined, (f.name, used - defined)
+
+
 @pytest.mark.parametrize("name", [f.name for f in FIXTURES])
 def test_fixture_gets_exactly_its_expected_cards(outcomes, name):
     outcome = outcomes[name]
