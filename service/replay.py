@@ -69,9 +69,17 @@ class Remote:
 def _ok(transport: Transport, method: str, path: str, body: dict | None = None) -> dict:
     status, payload = transport.call(method, path, body)
     if status != 200 or not isinstance(payload, dict):
-        problem = payload.get("message") or payload.get("error") if isinstance(payload, dict) else "no JSON body"
-        raise ReplayError(f"{method} {path} answered {status}: {problem}")
+        raise ReplayError(f"{method} {path} answered {status}: {_problem(payload)}")
     return payload
+
+
+def _problem(payload: Any) -> str:
+    """What an error body says: our {error, message}, or an OperationOutcome's diagnostics (412)."""
+    if not isinstance(payload, dict):
+        return "no JSON body"
+    issues = payload.get("issue") if isinstance(payload.get("issue"), list) else []
+    said = [payload.get("message")] + [i.get("diagnostics") for i in issues if isinstance(i, dict)]
+    return "; ".join(str(s) for s in said if s) or str(payload.get("error") or "no details")
 
 
 def prefetch_templates(transport: Transport, service_id: str = SERVICE_ID) -> dict[str, str]:

@@ -8,7 +8,8 @@ from werkzeug.serving import make_server
 from service import create_app
 from service.cli import main
 from service.config import PROJECT_ROOT, Settings
-from service.fixtures import EXPECTED_CARD_SYSTEM
+from service.fixtures import EXPECTED_CARD_SYSTEM, load_fixture
+from service.replay import InProcess, ReplayError, replay
 
 FIXTURES = PROJECT_ROOT / "fhir_fixtures"
 PORT = 18137   # inside this worktree's port range
@@ -68,3 +69,18 @@ def test_replay_against_a_running_service(capsys):
     out = capsys.readouterr().out
     assert status == 0
     assert "posterior-fixation" in out and "adjuvant-radiotherapy" in out and "1 of 1" in out
+
+
+def test_a_refused_call_is_reported_with_the_services_reason():
+    """A patient whose Condition key is an OperationOutcome gets 412; replay names why (the CLI exits 2)."""
+
+    class OutcomeForConditions(InProcess):
+        def call(self, method, path, body=None):
+            if body is not None:
+                body["prefetch"]["conditions"] = {"resourceType": "OperationOutcome",
+                                                  "issue": [{"severity": "error", "code": "timeout"}]}
+            return super().call(method, path, body)
+
+    fx = load_fixture(FIXTURES / "01-preop-stable-ambulatory.json")
+    with pytest.raises(ReplayError, match=r"answered 412: .*conditions"):
+        replay([fx], OutcomeForConditions(create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}))))
