@@ -214,3 +214,16 @@ def test_d18_text_must_name_a_vertebra_or_the_spine(text, vertebral):
 def test_d18_with_a_chest_wall_site_is_not_vertebral():
     chest_wall = concept(SNOMED, "78904004", "Thoracic wall")
     assert not facts_of(condition(concept(ICD10CM, "D18.09"), sites=[chest_wall]), compression()).in_pathway
+
+
+def test_the_answer_does_not_depend_on_the_order_the_record_arrives_in():
+    """Two confirmed hemangiomas: an old one (operated 2020) and a new one at another level, not operated.
+    The new episode speaks for the patient whichever order the EHR sends them in."""
+    old = hemangioma(onset="2019-06-01", sites=[concept(SNOMED, "62487009")])
+    new = hemangioma(onset=day(12), sites=[concept(SNOMED, "7610001")])
+    rest = (compression(onset=day(5)), decompression("2020-01-15"))
+    for order in ((old, new), (new, old)):
+        facts = facts_of(*order, *rest)
+        assert facts.pre_operative, [c["onsetDateTime"] for c in order]
+        assert facts.hemangioma.ref == f"Condition/{new['id']}"
+        assert facts.levels == ("T7", "T10")

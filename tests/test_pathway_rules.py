@@ -1,4 +1,6 @@
 """pathway.md section 4 at the pure level: facts -> decisions, and every fixture through the engine."""
+import random
+
 import pytest
 
 from service.cards import template_variables
@@ -22,6 +24,14 @@ def decided(facts):
 def test_fixture_bundle_as_a_whole_gives_its_expected_cards(fx):
     """The whole bundle (vitals, labs, unrelated problems included) at a fixed now: selection works."""
     assert {c["source"]["topic"]["code"] for c in chart_cards(fx)} == fx.expected_topics
+
+
+@pytest.mark.parametrize("fx", all_fixtures(), ids=lambda f: f.name)
+def test_resource_order_never_changes_the_cards(fx):
+    resources = fx.resources()
+    for order in (resources[::-1], random.Random(fx.name).sample(resources, len(resources))):
+        facts = ENGINE.facts(Prefetched(resources=order), fx.patient_id, NOW)
+        assert {c["source"]["topic"]["code"] for c in ENGINE.chart_cards(facts, "http://x/p")} == fx.expected_topics
 
 
 @pytest.mark.parametrize("fx", [f for f in all_fixtures() if f.expected_topics], ids=lambda f: f.name)

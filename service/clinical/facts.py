@@ -185,6 +185,15 @@ def _is_vertebral_hemangioma(c, vs: ValueSets) -> bool:
     return any(SPINE_WORDS.search(n) for n in names)
 
 
+def _speaking_rank(c) -> tuple:
+    """Which hemangioma speaks for the patient: a confirmed one before an unconfirmed one, then the latest
+    onset (the episode at hand: an operation before it did not treat it), unknown onsets last, then the id,
+    so the answer never depends on the order in which the EHR sent the record."""
+    onset = as_datetime(clinical_onset(c))
+    return (_status(c.verificationStatus) in UNCONFIRMED_VERIFICATION, onset is None,
+            -onset.timestamp() if onset else 0.0, c.id or "")
+
+
 def _levels(conditions: Iterable, vs: ValueSets) -> tuple[str, ...]:
     found = []
     for c in conditions:
@@ -291,9 +300,7 @@ def derive_facts(record: PatientRecord, vs: ValueSets, now: dt.datetime) -> Fact
     if not hemangiomas or not compressions:
         return Facts(in_pathway=False, **common)
 
-    # The confirmed hemangioma speaks for the diagnosis; provisional ones only when none is confirmed.
-    hemangiomas.sort(key=lambda c: _status(c.verificationStatus) in UNCONFIRMED_VERIFICATION)
-    hemangioma = hemangiomas[0]
+    hemangioma = min(hemangiomas, key=_speaking_rank)
     onset = as_datetime(clinical_onset(hemangioma))   # unknown onset: any decompression counts (pathway.md 3)
     compression = compressions[0]
 
