@@ -9,7 +9,7 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from security_support import (BASE, FHIR, INVOKE, ISS, JWKS_URL, Keys, bearer, claims, hook_request, http, issuer,
+from tests.security_support import (BASE, FHIR, INVOKE, ISS, JWKS_URL, Keys, bearer, claims, hook_request, http, issuer,
                               loopback_only, make_app, token)
 
 __all__ = ["http", "loopback_only"]     # fixtures used by the tests below

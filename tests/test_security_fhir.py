@@ -6,7 +6,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from security_support import FHIR, INVOKE, Keys, bearer, hook_request, http, issuer, loopback_only, make_app, token
+from tests.security_support import FHIR, INVOKE, Keys, bearer, hook_request, http, issuer, loopback_only, make_app, token
 from service import create_app
 from service.config import Settings
 

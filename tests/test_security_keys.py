@@ -4,7 +4,7 @@ import uuid
 import pytest
 import responses
 
-from security_support import INVOKE, JWKS_URL, Keys, bearer, hook_request, http, issuer, loopback_only, make_app, token
+from tests.security_support import INVOKE, JWKS_URL, Keys, bearer, hook_request, http, issuer, loopback_only, make_app, token
 
 __all__ = ["http", "loopback_only"]
 

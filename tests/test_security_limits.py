@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis
 
-from security_support import FHIR, INVOKE, bearer, hook_request, http, issuer, loopback_only, make_app, token
+from tests.security_support import FHIR, INVOKE, bearer, hook_request, http, issuer, loopback_only, make_app, token
 from service import create_app
 from service.config import Settings
 from service.security.limits import json_depth, prefetch_resource_count
