@@ -33,7 +33,8 @@ class Settings:
     max_token_lifetime_seconds: int = 3600
     jwks_refresh_seconds: float = 60.0          # at most one JWK Set fetch per issuer in this interval
     jwks_cache_seconds: float = 3600.0
-    redis_url: str = ""                         # shared jti replay cache; in-process when empty
+    redis_url: str = ""                         # shared jti replay cache (all hosts)
+    replay_db: str = ""                         # SQLite jti replay cache (workers of one host); else in-process
     fhir_servers: str = ""                      # comma-separated fhirServer bases for development trust
     cors_origins: str = ""                      # comma-separated origins, "*" for all; default by auth mode
     max_json_depth: int = 64

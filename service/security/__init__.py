@@ -70,7 +70,8 @@ def build(settings: Settings) -> Security:
     issuers = load_issuers(settings.issuers_file, settings.trust_sandbox, settings.fhir_servers)
     verifier = None
     if settings.auth == "required":
-        verifier = TokenVerifier(issuers, _algorithms(settings), replay_cache(settings.redis_url), requests.Session(),
+        replay = replay_cache(settings.redis_url, settings.replay_db)
+        verifier = TokenVerifier(issuers, _algorithms(settings), replay, requests.Session(),
                                  clock_skew=settings.clock_skew_seconds,
                                  max_lifetime=settings.max_token_lifetime_seconds,
                                  jwks_refresh_seconds=settings.jwks_refresh_seconds,
@@ -79,8 +80,9 @@ def build(settings: Settings) -> Security:
             log.error("AVH_CDS_AUTH=required but no trusted issuer (AVH_CDS_ISSUERS_FILE): every CDS call is refused")
         if not settings.public_url:
             log.warning("AVH_CDS_PUBLIC_URL unset: a token's aud is compared with the URL built from the Host header")
-        if not settings.redis_url:
-            log.info("jti replay cache is per process; set AVH_CDS_REDIS_URL when running several workers or hosts")
+        if not settings.redis_url and not settings.replay_db:
+            log.info("jti replay cache is per process; set AVH_CDS_REPLAY_DB (one host) or AVH_CDS_REDIS_URL "
+                     "(several hosts) when running several workers")
     else:
         log.warning(AUTH_OFF_WARNING)
     if settings.trust_sandbox:
