@@ -114,3 +114,16 @@ def test_logs_are_json_lines_without_tokens_or_patient_data(tmp_path, http, log_
     assert served["topics"] and served["ms"] >= 0 and served["iss"] == "https://ehr.test"
     assert calls[1]["auth_failure"] == "iss not trusted" and calls[2]["auth_failure"] == "jti replayed"
     assert any("c-bad" in line.get("msg", "") for line in lines)
+
+
+def test_an_unauthenticated_caller_gets_401_before_its_body_is_looked_at(tmp_path, monkeypatch):
+    import service.security as security
+    parsed = []
+    monkeypatch.setattr(security, "check_limits", lambda *args: parsed.append(args))
+    client = make_app(tmp_path, AVH_CDS_MAX_JSON_DEPTH="3").test_client()
+    body = hook_request()
+    body["extension"] = nested(10)
+    assert client.post(INVOKE, json=body).status_code == 401
+    assert not parsed
+    assert client.post(INVOKE, json=body, headers=bearer(token())).status_code == 200    # the stub lets it by
+    assert len(parsed) == 1
