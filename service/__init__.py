@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
 from flask import Flask, request
-from flask_cors import CORS
 
 from .config import Settings
 from .engine import Engine
 from .errors import register_error_handlers
 from .prefetch import PrefetchResolver
 from .registry import Registry
+from .security import install as install_security
+from .security.logs import configure_logging
 from .services import build_registry
 
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -48,7 +48,7 @@ def _validators(registry: Registry) -> dict:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level)
+    configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     registry = build_registry(engine.valuesets)
     app.extensions["avh"] = Avh(settings, engine, registry,
                                 PrefetchResolver(timeout=settings.fetch_timeout_seconds), _validators(registry))
-    CORS(app, allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"], max_age=600)
+    install_security(app, settings)                # auth, fhirServer allowlist, input limits, CORS, access log
     register_error_handlers(app)
     from . import pages, routes
     app.register_blueprint(routes.bp)

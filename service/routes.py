@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
-import time
 
 import jsonschema
 from flask import Blueprint, current_app, g, jsonify, request
@@ -12,7 +10,6 @@ from flask import Blueprint, current_app, g, jsonify, request
 from .errors import ApiError
 from .prefetch import PrefetchFailed
 
-log = logging.getLogger(__name__)
 bp = Blueprint("cds", __name__)
 
 
@@ -57,7 +54,6 @@ def invoke(service_id: str):
         raise ApiError(400, "wrong_hook", f"service {service.id} answers the {service.hook} hook, not {body['hook']!r}")
     _validate(body["context"], service.hook, f"context of {service.hook}")
     g.hook_instance = body["hookInstance"]
-    started = time.perf_counter()
     try:
         prefetched = avh.prefetch.resolve(service.prefetch, body)
     except PrefetchFailed as exc:
@@ -66,9 +62,7 @@ def invoke(service_id: str):
             "diagnostics": f"prefetch key '{exc.key}' could not be had: {exc.reason}"}]}), 412
     now = dt.datetime.now(dt.timezone.utc)
     cards = service.evaluate(avh.engine, prefetched, body, now, avh.source_url())
-    log.info("service=%s hookInstance=%s resources=%d cards=%s ms=%.1f", service.id, body["hookInstance"],
-             len(prefetched.resources), ",".join(c["source"]["topic"]["code"] for c in cards),
-             (time.perf_counter() - started) * 1000)
+    g.resource_count, g.card_topics = len(prefetched.resources), [c["source"]["topic"]["code"] for c in cards]
     return jsonify({"cards": cards})
 
 

@@ -6,7 +6,11 @@ from service.config import Settings
 
 @pytest.fixture
 def app():
-    return create_app(Settings.from_env({}))
+    """The app for tests that are not about authentication: AVH_CDS_AUTH=off, stated explicitly.
+
+    Authentication is tested in tests/test_security*.py with an issuer file and generated keys.
+    """
+    return create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}))
 
 
 @pytest.fixture

@@ -109,6 +109,8 @@ def build_record(resources: Iterable[Mapping], selector: Selector, patient_id: s
             continue
         rtype = res.get("resourceType")
         rid = res.get("id")
+        if not isinstance(rtype, str):
+            continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
         if rtype == "Patient":
             if rid == patient_id and patient is None:
                 try:
