@@ -24,6 +24,11 @@ class Settings:
     fetch_budget_seconds: float = 0.4
     fetch_page_cap: int = 10
     log_level: str = "INFO"
+    # Feedback storage: PostgreSQL (or any SQLAlchemy URL) when set, else the embedded SQLite file.
+    database_url: str = ""
+    sqlite_path: Path = Path("avh-cds.sqlite3")
+    storage_timeout_seconds: float = 5.0
+    feedback_retry_after_seconds: int = 2
     extra: dict = field(default_factory=dict)
 
     @classmethod

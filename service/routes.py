@@ -10,6 +10,7 @@ import jsonschema
 from flask import Blueprint, current_app, g, jsonify, request
 
 from .errors import ApiError
+from .feedback import parse_feedback
 from .prefetch import PrefetchFailed
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def invoke(service_id: str):
             "diagnostics": f"prefetch key '{exc.key}' could not be had: {exc.reason}"}]}), 412
     now = dt.datetime.now(dt.timezone.utc)
     cards = service.evaluate(avh.engine, prefetched, body, now, avh.source_url())
+    avh.store.record_issued(service.id, body["hookInstance"], cards, now)
     log.info("service=%s hookInstance=%s resources=%d cards=%s ms=%.1f", service.id, body["hookInstance"],
              len(prefetched.resources), ",".join(c["source"]["topic"]["code"] for c in cards),
              (time.perf_counter() - started) * 1000)
@@ -74,7 +76,11 @@ def invoke(service_id: str):
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str):
-    _service_or_404(service_id)
+    service = _service_or_404(service_id)
     body = _json_body()
     _validate(body, "feedback", "not CDS Hooks 2.0 feedback")
-    return jsonify({"received": len(body["feedback"])})
+    entries = parse_feedback(body["feedback"])
+    result = current_app.extensions["avh"].store.record_feedback(service.id, entries, dt.datetime.now(dt.timezone.utc))
+    log.info("service=%s feedback received=%d stored=%d unknown_cards=%d", service.id, result.received,
+             result.stored, len(result.unknown_cards))
+    return jsonify(result.as_json())

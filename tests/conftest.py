@@ -5,8 +5,8 @@ from service.config import Settings
 
 
 @pytest.fixture
-def app():
-    return create_app(Settings.from_env({}))
+def app(tmp_path):
+    return create_app(Settings.from_env({}, sqlite_path=tmp_path / "avh-cds.sqlite3"))
 
 
 @pytest.fixture
