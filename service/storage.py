@@ -195,18 +195,16 @@ class FeedbackStore:
             log.warning("feedback store (%s) write failed: %s", self.backend, type(exc).__name__)
             raise StorageUnavailable(self.retry_after) from exc
 
-    def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[dict], when: dt.datetime) -> bool:
+    def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[dict], when: dt.datetime) -> None:
         """Remember each card shown, to join feedback with it. A failure costs the join, never the cards."""
         rows = [{"card_uuid": c["uuid"], "service_id": service_id, "topic": c["source"]["topic"]["code"],
                  "hook_instance": hook_instance, "issued_at": when} for c in cards if "uuid" in c]
         if not rows:
-            return True
+            return
         try:
             self._write(lambda conn: conn.execute(self._insert_ignoring_duplicates(issued_cards), rows), durable=False)
         except StorageUnavailable:
             log.warning("service=%s hookInstance=%s: %d issued cards not recorded", service_id, hook_instance, len(rows))
-            return False
-        return True
 
     def record_feedback(self, service_id: str, entries: list[FeedbackEntry], when: dt.datetime) -> StoredFeedback:
         """Store every entry once (by idempotency key); entries about cards this service never issued are marked."""

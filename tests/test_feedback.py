@@ -257,7 +257,7 @@ def test_concurrent_threads_store_each_feedback_once(app):
     assert rows["posterior-fixation"]["shown"] == 1 and "(unknown card)" not in rows
 
 
-def _process_worker(settings_overrides, cards, entries, start, results):
+def _process_worker(settings_overrides, entries, start, results):
     app = create_app(Settings.from_env({}, **settings_overrides))   # its own pool, as a gunicorn worker
     errors = []
     barrier = threading.Barrier(3)
@@ -275,7 +275,7 @@ def test_concurrent_processes_store_each_feedback_once(app, storage):
     entries = _feedback_set(cards, 12)
     ctx = multiprocessing.get_context("fork")
     start, results = ctx.Event(), ctx.Queue()
-    workers = [ctx.Process(target=_process_worker, args=(storage, cards, entries, start, results)) for _ in range(3)]
+    workers = [ctx.Process(target=_process_worker, args=(storage, entries, start, results)) for _ in range(3)]
     for w in workers:
         w.start()
     start.set()
@@ -309,3 +309,73 @@ def test_feedback_report_command(app, client, storage, monkeypatch, capsys):
     assert next(l for l in table if l.startswith("steroid-duration")).split() == \
         ["steroid-duration", "2", "0", "1", "patient-declined", "x1"]
     assert table[-1].split() == ["total", "4", "1", "2"]
+
+
+def test_feedback_report_says_when_the_database_is_down(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AVH_CDS_DATABASE_URL", "postgresql://postgres@127.0.0.1:18399/avh_orders")
+    monkeypatch.setenv("AVH_CDS_STORAGE_TIMEOUT_SECONDS", "1")
+    assert cli.main(["feedback-report"]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+
+
+# --- over HTTP: gunicorn workers (forked from a preloaded app) and concurrent clients -----------
+
+@pytest.fixture
+def gunicorn_server(storage, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    port = 18310 if "sqlite_path" in storage else 18311
+    env = {**os.environ, **{f"AVH_CDS_{k.upper()}": str(v) for k, v in storage.items()},
+           "PYTHONPATH": str(Path(__file__).parent.parent)}
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--preload", "-w", "3", "--threads", "2",
+                               "-b", f"127.0.0.1:{port}", "service:create_app()"],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            if server.poll() is not None:
+                pytest.fail(f"gunicorn exited: {server.stderr.read().decode()[-500:]}")
+            try:
+                requests.get(f"{base}/cds-services", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_concurrent_http_posts_to_several_workers_arrive_once(gunicorn_server, storage):
+    import requests
+    from concurrent.futures import ThreadPoolExecutor
+    from service import open_store
+    from service.feedback import build_report
+
+    def issue(pid):
+        drafts = [service_request("surg-1", pid, CPT, "63046", "Laminectomy"),
+                  dexamethasone("dex-1", pid, dosage=[bounds_duration(20)])]
+        response = requests.post(f"{gunicorn_server}/cds-services/avh-order-sign", timeout=10,
+                                 json=hook_request("order-sign", pid, avh_patient(pid), drafts))
+        return {c["source"]["topic"]["code"]: c for c in response.json()["cards"]}
+
+    with ThreadPoolExecutor(8) as pool:
+        issued = list(pool.map(issue, [f"p{i}" for i in range(8)]))
+    entries = [e for cards in issued for e in _feedback_set(cards, 4)]
+
+    def send(entry):
+        with requests.Session() as session:
+            return [session.post(f"{gunicorn_server}/cds-services/avh-order-sign/feedback", json={"feedback": [entry]},
+                                 timeout=30).status_code for _ in range(3)]    # sent, then replayed twice
+    with ThreadPoolExecutor(12) as pool:
+        statuses = [s for batch in pool.map(send, entries + entries) for s in batch]
+    assert set(statuses) == {200}
+    store = open_store(Settings.from_env({}, **storage))
+    rows = {r.topic: r for r in build_report(*store.report_rows())}
+    store.dispose()
+    assert rows["posterior-fixation"].shown == 8 and rows["steroid-duration"].shown == 8
+    assert sum(r.accepted for r in rows.values()) == 16 and sum(r.overridden for r in rows.values()) == 16
+    assert "(unknown card)" not in rows
