@@ -5,8 +5,17 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from service import create_app
+from service.config import Settings
+
 from fhir_builders import (CPT, ICD, SCT, UCUM, avh_patient, bounds_duration, condition, day, dexamethasone,
                            hook_request, procedure, service_request)
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """One app for the module: these tests read cards, not the feedback store."""
+    return create_app(Settings.from_env({}, sqlite_path=tmp_path_factory.mktemp("store") / "avh-cds.sqlite3"))
+
 
 RESPONSE_SCHEMA = json.loads((Path(__file__).parent.parent / "service/schemas/response.json").read_text())
 SERVICE = {"order-sign": "avh-order-sign", "order-select": "avh-order-select",
@@ -252,7 +261,10 @@ def test_malformed_draft_orders_are_a_specific_400_or_ignored(client, hook):
     assert response.status_code == 400 and "draftOrders" in response.json["message"]
     body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "ServiceRequest",
                                       "code": {"coding": "not-a-list"}}}, "junk", {"resource": {"resourceType": "MedicationRequest",
-                                      "medicationCodeableConcept": {"coding": [{"system": 1, "code": ["x"]}]}}}]}
+                                      "medicationCodeableConcept": {"coding": [{"system": 1, "code": ["x"]}]}}},
+                                      {"resource": {"resourceType": "ServiceRequest", "status": ["draft"], "id": ["x"]}},
+                                      {"resource": {"resourceType": "MedicationRequest", "status": "draft", "contained": [
+                                          {"resourceType": "Medication", "id": ["m"]}], "medicationReference": {"reference": "#m"}}}]}
     assert post(client, body) == []
 
 

@@ -82,7 +82,8 @@ def _medication(resource: Mapping, medications: Mapping[str, Mapping]) -> Mappin
     if not isinstance(ref, str):
         return {}
     if ref.startswith("#"):
-        contained = {c.get("id"): c for c in _list(resource.get("contained")) if c.get("resourceType") == "Medication"}
+        contained = {c["id"]: c for c in _list(resource.get("contained"))
+                     if c.get("resourceType") == "Medication" and isinstance(c.get("id"), str)}
         return _map(contained.get(ref[1:], {}).get("code"))
     return _map(medications.get(ref, {}).get("code"))
 
@@ -94,7 +95,7 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets) -> tuple[DraftO
     drafts = []
     for r in resources:
         rtype = r.get("resourceType")
-        if rtype not in ("ServiceRequest", "MedicationRequest") or r.get("status") in WITHDRAWN:
+        if rtype not in ("ServiceRequest", "MedicationRequest") or str(r.get("status")) in WITHDRAWN:
             continue
         if _subject_id(r) not in (None, patient_id):
             continue
