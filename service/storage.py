@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import math
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -146,7 +147,8 @@ class FeedbackStore:
         self.engine = _engine(url, timeout)
         self._ready = False
         # A pool inherited across fork (gunicorn --preload) must not share sockets with the parent.
-        os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
+        engine = weakref.ref(self.engine)
+        os.register_at_fork(after_in_child=lambda: engine() and engine().dispose(close=False))
 
     @property
     def backend(self) -> str:

@@ -168,6 +168,30 @@ def test_schema_is_migrated_once(app, storage):
     second.extensions["avh"].store.dispose()
 
 
+def _start_store(overrides, start, results):
+    from service import open_store
+    start.wait()
+    results.put(open_store(Settings.from_env({}, **overrides)).start())
+
+
+def test_workers_starting_together_on_an_empty_database_migrate_once(storage):
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    workers = [ctx.Process(target=_start_store, args=(storage, start, results)) for _ in range(5)]
+    for w in workers:
+        w.start()
+    start.set()
+    assert [results.get(timeout=60) for _ in workers] == [True] * 5
+    for w in workers:
+        w.join(timeout=30)
+    url = database_url(storage.get("database_url", ""), storage.get("sqlite_path", Path()))
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(select(schema_version.c.version)).scalars().all() == [1]
+        assert conn.execute(select(feedback.c.id)).all() == []
+    engine.dispose()
+
+
 # --- nothing lost: failures are retriable, concurrency loses nothing ----------------------------
 
 def test_a_locked_sqlite_file_answers_503_then_the_resend_lands(tmp_path):

@@ -118,11 +118,12 @@ def test_embolization_order_for_a_stable_patient_is_fine(client):
     ([bounds_duration(3, "wk")], {}, "21"),
     ([bounds_duration(1, "mo")], {}, "30.4"),
     ([{"timing": {"repeat": {"boundsDuration": {"value": 2, "unit": "weeks"}}}}], {}, "14"),   # `unit` text only
+    ([{"timing": {"repeat": {"boundsDuration": {"value": 3, "unit": "Weeks", "code": "WEEK"}}}}], {}, "21"),  # odd code
     ([{"timing": {"repeat": {"boundsPeriod": {"start": day(0), "end": day(19)}}}}], {}, "20"),  # end date inclusive
     ([], {"dispenseRequest": {"expectedSupplyDuration": {"value": 14, "unit": "days", "system": UCUM, "code": "d"}}},
      "14"),
     ([bounds_duration(3, sequence=1), bounds_duration(11, sequence=2)], {}, "14"),              # steps add up
-], ids=["21d", "3wk", "1mo", "unit-text", "period", "supply", "steps"])
+], ids=["21d", "3wk", "1mo", "unit-text", "unit-after-odd-code", "period", "supply", "steps"])
 def test_dexamethasone_longer_than_13_days_warns(client, dosage, extra, expected_days):
     draft = dexamethasone("dex-1", "p3", dosage=dosage, **extra)
     [card] = post(client, hook_request("order-sign", "p3", avh_patient("p3"), [draft]))

@@ -108,7 +108,8 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets) -> tuple[DraftO
         if not concepts:
             continue
         authored = as_datetime(r.get("authoredOn")) if isinstance(r.get("authoredOn"), str) else None
-        drafts.append(DraftOrder(f"{rtype}/{r.get('id')}", r, frozenset(concepts), _label(concept),
+        rid = r.get("id") if isinstance(r.get("id"), str) else "(no id)"
+        drafts.append(DraftOrder(f"{rtype}/{rid}", r, frozenset(concepts), _label(concept),
                                  authored.date() if authored else None))
     return tuple(drafts)
 
@@ -131,8 +132,9 @@ def _quantity_days(quantity) -> float | None:
     value = q.get("value")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    unit = q.get("code") if isinstance(q.get("code"), str) and q.get("system") in (None, UCUM) else q.get("unit")
-    factor = DAYS_PER_UNIT.get(unit.strip().lower() if isinstance(unit, str) else None)
+    units = ([q.get("code")] if q.get("system") in (None, UCUM) else []) + [q.get("unit")]
+    factors = [DAYS_PER_UNIT.get(u.strip().lower()) for u in units if isinstance(u, str)]
+    factor = next((f for f in factors if f is not None), None)
     return value * factor if factor is not None else None
 
 
