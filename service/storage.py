@@ -195,6 +195,7 @@ class FeedbackStore:
                     return work(conn)
         except SQLAlchemyError as exc:
             log.warning("feedback store (%s) write failed: %s", self.backend, type(exc).__name__)
+            self._ready = False     # check the schema again next time (a restored or recreated database)
             raise StorageUnavailable(self.retry_after) from exc
 
     def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[dict], when: dt.datetime) -> None:

@@ -215,6 +215,17 @@ def test_a_locked_sqlite_file_answers_503_then_the_resend_lands(tmp_path):
     app.extensions["avh"].store.dispose()
 
 
+def test_a_database_recreated_under_the_running_service_is_migrated_again(app, client, storage):
+    cards = issue_cards(client)
+    url = database_url(storage.get("database_url", ""), storage.get("sqlite_path", Path()))
+    _empty(url)                                   # the database was restored empty behind the service's back
+    first = post_feedback(client, [accepted(cards["posterior-fixation"])])
+    assert first.status_code == 503 and first.headers["Retry-After"]
+    again = post_feedback(client, [accepted(cards["posterior-fixation"])])
+    assert again.status_code == 200 and again.json["stored"] == 1
+    assert again.json["unknownCards"] == [cards["posterior-fixation"]["uuid"]]   # the card record went with it
+
+
 def test_postgresql_down_answers_503_not_500(tmp_path):
     # Nothing listens on this port (within this helper's range): the server is "down".
     app = create_app(Settings.from_env({}, database_url="postgresql://postgres@127.0.0.1:18399/avh_orders",
@@ -344,6 +355,15 @@ def test_feedback_report_says_when_the_database_is_down(tmp_path, monkeypatch, c
 
 # --- over HTTP: gunicorn workers (forked from a preloaded app) and concurrent clients -----------
 
+def _free_port(candidates) -> int:
+    import socket
+    for port in candidates:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    pytest.fail(f"no free port in {candidates}")
+
+
 @pytest.fixture
 def gunicorn_server(storage, tmp_path):
     import subprocess
@@ -351,17 +371,19 @@ def gunicorn_server(storage, tmp_path):
     import time
 
     import requests
-    port = 18310 if "sqlite_path" in storage else 18311
+    port = _free_port(range(18310, 18330))
     env = {**os.environ, **{f"AVH_CDS_{k.upper()}": str(v) for k, v in storage.items()},
            "PYTHONPATH": str(Path(__file__).parent.parent)}
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--preload", "-w", "3", "--threads", "2",
-                               "-b", f"127.0.0.1:{port}", "service:create_app()"],
-                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log_file = tmp_path / "gunicorn.log"      # a file, not a pipe: a full pipe would block the workers
+    with open(log_file, "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--preload", "-w", "3", "--threads", "2",
+                                   "-b", f"127.0.0.1:{port}", "service:create_app()"],
+                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
             if server.poll() is not None:
-                pytest.fail(f"gunicorn exited: {server.stderr.read().decode()[-500:]}")
+                pytest.fail(f"gunicorn exited: {log_file.read_text()[-500:]}")
             try:
                 requests.get(f"{base}/cds-services", timeout=1)
                 break
