@@ -10,6 +10,8 @@ CPT = "http://www.ama-assn.org/go/cpt"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOCAL = "https://avh-cds.org/fhir/CodeSystem/avh-local"
 UCUM = "http://unitsofmeasure.org"
+# These tests are not about authentication: they say so explicitly (ignored where auth does not exist yet).
+NO_AUTH = {"AVH_CDS_AUTH": "off"}
 PREFETCH_TYPES = {"conditions": "Condition", "observations": "Observation", "procedures": "Procedure",
                   "medicationRequests": "MedicationRequest", "serviceRequests": "ServiceRequest",
                   "diagnosticReports": "DiagnosticReport"}

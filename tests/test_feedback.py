@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from fhir_builders import CPT, avh_patient, bounds_duration, dexamethasone, hook_request, service_request
+from fhir_builders import NO_AUTH, CPT, avh_patient, bounds_duration, dexamethasone, hook_request, service_request
 from service import cli, create_app
 from service.config import Settings
 from service.storage import database_url, feedback, issued_cards, metadata, schema_version
@@ -53,7 +53,7 @@ def storage(request, tmp_path):
 
 @pytest.fixture
 def app(storage):
-    app = create_app(Settings.from_env({}, **storage))
+    app = create_app(Settings.from_env(NO_AUTH, **storage))
     yield app
     app.extensions["avh"].store.dispose()
 
@@ -162,7 +162,7 @@ def test_feedback_for_an_unknown_service_is_404(client):
 
 
 def test_schema_is_migrated_once(app, storage):
-    second = create_app(Settings.from_env({}, **storage))       # a second worker starting on the same database
+    second = create_app(Settings.from_env(NO_AUTH, **storage))       # a second worker starting on the same database
     with second.extensions["avh"].store.engine.connect() as conn:
         assert conn.execute(select(schema_version.c.version)).scalars().all() == [1]
     second.extensions["avh"].store.dispose()
@@ -171,7 +171,7 @@ def test_schema_is_migrated_once(app, storage):
 def _start_store(overrides, start, results):
     from service import open_store
     start.wait()
-    results.put(open_store(Settings.from_env({}, **overrides)).start())
+    results.put(open_store(Settings.from_env(NO_AUTH, **overrides)).start())
 
 
 def test_workers_starting_together_on_an_empty_database_migrate_once(storage):
@@ -196,7 +196,7 @@ def test_workers_starting_together_on_an_empty_database_migrate_once(storage):
 
 def test_a_locked_sqlite_file_answers_503_then_the_resend_lands(tmp_path):
     path = tmp_path / "locked.sqlite3"
-    app = create_app(Settings.from_env({}, sqlite_path=path, storage_timeout_seconds=0.2))
+    app = create_app(Settings.from_env(NO_AUTH, sqlite_path=path, storage_timeout_seconds=0.2))
     client = app.test_client()
     cards = issue_cards(client)
     blocker = create_engine(f"sqlite:///{path}").raw_connection()
@@ -228,7 +228,7 @@ def test_a_database_recreated_under_the_running_service_is_migrated_again(app, c
 
 def test_postgresql_down_answers_503_not_500(tmp_path):
     # Nothing listens on this port (within this helper's range): the server is "down".
-    app = create_app(Settings.from_env({}, database_url="postgresql://postgres@127.0.0.1:18399/avh_orders",
+    app = create_app(Settings.from_env(NO_AUTH, database_url="postgresql://postgres@127.0.0.1:18399/avh_orders",
                                        storage_timeout_seconds=1))
     client = app.test_client()
     assert issue_cards(client)       # the clinical answer does not depend on the feedback store
@@ -237,7 +237,7 @@ def test_postgresql_down_answers_503_not_500(tmp_path):
 
 
 def test_a_locked_postgresql_table_answers_503_then_the_resend_lands(postgres_url):
-    app = create_app(Settings.from_env({}, database_url=_empty(postgres_url), storage_timeout_seconds=0.5))
+    app = create_app(Settings.from_env(NO_AUTH, database_url=_empty(postgres_url), storage_timeout_seconds=0.5))
     client = app.test_client()
     cards = issue_cards(client)
     blocker = create_engine(postgres_url).connect()
@@ -293,7 +293,7 @@ def test_concurrent_threads_store_each_feedback_once(app):
 
 
 def _process_worker(settings_overrides, entries, start, results):
-    app = create_app(Settings.from_env({}, **settings_overrides))   # its own pool, as a gunicorn worker
+    app = create_app(Settings.from_env(NO_AUTH, **settings_overrides))   # its own pool, as a gunicorn worker
     errors = []
     barrier = threading.Barrier(3)
     threads = [threading.Thread(target=_post_all, args=(app.test_client(), entries, barrier, errors)) for _ in range(3)]
@@ -372,7 +372,7 @@ def gunicorn_server(storage, tmp_path):
 
     import requests
     port = _free_port(range(18310, 18330))
-    env = {**os.environ, **{f"AVH_CDS_{k.upper()}": str(v) for k, v in storage.items()},
+    env = {**os.environ, **NO_AUTH, **{f"AVH_CDS_{k.upper()}": str(v) for k, v in storage.items()},
            "PYTHONPATH": str(Path(__file__).parent.parent)}
     log_file = tmp_path / "gunicorn.log"      # a file, not a pipe: a full pipe would block the workers
     with open(log_file, "wb") as log:
@@ -419,7 +419,7 @@ def test_concurrent_http_posts_to_several_workers_arrive_once(gunicorn_server, s
     with ThreadPoolExecutor(12) as pool:
         statuses = [s for batch in pool.map(send, entries + entries) for s in batch]
     assert set(statuses) == {200}
-    store = open_store(Settings.from_env({}, **storage))
+    store = open_store(Settings.from_env(NO_AUTH, **storage))
     rows = {r.topic: r for r in build_report(*store.report_rows())}
     store.dispose()
     assert rows["posterior-fixation"].shown == 8 and rows["steroid-duration"].shown == 8

@@ -8,13 +8,14 @@ import pytest
 from service import create_app
 from service.config import Settings
 
-from fhir_builders import (CPT, ICD, SCT, UCUM, avh_patient, bounds_duration, condition, day, dexamethasone,
+from fhir_builders import (NO_AUTH, CPT, ICD, SCT, UCUM, avh_patient, bounds_duration, condition, day, dexamethasone,
                            hook_request, procedure, service_request)
+
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """One app for the module: these tests read cards, not the feedback store."""
-    return create_app(Settings.from_env({}, sqlite_path=tmp_path_factory.mktemp("store") / "avh-cds.sqlite3"))
+    return create_app(Settings.from_env(NO_AUTH, sqlite_path=tmp_path_factory.mktemp("store") / "avh-cds.sqlite3"))
 
 
 RESPONSE_SCHEMA = json.loads((Path(__file__).parent.parent / "service/schemas/response.json").read_text())
