@@ -77,16 +77,16 @@ def _merged(base: Any, patch: Any) -> Any:
     return copy.deepcopy(patch)
 
 
-def _actions(template: Mapping, variables: Mapping, targets) -> list[dict]:
+def _actions(template: Mapping, resource: dict | None, targets) -> list[dict]:
+    """The actions of a suggestion, given its template's resource already filled in (None when it has none)."""
     kind = template.get("action", "create")
     label = template["label"]
     if kind == "create":
-        return [{"type": "create", "description": label, "resource": _fill(template["resource"], variables)}]
+        return [{"type": "create", "description": label, "resource": resource}]
     refs = [(f"{t.get('resourceType')}/{t['id']}", t) for t in targets if isinstance(t.get("id"), str) and t["id"]]
     if kind == "delete":
         return [{"type": "delete", "description": f"{label}: {ref}", "resourceId": ref} for ref, _ in refs]
-    patch = _fill(template.get("resource", {}), variables)
-    return [{"type": "update", "description": f"{label}: {ref}", "resource": _merged(copy.deepcopy(dict(t)), patch)}
+    return [{"type": "update", "description": f"{label}: {ref}", "resource": _merged(copy.deepcopy(dict(t)), resource or {})}
             for ref, t in refs]
 
 
@@ -210,7 +210,8 @@ class CardLibrary:
         """
         actions = decision.variables.get("actions", {}).get(template["id"])
         if actions is None:
-            actions = _actions(template, variables, decision.variables.get("targets", {}).get(template["id"], ()))
+            resource = _fill(template["resource"], variables) if "resource" in template else None
+            actions = _actions(template, resource, decision.variables.get("targets", {}).get(template["id"], ()))
         if not actions:
             return None
         suggestion = {"label": template["label"], "uuid": str(uuid.uuid4()), "actions": actions}

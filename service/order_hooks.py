@@ -1,12 +1,11 @@
 """order-select, order-sign and encounter-discharge: the hook's draft orders and the record -> cards."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any, Mapping
 
-from .clinical.facts import derive_facts
 from .clinical.orders import decide_discharge, decide_orders, draft_refs, planned_fixation, read_drafts, selection_refs
-from .clinical.record import build_record
 from .engine import Engine
 from .prefetch import Prefetched
 
@@ -18,11 +17,12 @@ def _evaluate_orders(engine: Engine, prefetched: Prefetched, request: Mapping[st
     drafts_sent = context["draftOrders"]
     # An EHR may already hold the drafts and return them in prefetch: a draft is never "on record".
     drafts = draft_refs(drafts_sent)
-    on_record = [r for r in prefetched.resources if f"{r.get('resourceType')}/{r.get('id')}" not in drafts]
-    record = build_record(on_record, engine.selector, patient_id, prefetched.unavailable)
-    facts = derive_facts(record, engine.valuesets, now)
+    on_record = dataclasses.replace(prefetched, resources=[
+        r for r in prefetched.resources if f"{r.get('resourceType')}/{r.get('id')}" not in drafts])
+    facts = engine.facts(on_record, patient_id, now)
     decisions, unchecked = decide_orders(read_drafts(drafts_sent, patient_id, engine.valuesets), facts,
-                                         planned_fixation(record, engine.valuesets), selections)
+                                         planned_fixation(on_record.resources, patient_id, engine.valuesets),
+                                         selections)
     return engine.cards(decisions, unchecked, facts, source_url)
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ..valuesets import Code, ValueSets
-from .facts import STEROID_COURSE_DAYS, Evidence, Facts, as_datetime, label_of
+from .facts import STEROID_COURSE_DAYS, Evidence, Facts, as_datetime
 from .pathway import Decision, Unchecked, patient_flags
-from .record import PatientRecord, _subject_id
+from .record import _subject_id
 
 ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
 # Drafts in these states are withdrawn, not about to be signed.
@@ -74,6 +74,11 @@ def _label(concept) -> str:
     return "uncoded"
 
 
+def _authored(resource: Mapping) -> dt.date | None:
+    moment = as_datetime(resource["authoredOn"]) if isinstance(resource.get("authoredOn"), str) else None
+    return moment.date() if moment else None
+
+
 def _medication(resource: Mapping, medications: Mapping[str, Mapping]) -> Mapping:
     """medicationCodeableConcept, or the code of a contained / bundled Medication it references."""
     if "medicationCodeableConcept" in resource:
@@ -107,10 +112,8 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets) -> tuple[DraftO
             concepts.add("posterior-stabilization")
         if not concepts:
             continue
-        authored = as_datetime(r.get("authoredOn")) if isinstance(r.get("authoredOn"), str) else None
         rid = r.get("id") if isinstance(r.get("id"), str) else "(no id)"
-        drafts.append(DraftOrder(f"{rtype}/{rid}", r, frozenset(concepts), _label(concept),
-                                 authored.date() if authored else None))
+        drafts.append(DraftOrder(f"{rtype}/{rid}", r, frozenset(concepts), _label(concept), _authored(r)))
     return tuple(drafts)
 
 
@@ -222,13 +225,12 @@ def shortened(resource: Mapping, limit_days: float = STEROID_COURSE_DAYS) -> dic
 
 # --- decisions --------------------------------------------------------------------------------
 
-def planned_fixation(record: PatientRecord, vs: ValueSets) -> Evidence | None:
-    """A signed (active or completed) order for posterior instrumented stabilization on record."""
-    for sr in record.of("ServiceRequest"):
-        if sr.status in PLANNED and any((c.system, c.code) in vs["posterior-stabilization"]
-                                        for c in (sr.code.coding if sr.code else None) or []):
-            return Evidence(f"ServiceRequest/{sr.id}", label_of(sr.code), as_datetime(sr.authoredOn).date()
-                            if sr.authoredOn else None)
+def planned_fixation(resources: Iterable[Mapping], patient_id: str, vs: ValueSets) -> Evidence | None:
+    """A signed (active or completed) order on record for posterior instrumented stabilization."""
+    for r in resources:
+        if isinstance(r, Mapping) and r.get("resourceType") == "ServiceRequest" and str(r.get("status")) in PLANNED \
+                and _subject_id(r) == patient_id and _codes(r.get("code")) & vs["posterior-stabilization"]:
+            return Evidence(f"ServiceRequest/{r.get('id')}", _label(r.get("code")), _authored(r))
     return None
 
 
