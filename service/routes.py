@@ -81,6 +81,4 @@ def feedback(service_id: str):
     _validate(body, "feedback", "not CDS Hooks 2.0 feedback")
     entries = parse_feedback(body["feedback"])
     result = current_app.extensions["avh"].store.record_feedback(service.id, entries, dt.datetime.now(dt.timezone.utc))
-    log.info("service=%s feedback received=%d stored=%d unknown_cards=%d", service.id, result.received,
-             result.stored, len(result.unknown_cards))
     return jsonify(result.as_json())

@@ -227,7 +227,10 @@ class FeedbackStore:
                     "user_comment": e.user_comment, "received_at": when})
                 stored += result.first() is not None
             return StoredFeedback(len(entries), stored, tuple(u for u in uuids if u not in known))
-        return self._write(work)
+        result = self._write(work)
+        log.info("service=%s feedback received=%d stored=%d unknown_cards=%d", service_id, result.received,
+                 result.stored, len(result.unknown_cards))
+        return result
 
     def report_rows(self) -> tuple[list, list]:
         """(topic, cards shown) and (topic or None for unknown cards, outcome, reason system, code, display, count)."""
