@@ -18,6 +18,7 @@ from .valuesets import TOPIC_SYSTEM
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 SOURCE_LABEL = "avh-cds: aggressive vertebral hemangioma pathway"
 UNCHECKED_TOPIC = "data-unavailable"
+MAX_LEVEL_GROUPS = 3   # beyond this a summary names the count and the extent of the levels, not each one
 
 # Flags a card file may test, and the template variables it may use; anything else is a typo.
 KNOWN_FLAGS = frozenset({
@@ -91,24 +92,42 @@ def _actions(template: Mapping, resource: dict | None, targets) -> list[dict]:
 
 
 def _level_text(levels: tuple[str, ...]) -> str:
+    """('T5', 'T6', 'T7', 'T9') -> 'T5-T7, T9'; many scattered levels -> '8 levels, C3 to L3' (summaries < 140)."""
     if not levels:
         return "the involved level"
-    if len(levels) == 1:
-        return levels[0]
-    same_region = len({lv[0] for lv in levels}) == 1
-    numbers = [int(lv[1:]) for lv in levels]
-    if same_region and numbers == list(range(numbers[0], numbers[-1] + 1)):
-        return f"{levels[0]}-{levels[-1]}"
-    return ", ".join(levels)
+    runs: list[list[str]] = []
+    for lv in levels:   # sorted C, T, L and by number
+        last = runs[-1][-1] if runs else None
+        if last and last[0] == lv[0] and int(lv[1:]) == int(last[1:]) + 1:
+            runs[-1].append(lv)
+        else:
+            runs.append([lv])
+    if len(runs) > MAX_LEVEL_GROUPS:
+        return f"{len(levels)} levels, {levels[0]} to {levels[-1]}"
+    return ", ".join(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+
+
+def _ago(days: int | None, date: str) -> str:
+    """Time since an event on the scale a clinician reads it: '5 days ago', '4 months ago', '10 years ago'."""
+    if days is None:
+        return "on an unknown date"
+    if days < 0:
+        return f"on {date}"
+    if days < 2:
+        return ("today", "1 day ago")[days]
+    if days < 60:
+        return f"{days} days ago"
+    if days < 730:
+        return f"{days // 30} months ago"
+    return f"{days // 365} years ago"
 
 
 def template_variables(facts: Facts) -> dict[str, Any]:
-    days = facts.days_since_surgery
     surgery_date = facts.surgery.when.isoformat() if facts.surgery and facts.surgery.when else "an unknown date"
     return {
         "level": _level_text(facts.levels),
         "ambulatory_status": (facts.ambulatory_status or "ambulatory status not recorded").replace("-", " "),
-        "surgery_when": f"{days} days ago" if days is not None else "on an unknown date",
+        "surgery_when": _ago(facts.days_since_surgery, surgery_date),
         "surgery_date": surgery_date,
         "dex_days": facts.dexamethasone_days if facts.dexamethasone_days is not None else "?",
         "dex_start": facts.dexamethasone.when.isoformat() if facts.dexamethasone and facts.dexamethasone.when else "?",
