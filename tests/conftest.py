@@ -1,7 +1,19 @@
+import os
+
 import pytest
 
 from service import create_app
 from service.config import Settings
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _scratch_working_directory(tmp_path_factory):
+    """An app built with default settings keeps its SQLite feedback store in the working directory
+    (./avh-cds.sqlite3): run the tests elsewhere, so no test run leaves a database in the tree."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(previous)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 from ..valuesets import Code, ValueSets
 from .facts import STEROID_COURSE_DAYS, Evidence, Facts, as_datetime
 from .pathway import Decision, Unchecked, patient_flags
-from .record import _subject_id
+from .record import subject_id
 
 ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
 # Drafts in these states are withdrawn, not about to be signed.
@@ -102,7 +102,7 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets) -> tuple[DraftO
         rtype = r.get("resourceType")
         if rtype not in ("ServiceRequest", "MedicationRequest") or str(r.get("status")) in WITHDRAWN:
             continue
-        if _subject_id(r) not in (None, patient_id):
+        if subject_id(r) not in (None, patient_id):
             continue
         concept = r.get("code") if rtype == "ServiceRequest" else _medication(r, medications)
         codes = _codes(concept)
@@ -229,7 +229,7 @@ def planned_fixation(resources: Iterable[Mapping], patient_id: str, vs: ValueSet
     """A signed (active or completed) order on record for posterior instrumented stabilization."""
     for r in resources:
         if isinstance(r, Mapping) and r.get("resourceType") == "ServiceRequest" and str(r.get("status")) in PLANNED \
-                and _subject_id(r) == patient_id and _codes(r.get("code")) & vs["posterior-stabilization"]:
+                and subject_id(r) == patient_id and _codes(r.get("code")) & vs["posterior-stabilization"]:
             return Evidence(f"ServiceRequest/{r.get('id')}", _label(r.get("code")), _authored(r))
     return None
 
