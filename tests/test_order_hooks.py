@@ -283,3 +283,19 @@ def test_every_card_of_every_hook_carries_the_override_reasons(client):
         assert card["overrideReasons"] == reasons
     codes = [r["code"] for r in reasons]
     assert len(set(codes)) == len(codes) >= 4 and all(r["system"] and r["display"] for r in reasons)
+
+
+# seed-trace.md rows 11, 14, 16 and 25 name order-sign and discharge: the order-time card says what the source says.
+@pytest.mark.parametrize("row, hook, record, drafts, topic, says", [
+    (11, "order-sign", avh_patient("p8"), [surgery("p8")], "posterior-fixation",
+     "Never perform surgery without posterior fixation"),
+    (14, "order-sign", avh_patient("p8", rapid=True), [embolization("p8")], "embolization-deferred",
+     "proceed directly to surgery without waiting for embolization"),
+    (16, "encounter-discharge", operated("p8"), None, "adjuvant-radiotherapy", "Postoperative radiotherapy is mandatory"),
+    (25, "order-sign", avh_patient("p8"), [dex_days("p8", 15)], "steroid-duration",
+     "Avoid prolonged high-dose steroid courses beyond the initial treatment period"),
+])
+def test_seed_trace_at_order_time(client, row, hook, record, drafts, topic, says):
+    [card] = post(client, hook_request(hook, "p8", record, drafts))
+    assert card["source"]["topic"]["code"] == topic
+    assert says in card["detail"], f"seed-trace row {row}"
