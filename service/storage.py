@@ -25,7 +25,7 @@ from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaDat
                         create_engine, event, func, insert, select, text)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from .errors import ApiError
 
@@ -59,6 +59,8 @@ feedback = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Index("ix_avh_feedback_card", "card_uuid"),
 )
+BAD_URL = ("AVH_CDS_DATABASE_URL is not a usable database URL: expected postgresql://user@host:port/db, "
+           "or unset for the SQLite file")
 MIGRATION_LOCK = 0x61766863   # pg_advisory_xact_lock key ("avhc")
 
 
@@ -109,7 +111,10 @@ def database_url(url: str, sqlite_path: Path) -> str:
     """AVH_CDS_DATABASE_URL when set (postgresql:// means psycopg 3), else the embedded SQLite file."""
     if not url:
         return f"sqlite:///{Path(sqlite_path).expanduser().resolve()}"
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    try:
+        parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    except ArgumentError:
+        raise ValueError(BAD_URL) from None
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
@@ -142,9 +147,11 @@ def _engine(url: str, timeout: float) -> Engine:
 
 class FeedbackStore:
     def __init__(self, url: str, timeout: float = 5.0, retry_after: int = 2):
-        self.url = url
         self.retry_after = retry_after
-        self.engine = _engine(url, timeout)
+        try:
+            self.engine = _engine(url, timeout)
+        except (ArgumentError, ImportError) as exc:    # a configuration error: stop at start, say which setting
+            raise ValueError(f"{BAD_URL} ({type(exc).__name__})") from None
         self._ready = False
         # A pool inherited across fork (gunicorn --preload) must not share sockets with the parent.
         engine = weakref.ref(self.engine)

@@ -425,3 +425,10 @@ def test_concurrent_http_posts_to_several_workers_arrive_once(gunicorn_server, s
     assert rows["posterior-fixation"].shown == 8 and rows["steroid-duration"].shown == 8
     assert sum(r.accepted for r in rows.values()) == 16 and sum(r.overridden for r in rows.values()) == 16
     assert "(unknown card)" not in rows
+
+
+@pytest.mark.parametrize("url", ["mysql+nosuchdriver://u:secret@h/db", "not a url"])
+def test_an_unusable_database_url_stops_the_start_with_a_clear_message(url):
+    with pytest.raises(ValueError, match="AVH_CDS_DATABASE_URL") as failure:
+        create_app(Settings.from_env(NO_AUTH, database_url=url))
+    assert "secret" not in str(failure.value)
