@@ -16,6 +16,7 @@ from .registry import Registry
 from .security import install as install_security
 from .security.logs import configure_logging
 from .services import build_registry
+from .storage import FeedbackStore, database_url
 
 SCHEMAS = Path(__file__).parent / "schemas"
 
@@ -28,6 +29,7 @@ class Avh:
     registry: Registry
     prefetch: PrefetchResolver
     validators: dict
+    store: FeedbackStore
 
     def source_url(self) -> str:
         base = self.settings.public_url.rstrip("/") or request.host_url.rstrip("/")
@@ -46,6 +48,13 @@ def _validators(registry: Registry) -> dict:
     return validators
 
 
+def open_store(settings: Settings) -> FeedbackStore:
+    store = FeedbackStore(database_url(settings.database_url, settings.sqlite_path),
+                          settings.storage_timeout_seconds, settings.feedback_retry_after_seconds)
+    store.start()
+    return store
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
@@ -55,7 +64,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = Engine.load(settings.cards_dir)       # a bad card file fails here, before serving
     registry = build_registry(engine.valuesets)
     app.extensions["avh"] = Avh(settings, engine, registry,
-                                PrefetchResolver(timeout=settings.fetch_timeout_seconds), _validators(registry))
+                                PrefetchResolver(timeout=settings.fetch_timeout_seconds), _validators(registry),
+                                open_store(settings))
     install_security(app, settings)                # auth, fhirServer allowlist, input limits, CORS, access log
     register_error_handlers(app)
     from . import pages, routes

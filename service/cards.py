@@ -28,7 +28,7 @@ KNOWN_FLAGS = frozenset({
 KNOWN_VARIABLES = frozenset({
     "level", "ambulatory_status", "surgery_when", "surgery_date", "dex_days", "dex_start", "joa_score",
     "joa_date", "age", "verification", "mri_thoracic_date", "patient_ref", "hemangioma_ref",
-    "compression_ref", "surgery_priority"})
+    "compression_ref", "surgery_priority", "draft_orders"})
 
 
 class CardDefinitionError(ValueError):
@@ -67,6 +67,28 @@ def _placeholders(template: Any) -> set[str]:
     if isinstance(template, dict):
         return set().union(*(_placeholders(v) for v in template.values())) if template else set()
     return set()
+
+
+def _merged(base: Any, patch: Any) -> Any:
+    """`patch` laid over `base`: objects merge, lists extend, anything else is replaced."""
+    if isinstance(base, Mapping) and isinstance(patch, Mapping):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in patch.items()}}
+    if isinstance(base, list) and isinstance(patch, list):
+        return base + patch
+    return copy.deepcopy(patch)
+
+
+def _actions(template: Mapping, resource: dict | None, targets) -> list[dict]:
+    """The actions of a suggestion, given its template's resource already filled in (None when it has none)."""
+    kind = template.get("action", "create")
+    label = template["label"]
+    if kind == "create":
+        return [{"type": "create", "description": label, "resource": resource}]
+    refs = [(f"{t.get('resourceType')}/{t['id']}", t) for t in targets if isinstance(t.get("id"), str) and t["id"]]
+    if kind == "delete":
+        return [{"type": "delete", "description": f"{label}: {ref}", "resourceId": ref} for ref, _ in refs]
+    return [{"type": "update", "description": f"{label}: {ref}", "resource": _merged(copy.deepcopy(dict(t)), resource or {})}
+            for ref, t in refs]
 
 
 def _level_text(levels: tuple[str, ...]) -> str:
@@ -189,6 +211,7 @@ class CardLibrary:
             "overrideReasons": copy.deepcopy(self.override_reasons),
         }
         suggestions = [self._suggestion(s, variables, decision) for s in data.get("suggestions", []) if _applies(s, flags)]
+        suggestions = [s for s in suggestions if s is not None]
         if suggestions:
             card["suggestions"] = suggestions
             card["selectionBehavior"] = data["selectionBehavior"]
@@ -198,11 +221,18 @@ class CardLibrary:
         return card
 
     @staticmethod
-    def _suggestion(template: Mapping, variables: Mapping, decision: Decision) -> dict:
+    def _suggestion(template: Mapping, variables: Mapping, decision: Decision) -> dict | None:
+        """A suggestion's actions: supplied by the decision, or built from the template.
+
+        `create` fills the template's resource; `update` merges it into each draft order the decision
+        names as the suggestion's targets; `delete` removes each target. No action, no suggestion.
+        """
         actions = decision.variables.get("actions", {}).get(template["id"])
         if actions is None:
-            resource = _fill(template["resource"], variables)
-            actions = [{"type": "create", "description": template["label"], "resource": resource}]
+            resource = _fill(template["resource"], variables) if "resource" in template else None
+            actions = _actions(template, resource, decision.variables.get("targets", {}).get(template["id"], ()))
+        if not actions:
+            return None
         suggestion = {"label": template["label"], "uuid": str(uuid.uuid4()), "actions": actions}
         if "isRecommended" in template:
             suggestion["isRecommended"] = template["isRecommended"]
@@ -220,6 +250,7 @@ class CardLibrary:
                        "query is not an absence. Review them by hand, or reopen the chart to retry."),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{UNCHECKED_TOPIC}",
                        "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": "Record partly unavailable"}},
+            "overrideReasons": copy.deepcopy(self.override_reasons),
         }
 
 

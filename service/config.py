@@ -39,6 +39,11 @@ class Settings:
     cors_origins: str = ""                      # comma-separated origins, "*" for all; default by auth mode
     max_json_depth: int = 64
     max_prefetch_resources: int = 5000
+    # Feedback storage: PostgreSQL (or any SQLAlchemy URL) when set, else the embedded SQLite file.
+    database_url: str = ""
+    sqlite_path: Path = Path("avh-cds.sqlite3")
+    storage_timeout_seconds: float = 5.0
+    feedback_retry_after_seconds: int = 2
     extra: dict = field(default_factory=dict)
 
     @classmethod

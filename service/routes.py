@@ -8,6 +8,7 @@ import jsonschema
 from flask import Blueprint, current_app, g, jsonify, request
 
 from .errors import ApiError
+from .feedback import parse_feedback
 from .prefetch import PrefetchFailed
 
 bp = Blueprint("cds", __name__)
@@ -62,13 +63,16 @@ def invoke(service_id: str):
             "diagnostics": f"prefetch key '{exc.key}' could not be had: {exc.reason}"}]}), 412
     now = dt.datetime.now(dt.timezone.utc)
     cards = service.evaluate(avh.engine, prefetched, body, now, avh.source_url())
+    avh.store.record_issued(service.id, body["hookInstance"], cards, now)
     g.resource_count, g.card_topics = len(prefetched.resources), [c["source"]["topic"]["code"] for c in cards]
     return jsonify({"cards": cards})
 
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str):
-    _service_or_404(service_id)
+    service = _service_or_404(service_id)
     body = _json_body()
     _validate(body, "feedback", "not CDS Hooks 2.0 feedback")
-    return jsonify({"received": len(body["feedback"])})
+    entries = parse_feedback(body["feedback"])
+    result = current_app.extensions["avh"].store.record_feedback(service.id, entries, dt.datetime.now(dt.timezone.utc))
+    return jsonify(result.as_json())
