@@ -55,10 +55,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = Engine.load(settings.cards_dir)       # a bad card file fails here, before serving
     registry = build_registry(engine.valuesets)
     app.extensions["avh"] = Avh(settings, engine, registry,
-                                PrefetchResolver(timeout=settings.fetch_timeout_seconds), _validators(registry))
+                                PrefetchResolver.from_settings(settings), _validators(registry))
     CORS(app, allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"], max_age=600)
     register_error_handlers(app)
     from . import pages, routes
     app.register_blueprint(routes.bp)
     app.register_blueprint(pages.bp)
+    if settings.fixture_fhir:
+        from . import fixture_fhir
+        fixture_fhir.init_app(app, settings.fixtures_dir)
     return app
