@@ -149,3 +149,15 @@ def _token_matches(system: str | None, code: str | None, token: str) -> bool:
 
 
 _MATCHERS = {"_id": _match_id, "patient": _match_patient, "subject": _match_subject, "code": _match_code}
+
+
+def answer_query(query: str, resources: Iterable[Mapping]) -> dict | None:
+    """What a FHIR server holding `resources` answers to a filled prefetch template: the resource
+    for a read ('Patient/123', None when absent), a searchset Bundle of every match for a search."""
+    if "?" not in query:
+        resource_type, _, rid = query.partition("/")
+        return next((dict(r) for r in resources if r.get("resourceType") == resource_type and r.get("id") == rid),
+                    None)
+    matched = parse_query(query).select(resources)
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(matched),
+            "entry": [{"resource": dict(r), "search": {"mode": "match"}} for r in matched]}

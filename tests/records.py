@@ -96,3 +96,15 @@ def searchset(resources: list[dict], next_url: str | None = None) -> dict:
     if next_url:
         body["link"] = [{"relation": "next", "url": next_url}]
     return body
+
+
+def full_prefetch(resources: list[dict], templates: dict[str, str], patient_id: str) -> dict:
+    """Every key filled as a FHIR server holding `resources` would answer it (what an EHR prefetches)."""
+    from service.fhir_search import answer_query
+    from service.prefetch import fill_template
+    context = {"patientId": patient_id, "userId": "Practitioner/u1"}
+    return {key: answer_query(fill_template(t, context), resources) for key, t in templates.items()}
+
+
+def topics(cards: list[dict]) -> set[str]:
+    return {c["source"]["topic"]["code"] for c in cards}

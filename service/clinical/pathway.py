@@ -16,7 +16,7 @@ ABSENCE_OF = {
     "corticosteroids": ("Procedure", "MedicationRequest"),
     "spine-mri": ("Procedure", "DiagnosticReport"),
     "preop-cta": ("Procedure", "DiagnosticReport"),
-    "preop-embolization": ("Procedure",),
+    "preop-embolization": ("Procedure", "Observation"),   # "no rapid deterioration" may rest on Observations
     "embolization-deferred": ("Procedure",),
     "adjuvant-radiotherapy": ("Procedure", "ServiceRequest"),
     "posterior-fixation": ("Procedure",),
