@@ -338,7 +338,7 @@ class PrefetchResolver:
                 url = next_link(body, url) if plan.search else None
         except FetchProblem as exc:
             problem = exc.problem
-        log.info("prefetch key=%s pages=%d resources=%d ms=%.0f%s", plan.key, pages, len(resources),
+        log.debug("prefetch key=%s pages=%d resources=%d ms=%.0f%s", plan.key, pages, len(resources),
                  (time.monotonic() - started) * 1000, " failed" if problem else "")
         return resources, problem
 
