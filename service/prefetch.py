@@ -220,22 +220,24 @@ class PrefetchResolver:
         sent = request.get("prefetch") or {}
         context = request.get("context") or {}
         server = request.get("fhirServer")
-        refusal = self.server_guard(server) if server and self.server_guard else None
         result, failures, plans = Prefetched(), [], []
         for key, template in templates.items():
             rtype = resource_type_of(template)
             patient_id = context.get("patientId") if "context.patientId" in TOKEN.findall(template) else None
             if key in sent:
-                plan, problem = self._use_sent(key, rtype, sent[key], patient_id, server, result)
+                plan, problem = self._use_sent(key, rtype, sent[key], patient_id, result)
             else:
                 plan, problem = self._plan(key, rtype, template, context, patient_id, server)
-            if problem is None and plan is not None and (not server or refusal):
-                result.resources += plan.seed
-                problem = self._unreachable(plan, refusal)
             if problem is not None:
                 self._fail(result, failures, key, rtype, problem)
             elif plan is not None:
                 plans.append(plan)
+        refusal = self.server_guard(server) if plans and server and self.server_guard else None
+        if not server or refusal:
+            for plan in plans:
+                result.resources += plan.seed
+                self._fail(result, failures, plan.key, plan.resource_type, self._unreachable(plan, refusal))
+            plans = []
         for plan, resources, problem in self._run(plans, request, deadline):
             result.resources += resources
             if problem is None:
@@ -256,8 +258,7 @@ class PrefetchResolver:
         return Problem("not prefetched and no fhirServer to fetch it from", "not-found")
 
     @staticmethod
-    def _use_sent(key: str, rtype: str, value: Any, patient_id: str | None, server: str | None,
-                  result: Prefetched) -> tuple[Plan | None, Problem | None]:
+    def _use_sent(key: str, rtype: str, value: Any, patient_id: str | None, result: Prefetched) -> tuple[Plan | None, Problem | None]:
         if value is None:
             result.sources[key] = "null"
             return None, None

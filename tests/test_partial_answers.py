@@ -3,6 +3,7 @@ fires a card whose reason is the absence of data that could not be read."""
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from service.clinical.record import build_record
 from tests.records import (PRE_OP_CARDS, condition, full_prefetch, operated, pre_operative, procedure, searchset,
@@ -98,3 +99,24 @@ def test_the_same_resource_through_two_keys_counts_once(app, client, templates):
                for k, v in prefetch.items()}
     once, two = call(client, "pt-pre", prefetch).json["cards"], call(client, "pt-pre", doubled).json["cards"]
     assert [c["detail"] for c in once] == [c["detail"] for c in two]
+
+
+FHIRISH_KEYS = ["resourceType", "id", "entry", "resource", "link", "relation", "url", "subject", "reference",
+                "code", "coding", "system", "issue", "severity", "search", "mode", "status", "patient"]
+FHIRISH_STRINGS = ["Bundle", "Condition", "Patient", "OperationOutcome", "Procedure", "next", "error", "include",
+                   "pt-pre", "Patient/pt-pre", "Patient/other", "http://snomed.info/sct", "448232005", "http://x/"]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.sampled_from(FHIRISH_STRINGS) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(FHIRISH_KEYS), inner, max_size=5),
+    max_leaves=25)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.dictionaries(st.sampled_from(FHIRISH_KEYS), json_values, max_size=6), key=st.sampled_from(
+    ["patient", "conditions", "observations", "procedures", "medicationRequests", "serviceRequests",
+     "diagnosticReports"]))
+def test_any_json_object_as_a_prefetch_value_gives_200_or_412(client, templates, garbage, key):
+    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch[key] = garbage
+    response = call(client, "pt-pre", prefetch)
+    assert response.status_code in (200, 412), response.json

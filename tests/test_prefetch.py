@@ -365,3 +365,14 @@ def test_session_ignores_the_environment_and_keeps_no_cookies(rsps):
     assert len(resolver.session.cookies) == 0     # one patient's server session never leaks into another call
     assert resolver.session.trust_env is False    # no proxy or .netrc credentials from the environment
     assert resolver.session.get_adapter(BASE).max_retries.total == 0
+
+
+def test_the_server_guard_sees_fhir_server_once_and_only_when_something_is_fetched(rsps):
+    seen = []
+    guarded = PrefetchResolver(budget=1.0, server_guard=lambda server: seen.append(server))
+    sent = {"patient": PT, "conditions": searchset(CONDITIONS), "observations": None, "procedures": None}
+    guarded.resolve(TEMPLATES, hook(sent))
+    assert seen == []
+    serve_all(rsps, skip=("patient", "conditions"))
+    guarded.resolve(TEMPLATES, hook({"patient": PT, "conditions": searchset(CONDITIONS)}))
+    assert seen == [BASE]
