@@ -12,6 +12,7 @@ import logging
 import threading
 import uuid
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, current_app, json, request
@@ -52,13 +53,13 @@ class FixtureStore:
 class FixtureServer:
     """Holds the store for the current day; reloads it (once) when the day changes."""
 
-    def __init__(self, directory: Path):
-        self.directory = directory
+    def __init__(self, directory: Path, today: Callable[[], dt.date] = dt.date.today):
+        self.directory, self.today = directory, today
         self._lock = threading.Lock()
-        self._store = FixtureStore(directory, dt.date.today())
+        self._store = FixtureStore(directory, today())
 
     def store(self) -> FixtureStore:
-        today = dt.date.today()
+        today = self.today()
         if self._store.today != today:
             with self._lock:
                 if self._store.today != today:

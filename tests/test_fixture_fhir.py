@@ -94,3 +94,16 @@ def test_fixture_dates_are_shifted_to_today(tmp_path):
     client = create_app(Settings.from_env({}, fixture_fhir=True, fixtures_dir=tmp_path)).test_client()
     body = client.get("/fhir/Procedure?patient=pt-old").json
     assert body["entry"][0]["resource"]["performedDateTime"] == (dt.date.today() - dt.timedelta(days=3)).isoformat()
+
+
+def test_the_store_follows_the_date(tmp_path):
+    from service.fixture_fhir import FixtureServer
+    days = iter([dt.date(2030, 1, 1), dt.date(2030, 1, 1), dt.date(2030, 1, 2)])
+    server = FixtureServer(write_fixtures(tmp_path), today=lambda: next(days))
+    first = server.store()
+    assert server.store() is first                       # same day: loaded once
+    later = server.store()
+    assert later is not first and later.today == dt.date(2030, 1, 2)
+    mri = ("Procedure", "pt-pre-mri")          # written 3 days before its anchor
+    assert first.by_ref[mri]["performedDateTime"] == "2029-12-29"
+    assert later.by_ref[mri]["performedDateTime"] == "2029-12-30"
