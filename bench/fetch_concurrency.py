@@ -28,6 +28,7 @@ from service.faults import Fault, FaultInjector
 from service.prefetch import PrefetchResolver
 
 SNOMED = "http://snomed.info/sct"
+AUTH_OFF = {"AVH_CDS_AUTH": "off"}   # the fixture endpoint needs no JWT; the service is not called here
 
 
 def _patient_bundle(pid: str) -> dict:
@@ -60,7 +61,7 @@ def main() -> None:
     logging.disable(logging.INFO)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "bench.json").write_text(json.dumps(_patient_bundle("bench-1")))
-        settings = Settings.from_env({}, fixture_fhir=True, fixtures_dir=Path(tmp), fetch_budget_seconds=5.0,
+        settings = Settings.from_env(AUTH_OFF, fixture_fhir=True, fixtures_dir=Path(tmp), fetch_budget_seconds=5.0,
                                      fetch_timeout_seconds=5.0, log_level="WARNING")
         app = create_app(settings)
         app.wsgi_app = FaultInjector(app.wsgi_app, [Fault(r"^/fhir/", delay=args.delay)])

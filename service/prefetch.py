@@ -11,9 +11,10 @@ in part, is unavailable: its resource type goes into Prefetched.unavailable (so 
 anything from its absence), and when that type decides whether the patient is in scope at all
 (Patient, Condition) the call fails with PrefetchFailed (412).
 
-Server-side request forgery: every URL contacted goes through `PrefetchResolver._get`, which only
-contacts URLs under the request's fhirServer (same scheme, host, port and base path; redirects are
-never followed), and fhirServer itself is first put to `server_guard` (see `from_settings`).
+Server-side request forgery: whether a caller may name its fhirServer is decided before the route
+(the security layer's issuer allowlist); after that, every URL contacted goes through
+`PrefetchResolver._get`, the one place that contacts anything, and only URLs under that fhirServer
+(same scheme, host, port and base path) are contacted; redirects are never followed.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
@@ -199,21 +200,16 @@ def _session(workers: int) -> requests.Session:
 
 class PrefetchResolver:
     def __init__(self, session: requests.Session | None = None, *, timeout: float = 2.0, budget: float = 0.4,
-                 page_cap: int = 10, workers: int = 8, max_bytes: int = 10 * 1024 * 1024,
-                 server_guard: Callable[[str], str | None] | None = None):
+                 page_cap: int = 10, workers: int = 8, max_bytes: int = 10 * 1024 * 1024):
         self.session = session or _session(workers)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="avh-fetch")
         self.timeout, self.budget, self.page_cap, self.max_bytes = timeout, budget, page_cap, max_bytes
-        self.server_guard = server_guard
 
     @classmethod
-    def from_settings(cls, settings: Settings, server_guard: Callable[[str], str | None] | None = None,
-                      session: requests.Session | None = None) -> "PrefetchResolver":
-        """server_guard(fhirServer) -> None to allow, or a reason to refuse; it runs in the request's
-        thread (flask.g is available) before anything is fetched from that server."""
+    def from_settings(cls, settings: Settings, session: requests.Session | None = None) -> "PrefetchResolver":
         return cls(session, timeout=settings.fetch_timeout_seconds, budget=settings.fetch_budget_seconds,
                    page_cap=settings.fetch_page_cap, workers=settings.fetch_workers,
-                   max_bytes=settings.fetch_max_bytes, server_guard=server_guard)
+                   max_bytes=settings.fetch_max_bytes)
 
     def resolve(self, templates: Mapping[str, str], request: Mapping[str, Any]) -> Prefetched:
         deadline = time.monotonic() + self.budget
@@ -232,11 +228,10 @@ class PrefetchResolver:
                 self._fail(result, failures, key, rtype, problem)
             elif plan is not None:
                 plans.append(plan)
-        refusal = self.server_guard(server) if plans and server and self.server_guard else None
-        if not server or refusal:
+        if not server:
             for plan in plans:
                 result.resources += plan.seed
-                self._fail(result, failures, plan.key, plan.resource_type, self._unreachable(plan, refusal))
+                self._fail(result, failures, plan.key, plan.resource_type, self._unreachable(plan))
             plans = []
         for plan, resources, problem in self._run(plans, request, deadline):
             result.resources += resources
@@ -249,9 +244,7 @@ class PrefetchResolver:
         return result
 
     @staticmethod
-    def _unreachable(plan: Plan, refusal: str | None) -> Problem:
-        if refusal:
-            return Problem(f"fhirServer is not allowed: {refusal}", "forbidden")
+    def _unreachable(plan: Plan) -> Problem:
         if plan.pages:
             return Problem("the client sent only the first page and there is no fhirServer to read the rest "
                            "from", "incomplete")

@@ -16,6 +16,8 @@ LOCAL = "https://avh-cds.org/fhir/CodeSystem/avh-local"
 EXPECTED = "https://avh-cds.org/fhir/CodeSystem/expected-card"
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 
+# Environment for apps these tests build: CDS Hooks JWT authentication off (it is tested on its own).
+AUTH_OFF = {"AVH_CDS_AUTH": "off"}
 PRE_OP_CARDS = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta", "preop-embolization"}
 
 

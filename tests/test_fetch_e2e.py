@@ -10,7 +10,7 @@ from werkzeug.serving import make_server
 from service import create_app
 from service.config import Settings
 from service.faults import Fault, FaultInjector
-from tests.records import PRE_OP_CARDS, SNOMED, full_prefetch, operated, pre_operative, searchset, topics, \
+from tests.records import AUTH_OFF, PRE_OP_CARDS, SNOMED, full_prefetch, operated, pre_operative, searchset, topics, \
     write_fixtures
 
 PORT = 18210
@@ -23,7 +23,8 @@ RECORDS = {"pt-pre": pre_operative("pt-pre"), "pt-op": operated("pt-op")}
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    settings = Settings.from_env({}, fixture_fhir=True, fixtures_dir=write_fixtures(tmp_path_factory.mktemp("fx")),
+    settings = Settings.from_env(AUTH_OFF, fixture_fhir=True,
+                                 fixtures_dir=write_fixtures(tmp_path_factory.mktemp("fx")),
                                  fetch_budget_seconds=BUDGET, fetch_timeout_seconds=BUDGET)
     app = create_app(settings)
     injector = FaultInjector(app.wsgi_app)

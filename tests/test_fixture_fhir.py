@@ -5,12 +5,12 @@ import pytest
 
 from service import create_app
 from service.config import Settings
-from tests.records import CPT, SNOMED, bundle, pre_operative, write_fixtures
+from tests.records import AUTH_OFF, CPT, SNOMED, bundle, pre_operative, write_fixtures
 
 
 @pytest.fixture
 def fhir(tmp_path):
-    app = create_app(Settings.from_env({}, fixture_fhir=True, fixtures_dir=write_fixtures(tmp_path)))
+    app = create_app(Settings.from_env(AUTH_OFF, fixture_fhir=True, fixtures_dir=write_fixtures(tmp_path)))
     return app.test_client()
 
 
@@ -91,7 +91,7 @@ def test_fixture_dates_are_shifted_to_today(tmp_path):
         if entry["resource"]["resourceType"] == "Procedure":
             entry["resource"]["performedDateTime"] = (anchor - dt.timedelta(days=3)).isoformat()
     (tmp_path / "old.json").write_text(json.dumps(written))
-    client = create_app(Settings.from_env({}, fixture_fhir=True, fixtures_dir=tmp_path)).test_client()
+    client = create_app(Settings.from_env(AUTH_OFF, fixture_fhir=True, fixtures_dir=tmp_path)).test_client()
     body = client.get("/fhir/Procedure?patient=pt-old").json
     assert body["entry"][0]["resource"]["performedDateTime"] == (dt.date.today() - dt.timedelta(days=3)).isoformat()
 

@@ -337,15 +337,6 @@ def test_queries_run_concurrently(rsps):
     assert ids(PrefetchResolver(budget=3.0).resolve(TEMPLATES, hook())) == ALL_IDS
 
 
-def test_a_server_guard_refusal_contacts_nothing(rsps):
-    serve_all(rsps)
-    guarded = PrefetchResolver(server_guard=lambda server: "not on the allowlist of this issuer")
-    with pytest.raises(PrefetchFailed) as raised:
-        guarded.resolve(TEMPLATES, hook())
-    assert len(rsps.calls) == 0
-    assert all(p.code == "forbidden" and "allowlist" in p.reason for _, p in raised.value.failures)
-
-
 def test_an_unexpected_error_in_a_fetch_is_a_failed_key_not_a_crash(rsps, monkeypatch, resolver):
     serve_all(rsps)
 
@@ -366,13 +357,3 @@ def test_session_ignores_the_environment_and_keeps_no_cookies(rsps):
     assert resolver.session.trust_env is False    # no proxy or .netrc credentials from the environment
     assert resolver.session.get_adapter(BASE).max_retries.total == 0
 
-
-def test_the_server_guard_sees_fhir_server_once_and_only_when_something_is_fetched(rsps):
-    seen = []
-    guarded = PrefetchResolver(budget=1.0, server_guard=lambda server: seen.append(server))
-    sent = {"patient": PT, "conditions": searchset(CONDITIONS), "observations": None, "procedures": None}
-    guarded.resolve(TEMPLATES, hook(sent))
-    assert seen == []
-    serve_all(rsps, skip=("patient", "conditions"))
-    guarded.resolve(TEMPLATES, hook({"patient": PT, "conditions": searchset(CONDITIONS)}))
-    assert seen == [BASE]
