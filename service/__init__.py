@@ -58,10 +58,10 @@ def create_app(settings: Settings | None = None) -> Flask:
                                 PrefetchResolver.from_settings(settings), _validators(registry))
     CORS(app, allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"], max_age=600)
     register_error_handlers(app)
-    from . import pages, routes
-    app.register_blueprint(routes.bp)
-    app.register_blueprint(pages.bp)
     if settings.fixture_fhir:
         from . import fixture_fhir
         fixture_fhir.init_app(app, settings.fixtures_dir)
+    from . import pages, routes
+    app.register_blueprint(routes.bp)
+    app.register_blueprint(pages.bp)
     return app
