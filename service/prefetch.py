@@ -301,8 +301,7 @@ class PrefetchResolver:
         for future, plan in futures.items():
             if not future.done():
                 future.cancel()   # a request still under way ends at its own timeout, bounded by the deadline
-                yield plan, list(plan.seed), Problem(f"no complete answer within the fetch budget "
-                                                     f"({self.budget:g} s)", "timeout")
+                yield plan, list(plan.seed), self._over_budget().problem
                 continue
             try:
                 yield plan, *future.result()
@@ -342,7 +341,7 @@ class PrefetchResolver:
             raise FetchProblem("a link points outside fhirServer and was not followed", "forbidden")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise FetchProblem(f"no complete answer within the fetch budget ({self.budget:g} s)", "timeout")
+            raise self._over_budget()
         timeout = min(self.timeout, remaining)
         try:
             with self.session.get(url, headers=headers, timeout=(timeout, timeout), allow_redirects=False,
@@ -354,13 +353,14 @@ class PrefetchResolver:
                     raise FetchProblem(f"fhirServer answered with {media[:40]}, not FHIR JSON", "invalid")
                 raw = self._read(response, deadline)
         except requests.Timeout:
-            raise FetchProblem(f"fhirServer did not answer within {timeout:.2f} s", "timeout") from None
+            if timeout < self.timeout:     # the budget, not the request timeout, ran out
+                raise self._over_budget() from None
+            raise FetchProblem(f"fhirServer did not answer within {timeout:g} s", "timeout") from None
         except requests.exceptions.ChunkedEncodingError:
             raise FetchProblem("fhirServer's answer broke off before its end", "incomplete") from None
         except requests.ConnectionError:
             if time.monotonic() >= deadline:
-                raise FetchProblem(f"no complete answer within the fetch budget ({self.budget:g} s)",
-                                   "timeout") from None
+                raise self._over_budget() from None
             raise FetchProblem("fhirServer could not be reached", "transient") from None
         except requests.RequestException as exc:
             raise FetchProblem(f"the request to fhirServer failed ({type(exc).__name__})", "exception") from None
@@ -368,6 +368,9 @@ class PrefetchResolver:
             return json.loads(raw)
         except (ValueError, RecursionError):
             raise FetchProblem("fhirServer answered with invalid or truncated JSON", "invalid") from None
+
+    def _over_budget(self) -> FetchProblem:
+        return FetchProblem(f"no complete answer within the fetch budget ({self.budget:g} s)", "timeout")
 
     def _read(self, response: requests.Response, deadline: float) -> bytes:
         raw = bytearray()
@@ -377,5 +380,5 @@ class PrefetchResolver:
                 raise FetchProblem(f"fhirServer's answer is larger than {self.max_bytes} bytes "
                                    "(AVH_CDS_FETCH_MAX_BYTES)", "too-costly")
             if time.monotonic() > deadline:
-                raise FetchProblem(f"no complete answer within the fetch budget ({self.budget:g} s)", "timeout")
+                raise self._over_budget()
         return bytes(raw)

@@ -120,3 +120,21 @@ def test_any_json_object_as_a_prefetch_value_gives_200_or_412(client, templates,
     prefetch[key] = garbage
     response = call(client, "pt-pre", prefetch)
     assert response.status_code in (200, 412), response.json
+
+
+def info_card(cards):
+    [info] = [c for c in cards if c["source"]["topic"]["code"] == "data-unavailable"]
+    return info
+
+
+def test_a_card_that_fires_on_unreadable_data_is_reported_unchecked(client, templates, app):
+    titles = {t: d.data["title"] for t, d in app.extensions["avh"].engine.library.definitions.items()}
+    prefetch = full_prefetch(operated("pt-op"), templates, "pt-op")
+    prefetch["medicationRequests"] = FAILED      # a dexamethasone course past its taper could be there
+    cards = call(client, "pt-op", prefetch).json["cards"]
+    assert topics(cards) == {"adjuvant-radiotherapy", "data-unavailable"}
+    assert titles["steroid-duration"] in info_card(cards)["detail"]
+    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch["observations"] = FAILED           # rapid deterioration could be recorded there
+    detail = info_card(call(client, "pt-pre", prefetch).json["cards"])["detail"]
+    assert titles["embolization-deferred"] in detail and titles["preop-embolization"] in detail

@@ -39,7 +39,7 @@ def rsps():
 
 @pytest.fixture
 def resolver():
-    return PrefetchResolver(timeout=1.0, budget=1.0, page_cap=3)
+    return PrefetchResolver(timeout=1.0, budget=2.0, page_cap=3)
 
 
 def serve_all(rsps, skip=()):
