@@ -142,3 +142,25 @@ def test_a_fhir_server_that_is_down_is_412_for_both_scope_keys(injector):
     assert response.status_code == 412
     issues = response.json()["issue"]
     assert len(issues) == 2 and all("could not be reached" in i["diagnostics"] for i in issues)
+
+
+TYPES = ("Patient", "Condition", "Observation", "Procedure", "MedicationRequest", "ServiceRequest", "DiagnosticReport")
+KINDS = {"500": dict(status=500), "cut off": dict(hang_up=True), "next loop": dict(next_loop=True),
+         "other patient": dict(other_patient="pt-zz"), "HTML": dict(status=503, html=True)}
+
+
+@pytest.mark.parametrize("patient_id", sorted(RECORDS))
+def test_no_fault_on_any_query_gives_a_wrong_card(injector, patient_id):
+    """Whatever single query fails, the answer is 412, or cards the patient is due with every card
+    left out announced by the data-unavailable card: never a card the patient is not due."""
+    expected = topics(call(patient_id).json()["cards"])
+    for rtype in TYPES:
+        for kind, effect in KINDS.items():
+            injector.faults = [Fault(rf"^/fhir/{rtype}", **effect)]
+            response = call(patient_id)
+            if response.status_code == 412:
+                assert rtype in ("Patient", "Condition"), (rtype, kind)
+                continue
+            got = topics(response.json()["cards"])
+            assert got - DU <= expected, (rtype, kind, got)
+            assert got == expected or "data-unavailable" in got, (rtype, kind, got)
