@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
 FHIR_JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MEDIA_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,10 @@ def _check_fhir(body: Any, plan: Plan) -> Mapping:
     if _outcome_in(body):
         raise FetchProblem("fhirServer answered with an OperationOutcome instead of data", "exception")
     expected = "Bundle" if plan.search else plan.resource_type
-    if body["resourceType"] != expected:
-        raise FetchProblem(f"fhirServer answered with a {body['resourceType'][:40]}, not a {expected}", "invalid")
+    got = body["resourceType"]
+    if got != expected:
+        got = got[:40] if got.isalnum() else "resource of another kind"   # server text stays out of reasons
+        raise FetchProblem(f"fhirServer answered with a {got}, not a {expected}", "invalid")
     return body
 
 
@@ -363,7 +366,8 @@ class PrefetchResolver:
                     raise _status_problem(response.status_code)
                 media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if media and media not in FHIR_JSON_TYPES:
-                    raise FetchProblem(f"fhirServer answered with {media[:40]}, not FHIR JSON", "invalid")
+                    shown = media[:40] if MEDIA_TYPE.fullmatch(media) else "another media type"
+                    raise FetchProblem(f"fhirServer answered with {shown}, not FHIR JSON", "invalid")
                 raw = self._read(response, deadline)
         except requests.Timeout:
             if timeout < self.timeout:     # the budget, not the request timeout, ran out
