@@ -64,10 +64,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = Engine.load(settings.cards_dir)       # a bad card file fails here, before serving
     registry = build_registry(engine.valuesets)
     app.extensions["avh"] = Avh(settings, engine, registry,
-                                PrefetchResolver(timeout=settings.fetch_timeout_seconds), _validators(registry),
+                                PrefetchResolver.from_settings(settings), _validators(registry),
                                 open_store(settings))
     install_security(app, settings)                # auth, fhirServer allowlist, input limits, CORS, access log
     register_error_handlers(app)
+    if settings.fixture_fhir:
+        from . import fixture_fhir
+        fixture_fhir.init_app(app, settings.fixtures_dir)
     from . import pages, routes
     app.register_blueprint(routes.bp)
     app.register_blueprint(pages.bp)

@@ -23,6 +23,10 @@ class Settings:
     fetch_timeout_seconds: float = 2.0
     fetch_budget_seconds: float = 0.4
     fetch_page_cap: int = 10
+    # Threads (and pooled connections) shared by all requests for fetching from fhirServer.
+    fetch_workers: int = 8
+    # Largest FHIR answer (one page) read from fhirServer; a larger one counts as a failed fetch.
+    fetch_max_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
     # Security (docs/security.md): who may call, which FHIR servers we contact, input limits.
     auth: str = "required"                      # required | off (development only)

@@ -59,8 +59,9 @@ def invoke(service_id: str):
         prefetched = avh.prefetch.resolve(service.prefetch, body)
     except PrefetchFailed as exc:
         return jsonify({"resourceType": "OperationOutcome", "issue": [{
-            "severity": "error", "code": "not-found" if "no fhirServer" in exc.reason else "exception",
-            "diagnostics": f"prefetch key '{exc.key}' could not be had: {exc.reason}"}]}), 412
+            "severity": "error", "code": problem.code,
+            "diagnostics": f"prefetch key '{key}' could not be had: {problem.reason}"}
+            for key, problem in exc.failures]}), 412
     now = dt.datetime.now(dt.timezone.utc)
     cards = service.evaluate(avh.engine, prefetched, body, now, avh.source_url())
     avh.store.record_issued(service.id, body["hookInstance"], cards, now)

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from fhir_builders import NO_AUTH, CPT, avh_patient, bounds_duration, dexamethasone, hook_request, service_request
+from tests.fhir_builders import NO_AUTH, CPT, avh_patient, bounds_duration, dexamethasone, hook_request, service_request
 from service import cli, create_app
 from service.config import Settings
 from service.storage import database_url, feedback, issued_cards, metadata, schema_version

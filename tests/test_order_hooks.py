@@ -8,7 +8,7 @@ import pytest
 from service import create_app
 from service.config import Settings
 
-from fhir_builders import (NO_AUTH, CPT, ICD, SCT, UCUM, avh_patient, bounds_duration, condition, day, dexamethasone,
+from tests.fhir_builders import (NO_AUTH, CPT, ICD, SCT, UCUM, avh_patient, bounds_duration, condition, day, dexamethasone,
                            hook_request, procedure, service_request)
 
 
