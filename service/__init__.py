@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
 from flask import Flask, request
-from flask_cors import CORS
 
 from . import health, metrics
 from .config import Settings
@@ -16,7 +14,10 @@ from .engine import Engine
 from .errors import register_error_handlers
 from .prefetch import PrefetchResolver
 from .registry import Registry
+from .security import install as install_security
+from .security.logs import configure_logging
 from .services import build_registry
+from .storage import FeedbackStore, database_url
 
 SCHEMAS = Path(__file__).parent / "schemas"
 
@@ -29,6 +30,7 @@ class Avh:
     registry: Registry
     prefetch: PrefetchResolver
     validators: dict
+    store: FeedbackStore
     readiness: list = field(default_factory=list)   # health.Check probes run by GET /readyz
 
     def source_url(self) -> str:
@@ -48,20 +50,31 @@ def _validators(registry: Registry) -> dict:
     return validators
 
 
+def open_store(settings: Settings) -> FeedbackStore:
+    store = FeedbackStore(database_url(settings.database_url, settings.sqlite_path),
+                          settings.storage_timeout_seconds, settings.feedback_retry_after_seconds)
+    store.start()
+    return store
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level)
+    configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     engine = Engine.load(settings.cards_dir)       # a bad card file fails here, before serving
     registry = build_registry(engine.valuesets)
     app.extensions["avh"] = Avh(settings, engine, registry,
-                                PrefetchResolver(timeout=settings.fetch_timeout_seconds), _validators(registry))
+                                PrefetchResolver.from_settings(settings), _validators(registry),
+                                open_store(settings))
     app.extensions["avh"].readiness.append(health.cards_loaded(app.extensions["avh"]))
     metrics.init_app(app)   # first, so that it times calls refused by later before_request hooks too
-    CORS(app, allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"], max_age=600)
+    install_security(app, settings)                # auth, fhirServer allowlist, input limits, CORS, access log
     register_error_handlers(app)
+    if settings.fixture_fhir:
+        from . import fixture_fhir
+        fixture_fhir.init_app(app, settings.fixtures_dir)
     from . import pages, routes
     app.register_blueprint(routes.bp)
     app.register_blueprint(pages.bp)

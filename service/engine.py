@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from .cards import CardLibrary, left_out_notes, sort_cards
 from .clinical.facts import Facts, derive_facts
-from .clinical.pathway import decide_chart
+from .clinical.pathway import Decision, Unchecked, decide_chart
 from .clinical.record import Selector, build_record
 from .prefetch import Prefetched
 from .valuesets import ValueSets, load_valuesets
@@ -30,7 +30,9 @@ class Engine:
         return derive_facts(record, self.valuesets, now)
 
     def chart_cards(self, facts: Facts, source_url: str) -> list[dict]:
-        decisions, unchecked = decide_chart(facts)
+        return self.cards(*decide_chart(facts), facts, source_url)
+
+    def cards(self, decisions: list[Decision], unchecked: list[Unchecked], facts: Facts, source_url: str) -> list[dict]:
         cards = [self.library.render(d, facts, source_url, left_out_notes(d, facts)) for d in decisions]
         if unchecked:
             cards.append(self.library.unchecked_card(unchecked, source_url))

@@ -154,7 +154,8 @@ class Gunicorn:
         environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         # AVH_CDS_AUTH=off unless the test says otherwise: most calls here carry no JWT.
         environ.update({"AVH_CDS_BIND": f"127.0.0.1:{port}", "AVH_CDS_WORKERS": "2", "AVH_CDS_THREADS": "2",
-                        "AVH_CDS_AUTH": "off", **env})
+                        "AVH_CDS_AUTH": "off", "AVH_CDS_SQLITE_PATH": str(log_path.with_suffix(".sqlite3")),
+                        **env})
         with socket.socket() as probe:   # a server left on the port would answer in this one's place
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} is already in use"
         self.log = open(log_path, "w")

@@ -40,7 +40,7 @@ def test_gunicorn_serves_health_discovery_calls_and_metrics_summed_over_workers(
     ready = requests.get(f"{base}/readyz", timeout=5)
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     discovery = requests.get(f"{base}/cds-services", timeout=5)
-    assert [s["id"] for s in discovery.json()["services"]] == [SERVICE]
+    assert SERVICE in [s["id"] for s in discovery.json()["services"]]
 
     # Call, four at a time, until both workers have answered: /metrics must then add up both.
     pids, calls = set(), 0
