@@ -57,6 +57,16 @@ def open_store(settings: Settings) -> FeedbackStore:
     return store
 
 
+def _add_dependency_checks(app: Flask, settings: Settings) -> None:
+    """GET /readyz asks each shared dependency this instance uses: the feedback database, and Redis when
+    it holds the replay cache."""
+    avh = app.extensions["avh"]
+    avh.readiness.append(health.Check("database", avh.store.ping))
+    verifier = app.extensions["avh_security"].verifier
+    if settings.redis_url and verifier is not None:
+        avh.readiness.append(health.Check("redis", verifier.replay.ping))
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
@@ -71,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["avh"].readiness.append(health.cards_loaded(app.extensions["avh"]))
     metrics.init_app(app)   # first, so that it times calls refused by later before_request hooks too
     install_security(app, settings)                # auth, fhirServer allowlist, input limits, CORS, access log
+    _add_dependency_checks(app, settings)
     register_error_handlers(app)
     if settings.fixture_fhir:
         from . import fixture_fhir

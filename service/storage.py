@@ -161,6 +161,11 @@ class FeedbackStore:
     def backend(self) -> str:
         return self.engine.dialect.name
 
+    def ping(self) -> None:
+        """Raises when the database cannot be reached (GET /readyz)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def start(self) -> bool:
         """Create or migrate the schema; a database that is down now is retried on first use."""
         try:

@@ -1,9 +1,12 @@
 """GET /healthz, /readyz and /metrics in one process (the gunicorn test covers several workers)."""
 import socket
 
+import psycopg
 import pytest
 
 from tests.deployment_support import PRE_OPERATIVE_TOPICS, RecordingFhirServer, avh_bundle, patient_view_request, sample
+from service import create_app
+from service.config import Settings
 from service.health import Check
 from service.metrics import observe_auth_failure
 
@@ -25,10 +28,42 @@ def test_healthz_answers_alive_without_touching_dependencies(client, app):
     assert response.status_code == 200 and response.json == {"status": "alive"}
 
 
-def test_readyz_is_ready_once_cards_are_loaded(client):
+def test_readyz_is_ready_once_cards_are_loaded_and_the_database_answers(client):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json == {"status": "ready", "checks": {"cards": "ok"}}
+    assert response.json == {"status": "ready", "checks": {"cards": "ok", "database": "ok"}}
+
+
+def postgres_database(name: str) -> str:
+    """A database of our own on the real PostgreSQL server on 127.0.0.1, created when missing."""
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=5) as c:
+        if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            c.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def ready(env: dict, tmp_path):
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", **env}, sqlite_path=tmp_path / "feedback.sqlite3"))
+    response = app.test_client().get("/readyz")
+    return response.status_code, response.json["checks"]
+
+
+def test_readyz_asks_the_shared_postgresql_and_redis(tmp_path):
+    env = {"AVH_CDS_DATABASE_URL": postgres_database("avh_deploy"), "AVH_CDS_AUTH": "required",
+           "AVH_CDS_REDIS_URL": "redis://127.0.0.1:6379/2"}
+    assert ready(env, tmp_path) == (200, {"cards": "ok", "database": "ok", "redis": "ok"})
+
+
+@pytest.mark.parametrize("env, failed", [
+    ({"AVH_CDS_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{CLOSED_PORT}/avh_deploy"},
+     {"database": "failed (OperationalError)"}),
+    ({"AVH_CDS_AUTH": "required", "AVH_CDS_REDIS_URL": f"redis://127.0.0.1:{CLOSED_PORT}/2"},
+     {"redis": "failed (ConnectionError)"}),
+])
+def test_readyz_is_503_naming_the_shared_dependency_that_is_down(tmp_path, env, failed):
+    status, checks = ready(env, tmp_path)
+    assert status == 503
+    assert {k: v for k, v in checks.items() if v != "ok"} == failed
 
 
 def test_readyz_runs_appended_checks_and_answers_503_naming_the_failed_one(client, app):
@@ -38,14 +73,15 @@ def test_readyz_runs_appended_checks_and_answers_503_naming_the_failed_one(clien
     listener = socket.create_server(("127.0.0.1", LISTEN_PORT))
     try:
         app.extensions["avh"].readiness.append(Check("redis", reachable(LISTEN_PORT)))
-        assert client.get("/readyz").json["checks"] == {"cards": "ok", "redis": "ok"}
-        app.extensions["avh"].readiness.append(Check("database", reachable(CLOSED_PORT)))
+        assert client.get("/readyz").json["checks"] == {"cards": "ok", "database": "ok", "redis": "ok"}
+        app.extensions["avh"].readiness.append(Check("search", reachable(CLOSED_PORT)))
         response = client.get("/readyz")
     finally:
         listener.close()
     assert response.status_code == 503
     assert response.json["status"] == "not_ready"
-    assert response.json["checks"] == {"cards": "ok", "redis": "ok", "database": "failed (ConnectionRefusedError)"}
+    assert response.json["checks"] == {"cards": "ok", "database": "ok", "redis": "ok",
+                                       "search": "failed (ConnectionRefusedError)"}
 
 
 def test_readyz_fails_when_no_card_definitions_are_loaded(client, app):

@@ -18,6 +18,7 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_cors import CORS
 
+from .. import metrics
 from ..config import Settings
 from ..errors import ApiError
 from .issuers import FhirServerPolicy, SecurityConfigError, development_policy, load_issuers
@@ -114,6 +115,7 @@ def _guard():
             g.caller = security.verifier.verify(request.headers.get("Authorization"), security.audience())
         except AuthFailed as exc:
             g.auth_failure = str(exc)
+            metrics.observe_auth_failure(g.auth_failure)
             return Response(status=401, headers={"WWW-Authenticate": CHALLENGE})
         except ReplayStoreUnavailable as exc:
             raise ApiError(503, "replay_cache_unavailable", "avh-cds cannot check token reuse right now; "

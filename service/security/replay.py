@@ -55,6 +55,10 @@ class RedisReplayCache:
         self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._errors = redis.RedisError
 
+    def ping(self) -> None:
+        """Raises when Redis cannot be reached (GET /readyz)."""
+        self._redis.ping()
+
     def first_use(self, iss: str, jti: str, ttl_seconds: int) -> bool:
         try:
             return bool(self._redis.set(_key(iss, jti), 1, nx=True, ex=max(1, ttl_seconds)))
