@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from service import create_app
+from service.config import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,3 +81,13 @@ def test_the_loader_fills_hapi_once_then_verifies_it(config):
     assert loader["restart"] == "no" and "hapi" in loader["depends_on"]
     assert loader["image"] == config["services"]["avh-cds"]["image"]
     assert any(int(p["target"]) == 8080 for p in hapi["ports"])
+
+
+def test_the_replicas_read_the_issuers_file_the_compose_file_mounts(config, tmp_path):
+    avh = config["services"]["avh-cds"]
+    source, target, mode = avh["volumes"][0].rsplit(":", 2)
+    assert target == avh["environment"]["AVH_CDS_ISSUERS_FILE"] and mode == "ro"
+    assert Path(source) == ROOT / "deploy" / "issuers.json"
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "required", "AVH_CDS_ISSUERS_FILE": source},
+                                       sqlite_path=tmp_path / "feedback.sqlite3"))
+    assert app.extensions["avh_security"].verifier.issuers == {}   # as shipped: trusts nobody
