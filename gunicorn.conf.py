@@ -28,6 +28,7 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         worker (workers inherit atexit hooks), nor after a USR2 upgrade handed the directory on."""
         if os.getpid() == _master_pid and not getattr(_arbiter, "reexec_pid", 0):
             shutil.rmtree(METRICS_DIR, ignore_errors=True)
+
 METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 bind = os.environ.get("AVH_CDS_BIND", "0.0.0.0:8080")
@@ -47,8 +48,7 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms pid=%(p)s ua="%(a)s
 proc_name = "avh-cds"
 control_socket_disable = True   # gunicorn >= 27: no runtime control socket (two instances on a host would share one)
 
-
-_arbiter = None
+_arbiter = None   # the gunicorn Arbiter, once on_starting has run
 
 
 def on_starting(server):
