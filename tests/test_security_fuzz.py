@@ -5,6 +5,8 @@ hypothesis adds raw bodies, mutated hook requests and forged Authorization heade
 """
 import base64
 import json
+import tempfile
+from pathlib import Path
 import time
 
 import pytest
@@ -20,7 +22,10 @@ from service.config import Settings
 
 __all__ = ["loopback_only"]
 FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
-APP = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_MAX_BODY_BYTES": "200000"}))
+# Built at import (schemathesis needs the app to generate cases), before conftest moves the working
+# directory: the feedback store goes to a temporary directory, not the repository.
+APP = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_MAX_BODY_BYTES": "200000"},
+                                   sqlite_path=Path(tempfile.mkdtemp(prefix="avh-fuzz-")) / "avh-cds.sqlite3"))
 SCHEMA = schemathesis.openapi.from_wsgi("/openapi.json", APP)
 SCHEMA.config.generation.update(max_examples=150)
 CLIENT = APP.test_client()
