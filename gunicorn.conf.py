@@ -2,7 +2,7 @@
 
     gunicorn -c gunicorn.conf.py service.wsgi:app
 
-Every knob is an environment variable (see docs/production.md). The app itself reads AVH_CDS_*
+Every knob is an environment variable (see README.md, "Running in production"). The app itself reads AVH_CDS_*
 settings in service/config.py; the variables here size and shape the server process.
 """
 import atexit
