@@ -1,0 +1,88 @@
+"""In-process size sweep: request bytes -> response bytes through the WSGI app, against orjson.loads.
+
+Each repetition times one full WSGI call (body read, JSON decode, schema checks, prefetch, record,
+facts, cards, response encoding) and, right after it on the same body, one `orjson.loads`, so both
+see the same machine state (caches, garbage collector, noisy neighbours).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import statistics
+import time
+
+import orjson
+
+from .patients import patient_view_request
+
+SERVICE_PATH = "/cds-services/avh-patient-view"
+
+
+def bench_settings_env(max_body_bytes: int = 64 << 20) -> dict[str, str]:
+    """The environment the benchmark runs the service with (auth off: the benchmark measures the pathway)."""
+    return {"AVH_CDS_AUTH": "off", "AVH_CDS_MAX_BODY_BYTES": str(max_body_bytes), "AVH_CDS_LOG_LEVEL": "WARNING"}
+
+
+def make_app():
+    from service import create_app
+    from service.config import Settings
+    return create_app(Settings.from_env(bench_settings_env()))
+
+
+def _environ(body: bytes) -> dict:
+    return {"REQUEST_METHOD": "POST", "PATH_INFO": SERVICE_PATH, "QUERY_STRING": "", "SCRIPT_NAME": "",
+            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+            "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)), "HTTP_HOST": "127.0.0.1",
+            "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": io.StringIO(),
+            "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False}
+
+
+def call(app, body: bytes) -> tuple[str, bytes]:
+    """One request through the WSGI callable: (status line, response body)."""
+    status = []
+    chunks = app(_environ(body), lambda s, headers, exc_info=None: status.append(s))
+    try:
+        data = b"".join(chunks)
+    finally:
+        getattr(chunks, "close", lambda: None)()
+    return status[0], data
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def measure_size(app, n: int, repeats: int) -> dict:
+    body = orjson.dumps(patient_view_request(n))
+    status, data = call(app, body)                     # warm-up, and a check the answer is a real one
+    if not status.startswith("200"):
+        raise RuntimeError(f"N={n}: the service answered {status}: {data[:300]!r}")
+    cards = [c["source"]["topic"]["code"] for c in orjson.loads(data)["cards"]]
+    service, loads = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call(app, body)
+        service.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        orjson.loads(body)
+        loads.append(time.perf_counter() - started)
+    ms = lambda s: round(s * 1000, 3)   # noqa: E731
+    return {"n": n, "body_bytes": len(body), "repeats": repeats, "cards": cards,
+            "service_median_ms": ms(statistics.median(service)), "service_p99_ms": ms(percentile(service, 99)),
+            "loads_median_ms": ms(statistics.median(loads)), "loads_p99_ms": ms(percentile(loads, 99)),
+            "ratio_median": round(statistics.median(service) / statistics.median(loads), 2)}
+
+
+def repeats_for(n: int, budget_seconds: float = 6.0) -> int:
+    """Enough repetitions for a p99 to mean something on small N, without minutes on large N."""
+    return max(10, min(400, int(budget_seconds / (n * 25e-6 + 2e-3))))
+
+
+def run(sizes=(10, 100, 1000, 10_000), repeats: int | None = None) -> list[dict]:
+    logging.disable(logging.WARNING)   # one warning line per request would be timed too
+    try:
+        app = make_app()
+        return [measure_size(app, n, repeats or repeats_for(n)) for n in sizes]
+    finally:
+        logging.disable(logging.NOTSET)
