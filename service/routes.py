@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 
 import jsonschema
+import orjson
 from flask import Blueprint, current_app, g, jsonify, request
 
 from .errors import ApiError
@@ -20,7 +20,7 @@ def _json_body() -> dict:
     if not request.data:
         raise ApiError(400, "invalid_json", "the request body is empty; a JSON object is required")
     try:
-        body = json.loads(request.data)
+        body = orjson.loads(request.data)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "invalid_json", f"the request body is not valid JSON ({type(exc).__name__})") from exc
     if not isinstance(body, dict):
