@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration per concurrency")
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
     parser.add_argument("--memory-requests", type=int, default=10_000)
+    parser.add_argument("--memory-patients", type=int, default=200,
+                        help="distinct patients the memory run cycles through (200 x 10 relevant resources "
+                             "overflow the default model cache of 1024)")
     parser.add_argument("--gunicorn-config", help="gunicorn config file (default: ./gunicorn.conf.py if present, "
                                                   f"else {' '.join(http.DEFAULT_GUNICORN)})")
     parser.add_argument("--skip", action="append", default=[], choices=["sweep", "http", "memory", "fetch"])
@@ -57,10 +60,10 @@ def _fetch_concurrency() -> dict | None:
 def run(args) -> dict:
     if args.quick:
         args.sizes, args.repeats, args.seconds = [10, 50], 5, 1.0
-        args.concurrency, args.memory_requests = [1, 4], 300
+        args.concurrency, args.memory_requests, args.memory_patients = [1, 4], 300, 20
     results = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-               "auth": "off (AVH_CDS_AUTH=off)", "quick": args.quick}
+               "auth": "off (AVH_CDS_AUTH=off)", "quick": args.quick, "load_average_before": os.getloadavg()}
     if "sweep" not in args.skip:
         results["sweep"] = sweep.run(args.sizes, args.repeats)
     typical = orjson.dumps(patient_view_request(TYPICAL_N))
@@ -72,36 +75,44 @@ def run(args) -> dict:
         results["http"] = http.throughput(typical, settings, args.concurrency, args.seconds)
     if "memory" not in args.skip:
         checkpoints = (1, args.memory_requests // 10, args.memory_requests)
-        results["memory"] = http.memory(typical, settings, args.memory_requests, checkpoints)
+        bodies = [orjson.dumps(patient_view_request(TYPICAL_N, seed=i, patient_id=f"bench-avh-{i}"))
+                  for i in range(args.memory_patients)]
+        results["memory"] = http.memory(bodies, settings, args.memory_requests, checkpoints)
     if "fetch" not in args.skip:
         results["fetch_concurrency"] = _fetch_concurrency()
+    results["load_average_after"] = os.getloadavg()
     return results
 
 
 def table(results: dict) -> str:
-    lines = [f"avh-cds benchmark {results['started']}  cpus={results['machine']['cpus']}  auth off"]
+    lines = [f"avh-cds benchmark {results['started']}  cpus={results['machine']['cpus']}  auth off  load average "
+             f"before {results['load_average_before'][0]:.2f}, after {results['load_average_after'][0]:.2f}"]
     if "sweep" in results:
         lines += ["", "In-process size sweep (request bytes -> response bytes, WSGI call)",
-                  f"{'N':>6} {'body KiB':>9} {'runs':>5} {'svc p50 ms':>11} {'svc p99 ms':>11} "
-                  f"{'loads p50 ms':>13} {'loads p99 ms':>13} {'ratio':>6}"]
+                  "(svc: as deployed; cold: model cache off, every relevant resource validated; "
+                  "ratio = median / orjson.loads median)",
+                  f"{'N':>6} {'body KiB':>9} {'runs':>5} {'svc p50':>8} {'svc p99':>8} {'cold p50':>9} "
+                  f"{'cold p99':>9} {'loads p50':>10} {'loads p99':>10} {'ratio':>6} {'cold r.':>7}"]
         for r in results["sweep"]:
-            lines.append(f"{r['n']:>6} {r['body_bytes'] / 1024:>9.0f} {r['repeats']:>5} {r['service_median_ms']:>11.2f} "
-                         f"{r['service_p99_ms']:>11.2f} {r['loads_median_ms']:>13.2f} {r['loads_p99_ms']:>13.2f} "
-                         f"{r['ratio_median']:>6.2f}")
+            lines.append(f"{r['n']:>6} {r['body_bytes'] / 1024:>9.0f} {r['repeats']:>5} {r['service_median_ms']:>8.2f} "
+                         f"{r['service_p99_ms']:>8.2f} {r['cold_median_ms']:>9.2f} {r['cold_p99_ms']:>9.2f} "
+                         f"{r['loads_median_ms']:>10.2f} {r['loads_p99_ms']:>10.2f} {r['ratio_median']:>6.2f} "
+                         f"{r['cold_ratio_median']:>7.2f}")
+        lines.append("(times in ms)")
     if "http" in results:
         lines += ["", f"HTTP, typical prefetch ({results['typical_body_bytes'] / 1024:.0f} KiB), gunicorn "
                   + " ".join(results["gunicorn"]),
-                  f"{'app':>8} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'share':>6}"]
+                  f"{'app':>12} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'share':>6}"]
         for name, runs in results["http"].items():
             for r in runs:
                 share = f"{r['share_of_trivial']:.2f}" if "share_of_trivial" in r else ""
-                lines.append(f"{name:>8} {r['concurrency']:>5} {r['requests_per_s']:>9.1f} {r['p50_ms']:>8.2f} "
+                lines.append(f"{name:>12} {r['concurrency']:>5} {r['requests_per_s']:>9.1f} {r['p50_ms']:>8.2f} "
                              f"{r['p99_ms']:>8.2f} {r['errors']:>7} {share:>6}")
     if "memory" in results:
         m = results["memory"]
         rss = ", ".join(f"after {k}: {v / 1024:.1f} MiB" for k, v in m["rss_kib"].items())
-        lines += ["", f"Worker memory (RSS): {rss}; growth {m['between'][0]}->{m['between'][1]}: "
-                      f"{m['growth_fraction'] * 100:.1f} %"]
+        lines += ["", f"Worker memory (RSS, {m['distinct_patients']} distinct patients in turn): {rss}; "
+                      f"growth {m['between'][0]}->{m['between'][1]}: {m['growth_fraction'] * 100:.1f} %"]
     if results.get("fetch_concurrency"):
         lines += ["", "Fetch concurrency (bench/fetch_concurrency.py): "
                   + json.dumps(results["fetch_concurrency"])[:1500]]

@@ -58,9 +58,9 @@ def _post(port: int, body: bytes, conn: http.client.HTTPConnection | None = None
 
 
 @contextmanager
-def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[str] = ()):
+def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[str] = (), env: dict | None = None):
     """A gunicorn master serving `app` on 127.0.0.1:port; yields its pid once it answers the body with 200."""
-    env = {**os.environ, **bench_settings_env(), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **bench_settings_env(**(env or {})), "PYTHONPATH": str(ROOT)}
     log = tempfile.TemporaryFile()
     cmd = [sys.executable, "-m", "gunicorn", *settings, *extra, "--bind", f"127.0.0.1:{port}",
            "--access-logfile", "/dev/null", "--error-logfile", "-", "--log-level", "warning", app]
@@ -118,40 +118,49 @@ def wrk(port: int, body_file: str, connections: int, seconds: float) -> dict:
             "errors": raw["socket_errors"] + raw["non_2xx"]}
 
 
+# (name, WSGI app, service settings): the service as deployed, the same with its model cache off
+# (every chart seen for the first time), and the decode-only baseline.
+APPS = (("service", SERVICE_APP, {}), ("service_cold", SERVICE_APP, {"model_cache_size": "0"}),
+        ("trivial", TRIVIAL_APP, {}))
+
+
 def throughput(body: bytes, settings: list[str], concurrencies=(1, 4, 16), seconds: float = 10,
                ports=(18600, 18650)) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         f.write(body)
         f.flush()
         result = {}
-        for name, app in (("service", SERVICE_APP), ("trivial", TRIVIAL_APP)):
+        for name, app, env in APPS:
             port = free_port(*ports)
-            with gunicorn(app, port, settings, body):
+            with gunicorn(app, port, settings, body, env=env):
                 wrk(port, f.name, max(concurrencies), min(2.0, seconds))         # warm-up, not recorded
                 result[name] = [wrk(port, f.name, c, seconds) for c in concurrencies]
-    for mine, base in zip(result["service"], result["trivial"]):
-        mine["share_of_trivial"] = round(mine["requests_per_s"] / base["requests_per_s"], 3)
+    for name in ("service", "service_cold"):
+        for mine, base in zip(result[name], result["trivial"]):
+            mine["share_of_trivial"] = round(mine["requests_per_s"] / base["requests_per_s"], 3)
     return result
 
 
-def memory(body: bytes, settings: list[str], requests: int = 10_000, checkpoints=(1, 1000, 10_000),
+def memory(bodies: list[bytes], settings: list[str], requests: int = 10_000, checkpoints=(1, 1000, 10_000),
            ports=(18600, 18650)) -> dict:
-    """RSS of one worker (the service runs with --workers 1 here, so it gets every request)."""
+    """RSS of one worker over `requests` requests cycling through `bodies` (distinct patients, so the
+    model cache fills to its bound and then evicts). The service runs with --workers 1 here, so that
+    worker gets every request."""
     port = free_port(*ports)
     samples = {}
-    with gunicorn(SERVICE_APP, port, settings, body, extra=["--workers", "1"]) as master:
+    with gunicorn(SERVICE_APP, port, settings, bodies[0], extra=["--workers", "1"]) as master:
         [worker] = worker_pids(master)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         # The start-up probe already sent request 1.
         samples[1] = rss_kib(worker)
         for i in range(2, requests + 1):
-            status = _post(port, body, conn)
+            status = _post(port, bodies[(i - 1) % len(bodies)], conn)
             if status != 200:
                 raise RuntimeError(f"request {i} answered {status}")
             if i in checkpoints:
                 samples[i] = rss_kib(worker)
         conn.close()
     first, last = min(c for c in checkpoints if c > 1), max(checkpoints)
-    return {"requests": requests, "rss_kib": {str(k): v for k, v in samples.items()},
+    return {"requests": requests, "distinct_patients": len(bodies), "rss_kib": {str(k): v for k, v in samples.items()},
             "growth_fraction": round((samples[last] - samples[first]) / samples[first], 4),
             "between": [first, last]}

@@ -56,8 +56,8 @@ def _cc(system: str, code: str, display: str) -> dict:
     return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
 
 
-def _ref() -> dict:
-    return {"reference": f"Patient/{PATIENT_ID}"}
+def _ref(patient_id: str) -> dict:
+    return {"reference": f"Patient/{patient_id}"}
 
 
 def _when(today: dt.date, days_ago: float) -> str:
@@ -65,83 +65,83 @@ def _when(today: dt.date, days_ago: float) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _condition(rid, system, code, display, onset, body_site=None, verification="confirmed") -> dict:
+def _condition(pid, rid, system, code, display, onset, body_site=None, verification="confirmed") -> dict:
     res = {"resourceType": "Condition", "id": rid, "meta": {"versionId": "1", "lastUpdated": onset},
            "clinicalStatus": {"coding": [{"system": CLINICAL, "code": "active"}]},
            "verificationStatus": {"coding": [{"system": VERIFICATION, "code": verification}]},
            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
                                      "code": "problem-list-item", "display": "Problem List Item"}]}],
-           "code": _cc(system, code, display), "subject": _ref(), "onsetDateTime": onset, "recordedDate": onset}
+           "code": _cc(system, code, display), "subject": _ref(pid), "onsetDateTime": onset, "recordedDate": onset}
     if body_site:
         res["bodySite"] = [_cc(SNOMED, *body_site)]
     return res
 
 
-def _observation(rid, system, code, display, when, value: dict, category="exam") -> dict:
+def _observation(pid, rid, system, code, display, when, value: dict, category="exam") -> dict:
     return {"resourceType": "Observation", "id": rid, "meta": {"versionId": "1", "lastUpdated": when},
             "status": "final",
             "category": [{"coding": [{"system": OBS_CATEGORY, "code": category}]}],
-            "code": _cc(system, code, display), "subject": _ref(), "effectiveDateTime": when, "issued": when,
+            "code": _cc(system, code, display), "subject": _ref(pid), "effectiveDateTime": when, "issued": when,
             **value}
 
 
-def _procedure(rid, system, code, display, when) -> dict:
+def _procedure(pid, rid, system, code, display, when) -> dict:
     return {"resourceType": "Procedure", "id": rid, "meta": {"versionId": "1", "lastUpdated": when},
-            "status": "completed", "code": _cc(system, code, display), "subject": _ref(),
+            "status": "completed", "code": _cc(system, code, display), "subject": _ref(pid),
             "performedDateTime": when}
 
 
-def in_scope_resources(today: dt.date) -> list[dict]:
+def in_scope_resources(today: dt.date, pid: str = PATIENT_ID) -> list[dict]:
     """The AVH patient itself (10 resources): pre-operative, T7 hemangioma compressing the cord, walking with help."""
     local = lambda code, display: (LOCAL, code, display)   # noqa: E731
     return [
-        {"resourceType": "Patient", "id": PATIENT_ID, "gender": "female", "birthDate": "1971-03-14",
+        {"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1971-03-14",
          "name": [{"use": "official", "family": "Benchmark", "given": ["Avery"]}]},
-        _condition("avh-hem", SNOMED, "448232005", "Vertebral hemangioma", _when(today, 20),
+        _condition(pid, "avh-hem", SNOMED, "448232005", "Vertebral hemangioma", _when(today, 20),
                    ("64864005", "Seventh thoracic vertebra")),
-        _condition("avh-scc", ICD10CM, "G95.20", "Unspecified cord compression", _when(today, 6)),
-        _condition("avh-para", SNOMED, "102568007", "Paraparesis", _when(today, 5)),
-        _observation("avh-amb-1", *local("ambulatory-status", "Ambulatory status"), _when(today, 3),
+        _condition(pid, "avh-scc", ICD10CM, "G95.20", "Unspecified cord compression", _when(today, 6)),
+        _condition(pid, "avh-para", SNOMED, "102568007", "Paraparesis", _when(today, 5)),
+        _observation(pid, "avh-amb-1", *local("ambulatory-status", "Ambulatory status"), _when(today, 3),
                      {"valueCodeableConcept": _cc(LOCAL, "ambulatory", "Ambulatory")}),
-        _observation("avh-amb-2", *local("ambulatory-status", "Ambulatory status"), _when(today, 1),
+        _observation(pid, "avh-amb-2", *local("ambulatory-status", "Ambulatory status"), _when(today, 1),
                      {"valueCodeableConcept": _cc(LOCAL, "ambulatory-with-assistance", "Ambulatory with assistance")}),
-        _observation("avh-motor-1", *local("lower-extremity-motor-score", "Lower extremity motor score"),
+        _observation(pid, "avh-motor-1", *local("lower-extremity-motor-score", "Lower extremity motor score"),
                      _when(today, 3), {"valueInteger": 44}),
-        _observation("avh-motor-2", *local("lower-extremity-motor-score", "Lower extremity motor score"),
+        _observation(pid, "avh-motor-2", *local("lower-extremity-motor-score", "Lower extremity motor score"),
                      _when(today, 1), {"valueInteger": 42}),
-        _procedure("avh-mri-t", CPT, "72146", "MRI thoracic spine without contrast", _when(today, 6)),
+        _procedure(pid, "avh-mri-t", CPT, "72146", "MRI thoracic spine without contrast", _when(today, 6)),
         {"resourceType": "MedicationRequest", "id": "avh-dex", "status": "active", "intent": "order",
          "medicationCodeableConcept": _cc(RXNORM, "1116927", "dexamethasone phosphate 4 MG/ML Injectable Solution"),
-         "subject": _ref(), "authoredOn": _when(today, 2),
+         "subject": _ref(pid), "authoredOn": _when(today, 2),
          "dosageInstruction": [{"text": "16 mg/day IV in divided doses",
                                 "timing": {"repeat": {"boundsPeriod": {"start": _when(today, 2)}}}}]},
     ]
 
 
-def _filler(i: int, rng: random.Random, today: dt.date) -> dict:
+def _filler(i: int, rng: random.Random, today: dt.date, pid: str) -> dict:
     """One unrelated chart entry; the mix is mostly observations, like a real chart."""
     kind = rng.random()
     rid = f"fill-{i}"
     when = _when(today, rng.uniform(0, 3650))
     if kind < 0.45:
         code, display, unit, lo, hi = rng.choice(VITALS)
-        return _observation(rid, LOINC, code, display, when, {"valueQuantity": {
+        return _observation(pid, rid, LOINC, code, display, when, {"valueQuantity": {
             "value": round(rng.uniform(lo, hi), 1), "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}},
             category="vital-signs")
     if kind < 0.75:
         code, display, unit, lo, hi = rng.choice(LABS)
-        return _observation(rid, LOINC, code, display, when, {
+        return _observation(pid, rid, LOINC, code, display, when, {
             "valueQuantity": {"value": round(rng.uniform(lo, hi), 2), "unit": unit,
                               "system": "http://unitsofmeasure.org", "code": unit},
             "referenceRange": [{"low": {"value": lo, "unit": unit}, "high": {"value": hi, "unit": unit}}]},
             category="laboratory")
     if kind < 0.87:
-        return _condition(rid, *rng.choice(CONDITIONS), when)
+        return _condition(pid, rid, *rng.choice(CONDITIONS), when)
     if kind < 0.95:
-        return _procedure(rid, *rng.choice(PROCEDURES), when)
+        return _procedure(pid, rid, *rng.choice(PROCEDURES), when)
     code, display = rng.choice(MEDICATIONS)
     return {"resourceType": "MedicationRequest", "id": rid, "status": rng.choice(["active", "completed", "stopped"]),
-            "intent": "order", "medicationCodeableConcept": _cc(RXNORM, code, display), "subject": _ref(),
+            "intent": "order", "medicationCodeableConcept": _cc(RXNORM, code, display), "subject": _ref(pid),
             "authoredOn": when, "dosageInstruction": [{"text": "1 tablet by mouth daily"}]}
 
 
@@ -151,12 +151,12 @@ def _bundle(resources: list[dict]) -> dict:
                        "search": {"mode": "match"}} for r in resources]}
 
 
-def patient_view_request(n: int, seed: int = 0, today: dt.date | None = None) -> dict:
+def patient_view_request(n: int, seed: int = 0, today: dt.date | None = None, patient_id: str = PATIENT_ID) -> dict:
     """A patient-view request whose prefetch holds `n` resources in all (Patient included)."""
     today = today or dt.date.today()
     rng = random.Random(seed)
-    core = in_scope_resources(today)[:n]
-    resources = core + [_filler(i, rng, today) for i in range(n - len(core))]
+    core = in_scope_resources(today, patient_id)[:n]
+    resources = core + [_filler(i, rng, today, patient_id) for i in range(n - len(core))]
     patient = resources[0]
     by_key: dict[str, list[dict]] = {key: [] for key in KEYS.values()}
     for res in resources[1:]:
@@ -165,6 +165,6 @@ def patient_view_request(n: int, seed: int = 0, today: dt.date | None = None) ->
         "hook": "patient-view",
         "hookInstance": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "fhirServer": "https://ehr.example.org/fhir",
-        "context": {"patientId": PATIENT_ID, "userId": "Practitioner/bench-practitioner"},
+        "context": {"patientId": patient_id, "userId": "Practitioner/bench-practitioner"},
         "prefetch": {"patient": patient, **{key: _bundle(items) for key, items in by_key.items()}},
     }

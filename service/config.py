@@ -24,6 +24,8 @@ class Settings:
     fetch_budget_seconds: float = 0.4
     fetch_page_cap: int = 10
     log_level: str = "INFO"
+    # Validated FHIR resources remembered across requests (about 20 KB each; 0 = validate every time).
+    model_cache_size: int = 1024
     extra: dict = field(default_factory=dict)
 
     @classmethod

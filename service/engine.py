@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from .cards import CardLibrary, left_out_notes, sort_cards
 from .clinical.facts import Facts, derive_facts
 from .clinical.pathway import decide_chart
-from .clinical.record import Selector, build_record
+from .clinical.record import Selector, Validator, build_record
 from .prefetch import Prefetched
 from .valuesets import ValueSets, load_valuesets
 
@@ -19,14 +19,15 @@ class Engine:
     valuesets: ValueSets
     selector: Selector
     library: CardLibrary
+    validate: Validator
 
     @classmethod
-    def load(cls, cards_dir: Path) -> "Engine":
+    def load(cls, cards_dir: Path, model_cache_size: int = 0) -> "Engine":
         valuesets = load_valuesets(cards_dir / "valuesets")
-        return cls(valuesets, Selector(valuesets), CardLibrary.load(cards_dir))
+        return cls(valuesets, Selector(valuesets), CardLibrary.load(cards_dir), Validator(model_cache_size))
 
     def facts(self, prefetched: Prefetched, patient_id: str, now: dt.datetime) -> Facts:
-        record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable)
+        record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable, self.validate)
         return derive_facts(record, self.valuesets, now)
 
     def chart_cards(self, facts: Facts, source_url: str) -> list[dict]:

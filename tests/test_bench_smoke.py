@@ -33,15 +33,16 @@ def test_quick_run_prints_the_table_and_writes_results(tmp_path, capsys):
     results = json.loads(out.read_text())
     assert [r["n"] for r in results["sweep"]] == [10, 50]
     for r in results["sweep"]:
-        assert r["service_median_ms"] > 0 and r["loads_median_ms"] > 0 and r["ratio_median"] > 1
-        assert r["service_p99_ms"] >= r["service_median_ms"]
+        assert r["service_median_ms"] > 0 and r["cold_median_ms"] > 0 and r["loads_median_ms"] > 0
+        assert r["ratio_median"] > 1 and r["cold_ratio_median"] > 1
+        assert r["service_p99_ms"] >= r["service_median_ms"] and r["cold_p99_ms"] >= r["cold_median_ms"]
         assert "surgical-decompression" in r["cards"]
-    for name in ("service", "trivial"):
+    for name in ("service", "service_cold", "trivial"):
         assert [r["concurrency"] for r in results["http"][name]] == [1, 4]
         for r in results["http"][name]:
             assert r["requests_per_s"] > 0 and r["errors"] == 0 and r["p99_ms"] >= r["p50_ms"] > 0
-    assert all(0 < r["share_of_trivial"] for r in results["http"]["service"])
+    assert all(0 < r["share_of_trivial"] for r in results["http"]["service"] + results["http"]["service_cold"])
     memory = results["memory"]
-    assert set(memory["rss_kib"]) == {"1", "30", "300"} and all(v > 0 for v in memory["rss_kib"].values())
+    assert set(memory["rss_kib"]) == {"1", "30", "300"} and memory["distinct_patients"] == 20 and all(v > 0 for v in memory["rss_kib"].values())
     table = capsys.readouterr().out
     assert "In-process size sweep" in table and "HTTP, typical prefetch" in table and "Worker memory" in table

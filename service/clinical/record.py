@@ -8,9 +8,12 @@ card it could have changed can say so.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -100,12 +103,53 @@ def _subject_id(resource: Mapping) -> str | None:
     return None
 
 
-def _validate(resource: Mapping):
-    return get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+def _validate(resource: Mapping) -> tuple[object | None, str | None]:
+    """(model, None) for a valid resource, (None, why) for an invalid one."""
+    try:
+        return get_fhir_model_class(resource["resourceType"]).model_validate(resource), None
+    except (ValidationError, ValueError, TypeError) as exc:
+        return None, _reason(exc)
+
+
+class Validator:
+    """FHIR validation of relevant resources, remembered by each resource's exact JSON.
+
+    patient-view fires at every opening of a chart, so the same resources come back again and again,
+    and validating one costs some 50 times decoding it. Up to `size` results are kept, least recently
+    used out first (about 20 KB each); size 0 validates every time. A hit returns the same model
+    object to every request: models are read, never changed, once validated.
+    """
+
+    def __init__(self, size: int = 0):
+        self.size = size
+        self._results: OrderedDict[bytes, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, resource: Mapping) -> tuple[object | None, str | None]:
+        if self.size <= 0:
+            return _validate(resource)
+        try:
+            key = orjson.dumps(resource)
+        except TypeError:                      # not JSON orjson can write (e.g. a 65-bit integer)
+            return _validate(resource)
+        with self._lock:
+            result = self._results.get(key)
+            if result is not None:
+                self._results.move_to_end(key)
+                return result
+        result = _validate(resource)
+        with self._lock:
+            self._results[key] = result
+            while len(self._results) > self.size:
+                self._results.popitem(last=False)
+        return result
+
+    def __len__(self) -> int:
+        return len(self._results)
 
 
 def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
-                 unavailable: Iterable[str] = ()) -> PatientRecord:
+                 unavailable: Iterable[str] = (), validate=_validate) -> PatientRecord:
     """Keep this patient's relevant resources, each (type, id) once, validated."""
     seen: set[tuple[str, str]] = set()
     kept: dict[str, list] = {}
@@ -118,10 +162,9 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         rid = res.get("id")
         if rtype == "Patient":
             if rid == patient_id and patient is None:
-                try:
-                    patient = _validate(res)
-                except (ValidationError, ValueError, TypeError) as exc:
-                    left_out.append(LeftOut("Patient", str(rid), ("patient",), _reason(exc)))
+                patient, reason = validate(res)
+                if reason is not None:
+                    left_out.append(LeftOut("Patient", str(rid), ("patient",), reason))
             continue
         if not selector.is_relevant(res):
             continue
@@ -132,10 +175,11 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if _subject_id(res) != patient_id:
             log.warning("ignored %s/%s: subject is not Patient/%s", rtype, rid, patient_id)
             continue
-        try:
-            kept.setdefault(rtype, []).append(_validate(res))
-        except (ValidationError, ValueError, TypeError) as exc:
-            item = LeftOut(rtype, str(rid), selector.concepts_of(res), _reason(exc))
+        model, reason = validate(res)
+        if reason is None:
+            kept.setdefault(rtype, []).append(model)
+        else:
+            item = LeftOut(rtype, str(rid), selector.concepts_of(res), reason)
             log.warning("left out invalid %s: %s", item.ref, item.reason)
             left_out.append(item)
     return PatientRecord(patient_id=patient_id, patient=patient,
