@@ -13,6 +13,7 @@ from flask_cors import CORS
 from .config import Settings
 from .engine import Engine
 from .errors import register_error_handlers
+from .fastjson import OrjsonProvider
 from .prefetch import PrefetchResolver
 from .registry import Registry
 from .services import build_registry
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     logging.basicConfig(level=settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     engine = Engine.load(settings.cards_dir, settings.model_cache_size)   # a bad card file fails here
     registry = build_registry(engine.valuesets)
