@@ -11,21 +11,25 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .sweep import SERVICE_PATH, bench_settings_env
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("wrk_post.lua")
-SERVICE_APP = "service:create_app()"
+# The production entry point when the repo has one (service/wsgi.py), else the app factory.
+SERVICE_APP = "service.wsgi:app" if (ROOT / "service" / "wsgi.py").exists() else "service:create_app()"
 TRIVIAL_APP = "bench.trivial:create_app()"
-# Used when the repository has no gunicorn.conf.py: what the numbers were taken with, stated explicitly.
-DEFAULT_GUNICORN = ["--workers", "2", "--worker-class", "gthread", "--threads", "4"]
+# Used when the repository has no gunicorn.conf.py: the production shape (2 x cores + 1 gthread
+# workers of 4 threads, access log on), stated explicitly.
+DEFAULT_GUNICORN = ["--workers", str(2 * (os.cpu_count() or 1) + 1), "--worker-class", "gthread", "--threads", "4",
+                    "--access-logfile", "-"]
 
 
 def gunicorn_settings(config: str | None) -> list[str]:
@@ -62,8 +66,7 @@ def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[
     """A gunicorn master serving `app` on 127.0.0.1:port; yields its pid once it answers the body with 200."""
     env = {**os.environ, **bench_settings_env(**(env or {})), "PYTHONPATH": str(ROOT)}
     log = tempfile.TemporaryFile()
-    cmd = [sys.executable, "-m", "gunicorn", *settings, *extra, "--bind", f"127.0.0.1:{port}",
-           "--access-logfile", "/dev/null", "--error-logfile", "-", "--log-level", "warning", app]
+    cmd = [sys.executable, "-m", "gunicorn", *settings, *extra, "--bind", f"127.0.0.1:{port}", app]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
@@ -124,21 +127,41 @@ APPS = (("service", SERVICE_APP, {}), ("service_cold", SERVICE_APP, {"model_cach
         ("trivial", TRIVIAL_APP, {}))
 
 
-def throughput(body: bytes, settings: list[str], concurrencies=(1, 4, 16), seconds: float = 10,
+def throughput(body: bytes, settings: list[str], concurrencies=(1, 4, 16), seconds: float = 5, rounds: int = 3,
                ports=(18600, 18650)) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+    """Requests/s and latency of each app at each concurrency.
+
+    All servers run at once (an idle one costs nothing) and take turns in `rounds` rounds, in a rotating
+    order, so a burst of load from elsewhere on the machine hits every app alike. Each figure is the
+    median over rounds; `share_of_trivial` is the median of the per-round ratios.
+    """
+    with tempfile.NamedTemporaryFile(suffix=".json") as f, ExitStack() as servers:
         f.write(body)
         f.flush()
-        result = {}
+        ports_of = {}
         for name, app, env in APPS:
-            port = free_port(*ports)
-            with gunicorn(app, port, settings, body, env=env):
-                wrk(port, f.name, max(concurrencies), min(2.0, seconds))         # warm-up, not recorded
-                result[name] = [wrk(port, f.name, c, seconds) for c in concurrencies]
+            ports_of[name] = port = free_port(*ports)
+            servers.enter_context(gunicorn(app, port, settings, body, env=env))
+            wrk(port, f.name, max(concurrencies), min(2.0, seconds))         # warm-up, not recorded
+        runs = {name: {c: [] for c in concurrencies} for name, _, _ in APPS}
+        for c in concurrencies:
+            for r in range(rounds):
+                for name, _, _ in APPS[r % len(APPS):] + APPS[:r % len(APPS)]:
+                    runs[name][c].append(wrk(ports_of[name], f.name, c, seconds))
+    result = {name: [_summary(c, runs[name][c]) for c in concurrencies] for name in runs}
     for name in ("service", "service_cold"):
-        for mine, base in zip(result[name], result["trivial"]):
-            mine["share_of_trivial"] = round(mine["requests_per_s"] / base["requests_per_s"], 3)
+        for summary, c in zip(result[name], concurrencies):
+            summary["share_of_trivial"] = round(statistics.median(
+                mine["requests_per_s"] / base["requests_per_s"] for mine, base in zip(runs[name][c], runs["trivial"][c])), 3)
     return result
+
+
+def _summary(concurrency: int, rounds: list[dict]) -> dict:
+    median = lambda key: statistics.median(r[key] for r in rounds)   # noqa: E731
+    return {"concurrency": concurrency, "rounds": len(rounds), "requests": sum(r["requests"] for r in rounds),
+            "requests_per_s": round(median("requests_per_s"), 1), "p50_ms": median("p50_ms"),
+            "p99_ms": median("p99_ms"), "worst_round_p99_ms": max(r["p99_ms"] for r in rounds),
+            "errors": sum(r["errors"] for r in rounds), "per_round": rounds}
 
 
 def memory(bodies: list[bytes], settings: list[str], requests: int = 10_000, checkpoints=(1, 1000, 10_000),

@@ -26,7 +26,7 @@ def bench_settings_env(max_body_bytes: int = 64 << 20, **more: str) -> dict[str,
 
     The body limit is raised because 10,000 resources are 7 MB, over the 5 MB default.
     """
-    return {"AVH_CDS_AUTH": "off", "AVH_CDS_MAX_BODY_BYTES": str(max_body_bytes), "AVH_CDS_LOG_LEVEL": "WARNING",
+    return {"AVH_CDS_AUTH": "off", "AVH_CDS_MAX_BODY_BYTES": str(max_body_bytes),
             **{f"AVH_CDS_{k.upper()}": v for k, v in more.items()}}
 
 
