@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import jsonschema
 from flask import Flask, request
 from flask_cors import CORS
 
@@ -16,6 +15,7 @@ from .errors import register_error_handlers
 from .fastjson import OrjsonProvider
 from .prefetch import PrefetchResolver
 from .registry import Registry
+from .schemacheck import SchemaValidator
 from .services import build_registry
 
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -36,14 +36,11 @@ class Avh:
 
 
 def _validators(registry: Registry) -> dict:
-    def make(schema):
-        cls = jsonschema.validators.validator_for(schema)
-        cls.check_schema(schema)
-        return cls(schema)
     contexts = json.loads((SCHEMAS / "contexts.json").read_text())
-    validators = {name: make(json.loads((SCHEMAS / f"{name}.json").read_text())) for name in ("request", "feedback")}
+    validators = {name: SchemaValidator(json.loads((SCHEMAS / f"{name}.json").read_text()))
+                  for name in ("request", "feedback")}
     for service in registry:
-        validators[service.hook] = make({"$defs": contexts["$defs"], **contexts[service.hook]})
+        validators[service.hook] = SchemaValidator({"$defs": contexts["$defs"], **contexts[service.hook]})
     return validators
 
 
