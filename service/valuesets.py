@@ -57,16 +57,14 @@ def load_valuesets(directory: Path) -> ValueSets:
 
 
 def codings(concept: Mapping | None) -> list[Code]:
-    """(system, code) pairs of a CodeableConcept dict or model."""
+    """(system, code) pairs of a CodeableConcept dict or model (facts.py calls this ~60 times a request)."""
     if not concept:
         return []
-    items = concept.get("coding") if isinstance(concept, Mapping) else concept.coding
-    out = []
-    for c in items or []:
-        system, code = (c.get("system"), c.get("code")) if isinstance(c, Mapping) else (c.system, c.code)
-        if system and code:
-            out.append((system, code))
-    return out
+    if isinstance(concept, Mapping):
+        pairs = [(c.get("system"), c.get("code")) for c in concept.get("coding") or () if isinstance(c, Mapping)]
+    else:
+        pairs = [(c.system, c.code) for c in concept.coding or ()]
+    return [(system, code) for system, code in pairs if system and code]
 
 
 def in_set(concept, codes: frozenset[Code]) -> bool:

@@ -33,3 +33,23 @@ def test_record_keeps_relevant_resources_of_this_patient_once(app):
                  "not a resource"]
     record = build_record(resources, selector, "p1")
     assert [c.id for c in record.of("Condition")] == ["c1"]
+
+
+def test_codings_of_dicts_and_models_skip_incomplete_and_malformed_entries():
+    from fhir.resources.R4B.codeableconcept import CodeableConcept
+
+    from service.valuesets import codings
+    concept = {"coding": [{"system": "http://snomed.info/sct", "code": "71286001"}, {"code": "x"},
+                          {"system": "http://loinc.org"}, None, "junk"], "text": "t"}
+    assert codings(concept) == [("http://snomed.info/sct", "71286001")]
+    model = CodeableConcept.model_validate({**concept, "coding": concept["coding"][:3]})
+    assert codings(model) == [("http://snomed.info/sct", "71286001")]
+    assert codings(None) == [] and codings({}) == [] and codings({"coding": None}) == []
+
+
+def test_an_invalid_relevant_resource_with_junk_codings_is_left_out_not_a_crash(app):
+    selector = app.extensions["avh"].engine.selector
+    bad = _condition("c9", "http://snomed.info/sct", "71286001")
+    bad["code"]["coding"].append("junk")
+    record = build_record([bad], selector, "p1")
+    assert record.of("Condition") == () and record.left_out[0].concepts == ("spinal-cord-compression",)
