@@ -189,10 +189,12 @@ class CardLibrary:
     def links(self, topic: str) -> list[dict]:
         return self._links[topic].fill({})
 
-    def render(self, decision: Decision, facts: Facts, source_url: str, notes: list[str] | None = None) -> dict:
+    def render(self, decision: Decision, facts: Facts, source_url: str, notes: list[str] | None = None,
+               patient_variables: Mapping[str, Any] | None = None) -> dict:
+        """`patient_variables`: template_variables(facts), when the caller renders several cards of one patient."""
         data = self.definitions[decision.topic].data
         flags = decision.flags
-        variables = {**template_variables(facts), **decision.variables}
+        variables = {**(patient_variables or template_variables(facts)), **decision.variables}
         summary = next(s["text"] for s in data["summary"] if _applies(s, flags)).format_map(variables)
         paragraphs = [p["text"].format_map(variables) for p in data["detail"] if _applies(p, flags)]
         why = dict.fromkeys(e.describe() for e in decision.evidence)   # each entry once, in order

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .cards import CardLibrary, left_out_notes, sort_cards
+from .cards import CardLibrary, left_out_notes, sort_cards, template_variables
 from .clinical.facts import Facts, derive_facts
 from .clinical.pathway import decide_chart
 from .clinical.record import Selector, Validator, build_record
@@ -32,7 +32,8 @@ class Engine:
 
     def chart_cards(self, facts: Facts, source_url: str) -> list[dict]:
         decisions, unchecked = decide_chart(facts)
-        cards = [self.library.render(d, facts, source_url, left_out_notes(d, facts)) for d in decisions]
+        variables = template_variables(facts)
+        cards = [self.library.render(d, facts, source_url, left_out_notes(d, facts), variables) for d in decisions]
         if unchecked:
             cards.append(self.library.unchecked_card(unchecked, source_url))
         return sort_cards(cards)
