@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "overflow the default model cache of 1024)")
     parser.add_argument("--gunicorn-config", help="gunicorn config file (default: ./gunicorn.conf.py if present, "
                                                   f"else {' '.join(http.DEFAULT_GUNICORN)})")
+    parser.add_argument("--gunicorn-args", help="explicit gunicorn arguments instead of any config file, e.g. "
+                                                "'--workers 2 --worker-class sync'")
     parser.add_argument("--skip", action="append", default=[], choices=["sweep", "http", "memory", "fetch"])
     parser.add_argument("--quick", action="store_true", help="a few seconds: tiny sizes, short runs (smoke test)")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
@@ -69,7 +72,8 @@ def run(args) -> dict:
         results["sweep"] = sweep.run(args.sizes, args.repeats)
     typical = orjson.dumps(patient_view_request(TYPICAL_N))
     if "http" not in args.skip or "memory" not in args.skip:
-        settings = http.gunicorn_settings(args.gunicorn_config)
+        settings = (shlex.split(args.gunicorn_args) if args.gunicorn_args
+                    else http.gunicorn_settings(args.gunicorn_config))
         results["gunicorn"] = settings
         results["typical_body_bytes"] = len(typical)
     if "http" not in args.skip:
