@@ -56,15 +56,17 @@ def load_valuesets(directory: Path) -> ValueSets:
     return ValueSets(sets=sets, levels=levels)
 
 
-def codings(concept: Mapping | None) -> list[Code]:
-    """(system, code) pairs of a CodeableConcept dict or model (facts.py calls this ~60 times a request)."""
+def codings(concept) -> list[Code]:
+    """(system, code) pairs of a CodeableConcept as decoded JSON (a dict) or as a model.
+
+    facts.py calls this ~60 times a request, hence one cheap type test and one pass.
+    """
     if not concept:
         return []
-    if isinstance(concept, Mapping):
-        pairs = [(c.get("system"), c.get("code")) for c in concept.get("coding") or () if isinstance(c, Mapping)]
-    else:
-        pairs = [(c.system, c.code) for c in concept.coding or ()]
-    return [(system, code) for system, code in pairs if system and code]
+    if isinstance(concept, dict):
+        return [(c["system"], c["code"]) for c in concept.get("coding") or ()
+                if isinstance(c, dict) and c.get("system") and c.get("code")]
+    return [(c.system, c.code) for c in concept.coding or () if c.system and c.code]
 
 
 def in_set(concept, codes: frozenset[Code]) -> bool:
