@@ -1,46 +1,91 @@
 """Prefetch: use what the client sent, fetch what is missing, fail per key.
 
 For each prefetch key of a service:
-- sent as a resource or Bundle: used as is;
+- sent as a resource or Bundle: used as is (a searchset's `next` pages are read from fhirServer);
 - sent as null: the client looked and there is no data;
 - sent as an OperationOutcome (alone or inside a Bundle): the client tried and failed;
-- absent: fetched from fhirServer.
-A key that cannot be had is recorded as unavailable by resource type; when that type decides
-whether the patient is in scope at all, the call fails with 412.
+- absent: fetched from fhirServer, the template's tokens filled from the context.
+Fetches of different keys run concurrently on a shared thread pool over one pooled Session, each
+request with a timeout and all of them within one overall budget. A key that cannot be had, or only
+in part, is unavailable: its resource type goes into Prefetched.unavailable (so no card concludes
+anything from its absence), and when that type decides whether the patient is in scope at all
+(Patient, Condition) the call fails with PrefetchFailed (412).
+
+Server-side request forgery: whether a caller may name its fhirServer is decided before the route
+(the security layer's issuer allowlist); after that, every URL contacted goes through
+`PrefetchResolver._get`, the one place that contacts anything, and only URLs under that fhirServer
+(same scheme, host, port and base path) are contacted; redirects are never followed.
 """
 from __future__ import annotations
 
+import http.cookiejar
+import json
 import logging
+import posixpath
 import re
-from collections.abc import Mapping
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
+from .clinical.record import subject_id
+from .config import Settings
 from .registry import REQUIRED_TYPES, resource_type_of
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
+FHIR_JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+MEDIA_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a key could not be had: a sentence for the 412 body and the log, and an
+    OperationOutcome issue type (http://hl7.org/fhir/issue-type). Never carries ids, URLs or tokens."""
+    reason: str
+    code: str = "exception"
+
+
+class FetchProblem(Exception):
+    def __init__(self, reason: str, code: str):
+        super().__init__(reason)
+        self.problem = Problem(reason, code)
 
 
 class PrefetchFailed(Exception):
     """Data that decides scope could not be had: answered with 412 and an OperationOutcome."""
 
-    def __init__(self, key: str, reason: str):
-        super().__init__(f"{key}: {reason}")
-        self.key, self.reason = key, reason
+    def __init__(self, failures: list[tuple[str, Problem]]):
+        super().__init__("; ".join(f"{key}: {p.reason}" for key, p in failures))
+        self.failures = failures
 
 
 @dataclass
 class Prefetched:
     resources: list[dict] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)   # resource type -> why
-    sources: dict[str, str] = field(default_factory=dict)       # key -> "prefetch" | "fetched" | "null"
+    sources: dict[str, str] = field(default_factory=dict)       # key -> prefetch | fetched | null | unavailable
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to get (the rest of) one key from fhirServer."""
+    key: str
+    resource_type: str
+    url: str
+    search: bool                     # a searchset Bundle is expected (else a single resource)
+    patient_id: str | None           # the patient the query is about, when it names one
+    seed: tuple[dict, ...] = ()      # resources already had (pages the client sent)
+    pages: int = 0                   # pages already had
 
 
 def fill_template(template: str, context: Mapping[str, Any]) -> str | None:
-    """Replace {{context.x}} and the 2.0 user tokens; None when a token has no value."""
+    """Replace {{context.x}} and the 2.0 user tokens (URL-quoted); None when a token has no value."""
     user = str(context.get("userId", ""))
     user_type, _, user_id = user.partition("/")
     values = {f"context.{k}": v for k, v in context.items() if isinstance(v, str)}
@@ -50,86 +95,307 @@ def fill_template(template: str, context: Mapping[str, Any]) -> str | None:
     missing = [m for m in TOKEN.findall(template) if m not in values]
     if missing:
         return None
-    return TOKEN.sub(lambda m: str(values[m.group(1)]), template)
+    return TOKEN.sub(lambda m: quote(str(values[m.group(1)]), safe="/"), template)
 
 
-def _outcome_in(value: Mapping) -> bool:
+def under_server(url: str, server: str) -> bool:
+    """True when url is on fhirServer's origin and under its base path (no dot segments, no userinfo)."""
+    try:
+        target, base = urlsplit(url), urlsplit(server)
+        target_port = target.port or DEFAULT_PORTS.get(target.scheme)
+        base_port = base.port or DEFAULT_PORTS.get(base.scheme)
+    except ValueError:
+        return False
+    if target.scheme not in DEFAULT_PORTS or target.username or target.password:
+        return False
+    if (target.scheme, (target.hostname or "").lower(), target_port) != \
+            (base.scheme, (base.hostname or "").lower(), base_port):
+        return False
+    path = unquote(target.path)
+    if any(part in {".", ".."} for part in path.split("/")):
+        return False
+    root = posixpath.normpath("/" + base.path.strip("/")) if base.path.strip("/") else ""
+    return path == root or path.startswith(root + "/") or (not root and not path)
+
+
+def _is_error(outcome: dict) -> bool:
+    issues = [i for i in outcome.get("issue") or [] if isinstance(i, dict)]
+    return not issues or any(i.get("severity") in {"error", "fatal"} for i in issues)
+
+
+# Decoded JSON is made of dicts and lists: isinstance(x, dict) is several times cheaper than a
+# typing.Mapping check, and these run once per resource the EHR sent.
+
+def _outcome_in(value: dict) -> bool:
+    """An OperationOutcome alone, or an error OperationOutcome entry in a Bundle (not an included one)."""
     if value.get("resourceType") == "OperationOutcome":
         return True
     if value.get("resourceType") == "Bundle":
-        return any(isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
-                   and e["resource"].get("resourceType") == "OperationOutcome"
-                   and e.get("search", {}).get("mode") != "include" and _is_error(e["resource"])
-                   for e in value.get("entry") or [])
+        for entry in _entries(value):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome" \
+                    and (entry.get("search") or {}).get("mode") != "include" and _is_error(resource):
+                return True
     return False
 
 
-def _is_error(outcome: Mapping) -> bool:
-    return any(i.get("severity") in {"error", "fatal"} for i in outcome.get("issue") or [] if isinstance(i, Mapping)) \
-        or not outcome.get("issue")
+def _entries(bundle: dict) -> list:
+    entries = bundle.get("entry") or []
+    return entries if isinstance(entries, list) else []
 
 
-def resources_of(value: Mapping) -> list[dict]:
+def resources_of(value: dict) -> list[dict]:
     if value.get("resourceType") == "Bundle":
-        return [e["resource"] for e in value.get("entry") or []
-                if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
-                and e["resource"].get("resourceType") != "OperationOutcome"]
+        resources = [e.get("resource") for e in _entries(value) if isinstance(e, dict)]
+        return [r for r in resources if isinstance(r, dict) and r.get("resourceType") != "OperationOutcome"]
     return [dict(value)]
 
 
+def next_link(bundle: Mapping, page_url: str | None) -> str | None:
+    """The Bundle's `next` link, made absolute against the page it came from."""
+    links = bundle.get("link")
+    for link in links if isinstance(links, list) else []:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return urljoin(page_url, link["url"]) if page_url else link["url"]
+    return None
+
+
+def of_another_patient(resources: list[dict], patient_id: str) -> bool:
+    """Some resource is about (or is) a patient other than the one the query named."""
+    own = "Patient/" + patient_id
+    for resource in resources:
+        if resource.get("resourceType") == "Patient":
+            if resource.get("id") != patient_id:
+                return True
+            continue
+        ref = resource.get("subject") or resource.get("patient")
+        if isinstance(ref, dict) and ref.get("reference") == own:
+            continue                                    # the usual case, without parsing
+        if subject_id(resource) not in (None, patient_id):
+            return True
+    return False
+
+
+def _check_fhir(body: Any, plan: Plan) -> Mapping:
+    if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
+        raise FetchProblem("fhirServer answered with JSON that is not a FHIR resource", "invalid")
+    if _outcome_in(body):
+        raise FetchProblem("fhirServer answered with an OperationOutcome instead of data", "exception")
+    expected = "Bundle" if plan.search else plan.resource_type
+    got = body["resourceType"]
+    if got != expected:
+        got = got[:40] if got.isalnum() else "resource of another kind"   # server text stays out of reasons
+        raise FetchProblem(f"fhirServer answered with a {got}, not a {expected}", "invalid")
+    return body
+
+
+def _status_problem(status: int) -> FetchProblem:
+    if 300 <= status < 400:
+        return FetchProblem(f"fhirServer answered with a redirect ({status}), which is never followed", "exception")
+    if status in (401, 403):
+        return FetchProblem(f"fhirServer refused access ({status}): the access token is missing, expired or "
+                            "lacks the scope", "login" if status == 401 else "forbidden")
+    if status == 404:
+        return FetchProblem("fhirServer answered not found (404)", "not-found")
+    if status == 429:
+        return FetchProblem("fhirServer is rate-limiting (429)", "throttled")
+    if status >= 500:
+        return FetchProblem(f"fhirServer failed ({status})", "transient")
+    return FetchProblem(f"fhirServer rejected the query ({status})", "not-supported")
+
+
+def _session(workers: int) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False   # no proxies or .netrc credentials from the environment
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))   # no cookies across calls
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=workers, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 class PrefetchResolver:
-    def __init__(self, session: requests.Session | None = None, timeout: float = 2.0):
-        self.session = session or requests.Session()
-        self.timeout = timeout
+    def __init__(self, session: requests.Session | None = None, *, timeout: float = 2.0, budget: float = 0.4,
+                 page_cap: int = 10, workers: int = 8, max_bytes: int = 10 * 1024 * 1024):
+        self.session = session or _session(workers)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="avh-fetch")
+        self.timeout, self.budget, self.page_cap, self.max_bytes = timeout, budget, page_cap, max_bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings, session: requests.Session | None = None) -> "PrefetchResolver":
+        return cls(session, timeout=settings.fetch_timeout_seconds, budget=settings.fetch_budget_seconds,
+                   page_cap=settings.fetch_page_cap, workers=settings.fetch_workers,
+                   max_bytes=settings.fetch_max_bytes)
 
     def resolve(self, templates: Mapping[str, str], request: Mapping[str, Any]) -> Prefetched:
+        deadline = time.monotonic() + self.budget
         sent = request.get("prefetch") or {}
         context = request.get("context") or {}
-        result = Prefetched()
+        server = request.get("fhirServer")
+        result, failures, plans = Prefetched(), [], []
         for key, template in templates.items():
             rtype = resource_type_of(template)
+            patient_id = context.get("patientId") if "context.patientId" in TOKEN.findall(template) else None
             if key in sent:
-                value = sent[key]
-                if value is None:
-                    result.sources[key] = "null"
-                elif _outcome_in(value):
-                    self._fail(result, key, rtype, "the client could not prefetch it (OperationOutcome)")
-                else:
-                    result.resources += resources_of(value)
-                    result.sources[key] = "prefetch"
-                continue
-            query = fill_template(template, context)
-            if query is None:
-                self._fail(result, key, rtype, "its query needs a context value the request did not carry")
-                continue
-            if not request.get("fhirServer"):
-                self._fail(result, key, rtype, "not prefetched and no fhirServer to fetch it from")
-                continue
-            try:
-                result.resources += self._fetch(request, query)
-                result.sources[key] = "fetched"
-            except (requests.RequestException, ValueError) as exc:
-                self._fail(result, key, rtype, f"fetch from fhirServer failed ({type(exc).__name__})")
+                plan, problem = self._use_sent(key, rtype, sent[key], patient_id, result)
+            else:
+                plan, problem = self._plan(key, rtype, template, context, patient_id, server)
+            if problem is not None:
+                self._fail(result, failures, key, rtype, problem)
+            elif plan is not None:
+                plans.append(plan)
+        if not server:
+            for plan in plans:
+                result.resources += plan.seed
+                self._fail(result, failures, plan.key, plan.resource_type, self._unreachable(plan))
+            plans = []
+        for plan, resources, problem in self._run(plans, request, deadline):
+            result.resources += resources
+            if problem is None:
+                result.sources.setdefault(plan.key, "fetched")
+            else:
+                self._fail(result, failures, plan.key, plan.resource_type, problem)
+        if failures:
+            raise PrefetchFailed(failures)
         return result
 
     @staticmethod
-    def _fail(result: Prefetched, key: str, rtype: str, reason: str) -> None:
-        log.warning("prefetch key %s unavailable: %s", key, reason)
-        if rtype in REQUIRED_TYPES:
-            raise PrefetchFailed(key, reason)
-        result.unavailable[rtype] = reason
+    def _unreachable(plan: Plan) -> Problem:
+        if plan.pages:
+            return Problem("the client sent only the first page and there is no fhirServer to read the rest "
+                           "from", "incomplete")
+        return Problem("not prefetched and no fhirServer to fetch it from", "not-found")
 
-    def _fetch(self, request: Mapping[str, Any], query: str) -> list[dict]:
+    @staticmethod
+    def _use_sent(key: str, rtype: str, value: Any, patient_id: str | None, result: Prefetched) -> tuple[Plan | None, Problem | None]:
+        if value is None:
+            result.sources[key] = "null"
+            return None, None
+        if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+            return None, Problem("the client sent something that is not a FHIR resource", "invalid")
+        if _outcome_in(value):
+            return None, Problem("the client could not prefetch it (OperationOutcome)", "exception")
+        resources = resources_of(value)
+        if patient_id and of_another_patient(resources, patient_id):
+            return None, Problem("the client sent another patient's resources", "invalid")
+        result.sources[key] = "prefetch"
+        more = next_link(value, None) if value.get("resourceType") == "Bundle" else None
+        if more is None:
+            result.resources += resources
+            return None, None
+        return Plan(key, rtype, more, True, patient_id, tuple(resources), pages=1), None
+
+    @staticmethod
+    def _plan(key: str, rtype: str, template: str, context: Mapping, patient_id: str | None,
+              server: str | None) -> tuple[Plan | None, Problem | None]:
+        query = fill_template(template, context)
+        if query is None:
+            return None, Problem("its query needs a context value the request did not carry", "required")
+        url = (server or "").rstrip("/") + "/" + query
+        return Plan(key, rtype, url, "?" in query, patient_id), None
+
+    @staticmethod
+    def _fail(result: Prefetched, failures: list, key: str, rtype: str, problem: Problem) -> None:
+        log.warning("prefetch key %s unavailable: %s", key, problem.reason)
+        result.sources[key] = "unavailable"
+        if rtype in REQUIRED_TYPES:
+            failures.append((key, problem))
+        else:
+            result.unavailable.setdefault(rtype, problem.reason)
+
+    def _run(self, plans: list[Plan], request: Mapping, deadline: float):
+        """Run every plan concurrently; yield (plan, resources, problem) once all end or the budget does."""
+        if not plans:
+            return
         headers = {"Accept": "application/fhir+json"}
         auth = request.get("fhirAuthorization")
-        if auth and auth.get("access_token"):
+        if isinstance(auth, dict) and auth.get("access_token"):
             headers["Authorization"] = f"Bearer {auth['access_token']}"
-        url = request["fhirServer"].rstrip("/") + "/" + query
-        response = self.session.get(url, headers=headers, timeout=self.timeout, allow_redirects=False)
-        if response.status_code == 404 and "?" not in query:
-            return []
-        response.raise_for_status()
-        body = response.json()
-        if not isinstance(body, Mapping) or _outcome_in(body):
-            raise ValueError("not a FHIR resource or Bundle")
-        return resources_of(body)
+        server = request["fhirServer"]
+        futures = {self.pool.submit(self._fetch_key, plan, server, headers, deadline): plan for plan in plans}
+        wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+        for future, plan in futures.items():
+            if not future.done():
+                future.cancel()   # a request still under way ends at its own timeout, bounded by the deadline
+                yield plan, list(plan.seed), self._over_budget().problem
+                continue
+            try:
+                yield plan, *future.result()
+            except Exception:   # a bug must not turn into a 500 or a card: the key is unavailable
+                log.exception("prefetch key %s: unexpected error while fetching", plan.key)
+                yield plan, list(plan.seed), Problem("fetching it failed unexpectedly", "exception")
+
+    def _fetch_key(self, plan: Plan, server: str, headers: dict, deadline: float) -> tuple[list, Problem | None]:
+        """Read one key, page after page; what was read stays even when a later page fails."""
+        started = time.monotonic()
+        resources, pages, url, seen = list(plan.seed), plan.pages, plan.url, set()
+        problem = None
+        try:
+            while url is not None:
+                if url in seen:
+                    raise FetchProblem("fhirServer's next links loop back to a page already read", "incomplete")
+                if pages >= self.page_cap:
+                    raise FetchProblem(f"more than {self.page_cap} pages of results (AVH_CDS_FETCH_PAGE_CAP)",
+                                       "too-costly")
+                seen.add(url)
+                body = _check_fhir(self._get(url, server, headers, deadline), plan)
+                pages += 1
+                page = resources_of(body)
+                if plan.patient_id and of_another_patient(page, plan.patient_id):
+                    raise FetchProblem("fhirServer answered with another patient's resources", "invalid")
+                resources += page
+                url = next_link(body, url) if plan.search else None
+        except FetchProblem as exc:
+            problem = exc.problem
+        log.debug("prefetch key=%s pages=%d resources=%d ms=%.0f%s", plan.key, pages, len(resources),
+                 (time.monotonic() - started) * 1000, " failed" if problem else "")
+        return resources, problem
+
+    def _get(self, url: str, server: str, headers: dict, deadline: float) -> Any:
+        """The one place a URL is contacted: only under fhirServer, never following redirects."""
+        if not under_server(url, server):
+            raise FetchProblem("a link points outside fhirServer and was not followed", "forbidden")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._over_budget()
+        timeout = min(self.timeout, remaining)
+        try:
+            with self.session.get(url, headers=headers, timeout=(timeout, timeout), allow_redirects=False,
+                                  stream=True) as response:
+                if not 200 <= response.status_code < 300:
+                    raise _status_problem(response.status_code)
+                media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if media and media not in FHIR_JSON_TYPES:
+                    shown = media[:40] if MEDIA_TYPE.fullmatch(media) else "another media type"
+                    raise FetchProblem(f"fhirServer answered with {shown}, not FHIR JSON", "invalid")
+                raw = self._read(response, deadline)
+        except requests.Timeout:
+            if timeout < self.timeout:     # the budget, not the request timeout, ran out
+                raise self._over_budget() from None
+            raise FetchProblem(f"fhirServer did not answer within {timeout:g} s", "timeout") from None
+        except requests.exceptions.ChunkedEncodingError:
+            raise FetchProblem("fhirServer's answer broke off before its end", "incomplete") from None
+        except requests.ConnectionError:
+            if time.monotonic() >= deadline:
+                raise self._over_budget() from None
+            raise FetchProblem("fhirServer could not be reached", "transient") from None
+        except requests.RequestException as exc:
+            raise FetchProblem(f"the request to fhirServer failed ({type(exc).__name__})", "exception") from None
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise FetchProblem("fhirServer answered with invalid or truncated JSON", "invalid") from None
+
+    def _over_budget(self) -> FetchProblem:
+        return FetchProblem(f"no complete answer within the fetch budget ({self.budget:g} s)", "timeout")
+
+    def _read(self, response: requests.Response, deadline: float) -> bytes:
+        raw = bytearray()
+        for chunk in response.iter_content(64 * 1024):
+            raw += chunk
+            if len(raw) > self.max_bytes:
+                raise FetchProblem(f"fhirServer's answer is larger than {self.max_bytes} bytes "
+                                   "(AVH_CDS_FETCH_MAX_BYTES)", "too-costly")
+            if time.monotonic() > deadline:
+                raise self._over_budget()
+        return bytes(raw)
