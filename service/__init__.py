@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, request
-from flask_cors import CORS
 
 from .config import Settings
 from .engine import Engine
@@ -16,7 +14,10 @@ from .fastjson import OrjsonProvider
 from .prefetch import PrefetchResolver
 from .registry import Registry
 from .schemacheck import SchemaValidator
+from .security import install as install_security
+from .security.logs import configure_logging
 from .services import build_registry
+from .storage import FeedbackStore, database_url
 
 SCHEMAS = Path(__file__).parent / "schemas"
 
@@ -29,6 +30,7 @@ class Avh:
     registry: Registry
     prefetch: PrefetchResolver
     validators: dict
+    store: FeedbackStore
 
     def source_url(self) -> str:
         base = self.settings.public_url.rstrip("/") or request.host_url.rstrip("/")
@@ -44,9 +46,16 @@ def _validators(registry: Registry) -> dict:
     return validators
 
 
+def open_store(settings: Settings) -> FeedbackStore:
+    store = FeedbackStore(database_url(settings.database_url, settings.sqlite_path),
+                          settings.storage_timeout_seconds, settings.feedback_retry_after_seconds)
+    store.start()
+    return store
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level)
+    configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
@@ -54,9 +63,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = Engine.load(settings.cards_dir, settings.model_cache_size)   # a bad card file fails here
     registry = build_registry(engine.valuesets)
     app.extensions["avh"] = Avh(settings, engine, registry,
-                                PrefetchResolver(timeout=settings.fetch_timeout_seconds), _validators(registry))
-    CORS(app, allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"], max_age=600)
+                                PrefetchResolver.from_settings(settings), _validators(registry),
+                                open_store(settings))
+    install_security(app, settings)                # auth, fhirServer allowlist, input limits, CORS, access log
     register_error_handlers(app)
+    if settings.fixture_fhir:
+        from . import fixture_fhir
+        fixture_fhir.init_app(app, settings.fixtures_dir)
     from . import pages, routes
     app.register_blueprint(routes.bp)
     app.register_blueprint(pages.bp)

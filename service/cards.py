@@ -1,6 +1,7 @@
 """Card content as data: cards/<topic>.json, checked at start-up, rendered from decisions."""
 from __future__ import annotations
 
+import copy
 import json
 import string
 import uuid
@@ -18,6 +19,7 @@ from .valuesets import TOPIC_SYSTEM
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 SOURCE_LABEL = "avh-cds: aggressive vertebral hemangioma pathway"
 UNCHECKED_TOPIC = "data-unavailable"
+MAX_LEVEL_GROUPS = 3   # beyond this a summary names the count and the extent of the levels, not each one
 
 # Flags a card file may test, and the template variables it may use; anything else is a typo.
 KNOWN_FLAGS = frozenset({
@@ -27,7 +29,7 @@ KNOWN_FLAGS = frozenset({
 KNOWN_VARIABLES = frozenset({
     "level", "ambulatory_status", "surgery_when", "surgery_date", "dex_days", "dex_start", "joa_score",
     "joa_date", "age", "verification", "mri_thoracic_date", "patient_ref", "hemangioma_ref",
-    "compression_ref", "surgery_priority"})
+    "compression_ref", "surgery_priority", "draft_orders"})
 
 
 class CardDefinitionError(ValueError):
@@ -97,25 +99,65 @@ def _placeholders(template: Any) -> set[str]:
     return set()
 
 
+def _merged(base: Any, patch: Any) -> Any:
+    """`patch` laid over `base`: objects merge, lists extend, anything else is replaced."""
+    if isinstance(base, Mapping) and isinstance(patch, Mapping):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in patch.items()}}
+    if isinstance(base, list) and isinstance(patch, list):
+        return base + patch
+    return copy.deepcopy(patch)
+
+
+def _actions(template: Mapping, resource: dict | None, targets) -> list[dict]:
+    """The actions of a suggestion, given its template's resource already filled in (None when it has none)."""
+    kind = template.get("action", "create")
+    label = template["label"]
+    if kind == "create":
+        return [{"type": "create", "description": label, "resource": resource}]
+    refs = [(f"{t.get('resourceType')}/{t['id']}", t) for t in targets if isinstance(t.get("id"), str) and t["id"]]
+    if kind == "delete":
+        return [{"type": "delete", "description": f"{label}: {ref}", "resourceId": ref} for ref, _ in refs]
+    return [{"type": "update", "description": f"{label}: {ref}", "resource": _merged(copy.deepcopy(dict(t)), resource or {})}
+            for ref, t in refs]
+
+
 def _level_text(levels: tuple[str, ...]) -> str:
+    """('T5', 'T6', 'T7', 'T9') -> 'T5-T7, T9'; many scattered levels -> '8 levels, C3 to L3' (summaries < 140)."""
     if not levels:
         return "the involved level"
-    if len(levels) == 1:
-        return levels[0]
-    same_region = len({lv[0] for lv in levels}) == 1
-    numbers = [int(lv[1:]) for lv in levels]
-    if same_region and numbers == list(range(numbers[0], numbers[-1] + 1)):
-        return f"{levels[0]}-{levels[-1]}"
-    return ", ".join(levels)
+    runs: list[list[str]] = []
+    for lv in levels:   # sorted C, T, L and by number
+        last = runs[-1][-1] if runs else None
+        if last and last[0] == lv[0] and int(lv[1:]) == int(last[1:]) + 1:
+            runs[-1].append(lv)
+        else:
+            runs.append([lv])
+    if len(runs) > MAX_LEVEL_GROUPS:
+        return f"{len(levels)} levels, {levels[0]} to {levels[-1]}"
+    return ", ".join(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+
+
+def _ago(days: int | None, date: str) -> str:
+    """Time since an event on the scale a clinician reads it: '5 days ago', '4 months ago', '10 years ago'."""
+    if days is None:
+        return "on an unknown date"
+    if days < 0:
+        return f"on {date}"
+    if days < 2:
+        return ("today", "1 day ago")[days]
+    if days < 60:
+        return f"{days} days ago"
+    if days < 730:
+        return f"{days // 30} months ago"
+    return f"{days // 365} years ago"
 
 
 def template_variables(facts: Facts) -> dict[str, Any]:
-    days = facts.days_since_surgery
     surgery_date = facts.surgery.when.isoformat() if facts.surgery and facts.surgery.when else "an unknown date"
     return {
         "level": _level_text(facts.levels),
         "ambulatory_status": (facts.ambulatory_status or "ambulatory status not recorded").replace("-", " "),
-        "surgery_when": f"{days} days ago" if days is not None else "on an unknown date",
+        "surgery_when": _ago(facts.days_since_surgery, surgery_date),
         "surgery_date": surgery_date,
         "dex_days": facts.dexamethasone_days if facts.dexamethasone_days is not None else "?",
         "dex_start": facts.dexamethasone.when.isoformat() if facts.dexamethasone and facts.dexamethasone.when else "?",
@@ -144,7 +186,7 @@ class CardLibrary:
             f"- [{c}] {references[c]['citation']}" for c in sorted(d.data["citations"], key=int))
             for topic, d in definitions.items()}
         self._resources = {(topic, s["id"]): Template.compile(s["resource"])
-                           for topic, d in definitions.items() for s in d.data.get("suggestions", [])}
+                           for topic, d in definitions.items() for s in d.data.get("suggestions", []) if "resource" in s}
 
     @classmethod
     def load(cls, directory: Path) -> "CardLibrary":
@@ -211,6 +253,7 @@ class CardLibrary:
             "overrideReasons": self._override_reasons.fill({}),
         }
         suggestions = [self._suggestion(s, variables, decision) for s in data.get("suggestions", []) if _applies(s, flags)]
+        suggestions = [s for s in suggestions if s is not None]
         if suggestions:
             card["suggestions"] = suggestions
             card["selectionBehavior"] = data["selectionBehavior"]
@@ -219,11 +262,19 @@ class CardLibrary:
             card["links"] = links
         return card
 
-    def _suggestion(self, template: Mapping, variables: Mapping, decision: Decision) -> dict:
+    def _suggestion(self, template: Mapping, variables: Mapping, decision: Decision) -> dict | None:
+        """A suggestion's actions: supplied by the decision, or built from the template.
+
+        `create` fills the template's resource; `update` merges it into each draft order the decision
+        names as the suggestion's targets; `delete` removes each target. No action, no suggestion.
+        """
         actions = decision.variables.get("actions", {}).get(template["id"])
         if actions is None:
-            resource = self._resources[(decision.topic, template["id"])].fill(variables)
-            actions = [{"type": "create", "description": template["label"], "resource": resource}]
+            compiled = self._resources.get((decision.topic, template["id"]))
+            resource = compiled.fill(variables) if compiled else None
+            actions = _actions(template, resource, decision.variables.get("targets", {}).get(template["id"], ()))
+        if not actions:
+            return None
         suggestion = {"label": template["label"], "uuid": str(uuid.uuid4()), "actions": actions}
         if "isRecommended" in template:
             suggestion["isRecommended"] = template["isRecommended"]
@@ -241,6 +292,7 @@ class CardLibrary:
                        "query is not an absence. Review them by hand, or reopen the chart to retry."),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{UNCHECKED_TOPIC}",
                        "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": "Record partly unavailable"}},
+            "overrideReasons": self._override_reasons.fill({}),
         }
 
 

@@ -23,9 +23,33 @@ class Settings:
     fetch_timeout_seconds: float = 2.0
     fetch_budget_seconds: float = 0.4
     fetch_page_cap: int = 10
+    # Threads (and pooled connections) shared by all requests for fetching from fhirServer.
+    fetch_workers: int = 8
+    # Largest FHIR answer (one page) read from fhirServer; a larger one counts as a failed fetch.
+    fetch_max_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
     # Validated FHIR resources remembered across requests (about 20 KB each; 0 = validate every time).
     model_cache_size: int = 1024
+    # Security (docs/security.md): who may call, which FHIR servers we contact, input limits.
+    auth: str = "required"                      # required | off (development only)
+    issuers_file: str = ""                      # JSON file of trusted issuers
+    trust_sandbox: bool = False                 # development preset: the public sandbox's issuer
+    algorithms: str = "ES384,RS384,ES256,RS256,ES512,RS512,PS256,PS384,PS512"
+    clock_skew_seconds: int = 30
+    max_token_lifetime_seconds: int = 3600
+    jwks_refresh_seconds: float = 60.0          # at most one JWK Set fetch per issuer in this interval
+    jwks_cache_seconds: float = 3600.0
+    redis_url: str = ""                         # shared jti replay cache (all hosts)
+    replay_db: str = ""                         # SQLite jti replay cache (workers of one host); else in-process
+    fhir_servers: str = ""                      # comma-separated fhirServer bases for development trust
+    cors_origins: str = ""                      # comma-separated origins, "*" for all; default by auth mode
+    max_json_depth: int = 64
+    max_prefetch_resources: int = 5000
+    # Feedback storage: PostgreSQL (or any SQLAlchemy URL) when set, else the embedded SQLite file.
+    database_url: str = ""
+    sqlite_path: Path = Path("avh-cds.sqlite3")
+    storage_timeout_seconds: float = 5.0
+    feedback_retry_after_seconds: int = 2
     extra: dict = field(default_factory=dict)
 
     @classmethod

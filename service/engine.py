@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from .cards import CardLibrary, left_out_notes, sort_cards, template_variables
 from .clinical.facts import Facts, derive_facts
-from .clinical.pathway import decide_chart
+from .clinical.pathway import Decision, Unchecked, decide_chart
 from .clinical.record import Selector, Validator, build_record
 from .prefetch import Prefetched
 from .valuesets import ValueSets, load_valuesets
@@ -31,7 +31,9 @@ class Engine:
         return derive_facts(record, self.valuesets, now)
 
     def chart_cards(self, facts: Facts, source_url: str) -> list[dict]:
-        decisions, unchecked = decide_chart(facts)
+        return self.cards(*decide_chart(facts), facts, source_url)
+
+    def cards(self, decisions: list[Decision], unchecked: list[Unchecked], facts: Facts, source_url: str) -> list[dict]:
         variables = template_variables(facts)
         cards = [self.library.render(d, facts, source_url, left_out_notes(d, facts), variables) for d in decisions]
         if unchecked:

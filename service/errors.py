@@ -13,10 +13,11 @@ class ApiError(Exception):
     def __init__(self, status: int, error: str, message: str, **extra):
         super().__init__(message)
         self.status, self.error, self.message, self.extra = status, error, message, extra
+        self.headers: dict[str, str] = {}
 
     def response(self):
         body = {"error": self.error, "message": self.message, **self.extra}
-        return jsonify(body), self.status
+        return jsonify(body), self.status, self.headers
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 from .valuesets import ValueSets
 
@@ -18,13 +18,16 @@ PREFETCH_CODES = {
     "serviceRequests": ("ServiceRequest", ("radiotherapy",)),
     "diagnosticReports": ("DiagnosticReport", ("mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")),
 }
+# At order time a signed order for posterior instrumentation also counts as "on record".
+ORDER_PREFETCH_CODES = {**PREFETCH_CODES,
+                        "serviceRequests": ("ServiceRequest", ("radiotherapy", "posterior-stabilization"))}
 # The data that decides whether a patient is in scope: without it the service answers 412.
 REQUIRED_TYPES = frozenset({"Patient", "Condition"})
 
 
-def prefetch_templates(valuesets: ValueSets) -> dict[str, str]:
+def prefetch_templates(valuesets: ValueSets, codes: Mapping = PREFETCH_CODES) -> dict[str, str]:
     templates = {"patient": "Patient/{{context.patientId}}"}
-    for key, (rtype, names) in PREFETCH_CODES.items():
+    for key, (rtype, names) in codes.items():
         tokens = ",".join(f"{system}|{code}" for system, code in sorted(valuesets.union(names)))
         templates[key] = f"{rtype}?patient={{{{context.patientId}}}}&code={tokens}"
     return templates

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import time
 
 import jsonschema
 import orjson
 from flask import Blueprint, current_app, g, jsonify, request
 
 from .errors import ApiError
+from .feedback import parse_feedback
 from .prefetch import PrefetchFailed
 
-log = logging.getLogger(__name__)
 bp = Blueprint("cds", __name__)
 
 
@@ -57,24 +55,25 @@ def invoke(service_id: str):
         raise ApiError(400, "wrong_hook", f"service {service.id} answers the {service.hook} hook, not {body['hook']!r}")
     _validate(body["context"], service.hook, f"context of {service.hook}")
     g.hook_instance = body["hookInstance"]
-    started = time.perf_counter()
     try:
         prefetched = avh.prefetch.resolve(service.prefetch, body)
     except PrefetchFailed as exc:
         return jsonify({"resourceType": "OperationOutcome", "issue": [{
-            "severity": "error", "code": "not-found" if "no fhirServer" in exc.reason else "exception",
-            "diagnostics": f"prefetch key '{exc.key}' could not be had: {exc.reason}"}]}), 412
+            "severity": "error", "code": problem.code,
+            "diagnostics": f"prefetch key '{key}' could not be had: {problem.reason}"}
+            for key, problem in exc.failures]}), 412
     now = dt.datetime.now(dt.timezone.utc)
     cards = service.evaluate(avh.engine, prefetched, body, now, avh.source_url())
-    log.info("service=%s hookInstance=%s resources=%d cards=%s ms=%.1f", service.id, body["hookInstance"],
-             len(prefetched.resources), ",".join(c["source"]["topic"]["code"] for c in cards),
-             (time.perf_counter() - started) * 1000)
+    avh.store.record_issued(service.id, body["hookInstance"], cards, now)
+    g.resource_count, g.card_topics = len(prefetched.resources), [c["source"]["topic"]["code"] for c in cards]
     return jsonify({"cards": cards})
 
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str):
-    _service_or_404(service_id)
+    service = _service_or_404(service_id)
     body = _json_body()
     _validate(body, "feedback", "not CDS Hooks 2.0 feedback")
-    return jsonify({"received": len(body["feedback"])})
+    entries = parse_feedback(body["feedback"])
+    result = current_app.extensions["avh"].store.record_feedback(service.id, entries, dt.datetime.now(dt.timezone.utc))
+    return jsonify(result.as_json())

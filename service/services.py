@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 from .engine import evaluate_patient_view
-from .registry import CdsService, Registry, prefetch_templates
+from .order_hooks import evaluate_encounter_discharge, evaluate_order_select, evaluate_order_sign
+from .registry import ORDER_PREFETCH_CODES, CdsService, Registry, prefetch_templates
 from .valuesets import ValueSets
+
+IN_SCOPE = ("for a patient with an aggressive vertebral hemangioma compressing the spinal cord (hemangioma and cord "
+            "compression both active on the problem list)")
+ORDER_RULES = (
+    "a spine decompression order with no posterior instrumented stabilization in the same order set or on record "
+    "(never operate without posterior fixation); an embolization order while the deficit progresses rapidly (go "
+    "straight to surgery); a dexamethasone order running longer than the 13-day course (3 days + 10-day taper). "
+    "Suggestions complete, shorten or remove the draft order.")
 
 
 def build_registry(valuesets: ValueSets) -> Registry:
     templates = prefetch_templates(valuesets)
+    order_templates = prefetch_templates(valuesets, ORDER_PREFETCH_CODES)
     return Registry([
         CdsService(
             id="avh-patient-view",
@@ -22,5 +32,33 @@ def build_registry(valuesets: ValueSets) -> Registry:
                 "Silent for every other patient."),
             prefetch=templates,
             evaluate=evaluate_patient_view,
+        ),
+        CdsService(
+            id="avh-order-select",
+            hook="order-select",
+            title="Aggressive vertebral hemangioma: order safety as orders are selected",
+            description=f"As orders are selected, and only about the selected orders, {IN_SCOPE}, warns of: "
+                        f"{ORDER_RULES} Silent for every other patient.",
+            prefetch=order_templates,
+            evaluate=evaluate_order_select,
+        ),
+        CdsService(
+            id="avh-order-sign",
+            hook="order-sign",
+            title="Aggressive vertebral hemangioma: order safety before signing",
+            description=f"Before the orders are signed, checks the whole draft order set {IN_SCOPE} and warns of: "
+                        f"{ORDER_RULES} Silent for every other patient.",
+            prefetch=order_templates,
+            evaluate=evaluate_order_sign,
+        ),
+        CdsService(
+            id="avh-encounter-discharge",
+            hook="encounter-discharge",
+            title="Aggressive vertebral hemangioma: radiotherapy before discharge",
+            description=f"At discharge, {IN_SCOPE} who was operated, warns when no postoperative radiotherapy is given or planned (30 Gy in 10 "
+                        "fractions after wound healing; omission leads to recurrence) and suggests the referral. "
+                        "Silent for every other patient.",
+            prefetch=templates,
+            evaluate=evaluate_encounter_discharge,
         ),
     ])

@@ -16,8 +16,9 @@ LOCAL = "https://avh-cds.org/fhir/CodeSystem/avh-local"
 TOPIC_SYSTEM = "https://avh-cds.org/fhir/CodeSystem/card-topic"
 
 # A hemangioma coded with a site-unspecified ICD-10-CM code counts as vertebral when its text
-# or display names the spine or a vertebra (pathway.md section 2).
-SPINE_WORDS = re.compile(r"\b(vertebra\w*|spin\w*|[CTL]\d{1,2}|thoracic|lumbar|cervical)\b", re.IGNORECASE)
+# or display names the spine or a vertebra (pathway.md section 2). A region alone ("thoracic wall",
+# "lumbar skin", "cervical node") or "spindle cell" does not.
+SPINE_WORDS = re.compile(r"\b(vertebra\w*|spine|spinal|spinous|[CTL]\d{1,2})\b", re.IGNORECASE)
 LEVEL_PATTERN = re.compile(r"\b([CTL])(\d{1,2})\b")
 
 Code = tuple[str, str]

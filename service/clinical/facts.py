@@ -138,8 +138,14 @@ def _period_start(period):
     return period.start if period else None
 
 
+def clinical_onset(c):
+    """When the condition began, if the record says so. recordedDate is only when it was written down."""
+    return c.onsetDateTime or _period_start(c.onsetPeriod)
+
+
 def condition_onset(c):
-    return c.onsetDateTime or _period_start(c.onsetPeriod) or c.recordedDate
+    """The date shown to the clinician: the onset, else the date it was recorded."""
+    return clinical_onset(c) or c.recordedDate
 
 
 def observation_time(o) -> dt.datetime | None:
@@ -177,6 +183,15 @@ def _is_vertebral_hemangioma(c, vs: ValueSets) -> bool:
     names = [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]
     names += [label_of(site) for site in c.bodySite or []]
     return any(SPINE_WORDS.search(n) for n in names)
+
+
+def _speaking_rank(c) -> tuple:
+    """Which hemangioma speaks for the patient: a confirmed one before an unconfirmed one, then the latest
+    onset (the episode at hand: an operation before it did not treat it), unknown onsets last, then the id,
+    so the answer never depends on the order in which the EHR sent the record."""
+    onset = as_datetime(clinical_onset(c))
+    return (_status(c.verificationStatus) in UNCONFIRMED_VERIFICATION, onset is None,
+            -onset.timestamp() if onset else 0.0, c.id or "")
 
 
 def _levels(conditions: Iterable, vs: ValueSets) -> tuple[str, ...]:
@@ -285,10 +300,8 @@ def derive_facts(record: PatientRecord, vs: ValueSets, now: dt.datetime) -> Fact
     if not hemangiomas or not compressions:
         return Facts(in_pathway=False, **common)
 
-    # The confirmed hemangioma speaks for the diagnosis; provisional ones only when none is confirmed.
-    hemangiomas.sort(key=lambda c: _status(c.verificationStatus) in UNCONFIRMED_VERIFICATION)
-    hemangioma = hemangiomas[0]
-    onset = as_datetime(condition_onset(hemangioma))
+    hemangioma = min(hemangiomas, key=_speaking_rank)
+    onset = as_datetime(clinical_onset(hemangioma))   # unknown onset: any decompression counts (pathway.md 3)
     compression = compressions[0]
 
     def done(rtype, concept, statuses, after=None):

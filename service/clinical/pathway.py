@@ -2,7 +2,9 @@
 
 A card whose reason is the *absence* of data (no MRI, no dexamethasone, not yet operated) only
 fires when the resource types that would hold that data were read; otherwise the decision is
-withheld and reported as unchecked, so a failed query never turns into clinical advice.
+withheld and reported as unchecked, so a failed query never turns into clinical advice. A card
+that would fire on the *presence* of data that could not be read is reported as unchecked too, so
+its silence is not taken for "nothing to say".
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ ABSENCE_OF = {
     "corticosteroids": ("Procedure", "MedicationRequest"),
     "spine-mri": ("Procedure", "DiagnosticReport"),
     "preop-cta": ("Procedure", "DiagnosticReport"),
-    "preop-embolization": ("Procedure",),
+    "preop-embolization": ("Procedure", "Observation"),   # "no rapid deterioration" may rest on Observations
     "embolization-deferred": ("Procedure",),
     "adjuvant-radiotherapy": ("Procedure", "ServiceRequest"),
     "posterior-fixation": ("Procedure",),
@@ -104,6 +106,16 @@ def _chart_reasons(f: Facts) -> dict[str, tuple[Evidence | None, ...]]:
     return reasons
 
 
+def _undecided_for_want_of_data(f: Facts) -> dict[str, tuple[str, ...]]:
+    """Topics that fire on the *presence* of data that could not be read: they might be due."""
+    undecided = {}
+    if "MedicationRequest" in f.unavailable:
+        undecided["steroid-duration"] = ("MedicationRequest",)
+    if "Observation" in f.unavailable and f.pre_operative and not f.rapid_deterioration:
+        undecided["embolization-deferred"] = ("Observation",)   # rapid deterioration may rest on Observations
+    return undecided
+
+
 def decide_chart(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
     """The chart-level (patient-view) decisions for a patient."""
     if not facts.in_pathway:
@@ -120,4 +132,7 @@ def decide_chart(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
                 unchecked.append(Unchecked(topic, missing))
             continue
         decisions.append(Decision(topic, tuple(e for e in evidence if e is not None), flags))
+    reported = {u.topic for u in unchecked}
+    unchecked += [Unchecked(t, missing) for t, missing in _undecided_for_want_of_data(facts).items()
+                  if t not in reported]
     return decisions, unchecked

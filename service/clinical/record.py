@@ -93,7 +93,8 @@ class Selector:
         return False
 
 
-def _subject_id(resource: Mapping) -> str | None:
+def subject_id(resource: Mapping) -> str | None:
+    """The id of the Patient a resource is about (subject or patient reference), else None."""
     ref = resource.get("subject") or resource.get("patient")
     if not isinstance(ref, Mapping) or not isinstance(ref.get("reference"), str):
         return None
@@ -160,6 +161,8 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
             continue
         rtype = res.get("resourceType")
         rid = res.get("id")
+        if not isinstance(rtype, str):
+            continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
         if rtype == "Patient":
             if rid == patient_id and patient is None:
                 patient, reason = validate(res)
@@ -172,7 +175,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if rid is not None and key in seen:
             continue
         seen.add(key)
-        if _subject_id(res) != patient_id:
+        if subject_id(res) != patient_id:
             log.warning("ignored %s/%s: subject is not Patient/%s", rtype, rid, patient_id)
             continue
         model, reason = validate(res)

@@ -1,0 +1,305 @@
+"""Order-time and discharge safety (pathway.md section 5): draft orders + Facts -> Decisions. Pure.
+
+Draft orders arrive in the hook's context (`draftOrders`), not from the record, and may be
+incomplete or odd (they are drafts): they are read as plain dicts, defensively, and only the
+ServiceRequests and MedicationRequests whose codes belong to the pathway's value sets are kept.
+Drafts are never "on record": the caller leaves them out of the record the Facts come from.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from ..valuesets import Code, ValueSets
+from .facts import STEROID_COURSE_DAYS, Evidence, Facts, as_datetime
+from .pathway import Decision, Unchecked, patient_flags
+from .record import subject_id
+
+ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
+# Drafts in these states are withdrawn, not about to be signed.
+WITHDRAWN = frozenset({"revoked", "cancelled", "entered-in-error", "stopped", "completed"})
+PLANNED = frozenset({"active", "completed"})       # a signed order on record counts as planned
+UCUM = "http://unitsofmeasure.org"
+# UCUM codes (or the `unit` text) -> days; a UCUM month is the mean Julian month.
+DAYS_PER_UNIT = {"d": 1.0, "day": 1.0, "days": 1.0, "wk": 7.0, "week": 7.0, "weeks": 7.0,
+                 "mo": 30.4375, "month": 30.4375, "months": 30.4375}
+# Order topics whose reason is an absence on record: withheld when that data could not be read.
+RELIES_ON_ABSENCE = {
+    "posterior-fixation": ("Procedure",),
+    "embolization-deferred": (),
+    "steroid-duration": (),
+    "adjuvant-radiotherapy": ("Procedure", "ServiceRequest"),
+}
+
+
+@dataclass(frozen=True)
+class DraftOrder:
+    """One pathway-relevant draft order of the hook's draftOrders Bundle."""
+    ref: str                       # "ServiceRequest/abc"
+    resource: Mapping[str, Any]    # as sent
+    concepts: frozenset[str]       # value sets it belongs to
+    label: str
+    authored: dt.date | None = None
+
+    @property
+    def evidence(self) -> Evidence:
+        return Evidence(self.ref, f"{self.label} (draft order)", self.authored)
+
+
+# --- reading drafts (plain dicts, never trusted to be well formed) ------------------------------
+
+def _list(value) -> list:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def _map(value) -> Mapping:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _codes(concept) -> set[Code]:
+    return {(c["system"], c["code"]) for c in _list(_map(concept).get("coding"))
+            if isinstance(c.get("system"), str) and isinstance(c.get("code"), str)}
+
+
+def _label(concept) -> str:
+    concept = _map(concept)
+    if isinstance(concept.get("text"), str) and concept["text"]:
+        return concept["text"]
+    for c in _list(concept.get("coding")):
+        for key in ("display", "code"):
+            if isinstance(c.get(key), str) and c[key]:
+                return c[key]
+    return "uncoded"
+
+
+def _authored(resource: Mapping) -> dt.date | None:
+    moment = as_datetime(resource["authoredOn"]) if isinstance(resource.get("authoredOn"), str) else None
+    return moment.date() if moment else None
+
+
+def _medication(resource: Mapping, medications: Mapping[str, Mapping]) -> Mapping:
+    """medicationCodeableConcept, or the code of a contained / bundled Medication it references."""
+    if "medicationCodeableConcept" in resource:
+        return _map(resource["medicationCodeableConcept"])
+    ref = _map(resource.get("medicationReference")).get("reference")
+    if not isinstance(ref, str):
+        return {}
+    if ref.startswith("#"):
+        contained = {c["id"]: c for c in _list(resource.get("contained"))
+                     if c.get("resourceType") == "Medication" and isinstance(c.get("id"), str)}
+        return _map(contained.get(ref[1:], {}).get("code"))
+    return _map(medications.get(ref, {}).get("code"))
+
+
+def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets) -> tuple[DraftOrder, ...]:
+    resources = [e["resource"] for e in _list(_map(bundle).get("entry")) if isinstance(e.get("resource"), Mapping)]
+    medications = {f"Medication/{r['id']}": r for r in resources
+                   if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)}
+    drafts = []
+    for r in resources:
+        rtype = r.get("resourceType")
+        if rtype not in ("ServiceRequest", "MedicationRequest") or str(r.get("status")) in WITHDRAWN:
+            continue
+        if subject_id(r) not in (None, patient_id):
+            continue
+        concept = r.get("code") if rtype == "ServiceRequest" else _medication(r, medications)
+        codes = _codes(concept)
+        concepts = {name for name in ORDER_CONCEPTS if codes & vs[name]}
+        # A surgery order may state its instrumentation as a coded order detail.
+        if any(_codes(detail) & vs["posterior-stabilization"] for detail in _list(r.get("orderDetail"))):
+            concepts.add("posterior-stabilization")
+        if not concepts:
+            continue
+        rid = r.get("id") if isinstance(r.get("id"), str) else "(no id)"
+        drafts.append(DraftOrder(f"{rtype}/{rid}", r, frozenset(concepts), _label(concept), _authored(r)))
+    return tuple(drafts)
+
+
+def draft_refs(bundle: Mapping) -> frozenset[str]:
+    """Every resource of the draft set, as Type/id: these are drafts, never part of the record."""
+    return frozenset(f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}"
+                     for e in _list(_map(bundle).get("entry")) if isinstance(e.get("resource"), Mapping))
+
+
+def selection_refs(selections: Iterable) -> frozenset[str]:
+    """'ServiceRequest/abc' or an absolute URL ending in it -> 'ServiceRequest/abc'."""
+    return frozenset("/".join(s.rstrip("/").split("/")[-2:]) for s in selections if isinstance(s, str))
+
+
+# --- durations --------------------------------------------------------------------------------
+
+def _quantity_days(quantity) -> float | None:
+    q = _map(quantity)
+    value = q.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    units = ([q.get("code")] if q.get("system") in (None, UCUM) else []) + [q.get("unit")]
+    factors = [DAYS_PER_UNIT.get(u.strip().lower()) for u in units if isinstance(u, str)]
+    factor = next((f for f in factors if f is not None), None)
+    return value * factor if factor is not None else None
+
+
+def _moment(value) -> tuple[dt.datetime, bool] | None:
+    """A FHIR dateTime -> (aware datetime, whether it was a bare date)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)), len(value) == 10
+
+
+def _period_days(period) -> float | None:
+    start, end = _moment(_map(period).get("start")), _moment(_map(period).get("end"))
+    if start is None or end is None:
+        return None
+    # A bare end date includes the whole of that day (FHIR Period semantics).
+    until = end[0] + (dt.timedelta(days=1) if end[1] else dt.timedelta())
+    return (until - start[0]) / dt.timedelta(days=1)
+
+
+def _dosage_days(dosage: Mapping) -> float | None:
+    repeat = _map(_map(dosage.get("timing")).get("repeat"))
+    days = _quantity_days(repeat.get("boundsDuration"))
+    return days if days is not None else _period_days(repeat.get("boundsPeriod"))
+
+
+def _steps(resource: Mapping) -> list[list[tuple[Mapping, float]]]:
+    """Dosage instructions with a duration, grouped by sequence: same sequence runs together, steps follow."""
+    groups: dict[Any, list] = {}
+    for dosage in _list(resource.get("dosageInstruction")):
+        days = _dosage_days(dosage)
+        if days is not None:
+            seq = dosage.get("sequence")
+            groups.setdefault(seq if isinstance(seq, int) else None, []).append((dosage, days))
+    return [groups[k] for k in sorted(groups, key=lambda s: -1 if s is None else s)]
+
+
+def course_days(resource: Mapping) -> float | None:
+    """How long a medication order runs: its dosage bounds, else the expected supply duration."""
+    steps = _steps(resource)
+    if steps:
+        return sum(max(days for _, days in step) for step in steps)
+    return _quantity_days(_map(resource.get("dispenseRequest")).get("expectedSupplyDuration"))
+
+
+def _days_quantity(days: float) -> dict:
+    return {"value": round(days, 2), "unit": "days", "system": UCUM, "code": "d"}
+
+
+def _cap_dosage(dosage: dict, days: float) -> None:
+    repeat = dosage["timing"]["repeat"]
+    start = _moment(_map(repeat.get("boundsPeriod")).get("start")) if "boundsDuration" not in repeat else None
+    if start is None:
+        repeat.pop("boundsPeriod", None)
+        repeat["boundsDuration"] = _days_quantity(days)
+    elif start[1]:   # a bare date: the end date is inclusive
+        repeat["boundsPeriod"]["end"] = (start[0] + dt.timedelta(days=days - 1)).date().isoformat()
+    else:
+        repeat["boundsPeriod"]["end"] = (start[0] + dt.timedelta(days=days)).isoformat()
+
+
+def shortened(resource: Mapping, limit_days: float = STEROID_COURSE_DAYS) -> dict:
+    """The same order cut to `limit_days`: later steps are shortened or dropped, the supply capped."""
+    new = copy.deepcopy(dict(resource))
+    remaining = limit_days
+    dropped = set()
+    for step in _steps(new):
+        for dosage, days in step:
+            if remaining <= 0:
+                dropped.add(id(dosage))
+            elif days > remaining:
+                _cap_dosage(dosage, remaining)
+        remaining -= max(days for _, days in step)
+    if dropped:
+        new["dosageInstruction"] = [d for d in new["dosageInstruction"] if id(d) not in dropped]
+    supply = _map(new.get("dispenseRequest")).get("expectedSupplyDuration")
+    supply_days = _quantity_days(supply)
+    if supply_days is not None and supply_days > limit_days:
+        new["dispenseRequest"]["expectedSupplyDuration"] = _days_quantity(limit_days)
+    return new
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+def planned_fixation(resources: Iterable[Mapping], patient_id: str, vs: ValueSets) -> Evidence | None:
+    """A signed (active or completed) order on record for posterior instrumented stabilization."""
+    for r in resources:
+        if isinstance(r, Mapping) and r.get("resourceType") == "ServiceRequest" and str(r.get("status")) in PLANNED \
+                and subject_id(r) == patient_id and _codes(r.get("code")) & vs["posterior-stabilization"]:
+            return Evidence(f"ServiceRequest/{r.get('id')}", _label(r.get("code")), _authored(r))
+    return None
+
+
+def _labels(drafts: list[DraftOrder]) -> str:
+    return ", ".join(f"{d.label} ({d.ref})" for d in drafts)
+
+
+def _withheld(topic: str, facts: Facts) -> tuple[str, ...]:
+    return tuple(t for t in RELIES_ON_ABSENCE[topic] if t in facts.unavailable)
+
+
+def _decide(topics: dict[str, tuple], facts: Facts, extra_flags: dict[str, str],
+            variables: dict[str, dict]) -> tuple[list[Decision], list[Unchecked]]:
+    flags = patient_flags(facts)
+    decisions, unchecked = [], []
+    for topic, evidence in topics.items():
+        missing = _withheld(topic, facts)
+        if missing:
+            unchecked.append(Unchecked(topic, missing))
+            continue
+        decisions.append(Decision(topic, tuple(e for e in evidence if e is not None),
+                                  flags | {extra_flags[topic]}, variables.get(topic, {})))
+    return decisions, unchecked
+
+
+def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, fixation_ordered: Evidence | None = None,
+                  selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
+    """order-sign (selections None: every draft) and order-select (only the selected drafts)."""
+    if not facts.in_pathway:
+        return [], []
+    spoken = [d for d in drafts if selections is None or d.ref in selections]
+    base = (facts.hemangioma, facts.compression)
+    topics: dict[str, tuple] = {}
+    variables: dict[str, dict] = {}
+
+    surgery = [d for d in spoken if "decompression-surgery" in d.concepts]
+    fixation_drafted = any("posterior-stabilization" in d.concepts for d in drafts)
+    if surgery and not fixation_drafted and facts.posterior_fixation is None and fixation_ordered is None:
+        topics["posterior-fixation"] = base + tuple(d.evidence for d in surgery)
+        variables["posterior-fixation"] = {"draft_orders": _labels(surgery),
+                                           "targets": {"add-fixation-to-draft": [d.resource for d in surgery]}}
+
+    embolization = [d for d in spoken if "embolization" in d.concepts]
+    if embolization and facts.rapid_deterioration:
+        topics["embolization-deferred"] = base + facts.rapid_evidence + tuple(d.evidence for d in embolization)
+        variables["embolization-deferred"] = {"draft_orders": _labels(embolization),
+                                              "targets": {"remove-embolization": [d.resource for d in embolization]}}
+
+    long_courses = [(d, days) for d in spoken if "dexamethasone" in d.concepts
+                    for days in [course_days(d.resource)] if days is not None and days > STEROID_COURSE_DAYS]
+    if long_courses:
+        orders = [d for d, _ in long_courses]
+        topics["steroid-duration"] = base + tuple(d.evidence for d in orders)
+        variables["steroid-duration"] = {
+            "draft_orders": _labels(orders),
+            "dex_days": f"{round(max(days for _, days in long_courses), 1):g}",
+            "actions": {"shorten-course": [{"type": "update", "description": f"Shorten {d.ref} to the "
+                                            f"{STEROID_COURSE_DAYS}-day course", "resource": shortened(d.resource)}
+                                           for d in orders]}}
+    flags = {"posterior-fixation": "draft_surgery", "embolization-deferred": "draft_embolization",
+             "steroid-duration": "draft_dexamethasone"}
+    return _decide(topics, facts, flags, variables)
+
+
+def decide_discharge(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
+    """encounter-discharge: an operated patient going home with no radiotherapy given or planned."""
+    if "Procedure" in facts.unavailable and facts.in_pathway:
+        return [], [Unchecked("adjuvant-radiotherapy", ("Procedure",))]
+    if not (facts.in_pathway and facts.operated and facts.radiotherapy is None):
+        return [], []
+    topics = {"adjuvant-radiotherapy": (facts.hemangioma, facts.compression, facts.surgery)}
+    return _decide(topics, facts, {"adjuvant-radiotherapy": "discharge"}, {})

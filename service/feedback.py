@@ -1,0 +1,86 @@
+"""CDS Hooks feedback: entries as received -> FeedbackEntry (with an idempotency key); the per-topic report."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .errors import ApiError
+from .storage import FeedbackEntry
+
+UNKNOWN_CARD = "(unknown card)"
+NO_REASON = "(no reason given)"
+
+
+def _timestamp(value: str, index: int) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"feedback/{index}/outcomeTimestamp: {value[:40]!r} is not an "
+                       "ISO 8601 date-time") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+
+
+def parse_feedback(entries: list[Mapping]) -> list[FeedbackEntry]:
+    """Schema-valid entries -> FeedbackEntry. The key is the card, outcome, time and what was chosen:
+    the same feedback resent (a retry, a replay) maps to the same key and is stored once."""
+    parsed = []
+    for index, e in enumerate(entries):
+        when = _timestamp(e["outcomeTimestamp"], index)
+        accepted = tuple(sorted(s["id"] for s in e.get("acceptedSuggestions", [])))
+        override = e.get("overrideReason") or {}
+        reason = override.get("reason") or {}
+        key_parts = [e["card"], e["outcome"], when.isoformat(), accepted, reason.get("system"), reason.get("code")]
+        key = hashlib.sha256(json.dumps(key_parts, separators=(",", ":")).encode()).hexdigest()
+        parsed.append(FeedbackEntry(card_uuid=e["card"], outcome=e["outcome"], outcome_at=when,
+                                    accepted_suggestions=accepted, override_system=reason.get("system"),
+                                    override_code=reason.get("code"), override_display=reason.get("display"),
+                                    user_comment=override.get("userComment"), idempotency_key=key))
+    return parsed
+
+
+@dataclass
+class TopicReport:
+    topic: str
+    shown: int | None = 0          # None: feedback about cards this deployment never issued
+    accepted: int = 0
+    overridden: int = 0
+    reasons: dict[tuple, list] = field(default_factory=dict)   # (system, code) -> [display, count]
+
+    def as_json(self) -> dict:
+        return {"topic": self.topic, "shown": self.shown, "accepted": self.accepted, "overridden": self.overridden,
+                "overrideReasons": [{"system": s, "code": c, "display": d, "count": n}
+                                    for (s, c), (d, n) in sorted(self.reasons.items(), key=lambda i: (-i[1][1], str(i[0])))]}
+
+    def reasons_text(self) -> str:
+        return "; ".join(f"{r['code'] or NO_REASON} x{r['count']}" for r in self.as_json()["overrideReasons"]) or "-"
+
+
+def build_report(shown: list[tuple], outcomes: list[tuple]) -> list[TopicReport]:
+    topics = {topic: TopicReport(topic, count) for topic, count in shown}
+    for topic, outcome, system, code, display, count in outcomes:
+        row = topics.setdefault(topic or UNKNOWN_CARD, TopicReport(topic or UNKNOWN_CARD, None if topic is None else 0))
+        if outcome == "accepted":
+            row.accepted += count
+        else:
+            row.overridden += count
+            entry = row.reasons.setdefault((system, code), [display, 0])
+            entry[1] += count
+    return sorted(topics.values(), key=lambda r: (r.topic == UNKNOWN_CARD, r.topic))
+
+
+def format_table(rows: list[TopicReport]) -> str:
+    header = ("topic", "shown", "accepted", "overridden", "override reasons")
+    body = [(r.topic, "-" if r.shown is None else str(r.shown), str(r.accepted), str(r.overridden), r.reasons_text())
+            for r in rows]
+    total = ("total", str(sum(r.shown or 0 for r in rows)), str(sum(r.accepted for r in rows)),
+             str(sum(r.overridden for r in rows)), "")
+    table = [header] + body + [total]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i in (0, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule] + [line(b) for b in body] + [rule, line(total)])

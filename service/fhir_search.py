@@ -1,0 +1,163 @@
+"""FHIR R4 search over resources held in memory: the subset avh-cds's prefetch templates use. Pure.
+
+Parameters understood:
+- `_id`: the resource's id (comma = OR);
+- `patient` / `subject`: a reference, given as `123`, `Patient/123` or an absolute URL ending in
+  `Patient/123` (comma = OR); `patient` only matches references to a Patient;
+- `code`: a token, `system|code`, `code` (any system), `|code` (no system) or `system|` (any code
+  of the system); comma = OR. The element searched is `code`, or `medicationCodeableConcept` for
+  the medication resources, as in the FHIR R4 search parameter definitions;
+- `_count` / `_offset`: paging (the caller builds `next` links from them);
+- `_format` is accepted and ignored.
+A parameter given twice must match both times (AND). Anything else (another parameter, a modifier
+such as `code:text`) raises SearchError: a typo in a template shows up instead of matching everything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+from urllib.parse import parse_qsl
+
+from .clinical.record import subject_id
+
+DEFAULT_COUNT = 50
+MAX_COUNT = 1000
+CODE_ELEMENT = {
+    "MedicationRequest": "medicationCodeableConcept",
+    "MedicationAdministration": "medicationCodeableConcept",
+    "MedicationDispense": "medicationCodeableConcept",
+    "MedicationStatement": "medicationCodeableConcept",
+}
+CRITERIA = frozenset({"_id", "patient", "subject", "code"})
+IGNORED = frozenset({"_format"})
+
+
+class SearchError(ValueError):
+    """The search cannot be answered as asked (unknown parameter, bad value)."""
+
+
+@dataclass(frozen=True)
+class Search:
+    resource_type: str
+    criteria: tuple[tuple[str, tuple[str, ...]], ...]   # (parameter, alternatives), ANDed
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+
+    def matches(self, resource: Mapping) -> bool:
+        if resource.get("resourceType") != self.resource_type:
+            return False
+        return all(_MATCHERS[name](resource, values) for name, values in self.criteria)
+
+    def select(self, resources: Iterable[Mapping]) -> list[Mapping]:
+        """Every match, in the order given (page it with `page`)."""
+        return [r for r in resources if self.matches(r)]
+
+    def page(self, matched: list[Mapping]) -> list[Mapping]:
+        return matched[self.offset:self.offset + self.count]
+
+    def params(self, **paging: int) -> list[tuple[str, str]]:
+        """The query parameters of this search (criteria, then paging), e.g. to build a next link."""
+        pairs = [(name, ",".join(values)) for name, values in self.criteria]
+        return pairs + [(k, str(v)) for k, v in paging.items()]
+
+
+def parse_search(resource_type: str, params: Iterable[tuple[str, str]]) -> Search:
+    criteria, count, offset = [], DEFAULT_COUNT, 0
+    for name, value in params:
+        if name in IGNORED:
+            continue
+        if name == "_count":
+            count = min(_non_negative(name, value), MAX_COUNT)
+        elif name == "_offset":
+            offset = _non_negative(name, value)
+        elif name in CRITERIA:
+            values = tuple(v.strip() for v in value.split(","))
+            if not all(values):
+                raise SearchError(f"search parameter {name!r} has an empty value")
+            criteria.append((name, values))
+        else:
+            raise SearchError(f"search parameter {name!r} is not supported by this server "
+                              f"(supported: {', '.join(sorted(CRITERIA | {'_count', '_offset'}))})")
+    return Search(resource_type, tuple(criteria), count, offset)
+
+
+def parse_query(query: str) -> Search:
+    """'Condition?patient=1&code=http://snomed.info/sct|123' -> Search (a prefetch template, filled)."""
+    resource_type, _, query_string = query.partition("?")
+    return parse_search(resource_type, parse_qsl(query_string, keep_blank_values=True))
+
+
+def _non_negative(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SearchError(f"{name} must be a whole number, not {value[:20]!r}") from None
+    if number < 0:
+        raise SearchError(f"{name} must not be negative")
+    return number
+
+
+def _match_id(resource: Mapping, values: tuple[str, ...]) -> bool:
+    return resource.get("id") in values
+
+
+def _reference_of(resource: Mapping, element: str) -> str | None:
+    ref = resource.get(element)
+    return ref.get("reference") if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str) else None
+
+
+def _match_patient(resource: Mapping, values: tuple[str, ...]) -> bool:
+    patient = subject_id(resource)
+    for value in values:
+        parts = value.rstrip("/").split("/")
+        if parts[-1] == patient and (len(parts) < 2 or parts[-2] == "Patient"):
+            return True
+    return False
+
+
+def _match_subject(resource: Mapping, values: tuple[str, ...]) -> bool:
+    ref = _reference_of(resource, "subject")
+    if ref is None:
+        return False
+    parts = ref.rstrip("/").split("/")
+    if len(parts) < 2:
+        return False
+    kind, rid = parts[-2], parts[-1]
+    for value in values:
+        wanted = value.rstrip("/").split("/")
+        if wanted[-1] == rid and (len(wanted) < 2 or wanted[-2] == kind):
+            return True
+    return False
+
+
+def _match_code(resource: Mapping, values: tuple[str, ...]) -> bool:
+    concept = resource.get(CODE_ELEMENT.get(resource.get("resourceType"), "code"))
+    codings = concept.get("coding") if isinstance(concept, Mapping) else None
+    pairs = [(c.get("system"), c.get("code")) for c in codings or [] if isinstance(c, Mapping)]
+    return any(_token_matches(system, code, value) for system, code in pairs for value in values)
+
+
+def _token_matches(system: str | None, code: str | None, token: str) -> bool:
+    if "|" not in token:
+        return code == token
+    wanted_system, _, wanted_code = token.partition("|")
+    if not wanted_system:
+        return system is None and code == wanted_code
+    if not wanted_code:
+        return system == wanted_system
+    return system == wanted_system and code == wanted_code
+
+
+_MATCHERS = {"_id": _match_id, "patient": _match_patient, "subject": _match_subject, "code": _match_code}
+
+
+def answer_query(query: str, resources: Iterable[Mapping]) -> dict | None:
+    """What a FHIR server holding `resources` answers to a filled prefetch template: the resource
+    for a read ('Patient/123', None when absent), a searchset Bundle of every match for a search."""
+    if "?" not in query:
+        resource_type, _, rid = query.partition("/")
+        return next((dict(r) for r in resources if r.get("resourceType") == resource_type and r.get("id") == rid),
+                    None)
+    matched = parse_query(query).select(resources)
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(matched),
+            "entry": [{"resource": dict(r), "search": {"mode": "match"}} for r in matched]}

@@ -1,0 +1,184 @@
+"""A read-only FHIR R4 endpoint over the fixture Bundles (fhir_fixtures/), mounted at /fhir.
+
+For development and demos with no EHR: the public CDS Hooks sandbox and avh-cds's own fetch path
+read patients from it. Mounted only when Settings.fixture_fhir is true (`avh-cds serve` sets it).
+Fixtures are loaded through service/fixtures.py, so their dates are shifted to today; the store
+reloads when the date changes. Search semantics live in service/fhir_search.py.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlencode
+
+from flask import Blueprint, Flask, current_app, json, request
+from fhir.resources.R4B import get_fhir_model_class
+
+from .fhir_search import SearchError, parse_search
+from .fixtures import load_fixtures
+
+log = logging.getLogger(__name__)
+bp = Blueprint("fixture_fhir", __name__, url_prefix="/fhir")
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+# Types the capability statement always lists: those the prefetch templates search.
+SEARCHED_TYPES = ("Patient", "Condition", "Observation", "Procedure", "MedicationRequest", "ServiceRequest",
+                  "DiagnosticReport")
+
+
+class FixtureStore:
+    """Every resource of every fixture Bundle, as of one day (dates shifted to it)."""
+
+    def __init__(self, directory: Path, today: dt.date):
+        self.directory, self.today = directory, today
+        self.resources: list[dict] = []
+        self.by_ref: dict[tuple[str, str], dict] = {}
+        fixtures = load_fixtures(directory, today) if directory.is_dir() else []
+        for fixture in fixtures:
+            for resource in fixture.resources():
+                ref = (resource["resourceType"], str(resource.get("id")))
+                if ref in self.by_ref:
+                    log.warning("fixture %s repeats %s/%s: the first one is read", fixture.name, *ref)
+                else:
+                    self.by_ref[ref] = resource
+                self.resources.append(resource)
+        self.types = sorted({r["resourceType"] for r in self.resources} | set(SEARCHED_TYPES))
+        log.info("fixture FHIR endpoint: %d fixtures, %d resources from %s", len(fixtures), len(self.resources),
+                 directory)
+
+
+class FixtureServer:
+    """Holds the store for the current day; reloads it (once) when the day changes."""
+
+    def __init__(self, directory: Path, today: Callable[[], dt.date] = dt.date.today):
+        self.directory, self.today = directory, today
+        self._lock = threading.Lock()
+        self._store = FixtureStore(directory, today())
+
+    def store(self) -> FixtureStore:
+        today = self.today()
+        if self._store.today != today:
+            with self._lock:
+                if self._store.today != today:
+                    self._store = FixtureStore(self.directory, today)
+        return self._store
+
+
+def init_app(app: Flask, directory: Path) -> None:
+    """Load the fixtures (a broken fixture file fails here, at start-up) and mount /fhir."""
+    app.extensions["fixture_fhir"] = FixtureServer(directory)
+    app.register_blueprint(bp)
+
+
+def _store() -> FixtureStore:
+    return current_app.extensions["fixture_fhir"].store()
+
+
+def _base() -> str:
+    public = current_app.extensions["avh"].settings.public_url.rstrip("/")
+    return (public or request.host_url.rstrip("/")) + bp.url_prefix
+
+
+def _fhir(body: dict, status: int = 200):
+    return current_app.response_class(json.dumps(body), status=status, mimetype=None, content_type=FHIR_JSON)
+
+
+def outcome(status: int, code: str, text: str):
+    return _fhir({"resourceType": "OperationOutcome",
+                  "issue": [{"severity": "error", "code": code, "diagnostics": text}]}, status)
+
+
+def _known_type(name: str) -> bool:
+    try:
+        get_fhir_model_class(name)
+    except ValueError:
+        return False
+    return name[:1].isupper()
+
+
+@bp.get("/metadata")
+def metadata():
+    store = _store()
+    paging = [{"name": "_count", "type": "number"}]
+    by_id = [{"name": "_id", "type": "token"}]
+    clinical = by_id + [{"name": "patient", "type": "reference"}, {"name": "subject", "type": "reference"},
+                        {"name": "code", "type": "token"}]
+    return _fhir({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "kind": "instance",
+        "software": {"name": "avh-cds fixture FHIR endpoint"},
+        "implementation": {"description": "Read-only FHIR R4 server over avh-cds's test patients", "url": _base()},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "resource": [{
+                "type": rtype,
+                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                "searchParam": (by_id if rtype == "Patient" else clinical) + paging,
+            } for rtype in store.types],
+        }],
+    })
+
+
+@bp.get("/<rtype>/<rid>")
+def read(rtype: str, rid: str):
+    if not _known_type(rtype):
+        return outcome(404, "not-supported", f"{rtype} is not a FHIR R4 resource type")
+    resource = _store().by_ref.get((rtype, rid))
+    if resource is None:
+        return outcome(404, "not-found", f"{rtype}/{rid} is not known to this server")
+    return _fhir(resource)
+
+
+@bp.get("/<rtype>")
+def search_get(rtype: str):
+    return _search(rtype, request.args.items(multi=True))
+
+
+@bp.post("/<rtype>/_search")
+def search_post(rtype: str):
+    # As the public sandbox does: form-encoded parameters in the body (and possibly in the URL too).
+    return _search(rtype, [*request.args.items(multi=True), *request.form.items(multi=True)])
+
+
+@bp.route("/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def unsupported(rest: str):
+    if request.method != "GET":
+        return outcome(405, "not-supported", "this FHIR endpoint is read-only (GET read and search, "
+                                             "POST [type]/_search)")
+    return outcome(404, "not-found", f"nothing at /fhir/{rest}: try /fhir/metadata")
+
+
+def _search(rtype: str, params):
+    if not _known_type(rtype):
+        return outcome(404, "not-supported", f"{rtype} is not a FHIR R4 resource type")
+    try:
+        search = parse_search(rtype, list(params))
+    except SearchError as exc:
+        return outcome(400, "not-supported", str(exc))
+    matched = search.select(_store().resources)
+    page = search.page(matched)
+    base = _base()
+    links = [{"relation": "self",
+              "url": f"{base}/{rtype}?{urlencode(search.params(_count=search.count, _offset=search.offset))}"}]
+    following = search.offset + search.count
+    if search.count and following < len(matched):
+        links.append({"relation": "next",
+                      "url": f"{base}/{rtype}?{urlencode(search.params(_count=search.count, _offset=following))}"})
+    return _fhir({
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+        "type": "searchset",
+        "total": len(matched),
+        "link": links,
+        "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r.get('id')}", "resource": r,
+                   "search": {"mode": "match"}} for r in page],
+    })

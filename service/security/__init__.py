@@ -1,0 +1,167 @@
+"""Security of the CDS Hooks endpoints (docs/security.md), installed on the app by create_app.
+
+One guard runs before every CDS route (blueprint "cds": discovery, invoke, feedback) so the routes stay
+thin: it authenticates the caller's JWT (unless AVH_CDS_AUTH=off), enforces the input limits and refuses
+a fhirServer the caller may not name, all before any route code or network call. One after-request hook
+writes the JSON access line. CORS preflights are answered by flask-cors without authentication.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from flask import Blueprint, Flask, Response, current_app, g, request
+from flask_cors import CORS
+
+from ..config import Settings
+from ..errors import ApiError
+from .issuers import FhirServerPolicy, SecurityConfigError, development_policy, load_issuers
+from .limits import check_limits
+from .logs import access_log
+from .replay import ReplayStoreUnavailable, replay_cache
+from .tokens import FORBIDDEN_ALGORITHMS, AuthFailed, Caller, TokenVerifier
+
+__all__ = ["install", "SecurityConfigError"]
+log = logging.getLogger(__name__)
+OPENAPI = Path(__file__).parent / "openapi.json"
+UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+CHALLENGE = 'Bearer realm="avh-cds"'
+AUTH_OFF_WARNING = "AVH_CDS_AUTH=off: CDS calls are NOT authenticated; development only, never in production"
+SANDBOX_WARNING = ("AVH_CDS_TRUST_SANDBOX=1: trusting https://sandbox.cds-hooks.org, whose private key is public "
+                   "(anyone can sign its tokens); development only, never in production")
+openapi_bp = Blueprint("openapi", __name__)
+
+
+@dataclass
+class Security:
+    settings: Settings
+    verifier: TokenVerifier | None          # None when AVH_CDS_AUTH=off
+    development_fhir: FhirServerPolicy      # fhirServer policy when no issuer is authenticated
+
+    def audience(self) -> str:
+        """The exact URL called, as the client sees it (AVH_CDS_PUBLIC_URL behind a proxy)."""
+        base = self.settings.public_url.rstrip("/")
+        return base + request.path if base else request.base_url
+
+
+def _algorithms(settings: Settings) -> list[str]:
+    algorithms = [a.strip() for a in settings.algorithms.split(",") if a.strip()]
+    bad = [a for a in algorithms if a in FORBIDDEN_ALGORITHMS or a.upper().startswith("HS") or a.lower() == "none"]
+    if bad or not algorithms:
+        raise SecurityConfigError(f"AVH_CDS_ALGORITHMS: {bad or 'empty'} not allowed; asymmetric algorithms only")
+    return algorithms
+
+
+def _cors_origins(settings: Settings):
+    if settings.cors_origins.strip():
+        origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+        return "*" if "*" in origins else origins
+    return "*" if settings.auth == "off" or settings.trust_sandbox else []
+
+
+def build(settings: Settings) -> Security:
+    if settings.auth not in {"required", "off"}:
+        raise SecurityConfigError(f"AVH_CDS_AUTH must be 'required' or 'off', not {settings.auth!r}")
+    issuers = load_issuers(settings.issuers_file, settings.trust_sandbox, settings.fhir_servers)
+    verifier = None
+    if settings.auth == "required":
+        replay = replay_cache(settings.redis_url, settings.replay_db)
+        verifier = TokenVerifier(issuers, _algorithms(settings), replay, requests.Session(),
+                                 clock_skew=settings.clock_skew_seconds,
+                                 max_lifetime=settings.max_token_lifetime_seconds,
+                                 jwks_refresh_seconds=settings.jwks_refresh_seconds,
+                                 jwks_cache_seconds=settings.jwks_cache_seconds)
+        if not issuers:
+            log.error("AVH_CDS_AUTH=required but no trusted issuer (AVH_CDS_ISSUERS_FILE): every CDS call is refused")
+        if not settings.public_url:
+            log.warning("AVH_CDS_PUBLIC_URL unset: a token's aud is compared with the URL built from the Host header")
+        if not settings.redis_url and not settings.replay_db:
+            log.info("jti replay cache is per process; set AVH_CDS_REPLAY_DB (one host) or AVH_CDS_REDIS_URL "
+                     "(several hosts) when running several workers")
+    else:
+        log.warning(AUTH_OFF_WARNING)
+    if settings.trust_sandbox:
+        log.warning(SANDBOX_WARNING)
+    return Security(settings, verifier, development_policy(settings.fhir_servers))
+
+
+def install(app: Flask, settings: Settings) -> None:
+    security = build(settings)
+    app.extensions["avh_security"] = security
+    CORS(app, origins=_cors_origins(settings), allow_headers=["Authorization", "Content-Type"],
+         methods=["GET", "POST", "OPTIONS"], max_age=600, allow_private_network=True)
+    app.before_request(_guard)
+    app.after_request(_access_line)
+    json.loads(OPENAPI.read_text())     # a broken OpenAPI file fails at start-up, not when asked for
+    app.register_blueprint(openapi_bp)
+
+
+def _guard():
+    g.started = time.perf_counter()
+    if request.blueprint != "cds" or request.method == "OPTIONS":
+        return None
+    security: Security = current_app.extensions["avh_security"]
+    if security.verifier is None:
+        log.warning(AUTH_OFF_WARNING)
+        g.caller = None
+    else:
+        try:
+            g.caller = security.verifier.verify(request.headers.get("Authorization"), security.audience())
+        except AuthFailed as exc:
+            g.auth_failure = str(exc)
+            return Response(status=401, headers={"WWW-Authenticate": CHALLENGE})
+        except ReplayStoreUnavailable as exc:
+            raise ApiError(503, "replay_cache_unavailable", "avh-cds cannot check token reuse right now; "
+                           "retry later") from exc
+    if request.method == "POST":
+        _check_body(security)
+    return None
+
+
+def _check_body(security: Security) -> None:
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except (ValueError, RecursionError):
+        return                              # the route answers 400 naming the problem
+    check_limits(body, security.settings.max_json_depth, security.settings.max_prefetch_resources)
+    if not isinstance(body, dict):
+        return
+    if isinstance(body.get("hookInstance"), str) and UUID.match(body["hookInstance"]):
+        g.hook_instance = body["hookInstance"]
+    server = body.get("fhirServer")
+    if request.endpoint == "cds.invoke" and isinstance(server, str):
+        caller: Caller | None = g.caller
+        policy = caller.issuer.fhir_servers if caller else security.development_fhir
+        if not policy.allows(server):
+            g.refused = "fhirServer not allowed"
+            raise ApiError(403, "fhir_server_not_allowed",
+                           f"fhirServer {server[:200]!r} is not a FHIR server this caller may name "
+                           f"({'issuer ' + caller.issuer.iss if caller else 'development: ' + policy.describe()}); "
+                           "avh-cds contacts no other server")
+
+
+def _access_line(response: Response) -> Response:
+    if request.blueprint != "cds" or request.method == "OPTIONS":
+        return response
+    service_id = (request.view_args or {}).get("service_id")
+    known = service_id is not None and current_app.extensions["avh"].registry.get(service_id) is not None
+    caller = g.get("caller")
+    auth_off = current_app.extensions["avh_security"].verifier is None
+    fields = {"event": "cds_call", "endpoint": (request.endpoint or "").removeprefix("cds."),
+              "service": service_id if known else None, "hookInstance": g.get("hook_instance"),
+              "status": response.status_code, "ms": round((time.perf_counter() - g.get("started", 0)) * 1000, 1),
+              "topics": g.get("card_topics"), "resources": g.get("resource_count"),
+              "iss": caller.issuer.iss if caller else None, "auth": "off" if auth_off else None,
+              "auth_failure": g.get("auth_failure"), "refused": g.get("refused")}
+    access_log.info("cds call", extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+    return response
+
+
+@openapi_bp.get("/openapi.json")
+def openapi():
+    return current_app.response_class(OPENAPI.read_bytes(), mimetype="application/json")

@@ -1,0 +1,96 @@
+"""An issuer's signing keys: the inline JWK Set, plus the one fetched from its configured jwks_url.
+
+Fetched keys are cached. An unknown kid (key rotation) or a stale cache triggers a re-fetch, but never
+more often than once per `refresh_seconds` per issuer, so a caller spraying random kids cannot make
+us hammer the EHR. Keys are only ever fetched from the configured jwks_url, never from a token's jku.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import requests
+from jwt import PyJWK, PyJWKSet, PyJWTError
+from jwt.exceptions import PyJWKSetError
+
+from .issuers import Issuer, SecurityConfigError
+
+log = logging.getLogger(__name__)
+MAX_JWKS_BYTES = 256 * 1024
+
+
+def _keys_by_kid(jwks: dict) -> dict[str, dict]:
+    """kid -> JWK for the usable asymmetric signing keys of a JWK Set (PyJWKSet checks each key)."""
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise PyJWKSetError("not a JWK Set")
+    usable = {k.key_id for k in PyJWKSet.from_dict(jwks).keys if k.key_id}
+    return {k["kid"]: k for k in jwks["keys"]
+            if isinstance(k, dict) and k.get("kid") in usable and k.get("kty") != "oct" and k.get("use", "sig") == "sig"}
+
+
+class KeySet:
+    def __init__(self, issuer: Issuer, session: requests.Session, refresh_seconds: float, cache_seconds: float,
+                 timeout: float = 2.0, clock: Callable[[], float] = time.monotonic):
+        self.issuer, self.session, self.timeout, self.clock = issuer, session, timeout, clock
+        self.refresh_seconds, self.cache_seconds = refresh_seconds, cache_seconds
+        self._inline: dict[str, dict] = {}
+        if issuer.jwks is not None:
+            try:
+                self._inline = _keys_by_kid(issuer.jwks)
+            except PyJWKSetError as exc:
+                raise SecurityConfigError(f"issuer {issuer.iss}: inline jwks has no usable key ({exc})") from exc
+        self._fetched: dict[str, dict] = {}
+        self._fetched_at: float | None = None
+        self._last_attempt: float | None = None
+        self._bound: dict[tuple[str, str], PyJWK] = {}
+        self._lock = threading.Lock()
+
+    def key(self, kid: str, alg: str) -> PyJWK | None:
+        """The key for kid, bound to alg; None when no such key exists or it does not fit alg."""
+        jwk = self._inline.get(kid) or self._current().get(kid)
+        if jwk is None and self._may_fetch():
+            jwk = self._refresh().get(kid)
+        if jwk is None or jwk.get("alg", alg) != alg:
+            return None
+        bound = self._bound.get((kid, alg))
+        if bound is None:
+            try:
+                bound = PyJWK(jwk, algorithm=alg)
+            except PyJWTError:          # the key does not fit alg (e.g. RS384 on an EC key)
+                return None
+            self._bound[(kid, alg)] = bound
+        return bound
+
+    def _current(self) -> dict[str, dict]:
+        stale = self._fetched_at is None or self.clock() - self._fetched_at > self.cache_seconds
+        if stale and self._may_fetch():
+            return self._refresh()
+        return self._fetched
+
+    def _may_fetch(self) -> bool:
+        return bool(self.issuer.jwks_url) and (
+            self._last_attempt is None or self.clock() - self._last_attempt >= self.refresh_seconds)
+
+    def _refresh(self) -> dict[str, dict]:
+        with self._lock:
+            if not self._may_fetch():        # another thread fetched while we waited
+                return self._fetched
+            self._last_attempt = self.clock()
+            try:
+                response = self.session.get(self.issuer.jwks_url, timeout=self.timeout, allow_redirects=False,
+                                            headers={"Accept": "application/json"})
+                if response.status_code != 200:       # redirects included: never followed
+                    raise ValueError(f"HTTP {response.status_code}")
+                if len(response.content) > MAX_JWKS_BYTES:
+                    raise ValueError("JWK Set too large")
+                self._fetched = _keys_by_kid(response.json())
+                self._fetched_at = self._last_attempt
+                self._bound = {}
+                log.info("fetched JWK Set", extra={"fields": {"iss": self.issuer.iss, "keys": len(self._fetched)}})
+            except (requests.RequestException, ValueError, TypeError, KeyError, PyJWKSetError) as exc:
+                # Keep the keys we had: an EHR hiccup must not lock out its still-valid keys.
+                log.warning("JWK Set fetch failed", extra={"fields": {"iss": self.issuer.iss,
+                                                                      "reason": type(exc).__name__}})
+            return self._fetched

@@ -1,0 +1,32 @@
+"""Structured logs: one JSON object per line. Ids, timings and counts only: never a token or patient data.
+
+Callers add fields with `extra={"fields": {...}}`; the access line of every CDS call carries
+hookInstance, service, status, latency (ms) and card topics.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+
+access_log = logging.getLogger("service.access")
+
+
+class JsonLinesFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+                "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        line.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines on stderr, unless the host (gunicorn --log-config, pytest) already set up logging."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLinesFormatter())
+        root.addHandler(handler)
+    root.setLevel(level)

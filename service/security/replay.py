@@ -1,0 +1,107 @@
+"""Replay protection: a token's jti may be used once within the token's lifetime.
+
+In-process by default (one cache per worker process); a SQLite file when AVH_CDS_REPLAY_DB is set
+(shared by the workers of one host); shared Redis (SET NX EX) when AVH_CDS_REDIS_URL is set, so every
+worker and host refuses the same replayed token.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from typing import Protocol
+
+from .issuers import SecurityConfigError
+
+
+class ReplayStoreUnavailable(Exception):
+    """The shared replay store cannot be asked: refuse the call (503) rather than risk a replay."""
+
+
+def _key(iss: str, jti: str) -> str:
+    return "avh-cds:jti:" + hashlib.sha256(f"{iss}\n{jti}".encode()).hexdigest()
+
+
+class ReplayCache(Protocol):
+    def first_use(self, iss: str, jti: str, ttl_seconds: int) -> bool:
+        """Record (iss, jti) for ttl_seconds; False when it was already recorded."""
+
+
+class MemoryReplayCache:
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._next_purge = 0.0
+
+    def first_use(self, iss: str, jti: str, ttl_seconds: int) -> bool:
+        key, now = _key(iss, jti), self.clock()
+        with self._lock:
+            if now >= self._next_purge:
+                self._seen = {k: t for k, t in self._seen.items() if t > now}
+                self._next_purge = now + 60
+            if self._seen.get(key, 0.0) > now:
+                return False
+            self._seen[key] = now + ttl_seconds
+            return True
+
+
+class RedisReplayCache:
+    def __init__(self, url: str):
+        import redis
+        self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._errors = redis.RedisError
+
+    def first_use(self, iss: str, jti: str, ttl_seconds: int) -> bool:
+        try:
+            return bool(self._redis.set(_key(iss, jti), 1, nx=True, ex=max(1, ttl_seconds)))
+        except self._errors as exc:
+            raise ReplayStoreUnavailable(type(exc).__name__) from exc
+
+
+class SqliteReplayCache:
+    """One row per (iss, jti) until it expires; the upsert is a single atomic statement across processes."""
+    PURGE_EVERY = 500
+
+    def __init__(self, path: str):
+        self.path = path
+        self._local = threading.local()
+        self._calls = 0
+        try:
+            with closing(self._connect()) as db:
+                db.execute("CREATE TABLE IF NOT EXISTS jti (key TEXT PRIMARY KEY, expires REAL NOT NULL)")
+        except sqlite3.Error as exc:
+            raise SecurityConfigError(f"AVH_CDS_REPLAY_DB {path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=2.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def _db(self) -> sqlite3.Connection:
+        """One connection per thread and process (a connection must not cross a gunicorn fork)."""
+        if getattr(self._local, "pid", None) != os.getpid():
+            self._local.db, self._local.pid = self._connect(), os.getpid()
+        return self._local.db
+
+    def first_use(self, iss: str, jti: str, ttl_seconds: int) -> bool:
+        now = time.time()
+        try:
+            db = self._db()
+            stored = db.execute("INSERT INTO jti VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET expires = excluded.expires "
+                                "WHERE jti.expires <= ?", (_key(iss, jti), now + ttl_seconds, now)).rowcount == 1
+            self._calls += 1
+            if self._calls % self.PURGE_EVERY == 0:
+                db.execute("DELETE FROM jti WHERE expires <= ?", (now,))
+            return stored
+        except sqlite3.Error as exc:
+            raise ReplayStoreUnavailable(type(exc).__name__) from exc
+
+
+def replay_cache(redis_url: str, sqlite_path: str) -> ReplayCache:
+    if redis_url:
+        return RedisReplayCache(redis_url)
+    return SqliteReplayCache(sqlite_path) if sqlite_path else MemoryReplayCache()

@@ -1,0 +1,80 @@
+"""Verification of the JWT a CDS client sends (CDS Hooks 2.0, "Trusting CDS Clients").
+
+Order matters: everything that needs no key and no network (alg, kid, iss, jku) is checked before a
+key is looked up, so a forged or foreign token never makes us fetch anything.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+import requests
+
+from .issuers import Issuer
+from .keys import KeySet
+from .replay import ReplayCache
+
+# Never accepted, whatever the configuration says: "none" and the symmetric (shared-secret) algorithms.
+FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
+
+
+class AuthFailed(Exception):
+    """The caller is not authenticated. The reason is for the log only; the client sees a bare 401."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    issuer: Issuer
+    jti: str
+    tenant: str | None
+
+
+class TokenVerifier:
+    def __init__(self, issuers: dict[str, Issuer], algorithms: list[str], replay: ReplayCache,
+                 session: requests.Session, *, clock_skew: int, max_lifetime: int,
+                 jwks_refresh_seconds: float, jwks_cache_seconds: float):
+        self.issuers, self.algorithms, self.replay = issuers, list(algorithms), replay
+        self.clock_skew, self.max_lifetime = clock_skew, max_lifetime
+        self.keys = {iss: KeySet(issuer, session, jwks_refresh_seconds, jwks_cache_seconds)
+                     for iss, issuer in issuers.items()}
+
+    def verify(self, authorization: str | None, audience: str) -> Caller:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthFailed("no bearer token")
+        token = token.strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise AuthFailed(f"malformed token ({type(exc).__name__})") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in self.algorithms:
+            raise AuthFailed(f"alg {str(alg)[:20]!r} not allowed")
+        if not isinstance(kid, str) or not kid:
+            raise AuthFailed("no kid in the token header")
+        issuer = self.issuers.get(unverified.get("iss")) if isinstance(unverified.get("iss"), str) else None
+        if issuer is None:
+            raise AuthFailed("iss not trusted")
+        jku = header.get("jku")
+        if jku is not None and jku not in issuer.jku:
+            raise AuthFailed("jku not allowed for this issuer")
+        key = self.keys[issuer.iss].key(kid, alg)
+        if key is None:
+            raise AuthFailed(f"no key {kid[:64]!r} for alg {alg} from this issuer")
+        try:
+            claims = jwt.decode(token, key=key, algorithms=[alg], audience=audience, issuer=issuer.iss,
+                                leeway=self.clock_skew,
+                                options={"require": ["iss", "aud", "exp", "iat", "jti"], "verify_jti": True})
+        except jwt.PyJWTError as exc:
+            raise AuthFailed(f"{type(exc).__name__}: {str(exc)[:120]}") from None
+        if int(claims["exp"]) - int(claims["iat"]) > self.max_lifetime:
+            raise AuthFailed("token lifetime longer than allowed")
+        tenant = claims.get("tenant")
+        if issuer.tenants and tenant not in issuer.tenants:
+            raise AuthFailed("tenant not allowed for this issuer")
+        ttl = int(claims["exp"]) + self.clock_skew - int(time.time()) + 1
+        if not self.replay.first_use(issuer.iss, claims["jti"], ttl):
+            raise AuthFailed("jti replayed")
+        return Caller(issuer=issuer, jti=claims["jti"], tenant=tenant if isinstance(tenant, str) else None)

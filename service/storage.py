@@ -1,0 +1,255 @@
+"""Where feedback is kept: every card issued and every feedback entry, in SQLite or PostgreSQL.
+
+SQLAlchemy Core speaks to both with one set of table definitions and one upsert idiom
+(INSERT ... ON CONFLICT DO NOTHING), so the same code and the same tests run on the embedded
+SQLite file and on a PostgreSQL server. Nothing patient-identifying is stored with an issued card:
+its uuid, the service, the topic, the hookInstance and the time.
+
+A write that fails (server down, file locked past the busy timeout, disk full) raises
+StorageUnavailable, a 503 with Retry-After: the client resends, and idempotency makes the resend
+safe. The schema is created or migrated at start, under a lock so that several workers starting
+together migrate once.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text,
+                        create_engine, event, func, insert, select, text)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+schema_version = Table("avh_schema_version", metadata, Column("version", Integer, primary_key=True))
+issued_cards = Table(
+    "avh_issued_card", metadata,
+    Column("card_uuid", String(64), primary_key=True),
+    Column("service_id", String(100), nullable=False),
+    Column("topic", String(100), nullable=False),
+    Column("hook_instance", String(100), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Index("ix_avh_issued_card_topic", "topic"),
+)
+feedback = Table(
+    "avh_feedback", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("service_id", String(100), nullable=False),
+    Column("card_uuid", Text, nullable=False),
+    Column("card_known", Boolean, nullable=False),   # False: no card with this uuid was issued by this service
+    Column("outcome", String(20), nullable=False),
+    Column("outcome_at", DateTime(timezone=True), nullable=False),
+    Column("accepted_suggestions", JSON, nullable=False),
+    Column("override_system", Text),
+    Column("override_code", Text),
+    Column("override_display", Text),
+    Column("user_comment", Text),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_avh_feedback_card", "card_uuid"),
+)
+BAD_URL = ("AVH_CDS_DATABASE_URL is not a usable database URL: expected postgresql://user@host:port/db, "
+           "or unset for the SQLite file")
+MIGRATION_LOCK = 0x61766863   # pg_advisory_xact_lock key ("avhc")
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[issued_cards, feedback])
+
+
+# Schema versions in order; the database records the last one applied.
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1,)
+
+
+class StorageUnavailable(ApiError):
+    """The feedback store cannot be written right now: retriable, never a 500."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(503, "storage_unavailable",
+                         "feedback could not be stored right now; nothing was kept, resend it later "
+                         "(resending is safe: the same feedback is stored once)", retryAfterSeconds=retry_after)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+@dataclass(frozen=True)
+class FeedbackEntry:
+    """One validated feedback entry, with the key that makes a resend land once."""
+    card_uuid: str
+    outcome: str
+    outcome_at: dt.datetime
+    accepted_suggestions: tuple[str, ...]
+    override_system: str | None
+    override_code: str | None
+    override_display: str | None
+    user_comment: str | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class StoredFeedback:
+    received: int
+    stored: int
+    unknown_cards: tuple[str, ...]
+
+    def as_json(self) -> dict:
+        return {"received": self.received, "stored": self.stored, "duplicates": self.received - self.stored,
+                "unknownCards": list(self.unknown_cards)}
+
+
+def database_url(url: str, sqlite_path: Path) -> str:
+    """AVH_CDS_DATABASE_URL when set (postgresql:// means psycopg 3), else the embedded SQLite file."""
+    if not url:
+        return f"sqlite:///{Path(sqlite_path).expanduser().resolve()}"
+    try:
+        parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    except ArgumentError:
+        raise ValueError(BAD_URL) from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _engine(url: str, timeout: float) -> Engine:
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False},
+                               pool_timeout=timeout)
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None          # transactions are begun below, not by pysqlite
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            cursor.execute("PRAGMA journal_mode = WAL")       # readers never block the writer
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):
+            # Take the write lock up front: a deferred read-then-write transaction could not wait for it.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return engine
+    # A lock or a stuck statement becomes an error after the timeout (then 503), never a hung request.
+    ms = int(timeout * 1000)
+    return create_engine(url, pool_pre_ping=True, pool_timeout=timeout,
+                         connect_args={"connect_timeout": max(1, math.ceil(timeout)),
+                                       "options": f"-c lock_timeout={ms} -c statement_timeout={2 * ms}"})
+
+
+class FeedbackStore:
+    def __init__(self, url: str, timeout: float = 5.0, retry_after: int = 2):
+        self.retry_after = retry_after
+        try:
+            self.engine = _engine(url, timeout)
+        except (ArgumentError, ImportError) as exc:    # a configuration error: stop at start, say which setting
+            raise ValueError(f"{BAD_URL} ({type(exc).__name__})") from None
+        self._ready = False
+        # A pool inherited across fork (gunicorn --preload) must not share sockets with the parent.
+        engine = weakref.ref(self.engine)
+        os.register_at_fork(after_in_child=lambda: engine() and engine().dispose(close=False))
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    def start(self) -> bool:
+        """Create or migrate the schema; a database that is down now is retried on first use."""
+        try:
+            self._migrate()
+        except SQLAlchemyError as exc:
+            log.error("feedback store (%s) not ready at start: %s; will retry on first use",
+                      self.backend, type(exc).__name__)
+        return self._ready
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+            for version, step in enumerate(MIGRATIONS, start=1):
+                if version > current:
+                    step(conn)
+                    conn.execute(insert(schema_version).values(version=version))
+                    log.info("feedback store (%s) migrated to schema version %d", self.backend, version)
+        self._ready = True
+
+    def _insert_ignoring_duplicates(self, table: Table):
+        dialect = postgresql if self.backend == "postgresql" else sqlite
+        return dialect.insert(table).on_conflict_do_nothing()
+
+    def _write(self, work: Callable[[Connection], object], durable: bool = True):
+        """Run `work` in one transaction. durable=False (issued cards, on every hook call) skips waiting for
+        the disk flush: a power cut may lose the last such rows, and the feedback on them is marked unknown."""
+        try:
+            if not self._ready:
+                self._migrate()
+            with self.engine.connect() as conn:
+                if self.backend == "sqlite":
+                    conn.connection.driver_connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                with conn.begin():
+                    if self.backend == "postgresql" and not durable:
+                        conn.execute(text("SET LOCAL synchronous_commit = off"))
+                    return work(conn)
+        except SQLAlchemyError as exc:
+            log.warning("feedback store (%s) write failed: %s", self.backend, type(exc).__name__)
+            self._ready = False     # check the schema again next time (a restored or recreated database)
+            raise StorageUnavailable(self.retry_after) from exc
+
+    def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[dict], when: dt.datetime) -> None:
+        """Remember each card shown, to join feedback with it. A failure costs the join, never the cards."""
+        rows = [{"card_uuid": c["uuid"], "service_id": service_id, "topic": c["source"]["topic"]["code"],
+                 "hook_instance": hook_instance, "issued_at": when} for c in cards if "uuid" in c]
+        if not rows:
+            return
+        try:
+            self._write(lambda conn: conn.execute(self._insert_ignoring_duplicates(issued_cards), rows), durable=False)
+        except StorageUnavailable:
+            log.warning("service=%s hookInstance=%s: %d issued cards not recorded", service_id, hook_instance, len(rows))
+
+    def record_feedback(self, service_id: str, entries: list[FeedbackEntry], when: dt.datetime) -> StoredFeedback:
+        """Store every entry once (by idempotency key); entries about cards this service never issued are marked."""
+        def work(conn: Connection) -> StoredFeedback:
+            uuids = sorted({e.card_uuid for e in entries})
+            known = set(conn.execute(select(issued_cards.c.card_uuid).where(
+                issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)).scalars())
+            # RETURNING names the rows actually inserted (rowcount is not reliable across drivers).
+            statement = self._insert_ignoring_duplicates(feedback).returning(feedback.c.id)
+            stored = 0
+            for e in entries:
+                result = conn.execute(statement, {
+                    "idempotency_key": e.idempotency_key, "service_id": service_id, "card_uuid": e.card_uuid,
+                    "card_known": e.card_uuid in known, "outcome": e.outcome, "outcome_at": e.outcome_at,
+                    "accepted_suggestions": list(e.accepted_suggestions), "override_system": e.override_system,
+                    "override_code": e.override_code, "override_display": e.override_display,
+                    "user_comment": e.user_comment, "received_at": when})
+                stored += result.first() is not None
+            return StoredFeedback(len(entries), stored, tuple(u for u in uuids if u not in known))
+        result = self._write(work)
+        log.info("service=%s feedback received=%d stored=%d unknown_cards=%d", service_id, result.received,
+                 result.stored, len(result.unknown_cards))
+        return result
+
+    def report_rows(self) -> tuple[list, list]:
+        """(topic, cards shown) and (topic or None for unknown cards, outcome, reason system, code, display, count)."""
+        def work(conn: Connection):
+            shown = conn.execute(select(issued_cards.c.topic, func.count()).group_by(issued_cards.c.topic)).all()
+            joined = feedback.outerjoin(issued_cards, (feedback.c.card_uuid == issued_cards.c.card_uuid)
+                                        & (feedback.c.service_id == issued_cards.c.service_id))
+            group = (issued_cards.c.topic, feedback.c.outcome, feedback.c.override_system, feedback.c.override_code)
+            outcomes = conn.execute(select(*group, func.max(feedback.c.override_display), func.count())
+                                    .select_from(joined).group_by(*group)).all()
+            return [tuple(r) for r in shown], [tuple(r) for r in outcomes]
+        return self._write(work)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,434 @@
+"""Feedback kept: validated, stored once, joined with the cards issued; on SQLite and on the real PostgreSQL."""
+import json
+import multiprocessing
+import os
+import threading
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from tests.fhir_builders import NO_AUTH, CPT, avh_patient, bounds_duration, dexamethasone, hook_request, service_request
+from service import cli, create_app
+from service.config import Settings
+from service.storage import database_url, feedback, issued_cards, metadata, schema_version
+
+POSTGRES_URL = os.environ.get("AVH_CDS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/avh_orders")
+REASON_SYSTEM = "https://avh-cds.org/fhir/CodeSystem/override-reason"
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The test database on the real server, created when missing. No server is a failure, not a skip."""
+    url = database_url(POSTGRES_URL, Path())
+    info = psycopg.conninfo.conninfo_to_dict(POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://"))
+    name = info.get("dbname", "avh_orders")
+    try:
+        with psycopg.connect(**{**info, "dbname": "postgres"}, autocommit=True, connect_timeout=5) as admin:
+            if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL for the storage tests is not reachable at {info.get('host')}:{info.get('port', 5432)} "
+                    f"({type(exc).__name__}: {str(exc).strip()[:200]}). Start it, or point AVH_CDS_TEST_POSTGRES_URL "
+                    "at one (CI starts PostgreSQL before the tests).", pytrace=False)
+    return url
+
+
+def _empty(url: str) -> str:
+    engine = create_engine(url)
+    metadata.drop_all(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, tmp_path):
+    """Settings overrides for a fresh, empty store of each backend."""
+    if request.param == "sqlite":
+        return {"sqlite_path": tmp_path / "feedback.sqlite3"}
+    return {"database_url": _empty(request.getfixturevalue("postgres_url"))}
+
+
+@pytest.fixture
+def app(storage):
+    app = create_app(Settings.from_env(NO_AUTH, **storage))
+    yield app
+    app.extensions["avh"].store.dispose()
+
+
+def issue_cards(client, pid="p1"):
+    """Post order-sign for a patient in the pathway: two warnings, each with suggestions."""
+    drafts = [service_request("surg-1", pid, CPT, "63046", "Laminectomy"),
+              dexamethasone("dex-1", pid, dosage=[bounds_duration(20)])]
+    response = client.post("/cds-services/avh-order-sign", json=hook_request("order-sign", pid, avh_patient(pid), drafts))
+    assert response.status_code == 200
+    return {c["source"]["topic"]["code"]: c for c in response.json["cards"]}
+
+
+def accepted(card, when="2026-11-24T10:00:00Z"):
+    return {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": when,
+            "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}]}
+
+
+def overridden(card, code="patient-declined", when="2026-11-24T10:05:00Z"):
+    return {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": when,
+            "overrideReason": {"reason": {"system": REASON_SYSTEM, "code": code, "display": code.replace("-", " ")},
+                               "userComment": "discussed with the team"}}
+
+
+def post_feedback(client, entries, service="avh-order-sign"):
+    return client.post(f"/cds-services/{service}/feedback", json={"feedback": entries})
+
+
+def report(app):
+    store = app.extensions["avh"].store
+    from service.feedback import build_report
+    return {r.topic: r.as_json() for r in build_report(*store.report_rows())}
+
+
+def test_feedback_is_stored_once_and_joined_with_the_cards_shown(app, client):
+    cards = issue_cards(client)
+    entries = [accepted(cards["posterior-fixation"]), overridden(cards["steroid-duration"])]
+    first = post_feedback(client, entries)
+    assert first.status_code == 200
+    assert first.json == {"received": 2, "stored": 2, "duplicates": 0, "unknownCards": []}
+    replay = post_feedback(client, entries)
+    assert replay.status_code == 200 and replay.json["stored"] == 0 and replay.json["duplicates"] == 2
+    # The same instant written differently is the same feedback.
+    same = dict(entries[0], outcomeTimestamp="2026-11-24T10:00:00+00:00")
+    assert post_feedback(client, [same]).json["stored"] == 0
+    rows = report(app)
+    assert rows["posterior-fixation"] == {"topic": "posterior-fixation", "shown": 1, "accepted": 1, "overridden": 0,
+                                          "overrideReasons": []}
+    assert rows["steroid-duration"]["overridden"] == 1 and rows["steroid-duration"]["overrideReasons"] == [
+        {"system": REASON_SYSTEM, "code": "patient-declined", "display": "patient declined", "count": 1}]
+
+
+def test_a_different_outcome_for_the_same_card_is_new_feedback(app, client):
+    cards = issue_cards(client)
+    card = cards["steroid-duration"]
+    assert post_feedback(client, [overridden(card, "not-applicable")]).json["stored"] == 1
+    assert post_feedback(client, [overridden(card, "managed-elsewhere")]).json["stored"] == 1
+    assert post_feedback(client, [accepted(card, "2026-11-24T11:00:00Z")]).json["stored"] == 1
+    row = report(app)["steroid-duration"]
+    assert (row["accepted"], row["overridden"]) == (1, 2)
+    assert sorted(r["code"] for r in row["overrideReasons"]) == ["managed-elsewhere", "not-applicable"]
+
+
+def test_unknown_cards_are_accepted_but_marked(app, client):
+    cards = issue_cards(client)
+    stranger = str(uuid.uuid4())
+    response = post_feedback(client, [overridden({"uuid": stranger}), accepted(cards["posterior-fixation"])])
+    assert response.status_code == 200 and response.json["stored"] == 2 and response.json["unknownCards"] == [stranger]
+    # A card issued by another service is not this service's card.
+    other = post_feedback(client, [overridden(cards["posterior-fixation"])], service="avh-patient-view")
+    assert other.json["unknownCards"] == [cards["posterior-fixation"]["uuid"]]
+    rows = report(app)
+    assert rows["(unknown card)"]["shown"] is None and rows["(unknown card)"]["overridden"] == 2
+    with app.extensions["avh"].store.engine.connect() as conn:
+        marks = dict(conn.execute(select(feedback.c.card_uuid, feedback.c.card_known)
+                                  .where(feedback.c.service_id == "avh-order-sign")).all())
+    assert marks == {stranger: False, cards["posterior-fixation"]["uuid"]: True}
+
+
+def test_issued_cards_are_recorded_without_patient_data(app, client):
+    body = hook_request("order-sign", "p-secret", avh_patient("p-secret"),
+                        [service_request("surg-1", "p-secret", CPT, "63046", "Laminectomy")])
+    cards = client.post("/cds-services/avh-order-sign", json=body).json["cards"]
+    with app.extensions["avh"].store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(select(issued_cards))]
+    assert [r["card_uuid"] for r in rows] == [cards[0]["uuid"]]
+    assert set(rows[0]) == {"card_uuid", "service_id", "topic", "hook_instance", "issued_at"}
+    assert (rows[0]["service_id"], rows[0]["topic"], rows[0]["hook_instance"]) == \
+        ("avh-order-sign", "posterior-fixation", body["hookInstance"])
+    assert "p-secret" not in json.dumps(rows, default=str)
+
+
+@pytest.mark.parametrize("entry, where", [
+    ({"outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:00:00Z", "acceptedSuggestions": [{"id": "x"}]}, "card"),
+    ({"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:00:00Z"}, "acceptedSuggestions"),
+    ({"card": "c", "outcome": "ignored", "outcomeTimestamp": "2026-11-24T10:00:00Z"}, "outcome"),
+    ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"}, "outcomeTimestamp"),
+])
+def test_invalid_feedback_is_a_specific_400(client, entry, where):
+    response = post_feedback(client, [entry])
+    assert response.status_code == 400 and where in response.json["message"]
+
+
+def test_feedback_for_an_unknown_service_is_404(client):
+    assert post_feedback(client, [overridden({"uuid": "c"})], service="nope").status_code == 404
+
+
+def test_schema_is_migrated_once(app, storage):
+    second = create_app(Settings.from_env(NO_AUTH, **storage))       # a second worker starting on the same database
+    with second.extensions["avh"].store.engine.connect() as conn:
+        assert conn.execute(select(schema_version.c.version)).scalars().all() == [1]
+    second.extensions["avh"].store.dispose()
+
+
+def _start_store(overrides, start, results):
+    from service import open_store
+    start.wait()
+    results.put(open_store(Settings.from_env(NO_AUTH, **overrides)).start())
+
+
+def test_workers_starting_together_on_an_empty_database_migrate_once(storage):
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    workers = [ctx.Process(target=_start_store, args=(storage, start, results)) for _ in range(5)]
+    for w in workers:
+        w.start()
+    start.set()
+    assert [results.get(timeout=60) for _ in workers] == [True] * 5
+    for w in workers:
+        w.join(timeout=30)
+    url = database_url(storage.get("database_url", ""), storage.get("sqlite_path", Path()))
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(select(schema_version.c.version)).scalars().all() == [1]
+        assert conn.execute(select(feedback.c.id)).all() == []
+    engine.dispose()
+
+
+# --- nothing lost: failures are retriable, concurrency loses nothing ----------------------------
+
+def test_a_locked_sqlite_file_answers_503_then_the_resend_lands(tmp_path):
+    path = tmp_path / "locked.sqlite3"
+    app = create_app(Settings.from_env(NO_AUTH, sqlite_path=path, storage_timeout_seconds=0.2))
+    client = app.test_client()
+    cards = issue_cards(client)
+    blocker = create_engine(f"sqlite:///{path}").raw_connection()
+    blocker.execute("BEGIN EXCLUSIVE")           # another process holds the write lock
+    try:
+        response = post_feedback(client, [accepted(cards["posterior-fixation"])])
+        assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+        assert response.json["error"] == "storage_unavailable" and response.json["retryAfterSeconds"] == 2
+        # Cards are still served while the store is locked (their record is what is lost, logged).
+        assert issue_cards(client, "p2")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    response = post_feedback(client, [accepted(cards["posterior-fixation"])])
+    assert response.status_code == 200 and response.json["stored"] == 1 and response.json["unknownCards"] == []
+    app.extensions["avh"].store.dispose()
+
+
+def test_a_database_recreated_under_the_running_service_is_migrated_again(app, client, storage):
+    cards = issue_cards(client)
+    url = database_url(storage.get("database_url", ""), storage.get("sqlite_path", Path()))
+    _empty(url)                                   # the database was restored empty behind the service's back
+    first = post_feedback(client, [accepted(cards["posterior-fixation"])])
+    assert first.status_code == 503 and first.headers["Retry-After"]
+    again = post_feedback(client, [accepted(cards["posterior-fixation"])])
+    assert again.status_code == 200 and again.json["stored"] == 1
+    assert again.json["unknownCards"] == [cards["posterior-fixation"]["uuid"]]   # the card record went with it
+
+
+def test_postgresql_down_answers_503_not_500(tmp_path):
+    # Nothing listens on this port (within this helper's range): the server is "down".
+    app = create_app(Settings.from_env(NO_AUTH, database_url="postgresql://postgres@127.0.0.1:18399/avh_orders",
+                                       storage_timeout_seconds=1))
+    client = app.test_client()
+    assert issue_cards(client)       # the clinical answer does not depend on the feedback store
+    response = post_feedback(client, [overridden({"uuid": "c"})])
+    assert response.status_code == 503 and response.headers["Retry-After"] and response.is_json
+
+
+def test_a_locked_postgresql_table_answers_503_then_the_resend_lands(postgres_url):
+    app = create_app(Settings.from_env(NO_AUTH, database_url=_empty(postgres_url), storage_timeout_seconds=0.5))
+    client = app.test_client()
+    cards = issue_cards(client)
+    blocker = create_engine(postgres_url).connect()
+    blocker.execute(text("LOCK TABLE avh_feedback IN ACCESS EXCLUSIVE MODE"))
+    try:
+        response = post_feedback(client, [accepted(cards["posterior-fixation"])])
+        assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert post_feedback(client, [accepted(cards["posterior-fixation"])]).json["stored"] == 1
+    app.extensions["avh"].store.dispose()
+
+
+def _feedback_set(cards: dict, n: int) -> list[dict]:
+    """n distinct feedback entries over the issued cards (distinct timestamps)."""
+    out = []
+    for i in range(n):
+        card = list(cards.values())[i % len(cards)]
+        when = f"2026-11-24T12:{i // 60:02d}:{i % 60:02d}Z"
+        out.append(accepted(card, when) if i % 2 else overridden(card, "already-scheduled", when))
+    return out
+
+
+def _post_all(client, entries, barrier, errors):
+    barrier.wait()
+    for entry in entries:
+        # Each entry twice (a replay) and in a shared batch: every worker posts every entry.
+        for _ in range(2):
+            response = post_feedback(client, [entry])
+            for _ in range(20):                          # a retriable answer is resent, as a client would
+                if response.status_code != 503:
+                    break
+                response = post_feedback(client, [entry])
+            if response.status_code != 200:
+                errors.append(response.status_code)
+
+
+def test_concurrent_threads_store_each_feedback_once(app):
+    cards = issue_cards(app.test_client())
+    entries = _feedback_set(cards, 24)
+    barrier, errors = threading.Barrier(6), []
+    threads = [threading.Thread(target=_post_all, args=(app.test_client(), entries[i % 3::3] + entries, barrier, errors))
+               for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    rows = report(app)
+    assert sum(r["accepted"] for r in rows.values()) == 12 and sum(r["overridden"] for r in rows.values()) == 12
+    assert rows["posterior-fixation"]["shown"] == 1 and "(unknown card)" not in rows
+
+
+def _process_worker(settings_overrides, entries, start, results):
+    app = create_app(Settings.from_env(NO_AUTH, **settings_overrides))   # its own pool, as a gunicorn worker
+    errors = []
+    barrier = threading.Barrier(3)
+    threads = [threading.Thread(target=_post_all, args=(app.test_client(), entries, barrier, errors)) for _ in range(3)]
+    start.wait()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.put(errors)
+
+
+def test_concurrent_processes_store_each_feedback_once(app, storage):
+    cards = issue_cards(app.test_client())
+    entries = _feedback_set(cards, 12)
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    workers = [ctx.Process(target=_process_worker, args=(storage, entries, start, results)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    start.set()
+    outcomes = [results.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(timeout=30)
+    assert outcomes == [[], [], []] and all(w.exitcode == 0 for w in workers)
+    rows = report(app)
+    assert sum(r["accepted"] for r in rows.values()) == 6 and sum(r["overridden"] for r in rows.values()) == 6
+    assert sum(x["count"] for r in rows.values() for x in r["overrideReasons"] if x["code"] == "already-scheduled") == 6
+
+
+# --- the report command -----------------------------------------------------------------------
+
+def test_feedback_report_command(app, client, storage, monkeypatch, capsys):
+    cards = issue_cards(client)
+    issue_cards(client, "p2")
+    post_feedback(client, [accepted(cards["posterior-fixation"]), overridden(cards["steroid-duration"]),
+                           overridden({"uuid": "not-ours"}, "not-applicable")])
+    for key, value in storage.items():
+        monkeypatch.setenv(f"AVH_CDS_{key.upper()}", str(value))
+    assert cli.main(["feedback-report", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["database"] == ("sqlite" if "sqlite_path" in storage else "postgresql")
+    topics = {t["topic"]: t for t in data["topics"]}
+    assert topics["posterior-fixation"]["shown"] == 2 and topics["posterior-fixation"]["accepted"] == 1
+    assert topics["steroid-duration"]["overridden"] == 1 and topics["(unknown card)"]["overridden"] == 1
+    assert cli.main(["feedback-report"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["topic", "shown", "accepted", "overridden", "override", "reasons"]
+    assert next(l for l in table if l.startswith("steroid-duration")).split() == \
+        ["steroid-duration", "2", "0", "1", "patient-declined", "x1"]
+    assert table[-1].split() == ["total", "4", "1", "2"]
+
+
+def test_feedback_report_says_when_the_database_is_down(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AVH_CDS_DATABASE_URL", "postgresql://postgres@127.0.0.1:18399/avh_orders")
+    monkeypatch.setenv("AVH_CDS_STORAGE_TIMEOUT_SECONDS", "1")
+    assert cli.main(["feedback-report"]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+
+
+# --- over HTTP: gunicorn workers (forked from a preloaded app) and concurrent clients -----------
+
+def _free_port(candidates) -> int:
+    import socket
+    for port in candidates:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    pytest.fail(f"no free port in {candidates}")
+
+
+@pytest.fixture
+def gunicorn_server(storage, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    port = _free_port(range(18310, 18330))
+    env = {**os.environ, **NO_AUTH, **{f"AVH_CDS_{k.upper()}": str(v) for k, v in storage.items()},
+           "PYTHONPATH": str(Path(__file__).parent.parent)}
+    log_file = tmp_path / "gunicorn.log"      # a file, not a pipe: a full pipe would block the workers
+    with open(log_file, "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--preload", "-w", "3", "--threads", "2",
+                                   "-b", f"127.0.0.1:{port}", "service:create_app()"],
+                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            if server.poll() is not None:
+                pytest.fail(f"gunicorn exited: {log_file.read_text()[-500:]}")
+            try:
+                requests.get(f"{base}/cds-services", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_concurrent_http_posts_to_several_workers_arrive_once(gunicorn_server, storage):
+    import requests
+    from concurrent.futures import ThreadPoolExecutor
+    from service import open_store
+    from service.feedback import build_report
+
+    def issue(pid):
+        drafts = [service_request("surg-1", pid, CPT, "63046", "Laminectomy"),
+                  dexamethasone("dex-1", pid, dosage=[bounds_duration(20)])]
+        response = requests.post(f"{gunicorn_server}/cds-services/avh-order-sign", timeout=10,
+                                 json=hook_request("order-sign", pid, avh_patient(pid), drafts))
+        return {c["source"]["topic"]["code"]: c for c in response.json()["cards"]}
+
+    with ThreadPoolExecutor(8) as pool:
+        issued = list(pool.map(issue, [f"p{i}" for i in range(8)]))
+    entries = [e for cards in issued for e in _feedback_set(cards, 4)]
+
+    def send(entry):
+        with requests.Session() as session:
+            return [session.post(f"{gunicorn_server}/cds-services/avh-order-sign/feedback", json={"feedback": [entry]},
+                                 timeout=30).status_code for _ in range(3)]    # sent, then replayed twice
+    with ThreadPoolExecutor(12) as pool:
+        statuses = [s for batch in pool.map(send, entries + entries) for s in batch]
+    assert set(statuses) == {200}
+    store = open_store(Settings.from_env(NO_AUTH, **storage))
+    rows = {r.topic: r for r in build_report(*store.report_rows())}
+    store.dispose()
+    assert rows["posterior-fixation"].shown == 8 and rows["steroid-duration"].shown == 8
+    assert sum(r.accepted for r in rows.values()) == 16 and sum(r.overridden for r in rows.values()) == 16
+    assert "(unknown card)" not in rows
+
+
+@pytest.mark.parametrize("url", ["mysql+nosuchdriver://u:secret@h/db", "not a url"])
+def test_an_unusable_database_url_stops_the_start_with_a_clear_message(url):
+    with pytest.raises(ValueError, match="AVH_CDS_DATABASE_URL") as failure:
+        create_app(Settings.from_env(NO_AUTH, database_url=url))
+    assert "secret" not in str(failure.value)

@@ -1,0 +1,68 @@
+import pytest
+
+from service.fhir_search import MAX_COUNT, SearchError, answer_query, parse_query, parse_search
+from tests.records import COMPRESSION, HEMANGIOMA, RXNORM, SNOMED, concept, condition, patient
+
+HEM = condition("c1", "p1", HEMANGIOMA)
+CMP = condition("c2", "p1", COMPRESSION)
+OTHER = condition("c3", "p2", HEMANGIOMA)
+UNCODED_SYSTEM = {**condition("c4", "p1", HEMANGIOMA), "code": {"coding": [{"code": "448232005"}]}}
+DEX = {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order",
+       "subject": {"reference": "http://ehr.example/fhir/Patient/p1"},
+       "medicationCodeableConcept": concept(RXNORM, "3264", "dexamethasone")}
+ALL = [patient("p1"), HEM, CMP, OTHER, UNCODED_SYSTEM, DEX]
+
+
+def ids(query):
+    return [r["id"] for r in parse_query(query).select(ALL)]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("Condition?patient=p1", ["c1", "c2", "c4"]),
+    ("Condition?patient=Patient/p1", ["c1", "c2", "c4"]),
+    ("Condition?patient=http://ehr.example/fhir/Patient/p2", ["c3"]),
+    ("Condition?subject=Patient/p2", ["c3"]),
+    ("Condition?subject=Group/p2", []),
+    ("Condition?patient=p1,p2&code=http://snomed.info/sct|71286001", ["c2"]),
+    ("Condition?patient=p1&code=http://snomed.info/sct|448232005,http://snomed.info/sct|71286001", ["c1", "c2"]),
+    ("Condition?patient=p1&code=448232005", ["c1", "c4"]),                 # bare code: any system
+    ("Condition?patient=p1&code=|448232005", ["c4"]),                      # |code: no system
+    ("Condition?code=http://snomed.info/sct|", ["c1", "c2", "c3"]),        # system|: any code of it
+    ("Condition?code=http://loinc.org|448232005", []),
+    ("Condition?code=448232005&code=http://snomed.info/sct|", ["c1", "c3"]),   # repeated = AND
+    ("Condition?_id=c2,c3", ["c2", "c3"]),
+    ("MedicationRequest?patient=p1&code=http://www.nlm.nih.gov/research/umls/rxnorm|3264", ["m1"]),
+    ("Observation?patient=p1", []),
+    ("Condition?patient=p1&_format=json", ["c1", "c2", "c4"]),
+])
+def test_search_semantics(query, expected):
+    assert ids(query) == expected
+
+
+@pytest.mark.parametrize("query, complaint", [
+    ("Condition?patient=p1&date=ge2020", "'date' is not supported"),
+    ("Condition?code:text=hemangioma", "'code:text' is not supported"),
+    ("Condition?patient=", "empty value"),
+    ("Condition?patient=p1,", "empty value"),
+    ("Condition?_count=ten", "_count must be a whole number"),
+    ("Condition?_offset=-1", "must not be negative"),
+])
+def test_unsupported_or_bad_parameters_are_refused(query, complaint):
+    with pytest.raises(SearchError, match=complaint):
+        parse_query(query)
+
+
+def test_paging_parameters():
+    search = parse_search("Condition", [("patient", "p1"), ("_count", "2"), ("_offset", "1")])
+    matched = search.select(ALL)
+    assert [r["id"] for r in search.page(matched)] == ["c2", "c4"]
+    assert search.params(_count=2, _offset=3) == [("patient", "p1"), ("_count", "2"), ("_offset", "3")]
+    assert parse_search("Condition", [("_count", "999999")]).count == MAX_COUNT
+
+
+def test_answer_query_reads_and_searches():
+    assert answer_query("Patient/p1", ALL)["id"] == "p1"
+    assert answer_query("Patient/nobody", ALL) is None
+    bundle = answer_query(f"Condition?patient=p1&code={SNOMED}|71286001", ALL)
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset" and bundle["total"] == 1
+    assert bundle["entry"][0]["resource"]["id"] == "c2"

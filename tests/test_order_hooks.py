@@ -1,0 +1,301 @@
+"""order-select, order-sign, encounter-discharge: draft-order bundles in and out of scope give exactly the expected cards."""
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from service import create_app
+from service.config import Settings
+
+from tests.fhir_builders import (NO_AUTH, CPT, ICD, SCT, UCUM, avh_patient, bounds_duration, condition, day, dexamethasone,
+                           hook_request, procedure, service_request)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """One app for the module: these tests read cards, not the feedback store."""
+    return create_app(Settings.from_env(NO_AUTH, sqlite_path=tmp_path_factory.mktemp("store") / "avh-cds.sqlite3"))
+
+
+RESPONSE_SCHEMA = json.loads((Path(__file__).parent.parent / "service/schemas/response.json").read_text())
+SERVICE = {"order-sign": "avh-order-sign", "order-select": "avh-order-select",
+           "encounter-discharge": "avh-encounter-discharge"}
+
+
+def post(client, body):
+    response = client.post(f"/cds-services/{SERVICE[body['hook']]}", json=body)
+    assert response.status_code == 200, response.json
+    jsonschema.validate(response.json, RESPONSE_SCHEMA)
+    return response.json["cards"]
+
+
+def topics(cards):
+    return sorted(c["source"]["topic"]["code"] for c in cards)
+
+
+def surgery(pid, srid="surg-1", **extra):
+    return service_request(srid, pid, CPT, "63046", "Laminectomy, thoracic", **extra)
+
+
+def fixation(pid, srid="fix-1", **extra):
+    return service_request(srid, pid, CPT, "22842", "Posterior segmental instrumentation", **extra)
+
+
+def embolization(pid, srid="emb-1"):
+    return service_request(srid, pid, CPT, "37243", "Vascular embolization for tumor")
+
+
+def dex_days(pid, days, unit="d", mrid="dex-1"):
+    return dexamethasone(mrid, pid, dosage=[bounds_duration(days, unit)])
+
+
+def metastasis_patient(pid):
+    """Cord compression from a metastasis: no hemangioma, out of scope."""
+    return [{"resourceType": "Patient", "id": pid, "birthDate": "1950-01-01"},
+            condition(f"{pid}-scc", pid, ICD, "G95.20", "Spinal cord compression"),
+            condition(f"{pid}-met", pid, SCT, "94225005", "Secondary malignant neoplasm of vertebral column")]
+
+
+def hemangioma_only_patient(pid):
+    """A vertebral hemangioma with no cord compression: out of scope."""
+    return [r for r in avh_patient(pid, rapid=True) if not r["id"].endswith("-scc")]
+
+
+# --- order-sign -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra_record, extra_drafts, expected", [
+    ([], [], ["posterior-fixation"]),
+    ([], [fixation("p1")], []),                                                            # same draft set
+    ([procedure("fx", "p1", CPT, "22842", "Posterior instrumentation", -400)], [], []),   # on record
+    ([fixation("p1", "fx-signed", status="active")], [], []),                             # signed order on record
+], ids=["no-fixation", "fixation-drafted", "fixation-done", "fixation-ordered"])
+def test_surgery_order_needs_posterior_fixation(client, extra_record, extra_drafts, expected):
+    body = hook_request("order-sign", "p1", avh_patient("p1") + extra_record, [surgery("p1")] + extra_drafts)
+    assert topics(post(client, body)) == expected
+
+
+def test_posterior_fixation_card_completes_the_draft_order(client):
+    draft = surgery("p1", priority="urgent")
+    [card] = post(client, hook_request("order-sign", "p1", avh_patient("p1"), [draft]))
+    assert card["indicator"] == "warning" and card["summary"].startswith("Spine surgery order for AVH at T7")
+    assert "ServiceRequest/surg-1" in card["detail"] and card["selectionBehavior"] == "at-most-one"
+    update, create = card["suggestions"]
+    [action] = update["actions"]
+    assert action["type"] == "update" and update["isRecommended"] is True
+    updated = action["resource"]
+    assert updated["id"] == "surg-1" and updated["code"] == draft["code"] and updated["priority"] == "urgent"
+    assert {"system": SCT, "code": "448944002", "display": "Posterior instrumented fusion of spine"} \
+        in updated["orderDetail"][-1]["coding"]
+    [action] = create["actions"]
+    new = action["resource"]
+    assert action["type"] == "create" and new["resourceType"] == "ServiceRequest"
+    assert new["code"]["coding"][0]["code"] == "448944002" and new["subject"] == {"reference": "Patient/p1"}
+    assert new["reasonReference"] == [{"reference": "Condition/p1-hem"}]
+
+
+def test_accepting_the_update_silences_the_card(client):
+    [card] = post(client, hook_request("order-sign", "p1", avh_patient("p1"), [surgery("p1")]))
+    updated = card["suggestions"][0]["actions"][0]["resource"]
+    assert post(client, hook_request("order-sign", "p1", avh_patient("p1"), [updated])) == []
+
+
+def test_embolization_order_while_deteriorating_rapidly_is_deferred(client):
+    [card] = post(client, hook_request("order-sign", "p2", avh_patient("p2", rapid=True), [embolization("p2")]))
+    assert card["source"]["topic"]["code"] == "embolization-deferred"
+    assert card["summary"].startswith("Embolization order while the deficit progresses rapidly")
+    [suggestion] = card["suggestions"]
+    assert suggestion["actions"] == [{"type": "delete", "resourceId": "ServiceRequest/emb-1",
+                                      "description": suggestion["label"] + ": ServiceRequest/emb-1"}]
+    assert "Rapidly progressive neurologic deficit" in card["detail"]
+
+
+def test_embolization_order_for_a_stable_patient_is_fine(client):
+    assert post(client, hook_request("order-sign", "p2", avh_patient("p2"), [embolization("p2")])) == []
+
+
+@pytest.mark.parametrize("dosage, extra, expected_days", [
+    ([bounds_duration(21)], {}, "21"),
+    ([bounds_duration(3, "wk")], {}, "21"),
+    ([bounds_duration(1, "mo")], {}, "30.4"),
+    ([{"timing": {"repeat": {"boundsDuration": {"value": 2, "unit": "weeks"}}}}], {}, "14"),   # `unit` text only
+    ([{"timing": {"repeat": {"boundsDuration": {"value": 3, "unit": "Weeks", "code": "WEEK"}}}}], {}, "21"),  # odd code
+    ([{"timing": {"repeat": {"boundsPeriod": {"start": day(0), "end": day(19)}}}}], {}, "20"),  # end date inclusive
+    ([], {"dispenseRequest": {"expectedSupplyDuration": {"value": 14, "unit": "days", "system": UCUM, "code": "d"}}},
+     "14"),
+    ([bounds_duration(3, sequence=1), bounds_duration(11, sequence=2)], {}, "14"),              # steps add up
+], ids=["21d", "3wk", "1mo", "unit-text", "unit-after-odd-code", "period", "supply", "steps"])
+def test_dexamethasone_longer_than_13_days_warns(client, dosage, extra, expected_days):
+    draft = dexamethasone("dex-1", "p3", dosage=dosage, **extra)
+    [card] = post(client, hook_request("order-sign", "p3", avh_patient("p3"), [draft]))
+    assert card["source"]["topic"]["code"] == "steroid-duration"
+    assert card["summary"] == f"Dexamethasone order for {expected_days} days exceeds the 13-day course (3 days + 10-day taper)"
+    [action] = card["suggestions"][0]["actions"]
+    assert action["type"] == "update" and action["resource"]["id"] == "dex-1"
+    # The shortened order, posted again, is within the course.
+    assert post(client, hook_request("order-sign", "p3", avh_patient("p3"), [action["resource"]])) == []
+
+
+@pytest.mark.parametrize("dosage, extra", [
+    ([bounds_duration(13)], {}),
+    ([bounds_duration(1, "wk")], {}),
+    ([{"timing": {"repeat": {"boundsPeriod": {"start": day(0), "end": day(12)}}}}], {}),
+    ([bounds_duration(10)], {"dispenseRequest": {"expectedSupplyDuration": {"value": 30, "unit": "d"}}}),  # bounds win
+    ([{"sequence": 1, "timing": {"repeat": {"count": 1}}}, bounds_duration(3, sequence=2), bounds_duration(10, sequence=3)], {}),
+    ([{"text": "as directed"}], {}),                                                            # no duration stated
+], ids=["13d", "1wk", "period-13", "bounds-over-supply", "pathway-regimen", "no-duration"])
+def test_dexamethasone_within_the_course_is_silent(client, dosage, extra):
+    draft = dexamethasone("dex-1", "p3", dosage=dosage, **extra)
+    assert post(client, hook_request("order-sign", "p3", avh_patient("p3"), [draft])) == []
+
+
+def test_dexamethasone_course_is_capped_step_by_step():
+    from service.clinical.orders import course_days, shortened
+    order = dexamethasone("d", "p", dosage=[bounds_duration(3, sequence=1), bounds_duration(10, sequence=2),
+                                            bounds_duration(7, sequence=3)])
+    assert course_days(order) == 20
+    short = shortened(order)
+    assert course_days(short) == 13 and [d["sequence"] for d in short["dosageInstruction"]] == [1, 2]
+    period = dexamethasone("d", "p", dosage=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-01-01", "end": "2026-01-31"}}}}])
+    assert shortened(period)["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"] == {"start": "2026-01-01", "end": "2026-01-13"}
+
+
+def test_all_three_order_warnings_at_once(client):
+    drafts = [surgery("p4"), embolization("p4"), dex_days("p4", 20)]
+    cards = post(client, hook_request("order-sign", "p4", avh_patient("p4", rapid=True), drafts))
+    assert topics(cards) == ["embolization-deferred", "posterior-fixation", "steroid-duration"]
+    assert all(c["overrideReasons"] and all(r["display"] for r in c["overrideReasons"]) for c in cards)
+
+
+@pytest.mark.parametrize("record", [metastasis_patient("p5"), hemangioma_only_patient("p5")], ids=["metastasis", "no-compression"])
+@pytest.mark.parametrize("hook", ["order-sign", "order-select"])
+def test_out_of_scope_patients_get_no_card(client, record, hook):
+    drafts = [surgery("p5"), embolization("p5"), dex_days("p5", 30)]
+    body = hook_request(hook, "p5", record, drafts, selections=[f"ServiceRequest/surg-1", "ServiceRequest/emb-1",
+                                                                 "MedicationRequest/dex-1"])
+    assert post(client, body) == []
+
+
+def test_drafts_for_another_patient_or_withdrawn_are_ignored(client):
+    drafts = [surgery("someone-else", "s-other"), surgery("p1", "s-revoked", status="revoked")]
+    assert post(client, hook_request("order-sign", "p1", avh_patient("p1"), drafts)) == []
+
+
+def test_dexamethasone_via_contained_medication(client):
+    draft = dexamethasone("dex-1", "p3", dosage=[bounds_duration(20)])
+    draft.pop("medicationCodeableConcept")
+    draft["contained"] = [{"resourceType": "Medication", "id": "m", "code": {"coding": [
+        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197582"}]}}]
+    draft["medicationReference"] = {"reference": "#m"}
+    assert topics(post(client, hook_request("order-sign", "p3", avh_patient("p3"), [draft]))) == ["steroid-duration"]
+
+
+# --- order-select -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("selections, expected", [
+    (["MedicationRequest/dex-1"], ["steroid-duration"]),
+    (["ServiceRequest/surg-1"], ["posterior-fixation"]),
+    (["http://ehr.example/fhir/ServiceRequest/emb-1"], ["embolization-deferred"]),
+    (["ServiceRequest/surg-1", "MedicationRequest/dex-1"], ["posterior-fixation", "steroid-duration"]),
+    (["ServiceRequest/not-there"], []),
+])
+def test_order_select_speaks_only_of_the_selected_orders(client, selections, expected):
+    drafts = [surgery("p6"), embolization("p6"), dex_days("p6", 28)]
+    body = hook_request("order-select", "p6", avh_patient("p6", rapid=True), drafts, selections)
+    assert topics(post(client, body)) == expected
+
+
+def test_order_select_counts_fixation_elsewhere_in_the_draft_set(client):
+    body = hook_request("order-select", "p6", avh_patient("p6"), [surgery("p6"), fixation("p6")],
+                        ["ServiceRequest/surg-1"])
+    assert post(client, body) == []
+
+
+# --- encounter-discharge ----------------------------------------------------------------------
+
+def operated(pid, **kw):
+    return avh_patient(pid, **kw) + [procedure(f"{pid}-op", pid, CPT, "63046", "Laminectomy", -5)]
+
+
+@pytest.mark.parametrize("record, expected", [
+    (operated("p7"), ["adjuvant-radiotherapy"]),
+    (operated("p7") + [service_request("rt", "p7", SCT, "33195004", "Radiotherapy", status="active")], []),
+    (operated("p7") + [service_request("rt", "p7", SCT, "33195004", "Radiotherapy", status="draft")],
+     ["adjuvant-radiotherapy"]),                                       # a draft is not a plan
+    (operated("p7") + [procedure("rt", "p7", CPT, "77412", "Radiation treatment delivery", -1)], []),
+    (avh_patient("p7"), []),                                           # not operated
+    (metastasis_patient("p7") + [procedure("p7-op", "p7", CPT, "63046", "Laminectomy", -5)], []),
+], ids=["no-radiotherapy", "planned", "draft-only", "given", "not-operated", "out-of-scope"])
+def test_discharge_after_surgery_needs_radiotherapy(client, record, expected):
+    assert topics(post(client, hook_request("encounter-discharge", "p7", record))) == expected
+
+
+def test_discharge_card_suggests_the_referral(client):
+    [card] = post(client, hook_request("encounter-discharge", "p7", operated("p7")))
+    assert card["summary"] == "Discharge after AVH surgery (5 days ago) with no radiotherapy planned: refer for 30 Gy/10 fractions"
+    [suggestion] = card["suggestions"]
+    resource = suggestion["actions"][0]["resource"]
+    assert resource["code"]["coding"][0]["code"] == "33195004" and resource["subject"]["reference"] == "Patient/p7"
+
+
+def test_unreadable_procedures_withhold_the_absence_based_order_check(client):
+    body = hook_request("order-sign", "p1", avh_patient("p1"), [surgery("p1"), dex_days("p1", 20)])
+    body["prefetch"]["procedures"] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}
+    assert topics(post(client, body)) == ["data-unavailable", "steroid-duration"]
+    body = hook_request("encounter-discharge", "p7", operated("p7"))
+    body["prefetch"]["procedures"] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}
+    assert topics(post(client, body)) == ["data-unavailable"]
+
+
+def test_discovery_lists_the_three_order_time_services(client):
+    services = {s["id"]: s for s in client.get("/cds-services").json["services"]}
+    for hook, sid in SERVICE.items():
+        assert services[sid]["hook"] == hook and services[sid]["description"] and services[sid]["title"]
+        assert services[sid]["prefetch"]["patient"] == "Patient/{{context.patientId}}"
+    assert "22842" in services["avh-order-sign"]["prefetch"]["serviceRequests"]
+
+
+@pytest.mark.parametrize("hook", ["order-sign", "order-select"])
+def test_malformed_draft_orders_are_a_specific_400_or_ignored(client, hook):
+    body = hook_request(hook, "p1", avh_patient("p1"), [], ["ServiceRequest/x"])
+    body["context"]["draftOrders"] = {"resourceType": "Patient"}
+    response = client.post(f"/cds-services/{SERVICE[hook]}", json=body)
+    assert response.status_code == 400 and "draftOrders" in response.json["message"]
+    body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "ServiceRequest",
+                                      "code": {"coding": "not-a-list"}}}, "junk", {"resource": {"resourceType": "MedicationRequest",
+                                      "medicationCodeableConcept": {"coding": [{"system": 1, "code": ["x"]}]}}},
+                                      {"resource": {"resourceType": "ServiceRequest", "status": ["draft"], "id": ["x"]}},
+                                      {"resource": {"resourceType": "MedicationRequest", "status": "draft", "contained": [
+                                          {"resourceType": "Medication", "id": ["m"]}], "medicationReference": {"reference": "#m"}}}]}
+    assert post(client, body) == []
+
+
+def test_every_card_of_every_hook_carries_the_override_reasons(client):
+    reasons = json.loads((Path(__file__).parent.parent / "cards/override-reasons.json").read_text())["overrideReasons"]
+    outage = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}
+    bodies = [hook_request("order-sign", "p4", avh_patient("p4", rapid=True), [surgery("p4"), embolization("p4"), dex_days("p4", 20)]),
+              hook_request("encounter-discharge", "p7", operated("p7")),
+              hook_request("order-sign", "p1", avh_patient("p1"), [surgery("p1")])]
+    bodies[2]["prefetch"]["procedures"] = outage      # the "record partly unavailable" card too
+    cards = [card for body in bodies for card in post(client, body)]
+    assert len(cards) == 5
+    for card in cards:
+        assert card["overrideReasons"] == reasons
+    codes = [r["code"] for r in reasons]
+    assert len(set(codes)) == len(codes) >= 4 and all(r["system"] and r["display"] for r in reasons)
+
+
+# seed-trace.md rows 11, 14, 16 and 25 name order-sign and discharge: the order-time card says what the source says.
+@pytest.mark.parametrize("row, hook, record, drafts, topic, says", [
+    (11, "order-sign", avh_patient("p8"), [surgery("p8")], "posterior-fixation",
+     "Never perform surgery without posterior fixation"),
+    (14, "order-sign", avh_patient("p8", rapid=True), [embolization("p8")], "embolization-deferred",
+     "proceed directly to surgery without waiting for embolization"),
+    (16, "encounter-discharge", operated("p8"), None, "adjuvant-radiotherapy", "Postoperative radiotherapy is mandatory"),
+    (25, "order-sign", avh_patient("p8"), [dex_days("p8", 15)], "steroid-duration",
+     "Avoid prolonged high-dose steroid courses beyond the initial treatment period"),
+])
+def test_seed_trace_at_order_time(client, row, hook, record, drafts, topic, says):
+    [card] = post(client, hook_request(hook, "p8", record, drafts))
+    assert card["source"]["topic"]["code"] == topic
+    assert says in card["detail"], f"seed-trace row {row}"

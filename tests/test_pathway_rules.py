@@ -1,0 +1,132 @@
+"""pathway.md section 4 at the pure level: facts -> decisions, and every fixture through the engine."""
+import random
+
+import pytest
+
+from service.cards import template_variables
+from service.clinical.pathway import decide_chart
+from service.prefetch import Prefetched
+from tests.pathway_builders import (CPT, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day, decompression,
+                                 dexamethasone, facts_of, hemangioma, in_pathway, procedure, report,
+                                 service_request, walking)
+from tests.fixture_cards import ENGINE, all_fixtures, chart_cards
+
+PRE_OP_ALL = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta", "preop-embolization"}
+
+
+def decided(facts):
+    decisions, unchecked = decide_chart(facts)
+    assert unchecked == []
+    return {d.topic for d in decisions}
+
+
+@pytest.mark.parametrize("fx", all_fixtures(), ids=lambda f: f.name)
+def test_fixture_bundle_as_a_whole_gives_its_expected_cards(fx):
+    """The whole bundle (vitals, labs, unrelated problems included) at a fixed now: selection works."""
+    assert {c["source"]["topic"]["code"] for c in chart_cards(fx)} == fx.expected_topics
+
+
+@pytest.mark.parametrize("fx", all_fixtures(), ids=lambda f: f.name)
+def test_resource_order_never_changes_the_cards(fx):
+    resources = fx.resources()
+    for order in (resources[::-1], random.Random(fx.name).sample(resources, len(resources))):
+        facts = ENGINE.facts(Prefetched(resources=order), fx.patient_id, NOW)
+        assert {c["source"]["topic"]["code"] for c in ENGINE.chart_cards(facts, "http://x/p")} == fx.expected_topics
+
+
+@pytest.mark.parametrize("fx", [f for f in all_fixtures() if f.expected_topics], ids=lambda f: f.name)
+def test_every_summary_variant_fits_for_every_patient(fx):
+    """No summary template, under any flag, overflows 140 characters with this patient's facts."""
+    facts = ENGINE.facts(Prefetched(resources=fx.resources()), fx.patient_id, NOW)
+    variables = template_variables(facts)
+    for topic, definition in ENGINE.library.definitions.items():
+        for variant in definition.data["summary"]:
+            text = variant["text"].format_map(variables)
+            assert len(text) < 140, (topic, text)
+
+
+def test_pre_operative_patient_with_nothing_on_record_gets_the_whole_workup():
+    assert decided(in_pathway()) == PRE_OP_ALL
+
+
+def test_each_workup_item_on_record_silences_its_own_card_only():
+    assert decided(in_pathway(dexamethasone(day(1)))) == PRE_OP_ALL - {"corticosteroids"}
+    assert decided(in_pathway(report(LOINC, "36400-0", day(1)))) == PRE_OP_ALL - {"spine-mri"}
+    assert decided(in_pathway(report(LOCAL, "ct-angiography-spine", day(1)))) == PRE_OP_ALL - {"preop-cta"}
+    assert decided(in_pathway(procedure(CPT, "61624", day(1)))) == PRE_OP_ALL - {"preop-embolization"}
+
+
+def test_rapid_deterioration_swaps_embolization_for_going_straight_to_surgery():
+    rapid = in_pathway(walking("ambulatory", ago(2)), walking("non-ambulatory", ago(1)))
+    assert decided(rapid) == PRE_OP_ALL - {"preop-embolization"} | {"embolization-deferred"}
+    # an embolization already done does not change the advice not to wait for one
+    assert "embolization-deferred" in decided(
+        in_pathway(walking("ambulatory", ago(2)), walking("non-ambulatory", ago(1)), procedure(CPT, "37243", ago(1))))
+
+
+def test_operated_patient_gets_only_post_operative_cards():
+    assert decided(in_pathway(decompression(day(3)))) == {"adjuvant-radiotherapy", "posterior-fixation"}
+    assert decided(in_pathway(decompression(day(3)), procedure(SNOMED, "55705006", day(3)))) == {"adjuvant-radiotherapy"}
+    done = in_pathway(decompression(day(3)), procedure(CPT, "22843", day(3)), procedure(CPT, "77412", day(1)))
+    assert decided(done) == set()
+
+
+def test_planned_radiotherapy_counts_but_a_draft_does_not():
+    fixed = (decompression(day(3)), procedure(CPT, "22840", day(3)))
+    assert decided(in_pathway(*fixed, service_request(CPT, "77385", day(1)))) == set()
+    assert decided(in_pathway(*fixed, service_request(CPT, "77385", day(1), status="draft"))) == {"adjuvant-radiotherapy"}
+
+
+def test_steroid_duration_fires_before_or_after_surgery():
+    assert "steroid-duration" in decided(in_pathway(dexamethasone(day(14))))
+    assert decided(in_pathway(dexamethasone(day(14)), decompression(day(3)), procedure(CPT, "22842", day(3)),
+                              procedure(CPT, "77427", day(1)))) == {"steroid-duration"}
+
+
+def test_unconfirmed_diagnosis_adds_the_differential_card():
+    for status in ("provisional", "differential", "unconfirmed"):
+        facts = facts_of(hemangioma(verification=status, onset=day(3)), compression())
+        assert decided(facts) == PRE_OP_ALL | {"differential-diagnosis"}
+
+
+def test_out_of_scope_patient_is_silent_whatever_else_is_on_record():
+    metastasis = condition(concept(SNOMED, "94222008"))
+    facts = facts_of(metastasis, compression(), dexamethasone(day(20)), decompression(day(2)))
+    assert decide_chart(facts) == ([], [])
+
+
+def test_missing_procedures_withhold_every_stage_card_instead_of_guessing():
+    facts = in_pathway(unavailable={"Procedure"})
+    decisions, unchecked = decide_chart(facts)
+    assert {d.topic for d in decisions} == set()
+    assert {u.topic for u in unchecked} >= {"surgical-decompression", "adjuvant-radiotherapy"}
+
+
+VERTEBRA = {"T1": "64864005", "T3": "1626008", "T4": "73071006", "T5": "56401006", "T6": "45296009",
+            "T7": "62487009", "T9": "82687006", "T11": "12989004", "T12": "23215003"}
+
+
+def _summaries(facts):
+    variables = template_variables(facts)
+    return [v["text"].format_map(variables) for d in ENGINE.library.definitions.values() for v in d.data["summary"]]
+
+
+@pytest.mark.parametrize("levels, text", [
+    (("T5",), "T5"),
+    (("T3", "T4", "T5", "T6"), "T3-T6"),
+    (("T3", "T4", "T5", "T9"), "T3-T5, T9"),
+    (("T1", "T3", "T5", "T7"), "4 levels, T1 to T7"),
+])
+def test_levels_are_named_briefly(levels, text):
+    sites = [concept(SNOMED, VERTEBRA[lv]) for lv in levels]
+    facts = facts_of(hemangioma(sites=sites), compression())
+    assert template_variables(facts)["level"] == text
+    assert all(len(s) < 140 for s in _summaries(facts))
+
+
+def test_many_levels_named_in_text_still_fit_every_summary():
+    """Eight lesions named in the code text would overflow the summaries (and be cut mid-word) if listed."""
+    text = "Multiple vertebral hemangiomas C3, C5, T2, T4, T8, T10, L1, L3"
+    facts = facts_of(hemangioma(code=concept(SNOMED, "448232005", text), sites=[]), compression())
+    assert template_variables(facts)["level"] == "8 levels, C3 to L3"
+    assert all(len(s) < 140 for s in _summaries(facts))

@@ -1,0 +1,129 @@
+"""Input limits (body size, JSON depth, prefetch resources) and JSON-line logs without secrets."""
+import io
+import json
+import logging
+import re
+import uuid
+
+import pytest
+
+from tests.security_support import FHIR, INVOKE, bearer, hook_request, http, loopback_only, make_app, token
+from service import create_app
+from service.config import Settings
+from service.security.limits import json_depth, prefetch_resource_count
+from service.security.logs import JsonLinesFormatter
+
+__all__ = ["http", "loopback_only"]
+
+
+def off_client(**env):
+    return create_app(Settings.from_env({"AVH_CDS_AUTH": "off", **env})).test_client()
+
+
+def nested(depth: int):
+    value = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def test_body_larger_than_the_limit_is_413_json():
+    client = off_client(AVH_CDS_MAX_BODY_BYTES="2000")
+    body = hook_request()
+    body["extension"] = {"padding": "x" * 3000}
+    response = client.post(INVOKE, json=body)
+    assert response.status_code == 413 and response.json["error"] == "body_too_large"
+    body["extension"] = {"padding": "x" * 10}
+    assert client.post(INVOKE, json=body).status_code == 200
+
+
+def test_json_nested_deeper_than_the_limit_is_400_json():
+    client = off_client(AVH_CDS_MAX_JSON_DEPTH="12")
+    body = hook_request()
+    body["extension"] = nested(12)
+    response = client.post(INVOKE, json=body)
+    assert response.status_code == 400 and response.json["error"] == "json_too_deep"
+    body["extension"] = nested(8)
+    assert client.post(INVOKE, json=body).status_code == 200
+    feedback = {"feedback": [{"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-24T00:00:00Z",
+                              "extension": nested(20)}]}
+    assert client.post(INVOKE + "/feedback", json=feedback).json["error"] == "json_too_deep"
+
+
+def test_nesting_beyond_the_parsers_recursion_limit_is_still_a_4xx():
+    response = off_client().post(INVOKE, data="[" * 100_000 + "]" * 100_000, content_type="application/json")
+    assert 400 <= response.status_code < 500 and response.json["error"]
+
+
+def test_more_prefetch_resources_than_the_limit_is_413_json():
+    client = off_client(AVH_CDS_MAX_PREFETCH_RESOURCES="3")
+    body = hook_request()                       # a Patient and a Bundle of two Conditions: 3 resources
+    assert client.post(INVOKE, json=body).status_code == 200
+    body["prefetch"]["observations"] = {"resourceType": "Observation", "id": "o-1"}
+    response = client.post(INVOKE, json=body)
+    assert response.status_code == 413 and response.json["error"] == "too_many_resources"
+
+
+def test_depth_and_resource_counting():
+    assert json_depth(1) == 0 and json_depth({}) == 1 and json_depth([[], {"a": [1]}]) == 3
+    assert json_depth(nested(5000)) == 5000                  # no recursion: deep input cannot crash the check
+    assert prefetch_resource_count(hook_request()) == 3
+    assert prefetch_resource_count({"prefetch": {"a": None, "b": {"resourceType": "Bundle"}}}) == 1
+
+
+@pytest.fixture
+def log_lines():
+    """Everything any logger writes during the test, as the JSON lines production would print."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLinesFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield lambda: stream.getvalue()
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+
+
+def test_logs_are_json_lines_without_tokens_or_patient_data(tmp_path, http, log_lines):
+    http.get(re.compile(re.escape(FHIR) + r"/.*"), json={"resourceType": "Bundle", "type": "searchset"})
+    client = make_app(tmp_path).test_client()
+    access_token = "fhir-access-" + uuid.uuid4().hex
+    body = hook_request(patient_name=("Zebulon", "Quixotefamily"), fhir_server=FHIR,
+                        prefetch_keys=("patient", "conditions"),
+                        fhirAuthorization={"access_token": access_token, "token_type": "Bearer", "expires_in": 300,
+                                           "scope": "patient/*.read", "subject": "avh-cds"})
+    body["prefetch"]["conditions"]["entry"].append({"resource": {    # invalid FHIR: named in the log by type and id
+        "resourceType": "Condition", "id": "c-bad", "subject": {"reference": "Patient/pt-1"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "71286001"}]}, "onsetDateTime": "Zebulon"}})
+    good, bad = token(), token(iss="https://attacker.test")
+    assert client.post(INVOKE, json=body, headers=bearer(good)).status_code == 200
+    assert http.calls and all(c.request.headers["Authorization"] == f"Bearer {access_token}" for c in http.calls)
+    assert client.post(INVOKE, json=body, headers=bearer(bad)).status_code == 401
+    assert client.post(INVOKE, json=body, headers=bearer(good)).status_code == 401     # replay
+    text = log_lines()
+    for secret in (good, bad, good.split(".")[1], good.split(".")[2], access_token, "Zebulon", "Quixotefamily",
+                   "MRN-99887766", "1931-02-03"):
+        assert secret not in text
+    lines = [json.loads(line) for line in text.splitlines()]           # every line is one JSON object
+    calls = [line for line in lines if line.get("event") == "cds_call"]
+    assert [c["status"] for c in calls] == [200, 401, 401]
+    served = calls[0]
+    assert served["service"] == "avh-patient-view" and served["hookInstance"] == body["hookInstance"]
+    assert served["topics"] and served["ms"] >= 0 and served["iss"] == "https://ehr.test"
+    assert calls[1]["auth_failure"] == "iss not trusted" and calls[2]["auth_failure"] == "jti replayed"
+    assert any("c-bad" in line.get("msg", "") for line in lines)
+
+
+def test_an_unauthenticated_caller_gets_401_before_its_body_is_looked_at(tmp_path, monkeypatch):
+    import service.security as security
+    parsed = []
+    monkeypatch.setattr(security, "check_limits", lambda *args: parsed.append(args))
+    client = make_app(tmp_path, AVH_CDS_MAX_JSON_DEPTH="3").test_client()
+    body = hook_request()
+    body["extension"] = nested(10)
+    assert client.post(INVOKE, json=body).status_code == 401
+    assert not parsed
+    assert client.post(INVOKE, json=body, headers=bearer(token())).status_code == 200    # the stub lets it by
+    assert len(parsed) == 1
