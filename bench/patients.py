@@ -13,6 +13,7 @@ import random
 import uuid
 
 PATIENT_ID = "bench-avh-1"
+FHIR_SERVER = "https://ehr.example.org/fhir"
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
@@ -164,7 +165,7 @@ def patient_view_request(n: int, seed: int = 0, today: dt.date | None = None, pa
     return {
         "hook": "patient-view",
         "hookInstance": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "fhirServer": "https://ehr.example.org/fhir",
+        "fhirServer": FHIR_SERVER,
         "context": {"patientId": patient_id, "userId": "Practitioner/bench-practitioner"},
         "prefetch": {"patient": patient, **{key: _bundle(items) for key, items in by_key.items()}},
     }

@@ -12,21 +12,27 @@ import io
 import logging
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import orjson
 
-from .patients import patient_view_request
+from .patients import FHIR_SERVER, patient_view_request
 
 SERVICE_PATH = "/cds-services/avh-patient-view"
 
 
 def bench_settings_env(max_body_bytes: int = 64 << 20, **more: str) -> dict[str, str]:
-    """The environment the benchmark runs the service with (auth off: the benchmark measures the pathway).
+    """The environment the benchmark runs the service with.
 
-    The body limit is raised because 10,000 resources are 7 MB, over the 5 MB default.
+    Auth off (the benchmark measures the pathway, not JWT checks); the body and prefetch limits raised,
+    because 10,000 resources are 7 MB and over the 5,000-resource default; the synthetic EHR's fhirServer
+    allowed (it is never contacted: every key is prefetched); the feedback store in a scratch file.
     """
     return {"AVH_CDS_AUTH": "off", "AVH_CDS_MAX_BODY_BYTES": str(max_body_bytes),
+            "AVH_CDS_MAX_PREFETCH_RESOURCES": "100000", "AVH_CDS_FHIR_SERVERS": FHIR_SERVER,
+            "AVH_CDS_SQLITE_PATH": str(Path(tempfile.gettempdir()) / f"avh-cds-bench-{os.getpid()}.sqlite3"),
             **{f"AVH_CDS_{k.upper()}": v for k, v in more.items()}}
 
 

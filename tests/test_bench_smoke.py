@@ -19,9 +19,9 @@ def test_synthetic_request_holds_n_resources_and_an_in_scope_patient():
     assert patient_view_request(200, seed=3) == request          # deterministic: runs compare
 
 
-def test_sweep_answers_the_in_scope_patient_with_cards(app):
+def test_sweep_answers_the_in_scope_patient_with_cards():
     body = orjson.dumps(patient_view_request(40))
-    status, data = sweep.call(app, body)
+    status, data = sweep.call(sweep.make_app(), body)
     assert status.startswith("200")
     assert "surgical-decompression" in {c["source"]["topic"]["code"] for c in orjson.loads(data)["cards"]}
 

@@ -39,3 +39,14 @@ def test_app_responses_use_it(client):
     response = client.get("/cds-services")
     assert response.mimetype == "application/json"
     assert response.data.startswith(b'{"services":[{')       # compact, in insertion order
+
+
+def test_integers_over_64_bits_are_written_as_flask_would(app):
+    ours, flasks = OrjsonProvider(app), DefaultJSONProvider(app)
+    assert json.loads(ours.dumps({"n": 2 ** 70})) == json.loads(flasks.dumps({"n": 2 ** 70})) == {"n": 2 ** 70}
+
+
+def test_what_no_encoder_can_write_is_still_a_type_error(app):
+    import pytest
+    with pytest.raises(TypeError):
+        OrjsonProvider(app).dumps({"x": object()})

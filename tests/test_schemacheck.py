@@ -49,6 +49,7 @@ def test_other_validator_methods_are_jsonschemas():
 
 
 def test_a_bad_request_answers_400_naming_the_problem(client):
-    response = client.post("/cds-services/avh-patient-view", json={**GOOD, "hookInstance": "nope"})
+    body = {k: v for k, v in GOOD.items() if k != "fhirServer"}
+    response = client.post("/cds-services/avh-patient-view", json={**body, "hookInstance": "nope"})
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request" and "hookInstance" in response.json["message"]

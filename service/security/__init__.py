@@ -21,6 +21,7 @@ from flask_cors import CORS
 from ..config import Settings
 from ..errors import ApiError
 from .issuers import FhirServerPolicy, SecurityConfigError, development_policy, load_issuers
+from ..jsonbody import request_json
 from .limits import check_limits
 from .logs import access_log
 from .replay import ReplayStoreUnavailable, replay_cache
@@ -125,7 +126,7 @@ def _guard():
 
 def _check_body(security: Security) -> None:
     try:
-        body = json.loads(request.get_data(cache=True))
+        body = request_json()
     except (ValueError, RecursionError):
         return                              # the route answers 400 naming the problem
     check_limits(body, security.settings.max_json_depth, security.settings.max_prefetch_resources)
