@@ -53,8 +53,10 @@ def _fetch_concurrency() -> dict | None:
     """Run the data-access benchmark when it exists; keep its JSON if it prints some, else its text."""
     if not (HERE / "fetch_concurrency.py").exists():
         return None
-    done = subprocess.run([sys.executable, "-m", "bench.fetch_concurrency"], cwd=HERE.parent, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+    port = http.free_port(18690, 18700)
+    done = subprocess.run([sys.executable, "-m", "bench.fetch_concurrency", "--port", str(port)], cwd=HERE.parent,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(HERE.parent)})
     try:
         return {"exit_code": done.returncode, "result": json.loads(done.stdout)}
     except ValueError:
@@ -79,7 +81,8 @@ def run(args) -> dict:
     if "http" not in args.skip:
         results["http"] = http.throughput(typical, settings, args.concurrency, args.seconds, args.rounds)
     if "memory" not in args.skip:
-        checkpoints = (1, args.memory_requests // 10, args.memory_requests)
+        step = args.memory_requests // 10
+        checkpoints = (1, *range(step, args.memory_requests + 1, step))
         bodies = [orjson.dumps(patient_view_request(TYPICAL_N, seed=i, patient_id=f"bench-avh-{i}"))
                   for i in range(args.memory_patients)]
         results["memory"] = http.memory(bodies, settings, args.memory_requests, checkpoints)
@@ -120,9 +123,10 @@ def table(results: dict) -> str:
         rss = ", ".join(f"after {k}: {v / 1024:.1f} MiB" for k, v in m["rss_kib"].items())
         lines += ["", f"Worker memory (RSS, {m['distinct_patients']} distinct patients in turn): {rss}; "
                       f"growth {m['between'][0]}->{m['between'][1]}: {m['growth_fraction'] * 100:.1f} %"]
-    if results.get("fetch_concurrency"):
-        lines += ["", "Fetch concurrency (bench/fetch_concurrency.py): "
-                  + json.dumps(results["fetch_concurrency"])[:1500]]
+    fetch = results.get("fetch_concurrency")
+    if fetch:
+        shown = fetch["output"].strip() if "output" in fetch else json.dumps(fetch["result"], indent=1)
+        lines += ["", f"Fetch concurrency (python -m bench.fetch_concurrency, exit {fetch['exit_code']}):", shown]
     return "\n".join(lines)
 
 

@@ -164,7 +164,7 @@ def _summary(concurrency: int, rounds: list[dict]) -> dict:
             "errors": sum(r["errors"] for r in rounds), "per_round": rounds}
 
 
-def memory(bodies: list[bytes], settings: list[str], requests: int = 10_000, checkpoints=(1, 1000, 10_000),
+def memory(bodies: list[bytes], settings: list[str], requests: int = 10_000, checkpoints=(1, 1000, 5000, 10_000),
            ports=(18600, 18650)) -> dict:
     """RSS of one worker over `requests` requests cycling through `bodies` (distinct patients, so the
     model cache fills to its bound and then evicts). The service runs with --workers 1 here, so that
@@ -183,7 +183,7 @@ def memory(bodies: list[bytes], settings: list[str], requests: int = 10_000, che
             if i in checkpoints:
                 samples[i] = rss_kib(worker)
         conn.close()
-    first, last = min(c for c in checkpoints if c > 1), max(checkpoints)
+    first, last = sorted(checkpoints)[1], max(checkpoints)
     return {"requests": requests, "distinct_patients": len(bodies), "rss_kib": {str(k): v for k, v in samples.items()},
             "growth_fraction": round((samples[last] - samples[first]) / samples[first], 4),
             "between": [first, last]}
