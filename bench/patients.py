@@ -12,14 +12,10 @@ import datetime as dt
 import random
 import uuid
 
+from service.valuesets import CPT, ICD10CM, LOCAL, LOINC, RXNORM, SNOMED
+
 PATIENT_ID = "bench-avh-1"
 FHIR_SERVER = "https://ehr.example.org/fhir"
-SNOMED = "http://snomed.info/sct"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-LOINC = "http://loinc.org"
-CPT = "http://www.ama-assn.org/go/cpt"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-LOCAL = "https://avh-cds.org/fhir/CodeSystem/avh-local"
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
