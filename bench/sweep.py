@@ -8,9 +8,12 @@ collector, noisy neighbours).
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import io
 import logging
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -23,6 +26,14 @@ from .patients import FHIR_SERVER, patient_view_request
 SERVICE_PATH = "/cds-services/avh-patient-view"
 
 
+@functools.cache
+def _scratch_dir() -> Path:
+    """A directory for this run's feedback store, removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix="avh-cds-bench-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def bench_settings_env(max_body_bytes: int = 64 << 20, **more: str) -> dict[str, str]:
     """The environment the benchmark runs the service with.
 
@@ -32,7 +43,7 @@ def bench_settings_env(max_body_bytes: int = 64 << 20, **more: str) -> dict[str,
     """
     return {"AVH_CDS_AUTH": "off", "AVH_CDS_MAX_BODY_BYTES": str(max_body_bytes),
             "AVH_CDS_MAX_PREFETCH_RESOURCES": "100000", "AVH_CDS_FHIR_SERVERS": FHIR_SERVER,
-            "AVH_CDS_SQLITE_PATH": str(Path(tempfile.gettempdir()) / f"avh-cds-bench-{os.getpid()}.sqlite3"),
+            "AVH_CDS_SQLITE_PATH": str(_scratch_dir() / "feedback.sqlite3"),
             **{f"AVH_CDS_{k.upper()}": v for k, v in more.items()}}
 
 
