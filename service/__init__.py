@@ -5,15 +5,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jsonschema
 from flask import Flask, request
 
 from . import health, metrics
 from .config import Settings
 from .engine import Engine
 from .errors import register_error_handlers
+from .fastjson import OrjsonProvider
 from .prefetch import PrefetchResolver
 from .registry import Registry
+from .schemacheck import SchemaValidator
 from .security import install as install_security
 from .security.logs import configure_logging
 from .services import build_registry
@@ -39,14 +40,11 @@ class Avh:
 
 
 def _validators(registry: Registry) -> dict:
-    def make(schema):
-        cls = jsonschema.validators.validator_for(schema)
-        cls.check_schema(schema)
-        return cls(schema)
     contexts = json.loads((SCHEMAS / "contexts.json").read_text())
-    validators = {name: make(json.loads((SCHEMAS / f"{name}.json").read_text())) for name in ("request", "feedback")}
+    validators = {name: SchemaValidator(json.loads((SCHEMAS / f"{name}.json").read_text()))
+                  for name in ("request", "feedback")}
     for service in registry:
-        validators[service.hook] = make({"$defs": contexts["$defs"], **contexts[service.hook]})
+        validators[service.hook] = SchemaValidator({"$defs": contexts["$defs"], **contexts[service.hook]})
     return validators
 
 
@@ -72,8 +70,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json = OrjsonProvider(app)
     app.json.sort_keys = False
-    engine = Engine.load(settings.cards_dir)       # a bad card file fails here, before serving
+    engine = Engine.load(settings.cards_dir, settings.model_cache_size)   # a bad card file fails here
     registry = build_registry(engine.valuesets)
     app.extensions["avh"] = Avh(settings, engine, registry,
                                 PrefetchResolver.from_settings(settings), _validators(registry),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jsonschema
+import orjson
 
 from .clinical.facts import Facts
 from .clinical.pathway import READS, TOPIC_ORDER, Decision, Unchecked
@@ -49,14 +50,43 @@ def _applies(item: Mapping, flags: frozenset[str]) -> bool:
     return all(f in flags for f in item.get("when", ())) and not any(f in flags for f in item.get("unless", ()))
 
 
-def _fill(template: Any, variables: Mapping[str, Any]) -> Any:
-    if isinstance(template, str):
-        return template.format_map(variables) if "{" in template else template
-    if isinstance(template, list):
-        return [_fill(t, variables) for t in template]
-    if isinstance(template, dict):
-        return {k: _fill(v, variables) for k, v in template.items()}
-    return template
+@dataclass(frozen=True)
+class Template:
+    """A JSON template compiled once: its skeleton as JSON bytes, and where the placeholders are.
+
+    Filling decodes the skeleton (orjson.loads is a deep copy in C) and formats only the strings that
+    hold a `{variable}`, instead of walking and copying the whole tree at every card.
+    """
+    skeleton: bytes
+    holes: tuple[tuple[tuple, str], ...]       # (path to a string, its text with placeholders)
+
+    @classmethod
+    def compile(cls, template: Any) -> "Template":
+        holes = []
+
+        def walk(node, path):
+            if isinstance(node, str) and "{" in node:
+                holes.append((path, node))
+            elif isinstance(node, list):
+                for i, item in enumerate(node):
+                    walk(item, path + (i,))
+            elif isinstance(node, dict):
+                for key, item in node.items():
+                    walk(item, path + (key,))
+
+        walk(template, ())
+        return cls(orjson.dumps(template), tuple(holes))
+
+    def fill(self, variables: Mapping[str, Any]) -> Any:
+        tree = orjson.loads(self.skeleton)
+        for path, text in self.holes:
+            if not path:
+                return text.format_map(variables)
+            node = tree
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = text.format_map(variables)
+        return tree
 
 
 def _placeholders(template: Any) -> set[str]:
@@ -149,6 +179,14 @@ class CardLibrary:
         self.definitions = definitions
         self.references = references
         self.override_reasons = override_reasons
+        # What every rendering of a topic shares, prepared once.
+        self._override_reasons = Template.compile(override_reasons)
+        self._links = {topic: Template.compile(self._link_list(topic)) for topic in definitions}
+        self._sources = {topic: "**Sources**\n" + "\n".join(
+            f"- [{c}] {references[c]['citation']}" for c in sorted(d.data["citations"], key=int))
+            for topic, d in definitions.items()}
+        self._resources = {(topic, s["id"]): Template.compile(s["resource"])
+                           for topic, d in definitions.items() for s in d.data.get("suggestions", []) if "resource" in s}
 
     @classmethod
     def load(cls, directory: Path) -> "CardLibrary":
@@ -186,21 +224,25 @@ class CardLibrary:
         if "when" in data["summary"][-1]:
             raise CardDefinitionError(f"{path}: the last summary must have no 'when' (it is the default)")
 
-    def links(self, topic: str) -> list[dict]:
+    def _link_list(self, topic: str) -> list[dict]:
         refs = (self.references[c] for c in self.definitions[topic].data["citations"])
         return [{"label": r["label"], "url": r["url"], "type": "absolute"} for r in refs if "url" in r]
 
-    def render(self, decision: Decision, facts: Facts, source_url: str, notes: list[str] | None = None) -> dict:
+    def links(self, topic: str) -> list[dict]:
+        return self._links[topic].fill({})
+
+    def render(self, decision: Decision, facts: Facts, source_url: str, notes: list[str] | None = None,
+               patient_variables: Mapping[str, Any] | None = None) -> dict:
+        """`patient_variables`: template_variables(facts), when the caller renders several cards of one patient."""
         data = self.definitions[decision.topic].data
         flags = decision.flags
-        variables = {**template_variables(facts), **decision.variables}
+        variables = {**(patient_variables or template_variables(facts)), **decision.variables}
         summary = next(s["text"] for s in data["summary"] if _applies(s, flags)).format_map(variables)
         paragraphs = [p["text"].format_map(variables) for p in data["detail"] if _applies(p, flags)]
         why = dict.fromkeys(e.describe() for e in decision.evidence)   # each entry once, in order
         paragraphs.append("**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why))
         paragraphs += notes or []
-        paragraphs.append("**Sources**\n" + "\n".join(
-            f"- [{c}] {self.references[c]['citation']}" for c in sorted(data["citations"], key=int)))
+        paragraphs.append(self._sources[decision.topic])
         card = {
             "uuid": str(uuid.uuid4()),
             "summary": summary[:139],
@@ -208,7 +250,7 @@ class CardLibrary:
             "detail": "\n\n".join(paragraphs),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{decision.topic}",
                        "topic": {"system": TOPIC_SYSTEM, "code": decision.topic, "display": data["title"]}},
-            "overrideReasons": copy.deepcopy(self.override_reasons),
+            "overrideReasons": self._override_reasons.fill({}),
         }
         suggestions = [self._suggestion(s, variables, decision) for s in data.get("suggestions", []) if _applies(s, flags)]
         suggestions = [s for s in suggestions if s is not None]
@@ -220,8 +262,7 @@ class CardLibrary:
             card["links"] = links
         return card
 
-    @staticmethod
-    def _suggestion(template: Mapping, variables: Mapping, decision: Decision) -> dict | None:
+    def _suggestion(self, template: Mapping, variables: Mapping, decision: Decision) -> dict | None:
         """A suggestion's actions: supplied by the decision, or built from the template.
 
         `create` fills the template's resource; `update` merges it into each draft order the decision
@@ -229,7 +270,8 @@ class CardLibrary:
         """
         actions = decision.variables.get("actions", {}).get(template["id"])
         if actions is None:
-            resource = _fill(template["resource"], variables) if "resource" in template else None
+            compiled = self._resources.get((decision.topic, template["id"]))
+            resource = compiled.fill(variables) if compiled else None
             actions = _actions(template, resource, decision.variables.get("targets", {}).get(template["id"], ()))
         if not actions:
             return None
@@ -250,7 +292,7 @@ class CardLibrary:
                        "query is not an absence. Review them by hand, or reopen the chart to retry."),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{UNCHECKED_TOPIC}",
                        "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": "Record partly unavailable"}},
-            "overrideReasons": copy.deepcopy(self.override_reasons),
+            "overrideReasons": self._override_reasons.fill({}),
         }
 
 

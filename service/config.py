@@ -28,6 +28,8 @@ class Settings:
     # Largest FHIR answer (one page) read from fhirServer; a larger one counts as a failed fetch.
     fetch_max_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
+    # Validated FHIR resources remembered across requests (about 20 KB each; 0 = validate every time).
+    model_cache_size: int = 1024
     # Security (docs/security.md): who may call, which FHIR servers we contact, input limits.
     auth: str = "required"                      # required | off (development only)
     issuers_file: str = ""                      # JSON file of trusted issuers

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import jsonschema
 from flask import Blueprint, current_app, g, jsonify, request
 
 from . import metrics
 from .errors import ApiError
+from .jsonbody import request_json
 from .feedback import parse_feedback
 from .prefetch import PrefetchFailed
 
@@ -19,7 +19,7 @@ def _json_body() -> dict:
     if not request.data:
         raise ApiError(400, "invalid_json", "the request body is empty; a JSON object is required")
     try:
-        body = json.loads(request.data)
+        body = request_json()
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "invalid_json", f"the request body is not valid JSON ({type(exc).__name__})") from exc
     if not isinstance(body, dict):

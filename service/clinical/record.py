@@ -8,9 +8,12 @@ card it could have changed can say so.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -68,18 +71,26 @@ class Selector:
         found = codings(resource.get(path))
         return tuple(n for n in names if any(c in self.valuesets[n] for c in found))
 
-    def is_relevant(self, resource: Mapping) -> bool:
+    def is_relevant(self, resource: dict) -> bool:
+        """Whether the resource's code is in a value set its type is read for.
+
+        Runs once per resource the EHR sent, so it is the service's per-resource cost: `resource` is
+        decoded JSON, tested with isinstance(dict/list) (a typing.Mapping check costs ten times more).
+        """
         entry = self.by_type.get(resource.get("resourceType"))
         if entry is None:
             return False
-        path, codes, _ = entry
-        concept = resource.get(path)
-        if not isinstance(concept, Mapping):
+        concept = resource.get(entry[0])
+        if not isinstance(concept, dict):
             return False
         coding = concept.get("coding")
         if not isinstance(coding, list):
             return False
-        return any(isinstance(c, Mapping) and (c.get("system"), c.get("code")) in codes for c in coding)
+        codes = entry[1]
+        for c in coding:
+            if isinstance(c, dict) and (c.get("system"), c.get("code")) in codes:
+                return True
+        return False
 
 
 def subject_id(resource: Mapping) -> str | None:
@@ -93,19 +104,60 @@ def subject_id(resource: Mapping) -> str | None:
     return None
 
 
-def _validate(resource: Mapping):
-    return get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+def _validate(resource: Mapping) -> tuple[object | None, str | None]:
+    """(model, None) for a valid resource, (None, why) for an invalid one."""
+    try:
+        return get_fhir_model_class(resource["resourceType"]).model_validate(resource), None
+    except (ValidationError, ValueError, TypeError) as exc:
+        return None, _reason(exc)
 
 
-def build_record(resources: Iterable[Mapping], selector: Selector, patient_id: str,
-                 unavailable: Iterable[str] = ()) -> PatientRecord:
+class Validator:
+    """FHIR validation of relevant resources, remembered by each resource's exact JSON.
+
+    patient-view fires at every opening of a chart, so the same resources come back again and again,
+    and validating one costs some 50 times decoding it. Up to `size` results are kept, least recently
+    used out first (about 20 KB each); size 0 validates every time. A hit returns the same model
+    object to every request: models are read, never changed, once validated.
+    """
+
+    def __init__(self, size: int = 0):
+        self.size = size
+        self._results: OrderedDict[bytes, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, resource: Mapping) -> tuple[object | None, str | None]:
+        if self.size <= 0:
+            return _validate(resource)
+        try:
+            key = orjson.dumps(resource)
+        except TypeError:                      # not JSON orjson can write (e.g. a 65-bit integer)
+            return _validate(resource)
+        with self._lock:
+            result = self._results.get(key)
+            if result is not None:
+                self._results.move_to_end(key)
+                return result
+        result = _validate(resource)
+        with self._lock:
+            self._results[key] = result
+            while len(self._results) > self.size:
+                self._results.popitem(last=False)
+        return result
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+
+def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
+                 unavailable: Iterable[str] = (), validate=_validate) -> PatientRecord:
     """Keep this patient's relevant resources, each (type, id) once, validated."""
     seen: set[tuple[str, str]] = set()
     kept: dict[str, list] = {}
     left_out: list[LeftOut] = []
     patient = None
     for res in resources:
-        if not isinstance(res, Mapping):
+        if not isinstance(res, dict):
             continue
         rtype = res.get("resourceType")
         rid = res.get("id")
@@ -113,10 +165,9 @@ def build_record(resources: Iterable[Mapping], selector: Selector, patient_id: s
             continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
         if rtype == "Patient":
             if rid == patient_id and patient is None:
-                try:
-                    patient = _validate(res)
-                except (ValidationError, ValueError, TypeError) as exc:
-                    left_out.append(LeftOut("Patient", str(rid), ("patient",), _reason(exc)))
+                patient, reason = validate(res)
+                if reason is not None:
+                    left_out.append(LeftOut("Patient", str(rid), ("patient",), reason))
             continue
         if not selector.is_relevant(res):
             continue
@@ -127,10 +178,11 @@ def build_record(resources: Iterable[Mapping], selector: Selector, patient_id: s
         if subject_id(res) != patient_id:
             log.warning("ignored %s/%s: subject is not Patient/%s", rtype, rid, patient_id)
             continue
-        try:
-            kept.setdefault(rtype, []).append(_validate(res))
-        except (ValidationError, ValueError, TypeError) as exc:
-            item = LeftOut(rtype, str(rid), selector.concepts_of(res), _reason(exc))
+        model, reason = validate(res)
+        if reason is None:
+            kept.setdefault(rtype, []).append(model)
+        else:
+            item = LeftOut(rtype, str(rid), selector.concepts_of(res), reason)
             log.warning("left out invalid %s: %s", item.ref, item.reason)
             left_out.append(item)
     return PatientRecord(patient_id=patient_id, patient=patient,

@@ -22,6 +22,7 @@ from .. import metrics
 from ..config import Settings
 from ..errors import ApiError
 from .issuers import FhirServerPolicy, SecurityConfigError, development_policy, load_issuers
+from ..jsonbody import request_json
 from .limits import check_limits
 from .logs import access_log
 from .replay import ReplayStoreUnavailable, replay_cache
@@ -127,7 +128,7 @@ def _guard():
 
 def _check_body(security: Security) -> None:
     try:
-        body = json.loads(request.get_data(cache=True))
+        body = request_json()
     except (ValueError, RecursionError):
         return                              # the route answers 400 naming the problem
     check_limits(body, security.settings.max_json_depth, security.settings.max_prefetch_resources)

@@ -1,19 +1,26 @@
 """Input limits beyond the body size (Flask's MAX_CONTENT_LENGTH answers 413 for that one)."""
 from __future__ import annotations
 
+from itertools import chain, compress
+
 from ..errors import ApiError
+
+_IS_CONTAINER = frozenset({dict, list}).__contains__
 
 
 def json_depth(value) -> int:
-    """Nesting depth of parsed JSON (a scalar is 0, [] or {} is 1), without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    """Nesting depth of parsed JSON (a scalar is 0, [] or {} is 1), without recursion.
+
+    Level by level, with the per-value work in C (chain, map, compress): this runs on every body, so it
+    costs about a third of orjson.loads of the same body instead of more than decoding it.
+    """
+    deepest = 0
+    level = [value] if type(value) in (dict, list) else []
+    while level:
+        deepest += 1
+        # A generator, not a list: each dict view is freed at once, so the walk does not wake the GC.
+        values = list(chain.from_iterable(node.values() if type(node) is dict else node for node in level))
+        level = list(compress(values, map(_IS_CONTAINER, map(type, values))))
     return deepest
 
 

@@ -1,0 +1,49 @@
+"""The benchmark harness runs end to end on tiny inputs (so it never rots). No speed thresholds here."""
+import json
+import shutil
+
+import orjson
+import pytest
+
+from bench import __main__ as bench_main
+from bench import sweep
+from bench.patients import PATIENT_ID, patient_view_request
+
+
+def test_synthetic_request_holds_n_resources_and_an_in_scope_patient():
+    request = patient_view_request(200, seed=3)
+    prefetch = request["prefetch"]
+    count = 1 + sum(len(b["entry"]) for key, b in prefetch.items() if key != "patient")
+    assert count == 200
+    assert prefetch["patient"]["id"] == PATIENT_ID
+    assert patient_view_request(200, seed=3) == request          # deterministic: runs compare
+
+
+def test_sweep_answers_the_in_scope_patient_with_cards():
+    body = orjson.dumps(patient_view_request(40))
+    status, data = sweep.call(sweep.make_app(), body)
+    assert status.startswith("200")
+    assert "surgical-decompression" in {c["source"]["topic"]["code"] for c in orjson.loads(data)["cards"]}
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk (Debian package) is needed for the HTTP part")
+def test_quick_run_prints_the_table_and_writes_results(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert bench_main.main(["--quick", "--skip", "fetch", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert [r["n"] for r in results["sweep"]] == [10, 50]
+    for r in results["sweep"]:
+        assert r["service_median_ms"] > 0 and r["cold_median_ms"] > 0 and r["loads_median_ms"] > 0
+        assert r["ratio_median"] > 1 and r["cold_ratio_median"] > 1
+        assert r["service_p99_ms"] >= r["service_median_ms"] and r["cold_p99_ms"] >= r["cold_median_ms"]
+        assert "surgical-decompression" in r["cards"]
+    for name in ("service", "service_cold", "trivial"):
+        assert [r["concurrency"] for r in results["http"][name]] == [1, 4]
+        for r in results["http"][name]:
+            assert r["requests_per_s"] > 0 and r["errors"] == 0 and r["p99_ms"] >= r["p50_ms"] > 0
+    assert all(0 < r["share_of_trivial"] for r in results["http"]["service"] + results["http"]["service_cold"])
+    memory = results["memory"]
+    assert set(memory["rss_kib"]) == {"1", *(str(i) for i in range(30, 301, 30))}
+    assert memory["distinct_patients"] == 20 and all(v > 0 for v in memory["rss_kib"].values())
+    table = capsys.readouterr().out
+    assert "In-process size sweep" in table and "HTTP, typical prefetch" in table and "Worker memory" in table

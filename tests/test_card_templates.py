@@ -1,0 +1,30 @@
+"""Card JSON templates compiled once, filled per card."""
+from service.cards import Template
+
+
+def test_fill_replaces_placeholders_at_any_depth_and_keeps_the_rest():
+    template = {"resourceType": "ServiceRequest", "priority": "{surgery_priority}",
+                "subject": {"reference": "{patient_ref}"}, "note": [{"text": "at {level}, {level}"}, {"n": 3}],
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "387731002"}]}}
+    filled = Template.compile(template).fill({"surgery_priority": "stat", "patient_ref": "Patient/p1", "level": "T7"})
+    assert filled == {**template, "priority": "stat", "subject": {"reference": "Patient/p1"},
+                      "note": [{"text": "at T7, T7"}, {"n": 3}]}
+
+
+def test_each_fill_is_a_fresh_copy():
+    compiled = Template.compile({"a": [{"b": "{x}"}], "c": {"d": 1}})
+    first = compiled.fill({"x": "1"})
+    first["c"]["d"] = 99
+    first["a"].append("junk")
+    assert compiled.fill({"x": "2"}) == {"a": [{"b": "2"}], "c": {"d": 1}}
+
+
+def test_a_bare_string_template():
+    assert Template.compile("{level} only").fill({"level": "L1"}) == "L1 only"
+    assert Template.compile([]).fill({}) == []
+
+
+def test_rendered_cards_do_not_share_override_reasons(app):
+    library = app.extensions["avh"].engine.library
+    assert library.links("surgical-decompression") is not library.links("surgical-decompression")
+    assert library._override_reasons.fill({}) == library.override_reasons
