@@ -19,7 +19,7 @@ class Settings:
     # Serve the read-only FHIR endpoint over fhir_fixtures/ at /fhir (development, sandbox demos).
     fixture_fhir: bool = False
     public_url: str = ""
-    max_body_bytes: int = 5 * 1024 * 1024
+    max_body_bytes: int = 16 * 1024 * 1024        # a 10,000-resource chart is about 7 MB
     fetch_timeout_seconds: float = 2.0
     fetch_budget_seconds: float = 0.4
     fetch_page_cap: int = 10
@@ -44,7 +44,7 @@ class Settings:
     fhir_servers: str = ""                      # comma-separated fhirServer bases for development trust
     cors_origins: str = ""                      # comma-separated origins, "*" for all; default by auth mode
     max_json_depth: int = 64
-    max_prefetch_resources: int = 5000
+    max_prefetch_resources: int = 20000
     # Feedback storage: PostgreSQL (or any SQLAlchemy URL) when set, else the embedded SQLite file.
     database_url: str = ""
     sqlite_path: Path = Path("avh-cds.sqlite3")

@@ -171,7 +171,7 @@ def test_all_three_order_warnings_at_once(client):
 @pytest.mark.parametrize("hook", ["order-sign", "order-select"])
 def test_out_of_scope_patients_get_no_card(client, record, hook):
     drafts = [surgery("p5"), embolization("p5"), dex_days("p5", 30)]
-    body = hook_request(hook, "p5", record, drafts, selections=[f"ServiceRequest/surg-1", "ServiceRequest/emb-1",
+    body = hook_request(hook, "p5", record, drafts, selections=["ServiceRequest/surg-1", "ServiceRequest/emb-1",
                                                                  "MedicationRequest/dex-1"])
     assert post(client, body) == []
 
