@@ -44,8 +44,8 @@ def claims(path: str = INVOKE, **overrides) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def token(path: str = INVOKE, *, key=None, alg="ES384", kid="ec-1", jku=None, **claim_overrides) -> str:
-    headers = {"kid": kid, "typ": "JWT", **({"jku": jku} if jku else {})}
+def token(path: str = INVOKE, *, key=None, alg="ES384", kid="ec-1", jku=None, typ="JWT", **claim_overrides) -> str:
+    headers = {"kid": kid, "typ": typ, **({"jku": jku} if jku else {})}
     key = key or (Keys.rsa if alg.startswith(("RS", "PS")) else Keys.ec)
     return jwt.encode(claims(path, **claim_overrides), key, algorithm=alg, headers=headers)
 

@@ -89,6 +89,7 @@ BAD_TOKENS = {
     "lifetime too long": lambda: token(exp=int(time.time()) + 86400),
     "RS384 header on the EC key": lambda: token(alg="RS384", kid="ec-1"),
     "not a JWT": lambda: "not-a-jwt",
+    "typ other than JWT": lambda: token(typ="at+jwt"),
 }
 
 

@@ -50,6 +50,8 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise AuthFailed(f"malformed token ({type(exc).__name__})") from None
         alg, kid = header.get("alg"), header.get("kid")
+        if header.get("typ") is not None and str(header["typ"]).upper() != "JWT":
+            raise AuthFailed("malformed token (typ is not JWT)")   # CDS Hooks fixes typ to "JWT"
         if alg not in self.algorithms:
             raise AuthFailed(f"alg {str(alg)[:20]!r} not allowed")
         if not isinstance(kid, str) or not kid:
