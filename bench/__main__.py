@@ -43,17 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                   f"else {' '.join(http.DEFAULT_GUNICORN)})")
     parser.add_argument("--gunicorn-args", help="explicit gunicorn arguments instead of any config file, e.g. "
                                                 "'--workers 2 --worker-class sync'")
+    parser.add_argument("--ports", type=lambda s: tuple(int(x) for x in s.split("-")), default=(18600, 18700),
+                        help="LOW-HIGH: the port range servers of the run bind on 127.0.0.1 (default 18600-18700; "
+                             "the fetch benchmark takes the last ten)")
     parser.add_argument("--skip", action="append", default=[], choices=["sweep", "http", "memory", "fetch"])
     parser.add_argument("--quick", action="store_true", help="a few seconds: tiny sizes, short runs (smoke test)")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     return parser
 
 
-def _fetch_concurrency() -> dict | None:
+def _fetch_concurrency(ports: tuple[int, int]) -> dict | None:
     """Run the data-access benchmark when it exists; keep its JSON if it prints some, else its text."""
     if not (HERE / "fetch_concurrency.py").exists():
         return None
-    port = http.free_port(18690, 18700)
+    port = http.free_port(ports[1] - 10, ports[1])
     done = subprocess.run([sys.executable, "-m", "bench.fetch_concurrency", "--port", str(port)], cwd=HERE.parent,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(HERE.parent)})
@@ -79,15 +82,17 @@ def run(args) -> dict:
         results["gunicorn"] = settings
         results["typical_body_bytes"] = len(typical)
     if "http" not in args.skip:
-        results["http"] = http.throughput(typical, settings, args.concurrency, args.seconds, args.rounds)
+        results["http"] = http.throughput(typical, settings, args.concurrency, args.seconds, args.rounds,
+                                          (args.ports[0], args.ports[1] - 10))
     if "memory" not in args.skip:
         step = args.memory_requests // 10
         checkpoints = (1, *range(step, args.memory_requests + 1, step))
         bodies = [orjson.dumps(patient_view_request(TYPICAL_N, seed=i, patient_id=f"bench-avh-{i}"))
                   for i in range(args.memory_patients)]
-        results["memory"] = http.memory(bodies, settings, args.memory_requests, checkpoints)
+        results["memory"] = http.memory(bodies, settings, args.memory_requests, checkpoints,
+                                        (args.ports[0], args.ports[1] - 10))
     if "fetch" not in args.skip:
-        results["fetch_concurrency"] = _fetch_concurrency()
+        results["fetch_concurrency"] = _fetch_concurrency(args.ports)
     results["load_average_after"] = os.getloadavg()
     return results
 
