@@ -8,7 +8,8 @@ its requests/s understate what the server can do; the figure that is fair is the
 (user + system time of the gunicorn workers, from /proc, over the requests served). The same client
 drives the service with auth off and the trivial endpoint, for comparison.
 
-Replay cache: AVH_CDS_REPLAY_DB, a SQLite file shared by the workers (the documented one-host setting).
+Replay cache: AVH_CDS_REPLAY_DB, a SQLite file shared by the workers (the documented one-host setting),
+or Redis with --redis-url (AVH_CDS_REDIS_URL, the several-hosts setting).
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def load(port: int, body: bytes, tokens: list[str] | None, requests: int, concur
             "p99_ms": round(percentile(latencies, 99) * 1000, 2), "statuses": statuses}
 
 
-def run(ports: tuple[int, int], requests: int, concurrency: int, settings: list[str]) -> dict:
+def run(ports: tuple[int, int], requests: int, concurrency: int, settings: list[str], redis_url: str = "") -> dict:
     body = orjson.dumps(patient_view_request(TYPICAL_N))
     key = ec.generate_private_key(ec.SECP384R1())
     results = {}
@@ -108,7 +109,7 @@ def run(ports: tuple[int, int], requests: int, concurrency: int, settings: list[
         tokens = None
         if auth:
             env = {"auth": "required", "issuers_file": str(issuer_file(key)), "public_url": f"http://127.0.0.1:{port}",
-                   "replay_db": str(_scratch_dir() / "replay.sqlite3")}
+                   **({"redis_url": redis_url} if redis_url else {"replay_db": str(_scratch_dir() / "replay.sqlite3")})}
             # One token for the start-up probe of bench.http.gunicorn, then one per request (warm-up included).
             tokens = sign_tokens(key, f"http://127.0.0.1:{port}{SERVICE_PATH}", 2 * requests + 1)
         with bench_http.gunicorn(app, port, settings, body, env=env,
@@ -128,9 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--ports", type=lambda s: tuple(int(x) for x in s.split("-")), default=(18600, 18690))
     parser.add_argument("--gunicorn-config", help="default: ./gunicorn.conf.py")
+    parser.add_argument("--redis-url", default="", help="replay cache in Redis (e.g. redis://127.0.0.1:6379/3) "
+                                                        "instead of a SQLite file")
     args = parser.parse_args(argv)
-    results = run(args.ports, args.requests, args.concurrency, bench_http.gunicorn_settings(args.gunicorn_config))
-    print(f"Python load generator, concurrency {args.concurrency}, {args.requests} requests per app, typical prefetch")
+    results = run(args.ports, args.requests, args.concurrency, bench_http.gunicorn_settings(args.gunicorn_config),
+                  args.redis_url)
+    print(f"Python load generator, concurrency {args.concurrency}, {args.requests} requests per app, typical prefetch, "
+          f"replay cache {'Redis' if args.redis_url else 'SQLite file'}")
     print(f"{'app':>22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/call':>19}  statuses")
     for name, r in results.items():
         print(f"{name:>22} {r['requests_per_s']:>8.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
