@@ -115,14 +115,16 @@ def table(results: dict) -> str:
     if "http" in results:
         lines += ["", f"HTTP, typical prefetch ({results['typical_body_bytes'] / 1024:.0f} KiB), gunicorn "
                   + " ".join(results["gunicorn"]),
-                  "(medians over rounds in which the apps take turns; share = service req/s / trivial req/s)",
+                  "(medians over rounds in which the apps take turns; share = median of per-round service req/s / "
+                  "trivial req/s; vs best = service req/s / the trivial endpoint's best round)",
                   f"{'app':>12} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'worst p99':>10} {'errors':>7} "
-                  f"{'share':>6}"]
+                  f"{'share':>6} {'vs best':>8}"]
         for name, runs in results["http"].items():
             for r in runs:
                 share = f"{r['share_of_trivial']:.2f}" if "share_of_trivial" in r else ""
+                best = f"{r['share_of_trivial_best']:.2f}" if "share_of_trivial_best" in r else ""
                 lines.append(f"{name:>12} {r['concurrency']:>5} {r['requests_per_s']:>9.1f} {r['p50_ms']:>8.2f} "
-                             f"{r['p99_ms']:>8.2f} {r['worst_round_p99_ms']:>10.2f} {r['errors']:>7} {share:>6}")
+                             f"{r['p99_ms']:>8.2f} {r['worst_round_p99_ms']:>10.2f} {r['errors']:>7} {share:>6} {best:>8}")
     if "memory" in results:
         m = results["memory"]
         rss = ", ".join(f"after {k}: {v / 1024:.1f} MiB" for k, v in m["rss_kib"].items())
