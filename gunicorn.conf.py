@@ -60,6 +60,17 @@ def on_starting(server):
         stale.unlink()
 
 
+def post_worker_init(worker):
+    """Once a worker has loaded the app: what start-up allocated (FHIR model classes, schemas, card templates,
+    value sets) is moved out of the garbage collector's sight, so that a collection does not walk it again,
+    and young objects are collected less often (a call allocates thousands of decoded dicts, nearly all freed
+    by reference counting). Measured: server CPU per typical call 1.95 -> 1.60 ms (BENCHMARKS.md)."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7000, 10, 100)
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)

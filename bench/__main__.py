@@ -43,17 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                   f"else {' '.join(http.DEFAULT_GUNICORN)})")
     parser.add_argument("--gunicorn-args", help="explicit gunicorn arguments instead of any config file, e.g. "
                                                 "'--workers 2 --worker-class sync'")
+    parser.add_argument("--ports", type=lambda s: tuple(int(x) for x in s.split("-")), default=(18600, 18700),
+                        help="LOW-HIGH: the port range servers of the run bind on 127.0.0.1 (default 18600-18700; "
+                             "the fetch benchmark takes the last ten)")
     parser.add_argument("--skip", action="append", default=[], choices=["sweep", "http", "memory", "fetch"])
     parser.add_argument("--quick", action="store_true", help="a few seconds: tiny sizes, short runs (smoke test)")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     return parser
 
 
-def _fetch_concurrency() -> dict | None:
+def _fetch_concurrency(ports: tuple[int, int]) -> dict | None:
     """Run the data-access benchmark when it exists; keep its JSON if it prints some, else its text."""
     if not (HERE / "fetch_concurrency.py").exists():
         return None
-    port = http.free_port(18690, 18700)
+    port = http.free_port(ports[1] - 10, ports[1])
     done = subprocess.run([sys.executable, "-m", "bench.fetch_concurrency", "--port", str(port)], cwd=HERE.parent,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(HERE.parent)})
@@ -79,15 +82,17 @@ def run(args) -> dict:
         results["gunicorn"] = settings
         results["typical_body_bytes"] = len(typical)
     if "http" not in args.skip:
-        results["http"] = http.throughput(typical, settings, args.concurrency, args.seconds, args.rounds)
+        results["http"] = http.throughput(typical, settings, args.concurrency, args.seconds, args.rounds,
+                                          (args.ports[0], args.ports[1] - 10))
     if "memory" not in args.skip:
         step = args.memory_requests // 10
         checkpoints = (1, *range(step, args.memory_requests + 1, step))
         bodies = [orjson.dumps(patient_view_request(TYPICAL_N, seed=i, patient_id=f"bench-avh-{i}"))
                   for i in range(args.memory_patients)]
-        results["memory"] = http.memory(bodies, settings, args.memory_requests, checkpoints)
+        results["memory"] = http.memory(bodies, settings, args.memory_requests, checkpoints,
+                                        (args.ports[0], args.ports[1] - 10))
     if "fetch" not in args.skip:
-        results["fetch_concurrency"] = _fetch_concurrency()
+        results["fetch_concurrency"] = _fetch_concurrency(args.ports)
     results["load_average_after"] = os.getloadavg()
     return results
 
@@ -110,14 +115,16 @@ def table(results: dict) -> str:
     if "http" in results:
         lines += ["", f"HTTP, typical prefetch ({results['typical_body_bytes'] / 1024:.0f} KiB), gunicorn "
                   + " ".join(results["gunicorn"]),
-                  "(medians over rounds in which the apps take turns; share = service req/s / trivial req/s)",
+                  "(medians over rounds in which the apps take turns; share = median of per-round service req/s / "
+                  "trivial req/s; vs best = service req/s / the trivial endpoint's best round)",
                   f"{'app':>12} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'worst p99':>10} {'errors':>7} "
-                  f"{'share':>6}"]
+                  f"{'share':>6} {'vs best':>8}"]
         for name, runs in results["http"].items():
             for r in runs:
                 share = f"{r['share_of_trivial']:.2f}" if "share_of_trivial" in r else ""
+                best = f"{r['share_of_trivial_best']:.2f}" if "share_of_trivial_best" in r else ""
                 lines.append(f"{name:>12} {r['concurrency']:>5} {r['requests_per_s']:>9.1f} {r['p50_ms']:>8.2f} "
-                             f"{r['p99_ms']:>8.2f} {r['worst_round_p99_ms']:>10.2f} {r['errors']:>7} {share:>6}")
+                             f"{r['p99_ms']:>8.2f} {r['worst_round_p99_ms']:>10.2f} {r['errors']:>7} {share:>6} {best:>8}")
     if "memory" in results:
         m = results["memory"]
         rss = ", ".join(f"after {k}: {v / 1024:.1f} MiB" for k, v in m["rss_kib"].items())

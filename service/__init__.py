@@ -50,7 +50,8 @@ def _validators(registry: Registry) -> dict:
 
 def open_store(settings: Settings) -> FeedbackStore:
     store = FeedbackStore(database_url(settings.database_url, settings.sqlite_path),
-                          settings.storage_timeout_seconds, settings.feedback_retry_after_seconds)
+                          settings.storage_timeout_seconds, settings.feedback_retry_after_seconds,
+                          settings.issued_flush_seconds, settings.issued_max_pending)
     store.start()
     return store
 

@@ -50,6 +50,10 @@ class Settings:
     sqlite_path: Path = Path("avh-cds.sqlite3")
     storage_timeout_seconds: float = 5.0
     feedback_retry_after_seconds: int = 2
+    # Issued cards are written by a background thread this often (0: before each call answers), and at most
+    # this many wait for the store (the oldest beyond it are dropped, logged) while it is unavailable.
+    issued_flush_seconds: float = 0.5
+    issued_max_pending: int = 10_000
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -7,15 +7,21 @@ its uuid, the service, the topic, the hookInstance and the time.
 
 A write that fails (server down, file locked past the busy timeout, disk full) raises
 StorageUnavailable, a 503 with Retry-After: the client resends, and idempotency makes the resend
-safe. The schema is created or migrated at start, under a lock so that several workers starting
+safe. Feedback is written before it is acknowledged. Issued cards, one row per card of every hook
+call, are not: a background thread writes them in batches every AVH_CDS_ISSUED_FLUSH_SECONDS, so
+the call neither waits for a commit nor queues for SQLite's write lock. A crash loses at most that
+interval's rows (feedback on those cards is then marked unknown); a clean exit writes them. The schema is created or migrated at start, under a lock so that several workers starting
 together migrate once.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import atexit
 import math
 import os
+import threading
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,9 +151,22 @@ def _engine(url: str, timeout: float) -> Engine:
                                        "options": f"-c lock_timeout={ms} -c statement_timeout={2 * ms}"})
 
 
+def _write_periodically(store: Callable[[], "FeedbackStore | None"], stop: threading.Event, seconds: float) -> None:
+    """The background writer. It holds the store weakly: a store nobody uses any more is not kept alive by it."""
+    while not stop.wait(seconds):
+        current = store()
+        if current is None:
+            return
+        current.flush_issued()
+        del current
+
+
 class FeedbackStore:
-    def __init__(self, url: str, timeout: float = 5.0, retry_after: int = 2):
+    def __init__(self, url: str, timeout: float = 5.0, retry_after: int = 2, flush_seconds: float = 0.5,
+                 max_pending: int = 10_000):
         self.retry_after = retry_after
+        self.flush_seconds = flush_seconds    # 0: issued cards are written before the call answers
+        self.max_pending = max_pending
         try:
             self.engine = _engine(url, timeout)
         except (ArgumentError, ImportError) as exc:    # a configuration error: stop at start, say which setting
@@ -156,6 +175,18 @@ class FeedbackStore:
         # A pool inherited across fork (gunicorn --preload) must not share sockets with the parent.
         engine = weakref.ref(self.engine)
         os.register_at_fork(after_in_child=lambda: engine() and engine().dispose(close=False))
+        self._reset_writer()
+        me = weakref.ref(self)
+        # A forked child starts with no writer thread and nothing pending; a process that exits writes its rows.
+        os.register_at_fork(after_in_child=lambda: me() and me()._reset_writer())
+        atexit.register(lambda: me() and me().close())
+
+    def _reset_writer(self) -> None:
+        self._pending: list[dict] = []          # issued-card rows not written yet, oldest first
+        self._lock = threading.Lock()            # guards _pending and _writer
+        self._flushing = threading.Lock()        # one batch at a time, so a failed one goes back first
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
 
     @property
     def backend(self) -> str:
@@ -211,22 +242,89 @@ class FeedbackStore:
             raise StorageUnavailable(self.retry_after) from exc
 
     def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[dict], when: dt.datetime) -> None:
-        """Remember each card shown, to join feedback with it. A failure costs the join, never the cards."""
+        """Remember each card shown, to join feedback with it: queued for the background writer (written
+        at once when flush_seconds is 0). A failure costs the join, never the cards."""
         rows = [{"card_uuid": c["uuid"], "service_id": service_id, "topic": c["source"]["topic"]["code"],
                  "hook_instance": hook_instance, "issued_at": when} for c in cards if "uuid" in c]
         if not rows:
             return
+        if self.flush_seconds <= 0:
+            self._write_issued(rows)
+            return
+        with self._lock:
+            self._pending.extend(rows)
+            dropped = self._trim()
+            if self._writer is None:
+                self._writer = threading.Thread(target=_write_periodically, name="avh-issued-cards", daemon=True,
+                                                args=(weakref.ref(self), self._stop, self.flush_seconds))
+                self._writer.start()
+        if dropped:
+            log.warning("%d issued cards not recorded: over %d waiting for the feedback store", dropped,
+                        self.max_pending)
+
+    def _trim(self) -> int:
+        """Drop the oldest pending rows beyond max_pending (the store has been down a while); under _lock."""
+        over = len(self._pending) - self.max_pending
+        if over > 0:
+            del self._pending[:over]
+        return max(over, 0)
+
+    def _write_issued(self, rows: list[dict]) -> bool:
         try:
             self._write(lambda conn: conn.execute(self._insert_ignoring_duplicates(issued_cards), rows), durable=False)
+            return True
         except StorageUnavailable:
-            log.warning("service=%s hookInstance=%s: %d issued cards not recorded", service_id, hook_instance, len(rows))
+            log.warning("%d issued cards not recorded yet: the feedback store is unavailable", len(rows))
+            return False
+
+    def flush_issued(self) -> bool:
+        """Write the pending issued cards now; rows that fail stay pending (oldest first). True when none is left."""
+        with self._flushing:
+            with self._lock:
+                rows, self._pending = self._pending, []
+            if not rows or self._write_issued(rows):
+                return True
+            with self._lock:
+                self._pending[:0] = rows
+                self._trim()
+            return False
+
+    def close(self) -> None:
+        """Stop the background writer and write what it had not (process exit, dispose)."""
+        self._stop.set()
+        writer, self._writer = self._writer, None
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout=10)
+        self.flush_issued()
+        self._stop = threading.Event()      # a later record_issued starts a new writer
+
+    def _known_cards(self, conn: Connection, service_id: str, uuids: list[str]) -> set[str]:
+        return set(conn.execute(select(issued_cards.c.card_uuid).where(
+            issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)).scalars())
+
+    def _await_other_writers(self, service_id: str, uuids: list[str]) -> None:
+        """Feedback about a card not found may have reached this worker before the worker that issued the card
+        wrote it (at most flush_seconds later): look once more after that. Read outside the write transaction,
+        so the wait holds no lock the other writer needs."""
+        if self.flush_seconds <= 0:
+            return
+        try:
+            with self.engine.connect() as conn:
+                if len(self._known_cards(conn, service_id, uuids)) == len(uuids):
+                    return
+        except SQLAlchemyError:
+            return                       # the write below finds the store unavailable and answers 503
+        time.sleep(self.flush_seconds + 0.2)
 
     def record_feedback(self, service_id: str, entries: list[FeedbackEntry], when: dt.datetime) -> StoredFeedback:
         """Store every entry once (by idempotency key); entries about cards this service never issued are marked."""
+        uuids = sorted({e.card_uuid for e in entries})
+        self.flush_issued()              # this worker's cards first: feedback can follow its card at once
+        if self._ready:
+            self._await_other_writers(service_id, uuids)
+
         def work(conn: Connection) -> StoredFeedback:
-            uuids = sorted({e.card_uuid for e in entries})
-            known = set(conn.execute(select(issued_cards.c.card_uuid).where(
-                issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)).scalars())
+            known = self._known_cards(conn, service_id, uuids)
             # RETURNING names the rows actually inserted (rowcount is not reliable across drivers).
             statement = self._insert_ignoring_duplicates(feedback).returning(feedback.c.id)
             stored = 0
@@ -246,6 +344,8 @@ class FeedbackStore:
 
     def report_rows(self) -> tuple[list, list]:
         """(topic, cards shown) and (topic or None for unknown cards, outcome, reason system, code, display, count)."""
+        self.flush_issued()
+
         def work(conn: Connection):
             shown = conn.execute(select(issued_cards.c.topic, func.count()).group_by(issued_cards.c.topic)).all()
             joined = feedback.outerjoin(issued_cards, (feedback.c.card_uuid == issued_cards.c.card_uuid)
@@ -257,4 +357,5 @@ class FeedbackStore:
         return self._write(work)
 
     def dispose(self) -> None:
+        self.close()
         self.engine.dispose()

@@ -40,9 +40,21 @@ def test_quick_run_prints_the_table_and_writes_results(tmp_path, capsys):
         assert [r["concurrency"] for r in results["http"][name]] == [1, 4]
         for r in results["http"][name]:
             assert r["requests_per_s"] > 0 and r["errors"] == 0 and r["p99_ms"] >= r["p50_ms"] > 0
-    assert all(0 < r["share_of_trivial"] for r in results["http"]["service"] + results["http"]["service_cold"])
+    for r in results["http"]["service"] + results["http"]["service_cold"]:
+        assert 0 < r["share_of_trivial"] and 0 < r["share_of_trivial_best"]
     memory = results["memory"]
     assert set(memory["rss_kib"]) == {"1", *(str(i) for i in range(30, 301, 30))}
     assert memory["distinct_patients"] == 20 and all(v > 0 for v in memory["rss_kib"].values())
     table = capsys.readouterr().out
     assert "In-process size sweep" in table and "HTTP, typical prefetch" in table and "Worker memory" in table
+
+
+def test_auth_required_load_sends_a_fresh_token_per_request_and_all_are_served(capsys):
+    from bench import auth_load
+    assert auth_load.main(["--requests", "30", "--concurrency", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert set(rows) == {"service_auth_required", "service_auth_off", "trivial"}
+    for line in rows.values():
+        assert line.rstrip().endswith("{200: 30}")         # no 401: no token was reused or refused
+        assert float(line.split()[4]) > 0                    # server CPU per call was measured

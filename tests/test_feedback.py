@@ -144,6 +144,7 @@ def test_issued_cards_are_recorded_without_patient_data(app, client):
     body = hook_request("order-sign", "p-secret", avh_patient("p-secret"),
                         [service_request("surg-1", "p-secret", CPT, "63046", "Laminectomy")])
     cards = client.post("/cds-services/avh-order-sign", json=body).json["cards"]
+    app.extensions["avh"].store.flush_issued()          # the background writer's batch, now
     with app.extensions["avh"].store.engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(select(issued_cards))]
     assert [r["card_uuid"] for r in rows] == [cards[0]["uuid"]]
@@ -151,6 +152,58 @@ def test_issued_cards_are_recorded_without_patient_data(app, client):
     assert (rows[0]["service_id"], rows[0]["topic"], rows[0]["hook_instance"]) == \
         ("avh-order-sign", "posterior-fixation", body["hookInstance"])
     assert "p-secret" not in json.dumps(rows, default=str)
+
+
+def _issued_uuids(app) -> set[str]:
+    with app.extensions["avh"].store.engine.connect() as conn:
+        return set(conn.execute(select(issued_cards.c.card_uuid)).scalars())
+
+
+def test_issued_cards_are_written_by_the_background_writer_and_at_close(storage):
+    import time
+    app = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=0.1, **storage))
+    cards = issue_cards(app.test_client())
+    wanted = {c["uuid"] for c in cards.values()}
+    for _ in range(100):                       # within a few flush intervals, without any explicit flush
+        if _issued_uuids(app) == wanted:
+            break
+        time.sleep(0.05)
+    assert _issued_uuids(app) == wanted
+    app.extensions["avh"].store.dispose()
+    # A writer that would not run for a minute: closing the store (process exit, dispose) writes its rows.
+    slow = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=60, **storage))
+    later = issue_cards(slow.test_client(), "p2")
+    assert not {c["uuid"] for c in later.values()} & _issued_uuids(slow)
+    slow.extensions["avh"].store.close()
+    assert {c["uuid"] for c in later.values()} <= _issued_uuids(slow)
+    slow.extensions["avh"].store.dispose()
+
+
+def test_issued_cards_written_before_the_answer_when_the_flush_interval_is_zero(storage):
+    app = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=0, **storage))
+    cards = issue_cards(app.test_client())
+    assert _issued_uuids(app) == {c["uuid"] for c in cards.values()}
+    app.extensions["avh"].store.dispose()
+
+
+def test_at_most_max_pending_issued_cards_wait_the_oldest_go_first(storage):
+    app = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=60, issued_max_pending=3, **storage))
+    client = app.test_client()
+    first, second = issue_cards(client, "p1"), issue_cards(client, "p2")      # two cards each
+    assert app.extensions["avh"].store.flush_issued()
+    oldest, kept = list(first.values())        # in the order the answer listed them, as they were queued
+    assert _issued_uuids(app) == {kept["uuid"]} | {c["uuid"] for c in second.values()}
+    app.extensions["avh"].store.dispose()
+
+
+def test_feedback_reaching_another_worker_before_its_card_was_written_is_joined(storage):
+    issuing = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=0.3, **storage))
+    other = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=0.3, **storage))   # a second worker
+    cards = issue_cards(issuing.test_client())
+    response = post_feedback(other.test_client(), [accepted(cards["posterior-fixation"])])
+    assert response.status_code == 200 and response.json["unknownCards"] == []
+    for app in (issuing, other):
+        app.extensions["avh"].store.dispose()
 
 
 @pytest.mark.parametrize("entry, where", [
@@ -224,6 +277,7 @@ def test_a_locked_sqlite_file_answers_503_then_the_resend_lands(tmp_path):
 
 def test_a_database_recreated_under_the_running_service_is_migrated_again(app, client, storage):
     cards = issue_cards(client)
+    assert app.extensions["avh"].store.flush_issued()       # the cards were recorded before the restore
     url = database_url(storage.get("database_url", ""), storage.get("sqlite_path", Path()))
     _empty(url)                                   # the database was restored empty behind the service's back
     first = post_feedback(client, [accepted(cards["posterior-fixation"])])

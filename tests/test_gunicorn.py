@@ -166,3 +166,19 @@ def test_the_metrics_directory_gunicorn_makes_is_removed_however_it_exits(tmp_pa
                                 cwd=ROOT, env=env, capture_output=True, timeout=60)
     assert failed.returncode != 0
     assert list(tmp.iterdir()) == []
+
+
+def test_issued_cards_queued_in_the_workers_are_written_when_gunicorn_stops(tmp_path):
+    import sqlite3
+    # A flush interval longer than the test: only the workers' exit can write the rows.
+    server = Gunicorn(PORT_A, tmp_path / "gunicorn.log", AVH_CDS_ISSUED_FLUSH_SECONDS="600")
+    try:
+        uuids = {card["uuid"] for _ in range(6) for card in call(server.base, patient_view_request(avh_bundle())).json()["cards"]}
+        assert uuids
+        with sqlite3.connect(tmp_path / "gunicorn.sqlite3") as db:
+            assert db.execute("SELECT count(*) FROM avh_issued_card").fetchone() == (0,)
+        assert server.stop() == 0
+    finally:
+        server.stop()
+    with sqlite3.connect(tmp_path / "gunicorn.sqlite3") as db:
+        assert {uuid for (uuid,) in db.execute("SELECT card_uuid FROM avh_issued_card")} == uuids

@@ -10,7 +10,7 @@ import pytest
 from tests.security_support import FHIR, INVOKE, bearer, hook_request, http, loopback_only, make_app, token
 from service import create_app
 from service.config import Settings
-from service.security.limits import json_depth, prefetch_resource_count
+from service.security.limits import json_depth, prefetch_resource_count, raw_json_depth
 from service.security.logs import JsonLinesFormatter
 
 __all__ = ["http", "loopback_only"]
@@ -69,6 +69,34 @@ def test_depth_and_resource_counting():
     assert json_depth(nested(5000)) == 5000                  # no recursion: deep input cannot crash the check
     assert prefetch_resource_count(hook_request()) == 3
     assert prefetch_resource_count({"prefetch": {"a": None, "b": {"resourceType": "Bundle"}}}) == 1
+
+
+# Strings that look like structure: brackets (UCUM "mm[Hg]", LOINC displays), quotes and backslashes escaped.
+TRICKY = ["mm[Hg]", "[Moles/volume]", "{", "}}]]", '"', '\\', '\\"', '"[', '\\[', "", "[]{}", "a\nb", "\u005b"]
+
+
+def _random_json(rng, depth):
+    if depth == 0 or rng.random() < 0.25:
+        return rng.choice([rng.choice(TRICKY), rng.randint(-5, 5), 1.5, None, True])
+    if rng.random() < 0.5:
+        return [_random_json(rng, depth - 1) for _ in range(rng.randint(0, 3))]
+    return {rng.choice(TRICKY) + str(i): _random_json(rng, depth - 1) for i in range(rng.randint(0, 3))}
+
+
+@pytest.mark.parametrize("indent", [False, True])
+def test_depth_read_from_the_bytes_is_the_depth_of_the_parsed_json(indent):
+    import random
+    import orjson
+    from bench.patients import patient_view_request
+    rng = random.Random(6)
+    values = [_random_json(rng, rng.randint(0, 9)) for _ in range(3000)]
+    values += [nested(40), [[[]], {"k": "]]]]"}], {"]": {"[": ["{"]}}, patient_view_request(100)]
+    for value in values:
+        raw = orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
+        depth = json_depth(orjson.loads(raw))
+        assert raw_json_depth(raw, 64) == depth, raw[:200]
+        assert raw_json_depth(raw, depth) == depth
+        assert depth == 0 or raw_json_depth(raw, depth - 1) is None     # one level over the limit is refused
 
 
 @pytest.fixture

@@ -131,7 +131,8 @@ def _check_body(security: Security) -> None:
         body = request_json()
     except (ValueError, RecursionError):
         return                              # the route answers 400 naming the problem
-    check_limits(body, security.settings.max_json_depth, security.settings.max_prefetch_resources)
+    check_limits(body, security.settings.max_json_depth, security.settings.max_prefetch_resources,
+                 request.get_data(cache=True))
     if not isinstance(body, dict):
         return
     if isinstance(body.get("hookInstance"), str) and UUID.match(body["hookInstance"]):

@@ -9,6 +9,8 @@ import datetime as dt
 import json
 import logging
 
+import orjson
+
 access_log = logging.getLogger("service.access")
 
 
@@ -19,7 +21,12 @@ class JsonLinesFormatter(logging.Formatter):
         line.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        # orjson (a third of json.dumps' cost: it runs for every call); the stdlib for what orjson refuses
+        # (integers over 64 bits).
+        try:
+            return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:
+            return json.dumps(line, default=str)
 
 
 def configure_logging(level: str) -> None:

@@ -45,8 +45,10 @@ class TokenVerifier:
             raise AuthFailed("no bearer token")
         token = token.strip()
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            # One unverified parse for both header and claims (each parse checks every base64 character in
+            # Python): they only choose the issuer and key; the decode below verifies everything.
+            unverified_token = jwt.decode_complete(token, options={"verify_signature": False})
+            header, unverified = unverified_token["header"], unverified_token["payload"]
         except jwt.PyJWTError as exc:
             raise AuthFailed(f"malformed token ({type(exc).__name__})") from None
         alg, kid = header.get("alg"), header.get("kid")
