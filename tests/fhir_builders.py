@@ -4,11 +4,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-SCT = "http://snomed.info/sct"
-ICD = "http://hl7.org/fhir/sid/icd-10-cm"
-CPT = "http://www.ama-assn.org/go/cpt"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-LOCAL = "https://avh-cds.org/fhir/CodeSystem/avh-local"
+from service.valuesets import CPT, ICD10CM as ICD, LOCAL, RXNORM, SNOMED as SCT  # noqa: F401 (re-exported)
+
 UCUM = "http://unitsofmeasure.org"
 # These tests are not about authentication: they say so explicitly (ignored where auth does not exist yet).
 NO_AUTH = {"AVH_CDS_AUTH": "off"}

@@ -8,28 +8,16 @@ import datetime as dt
 import json
 from pathlib import Path
 
-SNOMED = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
-CPT = "http://www.ama-assn.org/go/cpt"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-LOCAL = "https://avh-cds.org/fhir/CodeSystem/avh-local"
-EXPECTED = "https://avh-cds.org/fhir/CodeSystem/expected-card"
-CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+from service.fixtures import EXPECTED_CARD_SYSTEM as EXPECTED
+from service.valuesets import CPT, LOCAL, LOINC, RXNORM, SNOMED  # noqa: F401 (re-exported)
+from tests.fhir_builders import NO_AUTH as AUTH_OFF, concept  # noqa: F401 (re-exported)
 
-# Environment for apps these tests build: CDS Hooks JWT authentication off (it is tested on its own).
-AUTH_OFF = {"AVH_CDS_AUTH": "off"}
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 PRE_OP_CARDS = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta", "preop-embolization"}
 
 
 def _days_ago(days: int) -> str:
     return (dt.date.today() - dt.timedelta(days=days)).isoformat()
-
-
-def concept(system: str, code: str, display: str = "") -> dict:
-    coding = {"system": system, "code": code}
-    if display:
-        coding["display"] = display
-    return {"coding": [coding], "text": display or code}
 
 
 def patient(pid: str, birth: str = "1975-03-02") -> dict:
