@@ -57,9 +57,12 @@ class Engine:
         answer = self.answers.get(key)
         if answer is None:
             cards = self.cards(*decide_chart(facts), facts, source_url)
-            if self.answers.size <= 0:
+            try:
+                answer = orjson.dumps(cards) if self.answers.size > 0 else None
+            except TypeError:           # a value orjson cannot write: the app's JSON provider will, unremembered
+                answer = None
+            if answer is None:
                 return cards
-            answer = orjson.dumps(cards)
             self.answers.put(key, answer)
         return with_new_uuids(orjson.loads(answer))     # orjson.loads: a private deep copy, in C
 

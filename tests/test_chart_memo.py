@@ -115,3 +115,11 @@ def test_size_zero_remembers_nothing_and_answers_the_same(tmp_path, engine):
     assert _without_uuids(_cards(cold, resources)) == _without_uuids(_cards(engine, resources))
     _cards(cold, resources)
     assert len(cold.charts) == len(cold.answers) == len(cold.validate) == 0
+
+
+def test_cards_orjson_cannot_write_are_answered_and_not_remembered(engine, monkeypatch):
+    huge = 2 ** 70                                       # orjson writes no integer over 64 bits
+    monkeypatch.setattr(type(engine), "cards", lambda self, *args: [{"uuid": "u", "summary": "s", "n": huge}])
+    facts = engine.facts(Prefetched(resources=_chart()), PATIENT_ID, NOW)
+    assert engine.chart_cards(facts, "http://avh.test/pathway")[0]["n"] == huge
+    assert len(engine.answers) == 0
