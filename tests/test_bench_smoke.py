@@ -1,6 +1,7 @@
 """The benchmark harness runs end to end on tiny inputs (so it never rots). No speed thresholds here."""
 import gc
 import json
+import logging
 import shutil
 
 import orjson
@@ -67,7 +68,8 @@ def test_instruction_count_children_run_every_subject_and_the_difference_is_per_
     try:
         for subject in instructions.SUBJECTS:      # what each callgrind child runs, without valgrind
             instructions.run_calls(subject, 1)
-    finally:                                       # the child sets the collector as a worker does: undo it here
+    finally:                  # the child quiets logging and sets the collector as a worker does: undo both here
+        logging.disable(logging.NOTSET)
         gc.unfreeze()
         gc.set_threshold(*threshold)
     totals = {("service", 0): 1_000, ("service", 10): 81_000, ("trivial", 0): 1_000, ("trivial", 10): 31_000}
