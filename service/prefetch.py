@@ -127,29 +127,44 @@ def _is_error(outcome: dict) -> bool:
 # Decoded JSON is made of dicts and lists: isinstance(x, dict) is several times cheaper than a
 # typing.Mapping check, and these run once per resource the EHR sent.
 
-def _outcome_in(value: dict) -> bool:
-    """An OperationOutcome alone, or an error OperationOutcome entry in a Bundle (not an included one)."""
-    if value.get("resourceType") == "OperationOutcome":
-        return True
-    if value.get("resourceType") == "Bundle":
-        for entry in _entries(value):
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome" \
-                    and (entry.get("search") or {}).get("mode") != "include" and _is_error(resource):
-                return True
-    return False
+OUTCOME, OTHER_PATIENT = "outcome", "other-patient"
+OUTCOME_FETCHED = "fhirServer answered with an OperationOutcome instead of data"
 
 
-def _entries(bundle: dict) -> list:
-    entries = bundle.get("entry") or []
-    return entries if isinstance(entries, list) else []
+def read_resources(value: dict, patient_id: str | None) -> tuple[list[dict], str | None]:
+    """The resources a sent or fetched value holds, in one pass, or what makes them unusable: OUTCOME (it
+    is an OperationOutcome, or a Bundle with an error OperationOutcome among its matches, not its
+    includes) or OTHER_PATIENT (with `patient_id`: some resource is about, or is, another patient)."""
+    rtype = value.get("resourceType")
+    if rtype == "OperationOutcome":
+        return [], OUTCOME
+    if rtype != "Bundle":
+        return [dict(value)], OTHER_PATIENT if patient_id and not _about(value, patient_id) else None
+    own = "Patient/" + patient_id if patient_id else None
+    resources, other_patient = [], False
+    entries = value.get("entry") or []
+    for entry in entries if isinstance(entries, list) else ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        if resource.get("resourceType") == "OperationOutcome":
+            search = entry.get("search")
+            if (search.get("mode") if isinstance(search, dict) else None) != "include" and _is_error(resource):
+                return [], OUTCOME                   # before OTHER_PATIENT, wherever it stands in the Bundle
+            continue
+        if own is not None and not other_patient:
+            ref = resource.get("subject") or resource.get("patient")
+            if not (isinstance(ref, dict) and ref.get("reference") == own):    # the usual case, without parsing
+                other_patient = not _about(resource, patient_id)
+        resources.append(resource)
+    return ([], OTHER_PATIENT) if other_patient else (resources, None)
 
 
-def resources_of(value: dict) -> list[dict]:
-    if value.get("resourceType") == "Bundle":
-        resources = [e.get("resource") for e in _entries(value) if isinstance(e, dict)]
-        return [r for r in resources if isinstance(r, dict) and r.get("resourceType") != "OperationOutcome"]
-    return [dict(value)]
+def _about(resource: dict, patient_id: str) -> bool:
+    """Whether a resource is about (or is) this patient, or about no patient at all."""
+    if resource.get("resourceType") == "Patient":
+        return resource.get("id") == patient_id
+    return subject_id(resource) in (None, patient_id)
 
 
 def next_link(bundle: Mapping, page_url: str | None) -> str | None:
@@ -161,27 +176,11 @@ def next_link(bundle: Mapping, page_url: str | None) -> str | None:
     return None
 
 
-def of_another_patient(resources: list[dict], patient_id: str) -> bool:
-    """Some resource is about (or is) a patient other than the one the query named."""
-    own = "Patient/" + patient_id
-    for resource in resources:
-        if resource.get("resourceType") == "Patient":
-            if resource.get("id") != patient_id:
-                return True
-            continue
-        ref = resource.get("subject") or resource.get("patient")
-        if isinstance(ref, dict) and ref.get("reference") == own:
-            continue                                    # the usual case, without parsing
-        if subject_id(resource) not in (None, patient_id):
-            return True
-    return False
-
-
 def _check_fhir(body: Any, plan: Plan) -> Mapping:
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
         raise FetchProblem("fhirServer answered with JSON that is not a FHIR resource", "invalid")
-    if _outcome_in(body):
-        raise FetchProblem("fhirServer answered with an OperationOutcome instead of data", "exception")
+    if body["resourceType"] == "OperationOutcome":
+        raise FetchProblem(OUTCOME_FETCHED, "exception")
     expected = "Bundle" if plan.search else plan.resource_type
     got = body["resourceType"]
     if got != expected:
@@ -274,10 +273,10 @@ class PrefetchResolver:
             return None, None
         if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
             return None, Problem("the client sent something that is not a FHIR resource", "invalid")
-        if _outcome_in(value):
+        resources, unusable = read_resources(value, patient_id)
+        if unusable == OUTCOME:
             return None, Problem("the client could not prefetch it (OperationOutcome)", "exception")
-        resources = resources_of(value)
-        if patient_id and of_another_patient(resources, patient_id):
+        if unusable == OTHER_PATIENT:
             return None, Problem("the client sent another patient's resources", "invalid")
         result.sources[key] = "prefetch"
         more = next_link(value, None) if value.get("resourceType") == "Bundle" else None
@@ -342,8 +341,10 @@ class PrefetchResolver:
                 seen.add(url)
                 body = _check_fhir(self._get(url, server, headers, deadline), plan)
                 pages += 1
-                page = resources_of(body)
-                if plan.patient_id and of_another_patient(page, plan.patient_id):
+                page, unusable = read_resources(body, plan.patient_id)
+                if unusable == OUTCOME:
+                    raise FetchProblem(OUTCOME_FETCHED, "exception")
+                if unusable == OTHER_PATIENT:
                     raise FetchProblem("fhirServer answered with another patient's resources", "invalid")
                 resources += page
                 url = next_link(body, url) if plan.search else None

@@ -1,10 +1,13 @@
 """The benchmark harness runs end to end on tiny inputs (so it never rots). No speed thresholds here."""
+import gc
 import json
+import logging
 import shutil
 
 import orjson
 
 from bench import __main__ as bench_main
+from bench import instructions
 from bench import sweep
 from bench.patients import PATIENT_ID, patient_view_request
 
@@ -58,3 +61,22 @@ def test_auth_required_load_sends_a_fresh_token_per_request_and_all_are_served(c
     for line in rows.values():
         assert line.rstrip().endswith("{200: 30}")         # no 401: no token was reused or refused
         assert float(line.split()[4]) > 0                    # server CPU per call was measured
+
+
+def test_instruction_count_children_run_every_subject_and_the_difference_is_per_call(monkeypatch):
+    threshold = gc.get_threshold()
+    try:
+        for subject in instructions.SUBJECTS:      # what each callgrind child runs, without valgrind
+            instructions.run_calls(subject, 1)
+    finally:                  # the child quiets logging and sets the collector as a worker does: undo both here
+        logging.disable(logging.NOTSET)
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+    totals = {("service", 0): 1_000, ("service", 10): 81_000, ("trivial", 0): 1_000, ("trivial", 10): 31_000}
+    monkeypatch.setattr(instructions, "count", lambda subject, calls: totals[subject, calls])
+    assert instructions.per_call(("service", "trivial"), calls=10) == {"service": 8_000, "trivial": 3_000}
+
+
+def test_instruction_count_reads_callgrinds_total():
+    found = instructions.COLLECTED.search("==1== Events    : Ir\n==1== Collected : 8297207\n")
+    assert found and int(found.group(1)) == 8297207

@@ -1,4 +1,5 @@
 """Feedback kept: validated, stored once, joined with the cards issued; on SQLite and on the real PostgreSQL."""
+import datetime as dt
 import json
 import multiprocessing
 import os
@@ -152,6 +153,21 @@ def test_issued_cards_are_recorded_without_patient_data(app, client):
     assert (rows[0]["service_id"], rows[0]["topic"], rows[0]["hook_instance"]) == \
         ("avh-order-sign", "posterior-fixation", body["hookInstance"])
     assert "p-secret" not in json.dumps(rows, default=str)
+
+
+def test_issued_at_reads_back_as_written_and_a_batch_written_twice_is_stored_once(app):
+    store = app.extensions["avh"].store
+    when = dt.datetime(2026, 11, 24, 2, 30, 15, 123456, tzinfo=dt.timezone.utc)
+    cards = [{"uuid": f"00000000-0000-4000-8000-00000000000{i}", "source": {"topic": {"code": "spine-mri"}}}
+             for i in range(3)]
+    store.record_issued("avh-patient-view", "h-1", cards, when)
+    store.flush_issued()
+    store.record_issued("avh-patient-view", "h-1", cards, when)     # a batch retried after a failure
+    store.flush_issued()
+    with store.engine.connect() as conn:
+        stamps = list(conn.execute(select(issued_cards.c.issued_at)).scalars())
+    assert len(stamps) == 3
+    assert all(s.replace(tzinfo=s.tzinfo or dt.timezone.utc) == when for s in stamps)
 
 
 def _issued_uuids(app) -> set[str]:

@@ -116,6 +116,23 @@ def test_sent_resources_of_another_patient_make_the_key_unreliable(rsps, resolve
         resolver.resolve(TEMPLATES, hook({**sent, "patient": patient("someone-else")}))
 
 
+def test_an_error_outcome_after_another_patients_resource_still_says_the_client_failed(rsps, resolver):
+    mixed = searchset([procedure("x9", "someone-else", ("http://snomed.info/sct", "387731002"))])
+    mixed["entry"].append({"resource": {"resourceType": "OperationOutcome", "issue": [{"severity": "error",
+                           "code": "timeout"}]}, "search": {"mode": "outcome"}})
+    sent = {"patient": PT, "conditions": searchset(CONDITIONS), "observations": None, "procedures": mixed}
+    assert "OperationOutcome" in resolver.resolve(TEMPLATES, hook(sent)).unavailable["Procedure"]
+
+
+@pytest.mark.parametrize("search", ["outcome", ["include"], None])
+def test_an_outcome_entry_whose_search_is_not_an_object_counts_as_a_match(rsps, resolver, search):
+    odd = searchset(OBS)
+    odd["entry"].append({"resource": {"resourceType": "OperationOutcome", "issue": [{"severity": "error",
+                         "code": "timeout"}]}, "search": search})
+    sent = {"patient": PT, "conditions": searchset(CONDITIONS), "observations": odd, "procedures": None}
+    assert "OperationOutcome" in resolver.resolve(TEMPLATES, hook(sent)).unavailable["Observation"]
+
+
 # --- what is fetched -----------------------------------------------------------------------------
 
 def test_absent_keys_are_fetched_with_tokens_filled_and_no_auth_header_without_a_token(rsps, resolver):

@@ -168,13 +168,24 @@ def test_a_broken_issuers_file_fails_at_start(tmp_path, entry, problem):
         make_app(tmp_path, [entry])
 
 
-def test_auth_off_lets_calls_through_and_warns_each_time(caplog):
+def test_auth_off_lets_calls_through_and_warns_at_start_and_then_once_a_minute(caplog, monkeypatch):
+    import service.security as security
     from service import create_app
     from service.config import Settings
+    warnings = lambda: [r for r in caplog.records if "AVH_CDS_AUTH=off" in r.getMessage() and r.levelname == "WARNING"]  # noqa: E731
+    clock = [1000.0]
+    monkeypatch.setattr(security.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(security, "_auth_off_reminded", -security.AUTH_OFF_REMINDER_SECONDS)
     client = create_app(Settings.from_env({"AVH_CDS_AUTH": "off"})).test_client()
-    caplog.clear()
-    assert client.get("/cds-services").status_code == 200
-    assert any("AVH_CDS_AUTH=off" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    assert len(warnings()) == 1                                    # at start-up
+    for _ in range(3):
+        assert client.get("/cds-services").status_code == 200
+    assert len(warnings()) == 2                                    # the first call reminds, the next two do not
+    clock[0] += security.AUTH_OFF_REMINDER_SECONDS
+    client.get("/cds-services")
+    assert len(warnings()) == 3
+    access = [r for r in caplog.records if r.getMessage() == "cds call"]
+    assert len(access) == 4 and all(r.fields["auth"] == "off" for r in access)
 
 
 def test_auth_mode_must_be_known():

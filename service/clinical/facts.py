@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from ..valuesets import LOCAL, SPINE_WORDS, LEVEL_PATTERN, ValueSets, codings, in_set
@@ -83,6 +83,30 @@ class Facts:
     @property
     def steroid_course_exceeded(self) -> bool:
         return self.dexamethasone_days is not None and self.dexamethasone_days > STEROID_COURSE_DAYS
+
+
+@dataclass(frozen=True)
+class RapidDeterioration:
+    stated: tuple[Evidence, ...]                                      # true whenever the call comes
+    worsening: tuple[tuple[tuple[dt.datetime, tuple[Evidence, ...]], ...], ...]   # per series: (later reading's time, pair)
+
+    def at(self, now: dt.datetime) -> tuple[Evidence, ...]:
+        """The evidence at `now`: what is stated, then per series the first pair whose later reading is recent."""
+        evidence = list(self.stated)
+        for pairs in self.worsening:
+            evidence += next((pair for when, pair in pairs if now - when <= RECENT), ())
+        return tuple(evidence)
+
+
+@dataclass(frozen=True)
+class ChartFacts:
+    """What the record says whatever the moment: the Facts without the fields that depend on the clock,
+    and what those fields are computed from. facts_at finishes them for one call, so a chart that comes back
+    unchanged is derived once (the engine keeps ChartFacts by the record's exact JSON)."""
+    facts: Facts
+    birth_date: dt.date | None = None
+    dexamethasone: tuple[tuple[dt.datetime | None, Evidence], ...] = ()   # (start, evidence minus its date)
+    rapid: RapidDeterioration | None = None
 
 
 # --- small readers over fhir.resources models -------------------------------------------------
@@ -228,34 +252,38 @@ def _usable_observations(observations, codes) -> list:
     return sorted(obs, key=observation_time)
 
 
-def _rapid_deterioration(conditions, observations, vs: ValueSets, now: dt.datetime) -> tuple[Evidence, ...]:
-    evidence = [_evidence(c, c.code, condition_onset(c)) for c in conditions if in_set(c.code, vs["rapid-deterioration"])]
+def _rapid_deterioration(conditions, observations, vs: ValueSets) -> "RapidDeterioration":
+    """What says the neurological status worsened fast: conditions and flags that say so outright, and
+    pairs of readings at most RAPID_WINDOW apart that got worse. A pair counts while its later reading is
+    no older than RECENT, which only the moment of the call decides (RapidDeterioration.at)."""
+    stated = [_evidence(c, c.code, condition_onset(c)) for c in conditions if in_set(c.code, vs["rapid-deterioration"])]
     for o in observations:
         if in_set(o.code, vs["rapid-deterioration"]) and o.valueBoolean is True \
                 and o.status not in {"entered-in-error", "cancelled"}:
-            evidence.append(_evidence(o, o.code, observation_time(o)))
+            stated.append(_evidence(o, o.code, observation_time(o)))
 
     def describe(o):
         value = _local_value(o.valueCodeableConcept) if o.valueCodeableConcept else _number(o)
         return f"{value:g}" if isinstance(value, float) else str(value)
 
-    def worsening(series, worse):
+    def worsening(series, worse) -> tuple:
+        """(time of the later reading, the pair), for each later reading in series order that has one."""
+        pairs = []
         for i, later in enumerate(series):
             t_later = observation_time(later)
-            if now - t_later > RECENT:
-                continue
-            for earlier in series[:i]:
-                if t_later - observation_time(earlier) <= RAPID_WINDOW and worse(earlier, later):
-                    return [Evidence(_ref(o), f"{label_of(o.code)}: {describe(o)}", _date(observation_time(o)))
-                            for o in (earlier, later)]
-        return []
+            earlier = next((e for e in series[:i] if t_later - observation_time(e) <= RAPID_WINDOW and worse(e, later)), None)
+            if earlier is not None:
+                pairs.append((t_later, tuple(Evidence(_ref(o), f"{label_of(o.code)}: {describe(o)}",
+                                                      _date(observation_time(o))) for o in (earlier, later))))
+        return tuple(pairs)
 
     walking = [o for o in _usable_observations(observations, vs["ambulatory-status"]) if _local_value(o.valueCodeableConcept)]
-    evidence += worsening(walking, lambda a, b: _local_value(a.valueCodeableConcept) != "non-ambulatory"
-                          and _local_value(b.valueCodeableConcept) == "non-ambulatory")
     motor = [o for o in _usable_observations(observations, vs["lower-extremity-motor-score"]) if _number(o) is not None]
-    evidence += worsening(motor, lambda a, b: _number(a) - _number(b) >= MOTOR_DROP)
-    return tuple(evidence)
+    return RapidDeterioration(
+        tuple(stated),
+        (worsening(walking, lambda a, b: _local_value(a.valueCodeableConcept) != "non-ambulatory"
+                   and _local_value(b.valueCodeableConcept) == "non-ambulatory"),
+         worsening(motor, lambda a, b: _number(a) - _number(b) >= MOTOR_DROP)))
 
 
 def _ambulatory(conditions, observations, vs: ValueSets) -> tuple[str | None, Evidence | None]:
@@ -275,8 +303,7 @@ def _latest(resources, key) -> object | None:
     return dated[-1] if dated else None
 
 
-def _age(patient, today: dt.date) -> int | None:
-    born = _date(getattr(patient, "birthDate", None)) if patient is not None else None
+def _age(born: dt.date | None, today: dt.date) -> int | None:
     if born is None:
         return None
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
@@ -291,14 +318,31 @@ def dexamethasone_start(m):
 
 
 def derive_facts(record: PatientRecord, vs: ValueSets, now: dt.datetime) -> Facts:
+    return facts_at(chart_facts(record, vs), now)
+
+
+def facts_at(chart: ChartFacts, now: dt.datetime) -> Facts:
+    """The chart's facts at the moment of a call: today's date, durations and age, recent deterioration."""
+    if not chart.facts.in_pathway:
+        return replace(chart.facts, today=now.date())
     today = now.date()
+    start, dex = min(chart.dexamethasone, key=lambda d: d[0] or now, default=(None, None))
+    dex_start = start.date() if start else None
+    rapid = chart.rapid.at(now)
+    return replace(chart.facts, today=today, rapid_deterioration=bool(rapid), rapid_evidence=rapid,
+                   dexamethasone=replace(dex, when=dex_start) if dex else None,
+                   dexamethasone_days=(today - dex_start).days if dex_start else None,
+                   age=_age(chart.birth_date, today))
+
+
+def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
     patient_ref = f"Patient/{record.patient_id}"
     conditions = _current_conditions(record.of("Condition"))
     hemangiomas = [c for c in conditions if _is_vertebral_hemangioma(c, vs)]
     compressions = [c for c in conditions if in_set(c.code, vs["spinal-cord-compression"])]
-    common = dict(patient_ref=patient_ref, today=today, unavailable=record.unavailable, left_out=record.left_out)
+    common = dict(patient_ref=patient_ref, unavailable=record.unavailable, left_out=record.left_out)
     if not hemangiomas or not compressions:
-        return Facts(in_pathway=False, **common)
+        return ChartFacts(Facts(in_pathway=False, **common))
 
     hemangioma = min(hemangiomas, key=_speaking_rank)
     onset = as_datetime(clinical_onset(hemangioma))   # unknown onset: any decompression counts (pathway.md 3)
@@ -330,17 +374,15 @@ def derive_facts(record: PatientRecord, vs: ValueSets, now: dt.datetime) -> Fact
 
     dex = [m for m in record.of("MedicationRequest") if m.status == "active"
            and in_set(m.medicationCodeableConcept, vs["dexamethasone"])]
-    dex_first = min(dex, key=lambda m: as_datetime(dexamethasone_start(m)) or now, default=None)
-    dex_start = _date(dexamethasone_start(dex_first)) if dex_first else None
 
     joa_obs = _usable_observations(record.of("Observation"), vs["joa-score"])
     joa_latest = next((o for o in reversed(joa_obs) if _number(o) is not None), None)
     pregnancy = next((c for c in conditions if in_set(c.code, vs["pregnancy"])), None)
-    status, status_evidence = _ambulatory(conditions, record.of("Observation"), vs)
     observations = record.of("Observation")
-    rapid = _rapid_deterioration(conditions, observations, vs, now)
+    status, status_evidence = _ambulatory(conditions, observations, vs)
+    born = _date(getattr(record.patient, "birthDate", None)) if record.patient is not None else None
 
-    return Facts(
+    return ChartFacts(Facts(
         in_pathway=True,
         hemangioma=_evidence(hemangioma, hemangioma.code, condition_onset(hemangioma)),
         hemangioma_ref=_ref(hemangioma),
@@ -348,8 +390,6 @@ def derive_facts(record: PatientRecord, vs: ValueSets, now: dt.datetime) -> Fact
         hemangioma_recurrence=_status(hemangioma.clinicalStatus) in {"recurrence", "relapse"},
         compression=_evidence(compression, compression.code, condition_onset(compression)),
         levels=_levels(hemangiomas + compressions, vs),
-        rapid_deterioration=bool(rapid),
-        rapid_evidence=rapid,
         ambulatory_status=status,
         ambulatory_evidence=status_evidence,
         operated=surgery is not None,
@@ -361,10 +401,8 @@ def derive_facts(record: PatientRecord, vs: ValueSets, now: dt.datetime) -> Fact
         mri_entire_spine=imaging["mri-entire-spine"],
         mri_thoracic=imaging["mri-thoracic-spine"],
         spine_cta=imaging["spine-ct-angiography"],
-        dexamethasone=_evidence(dex_first, dex_first.medicationCodeableConcept, dex_start) if dex_first else None,
-        dexamethasone_days=(today - dex_start).days if dex_start else None,
-        age=_age(record.patient, today),
         pregnancy=_evidence(pregnancy, pregnancy.code, condition_onset(pregnancy)) if pregnancy else None,
         joa=(_number(joa_latest), _evidence(joa_latest, joa_latest.code, observation_time(joa_latest))) if joa_latest else None,
         **common,
-    )
+    ), born, tuple((as_datetime(dexamethasone_start(m)), _evidence(m, m.medicationCodeableConcept, None)) for m in dex),
+        _rapid_deterioration(conditions, observations, vs))

@@ -8,8 +8,6 @@ card it could have changed can say so.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
 
@@ -17,6 +15,7 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from ..lru import Lru
 from ..valuesets import ValueSets, codings
 
 log = logging.getLogger(__name__)
@@ -54,6 +53,9 @@ class PatientRecord:
     resources: Mapping[str, tuple] = field(default_factory=dict)   # resourceType -> models
     left_out: tuple[LeftOut, ...] = ()
     unavailable: frozenset[str] = frozenset()                        # resource types that could not be read
+    # The exact JSON of every resource read, in order (None when not asked for, or not JSON orjson writes):
+    # records with equal fingerprints are equal, so what is derived from one holds for the other.
+    fingerprint: tuple[bytes, ...] | None = field(default=None, compare=False)
 
     def of(self, resource_type: str) -> tuple:
         return self.resources.get(resource_type, ())
@@ -104,8 +106,16 @@ def subject_id(resource: Mapping) -> str | None:
     return None
 
 
-def _validate(resource: Mapping) -> tuple[object | None, str | None]:
-    """(model, None) for a valid resource, (None, why) for an invalid one."""
+def exact_json(resource: Mapping) -> bytes | None:
+    """The resource as orjson writes it: the key under which what is derived from it is remembered."""
+    try:
+        return orjson.dumps(resource)
+    except TypeError:                      # not JSON orjson can write (e.g. a 65-bit integer)
+        return None
+
+
+def _validate(resource: Mapping, key: bytes | None = None) -> tuple[object | None, str | None]:
+    """(model, None) for a valid resource, (None, why) for an invalid one. `key`: see Validator."""
     try:
         return get_fhir_model_class(resource["resourceType"]).model_validate(resource), None
     except (ValidationError, ValueError, TypeError) as exc:
@@ -123,26 +133,19 @@ class Validator:
 
     def __init__(self, size: int = 0):
         self.size = size
-        self._results: OrderedDict[bytes, tuple] = OrderedDict()
-        self._lock = threading.Lock()
+        self._results = Lru(size)
 
-    def __call__(self, resource: Mapping) -> tuple[object | None, str | None]:
+    def __call__(self, resource: Mapping, key: bytes | None = None) -> tuple[object | None, str | None]:
+        """`key`: exact_json(resource), when the caller has it already."""
         if self.size <= 0:
             return _validate(resource)
-        try:
-            key = orjson.dumps(resource)
-        except TypeError:                      # not JSON orjson can write (e.g. a 65-bit integer)
+        key = key or exact_json(resource)
+        if key is None:
             return _validate(resource)
-        with self._lock:
-            result = self._results.get(key)
-            if result is not None:
-                self._results.move_to_end(key)
-                return result
-        result = _validate(resource)
-        with self._lock:
-            self._results[key] = result
-            while len(self._results) > self.size:
-                self._results.popitem(last=False)
+        result = self._results.get(key)
+        if result is None:
+            result = _validate(resource)
+            self._results.put(key, result)
         return result
 
     def __len__(self) -> int:
@@ -150,12 +153,20 @@ class Validator:
 
 
 def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
-                 unavailable: Iterable[str] = (), validate=_validate) -> PatientRecord:
-    """Keep this patient's relevant resources, each (type, id) once, validated."""
+                 unavailable: Iterable[str] = (), validate=_validate, fingerprint: bool = False) -> PatientRecord:
+    """Keep this patient's relevant resources, each (type, id) once, validated; with `fingerprint`, note
+    the exact JSON of each."""
     seen: set[tuple[str, str]] = set()
     kept: dict[str, list] = {}
     left_out: list[LeftOut] = []
     patient = None
+    keys: list | None = [] if fingerprint else None
+
+    def check(res):
+        if keys is None:
+            return validate(res)
+        keys.append(exact_json(res))
+        return validate(res, keys[-1])
     for res in resources:
         if not isinstance(res, dict):
             continue
@@ -165,7 +176,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
             continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
         if rtype == "Patient":
             if rid == patient_id and patient is None:
-                patient, reason = validate(res)
+                patient, reason = check(res)
                 if reason is not None:
                     left_out.append(LeftOut("Patient", str(rid), ("patient",), reason))
             continue
@@ -178,7 +189,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if subject_id(res) != patient_id:
             log.warning("ignored %s/%s: subject is not Patient/%s", rtype, rid, patient_id)
             continue
-        model, reason = validate(res)
+        model, reason = check(res)
         if reason is None:
             kept.setdefault(rtype, []).append(model)
         else:
@@ -187,7 +198,8 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
             left_out.append(item)
     return PatientRecord(patient_id=patient_id, patient=patient,
                          resources={k: tuple(v) for k, v in kept.items()},
-                         left_out=tuple(left_out), unavailable=frozenset(unavailable))
+                         left_out=tuple(left_out), unavailable=frozenset(unavailable),
+                         fingerprint=tuple(keys) if keys is not None and None not in keys else None)
 
 
 def _reason(exc: Exception) -> str:

@@ -34,6 +34,7 @@ OPENAPI = Path(__file__).parent / "openapi.json"
 UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 CHALLENGE = 'Bearer realm="avh-cds"'
 AUTH_OFF_WARNING = "AVH_CDS_AUTH=off: CDS calls are NOT authenticated; development only, never in production"
+AUTH_OFF_REMINDER_SECONDS = 60
 SANDBOX_WARNING = ("AVH_CDS_TRUST_SANDBOX=1: trusting https://sandbox.cds-hooks.org, whose private key is public "
                    "(anyone can sign its tokens); development only, never in production")
 openapi_bp = Blueprint("openapi", __name__)
@@ -109,7 +110,7 @@ def _guard():
         return None
     security: Security = current_app.extensions["avh_security"]
     if security.verifier is None:
-        log.warning(AUTH_OFF_WARNING)
+        _remind_auth_off()
         g.caller = None
     else:
         try:
@@ -124,6 +125,19 @@ def _guard():
     if request.method == "POST":
         _check_body(security)
     return None
+
+
+_auth_off_reminded = -AUTH_OFF_REMINDER_SECONDS
+
+
+def _remind_auth_off() -> None:
+    """The start-up warning, again at most once a minute while calls come in (each access line also says
+    auth=off): loud enough to be seen in any stretch of log, without a second line for every call."""
+    global _auth_off_reminded
+    now = time.monotonic()
+    if now - _auth_off_reminded >= AUTH_OFF_REMINDER_SECONDS:
+        _auth_off_reminded = now
+        log.warning(AUTH_OFF_WARNING)
 
 
 def _check_body(security: Security) -> None:
