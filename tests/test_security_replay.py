@@ -1,5 +1,6 @@
 """jti replay cache: in-process, SQLite shared by the workers of one host, Redis shared by all hosts."""
 import multiprocessing
+import os
 import uuid
 
 import pytest
@@ -80,3 +81,18 @@ def test_sqlite_lets_exactly_one_of_several_processes_use_a_jti(tmp_path):
     for w in workers:
         w.join(10)
     assert sorted(results.get(timeout=5) for _ in workers) == [False, False, False, True]
+
+
+def _use_then_die(path, jti):
+    SqliteReplayCache(path).first_use("iss", jti, 300)
+    os._exit(0)                                     # no clean shutdown: as a killed worker
+
+
+def test_sqlite_does_not_flush_to_disk_per_token_yet_a_killed_worker_loses_nothing(tmp_path):
+    path, jti = str(tmp_path / "replay.sqlite3"), str(uuid.uuid4())
+    cache = SqliteReplayCache(path)
+    assert cache._db().execute("PRAGMA synchronous").fetchone() == (1,)     # NORMAL: no fsync per commit
+    worker = multiprocessing.get_context("fork").Process(target=_use_then_die, args=(path, jti))
+    worker.start()
+    worker.join(10)
+    assert worker.exitcode == 0 and not cache.first_use("iss", jti, 300)
