@@ -40,9 +40,8 @@ class Engine:
                    Lru(model_cache_size), Lru(model_cache_size))
 
     def facts(self, prefetched: Prefetched, patient_id: str, now: dt.datetime) -> Facts:
-        remember = self.charts.size > 0
         record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable, self.validate,
-                              fingerprint=remember)
+                              fingerprint=self.charts.size > 0)
         key = (patient_id, record.fingerprint, record.unavailable) if record.fingerprint is not None else None
         chart: ChartFacts | None = self.charts.get(key) if key else None
         if chart is None:
