@@ -182,3 +182,23 @@ def test_issued_cards_queued_in_the_workers_are_written_when_gunicorn_stops(tmp_
         server.stop()
     with sqlite3.connect(tmp_path / "gunicorn.sqlite3") as db:
         assert {uuid for (uuid,) in db.execute("SELECT card_uuid FROM avh_issued_card")} == uuids
+
+
+def test_charts_remembered_across_threads_and_workers_never_mix_patients(server):
+    """Twelve patients, each called four times, eight calls at a time over two workers of two threads: every
+    answer names only its own patient, repeats its first answer, and every card has a uuid of its own."""
+    patients = [f"dep-mix-{i}" for i in range(12)]
+    bodies = [patient_view_request(avh_bundle(pid)) for pid in patients for _ in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda body: (body["context"]["patientId"], call(server.base, body)), bodies))
+    first: dict[str, object] = {}
+    uuids = []
+    for pid, response in answers:
+        assert response.status_code == 200
+        cards = response.json()["cards"]
+        text = json.dumps(cards)
+        assert f"Patient/{pid}" in text and f"Condition/{pid}-vh" in text
+        assert not any(f"Patient/{other}\"" in text for other in patients if other != pid)
+        assert without_uuids(cards) == first.setdefault(pid, without_uuids(cards))
+        uuids += [c["uuid"] for c in cards] + [s["uuid"] for c in cards for s in c.get("suggestions", [])]
+    assert len(uuids) == len(set(uuids))
