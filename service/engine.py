@@ -2,26 +2,34 @@
 
 patient-view fires at every opening of a chart, mostly on a chart that has not changed since the last
 one, so a worker remembers (up to model_cache_size of each, least recently used out first) what it
-derived: validated models by each resource's exact JSON, chart facts by the record's exact JSON, and the
-cards of patient-view by the facts they were decided on. The pathway stays pure; only repeated work goes.
+derived: validated models by each resource's exact JSON, chart facts by the exact JSON of all the resources
+read, and the cards of patient-view by chart and moment (clinical/facts.moment: the day, and which worsening
+is still recent). The pathway stays pure; only repeated work goes.
 """
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import orjson
 
+from .answer import Answer, AnswerTemplate
 from .cards import CardLibrary, left_out_notes, sort_cards, template_variables
-from .clinical.facts import ChartFacts, Facts, chart_facts, facts_at
+from .clinical.facts import ChartFacts, Facts, chart_facts, facts_at, moment
 from .clinical.pathway import Decision, Unchecked, decide_chart
 from .clinical.record import Selector, Validator, build_record
 from .lru import Lru
 from .prefetch import Prefetched
 from .valuesets import ValueSets, load_valuesets
+
+
+@dataclass(frozen=True, eq=False)
+class SeenChart:
+    """A chart met before, remembered by the exact JSON of what was read of it; hashed by identity, so that the
+    answers given for it are found without hashing its facts."""
+    chart: ChartFacts
 
 
 @dataclass(frozen=True)
@@ -30,40 +38,49 @@ class Engine:
     selector: Selector
     library: CardLibrary
     validate: Validator
-    charts: Lru = field(default_factory=lambda: Lru(0))     # ChartFacts by (patient, record fingerprint, unavailable)
-    answers: Lru = field(default_factory=lambda: Lru(0))    # patient-view cards (JSON) by (facts, source url)
+    charts: Lru = field(default_factory=lambda: Lru(0))     # SeenChart by (patient, resources' JSON, unavailable)
+    answers: Lru = field(default_factory=lambda: Lru(0))    # patient-view AnswerTemplate by (SeenChart, moment, url)
 
     @classmethod
-    def load(cls, cards_dir: Path, model_cache_size: int = 0) -> "Engine":
+    def load(cls, cards_dir: Path, model_cache_size: int = 0, max_json_depth: int = 64) -> "Engine":
         valuesets = load_valuesets(cards_dir / "valuesets")
-        return cls(valuesets, Selector(valuesets), CardLibrary.load(cards_dir), Validator(model_cache_size),
+        return cls(valuesets, Selector(valuesets), CardLibrary.load(cards_dir), Validator(model_cache_size, max_json_depth),
                    Lru(model_cache_size), Lru(model_cache_size))
 
-    def facts(self, prefetched: Prefetched, patient_id: str, now: dt.datetime) -> Facts:
-        record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable, self.validate,
-                              fingerprint=self.charts.size > 0)
-        key = (patient_id, record.fingerprint, record.unavailable) if record.fingerprint is not None else None
-        chart: ChartFacts | None = self.charts.get(key) if key else None
-        if chart is None:
-            chart = chart_facts(record, self.valuesets)
-            if key:
-                self.charts.put(key, chart)
-        return facts_at(chart, now)
-
-    def chart_cards(self, facts: Facts, source_url: str) -> list[dict]:
-        """The cards for a chart; the same facts give the same cards, each time with new uuids."""
-        key = (facts, source_url)
-        answer = self.answers.get(key)
-        if answer is None:
-            cards = self.cards(*decide_chart(facts), facts, source_url)
+    def chart(self, prefetched: Prefetched, patient_id: str) -> SeenChart:
+        """The chart the resources read make up, derived once while remembered: the record (dedup, validation)
+        and ChartFacts are pure functions of the resources, the patient and what could not be read."""
+        key = None
+        if self.charts.size > 0:
             try:
-                answer = orjson.dumps(cards) if self.answers.size > 0 else None
-            except TypeError:           # a value orjson cannot write: the app's JSON provider will, unremembered
-                answer = None
-            if answer is None:
-                return cards
-            self.answers.put(key, answer)
-        return with_new_uuids(orjson.loads(answer))     # orjson.loads: a private deep copy, in C
+                key = (patient_id, orjson.dumps(prefetched.resources), frozenset(prefetched.unavailable))
+            except TypeError:       # not JSON orjson writes (an integer over 64 bits): derived, not remembered
+                key = None
+        seen = self.charts.get(key) if key else None
+        if seen is None:
+            record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable, self.validate)
+            seen = SeenChart(chart_facts(record, self.valuesets))
+            if key:
+                self.charts.put(key, seen)
+        return seen
+
+    def facts(self, prefetched: Prefetched, patient_id: str, now: dt.datetime) -> Facts:
+        return facts_at(self.chart(prefetched, patient_id).chart, now)
+
+    def chart_answer(self, prefetched: Prefetched, patient_id: str, now: dt.datetime, source_url: str) -> Answer:
+        """patient-view's cards; a chart seen again at an equal moment (same day, same recent worsening) gets the
+        same cards, each time with new uuids."""
+        seen = self.chart(prefetched, patient_id)
+        key = (seen, moment(seen.chart, now), source_url)
+        template: AnswerTemplate | None = self.answers.get(key)
+        if template is None:
+            facts = facts_at(seen.chart, now)
+            cards = self.cards(*decide_chart(facts), facts, source_url)
+            template = AnswerTemplate.of(cards) if self.answers.size > 0 else None
+            if template is None:        # nothing remembered, or a value orjson cannot write
+                return Answer.of(cards)
+            self.answers.put(key, template)
+        return template.fill()
 
     def cards(self, decisions: list[Decision], unchecked: list[Unchecked], facts: Facts, source_url: str) -> list[dict]:
         variables = template_variables(facts)
@@ -74,15 +91,5 @@ class Engine:
 
 
 def evaluate_patient_view(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any],
-                          now: dt.datetime, source_url: str) -> list[dict]:
-    facts = engine.facts(prefetched, request["context"]["patientId"], now)
-    return engine.chart_cards(facts, source_url)
-
-
-def with_new_uuids(cards: list[dict]) -> list[dict]:
-    """A card's uuid (and its suggestions') names one showing of it: feedback comes back by it."""
-    for card in cards:
-        card["uuid"] = str(uuid.uuid4())
-        for suggestion in card.get("suggestions", ()):
-            suggestion["uuid"] = str(uuid.uuid4())
-    return cards
+                          now: dt.datetime, source_url: str) -> Answer:
+    return engine.chart_answer(prefetched, request["context"]["patientId"], now, source_url)

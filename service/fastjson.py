@@ -7,6 +7,7 @@ through the stdlib encoder.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -15,12 +16,24 @@ from flask.json.provider import DefaultJSONProvider
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
+def encode_orjson(obj: Any, sort_keys: bool = False) -> bytes:
+    """The JSON the app answers with (keys in their order: the app turns Flask's sorting off); TypeError for
+    what orjson cannot write."""
+    return orjson.dumps(obj, default=DefaultJSONProvider.default,
+                        option=_OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0))
+
+
+def encode(obj: Any, sort_keys: bool = False) -> bytes:
+    """encode_orjson, or the stdlib encoder for what orjson cannot write."""
+    try:
+        return encode_orjson(obj, sort_keys)
+    except TypeError:       # what orjson cannot write (an integer over 64 bits): the stdlib encoder can
+        return json.dumps(obj, default=DefaultJSONProvider.default, ensure_ascii=True, sort_keys=sort_keys).encode()
+
+
 class OrjsonProvider(DefaultJSONProvider):
     def _encode(self, obj: Any, sort_keys: bool) -> bytes:
-        try:
-            return orjson.dumps(obj, default=self.default, option=_OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0))
-        except TypeError:       # what orjson cannot write (an integer over 64 bits): the stdlib encoder can
-            return super().dumps(obj, sort_keys=sort_keys).encode()
+        return encode(obj, sort_keys)
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         return self._encode(obj, kwargs.get("sort_keys", self.sort_keys)).decode()

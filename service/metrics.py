@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
+from functools import cache
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
@@ -36,11 +37,16 @@ UNKNOWN_SERVICE = "unknown"
 bp = Blueprint("metrics", __name__)
 
 
-def observe_cards(service_id: str, cards: list[dict]) -> None:
+# The labelled series of the per-call metrics, looked up once per label pair (labels() checks and locks
+# each time); the label sets are bounded, so are these caches.
+_cards_of = cache(CARDS.labels)
+_request_seconds_of = cache(REQUEST_SECONDS.labels)
+
+
+def observe_cards(service_id: str, topics: list[str]) -> None:
     """Count the cards of one answer by topic (call once per successful service call)."""
-    for card in cards:
-        topic = card.get("source", {}).get("topic", {}).get("code", "none")
-        CARDS.labels(service_id, topic).inc()
+    for topic in topics:
+        _cards_of(service_id, topic).inc()
 
 
 def observe_prefetch_fetch(key: str, seconds: float) -> None:
@@ -105,7 +111,7 @@ def init_app(app: Flask) -> None:
         service = _service_label()
         started = g.get("metrics_started")
         if service is not None and started is not None:
-            REQUEST_SECONDS.labels(service, str(response.status_code)).observe(time.perf_counter() - started)
+            _request_seconds_of(service, str(response.status_code)).observe(time.perf_counter() - started)
         return response
 
     app.register_blueprint(bp)

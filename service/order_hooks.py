@@ -6,12 +6,13 @@ import datetime as dt
 from typing import Any, Mapping
 
 from .clinical.orders import decide_discharge, decide_orders, draft_refs, planned_fixation, read_drafts, selection_refs
+from .answer import Answer
 from .engine import Engine
 from .prefetch import Prefetched
 
 
 def _evaluate_orders(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any], now: dt.datetime,
-                     source_url: str, selections: frozenset[str] | None) -> list[dict]:
+                     source_url: str, selections: frozenset[str] | None) -> Answer:
     context = request["context"]
     patient_id = context["patientId"]
     drafts_sent = context["draftOrders"]
@@ -23,22 +24,22 @@ def _evaluate_orders(engine: Engine, prefetched: Prefetched, request: Mapping[st
     decisions, unchecked = decide_orders(read_drafts(drafts_sent, patient_id, engine.valuesets), facts,
                                          planned_fixation(on_record.resources, patient_id, engine.valuesets),
                                          selections)
-    return engine.cards(decisions, unchecked, facts, source_url)
+    return Answer.of(engine.cards(decisions, unchecked, facts, source_url))
 
 
 def evaluate_order_sign(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any],
-                        now: dt.datetime, source_url: str) -> list[dict]:
+                        now: dt.datetime, source_url: str) -> Answer:
     return _evaluate_orders(engine, prefetched, request, now, source_url, None)
 
 
 def evaluate_order_select(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any],
-                          now: dt.datetime, source_url: str) -> list[dict]:
+                          now: dt.datetime, source_url: str) -> Answer:
     """Speaks only about the orders just selected; the rest of the draft set is context."""
     return _evaluate_orders(engine, prefetched, request, now, source_url,
                             selection_refs(request["context"]["selections"]))
 
 
 def evaluate_encounter_discharge(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any],
-                                 now: dt.datetime, source_url: str) -> list[dict]:
+                                 now: dt.datetime, source_url: str) -> Answer:
     facts = engine.facts(prefetched, request["context"]["patientId"], now)
-    return engine.cards(*decide_discharge(facts), facts, source_url)
+    return Answer.of(engine.cards(*decide_discharge(facts), facts, source_url))

@@ -26,7 +26,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
@@ -71,6 +71,7 @@ class Prefetched:
     resources: list[dict] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)   # resource type -> why
     sources: dict[str, str] = field(default_factory=dict)       # key -> prefetch | fetched | null | unavailable
+    read: int = 0                                               # resources sent or fetched, kept or not
 
 
 @dataclass(frozen=True)
@@ -131,17 +132,21 @@ OUTCOME, OTHER_PATIENT = "outcome", "other-patient"
 OUTCOME_FETCHED = "fhirServer answered with an OperationOutcome instead of data"
 
 
-def read_resources(value: dict, patient_id: str | None) -> tuple[list[dict], str | None]:
-    """The resources a sent or fetched value holds, in one pass, or what makes them unusable: OUTCOME (it
-    is an OperationOutcome, or a Bundle with an error OperationOutcome among its matches, not its
-    includes) or OTHER_PATIENT (with `patient_id`: some resource is about, or is, another patient)."""
+def read_resources(value: dict, patient_id: str | None,
+                   wanted: Callable[[dict], bool] | None = None) -> tuple[list[dict], int, str | None]:
+    """The resources a sent or fetched value holds that `wanted` keeps (all, without it), how many it holds,
+    and what makes them unusable: OUTCOME (it is an OperationOutcome, or a Bundle with an error
+    OperationOutcome among its matches, not its includes) or OTHER_PATIENT (with `patient_id`: some resource,
+    wanted or not, is about, or is, another patient). One pass, the service's cost per resource sent."""
     rtype = value.get("resourceType")
     if rtype == "OperationOutcome":
-        return [], OUTCOME
+        return [], 0, OUTCOME
     if rtype != "Bundle":
-        return [dict(value)], OTHER_PATIENT if patient_id and not _about(value, patient_id) else None
+        if patient_id and not _about(value, patient_id):
+            return [], 1, OTHER_PATIENT
+        return ([dict(value)] if wanted is None or wanted(value) else []), 1, None
     own = "Patient/" + patient_id if patient_id else None
-    resources, other_patient = [], False
+    resources, read, other_patient = [], 0, False
     entries = value.get("entry") or []
     for entry in entries if isinstance(entries, list) else ():
         resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -150,14 +155,16 @@ def read_resources(value: dict, patient_id: str | None) -> tuple[list[dict], str
         if resource.get("resourceType") == "OperationOutcome":
             search = entry.get("search")
             if (search.get("mode") if isinstance(search, dict) else None) != "include" and _is_error(resource):
-                return [], OUTCOME                   # before OTHER_PATIENT, wherever it stands in the Bundle
+                return [], read, OUTCOME             # before OTHER_PATIENT, wherever it stands in the Bundle
             continue
+        read += 1
         if own is not None and not other_patient:
             ref = resource.get("subject") or resource.get("patient")
             if not (isinstance(ref, dict) and ref.get("reference") == own):    # the usual case, without parsing
                 other_patient = not _about(resource, patient_id)
-        resources.append(resource)
-    return ([], OTHER_PATIENT) if other_patient else (resources, None)
+        if wanted is None or wanted(resource):
+            resources.append(resource)
+    return ([], read, OTHER_PATIENT) if other_patient else (resources, read, None)
 
 
 def _about(resource: dict, patient_id: str) -> bool:
@@ -215,17 +222,22 @@ def _session(workers: int) -> requests.Session:
 
 
 class PrefetchResolver:
+    """`wanted`: which resources to keep (the services' selector); the others are read for their patient only."""
+
     def __init__(self, session: requests.Session | None = None, *, timeout: float = 2.0, budget: float = 0.4,
-                 page_cap: int = 10, workers: int = 8, max_bytes: int = 10 * 1024 * 1024):
+                 page_cap: int = 10, workers: int = 8, max_bytes: int = 10 * 1024 * 1024,
+                 wanted: Callable[[dict], bool] | None = None):
+        self.wanted = wanted
         self.session = session or _session(workers)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="avh-fetch")
         self.timeout, self.budget, self.page_cap, self.max_bytes = timeout, budget, page_cap, max_bytes
 
     @classmethod
-    def from_settings(cls, settings: Settings, session: requests.Session | None = None) -> "PrefetchResolver":
+    def from_settings(cls, settings: Settings, session: requests.Session | None = None,
+                      wanted: Callable[[dict], bool] | None = None) -> "PrefetchResolver":
         return cls(session, timeout=settings.fetch_timeout_seconds, budget=settings.fetch_budget_seconds,
                    page_cap=settings.fetch_page_cap, workers=settings.fetch_workers,
-                   max_bytes=settings.fetch_max_bytes)
+                   max_bytes=settings.fetch_max_bytes, wanted=wanted)
 
     def resolve(self, templates: Mapping[str, str], request: Mapping[str, Any]) -> Prefetched:
         deadline = time.monotonic() + self.budget
@@ -237,7 +249,7 @@ class PrefetchResolver:
             rtype = resource_type_of(template)
             patient_id = context.get("patientId") if "context.patientId" in TOKEN.findall(template) else None
             if key in sent:
-                plan, problem = self._use_sent(key, rtype, sent[key], patient_id, result)
+                plan, problem = self._use_sent(key, rtype, sent[key], patient_id, result, self.wanted)
             else:
                 plan, problem = self._plan(key, rtype, template, context, patient_id, server)
             if problem is not None:
@@ -249,8 +261,9 @@ class PrefetchResolver:
                 result.resources += plan.seed
                 self._fail(result, failures, plan.key, plan.resource_type, self._unreachable(plan))
             plans = []
-        for plan, resources, problem in self._run(plans, request, deadline):
+        for plan, resources, read, problem in self._run(plans, request, deadline):
             result.resources += resources
+            result.read += read
             if problem is None:
                 result.sources.setdefault(plan.key, "fetched")
             else:
@@ -267,13 +280,15 @@ class PrefetchResolver:
         return Problem("not prefetched and no fhirServer to fetch it from", "not-found")
 
     @staticmethod
-    def _use_sent(key: str, rtype: str, value: Any, patient_id: str | None, result: Prefetched) -> tuple[Plan | None, Problem | None]:
+    def _use_sent(key: str, rtype: str, value: Any, patient_id: str | None, result: Prefetched,
+                  wanted: Callable[[dict], bool] | None) -> tuple[Plan | None, Problem | None]:
         if value is None:
             result.sources[key] = "null"
             return None, None
         if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
             return None, Problem("the client sent something that is not a FHIR resource", "invalid")
-        resources, unusable = read_resources(value, patient_id)
+        resources, read, unusable = read_resources(value, patient_id, wanted)
+        result.read += read
         if unusable == OUTCOME:
             return None, Problem("the client could not prefetch it (OperationOutcome)", "exception")
         if unusable == OTHER_PATIENT:
@@ -305,7 +320,8 @@ class PrefetchResolver:
             result.unavailable.setdefault(rtype, problem.reason)
 
     def _run(self, plans: list[Plan], request: Mapping, deadline: float):
-        """Run every plan concurrently; yield (plan, resources, problem) once all end or the budget does."""
+        """Run every plan concurrently; yield (plan, resources, resources read, problem) once all end or the
+        budget does."""
         if not plans:
             return
         headers = {"Accept": "application/fhir+json"}
@@ -318,18 +334,18 @@ class PrefetchResolver:
         for future, plan in futures.items():
             if not future.done():
                 future.cancel()   # a request still under way ends at its own timeout, bounded by the deadline
-                yield plan, list(plan.seed), self._over_budget().problem
+                yield plan, list(plan.seed), 0, self._over_budget().problem
                 continue
             try:
                 yield plan, *future.result()
             except Exception:   # a bug must not turn into a 500 or a card: the key is unavailable
                 log.exception("prefetch key %s: unexpected error while fetching", plan.key)
-                yield plan, list(plan.seed), Problem("fetching it failed unexpectedly", "exception")
+                yield plan, list(plan.seed), 0, Problem("fetching it failed unexpectedly", "exception")
 
-    def _fetch_key(self, plan: Plan, server: str, headers: dict, deadline: float) -> tuple[list, Problem | None]:
+    def _fetch_key(self, plan: Plan, server: str, headers: dict, deadline: float) -> tuple[list, int, Problem | None]:
         """Read one key, page after page; what was read stays even when a later page fails."""
         started = time.monotonic()
-        resources, pages, url, seen = list(plan.seed), plan.pages, plan.url, set()
+        resources, read, pages, url, seen = list(plan.seed), 0, plan.pages, plan.url, set()
         problem = None
         try:
             while url is not None:
@@ -341,7 +357,8 @@ class PrefetchResolver:
                 seen.add(url)
                 body = _check_fhir(self._get(url, server, headers, deadline), plan)
                 pages += 1
-                page, unusable = read_resources(body, plan.patient_id)
+                page, page_read, unusable = read_resources(body, plan.patient_id, self.wanted)
+                read += page_read
                 if unusable == OUTCOME:
                     raise FetchProblem(OUTCOME_FETCHED, "exception")
                 if unusable == OTHER_PATIENT:
@@ -351,9 +368,9 @@ class PrefetchResolver:
         except FetchProblem as exc:
             problem = exc.problem
         metrics.observe_prefetch_fetch(plan.key, time.monotonic() - started)
-        log.debug("prefetch key=%s pages=%d resources=%d ms=%.0f%s", plan.key, pages, len(resources),
-                 (time.monotonic() - started) * 1000, " failed" if problem else "")
-        return resources, problem
+        log.debug("prefetch key=%s pages=%d resources=%d kept=%d ms=%.0f%s", plan.key, pages, read, len(resources),
+                  (time.monotonic() - started) * 1000, " failed" if problem else "")
+        return resources, read, problem
 
     def _get(self, url: str, server: str, headers: dict, deadline: float) -> Any:
         """The one place a URL is contacted: only under fhirServer, never following redirects."""

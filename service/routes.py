@@ -64,11 +64,11 @@ def invoke(service_id: str):
             "diagnostics": f"prefetch key '{key}' could not be had: {problem.reason}"}
             for key, problem in exc.failures]}), 412
     now = dt.datetime.now(dt.timezone.utc)
-    cards = service.evaluate(avh.engine, prefetched, body, now, avh.source_url())
-    metrics.observe_cards(service.id, cards)
-    avh.store.record_issued(service.id, body["hookInstance"], cards, now)
-    g.resource_count, g.card_topics = len(prefetched.resources), [c["source"]["topic"]["code"] for c in cards]
-    return jsonify({"cards": cards})
+    answer = service.evaluate(avh.engine, prefetched, body, now, avh.source_url())
+    metrics.observe_cards(service.id, answer.topics)
+    avh.store.record_issued(service.id, body["hookInstance"], answer.issued, now)
+    g.resource_count, g.card_topics = prefetched.read, answer.topics
+    return current_app.response_class(answer.json, mimetype="application/json")
 
 
 @bp.post("/cds-services/<service_id>/feedback")

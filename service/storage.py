@@ -258,11 +258,12 @@ class FeedbackStore:
             self._ready = False     # check the schema again next time (a restored or recreated database)
             raise StorageUnavailable(self.retry_after) from exc
 
-    def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[dict], when: dt.datetime) -> None:
-        """Remember each card shown, to join feedback with it: queued for the background writer (written
-        at once when flush_seconds is 0). A failure costs the join, never the cards."""
-        rows = [{"card_uuid": c["uuid"], "service_id": service_id, "topic": c["source"]["topic"]["code"],
-                 "hook_instance": hook_instance, "issued_at": when} for c in cards if "uuid" in c]
+    def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[tuple[str, str]],
+                      when: dt.datetime) -> None:
+        """Remember each card shown, by its (uuid, topic), to join feedback with it: queued for the background
+        writer (written at once when flush_seconds is 0). A failure costs the join, never the cards."""
+        rows = [{"card_uuid": card_uuid, "service_id": service_id, "topic": topic,
+                 "hook_instance": hook_instance, "issued_at": when} for card_uuid, topic in cards]
         if not rows:
             return
         if self.flush_seconds <= 0:

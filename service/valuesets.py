@@ -65,8 +65,10 @@ def codings(concept) -> list[Code]:
     if not concept:
         return []
     if isinstance(concept, dict):
-        return [(c["system"], c["code"]) for c in concept.get("coding") or ()
-                if isinstance(c, dict) and c.get("system") and c.get("code")]
+        coding = concept.get("coding")
+        return [(c["system"], c["code"]) for c in (coding if isinstance(coding, list) else ())
+                if isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
+                and c["system"] and c["code"]]
     return [(c.system, c.code) for c in concept.coding or () if c.system and c.code]
 
 

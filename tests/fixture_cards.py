@@ -26,8 +26,7 @@ def fixture(prefix: str) -> Fixture:
 
 def chart_cards(fx: Fixture) -> list[dict]:
     """Cards for the whole bundle, unrelated resources included, as an EHR sending everything would get."""
-    facts = ENGINE.facts(Prefetched(resources=fx.resources()), fx.patient_id, NOW)
-    return ENGINE.chart_cards(facts, SOURCE_URL)
+    return ENGINE.chart_answer(Prefetched(resources=fx.resources()), fx.patient_id, NOW, SOURCE_URL).cards
 
 
 def card(prefix: str, topic: str) -> dict:

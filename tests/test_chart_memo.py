@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from service import create_app
-from service.clinical.facts import chart_facts, derive_facts, facts_at
+from service.clinical.facts import chart_facts, derive_facts, facts_at, moment
 from service.clinical.record import build_record
 from service.config import Settings
 from service.prefetch import Prefetched
@@ -44,13 +44,18 @@ def test_durations_and_age_follow_the_clock_with_the_same_chart():
     assert (now.age, later.age) == (55, 56)                     # born 1970-11-26; NOW is 2026-11-24
 
 
-def test_fingerprint_is_the_exact_json_of_what_was_read():
-    resources = _chart(walking("ambulatory", ago(days=1)))
-    first, second = _record(resources, fingerprint=True), _record(resources, fingerprint=True)
-    assert first.fingerprint == second.fingerprint and len(first.fingerprint) == 4
-    assert _record(resources).fingerprint is None
-    huge = {**resources[0], "extension": [{"url": "http://x", "valueDecimal": 2 ** 70}]}   # orjson cannot write it
-    assert _record([huge, *resources[1:]], fingerprint=True).fingerprint is None
+@pytest.mark.parametrize("hours", [0, 5, 11, 13, 23, 30, 24 * 6 + 20, 24 * 7 + 2])
+def test_equal_moments_give_equal_facts(hours):
+    """The engine answers a chart again by its moment: whatever facts_at reads of the clock is in it."""
+    later_today = NOW.replace(hour=12)
+    record = _record(_chart(walking("ambulatory", ago(days=1, hours=30)), walking("non-ambulatory", ago(days=1)),
+                            dexamethasone(day(2)), dexamethasone(later_today.isoformat()), dexamethasone(None)))
+    chart = chart_facts(record, VALUESETS)
+    first, second = NOW.replace(hour=0) + dt.timedelta(hours=hours), NOW.replace(hour=0) + dt.timedelta(hours=hours + 0.5)
+    if moment(chart, first) == moment(chart, second):
+        assert facts_at(chart, first) == facts_at(chart, second)
+    else:
+        assert facts_at(chart, first) != facts_at(chart, second)
 
 
 @pytest.fixture
@@ -58,9 +63,9 @@ def engine(tmp_path):
     return create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}, sqlite_path=tmp_path / "db.sqlite3")).extensions["avh"].engine
 
 
-def _cards(engine, resources, now=NOW, unavailable=frozenset()):
-    facts = engine.facts(Prefetched(resources=list(resources), unavailable=set(unavailable)), PATIENT_ID, now)
-    return engine.chart_cards(facts, "http://avh.test/pathway")
+def _cards(engine, resources, now=NOW, unavailable=()):
+    prefetched = Prefetched(resources=list(resources), unavailable=dict.fromkeys(unavailable, "not read"))
+    return engine.chart_answer(prefetched, PATIENT_ID, now, "http://avh.test/pathway").cards
 
 
 def _without_uuids(cards):
@@ -119,7 +124,14 @@ def test_size_zero_remembers_nothing_and_answers_the_same(tmp_path, engine):
 
 def test_cards_orjson_cannot_write_are_answered_and_not_remembered(engine, monkeypatch):
     huge = 2 ** 70                                       # orjson writes no integer over 64 bits
-    monkeypatch.setattr(type(engine), "cards", lambda self, *args: [{"uuid": "u", "summary": "s", "n": huge}])
-    facts = engine.facts(Prefetched(resources=_chart()), PATIENT_ID, NOW)
-    assert engine.chart_cards(facts, "http://avh.test/pathway")[0]["n"] == huge
+    monkeypatch.setattr(type(engine), "cards", lambda self, *args: [{"uuid": "u", "summary": "s", "n": huge,
+                                                                        "source": {"topic": {"code": "t"}}}])
+    assert engine.chart_answer(Prefetched(resources=_chart()), PATIENT_ID, NOW, "http://x/p").cards[0]["n"] == huge
     assert len(engine.answers) == 0
+
+
+def test_resources_orjson_cannot_write_are_derived_every_time(engine):
+    chart = _chart()
+    resources = [{**chart[0], "extension": [{"url": "http://x", "valueDecimal": 2 ** 70}]}, *chart[1:]]  # orjson cannot write it
+    first, second = _cards(engine, resources), _cards(engine, resources)
+    assert _without_uuids(first) == _without_uuids(second) and len(engine.charts) == 0

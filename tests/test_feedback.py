@@ -158,8 +158,7 @@ def test_issued_cards_are_recorded_without_patient_data(app, client):
 def test_issued_at_reads_back_as_written_and_a_batch_written_twice_is_stored_once(app):
     store = app.extensions["avh"].store
     when = dt.datetime(2026, 11, 24, 2, 30, 15, 123456, tzinfo=dt.timezone.utc)
-    cards = [{"uuid": f"00000000-0000-4000-8000-00000000000{i}", "source": {"topic": {"code": "spine-mri"}}}
-             for i in range(3)]
+    cards = [(f"00000000-0000-4000-8000-00000000000{i}", "spine-mri") for i in range(3)]
     store.record_issued("avh-patient-view", "h-1", cards, when)
     store.flush_issued()
     store.record_issued("avh-patient-view", "h-1", cards, when)     # a batch retried after a failure

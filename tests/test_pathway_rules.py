@@ -30,8 +30,8 @@ def test_fixture_bundle_as_a_whole_gives_its_expected_cards(fx):
 def test_resource_order_never_changes_the_cards(fx):
     resources = fx.resources()
     for order in (resources[::-1], random.Random(fx.name).sample(resources, len(resources))):
-        facts = ENGINE.facts(Prefetched(resources=order), fx.patient_id, NOW)
-        assert {c["source"]["topic"]["code"] for c in ENGINE.chart_cards(facts, "http://x/p")} == fx.expected_topics
+        answer = ENGINE.chart_answer(Prefetched(resources=order), fx.patient_id, NOW, "http://x/p")
+        assert {c["source"]["topic"]["code"] for c in answer.cards} == fx.expected_topics
 
 
 @pytest.mark.parametrize("fx", [f for f in all_fixtures() if f.expected_topics], ids=lambda f: f.name)

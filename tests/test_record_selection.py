@@ -53,3 +53,18 @@ def test_an_invalid_relevant_resource_with_junk_codings_is_left_out_not_a_crash(
     bad["code"]["coding"].append("junk")
     record = build_record([bad], selector, "p1")
     assert record.of("Condition") == () and record.left_out[0].concepts == ("spinal-cord-compression",)
+
+
+def test_codings_that_are_not_strings_match_nothing_and_break_nothing(tmp_path):
+    """A relevant resource with a list or object where a system or code belongs: left out as invalid FHIR,
+    never a 500 (found while tuning the selection)."""
+    from service import create_app
+    from service.config import Settings
+    from tests.security_support import hook_request
+    client = create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}, sqlite_path=tmp_path / "db.sqlite3")).test_client()
+    for odd in ({"system": ["http://snomed.info/sct"], "code": "71286001"}, {"system": "http://snomed.info/sct",
+                                                                               "code": {"c": "71286001"}}):
+        body = hook_request()
+        body["prefetch"]["conditions"]["entry"][1]["resource"]["code"]["coding"].append(odd)
+        response = client.post("/cds-services/avh-patient-view", json=body)
+        assert response.status_code == 200 and response.json["cards"] == []    # the compression is left out

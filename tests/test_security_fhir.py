@@ -138,6 +138,17 @@ def test_cors_allows_every_origin_in_development():
     assert client.options(INVOKE, headers=PREFLIGHT).headers["Access-Control-Allow-Origin"] in {"*", PREFLIGHT["Origin"]}
 
 
+def test_cors_headers_answer_an_origin_and_only_an_origin():
+    client = off_client()
+    body = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+            "context": {"patientId": "pt-1", "userId": "Practitioner/1"}, "prefetch": {}}
+    from_browser = client.post(INVOKE, json=body, headers={"Origin": "http://127.0.0.1:8090"})
+    server_to_server = client.post(INVOKE, json=body)
+    assert from_browser.status_code == server_to_server.status_code
+    assert from_browser.headers["Access-Control-Allow-Origin"] in {"*", "http://127.0.0.1:8090"}
+    assert not any(h.lower().startswith("access-control-") for h in server_to_server.headers.keys())
+
+
 def test_a_refused_call_still_carries_cors_headers_so_the_browser_sees_401(tmp_path):
     client = make_app(tmp_path, AVH_CDS_CORS_ORIGINS="http://127.0.0.1:8090").test_client()
     response = client.get("/cds-services", headers={"Origin": "http://127.0.0.1:8090"})

@@ -10,7 +10,8 @@ import pytest
 from tests.security_support import FHIR, INVOKE, bearer, hook_request, http, loopback_only, make_app, token
 from service import create_app
 from service.config import Settings
-from service.security.limits import json_depth, prefetch_resource_count, raw_json_depth
+from service.nesting import json_depth
+from service.security.limits import prefetch_resource_count, request_depth
 from service.security.logs import JsonLinesFormatter
 
 __all__ = ["http", "loopback_only"]
@@ -71,32 +72,34 @@ def test_depth_and_resource_counting():
     assert prefetch_resource_count({"prefetch": {"a": None, "b": {"resourceType": "Bundle"}}}) == 1
 
 
-# Strings that look like structure: brackets (UCUM "mm[Hg]", LOINC displays), quotes and backslashes escaped.
-TRICKY = ["mm[Hg]", "[Moles/volume]", "{", "}}]]", '"', '\\', '\\"', '"[', '\\[', "", "[]{}", "a\nb", "\u005b"]
+def test_request_depth_leaves_out_only_the_resources_inside_prefetch_bundles():
+    body = hook_request()
+    shallow = request_depth(body)
+    assert shallow == json_depth({**body, "prefetch": {**body["prefetch"], "conditions": {"resourceType": "Bundle"}}})
+    body["prefetch"]["conditions"]["entry"][0]["resource"]["extension"] = nested(30)
+    assert request_depth(body) == shallow < 12 < json_depth(body)
+    body["prefetch"]["conditions"]["meta"] = nested(30)              # the Bundle itself is walked
+    body["prefetch"]["patient"]["extension"] = nested(40)           # and so is a resource sent on its own
+    assert request_depth(body) == json_depth(body) == 3 + 40
+    assert request_depth({"prefetch": {}}) == 2 and request_depth([[]]) == 2
 
 
-def _random_json(rng, depth):
-    if depth == 0 or rng.random() < 0.25:
-        return rng.choice([rng.choice(TRICKY), rng.randint(-5, 5), 1.5, None, True])
-    if rng.random() < 0.5:
-        return [_random_json(rng, depth - 1) for _ in range(rng.randint(0, 3))]
-    return {rng.choice(TRICKY) + str(i): _random_json(rng, depth - 1) for i in range(rng.randint(0, 3))}
-
-
-@pytest.mark.parametrize("indent", [False, True])
-def test_depth_read_from_the_bytes_is_the_depth_of_the_parsed_json(indent):
-    import random
-    import orjson
-    from bench.patients import patient_view_request
-    rng = random.Random(6)
-    values = [_random_json(rng, rng.randint(0, 9)) for _ in range(3000)]
-    values += [nested(40), [[[]], {"k": "]]]]"}], {"]": {"[": ["{"]}}, patient_view_request(100)]
-    for value in values:
-        raw = orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
-        depth = json_depth(orjson.loads(raw))
-        assert raw_json_depth(raw, 64) == depth, raw[:200]
-        assert raw_json_depth(raw, depth) == depth
-        assert depth == 0 or raw_json_depth(raw, depth - 1) is None     # one level over the limit is refused
+def test_a_deep_resource_inside_prefetch_is_left_out_when_read_and_ignored_when_not(caplog):
+    client = off_client(AVH_CDS_MAX_JSON_DEPTH="12")
+    body = hook_request()
+    unrelated = {"resource": {"resourceType": "Observation", "id": "o-deep", "subject": {"reference": "Patient/pt-1"},
+                              "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                              "extension": [nested(30)]}}
+    body["prefetch"]["conditions"]["entry"].append(unrelated)
+    plain = client.post(INVOKE, json=hook_request()).json["cards"]
+    answer = client.post(INVOKE, json=body)
+    assert answer.status_code == 200
+    assert [c["summary"] for c in answer.json["cards"]] == [c["summary"] for c in plain]
+    deep_compression = body["prefetch"]["conditions"]["entry"][1]["resource"]
+    deep_compression["extension"] = [{"url": "http://x", "extension": [nested(30)]}]
+    answer = client.post(INVOKE, json=body)         # the compression is read, too deep: left out, out of scope
+    assert answer.status_code == 200 and plain and answer.json["cards"] == []
+    assert "left out invalid Condition/c-2: nests 34 levels deep; at most 12 are read" in caplog.text
 
 
 @pytest.fixture

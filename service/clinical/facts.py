@@ -321,14 +321,26 @@ def derive_facts(record: PatientRecord, vs: ValueSets, now: dt.datetime) -> Fact
     return facts_at(chart_facts(record, vs), now)
 
 
+Moment = tuple   # (today, recent worsening evidence, index of the dexamethasone course counted, or None)
+
+
+def moment(chart: ChartFacts, now: dt.datetime) -> Moment:
+    """All that facts_at reads of `now`: two calls with equal moments get equal Facts (the engine keeps the
+    cards of a chart by its moment)."""
+    if not chart.facts.in_pathway:
+        return now.date(), (), None
+    courses = chart.dexamethasone
+    course = min(range(len(courses)), key=lambda i: courses[i][0] or now, default=None)
+    return now.date(), chart.rapid.at(now), course
+
+
 def facts_at(chart: ChartFacts, now: dt.datetime) -> Facts:
     """The chart's facts at the moment of a call: today's date, durations and age, recent deterioration."""
+    today, rapid, course = moment(chart, now)
     if not chart.facts.in_pathway:
-        return replace(chart.facts, today=now.date())
-    today = now.date()
-    start, dex = min(chart.dexamethasone, key=lambda d: d[0] or now, default=(None, None))
+        return replace(chart.facts, today=today)
+    start, dex = chart.dexamethasone[course] if course is not None else (None, None)
     dex_start = start.date() if start else None
-    rapid = chart.rapid.at(now)
     return replace(chart.facts, today=today, rapid_deterioration=bool(rapid), rapid_evidence=rapid,
                    dexamethasone=replace(dex, when=dex_start) if dex else None,
                    dexamethasone_days=(today - dex_start).days if dex_start else None,

@@ -16,6 +16,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from ..lru import Lru
+from ..nesting import json_depth
 from ..valuesets import ValueSets, codings
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,6 @@ class PatientRecord:
     resources: Mapping[str, tuple] = field(default_factory=dict)   # resourceType -> models
     left_out: tuple[LeftOut, ...] = ()
     unavailable: frozenset[str] = frozenset()                        # resource types that could not be read
-    # The exact JSON of every resource read, in order (None when not asked for, or not JSON orjson writes):
-    # records with equal fingerprints are equal, so what is derived from one holds for the other.
-    fingerprint: tuple[bytes, ...] | None = field(default=None, compare=False)
 
     def of(self, resource_type: str) -> tuple:
         return self.resources.get(resource_type, ())
@@ -67,6 +65,9 @@ class Selector:
     def __init__(self, valuesets: ValueSets):
         self.valuesets = valuesets
         self.by_type = {rtype: (path, valuesets.union(names), names) for rtype, (path, names) in RELEVANT.items()}
+        # Every code of every value set, without its system: most codings sent are of no value set, and a
+        # string lookup turns them away before a (system, code) pair is built.
+        self.code_values = frozenset(code for _, codes, _ in self.by_type.values() for _, code in codes)
 
     def concepts_of(self, resource: Mapping) -> tuple[str, ...]:
         path, _, names = self.by_type[resource["resourceType"]]
@@ -79,7 +80,8 @@ class Selector:
         Runs once per resource the EHR sent, so it is the service's per-resource cost: `resource` is
         decoded JSON, tested with isinstance(dict/list) (a typing.Mapping check costs ten times more).
         """
-        entry = self.by_type.get(resource.get("resourceType"))
+        rtype = resource.get("resourceType")
+        entry = self.by_type.get(rtype) if isinstance(rtype, str) else None
         if entry is None:
             return False
         concept = resource.get(entry[0])
@@ -88,11 +90,19 @@ class Selector:
         coding = concept.get("coding")
         if not isinstance(coding, list):
             return False
-        codes = entry[1]
+        codes, code_values = entry[1], self.code_values
         for c in coding:
-            if isinstance(c, dict) and (c.get("system"), c.get("code")) in codes:
-                return True
+            if isinstance(c, dict):
+                code = c.get("code")
+                if isinstance(code, str) and code in code_values:
+                    system = c.get("system")
+                    if isinstance(system, str) and (system, code) in codes:
+                        return True
         return False
+
+    def wanted(self, resource: dict) -> bool:
+        """What a record is built from: a Patient, or a relevant resource (the rest is not kept)."""
+        return resource.get("resourceType") == "Patient" or self.is_relevant(resource)
 
 
 def subject_id(resource: Mapping) -> str | None:
@@ -114,8 +124,14 @@ def exact_json(resource: Mapping) -> bytes | None:
         return None
 
 
-def _validate(resource: Mapping, key: bytes | None = None) -> tuple[object | None, str | None]:
-    """(model, None) for a valid resource, (None, why) for an invalid one. `key`: see Validator."""
+def _validate(resource: Mapping, max_depth: int) -> tuple[object | None, str | None]:
+    """(model, None) for a valid resource, (None, why) for an invalid one.
+
+    A resource nesting deeper than `max_depth` is not handed to the model layer (which recurses): the request's
+    depth limit applies to each resource read (security/limits.request_depth)."""
+    depth = json_depth(resource)
+    if depth > max_depth:
+        return None, f"nests {depth} levels deep; at most {max_depth} are read (AVH_CDS_MAX_JSON_DEPTH)"
     try:
         return get_fhir_model_class(resource["resourceType"]).model_validate(resource), None
     except (ValidationError, ValueError, TypeError) as exc:
@@ -131,20 +147,21 @@ class Validator:
     object to every request: models are read, never changed, once validated.
     """
 
-    def __init__(self, size: int = 0):
+    def __init__(self, size: int = 0, max_depth: int = 64):
         self.size = size
+        self.max_depth = max_depth
         self._results = Lru(size)
 
     def __call__(self, resource: Mapping, key: bytes | None = None) -> tuple[object | None, str | None]:
         """`key`: exact_json(resource), when the caller has it already."""
         if self.size <= 0:
-            return _validate(resource)
+            return _validate(resource, self.max_depth)
         key = key or exact_json(resource)
         if key is None:
-            return _validate(resource)
+            return _validate(resource, self.max_depth)
         result = self._results.get(key)
         if result is None:
-            result = _validate(resource)
+            result = _validate(resource, self.max_depth)
             self._results.put(key, result)
         return result
 
@@ -153,20 +170,13 @@ class Validator:
 
 
 def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
-                 unavailable: Iterable[str] = (), validate=_validate, fingerprint: bool = False) -> PatientRecord:
-    """Keep this patient's relevant resources, each (type, id) once, validated; with `fingerprint`, note
-    the exact JSON of each."""
+                 unavailable: Iterable[str] = (), validate: Validator | None = None) -> PatientRecord:
+    """Keep this patient's relevant resources, each (type, id) once, validated."""
     seen: set[tuple[str, str]] = set()
     kept: dict[str, list] = {}
     left_out: list[LeftOut] = []
     patient = None
-    keys: list | None = [] if fingerprint else None
-
-    def check(res):
-        if keys is None:
-            return validate(res)
-        keys.append(exact_json(res))
-        return validate(res, keys[-1])
+    check = Validator() if validate is None else validate
     for res in resources:
         if not isinstance(res, dict):
             continue
@@ -198,8 +208,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
             left_out.append(item)
     return PatientRecord(patient_id=patient_id, patient=patient,
                          resources={k: tuple(v) for k, v in kept.items()},
-                         left_out=tuple(left_out), unavailable=frozenset(unavailable),
-                         fingerprint=tuple(keys) if keys is not None and None not in keys else None)
+                         left_out=tuple(left_out), unavailable=frozenset(unavailable))
 
 
 def _reason(exc: Exception) -> str:

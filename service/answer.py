@@ -1,0 +1,81 @@
+"""A hook's answer: the response body, and the uuid and topic of each card (for metrics, the log and the
+record of issued cards).
+
+A chart seen again gets the cards decided the last time, each showing with uuids of its own (feedback comes
+back by them). Remembered cards are kept as their JSON cut at each uuid, so answering again is joining the
+pieces around new uuids: nothing decoded, copied or encoded per call.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from itertools import chain
+
+from .fastjson import encode, encode_orjson
+
+# uuid version 4 from 16 random bytes (RFC 9562, section 5.4): version nibble 4, variant bits 10.
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT_RFC = bytes((b & 0x3F) | 0x80 for b in range(256))
+
+
+def new_uuids(count: int) -> list[str]:
+    """`count` random version-4 uuids, as uuid.uuid4() makes them, from one read of os.urandom."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT_RFC)
+    h = raw.hex()
+    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-{h[i + 12:i + 16]}-{h[i + 16:i + 20]}-{h[i + 20:i + 32]}"
+            for i in range(0, 32 * count, 32)]
+
+
+def _topic(card: dict) -> str:
+    return card["source"]["topic"]["code"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    json: bytes                             # the response body, {"cards": [...]}
+    issued: tuple[tuple[str, str], ...]     # (uuid, topic) of each card, in order
+
+    @classmethod
+    def of(cls, cards: list[dict]) -> "Answer":
+        return cls(encode({"cards": cards}), tuple((c["uuid"], _topic(c)) for c in cards))
+
+    @property
+    def topics(self) -> list[str]:
+        return [topic for _, topic in self.issued]
+
+    @property
+    def cards(self) -> list[dict]:
+        """The cards, decoded again (for callers other than the route; the stdlib keeps any number exact)."""
+        return json.loads(self.json)["cards"]
+
+
+@dataclass(frozen=True)
+class AnswerTemplate:
+    """Cards to show again: their JSON cut at every uuid (of the cards and of their suggestions)."""
+    pieces: tuple[bytes, ...]
+    card_slots: tuple[int, ...]             # for each card, which cut holds its own uuid
+    topics: tuple[str, ...]
+
+    @classmethod
+    def of(cls, cards: list[dict]) -> "AnswerTemplate | None":
+        """None when orjson cannot write the cards (they are then answered once, not remembered)."""
+        uuids = [c["uuid"] for c in cards] + [s["uuid"] for c in cards for s in c.get("suggestions", ())]
+        try:
+            body = encode_orjson({"cards": cards})
+        except TypeError:
+            return None
+        if not uuids:
+            return cls((body,), (), ())
+        # Each uuid is random, written once; the JSON of a uuid string is the string itself.
+        parts = re.split(b"(" + b"|".join(re.escape(u.encode()) for u in uuids) + b")", body)
+        found = [p.decode() for p in parts[1::2]]
+        return cls(tuple(parts[0::2]), tuple(found.index(c["uuid"]) for c in cards), tuple(map(_topic, cards)))
+
+    def fill(self) -> Answer:
+        fresh = new_uuids(len(self.pieces) - 1)
+        body = b"".join(chain(chain.from_iterable(zip(self.pieces, (u.encode() for u in fresh))), self.pieces[-1:]))
+        return Answer(body, tuple(zip((fresh[i] for i in self.card_slots), self.topics)))

@@ -1,0 +1,69 @@
+"""service/answer.py: remembered cards answered again with uuids of their own, byte for byte the same JSON
+otherwise, and the (uuid, topic) of each card for the record of issued cards."""
+import json
+import uuid
+
+from hypothesis import given, strategies as st
+
+from service.answer import Answer, AnswerTemplate, new_uuids
+
+
+def _card(topic, suggestions=0, text="t"):
+    card = {"uuid": str(uuid.uuid4()), "summary": f"{topic}: {text}", "indicator": "warning",
+            "source": {"label": "avh-cds", "topic": {"code": topic}}}
+    if suggestions:
+        card["suggestions"] = [{"label": f"s{i}", "uuid": str(uuid.uuid4()), "actions": []} for i in range(suggestions)]
+    return card
+
+
+def _without_uuids(cards):
+    return [{**c, "uuid": None, "suggestions": [{**s, "uuid": None} for s in c.get("suggestions", [])]} for c in cards]
+
+
+def test_new_uuids_are_random_version_4_uuids():
+    made = new_uuids(2000)
+    assert len(set(made)) == 2000
+    for text in made[:200]:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    assert new_uuids(0) == []
+
+
+def test_a_template_answers_the_same_cards_with_new_uuids_each_time():
+    cards = [_card("urgent-decompression", suggestions=2), _card("spine-mri"), _card("dexamethasone", suggestions=1)]
+    template = AnswerTemplate.of(cards)
+    first, second = template.fill(), template.fill()
+    for answer in (first, second):
+        shown = json.loads(answer.json)["cards"]
+        assert _without_uuids(shown) == _without_uuids(cards)
+        assert [topic for _, topic in answer.issued] == ["urgent-decompression", "spine-mri", "dexamethasone"]
+        assert [card_uuid for card_uuid, _ in answer.issued] == [c["uuid"] for c in shown]
+    everything = lambda a: {c["uuid"] for c in a.cards} | {s["uuid"] for c in a.cards for s in c.get("suggestions", [])}  # noqa: E731
+    original = everything(Answer.of(cards))
+    assert len(everything(first)) == len(original) == 6
+    assert everything(first).isdisjoint(everything(second)) and everything(first).isdisjoint(original)
+
+
+def test_a_template_writes_what_the_app_would_write():
+    cards = [_card("spine-mri", suggestions=1, text="Ünïcode \"quoted\" 3.5 mg \u2265 13 days")]
+    filled = AnswerTemplate.of(cards).fill()
+    ((card_uuid, _),) = filled.issued
+    suggestion_uuid = filled.cards[0]["suggestions"][0]["uuid"]
+    again = [{**cards[0], "uuid": card_uuid, "suggestions": [{**cards[0]["suggestions"][0], "uuid": suggestion_uuid}]}]
+    assert filled.json == Answer.of(again).json
+
+
+@given(st.lists(st.tuples(st.sampled_from(["spine-mri", "radiotherapy", "dexamethasone"]), st.integers(0, 3),
+                          st.text(max_size=40)), max_size=6))
+def test_any_cards_survive_the_template(specs):
+    cards = [_card(topic, n, text) for topic, n, text in specs]
+    answer = AnswerTemplate.of(cards).fill()
+    assert _without_uuids(answer.cards) == _without_uuids(cards)
+    assert [t for _, t in answer.issued] == [topic for topic, _, _ in specs]
+
+
+def test_no_cards_and_cards_orjson_cannot_write():
+    assert json.loads(AnswerTemplate.of([]).fill().json) == {"cards": []}
+    huge = {**_card("spine-mri"), "n": 2 ** 70}
+    assert AnswerTemplate.of([huge]) is None
+    assert Answer.of([huge]).cards[0]["n"] == 2 ** 70
