@@ -9,19 +9,21 @@ def _condition(rid, system, code, subject="Patient/p1"):
 
 def test_relevant_when_any_coding_is_in_a_value_set_of_its_type(app):
     selector = app.extensions["avh"].engine.selector
-    assert selector.is_relevant(_condition("c1", "http://snomed.info/sct", "71286001"))
-    assert not selector.is_relevant(_condition("c2", "http://loinc.org", "71286001"))        # right code, wrong system
-    assert not selector.is_relevant({**_condition("c3", "http://snomed.info/sct", "71286001"),
+    assert selector.wanted(_condition("c1", "http://snomed.info/sct", "71286001"))
+    assert not selector.wanted(_condition("c2", "http://loinc.org", "71286001"))        # right code, wrong system
+    assert not selector.wanted({**_condition("c3", "http://snomed.info/sct", "71286001"),
                                      "resourceType": "Encounter"})                            # type not read
     med = {"resourceType": "MedicationRequest", "medicationCodeableConcept": {
         "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "3264"}]}}
-    assert selector.is_relevant(med)
+    assert selector.wanted(med)
+    assert selector.wanted({"resourceType": "Patient", "id": "p"})
+    assert not selector.wanted({"resourceType": {"Patient": 1}}) and not selector.wanted({"resourceType": None})
 
 
 def test_malformed_codes_are_not_relevant_and_do_not_raise(app):
     selector = app.extensions["avh"].engine.selector
     for code in (None, "71286001", [], {"coding": "71286001"}, {"coding": [None, "x", 3]}, {"text": "compression"}):
-        assert not selector.is_relevant({"resourceType": "Condition", "id": "c", "code": code})
+        assert not selector.wanted({"resourceType": "Condition", "id": "c", "code": code})
 
 
 def test_record_keeps_relevant_resources_of_this_patient_once(app):

@@ -74,8 +74,9 @@ class Selector:
         found = codings(resource.get(path))
         return tuple(n for n in names if any(c in self.valuesets[n] for c in found))
 
-    def is_relevant(self, resource: dict) -> bool:
-        """Whether the resource's code is in a value set its type is read for.
+    def wanted(self, resource: dict) -> bool:
+        """Whether a record is built from this resource: a Patient, or a resource whose code is in a value set
+        its type is read for.
 
         Runs once per resource the EHR sent, so it is the service's per-resource cost: `resource` is
         decoded JSON, tested with isinstance(dict/list) (a typing.Mapping check costs ten times more).
@@ -83,7 +84,7 @@ class Selector:
         rtype = resource.get("resourceType")
         entry = self.by_type.get(rtype) if isinstance(rtype, str) else None
         if entry is None:
-            return False
+            return rtype == "Patient"
         concept = resource.get(entry[0])
         if not isinstance(concept, dict):
             return False
@@ -99,10 +100,6 @@ class Selector:
                     if isinstance(system, str) and (system, code) in codes:
                         return True
         return False
-
-    def wanted(self, resource: dict) -> bool:
-        """What a record is built from: a Patient, or a relevant resource (the rest is not kept)."""
-        return resource.get("resourceType") == "Patient" or self.is_relevant(resource)
 
 
 def subject_id(resource: Mapping) -> str | None:
@@ -190,7 +187,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                 if reason is not None:
                     left_out.append(LeftOut("Patient", str(rid), ("patient",), reason))
             continue
-        if not selector.is_relevant(res):
+        if not selector.wanted(res):
             continue
         key = (rtype, str(rid))
         if rid is not None and key in seen:

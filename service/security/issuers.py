@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,7 +29,13 @@ def server_key(url: str) -> tuple[str, str, int, str] | None:
     """A FHIR base URL reduced to what identifies it (scheme, host, port, path); None if unusable.
 
     URLs with credentials, a query or a fragment are never a FHIR base: they are refused outright.
+    Every call names its fhirServer, and there are few: the usual ones are parsed once (the cache holds
+    URLs of at most 2 KB, so a caller cannot fill memory with long ones).
     """
+    return _known_server_key(url) if len(url) <= 2048 else _server_key(url)
+
+
+def _server_key(url: str) -> tuple[str, str, int, str] | None:
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -40,6 +47,9 @@ def server_key(url: str) -> tuple[str, str, int, str] | None:
         return None
     scheme = parts.scheme.lower()
     return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80), parts.path.rstrip("/")
+
+
+_known_server_key = lru_cache(maxsize=256)(_server_key)
 
 
 def is_loopback(url: str) -> bool:

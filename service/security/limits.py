@@ -15,11 +15,12 @@ def request_depth(body) -> int:
     prefetch = body.get("prefetch") if isinstance(body, dict) else None
     if not isinstance(prefetch, dict):
         return json_depth(body)
-    outside = {k: v for k, v in body.items() if k != "prefetch"}
-    bundles = [{k: v for k, v in value.items() if k != "entry"}
+    # One walk; a list of an object's values nests as deep as the object: [body's other values, [prefetch]].
+    outside = [v for k, v in body.items() if k != "prefetch"]
+    bundles = [[v for k, v in value.items() if k != "entry"]
                if isinstance(value, dict) and value.get("resourceType") == "Bundle" else value
                for value in prefetch.values()]
-    return max(json_depth(outside), 1 + json_depth(bundles))     # the list stands for the prefetch object
+    return json_depth([outside, [bundles]]) - 1
 
 
 def prefetch_resource_count(body: dict) -> int:
