@@ -55,7 +55,7 @@ class Engine:
             try:
                 key = (patient_id, orjson.dumps(prefetched.resources), frozenset(prefetched.unavailable))
             except TypeError:       # not JSON orjson writes (an integer over 64 bits): derived, not remembered
-                key = None
+                pass
         seen = self.charts.get(key) if key else None
         if seen is None:
             record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable, self.validate)
