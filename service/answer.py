@@ -8,26 +8,12 @@ pieces around new uuids: nothing decoded, copied or encoded per call.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from itertools import chain
 
 from .fastjson import encode, encode_orjson
-
-# uuid version 4 from 16 random bytes (RFC 9562, section 5.4): version nibble 4, variant bits 10.
-_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
-_VARIANT_RFC = bytes((b & 0x3F) | 0x80 for b in range(256))
-
-
-def new_uuids(count: int) -> list[str]:
-    """`count` random version-4 uuids, as uuid.uuid4() makes them, from one read of os.urandom."""
-    raw = bytearray(os.urandom(16 * count))
-    raw[6::16] = raw[6::16].translate(_VERSION_4)
-    raw[8::16] = raw[8::16].translate(_VARIANT_RFC)
-    h = raw.hex()
-    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-{h[i + 12:i + 16]}-{h[i + 16:i + 20]}-{h[i + 20:i + 32]}"
-            for i in range(0, 32 * count, 32)]
+from .uuids import new_uuids
 
 
 def _topic(card: dict) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import json
 import string
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,6 +13,7 @@ import orjson
 
 from .clinical.facts import Facts
 from .clinical.pathway import READS, TOPIC_ORDER, Decision, Unchecked
+from .uuids import new_uuid
 from .valuesets import TOPIC_SYSTEM
 
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
@@ -244,7 +244,7 @@ class CardLibrary:
         paragraphs += notes or []
         paragraphs.append(self._sources[decision.topic])
         card = {
-            "uuid": str(uuid.uuid4()),
+            "uuid": new_uuid(),
             "summary": summary[:139],
             "indicator": data["indicator"],
             "detail": "\n\n".join(paragraphs),
@@ -275,7 +275,7 @@ class CardLibrary:
             actions = _actions(template, resource, decision.variables.get("targets", {}).get(template["id"], ()))
         if not actions:
             return None
-        suggestion = {"label": template["label"], "uuid": str(uuid.uuid4()), "actions": actions}
+        suggestion = {"label": template["label"], "uuid": new_uuid(), "actions": actions}
         if "isRecommended" in template:
             suggestion["isRecommended"] = template["isRecommended"]
         return suggestion
@@ -284,7 +284,7 @@ class CardLibrary:
         missing = sorted({t for u in unchecked for t in u.missing})
         topics = ", ".join(self.definitions[u.topic].data["title"] for u in unchecked)
         return {
-            "uuid": str(uuid.uuid4()),
+            "uuid": new_uuid(),
             "summary": f"Part of the record could not be read ({', '.join(missing)}): some pathway checks were skipped",
             "indicator": "info",
             "detail": (f"avh-cds could not read this patient's {', '.join(missing)} data from the EHR, so it did not "

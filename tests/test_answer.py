@@ -1,6 +1,7 @@
 """service/answer.py: remembered cards answered again with uuids of their own, byte for byte the same JSON
 otherwise, and the (uuid, topic) of each card for the record of issued cards."""
 import json
+import time
 import uuid
 
 from hypothesis import given, strategies as st
@@ -20,13 +21,25 @@ def _without_uuids(cards):
     return [{**c, "uuid": None, "suggestions": [{**s, "uuid": None} for s in c.get("suggestions", [])]} for c in cards]
 
 
-def test_new_uuids_are_random_version_4_uuids():
+def test_new_uuids_are_version_7_uuids_of_this_millisecond_with_random_bits():
+    before = time.time_ns() // 1_000_000
     made = new_uuids(2000)
+    after = time.time_ns() // 1_000_000
     assert len(set(made)) == 2000
     for text in made[:200]:
         parsed = uuid.UUID(text)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
+        assert before <= parsed.int >> 80 <= after          # unix_ts_ms, the first 48 bits
+    randoms = {uuid.UUID(u).int & ((1 << 80) - 1) for u in made}
+    assert len(randoms) == 2000                                 # same millisecond or not, the rest differs
     assert new_uuids(0) == []
+
+
+def test_uuids_made_later_sort_after_earlier_ones():
+    """What keeps the issued-card index appending: a later call's uuids sort after an earlier call's."""
+    first = new_uuids(3)
+    time.sleep(0.002)
+    assert max(first) < min(new_uuids(3))
 
 
 def test_a_template_answers_the_same_cards_with_new_uuids_each_time():
