@@ -4,10 +4,15 @@ Whatever access_log_format says, only these atoms have values: the client addres
 (FHIR resource ids replaced by {id}), status, size, duration, pid and user agent. The query string
 (FHIR searches name the patient), the referer (the sandbox's page address names the patient), and
 every header (Authorization carries the JWT) are never logged.
+
+A CDS call is logged once: the app's JSON `cds_call` line (service/security/logs.py) says more than this
+line would (service, hookInstance, card topics, issuer, refusal), so this one is left out for it.
 """
 from __future__ import annotations
 
 from gunicorn.glogging import Logger
+
+from .security.logs import LOGGED_BY_APP
 
 SAFE_ATOMS = frozenset("hlmsbBHTDMLpat")
 
@@ -21,6 +26,10 @@ def redact_path(path: str) -> str:
 
 
 class AccessLogger(Logger):
+    def access(self, resp, req, environ, request_time):
+        if not environ.get(LOGGED_BY_APP):
+            super().access(resp, req, environ, request_time)
+
     def atoms(self, resp, req, environ, request_time):
         atoms = {k: v for k, v in super().atoms(resp, req, environ, request_time).items() if k in SAFE_ATOMS}
         atoms["U"] = redact_path(environ.get("PATH_INFO", "-"))

@@ -185,6 +185,11 @@ class Gunicorn:
             self.log.flush()
         return self.log_path.read_text()
 
+    def access_lines(self) -> list[dict]:
+        """The app's JSON access lines (event cds_call), in the order written."""
+        lines = (json.loads(line) for line in self.output().splitlines() if line.startswith("{"))
+        return [line for line in lines if line.get("event") == "cds_call"]
+
     def stop(self) -> int:
         """SIGTERM, as an orchestrator stops a container: gunicorn finishes calls in flight, then exits."""
         if self.process.poll() is None:

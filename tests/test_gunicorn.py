@@ -50,7 +50,7 @@ def test_gunicorn_serves_health_discovery_calls_and_metrics_summed_over_workers(
                 assert response.status_code == 200
                 assert {c["source"]["topic"]["code"] for c in response.json()["cards"]} == PRE_OPERATIVE_TOPICS
             calls += 4
-            pids = set(re.findall(rf'"POST /cds-services/{SERVICE}" 200 \d+ \d+ms pid=<(\d+)>', server.output()))
+            pids = {line["pid"] for line in server.access_lines() if line.get("service") == SERVICE}
     assert len(pids) == 2, "the calls never reached the second worker"
 
     text = requests.get(f"{base}/metrics", timeout=5).text
@@ -68,8 +68,21 @@ def test_access_log_carries_no_query_string_token_or_resource_id(server):
     assert server.stop() == 0
     log = server.output()
     assert '"GET /healthz" 200' in log and '"GET /fhir/Patient/{id}/..." 404' in log
+    assert [line["status"] for line in server.access_lines()] == [400]
     for secret in ("dep-secret-patient", "dep-secret-id", "dep.secret.token", "dep-ref", "patientId"):
         assert secret not in log
+
+
+def test_a_cds_call_is_logged_once_by_the_app_and_other_paths_by_gunicorn(server):
+    requests.get(f"{server.base}/healthz", timeout=5)
+    assert call(server.base, patient_view_request(avh_bundle())).status_code == 200
+    assert requests.get(f"{server.base}/cds-services", timeout=5).status_code == 200
+    assert server.stop() == 0
+    log = server.output()
+    assert [(line["endpoint"], line["status"]) for line in server.access_lines()] == [("invoke", 200), ("discovery", 200)]
+    assert all(isinstance(line["pid"], int) for line in server.access_lines())
+    assert '"GET /healthz" 200' in log
+    assert '"POST /cds-services' not in log and '"GET /cds-services' not in log     # gunicorn's own lines
 
 
 class SlowFhir(BaseHTTPRequestHandler):

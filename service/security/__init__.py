@@ -24,7 +24,7 @@ from ..errors import ApiError
 from .issuers import FhirServerPolicy, SecurityConfigError, development_policy, load_issuers
 from ..jsonbody import request_json
 from .limits import check_limits
-from .logs import access_log
+from .logs import LOGGED_BY_APP, access_log
 from .replay import ReplayStoreUnavailable, replay_cache
 from .tokens import FORBIDDEN_ALGORITHMS, AuthFailed, Caller, TokenVerifier
 
@@ -180,6 +180,7 @@ def _access_line(response: Response) -> Response:
               "iss": caller.issuer.iss if caller else None, "auth": "off" if auth_off else None,
               "auth_failure": getattr(call, "auth_failure", None), "refused": getattr(call, "refused", None)}
     access_log.info("cds call", extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+    request.environ[LOGGED_BY_APP] = True       # gunicorn's access line would say less, a second time
     return response
 
 

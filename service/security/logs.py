@@ -12,12 +12,14 @@ import logging
 import orjson
 
 access_log = logging.getLogger("service.access")
+LOGGED_BY_APP = "avh_cds.access_logged"    # set in the WSGI environ of a call the access line was written for
 
 
 class JsonLinesFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {"ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
-                "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+                "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
+                "pid": record.process}
         line.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
