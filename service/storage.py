@@ -154,7 +154,7 @@ def _engine(url: str, timeout: float) -> Engine:
 ISSUED_COLUMNS = ("card_uuid", "service_id", "topic", "hook_instance", "issued_at")
 
 
-def _insert_issued(conn: Connection, rows: list[dict]) -> None:
+def _insert_issued(conn: Connection, rows: list[tuple]) -> None:
     """The driver's executemany, with the statement and the issued_at values as SQLAlchemy writes them.
 
     Four rows per hook call: SQLAlchemy's per-row parameter processing cost more than the insert itself
@@ -163,9 +163,8 @@ def _insert_issued(conn: Connection, rows: list[dict]) -> None:
     sql = (f"INSERT INTO {issued_cards.name} ({', '.join(ISSUED_COLUMNS)}) "
            f"VALUES ({', '.join([marker] * len(ISSUED_COLUMNS))}) ON CONFLICT DO NOTHING")
     to_db = issued_cards.c.issued_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) or (lambda v: v)
-    stamps = {when: to_db(when) for when in {row["issued_at"] for row in rows}}   # the rows of a call share one
-    conn.exec_driver_sql(sql, [tuple(row[c] for c in ISSUED_COLUMNS[:-1]) + (stamps[row["issued_at"]],)
-                               for row in rows])
+    stamps = {row[-1]: to_db(row[-1]) for row in rows}      # the rows of a call share one
+    conn.exec_driver_sql(sql, [row[:-1] + (stamps[row[-1]],) for row in rows])
 
 
 def _write_periodically(store: Callable[[], "FeedbackStore | None"], stop: threading.Event, seconds: float) -> None:
@@ -199,7 +198,7 @@ class FeedbackStore:
         atexit.register(lambda: me() and me().close())
 
     def _reset_writer(self) -> None:
-        self._pending: list[dict] = []          # issued-card rows not written yet, oldest first
+        self._pending: list[tuple] = []         # issued-card rows (ISSUED_COLUMNS) not written yet, oldest first
         self._lock = threading.Lock()            # guards _pending and _writer
         self._flushing = threading.Lock()        # one batch at a time, so a failed one goes back first
         self._stop = threading.Event()
@@ -262,8 +261,7 @@ class FeedbackStore:
                       when: dt.datetime) -> None:
         """Remember each card shown, by its (uuid, topic), to join feedback with it: queued for the background
         writer (written at once when flush_seconds is 0). A failure costs the join, never the cards."""
-        rows = [{"card_uuid": card_uuid, "service_id": service_id, "topic": topic,
-                 "hook_instance": hook_instance, "issued_at": when} for card_uuid, topic in cards]
+        rows = [(card_uuid, service_id, topic, hook_instance, when) for card_uuid, topic in cards]   # ISSUED_COLUMNS
         if not rows:
             return
         if self.flush_seconds <= 0:
@@ -287,7 +285,7 @@ class FeedbackStore:
             del self._pending[:over]
         return max(over, 0)
 
-    def _write_issued(self, rows: list[dict]) -> bool:
+    def _write_issued(self, rows: list[tuple]) -> bool:
         try:
             self._write(lambda conn: _insert_issued(conn, rows), durable=False)
             return True
