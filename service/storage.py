@@ -23,6 +23,7 @@ import os
 import threading
 import time
 import weakref
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -154,17 +155,27 @@ def _engine(url: str, timeout: float) -> Engine:
 ISSUED_COLUMNS = ("card_uuid", "service_id", "topic", "hook_instance", "issued_at")
 
 
-def _insert_issued(conn: Connection, rows: list[tuple]) -> None:
-    """The driver's executemany, with the statement and the issued_at values as SQLAlchemy writes them.
+ISSUED_ROWS_PER_STATEMENT = 199     # 5 parameters a row: under 1,000, the oldest SQLite's limit per statement
 
-    Four rows per hook call: SQLAlchemy's per-row parameter processing cost more than the insert itself
-    (about 7 of 11 µs a row on SQLite), on the worker's CPU. Duplicates are ignored (a retried batch)."""
+
+def _insert_issued(conn: Connection, rows: list[tuple]) -> None:
+    """Multi-row INSERTs through the driver, with the issued_at values as SQLAlchemy writes them; duplicates
+    (a retried batch) are ignored.
+
+    Not executemany: SQLite's driver lets go of the GIL and takes it back for every row, so a batch of
+    hundreds of rows waited for the request threads hundreds of times, and every time it got the GIL a
+    request thread was held up (a blocking call made a forced switch, ~20 µs at each). One statement per 199
+    rows lets go of it a few times a batch; PostgreSQL gets one round trip instead of one a row. Nor
+    SQLAlchemy's insert(): its per-row parameter processing cost more than the insert itself."""
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = (f"INSERT INTO {issued_cards.name} ({', '.join(ISSUED_COLUMNS)}) "
-           f"VALUES ({', '.join([marker] * len(ISSUED_COLUMNS))}) ON CONFLICT DO NOTHING")
     to_db = issued_cards.c.issued_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) or (lambda v: v)
     stamps = {row[-1]: to_db(row[-1]) for row in rows}      # the rows of a call share one
-    conn.exec_driver_sql(sql, [row[:-1] + (stamps[row[-1]],) for row in rows])
+    one_row = f"({', '.join([marker] * len(ISSUED_COLUMNS))})"
+    for start in range(0, len(rows), ISSUED_ROWS_PER_STATEMENT):
+        chunk = rows[start:start + ISSUED_ROWS_PER_STATEMENT]
+        sql = (f"INSERT INTO {issued_cards.name} ({', '.join(ISSUED_COLUMNS)}) "
+               f"VALUES {', '.join([one_row] * len(chunk))} ON CONFLICT DO NOTHING")
+        conn.exec_driver_sql(sql, tuple(chain.from_iterable(row[:-1] + (stamps[row[-1]],) for row in chunk)))
 
 
 def _write_periodically(store: Callable[[], "FeedbackStore | None"], stop: threading.Event, seconds: float) -> None:

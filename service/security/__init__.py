@@ -96,14 +96,29 @@ def build(settings: Settings) -> Security:
 def install(app: Flask, settings: Settings) -> None:
     security = build(settings)
     app.extensions["avh_security"] = security
-    # always_send=False: CORS headers answer a browser's Origin only (a server-to-server call sends none, and
-    # working them out for it cost a twentieth of a typical call).
-    CORS(app, origins=_cors_origins(settings), allow_headers=["Authorization", "Content-Type"],
-         methods=["GET", "POST", "OPTIONS"], max_age=600, allow_private_network=True, always_send=False)
+    _install_cors(app, settings)
     app.before_request(_guard)
     app.after_request(_access_line)
     json.loads(OPENAPI.read_text())     # a broken OpenAPI file fails at start-up, not when asked for
     app.register_blueprint(openapi_bp)
+
+
+def _install_cors(app: Flask, settings: Settings) -> None:
+    """flask-cors, asked only when the request has an Origin (a browser's call).
+
+    With always_send=False it adds nothing to a call without Origin (an EHR's server-to-server call), but it
+    still matched the path against its resources and built an empty header set for it: about a fortieth of a
+    typical call. Its after-request function is kept and put behind that one check; the error handlers it
+    wraps are left as they are."""
+    before = list(app.after_request_funcs.get(None, ()))
+    CORS(app, origins=_cors_origins(settings), allow_headers=["Authorization", "Content-Type"],
+         methods=["GET", "POST", "OPTIONS"], max_age=600, allow_private_network=True, always_send=False)
+    [cors_after_request] = [f for f in app.after_request_funcs[None] if f not in before]
+
+    def cors_for_browsers(response: Response) -> Response:
+        return cors_after_request(response) if "HTTP_ORIGIN" in request.environ else response
+
+    app.after_request_funcs[None] = before + [cors_for_browsers]
 
 
 def _guard():
