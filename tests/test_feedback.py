@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from tests.fhir_builders import NO_AUTH, CPT, avh_patient, bounds_duration, dexamethasone, hook_request, service_request
 from service import cli, create_app
 from service.config import Settings
-from service.storage import database_url, feedback, issued_cards, metadata, schema_version
+from service.storage import ISSUED_ROWS_PER_STATEMENT, database_url, feedback, issued_cards, metadata, schema_version
 
 POSTGRES_URL = os.environ.get("AVH_CDS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/avh_orders")
 REASON_SYSTEM = "https://avh-cds.org/fhir/CodeSystem/override-reason"
@@ -167,6 +167,29 @@ def test_issued_at_reads_back_as_written_and_a_batch_written_twice_is_stored_onc
         stamps = list(conn.execute(select(issued_cards.c.issued_at)).scalars())
     assert len(stamps) == 3
     assert all(s.replace(tzinfo=s.tzinfo or dt.timezone.utc) == when for s in stamps)
+
+
+def test_a_batch_of_many_statements_stores_every_row_once_with_its_own_fields(app):
+    """More rows than one statement holds (ISSUED_ROWS_PER_STATEMENT), from calls at different times, one row
+    of them already stored: each row is stored once, with its own topic, hookInstance and time."""
+    store = app.extensions["avh"].store
+    start = dt.datetime(2026, 11, 24, 2, 30, tzinfo=dt.timezone.utc)
+    calls = [(f"h-{c}", start + dt.timedelta(seconds=c), [(str(uuid.uuid4()), f"topic-{c % 7}-{i}") for i in range(4)])
+             for c in range(ISSUED_ROWS_PER_STATEMENT // 2 + 1)]        # 400 rows: three statements
+    hook_instance, when, cards = calls[5]
+    store.record_issued("avh-patient-view", hook_instance, cards[:1], when)
+    store.flush_issued()
+    for hook_instance, when, cards in calls:
+        store.record_issued("avh-patient-view", hook_instance, cards, when)
+    store.flush_issued()
+    with store.engine.connect() as conn:
+        rows = {r.card_uuid: r for r in conn.execute(select(issued_cards))}
+    expected = {card_uuid: (hook_instance, when, topic) for hook_instance, when, cards in calls for card_uuid, topic in cards}
+    assert len(rows) == len(expected) == 4 * len(calls) > 2 * ISSUED_ROWS_PER_STATEMENT
+    for card_uuid, (hook_instance, when, topic) in expected.items():
+        row = rows[card_uuid]
+        assert (row.hook_instance, row.topic, row.service_id) == (hook_instance, topic, "avh-patient-view")
+        assert row.issued_at.replace(tzinfo=row.issued_at.tzinfo or dt.timezone.utc) == when
 
 
 def _issued_uuids(app) -> set[str]:
