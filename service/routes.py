@@ -68,7 +68,9 @@ def invoke(service_id: str):
     metrics.observe_cards(service.id, answer.topics)
     avh.store.record_issued(service.id, body["hookInstance"], answer.issued, now)
     g.resource_count, g.card_topics = prefetched.read, answer.topics
-    return current_app.response_class(answer.json, mimetype="application/json")
+    response = current_app.response_class(answer.json, mimetype="application/json")
+    response.call_on_close(avh.store.flush_if_due)      # after the answer has been sent
+    return response
 
 
 @bp.post("/cds-services/<service_id>/feedback")

@@ -8,10 +8,12 @@ its uuid, the service, the topic, the hookInstance and the time.
 A write that fails (server down, file locked past the busy timeout, disk full) raises
 StorageUnavailable, a 503 with Retry-After: the client resends, and idempotency makes the resend
 safe. Feedback is written before it is acknowledged. Issued cards, one row per card of every hook
-call, are not: a background thread writes them in batches every AVH_CDS_ISSUED_FLUSH_SECONDS, so
-the call neither waits for a commit nor queues for SQLite's write lock. A crash loses at most that
-interval's rows (feedback on those cards is then marked unknown); a clean exit writes them. The schema is created or migrated at start, under a lock so that several workers starting
-together migrate once.
+call, are not: they are queued and written in batches every AVH_CDS_ISSUED_FLUSH_SECONDS, by the
+call that finds a batch due once its answer has been sent, or by a background thread when no call
+comes. No call waits for a commit or queues for SQLite's write lock. A crash loses at most that
+interval's rows (feedback on those cards is then marked unknown); a clean exit writes them. The
+schema is created or migrated at start, under a lock so that several workers starting together
+migrate once.
 """
 from __future__ import annotations
 
@@ -178,13 +180,15 @@ def _insert_issued(conn: Connection, rows: list[tuple]) -> None:
         conn.exec_driver_sql(sql, tuple(chain.from_iterable(row[:-1] + (stamps[row[-1]],) for row in chunk)))
 
 
-def _write_periodically(store: Callable[[], "FeedbackStore | None"], stop: threading.Event, seconds: float) -> None:
-    """The background writer. It holds the store weakly: a store nobody uses any more is not kept alive by it."""
-    while not stop.wait(seconds):
+def _write_periodically(store: Callable[[], "FeedbackStore | None"], stop: threading.Event) -> None:
+    """The background writer: it writes what no call has written in time (the worker is idle, or between
+    calls). It holds the store weakly: a store nobody uses any more is not kept alive by it."""
+    wait = 0.0
+    while not stop.wait(wait):
         current = store()
         if current is None:
             return
-        current.flush_issued()
+        wait = current.flush_if_due()
         del current
 
 
@@ -214,6 +218,7 @@ class FeedbackStore:
         self._flushing = threading.Lock()        # one batch at a time, so a failed one goes back first
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
+        self._written_at = time.monotonic()     # when the last batch was taken for writing
 
     @property
     def backend(self) -> str:
@@ -270,8 +275,9 @@ class FeedbackStore:
 
     def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[tuple[str, str]],
                       when: dt.datetime) -> None:
-        """Remember each card shown, by its (uuid, topic), to join feedback with it: queued for the background
-        writer (written at once when flush_seconds is 0). A failure costs the join, never the cards."""
+        """Remember each card shown, by its (uuid, topic), to join feedback with it: queued, and written by
+        flush_if_due once the call has answered (at once when flush_seconds is 0). A failure costs the join,
+        never the cards."""
         rows = [(card_uuid, service_id, topic, hook_instance, when) for card_uuid, topic in cards]   # ISSUED_COLUMNS
         if not rows:
             return
@@ -283,7 +289,7 @@ class FeedbackStore:
             dropped = self._trim()
             if self._writer is None:
                 self._writer = threading.Thread(target=_write_periodically, name="avh-issued-cards", daemon=True,
-                                                args=(weakref.ref(self), self._stop, self.flush_seconds))
+                                                args=(weakref.ref(self), self._stop))
                 self._writer.start()
         if dropped:
             log.warning("%d issued cards not recorded: over %d waiting for the feedback store", dropped,
@@ -304,11 +310,29 @@ class FeedbackStore:
             log.warning("%d issued cards not recorded yet: the feedback store is unavailable", len(rows))
             return False
 
+    def flush_if_due(self) -> float:
+        """Write the pending issued cards when the last batch is flush_seconds old; the seconds until the next
+        one is due.
+
+        A call runs this after its answer has been sent (routes.invoke), so under load the batches are written
+        by the request threads, between calls: a separate thread writing while a call runs made that call wait
+        for the GIL at each of its blocking calls (about 20 µs each, measured). The background writer runs it
+        too, for a worker that has gone quiet: rows never wait much longer than flush_seconds."""
+        since = time.monotonic() - self._written_at
+        if since < self.flush_seconds:
+            return self.flush_seconds - since
+        if self._pending:
+            self.flush_issued()
+        else:
+            self._written_at = time.monotonic()
+        return self.flush_seconds
+
     def flush_issued(self) -> bool:
         """Write the pending issued cards now; rows that fail stay pending (oldest first). True when none is left."""
         with self._flushing:
             with self._lock:
                 rows, self._pending = self._pending, []
+                self._written_at = time.monotonic()
             if not rows or self._write_issued(rows):
                 return True
             with self._lock:

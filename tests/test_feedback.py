@@ -4,8 +4,10 @@ import json
 import multiprocessing
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -70,9 +72,10 @@ def issue_cards(client, pid="p1"):
     """Post order-sign for a patient in the pathway: two warnings, each with suggestions."""
     drafts = [service_request("surg-1", pid, CPT, "63046", "Laminectomy"),
               dexamethasone("dex-1", pid, dosage=[bounds_duration(20)])]
-    response = client.post("/cds-services/avh-order-sign", json=hook_request("order-sign", pid, avh_patient(pid), drafts))
-    assert response.status_code == 200
-    return {c["source"]["topic"]["code"]: c for c in response.json["cards"]}
+    # Closed, as a WSGI server closes every response once it is sent (the test client leaves that to us).
+    with client.post("/cds-services/avh-order-sign", json=hook_request("order-sign", pid, avh_patient(pid), drafts)) as response:
+        assert response.status_code == 200
+        return {c["source"]["topic"]["code"]: c for c in response.json["cards"]}
 
 
 def accepted(card, when="2026-11-24T10:00:00Z"):
@@ -198,7 +201,6 @@ def _issued_uuids(app) -> set[str]:
 
 
 def test_issued_cards_are_written_by_the_background_writer_and_at_close(storage):
-    import time
     app = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=0.1, **storage))
     cards = issue_cards(app.test_client())
     wanted = {c["uuid"] for c in cards.values()}
@@ -215,6 +217,25 @@ def test_issued_cards_are_written_by_the_background_writer_and_at_close(storage)
     slow.extensions["avh"].store.close()
     assert {c["uuid"] for c in later.values()} <= _issued_uuids(slow)
     slow.extensions["avh"].store.dispose()
+
+
+def test_a_call_that_finds_a_batch_due_writes_it_once_its_answer_is_sent(storage, monkeypatch):
+    """Under load the calls write the batches, between one answer and the next call: the background writer
+    (which would wait the real minute here) is not what wrote them."""
+    import service.storage
+    clock = [1000.0]
+    monkeypatch.setattr(service.storage, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=time.sleep))
+    app = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=60, **storage))
+    client = app.test_client()
+    first = issue_cards(client, "p1")
+    clock[0] += 30
+    second = issue_cards(client, "p2")
+    assert _issued_uuids(app) == set()                          # 30 s since the last batch: none due yet
+    clock[0] += 31
+    third = issue_cards(client, "p3")                           # due: written once this answer was sent
+    assert _issued_uuids(app) == {c["uuid"] for cards in (first, second, third) for c in cards.values()}
+    assert app.extensions["avh"].store.flush_if_due() == 60     # the next batch is 60 s away
+    app.extensions["avh"].store.dispose()
 
 
 def test_issued_cards_written_before_the_answer_when_the_flush_interval_is_zero(storage):
