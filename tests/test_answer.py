@@ -1,6 +1,7 @@
 """service/answer.py: remembered cards answered again with uuids of their own, byte for byte the same JSON
 otherwise, and the (uuid, topic) of each card for the record of issued cards."""
 import json
+import os
 import time
 import uuid
 
@@ -33,6 +34,22 @@ def test_new_uuids_are_version_7_uuids_of_this_millisecond_with_random_bits():
     randoms = {uuid.UUID(u).int & ((1 << 80) - 1) for u in made}
     assert len(randoms) == 2000                                 # same millisecond or not, the rest differs
     assert new_uuids(0) == []
+
+
+def test_a_forked_worker_never_hands_out_the_random_bits_its_parent_will():
+    """Random bytes are read 4 KB at a time; a gunicorn worker forked with some of them must not reuse them."""
+    new_uuids(1)                                    # the parent now holds unused random bytes
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # the child: its next uuids, to the parent
+        os.write(write, " ".join(new_uuids(5)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 4096).decode().split()
+    parent = new_uuids(5)
+    random_part = lambda u: u[14:]                  # noqa: E731 (after the 48-bit millisecond)
+    assert len(child) == 5 and not {random_part(u) for u in child} & {random_part(u) for u in parent}
 
 
 def test_uuids_made_later_sort_after_earlier_ones():
