@@ -18,6 +18,7 @@ Server-side request forgery: whether a caller may name its fhirServer is decided
 """
 from __future__ import annotations
 
+import functools
 import http.cookiejar
 import json
 import logging
@@ -130,6 +131,13 @@ def _is_error(outcome: dict) -> bool:
 
 OUTCOME, OTHER_PATIENT = "outcome", "other-patient"
 OUTCOME_FETCHED = "fhirServer answered with an OperationOutcome instead of data"
+
+
+@functools.lru_cache(maxsize=256)
+def _template_shape(template: str) -> tuple[str, bool]:
+    """A prefetch template's resource type, and whether it names the context's patient (then every resource
+    must be about that patient). Templates come from the registry: a few, the same on every call."""
+    return resource_type_of(template), "context.patientId" in TOKEN.findall(template)
 
 
 def read_resources(value: dict, patient_id: str | None,
@@ -246,8 +254,8 @@ class PrefetchResolver:
         server = request.get("fhirServer")
         result, failures, plans = Prefetched(), [], []
         for key, template in templates.items():
-            rtype = resource_type_of(template)
-            patient_id = context.get("patientId") if "context.patientId" in TOKEN.findall(template) else None
+            rtype, patient_scoped = _template_shape(template)
+            patient_id = context.get("patientId") if patient_scoped else None
             if key in sent:
                 plan, problem = self._use_sent(key, rtype, sent[key], patient_id, result, self.wanted)
             else:
