@@ -25,8 +25,8 @@ import os
 import threading
 import time
 import weakref
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable
 
