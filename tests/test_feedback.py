@@ -68,14 +68,19 @@ def app(storage):
     app.extensions["avh"].store.dispose()
 
 
-def issue_cards(client, pid="p1"):
-    """Post order-sign for a patient in the pathway: two warnings, each with suggestions."""
+def issue_cards(client, pid="p1", close=True):
+    """Post order-sign for a patient in the pathway: two warnings, each with suggestions.
+
+    The response is closed, as a WSGI server closes every response once it is sent (the test client leaves
+    that to us); close=False leaves it open, so the call never writes the batch itself."""
     drafts = [service_request("surg-1", pid, CPT, "63046", "Laminectomy"),
               dexamethasone("dex-1", pid, dosage=[bounds_duration(20)])]
-    # Closed, as a WSGI server closes every response once it is sent (the test client leaves that to us).
-    with client.post("/cds-services/avh-order-sign", json=hook_request("order-sign", pid, avh_patient(pid), drafts)) as response:
-        assert response.status_code == 200
-        return {c["source"]["topic"]["code"]: c for c in response.json["cards"]}
+    response = client.post("/cds-services/avh-order-sign", json=hook_request("order-sign", pid, avh_patient(pid), drafts))
+    assert response.status_code == 200
+    cards = {c["source"]["topic"]["code"]: c for c in response.json["cards"]}
+    if close:
+        response.close()
+    return cards
 
 
 def accepted(card, when="2026-11-24T10:00:00Z"):
@@ -202,7 +207,7 @@ def _issued_uuids(app) -> set[str]:
 
 def test_issued_cards_are_written_by_the_background_writer_and_at_close(storage):
     app = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=0.1, **storage))
-    cards = issue_cards(app.test_client())
+    cards = issue_cards(app.test_client(), close=False)      # a worker gone quiet: no call writes the batch
     wanted = {c["uuid"] for c in cards.values()}
     for _ in range(100):                       # within a few flush intervals, without any explicit flush
         if _issued_uuids(app) == wanted:
