@@ -180,14 +180,16 @@ def _check_body(security: Security) -> None:
 
 
 def _access_line(response: Response) -> Response:
-    if request.blueprint != "cds" or request.method == "OPTIONS":
+    # One context lookup each for the request, the app and g, not one per field.
+    req = request._get_current_object()
+    if req.blueprint != "cds" or req.method == "OPTIONS":
         return response
-    call = g._get_current_object()          # one context lookup for all the fields, not one per field
-    service_id = (request.view_args or {}).get("service_id")
-    known = service_id is not None and current_app.extensions["avh"].registry.get(service_id) is not None
+    call, extensions = g._get_current_object(), current_app._get_current_object().extensions
+    service_id = (req.view_args or {}).get("service_id")
+    known = service_id is not None and extensions["avh"].registry.get(service_id) is not None
     caller = getattr(call, "caller", None)
-    auth_off = current_app.extensions["avh_security"].verifier is None
-    fields = {"event": "cds_call", "endpoint": (request.endpoint or "").removeprefix("cds."),
+    auth_off = extensions["avh_security"].verifier is None
+    fields = {"event": "cds_call", "endpoint": (req.endpoint or "").removeprefix("cds."),
               "service": service_id if known else None, "hookInstance": getattr(call, "hook_instance", None),
               "status": response.status_code,
               "ms": round((time.perf_counter() - getattr(call, "started", 0)) * 1000, 1),
@@ -195,7 +197,7 @@ def _access_line(response: Response) -> Response:
               "iss": caller.issuer.iss if caller else None, "auth": "off" if auth_off else None,
               "auth_failure": getattr(call, "auth_failure", None), "refused": getattr(call, "refused", None)}
     access_log.info("cds call", extra={"fields": {k: v for k, v in fields.items() if v is not None}})
-    request.environ[LOGGED_BY_APP] = True       # gunicorn's access line would say less, a second time
+    req.environ[LOGGED_BY_APP] = True           # gunicorn's access line would say less, a second time
     return response
 
 
