@@ -1,7 +1,6 @@
 """The production entry point: gunicorn with gunicorn.conf.py and service.wsgi:app, on 127.0.0.1."""
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
