@@ -43,7 +43,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None   # heartbeat
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("AVH_CDS_LOG_LEVEL", "INFO").lower()
-logger_class = "service.accesslog.AccessLogger"
+logger_class = "service.api.accesslog.AccessLogger"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms pid=%(p)s ua="%(a)s"'
 proc_name = "avh-cds"
 control_socket_disable = True   # gunicorn >= 27: no runtime control socket (two instances on a host would share one)

@@ -24,8 +24,8 @@ from werkzeug.serving import make_server
 
 from service import create_app
 from service.config import Settings
-from service.faults import Fault, FaultInjector
-from service.prefetch import PrefetchResolver
+from service.fhir.faults import Fault, FaultInjector
+from service.fhir.prefetch import PrefetchResolver
 
 SNOMED = "http://snomed.info/sct"
 AUTH_OFF = {"AVH_CDS_AUTH": "off"}   # the fixture endpoint needs no JWT; the service is not called here

@@ -12,7 +12,7 @@ import datetime as dt
 import random
 import uuid
 
-from service.valuesets import CPT, ICD10CM, LOCAL, LOINC, RXNORM, SNOMED
+from service.clinical.valuesets import CPT, ICD10CM, LOCAL, LOINC, RXNORM, SNOMED
 
 PATIENT_ID = "bench-avh-1"
 FHIR_SERVER = "https://ehr.example.org/fhir"

@@ -7,20 +7,20 @@ from pathlib import Path
 
 from flask import Flask, request
 
-from . import health, metrics
-from .config import Settings
-from .engine import Engine
-from .errors import register_error_handlers
-from .fastjson import OrjsonProvider
-from .prefetch import PrefetchResolver
-from .registry import Registry
-from .schemacheck import SchemaValidator
-from .security import install as install_security
-from .security.logs import configure_logging
-from .services import build_registry
-from .storage import FeedbackStore, database_url
+from service.ops import health, metrics
+from service.config import Settings
+from service.engine import Engine
+from service.errors import register_error_handlers
+from service.fastjson import OrjsonProvider
+from service.fhir.prefetch import PrefetchResolver
+from service.api.registry import Registry
+from service.api.schemacheck import SchemaValidator
+from service.security import install as install_security
+from service.security.logs import configure_logging
+from service.api.services import build_registry
+from service.feedback.store import FeedbackStore, database_url
 
-SCHEMAS = Path(__file__).parent / "schemas"
+SCHEMAS = Path(__file__).parent / "api" / "schemas"
 
 
 @dataclass
@@ -84,9 +84,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     _add_dependency_checks(app, settings)
     register_error_handlers(app)
     if settings.fixture_fhir:
-        from . import fixture_fhir
-        fixture_fhir.init_app(app, settings.fixtures_dir)
-    from . import pages, routes
+        from service.fhir import fixture_server
+        fixture_server.init_app(app, settings.fixtures_dir)
+    from service.api import pages, routes
     app.register_blueprint(routes.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(health.bp)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def _replay(args) -> int:
-    from .fixtures import load_fixture
-    from .replay import InProcess, Remote, ReplayError, format_outcomes, replay
+    from service.fhir.fixtures import load_fixture
+    from service.fhir.replay import InProcess, Remote, ReplayError, format_outcomes, replay
     paths = []
     for name in args.fixtures:
         path = Path(name)
@@ -31,8 +31,8 @@ def _replay(args) -> int:
 
 
 def _serve(args) -> int:
-    from . import create_app
-    from .config import Settings
+    from service import create_app
+    from service.config import Settings
     settings = Settings.from_env(fixture_fhir=True)
     app = create_app(settings)
     app.run(host=args.host, port=args.port, threaded=True)
@@ -40,10 +40,10 @@ def _serve(args) -> int:
 
 
 def _feedback_report(args) -> int:
-    from . import open_store
-    from .config import Settings
-    from .feedback import build_report, format_table
-    from .storage import StorageUnavailable
+    from service import open_store
+    from service.config import Settings
+    from service.feedback.entries import build_report, format_table
+    from service.feedback.store import StorageUnavailable
     store = open_store(Settings.from_env())
     try:
         rows = build_report(*store.report_rows())
@@ -61,9 +61,9 @@ def _feedback_report(args) -> int:
 
 def _load_fhir(args) -> int:
     """Load fhir_fixtures/ into a FHIR server (or, with --verify, check that it serves them)."""
-    from .config import Settings
-    from .fixtures import load_fixtures
-    from .loader import FhirLoader, ServerNotUp, resources_in_load_order
+    from service.config import Settings
+    from service.fhir.fixtures import load_fixtures
+    from service.fhir.loader import FhirLoader, ServerNotUp, resources_in_load_order
     fixtures_dir = args.fixtures or Settings.from_env().fixtures_dir
     resources = resources_in_load_order(load_fixtures(fixtures_dir, args.as_of))
     if not resources:

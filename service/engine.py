@@ -15,14 +15,14 @@ from typing import Any, Mapping
 
 import orjson
 
-from .answer import Answer, AnswerTemplate
-from .cards import CardLibrary, left_out_notes, sort_cards, template_variables
-from .clinical.facts import ChartFacts, Facts, chart_facts, facts_at, moment
-from .clinical.pathway import Decision, Unchecked, decide_chart
-from .clinical.record import Selector, Validator, build_record
-from .lru import Lru
-from .prefetch import Prefetched
-from .valuesets import ValueSets, load_valuesets
+from service.api.answer import Answer, AnswerTemplate
+from service.clinical.cards import CardLibrary, left_out_notes, sort_cards, template_variables
+from service.clinical.facts import ChartFacts, Facts, chart_facts, facts_at, moment
+from service.clinical.pathway import Decision, Unchecked, decide_chart
+from service.clinical.record import Selector, Validator, build_record
+from service.lru import Lru
+from service.fhir.prefetch import Prefetched
+from service.clinical.valuesets import ValueSets, load_valuesets
 
 
 @dataclass(frozen=True, eq=False)

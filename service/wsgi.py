@@ -2,6 +2,6 @@
 
 The one module that builds the app at import time: each gunicorn worker imports it once.
 """
-from . import create_app
+from service import create_app
 
 app = create_app()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from service.valuesets import CPT, ICD10CM as ICD, LOCAL, RXNORM, SNOMED as SCT  # noqa: F401 (re-exported)
+from service.clinical.valuesets import CPT, ICD10CM as ICD, LOCAL, RXNORM, SNOMED as SCT  # noqa: F401 (re-exported)
 
 UCUM = "http://unitsofmeasure.org"
 # These tests are not about authentication: they say so explicitly (ignored where auth does not exist yet).

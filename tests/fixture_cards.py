@@ -5,8 +5,8 @@ from functools import lru_cache
 
 from service.config import PROJECT_ROOT
 from service.engine import Engine
-from service.fixtures import Fixture, load_fixtures
-from service.prefetch import Prefetched
+from service.fhir.fixtures import Fixture, load_fixtures
+from service.fhir.prefetch import Prefetched
 from tests.pathway_builders import NOW
 
 ENGINE = Engine.load(PROJECT_ROOT / "cards")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from service.clinical.facts import Facts, derive_facts
 from service.clinical.record import Selector, build_record
-from service.valuesets import CPT, ICD10CM, LOCAL, LOINC, RXNORM, SNOMED, load_valuesets
+from service.clinical.valuesets import CPT, ICD10CM, LOCAL, LOINC, RXNORM, SNOMED, load_valuesets
 
 VALUESETS = load_valuesets(Path(__file__).resolve().parent.parent / "cards" / "valuesets")
 SELECTOR = Selector(VALUESETS)

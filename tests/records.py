@@ -8,8 +8,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from service.fixtures import EXPECTED_CARD_SYSTEM as EXPECTED
-from service.valuesets import CPT, LOCAL, LOINC, RXNORM, SNOMED  # noqa: F401 (re-exported)
+from service.fhir.fixtures import EXPECTED_CARD_SYSTEM as EXPECTED
+from service.clinical.valuesets import CPT, LOCAL, LOINC, RXNORM, SNOMED  # noqa: F401 (re-exported)
 from tests.fhir_builders import NO_AUTH as AUTH_OFF, concept  # noqa: F401 (re-exported)
 
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
@@ -90,8 +90,8 @@ def searchset(resources: list[dict], next_url: str | None = None) -> dict:
 
 def full_prefetch(resources: list[dict], templates: dict[str, str], patient_id: str) -> dict:
     """Every key filled as a FHIR server holding `resources` would answer it (what an EHR prefetches)."""
-    from service.fhir_search import answer_query
-    from service.prefetch import fill_template
+    from service.fhir.search import answer_query
+    from service.fhir.prefetch import fill_template
     context = {"patientId": patient_id, "userId": "Practitioner/u1"}
     return {key: answer_query(fill_template(t, context), resources) for key, t in templates.items()}
 

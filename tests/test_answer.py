@@ -7,7 +7,7 @@ import uuid
 
 from hypothesis import given, strategies as st
 
-from service.answer import Answer, AnswerTemplate, new_uuids
+from service.api.answer import Answer, AnswerTemplate, new_uuids
 
 
 def _card(topic, suggestions=0, text="t"):

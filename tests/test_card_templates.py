@@ -1,5 +1,5 @@
 """Card JSON templates compiled once, filled per card."""
-from service.cards import Template
+from service.clinical.cards import Template
 
 
 def test_fill_replaces_placeholders_at_any_depth_and_keeps_the_rest():

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from tests.fhir_builders import NO_AUTH, CPT, avh_patient, bounds_duration, dexamethasone, hook_request, service_request
 from service import cli, create_app
 from service.config import Settings
-from service.storage import ISSUED_ROWS_PER_STATEMENT, database_url, feedback, issued_cards, metadata, schema_version
+from service.feedback.store import ISSUED_ROWS_PER_STATEMENT, database_url, feedback, issued_cards, metadata, schema_version
 
 POSTGRES_URL = os.environ.get("AVH_CDS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/avh_orders")
 REASON_SYSTEM = "https://avh-cds.org/fhir/CodeSystem/override-reason"
@@ -100,7 +100,7 @@ def post_feedback(client, entries, service="avh-order-sign"):
 
 def report(app):
     store = app.extensions["avh"].store
-    from service.feedback import build_report
+    from service.feedback.entries import build_report
     return {r.topic: r.as_json() for r in build_report(*store.report_rows())}
 
 
@@ -227,9 +227,9 @@ def test_issued_cards_are_written_by_the_background_writer_and_at_close(storage)
 def test_a_call_that_finds_a_batch_due_writes_it_once_its_answer_is_sent(storage, monkeypatch):
     """Under load the calls write the batches, between one answer and the next call: the background writer
     (which would wait the real minute here) is not what wrote them."""
-    import service.storage
+    import service.feedback.store
     clock = [1000.0]
-    monkeypatch.setattr(service.storage, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=time.sleep))
+    monkeypatch.setattr(service.feedback.store, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=time.sleep))
     app = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=60, **storage))
     client = app.test_client()
     first = issue_cards(client, "p1")
@@ -524,7 +524,7 @@ def test_concurrent_http_posts_to_several_workers_arrive_once(gunicorn_server, s
     import requests
     from concurrent.futures import ThreadPoolExecutor
     from service import open_store
-    from service.feedback import build_report
+    from service.feedback.entries import build_report
 
     def issue(pid):
         drafts = [service_request("surg-1", pid, CPT, "63046", "Laminectomy"),

@@ -9,7 +9,7 @@ from werkzeug.serving import make_server
 
 from service import create_app
 from service.config import Settings
-from service.faults import Fault, FaultInjector
+from service.fhir.faults import Fault, FaultInjector
 from tests.records import AUTH_OFF, PRE_OP_CARDS, SNOMED, full_prefetch, operated, pre_operative, searchset, topics, \
     write_fixtures
 
@@ -116,7 +116,7 @@ FAULTS = [   # name, patient, fault, status, cards (when 200), the reason given 
 def test_faults_give_412_or_a_marked_partial_answer(injector, caplog, name, patient_id, fault, status, expected,
                                                      reason):
     injector.faults = [fault]
-    with caplog.at_level("WARNING", logger="service.prefetch"):
+    with caplog.at_level("WARNING", logger="service.fhir.prefetch"):
         response = call(patient_id)
     assert response.status_code == status
     if status == 200:

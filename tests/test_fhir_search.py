@@ -1,6 +1,6 @@
 import pytest
 
-from service.fhir_search import MAX_COUNT, SearchError, answer_query, parse_query, parse_search
+from service.fhir.search import MAX_COUNT, SearchError, answer_query, parse_query, parse_search
 from tests.records import COMPRESSION, HEMANGIOMA, RXNORM, SNOMED, concept, condition, patient
 
 HEM = condition("c1", "p1", HEMANGIOMA)

@@ -97,7 +97,7 @@ def test_fixture_dates_are_shifted_to_today(tmp_path):
 
 
 def test_the_store_follows_the_date(tmp_path):
-    from service.fixture_fhir import FixtureServer
+    from service.fhir.fixture_server import FixtureServer
     days = iter([dt.date(2030, 1, 1)] * 3 + [dt.date(2030, 1, 2)])   # load, store(), store(), store()
     server = FixtureServer(write_fixtures(tmp_path), today=lambda: next(days))
     first = server.store()

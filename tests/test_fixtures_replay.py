@@ -11,11 +11,11 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from service import create_app
 from service.config import PROJECT_ROOT, Settings
-from service.fhir_search import answer_query
-from service.fixtures import EXPECTED_CARD_SYSTEM, SILENT, load_fixtures
-from service.replay import InProcess, fill_prefetch, prefetch_templates, replay
+from service.fhir.search import answer_query
+from service.fhir.fixtures import EXPECTED_CARD_SYSTEM, SILENT, load_fixtures
+from service.fhir.replay import InProcess, fill_prefetch, prefetch_templates, replay
 
-RESPONSE_SCHEMA = json.loads((PROJECT_ROOT / "service" / "schemas" / "response.json").read_text())
+RESPONSE_SCHEMA = json.loads((PROJECT_ROOT / "service" / "api" / "schemas" / "response.json").read_text())
 RANK = {"critical": 0, "warning": 1, "info": 2}
 # The service judges "now" in UTC, so fixtures are shifted to the UTC date.
 TODAY = dt.datetime.now(dt.timezone.utc).date()

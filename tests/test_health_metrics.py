@@ -7,8 +7,8 @@ import pytest
 from tests.deployment_support import PRE_OPERATIVE_TOPICS, RecordingFhirServer, avh_bundle, patient_view_request, sample
 from service import create_app
 from service.config import Settings
-from service.health import Check
-from service.metrics import observe_auth_failure
+from service.ops.health import Check
+from service.ops.metrics import observe_auth_failure
 
 SERVICE = "avh-patient-view"
 DURATION_COUNT = "avh_cds_request_duration_seconds_count"

@@ -8,8 +8,8 @@ import pytest
 
 from tests.deployment_support import RecordingFhirServer, avh_bundle
 from service.cli import main
-from service.fixtures import load_fixtures
-from service.loader import FhirLoader, resources_in_load_order
+from service.fhir.fixtures import load_fixtures
+from service.fhir.loader import FhirLoader, resources_in_load_order
 
 PORT, LATE_PORT, CLOSED_PORT = 18520, 18521, 18598
 TODAY = dt.date(2026, 11, 24)

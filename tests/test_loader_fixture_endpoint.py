@@ -10,8 +10,8 @@ from werkzeug.serving import make_server
 from service import create_app
 from service.cli import main
 from service.config import Settings
-from service.fixtures import load_fixtures
-from service.loader import resources_in_load_order
+from service.fhir.fixtures import load_fixtures
+from service.fhir.loader import resources_in_load_order
 from tests.deployment_support import avh_bundle
 
 PORT = 18540

@@ -18,7 +18,7 @@ def app(tmp_path_factory):
     return create_app(Settings.from_env(NO_AUTH, sqlite_path=tmp_path_factory.mktemp("store") / "avh-cds.sqlite3"))
 
 
-RESPONSE_SCHEMA = json.loads((Path(__file__).parent.parent / "service/schemas/response.json").read_text())
+RESPONSE_SCHEMA = json.loads((Path(__file__).parent.parent / "service/api/schemas/response.json").read_text())
 SERVICE = {"order-sign": "avh-order-sign", "order-select": "avh-order-select",
            "encounter-discharge": "avh-encounter-discharge"}
 

@@ -3,9 +3,9 @@ import random
 
 import pytest
 
-from service.cards import template_variables
+from service.clinical.cards import template_variables
 from service.clinical.pathway import decide_chart
-from service.prefetch import Prefetched
+from service.fhir.prefetch import Prefetched
 from tests.pathway_builders import (CPT, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day, decompression,
                                  dexamethasone, facts_of, hemangioma, in_pathway, procedure, report,
                                  service_request, walking)

@@ -7,7 +7,7 @@ import requests
 import responses
 from responses import matchers
 
-from service.prefetch import PrefetchFailed, PrefetchResolver, fill_template, under_server
+from service.fhir.prefetch import PrefetchFailed, PrefetchResolver, fill_template, under_server
 from tests.records import COMPRESSION, HEMANGIOMA, condition, observation_ambulatory, patient, procedure, searchset
 
 BASE = "http://ehr.test/fhir"
@@ -360,7 +360,7 @@ def test_an_unexpected_error_in_a_fetch_is_a_failed_key_not_a_crash(rsps, monkey
     def broken(*args, **kwargs):
         raise KeyError("bug")
 
-    monkeypatch.setattr("service.prefetch._check_fhir", broken)
+    monkeypatch.setattr("service.fhir.prefetch._check_fhir", broken)
     with pytest.raises(PrefetchFailed, match="failed unexpectedly"):
         resolver.resolve(TEMPLATES, hook())
 

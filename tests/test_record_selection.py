@@ -40,7 +40,7 @@ def test_record_keeps_relevant_resources_of_this_patient_once(app):
 def test_codings_of_dicts_and_models_skip_incomplete_and_malformed_entries():
     from fhir.resources.R4B.codeableconcept import CodeableConcept
 
-    from service.valuesets import codings
+    from service.clinical.valuesets import codings
     concept = {"coding": [{"system": "http://snomed.info/sct", "code": "71286001"}, {"code": "x"},
                           {"system": "http://loinc.org"}, None, "junk"], "text": "t"}
     assert codings(concept) == [("http://snomed.info/sct", "71286001")]

@@ -8,8 +8,8 @@ from werkzeug.serving import make_server
 from service import create_app
 from service.cli import main
 from service.config import PROJECT_ROOT, Settings
-from service.fixtures import EXPECTED_CARD_SYSTEM, load_fixture
-from service.replay import InProcess, ReplayError, replay
+from service.fhir.fixtures import EXPECTED_CARD_SYSTEM, load_fixture
+from service.fhir.replay import InProcess, ReplayError, replay
 
 FIXTURES = PROJECT_ROOT / "fhir_fixtures"
 PORT = 18137   # inside this worktree's port range

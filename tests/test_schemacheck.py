@@ -5,7 +5,7 @@ import jsonschema
 import pytest
 
 from service import SCHEMAS
-from service.schemacheck import SchemaValidator
+from service.api.schemacheck import SchemaValidator
 
 REQUEST = json.loads((SCHEMAS / "request.json").read_text())
 GOOD = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",

@@ -1,4 +1,6 @@
-"""The pathway as pure functions: FHIR resources -> PatientRecord -> Facts -> Decisions.
+"""The pathway as pure functions: FHIR resources -> PatientRecord -> Facts -> Decisions -> cards, and the
+content it reads: the value sets and the card library (cards/, loaded once at start-up).
 
-Nothing in this package does I/O; it can be read top to bottom beside pathway.md and the seed.
+Imports nothing from api, fhir, feedback, security or ops; only the shared root helpers (lru, nesting,
+uuids). Beyond loading its content, nothing here does I/O: read it top to bottom beside pathway.md.
 """

@@ -5,8 +5,8 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from ..valuesets import LOCAL, SPINE_WORDS, LEVEL_PATTERN, ValueSets, codings, in_set
-from .record import LeftOut, PatientRecord
+from service.clinical.valuesets import LOCAL, SPINE_WORDS, LEVEL_PATTERN, ValueSets, codings, in_set
+from service.clinical.record import LeftOut, PatientRecord
 
 ACTIVE_CLINICAL = {None, "active", "recurrence", "relapse"}
 EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}

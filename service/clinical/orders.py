@@ -12,10 +12,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from ..valuesets import Code, ValueSets
-from .facts import STEROID_COURSE_DAYS, Evidence, Facts, as_datetime
-from .pathway import Decision, Unchecked, patient_flags
-from .record import subject_id
+from service.clinical.valuesets import Code, ValueSets
+from service.clinical.facts import STEROID_COURSE_DAYS, Evidence, Facts, as_datetime
+from service.clinical.pathway import Decision, Unchecked, patient_flags
+from service.clinical.record import subject_id
 
 ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
 # Drafts in these states are withdrawn, not about to be signed.

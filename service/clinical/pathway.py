@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .facts import Evidence, Facts
+from service.clinical.facts import Evidence, Facts
 
 # Resource types whose absence each topic relies on.
 ABSENCE_OF = {

@@ -15,9 +15,9 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from ..lru import Lru
-from ..nesting import json_depth
-from ..valuesets import ValueSets, codings
+from service.lru import Lru
+from service.nesting import json_depth
+from service.clinical.valuesets import ValueSets, codings
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,15 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_cors import CORS
 
-from .. import metrics
-from ..config import Settings
-from ..errors import ApiError
-from .issuers import FhirServerPolicy, SecurityConfigError, development_policy, load_issuers
-from ..jsonbody import request_json
-from .limits import check_limits
-from .logs import LOGGED_BY_APP, access_log
-from .replay import ReplayStoreUnavailable, replay_cache
-from .tokens import FORBIDDEN_ALGORITHMS, AuthFailed, Caller, TokenVerifier
+from service.ops import metrics
+from service.config import Settings
+from service.errors import ApiError
+from service.security.issuers import FhirServerPolicy, SecurityConfigError, development_policy, load_issuers
+from service.jsonbody import request_json
+from service.security.limits import check_limits
+from service.security.logs import LOGGED_BY_APP, access_log
+from service.security.replay import ReplayStoreUnavailable, replay_cache
+from service.security.tokens import FORBIDDEN_ALGORITHMS, AuthFailed, Caller, TokenVerifier
 
 __all__ = ["install", "SecurityConfigError"]
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import requests
 from jwt import PyJWK, PyJWKSet, PyJWTError
 from jwt.exceptions import PyJWKSetError
 
-from .issuers import Issuer, SecurityConfigError
+from service.security.issuers import Issuer, SecurityConfigError
 
 log = logging.getLogger(__name__)
 MAX_JWKS_BYTES = 256 * 1024

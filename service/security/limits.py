@@ -1,8 +1,8 @@
 """Input limits beyond the body size (Flask's MAX_CONTENT_LENGTH answers 413 for that one)."""
 from __future__ import annotations
 
-from ..errors import ApiError
-from ..nesting import json_depth
+from service.errors import ApiError
+from service.nesting import json_depth
 
 
 def request_depth(body) -> int:

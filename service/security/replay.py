@@ -14,7 +14,7 @@ import time
 from contextlib import closing
 from typing import Protocol
 
-from .issuers import SecurityConfigError
+from service.security.issuers import SecurityConfigError
 
 
 class ReplayStoreUnavailable(Exception):

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import jwt
 import requests
 
-from .issuers import Issuer
-from .keys import KeySet
-from .replay import ReplayCache
+from service.security.issuers import Issuer
+from service.security.keys import KeySet
+from service.security.replay import ReplayCache
 
 # Never accepted, whatever the configuration says: "none" and the symmetric (shared-secret) algorithms.
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from .valuesets import ValueSets
+from service.clinical.valuesets import ValueSets
 
 # Which value sets narrow each prefetch query (token search, comma = OR, in the spec's query subset).
 PREFETCH_CODES = {

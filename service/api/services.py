@@ -1,10 +1,10 @@
 """The CDS services avh-cds offers."""
 from __future__ import annotations
 
-from .engine import evaluate_patient_view
-from .order_hooks import evaluate_encounter_discharge, evaluate_order_select, evaluate_order_sign
-from .registry import ORDER_PREFETCH_CODES, CdsService, Registry, prefetch_templates
-from .valuesets import ValueSets
+from service.engine import evaluate_patient_view
+from service.api.order_hooks import evaluate_encounter_discharge, evaluate_order_select, evaluate_order_sign
+from service.api.registry import ORDER_PREFETCH_CODES, CdsService, Registry, prefetch_templates
+from service.clinical.valuesets import ValueSets
 
 IN_SCOPE = ("for a patient with an aggressive vertebral hemangioma compressing the spinal cord (hemangioma and cord "
             "compression both active on the problem list)")

@@ -11,10 +11,10 @@ from typing import Any, Mapping
 import jsonschema
 import orjson
 
-from .clinical.facts import Facts
-from .clinical.pathway import READS, TOPIC_ORDER, Decision, Unchecked
-from .uuids import new_uuid
-from .valuesets import TOPIC_SYSTEM
+from service.clinical.facts import Facts
+from service.clinical.pathway import READS, TOPIC_ORDER, Decision, Unchecked
+from service.uuids import new_uuid
+from service.clinical.valuesets import TOPIC_SYSTEM
 
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 SOURCE_LABEL = "avh-cds: aggressive vertebral hemangioma pathway"

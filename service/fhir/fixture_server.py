@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, current_app, json, request
 from fhir.resources.R4B import get_fhir_model_class
 
-from .fhir_search import SearchError, parse_search
-from .fixtures import load_fixtures
+from service.fhir.search import SearchError, parse_search
+from service.fhir.fixtures import load_fixtures
 
 log = logging.getLogger(__name__)
 bp = Blueprint("fixture_fhir", __name__, url_prefix="/fhir")

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from itertools import chain
 
-from .fastjson import encode, encode_orjson
-from .uuids import new_uuids
+from service.fastjson import encode, encode_orjson
+from service.uuids import new_uuids
 
 
 def _topic(card: dict) -> str:

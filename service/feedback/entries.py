@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .errors import ApiError
-from .storage import FeedbackEntry
+from service.errors import ApiError
+from service.feedback.store import FeedbackEntry
 
 UNKNOWN_CARD = "(unknown card)"
 NO_REASON = "(no reason given)"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 from urllib.parse import parse_qsl
 
-from .clinical.record import subject_id
+from service.clinical.record import subject_id
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000

@@ -33,10 +33,10 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from . import metrics
-from .clinical.record import subject_id
-from .config import Settings
-from .registry import REQUIRED_TYPES, resource_type_of
+from service.ops import metrics
+from service.clinical.record import subject_id
+from service.config import Settings
+from service.api.registry import REQUIRED_TYPES, resource_type_of
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")

@@ -6,11 +6,11 @@ import datetime as dt
 import jsonschema
 from flask import Blueprint, current_app, g, jsonify, request
 
-from . import metrics
-from .errors import ApiError
-from .jsonbody import request_json
-from .feedback import parse_feedback
-from .prefetch import PrefetchFailed
+from service.ops import metrics
+from service.errors import ApiError
+from service.jsonbody import request_json
+from service.feedback.entries import parse_feedback
+from service.fhir.prefetch import PrefetchFailed
 
 bp = Blueprint("cds", __name__)
 

@@ -13,9 +13,9 @@ from typing import Any, Mapping, Protocol
 
 import requests
 
-from .fhir_search import SearchError, answer_query
-from .fixtures import Fixture
-from .prefetch import fill_template
+from service.fhir.search import SearchError, answer_query
+from service.fhir.fixtures import Fixture
+from service.fhir.prefetch import fill_template
 
 SERVICE_ID = "avh-patient-view"
 REPLAY_USER = "Practitioner/avh-replay"
@@ -34,8 +34,8 @@ class InProcess:
 
     def __init__(self, app=None):
         if app is None:
-            from . import create_app
-            from .config import Settings
+            from service import create_app
+            from service.config import Settings
             # In-process there is no client to authenticate: the test client is the caller. Per-call logs
             # would interleave with the table (AVH_CDS_LOG_LEVEL still wins).
             env = {"AVH_CDS_LOG_LEVEL": "ERROR", **os.environ, "AVH_CDS_AUTH": "off"}

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 import requests
 
-from .fixtures import Fixture
+from service.fhir.fixtures import Fixture
 
 FHIR_JSON = "application/fhir+json"
 RETRIED_STATUSES = {429, 502, 503, 504}   # a server still starting or briefly overloaded

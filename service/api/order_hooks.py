@@ -5,10 +5,10 @@ import dataclasses
 import datetime as dt
 from typing import Any, Mapping
 
-from .clinical.orders import decide_discharge, decide_orders, draft_refs, planned_fixation, read_drafts, selection_refs
-from .answer import Answer
-from .engine import Engine
-from .prefetch import Prefetched
+from service.clinical.orders import decide_discharge, decide_orders, draft_refs, planned_fixation, read_drafts, selection_refs
+from service.api.answer import Answer
+from service.engine import Engine
+from service.fhir.prefetch import Prefetched
 
 
 def _evaluate_orders(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any], now: dt.datetime,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from gunicorn.glogging import Logger
 
-from .security.logs import LOGGED_BY_APP
+from service.security.logs import LOGGED_BY_APP
 
 SAFE_ATOMS = frozenset("hlmsbBHTDMLpat")
 
