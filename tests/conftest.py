@@ -28,3 +28,6 @@ def app(tmp_path):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+from tests.browser import browser, page  # noqa: E402,F401  (fixtures for the headless-browser page tests)
