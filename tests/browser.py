@@ -83,7 +83,6 @@ def open_page(page, url: str, name: str, full_page: bool = True) -> PageReport:
     page.on("request", on_request)
     page.on("requestfailed", lambda request: report.failed.append(f"failed: {request.url} ({request.failure})"))
     page.on("response", lambda response: response.status >= 400 and response.url != url
-            and urlsplit(response.url).path != "/favicon.ico"   # the browser's own guess, not the page's
             and report.failed.append(f"{response.status}: {response.url}"))
     page.on("console", lambda message: message.type == "error" and report.console_errors.append(message.text))
     page.on("pageerror", lambda error: report.console_errors.append(str(error)))

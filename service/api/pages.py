@@ -1,7 +1,7 @@
 """Human-readable pages: what each card topic says and where it comes from (cards' source.url)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template_string
+from flask import Blueprint, Response, current_app, render_template_string
 
 bp = Blueprint("pages", __name__)
 
@@ -15,6 +15,16 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>avh-
 <section id="data-unavailable"><h2>Record partly unavailable</h2><p>Shown when the EHR could not deliver part of the
 record: checks that rely on the absence of data are skipped rather than guessed.</p></section>
 </body></html>"""
+
+
+# A browser asks every host for /favicon.ico; answer with a small icon rather than a 404 in its console.
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+           'fill="#1f5f8b"/><path d="M8 3v10M5 6h6M5 10h6" stroke="#fff" stroke-width="1.5"/></svg>')
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    return Response(FAVICON, mimetype="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
 
 
 @bp.get("/pathway")
