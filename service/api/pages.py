@@ -13,7 +13,8 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>avh-
 <p>Sources: {% for c in card.citations %}{% set r = refs[c] %}{% if r.url %}<a href="{{ r.url }}">{{ r.label }}</a>{% else %}{{ r.label }}{% endif %}{% if not loop.last %}; {% endif %}{% endfor %}</p>
 </section>{% endfor %}
 <section id="data-unavailable"><h2>Record partly unavailable</h2><p>Shown when the EHR could not deliver part of the
-record: checks that rely on the absence of data are skipped rather than guessed.</p></section>
+record: checks that rely on the absence of data are skipped rather than guessed; without the Patient record the
+cards are those of a patient of unknown age.</p></section>
 </body></html>"""
 
 

@@ -21,8 +21,9 @@ PREFETCH_CODES = {
 # At order time a signed order for posterior instrumentation also counts as "on record".
 ORDER_PREFETCH_CODES = {**PREFETCH_CODES,
                         "serviceRequests": ("ServiceRequest", ("radiotherapy", "posterior-stabilization"))}
-# The data that decides whether a patient is in scope: without it the service answers 412.
-REQUIRED_TYPES = frozenset({"Patient", "Condition"})
+# The data that decides whether a patient is in scope: without it the service answers 412. Any other type that
+# cannot be had gives a partial answer (the Patient only gives the age: without it, the cards of an unknown age).
+REQUIRED_TYPES = frozenset({"Condition"})
 
 
 def prefetch_templates(valuesets: ValueSets, codes: Mapping = PREFETCH_CODES) -> dict[str, str]:

@@ -9,7 +9,7 @@ Fetches of different keys run concurrently on a shared thread pool over one pool
 request with a timeout and all of them within one overall budget. A key that cannot be had, or only
 in part, is unavailable: its resource type goes into Prefetched.unavailable (so no card concludes
 anything from its absence), and when that type decides whether the patient is in scope at all
-(Patient, Condition) the call fails with PrefetchFailed (412).
+(Condition) the call fails with PrefetchFailed (412); an unavailable Patient only makes the age unknown.
 
 Server-side request forgery: whether a caller may name its fhirServer is decided before the route
 (the security layer's issuer allowlist); after that, every URL contacted goes through
