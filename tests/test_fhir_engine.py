@@ -139,3 +139,19 @@ def test_the_engine_stops_with_its_session(tmp_path):
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{other.base_url}/metadata", timeout=2)
 
+
+
+def test_the_benchmark_tells_complete_partial_and_wrong_answers_apart():
+    from bench.fhir_engine import _verdict
+    fixture = next(f for f in FIXTURES if len(f.expected_topics) >= 2)
+    due = sorted(fixture.expected_topics)
+
+    def answer(*topics):
+        return {"cards": [{"source": {"topic": {"code": t}}} for t in topics]}
+
+    assert _verdict(fixture, 200, answer(*due)) == "complete"
+    assert _verdict(fixture, 200, answer(due[0], DATA_UNAVAILABLE)) == "partial"
+    assert _verdict(fixture, 200, answer(due[0])) == "WRONG CARD"              # a card left out, nothing said
+    assert _verdict(fixture, 200, answer(*due, "steroid-duration-x")) == "WRONG CARD"
+    assert _verdict(fixture, 412, None) == "412"
+    assert _verdict(fixture, 500, None) == "status 500"

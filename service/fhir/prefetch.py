@@ -232,7 +232,7 @@ def _session(workers: int) -> requests.Session:
 class PrefetchResolver:
     """`wanted`: which resources to keep (the services' selector); the others are read for their patient only."""
 
-    def __init__(self, session: requests.Session | None = None, *, timeout: float = 2.0, budget: float = 0.4,
+    def __init__(self, session: requests.Session | None = None, *, timeout: float = 2.0, budget: float = 1.5,
                  page_cap: int = 10, workers: int = 8, max_bytes: int = 10 * 1024 * 1024,
                  wanted: Callable[[dict], bool] | None = None):
         self.wanted = wanted
