@@ -131,7 +131,7 @@ def test_the_engine_answers_a_request_it_cannot_parse_with_an_operation_outcome(
     assert response.json()["resourceType"] == "OperationOutcome"
 
 
-def test_the_engine_stops_with_its_session(tmp_path):
+def test_the_engine_stops_with_its_session():
     with FhirEngine() as other:
         assert requests.get(f"{other.base_url}/metadata", timeout=10).json()["fhirVersion"] == "4.0.1"
         process = other.process
