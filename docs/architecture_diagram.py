@@ -80,8 +80,8 @@ def imports(package_root: Path = REPO / "service") -> list[Import]:
                 if node.level:
                     anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
                     base = ".".join(anchor + ([base] if base else []))
-                found += [Import(module, f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base,
-                                 node.lineno) for alias in node.names]
+                targets = {f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names}
+                found += [Import(module, target, node.lineno) for target in sorted(targets)]
     return found
 
 
