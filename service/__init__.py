@@ -9,7 +9,7 @@ from flask import Flask, request
 
 from service.ops import health, metrics
 from service.config import Settings
-from service.engine import Engine
+from service.api.engine import Engine
 from service.errors import register_error_handlers
 from service.fastjson import OrjsonProvider
 from service.fhir.prefetch import PrefetchResolver

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,12 +23,22 @@ def _replay(args) -> int:
         print(f"avh-cds replay: cannot read fixture: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     try:
-        outcomes = replay(fixtures, Remote(args.url) if args.url else InProcess(), fhir_server=args.fhir_server)
+        outcomes = replay(fixtures, Remote(args.url) if args.url else InProcess(_in_process_app()),
+                          fhir_server=args.fhir_server)
     except ReplayError as exc:
         print(f"avh-cds replay: {exc}", file=sys.stderr)
         return 2
     print(format_outcomes(outcomes))
     return 0 if all(o.matches for o in outcomes) else 1
+
+
+def _in_process_app():
+    from service import create_app
+    from service.config import Settings
+    # In-process there is no client to authenticate: the test client is the caller. Per-call logs
+    # would interleave with the table (AVH_CDS_LOG_LEVEL still wins).
+    env = {"AVH_CDS_LOG_LEVEL": "ERROR", **os.environ, "AVH_CDS_AUTH": "off"}
+    return create_app(Settings.from_env(env))
 
 
 def _serve(args) -> int:

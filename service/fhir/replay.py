@@ -6,7 +6,6 @@ no network) or over HTTP (a running `avh-cds serve`).
 """
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
@@ -30,16 +29,10 @@ class Transport(Protocol):
 
 
 class InProcess:
-    """The service built by create_app, called through Flask's test client."""
+    """The service built by create_app (the caller builds it: fhir sits below the app), called through Flask's
+    test client."""
 
-    def __init__(self, app=None):
-        if app is None:
-            from service import create_app
-            from service.config import Settings
-            # In-process there is no client to authenticate: the test client is the caller. Per-call logs
-            # would interleave with the table (AVH_CDS_LOG_LEVEL still wins).
-            env = {"AVH_CDS_LOG_LEVEL": "ERROR", **os.environ, "AVH_CDS_AUTH": "off"}
-            app = create_app(Settings.from_env(env))
+    def __init__(self, app):
         self.client = app.test_client()
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:

@@ -4,6 +4,9 @@ One guard runs before every CDS route (blueprint "cds": discovery, invoke, feedb
 thin: it authenticates the caller's JWT (unless AVH_CDS_AUTH=off), enforces the input limits and refuses
 a fhirServer the caller may not name, all before any route code or network call. One after-request hook
 writes the JSON access line. CORS preflights are answered by flask-cors without authentication.
+
+May import ops (metrics) and the shared root modules (config, errors, jsonbody, nesting); never api, fhir,
+feedback, clinical or the app. Layers: docs/architecture.md, held by tests/test_architecture.py.
 """
 from __future__ import annotations
 
