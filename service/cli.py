@@ -83,6 +83,14 @@ def _load_fhir(args) -> int:
     return 1 if report.problems else 0
 
 
+def _check_config(args) -> int:
+    from service.checkconfig import check_config
+    from service.config import Settings
+    status, text = check_config(Settings.from_env(), timeout=args.timeout)
+    print(text)
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avh-cds", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--as-of", type=dt.date.fromisoformat, default=None,
                       help="the day fixture dates are shifted to (default: today; the load day when verifying later)")
     load.set_defaults(func=_load_fhir)
+    check = sub.add_parser("check-config", help="check the configuration an EHR would call, print what it registers",
+                           description="Read the environment as the service does, load the card library and the "
+                                       "issuers file, fetch each issuer's JWK Set, ask the database and Redis, and "
+                                       "print the discovery URL, services, hooks and prefetch templates an EHR "
+                                       "registers. Exit status 1 on any problem (each line starting FAIL).")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds for each JWK Set fetch")
+    check.set_defaults(func=_check_config)
     return parser
 
 
