@@ -90,4 +90,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(routes.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(health.bp)
+    if settings.auth == "off":
+        from service.api import explain       # "why no card?": development only, never with authentication on
+        app.register_blueprint(explain.bp)
     return app
