@@ -97,19 +97,21 @@ def _stores(settings: Settings, report: Report) -> None:
 def _registration(settings: Settings, report: Report, base_url: str) -> list[str]:
     """What the EHR registers: discovery URL, services, hooks, prefetch templates (from the service's own registry)."""
     from service.api.services import build_registry
-    from service.engine import Engine
-    try:
-        engine = Engine.load(settings.cards_dir)
+    from service.clinical.cards import CardLibrary
+    from service.clinical.valuesets import load_valuesets
+    try:       # what the service loads at start-up
+        valuesets = load_valuesets(settings.cards_dir / "valuesets")
+        library = CardLibrary.load(settings.cards_dir)
     except Exception as exc:       # a bad card or value set file stops the service at start-up: say which
         report.fail(f"card library {settings.cards_dir}: {type(exc).__name__}: {str(exc)[:200]}")
         return []
-    report.ok(f"card library {settings.cards_dir}: {len(engine.library.definitions)} topics")
+    report.ok(f"card library {settings.cards_dir}: {len(library.definitions)} topics")
     if not settings.public_url:
         report.note(f"AVH_CDS_PUBLIC_URL unset: a token's aud is checked against the Host header; shown here as {base_url}")
     elif not settings.public_url.startswith("https://"):
         report.note("AVH_CDS_PUBLIC_URL is not https: EHR calls carry a JWT and patient data")
     lines = ["", "Register with the EHR:", f"  discovery URL  {base_url}/cds-services"]
-    for service in build_registry(engine.valuesets):
+    for service in build_registry(valuesets):
         lines += [f"  service {service.id}", f"    hook      {service.hook}",
                   f"    endpoint  {base_url}/cds-services/{service.id}", "    prefetch"]
         lines += [f"      {key}: {template}" for key, template in service.prefetch.items()]

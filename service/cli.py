@@ -55,9 +55,13 @@ def _explain(args) -> int:
         return 2
     if args.url:
         transport = Remote(args.url)
-    else:       # in-process, as `avh-cds serve` runs; the FHIR server named here is the one it may contact
+    else:       # in-process with auth off; the FHIR server named here is the one it may contact
         import os
-        transport = InProcess(env={**os.environ, **({"AVH_CDS_FHIR_SERVERS": args.fhir_server} if args.fhir_server else {})})
+        from service import create_app
+        from service.config import Settings
+        fhir = {"AVH_CDS_FHIR_SERVERS": args.fhir_server} if args.fhir_server else {}
+        transport = InProcess(create_app(Settings.from_env(
+            {"AVH_CDS_LOG_LEVEL": "ERROR", **os.environ, "AVH_CDS_AUTH": "off", **fhir})))
     try:
         request = _explain_request(args, transport)
         answer = call_ok(transport, "POST", f"/cds-services/{args.service}/explain", request)

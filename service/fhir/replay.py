@@ -32,13 +32,13 @@ class Transport(Protocol):
 class InProcess:
     """The service built by create_app, called through Flask's test client."""
 
-    def __init__(self, app=None, env: Mapping[str, str] | None = None):
+    def __init__(self, app=None):
         if app is None:
             from service import create_app
             from service.config import Settings
             # In-process there is no client to authenticate: the test client is the caller. Per-call logs
             # would interleave with the table (AVH_CDS_LOG_LEVEL still wins).
-            env = {"AVH_CDS_LOG_LEVEL": "ERROR", **(os.environ if env is None else env), "AVH_CDS_AUTH": "off"}
+            env = {"AVH_CDS_LOG_LEVEL": "ERROR", **os.environ, "AVH_CDS_AUTH": "off"}
             app = create_app(Settings.from_env(env))
         self.client = app.test_client()
 
