@@ -136,6 +136,8 @@ def test_the_command_explains_a_saved_hook_request_and_prints_json(transport, tm
     explanation = json.loads(capsys.readouterr().out)
     assert reasons(explanation)["embolization-deferred"][0] is True
     assert reasons(explanation)["preop-embolization"][1].startswith("deficit progressing rapidly: ")
+    fired_because = reasons(explanation)["surgical-decompression"][1]
+    assert fired_because.count("(Observation/avh-03-walk-3)") == 1        # each record entry named once
 
 
 def test_the_command_reads_a_fhir_server_and_asks_a_running_server(tmp_path, capsys):

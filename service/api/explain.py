@@ -151,7 +151,7 @@ def topic_reasons(facts: Facts, decisions: list[Decision], unchecked: list[Unche
     reasons = []
     for topic in TOPIC_ORDER:
         if topic in fired:
-            reasons.append(TopicReason(topic, True, _words(fired[topic].evidence)))
+            reasons.append(TopicReason(topic, True, _words(tuple(dict.fromkeys(fired[topic].evidence)))))
         elif topic in withheld:
             reasons.append(TopicReason(topic, False, f"not decided: {', '.join(withheld[topic].missing)} could not "
                                                      "be read (see the data-unavailable card)"))
