@@ -132,6 +132,13 @@ def test_the_pathway_prints(served, page):
     (SCREENSHOTS / "pathway.pdf").write_bytes(pdf)
 
 
+def test_card_text_is_markdown_and_can_inject_no_html():
+    from service.api.pages import card_html
+    html = card_html("**Dexamethasone** at {level}: <script>alert(1)</script>\n\n- one\n- two")
+    assert "<strong>Dexamethasone</strong> at ‹level›" in html and "<li>one</li>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
 def test_the_favicon_is_an_svg_icon_the_pages_can_show(served):
     app, _ = served
     response = app.test_client().get("/favicon.ico")

@@ -21,7 +21,7 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _markdown = MarkdownIt("commonmark", {"html": False})     # card text may not inject HTML into the page
 
 
-def _text(template: str) -> str:
+def card_html(template: str) -> str:
     """A card text's markdown with its `{variable}` placeholders shown as ‹variable›, as HTML."""
     return _markdown.render(PLACEHOLDER.sub(lambda m: "‹" + m.group(1).replace("_", " ") + "›", template))
 
@@ -43,7 +43,7 @@ def _condition(item: dict, flags: dict, otherwise: bool) -> str:
 
 def _variants(items: list, flags: dict, otherwise: bool = False) -> list[dict]:
     """`otherwise`: the items are alternatives (summaries), the last one applying when no other does."""
-    return [{"html": _text(item["text"]) if "text" in item else "", "label": item.get("label", ""),
+    return [{"html": card_html(item["text"]) if "text" in item else "", "label": item.get("label", ""),
              "condition": _condition(item, flags, otherwise and len(items) > 1)} for item in items]
 
 
