@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[tuple[str, str], ...], ...] = (
     (("app", "at the root of service/: create_app (__init__), the CLI and the WSGI entry point; wires every home together"),),
 )
 LAYER_OF = {name: level for level, homes in enumerate(LAYERS) for name, _ in homes}
-APP_MODULES = frozenset({"service", "service.cli", "service.wsgi"})     # the root modules above every home
+APP_MODULES = frozenset({"service", "service.cli", "service.checkconfig", "service.wsgi"})     # the root modules above every home
 # Libraries that reach outside the process (network, database, web framework, other programs).
 IO_LIBRARIES = frozenset({"requests", "httpx", "aiohttp", "urllib", "urllib3", "http", "socket", "ssl", "flask",
                           "werkzeug", "sqlalchemy", "sqlite3", "psycopg", "psycopg2", "redis", "subprocess"})
