@@ -205,7 +205,7 @@ def _round(client: Client, workers: list[int], connections: int, seconds: float,
 
 def throughput(settings: list[str], concurrencies=(1, 4), seconds: float = 3, rounds: int = 5,
                ports=(18600, 18650), redis_url: str = DEFAULT_REDIS, even: bool = True,
-               typical_n: int = 100) -> dict:
+               typical_n: int = 100, apps=tuple(app.name for app in APPS)) -> dict:
     """CPU per request, requests/s and latency of each app of APPS at each concurrency.
 
     All servers run at once (an idle one costs nothing) and take turns in `rounds` rounds, in a rotating order,
@@ -214,9 +214,10 @@ def throughput(settings: list[str], concurrencies=(1, 4), seconds: float = 3, ro
     trivial endpoint's and the peer's in the same round (median of the per-round ratios).
     """
     key = auth.new_key()
+    chosen = [app for app in APPS if app.name in apps]
     clients, workers = {}, {}
     with ExitStack() as servers:
-        for app in APPS:
+        for app in chosen:
             port = free_port(*ports)
             env = {}
             if app.sends == "auth":
@@ -229,12 +230,12 @@ def throughput(settings: list[str], concurrencies=(1, 4), seconds: float = 3, ro
                                                     headers=client.probe_headers()))
             workers[app.name] = _wait_for_workers(master)
             _round(client, workers[app.name], max(concurrencies), min(1.0, seconds), even)     # warm-up
-        runs = {app.name: {c: [] for c in concurrencies} for app in APPS}
+        runs = {app.name: {c: [] for c in concurrencies} for app in chosen}
         for c in concurrencies:
             for r in range(rounds):
-                for app in APPS[r % len(APPS):] + APPS[:r % len(APPS)]:
+                for app in chosen[r % len(chosen):] + chosen[:r % len(chosen)]:
                     runs[app.name][c].append(_round(clients[app.name], workers[app.name], c, seconds, even))
-    return {"apps": {app.name: {"wsgi": app.wsgi, "sends": app.sends} for app in APPS},
+    return {"apps": {app.name: {"wsgi": app.wsgi, "sends": app.sends} for app in chosen},
             "workers": {name: len(pids) for name, pids in workers.items()}, "even_connections": even,
             "replay_cache": redis_url or "SQLite file",
             "results": {name: [_summary(c, runs[name][c], runs) for c in concurrencies] for name in runs}}
@@ -249,7 +250,7 @@ def _summary(concurrency: int, rounds: list[dict], runs: dict) -> dict:
                "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
                "worst_round_p99_ms": max(r["p99_ms"] for r in rounds),
                "errors": sum(r["errors"] for r in rounds), "per_round": rounds}
-    for base in ("trivial", "peer"):
+    for base in ("trivial", "peer") if "trivial" in runs and "peer" in runs else ():
         summary[f"cpu_vs_{base}"] = round(statistics.median(
             mine["cpu_ms_per_request"] / theirs["cpu_ms_per_request"]
             for mine, theirs in zip(rounds, runs[base][concurrency])), 2)
