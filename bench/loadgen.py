@@ -80,16 +80,17 @@ def _connect(port: int) -> socket.socket:
 def connect(port: int, count: int, workers: list[int], even: bool) -> tuple[list[socket.socket], list[int | None]]:
     """`count` connections and the worker holding each. `even`: no worker holds more than its share
     (ceil(count / workers)); a connection that lands on a full worker is held open (so the next one lands
-    elsewhere) and closed once the set is complete. Gives up after 30 tries a connection and keeps what landed."""
+    elsewhere) and closed once the set is complete. Gives up after 50 tries a connection and keeps what landed."""
     share = -(-count // len(workers))
     kept, owners, parked = [], [], []
-    for _ in range(30 * count):
+    for _ in range(50 * count):
         if len(kept) == count:
             break
         sock = _connect(port)
         pid = owner(port, sock.getsockname()[1], workers)
         if even and pid is not None and owners.count(pid) >= share:
             parked.append(sock)
+            time.sleep(0.01)        # let a worker that was not running (a busy machine) reach its accept
             continue
         kept.append(sock)
         owners.append(pid)
