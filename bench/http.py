@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import os
+import random
 import signal
 import socket
 import statistics
@@ -48,8 +49,14 @@ def gunicorn_settings(config: str | None) -> list[str]:
     return list(DEFAULT_GUNICORN)
 
 
+class PortTaken(RuntimeError):
+    """Another process bound the port between our check and gunicorn's bind (e.g. another benchmark)."""
+
+
 def free_port(low: int, high: int) -> int:
-    for port in range(low, high):
+    """A port of the range nothing listens on, tried from a random place (fewer clashes with a parallel run)."""
+    start = random.randrange(low, high)
+    for port in (*range(start, high), *range(low, start)):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -81,6 +88,8 @@ def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[
         while True:
             try:
                 status = _post(port, body, headers=headers)
+                if not loadgen.listens(port, proc.pid):
+                    raise PortTaken(f"127.0.0.1:{port} answers, but not as our gunicorn {app}")
                 if status != 200:
                     raise RuntimeError(f"{app} answered {status} on the benchmark body")
                 break
@@ -100,9 +109,23 @@ def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[
         log.close()
 
 
+def serve(servers: ExitStack, app: str, settings: list[str], ports: tuple[int, int], setup, extra=()) -> tuple[int, int]:
+    """Start gunicorn serving `app` on a free port of `ports` inside `servers`: (port, master pid).
+    `setup(port)` gives (env, probe body, probe headers). A port another process took first is given up for
+    another, twice at most."""
+    for attempt in range(3):
+        port = free_port(*ports)
+        env, body, headers = setup(port)
+        try:
+            return port, servers.enter_context(gunicorn(app, port, settings, body, extra, env, headers))
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def worker_pids(master: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
-    return sorted(int(p) for p in out.split())
+    return sorted(int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split())
 
 
 def rss_kib(pid: int) -> int:
@@ -128,13 +151,15 @@ APPS = (App("first_seen", SERVICE_APP, "distinct"), App("auth", SERVICE_APP, "au
 FIRST_SEEN_ID = "first-seen-00000000"
 
 
-def _wait_for_workers(master: int) -> list[int]:
+def _wait_for_workers(master: int, timeout: float = 30) -> list[int]:
     """The workers once their number has stopped changing (gunicorn forks them one by one)."""
-    seen, stable_since = [], time.monotonic()
-    while time.monotonic() - stable_since < 0.5:
+    seen, stable_since, deadline = [], time.monotonic(), time.monotonic() + timeout
+    while not seen or time.monotonic() - stable_since < 0.5:
         now = worker_pids(master)
         if now != seen:
             seen, stable_since = now, time.monotonic()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gunicorn {master}: no settled set of workers within {timeout} s")
         time.sleep(0.05)
     return seen
 
@@ -180,9 +205,9 @@ def _round(client: Client, workers: list[int], connections: int, seconds: float,
         client.sign(int(client.rate * seconds * 1.3) + 50)
     sockets, owners = loadgen.connect(client.port, connections, workers, even)
     try:
-        cpu_before = loadgen.worker_cpu_seconds(workers)
+        cpu_before, client_before = loadgen.worker_cpu_seconds(workers), time.process_time()
         done = loadgen.run(sockets, client.request, seconds, client.limit())
-        cpu_after = loadgen.worker_cpu_seconds(workers)
+        cpu_after, client_cpu = loadgen.worker_cpu_seconds(workers), time.process_time() - client_before
     finally:
         for sock in sockets:
             sock.close()
@@ -193,6 +218,7 @@ def _round(client: Client, workers: list[int], connections: int, seconds: float,
     return {"concurrency": connections, "requests": n, "seconds": done["seconds"],
             "requests_per_s": round(n / done["seconds"], 1),
             "cpu_ms_per_request": round(total / n * 1000, 3),
+            "client_cpu_ms_per_request": round(client_cpu / n * 1000, 3),     # the load generator's own
             "p50_ms": round(statistics.median(latencies) * 1000, 2),
             "p99_ms": round(percentile(latencies, 99) * 1000, 2),
             "errors": done["errors"], "statuses": done["statuses"],
@@ -218,16 +244,17 @@ def throughput(settings: list[str], concurrencies=(1, 4), seconds: float = 3, ro
     clients, workers = {}, {}
     with ExitStack() as servers:
         for app in chosen:
-            port = free_port(*ports)
-            env = {}
-            if app.sends == "auth":
-                env.update(auth="required", issuers_file=str(auth.issuer_file(key)),
-                           public_url=f"http://127.0.0.1:{port}",
-                           **({"redis_url": redis_url} if redis_url else
-                              {"replay_db": str(_scratch_dir() / "replay.sqlite3")}))
-            client = clients[app.name] = Client(app, port, typical_n, key)
-            master = servers.enter_context(gunicorn(app.wsgi, port, settings, client.body, env=env,
-                                                    headers=client.probe_headers()))
+            def setup(port: int, app=app):
+                env = {}
+                if app.sends == "auth":
+                    env.update(auth="required", issuers_file=str(auth.issuer_file(key)),
+                               public_url=f"http://127.0.0.1:{port}",
+                               **({"redis_url": redis_url} if redis_url else
+                                  {"replay_db": str(_scratch_dir() / "replay.sqlite3")}))
+                client = clients[app.name] = Client(app, port, typical_n, key)
+                return env, client.body, client.probe_headers()
+            _, master = serve(servers, app.wsgi, settings, ports, setup)
+            client = clients[app.name]
             workers[app.name] = _wait_for_workers(master)
             _round(client, workers[app.name], max(concurrencies), min(1.0, seconds), even)     # warm-up
         runs = {app.name: {c: [] for c in concurrencies} for app in chosen}
@@ -262,10 +289,11 @@ def memory(bodies: list[bytes], settings: list[str], requests: int = 10_000, che
     """RSS of one worker over `requests` requests cycling through `bodies` (distinct patients, so the
     model cache fills to its bound and then evicts). The service runs with --workers 1 here, so that
     worker gets every request."""
-    port = free_port(*ports)
     samples = {}
-    with gunicorn(SERVICE_APP, port, settings, bodies[0], extra=["--workers", "1"]) as master:
-        [worker] = worker_pids(master)
+    with ExitStack() as servers:
+        port, master = serve(servers, SERVICE_APP, settings, ports, lambda port: ({}, bodies[0], None),
+                             extra=["--workers", "1"])
+        [worker] = _wait_for_workers(master)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         # The start-up probe already sent request 1.
         samples[1] = rss_kib(worker)

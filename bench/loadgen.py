@@ -42,32 +42,41 @@ def worker_cpu_seconds(workers: list[int]) -> dict[int, float]:
     return cpu
 
 
-def _server_inode(server_port: int, client_port: int) -> int | None:
-    """The inode of the server's end of the connection from 127.0.0.1:client_port (IPv4, as the servers bind)."""
-    local, remote = f":{server_port:04X}", f":{client_port:04X}"
+def _inode(server_port: int, client_port: int | None = None) -> int | None:
+    """The inode of the server's end of the connection from 127.0.0.1:client_port, or with no client_port of the
+    socket listening on server_port (IPv4, as the servers bind)."""
+    local, remote = f":{server_port:04X}", f":{client_port:04X}" if client_port else ":0000"
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if fields[1].endswith(local) and fields[2].endswith(remote):
+        if fields[1].endswith(local) and fields[2].endswith(remote) and (client_port or fields[3] == "0A"):
             return int(fields[9])
     return None
+
+
+def _holder(inode: int | None, pids: list[int]) -> int | None:
+    """Which of `pids` has the socket `inode` open."""
+    target = f"socket:[{inode}]"
+    for pid in pids if inode else ():
+        try:
+            if any(os.readlink(fd) == target for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return pid
+        except FileNotFoundError:      # an fd closed (or the process ended) while we read the directory
+            continue
+    return None
+
+
+def listens(port: int, pid: int) -> bool:
+    """Whether process `pid` holds the socket listening on 127.0.0.1:port."""
+    return _holder(_inode(port), [pid]) == pid
 
 
 def owner(server_port: int, client_port: int, workers: list[int], wait: float = 2.0) -> int | None:
     """The worker that accepted the connection from client_port (None if none has within `wait` seconds)."""
     deadline = time.monotonic() + wait
     while True:
-        inode = _server_inode(server_port, client_port)
-        if inode:
-            target = f"socket:[{inode}]"
-            for pid in workers:
-                fds = Path(f"/proc/{pid}/fd")
-                try:
-                    if any(os.readlink(fd) == target for fd in fds.iterdir()):
-                        return pid
-                except FileNotFoundError:      # an fd closed while we read the directory
-                    continue
-        if time.monotonic() > deadline:
-            return None
+        pid = _holder(_inode(server_port, client_port), workers)
+        if pid is not None or time.monotonic() > deadline:
+            return pid
         time.sleep(0.002)
 
 
