@@ -103,21 +103,29 @@ def measure_size(app, cold_app, peer_app, n: int, repeats: int) -> dict:
     if not status.startswith("200"):
         raise RuntimeError(f"N={n}: the service answered {status}: {data[:300]!r}")
     cards = [c["source"]["topic"]["code"] for c in orjson.loads(data)["cards"]]
-    timings = {"service": [], "cold": [], "peer": [], "loads": []}
+    timings = {name: [] for name in ("service", "cold", "peer", "loads")}
+    cpu = {name: [] for name in timings}
     for _ in range(repeats):
         for name, step in (("service", lambda: call(app, body)), ("cold", lambda: call(cold_app, body)),
                            ("peer", lambda: call(peer_app, body)), ("loads", lambda: orjson.loads(body))):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             step()
+            cpu[name].append(time.process_time() - cpu_started)
             timings[name].append(time.perf_counter() - started)
     result = {"n": n, "body_bytes": len(body), "repeats": repeats, "cards": cards}
     for name, samples in timings.items():
         result[f"{name}_median_ms"] = round(statistics.median(samples) * 1000, 3)
         result[f"{name}_p99_ms"] = round(percentile(samples, 99) * 1000, 3)
+        # CPU time of the process during the call: what the call cost, however busy the machine was.
+        result[f"{name}_cpu_median_ms"] = round(statistics.median(cpu[name]) * 1000, 3)
     loads = statistics.median(timings["loads"])
     result["ratio_median"] = round(statistics.median(timings["service"]) / loads, 2)
     result["cold_ratio_median"] = round(statistics.median(timings["cold"]) / loads, 2)
     result["cold_vs_peer"] = round(statistics.median(timings["cold"]) / statistics.median(timings["peer"]), 2)
+    cpu_of = {name: statistics.median(samples) for name, samples in cpu.items()}
+    result["cpu_ratio"] = round(cpu_of["service"] / cpu_of["loads"], 2)
+    result["cold_cpu_ratio"] = round(cpu_of["cold"] / cpu_of["loads"], 2)
+    result["cold_vs_peer_cpu"] = round(cpu_of["cold"] / cpu_of["peer"], 2)
     return result
 
 

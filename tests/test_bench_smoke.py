@@ -34,6 +34,7 @@ def test_quick_run_prints_the_table_and_writes_results(tmp_path, capsys):
     for r in results["sweep"]:
         assert r["service_median_ms"] > 0 and r["cold_median_ms"] > 0 and r["loads_median_ms"] > 0
         assert r["peer_median_ms"] > 0 and r["cold_vs_peer"] > 0
+        assert all(r[f"{x}_cpu_median_ms"] > 0 for x in ("service", "cold", "peer", "loads")) and r["cold_vs_peer_cpu"] > 0
         assert r["ratio_median"] > 1 and r["cold_ratio_median"] > 1
         assert r["service_p99_ms"] >= r["service_median_ms"] and r["cold_p99_ms"] >= r["cold_median_ms"]
         assert "surgical-decompression" in r["cards"]
