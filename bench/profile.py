@@ -31,13 +31,31 @@ from .sweep import SERVICE_PATH, _environ, make_app, production_collector
 
 
 class Phases:
-    """CPU time spent in wrapped functions, per label, over the calls made."""
+    """CPU time spent in wrapped functions, per label, over the calls made; a context manager that puts the
+    functions back as they were when it exits."""
 
-    def __init__(self):
+    def __init__(self, *wrapped: tuple[object, str, str]):
+        """`wrapped`: (owner, attribute name, label) of each function to time."""
         self.spent: dict[str, float] = {}
+        self.originals = []
+        for owner, name, label in wrapped:
+            self.wrap(owner, name, label)
+
+    def __enter__(self) -> "Phases":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, original in reversed(self.originals):
+            if original is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
 
     def wrap(self, owner, name: str, label: str) -> None:
         inner = getattr(owner, name)
+        # An attribute of an instance that its class provides is removed again, not set to the bound method.
+        own = vars(owner).get(name) if hasattr(owner, "__dict__") else None
+        self.originals.append((owner, name, own))
 
         @functools.wraps(inner)
         def timed(*args, **kwargs):
@@ -98,18 +116,17 @@ def profile_auth(calls: int, top: int) -> None:
         _call(app, body, next(tokens_left))
         _call(app_off, body)
     production_collector()
-    phases = Phases()
     verifier = app.extensions["avh_security"].verifier
-    phases.wrap(verifier, "verify", "TokenVerifier.verify (incl. all below)")
-    phases.wrap(tokens, "_peek", "unverified read of header and iss (_peek)")
-    phases.wrap(KeySet, "key", "key lookup (KeySet.key)")
-    phases.wrap(jwt, "decode", "jwt.decode: strict parse, signature, claims (incl.)")
-    phases.wrap(ECAlgorithm, "verify", "ES384 signature check (ECAlgorithm.verify)")
-    phases.wrap(verifier.replay, "first_use", "replay cache: Redis SET NX EX round trip")
-    off, on = [], []
-    for _ in range(2):            # alternated, so both see the same machine
-        off.append(_cpu_ms(lambda: _call(app_off, body), calls // 2))
-        on.append(_cpu_ms(lambda: _call(app, body, next(tokens_left)), calls // 2))
+    with Phases((verifier, "verify", "TokenVerifier.verify (incl. all below)"),
+                (tokens, "_peek", "unverified read of header and iss (_peek)"),
+                (KeySet, "key", "key lookup (KeySet.key)"),
+                (jwt, "decode", "jwt.decode: strict parse, signature, claims (incl.)"),
+                (ECAlgorithm, "verify", "ES384 signature check (ECAlgorithm.verify)"),
+                (verifier.replay, "first_use", "replay cache: Redis SET NX EX round trip")) as phases:
+        off, on = [], []
+        for _ in range(2):            # alternated, so both see the same machine
+            off.append(_cpu_ms(lambda: _call(app_off, body), calls // 2))
+            on.append(_cpu_ms(lambda: _call(app, body, next(tokens_left)), calls // 2))
     off_ms, on_ms = sum(off) / 2, sum(on) / 2
     print(f"Authenticated call (ES384, replay cache Redis), N = 100, warm chart, {calls} calls each, in-process CPU:")
     print(f"  unauthenticated {off_ms:.3f} ms, authenticated {on_ms:.3f} ms: +{on_ms - off_ms:.3f} ms")
@@ -124,24 +141,24 @@ def _first_seen_phases(app) -> Phases:
     from service.api import answer, routes
     from service import security
     from service.clinical import record
-    phases = Phases()
-    for site in (routes, security):
-        phases.wrap(site, "request_json", "decode the body (orjson, once a call)")
-    phases.wrap(type(app.extensions["avh"].prefetch), "resolve", "prefetch: read every resource, select the relevant")
-    phases.wrap(engine, "build_record", "record: dedup + validation (incl.)")
-    phases.wrap(record, "_validate", "validation of the relevant resources (fhir.resources)")
-    phases.wrap(engine, "chart_facts", "derivation: chart_facts")
-    phases.wrap(engine, "facts_at", "derivation: facts_at")
-    phases.wrap(engine, "decide_chart", "decisions: decide_chart")
-    phases.wrap(engine.Engine, "cards", "rendering the cards")
-    phases.wrap(answer.Answer, "of", "encoding the answer")
-    return phases
+    decode = "decode the body (orjson, once a call)"
+    return Phases((routes, "request_json", decode), (security, "request_json", decode),
+                  (type(app.extensions["avh"].prefetch), "resolve", "prefetch: read every resource, select the relevant"),
+                  (engine, "build_record", "record: dedup + validation (incl.)"),
+                  (record, "_validate", "validation of the relevant resources (fhir.resources)"),
+                  (engine, "chart_facts", "derivation: chart_facts"), (engine, "facts_at", "derivation: facts_at"),
+                  (engine, "decide_chart", "decisions: decide_chart"), (engine.Engine, "cards", "rendering the cards"),
+                  (answer.Answer, "of", "encoding the answer"))
 
 
 def profile_first_seen(sizes: list[int], calls: int, top: int) -> None:
     app = make_app(model_cache_size="0")
     production_collector()
-    phases = _first_seen_phases(app)
+    with _first_seen_phases(app) as phases:
+        _first_seen_sizes(app, phases, sizes, calls, top)
+
+
+def _first_seen_sizes(app, phases: Phases, sizes: list[int], calls: int, top: int) -> None:
     for n in sizes:
         body = orjson.dumps(patient_view_request(n))
         count = max(20, calls * 100 // n)

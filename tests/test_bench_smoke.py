@@ -117,3 +117,25 @@ def test_instruction_count_children_run_every_subject_and_the_difference_is_per_
 def test_instruction_count_reads_callgrinds_total():
     found = instructions.COLLECTED.search("==1== Events    : Ir\n==1== Collected : 8297207\n")
     assert found and int(found.group(1)) == 8297207
+
+
+def test_profiles_time_each_phase_inside_real_calls(capsys):
+    from bench import profile
+    threshold = gc.get_threshold()
+    try:
+        assert profile.main(["auth", "--calls", "20"]) == 0
+        assert profile.main(["first-seen", "--sizes", "30", "--calls", "20"]) == 0
+        assert profile.main(["big-chart", "--readings", "20"]) == 0
+    finally:
+        logging.disable(logging.NOTSET)
+        sweep.default_collector(threshold)
+    out = capsys.readouterr().out
+    phases = {line[:60].strip(): float(line[60:].split()[0]) for line in out.splitlines()
+              if line.startswith("  ") and line[60:].strip().endswith("%")}
+    for phase in ("ES384 signature check (ECAlgorithm.verify)", "replay cache: Redis SET NX EX round trip",
+                  "validation of the relevant resources (fhir.resources)", "rendering the cards"):
+        assert phases[phase] > 0, phase
+    # The signature check is part of jwt.decode, which is part of verify: nested phases are no larger.
+    assert phases["ES384 signature check (ECAlgorithm.verify)"] <= phases["jwt.decode: strict parse, signature, claims (incl.)"] \
+        <= phases["TokenVerifier.verify (incl. all below)"]
+    assert "readings" in out and "cache off" in out
