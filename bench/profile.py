@@ -137,7 +137,7 @@ def profile_auth(calls: int, top: int) -> None:
 
 
 def _first_seen_phases(app) -> Phases:
-    import service.engine as engine
+    import service.api.engine as engine
     from service.api import answer, routes
     from service import security
     from service.clinical import record
@@ -190,7 +190,7 @@ def chart_with_readings(readings: int, extra: int = 0) -> bytes:
 
 
 def profile_big_chart(readings: list[int]) -> None:
-    import service.engine as engine
+    import service.api.engine as engine
     production_collector()
     key_time = [0.0]
     dumps = engine.orjson.dumps

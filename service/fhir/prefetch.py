@@ -36,13 +36,14 @@ from requests.adapters import HTTPAdapter
 from service.ops import metrics
 from service.clinical.record import subject_id
 from service.config import Settings
-from service.api.registry import REQUIRED_TYPES, resource_type_of
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
 FHIR_JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MEDIA_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
+# The data that decides whether a patient is in scope: without it the service answers 412.
+REQUIRED_TYPES = frozenset({"Patient", "Condition"})
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,11 @@ def _is_error(outcome: dict) -> bool:
 
 OUTCOME, OTHER_PATIENT = "outcome", "other-patient"
 OUTCOME_FETCHED = "fhirServer answered with an OperationOutcome instead of data"
+
+
+def resource_type_of(template: str) -> str:
+    """'Condition?patient=...' or 'Patient/{{context.patientId}}' -> the resource type it returns."""
+    return template.split("?", 1)[0].split("/", 1)[0]
 
 
 @functools.lru_cache(maxsize=256)
