@@ -109,13 +109,15 @@ def run(args) -> dict:
 
 def _http_lines(results: dict) -> list[str]:
     h = results["http"]
+    client = statistics.median(one["client_cpu_ms_per_request"]
+                               for runs in h["results"].values() for r in runs for one in r["per_round"])
     lines = ["", f"HTTP, typical prefetch (N = {TYPICAL_N}, {results['typical_body_bytes'] / 1024:.0f} KiB), gunicorn "
              + " ".join(results["gunicorn"]) + f", {h['workers']['warm']} workers, connections "
              + ("spread evenly over the workers" if h["even_connections"] else "where they land")
              + f", replay cache {h['replay_cache']}",
              "(CPU = user + system time of the app's gunicorn workers per request, min/median/max over rounds; "
              "x trivial, x peer: median of per-round CPU ratios; the load generator's own CPU: "
-             f"{statistics.median(x['client_cpu_ms_per_request'] for runs in h['results'].values() for r in runs for x in r['per_round']):.3f} ms a request)",
+             f"{client:.3f} ms a request)",
              f"{'app':>10} {'conc':>4} {'CPU ms/request':>20} {'x trivial':>9} {'x peer':>6} {'req/s median':>12} "
              f"{'(min-max)':>13} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  workers per round"]
     for name, runs in h["results"].items():

@@ -3,9 +3,9 @@
 One thread, non-blocking sockets and `selectors`: each connection sends its next request as soon as the
 previous answer is complete (HTTP/1.1, no pipelining), so `len(connections)` requests are in flight at
 any time, as with wrk's `-c`. A request is two prebuilt byte strings (head, body) handed to `sendmsg`; an
-answer is read until its Content-Length is in. About 0.07 ms of client CPU a request (recorded in each round), so on a 2-core machine
-it leaves most of a core to the server; the figure this benchmark leads with is the server's own CPU per
-request (`worker_cpu_seconds`), which the client does not enter at all.
+answer is read until its Content-Length is in. About 0.07 ms of client CPU a request (recorded in each
+round), so on a 2-core machine it leaves most of a core to the server; the figure this benchmark leads
+with is the server's own CPU per request (`worker_cpu_seconds`), which the client does not enter at all.
 
 Which worker serves a connection is fixed when a worker accepts it (gunicorn's gthread workers keep a
 kept-alive connection for good): `connect` can spread the connections evenly over the workers (each
