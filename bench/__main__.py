@@ -141,9 +141,11 @@ def _targets(results: dict) -> list[str]:
             lines.append(f"  first-seen chart, c={c}: CPU {ratio:.2f} x the trivial endpoint's "
                          f"(target <= {FIRST_SEEN_VS_TRIVIAL}): {'met' if ratio <= FIRST_SEEN_VS_TRIVIAL else 'NOT met'}")
         for c, authed in by.get("auth", {}).items() if "warm" in by else ():
-            extra = authed["cpu_ms_per_request"][1] - by["warm"][c]["cpu_ms_per_request"][1]
-            lines.append(f"  authentication, c={c}: +{extra:.2f} ms CPU per call over the same chart unauthenticated "
-                         f"(target <= {AUTH_OVER_WARM_MS}): {'met' if extra <= AUTH_OVER_WARM_MS else 'NOT met'}")
+            extra = statistics.median(mine["cpu_ms_per_request"] - theirs["cpu_ms_per_request"]
+                                      for mine, theirs in zip(authed["per_round"], by["warm"][c]["per_round"]))
+            lines.append(f"  authentication, c={c}: +{extra:.3f} ms CPU per call over the same chart unauthenticated "
+                         f"(median of per-round differences; target <= {AUTH_OVER_WARM_MS}): "
+                         f"{'met' if extra <= AUTH_OVER_WARM_MS else 'NOT met'}")
     for r in results.get("sweep", ()):
         lines.append(f"  first-seen single call, N={r['n']}: {r['cold_cpu_median_ms']:.2f} ms CPU against the peer-style "
                      f"walk's {r['peer_cpu_median_ms']:.2f} ms (wall {r['cold_median_ms']:.2f} / {r['peer_median_ms']:.2f} ms): "
