@@ -1,14 +1,14 @@
-"""Throughput and memory over HTTP: the service and the trivial baseline under the same gunicorn settings.
+"""CPU per request, throughput and memory over HTTP: the service (a chart seen before, a chart seen for the first
+time, authenticated calls), the trivial endpoint and the peer-style walk, all under the same gunicorn settings.
 
-Servers bind 127.0.0.1 only. The load generator is wrk with one thread (bench/wrk_post.lua POSTs the body):
-an event loop in C, so on a 2-core machine it leaves the cores to the server instead of starving it.
+Servers bind 127.0.0.1 only. The load generator is bench/loadgen.py (Python, one event loop).
 """
 from __future__ import annotations
 
 import http.client
-import json
+import itertools
 import os
-import shutil
+import random
 import signal
 import socket
 import statistics
@@ -17,15 +17,22 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from .sweep import SERVICE_PATH, bench_settings_env
+import orjson
+
+from . import auth, loadgen
+from .patients import PATIENT_ID, patient_view_request
+from .sweep import SERVICE_PATH, _scratch_dir, bench_settings_env, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
-LUA = Path(__file__).with_name("wrk_post.lua")
 # The production entry point when the repo has one (service/wsgi.py), else the app factory.
 SERVICE_APP = "service.wsgi:app" if (ROOT / "service" / "wsgi.py").exists() else "service:create_app()"
 TRIVIAL_APP = "bench.trivial:create_app()"
+PEER_APP = "bench.peer:create_app()"
+# The replay cache of authenticated calls: Redis as in production; database 11 is the benchmark's own.
+DEFAULT_REDIS = "redis://127.0.0.1:6379/11"
 # Used when the repository has no gunicorn.conf.py: the production shape (2 x cores + 1 gthread
 # workers of 4 threads, access log on), stated explicitly.
 DEFAULT_GUNICORN = ["--workers", str(2 * (os.cpu_count() or 1) + 1), "--worker-class", "gthread", "--threads", "4",
@@ -42,8 +49,14 @@ def gunicorn_settings(config: str | None) -> list[str]:
     return list(DEFAULT_GUNICORN)
 
 
+class PortTaken(RuntimeError):
+    """Another process bound the port between our check and gunicorn's bind (e.g. another benchmark)."""
+
+
 def free_port(low: int, high: int) -> int:
-    for port in range(low, high):
+    """A port of the range nothing listens on, tried from a random place (fewer clashes with a parallel run)."""
+    start = random.randrange(low, high)
+    for port in (*range(start, high), *range(low, start)):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -75,6 +88,8 @@ def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[
         while True:
             try:
                 status = _post(port, body, headers=headers)
+                if not loadgen.listens(port, proc.pid):
+                    raise PortTaken(f"127.0.0.1:{port} answers, but not as our gunicorn {app}")
                 if status != 200:
                     raise RuntimeError(f"{app} answered {status} on the benchmark body")
                 break
@@ -94,9 +109,23 @@ def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[
         log.close()
 
 
+def serve(servers: ExitStack, app: str, settings: list[str], ports: tuple[int, int], setup, extra=()) -> tuple[int, int]:
+    """Start gunicorn serving `app` on a free port of `ports` inside `servers`: (port, master pid).
+    `setup(port)` gives (env, probe body, probe headers). A port another process took first is given up for
+    another, twice at most."""
+    for attempt in range(3):
+        port = free_port(*ports)
+        env, body, headers = setup(port)
+        try:
+            return port, servers.enter_context(gunicorn(app, port, settings, body, extra, env, headers))
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def worker_pids(master: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    return sorted(int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split())
 
 
 def rss_kib(pid: int) -> int:
@@ -106,68 +135,153 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def wrk(port: int, body_file: str, connections: int, seconds: float) -> dict:
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(LUA),
-           f"http://127.0.0.1:{port}{SERVICE_PATH}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BENCH_BODY": body_file},
-                         timeout=seconds + 30).stdout
-    line = next((l for l in out.splitlines() if l.startswith("BENCH_JSON ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk gave no result: {out[-1000:]}")
-    raw = json.loads(line[len("BENCH_JSON "):])
-    return {"concurrency": connections, "requests": raw["requests"],
-            "requests_per_s": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
-            "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "max_ms": raw["max_us"] / 1000,
-            "errors": raw["socket_errors"] + raw["non_2xx"]}
+# What each app is sent. "same": the typical body every time (the chart is seen again: the service answers
+# from its caches). "distinct": the typical body with a new patient id each request, so every relevant
+# resource and the chart are new to the worker (the model cache on, as deployed, filling and evicting).
+# "auth": the same body, each request with its own signed token (AVH_CDS_AUTH=required, replay cache in Redis).
+@dataclass(frozen=True)
+class App:
+    name: str
+    wsgi: str
+    sends: str = "same"
 
 
-# (name, WSGI app, service settings): the service as deployed, the same with its model cache off
-# (every chart seen for the first time), and the decode-only baseline.
-APPS = (("service", SERVICE_APP, {}), ("service_cold", SERVICE_APP, {"model_cache_size": "0"}),
-        ("trivial", TRIVIAL_APP, {}))
+APPS = (App("first_seen", SERVICE_APP, "distinct"), App("auth", SERVICE_APP, "auth"), App("warm", SERVICE_APP),
+        App("trivial", TRIVIAL_APP), App("peer", PEER_APP))
+FIRST_SEEN_ID = "first-seen-00000000"
 
 
-def throughput(body: bytes, settings: list[str], concurrencies=(1, 4, 16), seconds: float = 5, rounds: int = 3,
-               ports=(18600, 18650)) -> dict:
-    """Requests/s and latency of each app at each concurrency.
+def _wait_for_workers(master: int, timeout: float = 30) -> list[int]:
+    """The workers once their number has stopped changing (gunicorn forks them one by one)."""
+    seen, stable_since, deadline = [], time.monotonic(), time.monotonic() + timeout
+    while not seen or time.monotonic() - stable_since < 0.5:
+        now = worker_pids(master)
+        if now != seen:
+            seen, stable_since = now, time.monotonic()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gunicorn {master}: no settled set of workers within {timeout} s")
+        time.sleep(0.05)
+    return seen
 
-    All servers run at once (an idle one costs nothing) and take turns in `rounds` rounds, in a rotating
-    order, so a burst of load from elsewhere on the machine hits every app alike. Each figure is the
-    median over rounds; `share_of_trivial` is the median of the per-round ratios.
+
+class Client:
+    """What one app is sent: the request of each index, and for "auth" the tokens, signed before a run starts."""
+
+    def __init__(self, app: App, port: int, typical_n: int, key=None):
+        self.app, self.port = app, port
+        patient = FIRST_SEEN_ID if app.sends == "distinct" else PATIENT_ID
+        self.body = orjson.dumps(patient_view_request(typical_n, patient_id=patient))
+        self.head = loadgen.request_head(port, SERVICE_PATH, len(self.body))
+        self.key, self.tokens, self.charts = key, [], itertools.count(1)
+        self.rate = 500.0           # requests/s of the last run: how many tokens the next one needs
+        self.audience = f"http://127.0.0.1:{port}{SERVICE_PATH}"
+
+    def sign(self, count: int) -> None:
+        if self.app.sends == "auth":
+            self.tokens = auth.sign_tokens(self.key, self.audience, count)
+
+    def probe_headers(self) -> dict | None:
+        if self.app.sends != "auth":
+            return None
+        self.sign(1)
+        return {"Authorization": f"Bearer {self.tokens[0]}"}
+
+    def limit(self) -> int | None:
+        return len(self.tokens) if self.app.sends == "auth" else None
+
+    def request(self, i: int) -> tuple[bytes, bytes]:
+        if self.app.sends == "auth":
+            return (loadgen.request_head(self.port, SERVICE_PATH, len(self.body),
+                                         {"Authorization": f"Bearer {self.tokens[i]}"}), self.body)
+        if self.app.sends == "distinct":
+            chart = f"first-seen-{next(self.charts):08d}".encode()
+            return self.head, self.body.replace(FIRST_SEEN_ID.encode(), chart)
+        return self.head, self.body
+
+
+def _round(client: Client, workers: list[int], connections: int, seconds: float, even: bool) -> dict:
+    """One timed run of one app: requests/s, latency, and the CPU its workers spent per request."""
+    if client.app.sends == "auth":
+        client.sign(int(client.rate * seconds * 1.3) + 50)
+    sockets, owners = loadgen.connect(client.port, connections, workers, even)
+    try:
+        cpu_before, client_before = loadgen.worker_cpu_seconds(workers), time.process_time()
+        done = loadgen.run(sockets, client.request, seconds, client.limit())
+        cpu_after, client_cpu = loadgen.worker_cpu_seconds(workers), time.process_time() - client_before
+    finally:
+        for sock in sockets:
+            sock.close()
+    latencies, n = done["latencies"], done["requests"]
+    spent = {pid: cpu_after[pid] - cpu_before[pid] for pid in workers}
+    total = sum(spent.values())
+    client.rate = n / done["seconds"]
+    return {"concurrency": connections, "requests": n, "seconds": done["seconds"],
+            "requests_per_s": round(n / done["seconds"], 1),
+            "cpu_ms_per_request": round(total / n * 1000, 3),
+            "client_cpu_ms_per_request": round(client_cpu / n * 1000, 3),     # the load generator's own
+            "p50_ms": round(statistics.median(latencies) * 1000, 2),
+            "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+            "errors": done["errors"], "statuses": done["statuses"],
+            # Which worker (by its index in `workers`) each connection was on, and each worker's part of the CPU.
+            "connection_workers": [workers.index(p) if p in workers else None for p in owners],
+            "per_connection": done["per_connection"],
+            "worker_cpu_share": [round(spent[p] / total, 2) if total else 0 for p in workers],
+            "load_average": round(os.getloadavg()[0], 2)}
+
+
+def throughput(settings: list[str], concurrencies=(1, 4), seconds: float = 3, rounds: int = 5,
+               ports=(18600, 18650), redis_url: str = DEFAULT_REDIS, even: bool = True,
+               typical_n: int = 100, apps=tuple(app.name for app in APPS)) -> dict:
+    """CPU per request, requests/s and latency of each app of APPS at each concurrency.
+
+    All servers run at once (an idle one costs nothing) and take turns in `rounds` rounds, in a rotating order,
+    so a burst of load from elsewhere on the machine hits every app alike. Reported per app and concurrency:
+    every round, the min/median/max of CPU per request and requests/s, and the CPU per request against the
+    trivial endpoint's and the peer's in the same round (median of the per-round ratios).
     """
-    with tempfile.NamedTemporaryFile(suffix=".json") as f, ExitStack() as servers:
-        f.write(body)
-        f.flush()
-        ports_of = {}
-        for name, app, env in APPS:
-            ports_of[name] = port = free_port(*ports)
-            servers.enter_context(gunicorn(app, port, settings, body, env=env))
-            wrk(port, f.name, max(concurrencies), min(2.0, seconds))         # warm-up, not recorded
-        runs = {name: {c: [] for c in concurrencies} for name, _, _ in APPS}
+    key = auth.new_key()
+    chosen = [app for app in APPS if app.name in apps]
+    clients, workers = {}, {}
+    with ExitStack() as servers:
+        for app in chosen:
+            def setup(port: int, app=app):
+                env = {}
+                if app.sends == "auth":
+                    env.update(auth="required", issuers_file=str(auth.issuer_file(key)),
+                               public_url=f"http://127.0.0.1:{port}",
+                               **({"redis_url": redis_url} if redis_url else
+                                  {"replay_db": str(_scratch_dir() / "replay.sqlite3")}))
+                client = clients[app.name] = Client(app, port, typical_n, key)
+                return env, client.body, client.probe_headers()
+            _, master = serve(servers, app.wsgi, settings, ports, setup)
+            client = clients[app.name]
+            workers[app.name] = _wait_for_workers(master)
+            _round(client, workers[app.name], max(concurrencies), min(1.0, seconds), even)     # warm-up
+        runs = {app.name: {c: [] for c in concurrencies} for app in chosen}
         for c in concurrencies:
             for r in range(rounds):
-                for name, _, _ in APPS[r % len(APPS):] + APPS[:r % len(APPS)]:
-                    runs[name][c].append(wrk(ports_of[name], f.name, c, seconds))
-    result = {name: [_summary(c, runs[name][c]) for c in concurrencies] for name in runs}
-    for name in ("service", "service_cold"):
-        for summary, c in zip(result[name], concurrencies):
-            summary["share_of_trivial"] = round(statistics.median(
-                mine["requests_per_s"] / base["requests_per_s"] for mine, base in zip(runs[name][c], runs["trivial"][c])), 3)
-            # The trivial endpoint's rounds can differ twofold (at c=4 its few connections sometimes all land
-            # on one worker): its best round is what it can do, and the share against it is the robust one.
-            summary["share_of_trivial_best"] = round(
-                summary["requests_per_s"] / max(r["requests_per_s"] for r in runs["trivial"][c]), 3)
-    return result
+                for app in chosen[r % len(chosen):] + chosen[:r % len(chosen)]:
+                    runs[app.name][c].append(_round(clients[app.name], workers[app.name], c, seconds, even))
+    return {"apps": {app.name: {"wsgi": app.wsgi, "sends": app.sends} for app in chosen},
+            "workers": {name: len(pids) for name, pids in workers.items()}, "even_connections": even,
+            "replay_cache": redis_url or "SQLite file",
+            "results": {name: [_summary(c, runs[name][c], runs) for c in concurrencies] for name in runs}}
 
 
-def _summary(concurrency: int, rounds: list[dict]) -> dict:
-    median = lambda key: statistics.median(r[key] for r in rounds)   # noqa: E731
-    return {"concurrency": concurrency, "rounds": len(rounds), "requests": sum(r["requests"] for r in rounds),
-            "requests_per_s": round(median("requests_per_s"), 1), "p50_ms": median("p50_ms"),
-            "p99_ms": median("p99_ms"), "worst_round_p99_ms": max(r["p99_ms"] for r in rounds),
-            "errors": sum(r["errors"] for r in rounds), "per_round": rounds}
+def _summary(concurrency: int, rounds: list[dict], runs: dict) -> dict:
+    spread = lambda key: [min(r[key] for r in rounds), statistics.median(r[key] for r in rounds),   # noqa: E731
+                          max(r[key] for r in rounds)]
+    summary = {"concurrency": concurrency, "rounds": len(rounds), "requests": sum(r["requests"] for r in rounds),
+               "cpu_ms_per_request": spread("cpu_ms_per_request"), "requests_per_s": spread("requests_per_s"),
+               "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+               "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+               "worst_round_p99_ms": max(r["p99_ms"] for r in rounds),
+               "errors": sum(r["errors"] for r in rounds), "per_round": rounds}
+    for base in ("trivial", "peer") if "trivial" in runs and "peer" in runs else ():
+        summary[f"cpu_vs_{base}"] = round(statistics.median(
+            mine["cpu_ms_per_request"] / theirs["cpu_ms_per_request"]
+            for mine, theirs in zip(rounds, runs[base][concurrency])), 2)
+    return summary
 
 
 def memory(bodies: list[bytes], settings: list[str], requests: int = 10_000, checkpoints=(1, 1000, 5000, 10_000),
@@ -175,10 +289,11 @@ def memory(bodies: list[bytes], settings: list[str], requests: int = 10_000, che
     """RSS of one worker over `requests` requests cycling through `bodies` (distinct patients, so the
     model cache fills to its bound and then evicts). The service runs with --workers 1 here, so that
     worker gets every request."""
-    port = free_port(*ports)
     samples = {}
-    with gunicorn(SERVICE_APP, port, settings, bodies[0], extra=["--workers", "1"]) as master:
-        [worker] = worker_pids(master)
+    with ExitStack() as servers:
+        port, master = serve(servers, SERVICE_APP, settings, ports, lambda port: ({}, bodies[0], None),
+                             extra=["--workers", "1"])
+        [worker] = _wait_for_workers(master)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         # The start-up probe already sent request 1.
         samples[1] = rss_kib(worker)

@@ -16,7 +16,6 @@ service (it touches more memory); the HTTP share has stayed close to this ratio 
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import re
 import shutil
@@ -37,7 +36,7 @@ def run_calls(subject: str, calls: int) -> None:
     """The child: build the subject, warm it up as a worker would be, then make `calls` calls."""
     from . import trivial
     from .patients import patient_view_request
-    from .sweep import call, make_app
+    from .sweep import call, make_app, production_collector
     logging.disable(logging.WARNING)
     body = orjson.dumps(patient_view_request(100))
     if subject == "loads":
@@ -48,9 +47,7 @@ def run_calls(subject: str, calls: int) -> None:
         step = lambda: call(app, body)                                           # noqa: E731
     for _ in range(WARM_UP):
         step()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(7000, 10, 100)          # as gunicorn.conf.py's post_worker_init
+    production_collector()
     for _ in range(calls):
         step()
 

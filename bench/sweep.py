@@ -2,14 +2,17 @@
 
 Each repetition times one full WSGI call (body read, JSON decode, schema checks, prefetch, record,
 facts, cards, response encoding) of the service as deployed, one of the service with its model cache
-off (every relevant resource validated again: the cost of a chart seen for the first time) and, on
-the same body, one `orjson.loads`, so all three see the same machine state (caches, garbage
-collector, noisy neighbours).
+off (every relevant resource validated again: the cost of a chart seen for the first time), one of the
+peer-style walk (bench/peer.py) and, on the same body, one `orjson.loads`, so all four see the same
+machine state (caches, garbage collector, noisy neighbours). The garbage collector is set as a gunicorn
+worker sets it (gunicorn.conf.py's post_worker_init), for every subject alike.
 """
 from __future__ import annotations
 
+import ast
 import atexit
 import functools
+import gc
 import io
 import logging
 import os
@@ -24,6 +27,7 @@ import orjson
 from .patients import FHIR_SERVER, patient_view_request
 
 SERVICE_PATH = "/cds-services/avh-patient-view"
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 
 
 @functools.cache
@@ -72,43 +76,72 @@ def call(app, body: bytes) -> tuple[str, bytes]:
     return status[0], data
 
 
+def production_collector() -> None:
+    """Set the garbage collector as a production worker has it: run gunicorn.conf.py's `post_worker_init`,
+    taken alone from the file (loading the whole config would set the server's environment up)."""
+    tree = ast.parse(GUNICORN_CONF.read_text())
+    [hook] = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "post_worker_init"]
+    namespace: dict = {}
+    exec(compile(ast.Module(body=[hook], type_ignores=[]), str(GUNICORN_CONF), "exec"), namespace)
+    namespace["post_worker_init"](None)
+
+
+def default_collector(threshold: tuple[int, int, int]) -> None:
+    """Undo production_collector (in a process that goes on, e.g. a test)."""
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def measure_size(app, cold_app, n: int, repeats: int) -> dict:
+def measure_size(app, cold_app, peer_app, n: int, repeats: int) -> dict:
     body = orjson.dumps(patient_view_request(n))
     status, data = call(app, body)                     # warm-up, and a check the answer is a real one
     if not status.startswith("200"):
         raise RuntimeError(f"N={n}: the service answered {status}: {data[:300]!r}")
     cards = [c["source"]["topic"]["code"] for c in orjson.loads(data)["cards"]]
-    timings = {"service": [], "cold": [], "loads": []}
+    timings = {name: [] for name in ("service", "cold", "peer", "loads")}
+    cpu = {name: [] for name in timings}
     for _ in range(repeats):
         for name, step in (("service", lambda: call(app, body)), ("cold", lambda: call(cold_app, body)),
-                           ("loads", lambda: orjson.loads(body))):
-            started = time.perf_counter()
+                           ("peer", lambda: call(peer_app, body)), ("loads", lambda: orjson.loads(body))):
+            started, cpu_started = time.perf_counter(), time.process_time()
             step()
+            cpu[name].append(time.process_time() - cpu_started)
             timings[name].append(time.perf_counter() - started)
     result = {"n": n, "body_bytes": len(body), "repeats": repeats, "cards": cards}
     for name, samples in timings.items():
         result[f"{name}_median_ms"] = round(statistics.median(samples) * 1000, 3)
         result[f"{name}_p99_ms"] = round(percentile(samples, 99) * 1000, 3)
+        # CPU time of the process during the call: what the call cost, however busy the machine was.
+        result[f"{name}_cpu_median_ms"] = round(statistics.median(cpu[name]) * 1000, 3)
     loads = statistics.median(timings["loads"])
     result["ratio_median"] = round(statistics.median(timings["service"]) / loads, 2)
     result["cold_ratio_median"] = round(statistics.median(timings["cold"]) / loads, 2)
+    result["cold_vs_peer"] = round(statistics.median(timings["cold"]) / statistics.median(timings["peer"]), 2)
+    cpu_of = {name: statistics.median(samples) for name, samples in cpu.items()}
+    result["cpu_ratio"] = round(cpu_of["service"] / cpu_of["loads"], 2)
+    result["cold_cpu_ratio"] = round(cpu_of["cold"] / cpu_of["loads"], 2)
+    result["cold_vs_peer_cpu"] = round(cpu_of["cold"] / cpu_of["peer"], 2)
     return result
 
 
 def repeats_for(n: int, budget_seconds: float = 8.0) -> int:
     """Enough repetitions for a p99 to mean something on small N, without minutes on large N."""
-    return max(10, min(400, int(budget_seconds / (n * 25e-6 + 2e-3))))
+    return max(10, min(400, int(budget_seconds / (n * 30e-6 + 2.5e-3))))
 
 
 def run(sizes=(10, 100, 1000, 10_000), repeats: int | None = None) -> list[dict]:
+    from . import peer
     logging.disable(logging.WARNING)   # one warning line per request would be timed too
+    threshold = gc.get_threshold()
     try:
-        app, cold_app = make_app(), make_app(model_cache_size="0")
-        return [measure_size(app, cold_app, n, repeats or repeats_for(n)) for n in sizes]
+        app, cold_app, peer_app = make_app(), make_app(model_cache_size="0"), peer.create_app()
+        production_collector()
+        return [measure_size(app, cold_app, peer_app, n, repeats or repeats_for(n)) for n in sizes]
     finally:
+        default_collector(threshold)
         logging.disable(logging.NOTSET)

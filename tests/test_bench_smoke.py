@@ -2,13 +2,11 @@
 import gc
 import json
 import logging
-import shutil
 
 import orjson
 
 from bench import __main__ as bench_main
-from bench import instructions
-from bench import sweep
+from bench import auth, http, instructions, peer, sweep
 from bench.patients import PATIENT_ID, patient_view_request
 
 
@@ -29,38 +27,78 @@ def test_sweep_answers_the_in_scope_patient_with_cards():
 
 
 def test_quick_run_prints_the_table_and_writes_results(tmp_path, capsys):
-    assert shutil.which("wrk"), "wrk (Debian package) drives the HTTP part: apt-get install wrk (.ci/run does)"
     out = tmp_path / "results.json"
     assert bench_main.main(["--quick", "--skip", "fetch", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     assert [r["n"] for r in results["sweep"]] == [10, 50]
     for r in results["sweep"]:
         assert r["service_median_ms"] > 0 and r["cold_median_ms"] > 0 and r["loads_median_ms"] > 0
+        assert r["peer_median_ms"] > 0 and r["cold_vs_peer"] > 0
+        assert all(r[f"{x}_cpu_median_ms"] > 0 for x in ("service", "cold", "peer", "loads")) and r["cold_vs_peer_cpu"] > 0
         assert r["ratio_median"] > 1 and r["cold_ratio_median"] > 1
         assert r["service_p99_ms"] >= r["service_median_ms"] and r["cold_p99_ms"] >= r["cold_median_ms"]
         assert "surgical-decompression" in r["cards"]
-    for name in ("service", "service_cold", "trivial"):
-        assert [r["concurrency"] for r in results["http"][name]] == [1, 4]
-        for r in results["http"][name]:
-            assert r["requests_per_s"] > 0 and r["errors"] == 0 and r["p99_ms"] >= r["p50_ms"] > 0
-    for r in results["http"]["service"] + results["http"]["service_cold"]:
-        assert 0 < r["share_of_trivial"] and 0 < r["share_of_trivial_best"]
+    http = results["http"]
+    assert set(http["results"]) == {"first_seen", "auth", "warm", "trivial", "peer"}
+    assert http["replay_cache"].startswith("redis://") and http["even_connections"]
+    for name, runs in http["results"].items():
+        assert [r["concurrency"] for r in runs] == [1, 4]
+        for r in runs:
+            low, median, high = r["cpu_ms_per_request"]
+            assert 0 < low <= median <= high and r["requests_per_s"][1] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
+            assert r["cpu_vs_trivial"] > 0 and r["cpu_vs_peer"] > 0
+            for one in r["per_round"]:
+                # Every request answered 200: no token refused or reused, no chart refused.
+                assert r["errors"] == 0 and one["statuses"] == {"200": one["requests"]}
+                assert sum(one["per_connection"]) == one["requests"]
+                # Spread evenly: no worker holds more than its share of the connections.
+                share = -(-r["concurrency"] // http["workers"][name])
+                assert max(one["connection_workers"].count(w) for w in one["connection_workers"]) <= share
+                assert abs(sum(one["worker_cpu_share"]) - 1) < 0.05
     memory = results["memory"]
     assert set(memory["rss_kib"]) == {"1", *(str(i) for i in range(30, 301, 30))}
     assert memory["distinct_patients"] == 20 and all(v > 0 for v in memory["rss_kib"].values())
     table = capsys.readouterr().out
-    assert "In-process size sweep" in table and "HTTP, typical prefetch" in table and "Worker memory" in table
+    assert "HTTP, typical prefetch" in table and "In-process size sweep" in table and "Worker memory" in table
+    assert table.index("first_seen") < table.index("warm") and "Against the targets" in table
 
 
-def test_auth_required_load_sends_a_fresh_token_per_request_and_all_are_served(capsys):
-    from bench import auth_load
-    assert auth_load.main(["--requests", "30", "--concurrency", "2"]) == 0
-    out = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
-    assert set(rows) == {"service_auth_required", "service_auth_off", "trivial"}
-    for line in rows.values():
-        assert line.rstrip().endswith("{200: 30}")         # no 401: no token was reused or refused
-        assert float(line.split()[4]) > 0                    # server CPU per call was measured
+def test_first_seen_requests_are_charts_never_sent_before_and_auth_requests_carry_fresh_tokens():
+    first = http.Client(http.App("first_seen", http.SERVICE_APP, "distinct"), 1, 30)
+    bodies = [first.request(i)[1] for i in range(3)]
+    ids = [orjson.loads(b)["context"]["patientId"] for b in bodies]
+    assert len(set(ids)) == 3 and http.FIRST_SEEN_ID not in ids
+    for body, patient in zip(bodies, ids):
+        request = orjson.loads(body)
+        assert request["prefetch"]["patient"]["id"] == patient
+        refs = {e["resource"]["subject"]["reference"] for key, bundle in request["prefetch"].items()
+                if key != "patient" for e in bundle["entry"]}
+        assert refs == {f"Patient/{patient}"}
+    authed = http.Client(http.App("auth", http.SERVICE_APP, "auth"), 1, 30, auth.new_key())
+    authed.sign(3)
+    heads = {authed.request(i)[0] for i in range(3)}
+    assert len(heads) == 3 and all(b"Authorization: Bearer " in h for h in heads)
+
+
+def test_the_sweep_runs_under_the_production_collector_settings():
+    threshold = gc.get_threshold()
+    try:
+        sweep.production_collector()
+        assert gc.get_threshold() != threshold and gc.get_freeze_count() > 0
+    finally:
+        sweep.default_collector(threshold)
+    assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0
+
+
+def test_peer_style_walk_answers_one_card_for_a_vertebral_hemangioma_and_none_without():
+    app = peer.create_app()
+    request = patient_view_request(40)
+    status, data = sweep.call(app, orjson.dumps(request))
+    assert status.startswith("200") and len(orjson.loads(data)["cards"]) == 1
+    request["prefetch"]["conditions"]["entry"] = [e for e in request["prefetch"]["conditions"]["entry"]
+                                                  if e["resource"]["id"] != "avh-hem"]
+    status, data = sweep.call(app, orjson.dumps(request))
+    assert status.startswith("200") and orjson.loads(data)["cards"] == []
 
 
 def test_instruction_count_children_run_every_subject_and_the_difference_is_per_call(monkeypatch):
@@ -70,8 +108,7 @@ def test_instruction_count_children_run_every_subject_and_the_difference_is_per_
             instructions.run_calls(subject, 1)
     finally:                  # the child quiets logging and sets the collector as a worker does: undo both here
         logging.disable(logging.NOTSET)
-        gc.unfreeze()
-        gc.set_threshold(*threshold)
+        sweep.default_collector(threshold)
     totals = {("service", 0): 1_000, ("service", 10): 81_000, ("trivial", 0): 1_000, ("trivial", 10): 31_000}
     monkeypatch.setattr(instructions, "count", lambda subject, calls: totals[subject, calls])
     assert instructions.per_call(("service", "trivial"), calls=10) == {"service": 8_000, "trivial": 3_000}
@@ -80,3 +117,25 @@ def test_instruction_count_children_run_every_subject_and_the_difference_is_per_
 def test_instruction_count_reads_callgrinds_total():
     found = instructions.COLLECTED.search("==1== Events    : Ir\n==1== Collected : 8297207\n")
     assert found and int(found.group(1)) == 8297207
+
+
+def test_profiles_time_each_phase_inside_real_calls(capsys):
+    from bench import profile
+    threshold = gc.get_threshold()
+    try:
+        assert profile.main(["auth", "--calls", "20"]) == 0
+        assert profile.main(["first-seen", "--sizes", "30", "--calls", "20"]) == 0
+        assert profile.main(["big-chart", "--readings", "20"]) == 0
+    finally:
+        logging.disable(logging.NOTSET)
+        sweep.default_collector(threshold)
+    out = capsys.readouterr().out
+    phases = {line[:60].strip(): float(line[60:].split()[0]) for line in out.splitlines()
+              if line.startswith("  ") and line[60:].strip().endswith("%")}
+    for phase in ("ES384 signature check (ECAlgorithm.verify)", "replay cache: Redis SET NX EX round trip",
+                  "validation of the relevant resources (fhir.resources)", "rendering the cards"):
+        assert phases[phase] > 0, phase
+    # The signature check is part of jwt.decode, which is part of verify: nested phases are no larger.
+    assert phases["ES384 signature check (ECAlgorithm.verify)"] <= phases["jwt.decode: strict parse, signature, claims (incl.)"] \
+        <= phases["TokenVerifier.verify (incl. all below)"]
+    assert "readings" in out and "cache off" in out

@@ -1,6 +1,6 @@
 """scripts/test, the README's test command, on a machine that has only what a fresh one has.
 
-The machine running the suite already has chromium, wrk and docker-compose (and they cannot be removed:
+The machine running the suite already has chromium and docker-compose (and they cannot be removed:
 other runs use them), so the script is run in its --dry-run mode with a PATH holding only the tools of a
 fresh machine: it must plan to install every missing system tool, start the servers that are down, and
 run pytest through the project's own virtual environment.
@@ -41,14 +41,14 @@ def planned(done: subprocess.CompletedProcess) -> list[str]:
     return [line.removeprefix("would run: ") for line in done.stdout.splitlines() if line.startswith("would run: ")]
 
 
-def test_on_a_fresh_machine_it_installs_the_three_system_tools_and_starts_both_servers(tmp_path):
+def test_on_a_fresh_machine_it_installs_the_two_system_tools_and_starts_both_servers(tmp_path):
     done = dry_run(fresh_path(tmp_path, postgres_up=False, redis_up=False))
     assert done.returncode == 0, done.stderr
     steps = planned(done)
     assert any(s.startswith("pg_ctlcluster --skip-systemctl-redirect") and s.endswith("main start") for s in steps)
     assert any(s.startswith("redis-server --daemonize yes --bind 127.0.0.1 --port 6379") for s in steps)
     install = [s for s in steps if "apt-get install" in s]
-    assert len(install) == 1 and install[0].split()[-3:] == ["chromium", "wrk", "docker-compose"]
+    assert len(install) == 1 and install[0].split()[-2:] == ["chromium", "docker-compose"]
     assert "python -m pip install -q -e .[test]" in steps
     assert steps[-1] == "python -m pytest"
     assert steps.index("python -m pip install -q -e .[test]") < steps.index("python -m pytest")
@@ -56,7 +56,7 @@ def test_on_a_fresh_machine_it_installs_the_three_system_tools_and_starts_both_s
 
 def test_it_installs_nothing_the_machine_has_and_passes_pytest_its_arguments(tmp_path):
     path = fresh_path(tmp_path, postgres_up=True, redis_up=True)
-    for tool in ("chromium", "wrk", "docker-compose"):
+    for tool in ("chromium", "docker-compose"):
         (Path(path) / tool).write_text("#!/bin/sh\n")
         (Path(path) / tool).chmod(0o755)
     steps = planned(dry_run(path, ROOT, "-q", "tests/test_facts.py"))

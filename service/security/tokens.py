@@ -5,10 +5,12 @@ key is looked up, so a forged or foreign token never makes us fetch anything.
 """
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import dataclass
 
 import jwt
+import orjson
 import requests
 
 from service.security.issuers import Issuer
@@ -45,11 +47,8 @@ class TokenVerifier:
             raise AuthFailed("no bearer token")
         token = token.strip()
         try:
-            # One unverified parse for both header and claims (each parse checks every base64 character in
-            # Python): they only choose the issuer and key; the decode below verifies everything.
-            unverified_token = jwt.decode_complete(token, options={"verify_signature": False})
-            header, unverified = unverified_token["header"], unverified_token["payload"]
-        except jwt.PyJWTError as exc:
+            header, unverified = _peek(token)
+        except ValueError as exc:
             raise AuthFailed(f"malformed token ({type(exc).__name__})") from None
         alg, kid = header.get("alg"), header.get("kid")
         if header.get("typ") is not None and str(header["typ"]).upper() != "JWT":
@@ -82,3 +81,18 @@ class TokenVerifier:
         if not self.replay.first_use(issuer.iss, claims["jti"], ttl):
             raise AuthFailed("jti replayed")
         return Caller(issuer=issuer, jti=claims["jti"], tenant=tenant if isinstance(tenant, str) else None)
+
+
+def _peek(token: str) -> tuple[dict, dict]:
+    """The header and claims of a token, unverified: they only choose the issuer and the key. jwt.decode then
+    parses the token once, strictly, and verifies all of it (a token read here otherwise than PyJWT reads it
+    fails there). PyJWT's own unverified parse checks every base64 character in Python: ~50 µs a call."""
+    header, payload, _ = token.split(".")
+    return _segment(header), _segment(payload)
+
+
+def _segment(segment: str) -> dict:
+    value = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
