@@ -79,7 +79,7 @@ AUTH_FAILURE_REASONS = (
     ("InvalidAudienceError", "wrong_audience"), ("InvalidSignatureError", "bad_signature"),
     ("InvalidIssuerError", "untrusted_issuer"), ("MissingRequiredClaimError", "missing_claim"),
     ("token lifetime", "lifetime_too_long"), ("tenant not allowed", "tenant_not_allowed"),
-    ("jti replayed", "replayed_jti"),
+    ("jti replayed", "replayed_jti"), ("DecodeError", "malformed_token"), ("InvalidJTIError", "malformed_token"),
 )
 
 
@@ -87,9 +87,11 @@ def auth_failure_reason(message: str) -> str:
     return next((code for start, code in AUTH_FAILURE_REASONS if message.startswith(start)), "other")
 
 
-def observe_auth_failure(message: str) -> None:
-    """Count a refused request by the kind of refusal (see AUTH_FAILURE_REASONS)."""
-    AUTH_FAILURES.labels(auth_failure_reason(message)).inc()
+def observe_auth_failure(message: str) -> str:
+    """Count a refused request by the kind of refusal (see AUTH_FAILURE_REASONS); that kind is returned."""
+    reason = auth_failure_reason(message)
+    AUTH_FAILURES.labels(reason).inc()
+    return reason
 
 
 def _service_label() -> str | None:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import requests
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_cors import CORS
@@ -134,14 +135,23 @@ def _guard():
             g.caller = security.verifier.verify(request.headers.get("Authorization"), security.audience())
         except AuthFailed as exc:
             g.auth_failure = str(exc)
-            metrics.observe_auth_failure(g.auth_failure)
-            return Response(status=401, headers={"WWW-Authenticate": CHALLENGE})
+            return _unauthorized(metrics.observe_auth_failure(g.auth_failure))
         except ReplayStoreUnavailable as exc:
             raise ApiError(503, "replay_cache_unavailable", "avh-cds cannot check token reuse right now; "
                            "retry later") from exc
     if request.method == "POST":
         _check_body(security)
     return None
+
+
+def _unauthorized(reason: str) -> Response:
+    """401 with a JSON body naming the kind of refusal (a fixed code, never text from the token); the full
+    reason goes to the access line only."""
+    body = {"error": "invalid_token", "reason": reason,
+            "message": f"a valid bearer JWT from a trusted issuer is required ({reason})"}
+    error = "" if reason == "missing_token" else ', error="invalid_token"'
+    return current_app.response_class(orjson.dumps(body), status=401, mimetype="application/json",
+                                      headers={"WWW-Authenticate": CHALLENGE + error})
 
 
 _auth_off_reminded = -AUTH_OFF_REMINDER_SECONDS
