@@ -78,6 +78,6 @@ def feedback(service_id: str):
     service = _service_or_404(service_id)
     body = _json_body()
     _validate(body, "feedback", "not CDS Hooks 2.0 feedback")
-    entries = parse_feedback(body["feedback"])
+    entries = parse_feedback(service.id, body["feedback"])
     result = current_app.extensions["avh"].store.record_feedback(service.id, entries, dt.datetime.now(dt.timezone.utc))
     return jsonify(result.as_json())
