@@ -23,7 +23,7 @@ class Settings:
     fetch_timeout_seconds: float = 2.0
     fetch_budget_seconds: float = 0.4
     fetch_page_cap: int = 10
-    # Threads (and pooled connections) shared by all requests for fetching from fhirServer.
+    # Threads (and pooled connections) for fetching, per fhirServer: shared by the requests naming that server.
     fetch_workers: int = 8
     # Largest FHIR answer (one page) read from fhirServer; a larger one counts as a failed fetch.
     fetch_max_bytes: int = 10 * 1024 * 1024

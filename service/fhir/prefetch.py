@@ -5,8 +5,10 @@ For each prefetch key of a service:
 - sent as null: the client looked and there is no data;
 - sent as an OperationOutcome (alone or inside a Bundle): the client tried and failed;
 - absent: fetched from fhirServer, the template's tokens filled from the context.
-Fetches of different keys run concurrently on a shared thread pool over one pooled Session, each
-request with a timeout and all of them within one overall budget. A key that cannot be had, or only
+Fetches of different keys run concurrently over one pooled Session, on a thread pool per fhirServer (so
+a slow server fills its own pool, never another server's), each request with a timeout and all of them
+within one overall budget: a fetch reads its answer a piece at a time, its socket's timeout shrinking with
+what is left of the budget, and gives its thread back when the budget ends. A key that cannot be had, or only
 in part, is unavailable: its resource type goes into Prefetched.unavailable (so no card concludes
 anything from its absence), and when that type decides whether the patient is in scope at all
 (Patient, Condition) the call fails with PrefetchFailed (412).
@@ -24,13 +26,16 @@ import json
 import logging
 import posixpath
 import re
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from service.ops import metrics
@@ -229,6 +234,41 @@ def _session(workers: int) -> requests.Session:
     return session
 
 
+@functools.lru_cache(maxsize=256)
+def _origin(server: str) -> tuple:
+    """What a fetch pool is kept by: fhirServer's scheme, host and port."""
+    try:
+        parts = urlsplit(server)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return ("", server[:200], None)
+
+
+class FetchPools:
+    """A bounded thread pool per fhirServer origin, made when first needed; the `most` most recently used are
+    kept. A server that answers slowly can hold only its own pool's threads (each until its call's budget ends),
+    so the calls naming another server fetch at once."""
+    MOST = 32
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pools: OrderedDict[tuple, ThreadPoolExecutor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, server: str) -> ThreadPoolExecutor:
+        origin = _origin(server)
+        with self._lock:
+            pool = self._pools.get(origin)
+            if pool is None:
+                pool = self._pools[origin] = ThreadPoolExecutor(max_workers=self.workers,
+                                                                thread_name_prefix="avh-fetch")
+                if len(self._pools) > self.MOST:      # its threads end with their fetches, within the budget
+                    self._pools.popitem(last=False)[1].shutdown(wait=False, cancel_futures=True)
+            else:
+                self._pools.move_to_end(origin)
+            return pool
+
+
 class PrefetchResolver:
     """`wanted`: which resources to keep (the services' selector); the others are read for their patient only."""
 
@@ -237,7 +277,7 @@ class PrefetchResolver:
                  wanted: Callable[[dict], bool] | None = None):
         self.wanted = wanted
         self.session = session or _session(workers)
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="avh-fetch")
+        self.pools = FetchPools(workers)
         self.timeout, self.budget, self.page_cap, self.max_bytes = timeout, budget, page_cap, max_bytes
 
     @classmethod
@@ -337,7 +377,8 @@ class PrefetchResolver:
         if isinstance(auth, dict) and auth.get("access_token"):
             headers["Authorization"] = f"Bearer {auth['access_token']}"
         server = request["fhirServer"]
-        futures = {self.pool.submit(self._fetch_key, plan, server, headers, deadline): plan for plan in plans}
+        pool = self.pools.of(server)
+        futures = {pool.submit(self._fetch_key, plan, server, headers, deadline): plan for plan in plans}
         wait(futures, timeout=max(0.0, deadline - time.monotonic()))
         for future, plan in futures.items():
             if not future.done():
@@ -398,17 +439,17 @@ class PrefetchResolver:
                     shown = media[:40] if MEDIA_TYPE.fullmatch(media) else "another media type"
                     raise FetchProblem(f"fhirServer answered with {shown}, not FHIR JSON", "invalid")
                 raw = self._read(response, deadline)
-        except requests.Timeout:
-            if timeout < self.timeout:     # the budget, not the request timeout, ran out
+        except (requests.Timeout, urllib3.exceptions.ReadTimeoutError):
+            if timeout < self.timeout or time.monotonic() >= deadline - 0.01:   # the budget ran out, not the timeout
                 raise self._over_budget() from None
             raise FetchProblem(f"fhirServer did not answer within {timeout:g} s", "timeout") from None
-        except requests.exceptions.ChunkedEncodingError:
+        except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError):
             raise FetchProblem("fhirServer's answer broke off before its end", "incomplete") from None
         except requests.ConnectionError:
             if time.monotonic() >= deadline:
                 raise self._over_budget() from None
             raise FetchProblem("fhirServer could not be reached", "transient") from None
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise FetchProblem(f"the request to fhirServer failed ({type(exc).__name__})", "exception") from None
         try:
             return json.loads(raw)
@@ -419,12 +460,21 @@ class PrefetchResolver:
         return FetchProblem(f"no complete answer within the fetch budget ({self.budget:g} s)", "timeout")
 
     def _read(self, response: requests.Response, deadline: float) -> bytes:
-        raw = bytearray()
-        for chunk in response.iter_content(64 * 1024):
+        """The body, read as it arrives (read1: what one receive gives, up to 64 KiB), the deadline checked after
+        every receive and each receive's timeout cut to what is left of the budget: a server trickling a byte at
+        a time keeps the thread no longer than the call's budget."""
+        raw, stream = bytearray(), response.raw
+        sock = getattr(getattr(stream, "connection", None), "sock", None)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._over_budget()
+            if sock is not None:
+                sock.settimeout(min(self.timeout, remaining))
+            chunk = stream.read1(64 * 1024, decode_content=True)
+            if not chunk:
+                return bytes(raw)
             raw += chunk
             if len(raw) > self.max_bytes:
                 raise FetchProblem(f"fhirServer's answer is larger than {self.max_bytes} bytes "
                                    "(AVH_CDS_FETCH_MAX_BYTES)", "too-costly")
-            if time.monotonic() > deadline:
-                raise self._over_budget()
-        return bytes(raw)

@@ -1,0 +1,69 @@
+"""Hostile review, denial of service (issue 15, items 1 to 3): slow or huge answers from servers the service
+contacts, and memory that grew with what callers sent. Real sockets on 127.0.0.1. Each test's docstring names
+the attack."""
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from werkzeug.serving import make_server
+
+from service import create_app
+from service.config import Settings
+from tests.hostile_support import TricklingServer, free_port
+from tests.records import AUTH_OFF, PRE_OP_CARDS, topics, write_fixtures
+
+BUDGET = 1.5          # generous: a loaded test machine must not turn a healthy fetch into a failure
+TRICKLE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: 10000000\r\n\r\n"
+                b'{"resourceType": "Bundle", "type": "searchset", "entry": [')
+
+
+@pytest.fixture(scope="module")
+def healthy_fhir(tmp_path_factory):
+    """A healthy FHIR server: the service's own fixture endpoint, served over real HTTP."""
+    app = create_app(Settings.from_env(AUTH_OFF, fixture_fhir=True,
+                                       fixtures_dir=write_fixtures(tmp_path_factory.mktemp("fx"))))
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/fhir"
+    server.shutdown()
+    thread.join(5)
+
+
+def _no_prefetch_call(client, fhir_server: str):
+    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": fhir_server,
+            "context": {"patientId": "pt-pre", "userId": "Practitioner/u1"}}
+    started = time.monotonic()
+    response = client.post("/cds-services/avh-patient-view", json=body)
+    return response, time.monotonic() - started
+
+
+def test_a_trickling_fhir_server_holds_no_thread_past_the_budget_and_no_other_callers_fetch(tmp_path, healthy_fhir):
+    """Attack: a FHIR server announces Content-Length: 10000000, then sends one byte every 0.2 s, named by 8
+    calls at once. It held the shared fetch pool (the deadline was checked only between 64 KiB reads), so for the
+    next 53 s every call fetching from a healthy server got 412."""
+    app = create_app(Settings.from_env(AUTH_OFF, sqlite_path=tmp_path / "s.sqlite3", fetch_workers=8,
+                                       fetch_budget_seconds=BUDGET, fetch_timeout_seconds=BUDGET))
+    client = app.test_client()
+    with TricklingServer(TRICKLE_HEAD) as slow, ThreadPoolExecutor(16) as callers:
+        slow_calls = [callers.submit(_no_prefetch_call, client, slow.base_url + "/fhir") for _ in range(8)]
+        deadline = time.monotonic() + 5
+        while len(slow.opened) < 8 and time.monotonic() < deadline:     # the slow server's fetches are under way
+            time.sleep(0.02)
+        assert len(slow.opened) >= 8
+        healthy = [callers.submit(_no_prefetch_call, client, healthy_fhir) for _ in range(4)]
+        for future in healthy:
+            response, _ = future.result(timeout=30)
+            assert response.status_code == 200, response.json
+            assert topics(response.json["cards"]) == PRE_OP_CARDS
+        for future in slow_calls:
+            response, seconds = future.result(timeout=30)
+            assert response.status_code == 412 and seconds < BUDGET + 1.0
+        answered = time.monotonic()
+        while len(slow.released) < len(slow.opened) and time.monotonic() < answered + BUDGET + 2:
+            time.sleep(0.05)
+        # Every connection to the slow server was let go of: no fetch thread is still reading from it.
+        assert len(slow.released) == len(slow.opened)
+        assert max(slow.released) - min(slow.opened) < 2 * BUDGET + 1.5
