@@ -90,6 +90,7 @@ class Plan:
     patient_id: str | None           # the patient the query is about, when it names one
     seed: tuple[dict, ...] = ()      # resources already had (pages the client sent)
     pages: int = 0                   # pages already had
+    matched: int = 0                 # search matches on those pages (to compare with the Bundle's total)
 
 
 def fill_template(template: str, context: Mapping[str, Any]) -> str | None:
@@ -196,6 +197,30 @@ def next_link(bundle: Mapping, page_url: str | None) -> str | None:
     return None
 
 
+def search_matches(bundle: Mapping) -> int:
+    """How many of a searchset's entries are matches (not included resources, not OperationOutcomes): what its
+    `total` counts."""
+    count = 0
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") != "OperationOutcome":
+            search = entry.get("search")
+            count += not (isinstance(search, dict) and search.get("mode") == "include")
+    return count
+
+
+def cut_short(bundle: Mapping, matched: int) -> bool:
+    """A search answer with no `next` link whose `total` says there are more matches than were read: a page
+    cut silently (a server's cap, a proxy); what it holds is not all there is."""
+    total = bundle.get("total")
+    return isinstance(total, int) and not isinstance(total, bool) and total > matched
+
+
+CUT_SHORT = Problem("the client sent fewer entries than its search's total, and no next link to the rest",
+                    "incomplete")
+
+
 def _check_fhir(body: Any, plan: Plan) -> Mapping:
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
         raise FetchProblem("fhirServer answered with JSON that is not a FHIR resource", "invalid")
@@ -298,6 +323,8 @@ class PrefetchResolver:
             patient_id = context.get("patientId") if patient_scoped else None
             if key in sent:
                 plan, problem = self._use_sent(key, rtype, sent[key], patient_id, result, self.wanted)
+                if problem is CUT_SHORT and server:     # all of it, from the server instead
+                    plan, problem = self._plan(key, rtype, template, context, patient_id, server)
             else:
                 plan, problem = self._plan(key, rtype, template, context, patient_id, server)
             if problem is not None:
@@ -341,12 +368,15 @@ class PrefetchResolver:
             return None, Problem("the client could not prefetch it (OperationOutcome)", "exception")
         if unusable == OTHER_PATIENT:
             return None, Problem("the client sent another patient's resources", "invalid")
+        bundle = value.get("resourceType") == "Bundle"
+        more = next_link(value, None) if bundle else None
+        if more is None and bundle and "total" in value and cut_short(value, search_matches(value)):
+            return None, CUT_SHORT
         result.sources[key] = "prefetch"
-        more = next_link(value, None) if value.get("resourceType") == "Bundle" else None
         if more is None:
             result.resources += resources
             return None, None
-        return Plan(key, rtype, more, True, patient_id, tuple(resources), pages=1), None
+        return Plan(key, rtype, more, True, patient_id, tuple(resources), pages=1, matched=search_matches(value)), None
 
     @staticmethod
     def _plan(key: str, rtype: str, template: str, context: Mapping, patient_id: str | None,
@@ -395,7 +425,7 @@ class PrefetchResolver:
         """Read one key, page after page; what was read stays even when a later page fails."""
         started = time.monotonic()
         resources, read, pages, url, seen = list(plan.seed), 0, plan.pages, plan.url, set()
-        problem = None
+        problem, matched, totals = None, plan.matched, []
         try:
             while url is not None:
                 if url in seen:
@@ -414,6 +444,12 @@ class PrefetchResolver:
                     raise FetchProblem("fhirServer answered with another patient's resources", "invalid")
                 resources += page
                 url = next_link(body, url) if plan.search else None
+                if plan.search:
+                    matched += search_matches(body)
+                    totals.append(body)
+            if totals and any(cut_short(page, matched) for page in totals):
+                raise FetchProblem("fhirServer's search answer holds fewer entries than its total, and no next "
+                                   "link to the rest", "incomplete")
         except FetchProblem as exc:
             problem = exc.problem
         metrics.observe_prefetch_fetch(plan.key, time.monotonic() - started)
