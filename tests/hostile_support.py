@@ -12,13 +12,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class TricklingServer:
-    """Answers every request with `head` (a status line and headers announcing a large body), then one byte every
-    `every` seconds until the client hangs up. Records, per connection, when it was opened and when the client
-    let go of it (the first failed send), so a test can tell whether the service gave its thread back."""
+class StreamingServer:
+    """Answers every request with `head` (a status line and headers announcing a large body), then `piece` every
+    `every` seconds (one byte every 0.2 s by default) until the client hangs up or `most` bytes were sent. Records,
+    per connection, when it was opened and when the client let go of it (the first failed send), so a test can
+    tell whether the service gave its thread back; `sent` counts the body bytes sent."""
 
-    def __init__(self, head: bytes, every: float = 0.2):
-        self.head, self.every = head, every
+    def __init__(self, head: bytes, piece: bytes = b" ", every: float = 0.2, most: int = 1 << 40):
+        self.head, self.piece, self.every, self.most = head, piece, every, most
         self.opened: list[float] = []
         self.released: list[float] = []
         self.sent = 0
@@ -53,10 +54,10 @@ class TricklingServer:
                     return
                 request += data
             conn.sendall(self.head)
-            while not self._stop.wait(self.every):
-                conn.sendall(b" ")
+            while not self._stop.wait(self.every) and self.sent < self.most:
+                conn.sendall(self.piece)
                 with self._lock:
-                    self.sent += 1
+                    self.sent += len(self.piece)
         except OSError:
             pass
         finally:
@@ -64,7 +65,7 @@ class TricklingServer:
                 self.released.append(time.monotonic())
             conn.close()
 
-    def __enter__(self) -> "TricklingServer":
+    def __enter__(self) -> "StreamingServer":
         self._thread.start()
         return self
 

@@ -11,7 +11,8 @@ from werkzeug.serving import make_server
 
 from service import create_app
 from service.config import Settings
-from tests.hostile_support import TricklingServer, free_port
+from tests.hostile_support import StreamingServer, free_port
+from tests.security_support import INVOKE, bearer, hook_request, issuer, make_app, token
 from tests.records import AUTH_OFF, PRE_OP_CARDS, topics, write_fixtures
 
 BUDGET = 1.5          # generous: a loaded test machine must not turn a healthy fetch into a failure
@@ -47,7 +48,7 @@ def test_a_trickling_fhir_server_holds_no_thread_past_the_budget_and_no_other_ca
     app = create_app(Settings.from_env(AUTH_OFF, sqlite_path=tmp_path / "s.sqlite3", fetch_workers=8,
                                        fetch_budget_seconds=BUDGET, fetch_timeout_seconds=BUDGET))
     client = app.test_client()
-    with TricklingServer(TRICKLE_HEAD) as slow, ThreadPoolExecutor(16) as callers:
+    with StreamingServer(TRICKLE_HEAD) as slow, ThreadPoolExecutor(16) as callers:
         slow_calls = [callers.submit(_no_prefetch_call, client, slow.base_url + "/fhir") for _ in range(8)]
         deadline = time.monotonic() + 5
         while len(slow.opened) < 8 and time.monotonic() < deadline:     # the slow server's fetches are under way
@@ -67,3 +68,32 @@ def test_a_trickling_fhir_server_holds_no_thread_past_the_budget_and_no_other_ca
         # Every connection to the slow server was let go of: no fetch thread is still reading from it.
         assert len(slow.released) == len(slow.opened)
         assert max(slow.released) - min(slow.opened) < 2 * BUDGET + 1.5
+
+
+JWKS_CHUNK = b"10000\r\n" + b" " * 0x10000 + b"\r\n"      # one 64 KiB chunk of a chunked body
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+], ids=["announced", "chunked"])
+def test_a_huge_jwk_set_is_not_read_past_the_cap(tmp_path, head):
+    """Attack: an issuer's jwks_url answers with a 1 GB JWK Set (announced, or chunked with no length); it was
+    read whole before its size was checked (7.2 s, 2.2 GB of worker memory)."""
+    with StreamingServer(head, piece=JWKS_CHUNK, every=0, most=64 << 20) as huge:
+        client = make_app(tmp_path, [issuer(jwks=None, jwks_url=huge.base_url + "/jwks.json")]).test_client()
+        response = client.post(INVOKE, json=hook_request(), headers=bearer(token()))
+        assert response.status_code == 401 and response.json["reason"] == "unknown_key"
+        assert huge.sent < 4 << 20        # the fetch stopped at the cap (256 KiB) and hung up
+
+
+def test_a_trickling_jwk_set_is_given_up_at_the_fetch_timeout(tmp_path):
+    """Attack: an issuer's jwks_url announces a small JWK Set and sends a byte every 0.2 s; each receive was
+    within the 2 s timeout, so the fetch (and every call of that issuer, waiting on its lock) never ended."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    with StreamingServer(head) as slow, ThreadPoolExecutor(1) as caller:
+        client = make_app(tmp_path, [issuer(jwks=None, jwks_url=slow.base_url + "/jwks.json")]).test_client()
+        started = time.monotonic()
+        call = caller.submit(client.post, INVOKE, json=hook_request(), headers=bearer(token()))
+        response = call.result(timeout=15)
+        assert response.status_code == 401 and time.monotonic() - started < 5

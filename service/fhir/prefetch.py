@@ -38,6 +38,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from service.httpread import OutOfTime, TooLarge, read_capped
 from service.ops import metrics
 from service.clinical.record import subject_id
 from service.config import Settings
@@ -474,7 +475,12 @@ class PrefetchResolver:
                 if media and media not in FHIR_JSON_TYPES:
                     shown = media[:40] if MEDIA_TYPE.fullmatch(media) else "another media type"
                     raise FetchProblem(f"fhirServer answered with {shown}, not FHIR JSON", "invalid")
-                raw = self._read(response, deadline)
+                raw = read_capped(response, self.max_bytes, deadline, self.timeout)
+        except TooLarge:
+            raise FetchProblem(f"fhirServer's answer is larger than {self.max_bytes} bytes (AVH_CDS_FETCH_MAX_BYTES)",
+                               "too-costly") from None
+        except OutOfTime:
+            raise self._over_budget() from None
         except (requests.Timeout, urllib3.exceptions.ReadTimeoutError):
             if timeout < self.timeout or time.monotonic() >= deadline - 0.01:   # the budget ran out, not the timeout
                 raise self._over_budget() from None
@@ -494,23 +500,3 @@ class PrefetchResolver:
 
     def _over_budget(self) -> FetchProblem:
         return FetchProblem(f"no complete answer within the fetch budget ({self.budget:g} s)", "timeout")
-
-    def _read(self, response: requests.Response, deadline: float) -> bytes:
-        """The body, read as it arrives (read1: what one receive gives, up to 64 KiB), the deadline checked after
-        every receive and each receive's timeout cut to what is left of the budget: a server trickling a byte at
-        a time keeps the thread no longer than the call's budget."""
-        raw, stream = bytearray(), response.raw
-        sock = getattr(getattr(stream, "connection", None), "sock", None)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._over_budget()
-            if sock is not None:
-                sock.settimeout(min(self.timeout, remaining))
-            chunk = stream.read1(64 * 1024, decode_content=True)
-            if not chunk:
-                return bytes(raw)
-            raw += chunk
-            if len(raw) > self.max_bytes:
-                raise FetchProblem(f"fhirServer's answer is larger than {self.max_bytes} bytes "
-                                   "(AVH_CDS_FETCH_MAX_BYTES)", "too-costly")

@@ -6,15 +6,18 @@ us hammer the EHR. Keys are only ever fetched from the configured jwks_url, neve
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from typing import Callable
 
 import requests
+import urllib3
 from jwt import PyJWK, PyJWKSet, PyJWTError
 from jwt.exceptions import PyJWKSetError
 
+from service.httpread import OutOfTime, TooLarge, read_capped
 from service.security.issuers import Issuer, SecurityConfigError
 
 log = logging.getLogger(__name__)
@@ -79,17 +82,18 @@ class KeySet:
                 return self._fetched
             self._last_attempt = self.clock()
             try:
-                response = self.session.get(self.issuer.jwks_url, timeout=self.timeout, allow_redirects=False,
-                                            headers={"Accept": "application/json"})
-                if response.status_code != 200:       # redirects included: never followed
-                    raise ValueError(f"HTTP {response.status_code}")
-                if len(response.content) > MAX_JWKS_BYTES:
-                    raise ValueError("JWK Set too large")
-                self._fetched = _keys_by_kid(response.json())
+                deadline = time.monotonic() + self.timeout
+                with self.session.get(self.issuer.jwks_url, timeout=self.timeout, allow_redirects=False,
+                                      headers={"Accept": "application/json"}, stream=True) as response:
+                    if response.status_code != 200:       # redirects included: never followed
+                        raise ValueError(f"HTTP {response.status_code}")
+                    body = read_capped(response, MAX_JWKS_BYTES, deadline, self.timeout)
+                self._fetched = _keys_by_kid(json.loads(body))
                 self._fetched_at = self._last_attempt
                 self._bound = {}
                 log.info("fetched JWK Set", extra={"fields": {"iss": self.issuer.iss, "keys": len(self._fetched)}})
-            except (requests.RequestException, ValueError, TypeError, KeyError, PyJWKSetError) as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, TooLarge, OutOfTime, ValueError, TypeError,
+                    KeyError, RecursionError, PyJWKSetError) as exc:
                 # Keep the keys we had: an EHR hiccup must not lock out its still-valid keys.
                 log.warning("JWK Set fetch failed", extra={"fields": {"iss": self.issuer.iss,
                                                                       "reason": type(exc).__name__}})
