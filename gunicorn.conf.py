@@ -71,6 +71,12 @@ def post_worker_init(worker):
     gc.set_threshold(7000, 10, 100)
 
 
+def post_fork(server, worker):
+    """gunicorn's own refusals (request line or headers over its limits) answered in JSON, not HTML."""
+    from service.api.gunicorn_errors import answer_errors_in_json
+    answer_errors_in_json()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)

@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from service.ops import metrics
 from service.errors import ApiError
-from service.jsonbody import request_json
+from service.jsonbody import request_body, request_json
 from service.feedback.entries import parse_feedback
 from service.fhir.prefetch import PrefetchFailed
 
@@ -16,7 +16,7 @@ bp = Blueprint("cds", __name__)
 
 
 def _json_body() -> dict:
-    if not request.data:
+    if not request_body():
         raise ApiError(400, "invalid_json", "the request body is empty; a JSON object is required")
     try:
         body = request_json()

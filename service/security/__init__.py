@@ -32,7 +32,7 @@ from service.security.tokens import FORBIDDEN_ALGORITHMS, AuthFailed, Caller, To
 __all__ = ["install", "SecurityConfigError"]
 log = logging.getLogger(__name__)
 OPENAPI = Path(__file__).parent / "openapi.json"
-UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")   # fullmatch
 CHALLENGE = 'Bearer realm="avh-cds"'
 AUTH_OFF_WARNING = "AVH_CDS_AUTH=off: CDS calls are NOT authenticated; development only, never in production"
 AUTH_OFF_REMINDER_SECONDS = 60
@@ -167,7 +167,14 @@ def _remind_auth_off() -> None:
         log.warning(AUTH_OFF_WARNING)
 
 
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
 def _check_body(security: Security) -> None:
+    if not _is_json(request.mimetype):
+        raise ApiError(415, "unsupported_media_type", "the request body must be JSON sent as Content-Type: "
+                       f"application/json, not {request.mimetype[:60] or 'no Content-Type'!r}")
     try:
         body = request_json()
     except (ValueError, RecursionError):
@@ -175,7 +182,7 @@ def _check_body(security: Security) -> None:
     check_limits(body, security.settings.max_json_depth, security.settings.max_prefetch_resources)
     if not isinstance(body, dict):
         return
-    if isinstance(body.get("hookInstance"), str) and UUID.match(body["hookInstance"]):
+    if isinstance(body.get("hookInstance"), str) and UUID.fullmatch(body["hookInstance"]):
         g.hook_instance = body["hookInstance"]
     server = body.get("fhirServer")
     if request.endpoint == "cds.invoke" and isinstance(server, str):
