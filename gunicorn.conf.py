@@ -58,6 +58,17 @@ def on_starting(server):
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
     for stale in METRICS_DIR.glob("*.db"):
         stale.unlink()
+    _warn_of_a_replay_cache_per_worker(server)
+
+
+def _warn_of_a_replay_cache_per_worker(server):
+    """With auth required, each worker remembers the tokens it saw unless a shared replay cache is configured: a
+    token replayed to another worker is accepted. Said loudly at start-up (docs/security.md)."""
+    if (server.cfg.workers > 1 and os.environ.get("AVH_CDS_AUTH", "required") == "required"
+            and not os.environ.get("AVH_CDS_REDIS_URL") and not os.environ.get("AVH_CDS_REPLAY_DB")):
+        server.log.warning("%d workers, each with its own jti replay cache: a token replayed to another worker is "
+                           "accepted; set AVH_CDS_REPLAY_DB (one host) or AVH_CDS_REDIS_URL (several hosts)",
+                           server.cfg.workers)
 
 
 def post_worker_init(worker):

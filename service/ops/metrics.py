@@ -79,7 +79,7 @@ AUTH_FAILURE_REASONS = (
     ("InvalidAudienceError", "wrong_audience"), ("InvalidSignatureError", "bad_signature"),
     ("InvalidIssuerError", "untrusted_issuer"), ("MissingRequiredClaimError", "missing_claim"),
     ("token lifetime", "lifetime_too_long"), ("tenant not allowed", "tenant_not_allowed"),
-    ("jti replayed", "replayed_jti"), ("DecodeError", "malformed_token"), ("InvalidJTIError", "malformed_token"),
+    ("jti replayed", "replayed_jti"), ("jti unknown", "issued_before_replay_cache"), ("DecodeError", "malformed_token"), ("InvalidJTIError", "malformed_token"),
 )
 
 

@@ -36,6 +36,7 @@ UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-
 CHALLENGE = 'Bearer realm="avh-cds"'
 AUTH_OFF_WARNING = "AVH_CDS_AUTH=off: CDS calls are NOT authenticated; development only, never in production"
 AUTH_OFF_REMINDER_SECONDS = 60
+REPLAY_RETRY_AFTER_SECONDS = 2     # Retry-After of the 503 when the replay cache (Redis) cannot be reached
 SANDBOX_WARNING = ("AVH_CDS_TRUST_SANDBOX=1: trusting https://sandbox.cds-hooks.org, whose private key is public "
                    "(anyone can sign its tokens); development only, never in production")
 openapi_bp = Blueprint("openapi", __name__)
@@ -137,8 +138,10 @@ def _guard():
             g.auth_failure = str(exc)
             return _unauthorized(metrics.observe_auth_failure(g.auth_failure))
         except ReplayStoreUnavailable as exc:
-            raise ApiError(503, "replay_cache_unavailable", "avh-cds cannot check token reuse right now; "
-                           "retry later") from exc
+            error = ApiError(503, "replay_cache_unavailable", "avh-cds cannot check token reuse right now; "
+                             "retry later", retryAfterSeconds=REPLAY_RETRY_AFTER_SECONDS)
+            error.headers = {"Retry-After": str(REPLAY_RETRY_AFTER_SECONDS)}
+            raise error from exc
     if request.method == "POST":
         _check_body(security)
     return None

@@ -13,7 +13,7 @@ import requests
 
 from service.security.issuers import Issuer
 from service.security.keys import KeySet
-from service.security.replay import ReplayCache
+from service.security.replay import IssuedBeforeStart, ReplayCache
 
 # Never accepted, whatever the configuration says: "none" and the symmetric (shared-secret) algorithms.
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
@@ -91,6 +91,9 @@ class TokenVerifier:
         if issuer.tenants and tenant not in issuer.tenants:
             raise AuthFailed("tenant not allowed for this issuer")
         ttl = int(claims["exp"]) + self.clock_skew - int(time.time()) + 1
-        if not self.replay.first_use(issuer.iss, claims["jti"], ttl):
-            raise AuthFailed("jti replayed")
+        try:
+            if not self.replay.first_use(issuer.iss, claims["jti"], ttl, issued_at=claims["iat"]):
+                raise AuthFailed("jti replayed")
+        except IssuedBeforeStart:
+            raise AuthFailed("jti unknown: the token was issued before the replay cache last started") from None
         return Caller(issuer=issuer, jti=claims["jti"], tenant=tenant)
