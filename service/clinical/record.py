@@ -194,14 +194,14 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
             continue
         seen.add(key)
         if subject_id(res) != patient_id:
-            log.warning("ignored %s/%s: subject is not Patient/%s", rtype, rid, patient_id)
+            log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
             continue
         model, reason = check(res)
         if reason is None:
             kept.setdefault(rtype, []).append(model)
         else:
             item = LeftOut(rtype, str(rid), selector.concepts_of(res), reason)
-            log.warning("left out invalid %s: %s", item.ref, item.reason)
+            log.warning("left out invalid %.40s/%.64s: %.300s", rtype, item.id, item.reason)    # ids cut: caller-chosen
             left_out.append(item)
     return PatientRecord(patient_id=patient_id, patient=patient,
                          resources={k: tuple(v) for k, v in kept.items()},
