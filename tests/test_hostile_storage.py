@@ -146,3 +146,25 @@ def test_the_same_feedback_to_two_services_is_stored_for_each(app, client):
     assert second.status_code == 200 and second.json["stored"] == 1 and second.json["duplicates"] == 0
     assert post_feedback(client, [entry], service="avh-patient-view").json["duplicates"] == 1
     assert len(_marks(app, "avh-patient-view")) == 1 and len(_marks(app, "avh-order-sign")) == 1
+
+
+def test_postgresql_down_keeps_the_instance_ready_and_reports_the_outage(tmp_path):
+    """Attack (on availability): PostgreSQL goes down; hooks kept answering 200 but /readyz answered 503, so a
+    load balancer took every replica out at once although all of them could serve."""
+    from tests.deployment_support import sample
+    from tests.hostile_support import free_port
+    app = create_app(Settings.from_env(NO_AUTH, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/avh",
+                                       storage_timeout_seconds=1))
+    client = app.test_client()
+    try:
+        assert issue_cards(client)                                  # hooks answer
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json["status"] == "ready"
+        assert ready.json["checks"]["database"].startswith("failed") and ready.json["degraded"] == ["database"]
+        failures = sample(client.get("/metrics").text, "avh_cds_feedback_store_failures_total")
+        assert post_feedback(client, [overridden({"uuid": str(uuid.uuid4())})]).status_code == 503
+        text = client.get("/metrics").text
+        assert sample(text, "avh_cds_dependency_up", dependency="database") == 0
+        assert sample(text, "avh_cds_feedback_store_failures_total") > failures
+    finally:
+        app.extensions["avh"].store.dispose()

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from service.errors import ApiError
+from service.ops import metrics
 from service.uuids import issued_at_ms
 
 log = logging.getLogger(__name__)
@@ -273,6 +274,7 @@ class FeedbackStore:
                     return work(conn)
         except SQLAlchemyError as exc:
             log.warning("feedback store (%s) write failed: %s", self.backend, type(exc).__name__)
+            metrics.observe_feedback_store_failure()
             self._ready = False     # check the schema again next time (a restored or recreated database)
             raise StorageUnavailable(self.retry_after) from exc
 

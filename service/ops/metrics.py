@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from functools import cache
 
 from flask import Blueprint, Flask, Response, current_app, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
 PREFIX = "avh_cds"
@@ -32,6 +32,12 @@ PREFETCH_FETCH_SECONDS = Histogram(f"{PREFIX}_prefetch_fetch_duration_seconds",
                                    buckets=LATENCY_BUCKETS)
 PREFETCH_FAILURES = Counter(f"{PREFIX}_prefetch_failures", "Prefetch keys that could not be had, by key", ["key"])
 AUTH_FAILURES = Counter(f"{PREFIX}_auth_failures", "Requests refused by authentication, by reason", ["reason"])
+# 1 when the dependency answered the last readiness check, 0 when it did not; across workers, the lowest.
+DEPENDENCY_UP = Gauge(f"{PREFIX}_dependency_up", "Whether a dependency answered the last GET /readyz (1) or not (0)",
+                      ["dependency"], multiprocess_mode="livemin")
+FEEDBACK_STORE_FAILURES = Counter(f"{PREFIX}_feedback_store_failures",
+                                  "Writes to the feedback store that failed (feedback answered 503, issued cards kept "
+                                  "waiting)")
 
 UNKNOWN_SERVICE = "unknown"
 bp = Blueprint("metrics", __name__)
@@ -61,6 +67,14 @@ def prefetch_fetch_timer(key: str):
         yield
     finally:
         observe_prefetch_fetch(key, time.perf_counter() - started)
+
+
+def observe_dependency(name: str, up: bool) -> None:
+    DEPENDENCY_UP.labels(name).set(1 if up else 0)
+
+
+def observe_feedback_store_failure() -> None:
+    FEEDBACK_STORE_FAILURES.inc()
 
 
 def observe_prefetch_failure(key: str) -> None:
