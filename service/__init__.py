@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False
-    engine = Engine.load(settings.cards_dir, settings.model_cache_size, settings.max_json_depth)   # a bad card file fails here
+    engine = Engine.load(settings.cards_dir, settings.model_cache_size, settings.max_json_depth,
+                         settings.cache_max_bytes)   # a bad card file fails here
     registry = build_registry(engine.valuesets)
     app.extensions["avh"] = Avh(settings, engine, registry,
                                 PrefetchResolver.from_settings(settings, wanted=engine.selector.wanted), _validators(registry),

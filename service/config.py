@@ -30,6 +30,8 @@ class Settings:
     log_level: str = "INFO"
     # Validated FHIR resources remembered across requests (about 20 KB each; 0 = validate every time).
     model_cache_size: int = 1024
+    # ... and at most this many bytes (approximate) in the three caches together, a third each (0: no bound).
+    cache_max_bytes: int = 128 * 1024 * 1024
     # Security (docs/security.md): who may call, which FHIR servers we contact, input limits.
     auth: str = "required"                      # required | off (development only)
     issuers_file: str = ""                      # JSON file of trusted issuers

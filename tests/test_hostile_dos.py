@@ -13,7 +13,9 @@ from service import create_app
 from service.config import Settings
 from tests.hostile_support import StreamingServer, free_port
 from tests.security_support import INVOKE, bearer, hook_request, issuer, make_app, token
-from tests.records import AUTH_OFF, PRE_OP_CARDS, topics, write_fixtures
+from tests.deployment_support import sample
+from tests.records import (AUTH_OFF, PRE_OP_CARDS, full_prefetch, observation_ambulatory, pre_operative, topics,
+                           write_fixtures)
 
 BUDGET = 1.5          # generous: a loaded test machine must not turn a healthy fetch into a failure
 TRICKLE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: 10000000\r\n\r\n"
@@ -97,3 +99,35 @@ def test_a_trickling_jwk_set_is_given_up_at_the_fetch_timeout(tmp_path):
         call = caller.submit(client.post, INVOKE, json=hook_request(), headers=bearer(token()))
         response = call.result(timeout=15)
         assert response.status_code == 401 and time.monotonic() - started < 5
+
+
+def _big_chart(patient_id: str, observations: int = 300) -> list[dict]:
+    """A pre-operative chart with many relevant Observations, each with a 3 KB note: about 1 MB of JSON."""
+    notes = [{"text": "n" * 3000}]
+    return pre_operative(patient_id) + [{**observation_ambulatory(f"{patient_id}-o{k}", patient_id, days=k % 20),
+                                         "note": notes} for k in range(observations)]
+
+
+def test_the_chart_and_model_caches_are_bounded_by_bytes_and_shown_in_metrics(tmp_path):
+    """Attack: distinct large charts, one after another; the per-worker caches were bounded by entries only
+    (1024 charts of 8.5 MB could reach gigabytes: +200 MB over 30 charts, still rising)."""
+    bound = 12 * 1024 * 1024
+    app = create_app(Settings.from_env(AUTH_OFF, sqlite_path=tmp_path / "s.sqlite3", cache_max_bytes=bound))
+    client = app.test_client()
+    templates = app.extensions["avh"].registry.get("avh-patient-view").prefetch
+    for n in range(10):
+        pid = f"big-{n}"
+        body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
+                "context": {"patientId": pid, "userId": "Practitioner/u1"},
+                "prefetch": full_prefetch(_big_chart(pid), templates, pid)}
+        response = client.post("/cds-services/avh-patient-view", json=body)
+        assert response.status_code == 200 and PRE_OP_CARDS <= topics(response.json["cards"])
+    engine = app.extensions["avh"].engine
+    assert 0 < len(engine.charts) < 10                  # ~1 MB each, 4 MB for charts: the oldest went
+    caches = {"models": engine.validate._results, "charts": engine.charts, "answers": engine.answers}
+    text = client.get("/metrics").text
+    for name, cache in caches.items():
+        assert 0 < cache.bytes <= bound // 3, name
+        # the gauge sums this process's caches of that name (other apps a test run keeps alive included)
+        assert sample(text, "avh_cds_cache_bytes", cache=name) >= cache.bytes
+        assert sample(text, "avh_cds_cache_entries", cache=name) >= len(cache)

@@ -19,6 +19,8 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
+from service import lru
+
 PREFIX = "avh_cds"
 # Latency buckets around the targets that matter: 500 ms (spec) and 5 s (Da Vinci CRD).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -35,6 +37,12 @@ AUTH_FAILURES = Counter(f"{PREFIX}_auth_failures", "Requests refused by authenti
 # 1 when the dependency answered the last readiness check, 0 when it did not; across workers, the lowest.
 DEPENDENCY_UP = Gauge(f"{PREFIX}_dependency_up", "Whether a dependency answered the last GET /readyz (1) or not (0)",
                       ["dependency"], multiprocess_mode="livemin")
+# A worker's caches of validated models, chart facts and patient-view answers (service/lru.py); summed over workers.
+CACHE_ENTRIES = Gauge(f"{PREFIX}_cache_entries", "Entries in the per-worker caches, summed over workers", ["cache"],
+                      multiprocess_mode="livesum")
+CACHE_BYTES = Gauge(f"{PREFIX}_cache_bytes", "Approximate bytes held by the per-worker caches, summed over workers",
+                    ["cache"], multiprocess_mode="livesum")
+CACHE_PUBLISH_SECONDS = 1.0
 FEEDBACK_STORE_FAILURES = Counter(f"{PREFIX}_feedback_store_failures",
                                   "Writes to the feedback store that failed (feedback answered 503, issued cards kept "
                                   "waiting)")
@@ -75,6 +83,18 @@ def observe_dependency(name: str, up: bool) -> None:
 
 def observe_feedback_store_failure() -> None:
     FEEDBACK_STORE_FAILURES.inc()
+
+
+_caches_published = 0.0
+
+
+def publish_cache_sizes() -> None:
+    """This worker's cache sizes into the gauges (each worker writes its own; /metrics sums them)."""
+    global _caches_published
+    _caches_published = time.monotonic()
+    for name, (entries, weight) in lru.sizes().items():
+        CACHE_ENTRIES.labels(name).set(entries)
+        CACHE_BYTES.labels(name).set(weight)
 
 
 def observe_prefetch_failure(key: str) -> None:
@@ -128,6 +148,8 @@ def init_app(app: Flask) -> None:
         started = g.get("metrics_started")
         if service is not None and started is not None:
             _request_seconds_of(service, str(response.status_code)).observe(time.perf_counter() - started)
+            if time.monotonic() - _caches_published >= CACHE_PUBLISH_SECONDS:
+                publish_cache_sizes()
         return response
 
     app.register_blueprint(bp)
@@ -143,4 +165,5 @@ def _registry():
 
 @bp.get("/metrics")
 def metrics():
+    publish_cache_sizes()       # this worker's, up to date; the others' as of their last call (within a second)
     return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)
