@@ -131,3 +131,23 @@ def test_the_chart_and_model_caches_are_bounded_by_bytes_and_shown_in_metrics(tm
         # the gauge sums this process's caches of that name (other apps a test run keeps alive included)
         assert sample(text, "avh_cds_cache_bytes", cache=name) >= cache.bytes
         assert sample(text, "avh_cds_cache_entries", cache=name) >= len(cache)
+
+
+def test_calls_naming_ever_new_fhir_servers_keep_a_bounded_number_of_fetch_pools():
+    """Attack: calls naming a new fhirServer each time (any loopback port is allowed with auth off): a pool per
+    server must not become threads without bound, nor fail a call once the oldest pool is let go of."""
+    import re
+    import responses
+    from service.fhir.prefetch import FetchPools, PrefetchResolver
+    from tests.records import COMPRESSION, HEMANGIOMA, condition, patient, searchset
+    templates = {"patient": "Patient/{{context.patientId}}", "conditions": "Condition?patient={{context.patientId}}"}
+    resolver = PrefetchResolver(timeout=1.0, budget=2.0)
+    with responses.RequestsMock() as rsps:
+        rsps.get(re.compile(r"http://127\.0\.0\.1:\d+/fhir/Patient/p1"), json=patient("p1"))
+        rsps.get(re.compile(r"http://127\.0\.0\.1:\d+/fhir/Condition.*"),
+                 json=searchset([condition("c1", "p1", HEMANGIOMA), condition("c2", "p1", COMPRESSION)]))
+        for port in range(20000, 20000 + FetchPools.MOST + 8):
+            result = resolver.resolve(templates, {"context": {"patientId": "p1"},
+                                                  "fhirServer": f"http://127.0.0.1:{port}/fhir"})
+            assert result.unavailable == {} and len(result.resources) == 3
+    assert len(resolver.pools._pools) == FetchPools.MOST

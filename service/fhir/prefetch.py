@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -281,18 +281,20 @@ class FetchPools:
         self._pools: OrderedDict[tuple, ThreadPoolExecutor] = OrderedDict()
         self._lock = threading.Lock()
 
-    def of(self, server: str) -> ThreadPoolExecutor:
+    def submit(self, server: str, work: Callable, *args) -> Future:
+        """Run work(*args) on server's pool. Under the lock, so that no pool is let go of between being found and
+        being given the work."""
         origin = _origin(server)
         with self._lock:
             pool = self._pools.get(origin)
             if pool is None:
                 pool = self._pools[origin] = ThreadPoolExecutor(max_workers=self.workers,
                                                                 thread_name_prefix="avh-fetch")
-                if len(self._pools) > self.MOST:      # its threads end with their fetches, within the budget
-                    self._pools.popitem(last=False)[1].shutdown(wait=False, cancel_futures=True)
+                if len(self._pools) > self.MOST:      # what it runs still ends within its calls' budgets
+                    self._pools.popitem(last=False)[1].shutdown(wait=False)
             else:
                 self._pools.move_to_end(origin)
-            return pool
+            return pool.submit(work, *args)
 
 
 class PrefetchResolver:
@@ -408,8 +410,7 @@ class PrefetchResolver:
         if isinstance(auth, dict) and auth.get("access_token"):
             headers["Authorization"] = f"Bearer {auth['access_token']}"
         server = request["fhirServer"]
-        pool = self.pools.of(server)
-        futures = {pool.submit(self._fetch_key, plan, server, headers, deadline): plan for plan in plans}
+        futures = {self.pools.submit(server, self._fetch_key, plan, server, headers, deadline): plan for plan in plans}
         wait(futures, timeout=max(0.0, deadline - time.monotonic()))
         for future, plan in futures.items():
             if not future.done():
