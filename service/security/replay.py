@@ -85,10 +85,20 @@ class RedisReplayCache:
         self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._errors = redis.RedisError
         self._first_use = self._redis.register_script(FIRST_USE)
+        try:
+            self._mark_start()
+        except self._errors:
+            pass                    # Redis down at start: the first call that reaches it marks it
+
+    def _mark_start(self) -> None:
+        """Record when this Redis began remembering, unless it already has: done at start-up and by each readiness
+        probe too, so that a token minted just before the first call after a (re)start is not refused for being a
+        second older than that call."""
+        self._redis.set(REMEMBERING_SINCE, int(time.time()), nx=True)
 
     def ping(self) -> None:
         """Raises when Redis cannot be reached (GET /readyz)."""
-        self._redis.ping()
+        self._mark_start()
 
     def first_use(self, iss: str, jti: str, ttl_seconds: int, issued_at: float | None = None) -> bool:
         now = int(time.time())
