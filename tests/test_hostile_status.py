@@ -2,13 +2,12 @@
 chooses that used to give a 500, HTML, or the wrong 4xx. Each test's docstring names the attack."""
 import base64
 import json
-import time
 import uuid
 
 import pytest
 from jwt.api_jws import PyJWS
 
-from tests.security_support import (BASE, INVOKE, ISS, Keys, bearer, claims, hook_request, issuer, make_app, token)
+from tests.security_support import INVOKE, ISS, Keys, bearer, claims, hook_request, issuer, make_app, token
 
 
 def _b64(data: bytes) -> str:
