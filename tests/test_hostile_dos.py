@@ -151,3 +151,20 @@ def test_calls_naming_ever_new_fhir_servers_keep_a_bounded_number_of_fetch_pools
                                                   "fhirServer": f"http://127.0.0.1:{port}/fhir"})
             assert result.unavailable == {} and len(result.resources) == 3
     assert len(resolver.pools._pools) == FetchPools.MOST
+
+
+def test_a_fhir_server_trickling_its_headers_is_cut_off_when_the_budget_ends():
+    """Attack: a FHIR server sends its status line, then one header byte every 0.2 s: the headers are read before
+    any body, one receive at a time, each within the socket's timeout, so the fetch thread stayed after the call
+    had answered."""
+    from service.fhir.prefetch import PrefetchResolver
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nX-Slow: "
+    resolver = PrefetchResolver(timeout=2.0, budget=0.5)
+    with StreamingServer(head, piece=b"a") as slow:
+        started = time.monotonic()
+        result = resolver.resolve({"observations": "Observation?patient={{context.patientId}}"},
+                                  {"context": {"patientId": "p1"}, "fhirServer": slow.base_url + "/fhir"})
+        assert "fetch budget" in result.unavailable["Observation"]
+        while not slow.released and time.monotonic() < started + 5:
+            time.sleep(0.05)
+        assert slow.released and slow.released[0] - started < 1.0

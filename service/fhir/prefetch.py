@@ -8,7 +8,8 @@ For each prefetch key of a service:
 Fetches of different keys run concurrently over one pooled Session, on a thread pool per fhirServer (so
 a slow server fills its own pool, never another server's), each request with a timeout and all of them
 within one overall budget: a fetch reads its answer a piece at a time, its socket's timeout shrinking with
-what is left of the budget, and gives its thread back when the budget ends. A key that cannot be had, or only
+what is left of the budget, and when the budget ends the call cuts the socket of every fetch still under way
+(headers included), so each gives its thread back then. A key that cannot be had, or only
 in part, is unavailable: its resource type goes into Prefetched.unavailable (so no card concludes
 anything from its absence), and when that type decides whether the patient is in scope at all
 (Patient, Condition) the call fails with PrefetchFailed (412).
@@ -36,9 +37,8 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 
-from service.httpread import OutOfTime, TooLarge, read_capped
+from service.httpread import OutOfTime, TooLarge, Watch, WatchedAdapter, read_capped
 from service.ops import metrics
 from service.clinical.record import subject_id
 from service.config import Settings
@@ -254,7 +254,7 @@ def _session(workers: int) -> requests.Session:
     session = requests.Session()
     session.trust_env = False   # no proxies or .netrc credentials from the environment
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))   # no cookies across calls
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=workers, max_retries=0)
+    adapter = WatchedAdapter(pool_connections=4, pool_maxsize=workers, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -410,11 +410,14 @@ class PrefetchResolver:
         if isinstance(auth, dict) and auth.get("access_token"):
             headers["Authorization"] = f"Bearer {auth['access_token']}"
         server = request["fhirServer"]
-        futures = {self.pools.submit(server, self._fetch_key, plan, server, headers, deadline): plan for plan in plans}
+        watches = [Watch() for _ in plans]
+        futures = {self.pools.submit(server, self._fetch_key, plan, server, headers, deadline, watch): (plan, watch)
+                   for plan, watch in zip(plans, watches)}
         wait(futures, timeout=max(0.0, deadline - time.monotonic()))
-        for future, plan in futures.items():
+        for future, (plan, watch) in futures.items():
             if not future.done():
-                future.cancel()   # a request still under way ends at its own timeout, bounded by the deadline
+                future.cancel()   # not started yet; or under way: its socket is cut, wherever the read is blocked
+                watch.cut()
                 yield plan, list(plan.seed), 0, self._over_budget().problem
                 continue
             try:
@@ -423,7 +426,8 @@ class PrefetchResolver:
                 log.exception("prefetch key %s: unexpected error while fetching", plan.key)
                 yield plan, list(plan.seed), 0, Problem("fetching it failed unexpectedly", "exception")
 
-    def _fetch_key(self, plan: Plan, server: str, headers: dict, deadline: float) -> tuple[list, int, Problem | None]:
+    def _fetch_key(self, plan: Plan, server: str, headers: dict, deadline: float,
+                   watch: Watch | None = None) -> tuple[list, int, Problem | None]:
         """Read one key, page after page; what was read stays even when a later page fails."""
         started = time.monotonic()
         resources, read, pages, url, seen = list(plan.seed), 0, plan.pages, plan.url, set()
@@ -436,7 +440,7 @@ class PrefetchResolver:
                     raise FetchProblem(f"more than {self.page_cap} pages of results (AVH_CDS_FETCH_PAGE_CAP)",
                                        "too-costly")
                 seen.add(url)
-                body = _check_fhir(self._get(url, server, headers, deadline), plan)
+                body = _check_fhir(self._get(url, server, headers, deadline, watch or Watch()), plan)
                 pages += 1
                 page, page_read, unusable = read_resources(body, plan.patient_id, self.wanted)
                 read += page_read
@@ -459,7 +463,7 @@ class PrefetchResolver:
                   (time.monotonic() - started) * 1000, " failed" if problem else "")
         return resources, read, problem
 
-    def _get(self, url: str, server: str, headers: dict, deadline: float) -> Any:
+    def _get(self, url: str, server: str, headers: dict, deadline: float, watch: Watch) -> Any:
         """The one place a URL is contacted: only under fhirServer, never following redirects."""
         if not under_server(url, server):
             raise FetchProblem("a link points outside fhirServer and was not followed", "forbidden")
@@ -468,15 +472,18 @@ class PrefetchResolver:
             raise self._over_budget()
         timeout = min(self.timeout, remaining)
         try:
-            with self.session.get(url, headers=headers, timeout=(timeout, timeout), allow_redirects=False,
-                                  stream=True) as response:
-                if not 200 <= response.status_code < 300:
-                    raise _status_problem(response.status_code)
-                media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if media and media not in FHIR_JSON_TYPES:
-                    shown = media[:40] if MEDIA_TYPE.fullmatch(media) else "another media type"
-                    raise FetchProblem(f"fhirServer answered with {shown}, not FHIR JSON", "invalid")
-                raw = read_capped(response, self.max_bytes, deadline, self.timeout)
+            with watch, self.session.get(url, headers=headers, timeout=(timeout, timeout), allow_redirects=False,
+                                         stream=True) as response:
+                try:
+                    if not 200 <= response.status_code < 300:
+                        raise _status_problem(response.status_code)
+                    media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                    if media and media not in FHIR_JSON_TYPES:
+                        shown = media[:40] if MEDIA_TYPE.fullmatch(media) else "another media type"
+                        raise FetchProblem(f"fhirServer answered with {shown}, not FHIR JSON", "invalid")
+                    raw = read_capped(response, self.max_bytes, deadline, self.timeout)
+                finally:
+                    watch.detach()          # before the connection goes back to the pool
         except TooLarge:
             raise FetchProblem(f"fhirServer's answer is larger than {self.max_bytes} bytes (AVH_CDS_FETCH_MAX_BYTES)",
                                "too-costly") from None
