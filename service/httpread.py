@@ -134,3 +134,11 @@ class WatchedAdapter(HTTPAdapter):
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+def watched_session() -> requests.Session:
+    """A Session whose fetches a Watch can cut."""
+    session = requests.Session()
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, WatchedAdapter())
+    return session

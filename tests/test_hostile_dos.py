@@ -93,7 +93,7 @@ def test_a_trickling_jwk_set_is_given_up_at_the_fetch_timeout(tmp_path):
     """Attack: an issuer's jwks_url announces a small JWK Set and sends a byte every 0.2 s; each receive was
     within the 2 s timeout, so the fetch (and every call of that issuer, waiting on its lock) never ended."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
-    with StreamingServer(head) as slow, ThreadPoolExecutor(1) as caller:
+    with ThreadPoolExecutor(1) as caller, StreamingServer(head) as slow:     # the server stops first
         client = make_app(tmp_path, [issuer(jwks=None, jwks_url=slow.base_url + "/jwks.json")]).test_client()
         started = time.monotonic()
         call = caller.submit(client.post, INVOKE, json=hook_request(), headers=bearer(token()))
@@ -168,3 +168,14 @@ def test_a_fhir_server_trickling_its_headers_is_cut_off_when_the_budget_ends():
         while not slow.released and time.monotonic() < started + 5:
             time.sleep(0.05)
         assert slow.released and slow.released[0] - started < 1.0
+
+
+def test_a_jwk_set_trickling_its_headers_is_given_up_at_the_fetch_timeout(tmp_path):
+    """Attack: an issuer's jwks_url sends one header byte every 0.2 s: every receive is within the 2 s timeout,
+    and the call (holding its issuer's key lock) waited as long as the server liked."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: "
+    with ThreadPoolExecutor(1) as caller, StreamingServer(head, piece=b"a") as slow:     # the server stops first
+        client = make_app(tmp_path, [issuer(jwks=None, jwks_url=slow.base_url + "/jwks.json")]).test_client()
+        started = time.monotonic()
+        response = caller.submit(client.post, INVOKE, json=hook_request(), headers=bearer(token())).result(timeout=15)
+        assert response.status_code == 401 and time.monotonic() - started < 5

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import requests
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_cors import CORS
 
@@ -23,6 +22,7 @@ from service.ops import metrics
 from service.config import Settings
 from service.errors import ApiError
 from service.security.issuers import FhirServerPolicy, SecurityConfigError, development_policy, load_issuers
+from service.httpread import watched_session
 from service.jsonbody import request_json
 from service.security.limits import check_limits
 from service.security.logs import LOGGED_BY_APP, access_log
@@ -76,7 +76,7 @@ def build(settings: Settings) -> Security:
     verifier = None
     if settings.auth == "required":
         replay = replay_cache(settings.redis_url, settings.replay_db)
-        verifier = TokenVerifier(issuers, _algorithms(settings), replay, requests.Session(),
+        verifier = TokenVerifier(issuers, _algorithms(settings), replay, watched_session(),
                                  clock_skew=settings.clock_skew_seconds,
                                  max_lifetime=settings.max_token_lifetime_seconds,
                                  jwks_refresh_seconds=settings.jwks_refresh_seconds,

@@ -17,7 +17,7 @@ import urllib3
 from jwt import PyJWK, PyJWKSet, PyJWTError
 from jwt.exceptions import PyJWKSetError
 
-from service.httpread import OutOfTime, TooLarge, read_capped
+from service.httpread import OutOfTime, TooLarge, Watch, read_capped
 from service.security.issuers import Issuer, SecurityConfigError
 
 log = logging.getLogger(__name__)
@@ -81,13 +81,21 @@ class KeySet:
             if not self._may_fetch():        # another thread fetched while we waited
                 return self._fetched
             self._last_attempt = self.clock()
+            # The whole fetch, headers included, within `timeout`: the socket is cut when it ends (a fetch at most
+            # once per refresh_seconds per issuer, so a timer thread each is cheap).
+            watch = Watch()
+            cutter = threading.Timer(self.timeout, watch.cut)
+            cutter.start()
             try:
                 deadline = time.monotonic() + self.timeout
-                with self.session.get(self.issuer.jwks_url, timeout=self.timeout, allow_redirects=False,
-                                      headers={"Accept": "application/json"}, stream=True) as response:
-                    if response.status_code != 200:       # redirects included: never followed
-                        raise ValueError(f"HTTP {response.status_code}")
-                    body = read_capped(response, MAX_JWKS_BYTES, deadline, self.timeout)
+                with watch, self.session.get(self.issuer.jwks_url, timeout=self.timeout, allow_redirects=False,
+                                             headers={"Accept": "application/json"}, stream=True) as response:
+                    try:
+                        if response.status_code != 200:       # redirects included: never followed
+                            raise ValueError(f"HTTP {response.status_code}")
+                        body = read_capped(response, MAX_JWKS_BYTES, deadline, self.timeout)
+                    finally:
+                        watch.detach()
                 self._fetched = _keys_by_kid(json.loads(body))
                 self._fetched_at = self._last_attempt
                 self._bound = {}
@@ -97,4 +105,6 @@ class KeySet:
                 # Keep the keys we had: an EHR hiccup must not lock out its still-valid keys.
                 log.warning("JWK Set fetch failed", extra={"fields": {"iss": self.issuer.iss,
                                                                       "reason": type(exc).__name__}})
+            finally:
+                cutter.cancel()
             return self._fetched
