@@ -217,7 +217,7 @@ class FeedbackStore:
 
     def _reset_writer(self) -> None:
         self._pending: list[tuple] = []         # issued-card rows (ISSUED_COLUMNS) not written yet, oldest first
-        self._rechecks: list[tuple[float, str, tuple[str, ...]]] = []   # (when, service, card uuids): see _recheck_later
+        self._rechecks: list[tuple[float, str, tuple[str, ...]]] = []   # (when, service, uuids): _recheck_later
         self._lock = threading.Lock()            # guards _pending and _writer
         self._flushing = threading.Lock()        # one batch at a time, so a failed one goes back first
         self._stop = threading.Event()
