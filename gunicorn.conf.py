@@ -58,6 +58,17 @@ def on_starting(server):
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
     for stale in METRICS_DIR.glob("*.db"):
         stale.unlink()
+    _warn_of_a_replay_cache_per_worker(server)
+
+
+def _warn_of_a_replay_cache_per_worker(server):
+    """With auth required, each worker remembers the tokens it saw unless a shared replay cache is configured: a
+    token replayed to another worker is accepted. Said loudly at start-up (docs/security.md)."""
+    if (server.cfg.workers > 1 and os.environ.get("AVH_CDS_AUTH", "required") == "required"
+            and not os.environ.get("AVH_CDS_REDIS_URL") and not os.environ.get("AVH_CDS_REPLAY_DB")):
+        server.log.warning("%d workers, each with its own jti replay cache: a token replayed to another worker is "
+                           "accepted; set AVH_CDS_REPLAY_DB (one host) or AVH_CDS_REDIS_URL (several hosts)",
+                           server.cfg.workers)
 
 
 def post_worker_init(worker):
@@ -69,6 +80,12 @@ def post_worker_init(worker):
     gc.collect()
     gc.freeze()
     gc.set_threshold(7000, 10, 100)
+
+
+def post_fork(server, worker):
+    """gunicorn's own refusals (request line or headers over its limits) answered in JSON, not HTML."""
+    from service.api.gunicorn_errors import answer_errors_in_json
+    answer_errors_in_json()
 
 
 def child_exit(server, worker):

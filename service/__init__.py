@@ -57,10 +57,11 @@ def open_store(settings: Settings) -> FeedbackStore:
 
 
 def _add_dependency_checks(app: Flask, settings: Settings) -> None:
-    """GET /readyz asks each shared dependency this instance uses: the feedback database, and Redis when
-    it holds the replay cache."""
+    """GET /readyz asks each shared dependency this instance uses: the feedback database (reported, not required:
+    hooks answer without it), and Redis when it holds the replay cache (required: no authenticated call is
+    answered without it)."""
     avh = app.extensions["avh"]
-    avh.readiness.append(health.Check("database", avh.store.ping))
+    avh.readiness.append(health.Check("database", avh.store.ping, required=False))
     verifier = app.extensions["avh_security"].verifier
     if settings.redis_url and verifier is not None:
         avh.readiness.append(health.Check("redis", verifier.replay.ping))
@@ -73,7 +74,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False
-    engine = Engine.load(settings.cards_dir, settings.model_cache_size, settings.max_json_depth)   # a bad card file fails here
+    engine = Engine.load(settings.cards_dir, settings.model_cache_size, settings.max_json_depth,
+                         settings.cache_max_bytes)   # a bad card file fails here
     registry = build_registry(engine.valuesets)
     app.extensions["avh"] = Avh(settings, engine, registry,
                                 PrefetchResolver.from_settings(settings, wanted=engine.selector.wanted), _validators(registry),

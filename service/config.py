@@ -23,13 +23,15 @@ class Settings:
     fetch_timeout_seconds: float = 2.0
     fetch_budget_seconds: float = 1.5             # from `python -m bench.fhir_engine` (docs/data-access.md)
     fetch_page_cap: int = 10
-    # Threads (and pooled connections) shared by all requests for fetching from fhirServer.
+    # Threads (and pooled connections) for fetching, per fhirServer: shared by the requests naming that server.
     fetch_workers: int = 8
     # Largest FHIR answer (one page) read from fhirServer; a larger one counts as a failed fetch.
     fetch_max_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
     # Validated FHIR resources remembered across requests (about 20 KB each; 0 = validate every time).
     model_cache_size: int = 1024
+    # ... and at most this many bytes (approximate) in the three caches together, a third each (0: no bound).
+    cache_max_bytes: int = 128 * 1024 * 1024
     # Security (docs/security.md): who may call, which FHIR servers we contact, input limits.
     auth: str = "required"                      # required | off (development only)
     issuers_file: str = ""                      # JSON file of trusted issuers

@@ -9,10 +9,23 @@ from typing import Any
 
 import orjson
 from flask import g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 
 def request_json() -> Any:
-    """The decoded body; raises ValueError (orjson.JSONDecodeError) when it is not JSON."""
+    """The decoded body; raises ValueError (orjson.JSONDecodeError) when it is not JSON, and
+    RequestEntityTooLarge (413) when it is larger than the body limit."""
     if "decoded_body" not in g:
-        g.decoded_body = orjson.loads(request.get_data(cache=True))
+        g.decoded_body = orjson.loads(request_body())
     return g.decoded_body
+
+
+def request_body() -> bytes:
+    """The body. One sent without Content-Length (chunked) is cut at the limit by werkzeug, silently: when
+    anything is left after the limit, it is a 413, not the first bytes of a body read as if they were all."""
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(data) >= limit \
+            and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return data

@@ -48,3 +48,13 @@ def new_uuids(count: int) -> list[str]:
 
 def new_uuid() -> str:
     return new_uuids(1)[0]
+
+
+def issued_at_ms(value: str) -> int | None:
+    """The Unix time in milliseconds a version-7 uuid carries; None for any other string."""
+    if len(value) != 36 or value[14] != "7" or value[8] != "-" or value[13] != "-":
+        return None
+    try:
+        return int(value[:8] + value[9:13], 16)
+    except ValueError:
+        return None

@@ -348,7 +348,9 @@ def test_a_database_recreated_under_the_running_service_is_migrated_again(app, c
     assert first.status_code == 503 and first.headers["Retry-After"]
     again = post_feedback(client, [accepted(cards["posterior-fixation"])])
     assert again.status_code == 200 and again.json["stored"] == 1
-    assert again.json["unknownCards"] == [cards["posterior-fixation"]["uuid"]]   # the card record went with it
+    # The card record went with it: the report counts the feedback as about an unknown card. (The answer does
+    # not list it: a card minted this recently may still be on its way from another worker.)
+    assert report(app)["(unknown card)"]["accepted"] == 1
 
 
 def test_postgresql_down_answers_503_not_500(tmp_path):

@@ -94,11 +94,11 @@ BAD_TOKENS = {
 
 
 @pytest.mark.parametrize("case", BAD_TOKENS)
-def test_bad_token_is_a_bare_401_and_reaches_nobody(client, http, case):
+def test_bad_token_is_a_json_401_and_reaches_nobody(client, http, case):
     response = invoke(client, BAD_TOKENS[case](), hook_request(fhir_server=FHIR, prefetch_keys=()))
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert response.data == b""
+    assert response.json["error"] == "invalid_token" and response.json["reason"]
     assert not http.calls
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from gunicorn.glogging import Logger
 
-from service.security.logs import LOGGED_BY_APP
+from service.security.logs import LOGGED_BY_APP, cut
 
 SAFE_ATOMS = frozenset("hlmsbBHTDMLpat")
 
@@ -26,6 +26,11 @@ def redact_path(path: str) -> str:
 
 
 class AccessLogger(Logger):
+    def warning(self, msg, *args, **kwargs):
+        """gunicorn's own warnings quote what the client sent (`Invalid request from ip=...: <request line>`):
+        cut to what is needed to see the problem."""
+        super().warning(cut(msg % args if args else msg), **kwargs)
+
     def access(self, resp, req, environ, request_time):
         if not environ.get(LOGGED_BY_APP):
             super().access(resp, req, environ, request_time)

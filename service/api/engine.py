@@ -1,8 +1,8 @@
 """Wires the pure pathway to one hook call: resources -> record -> facts -> decisions -> cards.
 
 patient-view fires at every opening of a chart, mostly on a chart that has not changed since the last
-one, so a worker remembers (up to model_cache_size of each, least recently used out first) what it
-derived: validated models by each resource's exact JSON, chart facts by the exact JSON of all the resources
+one, so a worker remembers (up to model_cache_size of each and a third of cache_max_bytes each, least
+recently used out first) what it derived: validated models by each resource's exact JSON, chart facts by the exact JSON of all the resources
 read, and the cards of patient-view by chart and moment (clinical/facts.moment: the day, and which worsening
 is still recent). The pathway stays pure; only repeated work goes.
 """
@@ -25,6 +25,12 @@ from service.fhir.prefetch import Prefetched
 from service.clinical.valuesets import ValueSets, load_valuesets
 
 
+# What a remembered chart holds beside its key's JSON (its ChartFacts: ~3.5 KB whatever the chart's size, measured
+# with tracemalloc), and an answer beside its cards' JSON.
+SEEN_CHART_BYTES = 4096
+ANSWER_BYTES = 1024
+
+
 @dataclass(frozen=True, eq=False)
 class SeenChart:
     """A chart met before, remembered by the exact JSON of what was read of it; hashed by identity, so that the
@@ -42,10 +48,14 @@ class Engine:
     answers: Lru = field(default_factory=lambda: Lru(0))    # patient-view AnswerTemplate by (SeenChart, moment, url)
 
     @classmethod
-    def load(cls, cards_dir: Path, model_cache_size: int = 0, max_json_depth: int = 64) -> "Engine":
+    def load(cls, cards_dir: Path, model_cache_size: int = 0, max_json_depth: int = 64,
+             cache_max_bytes: int = 0) -> "Engine":
+        """cache_max_bytes: what the three caches (models, charts, answers) hold together, a third each."""
         valuesets = load_valuesets(cards_dir / "valuesets")
-        return cls(valuesets, Selector(valuesets), CardLibrary.load(cards_dir), Validator(model_cache_size, max_json_depth),
-                   Lru(model_cache_size), Lru(model_cache_size))
+        third = cache_max_bytes // 3
+        return cls(valuesets, Selector(valuesets), CardLibrary.load(cards_dir),
+                   Validator(model_cache_size, max_json_depth, third),
+                   Lru(model_cache_size, third, name="charts"), Lru(model_cache_size, third, name="answers"))
 
     def chart(self, prefetched: Prefetched, patient_id: str) -> SeenChart:
         """The chart the resources read make up, derived once while remembered: the record (dedup, validation)
@@ -61,7 +71,7 @@ class Engine:
             record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable, self.validate)
             seen = SeenChart(chart_facts(record, self.valuesets))
             if key:
-                self.charts.put(key, seen)
+                self.charts.put(key, seen, len(key[1]) + SEEN_CHART_BYTES)
         return seen
 
     def facts(self, prefetched: Prefetched, patient_id: str, now: dt.datetime) -> Facts:
@@ -79,7 +89,7 @@ class Engine:
             template = AnswerTemplate.of(cards) if self.answers.size > 0 else None
             if template is None:        # nothing remembered, or a value orjson cannot write
                 return Answer.of(cards)
-            self.answers.put(key, template)
+            self.answers.put(key, template, sum(map(len, template.pieces)) + ANSWER_BYTES)
         return template.fill()
 
     def cards(self, decisions: list[Decision], unchecked: list[Unchecked], facts: Facts, source_url: str) -> list[dict]:

@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from service.ops import metrics
 from service.errors import ApiError
-from service.jsonbody import request_json
+from service.jsonbody import request_body, request_json
 from service.feedback.entries import parse_feedback
 from service.fhir.prefetch import PrefetchFailed
 
@@ -16,7 +16,7 @@ bp = Blueprint("cds", __name__)
 
 
 def _json_body() -> dict:
-    if not request.data:
+    if not request_body():
         raise ApiError(400, "invalid_json", "the request body is empty; a JSON object is required")
     try:
         body = request_json()
@@ -89,6 +89,6 @@ def feedback(service_id: str):
     service = _service_or_404(service_id)
     body = _json_body()
     _validate(body, "feedback", "not CDS Hooks 2.0 feedback")
-    entries = parse_feedback(body["feedback"])
+    entries = parse_feedback(service.id, body["feedback"])
     result = current_app.extensions["avh"].store.record_feedback(service.id, entries, dt.datetime.now(dt.timezone.utc))
     return jsonify(result.as_json())

@@ -15,24 +15,48 @@ NO_REASON = "(no reason given)"
 
 
 def _timestamp(value: str, index: int) -> dt.datetime:
+    """The moment in UTC. One that UTC cannot hold (9999-12-31T23:00:00-05:00 is in the year 10000,
+    0001-01-01T00:00:00+05:00 in the year 0) is a 400 naming the field, not an OverflowError."""
+    where = f"feedback/{index}/outcomeTimestamp"
     try:
         moment = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ApiError(400, "invalid_request", f"feedback/{index}/outcomeTimestamp: {value[:40]!r} is not an "
-                       "ISO 8601 date-time") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+        raise ApiError(400, "invalid_request", f"{where}: {value[:40]!r} is not an ISO 8601 date-time") from None
+    try:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise ApiError(400, "invalid_request", f"{where}: {value[:40]!r} is outside the years 1 to 9999 once "
+                       "converted to UTC") from None
 
 
-def parse_feedback(entries: list[Mapping]) -> list[FeedbackEntry]:
-    """Schema-valid entries -> FeedbackEntry. The key is the card, outcome, time and what was chosen:
-    the same feedback resent (a retry, a replay) maps to the same key and is stored once."""
+def _no_nul(value, where: str) -> None:
+    """PostgreSQL cannot store U+0000 in text: refused on every backend alike, naming the field, rather than a
+    503 a client would retry forever."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ApiError(400, "invalid_request", f"{where}: contains the NUL character (U+0000), which cannot be "
+                           "stored")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(item, f"{where}/{key[:40]}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _no_nul(item, f"{where}/{index}")
+
+
+def parse_feedback(service_id: str, entries: list[Mapping]) -> list[FeedbackEntry]:
+    """Schema-valid entries -> FeedbackEntry. The key is the service, card, outcome, time and what was chosen:
+    the same feedback resent (a retry, a replay) maps to the same key and is stored once; the same feedback
+    sent to another service is another service's feedback."""
     parsed = []
     for index, e in enumerate(entries):
+        _no_nul(e, f"feedback/{index}")
         when = _timestamp(e["outcomeTimestamp"], index)
         accepted = tuple(sorted(s["id"] for s in e.get("acceptedSuggestions", [])))
         override = e.get("overrideReason") or {}
         reason = override.get("reason") or {}
-        key_parts = [e["card"], e["outcome"], when.isoformat(), accepted, reason.get("system"), reason.get("code")]
+        key_parts = [service_id, e["card"], e["outcome"], when.isoformat(), accepted, reason.get("system"),
+                     reason.get("code")]
         key = hashlib.sha256(json.dumps(key_parts, separators=(",", ":")).encode()).hexdigest()
         parsed.append(FeedbackEntry(card_uuid=e["card"], outcome=e["outcome"], outcome_at=when,
                                     accepted_suggestions=accepted, override_system=reason.get("system"),

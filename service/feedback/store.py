@@ -25,18 +25,20 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable
 
 from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, event, func, insert, select, text)
+                        create_engine, event, func, insert, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from service.errors import ApiError
+from service.ops import metrics
+from service.uuids import issued_at_ms
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,7 @@ ISSUED_COLUMNS = ("card_uuid", "service_id", "topic", "hook_instance", "issued_a
 
 
 ISSUED_ROWS_PER_STATEMENT = 199     # 5 parameters a row: under 1,000, the oldest SQLite's limit per statement
+UUIDS_PER_QUERY = 999
 
 
 def _insert_issued(conn: Connection, rows: list[tuple]) -> None:
@@ -214,6 +217,7 @@ class FeedbackStore:
 
     def _reset_writer(self) -> None:
         self._pending: list[tuple] = []         # issued-card rows (ISSUED_COLUMNS) not written yet, oldest first
+        self._rechecks: list[tuple[float, str, tuple[str, ...]]] = []   # (when, service, uuids): _recheck_later
         self._lock = threading.Lock()            # guards _pending and _writer
         self._flushing = threading.Lock()        # one batch at a time, so a failed one goes back first
         self._stop = threading.Event()
@@ -270,6 +274,7 @@ class FeedbackStore:
                     return work(conn)
         except SQLAlchemyError as exc:
             log.warning("feedback store (%s) write failed: %s", self.backend, type(exc).__name__)
+            metrics.observe_feedback_store_failure()
             self._ready = False     # check the schema again next time (a restored or recreated database)
             raise StorageUnavailable(self.retry_after) from exc
 
@@ -287,13 +292,17 @@ class FeedbackStore:
         with self._lock:
             self._pending.extend(rows)
             dropped = self._trim()
-            if self._writer is None:
-                self._writer = threading.Thread(target=_write_periodically, name="avh-issued-cards", daemon=True,
-                                                args=(weakref.ref(self), self._stop))
-                self._writer.start()
+            self._start_writer()
         if dropped:
             log.warning("%d issued cards not recorded: over %d waiting for the feedback store", dropped,
                         self.max_pending)
+
+    def _start_writer(self) -> None:
+        """Under _lock."""
+        if self._writer is None:
+            self._writer = threading.Thread(target=_write_periodically, name="avh-issued-cards", daemon=True,
+                                            args=(weakref.ref(self), self._stop))
+            self._writer.start()
 
     def _trim(self) -> int:
         """Drop the oldest pending rows beyond max_pending (the store has been down a while); under _lock."""
@@ -318,6 +327,8 @@ class FeedbackStore:
         by the request threads, between calls: a separate thread writing while a call runs made that call wait
         for the GIL at each of its blocking calls (about 20 µs each, measured). The background writer runs it
         too, for a worker that has gone quiet: rows never wait much longer than flush_seconds."""
+        if self._rechecks:
+            self._run_due_rechecks()
         since = time.monotonic() - self._written_at
         if since < self.flush_seconds:
             return self.flush_seconds - since
@@ -349,46 +360,79 @@ class FeedbackStore:
         self.flush_issued()
         self._stop = threading.Event()      # a later record_issued starts a new writer
 
-    def _known_cards(self, conn: Connection, service_id: str, uuids: list[str]) -> set[str]:
-        return set(conn.execute(select(issued_cards.c.card_uuid).where(
-            issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)).scalars())
+    def _issuers(self, conn: Connection, uuids: list[str]) -> dict[str, str]:
+        """card uuid -> the service that issued it, for those of `uuids` on record. Asked UUIDS_PER_QUERY at a
+        time: a post may name more cards than a statement may carry parameters (PostgreSQL 65,535; the oldest
+        SQLite 999)."""
+        issuers = {}
+        for start in range(0, len(uuids), UUIDS_PER_QUERY):
+            issuers.update(conn.execute(select(issued_cards.c.card_uuid, issued_cards.c.service_id).where(
+                issued_cards.c.card_uuid.in_(uuids[start:start + UUIDS_PER_QUERY]))).all())
+        return issuers
 
-    def _await_other_writers(self, service_id: str, uuids: list[str]) -> None:
-        """Feedback about a card not found may have reached this worker before the worker that issued the card
-        wrote it (at most flush_seconds later): look once more after that. Read outside the write transaction,
-        so the wait holds no lock the other writer needs."""
-        if self.flush_seconds <= 0:
-            return
-        try:
-            with self.engine.connect() as conn:
-                if len(self._known_cards(conn, service_id, uuids)) == len(uuids):
-                    return
-        except SQLAlchemyError:
-            return                       # the write below finds the store unavailable and answers 503
-        time.sleep(self.flush_seconds + 0.2)
+    def _known_cards(self, conn: Connection, service_id: str, uuids: list[str]) -> set[str]:
+        return {u for u, issuer in self._issuers(conn, uuids).items() if issuer == service_id}
+
+    def _may_be_on_its_way(self, card_uuid: str) -> bool:
+        """Whether a card not found may have been issued by another worker that has not written it yet (it writes
+        within flush_seconds): its version-7 uuid was minted that recently (a second's leeway for clocks)."""
+        minted = issued_at_ms(card_uuid)
+        if minted is None or self.flush_seconds <= 0:
+            return False
+        return -1000 <= time.time() * 1000 - minted <= (self.flush_seconds + 1) * 1000
+
+    def _recheck_later(self, service_id: str, uuids: tuple[str, ...]) -> None:
+        """Mark these cards' feedback known if their cards turn up: asked again by the background writer once the
+        other workers have written (no call waits for that)."""
+        with self._lock:
+            self._rechecks.append((time.monotonic() + self.flush_seconds + 0.2, service_id, uuids))
+            del self._rechecks[:-self.max_pending]
+            self._start_writer()
+
+    def _run_due_rechecks(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            due = [r for r in self._rechecks if r[0] <= now]
+            self._rechecks = [r for r in self._rechecks if r[0] > now]
+        for _, service_id, uuids in due:
+            def work(conn: Connection, service_id=service_id, uuids=uuids) -> None:
+                known = sorted(self._known_cards(conn, service_id, list(uuids)))
+                for start in range(0, len(known), UUIDS_PER_QUERY):
+                    conn.execute(update(feedback).where(
+                        feedback.c.service_id == service_id, feedback.c.card_known.is_(False),
+                        feedback.c.card_uuid.in_(known[start:start + UUIDS_PER_QUERY])).values(card_known=True))
+            try:
+                self._write(work)
+            except StorageUnavailable:
+                log.warning("%d feedback entries not re-checked: the feedback store is unavailable", len(uuids))
 
     def record_feedback(self, service_id: str, entries: list[FeedbackEntry], when: dt.datetime) -> StoredFeedback:
-        """Store every entry once (by idempotency key); entries about cards this service never issued are marked."""
+        """Store every entry once (by idempotency key); entries about cards this service never issued are marked.
+
+        A card not found is listed in unknownCards unless another worker may still be writing it (see
+        _may_be_on_its_way); its entry's mark is then put right later, without waiting here."""
         uuids = sorted({e.card_uuid for e in entries})
         self.flush_issued()              # this worker's cards first: feedback can follow its card at once
-        if self._ready:
-            self._await_other_writers(service_id, uuids)
 
-        def work(conn: Connection) -> StoredFeedback:
-            known = self._known_cards(conn, service_id, uuids)
-            # RETURNING names the rows actually inserted (rowcount is not reliable across drivers).
+        def work(conn: Connection) -> tuple[StoredFeedback, set[str]]:
+            issuers = self._issuers(conn, uuids)
+            known = {u for u, issuer in issuers.items() if issuer == service_id}
+            # RETURNING names the rows actually inserted (rowcount is not reliable across drivers). One list of
+            # rows: SQLAlchemy writes it as multi-row INSERTs within each backend's parameter limit
+            # ("insertmanyvalues"), so 70,000 entries are some hundred statements, not one too many parameters.
             statement = self._insert_ignoring_duplicates(feedback).returning(feedback.c.id)
-            stored = 0
-            for e in entries:
-                result = conn.execute(statement, {
-                    "idempotency_key": e.idempotency_key, "service_id": service_id, "card_uuid": e.card_uuid,
-                    "card_known": e.card_uuid in known, "outcome": e.outcome, "outcome_at": e.outcome_at,
-                    "accepted_suggestions": list(e.accepted_suggestions), "override_system": e.override_system,
-                    "override_code": e.override_code, "override_display": e.override_display,
-                    "user_comment": e.user_comment, "received_at": when})
-                stored += result.first() is not None
-            return StoredFeedback(len(entries), stored, tuple(u for u in uuids if u not in known))
-        result = self._write(work)
+            rows = [{"idempotency_key": e.idempotency_key, "service_id": service_id, "card_uuid": e.card_uuid,
+                     "card_known": e.card_uuid in known, "outcome": e.outcome, "outcome_at": e.outcome_at,
+                     "accepted_suggestions": list(e.accepted_suggestions), "override_system": e.override_system,
+                     "override_code": e.override_code, "override_display": e.override_display,
+                     "user_comment": e.user_comment, "received_at": when} for e in entries]
+            stored = len(conn.execute(statement, rows).all())
+            return StoredFeedback(len(entries), stored, tuple(u for u in uuids if u not in known)), set(issuers)
+        result, on_record = self._write(work)
+        on_its_way = tuple(u for u in result.unknown_cards if u not in on_record and self._may_be_on_its_way(u))
+        if on_its_way:
+            self._recheck_later(service_id, on_its_way)
+            result = replace(result, unknown_cards=tuple(u for u in result.unknown_cards if u not in on_its_way))
         log.info("service=%s feedback received=%d stored=%d unknown_cards=%d", service_id, result.received,
                  result.stored, len(result.unknown_cards))
         return result

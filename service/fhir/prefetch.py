@@ -5,8 +5,11 @@ For each prefetch key of a service:
 - sent as null: the client looked and there is no data;
 - sent as an OperationOutcome (alone or inside a Bundle): the client tried and failed;
 - absent: fetched from fhirServer, the template's tokens filled from the context.
-Fetches of different keys run concurrently on a shared thread pool over one pooled Session, each
-request with a timeout and all of them within one overall budget. A key that cannot be had, or only
+Fetches of different keys run concurrently over one pooled Session, on a thread pool per fhirServer (so
+a slow server fills its own pool, never another server's), each request with a timeout and all of them
+within one overall budget: a fetch reads its answer a piece at a time, its socket's timeout shrinking with
+what is left of the budget, and when the budget ends the call cuts the socket of every fetch still under way
+(headers included), so each gives its thread back then. A key that cannot be had, or only
 in part, is unavailable: its resource type goes into Prefetched.unavailable (so no card concludes
 anything from its absence), and when that type decides whether the patient is in scope at all
 (Condition) the call fails with PrefetchFailed (412); an unavailable Patient only makes the age unknown.
@@ -24,15 +27,18 @@ import json
 import logging
 import posixpath
 import re
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 
+from service.httpread import OutOfTime, TooLarge, Watch, WatchedAdapter, read_capped
 from service.ops import metrics
 from service.clinical.record import subject_id
 from service.config import Settings
@@ -87,6 +93,7 @@ class Plan:
     patient_id: str | None           # the patient the query is about, when it names one
     seed: tuple[dict, ...] = ()      # resources already had (pages the client sent)
     pages: int = 0                   # pages already had
+    matched: int = 0                 # search matches on those pages (to compare with the Bundle's total)
 
 
 def fill_template(template: str, context: Mapping[str, Any]) -> str | None:
@@ -198,6 +205,30 @@ def next_link(bundle: Mapping, page_url: str | None) -> str | None:
     return None
 
 
+def search_matches(bundle: Mapping) -> int:
+    """How many of a searchset's entries are matches (not included resources, not OperationOutcomes): what its
+    `total` counts."""
+    count = 0
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") != "OperationOutcome":
+            search = entry.get("search")
+            count += not (isinstance(search, dict) and search.get("mode") == "include")
+    return count
+
+
+def cut_short(bundle: Mapping, matched: int) -> bool:
+    """A search answer with no `next` link whose `total` says there are more matches than were read: a page
+    cut silently (a server's cap, a proxy); what it holds is not all there is."""
+    total = bundle.get("total")
+    return isinstance(total, int) and not isinstance(total, bool) and total > matched
+
+
+CUT_SHORT = Problem("the client sent fewer entries than its search's total, and no next link to the rest",
+                    "incomplete")
+
+
 def _check_fhir(body: Any, plan: Plan) -> Mapping:
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
         raise FetchProblem("fhirServer answered with JSON that is not a FHIR resource", "invalid")
@@ -230,10 +261,47 @@ def _session(workers: int) -> requests.Session:
     session = requests.Session()
     session.trust_env = False   # no proxies or .netrc credentials from the environment
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))   # no cookies across calls
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=workers, max_retries=0)
+    adapter = WatchedAdapter(pool_connections=4, pool_maxsize=workers, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+@functools.lru_cache(maxsize=256)
+def _origin(server: str) -> tuple:
+    """What a fetch pool is kept by: fhirServer's scheme, host and port."""
+    try:
+        parts = urlsplit(server)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return ("", server[:200], None)
+
+
+class FetchPools:
+    """A bounded thread pool per fhirServer origin, made when first needed; the `most` most recently used are
+    kept. A server that answers slowly can hold only its own pool's threads (each until its call's budget ends),
+    so the calls naming another server fetch at once."""
+    MOST = 32
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pools: OrderedDict[tuple, ThreadPoolExecutor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def submit(self, server: str, work: Callable, *args) -> Future:
+        """Run work(*args) on server's pool. Under the lock, so that no pool is let go of between being found and
+        being given the work."""
+        origin = _origin(server)
+        with self._lock:
+            pool = self._pools.get(origin)
+            if pool is None:
+                pool = self._pools[origin] = ThreadPoolExecutor(max_workers=self.workers,
+                                                                thread_name_prefix="avh-fetch")
+                if len(self._pools) > self.MOST:      # what it runs still ends within its calls' budgets
+                    self._pools.popitem(last=False)[1].shutdown(wait=False)
+            else:
+                self._pools.move_to_end(origin)
+            return pool.submit(work, *args)
 
 
 class PrefetchResolver:
@@ -244,7 +312,7 @@ class PrefetchResolver:
                  wanted: Callable[[dict], bool] | None = None):
         self.wanted = wanted
         self.session = session or _session(workers)
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="avh-fetch")
+        self.pools = FetchPools(workers)
         self.timeout, self.budget, self.page_cap, self.max_bytes = timeout, budget, page_cap, max_bytes
 
     @classmethod
@@ -265,6 +333,8 @@ class PrefetchResolver:
             patient_id = context.get("patientId") if patient_scoped else None
             if key in sent:
                 plan, problem = self._use_sent(key, rtype, sent[key], patient_id, result, self.wanted)
+                if problem is CUT_SHORT and server:     # all of it, from the server instead
+                    plan, problem = self._plan(key, rtype, template, context, patient_id, server)
             else:
                 plan, problem = self._plan(key, rtype, template, context, patient_id, server)
             if problem is not None:
@@ -308,12 +378,15 @@ class PrefetchResolver:
             return None, Problem("the client could not prefetch it (OperationOutcome)", "exception")
         if unusable == OTHER_PATIENT:
             return None, Problem("the client sent another patient's resources", "invalid")
+        bundle = value.get("resourceType") == "Bundle"
+        more = next_link(value, None) if bundle else None
+        if more is None and bundle and "total" in value and cut_short(value, search_matches(value)):
+            return None, CUT_SHORT
         result.sources[key] = "prefetch"
-        more = next_link(value, None) if value.get("resourceType") == "Bundle" else None
         if more is None:
             result.resources += resources
             return None, None
-        return Plan(key, rtype, more, True, patient_id, tuple(resources), pages=1), None
+        return Plan(key, rtype, more, True, patient_id, tuple(resources), pages=1, matched=search_matches(value)), None
 
     @staticmethod
     def _plan(key: str, rtype: str, template: str, context: Mapping, patient_id: str | None,
@@ -344,11 +417,14 @@ class PrefetchResolver:
         if isinstance(auth, dict) and auth.get("access_token"):
             headers["Authorization"] = f"Bearer {auth['access_token']}"
         server = request["fhirServer"]
-        futures = {self.pool.submit(self._fetch_key, plan, server, headers, deadline): plan for plan in plans}
+        watches = [Watch() for _ in plans]
+        futures = {self.pools.submit(server, self._fetch_key, plan, server, headers, deadline, watch): (plan, watch)
+                   for plan, watch in zip(plans, watches)}
         wait(futures, timeout=max(0.0, deadline - time.monotonic()))
-        for future, plan in futures.items():
+        for future, (plan, watch) in futures.items():
             if not future.done():
-                future.cancel()   # a request still under way ends at its own timeout, bounded by the deadline
+                future.cancel()   # not started yet; or under way: its socket is cut, wherever the read is blocked
+                watch.cut()
                 yield plan, list(plan.seed), 0, self._over_budget().problem
                 continue
             try:
@@ -357,11 +433,12 @@ class PrefetchResolver:
                 log.exception("prefetch key %s: unexpected error while fetching", plan.key)
                 yield plan, list(plan.seed), 0, Problem("fetching it failed unexpectedly", "exception")
 
-    def _fetch_key(self, plan: Plan, server: str, headers: dict, deadline: float) -> tuple[list, int, Problem | None]:
+    def _fetch_key(self, plan: Plan, server: str, headers: dict, deadline: float,
+                   watch: Watch | None = None) -> tuple[list, int, Problem | None]:
         """Read one key, page after page; what was read stays even when a later page fails."""
         started = time.monotonic()
         resources, read, pages, url, seen = list(plan.seed), 0, plan.pages, plan.url, set()
-        problem = None
+        problem, matched, totals = None, plan.matched, []
         try:
             while url is not None:
                 if url in seen:
@@ -370,7 +447,7 @@ class PrefetchResolver:
                     raise FetchProblem(f"more than {self.page_cap} pages of results (AVH_CDS_FETCH_PAGE_CAP)",
                                        "too-costly")
                 seen.add(url)
-                body = _check_fhir(self._get(url, server, headers, deadline), plan)
+                body = _check_fhir(self._get(url, server, headers, deadline, watch or Watch()), plan)
                 pages += 1
                 page, page_read, unusable = read_resources(body, plan.patient_id, self.wanted)
                 read += page_read
@@ -380,6 +457,12 @@ class PrefetchResolver:
                     raise FetchProblem("fhirServer answered with another patient's resources", "invalid")
                 resources += page
                 url = next_link(body, url) if plan.search else None
+                if plan.search:
+                    matched += search_matches(body)
+                    totals.append(body)
+            if totals and any(cut_short(page, matched) for page in totals):
+                raise FetchProblem("fhirServer's search answer holds fewer entries than its total, and no next "
+                                   "link to the rest", "incomplete")
         except FetchProblem as exc:
             problem = exc.problem
         metrics.observe_prefetch_fetch(plan.key, time.monotonic() - started)
@@ -387,7 +470,7 @@ class PrefetchResolver:
                   (time.monotonic() - started) * 1000, " failed" if problem else "")
         return resources, read, problem
 
-    def _get(self, url: str, server: str, headers: dict, deadline: float) -> Any:
+    def _get(self, url: str, server: str, headers: dict, deadline: float, watch: Watch) -> Any:
         """The one place a URL is contacted: only under fhirServer, never following redirects."""
         if not under_server(url, server):
             raise FetchProblem("a link points outside fhirServer and was not followed", "forbidden")
@@ -396,26 +479,34 @@ class PrefetchResolver:
             raise self._over_budget()
         timeout = min(self.timeout, remaining)
         try:
-            with self.session.get(url, headers=headers, timeout=(timeout, timeout), allow_redirects=False,
-                                  stream=True) as response:
-                if not 200 <= response.status_code < 300:
-                    raise _status_problem(response.status_code)
-                media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if media and media not in FHIR_JSON_TYPES:
-                    shown = media[:40] if MEDIA_TYPE.fullmatch(media) else "another media type"
-                    raise FetchProblem(f"fhirServer answered with {shown}, not FHIR JSON", "invalid")
-                raw = self._read(response, deadline)
-        except requests.Timeout:
-            if timeout < self.timeout:     # the budget, not the request timeout, ran out
+            with watch, self.session.get(url, headers=headers, timeout=(timeout, timeout), allow_redirects=False,
+                                         stream=True) as response:
+                try:
+                    if not 200 <= response.status_code < 300:
+                        raise _status_problem(response.status_code)
+                    media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                    if media and media not in FHIR_JSON_TYPES:
+                        shown = media[:40] if MEDIA_TYPE.fullmatch(media) else "another media type"
+                        raise FetchProblem(f"fhirServer answered with {shown}, not FHIR JSON", "invalid")
+                    raw = read_capped(response, self.max_bytes, deadline, self.timeout)
+                finally:
+                    watch.detach()          # before the connection goes back to the pool
+        except TooLarge:
+            raise FetchProblem(f"fhirServer's answer is larger than {self.max_bytes} bytes (AVH_CDS_FETCH_MAX_BYTES)",
+                               "too-costly") from None
+        except OutOfTime:
+            raise self._over_budget() from None
+        except (requests.Timeout, urllib3.exceptions.ReadTimeoutError):
+            if timeout < self.timeout or time.monotonic() >= deadline - 0.01:   # the budget ran out, not the timeout
                 raise self._over_budget() from None
             raise FetchProblem(f"fhirServer did not answer within {timeout:g} s", "timeout") from None
-        except requests.exceptions.ChunkedEncodingError:
+        except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError):
             raise FetchProblem("fhirServer's answer broke off before its end", "incomplete") from None
         except requests.ConnectionError:
             if time.monotonic() >= deadline:
                 raise self._over_budget() from None
             raise FetchProblem("fhirServer could not be reached", "transient") from None
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise FetchProblem(f"the request to fhirServer failed ({type(exc).__name__})", "exception") from None
         try:
             return json.loads(raw)
@@ -424,14 +515,3 @@ class PrefetchResolver:
 
     def _over_budget(self) -> FetchProblem:
         return FetchProblem(f"no complete answer within the fetch budget ({self.budget:g} s)", "timeout")
-
-    def _read(self, response: requests.Response, deadline: float) -> bytes:
-        raw = bytearray()
-        for chunk in response.iter_content(64 * 1024):
-            raw += chunk
-            if len(raw) > self.max_bytes:
-                raise FetchProblem(f"fhirServer's answer is larger than {self.max_bytes} bytes "
-                                   "(AVH_CDS_FETCH_MAX_BYTES)", "too-costly")
-            if time.monotonic() > deadline:
-                raise self._over_budget()
-        return bytes(raw)

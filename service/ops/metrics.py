@@ -16,8 +16,11 @@ from contextlib import contextmanager
 from functools import cache
 
 from flask import Blueprint, Flask, Response, current_app, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
 from prometheus_client import multiprocess
+
+from service import lru
 
 PREFIX = "avh_cds"
 # Latency buckets around the targets that matter: 500 ms (spec) and 5 s (Da Vinci CRD).
@@ -32,6 +35,18 @@ PREFETCH_FETCH_SECONDS = Histogram(f"{PREFIX}_prefetch_fetch_duration_seconds",
                                    buckets=LATENCY_BUCKETS)
 PREFETCH_FAILURES = Counter(f"{PREFIX}_prefetch_failures", "Prefetch keys that could not be had, by key", ["key"])
 AUTH_FAILURES = Counter(f"{PREFIX}_auth_failures", "Requests refused by authentication, by reason", ["reason"])
+# 1 when the dependency answered the last readiness check, 0 when it did not; across workers, the lowest.
+DEPENDENCY_UP = Gauge(f"{PREFIX}_dependency_up", "Whether a dependency answered the last GET /readyz (1) or not (0)",
+                      ["dependency"], multiprocess_mode="livemin")
+# A worker's caches of validated models, chart facts and patient-view answers (service/lru.py); summed over workers.
+CACHE_ENTRIES = Gauge(f"{PREFIX}_cache_entries", "Entries in the per-worker caches, summed over workers", ["cache"],
+                      multiprocess_mode="livesum")
+CACHE_BYTES = Gauge(f"{PREFIX}_cache_bytes", "Approximate bytes held by the per-worker caches, summed over workers",
+                    ["cache"], multiprocess_mode="livesum")
+CACHE_PUBLISH_SECONDS = 1.0
+FEEDBACK_STORE_FAILURES = Counter(f"{PREFIX}_feedback_store_failures",
+                                  "Writes to the feedback store that failed (feedback answered 503, issued cards kept "
+                                  "waiting)")
 
 UNKNOWN_SERVICE = "unknown"
 bp = Blueprint("metrics", __name__)
@@ -63,6 +78,26 @@ def prefetch_fetch_timer(key: str):
         observe_prefetch_fetch(key, time.perf_counter() - started)
 
 
+def observe_dependency(name: str, up: bool) -> None:
+    DEPENDENCY_UP.labels(name).set(1 if up else 0)
+
+
+def observe_feedback_store_failure() -> None:
+    FEEDBACK_STORE_FAILURES.inc()
+
+
+_caches_published = 0.0
+
+
+def publish_cache_sizes() -> None:
+    """This worker's cache sizes into the gauges (each worker writes its own; /metrics sums them)."""
+    global _caches_published
+    _caches_published = time.monotonic()
+    for name, (entries, weight) in lru.sizes().items():
+        CACHE_ENTRIES.labels(name).set(entries)
+        CACHE_BYTES.labels(name).set(weight)
+
+
 def observe_prefetch_failure(key: str) -> None:
     PREFETCH_FAILURES.labels(key).inc()
 
@@ -79,7 +114,7 @@ AUTH_FAILURE_REASONS = (
     ("InvalidAudienceError", "wrong_audience"), ("InvalidSignatureError", "bad_signature"),
     ("InvalidIssuerError", "untrusted_issuer"), ("MissingRequiredClaimError", "missing_claim"),
     ("token lifetime", "lifetime_too_long"), ("tenant not allowed", "tenant_not_allowed"),
-    ("jti replayed", "replayed_jti"),
+    ("jti replayed", "replayed_jti"), ("jti unknown", "issued_before_replay_cache"), ("DecodeError", "malformed_token"), ("InvalidJTIError", "malformed_token"),
 )
 
 
@@ -87,9 +122,11 @@ def auth_failure_reason(message: str) -> str:
     return next((code for start, code in AUTH_FAILURE_REASONS if message.startswith(start)), "other")
 
 
-def observe_auth_failure(message: str) -> None:
-    """Count a refused request by the kind of refusal (see AUTH_FAILURE_REASONS)."""
-    AUTH_FAILURES.labels(auth_failure_reason(message)).inc()
+def observe_auth_failure(message: str) -> str:
+    """Count a refused request by the kind of refusal (see AUTH_FAILURE_REASONS); that kind is returned."""
+    reason = auth_failure_reason(message)
+    AUTH_FAILURES.labels(reason).inc()
+    return reason
 
 
 def _service_label() -> str | None:
@@ -112,6 +149,8 @@ def init_app(app: Flask) -> None:
         started = g.get("metrics_started")
         if service is not None and started is not None:
             _request_seconds_of(service, str(response.status_code)).observe(time.perf_counter() - started)
+            if time.monotonic() - _caches_published >= CACHE_PUBLISH_SECONDS:
+                publish_cache_sizes()
         return response
 
     app.register_blueprint(bp)
@@ -127,4 +166,5 @@ def _registry():
 
 @bp.get("/metrics")
 def metrics():
+    publish_cache_sizes()       # this worker's, up to date; the others' as of their last call (within a second)
     return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_cors import CORS
 
@@ -25,6 +25,7 @@ from service.ops import metrics
 from service.config import Settings
 from service.errors import ApiError
 from service.security.issuers import FhirServerPolicy, SecurityConfigError, development_policy, load_issuers
+from service.httpread import watched_session
 from service.jsonbody import request_json
 from service.security.limits import check_limits
 from service.security.logs import LOGGED_BY_APP, access_log
@@ -35,10 +36,11 @@ from service.security.tokens import FORBIDDEN_ALGORITHMS, AuthFailed, Caller, To
 __all__ = ["install", "SecurityConfigError"]
 log = logging.getLogger(__name__)
 OPENAPI = Path(__file__).parent / "openapi.json"
-UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")   # fullmatch
 CHALLENGE = 'Bearer realm="avh-cds"'
 AUTH_OFF_WARNING = "AVH_CDS_AUTH=off: CDS calls are NOT authenticated; development only, never in production"
 AUTH_OFF_REMINDER_SECONDS = 60
+REPLAY_RETRY_AFTER_SECONDS = 2     # Retry-After of the 503 when the replay cache (Redis) cannot be reached
 SANDBOX_WARNING = ("AVH_CDS_TRUST_SANDBOX=1: trusting https://sandbox.cds-hooks.org, whose private key is public "
                    "(anyone can sign its tokens); development only, never in production")
 openapi_bp = Blueprint("openapi", __name__)
@@ -78,7 +80,7 @@ def build(settings: Settings) -> Security:
     verifier = None
     if settings.auth == "required":
         replay = replay_cache(settings.redis_url, settings.replay_db)
-        verifier = TokenVerifier(issuers, _algorithms(settings), replay, requests.Session(),
+        verifier = TokenVerifier(issuers, _algorithms(settings), replay, watched_session(),
                                  clock_skew=settings.clock_skew_seconds,
                                  max_lifetime=settings.max_token_lifetime_seconds,
                                  jwks_refresh_seconds=settings.jwks_refresh_seconds,
@@ -142,14 +144,25 @@ def _guard():
             g.caller = security.verifier.verify(request.headers.get("Authorization"), security.audience())
         except AuthFailed as exc:
             g.auth_failure = str(exc)
-            metrics.observe_auth_failure(g.auth_failure)
-            return Response(status=401, headers={"WWW-Authenticate": CHALLENGE})
+            return _unauthorized(metrics.observe_auth_failure(g.auth_failure))
         except ReplayStoreUnavailable as exc:
-            raise ApiError(503, "replay_cache_unavailable", "avh-cds cannot check token reuse right now; "
-                           "retry later") from exc
+            error = ApiError(503, "replay_cache_unavailable", "avh-cds cannot check token reuse right now; "
+                             "retry later", retryAfterSeconds=REPLAY_RETRY_AFTER_SECONDS)
+            error.headers = {"Retry-After": str(REPLAY_RETRY_AFTER_SECONDS)}
+            raise error from exc
     if request.method == "POST":
         _check_body(security)
     return None
+
+
+def _unauthorized(reason: str) -> Response:
+    """401 with a JSON body naming the kind of refusal (a fixed code, never text from the token); the full
+    reason goes to the access line only."""
+    body = {"error": "invalid_token", "reason": reason,
+            "message": f"a valid bearer JWT from a trusted issuer is required ({reason})"}
+    error = "" if reason == "missing_token" else ', error="invalid_token"'
+    return current_app.response_class(orjson.dumps(body), status=401, mimetype="application/json",
+                                      headers={"WWW-Authenticate": CHALLENGE + error})
 
 
 _auth_off_reminded = -AUTH_OFF_REMINDER_SECONDS
@@ -165,7 +178,14 @@ def _remind_auth_off() -> None:
         log.warning(AUTH_OFF_WARNING)
 
 
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
 def _check_body(security: Security) -> None:
+    if not _is_json(request.mimetype):
+        raise ApiError(415, "unsupported_media_type", "the request body must be JSON sent as Content-Type: "
+                       f"application/json, not {request.mimetype[:60] or 'no Content-Type'!r}")
     try:
         body = request_json()
     except (ValueError, RecursionError):
@@ -173,7 +193,7 @@ def _check_body(security: Security) -> None:
     check_limits(body, security.settings.max_json_depth, security.settings.max_prefetch_resources)
     if not isinstance(body, dict):
         return
-    if isinstance(body.get("hookInstance"), str) and UUID.match(body["hookInstance"]):
+    if isinstance(body.get("hookInstance"), str) and UUID.fullmatch(body["hookInstance"]):
         g.hook_instance = body["hookInstance"]
     server = body.get("fhirServer")
     if request.endpoint == "cds.invoke" and isinstance(server, str):

@@ -6,15 +6,18 @@ us hammer the EHR. Keys are only ever fetched from the configured jwks_url, neve
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from typing import Callable
 
 import requests
+import urllib3
 from jwt import PyJWK, PyJWKSet, PyJWTError
 from jwt.exceptions import PyJWKSetError
 
+from service.httpread import OutOfTime, TooLarge, Watch, read_capped
 from service.security.issuers import Issuer, SecurityConfigError
 
 log = logging.getLogger(__name__)
@@ -30,17 +33,31 @@ def _keys_by_kid(jwks: dict) -> dict[str, dict]:
             if isinstance(k, dict) and k.get("kid") in usable and k.get("kty") != "oct" and k.get("use", "sig") == "sig"}
 
 
-FETCH_ERRORS = (requests.RequestException, ValueError, TypeError, KeyError, PyJWKSetError)
+FETCH_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, TooLarge, OutOfTime, ValueError, TypeError,
+                KeyError, RecursionError, PyJWKSetError)
 
 
 def fetch_keys(session: requests.Session, jwks_url: str, timeout: float) -> dict[str, dict]:
-    """kid -> JWK of the usable signing keys a JWK Set URL serves; raises one of FETCH_ERRORS when it cannot."""
-    response = session.get(jwks_url, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"})
-    if response.status_code != 200:       # redirects included: never followed
-        raise ValueError(f"HTTP {response.status_code}")
-    if len(response.content) > MAX_JWKS_BYTES:
-        raise ValueError("JWK Set too large")
-    return _keys_by_kid(response.json())
+    """kid -> JWK of the usable signing keys a JWK Set URL serves; raises one of FETCH_ERRORS when it cannot.
+
+    The whole fetch, headers included, lies within `timeout`: the socket is cut when it ends, and the body is
+    streamed with a byte cap (a huge or trickling JWK Set costs neither memory nor a thread for long)."""
+    watch = Watch()
+    cutter = threading.Timer(timeout, watch.cut)
+    cutter.start()
+    try:
+        deadline = time.monotonic() + timeout
+        with watch, session.get(jwks_url, timeout=timeout, allow_redirects=False,
+                                headers={"Accept": "application/json"}, stream=True) as response:
+            try:
+                if response.status_code != 200:       # redirects included: never followed
+                    raise ValueError(f"HTTP {response.status_code}")
+                body = read_capped(response, MAX_JWKS_BYTES, deadline, timeout)
+            finally:
+                watch.detach()
+        return _keys_by_kid(json.loads(body))
+    finally:
+        cutter.cancel()
 
 
 class KeySet:

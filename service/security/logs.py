@@ -15,12 +15,20 @@ access_log = logging.getLogger("service.access")
 LOGGED_BY_APP = "avh_cds.access_logged"    # set in the WSGI environ of a call the access line was written for
 
 
+MAX_TEXT = 1000     # characters of a message or of a text field: whatever a caller chose is logged cut
+
+
+def cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else f"{text[:MAX_TEXT]}... ({len(text) - MAX_TEXT} more characters)"
+
+
 class JsonLinesFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {"ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
-                "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
+                "level": record.levelname, "logger": record.name, "msg": cut(record.getMessage()),
                 "pid": record.process}
-        line.update(getattr(record, "fields", None) or {})
+        for name, value in (getattr(record, "fields", None) or {}).items():
+            line[name] = cut(value) if isinstance(value, str) else value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         # orjson (a third of json.dumps' cost: it runs for every call); the stdlib for what orjson refuses

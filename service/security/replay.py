@@ -21,13 +21,19 @@ class ReplayStoreUnavailable(Exception):
     """The shared replay store cannot be asked: refuse the call (503) rather than risk a replay."""
 
 
+class IssuedBeforeStart(Exception):
+    """The token was issued before the replay store began remembering (Redis restarted or was flushed): it may
+    have been used already, in the time the store has forgotten."""
+
+
 def _key(iss: str, jti: str) -> str:
     return "avh-cds:jti:" + hashlib.sha256(f"{iss}\n{jti}".encode()).hexdigest()
 
 
 class ReplayCache(Protocol):
-    def first_use(self, iss: str, jti: str, ttl_seconds: int) -> bool:
-        """Record (iss, jti) for ttl_seconds; False when it was already recorded."""
+    def first_use(self, iss: str, jti: str, ttl_seconds: int, issued_at: float | None = None) -> bool:
+        """Record (iss, jti) for ttl_seconds; False when it was already recorded. `issued_at` (the token's iat)
+        lets a store that can forget (Redis) refuse what was issued before it last started remembering."""
 
 
 class MemoryReplayCache:
@@ -37,7 +43,7 @@ class MemoryReplayCache:
         self._lock = threading.Lock()
         self._next_purge = 0.0
 
-    def first_use(self, iss: str, jti: str, ttl_seconds: int) -> bool:
+    def first_use(self, iss: str, jti: str, ttl_seconds: int, issued_at: float | None = None) -> bool:
         key, now = _key(iss, jti), self.clock()
         with self._lock:
             if now >= self._next_purge:
@@ -49,21 +55,61 @@ class MemoryReplayCache:
             return True
 
 
+# One round trip: the moment this Redis began remembering (set by the first call that finds it unset: after a
+# restart without persistence, or a FLUSH, it is gone with the jtis), the token's iat against it, then SET NX EX.
+FIRST_USE = """
+local since = redis.call('GET', KEYS[1])
+if not since then
+  redis.call('SET', KEYS[1], ARGV[1])
+  since = ARGV[1]
+end
+if tonumber(ARGV[2]) < tonumber(since) then
+  return -1
+end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  return 1
+end
+return 0
+"""
+REMEMBERING_SINCE = "avh-cds:replay-since"
+
+
 class RedisReplayCache:
+    """SET NX EX per token. Redis as commonly run keeps nothing across a restart, so it records when it began
+    remembering (REMEMBERING_SINCE, whole seconds) and refuses a token issued before that: such a token may have
+    been used in the time it forgot. Tokens live minutes, so after a restart only the few calls in flight then
+    are refused (401; the EHR's next call carries a new token)."""
+
     def __init__(self, url: str):
         import redis
         self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._errors = redis.RedisError
+        self._first_use = self._redis.register_script(FIRST_USE)
+        try:
+            self._mark_start()
+        except self._errors:
+            pass                    # Redis down at start: the first call that reaches it marks it
+
+    def _mark_start(self) -> None:
+        """Record when this Redis began remembering, unless it already has: done at start-up and by each readiness
+        probe too, so that a token minted just before the first call after a (re)start is not refused for being a
+        second older than that call."""
+        self._redis.set(REMEMBERING_SINCE, int(time.time()), nx=True)
 
     def ping(self) -> None:
         """Raises when Redis cannot be reached (GET /readyz)."""
-        self._redis.ping()
+        self._mark_start()
 
-    def first_use(self, iss: str, jti: str, ttl_seconds: int) -> bool:
+    def first_use(self, iss: str, jti: str, ttl_seconds: int, issued_at: float | None = None) -> bool:
+        now = int(time.time())
         try:
-            return bool(self._redis.set(_key(iss, jti), 1, nx=True, ex=max(1, ttl_seconds)))
+            outcome = self._first_use(keys=[REMEMBERING_SINCE, _key(iss, jti)],
+                                      args=[now, now if issued_at is None else issued_at, max(1, ttl_seconds)])
         except self._errors as exc:
             raise ReplayStoreUnavailable(type(exc).__name__) from exc
+        if outcome == -1:
+            raise IssuedBeforeStart()
+        return outcome == 1
 
 
 class SqliteReplayCache:
@@ -96,7 +142,7 @@ class SqliteReplayCache:
             self._local.db, self._local.pid = self._connect(), os.getpid()
         return self._local.db
 
-    def first_use(self, iss: str, jti: str, ttl_seconds: int) -> bool:
+    def first_use(self, iss: str, jti: str, ttl_seconds: int, issued_at: float | None = None) -> bool:
         now = time.time()
         try:
             db = self._db()

@@ -15,7 +15,7 @@ import requests
 
 from service.security.issuers import Issuer
 from service.security.keys import KeySet
-from service.security.replay import ReplayCache
+from service.security.replay import IssuedBeforeStart, ReplayCache
 
 # Never accepted, whatever the configuration says: "none" and the symmetric (shared-secret) algorithms.
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
@@ -42,6 +42,14 @@ class TokenVerifier:
                      for iss, issuer in issuers.items()}
 
     def verify(self, authorization: str | None, audience: str) -> Caller:
+        try:
+            return self._verify(authorization, audience)
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            # A header or claim of a type the checks in _verify do not foresee (a list where a string belongs,
+            # ...): the token is malformed, and the caller gets a 401, never a 500.
+            raise AuthFailed(f"malformed token ({type(exc).__name__})") from None
+
+    def _verify(self, authorization: str | None, audience: str) -> Caller:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthFailed("no bearer token")
@@ -61,7 +69,7 @@ class TokenVerifier:
         if issuer is None:
             raise AuthFailed("iss not trusted")
         jku = header.get("jku")
-        if jku is not None and jku not in issuer.jku:
+        if jku is not None and (not isinstance(jku, str) or jku not in issuer.jku):
             raise AuthFailed("jku not allowed for this issuer")
         key = self.keys[issuer.iss].key(kid, alg)
         if key is None:
@@ -74,13 +82,20 @@ class TokenVerifier:
             raise AuthFailed(f"{type(exc).__name__}: {str(exc)[:120]}") from None
         if int(claims["exp"]) - int(claims["iat"]) > self.max_lifetime:
             raise AuthFailed("token lifetime longer than allowed")
+        if not isinstance(claims["jti"], str) or not claims["jti"]:
+            raise AuthFailed("malformed token (jti is not a non-empty string)")
         tenant = claims.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            raise AuthFailed("malformed token (tenant is not a string)")
         if issuer.tenants and tenant not in issuer.tenants:
             raise AuthFailed("tenant not allowed for this issuer")
         ttl = int(claims["exp"]) + self.clock_skew - int(time.time()) + 1
-        if not self.replay.first_use(issuer.iss, claims["jti"], ttl):
-            raise AuthFailed("jti replayed")
-        return Caller(issuer=issuer, jti=claims["jti"], tenant=tenant if isinstance(tenant, str) else None)
+        try:
+            if not self.replay.first_use(issuer.iss, claims["jti"], ttl, issued_at=claims["iat"]):
+                raise AuthFailed("jti replayed")
+        except IssuedBeforeStart:
+            raise AuthFailed("jti unknown: the token was issued before the replay cache last started") from None
+        return Caller(issuer=issuer, jti=claims["jti"], tenant=tenant)
 
 
 def _peek(token: str) -> tuple[dict, dict]:

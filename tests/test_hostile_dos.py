@@ -1,0 +1,181 @@
+"""Hostile review, denial of service (issue 15, items 1 to 3): slow or huge answers from servers the service
+contacts, and memory that grew with what callers sent. Real sockets on 127.0.0.1. Each test's docstring names
+the attack."""
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from werkzeug.serving import make_server
+
+from service import create_app
+from service.config import Settings
+from tests.hostile_support import StreamingServer, free_port
+from tests.security_support import INVOKE, bearer, hook_request, issuer, make_app, token
+from tests.deployment_support import sample
+from tests.records import (AUTH_OFF, PRE_OP_CARDS, full_prefetch, observation_ambulatory, pre_operative, topics,
+                           write_fixtures)
+
+BUDGET = 1.5          # generous: a loaded test machine must not turn a healthy fetch into a failure
+TRICKLE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: 10000000\r\n\r\n"
+                b'{"resourceType": "Bundle", "type": "searchset", "entry": [')
+
+
+@pytest.fixture(scope="module")
+def healthy_fhir(tmp_path_factory):
+    """A healthy FHIR server: the service's own fixture endpoint, served over real HTTP."""
+    app = create_app(Settings.from_env(AUTH_OFF, fixture_fhir=True,
+                                       fixtures_dir=write_fixtures(tmp_path_factory.mktemp("fx"))))
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/fhir"
+    server.shutdown()
+    thread.join(5)
+
+
+def _no_prefetch_call(client, fhir_server: str):
+    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": fhir_server,
+            "context": {"patientId": "pt-pre", "userId": "Practitioner/u1"}}
+    started = time.monotonic()
+    response = client.post("/cds-services/avh-patient-view", json=body)
+    return response, time.monotonic() - started
+
+
+def test_a_trickling_fhir_server_holds_no_thread_past_the_budget_and_no_other_callers_fetch(tmp_path, healthy_fhir):
+    """Attack: a FHIR server announces Content-Length: 10000000, then sends one byte every 0.2 s, named by 8
+    calls at once. It held the shared fetch pool (the deadline was checked only between 64 KiB reads), so for the
+    next 53 s every call fetching from a healthy server got 412."""
+    app = create_app(Settings.from_env(AUTH_OFF, sqlite_path=tmp_path / "s.sqlite3", fetch_workers=8,
+                                       fetch_budget_seconds=BUDGET, fetch_timeout_seconds=BUDGET))
+    client = app.test_client()
+    with StreamingServer(TRICKLE_HEAD) as slow, ThreadPoolExecutor(16) as callers:
+        slow_calls = [callers.submit(_no_prefetch_call, client, slow.base_url + "/fhir") for _ in range(8)]
+        deadline = time.monotonic() + 5
+        while len(slow.opened) < 8 and time.monotonic() < deadline:     # the slow server's fetches are under way
+            time.sleep(0.02)
+        assert len(slow.opened) >= 8
+        healthy = [callers.submit(_no_prefetch_call, client, healthy_fhir) for _ in range(4)]
+        for future in healthy:
+            response, _ = future.result(timeout=30)
+            assert response.status_code == 200, response.json
+            assert topics(response.json["cards"]) == PRE_OP_CARDS
+        for future in slow_calls:
+            response, seconds = future.result(timeout=30)
+            assert response.status_code == 412 and seconds < BUDGET + 1.0
+        answered = time.monotonic()
+        while len(slow.released) < len(slow.opened) and time.monotonic() < answered + BUDGET + 2:
+            time.sleep(0.05)
+        # Every connection to the slow server was let go of: no fetch thread is still reading from it.
+        assert len(slow.released) == len(slow.opened)
+        assert max(slow.released) - min(slow.opened) < 2 * BUDGET + 1.5
+
+
+JWKS_CHUNK = b"10000\r\n" + b" " * 0x10000 + b"\r\n"      # one 64 KiB chunk of a chunked body
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+], ids=["announced", "chunked"])
+def test_a_huge_jwk_set_is_not_read_past_the_cap(tmp_path, head):
+    """Attack: an issuer's jwks_url answers with a 1 GB JWK Set (announced, or chunked with no length); it was
+    read whole before its size was checked (7.2 s, 2.2 GB of worker memory)."""
+    with StreamingServer(head, piece=JWKS_CHUNK, every=0, most=64 << 20) as huge:
+        client = make_app(tmp_path, [issuer(jwks=None, jwks_url=huge.base_url + "/jwks.json")]).test_client()
+        response = client.post(INVOKE, json=hook_request(), headers=bearer(token()))
+        assert response.status_code == 401 and response.json["reason"] == "unknown_key"
+        assert huge.sent < 4 << 20        # the fetch stopped at the cap (256 KiB) and hung up
+
+
+def test_a_trickling_jwk_set_is_given_up_at_the_fetch_timeout(tmp_path):
+    """Attack: an issuer's jwks_url announces a small JWK Set and sends a byte every 0.2 s; each receive was
+    within the 2 s timeout, so the fetch (and every call of that issuer, waiting on its lock) never ended."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    with ThreadPoolExecutor(1) as caller, StreamingServer(head) as slow:     # the server stops first
+        client = make_app(tmp_path, [issuer(jwks=None, jwks_url=slow.base_url + "/jwks.json")]).test_client()
+        started = time.monotonic()
+        call = caller.submit(client.post, INVOKE, json=hook_request(), headers=bearer(token()))
+        response = call.result(timeout=15)
+        assert response.status_code == 401 and time.monotonic() - started < 5
+
+
+def _big_chart(patient_id: str, observations: int = 300) -> list[dict]:
+    """A pre-operative chart with many relevant Observations, each with a 3 KB note: about 1 MB of JSON."""
+    notes = [{"text": "n" * 3000}]
+    return pre_operative(patient_id) + [{**observation_ambulatory(f"{patient_id}-o{k}", patient_id, days=k % 20),
+                                         "note": notes} for k in range(observations)]
+
+
+def test_the_chart_and_model_caches_are_bounded_by_bytes_and_shown_in_metrics(tmp_path):
+    """Attack: distinct large charts, one after another; the per-worker caches were bounded by entries only
+    (1024 charts of 8.5 MB could reach gigabytes: +200 MB over 30 charts, still rising)."""
+    bound = 12 * 1024 * 1024
+    app = create_app(Settings.from_env(AUTH_OFF, sqlite_path=tmp_path / "s.sqlite3", cache_max_bytes=bound))
+    client = app.test_client()
+    templates = app.extensions["avh"].registry.get("avh-patient-view").prefetch
+    for n in range(10):
+        pid = f"big-{n}"
+        body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
+                "context": {"patientId": pid, "userId": "Practitioner/u1"},
+                "prefetch": full_prefetch(_big_chart(pid), templates, pid)}
+        response = client.post("/cds-services/avh-patient-view", json=body)
+        assert response.status_code == 200 and PRE_OP_CARDS <= topics(response.json["cards"])
+    engine = app.extensions["avh"].engine
+    assert 0 < len(engine.charts) < 10                  # ~1 MB each, 4 MB for charts: the oldest went
+    caches = {"models": engine.validate._results, "charts": engine.charts, "answers": engine.answers}
+    text = client.get("/metrics").text
+    for name, cache in caches.items():
+        assert 0 < cache.bytes <= bound // 3, name
+        # the gauge sums this process's caches of that name (other apps a test run keeps alive included)
+        assert sample(text, "avh_cds_cache_bytes", cache=name) >= cache.bytes
+        assert sample(text, "avh_cds_cache_entries", cache=name) >= len(cache)
+
+
+def test_calls_naming_ever_new_fhir_servers_keep_a_bounded_number_of_fetch_pools():
+    """Attack: calls naming a new fhirServer each time (any loopback port is allowed with auth off): a pool per
+    server must not become threads without bound, nor fail a call once the oldest pool is let go of."""
+    import re
+    import responses
+    from service.fhir.prefetch import FetchPools, PrefetchResolver
+    from tests.records import COMPRESSION, HEMANGIOMA, condition, patient, searchset
+    templates = {"patient": "Patient/{{context.patientId}}", "conditions": "Condition?patient={{context.patientId}}"}
+    resolver = PrefetchResolver(timeout=1.0, budget=2.0)
+    with responses.RequestsMock() as rsps:
+        rsps.get(re.compile(r"http://127\.0\.0\.1:\d+/fhir/Patient/p1"), json=patient("p1"))
+        rsps.get(re.compile(r"http://127\.0\.0\.1:\d+/fhir/Condition.*"),
+                 json=searchset([condition("c1", "p1", HEMANGIOMA), condition("c2", "p1", COMPRESSION)]))
+        for port in range(20000, 20000 + FetchPools.MOST + 8):
+            result = resolver.resolve(templates, {"context": {"patientId": "p1"},
+                                                  "fhirServer": f"http://127.0.0.1:{port}/fhir"})
+            assert result.unavailable == {} and len(result.resources) == 3
+    assert len(resolver.pools._pools) == FetchPools.MOST
+
+
+def test_a_fhir_server_trickling_its_headers_is_cut_off_when_the_budget_ends():
+    """Attack: a FHIR server sends its status line, then one header byte every 0.2 s: the headers are read before
+    any body, one receive at a time, each within the socket's timeout, so the fetch thread stayed after the call
+    had answered."""
+    from service.fhir.prefetch import PrefetchResolver
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nX-Slow: "
+    resolver = PrefetchResolver(timeout=2.0, budget=0.5)
+    with StreamingServer(head, piece=b"a") as slow:
+        started = time.monotonic()
+        result = resolver.resolve({"observations": "Observation?patient={{context.patientId}}"},
+                                  {"context": {"patientId": "p1"}, "fhirServer": slow.base_url + "/fhir"})
+        assert "fetch budget" in result.unavailable["Observation"]
+        while not slow.released and time.monotonic() < started + 5:
+            time.sleep(0.05)
+        assert slow.released and slow.released[0] - started < 1.0
+
+
+def test_a_jwk_set_trickling_its_headers_is_given_up_at_the_fetch_timeout(tmp_path):
+    """Attack: an issuer's jwks_url sends one header byte every 0.2 s: every receive is within the 2 s timeout,
+    and the call (holding its issuer's key lock) waited as long as the server liked."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: "
+    with ThreadPoolExecutor(1) as caller, StreamingServer(head, piece=b"a") as slow:     # the server stops first
+        client = make_app(tmp_path, [issuer(jwks=None, jwks_url=slow.base_url + "/jwks.json")]).test_client()
+        started = time.monotonic()
+        response = caller.submit(client.post, INVOKE, json=hook_request(), headers=bearer(token())).result(timeout=15)
+        assert response.status_code == 401 and time.monotonic() - started < 5

@@ -1,0 +1,59 @@
+"""Hostile review, privacy (issue 15, item 12): no patient id in the log, and nothing a caller chose logged
+whole. Each test's docstring names the attack."""
+import logging
+import uuid
+
+from service.security.logs import MAX_TEXT, JsonLinesFormatter
+from tests.records import HEMANGIOMA, COMPRESSION, condition, patient, searchset
+
+MRN = "MRN-778899-DOE-JANE"
+
+
+def _call(client, conditions):
+    empty = searchset([])
+    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
+            "context": {"patientId": MRN, "userId": "Practitioner/u1"},
+            "prefetch": {"patient": patient(MRN), "conditions": searchset(conditions),
+                         **{k: empty for k in ("observations", "procedures", "medicationRequests", "serviceRequests",
+                                               "diagnosticReports")}}}
+    return client.post("/cds-services/avh-patient-view", json=body)
+
+
+def _lines(caplog) -> list[str]:
+    formatter = JsonLinesFormatter()
+    return [formatter.format(record) for record in caplog.records]
+
+
+def test_a_condition_with_no_patient_subject_logs_no_patient_id(client, caplog):
+    """Attack: a Condition with no patient subject; the log said `subject is not Patient/MRN-778899-DOE-JANE`,
+    a patient identifier, while the access log redacts resource ids for exactly that reason."""
+    orphan = condition("c-orphan", MRN, HEMANGIOMA)
+    del orphan["subject"]
+    caplog.set_level(logging.DEBUG)
+    assert _call(client, [orphan, condition("c-2", MRN, COMPRESSION)]).status_code == 200
+    assert any("subject is not the patient" in line for line in _lines(caplog))
+    assert not [line for line in _lines(caplog) if "778899" in line]
+
+
+def test_attacker_chosen_ids_are_not_logged_whole(client, caplog):
+    """Attack: resources whose ids are 100 KB long (one 100 KB log line each), one of them invalid FHIR so that
+    it is named in the log."""
+    long_id = "x" * 100_000
+    orphan = condition(long_id, MRN, HEMANGIOMA)
+    del orphan["subject"]
+    invalid = condition(long_id + "y", MRN, COMPRESSION)
+    invalid["onsetDateTime"] = "not a date"
+    caplog.set_level(logging.DEBUG)
+    assert _call(client, [orphan, invalid]).status_code == 200
+    lines = _lines(caplog)
+    assert any("left out invalid Condition/" in line for line in lines)
+    assert max(len(line) for line in lines) < 2 * MAX_TEXT
+
+
+def test_every_log_line_is_cut_whatever_the_message(caplog):
+    """Attack: any message or field that carries caller text at length (gunicorn quoting a request line, a
+    future log call): the JSON line cuts the message and each text field."""
+    caplog.set_level(logging.INFO)
+    logging.getLogger("service.test").warning("caller sent %s", "z" * 50_000, extra={"fields": {"path": "p" * 50_000}})
+    [line] = [line for line in _lines(caplog) if "caller sent" in line]
+    assert len(line) < 3 * MAX_TEXT and "more characters" in line

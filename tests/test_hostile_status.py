@@ -1,0 +1,168 @@
+"""Hostile review, wrong status codes (issue 15, items 5 to 7): inputs an anonymous or authenticated caller
+chooses that used to give a 500, HTML, or the wrong 4xx. Each test's docstring names the attack."""
+import base64
+import json
+import uuid
+
+import pytest
+from jwt.api_jws import PyJWS
+
+from tests.security_support import INVOKE, ISS, Keys, bearer, claims, hook_request, issuer, make_app, token
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unsigned(header: dict, payload: dict) -> str:
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(payload).encode())}.AAAA"
+
+
+def _signed_raw(payload: str) -> str:
+    """A validly signed token whose payload is this exact JSON text (PyJWT refuses to mint some of these)."""
+    return PyJWS().encode(payload.encode(), Keys.ec, algorithm="ES384", headers={"kid": "ec-1", "typ": "JWT"})
+
+
+def _raw_claims(**wrong) -> str:
+    values = {**claims(tenant="hosp-a"), **wrong}
+    return _signed_raw(json.dumps(values))
+
+
+HEADER = {"alg": "ES384", "typ": "JWT", "kid": "ec-1"}
+WRONG_TYPES = {
+    "jku as a list": lambda: _unsigned({**HEADER, "jku": ["x"]}, claims(tenant="hosp-a")),
+    "jku as an object": lambda: _unsigned({**HEADER, "jku": {}}, claims(tenant="hosp-a")),
+    "kid as a list": lambda: _unsigned({**HEADER, "kid": ["ec-1"]}, claims(tenant="hosp-a")),
+    "alg as a list": lambda: _unsigned({**HEADER, "alg": ["ES384"]}, claims(tenant="hosp-a")),
+    "typ as an object": lambda: _unsigned({**HEADER, "typ": {}}, claims(tenant="hosp-a")),
+    "header is a list": lambda: f"{_b64(b'[1]')}.{_b64(json.dumps(claims()).encode())}.AAAA",
+    "payload is a list": lambda: f"{_b64(json.dumps(HEADER).encode())}.{_b64(b'[1]')}.AAAA",
+    "signed, tenant as a list": lambda: token(tenant=["hosp-a"]),
+    "signed, tenant as an object": lambda: token(tenant={"id": "hosp-a"}),
+    "signed, iss as a list": lambda: _raw_claims(iss=[ISS]),
+    "signed, aud as a number": lambda: token(aud=5, tenant="hosp-a"),
+    "signed, aud as an object": lambda: token(aud={}, tenant="hosp-a"),
+    "signed, exp as a string": lambda: token(exp="tomorrow", tenant="hosp-a"),
+    "signed, exp as a list": lambda: token(exp=[1], tenant="hosp-a"),
+    "signed, exp Infinity": lambda: _signed_raw(json.dumps(claims(tenant="hosp-a")).replace(
+        '"exp": ', '"exp": Infinity, "x": ')),
+    "signed, iat as a string": lambda: token(iat="now", tenant="hosp-a"),
+    "signed, iat 1e308": lambda: token(iat=1e308, exp=1e308, tenant="hosp-a"),
+    "signed, jti as a number": lambda: token(jti=5, tenant="hosp-a"),
+    "signed, jti as a list": lambda: token(jti=["a"], tenant="hosp-a"),
+    "signed, jti empty": lambda: token(jti="", tenant="hosp-a"),
+}
+
+
+@pytest.mark.parametrize("case", WRONG_TYPES)
+def test_jwt_header_or_claim_of_the_wrong_type_is_a_json_401(tmp_path, case):
+    """Attack: a JWT whose header (jku, kid, alg, typ) or claims (tenant, iss, aud, exp, iat, jti) have the
+    wrong JSON type, signed or not; `jku: ["x"]` and `tenant: ["hosp-a"]` used to be a 500 (unhashable)."""
+    client = make_app(tmp_path, [issuer(tenants=["hosp-a"])]).test_client()
+    response = client.post(INVOKE, json=hook_request(), headers=bearer(WRONG_TYPES[case]()))
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.json["error"] == "invalid_token" and response.json["reason"] != "other"
+    # the well-typed token still passes: the refusal is about the type, not the issuer set-up
+    assert client.post(INVOKE, json=hook_request(), headers=bearer(token(tenant="hosp-a"))).status_code == 200
+
+
+# --- item 7: oversized, mistyped and almost-valid requests ---------------------------------------------------
+
+@pytest.fixture
+def open_client(tmp_path):
+    from service import create_app
+    from service.config import Settings
+    return create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}, sqlite_path=tmp_path / "s.sqlite3")).test_client()
+
+
+def test_a_hook_instance_with_a_trailing_newline_is_a_400(open_client):
+    """Attack: hookInstance "<uuid>\\n": Python's `$` matches before a final newline, so the schema's pattern
+    accepted it (and it reached the log and the issued-card store)."""
+    body = hook_request()
+    body["hookInstance"] = str(uuid.uuid4()) + "\n"
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 400 and "hookInstance" in response.json["message"]
+
+
+def test_a_token_type_with_a_trailing_newline_is_a_400(open_client):
+    """Attack: fhirAuthorization.token_type "Bearer\\n", accepted by the same `$`."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir")
+    body["fhirAuthorization"] = {"access_token": "t", "token_type": "Bearer\n", "expires_in": 60, "scope": "s",
+                                 "subject": "x"}
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 400 and "token_type" in response.json["message"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "text/html", None])
+@pytest.mark.parametrize("path", [INVOKE, INVOKE + "/feedback"])
+def test_a_post_that_is_not_declared_json_is_a_415(open_client, content_type, path):
+    """Attack: a service call or feedback posted with a Content-Type other than JSON (or none); it was read as
+    JSON all the same."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = open_client.post(path, data=json.dumps(hook_request()), headers=headers)
+    assert response.status_code == 415
+    assert response.json["error"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/fhir+json"])
+def test_json_content_types_are_accepted(open_client, content_type):
+    """Not an attack: JSON with a charset, or a +json type, is JSON."""
+    response = open_client.post(INVOKE, data=json.dumps(hook_request()), headers={"Content-Type": content_type})
+    assert response.status_code == 200
+
+
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory):
+    from tests.deployment_support import Gunicorn
+    from tests.hostile_support import free_port
+    server = Gunicorn(free_port(), tmp_path_factory.mktemp("gunicorn") / "gunicorn.log",
+                      AVH_CDS_MAX_BODY_BYTES="4096")
+    yield server
+    server.stop()
+
+
+def _raw(server, request: bytes) -> tuple[int, dict, bytes]:
+    import socket
+    port = int(server.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_bytes, status, error", [
+    (b"GET /cds-services/" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+    (b"GET /cds-services HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, "headers_too_large"),
+    (b"GET /cds-services HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n",
+     431, "headers_too_large"),
+    (b"GET /cds-services HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400, "bad_request"),
+], ids=["long URI", "long header", "too many headers", "malformed header"])
+def test_oversized_uris_and_headers_get_json_under_gunicorn(gunicorn, request_bytes, status, error):
+    """Attack: a request line or headers over gunicorn's limits (and a malformed header); gunicorn answered with
+    its HTML page before the app saw the request."""
+    got, headers, body = _raw(gunicorn, request_bytes)
+    assert got == status
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["error"] == error
+
+
+def _chunked_post(size: int) -> bytes:
+    body = json.dumps({**hook_request(), "padding": "x" * size}).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 1000]), body[i:i + 1000]) for i in range(0, len(body), 1000))
+    return (b"POST /cds-services/avh-patient-view HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunks + b"0\r\n\r\n")
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_under_gunicorn(gunicorn):
+    """Attack: a body over AVH_CDS_MAX_BODY_BYTES sent chunked (no Content-Length); werkzeug cut it at the limit
+    and it was answered 400 invalid_json."""
+    status, headers, body = _raw(gunicorn, _chunked_post(8000))
+    assert status == 413 and json.loads(body)["error"] == "body_too_large"
+    status, _, body = _raw(gunicorn, _chunked_post(100))          # under the limit, chunked: answered
+    assert status == 200 and "cards" in json.loads(body)

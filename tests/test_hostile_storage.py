@@ -1,0 +1,170 @@
+"""Hostile review, feedback storage (issue 15, items 4, 6, 8 and 9): posts that used to sleep on a request
+thread, overflow, or get a 503 forever (a contract-following client retries a 503 for ever), on SQLite and on
+the real PostgreSQL. Each test's docstring names the attack."""
+import threading
+import time
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from service import create_app
+from service.config import Settings
+from service.feedback.store import feedback
+from service.uuids import new_uuid
+from tests.fhir_builders import NO_AUTH
+from tests.test_feedback import REASON_SYSTEM, accepted, issue_cards, overridden, post_feedback, postgres_url, storage
+
+__all__ = ["postgres_url", "storage"]     # fixtures used by the tests below
+
+
+@pytest.fixture
+def app(storage):
+    app = create_app(Settings.from_env(NO_AUTH, **storage))
+    yield app
+    app.extensions["avh"].store.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def _marks(app, service="avh-order-sign") -> dict:
+    with app.extensions["avh"].store.engine.connect() as conn:
+        return dict(conn.execute(select(feedback.c.card_uuid, feedback.c.card_known)
+                                 .where(feedback.c.service_id == service)).all())
+
+
+def test_feedback_on_an_unknown_card_never_sleeps_on_the_request_thread(client, monkeypatch):
+    """Attack: 16 clients post feedback about cards nobody issued; each post slept 0.7 s in its request thread
+    (waiting for other workers' batches), which raised patient-view's median from 3 ms to 679 ms."""
+    slept_here = []
+    real_sleep = time.sleep
+    request_thread = threading.get_ident()
+
+    def sleep(seconds):
+        if threading.get_ident() == request_thread:
+            slept_here.append(seconds)
+        real_sleep(seconds)
+    monkeypatch.setattr(time, "sleep", sleep)
+    for card in (new_uuid(), str(uuid.uuid4())):      # a card that looks freshly issued, and any other
+        response = post_feedback(client, [overridden({"uuid": card})])
+        assert response.status_code == 200 and response.json["stored"] == 1
+    assert slept_here == []
+
+
+def test_feedback_reaching_a_worker_before_its_card_was_written_is_marked_known_later(storage):
+    """Attack (on the fix): without the wait, feedback that beats its card's batch to the database must still
+    end up marked known, and a card only just minted is not called unknown in the answer."""
+    issuing = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=0.3, **storage))
+    other = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=0.3, **storage))   # a second worker
+    try:
+        card = issue_cards(issuing.test_client(), close=False)["posterior-fixation"]     # not written yet
+        response = post_feedback(other.test_client(), [accepted(card)])
+        assert response.status_code == 200 and response.json["unknownCards"] == []
+        deadline = time.monotonic() + 10
+        while _marks(other) != {card["uuid"]: True} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _marks(other) == {card["uuid"]: True}
+    finally:
+        for app in (issuing, other):
+            app.extensions["avh"].store.dispose()
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+05:00"])
+def test_feedback_timestamp_beyond_utc_years_is_a_400_naming_the_field(client, moment):
+    """Attack: an outcomeTimestamp whose UTC moment falls in the year 10000 or the year 0 (OverflowError:
+    a 500)."""
+    response = post_feedback(client, [overridden({"uuid": str(uuid.uuid4())}, when=moment)])
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request" and "feedback/0/outcomeTimestamp" in response.json["message"]
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59.999999Z", "9999-12-31T18:59:59-05:00",
+                                    "0001-01-01T00:00:00Z", "0001-01-01T05:00:00+05:00", "0001-01-01T00:00:00"])
+def test_feedback_timestamp_at_the_edges_of_utc_is_stored(client, moment):
+    """Attack: outcomeTimestamps at the very first and last moments UTC can hold, with and without offsets."""
+    response = post_feedback(client, [overridden({"uuid": str(uuid.uuid4())}, when=moment)])
+    assert response.status_code == 200 and response.json["stored"] == 1
+
+
+def _with_nul(where: str) -> dict:
+    entry = overridden({"uuid": str(uuid.uuid4())})
+    if where == "card":
+        entry["card"] = "abc\u0000def"
+    elif where.endswith("userComment"):
+        entry["overrideReason"]["userComment"] = "said\u0000no"
+    elif where.endswith("display"):
+        entry["overrideReason"]["reason"]["display"] = "\u0000"
+    elif where.endswith("code"):
+        entry["overrideReason"]["reason"]["code"] = "x\u0000"
+    else:
+        entry = {**accepted({"uuid": entry["card"], "suggestions": [{"uuid": "s\u0000"}]})}
+    return entry
+
+
+@pytest.mark.parametrize("where", ["card", "overrideReason/userComment", "overrideReason/reason/display",
+                                   "overrideReason/reason/code", "acceptedSuggestions/0/id"])
+def test_a_nul_in_a_feedback_string_is_a_400_naming_the_field_on_both_databases(client, where):
+    """Attack: a NUL (U+0000) in a feedback string; PostgreSQL cannot store it in text, so the post got 503 +
+    Retry-After for ever. Refused alike on SQLite and PostgreSQL, naming the field."""
+    response = post_feedback(client, [overridden({"uuid": str(uuid.uuid4())}), _with_nul(where)])
+    assert response.status_code == 400
+    assert f"feedback/1/{where}:" in response.json["message"] and "NUL" in response.json["message"]
+    clean = post_feedback(client, [overridden({"uuid": str(uuid.uuid4())})])
+    assert clean.status_code == 200 and clean.json["stored"] == 1        # nothing of the refused post was kept
+
+
+def test_a_display_that_is_not_a_string_is_a_400(client):
+    """Attack: an override reason whose display is an object: it cannot be bound as text (503 for ever)."""
+    entry = overridden({"uuid": str(uuid.uuid4())})
+    entry["overrideReason"]["reason"]["display"] = {"text": "x"}
+    response = post_feedback(client, [entry])
+    assert response.status_code == 400 and "display" in response.json["message"]
+
+
+def test_seventy_thousand_entries_in_one_post_are_stored(client):
+    """Attack: 70,000 feedback entries in one post, over PostgreSQL's 65,535 bind parameters per statement
+    (503 for ever); written in chunks, each stored once, and the resend counted as duplicates."""
+    entries = [{"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-11-24T10:00:00Z",
+                "overrideReason": {"reason": {"system": REASON_SYSTEM, "code": "not-applicable"}}}
+               for _ in range(70_000)]
+    first = post_feedback(client, entries)
+    assert first.status_code == 200, first.json
+    assert (first.json["stored"], len(first.json["unknownCards"])) == (70_000, 70_000)
+    again = post_feedback(client, entries[:1000])
+    assert again.status_code == 200 and again.json["duplicates"] == 1000
+
+
+def test_the_same_feedback_to_two_services_is_stored_for_each(app, client):
+    """Attack (on correctness): feedback first posted to avh-order-sign made the same feedback to
+    avh-patient-view count as a duplicate: the idempotency key ignored the service."""
+    entry = overridden({"uuid": str(uuid.uuid4())})
+    assert post_feedback(client, [entry], service="avh-order-sign").json["stored"] == 1
+    second = post_feedback(client, [entry], service="avh-patient-view")
+    assert second.status_code == 200 and second.json["stored"] == 1 and second.json["duplicates"] == 0
+    assert post_feedback(client, [entry], service="avh-patient-view").json["duplicates"] == 1
+    assert len(_marks(app, "avh-patient-view")) == 1 and len(_marks(app, "avh-order-sign")) == 1
+
+
+def test_postgresql_down_keeps_the_instance_ready_and_reports_the_outage(tmp_path):
+    """Attack (on availability): PostgreSQL goes down; hooks kept answering 200 but /readyz answered 503, so a
+    load balancer took every replica out at once although all of them could serve."""
+    from tests.deployment_support import sample
+    from tests.hostile_support import free_port
+    app = create_app(Settings.from_env(NO_AUTH, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/avh",
+                                       storage_timeout_seconds=1))
+    client = app.test_client()
+    try:
+        assert issue_cards(client)                                  # hooks answer
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json["status"] == "ready"
+        assert ready.json["checks"]["database"].startswith("failed") and ready.json["degraded"] == ["database"]
+        failures = sample(client.get("/metrics").text, "avh_cds_feedback_store_failures_total")
+        assert post_feedback(client, [overridden({"uuid": str(uuid.uuid4())})]).status_code == 503
+        text = client.get("/metrics").text
+        assert sample(text, "avh_cds_dependency_up", dependency="database") == 0
+        assert sample(text, "avh_cds_feedback_store_failures_total") > failures
+    finally:
+        app.extensions["avh"].store.dispose()
