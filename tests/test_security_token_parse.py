@@ -43,10 +43,11 @@ UNREADABLE = {
 
 
 @pytest.mark.parametrize("case", UNREADABLE)
-def test_a_token_either_reader_cannot_read_is_a_bare_401(tmp_path, http, case):
+def test_a_token_either_reader_cannot_read_is_a_json_401_that_echoes_nothing(tmp_path, http, case):
     response = make_app(tmp_path).test_client().post(INVOKE, json=hook_request(fhir_server=FHIR, prefetch_keys=()),
-                                                     headers=bearer(UNREADABLE[case]()))
-    assert response.status_code == 401 and response.data == b""
+                                                     headers=bearer(bad := UNREADABLE[case]()))
+    assert response.status_code == 401 and response.json["error"] == "invalid_token"
+    assert all(part not in response.get_data(as_text=True) for part in bad.split(".") if len(part) > 3)
     assert not http.calls
 
 
