@@ -61,8 +61,11 @@ def test_latest_ambulatory_observation_gives_the_status():
 
 
 def test_non_ambulatory_deficit_condition_means_non_ambulatory():
-    facts = in_pathway(walking("ambulatory", ago(1)), condition(concept(ICD10CM, "G82.22"), onset=day(2)))
+    facts = in_pathway(walking("ambulatory", ago(1)), condition(concept(ICD10CM, "G82.21"), onset=day(2)))
     assert facts.ambulatory_status == "non-ambulatory"
+    # incomplete or unspecified paraplegia is a deficit, not "non-ambulatory" (pathway v2)
+    assert in_pathway(condition(concept(ICD10CM, "G82.22"))).ambulatory_status is None
+    assert in_pathway(condition(concept(ICD10CM, "G82.20"))).ambulatory_status is None
     # paraparesis is a deficit, but not a non-ambulatory one
     assert in_pathway(condition(concept(SNOMED, "102568007"))).ambulatory_status is None
 

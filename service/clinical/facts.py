@@ -5,7 +5,7 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from service.clinical.valuesets import LOCAL, SPINE_WORDS, LEVEL_PATTERN, ValueSets, codings, in_set
+from service.clinical.valuesets import LOCAL, SPINE_WORDS, LEVEL_PATTERN, ValueSets, codings, in_set, level_rank
 from service.clinical.record import LeftOut, PatientRecord
 
 ACTIVE_CLINICAL = {None, "active", "recurrence", "relapse"}
@@ -227,8 +227,7 @@ def _levels(conditions: Iterable, vs: ValueSets) -> tuple[str, ...]:
         texts = [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]
         for text in texts:
             found += [m.group(0).upper() for m in LEVEL_PATTERN.finditer(text)]
-    order = {"C": 0, "T": 1, "L": 2}
-    return tuple(sorted(set(found), key=lambda lv: (order[lv[0]], int(lv[1:]))))
+    return tuple(sorted(set(found), key=level_rank))
 
 
 def _local_value(concept) -> str | None:

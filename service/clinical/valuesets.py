@@ -15,11 +15,20 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOCAL = "https://avh-cds.org/fhir/CodeSystem/avh-local"
 TOPIC_SYSTEM = "https://avh-cds.org/fhir/CodeSystem/card-topic"
 
+# Vertebral levels from the skull down: C1-C7, T1-T12, L1-L5 and the sacral segments S1-S5 (the sacrum
+# as a whole is S1 in spine-structure). Their order is how far apart two levels are.
+LEVELS = (tuple(f"C{n}" for n in range(1, 8)) + tuple(f"T{n}" for n in range(1, 13))
+          + tuple(f"L{n}" for n in range(1, 6)) + tuple(f"S{n}" for n in range(1, 6)))
+_LEVEL_RANK = {level: rank for rank, level in enumerate(LEVELS)}
+_LEVEL_ALTERNATIVES = "|".join(sorted(LEVELS, key=len, reverse=True))
+LEVEL_PATTERN = re.compile(rf"\b({_LEVEL_ALTERNATIVES})\b")
+
 # A hemangioma coded with a site-unspecified ICD-10-CM code counts as vertebral when its text
 # or display names the spine or a vertebra (pathway.md section 2). A region alone ("thoracic wall",
-# "lumbar skin", "cervical node") or "spindle cell" does not.
-SPINE_WORDS = re.compile(r"\b(vertebra\w*|spine|spinal|spinous|[CTL]\d{1,2})\b", re.IGNORECASE)
-LEVEL_PATTERN = re.compile(r"\b([CTL])(\d{1,2})\b")
+# "lumbar skin", "cervical node", "sacral" - often a skin hemangioma) or "spindle cell" does not,
+# nor does a sacral level alone; "sacrum" does.
+_VERTEBRA_LEVELS = "|".join(sorted((lv for lv in LEVELS if not lv.startswith("S")), key=len, reverse=True))
+SPINE_WORDS = re.compile(rf"\b(vertebra\w*|spine|spinal|spinous|sacrum|{_VERTEBRA_LEVELS})\b", re.IGNORECASE)
 
 Code = tuple[str, str]
 
@@ -36,25 +45,42 @@ class ValueSets:
         return frozenset().union(*(self.sets[n] for n in names))
 
 
+def level_rank(level: str) -> int:
+    """Position of a vertebral level from the skull down, so that adjacent levels differ by one."""
+    return _LEVEL_RANK[level]
+
+
 def load_valuesets(directory: Path) -> ValueSets:
+    """Every ValueSet in the directory; raises ValueError on a malformed one so the service refuses to start."""
     sets: dict[str, frozenset[Code]] = {}
     levels: dict[Code, str] = {}
     for path in sorted(directory.glob("*.json")):
         vs = json.loads(path.read_text())
-        if vs.get("resourceType") != "ValueSet" or "id" not in vs:
+        if vs.get("resourceType") != "ValueSet" or not isinstance(vs.get("id"), str) or not vs["id"]:
             raise ValueError(f"{path}: not a FHIR ValueSet with an id")
+        if vs["id"] in sets:
+            raise ValueError(f"{path}: value set id {vs['id']} is defined twice")
         codes = set()
         for include in vs.get("compose", {}).get("include", []):
+            system = include.get("system")
+            if not isinstance(system, str) or not system:
+                raise ValueError(f"{path}: an include has no system")
             for concept in include.get("concept", []):
-                code = (include["system"], concept["code"])
+                code = (system, concept.get("code"))
+                if not _filled(concept.get("code")) or not _filled(concept.get("display")):
+                    raise ValueError(f"{path}: a concept of {system} needs a code and a display")
                 codes.add(code)
                 for designation in concept.get("designation", []):
-                    if LEVEL_PATTERN.fullmatch(designation.get("value", "")):
+                    if designation.get("value") in _LEVEL_RANK:
                         levels[code] = designation["value"]
         if not codes:
             raise ValueError(f"{path}: value set {vs['id']} has no codes")
         sets[vs["id"]] = frozenset(codes)
     return ValueSets(sets=sets, levels=levels)
+
+
+def _filled(value) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 def codings(concept) -> list[Code]:
