@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from service.engine import evaluate_patient_view
 from service.api.order_hooks import evaluate_encounter_discharge, evaluate_order_select, evaluate_order_sign
-from service.api.registry import ORDER_PREFETCH_CODES, CdsService, Registry, prefetch_templates
+from service.api.registry import CdsService, Registry, prefetch_templates
 from service.clinical.valuesets import ValueSets
 
 IN_SCOPE = ("for a patient with an aggressive vertebral hemangioma compressing the spinal cord (hemangioma and cord "
@@ -17,7 +17,6 @@ ORDER_RULES = (
 
 def build_registry(valuesets: ValueSets) -> Registry:
     templates = prefetch_templates(valuesets)
-    order_templates = prefetch_templates(valuesets, ORDER_PREFETCH_CODES)
     return Registry([
         CdsService(
             id="avh-patient-view",
@@ -39,7 +38,7 @@ def build_registry(valuesets: ValueSets) -> Registry:
             title="Aggressive vertebral hemangioma: order safety as orders are selected",
             description=f"As orders are selected, and only about the selected orders, {IN_SCOPE}, warns of: "
                         f"{ORDER_RULES} Silent for every other patient.",
-            prefetch=order_templates,
+            prefetch=templates,
             evaluate=evaluate_order_select,
         ),
         CdsService(
@@ -48,7 +47,7 @@ def build_registry(valuesets: ValueSets) -> Registry:
             title="Aggressive vertebral hemangioma: order safety before signing",
             description=f"Before the orders are signed, checks the whole draft order set {IN_SCOPE} and warns of: "
                         f"{ORDER_RULES} Silent for every other patient.",
-            prefetch=order_templates,
+            prefetch=templates,
             evaluate=evaluate_order_sign,
         ),
         CdsService(

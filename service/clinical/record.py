@@ -22,16 +22,26 @@ from service.clinical.valuesets import ValueSets, codings
 log = logging.getLogger(__name__)
 
 # Which value sets make a resource of each type relevant, and where its code lives.
+WORKUP = ("mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")
 RELEVANT = {
     "Condition": ("code", ("vertebral-hemangioma", "hemangioma-site-unspecified", "spinal-cord-compression",
-                           "neurologic-deficit", "pregnancy", "rapid-deterioration")),
-    "Observation": ("code", ("ambulatory-status", "lower-extremity-motor-score", "joa-score", "rapid-deterioration")),
+                           "neurologic-deficit", "pregnancy", "rapid-deterioration", "competing-cause", "injury")),
+    "Observation": ("code", ("ambulatory-status", "lower-extremity-motor-score", "joa-score", "rapid-deterioration",
+                             "pregnancy-status")),
     "Procedure": ("code", ("decompression-surgery", "posterior-stabilization", "vertebroplasty", "embolization",
-                           "radiotherapy", "mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")),
-    "DiagnosticReport": ("code", ("mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")),
-    "ServiceRequest": ("code", ("radiotherapy", "decompression-surgery", "posterior-stabilization", "embolization")),
+                           "radiotherapy") + WORKUP),
+    "DiagnosticReport": ("code", WORKUP),
+    "ServiceRequest": ("code", ("radiotherapy", "decompression-surgery", "posterior-stabilization", "embolization")
+                       + WORKUP),
     "MedicationRequest": ("medicationCodeableConcept", ("dexamethasone",)),
+    "MedicationAdministration": ("medicationCodeableConcept", ("dexamethasone",)),
+    "Medication": ("code", ("dexamethasone",)),
 }
+# Medications are also read by reference (to a Medication) or by name: their code alone does not decide.
+MEDICATION_TYPES = frozenset({"MedicationRequest", "MedicationAdministration", "Medication"})
+MEDICATION_WORD = "dexamethasone"
+# Conditions whose code decides whether a patient is in scope: one that cannot be read is never silence.
+SCOPE_CONCEPTS = frozenset({"vertebral-hemangioma", "hemangioma-site-unspecified", "spinal-cord-compression"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,10 @@ class LeftOut:
     @property
     def ref(self) -> str:
         return f"{self.resource_type}/{self.id}"
+
+    @property
+    def could_change_scope(self) -> bool:
+        return self.resource_type == "Condition" and not SCOPE_CONCEPTS.isdisjoint(self.concepts)
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,8 @@ class Selector:
         entry = self.by_type.get(rtype) if isinstance(rtype, str) else None
         if entry is None:
             return rtype == "Patient"
+        if rtype in MEDICATION_TYPES and _named_or_referenced(resource, entry[0]):
+            return True
         concept = resource.get(entry[0])
         if not isinstance(concept, dict):
             return False
@@ -100,6 +116,22 @@ class Selector:
                     if isinstance(system, str) and (system, code) in codes:
                         return True
         return False
+
+
+def _named_or_referenced(resource: dict, path: str) -> bool:
+    """A medication given by reference, or whose text or a coding's display names dexamethasone."""
+    if references_medication(resource):
+        return True
+    concept = resource.get(path)
+    if not isinstance(concept, dict):
+        return False
+    names = [concept.get("text")] + [c.get("display") for c in concept.get("coding") or () if isinstance(c, dict)]
+    return any(isinstance(n, str) and MEDICATION_WORD in n.lower() for n in names)
+
+
+def references_medication(resource: dict) -> bool:
+    ref = resource.get("medicationReference")
+    return isinstance(ref, dict) and isinstance(ref.get("reference"), str)
 
 
 def subject_id(resource: Mapping) -> str | None:
@@ -193,7 +225,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if rid is not None and key in seen:
             continue
         seen.add(key)
-        if subject_id(res) != patient_id:
+        if rtype != "Medication" and subject_id(res) != patient_id:
             log.warning("ignored %s/%s: subject is not Patient/%s", rtype, rid, patient_id)
             continue
         model, reason = check(res)
