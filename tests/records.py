@@ -60,7 +60,7 @@ def operated(pid: str) -> list[dict]:
             condition(f"{pid}-hem", pid, HEMANGIOMA, onset_days=30),
             condition(f"{pid}-cmp", pid, COMPRESSION, onset_days=30),
             procedure(f"{pid}-dec", pid, (SNOMED, "387731002", "Decompressive laminectomy")),
-            procedure(f"{pid}-fix", pid, (SNOMED, "55705006", "Spinal fusion")),
+            procedure(f"{pid}-fix", pid, (CPT, "22842", "Posterior segmental instrumentation")),
             procedure(f"{pid}-mri", pid, (LOINC, "36067-7", "MRI entire spine"), days=20)]
 
 

@@ -67,9 +67,10 @@ def hemangioma_only_patient(pid):
 @pytest.mark.parametrize("extra_record, extra_drafts, expected", [
     ([], [], ["posterior-fixation"]),
     ([], [fixation("p1")], []),                                                            # same draft set
-    ([procedure("fx", "p1", CPT, "22842", "Posterior instrumentation", -400)], [], []),   # on record
+    ([procedure("fx", "p1", CPT, "22842", "Posterior instrumentation", -1)], [], []),     # done in the episode
+    ([procedure("fx", "p1", CPT, "22842", "Posterior instrumentation", -400)], [], ["posterior-fixation"]),  # old
     ([fixation("p1", "fx-signed", status="active")], [], []),                             # signed order on record
-], ids=["no-fixation", "fixation-drafted", "fixation-done", "fixation-ordered"])
+], ids=["no-fixation", "fixation-drafted", "fixation-done", "fixation-of-another-episode", "fixation-ordered"])
 def test_surgery_order_needs_posterior_fixation(client, extra_record, extra_drafts, expected):
     body = hook_request("order-sign", "p1", avh_patient("p1") + extra_record, [surgery("p1")] + extra_drafts)
     assert topics(post(client, body)) == expected
@@ -117,7 +118,7 @@ def test_embolization_order_for_a_stable_patient_is_fine(client):
 @pytest.mark.parametrize("dosage, extra, expected_days", [
     ([bounds_duration(21)], {}, "21"),
     ([bounds_duration(3, "wk")], {}, "21"),
-    ([bounds_duration(1, "mo")], {}, "30.4"),
+    ([bounds_duration(1, "mo")], {}, "30"),                                                    # a month is 30 days
     ([{"timing": {"repeat": {"boundsDuration": {"value": 2, "unit": "weeks"}}}}], {}, "14"),   # `unit` text only
     ([{"timing": {"repeat": {"boundsDuration": {"value": 3, "unit": "Weeks", "code": "WEEK"}}}}], {}, "21"),  # odd code
     ([{"timing": {"repeat": {"boundsPeriod": {"start": day(0), "end": day(19)}}}}], {}, "20"),  # end date inclusive

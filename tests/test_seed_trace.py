@@ -16,8 +16,8 @@ def suggestion(c, fragment):
 
 
 def resource_of(s):
-    (action,) = s["actions"]
-    return action["resource"]
+    """The suggestion's first resource: the decompression, for the two-action surgery suggestion."""
+    return s["actions"][0]["resource"]
 
 
 def test_row_01_dexamethasone_on_suspicion_before_imaging():
@@ -102,7 +102,9 @@ def test_row_10_total_and_en_bloc_excision():
 def test_row_11_posterior_instrumented_stabilization_in_all_cases():
     c = card(STABLE, "surgical-decompression")
     assert "instrumented stabilization, in all cases" in c["detail"]
-    assert "instrumented stabilization" in resource_of(c["suggestions"][0])["orderDetail"][0]["text"]
+    decompression, fixation = (a["resource"] for a in c["suggestions"][0]["actions"])
+    assert "instrumented stabilization" in decompression["orderDetail"][0]["text"]
+    assert fixation["code"]["coding"][0]["code"] == "22842"
     fixation = card(NO_FIXATION, "posterior-fixation")
     assert "no posterior instrumented stabilization" in fixation["summary"]
     assert "vertebral collapse" in fixation["detail"]
@@ -165,15 +167,21 @@ def test_row_19_pain_relief_can_take_two_weeks():
 
 
 def test_row_20_radiotherapy_card_fires_however_long_ago_the_operation_was():
-    c = card(RECURRENCE, "adjuvant-radiotherapy")
-    assert "Operated 10 years ago" in c["summary"]
+    c = card("22", "adjuvant-radiotherapy")          # operated 3 years ago, compression and hemangioma resolved
+    assert "Operated 3 years ago" in c["summary"] and "no radiotherapy on record since" in c["summary"]
     assert "13 years" in c["detail"] and "loss to follow-up" in c["detail"]
+    assert "Gy" not in resource_of(c["suggestions"][0])["orderDetail"][0]["text"]   # over 12 months: no dose
 
 
 def test_row_21_recurrent_disease_responds_to_radiotherapy():
     recurrent = "recurrent disease responds well to radiotherapy even without repeat surgery"
-    assert recurrent in card(RECURRENCE, "adjuvant-radiotherapy")["detail"]
-    assert recurrent not in card(NO_RT, "adjuvant-radiotherapy")["detail"]
+    for prefix in (RECURRENCE, "23", "24", "32"):     # recurrence stable, rapid, after an onsetAge
+        c = card(prefix, "adjuvant-radiotherapy")
+        assert recurrent in c["detail"].lower()
+        text = (c["summary"] + c["detail"] + str(c.get("suggestions"))).lower()
+        assert "postoperative" not in text and "after the wound has healed" not in text
+    assert "emergent surgery within 24 hours is indicated" in card("24", "adjuvant-radiotherapy")["detail"]
+    assert recurrent not in card(NO_RT, "adjuvant-radiotherapy")["detail"].lower()
 
 
 def test_row_22_neurologic_recovery_with_the_patients_joa_score():
@@ -192,8 +200,9 @@ def test_row_23_do_not_mistake_avh_for_malignancy():
 
 def test_row_24_compression_in_pregnancy():
     c = card(PREGNANT, "surgical-decompression")
-    assert "**Pregnant patient:**" in c["detail"] and "minor trauma" in c["detail"]
-    assert "Condition 'Pregnant state, incidental'" in c["detail"]     # named in "why am I seeing this"
+    assert "**Pregnant patient:**" in c["detail"] and "during pregnancy" in c["detail"]
+    assert "minor trauma" not in c["detail"]          # the trauma sentence needs a recorded injury
+    assert "Pregnant state, incidental (problem" in c["detail"]     # named in "why am I seeing this"
     assert "Pregnant" not in card(STABLE, "surgical-decompression")["detail"]
 
 
@@ -207,7 +216,8 @@ def test_row_25_avoid_prolonged_high_dose_steroids():
 def test_row_26_children_with_multilevel_thoracic_disease():
     c = card(CHILD, "surgical-decompression")
     assert "T5-T10" in c["summary"]
-    assert "**Patient aged 15:**" in c["detail"] and "same aggressive surgical approach" in c["detail"]
+    assert "**Patient aged 15, multilevel thoracic disease (T5-T10):**" in c["detail"]
+    assert "same aggressive surgical approach" in c["detail"]
     assert "Patient aged" not in card(STABLE, "surgical-decompression")["detail"]
 
 
