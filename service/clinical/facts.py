@@ -188,8 +188,9 @@ class Evidence:
         return f"{self.label} ({kind}, {date}; {self.ref})"
 
 
-def label_of(concept) -> str:
-    """Display text of a CodeableConcept: its text, else a coding's display, else the code itself."""
+def label_of(concept, vs: ValueSets | None = None) -> str:
+    """What a clinician reads for a CodeableConcept: its text, else a coding's display, else the display the
+    value sets give its code; the bare code only when nothing names it."""
     if concept is None:
         return "uncoded"
     if concept.text:
@@ -198,15 +199,16 @@ def label_of(concept) -> str:
         if c.display:
             return c.display
     found = codings(concept)
-    return found[0][1] if found else "uncoded"
+    named = [vs.displays[code] for code in found if code in vs.displays] if vs is not None else []
+    return named[0] if named else (found[0][1] if found else "uncoded")
 
 
 def ref_of(resource) -> str:
     return f"{resource.get_resource_type()}/{resource.id}"
 
 
-def evidence(resource, concept, when: dt.datetime | None, label: str | None = None) -> Evidence:
-    return Evidence(ref_of(resource), label or label_of(concept), day_of(when))
+def evidence(resource, concept, when: dt.datetime | None, vs: ValueSets, label: str | None = None) -> Evidence:
+    return Evidence(ref_of(resource), label or label_of(concept, vs), day_of(when))
 
 
 def status_code(concept) -> str | None:
@@ -411,53 +413,53 @@ def latest_of(found: list[tuple[dt.datetime | None, Evidence]]) -> Evidence | No
     return max(found, key=lambda item: (item[0] or EARLIEST, item[1].ref))[1]
 
 
-def done_in_episode(record: PatientRecord, codes, window, born) -> list[tuple[dt.datetime | None, Evidence]]:
+def done_in_episode(record: PatientRecord, vs: ValueSets, name: str, window, born) -> list[tuple[dt.datetime | None, Evidence]]:
     out = []
-    for p in _coded(record.of("Procedure"), codes):
+    for p in _coded(record.of("Procedure"), vs[name]):
         when = procedure_date(p, born)
         if p.status == "completed" and in_window(when, window):
-            out.append((when, evidence(p, p.code, when)))
+            out.append((when, evidence(p, p.code, when, vs)))
     return out
 
 
-def ordered_in_episode(record: PatientRecord, codes, window) -> list[tuple[dt.datetime | None, Evidence]]:
+def ordered_in_episode(record: PatientRecord, vs: ValueSets, name: str, window) -> list[tuple[dt.datetime | None, Evidence]]:
     out = []
-    for r in _coded(record.of("ServiceRequest"), codes):
+    for r in _coded(record.of("ServiceRequest"), vs[name]):
         when = request_date(r)
         if is_ordered(r) and in_window(when, window):
-            out.append((when, evidence(r, r.code, when, f"{label_of(r.code)} (ordered)")))
+            out.append((when, evidence(r, r.code, when, vs, f"{label_of(r.code, vs)} (ordered)")))
     return out
 
 
-def reported_in_episode(record: PatientRecord, codes, window) -> list[tuple[dt.datetime | None, Evidence]]:
+def reported_in_episode(record: PatientRecord, vs: ValueSets, name: str, window) -> list[tuple[dt.datetime | None, Evidence]]:
     out = []
-    for r in _coded(record.of("DiagnosticReport"), codes):
+    for r in _coded(record.of("DiagnosticReport"), vs[name]):
         when = report_date(r)
         if r.status in REPORT_COUNTS and in_window(when, window):
-            out.append((when, evidence(r, r.code, when)))
+            out.append((when, evidence(r, r.code, when, vs)))
     return out
 
 
-def workup(record: PatientRecord, codes, window, born) -> Evidence | None:
+def workup(record: PatientRecord, vs: ValueSets, name: str, window, born) -> Evidence | None:
     """Done, reported or ordered in the episode: the latest such entry."""
-    return latest_of(done_in_episode(record, codes, window, born) + reported_in_episode(record, codes, window)
-                     + ordered_in_episode(record, codes, window))
+    return latest_of(done_in_episode(record, vs, name, window, born) + reported_in_episode(record, vs, name, window)
+                     + ordered_in_episode(record, vs, name, window))
 
 
 def decompressions(record: PatientRecord, vs: ValueSets, born) -> list[tuple[object, dt.datetime | None]]:
     return [(p, procedure_date(p, born)) for p in _coded(record.of("Procedure"), vs["decompression-surgery"])]
 
 
-def the_operation(found, window) -> Evidence | None:
+def the_operation(found, window, vs: ValueSets) -> Evidence | None:
     """The earliest done decompression dated in the episode (an undated one never makes operated)."""
     dated = [(when, p) for p, when in found if p.status == "completed" and when and in_window(when, window)]
     if not dated:
         return None
     when, p = min(dated, key=lambda item: (item[0], item[1].id or ""))
-    return evidence(p, p.code, when)
+    return evidence(p, p.code, when, vs)
 
 
-def earlier_operation(found, window) -> Evidence | None:
+def earlier_operation(found, window, vs: ValueSets) -> Evidence | None:
     """The latest dated done decompression before the episode's window."""
     if window is None:
         return None
@@ -465,16 +467,16 @@ def earlier_operation(found, window) -> Evidence | None:
     if not dated:
         return None
     when, p = max(dated, key=lambda item: (item[0], item[1].id or ""))
-    return evidence(p, p.code, when)
+    return evidence(p, p.code, when, vs)
 
 
-def undated_decompression(found) -> Evidence | None:
+def undated_decompression(found, vs: ValueSets) -> Evidence | None:
     undated = sorted((p for p, when in found if p.status == "completed" and when is None), key=lambda p: p.id or "")
-    return evidence(undated[0], undated[0].code, None, f"{label_of(undated[0].code)}, without a date") if undated else None
+    return evidence(undated[0], undated[0].code, None, vs, f"{label_of(undated[0].code, vs)}, without a date") if undated else None
 
 
-def decompressions_in_progress(found) -> tuple[tuple[dt.datetime, Evidence], ...]:
-    return tuple((when, evidence(p, p.code, when, f"{label_of(p.code)} (in progress)"))
+def decompressions_in_progress(found, vs: ValueSets) -> tuple[tuple[dt.datetime, Evidence], ...]:
+    return tuple((when, evidence(p, p.code, when, vs, f"{label_of(p.code, vs)} (in progress)"))
                  for p, when in found if p.status == "in-progress" and when)
 
 
@@ -486,8 +488,8 @@ def radiotherapy_since(record: PatientRecord, vs: ValueSets, since: dt.datetime 
     for p in _coded(record.of("Procedure"), vs["radiotherapy"]):
         when = procedure_date(p, born)
         if p.status in RADIOTHERAPY_GIVEN and (ever or when is None or since is None or when.date() >= since.date()):
-            found.append((when, evidence(p, p.code, when)))
-    found += ordered_in_episode(record, vs["radiotherapy"], None if ever else window)
+            found.append((when, evidence(p, p.code, when, vs)))
+    found += ordered_in_episode(record, vs, "radiotherapy", None if ever else window)
     return latest_of(found)
 
 
@@ -601,8 +603,8 @@ def dexamethasone_course(record: PatientRecord, vs: ValueSets, window) -> Dexame
     high = [d for d in known if d > MODERATE_DAILY_DOSE_MG]
     dose = max(high) if high else (max(known) if known and len(known) == len(doses) else None)
     dated = [when for when, _, _ in counted if when]
-    entries = tuple(evidence(r, medication_concept(r, medications), when,
-                             f"{label_of(medication_concept(r, medications))} ({_medication_state(r)})")
+    entries = tuple(evidence(r, medication_concept(r, medications), when, vs,
+                             f"{label_of(medication_concept(r, medications), vs)} ({_medication_state(r)})")
                     for when, r, _ in counted)
     return Dexamethasone(entries, any(ongoing for _, _, ongoing in counted), day_of(min(dated)) if dated else None, dose)
 
@@ -653,8 +655,8 @@ def motor_score(o) -> float | None:
     return sum(parts) if parts else None
 
 
-def reading(o, value_words: str, when: dt.datetime) -> Evidence:
-    return Evidence(ref_of(o), f"{label_of(o.code)}: {value_words}", day_of(when))
+def reading(o, value_words: str, when: dt.datetime, vs: ValueSets) -> Evidence:
+    return Evidence(ref_of(o), f"{label_of(o.code, vs)}: {value_words}", day_of(when))
 
 
 def worsenings(series: list[tuple[dt.datetime, object, float]], worse) -> list[tuple[dt.datetime, tuple[Evidence, ...]]]:
@@ -708,7 +710,7 @@ def deterioration(record: PatientRecord, vs: ValueSets, conditions: list, window
             continue
         when = max(dates)
         able = is_active(c) and not any(getattr(c, f"abatement{kind}") is not None for kind in ABATEMENT_FORMS)
-        ev = evidence(c, c.code, when)
+        ev = evidence(c, c.code, when, vs)
         stated.append((when, able, ev))
         if in_window(when, window):
             in_episode.append((when, (ev,)))
@@ -716,16 +718,16 @@ def deterioration(record: PatientRecord, vs: ValueSets, conditions: list, window
              if o.valueBoolean is not None]
     for when, o in flags:
         if o.valueBoolean and in_window(when, window):
-            in_episode.append((when, (reading(o, "yes", when),)))
+            in_episode.append((when, (reading(o, "yes", when, vs),)))
     flag = None
     if flags and flags[-1][1].valueBoolean:
         when, o = flags[-1]
-        flag = (when, reading(o, "yes", when))
+        flag = (when, reading(o, "yes", when, vs))
 
-    walking_series = [(when, reading(o, WALKING_WORDS[v], when), 0.0 if v == "non-ambulatory" else 1.0)
+    walking_series = [(when, reading(o, WALKING_WORDS[v], when, vs), 0.0 if v == "non-ambulatory" else 1.0)
                       for when, o in counting_observations(record, vs["ambulatory-status"])
                       for v in [walking_value(o)] if v]
-    motor_series = [(when, reading(o, f"{m:g} of 50", when), m)
+    motor_series = [(when, reading(o, f"{m:g} of 50", when, vs), m)
                     for when, o in counting_observations(record, vs["lower-extremity-motor-score"])
                     for m in [motor_score(o)] if m is not None]
     latest_pairs = []
@@ -749,12 +751,12 @@ def ambulatory_status(record: PatientRecord, vs: ValueSets, conditions: list, bo
     if walking:
         when, o = walking[-1]
         value = walking_value(o)
-        return value, reading(o, WALKING_WORDS[value], when)
+        return value, reading(o, WALKING_WORDS[value], when, vs)
     paraplegia = sorted((c for c in conditions if is_active(c) and in_set(c.code, vs["non-ambulatory-deficit"])),
                         key=lambda c: c.id or "")
     if paraplegia:
         c = paraplegia[0]
-        return "non-ambulatory", evidence(c, c.code, condition_start(c, born)[0])
+        return "non-ambulatory", evidence(c, c.code, condition_start(c, born)[0], vs)
     return None, None
 
 
@@ -764,7 +766,7 @@ def joa_score(record: PatientRecord, vs: ValueSets) -> tuple[float, Evidence] | 
     if not scored:
         return None
     when, o, score = scored[-1]
-    return score, reading(o, f"{score:g} of 11", when)
+    return score, reading(o, f"{score:g} of 11", when, vs)
 
 
 # --- population ------------------------------------------------------------------------------------------
@@ -812,9 +814,9 @@ def pregnancy(record: PatientRecord, vs: ValueSets, conditions: list, born) -> P
         if is_active(c) and in_set(c.code, vs["pregnancy"]):
             start = condition_start(c, born)[0]
             if start:
-                found.append((start, evidence(c, c.code, start)))
+                found.append((start, evidence(c, c.code, start, vs)))
     statuses = tuple((when, in_set(o.valueCodeableConcept, vs["pregnancy-status-pregnant"]),
-                      reading(o, label_of(o.valueCodeableConcept), when))
+                      reading(o, label_of(o.valueCodeableConcept, vs), when, vs))
                      for when, o in counting_observations(record, vs["pregnancy-status"]) if o.valueCodeableConcept)
     return Pregnancy(tuple(found), statuses)
 
@@ -828,7 +830,7 @@ def minor_trauma(conditions: list, vs: ValueSets, episode_start: dt.datetime | N
         if in_set(c.code, vs["injury"]):
             start = condition_start(c, born)[0]
             if start and shift(episode_start, -INJURY_BEFORE_EPISODE) <= start <= episode_start:
-                found.append((start, evidence(c, c.code, start)))
+                found.append((start, evidence(c, c.code, start, vs)))
     return latest_of(found)
 
 
@@ -869,8 +871,8 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
     start, source = condition_start(compression, born)
     window = episode_window(start, source)
     found = decompressions(record, vs, born)
-    operation = the_operation(found, window)
-    earlier = earlier_operation(found, window)
+    operation = the_operation(found, window, vs)
+    earlier = earlier_operation(found, window, vs)
     recurrent_status = is_recurrent(compression) or any(is_recurrent(h) for h in lesion)
     if operation is not None:
         stage, recurrence = "post-operative", False
@@ -891,11 +893,10 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         radiotherapy = radiotherapy_since(record, vs, instant_of(earlier), window, born)
     else:
         radiotherapy = radiotherapy_since(record, vs, None, window, born, ever=True)
-    competing = tuple(evidence(c, c.code, condition_start(c, born)[0])
+    competing = tuple(evidence(c, c.code, condition_start(c, born)[0], vs)
                       for c in sorted(conditions, key=lambda c: c.id or "")
                       if is_active(c) and in_set(c.code, vs["competing-cause"]))
     status, status_evidence = ambulatory_status(record, vs, conditions, born)
-    mri_codes = vs["mri-entire-spine"]
     facts = Facts(
         in_pathway=True,
         stage=stage,
@@ -903,26 +904,26 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         episode_start=day_of(start),
         episode_start_from=source,
         window_start=day_of(window),
-        hemangioma=evidence(speaking, speaking.code, condition_start(speaking, born)[0]),
+        hemangioma=evidence(speaking, speaking.code, condition_start(speaking, born)[0], vs),
         hemangioma_ref=ref_of(speaking),
         hemangioma_verification=status_code(speaking.verificationStatus) or "confirmed",
-        compression=evidence(compression, compression.code, start),
+        compression=evidence(compression, compression.code, start, vs),
         compression_verification=status_code(compression.verificationStatus) or "confirmed",
         competing=competing,
         levels=sorted_levels(every_level),
         multilevel_thoracic=multilevel_thoracic(set().union(*(levels_of(h, vs) for h in hemangiomas))),
         surgery=operation,
         earlier_operation=earlier,
-        undated_decompression=undated_decompression(found),
-        decompression_ordered=latest_of(ordered_in_episode(record, vs["decompression-surgery"], window)),
-        posterior_fixation=latest_of(done_in_episode(record, vs["posterior-stabilization"], window, born)
-                                     + ordered_in_episode(record, vs["posterior-stabilization"], window)),
-        embolization=latest_of(done_in_episode(record, vs["embolization"], window, born)
-                               + ordered_in_episode(record, vs["embolization"], window)),
+        undated_decompression=undated_decompression(found, vs),
+        decompression_ordered=latest_of(ordered_in_episode(record, vs, "decompression-surgery", window)),
+        posterior_fixation=latest_of(done_in_episode(record, vs, "posterior-stabilization", window, born)
+                                     + ordered_in_episode(record, vs, "posterior-stabilization", window)),
+        embolization=latest_of(done_in_episode(record, vs, "embolization", window, born)
+                               + ordered_in_episode(record, vs, "embolization", window)),
         radiotherapy=radiotherapy,
-        mri_entire_spine=workup(record, mri_codes, window, born),
-        mri_thoracic=workup(record, vs["mri-thoracic-spine"], window, born),
-        spine_cta=workup(record, vs["spine-ct-angiography"], window, born),
+        mri_entire_spine=workup(record, vs, "mri-entire-spine", window, born),
+        mri_thoracic=workup(record, vs, "mri-thoracic-spine", window, born),
+        spine_cta=workup(record, vs, "spine-ct-angiography", window, born),
         ambulatory_status=status,
         ambulatory_evidence=status_evidence,
         dexamethasone=dexamethasone_course(record, vs, window),
@@ -931,7 +932,7 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         **common,
     )
     return ChartFacts(facts, born, deterioration(record, vs, conditions, window, born),
-                      pregnancy(record, vs, conditions, born), decompressions_in_progress(found))
+                      pregnancy(record, vs, conditions, born), decompressions_in_progress(found, vs))
 
 
 def instant_of(ev: Evidence) -> dt.datetime | None:

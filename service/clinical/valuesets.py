@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SNOMED = "http://snomed.info/sct"
@@ -28,6 +28,7 @@ Code = tuple[str, str]
 class ValueSets:
     sets: Mapping[str, frozenset[Code]]
     levels: Mapping[Code, str]  # spine-structure concept -> vertebral level ("T7")
+    displays: Mapping[Code, str] = field(default_factory=dict)   # what a clinician reads for a code sent bare
 
     def __getitem__(self, name: str) -> frozenset[Code]:
         return self.sets[name]
@@ -39,6 +40,11 @@ class ValueSets:
 def load_valuesets(directory: Path) -> ValueSets:
     sets: dict[str, frozenset[Code]] = {}
     levels: dict[Code, str] = {}
+    displays: dict[Code, str] = {}
+    local = directory.parent / "codesystem-avh-local.json"
+    if local.exists():
+        system = json.loads(local.read_text())
+        displays.update({(system["url"], c["code"]): c["display"] for c in system.get("concept", []) if "display" in c})
     for path in sorted(directory.glob("*.json")):
         vs = json.loads(path.read_text())
         if vs.get("resourceType") != "ValueSet" or "id" not in vs:
@@ -48,13 +54,15 @@ def load_valuesets(directory: Path) -> ValueSets:
             for concept in include.get("concept", []):
                 code = (include["system"], concept["code"])
                 codes.add(code)
+                if "display" in concept:
+                    displays.setdefault(code, concept["display"])
                 for designation in concept.get("designation", []):
                     if LEVEL_PATTERN.fullmatch(designation.get("value", "")):
                         levels[code] = designation["value"]
         if not codes:
             raise ValueError(f"{path}: value set {vs['id']} has no codes")
         sets[vs["id"]] = frozenset(codes)
-    return ValueSets(sets=sets, levels=levels)
+    return ValueSets(sets=sets, levels=levels, displays=displays)
 
 
 def codings(concept) -> list[Code]:
