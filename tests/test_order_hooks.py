@@ -300,3 +300,60 @@ def test_seed_trace_at_order_time(client, row, hook, record, drafts, topic, says
     [card] = post(client, hook_request(hook, "p8", record, drafts))
     assert card["source"]["topic"]["code"] == topic
     assert says in card["detail"], f"seed-trace row {row}"
+
+
+# --- pathway.md v2 section 5 -------------------------------------------------------------------------
+
+def test_course_days_already_taken_count_at_order_time(client):
+    """10 days of dexamethasone taken in the episode + 7 more drafted: over the 13-day course."""
+    from tests.fhir_builders import day as days_ago
+    taken = dexamethasone("dex-on-record", "p7", status="active", authoredOn=days_ago(-10))
+    cards = post(client, hook_request("order-sign", "p7", avh_patient("p7") + [taken], [dex_days("p7", 7)]))
+    assert topics(cards) == ["steroid-duration"] and "17 days" in cards[0]["summary"]
+    (action,) = cards[0]["suggestions"][0]["actions"]
+    assert course_days_of(action["resource"]) == 3            # shortened to what is left of the 13 days
+    assert post(client, hook_request("order-sign", "p7", avh_patient("p7"), [dex_days("p7", 7)])) == []
+
+
+def course_days_of(resource):
+    from service.clinical.orders import course_days
+    return course_days(resource)
+
+
+def test_a_moderate_draft_dose_on_a_moderate_course_draws_no_warning(client):
+    dose = {"doseAndRate": [{"doseQuantity": {"value": 16, "unit": "mg", "system": UCUM, "code": "mg"}}]}
+    draft = dexamethasone("dex-1", "p8", dosage=[{**bounds_duration(20), **dose}])
+    assert post(client, hook_request("order-sign", "p8", avh_patient("p8"), [draft])) == []
+    high = dexamethasone("dex-1", "p8", dosage=[{**bounds_duration(20), "doseAndRate": [
+        {"doseQuantity": {"value": 96, "unit": "mg", "system": UCUM, "code": "mg"}}]}])
+    assert topics(post(client, hook_request("order-sign", "p8", avh_patient("p8"), [high]))) == ["steroid-duration"]
+
+
+@pytest.mark.parametrize("end", ["9999-12-31", "9999-12-31T23:59:59-14:00", "0001-01-01"])
+def test_dates_at_the_ends_of_the_calendar_are_read_without_overflow(client, end):
+    """Hardening: boundsPeriod.end 9999-12-31 once overflowed to a 500."""
+    draft = dexamethasone("dex-1", "p9", dosage=[{"timing": {"repeat": {"boundsPeriod": {"start": "0001-01-01",
+                                                                                          "end": end}}}}])
+    response = client.post("/cds-services/avh-order-sign",
+                           json=hook_request("order-sign", "p9", avh_patient("p9"), [draft]))
+    assert response.status_code == 200
+    expected = [] if end == "0001-01-01" else ["steroid-duration"]
+    assert topics(response.json["cards"]) == expected
+
+
+def test_a_text_only_dexamethasone_draft_is_checked_and_a_topical_one_is_not(client):
+    text_only = dexamethasone("dex-1", "p10", dosage=[bounds_duration(20)],
+                              medicationCodeableConcept={"text": "Dexamethasone 4 mg tablets"})
+    topical = dexamethasone("dex-2", "p10", dosage=[bounds_duration(20)],
+                            medicationCodeableConcept={"text": "Dexamethasone 0.1% eye drops"})
+    assert topics(post(client, hook_request("order-sign", "p10", avh_patient("p10"), [text_only]))) == ["steroid-duration"]
+    assert post(client, hook_request("order-sign", "p10", avh_patient("p10"), [topical])) == []
+
+
+def test_discharge_after_surgery_with_resolved_compression_still_needs_radiotherapy(client):
+    record = [{**r, "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                                   "code": "resolved"}]}} if r["resourceType"] == "Condition" else r
+              for r in avh_patient("p11")] + [procedure("lam", "p11", CPT, "63003", "Laminectomy", -3),
+                                             procedure("fx", "p11", CPT, "22842", "Instrumentation", -3)]
+    cards = post(client, hook_request("encounter-discharge", "p11", record))
+    assert topics(cards) == ["adjuvant-radiotherapy"]

@@ -225,3 +225,64 @@ def test_every_fixture_card_names_its_sources():
     for fx in (fixture(p) for p in (STABLE, RAPID, NO_RT, DEX_20, PROVISIONAL)):
         for c in chart_cards(fx):
             assert "**Why am I seeing this?**" in c["detail"] and "**Sources**" in c["detail"]
+
+
+# --- pathway.md v2: special populations (row 28), "why am I seeing this", unreadable data -------------
+
+def test_row_28_child_or_unknown_age_no_dexamethasone_suggestion_and_no_dose_on_radiotherapy():
+    for prefix in (CHILD, "31"):
+        c = card(prefix, "corticosteroids")
+        assert "suggestions" not in c and "the source gives adult doses only" in c["detail"]
+    six = card("31", "surgical-decompression")
+    assert "**Patient aged 6, multilevel thoracic disease (T5-T10):**" in six["detail"]
+    assert "96 mg" not in str(card("31", "corticosteroids").get("suggestions", ""))
+
+
+def test_row_28_pregnant_no_one_click_dexamethasone_cta_embolization():
+    for prefix in (PREGNANT, "35"):
+        for topic, what in (("corticosteroids", "dexamethasone"), ("preop-cta", "CT angiography"),
+                            ("preop-embolization", "transarterial embolization")):
+            c = card(prefix, topic)
+            assert "suggestions" not in c, (prefix, topic)
+            assert f"the source does not address {what} in pregnancy" in c["detail"]
+    assert "does not address MRI contrast in pregnancy" in card("35", "spine-mri")["detail"]
+
+
+def test_row_24_trauma_sentence_only_with_a_recorded_injury():
+    assert all("minor trauma" not in c["detail"] for f in ("01", "03", "12", "31") for c in
+               [card(f, "surgical-decompression")])
+
+
+def test_why_am_i_seeing_this_quotes_every_entry_in_words_with_dates():
+    child = card(CHILD, "surgical-decompression")["detail"]
+    why = child.split("**Why am I seeing this?**")[1].split("**Sources**")[0]
+    assert "JOA score: 6 of 11 (observation, " in why                        # the score the card cites
+    assert "ambulatory-with-assistance" not in why and "Ambulatory status: walks" in why
+    dex = card(DEX_20, "steroid-duration")["detail"].split("**Why am I seeing this?**")[1]
+    assert "(active order)" in dex and "MedicationRequest/avh-09-dex" in dex  # the order it counted
+    for line in why.strip().splitlines():
+        assert line.startswith("- ") and "20" in line                          # each entry with its date
+
+
+def test_lapsed_deterioration_says_reassess_and_offers_no_stable_regimen():
+    for prefix in ("26", "36"):
+        steroids, embolization = card(prefix, "corticosteroids"), card(prefix, "preop-embolization")
+        assert "re-assess" in steroids["detail"] and "re-assess" in embolization["detail"].lower()
+        assert [s["label"] for s in steroids["suggestions"]] == [
+            "Dexamethasone 96 mg IV bolus, 96 mg/day for 3 days, taper over 10 days"]
+        assert "suggestions" not in embolization and "Re-assess" in embolization["summary"]
+
+
+def test_an_unreadable_hemangioma_condition_is_never_silence():
+    (c,) = chart_cards(fixture("37"))
+    assert c["source"]["topic"]["code"] == "data-unavailable"
+    assert "Condition/avh-37-hemangioma" in c["summary"] and "severityLevel" in c["detail"]
+
+
+def test_deceased_and_surgery_under_way_are_silent():
+    assert topics("29") == set() and topics("30") == set()
+
+
+def test_a_competing_cause_names_the_competing_condition():
+    c = card("33", "differential-diagnosis")
+    assert "Intervertebral disc disorders with myelopathy" in c["detail"] and "avh-33-disc" in c["detail"]

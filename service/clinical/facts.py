@@ -116,9 +116,14 @@ def after_birth(age, born: dt.datetime | None) -> dt.datetime | None:
     """An Age (units a, mo, wk, d) added to the birth date."""
     if age is None or born is None or age.value is None:
         return None
-    days = AGE_UNITS.get(age.code or age.unit or "")
+    unit = age.code or age.unit or ""
+    days = AGE_UNITS.get(unit)
     if days is None:
         return None
+    if unit == "a" and float(age.value).is_integer():          # whole years: the birthday of that year
+        year = born.year + int(age.value)
+        if 1 <= year <= 9999:
+            return born.replace(year=year, day=28) if (born.month, born.day) == (2, 29) else born.replace(year=year)
     try:
         return shift(born, dt.timedelta(days=float(age.value) * days))
     except (OverflowError, ValueError):
