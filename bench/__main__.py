@@ -1,6 +1,6 @@
 """`python -m bench`: the avh-cds benchmark. Prints a table and writes bench/results.json.
 
-Parts: the in-process size sweep, HTTP throughput against a trivial baseline under gunicorn,
+Parts: the in-process size sweep, charts at the prefetch limit never seen before (bench/charts.py), HTTP throughput against a trivial baseline under gunicorn,
 worker memory over 10,000 requests, and the fetch-concurrency benchmark when bench/fetch_concurrency.py
 exists. Runs with AVH_CDS_AUTH=off (see docs/performance.md).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from . import http, sweep
+from . import charts, http, sweep
 from .patients import patient_view_request
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ports", type=lambda s: tuple(int(x) for x in s.split("-")), default=(18600, 18700),
                         help="LOW-HIGH: the port range servers of the run bind on 127.0.0.1 (default 18600-18700; "
                              "the fetch benchmark takes the last ten)")
-    parser.add_argument("--skip", action="append", default=[], choices=["sweep", "http", "memory", "fetch"])
+    parser.add_argument("--skip", action="append", default=[], choices=["sweep", "charts", "http", "memory", "fetch"])
+    parser.add_argument("--chart-resources", type=int, default=charts.LIMIT,
+                        help="resources of the limit chart (default: the prefetch limit, 20,000)")
     parser.add_argument("--quick", action="store_true", help="a few seconds: tiny sizes, short runs (smoke test)")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     return parser
@@ -70,11 +72,15 @@ def run(args) -> dict:
     if args.quick:
         args.sizes, args.repeats, args.seconds, args.rounds = [10, 50], 5, 1.0, 1
         args.concurrency, args.memory_requests, args.memory_patients = [1, 4], 300, 20
+        args.chart_resources = 500
     results = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
                "auth": "off (AVH_CDS_AUTH=off)", "quick": args.quick, "load_average_before": os.getloadavg()}
     if "sweep" not in args.skip:
         results["sweep"] = sweep.run(args.sizes, args.repeats)
+    if "charts" not in args.skip:
+        results["charts"] = (charts.run(args.chart_resources, base_readings=50, repeats=1) if args.quick
+                             else charts.run(args.chart_resources))
     typical = orjson.dumps(patient_view_request(TYPICAL_N))
     if "http" not in args.skip or "memory" not in args.skip:
         settings = (shlex.split(args.gunicorn_args) if args.gunicorn_args
@@ -112,6 +118,8 @@ def table(results: dict) -> str:
                          f"{r['loads_median_ms']:>10.2f} {r['loads_p99_ms']:>10.2f} {r['ratio_median']:>6.2f} "
                          f"{r['cold_ratio_median']:>7.2f}")
         lines.append("(times in ms)")
+    if "charts" in results:
+        lines += charts.table(results["charts"])
     if "http" in results:
         lines += ["", f"HTTP, typical prefetch ({results['typical_body_bytes'] / 1024:.0f} KiB), gunicorn "
                   + " ".join(results["gunicorn"]),

@@ -80,3 +80,13 @@ def test_instruction_count_children_run_every_subject_and_the_difference_is_per_
 def test_instruction_count_reads_callgrinds_total():
     found = instructions.COLLECTED.search("==1== Events    : Ir\n==1== Collected : 8297207\n")
     assert found and int(found.group(1)) == 8297207
+
+
+def test_chart_benchmark_runs_on_small_charts():
+    """bench/charts.py end to end on tiny charts: every resource relevant, every reading answered (no timing)."""
+    from bench import charts
+    chart = orjson.loads(charts.limit_chart(300, seed=1))
+    assert 1 + sum(len(b["entry"]) for key, b in chart["prefetch"].items() if key != "patient") == 300
+    result = charts.run(limit=300, base_readings=20, repeats=1)
+    assert result["limit"]["resources"] == 300 and [r["readings"] for r in result["same_code"]["runs"]] == [20, 320]
+    assert "16x the readings cost" in "\n".join(charts.table(result))
