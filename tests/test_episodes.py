@@ -379,3 +379,13 @@ def test_explain_gives_every_topic_one_reason_and_agrees_with_the_decisions():
 def test_explain_out_of_scope_says_why():
     facts = facts_of(hemangioma())
     assert all(o.reason == "out of scope: no spinal cord compression on record" for o in explain(facts))
+
+
+def test_fact_lines_print_the_facts_behind_the_decisions():
+    from service.clinical.pathway import fact_lines
+    facts = in_pathway(walking("ambulatory", ago(2)), walking("non-ambulatory", ago(1)), med(when=day(3)))
+    lines = dict(fact_lines(facts))
+    assert lines["scope"] == "pre-operative"
+    assert "cannot walk" in lines["rapid deterioration"] and "Observation/" in lines["rapid deterioration"]
+    assert lines["dexamethasone"].startswith(f"ongoing, started {day(3)}, day 3, daily dose unknown")
+    assert dict(fact_lines(facts_of(hemangioma())))["scope"] == "out of scope: no spinal cord compression on record"

@@ -306,3 +306,41 @@ def explain(facts: Facts) -> list[TopicOutcome]:
         else:
             found.append(TopicOutcome(topic, False, outcome))
     return found
+
+
+def fact_lines(f: Facts) -> list[tuple[str, str]]:
+    """The facts behind the decisions, as (name, value in words) lines for `avh-cds explain` to print."""
+    if not f.in_pathway:
+        return [("scope", f"out of scope: {f.scope_reason}")]
+
+    def entries(items) -> str:
+        return "; ".join(e.describe() for e in items if e) or "none"
+    dex = f.dexamethasone
+    course = "none in this episode" if dex is None else (
+        f"{'ongoing' if dex.ongoing else 'given'}, started {dex.course_start or 'on an unknown date'}, "
+        f"day {f.dexamethasone_days if f.dexamethasone_days is not None else '?'}, "
+        f"{f'up to {dex.daily_dose_mg:g} mg/day' if dex.daily_dose_mg is not None else 'daily dose unknown'}: "
+        f"{entries(dex.entries)}")
+    population = [name for name, holds in (("pediatric", f.pediatric), ("age unknown", f.age_unknown),
+                                           ("pregnant", f.pregnancy is not None),
+                                           ("multilevel thoracic (T5-T10)", f.multilevel_thoracic),
+                                           ("minor trauma", f.injury is not None)) if holds]
+    return [
+        ("scope", f"{f.stage}{' (recurrence)' if f.recurrence else ''}"),
+        ("episode", f"{entries([f.compression])}, start {f.episode_start or 'unknown'}"
+                    f"{f' (from {f.episode_start_from})' if f.episode_start_from else ''}, window from "
+                    f"{f.window_start or 'the beginning of the record'}"),
+        ("hemangioma", f"{entries([f.hemangioma])} ({f.hemangioma_verification}), levels {', '.join(f.levels) or 'none'}"),
+        ("operated", entries([f.surgery]) if f.surgery else "no" + (
+            f"; earlier operation {entries([f.earlier_operation])}" if f.earlier_operation else "")),
+        ("rapid deterioration", entries(f.rapid_evidence) if f.rapid_deterioration else
+         ("lapsed: " + entries(f.lapsed_evidence)) if f.deterioration_lapsed else "no"),
+        ("ambulatory status", f"{f.ambulatory_status or 'unknown'} ({entries([f.ambulatory_evidence])})"),
+        ("dexamethasone", course),
+        ("workup in the episode", f"MRI entire spine: {entries([f.mri_entire_spine])}; vessels mapped: "
+                                  f"{entries([f.spine_cta])}; embolization: {entries([f.embolization])}; "
+                                  f"decompression ordered: {entries([f.decompression_ordered])}"),
+        ("since the operation", f"radiotherapy: {entries([f.radiotherapy])}; fixation: {entries([f.posterior_fixation])}"),
+        ("population", f"age {f.age if f.age is not None else 'unknown'}"
+                       + (f"; {', '.join(population)}" if population else "")),
+    ]
