@@ -389,3 +389,16 @@ def test_fact_lines_print_the_facts_behind_the_decisions():
     assert "cannot walk" in lines["rapid deterioration"] and "Observation/" in lines["rapid deterioration"]
     assert lines["dexamethasone"].startswith(f"ongoing, started {day(3)}, day 3, daily dose unknown")
     assert dict(fact_lines(facts_of(hemangioma())))["scope"] == "out of scope: no spinal cord compression on record"
+
+
+def test_recurrence_by_status_without_an_earlier_operation_is_worded_so():
+    from service.clinical.cards import template_variables
+    from service.clinical.pathway import patient_flags
+    facts = facts_of(hemangioma(clinical="recurrence"), compression(onset=day(3)))
+    assert facts.recurrence and "earlier_operation" not in patient_flags(facts)
+    assert template_variables(facts)["earlier_date"] == "an unknown date"
+    from tests.fixture_cards import ENGINE
+    (rt,) = [c for c in ENGINE.cards(*decide_chart(facts), facts, "http://x/p")
+             if c["source"]["topic"]["code"] == "adjuvant-radiotherapy"]
+    assert rt["summary"].startswith("Recurrent AVH at T8, no radiotherapy on record")
+    assert "earlier operation" not in rt["detail"] and "operated" not in rt["summary"].lower()

@@ -357,3 +357,10 @@ def test_discharge_after_surgery_with_resolved_compression_still_needs_radiother
                                              procedure("fx", "p11", CPT, "22842", "Instrumentation", -3)]
     cards = post(client, hook_request("encounter-discharge", "p11", record))
     assert topics(cards) == ["adjuvant-radiotherapy"]
+
+
+@pytest.mark.parametrize("hook", ["order-sign", "encounter-discharge"])
+def test_an_unreadable_compression_is_named_at_order_time_too(client, hook):
+    record = [{**r, "severityLevel": "x"} if r["id"].endswith("-scc") else r for r in avh_patient("p12")]
+    cards = post(client, hook_request(hook, "p12", record, [surgery("p12")] if hook == "order-sign" else None))
+    assert topics(cards) == ["data-unavailable"] and "Condition/p12-scc" in cards[0]["summary"]

@@ -286,3 +286,10 @@ def test_deceased_and_surgery_under_way_are_silent():
 def test_a_competing_cause_names_the_competing_condition():
     c = card("33", "differential-diagnosis")
     assert "Intervertebral disc disorders with myelopathy" in c["detail"] and "avh-33-disc" in c["detail"]
+
+
+def test_corticosteroid_summaries_for_children_and_pregnancy_give_no_adult_regimen():
+    assert "adult doses only (age 6)" in card("31", "corticosteroids")["summary"]
+    assert "96 mg" not in card("31", "corticosteroids")["summary"]
+    assert "does not address pregnancy" in card("35", "corticosteroids")["summary"]
+    assert "re-assess" in card("36", "corticosteroids")["summary"] and "16 mg" not in card("36", "corticosteroids")["summary"]

@@ -208,7 +208,7 @@ def template_variables(facts: Facts) -> dict[str, Any]:
         "dex_start": facts.dexamethasone.course_start.isoformat() if facts.dexamethasone and facts.dexamethasone.course_start else "?",
         "joa_score": f"{facts.joa[0]:g}" if facts.joa else "?",
         "joa_date": facts.joa[1].when.isoformat() if facts.joa and facts.joa[1].when else "date not recorded",
-        "age": facts.age if facts.age is not None else "?",
+        "age": facts.age if facts.age is not None else "unknown",
         "verification": facts.hemangioma_verification,
         "mri_thoracic_date": facts.mri_thoracic.when.isoformat() if facts.mri_thoracic and facts.mri_thoracic.when else "date not recorded",
         "patient_ref": facts.patient_ref,

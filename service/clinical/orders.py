@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS, Evidence, Facts,
                                     instant, names_dexamethasone, shift)
-from service.clinical.pathway import Decision, Unchecked, patient_flags
+from service.clinical.pathway import Decision, Unchecked, patient_flags, scope_unchecked
 from service.clinical.record import subject_id
 
 ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
@@ -303,7 +303,7 @@ def _decide(topics: dict[str, tuple], facts: Facts, extra_flags: dict[str, str],
 def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
     """order-sign (selections None: every draft) and order-select (only the selected drafts)."""
     if not facts.in_pathway:
-        return [], []
+        return [], scope_unchecked(facts)
     spoken = [d for d in drafts if selections is None or d.ref in selections]
     base = (facts.hemangioma, facts.compression)
     topics: dict[str, tuple] = {}
@@ -353,6 +353,8 @@ def decide_discharge(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
     """encounter-discharge: an operated patient going home with no radiotherapy given or planned."""
     if "Procedure" in facts.unavailable and facts.in_pathway:
         return [], [Unchecked("adjuvant-radiotherapy", ("Procedure",))]
+    if not facts.in_pathway:
+        return [], scope_unchecked(facts)
     if not (facts.post_operative and facts.radiotherapy is None):
         return [], []
     topics = {"adjuvant-radiotherapy": (facts.hemangioma, facts.compression, facts.surgery)}

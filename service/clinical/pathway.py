@@ -247,7 +247,10 @@ def outcomes(f: Facts) -> list[tuple[str, Outcome]]:
     return found
 
 
-def _scope_unchecked(f: Facts) -> list[Unchecked]:
+def scope_unchecked(f: Facts) -> list[Unchecked]:
+    """A Condition left out whose code could change whether the patient is in scope: never silence."""
+    if f.deceased:
+        return []
     unreadable = tuple(f"{lo.ref}: {lo.reason}" for lo in f.left_out if lo.could_change_scope)
     return [Unchecked("scope", ("Condition",), unreadable)] if unreadable else []
 
@@ -267,9 +270,9 @@ def decide_chart(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
     if facts.deceased:
         return [], []
     if not facts.in_pathway:
-        return [], _scope_unchecked(facts)
+        return [], scope_unchecked(facts)
     flags = patient_flags(facts)
-    decisions, unchecked = [], _scope_unchecked(facts)
+    decisions, unchecked = [], scope_unchecked(facts)
     if "Procedure" in facts.unavailable:
         # Without procedures we cannot tell pre- from post-operative: every stage-specific card waits.
         unchecked += [Unchecked(t, ("Procedure",)) for t in TOPIC_ORDER if "Procedure" in ABSENCE_OF[t]]
@@ -292,7 +295,7 @@ def explain(facts: Facts) -> list[TopicOutcome]:
     """Every topic for this patient: fired or not, and the one reason why (the same rules as decide_chart)."""
     if not facts.in_pathway:
         reason = f"out of scope: {facts.scope_reason}"
-        if not facts.deceased and _scope_unchecked(facts):
+        if not facts.deceased and scope_unchecked(facts):
             reason += "; but a Condition that could change this could not be read (data-unavailable card)"
         return [TopicOutcome(t, False, reason) for t in TOPIC_ORDER]
     _, unchecked = decide_chart(facts)
