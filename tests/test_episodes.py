@@ -402,3 +402,23 @@ def test_recurrence_by_status_without_an_earlier_operation_is_worded_so():
              if c["source"]["topic"]["code"] == "adjuvant-radiotherapy"]
     assert rt["summary"].startswith("Recurrent AVH at T8, no radiotherapy on record")
     assert "earlier operation" not in rt["detail"] and "operated" not in rt["summary"].lower()
+
+
+def test_every_fact_derivation_is_linear_in_the_chart(monkeypatch):
+    """Counting work, not time: the dates read while deriving the facts of N and 16 N same-code readings."""
+    from service.clinical import facts as module
+    calls = []
+    original = module.instant
+
+    def counted(value):
+        calls.append(1)
+        return original(value)
+    monkeypatch.setattr(module, "instant", counted)
+    work = []
+    for n in (200, 3200):
+        readings = [walking(("ambulatory", "non-ambulatory")[i % 2], ago(hours=i)) for i in range(n)]
+        readings += [motor(40 + i % 7, ago(hours=i)) for i in range(n)]
+        calls.clear()
+        in_pathway(*readings)
+        work.append(len(calls))
+    assert work[1] <= 16 * work[0] * 1.1
