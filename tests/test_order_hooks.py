@@ -86,12 +86,14 @@ def test_posterior_fixation_card_completes_the_draft_order(client):
     assert action["type"] == "update" and update["isRecommended"] is True
     updated = action["resource"]
     assert updated["id"] == "surg-1" and updated["code"] == draft["code"] and updated["priority"] == "urgent"
-    assert {"system": SCT, "code": "448944002", "display": "Posterior instrumented fusion of spine"} \
+    assert {"system": CPT, "code": "22842", "display": "Posterior segmental instrumentation; 3 to 6 vertebral segments"} \
         in updated["orderDetail"][-1]["coding"]
     [action] = create["actions"]
     new = action["resource"]
     assert action["type"] == "create" and new["resourceType"] == "ServiceRequest"
-    assert new["code"]["coding"][0]["code"] == "448944002" and new["subject"] == {"reference": "Patient/p1"}
+    assert new["code"]["coding"] == [{"system": CPT, "code": "22842",
+                                      "display": "Posterior segmental instrumentation; 3 to 6 vertebral segments"}]
+    assert new["subject"] == {"reference": "Patient/p1"}
     assert new["reasonReference"] == [{"reference": "Condition/p1-hem"}]
 
 
@@ -99,6 +101,14 @@ def test_accepting_the_update_silences_the_card(client):
     [card] = post(client, hook_request("order-sign", "p1", avh_patient("p1"), [surgery("p1")]))
     updated = card["suggestions"][0]["actions"][0]["resource"]
     assert post(client, hook_request("order-sign", "p1", avh_patient("p1"), [updated])) == []
+    created = {**card["suggestions"][1]["actions"][0]["resource"], "id": "fix-new"}    # or the other suggestion
+    assert post(client, hook_request("order-sign", "p1", avh_patient("p1"), [surgery("p1"), created])) == []
+
+
+def test_accepting_the_shortened_course_silences_the_card(client):
+    [card] = post(client, hook_request("order-sign", "p3", avh_patient("p3"), [dex_days("p3", 20)]))
+    shortened = card["suggestions"][0]["actions"][0]["resource"]
+    assert post(client, hook_request("order-sign", "p3", avh_patient("p3"), [shortened])) == []
 
 
 def test_embolization_order_while_deteriorating_rapidly_is_deferred(client):
