@@ -374,3 +374,10 @@ def test_an_unreadable_compression_is_named_at_order_time_too(client, hook):
     record = [{**r, "severityLevel": "x"} if r["id"].endswith("-scc") else r for r in avh_patient("p12")]
     cards = post(client, hook_request(hook, "p12", record, [surgery("p12")] if hook == "order-sign" else None))
     assert topics(cards) == ["data-unavailable"] and "Condition/p12-scc" in cards[0]["summary"]
+
+
+def test_no_shortening_is_offered_when_the_course_is_already_used_up(client):
+    from tests.fhir_builders import day as days_ago
+    taken = dexamethasone("dex-on-record", "p13", status="active", authoredOn=days_ago(-15))
+    [card] = post(client, hook_request("order-sign", "p13", avh_patient("p13") + [taken], [dex_days("p13", 3)]))
+    assert card["source"]["topic"]["code"] == "steroid-duration" and "suggestions" not in card

@@ -567,7 +567,7 @@ def dosage_daily_mg(dosage) -> float | None:
         return None
     if repeat.frequency and repeat.period and repeat.periodUnit in PERIOD_DAYS:
         per_day = float(repeat.frequency) / (float(repeat.period) * PERIOD_DAYS[repeat.periodUnit])
-        return dose * max(per_day, 1.0) if per_day >= 1 else dose
+        return dose * per_day if per_day >= 1 else dose      # "every 2 days": a day's dose is one dose
     if repeat.count:
         return dose
     return None

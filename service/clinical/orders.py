@@ -333,10 +333,11 @@ def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: froz
         variables["steroid-duration"] = {
             "draft_orders": _labels(orders),
             "dex_days": f"{round(taken + max(days for _, days in long_courses), 1):g}",
+            # what is left of the 13-day course; none left: no shortened order would pass this check
             "actions": {"shorten-course": [{"type": "update", "description": f"Shorten {d.ref} to the "
-                                            f"{STEROID_COURSE_DAYS}-day course", "resource":
-                                            shortened(d.resource, max(STEROID_COURSE_DAYS - taken, 1))}
-                                           for d in orders]}}
+                                            f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course",
+                                            "resource": shortened(d.resource, left)}
+                                           for d in orders for left in [STEROID_COURSE_DAYS - taken] if left > 0]}}
     flags = {"posterior-fixation": "draft_surgery", "embolization-deferred": "draft_embolization",
              "steroid-duration": "draft_dexamethasone"}
     return _decide(topics, facts, flags, variables)
