@@ -623,11 +623,25 @@ def _medication_state(resource) -> str:
 
 # --- observations: status, scores, deterioration --------------------------------------------------------
 
-def counting_observations(record: PatientRecord, codes) -> list[tuple[dt.datetime, object]]:
-    """Counting, dated observations with one of these codes, oldest first (ties by id)."""
-    found = [(observation_date(o), o) for o in record.of("Observation")
-             if o.status not in OBSERVATION_EXCLUDED and in_set(o.code, codes)]
-    return sorted(((when, o) for when, o in found if when), key=lambda item: (item[0], item[1].id or ""))
+OBSERVATION_CONCEPTS = ("ambulatory-status", "lower-extremity-motor-score", "joa-score", "rapid-deterioration",
+                        "pregnancy-status")
+Readings = dict   # value-set name -> [(time, Observation)], oldest first
+
+
+def readings_by_concept(record: PatientRecord, vs: ValueSets) -> Readings:
+    """Counting, dated observations by the value set of their code, oldest first (ties by id): one pass."""
+    found: Readings = {name: [] for name in OBSERVATION_CONCEPTS}
+    for o in record.of("Observation"):
+        if o.status in OBSERVATION_EXCLUDED:
+            continue
+        codes = codings(o.code)
+        names = [name for name in OBSERVATION_CONCEPTS if any(c in vs[name] for c in codes)]
+        when = observation_date(o) if names else None
+        for name in names if when else ():
+            found[name].append((when, o))
+    for series in found.values():
+        series.sort(key=lambda item: (item[0], item[1].id or ""))
+    return found
 
 
 def walking_value(o) -> str | None:
@@ -705,7 +719,7 @@ class Deterioration:
         return min(older, key=lambda item: item[0])[1] if older else ()
 
 
-def deterioration(record: PatientRecord, vs: ValueSets, conditions: list, window, born) -> Deterioration:
+def deterioration(readings: Readings, vs: ValueSets, conditions: list, window, born) -> Deterioration:
     stated, in_episode = [], []
     for c in conditions:
         if not in_set(c.code, vs["rapid-deterioration"]):
@@ -719,7 +733,7 @@ def deterioration(record: PatientRecord, vs: ValueSets, conditions: list, window
         stated.append((when, able, ev))
         if in_window(when, window):
             in_episode.append((when, (ev,)))
-    flags = [(when, o) for when, o in counting_observations(record, vs["rapid-deterioration"])
+    flags = [(when, o) for when, o in readings["rapid-deterioration"]
              if o.valueBoolean is not None]
     for when, o in flags:
         if o.valueBoolean and in_window(when, window):
@@ -730,10 +744,10 @@ def deterioration(record: PatientRecord, vs: ValueSets, conditions: list, window
         flag = (when, reading(o, "yes", when, vs))
 
     walking_series = [(when, reading(o, WALKING_WORDS[v], when, vs), 0.0 if v == "non-ambulatory" else 1.0)
-                      for when, o in counting_observations(record, vs["ambulatory-status"])
+                      for when, o in readings["ambulatory-status"]
                       for v in [walking_value(o)] if v]
     motor_series = [(when, reading(o, f"{m:g} of 50", when, vs), m)
-                    for when, o in counting_observations(record, vs["lower-extremity-motor-score"])
+                    for when, o in readings["lower-extremity-motor-score"]
                     for m in [motor_score(o)] if m is not None]
     latest_pairs = []
     for series, worse in ((walking_series, lambda best, later: best > 0 and later == 0),
@@ -750,9 +764,9 @@ WALKING_WORDS = {"ambulatory": "walks unaided", "ambulatory-with-assistance": "w
                  "non-ambulatory": "cannot walk"}
 
 
-def ambulatory_status(record: PatientRecord, vs: ValueSets, conditions: list, born) -> tuple[str | None, Evidence | None]:
+def ambulatory_status(readings: Readings, vs: ValueSets, conditions: list, born) -> tuple[str | None, Evidence | None]:
     """The latest ambulatory-status observation; without one, a complete paraplegia means non-ambulatory."""
-    walking = [(when, o) for when, o in counting_observations(record, vs["ambulatory-status"]) if walking_value(o)]
+    walking = [(when, o) for when, o in readings["ambulatory-status"] if walking_value(o)]
     if walking:
         when, o = walking[-1]
         value = walking_value(o)
@@ -765,8 +779,8 @@ def ambulatory_status(record: PatientRecord, vs: ValueSets, conditions: list, bo
     return None, None
 
 
-def joa_score(record: PatientRecord, vs: ValueSets) -> tuple[float, Evidence] | None:
-    scored = [(when, o, s) for when, o in counting_observations(record, vs["joa-score"]) for s in [number(o, 0, 11)]
+def joa_score(readings: Readings, vs: ValueSets) -> tuple[float, Evidence] | None:
+    scored = [(when, o, s) for when, o in readings["joa-score"] for s in [number(o, 0, 11)]
               if s is not None]
     if not scored:
         return None
@@ -813,7 +827,7 @@ class Pregnancy:
         return None
 
 
-def pregnancy(record: PatientRecord, vs: ValueSets, conditions: list, born) -> Pregnancy:
+def pregnancy(readings: Readings, vs: ValueSets, conditions: list, born) -> Pregnancy:
     found = []
     for c in conditions:
         if is_active(c) and in_set(c.code, vs["pregnancy"]):
@@ -822,7 +836,7 @@ def pregnancy(record: PatientRecord, vs: ValueSets, conditions: list, born) -> P
                 found.append((start, evidence(c, c.code, start, vs)))
     statuses = tuple((when, in_set(o.valueCodeableConcept, vs["pregnancy-status-pregnant"]),
                       reading(o, label_of(o.valueCodeableConcept, vs), when, vs))
-                     for when, o in counting_observations(record, vs["pregnancy-status"]) if o.valueCodeableConcept)
+                     for when, o in readings["pregnancy-status"] if o.valueCodeableConcept)
     return Pregnancy(tuple(found), statuses)
 
 
@@ -901,7 +915,8 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
     competing = tuple(evidence(c, c.code, condition_start(c, born)[0], vs)
                       for c in sorted(conditions, key=lambda c: c.id or "")
                       if is_active(c) and in_set(c.code, vs["competing-cause"]))
-    status, status_evidence = ambulatory_status(record, vs, conditions, born)
+    readings = readings_by_concept(record, vs)
+    status, status_evidence = ambulatory_status(readings, vs, conditions, born)
     facts = Facts(
         in_pathway=True,
         stage=stage,
@@ -933,11 +948,11 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         ambulatory_evidence=status_evidence,
         dexamethasone=dexamethasone_course(record, vs, window),
         injury=minor_trauma(conditions, vs, start, born),
-        joa=joa_score(record, vs),
+        joa=joa_score(readings, vs),
         **common,
     )
-    return ChartFacts(facts, born, deterioration(record, vs, conditions, window, born),
-                      pregnancy(record, vs, conditions, born), decompressions_in_progress(found, vs))
+    return ChartFacts(facts, born, deterioration(readings, vs, conditions, window, born),
+                      pregnancy(readings, vs, conditions, born), decompressions_in_progress(found, vs))
 
 
 def instant_of(ev: Evidence) -> dt.datetime | None:
