@@ -701,7 +701,7 @@ class Deterioration:
     stated: tuple[tuple[dt.datetime, bool, Evidence], ...]   # conditions: (later of start/recorded, current-able, ev)
     flag: tuple[dt.datetime, Evidence] | None                # the latest flag observation, when it says true
     latest_pairs: tuple[tuple[dt.datetime, tuple[Evidence, ...]], ...]   # per series: the pair ending at its latest
-    in_episode: tuple[tuple[dt.datetime, tuple[Evidence, ...]], ...]     # every sign dated in the episode
+    first_sign: tuple[dt.datetime, tuple[Evidence, ...]] | None           # the earliest sign dated in the episode
 
     def current(self, now: dt.datetime) -> tuple[Evidence, ...]:
         recent = shift(now, -RAPID_RECENT)
@@ -714,9 +714,10 @@ class Deterioration:
         return tuple(found)
 
     def lapsed(self, now: dt.datetime) -> tuple[Evidence, ...]:
-        """Signs that held in the episode more than RAPID_RECENT ago (the earliest one names it)."""
-        older = [(when, ev) for when, ev in self.in_episode if when < shift(now, -RAPID_RECENT)]
-        return min(older, key=lambda item: item[0])[1] if older else ()
+        """A sign that held in the episode more than RAPID_RECENT ago: the earliest one names it."""
+        if self.first_sign and self.first_sign[0] < shift(now, -RAPID_RECENT):
+            return self.first_sign[1]
+        return ()
 
 
 def deterioration(readings: Readings, vs: ValueSets, conditions: list, window, born) -> Deterioration:
@@ -756,7 +757,8 @@ def deterioration(readings: Readings, vs: ValueSets, conditions: list, window, b
         in_episode += [(when, pair) for when, pair in pairs if in_window(when, window)]
         if pairs and series and pairs[-1][0] == series[-1][0] and pairs[-1][1][1] is series[-1][1]:
             latest_pairs.append(pairs[-1])
-    return Deterioration(tuple(stated), flag, tuple(latest_pairs), tuple(in_episode))
+    first = min(in_episode, key=lambda item: (item[0], item[1][0].ref)) if in_episode else None
+    return Deterioration(tuple(stated), flag, tuple(latest_pairs), first)
 
 
 ABATEMENT_FORMS = ("DateTime", "Age", "Period", "Range", "String")
@@ -813,7 +815,7 @@ def multilevel_thoracic(levels: Iterable[str]) -> bool:
 @dataclass(frozen=True)
 class Pregnancy:
     """Pregnancy conditions (start, evidence) and the pregnancy-status answers (time, pregnant?, evidence)."""
-    conditions: tuple[tuple[dt.datetime, Evidence], ...]
+    conditions: tuple[tuple[dt.datetime, Evidence], ...]           # latest first
     statuses: tuple[tuple[dt.datetime, bool, Evidence], ...]      # oldest first
 
     def at(self, now: dt.datetime) -> Evidence | None:
@@ -821,7 +823,7 @@ class Pregnancy:
         latest = self.statuses[-1] if self.statuses else None
         if latest and latest[1] and latest[0] >= since:
             return latest[2]
-        for start, ev in sorted(self.conditions, key=lambda item: item[0], reverse=True):
+        for start, ev in self.conditions:             # latest first
             if start >= since and not (latest and latest[0] > start and not latest[1]):
                 return ev
         return None
@@ -837,7 +839,7 @@ def pregnancy(readings: Readings, vs: ValueSets, conditions: list, born) -> Preg
     statuses = tuple((when, in_set(o.valueCodeableConcept, vs["pregnancy-status-pregnant"]),
                       reading(o, label_of(o.valueCodeableConcept, vs), when, vs))
                      for when, o in readings["pregnancy-status"] if o.valueCodeableConcept)
-    return Pregnancy(tuple(found), statuses)
+    return Pregnancy(tuple(sorted(found, key=lambda item: (item[0], item[1].ref), reverse=True)), statuses)
 
 
 def minor_trauma(conditions: list, vs: ValueSets, episode_start: dt.datetime | None, born) -> Evidence | None:
@@ -959,26 +961,32 @@ def instant_of(ev: Evidence) -> dt.datetime | None:
     return dt.datetime(ev.when.year, ev.when.month, ev.when.day, tzinfo=UTC) if ev and ev.when else None
 
 
+Moment = tuple   # (today, rapid evidence, lapsed evidence, surgery under way, pregnancy)
+
+
+def moment(chart: ChartFacts, now: dt.datetime) -> Moment:
+    """All that facts_at reads of the clock, in a few small steps: calls with equal moments get equal facts
+    (the engine keeps the cards of a chart by its moment)."""
+    today = now.date()
+    if not chart.facts.in_pathway:
+        return today, (), (), None, None
+    rapid = chart.deterioration.current(now)
+    under_way = [ev for when, ev in chart.in_progress if shift(now, -SURGERY_UNDER_WAY) <= when]
+    return (today, rapid, () if rapid else chart.deterioration.lapsed(now),
+            min(under_way, key=lambda ev: ev.ref) if under_way else None, chart.pregnancy.at(now))
+
+
 def facts_at(chart: ChartFacts, now: dt.datetime) -> Facts:
     """The chart's facts at the moment of a call."""
-    today = now.date()
+    today, rapid, lapsed, under_way, pregnant = moment(chart, now)
     f = chart.facts
     if not f.in_pathway:
         return replace(f, today=today)
-    rapid = chart.deterioration.current(now)
-    lapsed = () if rapid else chart.deterioration.lapsed(now)
-    under_way = [ev for when, ev in chart.in_progress if shift(now, -SURGERY_UNDER_WAY) <= when]
     dex = f.dexamethasone
     return replace(f, today=today, rapid_deterioration=bool(rapid), rapid_evidence=rapid,
-                   deterioration_lapsed=bool(lapsed), lapsed_evidence=lapsed,
-                   surgery_under_way=min(under_way, key=lambda ev: ev.ref) if under_way else None,
+                   deterioration_lapsed=bool(lapsed), lapsed_evidence=lapsed, surgery_under_way=under_way,
                    dexamethasone_days=(today - dex.course_start).days if dex and dex.course_start else None,
-                   age=age_on(chart.born, today), pregnancy=chart.pregnancy.at(now))
-
-
-def moment(chart: ChartFacts, now: dt.datetime) -> Facts:
-    """All that the cards of a call depend on: calls with equal moments get equal cards."""
-    return facts_at(chart, now)
+                   age=age_on(chart.born, today), pregnancy=pregnant)
 
 
 def derive_facts(record: PatientRecord, vs: ValueSets, now: dt.datetime) -> Facts:
