@@ -216,6 +216,12 @@ def med(status="active", when=None, **medication):
 
 @pytest.mark.parametrize("medication, counts", [
     ({"medicationCodeableConcept": concept(RXNORM, "999999", "Dexamethasone 4 mg tablet")}, True),   # text fallback
+    ({"medicationCodeableConcept": concept(RXNORM, "999998", "dexamethasone 4 MG/ML Injectable Solution")}, True),
+    ({"medicationCodeableConcept": {"text": "dexamethasone 1 MG/ML / tobramycin 3 MG/ML Ophthalmic Suspension"}},
+     False),
+    ({"medicationCodeableConcept": concept(RXNORM, "3264", "dexamethasone"),
+      "dosageInstruction": [{"route": {"coding": [{"system": SNOMED, "code": "447694001",
+                                                   "display": "Respiratory tract route"}]}}]}, False),
     ({"medicationCodeableConcept": {"text": "dexamethasone 0.1% eye drops"}}, False),
     ({"medicationCodeableConcept": {"text": "Dexamethasone / tobramycin ophthalmic"}}, False),
     ({"medicationCodeableConcept": {"text": "neomycin and dexamethasone"}}, False),
@@ -422,3 +428,12 @@ def test_every_fact_derivation_is_linear_in_the_chart(monkeypatch):
         in_pathway(*readings)
         work.append(len(calls))
     assert work[1] <= 16 * work[0] * 1.1
+
+
+def test_an_unreadable_patient_is_named_on_the_cards_that_read_age():
+    from service.clinical.cards import left_out_notes
+    facts = in_pathway({"resourceType": "Patient", "id": "unit-1", "birthDate": "1970-13-45"})
+    assert facts.age is None
+    decisions, _ = decide_chart(facts)
+    named = {d.topic for d in decisions if any("Patient/unit-1" in n for n in left_out_notes(d, facts))}
+    assert {"surgical-decompression", "corticosteroids"} <= named and "spine-mri" not in named

@@ -50,9 +50,11 @@ AMBULATORY_VALUES = ("ambulatory", "ambulatory-with-assistance", "non-ambulatory
 
 # Dexamethasone named in words (pathway.md section 2): a topical or combined product does not count.
 DEXAMETHASONE_WORD = re.compile(r"dexamethasone", re.IGNORECASE)
-NOT_SYSTEMIC = re.compile(r"\b(eye|ophthalmic|ocular|intravitreal|ear|otic|aural|skin|topical|cutaneous|transdermal|"
-                          r"cream|ointment|lotion|gel|inhal\w*|nasal|intranasal)\b", re.IGNORECASE)
-SECOND_INGREDIENT = re.compile(r"/|\+|\band\b|\bwith\b|;", re.IGNORECASE)
+NOT_SYSTEMIC = re.compile(r"\b(eye|ophthalmic|ocular|intraocular|intravitreal|conjunctival|ear|otic|aural|auricular|"
+                          r"skin|topical|cutaneous|dermal|transdermal|cream|ointment|lotion|gel|inhal\w*|respiratory|"
+                          r"nasal|intranasal)\b", re.IGNORECASE)
+# RxNorm writes combinations "A 1 MG/ML / B 3 MG/ML": a spaced slash, not the one in "MG/ML".
+SECOND_INGREDIENT = re.compile(r"\s/\s|\+|\band\b|\bwith\b|;", re.IGNORECASE)
 
 UTC = dt.timezone.utc
 EARLIEST = dt.datetime.min.replace(tzinfo=UTC)

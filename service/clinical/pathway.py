@@ -36,13 +36,13 @@ TOPIC_ORDER = tuple(ABSENCE_OF)
 # Resource types each topic's decision reads: an invalid resource of these types is named on the card.
 _RAPID = ("Condition", "Observation")
 READS = {
-    "surgical-decompression": _RAPID + ("Procedure", "ServiceRequest"),
-    "corticosteroids": _RAPID + ("Procedure", "MedicationRequest", "MedicationAdministration", "Medication"),
+    "surgical-decompression": _RAPID + ("Procedure", "ServiceRequest", "Patient"),   # Patient: age, deceased
+    "corticosteroids": _RAPID + ("Procedure", "MedicationRequest", "MedicationAdministration", "Medication", "Patient"),
     "spine-mri": ("Condition", "Procedure", "DiagnosticReport", "ServiceRequest"),
     "preop-cta": ("Condition", "Procedure", "DiagnosticReport", "ServiceRequest"),
     "preop-embolization": _RAPID + ("Procedure", "ServiceRequest"),
     "embolization-deferred": _RAPID + ("Procedure",),
-    "adjuvant-radiotherapy": ("Condition", "Procedure", "ServiceRequest"),
+    "adjuvant-radiotherapy": ("Condition", "Procedure", "ServiceRequest", "Patient"),
     "posterior-fixation": ("Condition", "Procedure", "ServiceRequest"),
     "steroid-duration": ("Condition", "MedicationRequest", "MedicationAdministration", "Medication"),
     "differential-diagnosis": ("Condition",),
