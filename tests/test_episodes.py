@@ -437,3 +437,11 @@ def test_an_unreadable_patient_is_named_on_the_cards_that_read_age():
     decisions, _ = decide_chart(facts)
     named = {d.topic for d in decisions if any("Patient/unit-1" in n for n in left_out_notes(d, facts))}
     assert {"surgical-decompression", "corticosteroids"} <= named and "spine-mri" not in named
+
+
+def test_a_coded_site_outside_the_spine_excludes_a_d18_hemangioma_whatever_its_text_says():
+    liver = condition(concept(ICD10CM, "D18.09", "Hemangioma, spine and liver"), onset=day(10),
+                      sites=[concept(SNOMED, "10200004", "Liver structure")])
+    assert not facts_of(liver, compression(onset=day(3))).in_pathway
+    text_site = condition(concept(ICD10CM, "D18.09"), onset=day(10), bodySite=[{"text": "T9 vertebral body"}])
+    assert facts_of(text_site, compression(onset=day(3))).in_pathway
