@@ -293,3 +293,14 @@ def test_corticosteroid_summaries_for_children_and_pregnancy_give_no_adult_regim
     assert "96 mg" not in card("31", "corticosteroids")["summary"]
     assert "does not address pregnancy" in card("35", "corticosteroids")["summary"]
     assert "re-assess" in card("36", "corticosteroids")["summary"] and "16 mg" not in card("36", "corticosteroids")["summary"]
+
+
+def test_row_24_trauma_sentence_with_an_injury_recorded_shortly_before():
+    c = card("38", "surgical-decompression")
+    assert "after minor trauma" in c["detail"] and "Fall at home" in c["detail"]
+
+
+def test_row_27_no_recurrence_at_135_months_after_total_excision_with_radiotherapy():
+    for prefix in (NO_RT, "22"):
+        c = card(prefix, "adjuvant-radiotherapy")
+        assert "135-month" in c["detail"] and "all daily activities by 6 months" in c["detail"]   # rows 27, 22
