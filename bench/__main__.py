@@ -2,7 +2,8 @@
 
 Parts: over HTTP under gunicorn, server CPU per request (and requests/s, latency) of the service on a chart
 seen for the first time, with authentication on, and on a chart seen before, beside the trivial endpoint and
-the peer-style walk; the in-process size sweep; worker memory over 10,000 requests; and the fetch-concurrency
+the peer-style walk; the in-process size sweep; charts at the prefetch limit never seen before
+(bench/charts.py); worker memory over 10,000 requests; and the fetch-concurrency
 benchmark. See docs/performance.md.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from . import http, sweep
+from . import charts, http, sweep
 from .patients import patient_view_request
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ports", type=lambda s: tuple(int(x) for x in s.split("-")), default=(18600, 18700),
                         help="LOW-HIGH: the port range servers of the run bind on 127.0.0.1 (default 18600-18700; "
                              "the fetch benchmark takes the last ten)")
-    parser.add_argument("--skip", action="append", default=[], choices=["sweep", "http", "memory", "fetch"])
+    parser.add_argument("--skip", action="append", default=[], choices=["sweep", "charts", "http", "memory", "fetch"])
+    parser.add_argument("--chart-resources", type=int, default=charts.LIMIT,
+                        help="resources of the limit chart (default: the prefetch limit, 20,000)")
     parser.add_argument("--quick", action="store_true", help="a few seconds: tiny sizes, short runs (smoke test)")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     return parser
@@ -79,11 +82,15 @@ def run(args) -> dict:
     if args.quick:
         args.sizes, args.repeats, args.seconds, args.rounds = [10, 50], 5, 0.5, 1
         args.concurrency, args.memory_requests, args.memory_patients = [1, 4], 300, 20
+        args.chart_resources = 500
     results = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
                "quick": args.quick, "load_average_before": os.getloadavg()}
     if "sweep" not in args.skip:
         results["sweep"] = sweep.run(args.sizes, args.repeats)
+    if "charts" not in args.skip:
+        results["charts"] = (charts.run(args.chart_resources, base_readings=50, repeats=1) if args.quick
+                             else charts.run(args.chart_resources))
     typical = orjson.dumps(patient_view_request(TYPICAL_N))
     if "http" not in args.skip or "memory" not in args.skip:
         settings = (shlex.split(args.gunicorn_args) if args.gunicorn_args
@@ -158,6 +165,8 @@ def table(results: dict) -> str:
              f"before {results['load_average_before'][0]:.2f}, after {results['load_average_after'][0]:.2f}"]
     if "http" in results:
         lines += _http_lines(results)
+    if "charts" in results:
+        lines += charts.table(results["charts"])
     if "sweep" in results:
         lines += ["", "In-process size sweep (request bytes -> response bytes, one WSGI call; collector as in production)",
                   "(svc: as deployed, chart seen before; first: model cache off, every relevant resource validated; "

@@ -23,7 +23,7 @@ OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 # (key, resourceType) for each prefetch key the service declares.
 KEYS = {"Condition": "conditions", "Observation": "observations", "Procedure": "procedures",
         "MedicationRequest": "medicationRequests", "ServiceRequest": "serviceRequests",
-        "DiagnosticReport": "diagnosticReports"}
+        "DiagnosticReport": "diagnosticReports", "MedicationAdministration": "medicationAdministrations"}
 
 VITALS = [("8867-4", "Heart rate", "/min", 55, 110), ("8480-6", "Systolic blood pressure", "mm[Hg]", 95, 170),
           ("8462-4", "Diastolic blood pressure", "mm[Hg]", 55, 100), ("8310-5", "Body temperature", "Cel", 36, 39),

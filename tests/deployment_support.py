@@ -58,7 +58,8 @@ def patient_view_request(bundle: dict) -> dict:
                          "conditions": {"resourceType": "Bundle", "type": "searchset",
                                         "entry": [{"resource": c} for c in conditions]},
                          **{k: empty for k in ("observations", "procedures", "medicationRequests",
-                                               "serviceRequests", "diagnosticReports")}}}
+                                               "serviceRequests", "diagnosticReports",
+                                               "medicationAdministrations")}}}
 
 
 def without_uuids(value):

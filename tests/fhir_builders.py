@@ -11,7 +11,7 @@ UCUM = "http://unitsofmeasure.org"
 NO_AUTH = {"AVH_CDS_AUTH": "off"}
 PREFETCH_TYPES = {"conditions": "Condition", "observations": "Observation", "procedures": "Procedure",
                   "medicationRequests": "MedicationRequest", "serviceRequests": "ServiceRequest",
-                  "diagnosticReports": "DiagnosticReport"}
+                  "diagnosticReports": "DiagnosticReport", "medicationAdministrations": "MedicationAdministration"}
 
 
 def day(offset: int) -> str:

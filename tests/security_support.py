@@ -21,7 +21,7 @@ FHIR = "https://fhir.ehr.test/r4"
 BASE = "http://localhost"
 INVOKE = "/cds-services/avh-patient-view"
 SERVICE_KEYS = ("patient", "conditions", "observations", "procedures", "medicationRequests", "serviceRequests",
-                "diagnosticReports")
+                "diagnosticReports", "medicationAdministrations")
 
 
 class Keys:

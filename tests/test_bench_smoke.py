@@ -139,3 +139,13 @@ def test_profiles_time_each_phase_inside_real_calls(capsys):
     assert phases["ES384 signature check (ECAlgorithm.verify)"] <= phases["jwt.decode: strict parse, signature, claims (incl.)"] \
         <= phases["TokenVerifier.verify (incl. all below)"]
     assert "readings" in out and "cache off" in out
+
+
+def test_chart_benchmark_runs_on_small_charts():
+    """bench/charts.py end to end on tiny charts: every resource relevant, every reading answered (no timing)."""
+    from bench import charts
+    chart = orjson.loads(charts.limit_chart(300, seed=1))
+    assert 1 + sum(len(b["entry"]) for key, b in chart["prefetch"].items() if key != "patient") == 300
+    result = charts.run(limit=300, base_readings=20, repeats=1)
+    assert result["limit"]["resources"] == 300 and [r["readings"] for r in result["same_code"]["runs"]] == [20, 320]
+    assert "16x the readings cost" in "\n".join(charts.table(result))

@@ -6,7 +6,7 @@ def test_discovery_lists_patient_view_with_narrow_prefetch(client):
     assert pv["hook"] == "patient-view" and pv["title"] and pv["description"]
     assert pv["prefetch"]["patient"] == "Patient/{{context.patientId}}"
     assert set(pv["prefetch"]) == {"patient", "conditions", "observations", "procedures", "medicationRequests",
-                                   "serviceRequests", "diagnosticReports"}
+                                   "serviceRequests", "diagnosticReports", "medicationAdministrations"}
     assert "http://snomed.info/sct|71286001" in pv["prefetch"]["conditions"]
 
 

@@ -61,8 +61,10 @@ def test_latest_ambulatory_observation_gives_the_status():
 
 
 def test_non_ambulatory_deficit_condition_means_non_ambulatory():
+    # v2: the latest ambulatory-status observation decides; a complete paraplegia only without one
     facts = in_pathway(walking("ambulatory", ago(1)), condition(concept(ICD10CM, "G82.21"), onset=day(2)))
-    assert facts.ambulatory_status == "non-ambulatory"
+    assert facts.ambulatory_status == "ambulatory"
+    assert in_pathway(condition(concept(ICD10CM, "G82.21"), onset=day(2))).ambulatory_status == "non-ambulatory"
     # incomplete or unspecified paraplegia is a deficit, not "non-ambulatory" (pathway v2)
     assert in_pathway(condition(concept(ICD10CM, "G82.22"))).ambulatory_status is None
     assert in_pathway(condition(concept(ICD10CM, "G82.20"))).ambulatory_status is None
@@ -72,9 +74,9 @@ def test_non_ambulatory_deficit_condition_means_non_ambulatory():
 
 # --- operated / pre-operative -----------------------------------------------------------------
 
-@pytest.mark.parametrize("surgery_day, operated", [(31, False), (30, True), (5, True)])
-def test_operated_means_decompression_on_or_after_the_hemangioma_onset(surgery_day, operated):
-    facts = in_pathway(decompression(day(surgery_day)))   # hemangioma onset: 30 days ago
+@pytest.mark.parametrize("surgery_day, operated", [(41, False), (40, True), (5, True)])
+def test_operated_means_decompression_in_the_episode_window(surgery_day, operated):
+    facts = in_pathway(decompression(day(surgery_day)))   # compression onset 10 days ago: window from 40 days ago
     assert facts.operated is operated
     assert facts.pre_operative is not operated
 
@@ -121,9 +123,9 @@ def test_dexamethasone_course_is_exceeded_after_13_days(days, exceeded):
     assert facts.steroid_course_exceeded is exceeded
 
 
-def test_stopped_dexamethasone_is_not_active():
+def test_stopped_dexamethasone_is_given_not_ongoing():
     facts = in_pathway(dexamethasone(day(20), status="stopped"))
-    assert facts.dexamethasone is None and not facts.steroid_course_exceeded
+    assert facts.dexamethasone is not None and not facts.dexamethasone.ongoing and not facts.steroid_course_exceeded
 
 
 # --- who is in scope --------------------------------------------------------------------------
@@ -153,7 +155,7 @@ def test_hemangioma_not_current_is_out_of_scope(clinical, verification):
 def test_hemangioma_current_statuses_are_in_scope(clinical):
     facts = facts_of(hemangioma(clinical=clinical), compression())
     assert facts.in_pathway
-    assert facts.hemangioma_recurrence is (clinical in {"recurrence", "relapse"})
+    assert facts.recurrence is (clinical in {"recurrence", "relapse"})
 
 
 def test_compression_refuted_or_resolved_is_out_of_scope():
@@ -183,7 +185,8 @@ def test_thoracic_mri_is_not_an_entire_spine_mri():
     facts = in_pathway(procedure(CPT, "72146", day(2)))
     assert facts.mri_entire_spine is None and facts.mri_thoracic is not None
     assert in_pathway(report(LOINC, "36067-7", day(2))).mri_entire_spine is not None
-    assert in_pathway(report(LOINC, "36067-7", day(2), status="preliminary")).mri_entire_spine is None
+    assert in_pathway(report(LOINC, "36067-7", day(2), status="preliminary")).mri_entire_spine is not None   # v2
+    assert in_pathway(report(LOINC, "36067-7", day(2), status="registered")).mri_entire_spine is None
 
 
 def test_ct_angiography_by_local_code_or_loinc():
@@ -197,7 +200,8 @@ def test_pediatric_means_under_18(birth, pediatric):
 
 
 def test_pregnancy_is_recognised():
-    assert in_pathway(condition(concept(ICD10CM, "O99.352"))).pregnancy is not None
+    assert in_pathway(condition(concept(ICD10CM, "O99.352"), onset=day(100))).pregnancy is not None
+    assert in_pathway(condition(concept(ICD10CM, "O99.352"), onset=day(295))).pregnancy is None     # 294 days
     assert in_pathway(condition(concept(SNOMED, "77386006"), clinical="resolved")).pregnancy is None
 
 

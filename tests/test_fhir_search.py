@@ -66,3 +66,20 @@ def test_answer_query_reads_and_searches():
     bundle = answer_query(f"Condition?patient=p1&code={SNOMED}|71286001", ALL)
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset" and bundle["total"] == 1
     assert bundle["entry"][0]["resource"]["id"] == "c2"
+
+
+def test_include_brings_the_referenced_medications_only():
+    order = {"resourceType": "MedicationRequest", "id": "mr-1", "subject": {"reference": "Patient/p"},
+             "medicationReference": {"reference": "Medication/dex"}}
+    contained = {"resourceType": "MedicationRequest", "id": "mr-2", "subject": {"reference": "Patient/p"},
+                 "medicationReference": {"reference": "#m"}}
+    meds = [{"resourceType": "Medication", "id": "dex"}, {"resourceType": "Medication", "id": "other"}]
+    bundle = answer_query("MedicationRequest?patient=p&_include=MedicationRequest:medication",
+                          [order, contained, *meds])
+    assert [(e["resource"]["id"], e["search"]["mode"]) for e in bundle["entry"]] == [
+        ("mr-1", "match"), ("mr-2", "match"), ("dex", "include")]
+    assert bundle["total"] == 2
+    without = answer_query("MedicationRequest?patient=p", [order, *meds])
+    assert [e["resource"]["id"] for e in without["entry"]] == ["mr-1"]
+    with pytest.raises(SearchError, match="_include"):
+        parse_query("Condition?patient=p&_include=MedicationRequest:medication")

@@ -67,9 +67,10 @@ def hemangioma_only_patient(pid):
 @pytest.mark.parametrize("extra_record, extra_drafts, expected", [
     ([], [], ["posterior-fixation"]),
     ([], [fixation("p1")], []),                                                            # same draft set
-    ([procedure("fx", "p1", CPT, "22842", "Posterior instrumentation", -400)], [], []),   # on record
+    ([procedure("fx", "p1", CPT, "22842", "Posterior instrumentation", -1)], [], []),     # done in the episode
+    ([procedure("fx", "p1", CPT, "22842", "Posterior instrumentation", -400)], [], ["posterior-fixation"]),  # old
     ([fixation("p1", "fx-signed", status="active")], [], []),                             # signed order on record
-], ids=["no-fixation", "fixation-drafted", "fixation-done", "fixation-ordered"])
+], ids=["no-fixation", "fixation-drafted", "fixation-done", "fixation-of-another-episode", "fixation-ordered"])
 def test_surgery_order_needs_posterior_fixation(client, extra_record, extra_drafts, expected):
     body = hook_request("order-sign", "p1", avh_patient("p1") + extra_record, [surgery("p1")] + extra_drafts)
     assert topics(post(client, body)) == expected
@@ -85,12 +86,14 @@ def test_posterior_fixation_card_completes_the_draft_order(client):
     assert action["type"] == "update" and update["isRecommended"] is True
     updated = action["resource"]
     assert updated["id"] == "surg-1" and updated["code"] == draft["code"] and updated["priority"] == "urgent"
-    assert {"system": SCT, "code": "448944002", "display": "Posterior instrumented fusion of spine"} \
+    assert {"system": CPT, "code": "22842", "display": "Posterior segmental instrumentation; 3 to 6 vertebral segments"} \
         in updated["orderDetail"][-1]["coding"]
     [action] = create["actions"]
     new = action["resource"]
     assert action["type"] == "create" and new["resourceType"] == "ServiceRequest"
-    assert new["code"]["coding"][0]["code"] == "448944002" and new["subject"] == {"reference": "Patient/p1"}
+    assert new["code"]["coding"] == [{"system": CPT, "code": "22842",
+                                      "display": "Posterior segmental instrumentation; 3 to 6 vertebral segments"}]
+    assert new["subject"] == {"reference": "Patient/p1"}
     assert new["reasonReference"] == [{"reference": "Condition/p1-hem"}]
 
 
@@ -98,6 +101,14 @@ def test_accepting_the_update_silences_the_card(client):
     [card] = post(client, hook_request("order-sign", "p1", avh_patient("p1"), [surgery("p1")]))
     updated = card["suggestions"][0]["actions"][0]["resource"]
     assert post(client, hook_request("order-sign", "p1", avh_patient("p1"), [updated])) == []
+    created = {**card["suggestions"][1]["actions"][0]["resource"], "id": "fix-new"}    # or the other suggestion
+    assert post(client, hook_request("order-sign", "p1", avh_patient("p1"), [surgery("p1"), created])) == []
+
+
+def test_accepting_the_shortened_course_silences_the_card(client):
+    [card] = post(client, hook_request("order-sign", "p3", avh_patient("p3"), [dex_days("p3", 20)]))
+    shortened = card["suggestions"][0]["actions"][0]["resource"]
+    assert post(client, hook_request("order-sign", "p3", avh_patient("p3"), [shortened])) == []
 
 
 def test_embolization_order_while_deteriorating_rapidly_is_deferred(client):
@@ -117,7 +128,7 @@ def test_embolization_order_for_a_stable_patient_is_fine(client):
 @pytest.mark.parametrize("dosage, extra, expected_days", [
     ([bounds_duration(21)], {}, "21"),
     ([bounds_duration(3, "wk")], {}, "21"),
-    ([bounds_duration(1, "mo")], {}, "30.4"),
+    ([bounds_duration(1, "mo")], {}, "30"),                                                    # a month is 30 days
     ([{"timing": {"repeat": {"boundsDuration": {"value": 2, "unit": "weeks"}}}}], {}, "14"),   # `unit` text only
     ([{"timing": {"repeat": {"boundsDuration": {"value": 3, "unit": "Weeks", "code": "WEEK"}}}}], {}, "21"),  # odd code
     ([{"timing": {"repeat": {"boundsPeriod": {"start": day(0), "end": day(19)}}}}], {}, "20"),  # end date inclusive
@@ -299,3 +310,74 @@ def test_seed_trace_at_order_time(client, row, hook, record, drafts, topic, says
     [card] = post(client, hook_request(hook, "p8", record, drafts))
     assert card["source"]["topic"]["code"] == topic
     assert says in card["detail"], f"seed-trace row {row}"
+
+
+# --- pathway.md v2 section 5 -------------------------------------------------------------------------
+
+def test_course_days_already_taken_count_at_order_time(client):
+    """10 days of dexamethasone taken in the episode + 7 more drafted: over the 13-day course."""
+    from tests.fhir_builders import day as days_ago
+    taken = dexamethasone("dex-on-record", "p7", status="active", authoredOn=days_ago(-10))
+    cards = post(client, hook_request("order-sign", "p7", avh_patient("p7") + [taken], [dex_days("p7", 7)]))
+    assert topics(cards) == ["steroid-duration"] and "17 days" in cards[0]["summary"]
+    (action,) = cards[0]["suggestions"][0]["actions"]
+    assert course_days_of(action["resource"]) == 3            # shortened to what is left of the 13 days
+    assert post(client, hook_request("order-sign", "p7", avh_patient("p7"), [dex_days("p7", 7)])) == []
+
+
+def course_days_of(resource):
+    from service.clinical.orders import course_days
+    return course_days(resource)
+
+
+def test_a_moderate_draft_dose_on_a_moderate_course_draws_no_warning(client):
+    dose = {"doseAndRate": [{"doseQuantity": {"value": 16, "unit": "mg", "system": UCUM, "code": "mg"}}]}
+    draft = dexamethasone("dex-1", "p8", dosage=[{**bounds_duration(20), **dose}])
+    assert post(client, hook_request("order-sign", "p8", avh_patient("p8"), [draft])) == []
+    high = dexamethasone("dex-1", "p8", dosage=[{**bounds_duration(20), "doseAndRate": [
+        {"doseQuantity": {"value": 96, "unit": "mg", "system": UCUM, "code": "mg"}}]}])
+    assert topics(post(client, hook_request("order-sign", "p8", avh_patient("p8"), [high]))) == ["steroid-duration"]
+
+
+@pytest.mark.parametrize("end", ["9999-12-31", "9999-12-31T23:59:59-14:00", "0001-01-01"])
+def test_dates_at_the_ends_of_the_calendar_are_read_without_overflow(client, end):
+    """Hardening: boundsPeriod.end 9999-12-31 once overflowed to a 500."""
+    draft = dexamethasone("dex-1", "p9", dosage=[{"timing": {"repeat": {"boundsPeriod": {"start": "0001-01-01",
+                                                                                          "end": end}}}}])
+    response = client.post("/cds-services/avh-order-sign",
+                           json=hook_request("order-sign", "p9", avh_patient("p9"), [draft]))
+    assert response.status_code == 200
+    expected = [] if end == "0001-01-01" else ["steroid-duration"]
+    assert topics(response.json["cards"]) == expected
+
+
+def test_a_text_only_dexamethasone_draft_is_checked_and_a_topical_one_is_not(client):
+    text_only = dexamethasone("dex-1", "p10", dosage=[bounds_duration(20)],
+                              medicationCodeableConcept={"text": "Dexamethasone 4 mg tablets"})
+    topical = dexamethasone("dex-2", "p10", dosage=[bounds_duration(20)],
+                            medicationCodeableConcept={"text": "Dexamethasone 0.1% eye drops"})
+    assert topics(post(client, hook_request("order-sign", "p10", avh_patient("p10"), [text_only]))) == ["steroid-duration"]
+    assert post(client, hook_request("order-sign", "p10", avh_patient("p10"), [topical])) == []
+
+
+def test_discharge_after_surgery_with_resolved_compression_still_needs_radiotherapy(client):
+    record = [{**r, "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                                   "code": "resolved"}]}} if r["resourceType"] == "Condition" else r
+              for r in avh_patient("p11")] + [procedure("lam", "p11", CPT, "63003", "Laminectomy", -3),
+                                             procedure("fx", "p11", CPT, "22842", "Instrumentation", -3)]
+    cards = post(client, hook_request("encounter-discharge", "p11", record))
+    assert topics(cards) == ["adjuvant-radiotherapy"]
+
+
+@pytest.mark.parametrize("hook", ["order-sign", "encounter-discharge"])
+def test_an_unreadable_compression_is_named_at_order_time_too(client, hook):
+    record = [{**r, "severityLevel": "x"} if r["id"].endswith("-scc") else r for r in avh_patient("p12")]
+    cards = post(client, hook_request(hook, "p12", record, [surgery("p12")] if hook == "order-sign" else None))
+    assert topics(cards) == ["data-unavailable"] and "Condition/p12-scc" in cards[0]["summary"]
+
+
+def test_no_shortening_is_offered_when_the_course_is_already_used_up(client):
+    from tests.fhir_builders import day as days_ago
+    taken = dexamethasone("dex-on-record", "p13", status="active", authoredOn=days_ago(-15))
+    [card] = post(client, hook_request("order-sign", "p13", avh_patient("p13") + [taken], [dex_days("p13", 3)]))
+    assert card["source"]["topic"]["code"] == "steroid-duration" and "suggestions" not in card

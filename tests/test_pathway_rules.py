@@ -67,9 +67,9 @@ def test_rapid_deterioration_swaps_embolization_for_going_straight_to_surgery():
 def test_operated_patient_gets_only_post_operative_cards():
     assert decided(in_pathway(decompression(day(3)))) == {"adjuvant-radiotherapy", "posterior-fixation"}
     assert decided(in_pathway(decompression(day(3)), procedure(CPT, "22842", day(3)))) == {"adjuvant-radiotherapy"}
-    # fusion alone is not fixation (pathway v2)
-    assert decided(in_pathway(decompression(day(3)), procedure(SNOMED, "55705006", day(3)))) \
-        == {"adjuvant-radiotherapy", "posterior-fixation"}
+    # fusion alone is not fixation (pathway.md v2 section 2)
+    assert decided(in_pathway(decompression(day(3)), procedure(SNOMED, "55705006", day(3)))) == {
+        "adjuvant-radiotherapy", "posterior-fixation"}
     done = in_pathway(decompression(day(3)), procedure(CPT, "22843", day(3)), procedure(CPT, "77412", day(1)))
     assert decided(done) == set()
 

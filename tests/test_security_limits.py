@@ -97,8 +97,10 @@ def test_a_deep_resource_inside_prefetch_is_left_out_when_read_and_ignored_when_
     assert [c["summary"] for c in answer.json["cards"]] == [c["summary"] for c in plain]
     deep_compression = body["prefetch"]["conditions"]["entry"][1]["resource"]
     deep_compression["extension"] = [{"url": "http://x", "extension": [nested(30)]}]
-    answer = client.post(INVOKE, json=body)         # the compression is read, too deep: left out, out of scope
-    assert answer.status_code == 200 and plain and answer.json["cards"] == []
+    answer = client.post(INVOKE, json=body)         # the compression is read, too deep: left out, named
+    assert answer.status_code == 200 and plain
+    assert [c["source"]["topic"]["code"] for c in answer.json["cards"]] == ["data-unavailable"]
+    assert "Condition/c-2" in answer.json["cards"][0]["detail"]
     assert "left out invalid Condition/c-2: nests 34 levels deep; at most 12 are read" in caplog.text
 
 

@@ -16,8 +16,8 @@ def suggestion(c, fragment):
 
 
 def resource_of(s):
-    (action,) = s["actions"]
-    return action["resource"]
+    """The suggestion's first resource: the decompression, for the two-action surgery suggestion."""
+    return s["actions"][0]["resource"]
 
 
 def test_row_01_dexamethasone_on_suspicion_before_imaging():
@@ -102,7 +102,9 @@ def test_row_10_total_and_en_bloc_excision():
 def test_row_11_posterior_instrumented_stabilization_in_all_cases():
     c = card(STABLE, "surgical-decompression")
     assert "instrumented stabilization, in all cases" in c["detail"]
-    assert "instrumented stabilization" in resource_of(c["suggestions"][0])["orderDetail"][0]["text"]
+    decompression, fixation = (a["resource"] for a in c["suggestions"][0]["actions"])
+    assert "instrumented stabilization" in decompression["orderDetail"][0]["text"]
+    assert fixation["code"]["coding"][0]["code"] == "22842"
     fixation = card(NO_FIXATION, "posterior-fixation")
     assert "no posterior instrumented stabilization" in fixation["summary"]
     assert "vertebral collapse" in fixation["detail"]
@@ -165,15 +167,21 @@ def test_row_19_pain_relief_can_take_two_weeks():
 
 
 def test_row_20_radiotherapy_card_fires_however_long_ago_the_operation_was():
-    c = card(RECURRENCE, "adjuvant-radiotherapy")
-    assert "Operated 10 years ago" in c["summary"]
+    c = card("22", "adjuvant-radiotherapy")          # operated 3 years ago, compression and hemangioma resolved
+    assert "Operated 3 years ago" in c["summary"] and "no radiotherapy on record since" in c["summary"]
     assert "13 years" in c["detail"] and "loss to follow-up" in c["detail"]
+    assert "Gy" not in resource_of(c["suggestions"][0])["orderDetail"][0]["text"]   # over 12 months: no dose
 
 
 def test_row_21_recurrent_disease_responds_to_radiotherapy():
     recurrent = "recurrent disease responds well to radiotherapy even without repeat surgery"
-    assert recurrent in card(RECURRENCE, "adjuvant-radiotherapy")["detail"]
-    assert recurrent not in card(NO_RT, "adjuvant-radiotherapy")["detail"]
+    for prefix in (RECURRENCE, "23", "24", "32"):     # recurrence stable, rapid, after an onsetAge
+        c = card(prefix, "adjuvant-radiotherapy")
+        assert recurrent in c["detail"].lower()
+        text = (c["summary"] + c["detail"] + str(c.get("suggestions"))).lower()
+        assert "postoperative" not in text and "after the wound has healed" not in text
+    assert "emergent surgery within 24 hours is indicated" in card("24", "adjuvant-radiotherapy")["detail"]
+    assert recurrent not in card(NO_RT, "adjuvant-radiotherapy")["detail"].lower()
 
 
 def test_row_22_neurologic_recovery_with_the_patients_joa_score():
@@ -192,8 +200,9 @@ def test_row_23_do_not_mistake_avh_for_malignancy():
 
 def test_row_24_compression_in_pregnancy():
     c = card(PREGNANT, "surgical-decompression")
-    assert "**Pregnant patient:**" in c["detail"] and "minor trauma" in c["detail"]
-    assert "Condition 'Pregnant state, incidental'" in c["detail"]     # named in "why am I seeing this"
+    assert "**Pregnant patient:**" in c["detail"] and "during pregnancy" in c["detail"]
+    assert "minor trauma" not in c["detail"]          # the trauma sentence needs a recorded injury
+    assert "Pregnant state, incidental (problem" in c["detail"]     # named in "why am I seeing this"
     assert "Pregnant" not in card(STABLE, "surgical-decompression")["detail"]
 
 
@@ -207,7 +216,8 @@ def test_row_25_avoid_prolonged_high_dose_steroids():
 def test_row_26_children_with_multilevel_thoracic_disease():
     c = card(CHILD, "surgical-decompression")
     assert "T5-T10" in c["summary"]
-    assert "**Patient aged 15:**" in c["detail"] and "same aggressive surgical approach" in c["detail"]
+    assert "**Patient aged 15, multilevel thoracic disease (T5-T10):**" in c["detail"]
+    assert "same aggressive surgical approach" in c["detail"]
     assert "Patient aged" not in card(STABLE, "surgical-decompression")["detail"]
 
 
@@ -215,3 +225,82 @@ def test_every_fixture_card_names_its_sources():
     for fx in (fixture(p) for p in (STABLE, RAPID, NO_RT, DEX_20, PROVISIONAL)):
         for c in chart_cards(fx):
             assert "**Why am I seeing this?**" in c["detail"] and "**Sources**" in c["detail"]
+
+
+# --- pathway.md v2: special populations (row 28), "why am I seeing this", unreadable data -------------
+
+def test_row_28_child_or_unknown_age_no_dexamethasone_suggestion_and_no_dose_on_radiotherapy():
+    for prefix in (CHILD, "31"):
+        c = card(prefix, "corticosteroids")
+        assert "suggestions" not in c and "the source gives adult doses only" in c["detail"]
+    six = card("31", "surgical-decompression")
+    assert "**Patient aged 6, multilevel thoracic disease (T5-T10):**" in six["detail"]
+    assert "96 mg" not in str(card("31", "corticosteroids").get("suggestions", ""))
+
+
+def test_row_28_pregnant_no_one_click_dexamethasone_cta_embolization():
+    for prefix in (PREGNANT, "35"):
+        for topic, what in (("corticosteroids", "dexamethasone"), ("preop-cta", "CT angiography"),
+                            ("preop-embolization", "transarterial embolization")):
+            c = card(prefix, topic)
+            assert "suggestions" not in c, (prefix, topic)
+            assert f"the source does not address {what} in pregnancy" in c["detail"]
+    assert "does not address MRI contrast in pregnancy" in card("35", "spine-mri")["detail"]
+
+
+def test_row_24_trauma_sentence_only_with_a_recorded_injury():
+    assert all("minor trauma" not in c["detail"] for f in ("01", "03", "12", "31") for c in
+               [card(f, "surgical-decompression")])
+
+
+def test_why_am_i_seeing_this_quotes_every_entry_in_words_with_dates():
+    child = card(CHILD, "surgical-decompression")["detail"]
+    why = child.split("**Why am I seeing this?**")[1].split("**Sources**")[0]
+    assert "JOA score: 6 of 11 (observation, " in why                        # the score the card cites
+    assert "ambulatory-with-assistance" not in why and "Ambulatory status: walks" in why
+    dex = card(DEX_20, "steroid-duration")["detail"].split("**Why am I seeing this?**")[1]
+    assert "(active order)" in dex and "MedicationRequest/avh-09-dex" in dex  # the order it counted
+    for line in why.strip().splitlines():
+        assert line.startswith("- ") and "20" in line                          # each entry with its date
+
+
+def test_lapsed_deterioration_says_reassess_and_offers_no_stable_regimen():
+    for prefix in ("26", "36"):
+        steroids, embolization = card(prefix, "corticosteroids"), card(prefix, "preop-embolization")
+        assert "re-assess" in steroids["detail"] and "re-assess" in embolization["detail"].lower()
+        assert [s["label"] for s in steroids["suggestions"]] == [
+            "Dexamethasone 96 mg IV bolus, 96 mg/day for 3 days, taper over 10 days"]
+        assert "suggestions" not in embolization and "Re-assess" in embolization["summary"]
+
+
+def test_an_unreadable_hemangioma_condition_is_never_silence():
+    (c,) = chart_cards(fixture("37"))
+    assert c["source"]["topic"]["code"] == "data-unavailable"
+    assert "Condition/avh-37-hemangioma" in c["summary"] and "severityLevel" in c["detail"]
+
+
+def test_deceased_and_surgery_under_way_are_silent():
+    assert topics("29") == set() and topics("30") == set()
+
+
+def test_a_competing_cause_names_the_competing_condition():
+    c = card("33", "differential-diagnosis")
+    assert "Intervertebral disc disorders with myelopathy" in c["detail"] and "avh-33-disc" in c["detail"]
+
+
+def test_corticosteroid_summaries_for_children_and_pregnancy_give_no_adult_regimen():
+    assert "adult doses only (age 6)" in card("31", "corticosteroids")["summary"]
+    assert "96 mg" not in card("31", "corticosteroids")["summary"]
+    assert "does not address pregnancy" in card("35", "corticosteroids")["summary"]
+    assert "re-assess" in card("36", "corticosteroids")["summary"] and "16 mg" not in card("36", "corticosteroids")["summary"]
+
+
+def test_row_24_trauma_sentence_with_an_injury_recorded_shortly_before():
+    c = card("38", "surgical-decompression")
+    assert "after minor trauma" in c["detail"] and "Fall at home" in c["detail"]
+
+
+def test_row_27_no_recurrence_at_135_months_after_total_excision_with_radiotherapy():
+    for prefix in (NO_RT, "22"):
+        c = card(prefix, "adjuvant-radiotherapy")
+        assert "135-month" in c["detail"] and "all daily activities by 6 months" in c["detail"]   # rows 27, 22

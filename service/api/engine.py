@@ -20,6 +20,7 @@ from service.clinical.cards import CardLibrary, left_out_notes, sort_cards, temp
 from service.clinical.facts import ChartFacts, Facts, chart_facts, facts_at, moment
 from service.clinical.pathway import Decision, Unchecked, decide_chart
 from service.clinical.record import Selector, Validator, build_record
+from service.gcpause import collector_paused
 from service.lru import Lru
 from service.fhir.prefetch import Prefetched
 from service.clinical.valuesets import ValueSets, load_valuesets
@@ -68,8 +69,10 @@ class Engine:
                 pass
         seen = self.charts.get(key) if key else None
         if seen is None:
-            record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable, self.validate)
-            seen = SeenChart(chart_facts(record, self.valuesets))
+            with collector_paused():   # the models all live until the call ends (service/gcpause.py)
+                record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable,
+                                      self.validate)
+                seen = SeenChart(chart_facts(record, self.valuesets))
             if key:
                 self.charts.put(key, seen, len(key[1]) + SEEN_CHART_BYTES)
         return seen

@@ -5,7 +5,7 @@ import dataclasses
 import datetime as dt
 from typing import Any, Mapping
 
-from service.clinical.orders import decide_discharge, decide_orders, draft_refs, planned_fixation, read_drafts, selection_refs
+from service.clinical.orders import decide_discharge, decide_orders, draft_refs, read_drafts, selection_refs
 from service.api.answer import Answer
 from service.api.engine import Engine
 from service.fhir.prefetch import Prefetched
@@ -21,9 +21,7 @@ def _evaluate_orders(engine: Engine, prefetched: Prefetched, request: Mapping[st
     on_record = dataclasses.replace(prefetched, resources=[
         r for r in prefetched.resources if f"{r.get('resourceType')}/{r.get('id')}" not in drafts])
     facts = engine.facts(on_record, patient_id, now)
-    decisions, unchecked = decide_orders(read_drafts(drafts_sent, patient_id, engine.valuesets), facts,
-                                         planned_fixation(on_record.resources, patient_id, engine.valuesets),
-                                         selections)
+    decisions, unchecked = decide_orders(read_drafts(drafts_sent, patient_id, engine.valuesets), facts, selections)
     return Answer.of(engine.cards(decisions, unchecked, facts, source_url))
 
 

@@ -7,20 +7,25 @@ from typing import Callable, Mapping
 from service.clinical.valuesets import ValueSets
 
 # Which value sets narrow each prefetch query (token search, comma = OR, in the spec's query subset).
+WORKUP = ("mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")
 PREFETCH_CODES = {
     "conditions": ("Condition", ("vertebral-hemangioma", "hemangioma-site-unspecified", "spinal-cord-compression",
-                                 "neurologic-deficit", "pregnancy", "rapid-deterioration")),
+                                 "neurologic-deficit", "pregnancy", "rapid-deterioration", "competing-cause", "injury")),
     "observations": ("Observation", ("ambulatory-status", "lower-extremity-motor-score", "joa-score",
-                                     "rapid-deterioration")),
+                                     "rapid-deterioration", "pregnancy-status")),
     "procedures": ("Procedure", ("decompression-surgery", "posterior-stabilization", "vertebroplasty", "embolization",
-                                 "radiotherapy", "mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")),
-    "medicationRequests": ("MedicationRequest", ("dexamethasone",)),
-    "serviceRequests": ("ServiceRequest", ("radiotherapy",)),
-    "diagnosticReports": ("DiagnosticReport", ("mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")),
+                                 "radiotherapy") + WORKUP),
+    "serviceRequests": ("ServiceRequest", ("radiotherapy", "decompression-surgery", "posterior-stabilization",
+                                           "embolization") + WORKUP),
+    "diagnosticReports": ("DiagnosticReport", WORKUP),
 }
-# At order time a signed order for posterior instrumentation also counts as "on record".
-ORDER_PREFETCH_CODES = {**PREFETCH_CODES,
-                        "serviceRequests": ("ServiceRequest", ("radiotherapy", "posterior-stabilization"))}
+# Dexamethasone is also ordered by reference to a Medication, or named in text only: no code narrows these
+# queries, and the referenced Medications come along (pathway.md section 2).
+MEDICATION_TEMPLATES = {
+    "medicationRequests": "MedicationRequest?patient={{context.patientId}}&_include=MedicationRequest:medication",
+    "medicationAdministrations": "MedicationAdministration?patient={{context.patientId}}"
+                                 "&_include=MedicationAdministration:medication",
+}
 
 
 def prefetch_templates(valuesets: ValueSets, codes: Mapping = PREFETCH_CODES) -> dict[str, str]:
@@ -28,7 +33,7 @@ def prefetch_templates(valuesets: ValueSets, codes: Mapping = PREFETCH_CODES) ->
     for key, (rtype, names) in codes.items():
         tokens = ",".join(f"{system}|{code}" for system, code in sorted(valuesets.union(names)))
         templates[key] = f"{rtype}?patient={{{{context.patientId}}}}&code={tokens}"
-    return templates
+    return {**templates, **MEDICATION_TEMPLATES}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import jsonschema
 import orjson
 
-from service.clinical.facts import Facts
+from service.clinical.facts import Evidence, Facts
 from service.clinical.pathway import READS, TOPIC_ORDER, Decision, Unchecked
 from service.uuids import new_uuid
 from service.clinical.valuesets import TOPIC_SYSTEM
@@ -23,13 +23,24 @@ MAX_LEVEL_GROUPS = 3   # beyond this a summary names the count and the extent of
 
 # Flags a card file may test, and the template variables it may use; anything else is a typo.
 KNOWN_FLAGS = frozenset({
-    "rapid", "stable", "ambulatory", "non_ambulatory", "ambulatory_unknown", "pediatric", "pregnant",
-    "recurrence", "joa_recorded", "mri_thoracic_only", "discharge", "draft_surgery", "draft_embolization",
-    "draft_dexamethasone"})
+    "rapid", "stable", "lapsed", "ambulatory", "non_ambulatory", "ambulatory_unknown", "pediatric", "age_unknown",
+    "no_adult_dose", "pregnant", "recurrence", "joa_recorded", "mri_thoracic_only", "multilevel_thoracic",
+    "minor_trauma", "decompression_ordered", "undated_decompression", "unconfirmed_compression", "competing_cause",
+    "earlier_operation", "late_radiotherapy", "referral_without_dose", "discharge", "draft_surgery",
+    "draft_embolization", "draft_dexamethasone"})
 KNOWN_VARIABLES = frozenset({
-    "level", "ambulatory_status", "surgery_when", "surgery_date", "dex_days", "dex_start", "joa_score",
-    "joa_date", "age", "verification", "mri_thoracic_date", "patient_ref", "hemangioma_ref",
-    "compression_ref", "surgery_priority", "draft_orders"})
+    "level", "ambulatory_status", "surgery_when", "surgery_date", "dex_days", "dex_start", "dex_dose", "joa_score",
+    "joa_date", "age", "verification", "compression_verification", "mri_thoracic_date", "patient_ref",
+    "hemangioma_ref", "compression_ref", "surgery_priority", "draft_orders", "earlier_date", "earlier_when",
+    "competing", "undated_decompression", "decompression_ordered", "decompression_code", "decompression_display",
+    "injury"})
+# The decompression the surgery suggestion orders, by the region of the highest level named (CPT, pathway.md
+# section 2): laminectomy with decompression of the spinal cord, 1 or 2 vertebral segments.
+DECOMPRESSION_BY_REGION = {
+    "C": ("63001", "Laminectomy with decompression of spinal cord, 1 or 2 vertebral segments; cervical"),
+    "T": ("63003", "Laminectomy with decompression of spinal cord, 1 or 2 vertebral segments; thoracic"),
+    "L": ("63005", "Laminectomy with decompression of spinal cord, 1 or 2 vertebral segments; lumbar"),
+}
 
 
 class CardDefinitionError(ValueError):
@@ -108,12 +119,19 @@ def _merged(base: Any, patch: Any) -> Any:
     return copy.deepcopy(patch)
 
 
-def _actions(template: Mapping, resource: dict | None, targets) -> list[dict]:
-    """The actions of a suggestion, given its template's resource already filled in (None when it has none)."""
+def _resources_of(suggestion: Mapping) -> list:
+    """A suggestion's resources: `resource`, or each of `resources` (one create action each)."""
+    return [suggestion["resource"]] if "resource" in suggestion else list(suggestion.get("resources", []))
+
+
+def _actions(template: Mapping, resources: list[dict], targets) -> list[dict]:
+    """The actions of a suggestion, given its template's resources already filled in."""
     kind = template.get("action", "create")
     label = template["label"]
     if kind == "create":
-        return [{"type": "create", "description": label, "resource": resource}]
+        return [{"type": "create", "description": r.get("code", {}).get("text") or label if len(resources) > 1 else label,
+                 "resource": r} for r in resources]
+    resource = resources[0] if resources else None
     refs = [(f"{t.get('resourceType')}/{t['id']}", t) for t in targets if isinstance(t.get("id"), str) and t["id"]]
     if kind == "delete":
         return [{"type": "delete", "description": f"{label}: {ref}", "resourceId": ref} for ref, _ in refs]
@@ -152,18 +170,45 @@ def _ago(days: int | None, date: str) -> str:
     return f"{days // 365} years ago"
 
 
+def _date_of(ev: Evidence | None) -> str:
+    return ev.when.isoformat() if ev and ev.when else "an unknown date"
+
+
+def _dose_text(facts: Facts) -> str:
+    dex = facts.dexamethasone
+    if dex is None:
+        return ""
+    if dex.daily_dose_mg is None:
+        return "daily dose not stated in structured form"
+    return f"up to {dex.daily_dose_mg:g} mg/day"
+
+
 def template_variables(facts: Facts) -> dict[str, Any]:
-    surgery_date = facts.surgery.when.isoformat() if facts.surgery and facts.surgery.when else "an unknown date"
+    surgery_date = _date_of(facts.surgery)
+    earlier = facts.earlier_operation
+    region = facts.levels[0][0] if facts.levels else "T"
+    code, display = DECOMPRESSION_BY_REGION.get(region, DECOMPRESSION_BY_REGION["T"])
+    earlier_days = (facts.today - earlier.when).days if earlier and earlier.when and facts.today else None
     return {
+        "earlier_date": _date_of(earlier),
+        "earlier_when": _ago(earlier_days, _date_of(earlier)),
+        "competing": "; ".join(f"{e.label} ({e.ref})" for e in facts.competing) or "none",
+        "compression_verification": facts.compression_verification,
+        "undated_decompression": facts.undated_decompression.describe() if facts.undated_decompression else "",
+        "decompression_ordered": facts.decompression_ordered.describe() if facts.decompression_ordered else "",
+        "decompression_code": code,
+        "decompression_display": display,
+        "injury": facts.injury.describe() if facts.injury else "",
+        "dex_dose": _dose_text(facts),
         "level": _level_text(facts.levels),
         "ambulatory_status": (facts.ambulatory_status or "ambulatory status not recorded").replace("-", " "),
         "surgery_when": _ago(facts.days_since_surgery, surgery_date),
         "surgery_date": surgery_date,
         "dex_days": facts.dexamethasone_days if facts.dexamethasone_days is not None else "?",
-        "dex_start": facts.dexamethasone.when.isoformat() if facts.dexamethasone and facts.dexamethasone.when else "?",
+        "dex_start": facts.dexamethasone.course_start.isoformat() if facts.dexamethasone and facts.dexamethasone.course_start else "?",
         "joa_score": f"{facts.joa[0]:g}" if facts.joa else "?",
         "joa_date": facts.joa[1].when.isoformat() if facts.joa and facts.joa[1].when else "date not recorded",
-        "age": facts.age if facts.age is not None else "?",
+        "age": facts.age if facts.age is not None else "unknown",
         "verification": facts.hemangioma_verification,
         "mri_thoracic_date": facts.mri_thoracic.when.isoformat() if facts.mri_thoracic and facts.mri_thoracic.when else "date not recorded",
         "patient_ref": facts.patient_ref,
@@ -185,8 +230,8 @@ class CardLibrary:
         self._sources = {topic: "**Sources**\n" + "\n".join(
             f"- [{c}] {references[c]['citation']}" for c in sorted(d.data["citations"], key=int))
             for topic, d in definitions.items()}
-        self._resources = {(topic, s["id"]): Template.compile(s["resource"])
-                           for topic, d in definitions.items() for s in d.data.get("suggestions", []) if "resource" in s}
+        self._resources = {(topic, s["id"]): [Template.compile(r) for r in _resources_of(s)]
+                           for topic, d in definitions.items() for s in d.data.get("suggestions", []) if _resources_of(s)}
 
     @classmethod
     def load(cls, directory: Path) -> "CardLibrary":
@@ -270,9 +315,9 @@ class CardLibrary:
         """
         actions = decision.variables.get("actions", {}).get(template["id"])
         if actions is None:
-            compiled = self._resources.get((decision.topic, template["id"]))
-            resource = compiled.fill(variables) if compiled else None
-            actions = _actions(template, resource, decision.variables.get("targets", {}).get(template["id"], ()))
+            compiled = self._resources.get((decision.topic, template["id"]), [])
+            actions = _actions(template, [c.fill(variables) for c in compiled],
+                               decision.variables.get("targets", {}).get(template["id"], ()))
         if not actions:
             return None
         suggestion = {"label": template["label"], "uuid": new_uuid(), "actions": actions}
@@ -281,26 +326,37 @@ class CardLibrary:
         return suggestion
 
     def unchecked_card(self, unchecked: list[Unchecked], source_url: str, age_unread: bool = False) -> dict:
-        """The data-unavailable card: the topics not decided for want of data and, with `age_unread` (the Patient
-        could not be read), that the cards given are those of a patient of unknown age."""
-        missing = ", ".join(sorted({t for u in unchecked for t in u.missing} | ({"Patient"} if age_unread else set())))
-        said = [f"avh-cds could not read this patient's {missing} data from the EHR"]
-        if unchecked:
-            topics = ", ".join(self.definitions[u.topic].data["title"] for u in unchecked)
-            said[0] += (f", so it did not decide on: {topics}. These checks rely on what is *absent* from the record, "
-                        "and a failed query is not an absence. Review them by hand.")
+        """The data-unavailable card: Conditions that could not be read and might put the patient on the pathway,
+        the topics not decided for want of data and, with `age_unread` (the Patient could not be had), that the
+        cards given are those of a patient of unknown age."""
+        unreadable = [item for u in unchecked for item in u.unreadable]
+        topics = ", ".join(self.definitions[u.topic].data["title"] for u in unchecked if u.topic in self.definitions)
+        missing = sorted({t for u in unchecked if not u.unreadable for t in u.missing} | ({"Patient"} if age_unread else set()))
+        paragraphs = []
+        if unreadable:
+            refs = ", ".join(item.split(":", 1)[0] for item in unreadable)
+            summary = f"Record entry could not be read ({refs}): the pathway may apply; review the problem list"
+            paragraphs.append(
+                "avh-cds could not read a Condition whose code is a vertebral hemangioma or a spinal cord "
+                "compression, so it cannot tell whether this patient is on the hemangioma pathway. Silence here "
+                "would not mean 'nothing to say'. Not valid FHIR R4, so not read:\n"
+                + "\n".join(f"- {item}" for item in unreadable))
         else:
-            said[0] += "."
+            consequence = "some pathway checks were skipped" if topics else "the patient's age is unknown"
+            summary = f"Part of the record could not be read ({', '.join(missing)}): {consequence}"
         if age_unread:
-            said.append("Without the Patient record the patient's age is unknown: the cards are given as for a patient "
-                        "of unknown age; check the age before acting on a dose.")
-        said.append("Reopen the chart to retry.")
-        consequence = "some checks were skipped" if unchecked else "the patient's age is unknown"
+            paragraphs.append("Without the Patient record the patient's age is unknown: the cards are given as for a "
+                              "patient of unknown age; check the age before acting on a dose. Reopen the chart to retry.")
+        if topics and missing:
+            paragraphs.append(
+                f"avh-cds could not read this patient's {', '.join(missing)} data from the EHR, so it did not "
+                f"decide on: {topics}. These checks rely on what is *absent* from the record, and a failed "
+                "query is not an absence. Review them by hand, or reopen the chart to retry.")
         return {
             "uuid": new_uuid(),
-            "summary": f"Record partly unread ({missing}): {consequence}",   # < 140 characters with every type
+            "summary": summary[:139],
             "indicator": "info",
-            "detail": " ".join(said),
+            "detail": "\n\n".join(paragraphs),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{UNCHECKED_TOPIC}",
                        "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": "Record partly unavailable"}},
             "overrideReasons": self._override_reasons.fill({}),
@@ -309,7 +365,7 @@ class CardLibrary:
 
 def left_out_notes(decision: Decision, facts: Facts) -> list[str]:
     """Name invalid resources that could have changed this card (of the types its decision reads)."""
-    relevant = [lo for lo in facts.left_out if lo.resource_type in READS[decision.topic]]
+    relevant = [lo for lo in facts.left_out if lo.resource_type in READS[decision.topic] and not lo.could_change_scope]
     if not relevant:
         return []
     items = "\n".join(f"- {lo.ref}: {lo.reason}" for lo in relevant)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
-from service.clinical.facts import STEROID_COURSE_DAYS, Evidence, Facts, as_datetime
-from service.clinical.pathway import Decision, Unchecked, patient_flags
+from service.clinical.facts import (MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS, Evidence, Facts,
+                                    instant, names_dexamethasone, shift)
+from service.clinical.pathway import Decision, Unchecked, patient_flags, scope_unchecked
 from service.clinical.record import subject_id
 
 ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
@@ -24,7 +25,8 @@ PLANNED = frozenset({"active", "completed"})       # a signed order on record co
 UCUM = "http://unitsofmeasure.org"
 # UCUM codes (or the `unit` text) -> days; a UCUM month is the mean Julian month.
 DAYS_PER_UNIT = {"d": 1.0, "day": 1.0, "days": 1.0, "wk": 7.0, "week": 7.0, "weeks": 7.0,
-                 "mo": 30.4375, "month": 30.4375, "months": 30.4375}
+                 "mo": 30.0, "month": 30.0, "months": 30.0}
+DAY = dt.timedelta(days=1)
 # Order topics whose reason is an absence on record: withheld when that data could not be read.
 RELIES_ON_ABSENCE = {
     "posterior-fixation": ("Procedure",),
@@ -74,8 +76,18 @@ def _label(concept) -> str:
     return "uncoded"
 
 
+def _names(concept) -> list[str]:
+    concept = _map(concept)
+    texts = [concept.get("text")] + [c.get("display") for c in _list(concept.get("coding"))]
+    return [t for t in texts if isinstance(t, str)]
+
+
+def _route(resource: Mapping) -> str:
+    return " ".join(" ".join(_names(d.get("route"))) for d in _list(resource.get("dosageInstruction")))
+
+
 def _authored(resource: Mapping) -> dt.date | None:
-    moment = as_datetime(resource["authoredOn"]) if isinstance(resource.get("authoredOn"), str) else None
+    moment = instant(resource["authoredOn"]) if isinstance(resource.get("authoredOn"), str) else None
     return moment.date() if moment else None
 
 
@@ -107,6 +119,10 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets) -> tuple[DraftO
         concept = r.get("code") if rtype == "ServiceRequest" else _medication(r, medications)
         codes = _codes(concept)
         concepts = {name for name in ORDER_CONCEPTS if codes & vs[name]}
+        if rtype == "MedicationRequest":
+            concepts.discard("dexamethasone")
+            if names_dexamethasone(_names(concept), _route(r), bool(codes & vs["dexamethasone"])):
+                concepts.add("dexamethasone")
         # A surgery order may state its instrumentation as a coded order detail.
         if any(_codes(detail) & vs["posterior-stabilization"] for detail in _list(r.get("orderDetail"))):
             concepts.add("posterior-stabilization")
@@ -128,12 +144,12 @@ def selection_refs(selections: Iterable) -> frozenset[str]:
     return frozenset("/".join(s.rstrip("/").split("/")[-2:]) for s in selections if isinstance(s, str))
 
 
-# --- durations --------------------------------------------------------------------------------
+# --- durations (pathway.md section 5) -----------------------------------------------------------------
 
 def _quantity_days(quantity) -> float | None:
     q = _map(quantity)
     value = q.get("value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1e9 < value < 1e9:
         return None
     units = ([q.get("code")] if q.get("system") in (None, UCUM) else []) + [q.get("unit")]
     factors = [DAYS_PER_UNIT.get(u.strip().lower()) for u in units if isinstance(u, str)]
@@ -142,47 +158,58 @@ def _quantity_days(quantity) -> float | None:
 
 
 def _moment(value) -> tuple[dt.datetime, bool] | None:
-    """A FHIR dateTime -> (aware datetime, whether it was a bare date)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)), len(value) == 10
+    """A FHIR date/dateTime -> (aware UTC datetime, whether it was a date without a time)."""
+    moment = instant(value) if isinstance(value, str) else None
+    return (moment, len(value.strip()) <= 10) if moment else None
 
 
-def _period_days(period) -> float | None:
-    start, end = _moment(_map(period).get("start")), _moment(_map(period).get("end"))
-    if start is None or end is None:
-        return None
-    # A bare end date includes the whole of that day (FHIR Period semantics).
-    until = end[0] + (dt.timedelta(days=1) if end[1] else dt.timedelta())
-    return (until - start[0]) / dt.timedelta(days=1)
-
-
-def _dosage_days(dosage: Mapping) -> float | None:
+def _line_span(dosage: Mapping, cursor: float, anchor: dt.datetime | None) -> tuple[float, float] | None:
+    """(start, end) of one dosage line in days after `anchor`: its boundsPeriod, or `cursor` + boundsDuration."""
     repeat = _map(_map(dosage.get("timing")).get("repeat"))
     days = _quantity_days(repeat.get("boundsDuration"))
-    return days if days is not None else _period_days(repeat.get("boundsPeriod"))
+    if days is not None:
+        return cursor, cursor + days
+    period = _map(repeat.get("boundsPeriod"))
+    start, end = _moment(period.get("start")), _moment(period.get("end"))
+    if start is None or end is None or anchor is None:
+        return None
+    until = shift(end[0], DAY) if end[1] else end[0]   # a bare end date includes that day
+    return (start[0] - anchor) / DAY, (until - anchor) / DAY
 
 
-def _steps(resource: Mapping) -> list[list[tuple[Mapping, float]]]:
-    """Dosage instructions with a duration, grouped by sequence: same sequence runs together, steps follow."""
+def _steps(resource: Mapping) -> list[list[Mapping]]:
+    """Dosage lines grouped by sequence: lines of one sequence run together, sequences one after another."""
     groups: dict[Any, list] = {}
     for dosage in _list(resource.get("dosageInstruction")):
-        days = _dosage_days(dosage)
-        if days is not None:
-            seq = dosage.get("sequence")
-            groups.setdefault(seq if isinstance(seq, int) else None, []).append((dosage, days))
+        seq = dosage.get("sequence")
+        groups.setdefault(seq if isinstance(seq, int) and not isinstance(seq, bool) else None, []).append(dosage)
     return [groups[k] for k in sorted(groups, key=lambda s: -1 if s is None else s)]
 
 
+def _spans(resource: Mapping) -> list[tuple[Mapping, float, float]]:
+    """Each dosage line with a readable duration, as (line, start, end) in days after the earliest stated start;
+    a line with only boundsDuration starts when the previous step ends."""
+    starts = [_moment(_map(_map(_map(d.get("timing")).get("repeat")).get("boundsPeriod")).get("start"))
+              for d in _list(resource.get("dosageInstruction"))]
+    starts = [m[0] for m in starts if m]
+    anchor = min(starts) if starts else None
+    spans, cursor = [], 0.0
+    for step in _steps(resource):
+        ends = []
+        for dosage in step:
+            span = _line_span(dosage, cursor, anchor)
+            if span is not None:
+                spans.append((dosage, *span))
+                ends.append(span[1])
+        cursor = max(ends, default=cursor)
+    return spans
+
+
 def course_days(resource: Mapping) -> float | None:
-    """How long a medication order runs: its dosage bounds, else the expected supply duration."""
-    steps = _steps(resource)
-    if steps:
-        return sum(max(days for _, days in step) for step in steps)
+    """How long a medication order runs: earliest dosage start to latest dosage end, else the expected supply."""
+    spans = _spans(resource)
+    if spans:
+        return max(end for _, _, end in spans) - min(start for _, start, _ in spans)
     return _quantity_days(_map(resource.get("dispenseRequest")).get("expectedSupplyDuration"))
 
 
@@ -197,23 +224,20 @@ def _cap_dosage(dosage: dict, days: float) -> None:
         repeat.pop("boundsPeriod", None)
         repeat["boundsDuration"] = _days_quantity(days)
     elif start[1]:   # a bare date: the end date is inclusive
-        repeat["boundsPeriod"]["end"] = (start[0] + dt.timedelta(days=days - 1)).date().isoformat()
+        repeat["boundsPeriod"]["end"] = shift(start[0], dt.timedelta(days=days - 1)).date().isoformat()
     else:
-        repeat["boundsPeriod"]["end"] = (start[0] + dt.timedelta(days=days)).isoformat()
+        repeat["boundsPeriod"]["end"] = shift(start[0], dt.timedelta(days=days)).isoformat()
 
 
 def shortened(resource: Mapping, limit_days: float = STEROID_COURSE_DAYS) -> dict:
-    """The same order cut to `limit_days`: later steps are shortened or dropped, the supply capped."""
+    """The same order cut to `limit_days`: lines running past it are shortened or dropped, the supply capped."""
     new = copy.deepcopy(dict(resource))
-    remaining = limit_days
     dropped = set()
-    for step in _steps(new):
-        for dosage, days in step:
-            if remaining <= 0:
-                dropped.add(id(dosage))
-            elif days > remaining:
-                _cap_dosage(dosage, remaining)
-        remaining -= max(days for _, days in step)
+    for dosage, start, end in _spans(new):
+        if start >= limit_days:
+            dropped.add(id(dosage))
+        elif end > limit_days:
+            _cap_dosage(dosage, limit_days - start)
     if dropped:
         new["dosageInstruction"] = [d for d in new["dosageInstruction"] if id(d) not in dropped]
     supply = _map(new.get("dispenseRequest")).get("expectedSupplyDuration")
@@ -223,16 +247,36 @@ def shortened(resource: Mapping, limit_days: float = STEROID_COURSE_DAYS) -> dic
     return new
 
 
+def draft_daily_dose(resource: Mapping) -> float | None:
+    """The highest daily dose a draft states in structured form (mg); None when some line states none."""
+    lines = []
+    for dosage in _list(resource.get("dosageInstruction")):
+        dose = next((_mg(_map(dr.get("doseQuantity"))) for dr in _list(dosage.get("doseAndRate"))), None)
+        repeat = _map(_map(dosage.get("timing")).get("repeat"))
+        frequency, period, unit = repeat.get("frequency"), repeat.get("period"), repeat.get("periodUnit")
+        if dose is not None and _positive(frequency) and _positive(period) and unit in PERIOD_DAYS:
+            per_day = frequency / (period * PERIOD_DAYS[unit])
+            lines.append(dose * per_day if per_day >= 1 else dose)
+        elif dose is not None and _positive(repeat.get("count")):
+            lines.append(dose)
+        else:
+            lines.append(None)
+    known = [d for d in lines if d is not None]
+    if known and max(known) > MODERATE_DAILY_DOSE_MG:
+        return max(known)
+    return max(known) if known and len(known) == len(lines) else None
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e9
+
+
+def _mg(quantity: Mapping) -> float | None:
+    value, unit = quantity.get("value"), str(quantity.get("code") or quantity.get("unit") or "").lower()
+    return float(value) if _positive(value) and unit == "mg" else None
+
+
 # --- decisions --------------------------------------------------------------------------------
-
-def planned_fixation(resources: Iterable[Mapping], patient_id: str, vs: ValueSets) -> Evidence | None:
-    """A signed (active or completed) order on record for posterior instrumented stabilization."""
-    for r in resources:
-        if isinstance(r, Mapping) and r.get("resourceType") == "ServiceRequest" and str(r.get("status")) in PLANNED \
-                and subject_id(r) == patient_id and _codes(r.get("code")) & vs["posterior-stabilization"]:
-            return Evidence(f"ServiceRequest/{r.get('id')}", _label(r.get("code")), _authored(r))
-    return None
-
 
 def _labels(drafts: list[DraftOrder]) -> str:
     return ", ".join(f"{d.label} ({d.ref})" for d in drafts)
@@ -256,11 +300,10 @@ def _decide(topics: dict[str, tuple], facts: Facts, extra_flags: dict[str, str],
     return decisions, unchecked
 
 
-def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, fixation_ordered: Evidence | None = None,
-                  selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
+def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
     """order-sign (selections None: every draft) and order-select (only the selected drafts)."""
     if not facts.in_pathway:
-        return [], []
+        return [], scope_unchecked(facts)
     spoken = [d for d in drafts if selections is None or d.ref in selections]
     base = (facts.hemangioma, facts.compression)
     topics: dict[str, tuple] = {}
@@ -268,7 +311,7 @@ def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, fixation_ordered
 
     surgery = [d for d in spoken if "decompression-surgery" in d.concepts]
     fixation_drafted = any("posterior-stabilization" in d.concepts for d in drafts)
-    if surgery and not fixation_drafted and facts.posterior_fixation is None and fixation_ordered is None:
+    if surgery and not fixation_drafted and facts.posterior_fixation is None:
         topics["posterior-fixation"] = base + tuple(d.evidence for d in surgery)
         variables["posterior-fixation"] = {"draft_orders": _labels(surgery),
                                            "targets": {"add-fixation-to-draft": [d.resource for d in surgery]}}
@@ -279,27 +322,41 @@ def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, fixation_ordered
         variables["embolization-deferred"] = {"draft_orders": _labels(embolization),
                                               "targets": {"remove-embolization": [d.resource for d in embolization]}}
 
+    taken = (facts.dexamethasone_days or 0) if facts.dexamethasone else 0
     long_courses = [(d, days) for d in spoken if "dexamethasone" in d.concepts
-                    for days in [course_days(d.resource)] if days is not None and days > STEROID_COURSE_DAYS]
+                    for days in [course_days(d.resource)] if days is not None and taken + days > STEROID_COURSE_DAYS
+                    and _high_or_unknown(d, facts)]
     if long_courses:
         orders = [d for d, _ in long_courses]
-        topics["steroid-duration"] = base + tuple(d.evidence for d in orders)
+        counted = facts.dexamethasone.entries if facts.dexamethasone else ()
+        topics["steroid-duration"] = base + counted + tuple(d.evidence for d in orders)
         variables["steroid-duration"] = {
             "draft_orders": _labels(orders),
-            "dex_days": f"{round(max(days for _, days in long_courses), 1):g}",
+            "dex_days": f"{round(taken + max(days for _, days in long_courses), 1):g}",
+            # what is left of the 13-day course; none left: no shortened order would pass this check
             "actions": {"shorten-course": [{"type": "update", "description": f"Shorten {d.ref} to the "
-                                            f"{STEROID_COURSE_DAYS}-day course", "resource": shortened(d.resource)}
-                                           for d in orders]}}
+                                            f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course",
+                                            "resource": shortened(d.resource, left)}
+                                           for d in orders for left in [STEROID_COURSE_DAYS - taken] if left > 0]}}
     flags = {"posterior-fixation": "draft_surgery", "embolization-deferred": "draft_embolization",
              "steroid-duration": "draft_dexamethasone"}
     return _decide(topics, facts, flags, variables)
+
+
+def _high_or_unknown(draft: DraftOrder, facts: Facts) -> bool:
+    """The dose rule of section 4: above 16 mg/day on some day of the course (the draft's or the episode's),
+    or unknown."""
+    dose = draft_daily_dose(draft.resource)
+    return dose is None or dose > MODERATE_DAILY_DOSE_MG or (facts.dexamethasone is not None and facts.high_or_unknown_dose)
 
 
 def decide_discharge(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
     """encounter-discharge: an operated patient going home with no radiotherapy given or planned."""
     if "Procedure" in facts.unavailable and facts.in_pathway:
         return [], [Unchecked("adjuvant-radiotherapy", ("Procedure",))]
-    if not (facts.in_pathway and facts.operated and facts.radiotherapy is None):
+    if not facts.in_pathway:
+        return [], scope_unchecked(facts)
+    if not (facts.post_operative and facts.radiotherapy is None):
         return [], []
     topics = {"adjuvant-radiotherapy": (facts.hemangioma, facts.compression, facts.surgery)}
     return _decide(topics, facts, {"adjuvant-radiotherapy": "discharge"}, {})

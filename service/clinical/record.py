@@ -7,6 +7,7 @@ card it could have changed can say so.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
@@ -22,16 +23,26 @@ from service.clinical.valuesets import ValueSets, codings
 log = logging.getLogger(__name__)
 
 # Which value sets make a resource of each type relevant, and where its code lives.
+WORKUP = ("mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")
 RELEVANT = {
     "Condition": ("code", ("vertebral-hemangioma", "hemangioma-site-unspecified", "spinal-cord-compression",
-                           "neurologic-deficit", "pregnancy", "rapid-deterioration")),
-    "Observation": ("code", ("ambulatory-status", "lower-extremity-motor-score", "joa-score", "rapid-deterioration")),
+                           "neurologic-deficit", "pregnancy", "rapid-deterioration", "competing-cause", "injury")),
+    "Observation": ("code", ("ambulatory-status", "lower-extremity-motor-score", "joa-score", "rapid-deterioration",
+                             "pregnancy-status")),
     "Procedure": ("code", ("decompression-surgery", "posterior-stabilization", "vertebroplasty", "embolization",
-                           "radiotherapy", "mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")),
-    "DiagnosticReport": ("code", ("mri-entire-spine", "mri-thoracic-spine", "spine-ct-angiography")),
-    "ServiceRequest": ("code", ("radiotherapy", "decompression-surgery", "posterior-stabilization", "embolization")),
+                           "radiotherapy") + WORKUP),
+    "DiagnosticReport": ("code", WORKUP),
+    "ServiceRequest": ("code", ("radiotherapy", "decompression-surgery", "posterior-stabilization", "embolization")
+                       + WORKUP),
     "MedicationRequest": ("medicationCodeableConcept", ("dexamethasone",)),
+    "MedicationAdministration": ("medicationCodeableConcept", ("dexamethasone",)),
+    "Medication": ("code", ("dexamethasone",)),
 }
+# Medications are also read by reference (to a Medication) or by name: their code alone does not decide.
+MEDICATION_TYPES = frozenset({"MedicationRequest", "MedicationAdministration", "Medication"})
+MEDICATION_WORD = "dexamethasone"
+# Conditions whose code decides whether a patient is in scope: one that cannot be read is never silence.
+SCOPE_CONCEPTS = frozenset({"vertebral-hemangioma", "hemangioma-site-unspecified", "spinal-cord-compression"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,10 @@ class LeftOut:
     @property
     def ref(self) -> str:
         return f"{self.resource_type}/{self.id}"
+
+    @property
+    def could_change_scope(self) -> bool:
+        return self.resource_type == "Condition" and not SCOPE_CONCEPTS.isdisjoint(self.concepts)
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,8 @@ class Selector:
         entry = self.by_type.get(rtype) if isinstance(rtype, str) else None
         if entry is None:
             return rtype == "Patient"
+        if rtype in MEDICATION_TYPES and _named_or_referenced(resource, entry[0]):
+            return True
         concept = resource.get(entry[0])
         if not isinstance(concept, dict):
             return False
@@ -100,6 +117,22 @@ class Selector:
                     if isinstance(system, str) and (system, code) in codes:
                         return True
         return False
+
+
+def _named_or_referenced(resource: dict, path: str) -> bool:
+    """A medication given by reference, or whose text or a coding's display names dexamethasone."""
+    if references_medication(resource):
+        return True
+    concept = resource.get(path)
+    if not isinstance(concept, dict):
+        return False
+    names = [concept.get("text")] + [c.get("display") for c in concept.get("coding") or () if isinstance(c, dict)]
+    return any(isinstance(n, str) and MEDICATION_WORD in n.lower() for n in names)
+
+
+def references_medication(resource: dict) -> bool:
+    ref = resource.get("medicationReference")
+    return isinstance(ref, dict) and isinstance(ref.get("reference"), str)
 
 
 def subject_id(resource: Mapping) -> str | None:
@@ -121,8 +154,57 @@ def exact_json(resource: Mapping) -> bytes | None:
         return None
 
 
+# The elements the pathway reads of each resource type (service/clinical/facts.py): only these are handed to
+# the model layer, whose validation is the service's largest cost per resource (a chart of 20,000 relevant
+# resources must answer within seconds). Every other element is still checked to be one the type defines.
+_DATES = {"Condition": ("onsetDateTime", "onsetAge", "onsetPeriod", "onsetRange", "onsetString", "recordedDate",
+                        "abatementDateTime", "abatementAge", "abatementPeriod", "abatementRange", "abatementString"),
+          "Observation": ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "effectiveTiming", "issued"),
+          "Procedure": ("performedDateTime", "performedPeriod", "performedString", "performedAge", "performedRange"),
+          "DiagnosticReport": ("effectiveDateTime", "effectivePeriod", "issued"),
+          "ServiceRequest": ("occurrenceDateTime", "occurrencePeriod", "occurrenceTiming", "authoredOn"),
+          "MedicationRequest": ("authoredOn",),
+          "MedicationAdministration": ("effectiveDateTime", "effectivePeriod")}
+_MEDICATION = ("medicationCodeableConcept", "medicationReference", "contained")
+READ_ELEMENTS = {
+    "Patient": ("birthDate", "deceasedBoolean", "deceasedDateTime"),
+    "Condition": ("clinicalStatus", "verificationStatus", "code", "bodySite", "subject") + _DATES["Condition"],
+    "Observation": ("status", "code", "subject", "valueQuantity", "valueInteger", "valueCodeableConcept",
+                    "valueBoolean", "component") + _DATES["Observation"],
+    "Procedure": ("status", "code", "subject") + _DATES["Procedure"],
+    "DiagnosticReport": ("status", "code", "subject") + _DATES["DiagnosticReport"],
+    "ServiceRequest": ("status", "intent", "doNotPerform", "code", "subject") + _DATES["ServiceRequest"],
+    "MedicationRequest": ("status", "intent", "doNotPerform", "subject", "dosageInstruction") + _MEDICATION
+                         + _DATES["MedicationRequest"],
+    "MedicationAdministration": ("status", "subject", "dosage") + _MEDICATION + _DATES["MedicationAdministration"],
+    "Medication": ("code",),
+}
+_KEPT = {rtype: frozenset(("resourceType", "id") + names + tuple("_" + n for n in names))
+         for rtype, names in READ_ELEMENTS.items()}
+
+
+@functools.cache
+def _defined(resource_type: str) -> frozenset[str]:
+    """Every element a resource type defines, as JSON names (with the `_name` of primitive extensions)."""
+    names = {field.alias or name for name, field in get_fhir_model_class(resource_type).model_fields.items()}
+    return frozenset(names | {"_" + n for n in names} | {"resourceType", "fhir_comments"})
+
+
+def _read_part(resource: Mapping) -> tuple[dict | None, str | None]:
+    """The elements the pathway reads, or why the resource is invalid (an element its type does not define)."""
+    rtype = resource["resourceType"]
+    kept = _KEPT.get(rtype)
+    if kept is None:
+        return dict(resource), None
+    unknown = sorted(k for k in resource if k not in kept and k not in _defined(rtype))
+    if unknown:
+        return None, f"invalid FHIR at {unknown[0]}: extra_forbidden"
+    return {k: v for k, v in resource.items() if k in kept}, None
+
+
 def _validate(resource: Mapping, max_depth: int) -> tuple[object | None, str | None]:
-    """(model, None) for a valid resource, (None, why) for an invalid one.
+    """(model, None) for a valid resource, (None, why) for an invalid one: the elements the pathway reads are
+    validated as FHIR R4 (fhir.resources R4B); the others must be elements of the type.
 
     A resource nesting deeper than `max_depth` is not handed to the model layer (which recurses): the request's
     depth limit applies to each resource read (security/limits.request_depth)."""
@@ -130,8 +212,11 @@ def _validate(resource: Mapping, max_depth: int) -> tuple[object | None, str | N
     if depth > max_depth:
         return None, f"nests {depth} levels deep; at most {max_depth} are read (AVH_CDS_MAX_JSON_DEPTH)"
     try:
-        return get_fhir_model_class(resource["resourceType"]).model_validate(resource), None
-    except (ValidationError, ValueError, TypeError) as exc:
+        part, reason = _read_part(resource)
+        if part is None:
+            return None, reason
+        return get_fhir_model_class(resource["resourceType"]).model_validate(part), None
+    except (ValidationError, ValueError, TypeError, KeyError) as exc:
         return None, _reason(exc)
 
 
@@ -196,7 +281,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if rid is not None and key in seen:
             continue
         seen.add(key)
-        if subject_id(res) != patient_id:
+        if rtype != "Medication" and subject_id(res) != patient_id:
             log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
             continue
         model, reason = check(res)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SNOMED = "http://snomed.info/sct"
@@ -37,6 +37,7 @@ Code = tuple[str, str]
 class ValueSets:
     sets: Mapping[str, frozenset[Code]]
     levels: Mapping[Code, str]  # spine-structure concept -> vertebral level ("T7")
+    displays: Mapping[Code, str] = field(default_factory=dict)   # what a clinician reads for a code sent bare
 
     def __getitem__(self, name: str) -> frozenset[Code]:
         return self.sets[name]
@@ -54,6 +55,11 @@ def load_valuesets(directory: Path) -> ValueSets:
     """Every ValueSet in the directory; raises ValueError on a malformed one so the service refuses to start."""
     sets: dict[str, frozenset[Code]] = {}
     levels: dict[Code, str] = {}
+    displays: dict[Code, str] = {}
+    local = directory.parent / "codesystem-avh-local.json"
+    if local.exists():
+        system = json.loads(local.read_text())
+        displays.update({(system["url"], c["code"]): c["display"] for c in system.get("concept", []) if "display" in c})
     for path in sorted(directory.glob("*.json")):
         vs = json.loads(path.read_text())
         if vs.get("resourceType") != "ValueSet" or not isinstance(vs.get("id"), str) or not vs["id"]:
@@ -70,13 +76,15 @@ def load_valuesets(directory: Path) -> ValueSets:
                 if not _filled(concept.get("code")) or not _filled(concept.get("display")):
                     raise ValueError(f"{path}: a concept of {system} needs a code and a display")
                 codes.add(code)
+                if "display" in concept:
+                    displays.setdefault(code, concept["display"])
                 for designation in concept.get("designation", []):
                     if designation.get("value") in _LEVEL_RANK:
                         levels[code] = designation["value"]
         if not codes:
             raise ValueError(f"{path}: value set {vs['id']} has no codes")
         sets[vs["id"]] = frozenset(codes)
-    return ValueSets(sets=sets, levels=levels)
+    return ValueSets(sets=sets, levels=levels, displays=displays)
 
 
 def _filled(value) -> bool:

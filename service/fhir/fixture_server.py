@@ -26,7 +26,7 @@ bp = Blueprint("fixture_fhir", __name__, url_prefix="/fhir")
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 # Types the capability statement always lists: those the prefetch templates search.
 SEARCHED_TYPES = ("Patient", "Condition", "Observation", "Procedure", "MedicationRequest", "ServiceRequest",
-                  "DiagnosticReport")
+                  "DiagnosticReport", "MedicationAdministration", "Medication")
 
 
 class FixtureStore:
@@ -180,5 +180,7 @@ def _search(rtype: str, params):
         "total": len(matched),
         "link": links,
         "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r.get('id')}", "resource": r,
-                   "search": {"mode": "match"}} for r in page],
+                   "search": {"mode": "match"}} for r in page]
+        + [{"fullUrl": f"{base}/Medication/{r.get('id')}", "resource": r, "search": {"mode": "include"}}
+           for r in search.included(page, _store().resources)],
     })

@@ -8,6 +8,8 @@ Parameters understood:
   of the system); comma = OR. The element searched is `code`, or `medicationCodeableConcept` for
   the medication resources, as in the FHIR R4 search parameter definitions;
 - `_count` / `_offset`: paging (the caller builds `next` links from them);
+- `_include`: `MedicationRequest:medication` / `MedicationAdministration:medication`: the Medications the
+  matches reference (`Medication/id`) come along with search mode `include`;
 - `_format` is accepted and ignored.
 A parameter given twice must match both times (AND). Anything else (another parameter, a modifier
 such as `code:text`) raises SearchError: a typo in a template shows up instead of matching everything.
@@ -30,6 +32,7 @@ CODE_ELEMENT = {
 }
 CRITERIA = frozenset({"_id", "patient", "subject", "code"})
 IGNORED = frozenset({"_format"})
+INCLUDES = frozenset({"MedicationRequest:medication", "MedicationAdministration:medication"})
 
 
 class SearchError(ValueError):
@@ -42,6 +45,7 @@ class Search:
     criteria: tuple[tuple[str, tuple[str, ...]], ...]   # (parameter, alternatives), ANDed
     count: int = DEFAULT_COUNT
     offset: int = 0
+    includes: tuple[str, ...] = ()
 
     def matches(self, resource: Mapping) -> bool:
         if resource.get("resourceType") != self.resource_type:
@@ -55,16 +59,29 @@ class Search:
     def page(self, matched: list[Mapping]) -> list[Mapping]:
         return matched[self.offset:self.offset + self.count]
 
+    def included(self, page: list[Mapping], resources: Iterable[Mapping]) -> list[Mapping]:
+        """The Medications a page of matches references, when the search asks to include them."""
+        if not self.includes:
+            return []
+        refs = {_reference_of(r, "medicationReference") for r in page} - {None}
+        wanted = {"/".join(ref.rstrip("/").split("/")[-2:]) for ref in refs if not ref.startswith("#")}
+        return [r for r in resources if r.get("resourceType") == "Medication" and f"Medication/{r.get('id')}" in wanted]
+
     def params(self, **paging: int) -> list[tuple[str, str]]:
         """The query parameters of this search (criteria, then paging), e.g. to build a next link."""
         pairs = [(name, ",".join(values)) for name, values in self.criteria]
-        return pairs + [(k, str(v)) for k, v in paging.items()]
+        return pairs + [("_include", i) for i in self.includes] + [(k, str(v)) for k, v in paging.items()]
 
 
 def parse_search(resource_type: str, params: Iterable[tuple[str, str]]) -> Search:
-    criteria, count, offset = [], DEFAULT_COUNT, 0
+    criteria, count, offset, includes = [], DEFAULT_COUNT, 0, []
     for name, value in params:
         if name in IGNORED:
+            continue
+        if name == "_include":
+            if value not in INCLUDES or not value.startswith(resource_type + ":"):
+                raise SearchError(f"_include {value[:60]!r} is not supported (supported: {', '.join(sorted(INCLUDES))})")
+            includes.append(value)
             continue
         if name == "_count":
             count = min(_non_negative(name, value), MAX_COUNT)
@@ -78,7 +95,7 @@ def parse_search(resource_type: str, params: Iterable[tuple[str, str]]) -> Searc
         else:
             raise SearchError(f"search parameter {name!r} is not supported by this server "
                               f"(supported: {', '.join(sorted(CRITERIA | {'_count', '_offset'}))})")
-    return Search(resource_type, tuple(criteria), count, offset)
+    return Search(resource_type, tuple(criteria), count, offset, tuple(includes))
 
 
 def parse_query(query: str) -> Search:
@@ -158,6 +175,9 @@ def answer_query(query: str, resources: Iterable[Mapping]) -> dict | None:
         resource_type, _, rid = query.partition("/")
         return next((dict(r) for r in resources if r.get("resourceType") == resource_type and r.get("id") == rid),
                     None)
-    matched = parse_query(query).select(resources)
+    search = parse_query(query)
+    resources = list(resources)
+    matched = search.select(resources)
     return {"resourceType": "Bundle", "type": "searchset", "total": len(matched),
-            "entry": [{"resource": dict(r), "search": {"mode": "match"}} for r in matched]}
+            "entry": [{"resource": dict(r), "search": {"mode": "match"}} for r in matched]
+            + [{"resource": dict(r), "search": {"mode": "include"}} for r in search.included(matched, resources)]}
