@@ -50,22 +50,22 @@ def test_the_explanation_fires_exactly_the_cards_the_service_answers(transport, 
 def test_a_silenced_topic_names_the_record_entry_that_silenced_it(transport):
     status, explanation = transport.call("POST", EXPLAIN, request_for(transport, "02-preop-workup-complete"))
     said = reasons(explanation)
-    assert said["spine-mri"][0] is False and "MRI of the entire spine on record" in said["spine-mri"][1]
+    assert said["spine-mri"][0] is False and "MRI of the entire spine in this episode: " in said["spine-mri"][1]
     assert "(DiagnosticReport/avh-02-mri)" in said["spine-mri"][1]
     assert said["preop-cta"][0] is False and "(DiagnosticReport/avh-02-cta)" in said["preop-cta"][1]
     assert "(MedicationRequest/avh-02-dex)" in said["corticosteroids"][1]
     assert "(Procedure/avh-02-embolization)" in said["preop-embolization"][1]
-    assert said["adjuvant-radiotherapy"] == (False, "not operated (no decompression on record)")
+    assert said["adjuvant-radiotherapy"] == (False, "not operated in this episode and not a recurrence")
     facts = dict((f["fact"], f["value"]) for f in explanation["facts"])
-    assert facts["in pathway"] == "yes" and facts["operated"] == "no" and "avh-02-mri" in facts["mri entire spine"]
+    assert facts["scope"].startswith("pre-operative") and "avh-02-mri" in facts["workup in the episode"]
 
 
 def test_an_operated_patient_is_told_apart_from_one_never_in_the_pathway(transport):
     _, operated = transport.call("POST", EXPLAIN, request_for(transport, "06-operated-no-radiotherapy"))
-    assert reasons(operated)["spine-mri"][1].startswith("operated: Procedure")
+    assert reasons(operated)["spine-mri"][1].startswith("not pre-operative: operated in this episode (") and "(Procedure/" in reasons(operated)["spine-mri"][1]
     assert reasons(operated)["adjuvant-radiotherapy"][0] is True
     _, outside = transport.call("POST", EXPLAIN, request_for(transport, "17-silent-metastatic-compression"))
-    assert outside["cards"] == [] and all(reason.startswith("not in the pathway")
+    assert outside["cards"] == [] and all(reason.startswith("out of scope: ")
                                           for fired, reason in reasons(outside).values())
 
 
@@ -74,7 +74,7 @@ def test_data_that_could_not_be_read_is_not_taken_for_an_absence(transport):
     request["prefetch"]["diagnosticReports"] = FAILED
     _, explanation = transport.call("POST", EXPLAIN, request)
     said = reasons(explanation)
-    assert said["spine-mri"] == (False, "not decided: DiagnosticReport could not be read (see the data-unavailable card)")
+    assert said["spine-mri"] == (False, "not decided: DiagnosticReport could not be read")
     assert said["data-unavailable"] == (True, "could not be read: DiagnosticReport")
 
 
@@ -135,9 +135,10 @@ def test_the_command_explains_a_saved_hook_request_and_prints_json(transport, tm
     assert main(["explain", str(saved), "--json"]) == 0
     explanation = json.loads(capsys.readouterr().out)
     assert reasons(explanation)["embolization-deferred"][0] is True
-    assert reasons(explanation)["preop-embolization"][1].startswith("deficit progressing rapidly: ")
+    assert reasons(explanation)["preop-embolization"][1].startswith("rapid deterioration, no waiting for embolization: ")
+    assert "(Observation/avh-03-walk-3)" in reasons(explanation)["preop-embolization"][1]
     fired_because = reasons(explanation)["surgical-decompression"][1]
-    assert fired_because.count("(Observation/avh-03-walk-3)") == 1        # each record entry named once
+    assert fired_because.count("Observation/avh-03-walk-3)") == 1        # each record entry named once
 
 
 def test_the_command_reads_a_fhir_server_and_asks_a_running_server(tmp_path, capsys):

@@ -5,25 +5,22 @@ development server with AVH_CDS_AUTH=off only: the blueprint is not registered o
 The facts and decisions come from the service's own path (prefetch -> Engine.facts -> decide_chart ->
 Engine.cards); nothing here decides anything of its own.
 
-`topic_reasons` is the seam for the pathway's own per-topic reasons. Until the clinical pathway exposes
-them, a topic that did not fire is explained by asking the pathway itself: which single fact, taken away
-or made true (LEVERS), would make `decide_chart` fire it. When `clinical.pathway.explain(facts)` lands,
-`topic_reasons` returns its (topic, fired, reason) triples and LEVERS go.
+The facts in words and each topic's reason come from the pathway itself (`clinical.pathway.fact_lines` and
+`clinical.pathway.explain`, the same rules as `decide_chart`): this module only gathers and prints them.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import itertools
 from dataclasses import dataclass
-from typing import Any, Callable
 
 from flask import Blueprint, current_app, jsonify
 
 from service.api.routes import hook_call, precondition_failed
 from service.clinical.cards import UNCHECKED_TOPIC
-from service.clinical.facts import STEROID_COURSE_DAYS, Evidence, Facts
-from service.clinical.pathway import TOPIC_ORDER, Decision, Unchecked, decide_chart
+from service.clinical import pathway
+from service.clinical.facts import Facts
+from service.clinical.pathway import Unchecked
 from service.errors import ApiError
 from service.fhir.prefetch import PrefetchFailed
 from service.security.limits import check_limits
@@ -59,108 +56,17 @@ class Explanation:
                    [TopicReason(**t) for t in data["topics"]], data["cards"])
 
 
-# --- the facts, in words ------------------------------------------------------------------------
-
-def _words(value: Any) -> str:
-    if value is None or value == () or value == frozenset():
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, Evidence):
-        return value.describe()
-    if isinstance(value, (tuple, list, frozenset, set)):
-        parts = [_words(v) for v in value]
-        return "; ".join(sorted(parts) if isinstance(value, (frozenset, set)) else parts)
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {_words(v)}" for k, v in value.items())
-    if dataclasses.is_dataclass(value):
-        return ", ".join(f"{_words(getattr(value, f.name))}" for f in dataclasses.fields(value))
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
+def _with_entries(outcome: pathway.TopicOutcome) -> str:
+    """A fired topic's reason and the record entries behind it, each named once."""
+    entries = "; ".join(e.describe() for e in dict.fromkeys(outcome.evidence))
+    return f"{outcome.reason} ({entries})" if outcome.fired and entries else outcome.reason
 
 
-def fact_rows(facts: Facts) -> list[tuple[str, str]]:
-    """Every field and derived property of the facts, named in words ("dexamethasone days": "4")."""
-    names = [f.name for f in dataclasses.fields(facts)]
-    names += [n for n, v in vars(type(facts)).items() if isinstance(v, property)]
-    return [(name.replace("_", " "), _words(getattr(facts, name))) for name in names if name != "patient_ref"]
-
-
-# --- per topic: fired or not, and the one reason ----------------------------------------------
-
-@dataclass(frozen=True)
-class Lever:
-    """One fact changed to see whether a topic would then fire: `applies` to these facts, `change` them, `says`
-    why the topic stayed silent."""
-    applies: Callable[[Facts], bool]
-    change: Callable[[Facts], Facts]
-    says: Callable[[Facts], str]
-
-
-R = dataclasses.replace
-LEVERS = (
-    Lever(lambda f: f.operated, lambda f: R(f, operated=False, surgery=None),
-          lambda f: f"operated: {_words(f.surgery)}"),
-    Lever(lambda f: not f.operated, lambda f: R(f, operated=True),
-          lambda f: "not operated (no decompression on record)"),
-    Lever(lambda f: f.rapid_deterioration, lambda f: R(f, rapid_deterioration=False, rapid_evidence=()),
-          lambda f: f"deficit progressing rapidly: {_words(f.rapid_evidence)}"),
-    Lever(lambda f: not f.rapid_deterioration, lambda f: R(f, rapid_deterioration=True),
-          lambda f: "no rapid deterioration on record"),
-    Lever(lambda f: f.mri_entire_spine is not None, lambda f: R(f, mri_entire_spine=None),
-          lambda f: f"MRI of the entire spine on record: {_words(f.mri_entire_spine)}"),
-    Lever(lambda f: f.spine_cta is not None, lambda f: R(f, spine_cta=None),
-          lambda f: f"CT angiography on record: {_words(f.spine_cta)}"),
-    Lever(lambda f: f.embolization is not None, lambda f: R(f, embolization=None),
-          lambda f: f"embolization on record: {_words(f.embolization)}"),
-    Lever(lambda f: f.dexamethasone is not None, lambda f: R(f, dexamethasone=None, dexamethasone_days=None),
-          lambda f: f"dexamethasone on record: {_words(f.dexamethasone)}"),
-    Lever(lambda f: f.radiotherapy is not None, lambda f: R(f, radiotherapy=None),
-          lambda f: f"radiotherapy given or planned: {_words(f.radiotherapy)}"),
-    Lever(lambda f: f.posterior_fixation is not None, lambda f: R(f, posterior_fixation=None),
-          lambda f: f"posterior fixation on record: {_words(f.posterior_fixation)}"),
-    Lever(lambda f: not f.steroid_course_exceeded, lambda f: R(f, dexamethasone_days=STEROID_COURSE_DAYS + 1),
-          lambda f: (f"dexamethasone day {f.dexamethasone_days}, not beyond the {STEROID_COURSE_DAYS}-day course"
-                     if f.dexamethasone_days is not None else "no dexamethasone course on record")),
-    Lever(lambda f: f.hemangioma_verification == "confirmed", lambda f: R(f, hemangioma_verification="provisional"),
-          lambda f: "the diagnosis is confirmed"),
-)
-
-
-OUT_OF_SCOPE = ("not in the pathway: the record holds no current vertebral hemangioma together with a current "
-                "spinal cord compression (nothing else is considered)")
-
-
-def _silence(topic: str, facts: Facts) -> str:
-    """The fact, or the two facts, whose change would make the pathway fire `topic`."""
-    levers = [lever for lever in LEVERS if lever.applies(facts)]
-    for chosen in itertools.chain(itertools.combinations(levers, 1), itertools.combinations(levers, 2)):
-        changed = facts
-        for lever in chosen:
-            changed = lever.change(changed)
-        if any(d.topic == topic for d in decide_chart(changed)[0]):
-            return "; and ".join(lever.says(facts) for lever in chosen)
-    return "its rule does not hold for these facts"
-
-
-def topic_reasons(facts: Facts, decisions: list[Decision], unchecked: list[Unchecked]) -> list[TopicReason]:
-    """Each topic of the pathway: fired or not, and the one reason why."""
-    fired = {d.topic: d for d in decisions}
-    withheld = {u.topic: u for u in unchecked}
-    reasons = []
-    for topic in TOPIC_ORDER:
-        if topic in fired:
-            reasons.append(TopicReason(topic, True, _words(tuple(dict.fromkeys(fired[topic].evidence)))))
-        elif topic in withheld:
-            reasons.append(TopicReason(topic, False, f"not decided: {', '.join(withheld[topic].missing)} could not "
-                                                     "be read (see the data-unavailable card)"))
-        elif not facts.in_pathway:
-            reasons.append(TopicReason(topic, False, OUT_OF_SCOPE))
-        else:
-            reasons.append(TopicReason(topic, False, _silence(topic, facts)))
+def topic_reasons(facts: Facts, unchecked: list[Unchecked]) -> list[TopicReason]:
+    """Each topic of the pathway: fired or not, and the one reason why; and the data-unavailable card's."""
+    reasons = [TopicReason(o.topic, o.fired, _with_entries(o)) for o in pathway.explain(facts)]
     if unchecked:
-        missing = sorted({t for u in unchecked for t in u.missing})
+        missing = sorted({t for u in unchecked for t in u.missing} | {r for u in unchecked for r in u.unreadable})
         reasons.append(TopicReason(UNCHECKED_TOPIC, True, f"could not be read: {', '.join(missing)}"))
     return reasons
 
@@ -170,10 +76,10 @@ def explain(avh, service, body: dict, now: dt.datetime) -> Explanation:
     prefetched = avh.prefetch.resolve(service.prefetch, body)
     patient_id = body["context"]["patientId"]
     facts = avh.engine.facts(prefetched, patient_id, now)
-    decisions, unchecked = decide_chart(facts)
+    decisions, unchecked = pathway.decide_chart(facts)
     cards = avh.engine.cards(decisions, unchecked, facts, "")
     return Explanation(patient=facts.patient_ref, service=service.id, at=now.isoformat(timespec="seconds"),
-                       facts=fact_rows(facts), topics=topic_reasons(facts, decisions, unchecked),
+                       facts=pathway.fact_lines(facts), topics=topic_reasons(facts, unchecked),
                        cards=[c["source"]["topic"]["code"] for c in cards])
 
 

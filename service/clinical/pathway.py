@@ -121,13 +121,17 @@ def patient_flags(facts: Facts) -> frozenset[str]:
 
 # --- one rule per topic ------------------------------------------------------------------------------------
 
+def _not_pre_operative(f: Facts) -> str:
+    return f"not pre-operative: operated in this episode ({_named(f.surgery)})" if f.operated else "not pre-operative"
+
+
 def _base(f: Facts) -> tuple[Evidence | None, ...]:
     return (f.hemangioma, f.compression)
 
 
 def surgical_decompression(f: Facts) -> Outcome:
     if not f.pre_operative:
-        return f"not pre-operative: operated in this episode ({_named(f.surgery)})"
+        return _not_pre_operative(f)
     extra = (f.ambulatory_evidence, f.pregnancy, f.injury, f.decompression_ordered, f.undated_decompression,
              f.earlier_operation) + ((f.joa[1],) if f.joa else ())
     return Fire(_base(f) + f.rapid_evidence + extra, "pre-operative: surgery is the standard of care")
@@ -135,7 +139,7 @@ def surgical_decompression(f: Facts) -> Outcome:
 
 def corticosteroids(f: Facts) -> Outcome:
     if not f.pre_operative:
-        return "not pre-operative"
+        return _not_pre_operative(f)
     if f.dexamethasone is not None:
         return f"dexamethasone in this episode: {_named(f.dexamethasone.entries[0])}"
     return Fire(_base(f) + f.rapid_evidence + f.lapsed_evidence + (f.pregnancy,), "no dexamethasone in this episode")
@@ -143,7 +147,7 @@ def corticosteroids(f: Facts) -> Outcome:
 
 def spine_mri(f: Facts) -> Outcome:
     if not f.pre_operative:
-        return "not pre-operative"
+        return _not_pre_operative(f)
     if f.mri_entire_spine is not None:
         return f"MRI of the entire spine in this episode: {_named(f.mri_entire_spine)}"
     return Fire(_base(f) + (f.mri_thoracic, f.pregnancy), "no MRI of the entire spine in this episode")
@@ -151,7 +155,7 @@ def spine_mri(f: Facts) -> Outcome:
 
 def preop_cta(f: Facts) -> Outcome:
     if not f.pre_operative:
-        return "not pre-operative"
+        return _not_pre_operative(f)
     if f.spine_cta is not None:
         return f"vessels mapped in this episode: {_named(f.spine_cta)}"
     return Fire(_base(f) + (f.pregnancy,), "vessels not mapped in this episode")
@@ -159,9 +163,9 @@ def preop_cta(f: Facts) -> Outcome:
 
 def preop_embolization(f: Facts) -> Outcome:
     if not f.pre_operative:
-        return "not pre-operative"
+        return _not_pre_operative(f)
     if f.rapid_deterioration:
-        return "rapid deterioration: no waiting for embolization"
+        return "rapid deterioration, no waiting for embolization: " + "; ".join(_named(e) for e in f.rapid_evidence if e)
     if f.embolization is not None:
         return f"embolization in this episode: {_named(f.embolization)}"
     return Fire(_base(f) + (f.ambulatory_evidence, f.pregnancy) + f.lapsed_evidence, "no embolization in this episode")
@@ -169,7 +173,7 @@ def preop_embolization(f: Facts) -> Outcome:
 
 def embolization_deferred(f: Facts) -> Outcome:
     if not f.pre_operative:
-        return "not pre-operative"
+        return _not_pre_operative(f)
     if not f.rapid_deterioration:
         return "no rapid deterioration now" + (" (it lapsed)" if f.deterioration_lapsed else "")
     return Fire(_base(f) + f.rapid_evidence, "rapid deterioration")
@@ -212,7 +216,7 @@ def differential_diagnosis(f: Facts) -> Outcome:
     if f.competing and f.pre_operative:
         return Fire(_base(f) + f.competing, "a competing cause is on record")
     if not f.pre_operative:
-        return "not pre-operative"
+        return _not_pre_operative(f)
     if f.hemangioma_verification in ("provisional", "differential", "unconfirmed") or f.unconfirmed_compression:
         return Fire(_base(f), "the diagnosis is not confirmed")
     return "the hemangioma and the compression are confirmed"
