@@ -194,7 +194,7 @@ def operated_chart(pid: str) -> list[dict]:
             condition(HEMANGIOMA, onset=day(30, since=today()), patient_id=pid, id=f"{pid}-hem"),
             condition(COMPRESSION, onset=day(30, since=today()), patient_id=pid, id=f"{pid}-cmp"),
             done("dec", SNOMED, "387731002", "Decompressive laminectomy"),
-            done("fix", SNOMED, "55705006", "Spinal fusion"),
+            done("fix", CPT, "22842", "Posterior segmental instrumentation"),
             done("mri", LOINC, "36067-7", "MRI entire spine", days=20)]
 
 
