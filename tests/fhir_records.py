@@ -15,7 +15,7 @@ from pathlib import Path
 
 from service.clinical.facts import Facts, derive_facts
 from service.clinical.record import Selector, build_record
-from service.clinical.valuesets import CPT, ICD10CM, LOCAL, LOINC, RXNORM, SNOMED, load_valuesets  # noqa: F401
+from service.clinical.valuesets import CPT, ICD10CM, LOCAL, LOINC, RXNORM, SNOMED, load_valuesets
 from service.fhir.fixtures import EXPECTED_CARD_SYSTEM as EXPECTED
 
 UCUM = "http://unitsofmeasure.org"

@@ -70,7 +70,8 @@ def app(storage):
 
 
 def laminectomy_draft(pid):
-    return service_request(CPT, "63046", day(since=today()), "draft", display="Laminectomy", patient_id=pid, id="surg-1")
+    return service_request(CPT, "63046", day(since=today()), "draft", display="Laminectomy", patient_id=pid,
+                           id="surg-1")
 
 
 def issue_cards(client, pid="p1", close=True):
@@ -80,7 +81,8 @@ def issue_cards(client, pid="p1", close=True):
     that to us); close=False leaves it open, so the call never writes the batch itself."""
     drafts = [laminectomy_draft(pid),
               dexamethasone(day(since=today()), "draft", dosage=[bounds_duration(20)], patient_id=pid, id="dex-1")]
-    response = client.post("/cds-services/avh-order-sign", json=hook_request("order-sign", pid, in_pathway_chart(pid), drafts))
+    response = client.post("/cds-services/avh-order-sign",
+                           json=hook_request("order-sign", pid, in_pathway_chart(pid), drafts))
     assert response.status_code == 200
     cards = {c["source"]["topic"]["code"]: c for c in response.json["cards"]}
     if close:
