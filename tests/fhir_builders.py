@@ -3,8 +3,9 @@ only until test_order_hooks.py moves to tests/fhir_records.py after the pathway 
 from __future__ import annotations
 
 from tests import fhir_records
-from tests.fhir_records import (CPT, ICD10CM as ICD, NO_AUTH, RXNORM, SNOMED as SCT, UCUM,  # noqa: F401
-                                bounds_duration, hook_request, in_pathway_chart as avh_patient, today)
+from tests.fhir_records import (CPT, ICD10CM as ICD, NO_AUTH, SNOMED as SCT, UCUM,  # noqa: F401
+                                bounds_duration, draft_dexamethasone, draft_order, hook_request,
+                                in_pathway_chart as avh_patient, today)
 
 
 def day(offset: int) -> str:
@@ -20,10 +21,8 @@ def procedure(prid: str, pid: str, system: str, code: str, display: str, when: i
 
 
 def service_request(srid: str, pid: str, system: str, code: str, display: str, status: str = "draft", **extra) -> dict:
-    return fhir_records.service_request(system, code, day(0), status, display=display, patient_id=pid, id=srid,
-                                        **extra)
+    return draft_order(system, code, display, status, patient_id=pid, id=srid, **extra)
 
 
 def dexamethasone(mrid: str, pid: str, status: str = "draft", dosage: list | None = None, **extra) -> dict:
-    return fhir_records.dexamethasone(day(0), status, code=(RXNORM, "3264", "dexamethasone"), dosage=dosage or [],
-                                      patient_id=pid, id=mrid, **extra)
+    return draft_dexamethasone(dosage, status, patient_id=pid, id=mrid, **extra)

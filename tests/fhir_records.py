@@ -158,6 +158,20 @@ def dexamethasone(start: str, status: str = "active", *, code=(RXNORM, "1116927"
     return {**res, **extra}
 
 
+def draft_order(system: str, code: str, display: str, status: str = "draft", *, patient_id: str = PATIENT_ID,
+                id: str | None = None, **extra) -> dict:
+    """A ServiceRequest being written today (as CDS Hooks draftOrders carry them)."""
+    return service_request(system, code, day(since=today()), status, display=display, patient_id=patient_id, id=id,
+                           **extra)
+
+
+def draft_dexamethasone(dosage: list | None = None, status: str = "draft", *, patient_id: str = PATIENT_ID,
+                        id: str | None = None, **extra) -> dict:
+    """A dexamethasone order being written today, RxNorm's ingredient code, with these dosage instructions."""
+    return dexamethasone(day(since=today()), status, code=(RXNORM, "3264", "dexamethasone"), dosage=dosage or [],
+                         patient_id=patient_id, id=id, **extra)
+
+
 def bounds_duration(value: float, unit: str = "d", sequence: int | None = None) -> dict:
     """A once-daily dosage lasting `value` `unit`s (timing.repeat.boundsDuration)."""
     dosage = {"text": f"for {value} {unit}",

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from tests.fhir_records import (NO_AUTH, CPT, bounds_duration, day, dexamethasone, hook_request, in_pathway_chart,
-                                service_request, today)
+from tests.fhir_records import (NO_AUTH, CPT, bounds_duration, draft_dexamethasone, draft_order, hook_request,
+                                in_pathway_chart)
 from service import cli, create_app
 from service.config import Settings
 from service.feedback.store import ISSUED_ROWS_PER_STATEMENT, database_url, feedback, issued_cards, metadata, schema_version
@@ -69,18 +69,13 @@ def app(storage):
     app.extensions["avh"].store.dispose()
 
 
-def laminectomy_draft(pid):
-    return service_request(CPT, "63046", day(since=today()), "draft", display="Laminectomy", patient_id=pid,
-                           id="surg-1")
-
-
 def issue_cards(client, pid="p1", close=True):
     """Post order-sign for a patient in the pathway: two warnings, each with suggestions.
 
     The response is closed, as a WSGI server closes every response once it is sent (the test client leaves
     that to us); close=False leaves it open, so the call never writes the batch itself."""
-    drafts = [laminectomy_draft(pid),
-              dexamethasone(day(since=today()), "draft", dosage=[bounds_duration(20)], patient_id=pid, id="dex-1")]
+    drafts = [draft_order(CPT, "63046", "Laminectomy", patient_id=pid, id="surg-1"),
+              draft_dexamethasone([bounds_duration(20)], patient_id=pid, id="dex-1")]
     response = client.post("/cds-services/avh-order-sign",
                            json=hook_request("order-sign", pid, in_pathway_chart(pid), drafts))
     assert response.status_code == 200
@@ -158,7 +153,7 @@ def test_unknown_cards_are_accepted_but_marked(app, client):
 
 def test_issued_cards_are_recorded_without_patient_data(app, client):
     body = hook_request("order-sign", "p-secret", in_pathway_chart("p-secret"),
-                        [laminectomy_draft("p-secret")])
+                        [draft_order(CPT, "63046", "Laminectomy", patient_id="p-secret", id="surg-1")])
     cards = client.post("/cds-services/avh-order-sign", json=body).json["cards"]
     app.extensions["avh"].store.flush_issued()          # the background writer's batch, now
     with app.extensions["avh"].store.engine.connect() as conn:
@@ -534,8 +529,8 @@ def test_concurrent_http_posts_to_several_workers_arrive_once(gunicorn_server, s
     from service.feedback.entries import build_report
 
     def issue(pid):
-        drafts = [laminectomy_draft(pid),
-                  dexamethasone(day(since=today()), "draft", dosage=[bounds_duration(20)], patient_id=pid, id="dex-1")]
+        drafts = [draft_order(CPT, "63046", "Laminectomy", patient_id=pid, id="surg-1"),
+                  draft_dexamethasone([bounds_duration(20)], patient_id=pid, id="dex-1")]
         response = requests.post(f"{gunicorn_server}/cds-services/avh-order-sign", timeout=10,
                                  json=hook_request("order-sign", pid, in_pathway_chart(pid), drafts))
         return {c["source"]["topic"]["code"]: c for c in response.json()["cards"]}
