@@ -18,33 +18,20 @@ import requests
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fhir_records import COMPRESSION, HEMANGIOMA_OF_SPINE, PRE_OP_CARDS, condition, fixture_bundle, patient
+
 ROOT = Path(__file__).resolve().parent.parent
-SNOMED = "http://snomed.info/sct"
-ACTIVE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}
-CONFIRMED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-                         "code": "confirmed"}]}
-PRE_OPERATIVE_TOPICS = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta", "preop-embolization"}
-
-
-def condition(cid: str, patient_id: str, code: str, display: str, onset: str) -> dict:
-    return {"resourceType": "Condition", "id": cid, "subject": {"reference": f"Patient/{patient_id}"},
-            "clinicalStatus": ACTIVE, "verificationStatus": CONFIRMED,
-            "code": {"coding": [{"system": SNOMED, "code": code, "display": display}]}, "onsetDateTime": onset}
 
 
 def avh_bundle(patient_id: str = "dep-avh-1", anchor: str = "2026-01-10") -> dict:
     """A pre-operative patient in the pathway (hemangioma + cord compression), as a fixture Bundle."""
-    patient = {"resourceType": "Patient", "id": patient_id, "gender": "female", "birthDate": "1971-05-02"}
     resources = [
-        condition(f"{patient_id}-cc", patient_id, "71286001", "Spinal cord compression", f"{anchor}T08:00:00Z"),
-        patient,   # after the Condition that references it: the loader must reorder
-        condition(f"{patient_id}-vh", patient_id, "448232005", "Hemangioma of vertebral column", f"{anchor}"),
+        condition(COMPRESSION, onset=f"{anchor}T08:00:00Z", patient_id=patient_id, id=f"{patient_id}-cc"),
+        # the Patient after the Condition that references it: the loader must reorder
+        patient("1971-05-02", patient_id, gender="female"),
+        condition(HEMANGIOMA_OF_SPINE, onset=anchor, patient_id=patient_id, id=f"{patient_id}-vh"),
     ]
-    return {"resourceType": "Bundle", "type": "collection",
-            "meta": {"lastUpdated": f"{anchor}T00:00:00Z", "tag": [
-                {"system": "https://avh-cds.org/fhir/CodeSystem/expected-card", "code": t}
-                for t in sorted(PRE_OPERATIVE_TOPICS)]},
-            "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": r} for r in resources]}
+    return fixture_bundle(resources, PRE_OP_CARDS, last_updated=f"{anchor}T00:00:00Z")
 
 
 def patient_view_request(bundle: dict) -> dict:

@@ -7,7 +7,7 @@ from service.config import PROJECT_ROOT
 from service.api.engine import Engine
 from service.fhir.fixtures import Fixture, load_fixtures
 from service.fhir.prefetch import Prefetched
-from tests.pathway_builders import NOW
+from tests.fhir_records import NOW
 
 ENGINE = Engine.load(PROJECT_ROOT / "cards")
 SOURCE_URL = "http://cds.test/pathway"

@@ -14,6 +14,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from service import create_app
 from service.config import Settings
+from tests.fhir_records import named_in_pathway_chart, searchset
 
 ISS = "https://ehr.test"
 JWKS_URL = "https://ehr.test/.well-known/jwks.json"
@@ -71,31 +72,14 @@ def make_app(tmp_path, issuers: list[dict] | None = None, **env):
 def hook_request(patient_name=("Ada", "Testpatient"), fhir_server: str | None = None, prefetch_keys=SERVICE_KEYS,
                  **extra) -> dict:
     """A patient-view request whose prefetch shows an AVH compressing the cord (so cards come back)."""
-    given, family = patient_name
-    prefetch = {
-        "patient": {"resourceType": "Patient", "id": "pt-1", "name": [{"family": family, "given": [given]}],
-                    "identifier": [{"system": "urn:oid:1.2.3.4", "value": "MRN-99887766"}],
-                    "birthDate": "1931-02-03", "gender": "female"},
-        "conditions": {"resourceType": "Bundle", "type": "searchset", "entry": [
-            _condition("c-1", "448232005", "Hemangioma of vertebral column"),
-            _condition("c-2", "71286001", "Compression of spinal cord")]},
-    }
+    person, *conditions = named_in_pathway_chart(*patient_name)
+    prefetch = {"patient": person, "conditions": searchset(conditions)}
     prefetch = {key: prefetch.get(key) for key in prefetch_keys}
     body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
-            "context": {"patientId": "pt-1", "userId": "Practitioner/dr-1"}, "prefetch": prefetch, **extra}
+            "context": {"patientId": person["id"], "userId": "Practitioner/dr-1"}, "prefetch": prefetch, **extra}
     if fhir_server:
         body["fhirServer"] = fhir_server
     return body
-
-
-def _condition(cid: str, code: str, display: str) -> dict:
-    return {"resource": {
-        "resourceType": "Condition", "id": cid, "subject": {"reference": "Patient/pt-1"},
-        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                       "code": "active"}]},
-        "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-                                           "code": "confirmed"}]},
-        "code": {"coding": [{"system": "http://snomed.info/sct", "code": code, "display": display}]}}}
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from service.clinical.facts import chart_facts, derive_facts, facts_at, moment
 from service.clinical.record import build_record
 from service.config import Settings
 from service.fhir.prefetch import Prefetched
-from tests.pathway_builders import (NOW, PATIENT_ID, SELECTOR, VALUESETS, ago, compression, day, decompression,
-                                    dexamethasone, hemangioma, patient, walking)
+from tests.fhir_records import (NOW, PATIENT_ID, SELECTOR, VALUESETS, ago, compression, day, decompression,
+                                dexamethasone, hemangioma, patient, walking)
 
 
 def _chart(*resources):

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from tests.fhir_builders import NO_AUTH, CPT, avh_patient, bounds_duration, dexamethasone, hook_request, service_request
+from tests.fhir_records import (NO_AUTH, CPT, bounds_duration, draft_dexamethasone, draft_order, hook_request,
+                                in_pathway_chart)
 from service import cli, create_app
 from service.config import Settings
 from service.feedback.store import ISSUED_ROWS_PER_STATEMENT, database_url, feedback, issued_cards, metadata, schema_version
@@ -73,9 +74,10 @@ def issue_cards(client, pid="p1", close=True):
 
     The response is closed, as a WSGI server closes every response once it is sent (the test client leaves
     that to us); close=False leaves it open, so the call never writes the batch itself."""
-    drafts = [service_request("surg-1", pid, CPT, "63046", "Laminectomy"),
-              dexamethasone("dex-1", pid, dosage=[bounds_duration(20)])]
-    response = client.post("/cds-services/avh-order-sign", json=hook_request("order-sign", pid, avh_patient(pid), drafts))
+    drafts = [draft_order(CPT, "63046", "Laminectomy", patient_id=pid, id="surg-1"),
+              draft_dexamethasone([bounds_duration(20)], patient_id=pid, id="dex-1")]
+    response = client.post("/cds-services/avh-order-sign",
+                           json=hook_request("order-sign", pid, in_pathway_chart(pid), drafts))
     assert response.status_code == 200
     cards = {c["source"]["topic"]["code"]: c for c in response.json["cards"]}
     if close:
@@ -150,8 +152,8 @@ def test_unknown_cards_are_accepted_but_marked(app, client):
 
 
 def test_issued_cards_are_recorded_without_patient_data(app, client):
-    body = hook_request("order-sign", "p-secret", avh_patient("p-secret"),
-                        [service_request("surg-1", "p-secret", CPT, "63046", "Laminectomy")])
+    body = hook_request("order-sign", "p-secret", in_pathway_chart("p-secret"),
+                        [draft_order(CPT, "63046", "Laminectomy", patient_id="p-secret", id="surg-1")])
     cards = client.post("/cds-services/avh-order-sign", json=body).json["cards"]
     app.extensions["avh"].store.flush_issued()          # the background writer's batch, now
     with app.extensions["avh"].store.engine.connect() as conn:
@@ -529,10 +531,10 @@ def test_concurrent_http_posts_to_several_workers_arrive_once(gunicorn_server, s
     from service.feedback.entries import build_report
 
     def issue(pid):
-        drafts = [service_request("surg-1", pid, CPT, "63046", "Laminectomy"),
-                  dexamethasone("dex-1", pid, dosage=[bounds_duration(20)])]
+        drafts = [draft_order(CPT, "63046", "Laminectomy", patient_id=pid, id="surg-1"),
+                  draft_dexamethasone([bounds_duration(20)], patient_id=pid, id="dex-1")]
         response = requests.post(f"{gunicorn_server}/cds-services/avh-order-sign", timeout=10,
-                                 json=hook_request("order-sign", pid, avh_patient(pid), drafts))
+                                 json=hook_request("order-sign", pid, in_pathway_chart(pid), drafts))
         return {c["source"]["topic"]["code"]: c for c in response.json()["cards"]}
 
     with ThreadPoolExecutor(8) as pool:

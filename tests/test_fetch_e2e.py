@@ -10,20 +10,20 @@ from werkzeug.serving import make_server
 from service import create_app
 from service.config import Settings
 from service.fhir.faults import Fault, FaultInjector
-from tests.records import AUTH_OFF, PRE_OP_CARDS, SNOMED, full_prefetch, operated, pre_operative, searchset, topics, \
-    write_fixtures
+from tests.fhir_records import (NO_AUTH, PRE_OP_CARDS, SNOMED, operated_chart, pre_operative_chart,
+                                prefetch_as_searched, searchset, topics, write_fixtures)
 
 PORT = 18210
 DOWN_PORT = 18211          # nothing listens here
 BASE = f"http://127.0.0.1:{PORT}"
 BUDGET = 1.0               # generous, so a busy test machine does not turn a healthy fetch into a failure
 SLOW = BUDGET + 0.5
-RECORDS = {"pt-pre": pre_operative("pt-pre"), "pt-op": operated("pt-op")}
+RECORDS = {"pt-pre": pre_operative_chart("pt-pre"), "pt-op": operated_chart("pt-op")}
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    settings = Settings.from_env(AUTH_OFF, fixture_fhir=True,
+    settings = Settings.from_env(NO_AUTH, fixture_fhir=True,
                                  fixtures_dir=write_fixtures(tmp_path_factory.mktemp("fx")),
                                  fetch_budget_seconds=BUDGET, fetch_timeout_seconds=BUDGET)
     app = create_app(settings)
@@ -66,9 +66,9 @@ def comparable(cards):
 
 @pytest.mark.parametrize("patient_id", sorted(RECORDS))
 def test_no_prefetch_gives_the_same_cards_as_full_prefetch(injector, templates, patient_id):
-    full = call(patient_id, full_prefetch(RECORDS[patient_id], templates, patient_id))
+    full = call(patient_id, prefetch_as_searched(RECORDS[patient_id], templates, patient_id))
     fetched = call(patient_id)
-    partly = call(patient_id, {k: v for k, v in full_prefetch(RECORDS[patient_id], templates, patient_id).items()
+    partly = call(patient_id, {k: v for k, v in prefetch_as_searched(RECORDS[patient_id], templates, patient_id).items()
                                if k in ("patient", "conditions")})
     assert full.status_code == fetched.status_code == partly.status_code == 200
     assert comparable(fetched.json()["cards"]) == comparable(full.json()["cards"]) == comparable(partly.json()["cards"])
@@ -76,7 +76,7 @@ def test_no_prefetch_gives_the_same_cards_as_full_prefetch(injector, templates, 
 
 
 def test_a_sent_first_page_is_completed_from_the_server(injector, templates):
-    prefetch = full_prefetch(RECORDS["pt-pre"], templates, "pt-pre")
+    prefetch = prefetch_as_searched(RECORDS["pt-pre"], templates, "pt-pre")
     conditions = [e["resource"] for e in prefetch["conditions"]["entry"]]
     query = f"{BASE}/fhir/Condition?patient=pt-pre&code={SNOMED}|448232005,{SNOMED}|71286001&_count=1"
     prefetch["conditions"] = searchset(conditions[:1], query + "&_offset=1")

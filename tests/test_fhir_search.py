@@ -1,16 +1,16 @@
 import pytest
 
 from service.fhir.search import MAX_COUNT, SearchError, answer_query, parse_query, parse_search
-from tests.records import COMPRESSION, HEMANGIOMA, RXNORM, SNOMED, concept, condition, patient
+from tests.fhir_records import COMPRESSION, HEMANGIOMA, RXNORM, SNOMED, concept, condition, patient
 
-HEM = condition("c1", "p1", HEMANGIOMA)
-CMP = condition("c2", "p1", COMPRESSION)
-OTHER = condition("c3", "p2", HEMANGIOMA)
-UNCODED_SYSTEM = {**condition("c4", "p1", HEMANGIOMA), "code": {"coding": [{"code": "448232005"}]}}
+HEM = condition(HEMANGIOMA, patient_id="p1", id="c1")
+CMP = condition(COMPRESSION, patient_id="p1", id="c2")
+OTHER = condition(HEMANGIOMA, patient_id="p2", id="c3")
+UNCODED_SYSTEM = {**condition(HEMANGIOMA, patient_id="p1", id="c4"), "code": {"coding": [{"code": "448232005"}]}}
 DEX = {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order",
        "subject": {"reference": "http://ehr.example/fhir/Patient/p1"},
        "medicationCodeableConcept": concept(RXNORM, "3264", "dexamethasone")}
-ALL = [patient("p1"), HEM, CMP, OTHER, UNCODED_SYSTEM, DEX]
+ALL = [patient(patient_id="p1"), HEM, CMP, OTHER, UNCODED_SYSTEM, DEX]
 
 
 def ids(query):

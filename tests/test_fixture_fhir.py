@@ -5,12 +5,12 @@ import pytest
 
 from service import create_app
 from service.config import Settings
-from tests.records import AUTH_OFF, CPT, SNOMED, bundle, pre_operative, write_fixtures
+from tests.fhir_records import NO_AUTH, CPT, SNOMED, fixture_bundle, pre_operative_chart, write_fixtures
 
 
 @pytest.fixture
 def fhir(tmp_path):
-    app = create_app(Settings.from_env(AUTH_OFF, fixture_fhir=True, fixtures_dir=write_fixtures(tmp_path)))
+    app = create_app(Settings.from_env(NO_AUTH, fixture_fhir=True, fixtures_dir=write_fixtures(tmp_path)))
     return app.test_client()
 
 
@@ -84,14 +84,14 @@ def test_unsupported_requests_get_an_operation_outcome(fhir, method, url, status
 
 
 def test_fixture_dates_are_shifted_to_today(tmp_path):
-    written = bundle(pre_operative("pt-old"), set())
+    written = fixture_bundle(pre_operative_chart("pt-old"), set())
     anchor = dt.date.today() - dt.timedelta(days=400)
     written["meta"]["lastUpdated"] = anchor.isoformat() + "T00:00:00Z"
     for entry in written["entry"]:
         if entry["resource"]["resourceType"] == "Procedure":
             entry["resource"]["performedDateTime"] = (anchor - dt.timedelta(days=3)).isoformat()
     (tmp_path / "old.json").write_text(json.dumps(written))
-    client = create_app(Settings.from_env(AUTH_OFF, fixture_fhir=True, fixtures_dir=tmp_path)).test_client()
+    client = create_app(Settings.from_env(NO_AUTH, fixture_fhir=True, fixtures_dir=tmp_path)).test_client()
     body = client.get("/fhir/Procedure?patient=pt-old").json
     assert body["entry"][0]["resource"]["performedDateTime"] == (dt.date.today() - dt.timedelta(days=3)).isoformat()
 

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from tests.deployment_support import (PRE_OPERATIVE_TOPICS, ROOT, Gunicorn, avh_bundle, patient_view_request,
-                                      sample, without_uuids)
+from tests.deployment_support import ROOT, Gunicorn, avh_bundle, patient_view_request, sample, without_uuids
+from tests.fhir_records import PRE_OP_CARDS
 
 SERVICE = "avh-patient-view"
 PORT_A, PORT_B, SLOW_FHIR_PORT = 18530, 18531, 18532
@@ -47,7 +47,7 @@ def test_gunicorn_serves_health_discovery_calls_and_metrics_summed_over_workers(
         while len(pids) < 2 and calls < 80:
             for response in pool.map(lambda _: call(base, patient_view_request(avh_bundle())), range(4)):
                 assert response.status_code == 200
-                assert {c["source"]["topic"]["code"] for c in response.json()["cards"]} == PRE_OPERATIVE_TOPICS
+                assert {c["source"]["topic"]["code"] for c in response.json()["cards"]} == PRE_OP_CARDS
             calls += 4
             pids = {line["pid"] for line in server.access_lines() if line.get("service") == SERVICE}
     assert len(pids) == 2, "the calls never reached the second worker"
@@ -55,7 +55,7 @@ def test_gunicorn_serves_health_discovery_calls_and_metrics_summed_over_workers(
     text = requests.get(f"{base}/metrics", timeout=5).text
     assert sample(text, "avh_cds_request_duration_seconds_count", service=SERVICE, status="200") == calls
     assert sample(text, "avh_cds_request_duration_seconds_bucket", service=SERVICE, status="200", le="+Inf") == calls
-    for topic in PRE_OPERATIVE_TOPICS:
+    for topic in PRE_OP_CARDS:
         assert sample(text, "avh_cds_cards_total", service=SERVICE, topic=topic) == calls
 
 

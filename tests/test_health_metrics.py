@@ -4,7 +4,8 @@ import socket
 import psycopg
 import pytest
 
-from tests.deployment_support import PRE_OPERATIVE_TOPICS, RecordingFhirServer, avh_bundle, patient_view_request, sample
+from tests.deployment_support import RecordingFhirServer, avh_bundle, patient_view_request, sample
+from tests.fhir_records import PRE_OP_CARDS
 from service import create_app
 from service.config import Settings
 from service.ops.health import Check
@@ -95,7 +96,7 @@ def test_service_call_moves_latency_histogram_and_cards_per_topic(client):
     after = metrics(client)
     assert sample(after, DURATION_COUNT, service=SERVICE, status="200") == \
         sample(before, DURATION_COUNT, service=SERVICE, status="200") + 1
-    for topic in PRE_OPERATIVE_TOPICS:
+    for topic in PRE_OP_CARDS:
         assert sample(after, "avh_cds_cards_total", service=SERVICE, topic=topic) == \
             sample(before, "avh_cds_cards_total", service=SERVICE, topic=topic) + 1
     assert sample(after, "avh_cds_cards_total", service=SERVICE, topic="adjuvant-radiotherapy") == \

@@ -5,7 +5,7 @@ import pytest
 import responses
 
 from service.fhir.prefetch import PrefetchFailed
-from tests.records import COMPRESSION, HEMANGIOMA, condition, observation_ambulatory, patient, searchset
+from tests.fhir_records import COMPRESSION, HEMANGIOMA, condition, day, patient, searchset, today, walking
 from tests.test_prefetch import resolver, rsps
 
 __all__ = ["resolver", "rsps"]     # fixtures used by the tests below
@@ -13,8 +13,8 @@ __all__ = ["resolver", "rsps"]     # fixtures used by the tests below
 BASE = "http://ehr.test/fhir"
 TEMPLATES = {"patient": "Patient/{{context.patientId}}", "conditions": "Condition?patient={{context.patientId}}",
              "observations": "Observation?patient={{context.patientId}}"}
-CONDITIONS = [condition("c1", "p1", HEMANGIOMA), condition("c2", "p1", COMPRESSION)]
-OBS = [observation_ambulatory("o1", "p1"), observation_ambulatory("o2", "p1")]
+CONDITIONS = [condition(HEMANGIOMA, onset=day(10, since=today()), patient_id="p1", id="c1"), condition(COMPRESSION, onset=day(10, since=today()), patient_id="p1", id="c2")]
+OBS = [walking("ambulatory", day(1, since=today()), patient_id="p1", id=oid) for oid in ("o1", "o2")]
 
 
 def hook(prefetch=None, server=BASE):
@@ -35,7 +35,7 @@ def cut(resources, total, keep=1, next_url=None):
 
 def test_a_fetched_search_cut_short_is_unavailable(rsps, resolver):
     """Attack: fhirServer answers the Observation search with total 2, one entry and no next link."""
-    rsps.get(f"{BASE}/Patient/p1", json=patient("p1"))
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
     rsps.get(f"{BASE}/Condition", json=searchset(CONDITIONS))
     rsps.get(f"{BASE}/Observation", json=cut(OBS, total=2))
     result = resolver.resolve(TEMPLATES, hook())
@@ -45,7 +45,7 @@ def test_a_fetched_search_cut_short_is_unavailable(rsps, resolver):
 
 def test_a_fetched_condition_search_cut_short_is_a_412(rsps, resolver):
     """Attack: the Condition search (which decides scope) answers total 2 with one entry and no next link."""
-    rsps.get(f"{BASE}/Patient/p1", json=patient("p1"))
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
     rsps.get(f"{BASE}/Condition", json=cut(CONDITIONS, total=2))
     rsps.get(f"{BASE}/Observation", json=searchset(OBS))
     with pytest.raises(PrefetchFailed) as failed:
@@ -56,7 +56,7 @@ def test_a_fetched_condition_search_cut_short_is_a_412(rsps, resolver):
 
 def test_a_last_page_short_of_the_first_pages_total_is_unavailable(rsps, resolver):
     """Attack: paging that ends early: page 1 says total 3 and links page 2, page 2 holds one entry, no next."""
-    rsps.get(f"{BASE}/Patient/p1", json=patient("p1"))
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
     rsps.get(f"{BASE}/Condition", json=searchset(CONDITIONS))
     first = cut(OBS, total=3, next_url=f"{BASE}/Observation?page=2")
     rsps.get(f"{BASE}/Observation?page=2", json=searchset(OBS[1:]) | {"total": 3},
@@ -68,10 +68,10 @@ def test_a_last_page_short_of_the_first_pages_total_is_unavailable(rsps, resolve
 
 def test_complete_answers_with_total_and_included_resources_stay_complete(rsps, resolver):
     """Not an attack: the total counts matches, not included resources; pages that add up are complete."""
-    rsps.get(f"{BASE}/Patient/p1", json=patient("p1"))
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
     rsps.get(f"{BASE}/Condition", json=searchset(CONDITIONS))
     page = searchset(OBS)
-    page["entry"].append({"resource": patient("p1"), "search": {"mode": "include"}})
+    page["entry"].append({"resource": patient(patient_id="p1"), "search": {"mode": "include"}})
     rsps.get(f"{BASE}/Observation", json=page)
     result = resolver.resolve(TEMPLATES, hook())
     assert result.unavailable == {} and result.sources["observations"] == "fetched"
@@ -81,7 +81,7 @@ def test_a_sent_search_cut_short_is_fetched_again_whole(rsps, resolver):
     """Attack: the client's prefetch holds a searchset with total 2, one entry, no next link; with fhirServer
     the key is read whole from it."""
     rsps.get(f"{BASE}/Observation", json=searchset(OBS))
-    result = resolver.resolve(TEMPLATES, hook({"patient": patient("p1"), "conditions": searchset(CONDITIONS),
+    result = resolver.resolve(TEMPLATES, hook({"patient": patient(patient_id="p1"), "conditions": searchset(CONDITIONS),
                                                "observations": cut(OBS, total=2)}))
     assert result.unavailable == {} and result.sources["observations"] == "fetched"
     assert sorted(r["id"] for r in result.resources if r["resourceType"] == "Observation") == ["o1", "o2"]
@@ -89,6 +89,6 @@ def test_a_sent_search_cut_short_is_fetched_again_whole(rsps, resolver):
 
 def test_a_sent_search_cut_short_without_fhir_server_is_unavailable(resolver):
     """Attack: the same short searchset with no fhirServer to read the rest from."""
-    result = resolver.resolve(TEMPLATES, hook({"patient": patient("p1"), "conditions": searchset(CONDITIONS),
+    result = resolver.resolve(TEMPLATES, hook({"patient": patient(patient_id="p1"), "conditions": searchset(CONDITIONS),
                                                "observations": cut(OBS, total=2)}, server=None))
     assert "fewer entries than its search's total" in result.unavailable["Observation"]

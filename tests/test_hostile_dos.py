@@ -14,7 +14,7 @@ from service.config import Settings
 from tests.hostile_support import StreamingServer, free_port
 from tests.security_support import INVOKE, bearer, hook_request, issuer, make_app, token
 from tests.deployment_support import sample
-from tests.records import (AUTH_OFF, PRE_OP_CARDS, full_prefetch, observation_ambulatory, pre_operative, topics,
+from tests.fhir_records import (NO_AUTH, PRE_OP_CARDS, prefetch_as_searched, walking, pre_operative_chart, topics, day, today,
                            write_fixtures)
 
 BUDGET = 1.5          # generous: a loaded test machine must not turn a healthy fetch into a failure
@@ -25,7 +25,7 @@ TRICKLE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nCont
 @pytest.fixture(scope="module")
 def healthy_fhir(tmp_path_factory):
     """A healthy FHIR server: the service's own fixture endpoint, served over real HTTP."""
-    app = create_app(Settings.from_env(AUTH_OFF, fixture_fhir=True,
+    app = create_app(Settings.from_env(NO_AUTH, fixture_fhir=True,
                                        fixtures_dir=write_fixtures(tmp_path_factory.mktemp("fx"))))
     server = make_server("127.0.0.1", free_port(), app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -47,7 +47,7 @@ def test_a_trickling_fhir_server_holds_no_thread_past_the_budget_and_no_other_ca
     """Attack: a FHIR server announces Content-Length: 10000000, then sends one byte every 0.2 s, named by 8
     calls at once. It held the shared fetch pool (the deadline was checked only between 64 KiB reads), so for the
     next 53 s every call fetching from a healthy server got 412."""
-    app = create_app(Settings.from_env(AUTH_OFF, sqlite_path=tmp_path / "s.sqlite3", fetch_workers=8,
+    app = create_app(Settings.from_env(NO_AUTH, sqlite_path=tmp_path / "s.sqlite3", fetch_workers=8,
                                        fetch_budget_seconds=BUDGET, fetch_timeout_seconds=BUDGET))
     client = app.test_client()
     with StreamingServer(TRICKLE_HEAD) as slow, ThreadPoolExecutor(16) as callers:
@@ -104,7 +104,7 @@ def test_a_trickling_jwk_set_is_given_up_at_the_fetch_timeout(tmp_path):
 def _big_chart(patient_id: str, observations: int = 300) -> list[dict]:
     """A pre-operative chart with many relevant Observations, each with a 3 KB note: about 1 MB of JSON."""
     notes = [{"text": "n" * 3000}]
-    return pre_operative(patient_id) + [{**observation_ambulatory(f"{patient_id}-o{k}", patient_id, days=k % 20),
+    return pre_operative_chart(patient_id) + [{**walking("ambulatory", day(k % 20, since=today()), patient_id=patient_id, id=f"{patient_id}-o{k}"),
                                          "note": notes} for k in range(observations)]
 
 
@@ -112,14 +112,14 @@ def test_the_chart_and_model_caches_are_bounded_by_bytes_and_shown_in_metrics(tm
     """Attack: distinct large charts, one after another; the per-worker caches were bounded by entries only
     (1024 charts of 8.5 MB could reach gigabytes: +200 MB over 30 charts, still rising)."""
     bound = 12 * 1024 * 1024
-    app = create_app(Settings.from_env(AUTH_OFF, sqlite_path=tmp_path / "s.sqlite3", cache_max_bytes=bound))
+    app = create_app(Settings.from_env(NO_AUTH, sqlite_path=tmp_path / "s.sqlite3", cache_max_bytes=bound))
     client = app.test_client()
     templates = app.extensions["avh"].registry.get("avh-patient-view").prefetch
     for n in range(10):
         pid = f"big-{n}"
         body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
                 "context": {"patientId": pid, "userId": "Practitioner/u1"},
-                "prefetch": full_prefetch(_big_chart(pid), templates, pid)}
+                "prefetch": prefetch_as_searched(_big_chart(pid), templates, pid)}
         response = client.post("/cds-services/avh-patient-view", json=body)
         assert response.status_code == 200 and PRE_OP_CARDS <= topics(response.json["cards"])
     engine = app.extensions["avh"].engine
@@ -139,13 +139,13 @@ def test_calls_naming_ever_new_fhir_servers_keep_a_bounded_number_of_fetch_pools
     import re
     import responses
     from service.fhir.prefetch import FetchPools, PrefetchResolver
-    from tests.records import COMPRESSION, HEMANGIOMA, condition, patient, searchset
+    from tests.fhir_records import COMPRESSION, HEMANGIOMA, condition, day, patient, searchset, today
     templates = {"patient": "Patient/{{context.patientId}}", "conditions": "Condition?patient={{context.patientId}}"}
     resolver = PrefetchResolver(timeout=1.0, budget=2.0)
     with responses.RequestsMock() as rsps:
-        rsps.get(re.compile(r"http://127\.0\.0\.1:\d+/fhir/Patient/p1"), json=patient("p1"))
+        rsps.get(re.compile(r"http://127\.0\.0\.1:\d+/fhir/Patient/p1"), json=patient(patient_id="p1"))
         rsps.get(re.compile(r"http://127\.0\.0\.1:\d+/fhir/Condition.*"),
-                 json=searchset([condition("c1", "p1", HEMANGIOMA), condition("c2", "p1", COMPRESSION)]))
+                 json=searchset([condition(HEMANGIOMA, onset=day(10, since=today()), patient_id="p1", id="c1"), condition(COMPRESSION, onset=day(10, since=today()), patient_id="p1", id="c2")]))
         for port in range(20000, 20000 + FetchPools.MOST + 8):
             result = resolver.resolve(templates, {"context": {"patientId": "p1"},
                                                   "fhirServer": f"http://127.0.0.1:{port}/fhir"})

@@ -4,7 +4,7 @@ import logging
 import uuid
 
 from service.security.logs import MAX_TEXT, JsonLinesFormatter
-from tests.records import HEMANGIOMA, COMPRESSION, condition, patient, searchset
+from tests.fhir_records import HEMANGIOMA, COMPRESSION, condition, day, patient, searchset, today
 
 MRN = "MRN-778899-DOE-JANE"
 
@@ -13,7 +13,7 @@ def _call(client, conditions):
     empty = searchset([])
     body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
             "context": {"patientId": MRN, "userId": "Practitioner/u1"},
-            "prefetch": {"patient": patient(MRN), "conditions": searchset(conditions),
+            "prefetch": {"patient": patient(patient_id=MRN), "conditions": searchset(conditions),
                          **{k: empty for k in ("observations", "procedures", "medicationRequests", "serviceRequests",
                                                "diagnosticReports")}}}
     return client.post("/cds-services/avh-patient-view", json=body)
@@ -27,10 +27,10 @@ def _lines(caplog) -> list[str]:
 def test_a_condition_with_no_patient_subject_logs_no_patient_id(client, caplog):
     """Attack: a Condition with no patient subject; the log said `subject is not Patient/MRN-778899-DOE-JANE`,
     a patient identifier, while the access log redacts resource ids for exactly that reason."""
-    orphan = condition("c-orphan", MRN, HEMANGIOMA)
+    orphan = condition(HEMANGIOMA, onset=day(10, since=today()), patient_id=MRN, id="c-orphan")
     del orphan["subject"]
     caplog.set_level(logging.DEBUG)
-    assert _call(client, [orphan, condition("c-2", MRN, COMPRESSION)]).status_code == 200
+    assert _call(client, [orphan, condition(COMPRESSION, onset=day(10, since=today()), patient_id=MRN, id="c-2")]).status_code == 200
     assert any("subject is not the patient" in line for line in _lines(caplog))
     assert not [line for line in _lines(caplog) if "778899" in line]
 
@@ -39,9 +39,9 @@ def test_attacker_chosen_ids_are_not_logged_whole(client, caplog):
     """Attack: resources whose ids are 100 KB long (one 100 KB log line each), one of them invalid FHIR so that
     it is named in the log."""
     long_id = "x" * 100_000
-    orphan = condition(long_id, MRN, HEMANGIOMA)
+    orphan = condition(HEMANGIOMA, onset=day(10, since=today()), patient_id=MRN, id=long_id)
     del orphan["subject"]
-    invalid = condition(long_id + "y", MRN, COMPRESSION)
+    invalid = condition(COMPRESSION, onset=day(10, since=today()), patient_id=MRN, id=long_id + "y")
     invalid["onsetDateTime"] = "not a date"
     caplog.set_level(logging.DEBUG)
     assert _call(client, [orphan, invalid]).status_code == 200

@@ -3,9 +3,9 @@ import copy
 
 from service.clinical.record import Validator, build_record
 from service.config import Settings
+from tests.fhir_records import SNOMED, condition
 
-CONDITION = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
-             "code": {"coding": [{"system": "http://snomed.info/sct", "code": "71286001"}]}}
+CONDITION = condition((SNOMED, "71286001"), patient_id="p1", id="c1")
 INVALID = {**CONDITION, "id": "c2", "onsetDateTime": "not a date"}
 
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from service.clinical.record import build_record
-from tests.records import (PRE_OP_CARDS, condition, full_prefetch, operated, pre_operative, procedure, searchset,
-                           topics, HEMANGIOMA)
+from tests.fhir_records import (PRE_OP_CARDS, SNOMED, condition, day, operated_chart, pre_operative_chart,
+                                prefetch_as_searched, procedure, searchset, today, topics, HEMANGIOMA)
 
 FAILED = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
 
@@ -24,7 +24,7 @@ def call(client, patient_id, prefetch):
 
 
 def test_full_prefetch_gives_the_expected_cards(client, templates):
-    response = call(client, "pt-pre", full_prefetch(pre_operative("pt-pre"), templates, "pt-pre"))
+    response = call(client, "pt-pre", prefetch_as_searched(pre_operative_chart("pt-pre"), templates, "pt-pre"))
     assert response.status_code == 200 and topics(response.json["cards"]) == PRE_OP_CARDS
 
 
@@ -35,7 +35,7 @@ def test_full_prefetch_gives_the_expected_cards(client, templates):
     ("procedures", "Procedure", PRE_OP_CARDS),    # pre- or post-operative cannot be told
 ])
 def test_a_failed_secondary_key_withholds_absence_cards_and_says_so(client, templates, failed_key, rtype, withheld):
-    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch = prefetch_as_searched(pre_operative_chart("pt-pre"), templates, "pt-pre")
     prefetch[failed_key] = FAILED
     response = call(client, "pt-pre", prefetch)
     assert response.status_code == 200
@@ -46,17 +46,17 @@ def test_a_failed_secondary_key_withholds_absence_cards_and_says_so(client, temp
 
 
 def test_a_failed_key_that_no_card_relies_on_changes_nothing(client, templates):
-    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch = prefetch_as_searched(pre_operative_chart("pt-pre"), templates, "pt-pre")
     prefetch["serviceRequests"] = FAILED           # only post-operative radiotherapy reads it
     assert topics(call(client, "pt-pre", prefetch).json["cards"]) == PRE_OP_CARDS
-    prefetch = full_prefetch(operated("pt-op"), templates, "pt-op")
+    prefetch = prefetch_as_searched(operated_chart("pt-op"), templates, "pt-op")
     assert topics(call(client, "pt-op", prefetch).json["cards"]) == {"adjuvant-radiotherapy"}
     prefetch["serviceRequests"] = FAILED
     assert topics(call(client, "pt-op", prefetch).json["cards"]) == {"data-unavailable"}
 
 
 def test_failed_conditions_are_412_with_an_operation_outcome(client, templates):
-    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch = prefetch_as_searched(pre_operative_chart("pt-pre"), templates, "pt-pre")
     prefetch["conditions"] = FAILED
     response = call(client, "pt-pre", prefetch)
     assert response.status_code == 412
@@ -69,7 +69,7 @@ def test_failed_conditions_are_412_with_an_operation_outcome(client, templates):
 def test_a_failed_patient_gives_the_cards_of_an_unknown_age_and_says_so(client, templates):
     """The Patient only gives the age: without it the answer is partial, not 412 (the spec's 412 is for data the
     service cannot work without), and the data-unavailable card says the age is unknown."""
-    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch = prefetch_as_searched(pre_operative_chart("pt-pre"), templates, "pt-pre")
     complete = call(client, "pt-pre", prefetch).json["cards"]
     prefetch["patient"] = FAILED
     response = call(client, "pt-pre", prefetch)
@@ -83,7 +83,7 @@ def test_a_failed_patient_gives_the_cards_of_an_unknown_age_and_says_so(client, 
 
 
 def test_a_failed_patient_and_a_failed_key_are_named_on_one_card(client, templates):
-    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch = prefetch_as_searched(pre_operative_chart("pt-pre"), templates, "pt-pre")
     prefetch["patient"] = FAILED
     prefetch["diagnosticReports"] = FAILED
     cards = call(client, "pt-pre", prefetch).json["cards"]
@@ -94,7 +94,7 @@ def test_a_failed_patient_and_a_failed_key_are_named_on_one_card(client, templat
 
 
 def test_a_failed_patient_out_of_the_pathway_stays_silent(client, templates):
-    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch = prefetch_as_searched(pre_operative_chart("pt-pre"), templates, "pt-pre")
     prefetch["patient"] = FAILED
     prefetch["conditions"] = None                       # no condition: not in the pathway, nothing to say
     response = call(client, "pt-pre", prefetch)
@@ -109,7 +109,7 @@ def test_nothing_sent_and_no_fhir_server_is_412_naming_the_conditions(client):
 
 
 def test_null_keys_are_no_data_not_failures(client, templates):
-    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch = prefetch_as_searched(pre_operative_chart("pt-pre"), templates, "pt-pre")
     prefetch["diagnosticReports"] = None
     prefetch["medicationRequests"] = None
     assert topics(call(client, "pt-pre", prefetch).json["cards"]) == PRE_OP_CARDS
@@ -117,18 +117,18 @@ def test_null_keys_are_no_data_not_failures(client, templates):
 
 def test_record_drops_resources_of_another_patient(app):
     selector = app.extensions["avh"].engine.selector
-    mine, theirs = condition("c1", "p1", HEMANGIOMA), condition("c9", "p2", HEMANGIOMA)
+    mine, theirs = condition(HEMANGIOMA, patient_id="p1", id="c1"), condition(HEMANGIOMA, patient_id="p2", id="c9")
     record = build_record([mine, theirs], selector, "p1")
     assert [c.id for c in record.of("Condition")] == ["c1"]
 
 
 def test_the_same_resource_through_two_keys_counts_once(app, client, templates):
     selector = app.extensions["avh"].engine.selector
-    twice = procedure("x1", "p1", ("http://snomed.info/sct", "387731002"))
-    record = build_record([twice, dict(twice), condition("c1", "p1", HEMANGIOMA)], selector, "p1")
+    twice = procedure(SNOMED, "387731002", day(5, since=today()), patient_id="p1", id="x1")
+    record = build_record([twice, dict(twice), condition(HEMANGIOMA, patient_id="p1", id="c1")], selector, "p1")
     assert len(record.of("Procedure")) == 1
     # end to end: every resource sent twice (as if through two keys) gives the same cards, each reason once
-    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch = prefetch_as_searched(pre_operative_chart("pt-pre"), templates, "pt-pre")
     doubled = {k: searchset([e["resource"] for e in v["entry"]] * 2) if v.get("resourceType") == "Bundle" else v
                for k, v in prefetch.items()}
     once, two = call(client, "pt-pre", prefetch).json["cards"], call(client, "pt-pre", doubled).json["cards"]
@@ -150,7 +150,7 @@ json_values = st.recursive(
     ["patient", "conditions", "observations", "procedures", "medicationRequests", "serviceRequests",
      "diagnosticReports"]))
 def test_any_json_object_as_a_prefetch_value_gives_200_or_412(client, templates, garbage, key):
-    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch = prefetch_as_searched(pre_operative_chart("pt-pre"), templates, "pt-pre")
     prefetch[key] = garbage
     response = call(client, "pt-pre", prefetch)
     assert response.status_code in (200, 412), response.json
@@ -163,12 +163,12 @@ def info_card(cards):
 
 def test_a_card_that_fires_on_unreadable_data_is_reported_unchecked(client, templates, app):
     titles = {t: d.data["title"] for t, d in app.extensions["avh"].engine.library.definitions.items()}
-    prefetch = full_prefetch(operated("pt-op"), templates, "pt-op")
+    prefetch = prefetch_as_searched(operated_chart("pt-op"), templates, "pt-op")
     prefetch["medicationRequests"] = FAILED      # a dexamethasone course past its taper could be there
     cards = call(client, "pt-op", prefetch).json["cards"]
     assert topics(cards) == {"adjuvant-radiotherapy", "data-unavailable"}
     assert titles["steroid-duration"] in info_card(cards)["detail"]
-    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch = prefetch_as_searched(pre_operative_chart("pt-pre"), templates, "pt-pre")
     prefetch["observations"] = FAILED           # rapid deterioration could be recorded there
     detail = info_card(call(client, "pt-pre", prefetch).json["cards"])["detail"]
     assert titles["embolization-deferred"] in detail and titles["preop-embolization"] in detail

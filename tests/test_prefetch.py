@@ -8,7 +8,8 @@ import responses
 from responses import matchers
 
 from service.fhir.prefetch import PrefetchFailed, PrefetchResolver, fill_template, under_server
-from tests.records import COMPRESSION, HEMANGIOMA, condition, observation_ambulatory, patient, procedure, searchset
+from tests.fhir_records import (COMPRESSION, HEMANGIOMA, SNOMED, condition, day, patient, procedure, searchset,
+                                today, walking)
 
 BASE = "http://ehr.test/fhir"
 TEMPLATES = {
@@ -17,10 +18,11 @@ TEMPLATES = {
     "observations": "Observation?patient={{context.patientId}}",
     "procedures": "Procedure?patient={{context.patientId}}&code=http://snomed.info/sct|387731002",
 }
-PT = patient("p1")
-CONDITIONS = [condition("c1", "p1", HEMANGIOMA), condition("c2", "p1", COMPRESSION)]
-OBS = [observation_ambulatory("o1", "p1")]
-PROCS = [procedure("x1", "p1", ("http://snomed.info/sct", "387731002"))]
+YESTERDAY, FIVE_DAYS_AGO = day(1, since=today()), day(5, since=today())
+PT = patient(patient_id="p1")
+CONDITIONS = [condition(HEMANGIOMA, patient_id="p1", id="c1"), condition(COMPRESSION, patient_id="p1", id="c2")]
+OBS = [walking("ambulatory", YESTERDAY, patient_id="p1", id="o1")]
+PROCS = [procedure(SNOMED, "387731002", FIVE_DAYS_AGO, patient_id="p1", id="x1")]
 
 
 def hook(prefetch=None, **extra):
@@ -109,15 +111,15 @@ def test_sent_value_that_is_not_fhir_is_unavailable(rsps, resolver):
 
 
 def test_sent_resources_of_another_patient_make_the_key_unreliable(rsps, resolver):
-    mixed = searchset(PROCS + [procedure("x9", "someone-else", ("http://snomed.info/sct", "387731002"))])
+    mixed = searchset(PROCS + [procedure(SNOMED, "387731002", FIVE_DAYS_AGO, patient_id="someone-else", id="x9")])
     sent = {"patient": PT, "conditions": searchset(CONDITIONS), "observations": None, "procedures": mixed}
     assert "another patient" in resolver.resolve(TEMPLATES, hook(sent)).unavailable["Procedure"]
-    other = resolver.resolve(TEMPLATES, hook({**sent, "patient": patient("someone-else")}))
+    other = resolver.resolve(TEMPLATES, hook({**sent, "patient": patient(patient_id="someone-else")}))
     assert "another patient" in other.unavailable["Patient"]
 
 
 def test_an_error_outcome_after_another_patients_resource_still_says_the_client_failed(rsps, resolver):
-    mixed = searchset([procedure("x9", "someone-else", ("http://snomed.info/sct", "387731002"))])
+    mixed = searchset([procedure(SNOMED, "387731002", FIVE_DAYS_AGO, patient_id="someone-else", id="x9")])
     mixed["entry"].append({"resource": {"resourceType": "OperationOutcome", "issue": [{"severity": "error",
                            "code": "timeout"}]}, "search": {"mode": "outcome"}})
     sent = {"patient": PT, "conditions": searchset(CONDITIONS), "observations": None, "procedures": mixed}
@@ -221,7 +223,8 @@ def test_page_cap_ends_paging_and_marks_the_key_incomplete(rsps, resolver):
     for page in range(1, 6):
         rsps.get(f"{BASE}/Observation", match=[matchers.query_param_matcher(
             {"patient": "p1", **({"page": str(page)} if page > 1 else {})})],
-            json=searchset([observation_ambulatory(f"o{page}", "p1")], f"{BASE}/Observation?patient=p1&page={page + 1}"))
+            json=searchset([walking("ambulatory", YESTERDAY, patient_id="p1", id=f"o{page}")],
+                           f"{BASE}/Observation?patient=p1&page={page + 1}"))
     result = resolver.resolve(TEMPLATES, hook())
     assert len([c for c in rsps.calls if "/Observation" in c.request.url]) == 3   # page_cap=3
     assert "more than 3 pages" in result.unavailable["Observation"]
@@ -283,7 +286,8 @@ FAILURES = [
     ("outcome", dict(json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "x"}]}),
      "OperationOutcome", "exception"),
     ("wrong type", dict(json=PT), "a Patient, not a Bundle", "invalid"),
-    ("wrong patient", dict(json=searchset([observation_ambulatory("o7", "p2")])), "another patient", "invalid"),
+    ("wrong patient", dict(json=searchset([walking("ambulatory", YESTERDAY, patient_id="p2", id="o7")])),
+     "another patient", "invalid"),
 ]
 
 
@@ -310,7 +314,7 @@ def test_a_failed_scope_key_is_412_naming_the_key_and_why(rsps, resolver, name, 
 
 def test_a_read_answered_with_another_patient_makes_the_patient_unavailable(rsps, resolver):
     serve_all(rsps, skip=("patient",))
-    rsps.get(f"{BASE}/Patient/p1", json=patient("p2"))
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p2"))
     result = resolver.resolve(TEMPLATES, hook())
     assert result.unavailable["Patient"] == "fhirServer answered with another patient's resources"
     assert all(r["resourceType"] != "Patient" for r in result.resources)
