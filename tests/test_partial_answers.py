@@ -77,9 +77,13 @@ def test_a_failed_patient_gives_the_cards_of_an_unknown_age_and_says_so(client, 
     cards = response.json["cards"]
     assert topics(cards) == PRE_OP_CARDS | {"data-unavailable"}
     info = info_card(cards)
-    assert info["summary"] == "Record partly unread (Patient): the patient's age is unknown"
+    assert info["summary"] == "Part of the record could not be read (Patient): the patient's age is unknown"
     assert "age is unknown" in info["detail"] and "did not decide" not in info["detail"]
-    assert [c["summary"] for c in cards if c is not info] == [c["summary"] for c in complete]
+    # Age unknown (pathway.md section 4): no dexamethasone order is offered, and the card says why; the others stay.
+    steroids = next(c for c in cards if c["source"]["topic"]["code"] == "corticosteroids")
+    assert "age unknown" in steroids["summary"] and not steroids.get("suggestions")
+    assert [c["summary"] for c in cards if c not in (info, steroids)] == \
+        [c["summary"] for c in complete if c["source"]["topic"]["code"] != "corticosteroids"]
 
 
 def test_a_failed_patient_and_a_failed_key_are_named_on_one_card(client, templates):
