@@ -23,7 +23,7 @@ from werkzeug.serving import make_server
 from service import create_app
 from service.config import Settings
 from service.uuids import new_uuid
-from tests.records import write_fixtures
+from tests.fhir_records import write_fixtures
 
 AUTH_OFF = {"AVH_CDS_AUTH": "off"}
 

@@ -30,7 +30,7 @@ PATIENT_ID = "unit-1"
 PRE_OP_CARDS = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta", "preop-embolization"}
 PREFETCH_TYPES = {"conditions": "Condition", "observations": "Observation", "procedures": "Procedure",
                   "medicationRequests": "MedicationRequest", "serviceRequests": "ServiceRequest",
-                  "diagnosticReports": "DiagnosticReport"}
+                  "diagnosticReports": "DiagnosticReport", "medicationAdministrations": "MedicationAdministration"}
 
 HEMANGIOMA = (SNOMED, "448232005", "Hemangioma of T7 vertebra")
 HEMANGIOMA_T7_AGGRESSIVE = (SNOMED, "448232005", "Aggressive vertebral hemangioma T7")

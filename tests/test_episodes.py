@@ -7,7 +7,7 @@ import pytest
 
 from service.clinical.facts import EPISODE_LEAD, EPISODE_LEAD_RECORDED_ONLY, instant, shift
 from service.clinical.pathway import decide_chart, explain
-from tests.pathway_builders import (CPT, ICD10CM, LOCAL, LOINC, NOW, RXNORM, SNOMED, ago, compression, concept, condition,
+from tests.fhir_records import (CPT, ICD10CM, LOCAL, LOINC, NOW, RXNORM, SNOMED, ago, compression, concept, condition,
                                     day, decompression, dexamethasone, facts_of, hemangioma, in_pathway, motor,
                                     observation, patient, procedure, report, service_request, walking)
 

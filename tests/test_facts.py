@@ -1,7 +1,7 @@
 """Edge cases of pathway.md section 3, at the pure-function level (fixed now, no server)."""
 import pytest
 
-from tests.pathway_builders import (CPT, ICD10CM, LOCAL, LOINC, SNOMED, ago, compression, concept, condition, day,
+from tests.fhir_records import (CPT, ICD10CM, LOCAL, LOINC, SNOMED, ago, compression, concept, condition, day,
                                  decompression, dexamethasone, facts_of, hemangioma, in_pathway, motor, observation,
                                  patient, procedure, report, service_request, walking)
 

@@ -12,7 +12,7 @@ from service import create_app
 from service.config import Settings
 from service.feedback.store import feedback
 from service.uuids import new_uuid
-from tests.fhir_builders import NO_AUTH
+from tests.fhir_records import NO_AUTH
 from tests.test_feedback import REASON_SYSTEM, accepted, issue_cards, overridden, post_feedback, postgres_url, storage
 
 __all__ = ["postgres_url", "storage"]     # fixtures used by the tests below

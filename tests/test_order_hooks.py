@@ -8,8 +8,8 @@ import pytest
 from service import create_app
 from service.config import Settings
 
-from tests.fhir_builders import (NO_AUTH, CPT, ICD, SCT, UCUM, avh_patient, bounds_duration, condition, day, dexamethasone,
-                           hook_request, procedure, service_request)
+from tests.fhir_records import (NO_AUTH, CPT, ICD10CM, SNOMED, UCUM, bounds_duration, condition, day,
+                                draft_dexamethasone, draft_order, hook_request, in_pathway_chart, procedure, today)
 
 
 @pytest.fixture(scope="module")
@@ -35,31 +35,31 @@ def topics(cards):
 
 
 def surgery(pid, srid="surg-1", **extra):
-    return service_request(srid, pid, CPT, "63046", "Laminectomy, thoracic", **extra)
+    return draft_order(CPT, "63046", "Laminectomy, thoracic", patient_id=pid, id=srid, **extra)
 
 
 def fixation(pid, srid="fix-1", **extra):
-    return service_request(srid, pid, CPT, "22842", "Posterior segmental instrumentation", **extra)
+    return draft_order(CPT, "22842", "Posterior segmental instrumentation", patient_id=pid, id=srid, **extra)
 
 
 def embolization(pid, srid="emb-1"):
-    return service_request(srid, pid, CPT, "37243", "Vascular embolization for tumor")
+    return draft_order(CPT, "37243", "Vascular embolization for tumor", patient_id=pid, id=srid)
 
 
 def dex_days(pid, days, unit="d", mrid="dex-1"):
-    return dexamethasone(mrid, pid, dosage=[bounds_duration(days, unit)])
+    return draft_dexamethasone(patient_id=pid, id=mrid, dosage=[bounds_duration(days, unit)])
 
 
 def metastasis_patient(pid):
     """Cord compression from a metastasis: no hemangioma, out of scope."""
     return [{"resourceType": "Patient", "id": pid, "birthDate": "1950-01-01"},
-            condition(f"{pid}-scc", pid, ICD, "G95.20", "Spinal cord compression"),
-            condition(f"{pid}-met", pid, SCT, "94225005", "Secondary malignant neoplasm of vertebral column")]
+            condition((ICD10CM, "G95.20", "Spinal cord compression"), onset=day(10, since=today()), patient_id=pid, id=f"{pid}-scc"),
+            condition((SNOMED, "94225005", "Secondary malignant neoplasm of vertebral column"), onset=day(10, since=today()), patient_id=pid, id=f"{pid}-met")]
 
 
 def hemangioma_only_patient(pid):
     """A vertebral hemangioma with no cord compression: out of scope."""
-    return [r for r in avh_patient(pid, rapid=True) if not r["id"].endswith("-scc")]
+    return [r for r in in_pathway_chart(pid, rapid=True) if not r["id"].endswith("-scc")]
 
 
 # --- order-sign -------------------------------------------------------------------------------
@@ -67,18 +67,18 @@ def hemangioma_only_patient(pid):
 @pytest.mark.parametrize("extra_record, extra_drafts, expected", [
     ([], [], ["posterior-fixation"]),
     ([], [fixation("p1")], []),                                                            # same draft set
-    ([procedure("fx", "p1", CPT, "22842", "Posterior instrumentation", -1)], [], []),     # done in the episode
-    ([procedure("fx", "p1", CPT, "22842", "Posterior instrumentation", -400)], [], ["posterior-fixation"]),  # old
+    ([procedure(CPT, "22842", day(1, since=today()), display="Posterior instrumentation", patient_id="p1", id="fx")], [], []),     # done in the episode
+    ([procedure(CPT, "22842", day(400, since=today()), display="Posterior instrumentation", patient_id="p1", id="fx")], [], ["posterior-fixation"]),  # old
     ([fixation("p1", "fx-signed", status="active")], [], []),                             # signed order on record
 ], ids=["no-fixation", "fixation-drafted", "fixation-done", "fixation-of-another-episode", "fixation-ordered"])
 def test_surgery_order_needs_posterior_fixation(client, extra_record, extra_drafts, expected):
-    body = hook_request("order-sign", "p1", avh_patient("p1") + extra_record, [surgery("p1")] + extra_drafts)
+    body = hook_request("order-sign", "p1", in_pathway_chart("p1") + extra_record, [surgery("p1")] + extra_drafts)
     assert topics(post(client, body)) == expected
 
 
 def test_posterior_fixation_card_completes_the_draft_order(client):
     draft = surgery("p1", priority="urgent")
-    [card] = post(client, hook_request("order-sign", "p1", avh_patient("p1"), [draft]))
+    [card] = post(client, hook_request("order-sign", "p1", in_pathway_chart("p1"), [draft]))
     assert card["indicator"] == "warning" and card["summary"].startswith("Spine surgery order for AVH at T7")
     assert "ServiceRequest/surg-1" in card["detail"] and card["selectionBehavior"] == "at-most-one"
     update, create = card["suggestions"]
@@ -98,21 +98,21 @@ def test_posterior_fixation_card_completes_the_draft_order(client):
 
 
 def test_accepting_the_update_silences_the_card(client):
-    [card] = post(client, hook_request("order-sign", "p1", avh_patient("p1"), [surgery("p1")]))
+    [card] = post(client, hook_request("order-sign", "p1", in_pathway_chart("p1"), [surgery("p1")]))
     updated = card["suggestions"][0]["actions"][0]["resource"]
-    assert post(client, hook_request("order-sign", "p1", avh_patient("p1"), [updated])) == []
+    assert post(client, hook_request("order-sign", "p1", in_pathway_chart("p1"), [updated])) == []
     created = {**card["suggestions"][1]["actions"][0]["resource"], "id": "fix-new"}    # or the other suggestion
-    assert post(client, hook_request("order-sign", "p1", avh_patient("p1"), [surgery("p1"), created])) == []
+    assert post(client, hook_request("order-sign", "p1", in_pathway_chart("p1"), [surgery("p1"), created])) == []
 
 
 def test_accepting_the_shortened_course_silences_the_card(client):
-    [card] = post(client, hook_request("order-sign", "p3", avh_patient("p3"), [dex_days("p3", 20)]))
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex_days("p3", 20)]))
     shortened = card["suggestions"][0]["actions"][0]["resource"]
-    assert post(client, hook_request("order-sign", "p3", avh_patient("p3"), [shortened])) == []
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [shortened])) == []
 
 
 def test_embolization_order_while_deteriorating_rapidly_is_deferred(client):
-    [card] = post(client, hook_request("order-sign", "p2", avh_patient("p2", rapid=True), [embolization("p2")]))
+    [card] = post(client, hook_request("order-sign", "p2", in_pathway_chart("p2", rapid=True), [embolization("p2")]))
     assert card["source"]["topic"]["code"] == "embolization-deferred"
     assert card["summary"].startswith("Embolization order while the deficit progresses rapidly")
     [suggestion] = card["suggestions"]
@@ -122,7 +122,7 @@ def test_embolization_order_while_deteriorating_rapidly_is_deferred(client):
 
 
 def test_embolization_order_for_a_stable_patient_is_fine(client):
-    assert post(client, hook_request("order-sign", "p2", avh_patient("p2"), [embolization("p2")])) == []
+    assert post(client, hook_request("order-sign", "p2", in_pathway_chart("p2"), [embolization("p2")])) == []
 
 
 @pytest.mark.parametrize("dosage, extra, expected_days", [
@@ -131,49 +131,49 @@ def test_embolization_order_for_a_stable_patient_is_fine(client):
     ([bounds_duration(1, "mo")], {}, "30"),                                                    # a month is 30 days
     ([{"timing": {"repeat": {"boundsDuration": {"value": 2, "unit": "weeks"}}}}], {}, "14"),   # `unit` text only
     ([{"timing": {"repeat": {"boundsDuration": {"value": 3, "unit": "Weeks", "code": "WEEK"}}}}], {}, "21"),  # odd code
-    ([{"timing": {"repeat": {"boundsPeriod": {"start": day(0), "end": day(19)}}}}], {}, "20"),  # end date inclusive
+    ([{"timing": {"repeat": {"boundsPeriod": {"start": day(0, since=today()), "end": day(-19, since=today())}}}}], {}, "20"),  # end date inclusive
     ([], {"dispenseRequest": {"expectedSupplyDuration": {"value": 14, "unit": "days", "system": UCUM, "code": "d"}}},
      "14"),
     ([bounds_duration(3, sequence=1), bounds_duration(11, sequence=2)], {}, "14"),              # steps add up
 ], ids=["21d", "3wk", "1mo", "unit-text", "unit-after-odd-code", "period", "supply", "steps"])
 def test_dexamethasone_longer_than_13_days_warns(client, dosage, extra, expected_days):
-    draft = dexamethasone("dex-1", "p3", dosage=dosage, **extra)
-    [card] = post(client, hook_request("order-sign", "p3", avh_patient("p3"), [draft]))
+    draft = draft_dexamethasone(patient_id="p3", id="dex-1", dosage=dosage, **extra)
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [draft]))
     assert card["source"]["topic"]["code"] == "steroid-duration"
     assert card["summary"] == f"Dexamethasone order for {expected_days} days exceeds the 13-day course (3 days + 10-day taper)"
     [action] = card["suggestions"][0]["actions"]
     assert action["type"] == "update" and action["resource"]["id"] == "dex-1"
     # The shortened order, posted again, is within the course.
-    assert post(client, hook_request("order-sign", "p3", avh_patient("p3"), [action["resource"]])) == []
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [action["resource"]])) == []
 
 
 @pytest.mark.parametrize("dosage, extra", [
     ([bounds_duration(13)], {}),
     ([bounds_duration(1, "wk")], {}),
-    ([{"timing": {"repeat": {"boundsPeriod": {"start": day(0), "end": day(12)}}}}], {}),
+    ([{"timing": {"repeat": {"boundsPeriod": {"start": day(0, since=today()), "end": day(-12, since=today())}}}}], {}),
     ([bounds_duration(10)], {"dispenseRequest": {"expectedSupplyDuration": {"value": 30, "unit": "d"}}}),  # bounds win
     ([{"sequence": 1, "timing": {"repeat": {"count": 1}}}, bounds_duration(3, sequence=2), bounds_duration(10, sequence=3)], {}),
     ([{"text": "as directed"}], {}),                                                            # no duration stated
 ], ids=["13d", "1wk", "period-13", "bounds-over-supply", "pathway-regimen", "no-duration"])
 def test_dexamethasone_within_the_course_is_silent(client, dosage, extra):
-    draft = dexamethasone("dex-1", "p3", dosage=dosage, **extra)
-    assert post(client, hook_request("order-sign", "p3", avh_patient("p3"), [draft])) == []
+    draft = draft_dexamethasone(patient_id="p3", id="dex-1", dosage=dosage, **extra)
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [draft])) == []
 
 
 def test_dexamethasone_course_is_capped_step_by_step():
     from service.clinical.orders import course_days, shortened
-    order = dexamethasone("d", "p", dosage=[bounds_duration(3, sequence=1), bounds_duration(10, sequence=2),
+    order = draft_dexamethasone(patient_id="p", id="d", dosage=[bounds_duration(3, sequence=1), bounds_duration(10, sequence=2),
                                             bounds_duration(7, sequence=3)])
     assert course_days(order) == 20
     short = shortened(order)
     assert course_days(short) == 13 and [d["sequence"] for d in short["dosageInstruction"]] == [1, 2]
-    period = dexamethasone("d", "p", dosage=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-01-01", "end": "2026-01-31"}}}}])
+    period = draft_dexamethasone(patient_id="p", id="d", dosage=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-01-01", "end": "2026-01-31"}}}}])
     assert shortened(period)["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"] == {"start": "2026-01-01", "end": "2026-01-13"}
 
 
 def test_all_three_order_warnings_at_once(client):
     drafts = [surgery("p4"), embolization("p4"), dex_days("p4", 20)]
-    cards = post(client, hook_request("order-sign", "p4", avh_patient("p4", rapid=True), drafts))
+    cards = post(client, hook_request("order-sign", "p4", in_pathway_chart("p4", rapid=True), drafts))
     assert topics(cards) == ["embolization-deferred", "posterior-fixation", "steroid-duration"]
     assert all(c["overrideReasons"] and all(r["display"] for r in c["overrideReasons"]) for c in cards)
 
@@ -189,16 +189,16 @@ def test_out_of_scope_patients_get_no_card(client, record, hook):
 
 def test_drafts_for_another_patient_or_withdrawn_are_ignored(client):
     drafts = [surgery("someone-else", "s-other"), surgery("p1", "s-revoked", status="revoked")]
-    assert post(client, hook_request("order-sign", "p1", avh_patient("p1"), drafts)) == []
+    assert post(client, hook_request("order-sign", "p1", in_pathway_chart("p1"), drafts)) == []
 
 
 def test_dexamethasone_via_contained_medication(client):
-    draft = dexamethasone("dex-1", "p3", dosage=[bounds_duration(20)])
+    draft = draft_dexamethasone(patient_id="p3", id="dex-1", dosage=[bounds_duration(20)])
     draft.pop("medicationCodeableConcept")
     draft["contained"] = [{"resourceType": "Medication", "id": "m", "code": {"coding": [
         {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197582"}]}}]
     draft["medicationReference"] = {"reference": "#m"}
-    assert topics(post(client, hook_request("order-sign", "p3", avh_patient("p3"), [draft]))) == ["steroid-duration"]
+    assert topics(post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [draft]))) == ["steroid-duration"]
 
 
 # --- order-select -----------------------------------------------------------------------------
@@ -212,12 +212,12 @@ def test_dexamethasone_via_contained_medication(client):
 ])
 def test_order_select_speaks_only_of_the_selected_orders(client, selections, expected):
     drafts = [surgery("p6"), embolization("p6"), dex_days("p6", 28)]
-    body = hook_request("order-select", "p6", avh_patient("p6", rapid=True), drafts, selections)
+    body = hook_request("order-select", "p6", in_pathway_chart("p6", rapid=True), drafts, selections)
     assert topics(post(client, body)) == expected
 
 
 def test_order_select_counts_fixation_elsewhere_in_the_draft_set(client):
-    body = hook_request("order-select", "p6", avh_patient("p6"), [surgery("p6"), fixation("p6")],
+    body = hook_request("order-select", "p6", in_pathway_chart("p6"), [surgery("p6"), fixation("p6")],
                         ["ServiceRequest/surg-1"])
     assert post(client, body) == []
 
@@ -225,17 +225,17 @@ def test_order_select_counts_fixation_elsewhere_in_the_draft_set(client):
 # --- encounter-discharge ----------------------------------------------------------------------
 
 def operated(pid, **kw):
-    return avh_patient(pid, **kw) + [procedure(f"{pid}-op", pid, CPT, "63046", "Laminectomy", -5)]
+    return in_pathway_chart(pid, **kw) + [procedure(CPT, "63046", day(5, since=today()), display="Laminectomy", patient_id=pid, id=f"{pid}-op")]
 
 
 @pytest.mark.parametrize("record, expected", [
     (operated("p7"), ["adjuvant-radiotherapy"]),
-    (operated("p7") + [service_request("rt", "p7", SCT, "33195004", "Radiotherapy", status="active")], []),
-    (operated("p7") + [service_request("rt", "p7", SCT, "33195004", "Radiotherapy", status="draft")],
+    (operated("p7") + [draft_order(SNOMED, "33195004", "Radiotherapy", patient_id="p7", id="rt", status="active")], []),
+    (operated("p7") + [draft_order(SNOMED, "33195004", "Radiotherapy", patient_id="p7", id="rt", status="draft")],
      ["adjuvant-radiotherapy"]),                                       # a draft is not a plan
-    (operated("p7") + [procedure("rt", "p7", CPT, "77412", "Radiation treatment delivery", -1)], []),
-    (avh_patient("p7"), []),                                           # not operated
-    (metastasis_patient("p7") + [procedure("p7-op", "p7", CPT, "63046", "Laminectomy", -5)], []),
+    (operated("p7") + [procedure(CPT, "77412", day(1, since=today()), display="Radiation treatment delivery", patient_id="p7", id="rt")], []),
+    (in_pathway_chart("p7"), []),                                           # not operated
+    (metastasis_patient("p7") + [procedure(CPT, "63046", day(5, since=today()), display="Laminectomy", patient_id="p7", id="p7-op")], []),
 ], ids=["no-radiotherapy", "planned", "draft-only", "given", "not-operated", "out-of-scope"])
 def test_discharge_after_surgery_needs_radiotherapy(client, record, expected):
     assert topics(post(client, hook_request("encounter-discharge", "p7", record))) == expected
@@ -250,7 +250,7 @@ def test_discharge_card_suggests_the_referral(client):
 
 
 def test_unreadable_procedures_withhold_the_absence_based_order_check(client):
-    body = hook_request("order-sign", "p1", avh_patient("p1"), [surgery("p1"), dex_days("p1", 20)])
+    body = hook_request("order-sign", "p1", in_pathway_chart("p1"), [surgery("p1"), dex_days("p1", 20)])
     body["prefetch"]["procedures"] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}
     assert topics(post(client, body)) == ["data-unavailable", "steroid-duration"]
     body = hook_request("encounter-discharge", "p7", operated("p7"))
@@ -268,7 +268,7 @@ def test_discovery_lists_the_three_order_time_services(client):
 
 @pytest.mark.parametrize("hook", ["order-sign", "order-select"])
 def test_malformed_draft_orders_are_a_specific_400_or_ignored(client, hook):
-    body = hook_request(hook, "p1", avh_patient("p1"), [], ["ServiceRequest/x"])
+    body = hook_request(hook, "p1", in_pathway_chart("p1"), [], ["ServiceRequest/x"])
     body["context"]["draftOrders"] = {"resourceType": "Patient"}
     response = client.post(f"/cds-services/{SERVICE[hook]}", json=body)
     assert response.status_code == 400 and "draftOrders" in response.json["message"]
@@ -284,9 +284,9 @@ def test_malformed_draft_orders_are_a_specific_400_or_ignored(client, hook):
 def test_every_card_of_every_hook_carries_the_override_reasons(client):
     reasons = json.loads((Path(__file__).parent.parent / "cards/override-reasons.json").read_text())["overrideReasons"]
     outage = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}
-    bodies = [hook_request("order-sign", "p4", avh_patient("p4", rapid=True), [surgery("p4"), embolization("p4"), dex_days("p4", 20)]),
+    bodies = [hook_request("order-sign", "p4", in_pathway_chart("p4", rapid=True), [surgery("p4"), embolization("p4"), dex_days("p4", 20)]),
               hook_request("encounter-discharge", "p7", operated("p7")),
-              hook_request("order-sign", "p1", avh_patient("p1"), [surgery("p1")])]
+              hook_request("order-sign", "p1", in_pathway_chart("p1"), [surgery("p1")])]
     bodies[2]["prefetch"]["procedures"] = outage      # the "record partly unavailable" card too
     cards = [card for body in bodies for card in post(client, body)]
     assert len(cards) == 5
@@ -298,12 +298,12 @@ def test_every_card_of_every_hook_carries_the_override_reasons(client):
 
 # seed-trace.md rows 11, 14, 16 and 25 name order-sign and discharge: the order-time card says what the source says.
 @pytest.mark.parametrize("row, hook, record, drafts, topic, says", [
-    (11, "order-sign", avh_patient("p8"), [surgery("p8")], "posterior-fixation",
+    (11, "order-sign", in_pathway_chart("p8"), [surgery("p8")], "posterior-fixation",
      "Never perform surgery without posterior fixation"),
-    (14, "order-sign", avh_patient("p8", rapid=True), [embolization("p8")], "embolization-deferred",
+    (14, "order-sign", in_pathway_chart("p8", rapid=True), [embolization("p8")], "embolization-deferred",
      "proceed directly to surgery without waiting for embolization"),
     (16, "encounter-discharge", operated("p8"), None, "adjuvant-radiotherapy", "Postoperative radiotherapy is mandatory"),
-    (25, "order-sign", avh_patient("p8"), [dex_days("p8", 15)], "steroid-duration",
+    (25, "order-sign", in_pathway_chart("p8"), [dex_days("p8", 15)], "steroid-duration",
      "Avoid prolonged high-dose steroid courses beyond the initial treatment period"),
 ])
 def test_seed_trace_at_order_time(client, row, hook, record, drafts, topic, says):
@@ -316,13 +316,12 @@ def test_seed_trace_at_order_time(client, row, hook, record, drafts, topic, says
 
 def test_course_days_already_taken_count_at_order_time(client):
     """10 days of dexamethasone taken in the episode + 7 more drafted: over the 13-day course."""
-    from tests.fhir_builders import day as days_ago
-    taken = dexamethasone("dex-on-record", "p7", status="active", authoredOn=days_ago(-10))
-    cards = post(client, hook_request("order-sign", "p7", avh_patient("p7") + [taken], [dex_days("p7", 7)]))
+    taken = draft_dexamethasone(patient_id="p7", id="dex-on-record", status="active", authoredOn=day(10, since=today()))
+    cards = post(client, hook_request("order-sign", "p7", in_pathway_chart("p7") + [taken], [dex_days("p7", 7)]))
     assert topics(cards) == ["steroid-duration"] and "17 days" in cards[0]["summary"]
     (action,) = cards[0]["suggestions"][0]["actions"]
     assert course_days_of(action["resource"]) == 3            # shortened to what is left of the 13 days
-    assert post(client, hook_request("order-sign", "p7", avh_patient("p7"), [dex_days("p7", 7)])) == []
+    assert post(client, hook_request("order-sign", "p7", in_pathway_chart("p7"), [dex_days("p7", 7)])) == []
 
 
 def course_days_of(resource):
@@ -332,52 +331,49 @@ def course_days_of(resource):
 
 def test_a_moderate_draft_dose_on_a_moderate_course_draws_no_warning(client):
     dose = {"doseAndRate": [{"doseQuantity": {"value": 16, "unit": "mg", "system": UCUM, "code": "mg"}}]}
-    draft = dexamethasone("dex-1", "p8", dosage=[{**bounds_duration(20), **dose}])
-    assert post(client, hook_request("order-sign", "p8", avh_patient("p8"), [draft])) == []
-    high = dexamethasone("dex-1", "p8", dosage=[{**bounds_duration(20), "doseAndRate": [
+    draft = draft_dexamethasone(patient_id="p8", id="dex-1", dosage=[{**bounds_duration(20), **dose}])
+    assert post(client, hook_request("order-sign", "p8", in_pathway_chart("p8"), [draft])) == []
+    high = draft_dexamethasone(patient_id="p8", id="dex-1", dosage=[{**bounds_duration(20), "doseAndRate": [
         {"doseQuantity": {"value": 96, "unit": "mg", "system": UCUM, "code": "mg"}}]}])
-    assert topics(post(client, hook_request("order-sign", "p8", avh_patient("p8"), [high]))) == ["steroid-duration"]
+    assert topics(post(client, hook_request("order-sign", "p8", in_pathway_chart("p8"), [high]))) == ["steroid-duration"]
 
 
 @pytest.mark.parametrize("end", ["9999-12-31", "9999-12-31T23:59:59-14:00", "0001-01-01"])
 def test_dates_at_the_ends_of_the_calendar_are_read_without_overflow(client, end):
     """Hardening: boundsPeriod.end 9999-12-31 once overflowed to a 500."""
-    draft = dexamethasone("dex-1", "p9", dosage=[{"timing": {"repeat": {"boundsPeriod": {"start": "0001-01-01",
+    draft = draft_dexamethasone(patient_id="p9", id="dex-1", dosage=[{"timing": {"repeat": {"boundsPeriod": {"start": "0001-01-01",
                                                                                           "end": end}}}}])
     response = client.post("/cds-services/avh-order-sign",
-                           json=hook_request("order-sign", "p9", avh_patient("p9"), [draft]))
+                           json=hook_request("order-sign", "p9", in_pathway_chart("p9"), [draft]))
     assert response.status_code == 200
     expected = [] if end == "0001-01-01" else ["steroid-duration"]
     assert topics(response.json["cards"]) == expected
 
 
 def test_a_text_only_dexamethasone_draft_is_checked_and_a_topical_one_is_not(client):
-    text_only = dexamethasone("dex-1", "p10", dosage=[bounds_duration(20)],
-                              medicationCodeableConcept={"text": "Dexamethasone 4 mg tablets"})
-    topical = dexamethasone("dex-2", "p10", dosage=[bounds_duration(20)],
-                            medicationCodeableConcept={"text": "Dexamethasone 0.1% eye drops"})
-    assert topics(post(client, hook_request("order-sign", "p10", avh_patient("p10"), [text_only]))) == ["steroid-duration"]
-    assert post(client, hook_request("order-sign", "p10", avh_patient("p10"), [topical])) == []
+    text_only = draft_dexamethasone(patient_id="p10", id="dex-1", dosage=[bounds_duration(20)], medicationCodeableConcept={"text": "Dexamethasone 4 mg tablets"})
+    topical = draft_dexamethasone(patient_id="p10", id="dex-2", dosage=[bounds_duration(20)], medicationCodeableConcept={"text": "Dexamethasone 0.1% eye drops"})
+    assert topics(post(client, hook_request("order-sign", "p10", in_pathway_chart("p10"), [text_only]))) == ["steroid-duration"]
+    assert post(client, hook_request("order-sign", "p10", in_pathway_chart("p10"), [topical])) == []
 
 
 def test_discharge_after_surgery_with_resolved_compression_still_needs_radiotherapy(client):
     record = [{**r, "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
                                                    "code": "resolved"}]}} if r["resourceType"] == "Condition" else r
-              for r in avh_patient("p11")] + [procedure("lam", "p11", CPT, "63003", "Laminectomy", -3),
-                                             procedure("fx", "p11", CPT, "22842", "Instrumentation", -3)]
+              for r in in_pathway_chart("p11")] + [procedure(CPT, "63003", day(3, since=today()), display="Laminectomy", patient_id="p11", id="lam"),
+                                             procedure(CPT, "22842", day(3, since=today()), display="Instrumentation", patient_id="p11", id="fx")]
     cards = post(client, hook_request("encounter-discharge", "p11", record))
     assert topics(cards) == ["adjuvant-radiotherapy"]
 
 
 @pytest.mark.parametrize("hook", ["order-sign", "encounter-discharge"])
 def test_an_unreadable_compression_is_named_at_order_time_too(client, hook):
-    record = [{**r, "severityLevel": "x"} if r["id"].endswith("-scc") else r for r in avh_patient("p12")]
+    record = [{**r, "severityLevel": "x"} if r["id"].endswith("-scc") else r for r in in_pathway_chart("p12")]
     cards = post(client, hook_request(hook, "p12", record, [surgery("p12")] if hook == "order-sign" else None))
     assert topics(cards) == ["data-unavailable"] and "Condition/p12-scc" in cards[0]["summary"]
 
 
 def test_no_shortening_is_offered_when_the_course_is_already_used_up(client):
-    from tests.fhir_builders import day as days_ago
-    taken = dexamethasone("dex-on-record", "p13", status="active", authoredOn=days_ago(-15))
-    [card] = post(client, hook_request("order-sign", "p13", avh_patient("p13") + [taken], [dex_days("p13", 3)]))
+    taken = draft_dexamethasone(patient_id="p13", id="dex-on-record", status="active", authoredOn=day(15, since=today()))
+    [card] = post(client, hook_request("order-sign", "p13", in_pathway_chart("p13") + [taken], [dex_days("p13", 3)]))
     assert card["source"]["topic"]["code"] == "steroid-duration" and "suggestions" not in card

@@ -6,7 +6,7 @@ import pytest
 
 from service.config import PROJECT_ROOT
 from service.fhir.fixtures import load_fixtures
-from tests.fhir_builders import hook_request
+from tests.fhir_records import hook_request
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 FIXTURES = {f.name[:2]: f for f in load_fixtures(PROJECT_ROOT / "fhir_fixtures", TODAY)}

@@ -6,7 +6,7 @@ import pytest
 from service.clinical.cards import template_variables
 from service.clinical.pathway import decide_chart
 from service.fhir.prefetch import Prefetched
-from tests.pathway_builders import (CPT, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day, decompression,
+from tests.fhir_records import (CPT, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day, decompression,
                                  dexamethasone, facts_of, hemangioma, in_pathway, procedure, report,
                                  service_request, walking)
 from tests.fixture_cards import ENGINE, all_fixtures, chart_cards
