@@ -187,6 +187,9 @@ class CardLibrary:
             for topic, d in definitions.items()}
         self._resources = {(topic, s["id"]): Template.compile(s["resource"])
                            for topic, d in definitions.items() for s in d.data.get("suggestions", []) if "resource" in s}
+        # (topic, label) -> the suggestion's id in its card file: what the record of issued suggestions keeps.
+        self.suggestion_ids = {(topic, s["label"]): s["id"]
+                               for topic, d in definitions.items() for s in d.data.get("suggestions", [])}
 
     @classmethod
     def load(cls, directory: Path) -> "CardLibrary":

@@ -68,6 +68,22 @@ feedback = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Index("ix_avh_feedback_card", "card_uuid"),
 )
+# Which suggestion each suggestion uuid of an issued card stood for (the card file's suggestion id): feedback
+# names an accepted suggestion by its uuid only. Written with the issued cards, in the same batch.
+issued_suggestions = Table(
+    "avh_issued_suggestion", metadata,
+    Column("suggestion_uuid", String(64), primary_key=True),
+    Column("card_uuid", String(64), nullable=False),
+    Column("suggestion", String(100), nullable=False),
+    Index("ix_avh_issued_suggestion_card", "card_uuid"),
+)
+# What the governance report reads by (service/feedback/aggregates.py): cards by issue time, and feedback by
+# outcome (override reasons, accepted suggestions, comments) and by the time it was given (unknown cards).
+REPORT_INDEXES = (
+    Index("ix_avh_issued_card_report", issued_cards.c.issued_at, issued_cards.c.service_id, issued_cards.c.topic),
+    Index("ix_avh_feedback_outcome", feedback.c.outcome, feedback.c.service_id),
+    Index("ix_avh_feedback_outcome_at", feedback.c.outcome_at),
+)
 BAD_URL = ("AVH_CDS_DATABASE_URL is not a usable database URL: expected postgresql://user@host:port/db, "
            "or unset for the SQLite file")
 MIGRATION_LOCK = 0x61766863   # pg_advisory_xact_lock key ("avhc")
@@ -77,8 +93,16 @@ def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[issued_cards, feedback])
 
 
+def _v2_suggestions_and_report_indexes(conn: Connection) -> None:
+    """Governance report: the issued suggestions table and the indexes the report reads by. Cards issued before
+    this version have no suggestion rows; accepted feedback on them is reported as "suggestion not recorded"."""
+    metadata.create_all(conn, tables=[issued_suggestions])
+    for index in REPORT_INDEXES:
+        index.create(conn, checkfirst=True)
+
+
 # Schema versions in order; the database records the last one applied.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2_suggestions_and_report_indexes)
 
 
 class StorageUnavailable(ApiError):
@@ -110,6 +134,7 @@ class StoredFeedback:
     received: int
     stored: int
     unknown_cards: tuple[str, ...]
+    outcomes: tuple[tuple[str | None, str], ...] = ()    # (topic, None when unknown; outcome) of each entry stored
 
     def as_json(self) -> dict:
         return {"received": self.received, "stored": self.stored, "duplicates": self.received - self.stored,
@@ -169,15 +194,25 @@ def _insert_issued(conn: Connection, rows: list[tuple]) -> None:
     request thread was held up (a blocking call made a forced switch, ~20 µs at each). One statement per 199
     rows lets go of it a few times a batch; PostgreSQL gets one round trip instead of one a row. Nor
     SQLAlchemy's insert(): its per-row parameter processing cost more than the insert itself."""
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     to_db = issued_cards.c.issued_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) or (lambda v: v)
     stamps = {row[-1]: to_db(row[-1]) for row in rows}      # the rows of a call share one
-    one_row = f"({', '.join([marker] * len(ISSUED_COLUMNS))})"
-    for start in range(0, len(rows), ISSUED_ROWS_PER_STATEMENT):
-        chunk = rows[start:start + ISSUED_ROWS_PER_STATEMENT]
-        sql = (f"INSERT INTO {issued_cards.name} ({', '.join(ISSUED_COLUMNS)}) "
+    _insert_rows(conn, issued_cards.name, ISSUED_COLUMNS, [row[:-1] + (stamps[row[-1]],) for row in rows])
+
+
+SUGGESTION_COLUMNS = ("suggestion_uuid", "card_uuid", "suggestion")
+SUGGESTIONS_PER_CARD = 4     # suggestion rows kept waiting per issued-card row kept (max_pending), at most
+
+
+def _insert_rows(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Rows already in the database's form, as multi-row INSERTs (under 1,000 parameters each), duplicates ignored."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    one_row = f"({', '.join([marker] * len(columns))})"
+    per_statement = 999 // len(columns)
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start:start + per_statement]
+        sql = (f"INSERT INTO {table} ({', '.join(columns)}) "
                f"VALUES {', '.join([one_row] * len(chunk))} ON CONFLICT DO NOTHING")
-        conn.exec_driver_sql(sql, tuple(chain.from_iterable(row[:-1] + (stamps[row[-1]],) for row in chunk)))
+        conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
 
 
 def _write_periodically(store: Callable[[], "FeedbackStore | None"], stop: threading.Event) -> None:
@@ -214,6 +249,7 @@ class FeedbackStore:
 
     def _reset_writer(self) -> None:
         self._pending: list[tuple] = []         # issued-card rows (ISSUED_COLUMNS) not written yet, oldest first
+        self._pending_suggestions: list[tuple] = []     # their suggestions' rows (SUGGESTION_COLUMNS)
         self._lock = threading.Lock()            # guards _pending and _writer
         self._flushing = threading.Lock()        # one batch at a time, so a failed one goes back first
         self._stop = threading.Event()
@@ -274,18 +310,19 @@ class FeedbackStore:
             raise StorageUnavailable(self.retry_after) from exc
 
     def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[tuple[str, str]],
-                      when: dt.datetime) -> None:
-        """Remember each card shown, by its (uuid, topic), to join feedback with it: queued, and written by
-        flush_if_due once the call has answered (at once when flush_seconds is 0). A failure costs the join,
-        never the cards."""
+                      when: dt.datetime, suggestions: Iterable[tuple[str, str, str]] = ()) -> None:
+        """Remember each card shown, by its (uuid, topic), to join feedback with it, and each of its suggestions
+        by (suggestion uuid, card uuid, suggestion id): queued, and written by flush_if_due once the call has
+        answered (at once when flush_seconds is 0). A failure costs the join, never the cards."""
         rows = [(card_uuid, service_id, topic, hook_instance, when) for card_uuid, topic in cards]   # ISSUED_COLUMNS
         if not rows:
             return
         if self.flush_seconds <= 0:
-            self._write_issued(rows)
+            self._write_issued(rows, list(suggestions))
             return
         with self._lock:
             self._pending.extend(rows)
+            self._pending_suggestions.extend(suggestions)
             dropped = self._trim()
             if self._writer is None:
                 self._writer = threading.Thread(target=_write_periodically, name="avh-issued-cards", daemon=True,
@@ -300,11 +337,16 @@ class FeedbackStore:
         over = len(self._pending) - self.max_pending
         if over > 0:
             del self._pending[:over]
+        del self._pending_suggestions[:max(len(self._pending_suggestions) - SUGGESTIONS_PER_CARD * self.max_pending, 0)]
         return max(over, 0)
 
-    def _write_issued(self, rows: list[tuple]) -> bool:
+    def _write_issued(self, rows: list[tuple], suggestions: list[tuple] = ()) -> bool:
+        def work(conn: Connection) -> None:
+            _insert_issued(conn, rows)
+            if suggestions:
+                _insert_rows(conn, issued_suggestions.name, SUGGESTION_COLUMNS, suggestions)
         try:
-            self._write(lambda conn: _insert_issued(conn, rows), durable=False)
+            self._write(work, durable=False)
             return True
         except StorageUnavailable:
             log.warning("%d issued cards not recorded yet: the feedback store is unavailable", len(rows))
@@ -332,11 +374,13 @@ class FeedbackStore:
         with self._flushing:
             with self._lock:
                 rows, self._pending = self._pending, []
+                suggestions, self._pending_suggestions = self._pending_suggestions, []
                 self._written_at = time.monotonic()
-            if not rows or self._write_issued(rows):
+            if not rows or self._write_issued(rows, suggestions):
                 return True
             with self._lock:
                 self._pending[:0] = rows
+                self._pending_suggestions[:0] = suggestions
                 self._trim()
             return False
 
@@ -350,8 +394,13 @@ class FeedbackStore:
         self._stop = threading.Event()      # a later record_issued starts a new writer
 
     def _known_cards(self, conn: Connection, service_id: str, uuids: list[str]) -> set[str]:
-        return set(conn.execute(select(issued_cards.c.card_uuid).where(
-            issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)).scalars())
+        return set(self._topics_of(conn, service_id, uuids))
+
+    @staticmethod
+    def _topics_of(conn: Connection, service_id: str, uuids: list[str]) -> dict[str, str]:
+        """card uuid -> topic, of the cards among `uuids` this service issued."""
+        return dict(conn.execute(select(issued_cards.c.card_uuid, issued_cards.c.topic).where(
+            issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)).all())
 
     def _await_other_writers(self, service_id: str, uuids: list[str]) -> None:
         """Feedback about a card not found may have reached this worker before the worker that issued the card
@@ -375,10 +424,10 @@ class FeedbackStore:
             self._await_other_writers(service_id, uuids)
 
         def work(conn: Connection) -> StoredFeedback:
-            known = self._known_cards(conn, service_id, uuids)
+            known = self._topics_of(conn, service_id, uuids)
             # RETURNING names the rows actually inserted (rowcount is not reliable across drivers).
             statement = self._insert_ignoring_duplicates(feedback).returning(feedback.c.id)
-            stored = 0
+            stored, outcomes = 0, []
             for e in entries:
                 result = conn.execute(statement, {
                     "idempotency_key": e.idempotency_key, "service_id": service_id, "card_uuid": e.card_uuid,
@@ -386,8 +435,10 @@ class FeedbackStore:
                     "accepted_suggestions": list(e.accepted_suggestions), "override_system": e.override_system,
                     "override_code": e.override_code, "override_display": e.override_display,
                     "user_comment": e.user_comment, "received_at": when})
-                stored += result.first() is not None
-            return StoredFeedback(len(entries), stored, tuple(u for u in uuids if u not in known))
+                if result.first() is not None:
+                    stored += 1
+                    outcomes.append((known.get(e.card_uuid), e.outcome))
+            return StoredFeedback(len(entries), stored, tuple(u for u in uuids if u not in known), tuple(outcomes))
         result = self._write(work)
         log.info("service=%s feedback received=%d stored=%d unknown_cards=%d", service_id, result.received,
                  result.stored, len(result.unknown_cards))
