@@ -170,7 +170,8 @@ def _engine(url: str, timeout: float) -> Engine:
         @event.listens_for(engine, "begin")
         def _begin(conn):
             # Take the write lock up front: a deferred read-then-write transaction could not wait for it.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A report (read_only) takes none: in WAL mode its deferred transaction reads one snapshot.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
         return engine
     # A lock or a stuck statement becomes an error after the timeout (then 503), never a hung request.
     ms = int(timeout * 1000)
@@ -457,6 +458,22 @@ class FeedbackStore:
                                     .select_from(joined).group_by(*group)).all()
             return [tuple(r) for r in shown], [tuple(r) for r in outcomes]
         return self._write(work)
+
+    def read(self, work: Callable[[Connection], object]):
+        """Run `work` (reads only) in one transaction that sees one snapshot, after this worker's pending cards are
+        written, without holding SQLite's write lock. StorageUnavailable when the database cannot be read."""
+        self.flush_issued()
+        try:
+            if not self._ready:
+                self._migrate()
+            options = {"read_only": True}
+            if self.backend == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
+            with self.engine.connect().execution_options(**options) as conn, conn.begin():
+                return work(conn)
+        except SQLAlchemyError as exc:
+            log.warning("feedback store (%s) read failed: %s", self.backend, type(exc).__name__)
+            raise StorageUnavailable(self.retry_after) from exc
 
     def dispose(self) -> None:
         self.close()
