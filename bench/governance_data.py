@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from service.feedback.store import FeedbackStore, _insert_rows
 
@@ -41,7 +41,8 @@ COMMENTS = ("Discussed at the spine board; plan unchanged.", "Already arranged b
 ISSUED = ("card_uuid", "service_id", "topic", "hook_instance", "issued_at")
 SUGGESTED = ("suggestion_uuid", "card_uuid", "suggestion")
 FEEDBACK = ("idempotency_key", "service_id", "card_uuid", "card_known", "outcome", "outcome_at", "accepted_suggestions",
-            "override_system", "override_code", "override_display", "user_comment", "received_at")
+            "override_system", "override_code", "override_display", "user_comment", "received_at", "card_topic",
+            "card_issued_at", "accepted_suggestion")
 
 
 @dataclass
@@ -89,8 +90,8 @@ def generate(cards: int, entries: int, today: dt.date, days: int = 365, seed: in
     feedback = []
     for n, index in enumerate(chain(targets, [None] * unknown)):
         if index is None:
-            card, service, topic, when, options = new_uuid(), "avh-patient-view", None, first, []
-            when += dt.timedelta(seconds=rng.randrange(span))
+            card, service, topic, issued_at, options = new_uuid(), "avh-patient-view", None, None, []
+            when = first + dt.timedelta(seconds=rng.randrange(span))
         else:
             card, service, topic, _, issued_at = issued[index]
             options = offered[index]
@@ -101,11 +102,12 @@ def generate(cards: int, entries: int, today: dt.date, days: int = 365, seed: in
         if override:
             reason = rng.choice(reasons + [{}])            # now and then no reason given
             feedback.append((key, service, card, topic is not None, "overridden", when, "[]", reason.get("system"),
-                             reason.get("code"), reason.get("display"), rng.choice(COMMENTS) or None, when))
+                             reason.get("code"), reason.get("display"), rng.choice(COMMENTS) or None, when,
+                             topic, issued_at, None))
         else:
-            taken = [rng.choice(options)[0]] if options else [new_uuid()]
-            feedback.append((key, service, card, topic is not None, "accepted", when, json.dumps(taken),
-                             None, None, None, None, when))
+            taken = rng.choice(options) if options else (new_uuid(), None)
+            feedback.append((key, service, card, topic is not None, "accepted", when, json.dumps([taken[0]]),
+                             None, None, None, None, when, topic, issued_at, taken[1]))
     return Seed(issued, suggested, feedback)
 
 
@@ -113,7 +115,8 @@ def load(store: FeedbackStore, seed: Seed) -> None:
     """Write the rows into the store's (migrated) tables."""
     store.start()
     if store.backend == "postgresql":
-        raw = store.engine.raw_connection()
+        engine = create_engine(store.engine.url)       # without the store's statement timeout: COPY takes a while
+        raw = engine.raw_connection()
         try:
             with raw.cursor() as cursor:
                 for table, columns, rows in (("avh_issued_card", ISSUED, seed.issued),
@@ -125,14 +128,15 @@ def load(store: FeedbackStore, seed: Seed) -> None:
             raw.commit()
         finally:
             raw.close()
-        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE avh_issued_card"))
-            conn.execute(text("VACUUM ANALYZE avh_issued_suggestion"))
-            conn.execute(text("VACUUM ANALYZE avh_feedback"))
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in ("avh_issued_card", "avh_issued_suggestion", "avh_feedback"):
+                conn.execute(text(f"VACUUM ANALYZE {table}"))       # as autovacuum would have, over a year
+        engine.dispose()
         return
     with store.engine.begin() as conn:
         stamp = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S.%f")     # noqa: E731  (as SQLAlchemy writes it)
         _insert_rows(conn, "avh_issued_card", ISSUED, [row[:-1] + (stamp(row[-1]),) for row in seed.issued])
         _insert_rows(conn, "avh_issued_suggestion", SUGGESTED, seed.suggested)
         _insert_rows(conn, "avh_feedback", FEEDBACK, [
-            row[:5] + (stamp(row[5]),) + row[6:11] + (stamp(row[11]),) for row in seed.feedback])
+            row[:5] + (stamp(row[5]),) + row[6:11] + (stamp(row[11]), row[12], row[13] and stamp(row[13]), row[14])
+            for row in seed.feedback])

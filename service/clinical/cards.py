@@ -19,6 +19,7 @@ from service.clinical.valuesets import TOPIC_SYSTEM
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 SOURCE_LABEL = "avh-cds: aggressive vertebral hemangioma pathway"
 UNCHECKED_TOPIC = "data-unavailable"
+UNCHECKED_TITLE = "Record partly unavailable"
 MAX_LEVEL_GROUPS = 3   # beyond this a summary names the count and the extent of the levels, not each one
 
 # Flags a card file may test, and the template variables it may use; anything else is a typo.
@@ -294,7 +295,7 @@ class CardLibrary:
                        f"decide on: {topics}. These checks rely on what is *absent* from the record, and a failed "
                        "query is not an absence. Review them by hand, or reopen the chart to retry."),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{UNCHECKED_TOPIC}",
-                       "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": "Record partly unavailable"}},
+                       "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": UNCHECKED_TITLE}},
             "overrideReasons": self._override_reasons.fill({}),
         }
 

@@ -7,9 +7,11 @@ entries: a card can get more than one (CDS Hooks allows it), so accepted + overr
 cards with feedback + cards with no feedback = cards issued. Feedback about cards this service never issued has
 no topic and no issue time: it is counted apart, by the time it was given.
 
-Each query returns at most one row per (topic, service, day) or per (topic, reason): the rows the database
-sends back stay few whatever the volume, and the weekly series, the per-topic and per-service totals and the
-alert-fatigue window are summed from them here.
+Each feedback row carries its card's topic and issue time (copied when it was stored), so no query joins a
+year of issued cards with the feedback: the cards are counted from their (covering) index, the feedback from
+its own rows. Each query returns at most one row per (topic, service, day) or per (topic, reason): the rows the
+database sends back stay few whatever the volume, and the weekly series, the per-topic and per-service totals
+and the alert-fatigue window are summed from them here.
 """
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import Date, Text, and_, case, cast, func, or_, select
+from sqlalchemy import Date, and_, case, func, select, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import GenericFunction
 
-from service.feedback.store import FeedbackStore, feedback, issued_cards, issued_suggestions
+from service.feedback.store import FeedbackStore, feedback, issued_cards
 
 COMMENT_CHARS = 200          # a comment is shown cut to this many characters
 COMMENTS_PER_TOPIC = 10      # the latest comments shown per topic
@@ -165,61 +167,62 @@ def monday(day: dt.date) -> dt.date:
     return day - dt.timedelta(days=day.weekday())
 
 
-def _joined_to_card():
-    return feedback.join(issued_cards, and_(feedback.c.card_uuid == issued_cards.c.card_uuid,
-                                            feedback.c.service_id == issued_cards.c.service_id))
+def _spans(*spans: tuple[dt.date, dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """The days of the given spans as few disjoint spans (the period and the fatigue window mostly overlap)."""
+    merged: list[list[dt.date]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1] + dt.timedelta(days=1):
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(start, end) for start, end in merged]
 
 
 def _service(column, filters: Filters):
-    return column == filters.service if filters.service else True
+    return column == filters.service if filters.service else true()
 
 
-def _daily_counts(conn, filters: Filters, fatigue_start: dt.date, today: dt.date):
-    """(topic, service, day, issued, cards with feedback, accepted, overridden) over the period and the fatigue
-    window: one pass over the issued cards, outer-joined with the feedback summed per card."""
-    per_card = (select(feedback.c.card_uuid, feedback.c.service_id,
-                       func.sum(case((feedback.c.outcome == "accepted", 1), else_=0)).label("accepted"),
-                       func.sum(case((feedback.c.outcome == "overridden", 1), else_=0)).label("overridden"))
-                .group_by(feedback.c.card_uuid, feedback.c.service_id).subquery())
+def _on_known_cards(filters: Filters, start: dt.date | None = None, end: dt.date | None = None):
+    """Feedback on cards this service issued between start and end (default: the period's)."""
+    return and_(feedback.c.card_known.is_(True), _service(feedback.c.service_id, filters),
+                _between(feedback.c.card_issued_at, start or filters.start, end or filters.end))
+
+
+def _daily_counts(conn, filters: Filters, start: dt.date, end: dt.date):
+    """(topic, service, day, Counts) of the cards issued from start to end: the cards counted from the issued-card
+    index alone, the feedback from the feedback rows alone (each carries its card's topic and issue time)."""
     day = utc_day(issued_cards.c.issued_at)
-    query = (select(issued_cards.c.topic, issued_cards.c.service_id, day, func.count(), func.count(per_card.c.card_uuid),
-                    func.coalesce(func.sum(per_card.c.accepted), 0), func.coalesce(func.sum(per_card.c.overridden), 0))
-             .select_from(issued_cards.outerjoin(per_card, and_(per_card.c.card_uuid == issued_cards.c.card_uuid,
-                                                                per_card.c.service_id == issued_cards.c.service_id)))
-             .where(or_(_between(issued_cards.c.issued_at, filters.start, filters.end),
-                        _between(issued_cards.c.issued_at, fatigue_start, today)),
-                    _service(issued_cards.c.service_id, filters))
-             .group_by(issued_cards.c.topic, issued_cards.c.service_id, day))
-    return [(topic, service, _as_date(d), Counts(*map(int, numbers))) for topic, service, d, *numbers in conn.execute(query)]
-
-
-def _in_period(filters: Filters):
-    return and_(_between(issued_cards.c.issued_at, filters.start, filters.end), _service(issued_cards.c.service_id, filters))
+    cards = conn.execute(select(issued_cards.c.topic, issued_cards.c.service_id, day, func.count())
+                         .where(_between(issued_cards.c.issued_at, start, end), _service(issued_cards.c.service_id, filters))
+                         .group_by(issued_cards.c.topic, issued_cards.c.service_id, day))
+    counts = {(topic, service, _as_date(d)): Counts(issued=n) for topic, service, d, n in cards}
+    day = utc_day(feedback.c.card_issued_at)
+    answered = conn.execute(
+        select(feedback.c.card_topic, feedback.c.service_id, day, func.count(feedback.c.card_uuid.distinct()),
+               func.sum(case((feedback.c.outcome == "accepted", 1), else_=0)),
+               func.sum(case((feedback.c.outcome == "overridden", 1), else_=0)))
+        .where(_on_known_cards(filters, start, end)).group_by(feedback.c.card_topic, feedback.c.service_id, day))
+    for topic, service, d, with_feedback, accepted, overridden in answered:
+        slot = counts.setdefault((topic, service, _as_date(d)), Counts())
+        slot.with_feedback, slot.accepted, slot.overridden = int(with_feedback), int(accepted), int(overridden)
+    return [(topic, service, d, c) for (topic, service, d), c in counts.items()]
 
 
 def _override_reasons(conn, filters: Filters) -> list[dict]:
-    group = (issued_cards.c.topic, feedback.c.override_system, feedback.c.override_code)
-    query = (select(*group, func.max(feedback.c.override_display), func.count()).select_from(_joined_to_card())
-             .where(feedback.c.outcome == "overridden", _in_period(filters)).group_by(*group))
+    group = (feedback.c.card_topic, feedback.c.override_system, feedback.c.override_code)
+    query = (select(*group, func.max(feedback.c.override_display), func.count())
+             .where(feedback.c.outcome == "overridden", _on_known_cards(filters)).group_by(*group))
     rows = [{"topic": t, "system": s, "code": c, "display": d, "count": n} for t, s, c, d, n in conn.execute(query)]
     return sorted(rows, key=lambda r: (r["topic"], -r["count"], str(r["code"])))
 
 
 def _accepted_suggestions(conn, filters: Filters) -> list[dict]:
-    """Which suggestion each accepted entry took. Feedback names it by uuid (the JSON list of accepted uuids);
-    the issued suggestion whose uuid the list holds names it by id. Entries matching none (cards issued before
-    suggestions were recorded) are counted as suggestion None."""
-    taken = and_(issued_suggestions.c.card_uuid == feedback.c.card_uuid,
-                 cast(feedback.c.accepted_suggestions, Text).contains(issued_suggestions.c.suggestion_uuid))
-    accepted = and_(feedback.c.outcome == "accepted", _in_period(filters))
-    per_suggestion = (select(issued_cards.c.topic, issued_suggestions.c.suggestion, func.count())
-                      .select_from(_joined_to_card().join(issued_suggestions, taken)).where(accepted)
-                      .group_by(issued_cards.c.topic, issued_suggestions.c.suggestion))
-    matched = select(issued_suggestions.c.suggestion_uuid).where(taken).exists()
-    unmatched = (select(issued_cards.c.topic, func.count()).select_from(_joined_to_card())
-                 .where(accepted, ~matched).group_by(issued_cards.c.topic))
-    rows = [{"topic": t, "suggestion": s, "count": n} for t, s, n in conn.execute(per_suggestion)]
-    rows += [{"topic": t, "suggestion": None, "count": n} for t, n in conn.execute(unmatched)]
+    """Which suggestion each accepted entry took (its id; several joined by " + "; None: cards issued before
+    suggestions were recorded)."""
+    group = (feedback.c.card_topic, feedback.c.accepted_suggestion)
+    query = (select(*group, func.count()).where(feedback.c.outcome == "accepted", _on_known_cards(filters))
+             .group_by(*group))
+    rows = [{"topic": t, "suggestion": s, "count": n} for t, s, n in conn.execute(query)]
     return sorted(rows, key=lambda r: (r["topic"], -r["count"], str(r["suggestion"])))
 
 
@@ -234,15 +237,14 @@ def _unknown_cards(conn, filters: Filters) -> Counts:
 
 def _comments(conn, filters: Filters) -> list[dict]:
     """The latest override comments per topic, cut to COMMENT_CHARS (a character more is read, to know)."""
-    latest = func.row_number().over(partition_by=issued_cards.c.topic,
+    latest = func.row_number().over(partition_by=feedback.c.card_topic,
                                     order_by=(feedback.c.outcome_at.desc(), feedback.c.id.desc()))
-    ranked = (select(issued_cards.c.topic, feedback.c.override_code, feedback.c.outcome_at,
+    ranked = (select(feedback.c.card_topic, feedback.c.override_code, feedback.c.outcome_at,
                      func.substr(feedback.c.user_comment, 1, COMMENT_CHARS + 1).label("comment"), latest.label("n"))
-              .select_from(_joined_to_card())
               .where(feedback.c.outcome == "overridden", feedback.c.user_comment.is_not(None),
-                     feedback.c.user_comment != "", _in_period(filters)).subquery())
-    query = select(ranked.c.topic, ranked.c.override_code, ranked.c.outcome_at, ranked.c.comment).where(
-        ranked.c.n <= COMMENTS_PER_TOPIC).order_by(ranked.c.topic, ranked.c.n)
+                     feedback.c.user_comment != "", _on_known_cards(filters)).subquery())
+    query = select(ranked.c.card_topic, ranked.c.override_code, ranked.c.outcome_at, ranked.c.comment).where(
+        ranked.c.n <= COMMENTS_PER_TOPIC).order_by(ranked.c.card_topic, ranked.c.n)
     return [{"topic": t, "code": code, "at": at.replace(tzinfo=at.tzinfo or dt.timezone.utc).isoformat(),
              "comment": text[:COMMENT_CHARS] + ("…" if len(text) > COMMENT_CHARS else ""),
              "truncated": len(text) > COMMENT_CHARS}
@@ -255,7 +257,9 @@ def governance_report(store: FeedbackStore, filters: Filters, today: dt.date, th
     fatigue_start = today - dt.timedelta(days=FATIGUE_DAYS - 1)
 
     def read(conn):
-        return (_daily_counts(conn, filters, fatigue_start, today), _override_reasons(conn, filters),
+        daily = [row for start, end in _spans((filters.start, filters.end), (fatigue_start, today))
+                 for row in _daily_counts(conn, filters, start, end)]
+        return (daily, _override_reasons(conn, filters),
                 _accepted_suggestions(conn, filters), _unknown_cards(conn, filters),
                 _comments(conn, filters) if with_comments else None)
     daily, reasons, suggestions, unknown, comments = store.read(read)

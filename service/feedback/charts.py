@@ -7,10 +7,11 @@ browser's own sans-serif font, so the figures are small and sharp and their numb
 from __future__ import annotations
 
 import io
-import math
+import textwrap
 import threading
 
 import matplotlib
+import numpy
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
@@ -21,8 +22,13 @@ FLAGGED, NOT_FLAGGED, THRESHOLD = "#c0392b", "#7f8c9a", "#2d3e50"
 STYLE = {"svg.fonttype": "none", "svg.hashsalt": "avh-cds", "font.family": "sans-serif", "font.size": 9,
          "axes.spines.top": False, "axes.spines.right": False, "axes.edgecolor": "#8a96a3",
          "axes.titlesize": 10, "axes.titleweight": "bold", "axes.titlelocation": "left"}
+ANNOTATED_WEEKS = 16        # up to this many weeks, each cell of the weekly heat maps shows its number
 # rcParams are global: one figure is drawn at a time (a page draws three, in milliseconds).
 _drawing = threading.Lock()
+
+
+def _wrap(label: str) -> str:
+    return textwrap.fill(label, 28)
 
 
 def _svg(figure: Figure) -> str:
@@ -53,13 +59,13 @@ def outcomes_chart(report: GovernanceReport, titles: dict[str, str]) -> str:
         _stacked(cards, rows, [c.with_feedback for c in counts], [c.no_feedback for c in counts],
                  WITH_FEEDBACK, NO_FEEDBACK, "with feedback", "no feedback")
         cards.set_title("Cards issued")
-        cards.set_yticks(list(rows), labels)
+        cards.set_yticks(list(rows), [_wrap(label) for label in labels])
         cards.invert_yaxis()
         _stacked(entries, rows, [c.accepted for c in counts], [c.overridden for c in counts],
                  ACCEPTED, OVERRIDDEN, "accepted", "overridden")
         entries.set_title("Feedback entries")
     height = 0.9 + 0.38 * max(len(topics), 1)
-    return _draw(paint, 10, height, {"left": 0.2, "right": 0.97, "wspace": 0.08, "top": 1 - 0.5 / height,
+    return _draw(paint, 10, height, {"left": 0.22, "right": 0.97, "wspace": 0.08, "top": 1 - 0.5 / height,
                                      "bottom": 0.3 / height})
 
 
@@ -77,35 +83,49 @@ def _stacked(axes, rows, first, second, first_colour, second_colour, first_label
 
 
 def weekly_chart(report: GovernanceReport, titles: dict[str, str]) -> str:
-    """Per week of the period: cards issued and the override rate, one line per topic."""
-    weeks = report.weeks
-    tab20 = matplotlib.colormaps["tab20"].colors
-    colours = tab20[::2] + tab20[1::2]          # the ten strong colours first, then their light pairs
+    """Per topic and week of the period, two heat maps: cards issued, and the override rate (blank: no feedback).
+    One row per topic reads at a glance where eleven overlapping lines would not; with few weeks each cell
+    carries its number."""
+    weeks, topics = report.weeks, list(report.by_topic)
+    cells = [[report.weekly.get((w, t), Counts()) for w in weeks] for t in topics]
+    issued = numpy.array([[c.issued for c in row] for row in cells], dtype=float).reshape(len(topics), len(weeks))
+    rates = numpy.ma.masked_invalid(numpy.array([[c.overridden / c.entries if c.entries else numpy.nan for c in row]
+                                                 for row in cells], dtype=float).reshape(len(topics), len(weeks)))
+    annotate = len(weeks) <= ANNOTATED_WEEKS
 
     def paint(figure: Figure) -> None:
-        issued, overridden = figure.subplots(2, 1, sharex=True, height_ratios=(1, 1))
-        for index, topic in enumerate(report.by_topic):
-            series = [report.weekly.get((w, topic), Counts()) for w in weeks]
-            colour = colours[index % len(colours)]
-            label = titles.get(topic, topic)
-            issued.plot(weeks, [c.issued for c in series], marker="o", markersize=3, linewidth=1.5,
-                        color=colour, label=label)
-            overridden.plot(weeks, [c.overridden / c.entries if c.entries else math.nan for c in series],
-                            marker="o", markersize=3, linewidth=1.5, color=colour, label=label)
-        issued.set_title("Cards issued per week")
-        issued.yaxis.set_major_locator(MaxNLocator(integer=True))
-        issued.set_ylim(bottom=0)
-        overridden.set_title("Override rate per week (of the feedback entries on that week's cards)")
-        overridden.yaxis.set_major_formatter(PercentFormatter(1.0))
-        overridden.set_ylim(-0.02, 1.02)
-        overridden.axhline(report.threshold, color=THRESHOLD, linestyle="--", linewidth=1)
-        for axes in (issued, overridden):
-            axes.grid(color="#e3e8ed")
-            axes.set_axisbelow(True)
-        if report.by_topic:
-            issued.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=8)
-        figure.autofmt_xdate(rotation=30, ha="right")
-    return _draw(paint, 10, 5.2, {"left": 0.06, "right": 0.75, "top": 0.94, "bottom": 0.12, "hspace": 0.25})
+        top, bottom = figure.subplots(2, 1, sharex=True)
+        panels = ((top, issued, matplotlib.colormaps["Blues"], dict(vmin=0, vmax=max(issued.max(initial=0), 1)),
+                   "Cards issued per week", lambda v: f"{v:,.0f}"),
+                  (bottom, rates, matplotlib.colormaps["RdYlGn_r"], dict(vmin=0, vmax=1),
+                   f"Override rate per week (blank: no feedback; threshold {report.threshold:.0%})", lambda v: f"{v:.0%}"))
+        for axes, values, colours, limits, title, text in panels:
+            colours = colours.with_extremes(bad="#f1f3f5")
+            mesh = axes.pcolormesh(values, cmap=colours, edgecolors="white", linewidth=0.6, **limits)
+            bar = figure.colorbar(mesh, ax=axes, fraction=0.03, pad=0.01)
+            bar.outline.set_visible(False)
+            if values is rates:
+                bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+                bar.ax.axhline(report.threshold, color=THRESHOLD, linewidth=1.5)
+            axes.set_title(title)
+            axes.set_yticks([i + 0.5 for i in range(len(topics))], [_wrap(titles.get(t, t)) for t in topics], fontsize=8)
+            axes.invert_yaxis()
+            axes.tick_params(length=0)
+            for spine in axes.spines.values():
+                spine.set_visible(False)
+            if annotate:
+                for (row, column), value in numpy.ndenumerate(values.filled(numpy.nan) if numpy.ma.isMA(values) else values):
+                    if not numpy.isnan(value):
+                        light = (value - limits["vmin"]) / (limits["vmax"] - limits["vmin"] or 1)
+                        axes.text(column + 0.5, row + 0.5, text(value), ha="center", va="center", fontsize=7,
+                                  color="white" if light > 0.6 or (values is rates and light < 0.15) else "#1f2d3a")
+        step = max(1, len(weeks) // 13)
+        bottom.set_xticks([i + 0.5 for i in range(0, len(weeks), step)],
+                          [weeks[i].strftime("%d %b") for i in range(0, len(weeks), step)], fontsize=8)
+        bottom.set_xlabel("Week starting (Monday, UTC)")
+    height = 1.6 + 2 * 0.3 * max(len(topics), 1)
+    return _draw(paint, 10, height, {"left": 0.22, "right": 0.99, "top": 1 - 0.35 / height, "bottom": 0.6 / height,
+                                     "hspace": 0.3 / (height / 5)})
 
 
 def fatigue_chart(report: GovernanceReport, titles: dict[str, str]) -> str:
@@ -121,7 +141,7 @@ def fatigue_chart(report: GovernanceReport, titles: dict[str, str]) -> str:
             axes.text(value, row, f" {f.counts.overridden:,} of {f.counts.entries:,}", va="center", fontsize=8)
         axes.axvline(report.threshold, color=THRESHOLD, linestyle="--", linewidth=1)
         axes.text(report.threshold, -0.8, f" threshold {report.threshold:.0%}", fontsize=8, color=THRESHOLD)
-        axes.set_yticks(list(positions), [titles.get(f.topic, f.topic) for f in rows])
+        axes.set_yticks(list(positions), [_wrap(titles.get(f.topic, f.topic)) for f in rows])
         axes.invert_yaxis()
         axes.set_xlim(0, 1.15)
         axes.xaxis.set_major_formatter(PercentFormatter(1.0))
@@ -129,4 +149,4 @@ def fatigue_chart(report: GovernanceReport, titles: dict[str, str]) -> str:
         axes.grid(axis="x", color="#e3e8ed")
         axes.set_axisbelow(True)
     height = 1.0 + 0.38 * max(len(rows), 1)
-    return _draw(paint, 10, height, {"left": 0.2, "right": 0.97, "top": 1 - 0.55 / height, "bottom": 0.3 / height})
+    return _draw(paint, 10, height, {"left": 0.22, "right": 0.97, "top": 1 - 0.55 / height, "bottom": 0.3 / height})

@@ -10,8 +10,10 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from service.clinical.cards import UNCHECKED_TITLE, UNCHECKED_TOPIC
 from service.feedback.aggregates import COMMENT_CHARS, COMMENTS_PER_TOPIC, FATIGUE_DAYS, Counts, GovernanceReport
 from service.feedback.charts import fatigue_chart, outcomes_chart, weekly_chart
+from service.feedback.store import SUGGESTIONS_TAKEN
 
 NOT_RECORDED = "(suggestion not recorded)"
 _templates = Environment(loader=PackageLoader("service.feedback", "templates"), autoescape=select_autoescape(["html"]),
@@ -27,9 +29,15 @@ class Vocabulary:
 
     @classmethod
     def of(cls, library, registry) -> "Vocabulary":
-        return cls({t: d.data["title"] for t, d in library.definitions.items()},
+        return cls({UNCHECKED_TOPIC: UNCHECKED_TITLE} | {t: d.data["title"] for t, d in library.definitions.items()},
                    {(t, s["id"]): s["label"] for t, d in library.definitions.items() for s in d.data.get("suggestions", [])},
                    {s.id: s.title for s in registry})
+
+    def suggestion_label(self, topic: str, taken: str | None) -> str:
+        """The label(s) of the suggestion id(s) an accepted entry took (ids the card files no longer have: as is)."""
+        if taken is None:
+            return NOT_RECORDED
+        return SUGGESTIONS_TAKEN.join(self.suggestions.get((topic, s), s) for s in taken.split(SUGGESTIONS_TAKEN))
 
 
 def percent(rate: dict) -> str:
@@ -39,7 +47,7 @@ def percent(rate: dict) -> str:
 def render_json(report: GovernanceReport, words: Vocabulary) -> dict:
     data = report.as_json()
     for row in data["acceptedSuggestions"]:
-        row["label"] = words.suggestions.get((row["topic"], row["suggestion"])) if row["suggestion"] else NOT_RECORDED
+        row["label"] = words.suggestion_label(row["topic"], row["suggestion"])
     return data
 
 
@@ -95,8 +103,7 @@ def render_html(report: GovernanceReport, words: Vocabulary, generated_at: dt.da
     for r in report.reasons:
         reasons.setdefault(r["topic"], []).append(r)
     for r in report.suggestions:
-        label = words.suggestions.get((r["topic"], r["suggestion"]), r["suggestion"]) if r["suggestion"] else NOT_RECORDED
-        suggestions.setdefault(r["topic"], []).append({**r, "label": label})
+        suggestions.setdefault(r["topic"], []).append({**r, "label": words.suggestion_label(r["topic"], r["suggestion"])})
     comments = {}
     for c in report.comments or ():
         comments.setdefault(c["topic"], []).append(c)

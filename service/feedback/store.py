@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, event, func, insert, select, text)
+                        create_engine, event, func, insert, inspect, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -66,8 +66,15 @@ feedback = Table(
     Column("override_display", Text),
     Column("user_comment", Text),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    # The card's topic and issue time, and the id(s) of the suggestion(s) taken (" + " between several), copied
+    # when the feedback is stored (None for an unknown card, or a card issued before suggestions were recorded):
+    # the governance report then reads the feedback alone, with no join to a year of issued cards.
+    Column("card_topic", String(100)),
+    Column("card_issued_at", DateTime(timezone=True)),
+    Column("accepted_suggestion", Text),
     Index("ix_avh_feedback_card", "card_uuid"),
 )
+SUGGESTIONS_TAKEN = " + "
 # Which suggestion each suggestion uuid of an issued card stood for (the card file's suggestion id): feedback
 # names an accepted suggestion by its uuid only. Written with the issued cards, in the same batch.
 issued_suggestions = Table(
@@ -77,13 +84,14 @@ issued_suggestions = Table(
     Column("suggestion", String(100), nullable=False),
     Index("ix_avh_issued_suggestion_card", "card_uuid"),
 )
-# What the governance report reads by (service/feedback/aggregates.py): cards by issue time, and feedback by
-# outcome (override reasons, accepted suggestions, comments) and by the time it was given (unknown cards).
+# What the governance report reads by (service/feedback/aggregates.py): cards by issue time (covering: the
+# count reads the index alone), feedback by its card's issue time, and by the time it was given (unknown cards).
 REPORT_INDEXES = (
     Index("ix_avh_issued_card_report", issued_cards.c.issued_at, issued_cards.c.service_id, issued_cards.c.topic),
-    Index("ix_avh_feedback_outcome", feedback.c.outcome, feedback.c.service_id),
+    Index("ix_avh_feedback_card_issued_at", feedback.c.card_issued_at),
     Index("ix_avh_feedback_outcome_at", feedback.c.outcome_at),
 )
+CARD_COPIES = ("card_topic", "card_issued_at", "accepted_suggestion")
 BAD_URL = ("AVH_CDS_DATABASE_URL is not a usable database URL: expected postgresql://user@host:port/db, "
            "or unset for the SQLite file")
 MIGRATION_LOCK = 0x61766863   # pg_advisory_xact_lock key ("avhc")
@@ -94,9 +102,19 @@ def _v1(conn: Connection) -> None:
 
 
 def _v2_suggestions_and_report_indexes(conn: Connection) -> None:
-    """Governance report: the issued suggestions table and the indexes the report reads by. Cards issued before
-    this version have no suggestion rows; accepted feedback on them is reported as "suggestion not recorded"."""
+    """Governance report: the issued suggestions table, the card's topic and issue time on each feedback row
+    (filled in for the feedback already stored), and the indexes the report reads by. Cards issued before this
+    version have no suggestion rows; accepted feedback on them is reported as "suggestion not recorded"."""
     metadata.create_all(conn, tables=[issued_suggestions])
+    present = {c["name"] for c in inspect(conn).get_columns(feedback.name)}
+    for name in CARD_COPIES:
+        if name not in present:
+            column = feedback.c[name]
+            conn.exec_driver_sql(f"ALTER TABLE {feedback.name} ADD COLUMN {name} {column.type.compile(conn.dialect)}")
+    card = lambda column: (select(column).where(issued_cards.c.card_uuid == feedback.c.card_uuid,   # noqa: E731
+                                                issued_cards.c.service_id == feedback.c.service_id).scalar_subquery())
+    conn.execute(update(feedback).where(feedback.c.card_known.is_(True), feedback.c.card_topic.is_(None))
+                 .values(card_topic=card(issued_cards.c.topic), card_issued_at=card(issued_cards.c.issued_at)))
     for index in REPORT_INDEXES:
         index.create(conn, checkfirst=True)
 
@@ -395,13 +413,28 @@ class FeedbackStore:
         self._stop = threading.Event()      # a later record_issued starts a new writer
 
     def _known_cards(self, conn: Connection, service_id: str, uuids: list[str]) -> set[str]:
-        return set(self._topics_of(conn, service_id, uuids))
+        return set(self._cards_of(conn, service_id, uuids))
 
     @staticmethod
-    def _topics_of(conn: Connection, service_id: str, uuids: list[str]) -> dict[str, str]:
-        """card uuid -> topic, of the cards among `uuids` this service issued."""
-        return dict(conn.execute(select(issued_cards.c.card_uuid, issued_cards.c.topic).where(
-            issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)).all())
+    def _cards_of(conn: Connection, service_id: str, uuids: list[str]) -> dict[str, tuple]:
+        """card uuid -> (topic, issued_at), of the cards among `uuids` this service issued."""
+        return {row[0]: tuple(row[1:]) for row in conn.execute(
+            select(issued_cards.c.card_uuid, issued_cards.c.topic, issued_cards.c.issued_at).where(
+                issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id))}
+
+    @staticmethod
+    def _suggestions_of(conn: Connection, uuids: list[str]) -> dict[str, str]:
+        """suggestion uuid -> suggestion id, of the suggestions recorded for these cards."""
+        return dict(conn.execute(select(issued_suggestions.c.suggestion_uuid, issued_suggestions.c.suggestion)
+                                 .where(issued_suggestions.c.card_uuid.in_(uuids))).all())
+
+    @staticmethod
+    def _card_copies(e: "FeedbackEntry", card: tuple | None, suggestions: dict[str, str]) -> dict:
+        """The card's topic and issue time, and which suggestions were taken, to store with one entry."""
+        topic, issued_at = card or (None, None)
+        taken = sorted(suggestions[s] for s in e.accepted_suggestions if s in suggestions)
+        return {"card_topic": topic, "card_issued_at": issued_at,
+                "accepted_suggestion": SUGGESTIONS_TAKEN.join(taken) if taken else None}
 
     def _await_other_writers(self, service_id: str, uuids: list[str]) -> None:
         """Feedback about a card not found may have reached this worker before the worker that issued the card
@@ -425,7 +458,8 @@ class FeedbackStore:
             self._await_other_writers(service_id, uuids)
 
         def work(conn: Connection) -> StoredFeedback:
-            known = self._topics_of(conn, service_id, uuids)
+            known = self._cards_of(conn, service_id, uuids)
+            suggestions = self._suggestions_of(conn, [u for u in uuids if u in known])
             # RETURNING names the rows actually inserted (rowcount is not reliable across drivers).
             statement = self._insert_ignoring_duplicates(feedback).returning(feedback.c.id)
             stored, outcomes = 0, []
@@ -435,10 +469,11 @@ class FeedbackStore:
                     "card_known": e.card_uuid in known, "outcome": e.outcome, "outcome_at": e.outcome_at,
                     "accepted_suggestions": list(e.accepted_suggestions), "override_system": e.override_system,
                     "override_code": e.override_code, "override_display": e.override_display,
-                    "user_comment": e.user_comment, "received_at": when})
+                    "user_comment": e.user_comment, "received_at": when,
+                    **self._card_copies(e, known.get(e.card_uuid), suggestions)})
                 if result.first() is not None:
                     stored += 1
-                    outcomes.append((known.get(e.card_uuid), e.outcome))
+                    outcomes.append((known.get(e.card_uuid, (None,))[0], e.outcome))
             return StoredFeedback(len(entries), stored, tuple(u for u in uuids if u not in known), tuple(outcomes))
         result = self._write(work)
         log.info("service=%s feedback received=%d stored=%d unknown_cards=%d", service_id, result.received,

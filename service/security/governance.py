@@ -28,7 +28,12 @@ class Viewer:
 class GovernanceRefused(ApiError):
     def __init__(self, message: str):
         super().__init__(401, "unauthorized", message)
-        self.headers = {"WWW-Authenticate": ", ".join(CHALLENGES)}
+
+    def response(self):
+        body, status, _ = super().response()
+        for challenge in CHALLENGES:    # one header each: a browser reads the Basic one and asks for the password
+            body.headers.add("WWW-Authenticate", challenge)
+        return body, status
 
 
 def presented_secret(authorization: str | None) -> bytes | None:
