@@ -310,6 +310,17 @@ def test_an_existing_version_1_database_is_migrated_and_its_old_cards_still_coun
                                                           "feedbackEntries": 1, "accepted": 1, "overridden": 0}]
     assert data["acceptedSuggestions"] == [{"topic": "steroid-duration", "suggestion": None, "count": 1,
                                             "label": "(suggestion not recorded)"}]
+    # A row written into the migrated table by something other than the service (an import, SQL by hand) lacks
+    # the card's copied topic and time: the report fills them in and counts it.
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(insert(entries).values(idempotency_key="k-by-hand", service_id="avh-order-sign", card_uuid="c-old",
+                                            card_known=True, outcome="overridden", outcome_at=when,
+                                            accepted_suggestions=[], override_code="not-applicable", received_at=when))
+    engine.dispose()
+    data = app.test_client().get("/governance?format=json").json
+    assert (data["byTopic"][0]["accepted"], data["byTopic"][0]["overridden"], data["byTopic"][0]["cardsWithFeedback"]) == (1, 1, 1)
+    assert [(r["code"], r["count"]) for r in data["overrideReasons"]] == [("not-applicable", 1)]
     app.extensions["avh"].store.dispose()
 
 

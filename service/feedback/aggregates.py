@@ -20,10 +20,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import Date, and_, case, func, select, true
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import GenericFunction
 
-from service.feedback.store import FeedbackStore, feedback, issued_cards
+from service.feedback.store import FeedbackStore, StorageUnavailable, feedback, issued_cards
 
 COMMENT_CHARS = 200          # a comment is shown cut to this many characters
 COMMENTS_PER_TOPIC = 10      # the latest comments shown per topic
@@ -262,6 +263,10 @@ def governance_report(store: FeedbackStore, filters: Filters, today: dt.date, th
         return (daily, _override_reasons(conn, filters),
                 _accepted_suggestions(conn, filters), _unknown_cards(conn, filters),
                 _comments(conn, filters) if with_comments else None)
+    try:
+        store.fill_missing_card_copies()
+    except SQLAlchemyError as exc:
+        raise StorageUnavailable(store.retry_after) from exc
     daily, reasons, suggestions, unknown, comments = store.read(read)
 
     by_topic, by_service, cross, weekly = (defaultdict(Counts) for _ in range(4))

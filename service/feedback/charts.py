@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from service.feedback.aggregates import Counts, GovernanceReport
+from service.lru import Lru
 
 ACCEPTED, OVERRIDDEN, NO_FEEDBACK, WITH_FEEDBACK = "#2e7d4f", "#c0392b", "#b8c2cc", "#4a7fb0"
 FLAGGED, NOT_FLAGGED, THRESHOLD = "#c0392b", "#7f8c9a", "#2d3e50"
@@ -150,3 +151,19 @@ def fatigue_chart(report: GovernanceReport, titles: dict[str, str]) -> str:
         axes.set_axisbelow(True)
     height = 1.0 + 0.38 * max(len(rows), 1)
     return _draw(paint, 10, height, {"left": 0.22, "right": 0.97, "top": 1 - 0.55 / height, "bottom": 0.3 / height})
+
+
+_drawn = Lru(32)     # the charts of recent reports, by the numbers and words they were drawn from
+
+
+def charts_of(report: GovernanceReport, titles: dict[str, str]) -> dict[str, str]:
+    """The page's three charts. Drawing takes longer than counting: a page asked for again with the same numbers
+    (a committee member reloading, a colleague opening the same link) gets the charts already drawn."""
+    key = repr((report.threshold, report.weeks, report.by_topic, report.weekly, report.fatigue,
+                sorted(titles.items())))
+    charts = _drawn.get(key)
+    if charts is None:
+        charts = {"outcomes": outcomes_chart(report, titles), "weekly": weekly_chart(report, titles),
+                  "fatigue": fatigue_chart(report, titles)}
+        _drawn.put(key, charts)
+    return charts

@@ -12,7 +12,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from service.clinical.cards import UNCHECKED_TITLE, UNCHECKED_TOPIC
 from service.feedback.aggregates import COMMENT_CHARS, COMMENTS_PER_TOPIC, FATIGUE_DAYS, Counts, GovernanceReport
-from service.feedback.charts import fatigue_chart, outcomes_chart, weekly_chart
+from service.feedback.charts import charts_of
 from service.feedback.store import SUGGESTIONS_TAKEN
 
 NOT_RECORDED = "(suggestion not recorded)"
@@ -114,5 +114,4 @@ def render_html(report: GovernanceReport, words: Vocabulary, generated_at: dt.da
         comments=comments if report.comments is not None else None, comments_note=comments_note,
         comment_chars=COMMENT_CHARS, comments_per_topic=COMMENTS_PER_TOPIC, fatigue_days=FATIGUE_DAYS,
         flagged=[f for f in report.fatigue if f.flagged],
-        charts={"outcomes": outcomes_chart(report, words.topics), "weekly": weekly_chart(report, words.topics),
-                "fatigue": fatigue_chart(report, words.topics)})
+        charts=charts_of(report, words.topics))

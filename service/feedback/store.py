@@ -30,7 +30,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text,
+from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text, and_,
                         create_engine, event, func, insert, inspect, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -111,12 +111,21 @@ def _v2_suggestions_and_report_indexes(conn: Connection) -> None:
         if name not in present:
             column = feedback.c[name]
             conn.exec_driver_sql(f"ALTER TABLE {feedback.name} ADD COLUMN {name} {column.type.compile(conn.dialect)}")
-    card = lambda column: (select(column).where(issued_cards.c.card_uuid == feedback.c.card_uuid,   # noqa: E731
-                                                issued_cards.c.service_id == feedback.c.service_id).scalar_subquery())
-    conn.execute(update(feedback).where(feedback.c.card_known.is_(True), feedback.c.card_topic.is_(None))
-                 .values(card_topic=card(issued_cards.c.topic), card_issued_at=card(issued_cards.c.issued_at)))
+    fill_card_copies(conn)
     for index in REPORT_INDEXES:
         index.create(conn, checkfirst=True)
+
+
+MISSING_CARD_COPY = and_(feedback.c.card_known.is_(True), feedback.c.card_topic.is_(None))
+
+
+def fill_card_copies(conn: Connection) -> None:
+    """Copy the card's topic and issue time onto feedback rows that lack them: rows stored before schema version
+    2, or written into the table by something other than this service."""
+    card = lambda column: (select(column).where(issued_cards.c.card_uuid == feedback.c.card_uuid,   # noqa: E731
+                                                issued_cards.c.service_id == feedback.c.service_id).scalar_subquery())
+    conn.execute(update(feedback).where(MISSING_CARD_COPY)
+                 .values(card_topic=card(issued_cards.c.topic), card_issued_at=card(issued_cards.c.issued_at)))
 
 
 # Schema versions in order; the database records the last one applied.
@@ -494,6 +503,16 @@ class FeedbackStore:
             return [tuple(r) for r in shown], [tuple(r) for r in outcomes]
         return self._write(work)
 
+    def fill_missing_card_copies(self) -> None:
+        """Before a report: fill in the card copies of feedback rows that lack them (see fill_card_copies). Looking
+        costs one scan that stops at the first such row; they are rare."""
+        if not self._ready:
+            self._migrate()
+        with self.engine.connect().execution_options(read_only=True) as conn, conn.begin():
+            missing = conn.execute(select(feedback.c.id).where(MISSING_CARD_COPY).limit(1)).first()
+        if missing is not None:
+            self._write(fill_card_copies)
+
     def read(self, work: Callable[[Connection], object]):
         """Run `work` (reads only) in one transaction that sees one snapshot, after this worker's pending cards are
         written, without holding SQLite's write lock. StorageUnavailable when the database cannot be read."""
@@ -505,6 +524,11 @@ class FeedbackStore:
             if self.backend == "postgresql":
                 options["isolation_level"] = "REPEATABLE READ"
             with self.engine.connect().execution_options(**options) as conn, conn.begin():
+                if self.backend == "postgresql":
+                    # A report groups hundreds of thousands of rows: in memory rather than in sorted runs on disk,
+                    # and without JIT compilation, which cost more than it saved on these queries (measured).
+                    conn.execute(text("SET LOCAL work_mem = '64MB'"))
+                    conn.execute(text("SET LOCAL jit = off"))
                 return work(conn)
         except SQLAlchemyError as exc:
             log.warning("feedback store (%s) read failed: %s", self.backend, type(exc).__name__)
