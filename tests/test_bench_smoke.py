@@ -80,3 +80,12 @@ def test_instruction_count_children_run_every_subject_and_the_difference_is_per_
 def test_instruction_count_reads_callgrinds_total():
     found = instructions.COLLECTED.search("==1== Events    : Ir\n==1== Collected : 8297207\n")
     assert found and int(found.group(1)) == 8297207
+
+
+def test_governance_benchmark_seeds_and_measures_a_tiny_database(tmp_path, capsys):
+    from bench import governance
+    url = f"sqlite:///{tmp_path / 'bench.sqlite3'}"
+    assert governance.main(["--url", url, "--cards", "300", "--entries", "60", "--days", "30", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "seeded 300 cards" in out and "60 feedback entries" in out
+    assert "page, a year, charts drawn anew" in out and "of which the queries, a year" in out

@@ -23,7 +23,6 @@ FLAGGED, NOT_FLAGGED, THRESHOLD = "#c0392b", "#7f8c9a", "#2d3e50"
 STYLE = {"svg.fonttype": "none", "svg.hashsalt": "avh-cds", "font.family": "sans-serif", "font.size": 9,
          "axes.spines.top": False, "axes.spines.right": False, "axes.edgecolor": "#8a96a3",
          "axes.titlesize": 10, "axes.titleweight": "bold", "axes.titlelocation": "left"}
-ANNOTATED_WEEKS = 16        # up to this many weeks, each cell of the weekly heat maps shows its number
 # rcParams are global: one figure is drawn at a time (a page draws three, in milliseconds).
 _drawing = threading.Lock()
 
@@ -85,24 +84,26 @@ def _stacked(axes, rows, first, second, first_colour, second_colour, first_label
 
 def weekly_chart(report: GovernanceReport, titles: dict[str, str]) -> str:
     """Per topic and week of the period, two heat maps: cards issued, and the override rate (blank: no feedback).
-    One row per topic reads at a glance where eleven overlapping lines would not; with few weeks each cell
-    carries its number."""
+    One row per topic reads at a glance where eleven overlapping lines would not. The numbers are in the
+    page's weekly table: a number in each cell cost a second or more of drawing."""
     weeks, topics = report.weeks, list(report.by_topic)
     cells = [[report.weekly.get((w, t), Counts()) for w in weeks] for t in topics]
     issued = numpy.array([[c.issued for c in row] for row in cells], dtype=float).reshape(len(topics), len(weeks))
     rates = numpy.ma.masked_invalid(numpy.array([[c.overridden / c.entries if c.entries else numpy.nan for c in row]
                                                  for row in cells], dtype=float).reshape(len(topics), len(weeks)))
-    annotate = len(weeks) <= ANNOTATED_WEEKS
 
     def paint(figure: Figure) -> None:
         top, bottom = figure.subplots(2, 1, sharex=True)
         panels = ((top, issued, matplotlib.colormaps["Blues"], dict(vmin=0, vmax=max(issued.max(initial=0), 1)),
-                   "Cards issued per week", lambda v: f"{v:,.0f}"),
+                   "Cards issued per week"),
                   (bottom, rates, matplotlib.colormaps["RdYlGn_r"], dict(vmin=0, vmax=1),
-                   f"Override rate per week (blank: no feedback; threshold {report.threshold:.0%})", lambda v: f"{v:.0%}"))
-        for axes, values, colours, limits, title, text in panels:
+                   f"Override rate per week (blank: no feedback; threshold {report.threshold:.0%})"))
+        for axes, values, colours, limits, title in panels:
             colours = colours.with_extremes(bad="#f1f3f5")
-            mesh = axes.pcolormesh(values, cmap=colours, edgecolors="white", linewidth=0.6, **limits)
+            # One image per panel (cells as pixels, no smoothing): a vector shape per cell made the page's SVG
+            # ten times larger and took longer to draw.
+            mesh = axes.imshow(values, cmap=colours, aspect="auto", interpolation="nearest", origin="upper",
+                               extent=(0, len(weeks), len(topics), 0), **limits)
             bar = figure.colorbar(mesh, ax=axes, fraction=0.03, pad=0.01)
             bar.outline.set_visible(False)
             if values is rates:
@@ -110,22 +111,15 @@ def weekly_chart(report: GovernanceReport, titles: dict[str, str]) -> str:
                 bar.ax.axhline(report.threshold, color=THRESHOLD, linewidth=1.5)
             axes.set_title(title)
             axes.set_yticks([i + 0.5 for i in range(len(topics))], [_wrap(titles.get(t, t)) for t in topics], fontsize=8)
-            axes.invert_yaxis()
             axes.tick_params(length=0)
             for spine in axes.spines.values():
                 spine.set_visible(False)
-            if annotate:
-                for (row, column), value in numpy.ndenumerate(values.filled(numpy.nan) if numpy.ma.isMA(values) else values):
-                    if not numpy.isnan(value):
-                        light = (value - limits["vmin"]) / (limits["vmax"] - limits["vmin"] or 1)
-                        axes.text(column + 0.5, row + 0.5, text(value), ha="center", va="center", fontsize=7,
-                                  color="white" if light > 0.6 or (values is rates and light < 0.15) else "#1f2d3a")
         step = max(1, len(weeks) // 13)
         bottom.set_xticks([i + 0.5 for i in range(0, len(weeks), step)],
                           [weeks[i].strftime("%d %b") for i in range(0, len(weeks), step)], fontsize=8)
         bottom.set_xlabel("Week starting (Monday, UTC)")
     height = 1.6 + 2 * 0.3 * max(len(topics), 1)
-    return _draw(paint, 10, height, {"left": 0.22, "right": 0.99, "top": 1 - 0.35 / height, "bottom": 0.6 / height,
+    return _draw(paint, 10, height, {"left": 0.22, "right": 0.93, "top": 1 - 0.35 / height, "bottom": 0.6 / height,
                                      "hspace": 0.3 / (height / 5)})
 
 
