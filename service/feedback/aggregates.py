@@ -197,12 +197,17 @@ def _daily_counts(conn, filters: Filters, start: dt.date, end: dt.date):
                          .where(_between(issued_cards.c.issued_at, start, end), _service(issued_cards.c.service_id, filters))
                          .group_by(issued_cards.c.topic, issued_cards.c.service_id, day))
     counts = {(topic, service, _as_date(d)): Counts(issued=n) for topic, service, d, n in cards}
+    # Per card first, then per day: count(DISTINCT card) made PostgreSQL sort every row by text under the
+    # database's collation (2.3 s on the year of data, against 0.8 s for two hash aggregations; measured).
     day = utc_day(feedback.c.card_issued_at)
+    group = (feedback.c.card_topic, feedback.c.service_id, day.label("day"))
+    per_card = (select(*group, func.sum(case((feedback.c.outcome == "accepted", 1), else_=0)).label("accepted"),
+                       func.sum(case((feedback.c.outcome == "overridden", 1), else_=0)).label("overridden"))
+                .where(_on_known_cards(filters, start, end)).group_by(*group, feedback.c.card_uuid).subquery())
     answered = conn.execute(
-        select(feedback.c.card_topic, feedback.c.service_id, day, func.count(feedback.c.card_uuid.distinct()),
-               func.sum(case((feedback.c.outcome == "accepted", 1), else_=0)),
-               func.sum(case((feedback.c.outcome == "overridden", 1), else_=0)))
-        .where(_on_known_cards(filters, start, end)).group_by(feedback.c.card_topic, feedback.c.service_id, day))
+        select(per_card.c.card_topic, per_card.c.service_id, per_card.c.day, func.count(),
+               func.sum(per_card.c.accepted), func.sum(per_card.c.overridden))
+        .group_by(per_card.c.card_topic, per_card.c.service_id, per_card.c.day))
     for topic, service, d, with_feedback, accepted, overridden in answered:
         slot = counts.setdefault((topic, service, _as_date(d)), Counts())
         slot.with_feedback, slot.accepted, slot.overridden = int(with_feedback), int(accepted), int(overridden)

@@ -93,6 +93,11 @@ def weekly_chart(report: GovernanceReport, titles: dict[str, str]) -> str:
                                                  for row in cells], dtype=float).reshape(len(topics), len(weeks)))
 
     def paint(figure: Figure) -> None:
+        if not topics:
+            axes = figure.subplots()
+            axes.set_axis_off()
+            axes.text(0.5, 0.5, "No card was issued in this period.", ha="center", va="center", color="#5b6b7a")
+            return
         top, bottom = figure.subplots(2, 1, sharex=True)
         panels = ((top, issued, matplotlib.colormaps["Blues"], dict(vmin=0, vmax=max(issued.max(initial=0), 1)),
                    "Cards issued per week"),
