@@ -90,6 +90,10 @@ REPORT_INDEXES = (
     Index("ix_avh_issued_card_report", issued_cards.c.issued_at, issued_cards.c.service_id, issued_cards.c.topic),
     Index("ix_avh_feedback_card_issued_at", feedback.c.card_issued_at),
     Index("ix_avh_feedback_outcome_at", feedback.c.outcome_at),
+    # Empty unless rows were written around the service: a report looks here before it reads (no table scan).
+    Index("ix_avh_feedback_missing_card_copy", feedback.c.id,
+          postgresql_where=feedback.c.card_known.is_(True) & feedback.c.card_topic.is_(None),
+          sqlite_where=feedback.c.card_known.is_(True) & feedback.c.card_topic.is_(None)),
 )
 CARD_COPIES = ("card_topic", "card_issued_at", "accepted_suggestion")
 BAD_URL = ("AVH_CDS_DATABASE_URL is not a usable database URL: expected postgresql://user@host:port/db, "
