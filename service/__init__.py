@@ -9,7 +9,7 @@ from flask import Flask, request
 
 from service.ops import health, metrics
 from service.config import Settings
-from service.engine import Engine
+from service.api.engine import Engine
 from service.errors import register_error_handlers
 from service.fastjson import OrjsonProvider
 from service.fhir.prefetch import PrefetchResolver
@@ -69,7 +69,7 @@ def _add_dependency_checks(app: Flask, settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)      # no static files: every page is self-contained
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False
@@ -91,4 +91,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(governance.bp)
     app.register_blueprint(health.bp)
+    if settings.auth == "off":
+        from service.api import explain       # "why no card?": development only, never with authentication on
+        app.register_blueprint(explain.bp)
     return app

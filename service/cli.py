@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
+import uuid
 from pathlib import Path
 
 
@@ -22,12 +24,62 @@ def _replay(args) -> int:
         print(f"avh-cds replay: cannot read fixture: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     try:
-        outcomes = replay(fixtures, Remote(args.url) if args.url else InProcess(), fhir_server=args.fhir_server)
+        outcomes = replay(fixtures, Remote(args.url) if args.url else InProcess(_in_process_app()),
+                          fhir_server=args.fhir_server)
     except ReplayError as exc:
         print(f"avh-cds replay: {exc}", file=sys.stderr)
         return 2
     print(format_outcomes(outcomes))
     return 0 if all(o.matches for o in outcomes) else 1
+
+
+def _in_process_app(**extra_env):
+    from service import create_app
+    from service.config import Settings
+    # In-process there is no client to authenticate: the test client is the caller. Per-call logs
+    # would interleave with the table (AVH_CDS_LOG_LEVEL still wins).
+    env = {"AVH_CDS_LOG_LEVEL": "ERROR", **os.environ, "AVH_CDS_AUTH": "off", **extra_env}
+    return create_app(Settings.from_env(env))
+
+
+def _explain_request(args, transport) -> dict:
+    """The hook request to explain: a saved one, a fixture's (prefetch filled from discovery), or a FHIR server's."""
+    from service.fhir.fixtures import load_fixture
+    from service.fhir.replay import REPLAY_USER, hook_request, prefetch_templates
+    if args.fhir_server:
+        return {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": args.fhir_server,
+                "context": {"patientId": args.patient, "userId": REPLAY_USER}}
+    data = json.loads(Path(args.input).read_text())
+    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+        fixture = load_fixture(Path(args.input), dt.datetime.now(dt.timezone.utc).date())
+        return hook_request(fixture, prefetch_templates(transport, args.service))
+    return data
+
+
+def _explain(args) -> int:
+    """"Why no card?": the facts and, per topic, fired or not and why (service/api/explain.py)."""
+    from service.api.explain import Explanation, format_table
+    from service.fhir.replay import InProcess, Remote, ReplayError, call_ok
+    if bool(args.fhir_server) == bool(args.input) or bool(args.fhir_server) != bool(args.patient):
+        print("avh-cds explain: give a FILE (fixture bundle or saved hook request), or --fhir-server with --patient",
+              file=sys.stderr)
+        return 2
+    if args.url:
+        transport = Remote(args.url)
+    else:       # in-process with auth off; the FHIR server named here is the one it may contact
+        fhir = {"AVH_CDS_FHIR_SERVERS": args.fhir_server} if args.fhir_server else {}
+        transport = InProcess(_in_process_app(**fhir))
+    try:
+        request = _explain_request(args, transport)
+        answer = call_ok(transport, "POST", f"/cds-services/{args.service}/explain", request)
+    except (OSError, ValueError) as exc:
+        print(f"avh-cds explain: cannot read {args.input}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except ReplayError as exc:
+        print(f"avh-cds explain: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer, indent=2) if args.json else format_table(Explanation.from_json(answer)))
+    return 0
 
 
 def _serve(args) -> int:
@@ -69,7 +121,7 @@ def _governance_html(args) -> int:
     from service.api.governance import parse_filters
     from service.api.services import build_registry
     from service.config import Settings
-    from service.engine import Engine
+    from service.api.engine import Engine
     from service.errors import ApiError
     from service.feedback.aggregates import governance_report
     from service.feedback.page import Vocabulary, render_html
@@ -124,6 +176,14 @@ def _load_fhir(args) -> int:
     return 1 if report.problems else 0
 
 
+def _check_config(args) -> int:
+    from service.checkconfig import check_config
+    from service.config import Settings
+    status, text = check_config(Settings.from_env(), timeout=args.timeout)
+    print(text)
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avh-cds", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +219,26 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--as-of", type=dt.date.fromisoformat, default=None,
                       help="the day fixture dates are shifted to (default: today; the load day when verifying later)")
     load.set_defaults(func=_load_fhir)
+    explain = sub.add_parser("explain", help="why (no) card: the facts derived and, per topic, fired or not and why",
+                             description="Explain a patient-view call: the facts avh-cds derives from the record and, "
+                                         "for each card topic, whether it fires and the one reason why. The input is "
+                                         "a fixture bundle, a saved hook request (JSON), or a FHIR server and patient "
+                                         "id. In-process by default; --url asks a running development server "
+                                         "(AVH_CDS_AUTH=off: the explain endpoint does not exist otherwise).")
+    explain.add_argument("input", nargs="?", metavar="FILE", help="fixture bundle or saved hook request (JSON)")
+    explain.add_argument("--fhir-server", metavar="URL", help="read the record from this FHIR R4 server")
+    explain.add_argument("--patient", metavar="ID", help="the patient's id on --fhir-server")
+    explain.add_argument("--url", help="base URL of a running development server (default: in-process)")
+    explain.add_argument("--service", default="avh-patient-view", help="the CDS service (default: avh-patient-view)")
+    explain.add_argument("--json", action="store_true", help="the endpoint's JSON instead of a table")
+    explain.set_defaults(func=_explain)
+    check = sub.add_parser("check-config", help="check the configuration an EHR would call, print what it registers",
+                           description="Read the environment as the service does, load the card library and the "
+                                       "issuers file, fetch each issuer's JWK Set, ask the database and Redis, and "
+                                       "print the discovery URL, services, hooks and prefetch templates an EHR "
+                                       "registers. Exit status 1 on any problem (each line starting FAIL).")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds for each JWK Set fetch")
+    check.set_defaults(func=_check_config)
     return parser
 
 

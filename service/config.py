@@ -21,7 +21,7 @@ class Settings:
     public_url: str = ""
     max_body_bytes: int = 16 * 1024 * 1024        # a 10,000-resource chart is about 7 MB
     fetch_timeout_seconds: float = 2.0
-    fetch_budget_seconds: float = 0.4
+    fetch_budget_seconds: float = 1.5             # from `python -m bench.fhir_engine` (docs/data-access.md)
     fetch_page_cap: int = 10
     # Threads (and pooled connections) shared by all requests for fetching from fhirServer.
     fetch_workers: int = 8

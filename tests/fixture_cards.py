@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from service.config import PROJECT_ROOT
-from service.engine import Engine
+from service.api.engine import Engine
 from service.fhir.fixtures import Fixture, load_fixtures
 from service.fhir.prefetch import Prefetched
 from tests.pathway_builders import NOW

@@ -1,4 +1,4 @@
-"""What a worker remembers of a chart it has seen (service/engine.py): the same answers as deriving them
+"""What a worker remembers of a chart it has seen (service/api/engine.py): the same answers as deriving them
 again, with the moment of each call still deciding what depends on it."""
 import datetime as dt
 

@@ -55,23 +55,57 @@ def test_a_failed_key_that_no_card_relies_on_changes_nothing(client, templates):
     assert topics(call(client, "pt-op", prefetch).json["cards"]) == {"data-unavailable"}
 
 
-@pytest.mark.parametrize("failed_key", ["patient", "conditions"])
-def test_a_failed_scope_key_is_412_with_an_operation_outcome(client, templates, failed_key):
+def test_failed_conditions_are_412_with_an_operation_outcome(client, templates):
     prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
-    prefetch[failed_key] = FAILED
+    prefetch["conditions"] = FAILED
     response = call(client, "pt-pre", prefetch)
     assert response.status_code == 412
     assert response.json["resourceType"] == "OperationOutcome"
     [issue] = response.json["issue"]
-    assert issue["severity"] == "error" and f"'{failed_key}'" in issue["diagnostics"]
+    assert issue["severity"] == "error" and "'conditions'" in issue["diagnostics"]
     assert "OperationOutcome" in issue["diagnostics"]
 
 
-def test_nothing_sent_and_no_fhir_server_is_412_naming_both_scope_keys(client):
+def test_a_failed_patient_gives_the_cards_of_an_unknown_age_and_says_so(client, templates):
+    """The Patient only gives the age: without it the answer is partial, not 412 (the spec's 412 is for data the
+    service cannot work without), and the data-unavailable card says the age is unknown."""
+    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    complete = call(client, "pt-pre", prefetch).json["cards"]
+    prefetch["patient"] = FAILED
+    response = call(client, "pt-pre", prefetch)
+    assert response.status_code == 200
+    cards = response.json["cards"]
+    assert topics(cards) == PRE_OP_CARDS | {"data-unavailable"}
+    info = info_card(cards)
+    assert info["summary"] == "Record partly unread (Patient): the patient's age is unknown"
+    assert "age is unknown" in info["detail"] and "did not decide" not in info["detail"]
+    assert [c["summary"] for c in cards if c is not info] == [c["summary"] for c in complete]
+
+
+def test_a_failed_patient_and_a_failed_key_are_named_on_one_card(client, templates):
+    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch["patient"] = FAILED
+    prefetch["diagnosticReports"] = FAILED
+    cards = call(client, "pt-pre", prefetch).json["cards"]
+    assert topics(cards) == PRE_OP_CARDS - {"spine-mri", "preop-cta"} | {"data-unavailable"}
+    info = info_card(cards)
+    assert "(DiagnosticReport, Patient)" in info["summary"] and len(info["summary"]) < 140
+    assert "did not decide on" in info["detail"] and "age is unknown" in info["detail"]
+
+
+def test_a_failed_patient_out_of_the_pathway_stays_silent(client, templates):
+    prefetch = full_prefetch(pre_operative("pt-pre"), templates, "pt-pre")
+    prefetch["patient"] = FAILED
+    prefetch["conditions"] = None                       # no condition: not in the pathway, nothing to say
+    response = call(client, "pt-pre", prefetch)
+    assert response.status_code == 200 and response.json["cards"] == []
+
+
+def test_nothing_sent_and_no_fhir_server_is_412_naming_the_conditions(client):
     response = call(client, "pt-pre", {})
     assert response.status_code == 412
-    assert [i["code"] for i in response.json["issue"]] == ["not-found", "not-found"]
-    assert {"'patient'", "'conditions'"} == {i["diagnostics"].split()[2] for i in response.json["issue"]}
+    [issue] = response.json["issue"]
+    assert issue["code"] == "not-found" and issue["diagnostics"].startswith("prefetch key 'conditions'")
 
 
 def test_null_keys_are_no_data_not_failures(client, templates):

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from service.clinical.orders import decide_discharge, decide_orders, draft_refs, planned_fixation, read_drafts, selection_refs
 from service.api.answer import Answer
-from service.engine import Engine
+from service.api.engine import Engine
 from service.fhir.prefetch import Prefetched
 
 

@@ -21,8 +21,6 @@ PREFETCH_CODES = {
 # At order time a signed order for posterior instrumentation also counts as "on record".
 ORDER_PREFETCH_CODES = {**PREFETCH_CODES,
                         "serviceRequests": ("ServiceRequest", ("radiotherapy", "posterior-stabilization"))}
-# The data that decides whether a patient is in scope: without it the service answers 412.
-REQUIRED_TYPES = frozenset({"Patient", "Condition"})
 
 
 def prefetch_templates(valuesets: ValueSets, codes: Mapping = PREFETCH_CODES) -> dict[str, str]:
@@ -31,11 +29,6 @@ def prefetch_templates(valuesets: ValueSets, codes: Mapping = PREFETCH_CODES) ->
         tokens = ",".join(f"{system}|{code}" for system, code in sorted(valuesets.union(names)))
         templates[key] = f"{rtype}?patient={{{{context.patientId}}}}&code={tokens}"
     return templates
-
-
-def resource_type_of(template: str) -> str:
-    """'Condition?patient=...' or 'Patient/{{context.patientId}}' -> the resource type it returns."""
-    return template.split("?", 1)[0].split("/", 1)[0]
 
 
 @dataclass(frozen=True)

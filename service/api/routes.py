@@ -46,23 +46,34 @@ def discovery():
     return jsonify({"services": [s.discovery() for s in current_app.extensions["avh"].registry]})
 
 
-@bp.post("/cds-services/<service_id>")
-def invoke(service_id: str):
-    avh = current_app.extensions["avh"]
+def hook_call(service_id: str):
+    """The service called and the request body, checked as a CDS Hooks 2.0 call of that service."""
     service = _service_or_404(service_id)
     body = _json_body()
     _validate(body, "request", "not a CDS Hooks 2.0 request")
     if body["hook"] != service.hook:
         raise ApiError(400, "wrong_hook", f"service {service.id} answers the {service.hook} hook, not {body['hook']!r}")
     _validate(body["context"], service.hook, f"context of {service.hook}")
+    return service, body
+
+
+def precondition_failed(exc: PrefetchFailed):
+    """412: the data that decides whether the patient is in scope cannot be had; an OperationOutcome says which."""
+    return jsonify({"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": problem.code,
+        "diagnostics": f"prefetch key '{key}' could not be had: {problem.reason}"}
+        for key, problem in exc.failures]}), 412
+
+
+@bp.post("/cds-services/<service_id>")
+def invoke(service_id: str):
+    avh = current_app.extensions["avh"]
+    service, body = hook_call(service_id)
     g.hook_instance = body["hookInstance"]
     try:
         prefetched = avh.prefetch.resolve(service.prefetch, body)
     except PrefetchFailed as exc:
-        return jsonify({"resourceType": "OperationOutcome", "issue": [{
-            "severity": "error", "code": problem.code,
-            "diagnostics": f"prefetch key '{key}' could not be had: {problem.reason}"}
-            for key, problem in exc.failures]}), 412
+        return precondition_failed(exc)
     now = dt.datetime.now(dt.timezone.utc)
     answer = service.evaluate(avh.engine, prefetched, body, now, avh.source_url())
     metrics.observe_cards(service.id, answer.topics)

@@ -1,7 +1,7 @@
 """The CDS services avh-cds offers."""
 from __future__ import annotations
 
-from service.engine import evaluate_patient_view
+from service.api.engine import evaluate_patient_view
 from service.api.order_hooks import evaluate_encounter_discharge, evaluate_order_select, evaluate_order_sign
 from service.api.registry import ORDER_PREFETCH_CODES, CdsService, Registry, prefetch_templates
 from service.clinical.valuesets import ValueSets

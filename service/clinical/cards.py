@@ -284,16 +284,27 @@ class CardLibrary:
             suggestion["isRecommended"] = template["isRecommended"]
         return suggestion
 
-    def unchecked_card(self, unchecked: list[Unchecked], source_url: str) -> dict:
-        missing = sorted({t for u in unchecked for t in u.missing})
-        topics = ", ".join(self.definitions[u.topic].data["title"] for u in unchecked)
+    def unchecked_card(self, unchecked: list[Unchecked], source_url: str, age_unread: bool = False) -> dict:
+        """The data-unavailable card: the topics not decided for want of data and, with `age_unread` (the Patient
+        could not be read), that the cards given are those of a patient of unknown age."""
+        missing = ", ".join(sorted({t for u in unchecked for t in u.missing} | ({"Patient"} if age_unread else set())))
+        said = [f"avh-cds could not read this patient's {missing} data from the EHR"]
+        if unchecked:
+            topics = ", ".join(self.definitions[u.topic].data["title"] for u in unchecked)
+            said[0] += (f", so it did not decide on: {topics}. These checks rely on what is *absent* from the record, "
+                        "and a failed query is not an absence. Review them by hand.")
+        else:
+            said[0] += "."
+        if age_unread:
+            said.append("Without the Patient record the patient's age is unknown: the cards are given as for a patient "
+                        "of unknown age; check the age before acting on a dose.")
+        said.append("Reopen the chart to retry.")
+        consequence = "some checks were skipped" if unchecked else "the patient's age is unknown"
         return {
             "uuid": new_uuid(),
-            "summary": f"Part of the record could not be read ({', '.join(missing)}): some pathway checks were skipped",
+            "summary": f"Record partly unread ({missing}): {consequence}",   # < 140 characters with every type
             "indicator": "info",
-            "detail": (f"avh-cds could not read this patient's {', '.join(missing)} data from the EHR, so it did not "
-                       f"decide on: {topics}. These checks rely on what is *absent* from the record, and a failed "
-                       "query is not an absence. Review them by hand, or reopen the chart to retry."),
+            "detail": " ".join(said),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{UNCHECKED_TOPIC}",
                        "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": UNCHECKED_TITLE}},
             "overrideReasons": self._override_reasons.fill({}),

@@ -9,7 +9,7 @@ Fetches of different keys run concurrently on a shared thread pool over one pool
 request with a timeout and all of them within one overall budget. A key that cannot be had, or only
 in part, is unavailable: its resource type goes into Prefetched.unavailable (so no card concludes
 anything from its absence), and when that type decides whether the patient is in scope at all
-(Patient, Condition) the call fails with PrefetchFailed (412).
+(Condition) the call fails with PrefetchFailed (412); an unavailable Patient only makes the age unknown.
 
 Server-side request forgery: whether a caller may name its fhirServer is decided before the route
 (the security layer's issuer allowlist); after that, every URL contacted goes through
@@ -36,13 +36,15 @@ from requests.adapters import HTTPAdapter
 from service.ops import metrics
 from service.clinical.record import subject_id
 from service.config import Settings
-from service.api.registry import REQUIRED_TYPES, resource_type_of
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
 FHIR_JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MEDIA_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
+# The data that decides whether a patient is in scope: without it the service answers 412. Any other type that
+# cannot be had gives a partial answer (the Patient only gives the age: without it, the cards of an unknown age).
+REQUIRED_TYPES = frozenset({"Condition"})
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,11 @@ def _is_error(outcome: dict) -> bool:
 
 OUTCOME, OTHER_PATIENT = "outcome", "other-patient"
 OUTCOME_FETCHED = "fhirServer answered with an OperationOutcome instead of data"
+
+
+def resource_type_of(template: str) -> str:
+    """'Condition?patient=...' or 'Patient/{{context.patientId}}' -> the resource type it returns."""
+    return template.split("?", 1)[0].split("/", 1)[0]
 
 
 @functools.lru_cache(maxsize=256)
@@ -232,7 +239,7 @@ def _session(workers: int) -> requests.Session:
 class PrefetchResolver:
     """`wanted`: which resources to keep (the services' selector); the others are read for their patient only."""
 
-    def __init__(self, session: requests.Session | None = None, *, timeout: float = 2.0, budget: float = 0.4,
+    def __init__(self, session: requests.Session | None = None, *, timeout: float = 2.0, budget: float = 1.5,
                  page_cap: int = 10, workers: int = 8, max_bytes: int = 10 * 1024 * 1024,
                  wanted: Callable[[dict], bool] | None = None):
         self.wanted = wanted

@@ -6,7 +6,6 @@ no network) or over HTTP (a running `avh-cds serve`).
 """
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
@@ -30,16 +29,10 @@ class Transport(Protocol):
 
 
 class InProcess:
-    """The service built by create_app, called through Flask's test client."""
+    """The service built by create_app (the caller builds it: fhir sits below the app), called through Flask's
+    test client."""
 
-    def __init__(self, app=None):
-        if app is None:
-            from service import create_app
-            from service.config import Settings
-            # In-process there is no client to authenticate: the test client is the caller. Per-call logs
-            # would interleave with the table (AVH_CDS_LOG_LEVEL still wins).
-            env = {"AVH_CDS_LOG_LEVEL": "ERROR", **os.environ, "AVH_CDS_AUTH": "off"}
-            app = create_app(Settings.from_env(env))
+    def __init__(self, app):
         self.client = app.test_client()
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
@@ -66,7 +59,7 @@ class Remote:
             return response.status_code, None
 
 
-def _ok(transport: Transport, method: str, path: str, body: dict | None = None) -> dict:
+def call_ok(transport: Transport, method: str, path: str, body: dict | None = None) -> dict:
     status, payload = transport.call(method, path, body)
     if status != 200 or not isinstance(payload, dict):
         raise ReplayError(f"{method} {path} answered {status}: {_problem(payload)}")
@@ -84,7 +77,7 @@ def _problem(payload: Any) -> str:
 
 def prefetch_templates(transport: Transport, service_id: str = SERVICE_ID) -> dict[str, str]:
     """The prefetch templates the service advertises in discovery."""
-    services = _ok(transport, "GET", "/cds-services").get("services", [])
+    services = call_ok(transport, "GET", "/cds-services").get("services", [])
     service = next((s for s in services if s.get("id") == service_id), None)
     if service is None:
         raise ReplayError(f"discovery does not list {service_id}")
@@ -144,7 +137,7 @@ def replay(fixtures: list[Fixture], transport: Transport, service_id: str = SERV
             request = hook_request(fixture, templates, fhir_server)
         except SearchError as exc:
             raise ReplayError(f"a discovery prefetch template is outside the search subset: {exc}") from exc
-        response = _ok(transport, "POST", f"/cds-services/{service_id}", request)
+        response = call_ok(transport, "POST", f"/cds-services/{service_id}", request)
         outcomes.append(Outcome(fixture, request, response))
     return outcomes
 

@@ -1,4 +1,5 @@
 """Operations: liveness and readiness probes, and the Prometheus metrics.
 
-Imports only the shared root modules (config, errors); every other home may import it.
+Imports nothing of service/ but the shared root modules (today none); fhir, security, api and the app import it
+(clinical never does). Layers: docs/architecture.md, held by tests/test_architecture.py.
 """

@@ -4,6 +4,9 @@ One guard runs before every CDS route (blueprint "cds": discovery, invoke, feedb
 thin: it authenticates the caller's JWT (unless AVH_CDS_AUTH=off), enforces the input limits and refuses
 a fhirServer the caller may not name, all before any route code or network call. One after-request hook
 writes the JSON access line. CORS preflights are answered by flask-cors without authentication.
+
+May import ops (metrics) and the shared root modules (config, errors, jsonbody, nesting); never api, fhir,
+feedback, clinical or the app. Layers: docs/architecture.md, held by tests/test_architecture.py.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from service.security.issuers import FhirServerPolicy, SecurityConfigError, deve
 from service.jsonbody import request_json
 from service.security.limits import check_limits
 from service.security.logs import LOGGED_BY_APP, access_log
+from service.security.refusals import warn_refused
 from service.security.replay import ReplayStoreUnavailable, replay_cache
 from service.security.tokens import FORBIDDEN_ALGORITHMS, AuthFailed, Caller, TokenVerifier
 
@@ -79,8 +83,11 @@ def build(settings: Settings) -> Security:
                                  max_lifetime=settings.max_token_lifetime_seconds,
                                  jwks_refresh_seconds=settings.jwks_refresh_seconds,
                                  jwks_cache_seconds=settings.jwks_cache_seconds)
-        if not issuers:
-            log.error("AVH_CDS_AUTH=required but no trusted issuer (AVH_CDS_ISSUERS_FILE): every CDS call is refused")
+        if issuers:
+            log.info(f"AVH_CDS_AUTH=required: {len(issuers)} trusted issuer(s)", extra={"fields": {"issuers": len(issuers)}})
+        else:
+            log.warning("AVH_CDS_AUTH=required but no trusted issuer (set AVH_CDS_ISSUERS_FILE, or AVH_CDS_TRUST_SANDBOX=1 "
+                        "in development): every CDS call is refused with 401", extra={"fields": {"issuers": 0}})
         if not settings.public_url:
             log.warning("AVH_CDS_PUBLIC_URL unset: a token's aud is compared with the URL built from the Host header")
         if not settings.redis_url and not settings.replay_db:
@@ -99,6 +106,7 @@ def install(app: Flask, settings: Settings) -> None:
     _install_cors(app, settings)
     app.before_request(_guard)
     app.after_request(_access_line)
+    app.after_request(warn_refused)              # a refusal said once a minute per issuer and reason
     json.loads(OPENAPI.read_text())     # a broken OpenAPI file fails at start-up, not when asked for
     app.register_blueprint(openapi_bp)
 

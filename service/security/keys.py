@@ -30,6 +30,19 @@ def _keys_by_kid(jwks: dict) -> dict[str, dict]:
             if isinstance(k, dict) and k.get("kid") in usable and k.get("kty") != "oct" and k.get("use", "sig") == "sig"}
 
 
+FETCH_ERRORS = (requests.RequestException, ValueError, TypeError, KeyError, PyJWKSetError)
+
+
+def fetch_keys(session: requests.Session, jwks_url: str, timeout: float) -> dict[str, dict]:
+    """kid -> JWK of the usable signing keys a JWK Set URL serves; raises one of FETCH_ERRORS when it cannot."""
+    response = session.get(jwks_url, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"})
+    if response.status_code != 200:       # redirects included: never followed
+        raise ValueError(f"HTTP {response.status_code}")
+    if len(response.content) > MAX_JWKS_BYTES:
+        raise ValueError("JWK Set too large")
+    return _keys_by_kid(response.json())
+
+
 class KeySet:
     def __init__(self, issuer: Issuer, session: requests.Session, refresh_seconds: float, cache_seconds: float,
                  timeout: float = 2.0, clock: Callable[[], float] = time.monotonic):
@@ -46,6 +59,11 @@ class KeySet:
         self._last_attempt: float | None = None
         self._bound: dict[tuple[str, str], PyJWK] = {}
         self._lock = threading.Lock()
+
+    @property
+    def inline_kids(self) -> frozenset[str]:
+        """The kids of the usable keys given inline in the issuers file."""
+        return frozenset(self._inline)
 
     def key(self, kid: str, alg: str) -> PyJWK | None:
         """The key for kid, bound to alg; None when no such key exists or it does not fit alg."""
@@ -79,17 +97,11 @@ class KeySet:
                 return self._fetched
             self._last_attempt = self.clock()
             try:
-                response = self.session.get(self.issuer.jwks_url, timeout=self.timeout, allow_redirects=False,
-                                            headers={"Accept": "application/json"})
-                if response.status_code != 200:       # redirects included: never followed
-                    raise ValueError(f"HTTP {response.status_code}")
-                if len(response.content) > MAX_JWKS_BYTES:
-                    raise ValueError("JWK Set too large")
-                self._fetched = _keys_by_kid(response.json())
+                self._fetched = fetch_keys(self.session, self.issuer.jwks_url, self.timeout)
                 self._fetched_at = self._last_attempt
                 self._bound = {}
                 log.info("fetched JWK Set", extra={"fields": {"iss": self.issuer.iss, "keys": len(self._fetched)}})
-            except (requests.RequestException, ValueError, TypeError, KeyError, PyJWKSetError) as exc:
+            except FETCH_ERRORS as exc:
                 # Keep the keys we had: an EHR hiccup must not lock out its still-valid keys.
                 log.warning("JWK Set fetch failed", extra={"fields": {"iss": self.issuer.iss,
                                                                       "reason": type(exc).__name__}})

@@ -85,8 +85,9 @@ class Engine:
     def cards(self, decisions: list[Decision], unchecked: list[Unchecked], facts: Facts, source_url: str) -> list[dict]:
         variables = template_variables(facts)
         cards = [self.library.render(d, facts, source_url, left_out_notes(d, facts), variables) for d in decisions]
-        if unchecked:
-            cards.append(self.library.unchecked_card(unchecked, source_url))
+        age_unread = "Patient" in facts.unavailable and bool(decisions)
+        if unchecked or age_unread:
+            cards.append(self.library.unchecked_card(unchecked, source_url, age_unread))
         return sort_cards(cards)
 
 
