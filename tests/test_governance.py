@@ -347,8 +347,10 @@ def test_feedback_outcomes_are_counted_in_prometheus_once_with_bounded_labels(st
         {"card": "never-issued", "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]})
     assert _outcome_count(client, "posterior-fixation", "accepted") == before[("posterior-fixation", "accepted")] + 2
     assert _outcome_count(client, "unknown_card", "overridden") == before[("unknown_card", "overridden")] + 1
-    assert feedback_labels("a-topic-someone-made-up", "accepted") == ("other", "accepted")
-    assert feedback_labels("spine-mri", "ignored") == ("spine-mri", "other")
+    topics = app.extensions["avh"].engine.library.topics
+    assert feedback_labels("a-topic-someone-made-up", "accepted", topics) == ("other", "accepted")
+    assert feedback_labels("spine-mri", "ignored", topics) == ("spine-mri", "other")
+    assert feedback_labels("data-unavailable", "overridden", topics) == ("data-unavailable", "overridden")
     app.extensions["avh"].store.dispose()
 
 

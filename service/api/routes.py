@@ -93,5 +93,5 @@ def feedback(service_id: str):
     _validate(body, "feedback", "not CDS Hooks 2.0 feedback")
     entries = parse_feedback(body["feedback"])
     result = current_app.extensions["avh"].store.record_feedback(service.id, entries, dt.datetime.now(dt.timezone.utc))
-    metrics.observe_feedback(result.outcomes)
+    metrics.observe_feedback(result.outcomes, current_app.extensions["avh"].engine.library.topics)
     return jsonify(result.as_json())

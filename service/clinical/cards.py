@@ -188,6 +188,7 @@ class CardLibrary:
             for topic, d in definitions.items()}
         self._resources = {(topic, s["id"]): Template.compile(s["resource"])
                            for topic, d in definitions.items() for s in d.data.get("suggestions", []) if "resource" in s}
+        self.topics = frozenset(definitions) | {UNCHECKED_TOPIC}       # every topic a card of this library can have
         # (topic, label) -> the suggestion's id in its card file: what the record of issued suggestions keeps.
         self.suggestion_ids = {(topic, s["label"]): s["id"]
                                for topic, d in definitions.items() for s in d.data.get("suggestions", [])}

@@ -19,9 +19,6 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess
 
-from service.clinical.cards import UNCHECKED_TOPIC
-from service.clinical.pathway import TOPIC_ORDER
-
 PREFIX = "avh_cds"
 # Latency buckets around the targets that matter: 500 ms (spec) and 5 s (Da Vinci CRD).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -41,7 +38,6 @@ FEEDBACK_OUTCOMES = Counter(f"{PREFIX}_feedback_outcomes", "Feedback entries sto
 UNKNOWN_SERVICE = "unknown"
 # Feedback labels: a card this service never issued, a topic it does not know (an old or foreign row) and an
 # outcome outside CDS Hooks' two each fold into one value, so a caller cannot make new time series.
-KNOWN_TOPICS = frozenset(TOPIC_ORDER) | {UNCHECKED_TOPIC}
 UNKNOWN_CARD_LABEL, OTHER_TOPIC_LABEL = "unknown_card", "other"
 OUTCOMES = frozenset({"accepted", "overridden"})
 bp = Blueprint("metrics", __name__)
@@ -59,19 +55,19 @@ def observe_cards(service_id: str, topics: list[str]) -> None:
         _cards_of(service_id, topic).inc()
 
 
-def feedback_labels(topic: str | None, outcome: str) -> tuple[str, str]:
-    """The bounded (topic, outcome) labels of one stored feedback entry."""
+def feedback_labels(topic: str | None, outcome: str, known_topics) -> tuple[str, str]:
+    """The bounded (topic, outcome) labels of one stored feedback entry; known_topics: the card library's."""
     if topic is None:
         topic = UNKNOWN_CARD_LABEL
-    elif topic not in KNOWN_TOPICS:
+    elif topic not in known_topics:
         topic = OTHER_TOPIC_LABEL
     return topic, outcome if outcome in OUTCOMES else "other"
 
 
-def observe_feedback(outcomes) -> None:
+def observe_feedback(outcomes, known_topics) -> None:
     """Count stored feedback entries, given their (topic or None for an unknown card, outcome)."""
     for topic, outcome in outcomes:
-        FEEDBACK_OUTCOMES.labels(*feedback_labels(topic, outcome)).inc()
+        FEEDBACK_OUTCOMES.labels(*feedback_labels(topic, outcome, known_topics)).inc()
 
 
 def observe_prefetch_fetch(key: str, seconds: float) -> None:
