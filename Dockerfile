@@ -11,6 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     AVH_CDS_CARDS_DIR=/app/cards \
     AVH_CDS_FIXTURES_DIR=/app/fhir_fixtures \
     PROMETHEUS_MULTIPROC_DIR=/tmp/avh-cds-metrics \
+    MPLCONFIGDIR=/tmp/avh-cds-matplotlib \
     AVH_CDS_SQLITE_PATH=/var/lib/avh-cds/avh-cds.sqlite3
 
 # The code stays root-owned (read-only to the service); only /var/lib/avh-cds is the service's to

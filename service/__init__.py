@@ -88,9 +88,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.fixture_fhir:
         from service.fhir import fixture_server
         fixture_server.init_app(app, settings.fixtures_dir)
-    from service.api import pages, routes
+    from service.api import governance, pages, routes
     app.register_blueprint(routes.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(governance.bp)
     app.register_blueprint(health.bp)
     if settings.auth == "off":
         from service.api import explain       # "why no card?": development only, never with authentication on

@@ -96,6 +96,8 @@ def _feedback_report(args) -> int:
     from service.config import Settings
     from service.feedback.entries import build_report, format_table
     from service.feedback.store import StorageUnavailable
+    if args.html:
+        return _governance_html(args)
     store = open_store(Settings.from_env())
     try:
         rows = build_report(*store.report_rows())
@@ -108,6 +110,45 @@ def _feedback_report(args) -> int:
         print(json.dumps({"database": store.backend, "topics": [r.as_json() for r in rows]}, indent=2))
     else:
         print(format_table(rows))
+    return 0
+
+
+def _governance_html(args) -> int:
+    """The governance page (GET /governance), written to a file: same aggregates, same template, no server."""
+    from werkzeug.datastructures import MultiDict
+
+    from service import open_store
+    from service.api.governance import parse_filters
+    from service.api.services import build_registry
+    from service.config import Settings
+    from service.api.engine import Engine
+    from service.errors import ApiError
+    from service.feedback.aggregates import governance_report
+    from service.feedback.page import Vocabulary, render_html
+    from service.feedback.store import StorageUnavailable
+    settings = Settings.from_env()
+    engine = Engine.load(settings.cards_dir)
+    registry = build_registry(engine.valuesets)
+    now = dt.datetime.now(dt.timezone.utc)
+    given = {"from": args.date_from, "to": args.date_to, "service": args.service}
+    try:
+        filters, _ = parse_filters(MultiDict({k: v for k, v in given.items() if v}), {s.id for s in registry}, now.date())
+    except ApiError as exc:
+        print(f"avh-cds feedback-report: {exc.message}", file=sys.stderr)
+        return 2
+    store = open_store(settings)
+    try:
+        report = governance_report(store, filters, now.date(), settings.governance_override_threshold,
+                                   settings.governance_min_feedback, with_comments=args.with_comments)
+    except StorageUnavailable:
+        print(f"avh-cds: the feedback store ({store.backend}) cannot be read; is the database up?", file=sys.stderr)
+        return 2
+    finally:
+        store.dispose()
+    note = "Override comments are left out of this file; `--with-comments` puts them in."
+    Path(args.html).write_text(render_html(report, Vocabulary.of(engine.library, registry), now, comments_note=note),
+                               encoding="utf-8")
+    print(f"wrote {args.html}: {report.filters.start} to {report.filters.end}, {report.total.issued} cards issued")
     return 0
 
 
@@ -162,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     report = sub.add_parser("feedback-report", help="per card topic: cards shown, accepted, overridden (with reasons)")
     report.add_argument("--json", action="store_true", help="JSON instead of a table")
+    report.add_argument("--html", metavar="FILE", help="write the governance page (GET /governance) to FILE instead")
+    report.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="with --html: first day (default: 13 weeks before --to)")
+    report.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="with --html: last day (default: today, UTC)")
+    report.add_argument("--service", help="with --html: one CDS service id (default: all)")
+    report.add_argument("--with-comments", action="store_true",
+                        help="with --html: include override comments (free text; keep the file within the committee)")
     report.set_defaults(func=_feedback_report)
     load = sub.add_parser("load-fhir", help="PUT the FHIR fixtures into a FHIR R4 server, or --verify it serves them")
     load.add_argument("--fhir-url", required=True, help="the FHIR server's base URL, e.g. http://hapi:8080/fhir")

@@ -56,6 +56,11 @@ class Settings:
     # this many wait for the store (the oldest beyond it are dropped, logged) while it is unavailable.
     issued_flush_seconds: float = 0.5
     issued_max_pending: int = 10_000
+    # Governance page (docs/governance.md): its own bearer credential; the override rate over the last 30 days
+    # above which a topic is an alert-fatigue candidate, and the fewest feedback entries that rate may rest on.
+    governance_token: str = ""
+    governance_override_threshold: float = 0.5
+    governance_min_feedback: int = 10
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -1,9 +1,15 @@
 import os
+from pathlib import Path
 
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from service import create_app
 from service.config import Settings
+from service.feedback.store import database_url
+
+POSTGRES_URL = os.environ.get("AVH_CDS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/avh_orders")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -14,6 +20,29 @@ def _scratch_working_directory(tmp_path_factory):
     os.chdir(tmp_path_factory.mktemp("cwd"))
     yield
     os.chdir(previous)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A database of this test session's own on the real server, dropped at the end.
+
+    Its own, so that two test runs on one server (two developers, or CI beside a developer) never see
+    each other's rows. No server is a failure, not a skip.
+    """
+    info = psycopg.conninfo.conninfo_to_dict(POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://"))
+    name = f"{info.get('dbname', 'avh_orders')}_{os.getpid()}"
+    admin_info = {**info, "dbname": "postgres"}
+    try:
+        with psycopg.connect(**admin_info, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL for the storage tests is not reachable at {info.get('host')}:{info.get('port', 5432)} "
+                    f"({type(exc).__name__}: {str(exc).strip()[:200]}). Start it, or point AVH_CDS_TEST_POSTGRES_URL "
+                    "at one (CI starts PostgreSQL before the tests).", pytrace=False)
+    yield database_url(make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False), Path())
+    with psycopg.connect(**admin_info, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -149,3 +149,12 @@ def test_chart_benchmark_runs_on_small_charts():
     result = charts.run(limit=300, base_readings=20, repeats=1)
     assert result["limit"]["resources"] == 300 and [r["readings"] for r in result["same_code"]["runs"]] == [20, 320]
     assert "16x the readings cost" in "\n".join(charts.table(result))
+
+
+def test_governance_benchmark_seeds_and_measures_a_tiny_database(tmp_path, capsys):
+    from bench import governance
+    url = f"sqlite:///{tmp_path / 'bench.sqlite3'}"
+    assert governance.main(["--url", url, "--cards", "300", "--entries", "60", "--days", "30", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "seeded 300 cards" in out and "60 feedback entries" in out
+    assert "page, a year, charts drawn anew" in out and "of which the queries, a year" in out

@@ -13,9 +13,9 @@ from service.config import Settings
 from service.feedback.store import feedback
 from service.uuids import new_uuid
 from tests.fhir_records import NO_AUTH
-from tests.test_feedback import REASON_SYSTEM, accepted, issue_cards, overridden, post_feedback, postgres_url, storage
+from tests.test_feedback import REASON_SYSTEM, accepted, issue_cards, overridden, post_feedback, storage
 
-__all__ = ["postgres_url", "storage"]     # fixtures used by the tests below
+__all__ = ["storage"]     # a fixture used by the tests below (postgres_url is in conftest.py)
 
 
 @pytest.fixture

@@ -20,14 +20,20 @@ def _topic(card: dict) -> str:
     return card["source"]["topic"]["code"]
 
 
+def _suggested(cards: list[dict]) -> tuple[tuple[str, str, str, str], ...]:
+    return tuple((s["uuid"], c["uuid"], _topic(c), s["label"]) for c in cards for s in c.get("suggestions", ()))
+
+
 @dataclass(frozen=True)
 class Answer:
     json: bytes                             # the response body, {"cards": [...]}
     issued: tuple[tuple[str, str], ...]     # (uuid, topic) of each card, in order
+    # (suggestion uuid, card uuid, topic, label) of each suggestion: feedback names an accepted one by uuid
+    suggested: tuple[tuple[str, str, str, str], ...] = ()
 
     @classmethod
     def of(cls, cards: list[dict]) -> "Answer":
-        return cls(encode({"cards": cards}), tuple((c["uuid"], _topic(c)) for c in cards))
+        return cls(encode({"cards": cards}), tuple((c["uuid"], _topic(c)) for c in cards), _suggested(cards))
 
     @property
     def topics(self) -> list[str]:
@@ -45,6 +51,7 @@ class AnswerTemplate:
     pieces: tuple[bytes, ...]
     card_slots: tuple[int, ...]             # for each card, which cut holds its own uuid
     topics: tuple[str, ...]
+    suggestion_slots: tuple[tuple[int, int, str, str], ...] = ()    # (its cut, its card's cut, topic, label)
 
     @classmethod
     def of(cls, cards: list[dict]) -> "AnswerTemplate | None":
@@ -59,9 +66,11 @@ class AnswerTemplate:
         # Each uuid is random, written once; the JSON of a uuid string is the string itself.
         parts = re.split(b"(" + b"|".join(re.escape(u.encode()) for u in uuids) + b")", body)
         found = [p.decode() for p in parts[1::2]]
-        return cls(tuple(parts[0::2]), tuple(found.index(c["uuid"]) for c in cards), tuple(map(_topic, cards)))
+        return cls(tuple(parts[0::2]), tuple(found.index(c["uuid"]) for c in cards), tuple(map(_topic, cards)),
+                   tuple((found.index(s), found.index(c), topic, label) for s, c, topic, label in _suggested(cards)))
 
     def fill(self) -> Answer:
         fresh = new_uuids(len(self.pieces) - 1)
         body = b"".join(chain(chain.from_iterable(zip(self.pieces, (u.encode() for u in fresh))), self.pieces[-1:]))
-        return Answer(body, tuple(zip((fresh[i] for i in self.card_slots), self.topics)))
+        return Answer(body, tuple(zip((fresh[i] for i in self.card_slots), self.topics)),
+                      tuple((fresh[s], fresh[c], topic, label) for s, c, topic, label in self.suggestion_slots))

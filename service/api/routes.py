@@ -77,7 +77,9 @@ def invoke(service_id: str):
     now = dt.datetime.now(dt.timezone.utc)
     answer = service.evaluate(avh.engine, prefetched, body, now, avh.source_url())
     metrics.observe_cards(service.id, answer.topics)
-    avh.store.record_issued(service.id, body["hookInstance"], answer.issued, now)
+    ids = avh.engine.library.suggestion_ids
+    avh.store.record_issued(service.id, body["hookInstance"], answer.issued, now,
+                            [(s, c, ids.get((topic, label), label[:100])) for s, c, topic, label in answer.suggested])
     g.resource_count, g.card_topics = prefetched.read, answer.topics
     response = current_app.response_class(answer.json, mimetype="application/json")
     response.call_on_close(avh.store.flush_if_due)      # after the answer has been sent
@@ -91,4 +93,5 @@ def feedback(service_id: str):
     _validate(body, "feedback", "not CDS Hooks 2.0 feedback")
     entries = parse_feedback(service.id, body["feedback"])
     result = current_app.extensions["avh"].store.record_feedback(service.id, entries, dt.datetime.now(dt.timezone.utc))
+    metrics.observe_feedback(result.outcomes, current_app.extensions["avh"].engine.library.topics)
     return jsonify(result.as_json())

@@ -19,6 +19,7 @@ from service.clinical.valuesets import TOPIC_SYSTEM
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 SOURCE_LABEL = "avh-cds: aggressive vertebral hemangioma pathway"
 UNCHECKED_TOPIC = "data-unavailable"
+UNCHECKED_TITLE = "Record partly unavailable"
 MAX_LEVEL_GROUPS = 3   # beyond this a summary names the count and the extent of the levels, not each one
 
 # Flags a card file may test, and the template variables it may use; anything else is a typo.
@@ -232,6 +233,10 @@ class CardLibrary:
             for topic, d in definitions.items()}
         self._resources = {(topic, s["id"]): [Template.compile(r) for r in _resources_of(s)]
                            for topic, d in definitions.items() for s in d.data.get("suggestions", []) if _resources_of(s)}
+        self.topics = frozenset(definitions) | {UNCHECKED_TOPIC}       # every topic a card of this library can have
+        # (topic, label) -> the suggestion's id in its card file: what the record of issued suggestions keeps.
+        self.suggestion_ids = {(topic, s["label"]): s["id"]
+                               for topic, d in definitions.items() for s in d.data.get("suggestions", [])}
 
     @classmethod
     def load(cls, directory: Path) -> "CardLibrary":
@@ -358,7 +363,7 @@ class CardLibrary:
             "indicator": "info",
             "detail": "\n\n".join(paragraphs),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{UNCHECKED_TOPIC}",
-                       "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": "Record partly unavailable"}},
+                       "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": UNCHECKED_TITLE}},
             "overrideReasons": self._override_reasons.fill({}),
         }
 

@@ -30,8 +30,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, event, func, insert, select, text, update)
+from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text, and_,
+                        create_engine, event, func, insert, inspect, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -68,8 +68,36 @@ feedback = Table(
     Column("override_display", Text),
     Column("user_comment", Text),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    # The card's topic and issue time, and the id(s) of the suggestion(s) taken (" + " between several), copied
+    # when the feedback is stored (None for an unknown card, or a card issued before suggestions were recorded):
+    # the governance report then reads the feedback alone, with no join to a year of issued cards.
+    Column("card_topic", String(100)),
+    Column("card_issued_at", DateTime(timezone=True)),
+    Column("accepted_suggestion", Text),
     Index("ix_avh_feedback_card", "card_uuid"),
 )
+SUGGESTIONS_TAKEN = " + "
+# Which suggestion each suggestion uuid of an issued card stood for (the card file's suggestion id): feedback
+# names an accepted suggestion by its uuid only. Written with the issued cards, in the same batch.
+issued_suggestions = Table(
+    "avh_issued_suggestion", metadata,
+    Column("suggestion_uuid", String(64), primary_key=True),
+    Column("card_uuid", String(64), nullable=False),
+    Column("suggestion", String(100), nullable=False),
+    Index("ix_avh_issued_suggestion_card", "card_uuid"),
+)
+# What the governance report reads by (service/feedback/aggregates.py): cards by issue time (covering: the
+# count reads the index alone), feedback by its card's issue time, and by the time it was given (unknown cards).
+REPORT_INDEXES = (
+    Index("ix_avh_issued_card_report", issued_cards.c.issued_at, issued_cards.c.service_id, issued_cards.c.topic),
+    Index("ix_avh_feedback_card_issued_at", feedback.c.card_issued_at),
+    Index("ix_avh_feedback_outcome_at", feedback.c.outcome_at),
+    # Empty unless rows were written around the service: a report looks here before it reads (no table scan).
+    Index("ix_avh_feedback_missing_card_copy", feedback.c.id,
+          postgresql_where=feedback.c.card_known.is_(True) & feedback.c.card_topic.is_(None),
+          sqlite_where=feedback.c.card_known.is_(True) & feedback.c.card_topic.is_(None)),
+)
+CARD_COPIES = ("card_topic", "card_issued_at", "accepted_suggestion")
 BAD_URL = ("AVH_CDS_DATABASE_URL is not a usable database URL: expected postgresql://user@host:port/db, "
            "or unset for the SQLite file")
 MIGRATION_LOCK = 0x61766863   # pg_advisory_xact_lock key ("avhc")
@@ -79,8 +107,35 @@ def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[issued_cards, feedback])
 
 
+def _v2_suggestions_and_report_indexes(conn: Connection) -> None:
+    """Governance report: the issued suggestions table, the card's topic and issue time on each feedback row
+    (filled in for the feedback already stored), and the indexes the report reads by. Cards issued before this
+    version have no suggestion rows; accepted feedback on them is reported as "suggestion not recorded"."""
+    metadata.create_all(conn, tables=[issued_suggestions])
+    present = {c["name"] for c in inspect(conn).get_columns(feedback.name)}
+    for name in CARD_COPIES:
+        if name not in present:
+            column = feedback.c[name]
+            conn.exec_driver_sql(f"ALTER TABLE {feedback.name} ADD COLUMN {name} {column.type.compile(conn.dialect)}")
+    fill_card_copies(conn)
+    for index in REPORT_INDEXES:
+        index.create(conn, checkfirst=True)
+
+
+MISSING_CARD_COPY = and_(feedback.c.card_known.is_(True), feedback.c.card_topic.is_(None))
+
+
+def fill_card_copies(conn: Connection) -> None:
+    """Copy the card's topic and issue time onto feedback rows that lack them: rows stored before schema version
+    2, or written into the table by something other than this service."""
+    card = lambda column: (select(column).where(issued_cards.c.card_uuid == feedback.c.card_uuid,   # noqa: E731
+                                                issued_cards.c.service_id == feedback.c.service_id).scalar_subquery())
+    conn.execute(update(feedback).where(MISSING_CARD_COPY)
+                 .values(card_topic=card(issued_cards.c.topic), card_issued_at=card(issued_cards.c.issued_at)))
+
+
 # Schema versions in order; the database records the last one applied.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2_suggestions_and_report_indexes)
 
 
 class StorageUnavailable(ApiError):
@@ -112,6 +167,7 @@ class StoredFeedback:
     received: int
     stored: int
     unknown_cards: tuple[str, ...]
+    outcomes: tuple[tuple[str | None, str], ...] = ()    # (topic, None when unknown; outcome) of each entry stored
 
     def as_json(self) -> dict:
         return {"received": self.received, "stored": self.stored, "duplicates": self.received - self.stored,
@@ -147,7 +203,8 @@ def _engine(url: str, timeout: float) -> Engine:
         @event.listens_for(engine, "begin")
         def _begin(conn):
             # Take the write lock up front: a deferred read-then-write transaction could not wait for it.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A report (read_only) takes none: in WAL mode its deferred transaction reads one snapshot.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
         return engine
     # A lock or a stuck statement becomes an error after the timeout (then 503), never a hung request.
     ms = int(timeout * 1000)
@@ -172,15 +229,25 @@ def _insert_issued(conn: Connection, rows: list[tuple]) -> None:
     request thread was held up (a blocking call made a forced switch, ~20 µs at each). One statement per 199
     rows lets go of it a few times a batch; PostgreSQL gets one round trip instead of one a row. Nor
     SQLAlchemy's insert(): its per-row parameter processing cost more than the insert itself."""
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     to_db = issued_cards.c.issued_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) or (lambda v: v)
     stamps = {row[-1]: to_db(row[-1]) for row in rows}      # the rows of a call share one
-    one_row = f"({', '.join([marker] * len(ISSUED_COLUMNS))})"
-    for start in range(0, len(rows), ISSUED_ROWS_PER_STATEMENT):
-        chunk = rows[start:start + ISSUED_ROWS_PER_STATEMENT]
-        sql = (f"INSERT INTO {issued_cards.name} ({', '.join(ISSUED_COLUMNS)}) "
+    _insert_rows(conn, issued_cards.name, ISSUED_COLUMNS, [row[:-1] + (stamps[row[-1]],) for row in rows])
+
+
+SUGGESTION_COLUMNS = ("suggestion_uuid", "card_uuid", "suggestion")
+SUGGESTIONS_PER_CARD = 4     # suggestion rows kept waiting per issued-card row kept (max_pending), at most
+
+
+def _insert_rows(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Rows already in the database's form, as multi-row INSERTs (under 1,000 parameters each), duplicates ignored."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    one_row = f"({', '.join([marker] * len(columns))})"
+    per_statement = 999 // len(columns)
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start:start + per_statement]
+        sql = (f"INSERT INTO {table} ({', '.join(columns)}) "
                f"VALUES {', '.join([one_row] * len(chunk))} ON CONFLICT DO NOTHING")
-        conn.exec_driver_sql(sql, tuple(chain.from_iterable(row[:-1] + (stamps[row[-1]],) for row in chunk)))
+        conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
 
 
 def _write_periodically(store: Callable[[], "FeedbackStore | None"], stop: threading.Event) -> None:
@@ -218,6 +285,7 @@ class FeedbackStore:
     def _reset_writer(self) -> None:
         self._pending: list[tuple] = []         # issued-card rows (ISSUED_COLUMNS) not written yet, oldest first
         self._rechecks: list[tuple[float, str, tuple[str, ...]]] = []   # (when, service, uuids): _recheck_later
+        self._pending_suggestions: list[tuple] = []     # their suggestions' rows (SUGGESTION_COLUMNS)
         self._lock = threading.Lock()            # guards _pending and _writer
         self._flushing = threading.Lock()        # one batch at a time, so a failed one goes back first
         self._stop = threading.Event()
@@ -279,18 +347,19 @@ class FeedbackStore:
             raise StorageUnavailable(self.retry_after) from exc
 
     def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[tuple[str, str]],
-                      when: dt.datetime) -> None:
-        """Remember each card shown, by its (uuid, topic), to join feedback with it: queued, and written by
-        flush_if_due once the call has answered (at once when flush_seconds is 0). A failure costs the join,
-        never the cards."""
+                      when: dt.datetime, suggestions: Iterable[tuple[str, str, str]] = ()) -> None:
+        """Remember each card shown, by its (uuid, topic), to join feedback with it, and each of its suggestions
+        by (suggestion uuid, card uuid, suggestion id): queued, and written by flush_if_due once the call has
+        answered (at once when flush_seconds is 0). A failure costs the join, never the cards."""
         rows = [(card_uuid, service_id, topic, hook_instance, when) for card_uuid, topic in cards]   # ISSUED_COLUMNS
         if not rows:
             return
         if self.flush_seconds <= 0:
-            self._write_issued(rows)
+            self._write_issued(rows, list(suggestions))
             return
         with self._lock:
             self._pending.extend(rows)
+            self._pending_suggestions.extend(suggestions)
             dropped = self._trim()
             self._start_writer()
         if dropped:
@@ -309,11 +378,16 @@ class FeedbackStore:
         over = len(self._pending) - self.max_pending
         if over > 0:
             del self._pending[:over]
+        del self._pending_suggestions[:max(len(self._pending_suggestions) - SUGGESTIONS_PER_CARD * self.max_pending, 0)]
         return max(over, 0)
 
-    def _write_issued(self, rows: list[tuple]) -> bool:
+    def _write_issued(self, rows: list[tuple], suggestions: list[tuple] = ()) -> bool:
+        def work(conn: Connection) -> None:
+            _insert_issued(conn, rows)
+            if suggestions:
+                _insert_rows(conn, issued_suggestions.name, SUGGESTION_COLUMNS, suggestions)
         try:
-            self._write(lambda conn: _insert_issued(conn, rows), durable=False)
+            self._write(work, durable=False)
             return True
         except StorageUnavailable:
             log.warning("%d issued cards not recorded yet: the feedback store is unavailable", len(rows))
@@ -343,11 +417,13 @@ class FeedbackStore:
         with self._flushing:
             with self._lock:
                 rows, self._pending = self._pending, []
+                suggestions, self._pending_suggestions = self._pending_suggestions, []
                 self._written_at = time.monotonic()
-            if not rows or self._write_issued(rows):
+            if not rows or self._write_issued(rows, suggestions):
                 return True
             with self._lock:
                 self._pending[:0] = rows
+                self._pending_suggestions[:0] = suggestions
                 self._trim()
             return False
 
@@ -360,18 +436,42 @@ class FeedbackStore:
         self.flush_issued()
         self._stop = threading.Event()      # a later record_issued starts a new writer
 
-    def _issuers(self, conn: Connection, uuids: list[str]) -> dict[str, str]:
-        """card uuid -> the service that issued it, for those of `uuids` on record. Asked UUIDS_PER_QUERY at a
-        time: a post may name more cards than a statement may carry parameters (PostgreSQL 65,535; the oldest
-        SQLite 999)."""
-        issuers = {}
+    @staticmethod
+    def _issued(conn: Connection, uuids: list[str]) -> dict[str, tuple]:
+        """card uuid -> (service that issued it, topic, issued_at), for those of `uuids` on record. Asked
+        UUIDS_PER_QUERY at a time: a post may name more cards than a statement may carry parameters
+        (PostgreSQL 65,535; the oldest SQLite 999)."""
+        issued = {}
         for start in range(0, len(uuids), UUIDS_PER_QUERY):
-            issuers.update(conn.execute(select(issued_cards.c.card_uuid, issued_cards.c.service_id).where(
-                issued_cards.c.card_uuid.in_(uuids[start:start + UUIDS_PER_QUERY]))).all())
-        return issuers
+            issued.update((row[0], tuple(row[1:])) for row in conn.execute(
+                select(issued_cards.c.card_uuid, issued_cards.c.service_id, issued_cards.c.topic,
+                       issued_cards.c.issued_at).where(issued_cards.c.card_uuid.in_(uuids[start:start + UUIDS_PER_QUERY]))))
+        return issued
+
+    @staticmethod
+    def _cards_of(issued: dict[str, tuple], service_id: str) -> dict[str, tuple]:
+        """card uuid -> (topic, issued_at), of the issued cards this service issued."""
+        return {uuid: (topic, at) for uuid, (issuer, topic, at) in issued.items() if issuer == service_id}
+
+    @staticmethod
+    def _suggestions_of(conn: Connection, uuids: list[str]) -> dict[str, str]:
+        """suggestion uuid -> suggestion id, of the suggestions recorded for these cards (UUIDS_PER_QUERY at a time)."""
+        found = {}
+        for start in range(0, len(uuids), UUIDS_PER_QUERY):
+            found.update(conn.execute(select(issued_suggestions.c.suggestion_uuid, issued_suggestions.c.suggestion)
+                                      .where(issued_suggestions.c.card_uuid.in_(uuids[start:start + UUIDS_PER_QUERY]))).all())
+        return found
+
+    @staticmethod
+    def _card_copies(e: "FeedbackEntry", card: tuple | None, suggestions: dict[str, str]) -> dict:
+        """The card's topic and issue time, and which suggestions were taken, to store with one entry."""
+        topic, issued_at = card or (None, None)
+        taken = sorted(suggestions[s] for s in e.accepted_suggestions if s in suggestions)
+        return {"card_topic": topic, "card_issued_at": issued_at,
+                "accepted_suggestion": SUGGESTIONS_TAKEN.join(taken) if taken else None}
 
     def _known_cards(self, conn: Connection, service_id: str, uuids: list[str]) -> set[str]:
-        return {u for u, issuer in self._issuers(conn, uuids).items() if issuer == service_id}
+        return set(self._cards_of(self._issued(conn, uuids), service_id))
 
     def _may_be_on_its_way(self, card_uuid: str) -> bool:
         """Whether a card not found may have been issued by another worker that has not written it yet (it writes
@@ -415,19 +515,25 @@ class FeedbackStore:
         self.flush_issued()              # this worker's cards first: feedback can follow its card at once
 
         def work(conn: Connection) -> tuple[StoredFeedback, set[str]]:
-            issuers = self._issuers(conn, uuids)
-            known = {u for u, issuer in issuers.items() if issuer == service_id}
+            issued = self._issued(conn, uuids)
+            known = self._cards_of(issued, service_id)
+            suggestions = self._suggestions_of(conn, [u for u in uuids if u in known])
             # RETURNING names the rows actually inserted (rowcount is not reliable across drivers). One list of
             # rows: SQLAlchemy writes it as multi-row INSERTs within each backend's parameter limit
             # ("insertmanyvalues"), so 70,000 entries are some hundred statements, not one too many parameters.
-            statement = self._insert_ignoring_duplicates(feedback).returning(feedback.c.id)
+            statement = self._insert_ignoring_duplicates(feedback).returning(feedback.c.idempotency_key)
             rows = [{"idempotency_key": e.idempotency_key, "service_id": service_id, "card_uuid": e.card_uuid,
                      "card_known": e.card_uuid in known, "outcome": e.outcome, "outcome_at": e.outcome_at,
                      "accepted_suggestions": list(e.accepted_suggestions), "override_system": e.override_system,
                      "override_code": e.override_code, "override_display": e.override_display,
-                     "user_comment": e.user_comment, "received_at": when} for e in entries]
-            stored = len(conn.execute(statement, rows).all())
-            return StoredFeedback(len(entries), stored, tuple(u for u in uuids if u not in known)), set(issuers)
+                     "user_comment": e.user_comment, "received_at": when,
+                     **self._card_copies(e, known.get(e.card_uuid), suggestions)} for e in entries]
+            inserted = {row[0] for row in conn.execute(statement, rows).all()}
+            first = {e.idempotency_key: e for e in reversed(entries)}    # a key sent twice is stored once
+            outcomes = tuple((known.get(e.card_uuid, (None,))[0], e.outcome)
+                             for key, e in first.items() if key in inserted)
+            return (StoredFeedback(len(entries), len(inserted), tuple(u for u in uuids if u not in known), outcomes),
+                    set(issued))
         result, on_record = self._write(work)
         on_its_way = tuple(u for u in result.unknown_cards if u not in on_record and self._may_be_on_its_way(u))
         if on_its_way:
@@ -450,6 +556,37 @@ class FeedbackStore:
                                     .select_from(joined).group_by(*group)).all()
             return [tuple(r) for r in shown], [tuple(r) for r in outcomes]
         return self._write(work)
+
+    def fill_missing_card_copies(self) -> None:
+        """Before a report: fill in the card copies of feedback rows that lack them (see fill_card_copies). Looking
+        costs one scan that stops at the first such row; they are rare."""
+        if not self._ready:
+            self._migrate()
+        with self.engine.connect().execution_options(read_only=True) as conn, conn.begin():
+            missing = conn.execute(select(feedback.c.id).where(MISSING_CARD_COPY).limit(1)).first()
+        if missing is not None:
+            self._write(fill_card_copies)
+
+    def read(self, work: Callable[[Connection], object]):
+        """Run `work` (reads only) in one transaction that sees one snapshot, after this worker's pending cards are
+        written, without holding SQLite's write lock. StorageUnavailable when the database cannot be read."""
+        self.flush_issued()
+        try:
+            if not self._ready:
+                self._migrate()
+            options = {"read_only": True}
+            if self.backend == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
+            with self.engine.connect().execution_options(**options) as conn, conn.begin():
+                if self.backend == "postgresql":
+                    # A report groups hundreds of thousands of rows: in memory rather than in sorted runs on disk,
+                    # and without JIT compilation, which cost more than it saved on these queries (measured).
+                    conn.execute(text("SET LOCAL work_mem = '64MB'"))
+                    conn.execute(text("SET LOCAL jit = off"))
+                return work(conn)
+        except SQLAlchemyError as exc:
+            log.warning("feedback store (%s) read failed: %s", self.backend, type(exc).__name__)
+            raise StorageUnavailable(self.retry_after) from exc
 
     def dispose(self) -> None:
         self.close()

@@ -47,8 +47,14 @@ CACHE_PUBLISH_SECONDS = 1.0
 FEEDBACK_STORE_FAILURES = Counter(f"{PREFIX}_feedback_store_failures",
                                   "Writes to the feedback store that failed (feedback answered 503, issued cards kept "
                                   "waiting)")
+FEEDBACK_OUTCOMES = Counter(f"{PREFIX}_feedback_outcomes", "Feedback entries stored (a resent one counts once), by "
+                            "the card's topic and the outcome", ["topic", "outcome"])
 
 UNKNOWN_SERVICE = "unknown"
+# Feedback labels: a card this service never issued, a topic it does not know (an old or foreign row) and an
+# outcome outside CDS Hooks' two each fold into one value, so a caller cannot make new time series.
+UNKNOWN_CARD_LABEL, OTHER_TOPIC_LABEL = "unknown_card", "other"
+OUTCOMES = frozenset({"accepted", "overridden"})
 bp = Blueprint("metrics", __name__)
 
 
@@ -62,6 +68,21 @@ def observe_cards(service_id: str, topics: list[str]) -> None:
     """Count the cards of one answer by topic (call once per successful service call)."""
     for topic in topics:
         _cards_of(service_id, topic).inc()
+
+
+def feedback_labels(topic: str | None, outcome: str, known_topics) -> tuple[str, str]:
+    """The bounded (topic, outcome) labels of one stored feedback entry; known_topics: the card library's."""
+    if topic is None:
+        topic = UNKNOWN_CARD_LABEL
+    elif topic not in known_topics:
+        topic = OTHER_TOPIC_LABEL
+    return topic, outcome if outcome in OUTCOMES else "other"
+
+
+def observe_feedback(outcomes, known_topics) -> None:
+    """Count stored feedback entries, given their (topic or None for an unknown card, outcome)."""
+    for topic, outcome in outcomes:
+        FEEDBACK_OUTCOMES.labels(*feedback_labels(topic, outcome, known_topics)).inc()
 
 
 def observe_prefetch_fetch(key: str, seconds: float) -> None:
