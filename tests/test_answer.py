@@ -2,9 +2,11 @@
 otherwise, and the (uuid, topic) of each card for the record of issued cards."""
 import json
 import os
+import signal
 import time
 import uuid
 
+import pytest
 from hypothesis import given, strategies as st
 
 from service.api.answer import Answer, AnswerTemplate, new_uuids
@@ -45,7 +47,14 @@ def test_a_forked_worker_never_hands_out_the_random_bits_its_parent_will():
         os.write(write, " ".join(new_uuids(5)).encode())
         os._exit(0)
     os.close(write)
-    os.waitpid(pid, 0)
+    # A fork of this multi-threaded test process can hang on a lock another thread held: never wait forever.
+    deadline = time.monotonic() + 10
+    while os.waitpid(pid, os.WNOHANG) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if time.monotonic() >= deadline:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not finish within 10 s")
     child = os.read(read, 4096).decode().split()
     parent = new_uuids(5)
     random_part = lambda u: u[14:]                  # noqa: E731 (after the 48-bit millisecond)

@@ -276,7 +276,7 @@ def _start_store(overrides, start, results):
 
 
 def test_workers_starting_together_on_an_empty_database_migrate_once(storage):
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Event(), ctx.Queue()
     workers = [ctx.Process(target=_start_store, args=(storage, start, results)) for _ in range(5)]
     for w in workers:
@@ -412,7 +412,7 @@ def _process_worker(settings_overrides, entries, start, results):
 def test_concurrent_processes_store_each_feedback_once(app, storage):
     cards = issue_cards(app.test_client())
     entries = _feedback_set(cards, 12)
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Event(), ctx.Queue()
     workers = [ctx.Process(target=_process_worker, args=(storage, entries, start, results)) for _ in range(3)]
     for w in workers:

@@ -73,7 +73,7 @@ def _race(path, jti, results):
 def test_sqlite_lets_exactly_one_of_several_processes_use_a_jti(tmp_path):
     path, jti = str(tmp_path / "replay.sqlite3"), str(uuid.uuid4())
     SqliteReplayCache(path)
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     results = context.Queue()
     workers = [context.Process(target=_race, args=(path, jti, results)) for _ in range(4)]
     for w in workers:
@@ -92,7 +92,7 @@ def test_sqlite_does_not_flush_to_disk_per_token_yet_a_killed_worker_loses_nothi
     path, jti = str(tmp_path / "replay.sqlite3"), str(uuid.uuid4())
     cache = SqliteReplayCache(path)
     assert cache._db().execute("PRAGMA synchronous").fetchone() == (1,)     # NORMAL: no fsync per commit
-    worker = multiprocessing.get_context("fork").Process(target=_use_then_die, args=(path, jti))
+    worker = multiprocessing.get_context("spawn").Process(target=_use_then_die, args=(path, jti))
     worker.start()
     worker.join(10)
     assert worker.exitcode == 0 and not cache.first_use("iss", jti, 300)
