@@ -5,12 +5,13 @@ import random
 import pytest
 
 from service.clinical.cards import template_variables
+from service.clinical.orders import decide_discharge
 from service.clinical.pathway import decide_chart
 from service.fhir.prefetch import Prefetched
 from tests.fhir_records import (CPT, ICD10CM, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day,
                                  decompression, dexamethasone, facts_of, hemangioma, in_pathway, patient, procedure,
                                  report, service_request, walking)
-from tests.fixture_cards import ENGINE, all_fixtures, chart_cards
+from tests.fixture_cards import ENGINE, all_fixtures, chart_cards, fixture
 
 PRE_OP_ALL = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta", "preop-embolization"}
 
@@ -137,7 +138,6 @@ def test_many_levels_named_in_text_still_fit_every_summary():
 
 
 def _radiotherapy_card(*resources, discharge=False):
-    from service.clinical.orders import decide_discharge
     facts = facts_of(*resources)
     decisions, unchecked = decide_discharge(facts) if discharge else decide_chart(facts)
     (c,) = [c for c in ENGINE.cards(decisions, unchecked, facts, "http://x/p")
@@ -167,3 +167,15 @@ def test_adult_radiotherapy_summary_keeps_the_regimen():
     c = _radiotherapy_card(hemangioma(onset=day(30)), compression(onset=day(10)), decompression(day(3)),
                            procedure(CPT, "22842", day(3)))
     assert "30 Gy/10 fx" in c["summary"] and "carries no dose" not in c["detail"]
+
+
+@pytest.mark.parametrize("prefix, priority", [("03", "stat"), ("04", "stat"), ("24", "stat"), ("01", "urgent"),
+                                              ("36", "urgent")])
+def test_mri_and_cta_orders_are_stat_when_the_deficit_progresses_rapidly(prefix, priority):
+    """pathway.md section 4: spine-mri and preop-cta suggest their order with priority `stat` when rapid
+    (a lapsed deterioration, fixture 36, is not rapid)."""
+    cards = [c for c in chart_cards(fixture(prefix)) if c["source"]["topic"]["code"] in ("spine-mri", "preop-cta")]
+    assert cards
+    for c in cards:
+        (s,) = c["suggestions"]
+        assert [a["resource"]["priority"] for a in s["actions"]] == [priority], (prefix, c["source"]["topic"])
