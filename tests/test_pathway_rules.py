@@ -179,3 +179,14 @@ def test_mri_and_cta_orders_are_stat_when_the_deficit_progresses_rapidly(prefix,
     for c in cards:
         (s,) = c["suggestions"]
         assert [a["resource"]["priority"] for a in s["actions"]] == [priority], (prefix, c["source"]["topic"])
+
+
+def test_a_childs_recurrence_referral_is_not_called_postoperative_or_adjuvant():
+    """pathway.md section 4: in recurrence never "postoperative" or "after the wound has healed"; a child's
+    referral (no dose) must not call the radiotherapy of a recurrence adjuvant either."""
+    c = _radiotherapy_card(patient("2015-01-01"), hemangioma(onset=day(30)), compression(onset=day(10)),
+                           decompression(day(730)), procedure(CPT, "22842", day(730)))
+    (s,) = c["suggestions"]
+    words = (c["summary"] + c["detail"] + json.dumps(s)).lower()
+    assert "recurren" in c["summary"].lower() and "Gy" not in json.dumps(s)
+    assert not any(w in words for w in ("postoperative", "after the wound has healed", "adjuvant"))
