@@ -3,10 +3,10 @@ from service.clinical.cards import Template
 
 
 def test_fill_replaces_placeholders_at_any_depth_and_keeps_the_rest():
-    template = {"resourceType": "ServiceRequest", "priority": "{surgery_priority}",
+    template = {"resourceType": "ServiceRequest", "priority": "{order_priority}",
                 "subject": {"reference": "{patient_ref}"}, "note": [{"text": "at {level}, {level}"}, {"n": 3}],
                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "387731002"}]}}
-    filled = Template.compile(template).fill({"surgery_priority": "stat", "patient_ref": "Patient/p1", "level": "T7"})
+    filled = Template.compile(template).fill({"order_priority": "stat", "patient_ref": "Patient/p1", "level": "T7"})
     assert filled == {**template, "priority": "stat", "subject": {"reference": "Patient/p1"},
                       "note": [{"text": "at T7, T7"}, {"n": 3}]}
 

@@ -160,6 +160,18 @@ def test_competing_cause_leaves_only_the_differential_card():
     assert topics(in_pathway(condition(concept(SNOMED, "94222008"), verification="refuted"))) == PRE_OP
 
 
+def test_competing_cause_narrows_an_operated_patient_too():
+    """Section 1: with an active competing cause only the differential card fires; being post-operative
+    (operated wins over recurrence and statuses) does not bring back the radiotherapy or fixation card."""
+    metastasis = condition(concept(ICD10CM, "C79.51", "Secondary malignant neoplasm of bone"), onset=day(40))
+    facts = in_pathway(decompression(day(3)), metastasis)
+    assert facts.post_operative and topics(facts) == {"differential-diagnosis"}
+    assert "competing cause" in reason(facts, "adjuvant-radiotherapy")
+    assert topics(in_pathway(decompression(day(3)), {**metastasis, "id": "c-old", "clinicalStatus": concept(
+        "http://terminology.hl7.org/CodeSystem/condition-clinical", "resolved")})) == {
+        "adjuvant-radiotherapy", "posterior-fixation"}
+
+
 def test_unconfirmed_compression_only_steroids_mri_and_differential():
     facts = facts_of(hemangioma(onset=day(10)), compression(onset=day(2), verification="provisional"))
     assert topics(facts) == {"corticosteroids", "spine-mri", "differential-diagnosis"}

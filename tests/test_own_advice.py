@@ -11,8 +11,8 @@ from tests.fhir_records import hook_request
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 FIXTURES = {f.name[:2]: f for f in load_fixtures(PROJECT_ROOT / "fhir_fixtures", TODAY)}
 # pre-op stable, rapid, recurrence stable and rapid, operated (with and without fixation), child, pregnant,
-# lapsed deterioration, unconfirmed compression, operated over a year ago
-PATIENTS = ["01", "03", "04", "23", "24", "06", "07", "31", "12", "36", "34", "22"]
+# lapsed deterioration, unconfirmed compression, operated over a year ago, operated child
+PATIENTS = ["01", "03", "04", "23", "24", "06", "07", "31", "12", "36", "34", "22", "40"]
 
 
 def _post(client, hook, body):

@@ -1,15 +1,17 @@
 """pathway.md section 4 at the pure level: facts -> decisions, and every fixture through the engine."""
+import json
 import random
 
 import pytest
 
 from service.clinical.cards import template_variables
+from service.clinical.orders import decide_discharge
 from service.clinical.pathway import decide_chart
 from service.fhir.prefetch import Prefetched
-from tests.fhir_records import (CPT, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day, decompression,
-                                 dexamethasone, facts_of, hemangioma, in_pathway, procedure, report,
-                                 service_request, walking)
-from tests.fixture_cards import ENGINE, all_fixtures, chart_cards
+from tests.fhir_records import (CPT, ICD10CM, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day,
+                                 decompression, dexamethasone, facts_of, hemangioma, in_pathway, patient, procedure,
+                                 report, service_request, walking)
+from tests.fixture_cards import ENGINE, all_fixtures, chart_cards, fixture
 
 PRE_OP_ALL = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta", "preop-embolization"}
 
@@ -133,3 +135,58 @@ def test_many_levels_named_in_text_still_fit_every_summary():
     facts = facts_of(hemangioma(code=concept(SNOMED, "448232005", text), sites=[]), compression())
     assert template_variables(facts)["level"] == "8 levels, C3 to L3"
     assert all(len(s) < 140 for s in _summaries(facts))
+
+
+def _radiotherapy_card(*resources, discharge=False):
+    facts = facts_of(*resources)
+    decisions, unchecked = decide_discharge(facts) if discharge else decide_chart(facts)
+    (c,) = [c for c in ENGINE.cards(decisions, unchecked, facts, "http://x/p")
+            if c["source"]["topic"]["code"] == "adjuvant-radiotherapy"]
+    return c
+
+
+@pytest.mark.parametrize("discharge", [False, True])
+@pytest.mark.parametrize("who, reason", [
+    (patient("2018-01-01"), "under 18 or of unknown age (age: 8)"),
+    ({"resourceType": "Patient", "id": "unit-1"}, "under 18 or of unknown age (age: unknown)"),
+    (patient("1990-01-01", gender="female"), "does not address radiotherapy in pregnancy"),
+])
+def test_radiotherapy_summary_gives_no_adult_dose_when_the_referral_carries_none(who, reason, discharge):
+    """pathway.md section 4, special populations: a child's, an unknown age's or a pregnant patient's
+    radiotherapy card never says "30 Gy/10 fx" in its summary while the referral carries no dose (or
+    there is no referral at all); the detail says why in one sentence."""
+    pregnancy = [condition(concept(ICD10CM, "Z34.00"), onset=day(100))] if "pregnancy" in reason else []
+    c = _radiotherapy_card(who, hemangioma(onset=day(30)), compression(onset=day(10)), decompression(day(3)),
+                           procedure(CPT, "22842", day(3)), *pregnancy, discharge=discharge)
+    assert "Gy" not in c["summary"] and reason in c["detail"]
+    assert "Gy" not in json.dumps(c.get("suggestions", []))
+    assert ("pregnancy" in c["summary"]) == bool(pregnancy)
+
+
+def test_adult_radiotherapy_summary_keeps_the_regimen():
+    c = _radiotherapy_card(hemangioma(onset=day(30)), compression(onset=day(10)), decompression(day(3)),
+                           procedure(CPT, "22842", day(3)))
+    assert "30 Gy/10 fx" in c["summary"] and "carries no dose" not in c["detail"]
+
+
+@pytest.mark.parametrize("prefix, priority", [("03", "stat"), ("04", "stat"), ("24", "stat"), ("01", "urgent"),
+                                              ("36", "urgent")])
+def test_mri_and_cta_orders_are_stat_when_the_deficit_progresses_rapidly(prefix, priority):
+    """pathway.md section 4: spine-mri and preop-cta suggest their order with priority `stat` when rapid
+    (a lapsed deterioration, fixture 36, is not rapid)."""
+    cards = [c for c in chart_cards(fixture(prefix)) if c["source"]["topic"]["code"] in ("spine-mri", "preop-cta")]
+    assert cards
+    for c in cards:
+        (s,) = c["suggestions"]
+        assert [a["resource"]["priority"] for a in s["actions"]] == [priority], (prefix, c["source"]["topic"])
+
+
+def test_a_childs_recurrence_referral_is_not_called_postoperative_or_adjuvant():
+    """pathway.md section 4: in recurrence never "postoperative" or "after the wound has healed"; a child's
+    referral (no dose) must not call the radiotherapy of a recurrence adjuvant either."""
+    c = _radiotherapy_card(patient("2015-01-01"), hemangioma(onset=day(30)), compression(onset=day(10)),
+                           decompression(day(730)), procedure(CPT, "22842", day(730)))
+    (s,) = c["suggestions"]
+    words = (c["summary"] + c["detail"] + json.dumps(s)).lower()
+    assert "recurren" in c["summary"].lower() and "Gy" not in json.dumps(s)
+    assert not any(w in words for w in ("postoperative", "after the wound has healed", "adjuvant"))

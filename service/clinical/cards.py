@@ -32,7 +32,7 @@ KNOWN_FLAGS = frozenset({
 KNOWN_VARIABLES = frozenset({
     "level", "ambulatory_status", "surgery_when", "surgery_date", "dex_days", "dex_start", "dex_dose", "joa_score",
     "joa_date", "age", "verification", "compression_verification", "mri_thoracic_date", "patient_ref",
-    "hemangioma_ref", "compression_ref", "surgery_priority", "draft_orders", "earlier_date", "earlier_when",
+    "hemangioma_ref", "compression_ref", "order_priority", "draft_orders", "earlier_date", "earlier_when",
     "competing", "undated_decompression", "decompression_ordered", "decompression_code", "decompression_display",
     "injury"})
 # The decompression the surgery suggestion orders, by the region of the highest level named (CPT, pathway.md
@@ -215,7 +215,7 @@ def template_variables(facts: Facts) -> dict[str, Any]:
         "patient_ref": facts.patient_ref,
         "hemangioma_ref": facts.hemangioma_ref,
         "compression_ref": facts.compression.ref if facts.compression else facts.hemangioma_ref,
-        "surgery_priority": "stat" if facts.rapid_deterioration else "urgent",
+        "order_priority": "stat" if facts.rapid_deterioration else "urgent",
     }
 
 

@@ -213,7 +213,7 @@ def steroid_duration(f: Facts) -> Outcome:
 
 
 def differential_diagnosis(f: Facts) -> Outcome:
-    if f.competing and f.pre_operative:
+    if f.competing:
         return Fire(_base(f) + f.competing, "a competing cause is on record")
     if not f.pre_operative:
         return _not_pre_operative(f)
@@ -231,8 +231,11 @@ RULES: dict[str, Callable[[Facts], Outcome]] = {
 
 
 def narrowed(topic: str, f: Facts) -> str | None:
-    """Why the episode's circumstances silence a topic whatever its rule says (section 1), else None."""
-    if f.competing and f.pre_operative and topic != "differential-diagnosis":
+    """Why the episode's circumstances silence a topic whatever its rule says (section 1), else None.
+
+    A competing cause narrows post-operative patients too: section 1 and seed-trace row 23 make the
+    differential card the only one while the cause of the compression is uncertain."""
+    if f.competing and topic != "differential-diagnosis":
         return "a competing cause is on record: only the differential diagnosis card fires (" + \
             ", ".join(_named(e) for e in f.competing) + ")"
     if f.surgery_under_way is not None and topic in PRE_OPERATIVE_TOPICS:
