@@ -144,6 +144,14 @@ def test_d18_codes_need_a_spinal_site():
     assert spine.in_pathway and spine.levels == ("T9",)
 
 
+def test_a_coded_site_outside_the_spine_excludes_even_the_vertebral_hemangioma_code():
+    """pathway.md section 2: "A coded bodySite outside the spine (liver, skin) excludes it whatever the text says"."""
+    liver = concept(SNOMED, "10200004", "Liver structure")
+    assert not facts_of(hemangioma(sites=[liver]), compression()).in_pathway
+    assert facts_of(hemangioma(sites=[]), compression()).in_pathway              # no site coded: the code decides
+    assert facts_of(hemangioma(sites=[liver, concept(SNOMED, "82687006")]), compression()).in_pathway
+
+
 @pytest.mark.parametrize("clinical, verification", [
     ("active", "refuted"), (None, "entered-in-error"), ("resolved", "confirmed"), ("inactive", "confirmed"),
     ("remission", "confirmed")])

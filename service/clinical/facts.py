@@ -340,14 +340,16 @@ def is_recurrent(c) -> bool:
 
 def is_vertebral_hemangioma(c, vs: ValueSets) -> bool:
     """SNOMED vertebral hemangioma; or a site-unspecified ICD-10-CM hemangioma whose coded bodySite is a spine
-    structure, or, with no bodySite coded, whose text names the spine. A coded site elsewhere excludes it."""
-    if in_set(c.code, vs["vertebral-hemangioma"]):
-        return True
-    if not in_set(c.code, vs["hemangioma-site-unspecified"]):
+    structure, or, with no bodySite coded, whose text names the spine. A coded site, none of it in the spine (a
+    liver, the skin), excludes either: the coded site is the record's most specific word (pathway.md section 2)."""
+    vertebral_code = in_set(c.code, vs["vertebral-hemangioma"])
+    if not vertebral_code and not in_set(c.code, vs["hemangioma-site-unspecified"]):
         return False
     coded_sites = [site for site in c.bodySite or [] if codings(site)]
     if coded_sites:
         return any(in_set(site, vs["spine-structure"]) for site in coded_sites)
+    if vertebral_code:
+        return True
     names = [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]
     names += [site.text or "" for site in c.bodySite or []]
     return any(SPINE_WORDS.search(n) for n in names)
