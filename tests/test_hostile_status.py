@@ -94,6 +94,22 @@ def test_a_token_type_with_a_trailing_newline_is_a_400(open_client):
     assert response.status_code == 400 and "token_type" in response.json["message"]
 
 
+@pytest.mark.parametrize("entries, where", [("x", "draftOrders/entry:"), ([1, "dex"], "draftOrders/entry/0:"),
+                                            ([{"resource": "x"}, "dex"], "draftOrders/entry/0/resource:")],
+                         ids=["entry-string", "entry-number", "resource-string"])
+def test_draft_orders_with_junk_entries_are_a_400_naming_them(open_client, entries, where):
+    """Attack: order-sign whose draftOrders Bundle has `"entry": "x"` (or a number or a string resource next to a
+    30-day dexamethasone draft): read as no drafts (or the junk skipped), the call answered 200 with the cards of
+    whatever was left, silent about an order the clinician is signing."""
+    from tests.fhir_records import bounds_duration, draft_dexamethasone, hook_request as record_request, in_pathway_chart
+    dex = draft_dexamethasone([bounds_duration(30)], patient_id="p-dr", id="d1")
+    body = record_request("order-sign", "p-dr", in_pathway_chart("p-dr"), [dex])
+    body["context"]["draftOrders"]["entry"] = entries if isinstance(entries, str) else \
+        [{"resource": dex} if e == "dex" else e for e in entries]
+    response = open_client.post("/cds-services/avh-order-sign", json=body)
+    assert response.status_code == 400 and where in response.json["message"]
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "text/html", None])
 @pytest.mark.parametrize("path", [INVOKE, INVOKE + "/feedback"])
 def test_a_post_that_is_not_declared_json_is_a_415(open_client, content_type, path):
