@@ -182,3 +182,13 @@ def test_a_chunked_body_over_the_limit_is_a_413_under_gunicorn(gunicorn):
     assert status == 413 and json.loads(body)["error"] == "body_too_large"
     status, _, body = _raw(gunicorn, _chunked_post(100))          # under the limit, chunked: answered
     assert status == 200 and "cards" in json.loads(body)
+
+
+def test_a_megabyte_hook_name_is_not_echoed_whole(open_client):
+    """Attack: `"hook": "Z" * 1_000_000` sent to avh-patient-view: the 400 quoted the whole value back, a 1 MB
+    error body for a 1 MB request (every other message cuts what the caller chose)."""
+    body = hook_request()
+    body["hook"] = "Z" * 1_000_000
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 400 and response.json["error"] == "wrong_hook"
+    assert len(response.get_data()) < 1000 and "'ZZZZ" in response.json["message"]
