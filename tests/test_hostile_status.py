@@ -7,6 +7,7 @@ import uuid
 import pytest
 from jwt.api_jws import PyJWS
 
+from tests.test_check_config import configure, run
 from tests.security_support import INVOKE, ISS, Keys, bearer, claims, hook_request, issuer, make_app, token
 
 
@@ -26,6 +27,9 @@ def _signed_raw(payload: str) -> str:
 def _raw_claims(**wrong) -> str:
     values = {**claims(tenant="hosp-a"), **wrong}
     return _signed_raw(json.dumps(values))
+
+
+__all__ = ["configure"]     # a fixture used by the check-config tests below
 
 
 HEADER = {"alg": "ES384", "typ": "JWT", "kid": "ec-1"}
@@ -192,3 +196,22 @@ def test_a_megabyte_hook_name_is_not_echoed_whole(open_client):
     response = open_client.post(INVOKE, json=body)
     assert response.status_code == 400 and response.json["error"] == "wrong_hook"
     assert len(response.get_data()) < 1000 and "'ZZZZ" in response.json["message"]
+
+
+# --- avh-cds check-config: settings an operator mistypes ---------------------------------------------------
+
+@pytest.mark.parametrize("name, value", [("AVH_CDS_MAX_BODY_BYTES", "16MB"), ("AVH_CDS_FETCH_TIMEOUT_SECONDS", "2s")])
+def test_check_config_names_a_setting_that_is_not_a_number(configure, capsys, name, value):
+    """Attack: AVH_CDS_MAX_BODY_BYTES=16MB: `avh-cds check-config`, whose job is to name every problem, died
+    with a ValueError traceback that named no variable."""
+    configure(**{name: value})
+    status, out = run(capsys)
+    assert status == 1 and f"problem: {name}='{value}' is not a" in out and "Traceback" not in out
+
+
+def test_check_config_does_not_hang_on_an_endless_issuers_file(configure, capsys):
+    """Attack: AVH_CDS_ISSUERS_FILE=/dev/zero (or a FIFO, or a huge file): read whole before parsing, check-config
+    (and the server's start) never finished and grew without bound."""
+    configure(AVH_CDS_ISSUERS_FILE="/dev/zero")
+    status, out = run(capsys)
+    assert status == 1 and "FAIL  AVH_CDS_ISSUERS_FILE" in out and "larger than" in out
