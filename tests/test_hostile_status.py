@@ -215,3 +215,32 @@ def test_check_config_does_not_hang_on_an_endless_issuers_file(configure, capsys
     configure(AVH_CDS_ISSUERS_FILE="/dev/zero")
     status, out = run(capsys)
     assert status == 1 and "FAIL  AVH_CDS_ISSUERS_FILE" in out and "larger than" in out
+
+
+# --- the compose proxy (deploy/nginx.conf) ---------------------------------------------------------------
+
+def _nginx_conf() -> str:
+    from pathlib import Path
+    return (Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf").read_text()
+
+
+def test_the_proxy_accepts_every_body_the_service_accepts():
+    """Attack (through deploy/nginx.conf, live against nginx 1.22 and gunicorn): a 7 MB chart, which the service
+    accepts (AVH_CDS_MAX_BODY_BYTES is 16 MiB), got nginx's HTML "413 Request Entity Too Large" (5m cap)."""
+    import re
+    from service.config import Settings
+    size = re.search(r"client_max_body_size (\d+)m;", _nginx_conf())
+    assert size and int(size.group(1)) * 1024 * 1024 >= Settings().max_body_bytes
+
+
+def test_the_proxy_answers_its_own_errors_in_json():
+    """Attack: a body over the proxy's cap, and every replica down: nginx answered with its HTML error pages
+    (413, 502), where every avh-cds error is JSON, and the 502 had no Retry-After. Slow clients are held in nginx
+    (header and body timeouts), never in a gunicorn thread (12 slowloris connections starved gunicorn alone)."""
+    conf = _nginx_conf()
+    assert "error_page 413 @too_large;" in conf and "error_page 502 504 =503 @unavailable;" in conf
+    for name in ("too_large", "unavailable"):
+        block = conf.split(f"location @{name} {{", 1)[1].split("}", 1)[0]
+        assert "default_type application/json;" in block and "return " in block
+    assert "add_header Retry-After" in conf.split("location @unavailable {", 1)[1].split("}", 1)[0]
+    assert "client_header_timeout" in conf and "client_body_timeout" in conf and "proxy_request_buffering off" not in conf
