@@ -179,7 +179,12 @@ def _load_fhir(args) -> int:
 def _check_config(args) -> int:
     from service.checkconfig import check_config
     from service.config import Settings
-    status, text = check_config(Settings.from_env(), timeout=args.timeout)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:       # a setting that cannot be read: named, not a traceback
+        print(f"problem: {exc}\n\n1 problem(s): an EHR cannot use this configuration as it is")
+        return 1
+    status, text = check_config(settings, timeout=args.timeout)
     print(text)
     return status
 

@@ -75,10 +75,12 @@ class Settings:
             default = f.default
             if isinstance(default, bool):
                 values[f.name] = _bool(raw)
-            elif isinstance(default, int):
-                values[f.name] = int(raw)
-            elif isinstance(default, float):
-                values[f.name] = float(raw)
+            elif isinstance(default, (int, float)):
+                try:
+                    values[f.name] = type(default)(raw)
+                except ValueError:
+                    raise ValueError(f"{key}={raw[:40]!r} is not a {'whole ' if isinstance(default, int) else ''}"
+                                     f"number") from None
             elif isinstance(default, Path):
                 values[f.name] = Path(raw)
             else:

@@ -92,3 +92,41 @@ def test_a_sent_search_cut_short_without_fhir_server_is_unavailable(resolver):
     result = resolver.resolve(TEMPLATES, hook({"patient": patient(patient_id="p1"), "conditions": searchset(CONDITIONS),
                                                "observations": cut(OBS, total=2)}, server=None))
     assert "fewer entries than its search's total" in result.unavailable["Observation"]
+
+
+@pytest.mark.parametrize("entries", ["x", {"resource": {}}, [1], ["x"], [None], [{"resource": "y"}], [{"resource": [1]}]],
+                         ids=["entry-string", "entry-object", "entry-number", "entry-string-item", "entry-null",
+                              "resource-string", "resource-list"])
+def test_a_fetched_bundle_with_junk_entries_is_unavailable_not_empty(rsps, resolver, entries):
+    """Attack: fhirServer answers the Observation search with `"entry": "x"` (or entries that are numbers, strings,
+    null, or whose resource is a string): they were skipped, so the key read as a complete, empty search ("no
+    observations") and cards whose reason is that absence could fire."""
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
+    rsps.get(f"{BASE}/Condition", json=searchset(CONDITIONS))
+    rsps.get(f"{BASE}/Observation", json={**searchset([]), "entry": entries})
+    result = resolver.resolve(TEMPLATES, hook())
+    assert "entries are not FHIR entries" in result.unavailable["Observation"]
+    assert result.sources["observations"] == "unavailable"
+
+
+def test_a_sent_condition_bundle_with_junk_entries_is_a_412(resolver):
+    """Attack: the EHR's prefetched Condition Bundle (which decides scope) holds `"entry": [1, {"resource": "y"}]`
+    besides a real Condition: read as the one Condition, it passed for the whole list."""
+    bundle = searchset(CONDITIONS)
+    bundle["entry"] += [1, {"resource": "y"}]
+    with pytest.raises(PrefetchFailed) as failed:
+        resolver.resolve(TEMPLATES, hook({"patient": patient(patient_id="p1"), "conditions": bundle,
+                                          "observations": searchset(OBS)}, server=None))
+    [(key, problem)] = failed.value.failures
+    assert key == "conditions" and problem.code == "invalid" and "the client sent a Bundle" in problem.reason
+
+
+def test_a_bundle_entry_without_a_resource_is_still_read(rsps, resolver):
+    """Attack (on the fix above): FHIR allows an entry with no resource; the search stays complete."""
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
+    rsps.get(f"{BASE}/Condition", json=searchset(CONDITIONS))
+    bundle = searchset(OBS)
+    bundle["entry"].append({"fullUrl": "urn:uuid:0d5e5c2e-1b1e-4c53-9f57-2a3c8f1e0b11"})
+    rsps.get(f"{BASE}/Observation", json=bundle)
+    result = resolver.resolve(TEMPLATES, hook())
+    assert result.unavailable == {} and len(result.resources) == 5

@@ -57,3 +57,29 @@ def test_every_log_line_is_cut_whatever_the_message(caplog):
     logging.getLogger("service.test").warning("caller sent %s", "z" * 50_000, extra={"fields": {"path": "p" * 50_000}})
     [line] = [line for line in _lines(caplog) if "caller sent" in line]
     assert len(line) < 3 * MAX_TEXT and "more characters" in line
+
+
+def _access_atoms(path: str, user_agent: str) -> dict:
+    import datetime as dt
+    from types import SimpleNamespace
+    from gunicorn.config import Config
+    from service.api.accesslog import AccessLogger
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/x", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": path,
+               "REMOTE_ADDR": "127.0.0.1", "HTTP_USER_AGENT": user_agent}
+    response = SimpleNamespace(status="404 NOT FOUND", headers=[], sent=10)
+    return AccessLogger(Config()).atoms(response, SimpleNamespace(headers=[]), environ, dt.timedelta(milliseconds=1))
+
+
+def test_a_newline_in_the_path_or_user_agent_cannot_forge_a_log_line():
+    """Attack (real gunicorn): GET /x%0a{"event":"cds_call",...} and a User-Agent of 3,000 characters: the decoded
+    path was logged as is, so the access log got a second line of the caller's choosing, a forged JSON line
+    (and a NUL byte from /%00); the user agent was logged whole."""
+    atoms = _access_atoms('/x\n{"event": "cds_call", "status": 200}\x00', 'ua"\r\n' + "x" * 3000)
+    assert "\n" not in atoms["U"] and "\x00" not in atoms["U"] and "\r" not in atoms["a"]
+    assert '\\n{\\"event\\"' in atoms["U"]
+    assert len(atoms["a"]) < MAX_TEXT + 100 and atoms["a"].startswith('ua\\"')
+
+
+def test_fhir_resource_ids_stay_redacted_in_the_access_log():
+    """Attack (on the fix above): escaping the path must keep the {id} redaction of FHIR resource ids."""
+    assert _access_atoms("/fhir/Patient/MRN-778899/_history/1", "curl")["U"] == "/fhir/Patient/{id}/..."

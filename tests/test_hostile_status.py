@@ -7,6 +7,7 @@ import uuid
 import pytest
 from jwt.api_jws import PyJWS
 
+from tests.test_check_config import configure, run
 from tests.security_support import INVOKE, ISS, Keys, bearer, claims, hook_request, issuer, make_app, token
 
 
@@ -26,6 +27,9 @@ def _signed_raw(payload: str) -> str:
 def _raw_claims(**wrong) -> str:
     values = {**claims(tenant="hosp-a"), **wrong}
     return _signed_raw(json.dumps(values))
+
+
+__all__ = ["configure"]     # a fixture used by the check-config tests below
 
 
 HEADER = {"alg": "ES384", "typ": "JWT", "kid": "ec-1"}
@@ -92,6 +96,22 @@ def test_a_token_type_with_a_trailing_newline_is_a_400(open_client):
                                  "subject": "x"}
     response = open_client.post(INVOKE, json=body)
     assert response.status_code == 400 and "token_type" in response.json["message"]
+
+
+@pytest.mark.parametrize("entries, where", [("x", "draftOrders/entry:"), ([1, "dex"], "draftOrders/entry/0:"),
+                                            ([{"resource": "x"}, "dex"], "draftOrders/entry/0/resource:")],
+                         ids=["entry-string", "entry-number", "resource-string"])
+def test_draft_orders_with_junk_entries_are_a_400_naming_them(open_client, entries, where):
+    """Attack: order-sign whose draftOrders Bundle has `"entry": "x"` (or a number or a string resource next to a
+    30-day dexamethasone draft): read as no drafts (or the junk skipped), the call answered 200 with the cards of
+    whatever was left, silent about an order the clinician is signing."""
+    from tests.fhir_records import bounds_duration, draft_dexamethasone, hook_request as record_request, in_pathway_chart
+    dex = draft_dexamethasone([bounds_duration(30)], patient_id="p-dr", id="d1")
+    body = record_request("order-sign", "p-dr", in_pathway_chart("p-dr"), [dex])
+    body["context"]["draftOrders"]["entry"] = entries if isinstance(entries, str) else \
+        [{"resource": dex} if e == "dex" else e for e in entries]
+    response = open_client.post("/cds-services/avh-order-sign", json=body)
+    assert response.status_code == 400 and where in response.json["message"]
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "text/html", None])
@@ -166,3 +186,61 @@ def test_a_chunked_body_over_the_limit_is_a_413_under_gunicorn(gunicorn):
     assert status == 413 and json.loads(body)["error"] == "body_too_large"
     status, _, body = _raw(gunicorn, _chunked_post(100))          # under the limit, chunked: answered
     assert status == 200 and "cards" in json.loads(body)
+
+
+def test_a_megabyte_hook_name_is_not_echoed_whole(open_client):
+    """Attack: `"hook": "Z" * 1_000_000` sent to avh-patient-view: the 400 quoted the whole value back, a 1 MB
+    error body for a 1 MB request (every other message cuts what the caller chose)."""
+    body = hook_request()
+    body["hook"] = "Z" * 1_000_000
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 400 and response.json["error"] == "wrong_hook"
+    assert len(response.get_data()) < 1000 and "'ZZZZ" in response.json["message"]
+
+
+# --- avh-cds check-config: settings an operator mistypes ---------------------------------------------------
+
+@pytest.mark.parametrize("name, value", [("AVH_CDS_MAX_BODY_BYTES", "16MB"), ("AVH_CDS_FETCH_TIMEOUT_SECONDS", "2s")])
+def test_check_config_names_a_setting_that_is_not_a_number(configure, capsys, name, value):
+    """Attack: AVH_CDS_MAX_BODY_BYTES=16MB: `avh-cds check-config`, whose job is to name every problem, died
+    with a ValueError traceback that named no variable."""
+    configure(**{name: value})
+    status, out = run(capsys)
+    assert status == 1 and f"problem: {name}='{value}' is not a" in out and "Traceback" not in out
+
+
+def test_check_config_does_not_hang_on_an_endless_issuers_file(configure, capsys):
+    """Attack: AVH_CDS_ISSUERS_FILE=/dev/zero (or a FIFO, or a huge file): read whole before parsing, check-config
+    (and the server's start) never finished and grew without bound."""
+    configure(AVH_CDS_ISSUERS_FILE="/dev/zero")
+    status, out = run(capsys)
+    assert status == 1 and "FAIL  AVH_CDS_ISSUERS_FILE" in out and "larger than" in out
+
+
+# --- the compose proxy (deploy/nginx.conf) ---------------------------------------------------------------
+
+def _nginx_conf() -> str:
+    from pathlib import Path
+    return (Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf").read_text()
+
+
+def test_the_proxy_accepts_every_body_the_service_accepts():
+    """Attack (through deploy/nginx.conf, live against nginx 1.22 and gunicorn): a 7 MB chart, which the service
+    accepts (AVH_CDS_MAX_BODY_BYTES is 16 MiB), got nginx's HTML "413 Request Entity Too Large" (5m cap)."""
+    import re
+    from service.config import Settings
+    size = re.search(r"client_max_body_size (\d+)m;", _nginx_conf())
+    assert size and int(size.group(1)) * 1024 * 1024 >= Settings().max_body_bytes
+
+
+def test_the_proxy_answers_its_own_errors_in_json():
+    """Attack: a body over the proxy's cap, and every replica down: nginx answered with its HTML error pages
+    (413, 502), where every avh-cds error is JSON, and the 502 had no Retry-After. Slow clients are held in nginx
+    (header and body timeouts), never in a gunicorn thread (12 slowloris connections starved gunicorn alone)."""
+    conf = _nginx_conf()
+    assert "error_page 413 @too_large;" in conf and "error_page 502 504 =503 @unavailable;" in conf
+    for name in ("too_large", "unavailable"):
+        block = conf.split(f"location @{name} {{", 1)[1].split("}", 1)[0]
+        assert "default_type application/json;" in block and "return " in block
+    assert "add_header Retry-After" in conf.split("location @unavailable {", 1)[1].split("}", 1)[0]
+    assert "client_header_timeout" in conf and "client_body_timeout" in conf and "proxy_request_buffering off" not in conf

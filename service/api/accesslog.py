@@ -17,6 +17,12 @@ from service.security.logs import LOGGED_BY_APP, cut
 SAFE_ATOMS = frozenset("hlmsbBHTDMLpat")
 
 
+def printable(text: str) -> str:
+    """What the client sent, on one line and cut: a newline in a decoded path (%0a) or a user agent would
+    otherwise start a line of the attacker's choosing, e.g. a forged JSON log line."""
+    return cut(text.encode("unicode_escape").decode("ascii").replace('"', '\\"'))
+
+
 def redact_path(path: str) -> str:
     """/fhir/Patient/abc/_history/2 -> /fhir/Patient/{id}/...: resource ids may be patient identifiers."""
     parts = path.split("/")
@@ -37,5 +43,6 @@ class AccessLogger(Logger):
 
     def atoms(self, resp, req, environ, request_time):
         atoms = {k: v for k, v in super().atoms(resp, req, environ, request_time).items() if k in SAFE_ATOMS}
-        atoms["U"] = redact_path(environ.get("PATH_INFO", "-"))
+        atoms["U"] = printable(redact_path(environ.get("PATH_INFO", "-")))
+        atoms["a"] = printable(atoms.get("a") or "-")
         return atoms

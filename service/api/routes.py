@@ -52,7 +52,7 @@ def hook_call(service_id: str):
     body = _json_body()
     _validate(body, "request", "not a CDS Hooks 2.0 request")
     if body["hook"] != service.hook:
-        raise ApiError(400, "wrong_hook", f"service {service.id} answers the {service.hook} hook, not {body['hook']!r}")
+        raise ApiError(400, "wrong_hook", f"service {service.id} answers the {service.hook} hook, not {body['hook'][:100]!r}")
     _validate(body["context"], service.hook, f"context of {service.hook}")
     return service, body
 

@@ -271,7 +271,7 @@ def governance_report(store: FeedbackStore, filters: Filters, today: dt.date, th
     try:
         store.fill_missing_card_copies()
     except SQLAlchemyError as exc:
-        raise StorageUnavailable(store.retry_after) from exc
+        raise StorageUnavailable(store.retry_after, reading=True) from exc
     daily, reasons, suggestions, unknown, comments = store.read(read)
 
     by_topic, by_service, cross, weekly = (defaultdict(Counts) for _ in range(4))

@@ -55,6 +55,15 @@ CSV_COUNTS = ("issued", "cards_with_feedback", "no_feedback", "feedback_entries"
               "feedback_rate", "acceptance_rate", "override_rate")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(value):
+    """A cell a spreadsheet shows as text: an override reason code is chosen by whoever posts feedback, and one
+    starting with `=` (or + - @) would run as a formula on the committee member's machine (OWASP CSV injection)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def _csv_counts(c: Counts) -> list:
     rates = c.as_json()
     return [c.issued, c.with_feedback, c.no_feedback, c.entries, c.accepted, c.overridden,
@@ -71,8 +80,8 @@ def render_csv(report: GovernanceReport, words: Vocabulary) -> str:
                      "count", *CSV_COUNTS, "flagged"])
 
     def row(section, topic="", service="", week="", item="", count="", counts: Counts | None = None, flagged=""):
-        writer.writerow([section, *period, topic, service, week, item, count,
-                         *(_csv_counts(counts) if counts else [""] * len(CSV_COUNTS)), flagged])
+        writer.writerow([_csv_text(v) for v in (section, *period, topic, service, week, item, count,
+                         *(_csv_counts(counts) if counts else [""] * len(CSV_COUNTS)), flagged)])
     row("total", counts=report.total)
     for topic, counts in report.by_topic.items():
         row("topic", topic=topic, counts=counts)

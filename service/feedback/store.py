@@ -139,12 +139,13 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2_suggestions_and
 
 
 class StorageUnavailable(ApiError):
-    """The feedback store cannot be written right now: retriable, never a 500."""
+    """The feedback store cannot be written (or, reading=True, read) right now: retriable, never a 500."""
 
-    def __init__(self, retry_after: int):
-        super().__init__(503, "storage_unavailable",
-                         "feedback could not be stored right now; nothing was kept, resend it later "
-                         "(resending is safe: the same feedback is stored once)", retryAfterSeconds=retry_after)
+    def __init__(self, retry_after: int, reading: bool = False):
+        message = ("the feedback store cannot be read right now (the governance report); ask again later" if reading
+                   else "feedback could not be stored right now; nothing was kept, resend it later "
+                        "(resending is safe: the same feedback is stored once)")
+        super().__init__(503, "storage_unavailable", message, retryAfterSeconds=retry_after)
         self.headers = {"Retry-After": str(retry_after)}
 
 
@@ -586,7 +587,7 @@ class FeedbackStore:
                 return work(conn)
         except SQLAlchemyError as exc:
             log.warning("feedback store (%s) read failed: %s", self.backend, type(exc).__name__)
-            raise StorageUnavailable(self.retry_after) from exc
+            raise StorageUnavailable(self.retry_after, reading=True) from exc
 
     def dispose(self) -> None:
         self.close()

@@ -138,8 +138,9 @@ def _is_error(outcome: dict) -> bool:
 # Decoded JSON is made of dicts and lists: isinstance(x, dict) is several times cheaper than a
 # typing.Mapping check, and these run once per resource the EHR sent.
 
-OUTCOME, OTHER_PATIENT = "outcome", "other-patient"
+OUTCOME, OTHER_PATIENT, MALFORMED = "outcome", "other-patient", "malformed"
 OUTCOME_FETCHED = "fhirServer answered with an OperationOutcome instead of data"
+MALFORMED_BUNDLE = "{who} sent a Bundle whose entries are not FHIR entries (entry, or an entry's resource, of the wrong type)"
 
 
 def resource_type_of(template: str) -> str:
@@ -158,8 +159,10 @@ def read_resources(value: dict, patient_id: str | None,
                    wanted: Callable[[dict], bool] | None = None) -> tuple[list[dict], int, str | None]:
     """The resources a sent or fetched value holds that `wanted` keeps (all, without it), how many it holds,
     and what makes them unusable: OUTCOME (it is an OperationOutcome, or a Bundle with an error
-    OperationOutcome among its matches, not its includes) or OTHER_PATIENT (with `patient_id`: some resource,
-    wanted or not, is about, or is, another patient). One pass, the service's cost per resource sent."""
+    OperationOutcome among its matches, not its includes), OTHER_PATIENT (with `patient_id`: some resource,
+    wanted or not, is about, or is, another patient) or MALFORMED (a Bundle whose `entry` is not a list of
+    entries, or an entry whose `resource` is not an object: read as empty, it would pass for "no data").
+    One pass, the service's cost per resource sent."""
     rtype = value.get("resourceType")
     if rtype == "OperationOutcome":
         return [], 0, OUTCOME
@@ -170,10 +173,16 @@ def read_resources(value: dict, patient_id: str | None,
     own = "Patient/" + patient_id if patient_id else None
     resources, read, other_patient = [], 0, False
     entries = value.get("entry") or []
-    for entry in entries if isinstance(entries, list) else ():
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict):
+    if not isinstance(entries, list):
+        return [], 0, MALFORMED
+    for entry in entries:
+        if not isinstance(entry, dict):
+            return [], read, MALFORMED
+        resource = entry.get("resource")
+        if resource is None:            # an entry without a resource (FHIR allows it): nothing to read
             continue
+        if not isinstance(resource, dict):
+            return [], read, MALFORMED
         if resource.get("resourceType") == "OperationOutcome":
             search = entry.get("search")
             if (search.get("mode") if isinstance(search, dict) else None) != "include" and _is_error(resource):
@@ -378,6 +387,8 @@ class PrefetchResolver:
             return None, Problem("the client could not prefetch it (OperationOutcome)", "exception")
         if unusable == OTHER_PATIENT:
             return None, Problem("the client sent another patient's resources", "invalid")
+        if unusable == MALFORMED:
+            return None, Problem(MALFORMED_BUNDLE.format(who="the client"), "invalid")
         bundle = value.get("resourceType") == "Bundle"
         more = next_link(value, None) if bundle else None
         if more is None and bundle and "total" in value and cut_short(value, search_matches(value)):
@@ -455,6 +466,8 @@ class PrefetchResolver:
                     raise FetchProblem(OUTCOME_FETCHED, "exception")
                 if unusable == OTHER_PATIENT:
                     raise FetchProblem("fhirServer answered with another patient's resources", "invalid")
+                if unusable == MALFORMED:
+                    raise FetchProblem(MALFORMED_BUNDLE.format(who="fhirServer"), "invalid")
                 resources += page
                 url = next_link(body, url) if plan.search else None
                 if plan.search:

@@ -19,6 +19,7 @@ PRESETS = Path(__file__).parent / "presets"
 SANDBOX_ISS = "https://sandbox.cds-hooks.org"
 SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 LOOPBACK_NAMES = {"localhost"}
+MAX_ISSUERS_FILE_BYTES = 4 * 1024 * 1024    # far above any real list of issuers and their inline keys
 
 
 class SecurityConfigError(ValueError):
@@ -140,7 +141,11 @@ def load_issuers(issuers_file: str, trust_sandbox: bool, fhir_servers: str) -> d
     issuers: dict[str, Issuer] = {}
     if issuers_file:
         try:
-            data = json.loads(Path(issuers_file).read_text())
+            with open(issuers_file, "rb") as file:     # read at most the cap: /dev/zero or a FIFO never ends
+                text = file.read(MAX_ISSUERS_FILE_BYTES + 1)
+            if len(text) > MAX_ISSUERS_FILE_BYTES:
+                raise ValueError(f"larger than {MAX_ISSUERS_FILE_BYTES} bytes")
+            data = json.loads(text)
         except (OSError, ValueError) as exc:
             raise SecurityConfigError(f"AVH_CDS_ISSUERS_FILE {issuers_file}: cannot read ({exc})") from exc
         entries = data.get("issuers") if isinstance(data, dict) else None
