@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 import jsonschema
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify
 
 from service.ops import metrics
 from service.errors import ApiError

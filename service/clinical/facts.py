@@ -94,9 +94,6 @@ def instant(value) -> dt.datetime | None:
     return None
 
 
-as_datetime = instant
-
-
 def shift(moment: dt.datetime, delta: dt.timedelta) -> dt.datetime:
     """moment + delta, held at the ends of the calendar instead of overflowing."""
     try:

@@ -221,6 +221,12 @@ ISSUED_ROWS_PER_STATEMENT = 199     # 5 parameters a row: under 1,000, the oldes
 UUIDS_PER_QUERY = 999
 
 
+def _in_chunks(uuids: list[str]) -> Iterable[list[str]]:
+    """`uuids` UUIDS_PER_QUERY at a time: a post may name more cards than a statement may carry parameters
+    (PostgreSQL 65,535; the oldest SQLite 999)."""
+    return (uuids[start:start + UUIDS_PER_QUERY] for start in range(0, len(uuids), UUIDS_PER_QUERY))
+
+
 def _insert_issued(conn: Connection, rows: list[tuple]) -> None:
     """Multi-row INSERTs through the driver, with the issued_at values as SQLAlchemy writes them; duplicates
     (a retried batch) are ignored.
@@ -439,14 +445,12 @@ class FeedbackStore:
 
     @staticmethod
     def _issued(conn: Connection, uuids: list[str]) -> dict[str, tuple]:
-        """card uuid -> (service that issued it, topic, issued_at), for those of `uuids` on record. Asked
-        UUIDS_PER_QUERY at a time: a post may name more cards than a statement may carry parameters
-        (PostgreSQL 65,535; the oldest SQLite 999)."""
+        """card uuid -> (service that issued it, topic, issued_at), for those of `uuids` on record."""
         issued = {}
-        for start in range(0, len(uuids), UUIDS_PER_QUERY):
+        for chunk in _in_chunks(uuids):
             issued.update((row[0], tuple(row[1:])) for row in conn.execute(
                 select(issued_cards.c.card_uuid, issued_cards.c.service_id, issued_cards.c.topic,
-                       issued_cards.c.issued_at).where(issued_cards.c.card_uuid.in_(uuids[start:start + UUIDS_PER_QUERY]))))
+                       issued_cards.c.issued_at).where(issued_cards.c.card_uuid.in_(chunk))))
         return issued
 
     @staticmethod
@@ -456,11 +460,11 @@ class FeedbackStore:
 
     @staticmethod
     def _suggestions_of(conn: Connection, uuids: list[str]) -> dict[str, str]:
-        """suggestion uuid -> suggestion id, of the suggestions recorded for these cards (UUIDS_PER_QUERY at a time)."""
+        """suggestion uuid -> suggestion id, of the suggestions recorded for these cards."""
         found = {}
-        for start in range(0, len(uuids), UUIDS_PER_QUERY):
+        for chunk in _in_chunks(uuids):
             found.update(conn.execute(select(issued_suggestions.c.suggestion_uuid, issued_suggestions.c.suggestion)
-                                      .where(issued_suggestions.c.card_uuid.in_(uuids[start:start + UUIDS_PER_QUERY]))).all())
+                                      .where(issued_suggestions.c.card_uuid.in_(chunk))).all())
         return found
 
     @staticmethod
@@ -498,10 +502,10 @@ class FeedbackStore:
         for _, service_id, uuids in due:
             def work(conn: Connection, service_id=service_id, uuids=uuids) -> None:
                 known = sorted(self._known_cards(conn, service_id, list(uuids)))
-                for start in range(0, len(known), UUIDS_PER_QUERY):
+                for chunk in _in_chunks(known):
                     conn.execute(update(feedback).where(
                         feedback.c.service_id == service_id, feedback.c.card_known.is_(False),
-                        feedback.c.card_uuid.in_(known[start:start + UUIDS_PER_QUERY])).values(card_known=True))
+                        feedback.c.card_uuid.in_(chunk)).values(card_known=True))
             try:
                 self._write(work)
             except StorageUnavailable:
