@@ -66,8 +66,9 @@ def free_port(low: int, high: int) -> int:
     raise RuntimeError(f"no free port in {low}-{high}")
 
 
-def _post(port: int, body: bytes, conn: http.client.HTTPConnection | None = None, headers: dict | None = None) -> int:
-    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def _post(port: int, body: bytes, conn: http.client.HTTPConnection | None = None, headers: dict | None = None,
+          timeout: float = 10) -> int:
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     conn.request("POST", SERVICE_PATH, body, {"Content-Type": "application/json", **(headers or {})})
     response = conn.getresponse()
     response.read()
@@ -76,9 +77,11 @@ def _post(port: int, body: bytes, conn: http.client.HTTPConnection | None = None
 
 @contextmanager
 def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[str] = (), env: dict | None = None,
-             headers: dict | None = None):
-    """A gunicorn master serving `app` on 127.0.0.1:port; yields its pid once it answers the body with 200
-    (sent with `headers`, e.g. a token, on the first attempt the server accepts)."""
+             headers=None):
+    """A gunicorn master serving `app` on 127.0.0.1:port; yields its pid once it answers the body with 200.
+
+    `headers()` gives each attempt's headers (e.g. a fresh token: an attempt that timed out may have been
+    answered by the server, and its token may then not be used again)."""
     env = {**os.environ, **bench_settings_env(**(env or {})), "PYTHONPATH": str(ROOT)}
     log = tempfile.TemporaryFile()
     cmd = [sys.executable, "-m", "gunicorn", *settings, *extra, "--bind", f"127.0.0.1:{port}", app]
@@ -87,7 +90,7 @@ def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[
         deadline = time.monotonic() + 30
         while True:
             try:
-                status = _post(port, body, headers=headers)
+                status = _post(port, body, headers=headers() if headers else None, timeout=30)
                 if not loadgen.listens(port, proc.pid):
                     raise PortTaken(f"127.0.0.1:{port} answers, but not as our gunicorn {app}")
                 if status != 200:
@@ -111,7 +114,7 @@ def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[
 
 def serve(servers: ExitStack, app: str, settings: list[str], ports: tuple[int, int], setup, extra=()) -> tuple[int, int]:
     """Start gunicorn serving `app` on a free port of `ports` inside `servers`: (port, master pid).
-    `setup(port)` gives (env, probe body, probe headers). A port another process took first is given up for
+    `setup(port)` gives (env, probe body, probe headers function or None). A port another process took first is given up for
     another, twice at most."""
     for attempt in range(3):
         port = free_port(*ports)
@@ -252,7 +255,7 @@ def throughput(settings: list[str], concurrencies=(1, 4), seconds: float = 3, ro
                                **({"redis_url": redis_url} if redis_url else
                                   {"replay_db": str(_scratch_dir() / "replay.sqlite3")}))
                 client = clients[app.name] = Client(app, port, typical_n, key)
-                return env, client.body, client.probe_headers()
+                return env, client.body, client.probe_headers
             _, master = serve(servers, app.wsgi, settings, ports, setup)
             client = clients[app.name]
             workers[app.name] = _wait_for_workers(master)
