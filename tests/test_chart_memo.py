@@ -81,6 +81,22 @@ def test_a_chart_seen_again_gets_the_same_cards_with_new_uuids(engine):
     assert uuids(first).isdisjoint(uuids(second)) and len(uuids(first)) > len(first)
 
 
+def test_an_answer_is_remembered_the_second_time_its_chart_and_moment_are_met(engine):
+    """Most charts are opened once: cutting their answer into a template would be work for nothing."""
+    resources = _chart()
+    once = _cards(engine, resources)
+    assert len(engine.charts) == 1 and len(engine.answers) == 0
+    twice, thrice = _cards(engine, resources), _cards(engine, resources)
+    assert len(engine.answers) == 1
+    assert _without_uuids(once) == _without_uuids(twice) == _without_uuids(thrice)
+
+
+def test_a_chart_is_remembered_by_a_digest_not_by_its_json(engine):
+    _cards(engine, _chart())
+    (patient, digest, unavailable), = engine.charts._items
+    assert patient == PATIENT_ID and len(digest) == 32 and unavailable == frozenset()
+
+
 def test_the_cards_returned_are_the_callers_own(engine):
     resources = _chart()
     first = _cards(engine, resources)

@@ -2,13 +2,16 @@
 
 patient-view fires at every opening of a chart, mostly on a chart that has not changed since the last
 one, so a worker remembers (up to model_cache_size of each and a third of cache_max_bytes each, least
-recently used out first) what it derived: validated models by each resource's exact JSON, chart facts by the exact JSON of all the resources
+recently used out first) what it derived: chart facts by a digest of the exact JSON of all the resources
 read, and the cards of patient-view by chart and moment (clinical/facts.moment: the day, and which worsening
-is still recent). The pathway stays pure; only repeated work goes.
+is still recent), the second time that chart and moment are met (most charts are opened once a day, and
+cutting the answer for a chart that does not come back cost more than deriving it). The pathway stays pure;
+only repeated work goes.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,17 +29,30 @@ from service.fhir.prefetch import Prefetched
 from service.clinical.valuesets import ValueSets, load_valuesets
 
 
-# What a remembered chart holds beside its key's JSON (its ChartFacts: ~3.5 KB whatever the chart's size, measured
-# with tracemalloc), and an answer beside its cards' JSON.
+# What a remembered chart holds (its ChartFacts: ~3.5 KB whatever the chart's size, measured with tracemalloc, and
+# its key: a 32-byte digest), and an answer beside its cards' JSON.
 SEEN_CHART_BYTES = 4096
 ANSWER_BYTES = 1024
 
 
 @dataclass(frozen=True, eq=False)
 class SeenChart:
-    """A chart met before, remembered by the exact JSON of what was read of it; hashed by identity, so that the
-    answers given for it are found without hashing its facts."""
+    """A chart met before, remembered by a digest of the exact JSON of what was read of it; hashed by identity, so
+    that the answers given for it are found without hashing its facts. `answered`: the (moment, source URL) it
+    was answered for once: the second time, its answer is remembered."""
     chart: ChartFacts
+    answered: set = field(default_factory=set)
+
+
+def chart_key(resources: list, patient_id: str, unavailable) -> tuple | None:
+    """What a chart is remembered by: the patient, a digest of the resources' exact JSON (32 bytes held, not the
+    chart's megabytes) and what could not be read; None when orjson cannot write a resource (an integer over 64
+    bits): such a chart is derived every time."""
+    try:
+        resources_json = orjson.dumps(resources)
+    except TypeError:
+        return None
+    return patient_id, hashlib.blake2b(resources_json, digest_size=32).digest(), frozenset(unavailable)
 
 
 @dataclass(frozen=True)
@@ -61,12 +77,7 @@ class Engine:
     def chart(self, prefetched: Prefetched, patient_id: str) -> SeenChart:
         """The chart the resources read make up, derived once while remembered: the record (dedup, validation)
         and ChartFacts are pure functions of the resources, the patient and what could not be read."""
-        key = None
-        if self.charts.size > 0:
-            try:
-                key = (patient_id, orjson.dumps(prefetched.resources), frozenset(prefetched.unavailable))
-            except TypeError:       # not JSON orjson writes (an integer over 64 bits): derived, not remembered
-                pass
+        key = chart_key(prefetched.resources, patient_id, prefetched.unavailable) if self.charts.size > 0 else None
         seen = self.charts.get(key) if key else None
         if seen is None:
             with collector_paused():   # the models all live until the call ends (service/gcpause.py)
@@ -74,7 +85,7 @@ class Engine:
                                       self.validate)
                 seen = SeenChart(chart_facts(record, self.valuesets))
             if key:
-                self.charts.put(key, seen, len(key[1]) + SEEN_CHART_BYTES)
+                self.charts.put(key, seen, SEEN_CHART_BYTES)
         return seen
 
     def facts(self, prefetched: Prefetched, patient_id: str, now: dt.datetime) -> Facts:
@@ -82,15 +93,18 @@ class Engine:
 
     def chart_answer(self, prefetched: Prefetched, patient_id: str, now: dt.datetime, source_url: str) -> Answer:
         """patient-view's cards; a chart seen again at an equal moment (same day, same recent worsening) gets the
-        same cards, each time with new uuids."""
+        same cards, each time with new uuids. The answer is remembered the second time (chart, moment) is met."""
         seen = self.chart(prefetched, patient_id)
-        key = (seen, moment(seen.chart, now), source_url)
+        when = (moment(seen.chart, now), source_url)
+        key = (seen, *when)
         template: AnswerTemplate | None = self.answers.get(key)
         if template is None:
             facts = facts_at(seen.chart, now)
             cards = self.cards(*decide_chart(facts), facts, source_url)
-            template = AnswerTemplate.of(cards) if self.answers.size > 0 else None
-            if template is None:        # nothing remembered, or a value orjson cannot write
+            again = when in seen.answered
+            seen.answered.add(when)
+            template = AnswerTemplate.of(cards) if again and self.answers.size > 0 else None
+            if template is None:        # met once, nothing remembered, or a value orjson cannot write
                 return Answer.of(cards)
             self.answers.put(key, template, sum(map(len, template.pieces)) + ANSWER_BYTES)
         return template.fill()
