@@ -135,7 +135,7 @@ def test_size_zero_remembers_nothing_and_answers_the_same(tmp_path, engine):
     resources = _chart(walking("ambulatory", ago(days=2)), walking("non-ambulatory", ago(days=1)))
     assert _without_uuids(_cards(cold, resources)) == _without_uuids(_cards(engine, resources))
     _cards(cold, resources)
-    assert len(cold.charts) == len(cold.answers) == len(cold.validate) == 0
+    assert len(cold.charts) == len(cold.answers) == 0
 
 
 def test_cards_orjson_cannot_write_are_answered_and_not_remembered(engine, monkeypatch):
@@ -151,3 +151,8 @@ def test_resources_orjson_cannot_write_are_derived_every_time(engine):
     resources = [{**chart[0], "extension": [{"url": "http://x", "valueDecimal": 2 ** 70}]}, *chart[1:]]  # orjson cannot write it
     first, second = _cards(engine, resources), _cards(engine, resources)
     assert _without_uuids(first) == _without_uuids(second) and len(engine.charts) == 0
+
+
+def test_the_cache_size_is_a_setting():
+    assert Settings.from_env({}).model_cache_size == 1024
+    assert Settings.from_env({"AVH_CDS_MODEL_CACHE_SIZE": "0"}).model_cache_size == 0

@@ -1,7 +1,7 @@
 """Wires the pure pathway to one hook call: resources -> record -> facts -> decisions -> cards.
 
 patient-view fires at every opening of a chart, mostly on a chart that has not changed since the last
-one, so a worker remembers (up to model_cache_size of each and a third of cache_max_bytes each, least
+one, so a worker remembers (up to model_cache_size of each and half of cache_max_bytes each, least
 recently used out first) what it derived: chart facts by a digest of the exact JSON of all the resources
 read, and the cards of patient-view by chart and moment (clinical/facts.moment: the day, and which worsening
 is still recent), the second time that chart and moment are met (most charts are opened once a day, and
@@ -61,18 +61,17 @@ class Engine:
     selector: Selector
     library: CardLibrary
     validate: Validator
-    charts: Lru = field(default_factory=lambda: Lru(0))     # SeenChart by (patient, resources' JSON, unavailable)
+    charts: Lru = field(default_factory=lambda: Lru(0))     # SeenChart by chart_key
     answers: Lru = field(default_factory=lambda: Lru(0))    # patient-view AnswerTemplate by (SeenChart, moment, url)
 
     @classmethod
     def load(cls, cards_dir: Path, model_cache_size: int = 0, max_json_depth: int = 64,
              cache_max_bytes: int = 0) -> "Engine":
-        """cache_max_bytes: what the three caches (models, charts, answers) hold together, a third each."""
+        """cache_max_bytes: what the two caches (charts, answers) hold together, half each."""
         valuesets = load_valuesets(cards_dir / "valuesets")
-        third = cache_max_bytes // 3
-        return cls(valuesets, Selector(valuesets), CardLibrary.load(cards_dir),
-                   Validator(model_cache_size, max_json_depth, third),
-                   Lru(model_cache_size, third, name="charts"), Lru(model_cache_size, third, name="answers"))
+        half = cache_max_bytes // 2
+        return cls(valuesets, Selector(valuesets), CardLibrary.load(cards_dir), Validator(max_json_depth),
+                   Lru(model_cache_size, half, name="charts"), Lru(model_cache_size, half, name="answers"))
 
     def chart(self, prefetched: Prefetched, patient_id: str) -> SeenChart:
         """The chart the resources read make up, derived once while remembered: the record (dedup, validation)
@@ -80,7 +79,7 @@ class Engine:
         key = chart_key(prefetched.resources, patient_id, prefetched.unavailable) if self.charts.size > 0 else None
         seen = self.charts.get(key) if key else None
         if seen is None:
-            with collector_paused():   # the models all live until the call ends (service/gcpause.py)
+            with collector_paused():   # what is read all lives until the call ends (service/gcpause.py)
                 record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable,
                                       self.validate)
                 seen = SeenChart(chart_facts(record, self.valuesets))

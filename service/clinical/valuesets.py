@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.clinical.elements import JsonElement
+
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
@@ -92,12 +94,14 @@ def _filled(value) -> bool:
 
 
 def codings(concept) -> list[Code]:
-    """(system, code) pairs of a CodeableConcept as decoded JSON (a dict) or as a model.
+    """(system, code) pairs of a CodeableConcept as decoded JSON (a dict or a JsonElement) or as a model.
 
     facts.py calls this ~60 times a request, hence one cheap type test and one pass.
     """
     if not concept:
         return []
+    if type(concept) is JsonElement:
+        concept = concept.json
     if isinstance(concept, dict):
         coding = concept.get("coding")
         return [(c["system"], c["code"]) for c in (coding if isinstance(coding, list) else ())
