@@ -13,7 +13,7 @@ What is changed, each to be at least as strict as fhir.resources (tests/test_fhi
   not its type, so "code": "" passed);
 - integer, positiveInt, unsignedInt: JSON integers within FHIR's 32-bit ranges (the HL7 file says "number" with a
   pattern, which a JSON number never meets, so 4.5 passed);
-- date, dateTime, instant: also the format "fhir-calendar" (record.py: a real day of the calendar, no 30 February);
+- date, dateTime, instant: a day of the calendar (the HL7 patterns let 30 February pass);
 - a choice element (value[x], onset[x], ...): at most one of its forms, and one when the element is required;
 - an element fhir.resources requires (element_required), required as an element (its `_name` extension alone,
   which fhir.resources also accepts, is left to fhir.resources);
@@ -38,7 +38,20 @@ TARGET = ROOT / "service/clinical/schema/fhir-r4-subset.json"
 TYPES = sorted(READ_ELEMENTS)
 REF = "#/definitions/"
 INTEGERS = {"integer": (-2147483648, 2147483647), "positiveInt": (1, 2147483647), "unsignedInt": (0, 2147483647)}
-CALENDAR = ("date", "dateTime", "instant")
+# HL7's date patterns allow any day 01-31 in any month; these allow only the days of the calendar: 30 days in
+# April, June, September and November, 28 in February, and 29 February in a leap year (a year divisible by 4,
+# not by 100 unless by 400). Written as plain alternatives, so that the check stays in Rust.
+YEAR = "([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
+MONTH = "(0[1-9]|1[0-2])"
+MONTH_DAY = "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+LEAP_YEAR = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
+DAY = f"({YEAR}-{MONTH_DAY}|{LEAP_YEAR}-02-29)"
+TIME = "T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]+)?(Z|(\\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+CALENDAR = {  # type: (HL7's pattern, which must be the one this replaces; the pattern with real days)
+    "date": (f"^{YEAR}(-{MONTH}(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?$", f"^({YEAR}(-{MONTH})?|{DAY})$"),
+    "dateTime": (f"^{YEAR}(-{MONTH}(-(0[1-9]|[1-2][0-9]|3[0-1])({TIME})?)?)?$", f"^({YEAR}(-{MONTH})?|{DAY}({TIME})?)$"),
+    "instant": (f"^{YEAR}-{MONTH}-(0[1-9]|[1-2][0-9]|3[0-1]){TIME}$", f"^{DAY}{TIME}$"),
+}
 
 
 def refs(node) -> set[str]:
@@ -92,7 +105,10 @@ def tighten_primitive(name: str, definition: dict) -> dict:
         low, high = INTEGERS[name]
         return {"type": "integer", "minimum": low, "maximum": high}
     if name in CALENDAR:
-        return {**definition, "format": "fhir-calendar"}
+        hl7, real_days = CALENDAR[name]
+        if definition["pattern"] != hl7:
+            raise SystemExit(f"{name}: HL7's pattern is not the one expected: {definition['pattern']}")
+        return {**definition, "pattern": real_days}
     return definition
 
 

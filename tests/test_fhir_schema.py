@@ -25,7 +25,7 @@ from tests.fhir_records import NOW, SELECTOR, VALUESETS
 FIXTURES = load_fixtures(Path(__file__).resolve().parent.parent / "fhir_fixtures", NOW.date())
 # What an EHR (or an attacker) may put where a value belongs: wrong types, empty or blank strings, days that do not
 # exist, times without a zone, numbers out of range or not whole.
-ODD_VALUES = ("", " ", "x y", "2026-02-30", "2025-02-29", "2026-13-01", "2026-11-23T10:00:00", "2026-11-23T24:00:00Z",
+ODD_VALUES = ("", " ", "x y", "2026-02-30", "2025-02-29", "2026-04-31", "2026-06-31T10:00:00Z", "2026-13-01", "2026-11-23T10:00:00", "2026-11-23T24:00:00Z",
               "2026-11-23T10:00Z", "1900-02-29", "42", "true", 42.5, 0, -1, 2 ** 31, 2 ** 70, 1e300, True, None, {},
               [], [None], {"x": 1}, [{}])
 
@@ -163,6 +163,23 @@ def test_a_resource_the_schema_refuses_is_judged_by_fhir_resources_and_named():
     assert not _schema_accepts(long_id)
     model, reason = Validator()(long_id)
     assert reason is None and model.id == "x" * 65 and type(model) is not JsonElement
+
+
+@pytest.mark.parametrize("year", [1900, 1999, 2000, 2023, 2024, 2026, 2100, 2400])
+def test_dates_are_days_of_the_calendar_as_python_has_them(year):
+    """The schema's date patterns (scripts/fhir_schema_subset.py) against datetime.date, day by day."""
+    condition = next(r for f in FIXTURES for r in f.resources() if r["resourceType"] == "Condition")
+    for month in range(1, 13):
+        for day in range(1, 32):
+            try:
+                dt.date(year, month, day)
+                real = True
+            except ValueError:
+                real = False
+            text = f"{year:04d}-{month:02d}-{day:02d}"
+            for value in (text, text + "T10:00:00Z"):
+                assert _schema_accepts({**condition, "onsetDateTime": value}) is real, value
+            assert _schema_accepts({**condition, "recordedDate": text + "T10:00:00+01:00"}) is real, text
 
 
 def test_keys_that_are_not_strings_are_refused_not_raised():

@@ -12,7 +12,6 @@ alone, at ~1.5 µs a resource instead of ~100 µs (tests/test_fhir_schema.py).
 """
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 from dataclasses import dataclass, field
@@ -205,24 +204,11 @@ def _read_part(resource: Mapping) -> tuple[dict | None, str | None]:
 SCHEMA = Path(__file__).resolve().parent / "schema" / "fhir-r4-subset.json"
 
 
-def real_day(text: str) -> bool:
-    """The schema's format "fhir-calendar": a date with a day names a day of the calendar (no 30 February); its
-    form (digits, ranges, time zone) is the schema's pattern's."""
-    if len(text) < 10:
-        return True
-    try:
-        dt.date(int(text[:4]), int(text[5:7]), int(text[8:10]))
-    except ValueError:
-        return False
-    return True
-
-
 @functools.cache
 def schemas() -> dict[str, jsonschema_rs.Validator]:
     """One compiled validator per resource type read (~0.3 s at start-up, once per process)."""
     definitions = orjson.loads(SCHEMA.read_bytes())["definitions"]
-    return {rtype: jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/{rtype}", "definitions": definitions},
-                                                 formats={"fhir-calendar": real_day}, validate_formats=True)
+    return {rtype: jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/{rtype}", "definitions": definitions})
             for rtype in READ_ELEMENTS}
 
 
@@ -234,14 +220,15 @@ def _schema_accepts(resource: Mapping) -> bool:
         return False
 
 
-def _validate(resource: Mapping, max_depth: int) -> tuple[object | None, str | None]:
+def _validate(resource: Mapping, max_depth: int, shallow: bool = False) -> tuple[object | None, str | None]:
     """(what the pathway reads, None) for a valid resource, (None, why) for an invalid one.
 
     A resource HL7's JSON schema accepts is read as a JsonElement. One it refuses is validated as before: the
     elements the pathway reads as FHIR R4 (fhir.resources R4B), the others must be elements of the type; its model
     is read when that accepts it. A resource nesting deeper than `max_depth` is neither (the model layer
-    recurses): the request's depth limit applies to each resource read (security/limits.request_depth)."""
-    depth = json_depth(resource)
+    recurses): the request's depth limit applies to each resource read (security/limits.request_depth).
+    `shallow`: the caller knows it nests no deeper."""
+    depth = 0 if shallow else json_depth(resource)
     if depth > max_depth:
         return None, f"nests {depth} levels deep; at most {max_depth} are read (AVH_CDS_MAX_JSON_DEPTH)"
     if _schema_accepts(resource):
@@ -271,8 +258,14 @@ class Validator:
         self.max_depth = max_depth
         schemas()                        # compiled at start-up, not at the first call
 
-    def __call__(self, resource: Mapping) -> tuple[object | None, str | None]:
-        return _validate(resource, self.max_depth)
+    def __call__(self, resource: Mapping, shallow: bool = False) -> tuple[object | None, str | None]:
+        """`shallow`: the caller has checked that the resource nests no deeper than max_depth."""
+        return _validate(resource, self.max_depth, shallow)
+
+    def all_shallow(self, resources: list) -> bool:
+        """Whether none of `resources` nests deeper than max_depth: one walk for a chart's resources, instead of
+        one per resource (half the cost)."""
+        return json_depth(resources) <= self.max_depth + 1
 
 
 def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
@@ -283,6 +276,8 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
     left_out: list[LeftOut] = []
     patient = None
     check = Validator() if validate is None else validate
+    resources = list(resources)
+    shallow = check.all_shallow(resources)
     for res in resources:
         if not isinstance(res, dict):
             continue
@@ -292,7 +287,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
             continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
         if rtype == "Patient":
             if rid == patient_id and patient is None:
-                patient, reason = check(res)
+                patient, reason = check(res, shallow)
                 if reason is not None:
                     left_out.append(LeftOut("Patient", str(rid), ("patient",), reason))
             continue
@@ -305,7 +300,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if rtype != "Medication" and subject_id(res) != patient_id:
             log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
             continue
-        model, reason = check(res)
+        model, reason = check(res, shallow)
         if reason is None:
             kept.setdefault(rtype, []).append(model)
         else:
