@@ -108,7 +108,7 @@ def _big_chart(patient_id: str, observations: int = 300) -> list[dict]:
                                          "note": notes} for k in range(observations)]
 
 
-def test_the_chart_and_model_caches_are_bounded_by_bytes_and_shown_in_metrics(tmp_path):
+def test_the_chart_and_answer_caches_are_bounded_by_bytes_and_shown_in_metrics(tmp_path):
     """Attack: distinct large charts, one after another; the per-worker caches were bounded by entries only
     (1024 charts of 8.5 MB could reach gigabytes: +200 MB over 30 charts, still rising)."""
     bound = 12 * 1024 * 1024
