@@ -190,3 +190,16 @@ def test_a_number_orjson_cannot_write_is_still_validated():
     condition = next(r for f in FIXTURES for r in f.resources() if r["resourceType"] == "Condition")
     model, reason = Validator()({**condition, "extension": [{"url": "http://x", "valueDecimal": 2 ** 70}]})
     assert reason is None and model.id == condition["id"]
+
+
+def test_the_vendored_schema_is_what_the_script_writes_from_hl7s_file():
+    """service/clinical/schema/ is scripts/fhir_schema_subset.py's output from the HL7 file Medplum ships (installed
+    by tests/fhir_engine/setup.sh), not an edited copy."""
+    import json
+    import runpy
+
+    from tests.fhir_engine_support import install
+    install()
+    script = runpy.run_path(str(Path(__file__).resolve().parent.parent / "scripts" / "fhir_schema_subset.py"))
+    written = script["subset"](json.loads(script["SOURCE"].read_text()))
+    assert json.loads(record_module.SCHEMA.read_text()) == json.loads(json.dumps(written))
