@@ -91,6 +91,17 @@ def test_an_answer_is_remembered_the_second_time_its_chart_and_moment_are_met(en
     assert _without_uuids(once) == _without_uuids(twice) == _without_uuids(thrice)
 
 
+def test_a_remembered_chart_notes_a_bounded_number_of_first_answers(engine):
+    """Without AVH_CDS_PUBLIC_URL the source URL follows the Host header: a caller varying it must not grow what a
+    remembered chart holds."""
+    from service.api.engine import ANSWERED_NOTES
+    prefetched = Prefetched(resources=_chart())
+    for i in range(3 * ANSWERED_NOTES):
+        engine.chart_answer(prefetched, PATIENT_ID, NOW, f"http://host-{i}.test/pathway")
+    (seen, _), = engine.charts._items.values()
+    assert 0 < len(seen.answered) <= ANSWERED_NOTES and len(engine.answers) == 0
+
+
 def test_a_chart_is_remembered_by_a_digest_not_by_its_json(engine):
     _cards(engine, _chart())
     (patient, digest, unavailable), = engine.charts._items

@@ -33,6 +33,9 @@ from service.clinical.valuesets import ValueSets, load_valuesets
 # its key: a 32-byte digest), and an answer beside its cards' JSON.
 SEEN_CHART_BYTES = 4096
 ANSWER_BYTES = 1024
+# (moment, source URL) pairs a remembered chart notes as answered once; past it the notes start again, so a caller
+# varying the URL (the Host header, without AVH_CDS_PUBLIC_URL) cannot grow a chart's memory.
+ANSWERED_NOTES = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,6 +104,8 @@ class Engine:
             facts = facts_at(seen.chart, now)
             cards = self.cards(*decide_chart(facts), facts, source_url)
             again = when in seen.answered
+            if len(seen.answered) >= ANSWERED_NOTES:
+                seen.answered.clear()
             seen.answered.add(when)
             template = AnswerTemplate.of(cards) if again and self.answers.size > 0 else None
             if template is None:        # met once, nothing remembered, or a value orjson cannot write
