@@ -122,4 +122,4 @@ def _json_codings(concept: dict) -> list[Code]:
 
 
 def in_set(concept, codes: frozenset[Code]) -> bool:
-    return any(c in codes for c in codings(concept))
+    return not codes.isdisjoint(codings(concept))
