@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replay cache of the authenticated calls ('' for a SQLite file instead)")
     parser.add_argument("--memory-requests", type=int, default=10_000)
     parser.add_argument("--memory-patients", type=int, default=200,
-                        help="distinct patients the memory run cycles through (200 x 10 relevant resources "
-                             "overflow the default model cache of 1024)")
+                        help="distinct patients the memory run cycles through (each chart and its answer "
+                             "remembered from its second call on)")
     parser.add_argument("--gunicorn-config", help="gunicorn config file (default: ./gunicorn.conf.py if present, "
                                                   f"else {' '.join(http.DEFAULT_GUNICORN)})")
     parser.add_argument("--gunicorn-args", help="explicit gunicorn arguments instead of any config file, e.g. "
@@ -169,7 +169,7 @@ def table(results: dict) -> str:
         lines += charts.table(results["charts"])
     if "sweep" in results:
         lines += ["", "In-process size sweep (request bytes -> response bytes, one WSGI call; collector as in production)",
-                  "(svc: as deployed, chart seen before; first: model cache off, every relevant resource validated; "
+                  "(svc: as deployed, chart seen before; first: caches off, every relevant resource validated; "
                   "peer: bench/peer.py; loads: orjson.loads of the body;",
                   " wall = elapsed, CPU = the process's CPU time during the call (the figure a busy machine does not "
                   "inflate); ratios of CPU medians)",

@@ -1,6 +1,6 @@
 """Charts at the size limit: every resource one the pathway reads, never seen before (issue 14).
 
-Two measurements, each one full WSGI call of patient-view with the model cache off (so every resource is
+Two measurements, each one full WSGI call of patient-view with the caches off (so every resource is
 validated and every fact derived, as for a chart opened the first time), beside `orjson.loads` of the body:
 - `limit`: a chart of AVH_CDS_MAX_PREFETCH_RESOURCES resources (20,000), all of pathway-relevant codes with
   dates spread over 15 years: compressions and hemangiomas, ambulatory and motor readings, decompressions,
@@ -95,7 +95,7 @@ def same_code_chart(readings: int, today: dt.date | None = None) -> bytes:
 
 
 def _first_seen(body: bytes, repeats: int) -> tuple[list[float], list[float], list[float]]:
-    """Per call on a new app with the model cache off: wall times, CPU times of this process (what other jobs
+    """Per call on a new app with the caches off: wall times, CPU times of this process (what other jobs
     on a shared machine disturb least), and the wall times of orjson.loads of the same body."""
     walls, cpus, loads = [], [], []
     for _ in range(repeats):
@@ -139,7 +139,7 @@ def run(limit: int = LIMIT, base_readings: int = 1000, repeats: int = 5) -> dict
 
 def table(result: dict) -> list[str]:
     limit, same = result["limit"], result["same_code"]
-    return ["", "Charts never seen before (model cache off, one call on a new app; targets: limit < 5 s, 16x <= ~20x)",
+    return ["", "Charts never seen before (caches off, one call on a new app; targets: limit < 5 s, 16x <= ~20x)",
             f"limit chart: {limit['resources']} pathway-relevant resources ({limit['body_bytes'] / 2**20:.1f} MiB): "
             f"wall median {limit['first_seen_median_s']:.2f} s (min {limit['first_seen_min_s']:.2f}, max "
             f"{limit['first_seen_max_s']:.2f}) over {limit['repeats']}, CPU median {limit['cpu_median_s']:.2f} s; "

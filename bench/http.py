@@ -140,7 +140,7 @@ def rss_kib(pid: int) -> int:
 
 # What each app is sent. "same": the typical body every time (the chart is seen again: the service answers
 # from its caches). "distinct": the typical body with a new patient id each request, so every relevant
-# resource and the chart are new to the worker (the model cache on, as deployed, filling and evicting).
+# resource and the chart are new to the worker (the caches on, as deployed, filling and evicting).
 # "auth": the same body, each request with its own signed token (AVH_CDS_AUTH=required, replay cache in Redis).
 @dataclass(frozen=True)
 class App:
@@ -289,8 +289,8 @@ def _summary(concurrency: int, rounds: list[dict], runs: dict) -> dict:
 
 def memory(bodies: list[bytes], settings: list[str], requests: int = 10_000, checkpoints=(1, 1000, 5000, 10_000),
            ports=(18600, 18650)) -> dict:
-    """RSS of one worker over `requests` requests cycling through `bodies` (distinct patients, so the
-    model cache fills to its bound and then evicts). The service runs with --workers 1 here, so that
+    """RSS of one worker over `requests` requests cycling through `bodies` (distinct patients, each chart and
+    its answer remembered). The service runs with --workers 1 here, so that
     worker gets every request."""
     samples = {}
     with ExitStack() as servers:

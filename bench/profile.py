@@ -1,7 +1,7 @@
 """`python -m bench.profile`: where a call's CPU goes, in-process, phase by phase (issue 18's profiles).
 
     python -m bench.profile auth            # an authenticated call against the same call unauthenticated
-    python -m bench.profile first-seen      # a chart seen for the first time (model cache off), N = 100 and 1,000
+    python -m bench.profile first-seen      # a chart seen for the first time (caches off), N = 100 and 1,000
     python -m bench.profile big-chart       # charts with 1,000-4,000 relevant readings: warm key, thrash, cold
     ... --cprofile 25                       # also the 25 functions of most own CPU time (cProfile)
 
@@ -145,7 +145,7 @@ def _first_seen_phases(app) -> Phases:
     return Phases((routes, "request_json", decode), (security, "request_json", decode),
                   (type(app.extensions["avh"].prefetch), "resolve", "prefetch: read every resource, select the relevant"),
                   (engine, "build_record", "record: dedup + validation (incl.)"),
-                  (record, "_validate", "validation of the relevant resources (fhir.resources)"),
+                  (record, "_validate", "validation of relevant resources (schema, fhir.resources)"),
                   (engine, "chart_facts", "derivation: chart_facts"), (engine, "facts_at", "derivation: facts_at"),
                   (engine, "decide_chart", "decisions: decide_chart"), (engine.Engine, "cards", "rendering the cards"),
                   (answer.Answer, "of", "encoding the answer"))
@@ -166,7 +166,7 @@ def _first_seen_sizes(app, phases: Phases, sizes: list[int], calls: int, top: in
             _call(app, body)
         phases.spent.clear()
         total = _cpu_ms(lambda: _call(app, body), count)
-        print(f"First-seen chart (model cache off), N = {n} ({len(body) // 1024} KiB, 10 relevant resources), "
+        print(f"First-seen chart (caches off), N = {n} ({len(body) // 1024} KiB, 10 relevant resources), "
               f"{count} calls: {total:.3f} ms CPU a call")
         print(*phases.report(count, total), sep="\n")
         outermost = sum(v for k, v in phases.spent.items() if "fhir.resources" not in k)   # validation is in the record
@@ -206,7 +206,7 @@ def profile_big_chart(readings: list[int]) -> None:
             finally:
                 key_time[0] += time.process_time() - started
     engine.orjson = TimedOrjson
-    print("Charts with many relevant readings (in-process CPU, ms; model cache 1,024 entries):")
+    print("Charts with many relevant readings (in-process CPU, ms; chart and answer caches 1,024 entries):")
     print(f"{'readings':>9} {'KiB':>6} {'warm':>8} {'its key':>8} {'+1 new':>8} {'cache off':>10}")
     for k in readings:
         app, cold = make_app(), make_app(model_cache_size="0")

@@ -1,7 +1,7 @@
 """In-process size sweep: request bytes -> response bytes through the WSGI app, against orjson.loads.
 
 Each repetition times one full WSGI call (body read, JSON decode, schema checks, prefetch, record,
-facts, cards, response encoding) of the service as deployed, one of the service with its model cache
+facts, cards, response encoding) of the service as deployed, one of the service with its caches
 off (every relevant resource validated again: the cost of a chart seen for the first time), one of the
 peer-style walk (bench/peer.py) and, on the same body, one `orjson.loads`, so all four see the same
 machine state (caches, garbage collector, noisy neighbours). The garbage collector is set as a gunicorn

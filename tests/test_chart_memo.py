@@ -81,6 +81,33 @@ def test_a_chart_seen_again_gets_the_same_cards_with_new_uuids(engine):
     assert uuids(first).isdisjoint(uuids(second)) and len(uuids(first)) > len(first)
 
 
+def test_an_answer_is_remembered_the_second_time_its_chart_and_moment_are_met(engine):
+    """Most charts are opened once: cutting their answer into a template would be work for nothing."""
+    resources = _chart()
+    once = _cards(engine, resources)
+    assert len(engine.charts) == 1 and len(engine.answers) == 0
+    twice, thrice = _cards(engine, resources), _cards(engine, resources)
+    assert len(engine.answers) == 1
+    assert _without_uuids(once) == _without_uuids(twice) == _without_uuids(thrice)
+
+
+def test_a_remembered_chart_notes_a_bounded_number_of_first_answers(engine):
+    """Without AVH_CDS_PUBLIC_URL the source URL follows the Host header: a caller varying it must not grow what a
+    remembered chart holds."""
+    from service.api.engine import ANSWERED_NOTES
+    prefetched = Prefetched(resources=_chart())
+    for i in range(3 * ANSWERED_NOTES):
+        engine.chart_answer(prefetched, PATIENT_ID, NOW, f"http://host-{i}.test/pathway")
+    (seen, _), = engine.charts._items.values()
+    assert 0 < len(seen.answered) <= ANSWERED_NOTES and len(engine.answers) == 0
+
+
+def test_a_chart_is_remembered_by_a_digest_not_by_its_json(engine):
+    _cards(engine, _chart())
+    (patient, digest, unavailable), = engine.charts._items
+    assert patient == PATIENT_ID and len(digest) == 32 and unavailable == frozenset()
+
+
 def test_the_cards_returned_are_the_callers_own(engine):
     resources = _chart()
     first = _cards(engine, resources)
@@ -119,7 +146,7 @@ def test_size_zero_remembers_nothing_and_answers_the_same(tmp_path, engine):
     resources = _chart(walking("ambulatory", ago(days=2)), walking("non-ambulatory", ago(days=1)))
     assert _without_uuids(_cards(cold, resources)) == _without_uuids(_cards(engine, resources))
     _cards(cold, resources)
-    assert len(cold.charts) == len(cold.answers) == len(cold.validate) == 0
+    assert len(cold.charts) == len(cold.answers) == 0
 
 
 def test_cards_orjson_cannot_write_are_answered_and_not_remembered(engine, monkeypatch):
@@ -135,3 +162,8 @@ def test_resources_orjson_cannot_write_are_derived_every_time(engine):
     resources = [{**chart[0], "extension": [{"url": "http://x", "valueDecimal": 2 ** 70}]}, *chart[1:]]  # orjson cannot write it
     first, second = _cards(engine, resources), _cards(engine, resources)
     assert _without_uuids(first) == _without_uuids(second) and len(engine.charts) == 0
+
+
+def test_the_cache_size_is_a_setting():
+    assert Settings.from_env({}).model_cache_size == 1024
+    assert Settings.from_env({"AVH_CDS_MODEL_CACHE_SIZE": "0"}).model_cache_size == 0

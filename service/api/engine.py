@@ -1,14 +1,17 @@
 """Wires the pure pathway to one hook call: resources -> record -> facts -> decisions -> cards.
 
 patient-view fires at every opening of a chart, mostly on a chart that has not changed since the last
-one, so a worker remembers (up to model_cache_size of each and a third of cache_max_bytes each, least
-recently used out first) what it derived: validated models by each resource's exact JSON, chart facts by the exact JSON of all the resources
+one, so a worker remembers (up to model_cache_size of each and half of cache_max_bytes each, least
+recently used out first) what it derived: chart facts by a digest of the exact JSON of all the resources
 read, and the cards of patient-view by chart and moment (clinical/facts.moment: the day, and which worsening
-is still recent). The pathway stays pure; only repeated work goes.
+is still recent), the second time that chart and moment are met (most charts are opened once a day, and
+cutting the answer for a chart that does not come back cost more than deriving it). The pathway stays pure;
+only repeated work goes.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,17 +29,33 @@ from service.fhir.prefetch import Prefetched
 from service.clinical.valuesets import ValueSets, load_valuesets
 
 
-# What a remembered chart holds beside its key's JSON (its ChartFacts: ~3.5 KB whatever the chart's size, measured
-# with tracemalloc), and an answer beside its cards' JSON.
+# What a remembered chart holds (its ChartFacts: ~3.5 KB whatever the chart's size, measured with tracemalloc, and
+# its key: a 32-byte digest), and an answer beside its cards' JSON.
 SEEN_CHART_BYTES = 4096
 ANSWER_BYTES = 1024
+# (moment, source URL) pairs a remembered chart notes as answered once; past it the notes start again, so a caller
+# varying the URL (the Host header, without AVH_CDS_PUBLIC_URL) cannot grow a chart's memory.
+ANSWERED_NOTES = 16
 
 
 @dataclass(frozen=True, eq=False)
 class SeenChart:
-    """A chart met before, remembered by the exact JSON of what was read of it; hashed by identity, so that the
-    answers given for it are found without hashing its facts."""
+    """A chart met before, remembered by a digest of the exact JSON of what was read of it; hashed by identity, so
+    that the answers given for it are found without hashing its facts. `answered`: the (moment, source URL) it
+    was answered for once: the second time, its answer is remembered."""
     chart: ChartFacts
+    answered: set = field(default_factory=set)
+
+
+def chart_key(resources: list, patient_id: str, unavailable) -> tuple | None:
+    """What a chart is remembered by: the patient, a digest of the resources' exact JSON (32 bytes held, not the
+    chart's megabytes) and what could not be read; None when orjson cannot write a resource (an integer over 64
+    bits): such a chart is derived every time."""
+    try:
+        resources_json = orjson.dumps(resources)
+    except TypeError:
+        return None
+    return patient_id, hashlib.blake2b(resources_json, digest_size=32).digest(), frozenset(unavailable)
 
 
 @dataclass(frozen=True)
@@ -45,36 +64,30 @@ class Engine:
     selector: Selector
     library: CardLibrary
     validate: Validator
-    charts: Lru = field(default_factory=lambda: Lru(0))     # SeenChart by (patient, resources' JSON, unavailable)
+    charts: Lru = field(default_factory=lambda: Lru(0))     # SeenChart by chart_key
     answers: Lru = field(default_factory=lambda: Lru(0))    # patient-view AnswerTemplate by (SeenChart, moment, url)
 
     @classmethod
     def load(cls, cards_dir: Path, model_cache_size: int = 0, max_json_depth: int = 64,
              cache_max_bytes: int = 0) -> "Engine":
-        """cache_max_bytes: what the three caches (models, charts, answers) hold together, a third each."""
+        """cache_max_bytes: what the two caches (charts, answers) hold together, half each."""
         valuesets = load_valuesets(cards_dir / "valuesets")
-        third = cache_max_bytes // 3
-        return cls(valuesets, Selector(valuesets), CardLibrary.load(cards_dir),
-                   Validator(model_cache_size, max_json_depth, third),
-                   Lru(model_cache_size, third, name="charts"), Lru(model_cache_size, third, name="answers"))
+        half = cache_max_bytes // 2
+        return cls(valuesets, Selector(valuesets), CardLibrary.load(cards_dir), Validator(max_json_depth),
+                   Lru(model_cache_size, half, name="charts"), Lru(model_cache_size, half, name="answers"))
 
     def chart(self, prefetched: Prefetched, patient_id: str) -> SeenChart:
         """The chart the resources read make up, derived once while remembered: the record (dedup, validation)
         and ChartFacts are pure functions of the resources, the patient and what could not be read."""
-        key = None
-        if self.charts.size > 0:
-            try:
-                key = (patient_id, orjson.dumps(prefetched.resources), frozenset(prefetched.unavailable))
-            except TypeError:       # not JSON orjson writes (an integer over 64 bits): derived, not remembered
-                pass
+        key = chart_key(prefetched.resources, patient_id, prefetched.unavailable) if self.charts.size > 0 else None
         seen = self.charts.get(key) if key else None
         if seen is None:
-            with collector_paused():   # the models all live until the call ends (service/gcpause.py)
+            with collector_paused():   # what is read all lives until the call ends (service/gcpause.py)
                 record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable,
                                       self.validate)
                 seen = SeenChart(chart_facts(record, self.valuesets))
             if key:
-                self.charts.put(key, seen, len(key[1]) + SEEN_CHART_BYTES)
+                self.charts.put(key, seen, SEEN_CHART_BYTES)
         return seen
 
     def facts(self, prefetched: Prefetched, patient_id: str, now: dt.datetime) -> Facts:
@@ -82,15 +95,20 @@ class Engine:
 
     def chart_answer(self, prefetched: Prefetched, patient_id: str, now: dt.datetime, source_url: str) -> Answer:
         """patient-view's cards; a chart seen again at an equal moment (same day, same recent worsening) gets the
-        same cards, each time with new uuids."""
+        same cards, each time with new uuids. The answer is remembered the second time (chart, moment) is met."""
         seen = self.chart(prefetched, patient_id)
-        key = (seen, moment(seen.chart, now), source_url)
+        when = (moment(seen.chart, now), source_url)
+        key = (seen, *when)
         template: AnswerTemplate | None = self.answers.get(key)
         if template is None:
             facts = facts_at(seen.chart, now)
             cards = self.cards(*decide_chart(facts), facts, source_url)
-            template = AnswerTemplate.of(cards) if self.answers.size > 0 else None
-            if template is None:        # nothing remembered, or a value orjson cannot write
+            again = when in seen.answered
+            if len(seen.answered) >= ANSWERED_NOTES:
+                seen.answered.clear()
+            seen.answered.add(when)
+            template = AnswerTemplate.of(cards) if again and self.answers.size > 0 else None
+            if template is None:        # met once, nothing remembered, or a value orjson cannot write
                 return Answer.of(cards)
             self.answers.put(key, template, sum(map(len, template.pieces)) + ANSWER_BYTES)
         return template.fill()

@@ -634,7 +634,7 @@ def readings_by_concept(record: PatientRecord, vs: ValueSets) -> Readings:
         if o.status in OBSERVATION_EXCLUDED:
             continue
         codes = codings(o.code)
-        names = [name for name in OBSERVATION_CONCEPTS if any(c in vs[name] for c in codes)]
+        names = [name for name in OBSERVATION_CONCEPTS if not vs[name].isdisjoint(codes)]
         when = observation_date(o) if names else None
         for name in names if when else ():
             found[name].append((when, o))

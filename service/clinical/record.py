@@ -1,9 +1,14 @@
-"""Select the resources the pathway can use, then validate only those with fhir.resources (R4B).
+"""Select the resources the pathway can use, then validate only those: HL7's FHIR R4 JSON schema first, in Rust
+(jsonschema-rs), fhir.resources (R4B) for a resource the schema refuses.
 
 The EHR may send thousands of resources; the decision depends on a handful. Selection works on the
-decoded dicts (resourceType + code against frozensets), so the cost of model validation is paid for
-relevant resources only. A relevant resource that fails validation is left out and remembered, so a
-card it could have changed can say so.
+decoded dicts (resourceType + code against frozensets), so the cost of validation is paid for relevant
+resources only. A relevant resource the schema accepts is read through a JsonElement (the pathway reads it as it
+read a model); one it refuses is validated by fhir.resources as before (the elements the pathway reads), which
+either accepts it (its model is read) or names why it is invalid: it is then left out and remembered, so a card
+it could have changed can say so. The schema (service/clinical/schema/, written by scripts/fhir_schema_subset.py)
+is tightened to accept nothing fhir.resources refuses, so the verdict and what is read are those of fhir.resources
+alone, at ~1.5 µs a resource instead of ~100 µs (tests/test_fhir_schema.py).
 """
 from __future__ import annotations
 
@@ -11,12 +16,14 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
+import jsonschema_rs
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from service.lru import Lru
+from service.clinical.elements import JsonElement
 from service.nesting import json_depth
 from service.clinical.valuesets import ValueSets, codings
 
@@ -66,7 +73,7 @@ class LeftOut:
 class PatientRecord:
     patient_id: str
     patient: object | None = None
-    resources: Mapping[str, tuple] = field(default_factory=dict)   # resourceType -> models
+    resources: Mapping[str, tuple] = field(default_factory=dict)   # resourceType -> JsonElements (or models)
     left_out: tuple[LeftOut, ...] = ()
     unavailable: frozenset[str] = frozenset()                        # resource types that could not be read
 
@@ -146,14 +153,6 @@ def subject_id(resource: Mapping) -> str | None:
     return None
 
 
-def exact_json(resource: Mapping) -> bytes | None:
-    """The resource as orjson writes it: the key under which what is derived from it is remembered."""
-    try:
-        return orjson.dumps(resource)
-    except TypeError:                      # not JSON orjson can write (e.g. a 65-bit integer)
-        return None
-
-
 # The elements the pathway reads of each resource type (service/clinical/facts.py): only these are handed to
 # the model layer, whose validation is the service's largest cost per resource (a chart of 20,000 relevant
 # resources must answer within seconds). Every other element is still checked to be one the type defines.
@@ -202,15 +201,44 @@ def _read_part(resource: Mapping) -> tuple[dict | None, str | None]:
     return {k: v for k, v in resource.items() if k in kept}, None
 
 
-def _validate(resource: Mapping, max_depth: int) -> tuple[object | None, str | None]:
-    """(model, None) for a valid resource, (None, why) for an invalid one: the elements the pathway reads are
-    validated as FHIR R4 (fhir.resources R4B); the others must be elements of the type.
+SCHEMA = Path(__file__).resolve().parent / "schema" / "fhir-r4-subset.json"
 
-    A resource nesting deeper than `max_depth` is not handed to the model layer (which recurses): the request's
-    depth limit applies to each resource read (security/limits.request_depth)."""
-    depth = json_depth(resource)
+
+@functools.cache
+def schemas() -> dict[str, jsonschema_rs.Validator]:
+    """One compiled validator per resource type read (~0.1 s at start-up, once per process)."""
+    definitions = orjson.loads(SCHEMA.read_bytes())["definitions"]
+    return {rtype: jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/{rtype}", "definitions": definitions})
+            for rtype in READ_ELEMENTS}
+
+
+def _schema_accepts(resource: Mapping) -> bool:
+    schema = schemas().get(resource.get("resourceType"))
+    try:
+        return schema is not None and schema.is_valid(resource)
+    except ValueError:                   # not JSON (a key that is not a string): fhir.resources says why
+        return False
+
+
+def _validate(resource: Mapping, max_depth: int, shallow: bool = False) -> tuple[object | None, str | None]:
+    """(what the pathway reads, None) for a valid resource, (None, why) for an invalid one.
+
+    A resource HL7's JSON schema accepts is read as a JsonElement. One it refuses is validated as before: the
+    elements the pathway reads as FHIR R4 (fhir.resources R4B), the others must be elements of the type; its model
+    is read when that accepts it. A resource nesting deeper than `max_depth` is neither (the model layer
+    recurses): the request's depth limit applies to each resource read (security/limits.request_depth).
+    `shallow`: the caller knows it nests no deeper."""
+    depth = 0 if shallow else json_depth(resource)
     if depth > max_depth:
         return None, f"nests {depth} levels deep; at most {max_depth} are read (AVH_CDS_MAX_JSON_DEPTH)"
+    if _schema_accepts(resource):
+        return JsonElement(resource), None
+    return by_models(resource)
+
+
+def by_models(resource: Mapping) -> tuple[object | None, str | None]:
+    """fhir.resources' verdict: the elements the pathway reads validated as FHIR R4 (R4B models), the others
+    checked to be elements of the type; (model, None) or (None, why)."""
     try:
         part, reason = _read_part(resource)
         if part is None:
@@ -221,37 +249,23 @@ def _validate(resource: Mapping, max_depth: int) -> tuple[object | None, str | N
 
 
 class Validator:
-    """FHIR validation of relevant resources, remembered by each resource's exact JSON.
+    """FHIR validation of relevant resources (see _validate), with the request's depth limit.
 
-    patient-view fires at every opening of a chart, so the same resources come back again and again,
-    and validating one costs some 50 times decoding it. Up to `size` results and `max_bytes` are kept, least
-    recently used out first; size 0 validates every time. A hit returns the same model object to every
-    request: models are read, never changed, once validated.
-    """
-    # A validated model and its key hold about 30 times the resource's JSON (measured with tracemalloc: 8.4 KB
-    # for a 290-byte resource).
-    BYTES_PER_JSON_BYTE = 30
+    Nothing is remembered between calls: the schema checks a resource in ~1.5 µs, less than remembering it by its
+    JSON would cost (a cache by exact JSON thrashed on charts larger than itself, issue 18)."""
 
-    def __init__(self, size: int = 0, max_depth: int = 64, max_bytes: int = 0):
-        self.size = size
+    def __init__(self, max_depth: int = 64):
         self.max_depth = max_depth
-        self._results = Lru(size, max_bytes, name="models")
+        schemas()                        # compiled at start-up, not at the first call
 
-    def __call__(self, resource: Mapping, key: bytes | None = None) -> tuple[object | None, str | None]:
-        """`key`: exact_json(resource), when the caller has it already."""
-        if self.size <= 0:
-            return _validate(resource, self.max_depth)
-        key = key or exact_json(resource)
-        if key is None:
-            return _validate(resource, self.max_depth)
-        result = self._results.get(key)
-        if result is None:
-            result = _validate(resource, self.max_depth)
-            self._results.put(key, result, self.BYTES_PER_JSON_BYTE * len(key))
-        return result
+    def __call__(self, resource: Mapping, shallow: bool = False) -> tuple[object | None, str | None]:
+        """`shallow`: the caller has checked that the resource nests no deeper than max_depth."""
+        return _validate(resource, self.max_depth, shallow)
 
-    def __len__(self) -> int:
-        return len(self._results)
+    def all_shallow(self, resources: list) -> bool:
+        """Whether none of `resources` nests deeper than max_depth: one walk for a chart's resources, instead of
+        one per resource (half the cost)."""
+        return json_depth(resources) <= self.max_depth + 1
 
 
 def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
@@ -262,6 +276,8 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
     left_out: list[LeftOut] = []
     patient = None
     check = Validator() if validate is None else validate
+    resources = list(resources)
+    shallow = check.all_shallow(resources)
     for res in resources:
         if not isinstance(res, dict):
             continue
@@ -271,7 +287,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
             continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
         if rtype == "Patient":
             if rid == patient_id and patient is None:
-                patient, reason = check(res)
+                patient, reason = check(res, shallow)
                 if reason is not None:
                     left_out.append(LeftOut("Patient", str(rid), ("patient",), reason))
             continue
@@ -284,7 +300,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if rtype != "Medication" and subject_id(res) != patient_id:
             log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
             continue
-        model, reason = check(res)
+        model, reason = check(res, shallow)
         if reason is None:
             kept.setdefault(rtype, []).append(model)
         else:

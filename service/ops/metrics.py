@@ -38,7 +38,7 @@ AUTH_FAILURES = Counter(f"{PREFIX}_auth_failures", "Requests refused by authenti
 # 1 when the dependency answered the last readiness check, 0 when it did not; across workers, the lowest.
 DEPENDENCY_UP = Gauge(f"{PREFIX}_dependency_up", "Whether a dependency answered the last GET /readyz (1) or not (0)",
                       ["dependency"], multiprocess_mode="livemin")
-# A worker's caches of validated models, chart facts and patient-view answers (service/lru.py); summed over workers.
+# A worker's caches of chart facts and patient-view answers (service/lru.py); summed over workers.
 CACHE_ENTRIES = Gauge(f"{PREFIX}_cache_entries", "Entries in the per-worker caches, summed over workers", ["cache"],
                       multiprocess_mode="livesum")
 CACHE_BYTES = Gauge(f"{PREFIX}_cache_bytes", "Approximate bytes held by the per-worker caches, summed over workers",

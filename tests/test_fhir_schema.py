@@ -1,0 +1,205 @@
+"""Validation by HL7's FHIR R4 JSON schema first (clinical/record.py), against fhir.resources alone.
+
+The schema (service/clinical/schema/, scripts/fhir_schema_subset.py) is a fast first check: what it accepts is read
+through a JsonElement, what it refuses is validated by fhir.resources, which decides. So the service answers as it
+did with fhir.resources alone if (1) the schema accepts nothing fhir.resources refuses, and (2) a JsonElement gives
+the pathway the values the model gives. (1) is checked on every fixture resource and on thousands of invalid
+variants of them; (2) on the facts and cards of every fixture and of the variants both accept.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from service.clinical import record as record_module
+from service.clinical.elements import JsonElement
+from service.clinical.facts import chart_facts, facts_at
+from service.clinical.pathway import decide_chart
+from service.clinical.record import Validator, _schema_accepts, build_record, by_models
+from service.fhir.fixtures import load_fixtures
+from tests.fhir_records import NOW, SELECTOR, VALUESETS
+
+FIXTURES = load_fixtures(Path(__file__).resolve().parent.parent / "fhir_fixtures", NOW.date())
+# What an EHR (or an attacker) may put where a value belongs: wrong types, empty or blank strings, days that do not
+# exist, times without a zone, numbers out of range or not whole.
+ODD_VALUES = ("", " ", "x y", "2026-02-30", "2025-02-29", "2026-04-31", "2026-06-31T10:00:00Z", "2026-13-01", "2026-11-23T10:00:00", "2026-11-23T24:00:00Z",
+              "2026-11-23T10:00Z", "1900-02-29", "42", "true", 42.5, 0, -1, 2 ** 31, 2 ** 70, 1e300, True, None, {},
+              [], [None], {"x": 1}, [{}])
+
+
+def _relevant(resources):
+    return [r for r in resources if r.get("resourceType") == "Patient" or SELECTOR.wanted(r)]
+
+
+def _distinct_relevant():
+    seen, out = set(), []
+    for fixture in FIXTURES:
+        for res in _relevant(fixture.resources()):
+            shape = (res["resourceType"], tuple(sorted(res)))
+            if shape not in seen:
+                seen.add(shape)
+                out.append(res)
+    return out
+
+
+def _paths(node, path=()):
+    """Every element path in a resource (objects, arrays and values), except resourceType."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if path == () and key == "resourceType":
+                continue
+            yield path + (key,)
+            yield from _paths(value, path + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield path + (i,)
+            yield from _paths(value, path + (i,))
+
+
+def _set(resource, path, value):
+    out = copy.deepcopy(resource)
+    node = out
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    return out
+
+
+def _drop(resource, path):
+    out = copy.deepcopy(resource)
+    node = out
+    for step in path[:-1]:
+        node = node[step]
+    del node[path[-1]]
+    return out
+
+
+def _variants(resource):
+    for path in _paths(resource):
+        yield _drop(resource, path)
+        for value in ODD_VALUES:
+            yield _set(resource, path, value)
+    # a second form of a choice element beside the first, and an element no type defines
+    for extra in ({"valueInteger": 3}, {"valueString": "x"}, {"onsetAge": {"value": 3, "unit": "a"}},
+                  {"effectivePeriod": {"start": "2026-01-01"}}, {"performedString": "x"},
+                  {"medicationReference": {"reference": "Medication/m"}}, {"deceasedBoolean": False},
+                  {"notAnElement": 1}, {"fhir_comments": "x"}):
+        yield {**resource, **extra}
+
+
+def _models_only(monkeypatch):
+    monkeypatch.setattr(record_module, "_schema_accepts", lambda resource: False)
+
+
+def test_the_schema_accepts_every_fixture_resource_fhir_resources_accepts_and_refuses_the_others():
+    """Otherwise the fast path would not be the one taken (fixture 37 holds an element Condition does not define)."""
+    relevant = [r for f in FIXTURES for r in _relevant(f.resources())]
+    assert [_schema_accepts(r) for r in relevant] == [by_models(r)[1] is None for r in relevant]
+    assert not all(_schema_accepts(r) for r in relevant)
+
+
+def test_what_the_schema_accepts_fhir_resources_accepts_on_thousands_of_invalid_variants():
+    checked = accepted = 0
+    for resource in _distinct_relevant():
+        for variant in _variants(resource):
+            checked += 1
+            if _schema_accepts(variant):
+                accepted += 1
+                model, reason = by_models(variant)
+                assert reason is None, (variant, reason)
+    assert checked > 5000 and 0 < accepted < checked
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda f: f.name)
+def test_every_fixture_gives_the_same_record_facts_and_decisions_through_the_schema_as_through_models(
+        fixture, monkeypatch):
+    resources = fixture.resources()
+    fast = build_record(resources, SELECTOR, fixture.patient_id, validate=Validator())
+    _models_only(monkeypatch)
+    slow = build_record(resources, SELECTOR, fixture.patient_id, validate=Validator())
+    assert fast.left_out == slow.left_out
+    assert {k: [r.id for r in v] for k, v in fast.resources.items()} == \
+        {k: [r.id for r in v] for k, v in slow.resources.items()}
+    assert all(type(r) is JsonElement for v in fast.resources.values() for r in v)
+    for now in (NOW, NOW + dt.timedelta(days=3), NOW + dt.timedelta(days=40)):
+        a, b = facts_at(chart_facts(fast, VALUESETS), now), facts_at(chart_facts(slow, VALUESETS), now)
+        assert a == b
+        assert decide_chart(a) == decide_chart(b)
+
+
+def test_variants_both_accept_give_the_same_facts(monkeypatch):
+    """A JsonElement reads what the model reads, for every value the schema lets through (dates, decimals...)."""
+    compared = 0
+    for fixture in FIXTURES[:12]:
+        resources = fixture.resources()
+        for i, resource in enumerate(resources):
+            if resource.get("resourceType") == "Patient" or not SELECTOR.wanted(resource):
+                continue
+            for variant in _variants(resource):
+                if not _schema_accepts(variant):
+                    continue
+                chart = resources[:i] + [variant] + resources[i + 1:]
+                fast = build_record(chart, SELECTOR, fixture.patient_id, validate=Validator())
+                with monkeypatch.context() as m:
+                    _models_only(m)
+                    slow = build_record(chart, SELECTOR, fixture.patient_id, validate=Validator())
+                assert fast.left_out == slow.left_out
+                assert facts_at(chart_facts(fast, VALUESETS), NOW) == facts_at(chart_facts(slow, VALUESETS), NOW)
+                compared += 1
+    assert compared > 500
+
+
+def test_a_resource_the_schema_refuses_is_judged_by_fhir_resources_and_named():
+    condition = next(r for f in FIXTURES for r in f.resources() if r["resourceType"] == "Condition")
+    bad = {**condition, "onsetDateTime": "2026-02-30"}
+    assert not _schema_accepts(bad)
+    model, reason = Validator()(bad)
+    assert model is None and "onsetDateTime" in reason
+    # a form the R4 schema refuses but fhir.resources (R4B) accepts: an id of 65 characters; read as before
+    long_id = {**condition, "id": "x" * 65}
+    assert not _schema_accepts(long_id)
+    model, reason = Validator()(long_id)
+    assert reason is None and model.id == "x" * 65 and type(model) is not JsonElement
+
+
+@pytest.mark.parametrize("year", [1900, 1999, 2000, 2023, 2024, 2026, 2100, 2400])
+def test_dates_are_days_of_the_calendar_as_python_has_them(year):
+    """The schema's date patterns (scripts/fhir_schema_subset.py) against datetime.date, day by day."""
+    condition = next(r for f in FIXTURES for r in f.resources() if r["resourceType"] == "Condition")
+    for month in range(1, 13):
+        for day in range(1, 32):
+            try:
+                dt.date(year, month, day)
+                real = True
+            except ValueError:
+                real = False
+            text = f"{year:04d}-{month:02d}-{day:02d}"
+            for value in (text, text + "T10:00:00Z"):
+                assert _schema_accepts({**condition, "onsetDateTime": value}) is real, value
+            assert _schema_accepts({**condition, "recordedDate": text + "T10:00:00+01:00"}) is real, text
+
+
+def test_keys_that_are_not_strings_are_refused_not_raised():
+    assert not _schema_accepts({"resourceType": "Condition", 1: 2})
+
+
+def test_a_number_orjson_cannot_write_is_still_validated():
+    condition = next(r for f in FIXTURES for r in f.resources() if r["resourceType"] == "Condition")
+    model, reason = Validator()({**condition, "extension": [{"url": "http://x", "valueDecimal": 2 ** 70}]})
+    assert reason is None and model.id == condition["id"]
+
+
+def test_the_vendored_schema_is_what_the_script_writes_from_hl7s_file():
+    """service/clinical/schema/ is scripts/fhir_schema_subset.py's output from the HL7 file Medplum ships (installed
+    by tests/fhir_engine/setup.sh), not an edited copy."""
+    import json
+    import runpy
+
+    from tests.fhir_engine_support import install
+    install()
+    script = runpy.run_path(str(Path(__file__).resolve().parent.parent / "scripts" / "fhir_schema_subset.py"))
+    written = script["subset"](json.loads(script["SOURCE"].read_text()))
+    assert json.loads(record_module.SCHEMA.read_text()) == json.loads(json.dumps(written))
