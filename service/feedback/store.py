@@ -30,13 +30,14 @@ from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text, and_,
+from sqlalchemy import (JSON, Boolean, Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text, and_,
                         create_engine, event, func, insert, inspect, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from service.errors import ApiError
+from service.feedback import rollup
 from service.ops import metrics
 from service.uuids import issued_at_ms
 
@@ -97,6 +98,15 @@ REPORT_INDEXES = (
           postgresql_where=feedback.c.card_known.is_(True) & feedback.c.card_topic.is_(None),
           sqlite_where=feedback.c.card_known.is_(True) & feedback.c.card_topic.is_(None)),
 )
+# Per UTC day, card topic and service: cards issued, cards with feedback, feedback entries accepted and overridden.
+# Kept by triggers in the database, for every writer (service/feedback/rollup.py); the report reads it.
+report_days = Table(
+    rollup.ROLLUP, metadata,
+    Column("day", Date, primary_key=True),
+    Column("topic", String(100), primary_key=True),
+    Column("service_id", String(100), primary_key=True),
+    *(Column(name, Integer, nullable=False, server_default="0") for name in rollup.COUNTS),
+)
 CARD_COPIES = ("card_topic", "card_issued_at", "accepted_suggestion")
 BAD_URL = ("AVH_CDS_DATABASE_URL is not a usable database URL: expected postgresql://user@host:port/db, "
            "or unset for the SQLite file")
@@ -134,8 +144,19 @@ def fill_card_copies(conn: Connection) -> None:
                  .values(card_topic=card(issued_cards.c.topic), card_issued_at=card(issued_cards.c.issued_at)))
 
 
+def _v3_report_days(conn: Connection) -> None:
+    """The governance report's per-day rollup (service/feedback/rollup.py): created, filled from the rows stored,
+    and kept by triggers from then on. On PostgreSQL the two tables are locked against writes until the migration
+    commits, so that no row lands between the count and the triggers."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"LOCK TABLE {issued_cards.name}, {feedback.name} IN SHARE ROW EXCLUSIVE MODE")
+    metadata.create_all(conn, tables=[report_days])
+    rollup.backfill(conn, issued_cards, feedback)
+    rollup.install_triggers(conn, issued_cards, feedback)
+
+
 # Schema versions in order; the database records the last one applied.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2_suggestions_and_report_indexes)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2_suggestions_and_report_indexes, _v3_report_days)
 
 
 class StorageUnavailable(ApiError):
