@@ -27,6 +27,9 @@ from service.feedback.store import metadata
 from service.lru import Lru
 
 
+VIEWER = "bench-governance-viewer"      # the page's credential: comments are read only for a viewer who has it
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.governance", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="the database (postgresql://... or sqlite:///path)")
@@ -71,22 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url.replace("postgresql://", "postgresql+psycopg://", 1)
     if not args.no_seed:
         _seed(url, args, today)
-    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}, database_url=url))
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_GOVERNANCE_TOKEN": VIEWER}, database_url=url))
     client, store = app.test_client(), app.extensions["avh"].store
     year = f"from={today - dt.timedelta(days=364)}&to={today}"
     cases = [("page, default period (13 weeks)", "/governance", False),
              ("page, default period, charts drawn anew", "/governance", True),
              ("page, a year", f"/governance?{year}", False), ("page, a year, charts drawn anew", f"/governance?{year}", True),
              ("page, a year, one service", f"/governance?{year}&service=avh-patient-view", False),
+             ("page, a year, with comments (credential)", f"/governance?{year}", False, True),
              ("JSON, a year", f"/governance?{year}&format=json", False),
              ("CSV, a year", f"/governance?{year}&format=csv", False)]
     print(f"{store.backend}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           f"median and slowest of {args.repeats} (ms)")
-    for name, path, fresh in cases:
-        def call(path=path, fresh=fresh):
+    for name, path, fresh, *viewer in cases:
+        headers = {"Authorization": f"Bearer {VIEWER}"} if viewer else {}
+
+        def call(path=path, fresh=fresh, headers=headers):
             if fresh:
-                charts._drawn = Lru(32)         # nothing drawn yet: the first request for these numbers
-            response = client.get(path)
+                charts._drawn = Lru(charts.CHARTS_KEPT)         # nothing drawn yet: the first request for these numbers
+            response = client.get(path, headers=headers)
             assert response.status_code == 200, response.data[:300]
             response.get_data()
         times = _times(call, args.repeats)

@@ -207,6 +207,31 @@ def test_the_credential_missing_wrong_and_right(storage, caplog):
     closed.extensions["avh"].store.dispose()
 
 
+def test_wrong_credentials_from_an_address_are_limited_per_minute(tmp_path, caplog):
+    from service.security.governance import WRONG_TRIES_PER_MINUTE, WrongTries
+    app = make_app({"sqlite_path": tmp_path / "limit.sqlite3"}, environ={"AVH_CDS_AUTH": "required"},
+                   governance_token=TOKEN)
+    now = [1000.0]
+    app.extensions["avh_governance_tries"] = WrongTries(clock=lambda: now[0])
+    client = app.test_client()
+    caplog.set_level(logging.INFO)
+    guesser, colleague = {"REMOTE_ADDR": "192.0.2.7"}, {"REMOTE_ADDR": "192.0.2.8"}
+    for n in range(WRONG_TRIES_PER_MINUTE):
+        now[0] += 1
+        assert client.get("/governance", headers={"Authorization": f"Bearer guess-{n}"}, environ_base=guesser).status_code == 401
+    for authorization in ("Bearer guess-again", f"Bearer {TOKEN}"):     # the right one too: no oracle for a guesser
+        refused = client.get("/governance", headers={"Authorization": authorization}, environ_base=guesser)
+        assert refused.status_code == 429 and refused.json["error"] == "too_many_attempts"
+        assert refused.headers["Retry-After"] == "51" and refused.json["retryAfterSeconds"] == 51
+    # Another address is not held up; no credential sent is the usual 401, not counted.
+    assert client.get("/governance", headers={"Authorization": f"Bearer {TOKEN}"}, environ_base=colleague).status_code == 200
+    assert client.get("/governance", environ_base=guesser).status_code == 401
+    now[0] += 51                                 # the oldest wrong try is a minute old: one more try is allowed
+    assert client.get("/governance", headers={"Authorization": f"Bearer {TOKEN}"}, environ_base=guesser).status_code == 200
+    assert "guess-" not in caplog.text and TOKEN not in caplog.text
+    app.extensions["avh"].store.dispose()
+
+
 def test_comments_only_to_a_viewer_with_the_credential_and_truncated(storage, seed):
     app = make_app(storage, governance_token=TOKEN)         # auth off: open, but comments need the token
     load(app.extensions["avh"].store, seed)
@@ -300,8 +325,9 @@ def test_an_existing_version_1_database_is_migrated_and_its_old_cards_still_coun
     app = make_app(storage)
     engine = create_engine(url)
     assert "avh_issued_suggestion" in inspect(engine).get_table_names()
-    assert {"ix_avh_issued_card_report", "ix_avh_feedback_card_issued_at", "ix_avh_feedback_outcome_at"} <= \
-        {i["name"] for t in ("avh_issued_card", "avh_feedback") for i in inspect(engine).get_indexes(t)}
+    indexes = {i["name"] for t in ("avh_issued_card", "avh_feedback") for i in inspect(engine).get_indexes(t)}
+    assert {"ix_avh_feedback_card_issued_at", "ix_avh_feedback_outcome_at", "ix_avh_feedback_report_reasons"} <= indexes
+    assert "ix_avh_issued_card_report" not in indexes      # version 2's, dropped by version 3 (the rollup counts cards)
     with engine.connect() as conn:
         assert conn.execute(select(schema_version.c.version)).scalars().all() == list(range(1, len(MIGRATIONS) + 1))
     engine.dispose()

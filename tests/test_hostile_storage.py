@@ -197,3 +197,37 @@ def test_the_governance_report_with_the_database_down_is_a_503_that_says_reading
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert response.json["error"] == "storage_unavailable" and "cannot be read" in response.json["message"]
     assert "resend" not in response.json["message"]
+
+
+@pytest.mark.parametrize("where", ["card", "acceptedSuggestions/0/id", "overrideReason/reason/system",
+                                   "overrideReason/reason/code"])
+def test_an_identifier_over_its_cap_is_a_400_naming_the_field_on_both_databases(client, where):
+    """Attack: megabytes in an identifier (up to the 16 MiB body cap) were stored as sent. Refused, naming the
+    field: cutting an identifier would store another one."""
+    from service.feedback.entries import IDENTIFIER_CHARS
+    long = "x" * (IDENTIFIER_CHARS + 1)
+    if where == "acceptedSuggestions/0/id":
+        entry = accepted({"uuid": str(uuid.uuid4()), "suggestions": [{"uuid": long}]})
+    else:
+        entry = overridden({"uuid": long if where == "card" else str(uuid.uuid4())})
+        if where != "card":
+            entry["overrideReason"]["reason"][where.rsplit("/", 1)[1]] = long
+    response = post_feedback(client, [overridden({"uuid": str(uuid.uuid4())}), entry])
+    assert response.status_code == 400 and response.json["error"] == "invalid_request"
+    assert response.json["message"].startswith(f"feedback/1/{where}: {IDENTIFIER_CHARS + 1:,} characters")
+    at_cap = overridden({"uuid": "y" * IDENTIFIER_CHARS})
+    assert post_feedback(client, [at_cap]).json["stored"] == 1
+
+
+def test_free_text_over_its_cap_is_cut_and_the_feedback_kept_on_both_databases(app, client):
+    """A comment or display of megabytes is kept to its first characters: the feedback itself is not lost."""
+    from service.feedback.entries import DISPLAY_CHARS, STORED_COMMENT_CHARS
+    entry = overridden({"uuid": str(uuid.uuid4())})
+    entry["overrideReason"]["userComment"] = "c" * STORED_COMMENT_CHARS + "beyond"
+    entry["overrideReason"]["reason"]["display"] = "d" * DISPLAY_CHARS + "beyond"
+    assert post_feedback(client, [entry]).json["stored"] == 1
+    assert post_feedback(client, [entry]).json["stored"] == 0            # a resend is the same feedback
+    with app.extensions["avh"].store.engine.connect() as conn:
+        comment, display = conn.execute(select(feedback.c.user_comment, feedback.c.override_display)
+                                        .where(feedback.c.card_uuid == entry["card"])).one()
+    assert (comment, display) == ("c" * STORED_COMMENT_CHARS, "d" * DISPLAY_CHARS)

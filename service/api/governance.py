@@ -75,7 +75,8 @@ def governance():
     avh = current_app.extensions["avh"]
     settings = avh.settings
     g.governance_started = time.perf_counter()
-    viewer = governance_viewer(settings, request.headers.get("Authorization"))
+    viewer = governance_viewer(settings, request.headers.get("Authorization"), request.remote_addr or "",
+                               current_app.extensions["avh_governance_tries"])
     g.governance_viewer = viewer.how
     now = dt.datetime.now(dt.timezone.utc)
     known = {s.id for s in avh.registry}

@@ -7,11 +7,12 @@ entries: a card can get more than one (CDS Hooks allows it), so accepted + overr
 cards with feedback + cards with no feedback = cards issued. Feedback about cards this service never issued has
 no topic and no issue time: it is counted apart, by the time it was given.
 
-Each feedback row carries its card's topic and issue time (copied when it was stored), so no query joins a
-year of issued cards with the feedback: the cards are counted from their (covering) index, the feedback from
-its own rows. Each query returns at most one row per (topic, service, day) or per (topic, reason): the rows the
-database sends back stay few whatever the volume, and the weekly series, the per-topic and per-service totals
-and the alert-fatigue window are summed from them here.
+The cards issued, cards with feedback, and accepted and overridden entries per (day, topic, service) come from a
+rollup the database keeps with triggers (service/feedback/rollup.py): a year is a few thousand rows, whoever
+wrote the raw rows. The rest is read from the feedback rows, which carry their card's topic and issue time
+(copied when stored), through partial indexes (store.COVERING_INDEXES): no query joins or scans a year of issued
+cards. Each query returns at most one row per (topic, service, day) or per (topic, reason), and the weekly
+series, the per-topic and per-service totals and the alert-fatigue window are summed from them here.
 """
 from __future__ import annotations
 
@@ -19,33 +20,17 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import Date, and_, case, func, select, true
+from sqlalchemy import and_, func, literal_column, or_, select, true
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import GenericFunction
 
-from service.feedback.store import FeedbackStore, StorageUnavailable, feedback, issued_cards
+from service.feedback.store import FeedbackStore, StorageUnavailable, feedback, report_days
 
 COMMENT_CHARS = 200          # a comment is shown cut to this many characters
 COMMENTS_PER_TOPIC = 10      # the latest comments shown per topic
 FATIGUE_DAYS = 30
-
-
-class utc_day(GenericFunction):
-    """The UTC calendar day of a stored timestamp. SQLite keeps UTC wall-clock text; PostgreSQL a timestamptz,
-    whose date would otherwise follow the session's time zone."""
-    type = Date()
-    inherit_cache = True
-
-
-@compiles(utc_day, "sqlite")
-def _utc_day_sqlite(element, compiler, **kw):
-    return f"date({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(utc_day, "postgresql")
-def _utc_day_postgresql(element, compiler, **kw):
-    return f"CAST(({compiler.process(element.clauses, **kw)}) AT TIME ZONE 'UTC' AS DATE)"
+# Written into the SQL, not bound: PostgreSQL matches a partial index's WHERE (store.COVERING_INDEXES) only
+# against a literal, and a prepared statement's generic plan would see a parameter.
+ACCEPTED, OVERRIDDEN = literal_column("'accepted'"), literal_column("'overridden'")
 
 
 @dataclass(frozen=True)
@@ -190,34 +175,22 @@ def _on_known_cards(filters: Filters, start: dt.date | None = None, end: dt.date
 
 
 def _daily_counts(conn, filters: Filters, start: dt.date, end: dt.date):
-    """(topic, service, day, Counts) of the cards issued from start to end: the cards counted from the issued-card
-    index alone, the feedback from the feedback rows alone (each carries its card's topic and issue time)."""
-    day = utc_day(issued_cards.c.issued_at)
-    cards = conn.execute(select(issued_cards.c.topic, issued_cards.c.service_id, day, func.count())
-                         .where(_between(issued_cards.c.issued_at, start, end), _service(issued_cards.c.service_id, filters))
-                         .group_by(issued_cards.c.topic, issued_cards.c.service_id, day))
-    counts = {(topic, service, _as_date(d)): Counts(issued=n) for topic, service, d, n in cards}
-    # Per card first, then per day: count(DISTINCT card) made PostgreSQL sort every row by text under the
-    # database's collation (2.3 s on the year of data, against 0.8 s for two hash aggregations; measured).
-    day = utc_day(feedback.c.card_issued_at)
-    group = (feedback.c.card_topic, feedback.c.service_id, day.label("day"))
-    per_card = (select(*group, func.sum(case((feedback.c.outcome == "accepted", 1), else_=0)).label("accepted"),
-                       func.sum(case((feedback.c.outcome == "overridden", 1), else_=0)).label("overridden"))
-                .where(_on_known_cards(filters, start, end)).group_by(*group, feedback.c.card_uuid).subquery())
-    answered = conn.execute(
-        select(per_card.c.card_topic, per_card.c.service_id, per_card.c.day, func.count(),
-               func.sum(per_card.c.accepted), func.sum(per_card.c.overridden))
-        .group_by(per_card.c.card_topic, per_card.c.service_id, per_card.c.day))
-    for topic, service, d, with_feedback, accepted, overridden in answered:
-        slot = counts.setdefault((topic, service, _as_date(d)), Counts())
-        slot.with_feedback, slot.accepted, slot.overridden = int(with_feedback), int(accepted), int(overridden)
-    return [(topic, service, d, c) for (topic, service, d), c in counts.items()]
+    """(topic, service, day, Counts) of the cards issued from start to end, read from the per-day rollup that the
+    database keeps (service/feedback/rollup.py). A row whose counts all went back to zero (its cards deleted) is
+    no row: the raw tables would have none."""
+    day = report_days.c.day
+    rows = conn.execute(select(report_days.c.topic, report_days.c.service_id, day, report_days.c.cards_issued,
+                               report_days.c.cards_with_feedback, report_days.c.accepted, report_days.c.overridden)
+                        .where(day >= start, day <= end, _service(report_days.c.service_id, filters),
+                               or_(report_days.c.cards_issued != 0, report_days.c.cards_with_feedback != 0)))
+    return [(topic, service, _as_date(d), Counts(issued, with_feedback, accepted, overridden))
+            for topic, service, d, issued, with_feedback, accepted, overridden in rows]
 
 
 def _override_reasons(conn, filters: Filters) -> list[dict]:
     group = (feedback.c.card_topic, feedback.c.override_system, feedback.c.override_code)
     query = (select(*group, func.max(feedback.c.override_display), func.count())
-             .where(feedback.c.outcome == "overridden", _on_known_cards(filters)).group_by(*group))
+             .where(feedback.c.outcome == OVERRIDDEN, _on_known_cards(filters)).group_by(*group))
     rows = [{"topic": t, "system": s, "code": c, "display": d, "count": n} for t, s, c, d, n in conn.execute(query)]
     return sorted(rows, key=lambda r: (r["topic"], -r["count"], str(r["code"])))
 
@@ -226,7 +199,7 @@ def _accepted_suggestions(conn, filters: Filters) -> list[dict]:
     """Which suggestion each accepted entry took (its id; several joined by " + "; None: cards issued before
     suggestions were recorded)."""
     group = (feedback.c.card_topic, feedback.c.accepted_suggestion)
-    query = (select(*group, func.count()).where(feedback.c.outcome == "accepted", _on_known_cards(filters))
+    query = (select(*group, func.count()).where(feedback.c.outcome == ACCEPTED, _on_known_cards(filters))
              .group_by(*group))
     rows = [{"topic": t, "suggestion": s, "count": n} for t, s, n in conn.execute(query)]
     return sorted(rows, key=lambda r: (r["topic"], -r["count"], str(r["suggestion"])))
@@ -241,20 +214,22 @@ def _unknown_cards(conn, filters: Filters) -> Counts:
     return Counts(accepted=outcomes.get("accepted", 0), overridden=outcomes.get("overridden", 0))
 
 
-def _comments(conn, filters: Filters) -> list[dict]:
-    """The latest override comments per topic, cut to COMMENT_CHARS (a character more is read, to know)."""
-    latest = func.row_number().over(partition_by=feedback.c.card_topic,
-                                    order_by=(feedback.c.outcome_at.desc(), feedback.c.id.desc()))
-    ranked = (select(feedback.c.card_topic, feedback.c.override_code, feedback.c.outcome_at,
-                     func.substr(feedback.c.user_comment, 1, COMMENT_CHARS + 1).label("comment"), latest.label("n"))
-              .where(feedback.c.outcome == "overridden", feedback.c.user_comment.is_not(None),
-                     feedback.c.user_comment != "", _on_known_cards(filters)).subquery())
-    query = select(ranked.c.card_topic, ranked.c.override_code, ranked.c.outcome_at, ranked.c.comment).where(
-        ranked.c.n <= COMMENTS_PER_TOPIC).order_by(ranked.c.card_topic, ranked.c.n)
-    return [{"topic": t, "code": code, "at": at.replace(tzinfo=at.tzinfo or dt.timezone.utc).isoformat(),
-             "comment": text[:COMMENT_CHARS] + ("…" if len(text) > COMMENT_CHARS else ""),
-             "truncated": len(text) > COMMENT_CHARS}
-            for t, code, at, text in conn.execute(query)]
+def _comments(conn, filters: Filters, topics: list[str]) -> list[dict]:
+    """The latest override comments of each topic, cut to COMMENT_CHARS (a character more is read, to know). One
+    short query per topic, each reading its newest comments from a partial index (store.COVERING_INDEXES) and
+    stopping after COMMENTS_PER_TOPIC, instead of ranking every comment of the period."""
+    comments = []
+    for topic in topics:
+        query = (select(feedback.c.override_code, feedback.c.outcome_at,
+                        func.substr(feedback.c.user_comment, 1, COMMENT_CHARS + 1))
+                 .where(feedback.c.card_topic == topic, feedback.c.outcome == OVERRIDDEN,
+                        feedback.c.user_comment.is_not(None), feedback.c.user_comment != "", _on_known_cards(filters))
+                 .order_by(feedback.c.outcome_at.desc(), feedback.c.id.desc()).limit(COMMENTS_PER_TOPIC))
+        comments += [{"topic": topic, "code": code, "at": at.replace(tzinfo=at.tzinfo or dt.timezone.utc).isoformat(),
+                      "comment": text[:COMMENT_CHARS] + ("…" if len(text) > COMMENT_CHARS else ""),
+                      "truncated": len(text) > COMMENT_CHARS}
+                     for code, at, text in conn.execute(query)]
+    return comments
 
 
 def governance_report(store: FeedbackStore, filters: Filters, today: dt.date, threshold: float, min_entries: int,
@@ -267,7 +242,8 @@ def governance_report(store: FeedbackStore, filters: Filters, today: dt.date, th
                  for row in _daily_counts(conn, filters, start, end)]
         return (daily, _override_reasons(conn, filters),
                 _accepted_suggestions(conn, filters), _unknown_cards(conn, filters),
-                _comments(conn, filters) if with_comments else None)
+                _comments(conn, filters, sorted({row[0] for row in daily if filters.start <= row[2] <= filters.end}))
+                if with_comments else None)
     try:
         store.fill_missing_card_copies()
     except SQLAlchemyError as exc:

@@ -6,6 +6,7 @@ browser's own sans-serif font, so the figures are small and sharp and their numb
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import textwrap
 import threading
@@ -152,17 +153,24 @@ def fatigue_chart(report: GovernanceReport, titles: dict[str, str]) -> str:
     return _draw(paint, 10, height, {"left": 0.22, "right": 0.97, "top": 1 - 0.55 / height, "bottom": 0.3 / height})
 
 
-_drawn = Lru(32)     # the charts of recent reports, by the numbers and words they were drawn from
+CHARTS_KEPT = 96
+_drawn = Lru(CHARTS_KEPT)     # recently drawn charts, by a digest of what each was drawn from
+
+
+def _cached(name: str, draw, report: GovernanceReport, titles: dict[str, str], *numbers) -> str:
+    """One chart, drawn once for the numbers and words it shows: the fatigue chart (the last 30 days) is the same
+    for every period chosen, and a reload or a colleague opening the same link draws nothing."""
+    key = hashlib.sha256(repr((name, report.threshold, numbers, sorted(titles.items()))).encode()).hexdigest()
+    chart = _drawn.get(key)
+    if chart is None:
+        chart = draw(report, titles)
+        _drawn.put(key, chart)
+    return chart
 
 
 def charts_of(report: GovernanceReport, titles: dict[str, str]) -> dict[str, str]:
-    """The page's three charts. Drawing takes longer than counting: a page asked for again with the same numbers
-    (a committee member reloading, a colleague opening the same link) gets the charts already drawn."""
-    key = repr((report.threshold, report.weeks, report.by_topic, report.weekly, report.fatigue,
-                sorted(titles.items())))
-    charts = _drawn.get(key)
-    if charts is None:
-        charts = {"outcomes": outcomes_chart(report, titles), "weekly": weekly_chart(report, titles),
-                  "fatigue": fatigue_chart(report, titles)}
-        _drawn.put(key, charts)
-    return charts
+    """The page's three charts. Drawing takes longer than counting, so each is kept for the next request that
+    shows the same numbers (see _cached)."""
+    return {"outcomes": _cached("outcomes", outcomes_chart, report, titles, report.by_topic),
+            "weekly": _cached("weekly", weekly_chart, report, titles, report.weeks, report.by_topic, report.weekly),
+            "fatigue": _cached("fatigue", fatigue_chart, report, titles, report.fatigue)}

@@ -10,6 +10,12 @@ from typing import Mapping
 from service.errors import ApiError
 from service.feedback.store import FeedbackEntry
 
+# Caps on what is stored of each string (docs/orders-feedback.md). An identifier longer than IDENTIFIER_CHARS is
+# refused (400 naming the field): cutting it would store another identifier. Free text is cut, so that a long
+# comment never costs the clinician's feedback; the idempotency key does not read it.
+IDENTIFIER_CHARS = 256         # card, acceptedSuggestions id, overrideReason.reason system and code
+DISPLAY_CHARS = 1_000          # overrideReason.reason.display
+STORED_COMMENT_CHARS = 4_000   # overrideReason.userComment
 UNKNOWN_CARD = "(unknown card)"
 NO_REASON = "(no reason given)"
 
@@ -44,6 +50,18 @@ def _no_nul(value, where: str) -> None:
             _no_nul(item, f"{where}/{index}")
 
 
+def _identifier(value, where: str):
+    if isinstance(value, str) and len(value) > IDENTIFIER_CHARS:
+        raise ApiError(400, "invalid_request", f"{where}: {len(value):,} characters; at most {IDENTIFIER_CHARS} are "
+                       "accepted for an identifier")
+    return value
+
+
+def _cut(value, chars: int):
+    """Free text kept to its first `chars` characters."""
+    return value[:chars] if isinstance(value, str) else value
+
+
 def parse_feedback(service_id: str, entries: list[Mapping]) -> list[FeedbackEntry]:
     """Schema-valid entries -> FeedbackEntry. The key is the service, card, outcome, time and what was chosen:
     the same feedback resent (a retry, a replay) maps to the same key and is stored once; the same feedback
@@ -51,17 +69,24 @@ def parse_feedback(service_id: str, entries: list[Mapping]) -> list[FeedbackEntr
     parsed = []
     for index, e in enumerate(entries):
         _no_nul(e, f"feedback/{index}")
+        where = f"feedback/{index}"
+        _identifier(e["card"], f"{where}/card")
         when = _timestamp(e["outcomeTimestamp"], index)
-        accepted = tuple(sorted(s["id"] for s in e.get("acceptedSuggestions", [])))
+        accepted = tuple(sorted(_identifier(s["id"], f"{where}/acceptedSuggestions/{n}/id")
+                                for n, s in enumerate(e.get("acceptedSuggestions", []))))
         override = e.get("overrideReason") or {}
         reason = override.get("reason") or {}
+        for part in ("system", "code"):
+            _identifier(reason.get(part), f"{where}/overrideReason/reason/{part}")
         key_parts = [service_id, e["card"], e["outcome"], when.isoformat(), accepted, reason.get("system"),
                      reason.get("code")]
         key = hashlib.sha256(json.dumps(key_parts, separators=(",", ":")).encode()).hexdigest()
         parsed.append(FeedbackEntry(card_uuid=e["card"], outcome=e["outcome"], outcome_at=when,
                                     accepted_suggestions=accepted, override_system=reason.get("system"),
-                                    override_code=reason.get("code"), override_display=reason.get("display"),
-                                    user_comment=override.get("userComment"), idempotency_key=key))
+                                    override_code=reason.get("code"),
+                                    override_display=_cut(reason.get("display"), DISPLAY_CHARS),
+                                    user_comment=_cut(override.get("userComment"), STORED_COMMENT_CHARS),
+                                    idempotency_key=key))
     return parsed
 
 

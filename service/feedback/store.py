@@ -30,13 +30,14 @@ from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text, and_,
+from sqlalchemy import (JSON, Boolean, Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text, and_,
                         create_engine, event, func, insert, inspect, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from service.errors import ApiError
+from service.feedback import rollup
 from service.ops import metrics
 from service.uuids import issued_at_ms
 
@@ -86,8 +87,8 @@ issued_suggestions = Table(
     Column("suggestion", String(100), nullable=False),
     Index("ix_avh_issued_suggestion_card", "card_uuid"),
 )
-# What the governance report reads by (service/feedback/aggregates.py): cards by issue time (covering: the
-# count reads the index alone), feedback by its card's issue time, and by the time it was given (unknown cards).
+# What version 2 of the governance report read by: cards by issue time (dropped by version 3: the rollup counts
+# them), feedback by its card's issue time, and by the time it was given (unknown cards).
 REPORT_INDEXES = (
     Index("ix_avh_issued_card_report", issued_cards.c.issued_at, issued_cards.c.service_id, issued_cards.c.topic),
     Index("ix_avh_feedback_card_issued_at", feedback.c.card_issued_at),
@@ -96,6 +97,32 @@ REPORT_INDEXES = (
     Index("ix_avh_feedback_missing_card_copy", feedback.c.id,
           postgresql_where=feedback.c.card_known.is_(True) & feedback.c.card_topic.is_(None),
           sqlite_where=feedback.c.card_known.is_(True) & feedback.c.card_topic.is_(None)),
+)
+# Per UTC day, card topic and service: cards issued, cards with feedback, feedback entries accepted and overridden.
+# Kept by triggers in the database, for every writer (service/feedback/rollup.py); the report reads it.
+report_days = Table(
+    rollup.ROLLUP, metadata,
+    Column("day", Date, primary_key=True),
+    Column("topic", String(100), primary_key=True),
+    Column("service_id", String(100), primary_key=True),
+    *(Column(name, Integer, nullable=False, server_default="0") for name in rollup.COUNTS),
+)
+# The report's other reads, each from a partial index: override reasons and accepted suggestions on known cards by
+# their card's issue time (covering: no table row read), the newest comments of a topic, and feedback on unknown
+# cards by its time (covering).
+KNOWN = feedback.c.card_known.is_(True)
+COVERING_INDEXES = (
+    Index("ix_avh_feedback_report_reasons", feedback.c.card_issued_at, feedback.c.service_id, feedback.c.card_topic,
+          feedback.c.override_system, feedback.c.override_code, feedback.c.override_display,
+          postgresql_where=KNOWN & (feedback.c.outcome == "overridden"), sqlite_where=KNOWN & (feedback.c.outcome == "overridden")),
+    Index("ix_avh_feedback_report_suggestions", feedback.c.card_issued_at, feedback.c.service_id, feedback.c.card_topic,
+          feedback.c.accepted_suggestion,
+          postgresql_where=KNOWN & (feedback.c.outcome == "accepted"), sqlite_where=KNOWN & (feedback.c.outcome == "accepted")),
+    Index("ix_avh_feedback_report_comments", feedback.c.card_topic, feedback.c.outcome_at, feedback.c.id,
+          postgresql_where=KNOWN & (feedback.c.outcome == "overridden") & feedback.c.user_comment.is_not(None),
+          sqlite_where=KNOWN & (feedback.c.outcome == "overridden") & feedback.c.user_comment.is_not(None)),
+    Index("ix_avh_feedback_report_unknown", feedback.c.outcome_at, feedback.c.service_id, feedback.c.outcome,
+          postgresql_where=feedback.c.card_known.is_(False), sqlite_where=feedback.c.card_known.is_(False)),
 )
 CARD_COPIES = ("card_topic", "card_issued_at", "accepted_suggestion")
 BAD_URL = ("AVH_CDS_DATABASE_URL is not a usable database URL: expected postgresql://user@host:port/db, "
@@ -134,8 +161,24 @@ def fill_card_copies(conn: Connection) -> None:
                  .values(card_topic=card(issued_cards.c.topic), card_issued_at=card(issued_cards.c.issued_at)))
 
 
+def _v3_report_days(conn: Connection) -> None:
+    """The governance report's per-day rollup (service/feedback/rollup.py): created, filled from the rows stored,
+    and kept by triggers from then on. On PostgreSQL the two tables are locked against writes until the migration
+    commits, so that no row lands between the count and the triggers. Also the covering indexes of the report's
+    other reads (COVERING_INDEXES)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"LOCK TABLE {issued_cards.name}, {feedback.name} IN SHARE ROW EXCLUSIVE MODE")
+    metadata.create_all(conn, tables=[report_days])
+    rollup.backfill(conn, issued_cards, feedback)
+    rollup.install_triggers(conn, issued_cards, feedback)
+    for index in COVERING_INDEXES:
+        index.create(conn, checkfirst=True)
+    # Version 2's index for counting cards by day: the rollup counts them now, and every hook call paid for it.
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_avh_issued_card_report")
+
+
 # Schema versions in order; the database records the last one applied.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2_suggestions_and_report_indexes)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2_suggestions_and_report_indexes, _v3_report_days)
 
 
 class StorageUnavailable(ApiError):

@@ -24,6 +24,7 @@ from flask_cors import CORS
 from service.ops import metrics
 from service.config import Settings
 from service.errors import ApiError
+from service.security.governance import WrongTries
 from service.security.issuers import FhirServerPolicy, SecurityConfigError, development_policy, load_issuers
 from service.httpread import watched_session
 from service.jsonbody import request_json
@@ -105,6 +106,7 @@ def build(settings: Settings) -> Security:
 def install(app: Flask, settings: Settings) -> None:
     security = build(settings)
     app.extensions["avh_security"] = security
+    app.extensions["avh_governance_tries"] = WrongTries()    # wrong governance credentials per address, this process
     _install_cors(app, settings)
     app.before_request(_guard)
     app.after_request(_access_line)

@@ -4,13 +4,22 @@ committee member's browser can ask for it. Compared in constant time; never logg
 
 With AVH_CDS_AUTH=off (development) and no credential sent, the page is open but shows no comments. With auth
 required, no valid credential is a 401, and so is every request when no token is configured.
+
+An address that sent WRONG_TRIES_PER_MINUTE wrong credentials within a minute gets a 429 with Retry-After for
+any credential it sends until the oldest of them is a minute old (WrongTries, per process): the right one too,
+or the answer would tell a guesser when it had found it.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import hmac
+import math
+import threading
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Callable
 
 from service.config import Settings
 from service.errors import ApiError
@@ -36,6 +45,48 @@ class GovernanceRefused(ApiError):
         return body, status
 
 
+WRONG_TRIES_PER_MINUTE = 10
+ADDRESSES_KEPT = 10_000      # the addresses whose wrong tries are remembered, at most (the oldest are forgotten)
+
+
+class TooManyWrongTries(ApiError):
+    def __init__(self, retry_after: int):
+        super().__init__(429, "too_many_attempts",
+                         f"too many wrong governance credentials from this address; try again in {retry_after} s",
+                         retryAfterSeconds=retry_after)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class WrongTries:
+    """When each address sent a wrong credential, over the last minute; in memory, per worker process."""
+
+    def __init__(self, limit: int = WRONG_TRIES_PER_MINUTE, window: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._tries: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, address: str) -> None:
+        """TooManyWrongTries when this address is over the limit."""
+        with self._lock:
+            tries = self._tries.get(address)
+            if tries is None:
+                return
+            now = self.clock()
+            while tries and tries[0] <= now - self.window:
+                tries.popleft()
+            if len(tries) >= self.limit:
+                raise TooManyWrongTries(max(1, math.ceil(tries[0] + self.window - now)))
+
+    def wrong(self, address: str) -> None:
+        with self._lock:
+            tries = self._tries.setdefault(address, deque(maxlen=self.limit))
+            tries.append(self.clock())
+            self._tries.move_to_end(address)
+            while len(self._tries) > ADDRESSES_KEPT:
+                self._tries.popitem(last=False)
+
+
 def presented_secret(authorization: str | None) -> bytes | None:
     """The secret in a Bearer or Basic Authorization header, or None when there is none (or it is malformed)."""
     if not authorization:
@@ -53,12 +104,14 @@ def presented_secret(authorization: str | None) -> bytes | None:
     return None
 
 
-def governance_viewer(settings: Settings, authorization: str | None) -> Viewer:
+def governance_viewer(settings: Settings, authorization: str | None, address: str, tries: WrongTries) -> Viewer:
     token = settings.governance_token.encode()
     secret = presented_secret(authorization)
     if secret is not None:
+        tries.check(address)
         if token and hmac.compare_digest(secret, token):
             return Viewer(True, "token")
+        tries.wrong(address)
         raise GovernanceRefused("the governance credential is wrong (AVH_CDS_GOVERNANCE_TOKEN, as a Bearer token "
                                 "or as the password of HTTP Basic)")
     if settings.auth == "off":
