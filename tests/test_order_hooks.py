@@ -380,3 +380,31 @@ def test_no_shortening_is_offered_when_the_course_is_already_used_up(client):
     taken = draft_dexamethasone(patient_id="p13", id="dex-on-record", status="active", authoredOn=day(15, since=today()))
     [card] = post(client, hook_request("order-sign", "p13", in_pathway_chart("p13") + [taken], [dex_days("p13", 3)]))
     assert card["source"]["topic"]["code"] == "steroid-duration" and "suggestions" not in card
+
+
+# --- section 1 at order time and discharge: a competing cause leaves only the differential card -----------
+
+def competing(pid):
+    return condition((ICD10CM, "C79.51", "Secondary malignant neoplasm of bone"), onset=day(10, since=today()),
+                     patient_id=pid, id=f"{pid}-met")
+
+
+@pytest.mark.parametrize("hook, record, drafts", [
+    ("encounter-discharge", operated("p14") + [competing("p14")], None),
+    ("order-sign", in_pathway_chart("p14", rapid=True) + [competing("p14")],
+     [surgery("p14"), embolization("p14"), dex_days("p14", 20)]),
+    ("order-sign", operated("p14") + [competing("p14")], [surgery("p14"), dex_days("p14", 20)]),
+], ids=["discharge-operated", "order-sign-pre-operative", "order-sign-operated"])
+def test_a_competing_cause_silences_the_order_time_and_discharge_checks(client, hook, record, drafts):
+    """pathway.md section 1: while a competing cause is on record only differential-diagnosis fires, as on the
+    chart; the order-time and discharge checks (section 5) are for patients in the pathway."""
+    assert post(client, hook_request(hook, "p14", record, drafts)) == []
+
+
+@pytest.mark.parametrize("status", ["resolved", "refuted"])
+def test_a_competing_cause_no_longer_active_or_refuted_leaves_the_discharge_check(client, status):
+    key, system = (("clinicalStatus", "http://terminology.hl7.org/CodeSystem/condition-clinical") if status == "resolved"
+                   else ("verificationStatus", "http://terminology.hl7.org/CodeSystem/condition-ver-status"))
+    gone = {**competing("p15"), key: {"coding": [{"system": system, "code": status}]}}
+    assert topics(post(client, hook_request("encounter-discharge", "p15", operated("p15") + [gone]))) == [
+        "adjuvant-radiotherapy"]

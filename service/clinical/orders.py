@@ -300,9 +300,15 @@ def _decide(topics: dict[str, tuple], facts: Facts, extra_flags: dict[str, str],
     return decisions, unchecked
 
 
+def in_order_checks(facts: Facts) -> bool:
+    """Section 5 speaks for patients in the pathway; section 1: while a competing cause is on record only the
+    differential card fires (on the chart), so no order-time or discharge check speaks either."""
+    return facts.in_pathway and not facts.competing
+
+
 def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
     """order-sign (selections None: every draft) and order-select (only the selected drafts)."""
-    if not facts.in_pathway:
+    if not in_order_checks(facts):
         return [], scope_unchecked(facts)
     spoken = [d for d in drafts if selections is None or d.ref in selections]
     base = (facts.hemangioma, facts.compression)
@@ -352,10 +358,10 @@ def _high_or_unknown(draft: DraftOrder, facts: Facts) -> bool:
 
 def decide_discharge(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
     """encounter-discharge: an operated patient going home with no radiotherapy given or planned."""
-    if "Procedure" in facts.unavailable and facts.in_pathway:
-        return [], [Unchecked("adjuvant-radiotherapy", ("Procedure",))]
-    if not facts.in_pathway:
+    if not in_order_checks(facts):
         return [], scope_unchecked(facts)
+    if "Procedure" in facts.unavailable:
+        return [], [Unchecked("adjuvant-radiotherapy", ("Procedure",))]
     if not (facts.post_operative and facts.radiotherapy is None):
         return [], []
     topics = {"adjuvant-radiotherapy": (facts.hemangioma, facts.compression, facts.surgery)}
