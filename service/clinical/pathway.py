@@ -187,7 +187,7 @@ def adjuvant_radiotherapy(f: Facts) -> Outcome:
     if f.pre_operative and f.recurrence:
         if f.radiotherapy is not None:
             return f"recurrence, radiotherapy on record: {_named(f.radiotherapy)}"
-        return Fire(_base(f) + (f.earlier_operation,) + f.rapid_evidence,
+        return Fire(_base(f) + (f.earlier_operation, f.undated_decompression) + f.rapid_evidence,
                     "recurrence with no radiotherapy since the earlier operation")
     return "not operated in this episode and not a recurrence"
 
