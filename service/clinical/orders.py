@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -23,9 +24,11 @@ ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolizat
 WITHDRAWN = frozenset({"revoked", "cancelled", "entered-in-error", "stopped", "completed"})
 PLANNED = frozenset({"active", "completed"})       # a signed order on record counts as planned
 UCUM = "http://unitsofmeasure.org"
-# UCUM codes (or the `unit` text) -> days; a UCUM month is the mean Julian month.
+# UCUM codes (or the `unit` text) -> days: a month is 30 days (pathway.md section 5), a year 365 (our convention).
 DAYS_PER_UNIT = {"d": 1.0, "day": 1.0, "days": 1.0, "wk": 7.0, "week": 7.0, "weeks": 7.0,
-                 "mo": 30.0, "month": 30.0, "months": 30.0}
+                 "mo": 30.0, "month": 30.0, "months": 30.0, "a": 365.0, "year": 365.0, "years": 365.0}
+# 0001-01-01 to 9999-12-31: a longer stated duration (a billion years) is read as this long, never overflows.
+CALENDAR_DAYS = (dt.date.max - dt.date.min).days + 1
 DAY = dt.timedelta(days=1)
 # Order topics whose reason is an absence on record: withheld when that data could not be read.
 RELIES_ON_ABSENCE = {
@@ -149,12 +152,18 @@ def selection_refs(selections: Iterable) -> frozenset[str]:
 def _quantity_days(quantity) -> float | None:
     q = _map(quantity)
     value = q.get("value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1e9 < value < 1e9:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        amount = float(value)
+    except OverflowError:           # an integer beyond floating point: longer than the calendar
+        amount = math.inf
+    if not amount >= 0:             # negative (or NaN): cannot be read
         return None
     units = ([q.get("code")] if q.get("system") in (None, UCUM) else []) + [q.get("unit")]
     factors = [DAYS_PER_UNIT.get(u.strip().lower()) for u in units if isinstance(u, str)]
     factor = next((f for f in factors if f is not None), None)
-    return value * factor if factor is not None else None
+    return min(amount * factor, CALENDAR_DAYS) if factor is not None else None
 
 
 def _moment(value) -> tuple[dt.datetime, bool] | None:
@@ -209,8 +218,15 @@ def course_days(resource: Mapping) -> float | None:
     """How long a medication order runs: earliest dosage start to latest dosage end, else the expected supply."""
     spans = _spans(resource)
     if spans:
-        return max(end for _, _, end in spans) - min(start for _, start, _ in spans)
+        return min(max(end for _, _, end in spans) - min(start for _, start, _ in spans), CALENDAR_DAYS)
     return _quantity_days(_map(resource.get("dispenseRequest")).get("expectedSupplyDuration"))
+
+
+def days_in_words(days: float) -> str:
+    """14, 2.5, 3652059; a course at the calendar's end (a stated billion years) is 'at least 3652059'."""
+    if days >= CALENDAR_DAYS:
+        return f"at least {CALENDAR_DAYS}"
+    return f"{days:.1f}".rstrip("0").rstrip(".")
 
 
 def _days_quantity(days: float) -> dict:
@@ -338,7 +354,7 @@ def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: froz
         topics["steroid-duration"] = base + counted + tuple(d.evidence for d in orders)
         variables["steroid-duration"] = {
             "draft_orders": _labels(orders),
-            "dex_days": f"{round(taken + max(days for _, days in long_courses), 1):g}",
+            "dex_days": days_in_words(taken + max(days for _, days in long_courses)),
             # what is left of the 13-day course; none left: no shortened order would pass this check
             "actions": {"shorten-course": [{"type": "update", "description": f"Shorten {d.ref} to the "
                                             f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course",
