@@ -42,18 +42,44 @@ def _in_process_app(**extra_env):
     return create_app(Settings.from_env(env))
 
 
+ORDER_HOOKS = ("order-select", "order-sign")
+
+
 def _explain_request(args, transport) -> dict:
-    """The hook request to explain: a saved one, a fixture's (prefetch filled from discovery), or a FHIR server's."""
+    """The hook request to explain: a saved one, or a fixture's (prefetch filled from discovery) or a FHIR
+    server's record, made a call of the service's hook (the draft orders from --draft-orders)."""
     from service.fhir.fixtures import load_fixture
-    from service.fhir.replay import REPLAY_USER, hook_request, prefetch_templates
+    from service.fhir.replay import REPLAY_USER, ReplayError, call_ok, hook_request, prefetch_templates
+    if args.input:
+        data = json.loads(Path(args.input).read_text())
+        if not (isinstance(data, dict) and data.get("resourceType") == "Bundle"):
+            return data
+    services = call_ok(transport, "GET", "/cds-services").get("services", [])
+    hook = next((s.get("hook") for s in services if s.get("id") == args.service), None)
+    if hook in ORDER_HOOKS and not args.draft_orders:
+        raise ReplayError(f"{args.service} answers {hook}: give the draft orders (--draft-orders FILE, a Bundle), "
+                          "or a saved hook request")
     if args.fhir_server:
-        return {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": args.fhir_server,
-                "context": {"patientId": args.patient, "userId": REPLAY_USER}}
-    data = json.loads(Path(args.input).read_text())
-    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+        request = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": args.fhir_server,
+                   "context": {"patientId": args.patient, "userId": REPLAY_USER}}
+    else:
         fixture = load_fixture(Path(args.input), dt.datetime.now(dt.timezone.utc).date())
-        return hook_request(fixture, prefetch_templates(transport, args.service))
-    return data
+        request = hook_request(fixture, prefetch_templates(transport, args.service))
+    if hook == "encounter-discharge":
+        request["context"]["encounterId"] = "explain"
+    if hook in ORDER_HOOKS:
+        try:
+            drafts = json.loads(Path(args.draft_orders).read_text())
+        except (OSError, ValueError) as exc:
+            raise ReplayError(f"cannot read {args.draft_orders}: {type(exc).__name__}: {exc}") from exc
+        request["context"]["draftOrders"] = drafts
+        if hook == "order-select":      # every draft of the file is selected
+            entries = drafts.get("entry") if isinstance(drafts, dict) and isinstance(drafts.get("entry"), list) else []
+            request["context"]["selections"] = [f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}"
+                                                for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    if hook:
+        request["hook"] = hook
+    return request
 
 
 def _explain(args) -> int:
@@ -225,16 +251,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the day fixture dates are shifted to (default: today; the load day when verifying later)")
     load.set_defaults(func=_load_fhir)
     explain = sub.add_parser("explain", help="why (no) card: the facts derived and, per topic, fired or not and why",
-                             description="Explain a patient-view call: the facts avh-cds derives from the record and, "
-                                         "for each card topic, whether it fires and the one reason why. The input is "
-                                         "a fixture bundle, a saved hook request (JSON), or a FHIR server and patient "
-                                         "id. In-process by default; --url asks a running development server "
-                                         "(AVH_CDS_AUTH=off: the explain endpoint does not exist otherwise).")
+                             description="Explain a call of any avh-cds service (patient-view, order-select, order-sign, "
+                                         "encounter-discharge): the facts avh-cds derives from the record and, for "
+                                         "each of the hook's card topics, whether it fires and the one reason why. The "
+                                         "input is a fixture bundle, a saved hook request (JSON), or a FHIR server and "
+                                         "patient id; for order-select/order-sign from a bundle or a FHIR server, "
+                                         "--draft-orders gives the drafts. In-process by default; --url asks a running "
+                                         "development server (AVH_CDS_AUTH=off: the explain endpoint does not exist "
+                                         "otherwise).")
     explain.add_argument("input", nargs="?", metavar="FILE", help="fixture bundle or saved hook request (JSON)")
     explain.add_argument("--fhir-server", metavar="URL", help="read the record from this FHIR R4 server")
     explain.add_argument("--patient", metavar="ID", help="the patient's id on --fhir-server")
     explain.add_argument("--url", help="base URL of a running development server (default: in-process)")
-    explain.add_argument("--service", default="avh-patient-view", help="the CDS service (default: avh-patient-view)")
+    explain.add_argument("--service", default="avh-patient-view",
+                         help="the CDS service (default: avh-patient-view; also avh-order-select, avh-order-sign, "
+                              "avh-encounter-discharge)")
+    explain.add_argument("--draft-orders", metavar="FILE",
+                         help="order-select/order-sign: a Bundle of the draft orders (order-select selects them all)")
     explain.add_argument("--json", action="store_true", help="the endpoint's JSON instead of a table")
     explain.set_defaults(func=_explain)
     check = sub.add_parser("check-config", help="check the configuration an EHR would call, print what it registers",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import requests
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.ports import listening_socket, port_of
 from tests.fhir_records import COMPRESSION, HEMANGIOMA_OF_SPINE, PRE_OP_CARDS, condition, fixture_bundle, patient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +64,8 @@ class RecordingFhirServer:
     `failures_before_success` makes the first PUTs answer 503, as a FHIR server still starting does;
     PUTs to the paths in `refuse` answer 422 with an OperationOutcome, as a validating server does."""
 
-    def __init__(self, port: int, failures_before_success: int = 0, refuse: frozenset = frozenset()):
-        self.port, self.stored, self.puts, self.refuse = port, {}, [], refuse
+    def __init__(self, failures_before_success: int = 0, refuse: frozenset = frozenset()):
+        self.stored, self.puts, self.refuse = {}, [], refuse
         self.failures_left = failures_before_success
         server = self
 
@@ -108,7 +108,8 @@ class RecordingFhirServer:
                 server.stored[path] = body
                 return self._answer(201 if created else 200, body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)    # a port the kernel picks
+        self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -134,22 +135,24 @@ def sample(metrics_text: str, name: str, **labels) -> float:
 
 
 class Gunicorn:
-    """One gunicorn master started exactly as production starts it, with its output in a file."""
+    """One gunicorn master started as production starts it (gunicorn.conf.py, service.wsgi:app), with its
+    output in a file. It listens on a port the kernel picked: the test opens the listening socket and gunicorn
+    inherits it (AVH_CDS_BIND=fd://N), so two suites never collide and no other process can take the port."""
 
-    def __init__(self, port: int, log_path: Path, **env):
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, log_path: Path, **env):
         self.log_path = log_path
+        listener = listening_socket()
+        self.base = f"http://127.0.0.1:{port_of(listener)}"
         environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         # AVH_CDS_AUTH=off unless the test says otherwise: most calls here carry no JWT.
-        environ.update({"AVH_CDS_BIND": f"127.0.0.1:{port}", "AVH_CDS_WORKERS": "2", "AVH_CDS_THREADS": "2",
+        environ.update({"AVH_CDS_BIND": f"fd://{listener.fileno()}", "AVH_CDS_WORKERS": "2", "AVH_CDS_THREADS": "2",
                         "AVH_CDS_AUTH": "off", "AVH_CDS_SQLITE_PATH": str(log_path.with_suffix(".sqlite3")),
                         **env})
-        with socket.socket() as probe:   # a server left on the port would answer in this one's place
-            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} is already in use"
         self.log = open(log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                                         "service.wsgi:app"], cwd=ROOT, env=environ,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        with listener:      # gunicorn holds its own copy; this one closes, so a stopped server refuses calls
+            self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                             "service.wsgi:app"], cwd=ROOT, env=environ, pass_fds=(listener.fileno(),),
+                                            stdout=self.log, stderr=subprocess.STDOUT)
         try:
             self._wait_until_up()
         except BaseException:   # never leave a server running behind a failed start

@@ -6,12 +6,6 @@ import threading
 import time
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class StreamingServer:
     """Answers every request with `head` (a status line and headers announcing a large body), then `piece` every
     `every` seconds (one byte every 0.2 s by default) until the client hangs up or `most` bytes were sent. Records,

@@ -12,7 +12,6 @@ import requests
 from tests.deployment_support import Gunicorn, avh_bundle, patient_view_request, sample, without_uuids
 from tests.security_support import ISS, issuer, token
 
-PORT_A, PORT_B = 18550, 18551
 REDIS_URL = "redis://127.0.0.1:6379/2"
 PUBLIC = "https://cds.example.org"   # the address both instances sit behind: every token's aud
 SERVICE = "avh-patient-view"
@@ -26,9 +25,9 @@ def instances(tmp_path):
     issuers.write_text(json.dumps({"issuers": [issuer(fhir_servers=[])]}))
     env = dict(AVH_CDS_AUTH="required", AVH_CDS_ISSUERS_FILE=str(issuers), AVH_CDS_REDIS_URL=REDIS_URL,
                AVH_CDS_PUBLIC_URL=PUBLIC)
-    a = Gunicorn(PORT_A, tmp_path / "a.log", **env)
+    a = Gunicorn(tmp_path / "a.log", **env)
     try:
-        b = Gunicorn(PORT_B, tmp_path / "b.log", **env)
+        b = Gunicorn(tmp_path / "b.log", **env)
     except BaseException:
         a.stop()
         raise

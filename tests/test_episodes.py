@@ -80,6 +80,35 @@ def test_undated_decompression_never_makes_operated_and_the_card_names_it():
     assert not facts.recurrence
 
 
+def _card(facts, topic):
+    from tests.fixture_cards import ENGINE
+    (found,) = [c for c in ENGINE.cards(*decide_chart(facts), facts, "http://x/p") if c["source"]["topic"]["code"] == topic]
+    return found
+
+
+@pytest.mark.parametrize("earlier", [None, "2015-01-01"], ids=["recurrent-status", "dated-earlier-operation"])
+def test_an_undated_decompression_is_named_on_the_recurrence_radiotherapy_card(earlier):
+    """Section 3: an undated decompression never counts as an earlier operation; 'the cards that would change
+    name it'. Dated, it could be the earlier operation the recurrence radiotherapy card counts from."""
+    undated = decompression(None, id="dec-undated")
+    operation = [decompression(earlier, id="dec-old")] if earlier else []
+    facts = facts_of(hemangioma(onset=day(30)), compression(onset=day(5), clinical="recurrence"), undated, *operation)
+    assert facts.recurrence and facts.undated_decompression is not None
+    card = _card(facts, "adjuvant-radiotherapy")
+    assert "A decompression without a date is on record" in card["detail"] and "Procedure/dec-undated" in card["detail"]
+    assert "postoperative" not in card["detail"].lower() and "wound has healed" not in card["detail"]
+    # without one, the card says nothing of it
+    plain = facts_of(hemangioma(onset=day(30)), compression(onset=day(5), clinical="recurrence"), *operation)
+    assert "without a date" not in _card(plain, "adjuvant-radiotherapy")["detail"]
+
+
+def test_an_undated_decompression_is_not_named_on_the_post_operative_radiotherapy_card():
+    """A dated operation in the episode is the one the post-operative reminder counts from: nothing changes."""
+    facts = in_pathway(decompression(day(3), id="dec-now"), decompression(None, id="dec-undated"))
+    assert facts.post_operative
+    assert "without a date" not in _card(facts, "adjuvant-radiotherapy")["detail"]
+
+
 def test_dates_at_the_ends_of_the_calendar_never_overflow():
     assert instant("0001-01-01T00:00:00+14:00").year == 1 and instant("9999-12-31T23:59:59-14:00").year == 9999
     assert shift(instant("0001-01-01"), -dt.timedelta(days=30)).year == 1

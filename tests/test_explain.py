@@ -12,6 +12,9 @@ from service.config import Settings
 from service.fhir.fixtures import load_fixtures
 from service.fhir.replay import InProcess, hook_request, prefetch_templates
 from tests.browser import LiveServer
+from tests.fhir_records import (CPT, ICD10CM, SNOMED, bounds_duration, condition, day, draft_dexamethasone,
+                                draft_order, in_pathway_chart, procedure, today)
+from tests.fhir_records import hook_request as order_request
 
 FIXTURES = Settings().fixtures_dir
 EXPLAIN = "/cds-services/avh-patient-view/explain"
@@ -87,11 +90,10 @@ def test_a_malformed_request_is_a_json_400(transport, body, status, error):
     assert response.status_code == status and response.json["error"] == error
 
 
-def test_other_services_and_foreign_fhir_servers_are_refused_by_name(transport):
+def test_unknown_services_wrong_hooks_and_foreign_fhir_servers_are_refused_by_name(transport):
     request = request_for(transport, "01-preop-stable-ambulatory")
-    discharge = {**request, "hook": "encounter-discharge", "context": {**request["context"], "encounterId": "e1"}}
-    status, body = transport.call("POST", "/cds-services/avh-encounter-discharge/explain", discharge)
-    assert status == 400 and body["error"] == "not_explained" and "patient-view" in body["message"]
+    status, body = transport.call("POST", "/cds-services/avh-encounter-discharge/explain", request)
+    assert status == 400 and body["error"] == "wrong_hook"
     status, body = transport.call("POST", "/cds-services/no-such-service/explain", request)
     assert status == 404 and body["error"] == "unknown_service"
     request = {**request, "fhirServer": "https://ehr.example.org/fhir"}
@@ -160,3 +162,118 @@ def test_the_command_says_what_it_needs(capsys):
     assert "--fhir-server with --patient" in capsys.readouterr().err
     assert main(["explain", "/no/such/file.json"]) == 2
     assert "cannot read /no/such/file.json" in capsys.readouterr().err
+
+
+# --- order-select, order-sign and encounter-discharge: the same rules as their services --------------------
+
+ORDER_SERVICE = {"order-sign": "avh-order-sign", "order-select": "avh-order-select",
+                 "encounter-discharge": "avh-encounter-discharge"}
+
+
+def operated(pid):
+    return in_pathway_chart(pid) + [procedure(CPT, "63046", day(5, since=today()), display="Laminectomy",
+                                              patient_id=pid, id=f"{pid}-op")]
+
+
+def metastasis(pid):
+    return condition((ICD10CM, "C79.51", "Secondary malignant neoplasm of bone"), onset=day(10, since=today()),
+                     patient_id=pid, id=f"{pid}-met")
+
+
+SURGERY = draft_order(CPT, "63046", "Laminectomy, thoracic", patient_id="x1", id="surg-1")
+FIXATION = draft_order(CPT, "22842", "Posterior segmental instrumentation", patient_id="x1", id="fix-1")
+EMBOLIZATION = draft_order(CPT, "37243", "Vascular embolization for tumor", patient_id="x1", id="emb-1")
+DEX_20 = draft_dexamethasone(patient_id="x1", id="dex-1", dosage=[bounds_duration(20)])
+DEX_5 = draft_dexamethasone(patient_id="x1", id="dex-1", dosage=[bounds_duration(5)])
+RADIOTHERAPY = draft_order(SNOMED, "33195004", "Radiotherapy", patient_id="x1", id="rt", status="active")
+
+ORDER_CASES = {   # name: (hook, record, drafts, selections)
+    "sign-all-three": ("order-sign", in_pathway_chart("x1", rapid=True), [SURGERY, EMBOLIZATION, DEX_20], None),
+    "sign-fixation-drafted": ("order-sign", in_pathway_chart("x1"), [SURGERY, FIXATION, EMBOLIZATION, DEX_5], None),
+    "sign-competing-cause": ("order-sign", in_pathway_chart("x1") + [metastasis("x1")], [SURGERY, DEX_20], None),
+    "sign-out-of-scope": ("order-sign", [r for r in in_pathway_chart("x1") if not r["id"].endswith("-scc")],
+                          [SURGERY], None),
+    "select-one": ("order-select", in_pathway_chart("x1", rapid=True), [SURGERY, EMBOLIZATION, DEX_20],
+                   ["MedicationRequest/dex-1"]),
+    "discharge-operated": ("encounter-discharge", operated("x1"), None, None),
+    "discharge-planned": ("encounter-discharge", operated("x1") + [RADIOTHERAPY], None, None),
+    "discharge-competing-cause": ("encounter-discharge", operated("x1") + [metastasis("x1")], None, None),
+    "discharge-not-operated": ("encounter-discharge", in_pathway_chart("x1"), None, None),
+}
+
+
+def order_explanation(transport, case: str) -> tuple[dict, set[str]]:
+    """The explanation of one ORDER_CASES request, and the topics the service itself answers for it."""
+    hook, record, drafts, selections = ORDER_CASES[case]
+    request = order_request(hook, "x1", record, drafts, selections)
+    status, explanation = transport.call("POST", f"/cds-services/{ORDER_SERVICE[hook]}/explain", request)
+    assert status == 200, explanation
+    status, answer = transport.call("POST", f"/cds-services/{ORDER_SERVICE[hook]}", request)
+    assert status == 200
+    return explanation, {c["source"]["topic"]["code"] for c in answer["cards"]}
+
+
+@pytest.mark.parametrize("case", list(ORDER_CASES))
+def test_order_time_and_discharge_explanations_fire_exactly_the_cards_the_service_answers(transport, case):
+    explanation, answered = order_explanation(transport, case)
+    assert {t for t, (fired, _) in reasons(explanation).items() if fired} == answered
+    assert set(explanation["cards"]) == answered
+    assert all(reason for _, reason in reasons(explanation).values())
+    hook = ORDER_CASES[case][0]
+    expected_topics = ({"adjuvant-radiotherapy"} if hook == "encounter-discharge"
+                       else {"posterior-fixation", "embolization-deferred", "steroid-duration"})
+    assert set(reasons(explanation)) == expected_topics       # the hook's own topics, not the chart's
+
+
+def test_an_order_time_topic_says_what_silenced_it(transport):
+    said = reasons(order_explanation(transport, "sign-fixation-drafted")[0])
+    assert said["posterior-fixation"][0] is False and "(ServiceRequest/fix-1)" in said["posterior-fixation"][1]
+    assert said["embolization-deferred"] == (False, "no rapid deterioration now")
+    assert said["steroid-duration"][0] is False and "within the 13-day course" in said["steroid-duration"][1]
+    said = reasons(order_explanation(transport, "select-one")[0])
+    assert said["posterior-fixation"] == (False, "no spine-surgery draft among the selected orders")
+    assert said["steroid-duration"][0] is True and "; MedicationRequest/dex-1)" in said["steroid-duration"][1]
+    said = reasons(order_explanation(transport, "sign-competing-cause")[0])
+    assert all(not fired and "competing cause" in reason and "Condition/x1-met" in reason
+               for fired, reason in said.values())
+    assert all(reason.startswith("out of scope: ")
+               for _, reason in reasons(order_explanation(transport, "sign-out-of-scope")[0]).values())
+
+
+def test_a_discharge_topic_says_what_silenced_it(transport):
+    assert reasons(order_explanation(transport, "discharge-operated")[0])["adjuvant-radiotherapy"][0] is True
+    fired, reason = reasons(order_explanation(transport, "discharge-planned")[0])["adjuvant-radiotherapy"]
+    assert not fired and reason.startswith("radiotherapy since the operation: ") and "ServiceRequest/rt" in reason
+    assert reasons(order_explanation(transport, "discharge-not-operated")[0])["adjuvant-radiotherapy"] == (
+        False, "not operated in this episode")
+
+
+def test_the_command_explains_a_saved_order_sign_request(tmp_path, capsys):
+    hook, record, drafts, _ = ORDER_CASES["sign-all-three"]
+    saved = tmp_path / "order-sign.json"
+    saved.write_text(json.dumps(order_request(hook, "x1", record, drafts)))
+    assert main(["explain", str(saved), "--service", "avh-order-sign"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Patient/x1 (avh-order-sign, at ")
+    [line] = [l for l in out.splitlines() if l.strip().startswith("embolization-deferred")]
+    assert "FIRED" in line and "; ServiceRequest/emb-1)" in line
+    assert out.rstrip().endswith("Cards the service answers: embolization-deferred, posterior-fixation, steroid-duration")
+
+
+def test_the_command_explains_a_fixture_at_discharge_and_with_draft_orders(tmp_path, capsys):
+    assert main(["explain", str(FIXTURES / "06-operated-no-radiotherapy.json"), "--service",
+                 "avh-encounter-discharge", "--json"]) == 0
+    explanation = json.loads(capsys.readouterr().out)
+    assert explanation["service"] == "avh-encounter-discharge" and explanation["cards"] == ["adjuvant-radiotherapy"]
+    drafts = tmp_path / "drafts.json"
+    drafts.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {**SURGERY, "subject": {"reference": "Patient/avh-01"}}}]}))
+    assert main(["explain", str(FIXTURES / "01-preop-stable-ambulatory.json"), "--service", "avh-order-select",
+                 "--draft-orders", str(drafts), "--json"]) == 0
+    explanation = json.loads(capsys.readouterr().out)
+    assert explanation["cards"] == ["posterior-fixation"]          # every draft of the file is selected
+    assert main(["explain", str(FIXTURES / "01-preop-stable-ambulatory.json"), "--service", "avh-order-sign"]) == 2
+    assert "--draft-orders" in capsys.readouterr().err
+    assert main(["explain", str(FIXTURES / "01-preop-stable-ambulatory.json"), "--service", "avh-order-sign",
+                 "--draft-orders", "/no/such/drafts.json"]) == 2
+    assert "cannot read /no/such/drafts.json" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import create_engine, select, text
 
+from tests.ports import listening_socket, port_of, refused_port
 from tests.fhir_records import (NO_AUTH, CPT, bounds_duration, draft_dexamethasone, draft_order, hook_request,
                                 in_pathway_chart)
 from service import cli, create_app
@@ -331,12 +332,12 @@ def test_a_database_recreated_under_the_running_service_is_migrated_again(app, c
 
 
 def test_postgresql_down_answers_503_not_500(tmp_path):
-    # Nothing listens on this port (within this helper's range): the server is "down".
-    app = create_app(Settings.from_env(NO_AUTH, database_url="postgresql://postgres@127.0.0.1:18399/avh_orders",
-                                       storage_timeout_seconds=1))
-    client = app.test_client()
-    assert issue_cards(client)       # the clinical answer does not depend on the feedback store
-    response = post_feedback(client, [overridden({"uuid": "c"})])
+    with refused_port() as refused:      # nothing listens on this port: the server is "down"
+        app = create_app(Settings.from_env(NO_AUTH, database_url=f"postgresql://postgres@127.0.0.1:{refused}/avh_orders",
+                                           storage_timeout_seconds=1))
+        client = app.test_client()
+        assert issue_cards(client)       # the clinical answer does not depend on the feedback store
+        response = post_feedback(client, [overridden({"uuid": "c"})])
     assert response.status_code == 503 and response.headers["Retry-After"] and response.is_json
 
 
@@ -451,22 +452,14 @@ def test_feedback_report_command(app, client, storage, monkeypatch, capsys):
 
 
 def test_feedback_report_says_when_the_database_is_down(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("AVH_CDS_DATABASE_URL", "postgresql://postgres@127.0.0.1:18399/avh_orders")
     monkeypatch.setenv("AVH_CDS_STORAGE_TIMEOUT_SECONDS", "1")
-    assert cli.main(["feedback-report"]) == 2
+    with refused_port() as refused:
+        monkeypatch.setenv("AVH_CDS_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{refused}/avh_orders")
+        assert cli.main(["feedback-report"]) == 2
     assert "cannot be read" in capsys.readouterr().err
 
 
 # --- over HTTP: gunicorn workers (forked from a preloaded app) and concurrent clients -----------
-
-def _free_port(candidates) -> int:
-    import socket
-    for port in candidates:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) != 0:
-                return port
-    pytest.fail(f"no free port in {candidates}")
-
 
 @pytest.fixture
 def gunicorn_server(storage, tmp_path):
@@ -475,15 +468,16 @@ def gunicorn_server(storage, tmp_path):
     import time
 
     import requests
-    port = _free_port(range(18310, 18330))
+    listener = listening_socket()       # gunicorn inherits it (fd://N): no port to race for
     env = {**os.environ, **NO_AUTH, **{f"AVH_CDS_{k.upper()}": str(v) for k, v in storage.items()},
            "PYTHONPATH": str(Path(__file__).parent.parent)}
     log_file = tmp_path / "gunicorn.log"      # a file, not a pipe: a full pipe would block the workers
-    with open(log_file, "wb") as log:
+    with open(log_file, "wb") as log, listener:
         server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--preload", "-w", "3", "--threads", "2",
-                                   "-b", f"127.0.0.1:{port}", "service:create_app()"],
-                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+                                   "-b", f"fd://{listener.fileno()}", "service:create_app()"],
+                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  pass_fds=(listener.fileno(),))
+        base = f"http://127.0.0.1:{port_of(listener)}"
     try:
         for _ in range(100):
             if server.poll() is not None:
@@ -491,7 +485,7 @@ def gunicorn_server(storage, tmp_path):
             try:
                 requests.get(f"{base}/cds-services", timeout=1)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:   # the socket listens from the start: a booting worker times out
                 time.sleep(0.1)
         yield base
     finally:

@@ -6,6 +6,7 @@ import pytest
 
 from tests.deployment_support import RecordingFhirServer, avh_bundle, patient_view_request, sample
 from tests.fhir_records import PRE_OP_CARDS
+from tests.ports import listening_socket, port_of, refused_port
 from service import create_app
 from service.config import Settings
 from service.ops.health import Check
@@ -13,7 +14,6 @@ from service.ops.metrics import observe_auth_failure
 
 SERVICE = "avh-patient-view"
 DURATION_COUNT = "avh_cds_request_duration_seconds_count"
-FETCH_PORT, CLOSED_PORT, LISTEN_PORT = 18501, 18599, 18502
 
 
 def metrics(client) -> str:
@@ -56,11 +56,12 @@ def test_readyz_asks_the_shared_postgresql_and_redis(tmp_path):
 
 
 @pytest.mark.parametrize("env, failed", [
-    ({"AVH_CDS_AUTH": "required", "AVH_CDS_REDIS_URL": f"redis://127.0.0.1:{CLOSED_PORT}/2"},
+    ({"AVH_CDS_AUTH": "required", "AVH_CDS_REDIS_URL": "redis://127.0.0.1:{refused}/2"},
      {"redis": "failed (ConnectionError)"}),
 ])   # the database down is reported without 503: tests/test_hostile_storage.py
 def test_readyz_is_503_naming_the_shared_dependency_that_is_down(tmp_path, env, failed):
-    status, checks = ready(env, tmp_path)
+    with refused_port() as refused:
+        status, checks = ready({k: v.format(refused=refused) for k, v in env.items()}, tmp_path)
     assert status == 503
     assert {k: v for k, v in checks.items() if v != "ok"} == failed
 
@@ -69,14 +70,11 @@ def test_readyz_runs_appended_checks_and_answers_503_naming_the_failed_one(clien
     def reachable(port):
         return lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
-    listener = socket.create_server(("127.0.0.1", LISTEN_PORT))
-    try:
-        app.extensions["avh"].readiness.append(Check("redis", reachable(LISTEN_PORT)))
+    with listening_socket() as listener, refused_port() as refused:
+        app.extensions["avh"].readiness.append(Check("redis", reachable(port_of(listener))))
         assert client.get("/readyz").json["checks"] == {"cards": "ok", "database": "ok", "redis": "ok"}
-        app.extensions["avh"].readiness.append(Check("search", reachable(CLOSED_PORT)))
+        app.extensions["avh"].readiness.append(Check("search", reachable(refused)))
         response = client.get("/readyz")
-    finally:
-        listener.close()
     assert response.status_code == 503
     assert response.json["status"] == "not_ready"
     assert response.json["checks"] == {"cards": "ok", "database": "ok", "redis": "ok",
@@ -120,11 +118,12 @@ def test_prefetch_fetches_are_timed_and_failures_counted_per_key(client):
     call = patient_view_request(bundle)
     del call["prefetch"]["observations"], call["prefetch"]["procedures"]
     before = metrics(client)
-    with RecordingFhirServer(FETCH_PORT) as fhir:
+    with RecordingFhirServer() as fhir:
         call["fhirServer"] = fhir.base_url
         assert client.post(f"/cds-services/{SERVICE}", json=call).status_code == 200
-    call["fhirServer"] = f"http://127.0.0.1:{CLOSED_PORT}/fhir"   # nothing listens: both fetches fail
-    assert client.post(f"/cds-services/{SERVICE}", json=call).status_code == 200
+    with refused_port() as refused:
+        call["fhirServer"] = f"http://127.0.0.1:{refused}/fhir"   # nothing listens: both fetches fail
+        assert client.post(f"/cds-services/{SERVICE}", json=call).status_code == 200
     after = metrics(client)
     for key in ("observations", "procedures"):
         assert sample(after, "avh_cds_prefetch_fetch_duration_seconds_count", key=key) == \

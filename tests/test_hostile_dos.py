@@ -11,7 +11,7 @@ from werkzeug.serving import make_server
 
 from service import create_app
 from service.config import Settings
-from tests.hostile_support import StreamingServer, free_port
+from tests.hostile_support import StreamingServer
 from tests.security_support import INVOKE, bearer, hook_request, issuer, make_app, token
 from tests.deployment_support import sample
 from tests.fhir_records import (NO_AUTH, PRE_OP_CARDS, prefetch_as_searched, walking, pre_operative_chart, topics, day, today,
@@ -27,7 +27,7 @@ def healthy_fhir(tmp_path_factory):
     """A healthy FHIR server: the service's own fixture endpoint, served over real HTTP."""
     app = create_app(Settings.from_env(NO_AUTH, fixture_fhir=True,
                                        fixtures_dir=write_fixtures(tmp_path_factory.mktemp("fx"))))
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)      # a port the kernel picks
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/fhir"

@@ -8,7 +8,7 @@ import redis
 
 from service.security.replay import REMEMBERING_SINCE
 from tests.deployment_support import Gunicorn
-from tests.hostile_support import free_port
+from tests.ports import refused_port
 from tests.security_support import INVOKE, bearer, hook_request, make_app, token
 
 REDIS_URL = "redis://127.0.0.1:6379/9"      # this test file's own database index
@@ -54,8 +54,9 @@ def test_a_token_used_before_redis_forgot_is_refused_after(client, redis_db):
 def test_redis_unreachable_is_a_503_with_retry_after(tmp_path):
     """Attack (on availability): the replay cache is down; the 503 replay_cache_unavailable carried no
     Retry-After, so a client following the contract could not tell when to retry."""
-    client = make_app(tmp_path, AVH_CDS_REDIS_URL=f"redis://127.0.0.1:{free_port()}/9").test_client()
-    response = _call(client, token())
+    with refused_port() as refused:
+        client = make_app(tmp_path, AVH_CDS_REDIS_URL=f"redis://127.0.0.1:{refused}/9").test_client()
+        response = _call(client, token())
     assert response.status_code == 503 and response.json["error"] == "replay_cache_unavailable"
     assert int(response.headers["Retry-After"]) > 0 and response.json["retryAfterSeconds"] > 0
 
@@ -67,10 +68,10 @@ def _warnings(log: str) -> list[str]:
 def test_several_workers_without_a_shared_replay_cache_warn_at_start(tmp_path):
     """Attack: with two workers and neither Redis nor the SQLite replay file, a token replayed to the other
     worker is accepted; start-up said so only at INFO."""
-    server = Gunicorn(free_port(), tmp_path / "alone.log", AVH_CDS_AUTH="required", AVH_CDS_WORKERS="2")
+    server = Gunicorn(tmp_path / "alone.log", AVH_CDS_AUTH="required", AVH_CDS_WORKERS="2")
     server.stop()
     assert _warnings(server.output())
-    shared = Gunicorn(free_port(), tmp_path / "shared.log", AVH_CDS_AUTH="required", AVH_CDS_WORKERS="2",
+    shared = Gunicorn(tmp_path / "shared.log", AVH_CDS_AUTH="required", AVH_CDS_WORKERS="2",
                       AVH_CDS_REPLAY_DB=str(tmp_path / "replay.sqlite3"))
     shared.stop()
     assert not _warnings(shared.output())

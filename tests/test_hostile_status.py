@@ -135,8 +135,7 @@ def test_json_content_types_are_accepted(open_client, content_type):
 @pytest.fixture(scope="module")
 def gunicorn(tmp_path_factory):
     from tests.deployment_support import Gunicorn
-    from tests.hostile_support import free_port
-    server = Gunicorn(free_port(), tmp_path_factory.mktemp("gunicorn") / "gunicorn.log",
+    server = Gunicorn(tmp_path_factory.mktemp("gunicorn") / "gunicorn.log",
                       AVH_CDS_MAX_BODY_BYTES="4096")
     yield server
     server.stop()

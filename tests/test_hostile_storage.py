@@ -152,22 +152,23 @@ def test_postgresql_down_keeps_the_instance_ready_and_reports_the_outage(tmp_pat
     """Attack (on availability): PostgreSQL goes down; hooks kept answering 200 but /readyz answered 503, so a
     load balancer took every replica out at once although all of them could serve."""
     from tests.deployment_support import sample
-    from tests.hostile_support import free_port
-    app = create_app(Settings.from_env(NO_AUTH, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/avh",
-                                       storage_timeout_seconds=1))
-    client = app.test_client()
-    try:
-        assert issue_cards(client)                                  # hooks answer
-        ready = client.get("/readyz")
-        assert ready.status_code == 200 and ready.json["status"] == "ready"
-        assert ready.json["checks"]["database"].startswith("failed") and ready.json["degraded"] == ["database"]
-        failures = sample(client.get("/metrics").text, "avh_cds_feedback_store_failures_total")
-        assert post_feedback(client, [overridden({"uuid": str(uuid.uuid4())})]).status_code == 503
-        text = client.get("/metrics").text
-        assert sample(text, "avh_cds_dependency_up", dependency="database") == 0
-        assert sample(text, "avh_cds_feedback_store_failures_total") > failures
-    finally:
-        app.extensions["avh"].store.dispose()
+    from tests.ports import refused_port
+    with refused_port() as refused:             # held for the whole test: nothing else can listen there
+        app = create_app(Settings.from_env(NO_AUTH, database_url=f"postgresql://postgres@127.0.0.1:{refused}/avh",
+                                           storage_timeout_seconds=1))
+        client = app.test_client()
+        try:
+            assert issue_cards(client)                                  # hooks answer
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and ready.json["status"] == "ready"
+            assert ready.json["checks"]["database"].startswith("failed") and ready.json["degraded"] == ["database"]
+            failures = sample(client.get("/metrics").text, "avh_cds_feedback_store_failures_total")
+            assert post_feedback(client, [overridden({"uuid": str(uuid.uuid4())})]).status_code == 503
+            text = client.get("/metrics").text
+            assert sample(text, "avh_cds_dependency_up", dependency="database") == 0
+            assert sample(text, "avh_cds_feedback_store_failures_total") > failures
+        finally:
+            app.extensions["avh"].store.dispose()
 
 
 def test_a_formula_posted_as_an_override_reason_is_text_in_the_governance_csv(client):

@@ -7,11 +7,11 @@ import time
 import pytest
 
 from tests.deployment_support import RecordingFhirServer, avh_bundle
+from tests.ports import refused_port
 from service.cli import main
 from service.fhir.fixtures import load_fixtures
 from service.fhir.loader import FhirLoader, resources_in_load_order
 
-PORT, LATE_PORT, CLOSED_PORT = 18520, 18521, 18598
 TODAY = dt.date(2026, 11, 24)
 
 
@@ -27,7 +27,7 @@ def run_cli(*args) -> int:
 
 
 def test_load_puts_every_resource_by_id_referenced_resources_first(fixtures_dir, capsys):
-    with RecordingFhirServer(PORT) as fhir:
+    with RecordingFhirServer() as fhir:
         code = run_cli("--fhir-url", fhir.base_url, "--fixtures", str(fixtures_dir), "--as-of", TODAY.isoformat())
         stored, puts = fhir.stored, fhir.puts
     assert code == 0
@@ -43,7 +43,7 @@ def test_load_puts_every_resource_by_id_referenced_resources_first(fixtures_dir,
 
 
 def test_loading_twice_leaves_the_same_data(fixtures_dir):
-    with RecordingFhirServer(PORT) as fhir:
+    with RecordingFhirServer() as fhir:
         assert run_cli("--fhir-url", fhir.base_url, "--fixtures", str(fixtures_dir)) == 0
         first = dict(fhir.stored)
         assert run_cli("--fhir-url", fhir.base_url, "--fixtures", str(fixtures_dir)) == 0
@@ -51,7 +51,7 @@ def test_loading_twice_leaves_the_same_data(fixtures_dir):
 
 
 def test_waits_for_a_server_that_comes_up_late_and_retries_503(fixtures_dir):
-    late = RecordingFhirServer(LATE_PORT, failures_before_success=2)
+    late = RecordingFhirServer(failures_before_success=2)
     starter = threading.Timer(1.0, late.__enter__)
     starter.start()
     try:
@@ -67,14 +67,15 @@ def test_waits_for_a_server_that_comes_up_late_and_retries_503(fixtures_dir):
 
 def test_gives_up_with_exit_code_2_when_the_server_never_comes_up(fixtures_dir, capsys):
     started = time.monotonic()
-    code = run_cli("--fhir-url", f"http://127.0.0.1:{CLOSED_PORT}/fhir", "--fixtures", str(fixtures_dir),
-                   "--wait", "1")
+    with refused_port() as refused:
+        code = run_cli("--fhir-url", f"http://127.0.0.1:{refused}/fhir", "--fixtures", str(fixtures_dir),
+                       "--wait", "1")
     assert code == 2 and time.monotonic() - started < 5
     assert "did not come up within 1 s (last: ConnectionError)" in capsys.readouterr().err
 
 
 def test_verify_reads_every_resource_back(fixtures_dir, capsys):
-    with RecordingFhirServer(PORT) as fhir:
+    with RecordingFhirServer() as fhir:
         assert run_cli("--fhir-url", fhir.base_url, "--fixtures", str(fixtures_dir)) == 0
         puts = len(fhir.puts)
         assert run_cli("--fhir-url", fhir.base_url, "--fixtures", str(fixtures_dir), "--verify") == 0
@@ -83,7 +84,7 @@ def test_verify_reads_every_resource_back(fixtures_dir, capsys):
 
 
 def test_verify_names_missing_and_changed_resources(fixtures_dir, capsys):
-    with RecordingFhirServer(PORT) as fhir:
+    with RecordingFhirServer() as fhir:
         assert run_cli("--fhir-url", fhir.base_url, "--fixtures", str(fixtures_dir)) == 0
         del fhir.stored["Condition/dep-load-2-cc"]
         fhir.stored["Patient/dep-load-1"]["gender"] = "male"
@@ -97,7 +98,7 @@ def test_verify_names_missing_and_changed_resources(fixtures_dir, capsys):
 
 
 def test_verify_on_another_day_needs_the_load_day(fixtures_dir):
-    with RecordingFhirServer(PORT) as fhir:
+    with RecordingFhirServer() as fhir:
         assert run_cli("--fhir-url", fhir.base_url, "--fixtures", str(fixtures_dir), "--as-of", "2026-11-20") == 0
         assert run_cli("--fhir-url", fhir.base_url, "--fixtures", str(fixtures_dir), "--verify",
                        "--as-of", "2026-11-21") == 1
@@ -106,7 +107,7 @@ def test_verify_on_another_day_needs_the_load_day(fixtures_dir):
 
 
 def test_a_refused_put_is_reported_with_the_outcome_codes_and_the_rest_still_loaded(fixtures_dir, capsys):
-    with RecordingFhirServer(PORT, refuse=frozenset({"Condition/dep-load-1-vh"})) as fhir:
+    with RecordingFhirServer(refuse=frozenset({"Condition/dep-load-1-vh"})) as fhir:
         assert run_cli("--fhir-url", fhir.base_url, "--fixtures", str(fixtures_dir)) == 1
         assert len(fhir.stored) == 5
     out = capsys.readouterr()
@@ -123,5 +124,6 @@ def test_the_same_id_with_different_content_in_two_fixtures_is_refused(fixtures_
 
 
 def test_an_empty_fixture_directory_is_an_error(tmp_path, capsys):
-    assert run_cli("--fhir-url", f"http://127.0.0.1:{CLOSED_PORT}/fhir", "--fixtures", str(tmp_path)) == 1
+    with refused_port() as refused:
+        assert run_cli("--fhir-url", f"http://127.0.0.1:{refused}/fhir", "--fixtures", str(tmp_path)) == 1
     assert "no fixtures in" in capsys.readouterr().err

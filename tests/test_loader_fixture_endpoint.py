@@ -14,7 +14,6 @@ from service.fhir.fixtures import load_fixtures
 from service.fhir.loader import resources_in_load_order
 from tests.deployment_support import avh_bundle
 
-PORT = 18540
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures"
 
 
@@ -23,10 +22,10 @@ def serving(fixtures_dir: Path, scratch: Path):
     """The app serving fixtures_dir at /fhir on 127.0.0.1, as `avh-cds serve` does."""
     app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}, fixture_fhir=True, fixtures_dir=fixtures_dir,
                                        sqlite_path=scratch / "feedback.sqlite3"))
-    server = make_server("127.0.0.1", PORT, app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)      # a port the kernel picks
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{PORT}/fhir"
+        yield f"http://127.0.0.1:{server.server_port}/fhir"
     finally:
         server.shutdown()
         server.server_close()

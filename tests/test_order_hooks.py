@@ -380,3 +380,82 @@ def test_no_shortening_is_offered_when_the_course_is_already_used_up(client):
     taken = draft_dexamethasone(patient_id="p13", id="dex-on-record", status="active", authoredOn=day(15, since=today()))
     [card] = post(client, hook_request("order-sign", "p13", in_pathway_chart("p13") + [taken], [dex_days("p13", 3)]))
     assert card["source"]["topic"]["code"] == "steroid-duration" and "suggestions" not in card
+
+
+# --- section 1 at order time and discharge: a competing cause leaves only the differential card -----------
+
+def competing(pid):
+    return condition((ICD10CM, "C79.51", "Secondary malignant neoplasm of bone"), onset=day(10, since=today()),
+                     patient_id=pid, id=f"{pid}-met")
+
+
+@pytest.mark.parametrize("hook, record, drafts", [
+    ("encounter-discharge", operated("p14") + [competing("p14")], None),
+    ("order-sign", in_pathway_chart("p14", rapid=True) + [competing("p14")],
+     [surgery("p14"), embolization("p14"), dex_days("p14", 20)]),
+    ("order-sign", operated("p14") + [competing("p14")], [surgery("p14"), dex_days("p14", 20)]),
+], ids=["discharge-operated", "order-sign-pre-operative", "order-sign-operated"])
+def test_a_competing_cause_silences_the_order_time_and_discharge_checks(client, hook, record, drafts):
+    """pathway.md section 1: while a competing cause is on record only differential-diagnosis fires, as on the
+    chart; the order-time and discharge checks (section 5) are for patients in the pathway."""
+    assert post(client, hook_request(hook, "p14", record, drafts)) == []
+
+
+@pytest.mark.parametrize("status", ["resolved", "refuted"])
+def test_a_competing_cause_no_longer_active_or_refuted_leaves_the_discharge_check(client, status):
+    key, system = (("clinicalStatus", "http://terminology.hl7.org/CodeSystem/condition-clinical") if status == "resolved"
+                   else ("verificationStatus", "http://terminology.hl7.org/CodeSystem/condition-ver-status"))
+    gone = {**competing("p15"), key: {"coding": [{"system": system, "code": status}]}}
+    assert topics(post(client, hook_request("encounter-discharge", "p15", operated("p15") + [gone]))) == [
+        "adjuvant-radiotherapy"]
+
+
+# --- absurd but valid durations (pathway.md section 5): read, warned about, never a crash --------------------
+
+def quantity(value, code):
+    return {"value": value, "unit": code, "system": UCUM, "code": code}
+
+
+def bounded(value, code, sequence=None):
+    line = {"timing": {"repeat": {"boundsDuration": quantity(value, code)}}}
+    return {**line, "sequence": sequence} if sequence is not None else line
+
+
+@pytest.mark.parametrize("dosage, extra, says", [
+    ([bounded(1e9, "a")], {}, "at least 3652059 days"),                   # a billion years
+    ([bounded(1e9 * 365.25, "d")], {}, "at least 3652059 days"),
+    ([bounded(1e12, "wk")], {}, "at least 3652059 days"),
+    ([bounded(1e308, "mo"), bounded(1e308, "mo", sequence=2)], {}, "at least 3652059 days"),   # adds up past float
+    ([{"timing": {"repeat": {"boundsPeriod": {"start": "0001-01-01", "end": "9999-12-31"}, "frequency": 1e300,
+                             "period": 1e-300, "periodUnit": "d"}}}], {}, "at least 3652059 days"),
+    ([{"text": "as directed"}], {"dispenseRequest": {"expectedSupplyDuration": quantity(1e300, "d")}},
+     "at least 3652059 days"),
+    ([bounded(1, "a")], {}, "365 days"),                                    # a year is read (365 days)
+], ids=["1e9-years", "days", "weeks", "overflowing-steps", "calendar-period-absurd-repeat", "supply", "one-year"])
+def test_an_absurdly_long_dexamethasone_draft_warns(client, dosage, extra, says):
+    draft = draft_dexamethasone(patient_id="p16", id="dex-1", dosage=dosage, **extra)
+    response = client.post("/cds-services/avh-order-sign",
+                           json=hook_request("order-sign", "p16", in_pathway_chart("p16"), [draft]))
+    assert response.status_code == 200
+    [card] = response.json["cards"]
+    assert card["source"]["topic"]["code"] == "steroid-duration" and says in card["summary"]
+    assert len(card["summary"]) < 140
+    # the shortened order the card offers passes the same check
+    [action] = card["suggestions"][0]["actions"]
+    assert course_days_of(action["resource"]) == 13
+    assert post(client, hook_request("order-sign", "p16", in_pathway_chart("p16"), [action["resource"]])) == []
+
+
+@pytest.mark.parametrize("dosage", [[bounded(-20, "d")], [bounded(20, "parsec")], [bounded("20", "d")]],
+                         ids=["negative", "unknown-unit", "string"])
+def test_a_dexamethasone_duration_that_cannot_be_read_draws_no_warning(client, dosage):
+    draft = draft_dexamethasone(patient_id="p16", id="dex-1", dosage=dosage)
+    assert post(client, hook_request("order-sign", "p16", in_pathway_chart("p16"), [draft])) == []
+
+
+def test_durations_beyond_floating_point_are_held_at_the_calendar():
+    from service.clinical.orders import CALENDAR_DAYS, course_days
+    assert CALENDAR_DAYS == 3652059
+    assert course_days({"dosageInstruction": [bounded(10 ** 400, "d")]}) == CALENDAR_DAYS
+    assert course_days({"dosageInstruction": [bounded(float("inf"), "d")]}) == CALENDAR_DAYS
+    assert course_days({"dosageInstruction": [bounded(float("nan"), "d")]}) is None

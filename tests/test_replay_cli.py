@@ -10,9 +10,9 @@ from service.cli import main
 from service.config import PROJECT_ROOT, Settings
 from service.fhir.fixtures import EXPECTED_CARD_SYSTEM, load_fixture
 from service.fhir.replay import InProcess, ReplayError, replay
+from tests.ports import refused_port
 
 FIXTURES = PROJECT_ROOT / "fhir_fixtures"
-PORT = 18137   # inside this worktree's port range
 
 
 def test_replay_prints_each_card_and_passes(capsys):
@@ -53,16 +53,17 @@ def test_unreadable_fixture_is_exit_2(tmp_path, capsys, content):
 
 
 def test_unreachable_service_is_exit_2(capsys):
-    assert main(["replay", str(FIXTURES / "01-preop-stable-ambulatory.json"), "--url", f"http://127.0.0.1:{PORT + 1}"]) == 2
+    with refused_port() as refused:
+        assert main(["replay", str(FIXTURES / "01-preop-stable-ambulatory.json"), "--url", f"http://127.0.0.1:{refused}"]) == 2
     assert "ConnectionError" in capsys.readouterr().err
 
 
 def test_replay_against_a_running_service(capsys):
-    server = make_server("127.0.0.1", PORT, create_app(Settings.from_env({"AVH_CDS_AUTH": "off"})), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(Settings.from_env({"AVH_CDS_AUTH": "off"})), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        status = main(["replay", str(FIXTURES / "07-operated-no-fixation.json"), "--url", f"http://127.0.0.1:{PORT}/cds-services"])
+        status = main(["replay", str(FIXTURES / "07-operated-no-fixation.json"), "--url", f"http://127.0.0.1:{server.server_port}/cds-services"])
     finally:
         server.shutdown()
         thread.join()

@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from service.security.replay import SqliteReplayCache
+from tests.ports import refused_port
 from tests.security_support import INVOKE, bearer, hook_request, issuer, loopback_only, make_app, token
 
 __all__ = ["loopback_only"]
@@ -36,8 +37,9 @@ def test_replay_is_refused_across_app_instances_sharing_redis(tmp_path, shared_r
 
 
 def test_unreachable_redis_refuses_with_503_rather_than_risking_a_replay(tmp_path):
-    client = make_app(tmp_path, AVH_CDS_REDIS_URL="redis://127.0.0.1:18499/0").test_client()
-    response = client.post(INVOKE, json=hook_request(), headers=bearer(token()))
+    with refused_port() as refused:
+        client = make_app(tmp_path, AVH_CDS_REDIS_URL=f"redis://127.0.0.1:{refused}/0").test_client()
+        response = client.post(INVOKE, json=hook_request(), headers=bearer(token()))
     assert response.status_code == 503 and response.json["error"] == "replay_cache_unavailable"
 
 

@@ -1,12 +1,14 @@
-""""Why no card?": the facts avh-cds derived from a patient-view request and, per topic, fired or not and why.
+""""Why no card?": the facts avh-cds derived from a hook request and, per topic, fired or not and why.
 
 The one place explanations are made, for `avh-cds explain` and for `POST /cds-services/<id>/explain` (a
 development server with AVH_CDS_AUTH=off only: the blueprint is not registered otherwise, so the URL is a 404).
-The facts and decisions come from the service's own path (prefetch -> Engine.facts -> decide_chart ->
-Engine.cards); nothing here decides anything of its own.
+Every service is explained: patient-view (prefetch -> Engine.facts -> decide_chart -> Engine.cards), order-select
+and order-sign (the same facts without the drafts -> decide_orders) and encounter-discharge (decide_discharge);
+nothing here decides anything of its own.
 
-The facts in words and each topic's reason come from the pathway itself (`clinical.pathway.fact_lines` and
-`clinical.pathway.explain`, the same rules as `decide_chart`): this module only gathers and prints them.
+The facts in words and each topic's reason come from the clinical rules themselves (`clinical.pathway.fact_lines`,
+`clinical.pathway.explain`, `clinical.orders.explain_orders` and `explain_discharge`, the same rules as the
+decisions): this module only gathers and prints them.
 """
 from __future__ import annotations
 
@@ -16,17 +18,16 @@ from dataclasses import dataclass
 
 from flask import Blueprint, current_app, jsonify
 
+from service.api.order_hooks import order_facts, selections_of
 from service.api.routes import hook_call, precondition_failed
 from service.clinical.cards import UNCHECKED_TOPIC
-from service.clinical import pathway
-from service.clinical.facts import Facts
+from service.clinical import orders, pathway
 from service.clinical.pathway import Unchecked
 from service.errors import ApiError
 from service.fhir.prefetch import PrefetchFailed
 from service.security.limits import check_limits
 
 bp = Blueprint("explain", __name__)
-EXPLAINED_HOOKS = frozenset({"patient-view"})
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,9 @@ def _with_entries(outcome: pathway.TopicOutcome) -> str:
     return f"{outcome.reason} ({entries})" if outcome.fired and entries else outcome.reason
 
 
-def topic_reasons(facts: Facts, unchecked: list[Unchecked]) -> list[TopicReason]:
-    """Each topic of the pathway: fired or not, and the one reason why; and the data-unavailable card's."""
-    reasons = [TopicReason(o.topic, o.fired, _with_entries(o)) for o in pathway.explain(facts)]
+def topic_reasons(outcomes: list[pathway.TopicOutcome], unchecked: list[Unchecked]) -> list[TopicReason]:
+    """Each topic of the hook: fired or not, and the one reason why; and the data-unavailable card's."""
+    reasons = [TopicReason(o.topic, o.fired, _with_entries(o)) for o in outcomes]
     if unchecked:
         missing = sorted({t for u in unchecked for t in u.missing} | {r for u in unchecked for r in u.unreadable})
         reasons.append(TopicReason(UNCHECKED_TOPIC, True, f"could not be read: {', '.join(missing)}"))
@@ -74,13 +75,24 @@ def topic_reasons(facts: Facts, unchecked: list[Unchecked]) -> list[TopicReason]
 def explain(avh, service, body: dict, now: dt.datetime) -> Explanation:
     """The explanation of one checked hook request; raises PrefetchFailed as a call would (412)."""
     prefetched = avh.prefetch.resolve(service.prefetch, body)
-    patient_id = body["context"]["patientId"]
-    facts = avh.engine.facts(prefetched, patient_id, now)
-    decisions, unchecked = pathway.decide_chart(facts)
+    facts, decisions, unchecked, outcomes = _decided(avh.engine, prefetched, body, now)
     cards = avh.engine.cards(decisions, unchecked, facts, "")
     return Explanation(patient=facts.patient_ref, service=service.id, at=now.isoformat(timespec="seconds"),
-                       facts=pathway.fact_lines(facts), topics=topic_reasons(facts, unchecked),
+                       facts=pathway.fact_lines(facts), topics=topic_reasons(outcomes, unchecked),
                        cards=[c["source"]["topic"]["code"] for c in cards])
+
+
+def _decided(engine, prefetched, body: dict, now: dt.datetime):
+    """(facts, decisions, unchecked, every topic's outcome) as the hook's own service reaches them."""
+    if body["hook"] in ("order-select", "order-sign"):
+        facts, drafts = order_facts(engine, prefetched, body, now)
+        selections = selections_of(body)
+        return (facts, *orders.decide_orders(drafts, facts, selections),
+                orders.explain_orders(drafts, facts, selections))
+    facts = engine.facts(prefetched, body["context"]["patientId"], now)
+    if body["hook"] == "encounter-discharge":
+        return (facts, *orders.decide_discharge(facts), orders.explain_discharge(facts))
+    return (facts, *pathway.decide_chart(facts), pathway.explain(facts))
 
 
 def format_table(explanation: Explanation) -> str:
@@ -100,9 +112,6 @@ def format_table(explanation: Explanation) -> str:
 def explain_call(service_id: str):
     avh = current_app.extensions["avh"]
     service, body = hook_call(service_id)
-    if service.hook not in EXPLAINED_HOOKS:
-        raise ApiError(400, "not_explained", f"explain covers the patient-view service; {service.id} answers "
-                                             f"{service.hook} (order-time cards depend on the draft orders)")
     settings = avh.settings
     check_limits(body, settings.max_json_depth, settings.max_prefetch_resources)
     server = body.get("fhirServer")

@@ -5,36 +5,39 @@ import dataclasses
 import datetime as dt
 from typing import Any, Mapping
 
-from service.clinical.orders import decide_discharge, decide_orders, draft_refs, read_drafts, selection_refs
+from service.clinical.facts import Facts
+from service.clinical.orders import (DraftOrder, decide_discharge, decide_orders, draft_refs, read_drafts,
+                                     selection_refs)
 from service.api.answer import Answer
 from service.api.engine import Engine
 from service.fhir.prefetch import Prefetched
 
 
-def _evaluate_orders(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any], now: dt.datetime,
-                     source_url: str, selections: frozenset[str] | None) -> Answer:
+def order_facts(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any],
+                now: dt.datetime) -> tuple[Facts, tuple[DraftOrder, ...]]:
+    """The record's facts and the hook's draft orders. An EHR may already hold the drafts and return them in
+    prefetch: a draft is never "on record"."""
     context = request["context"]
     patient_id = context["patientId"]
     drafts_sent = context["draftOrders"]
-    # An EHR may already hold the drafts and return them in prefetch: a draft is never "on record".
     drafts = draft_refs(drafts_sent)
     on_record = dataclasses.replace(prefetched, resources=[
         r for r in prefetched.resources if f"{r.get('resourceType')}/{r.get('id')}" not in drafts])
-    facts = engine.facts(on_record, patient_id, now)
-    decisions, unchecked = decide_orders(read_drafts(drafts_sent, patient_id, engine.valuesets), facts, selections)
+    return engine.facts(on_record, patient_id, now), read_drafts(drafts_sent, patient_id, engine.valuesets)
+
+
+def selections_of(request: Mapping[str, Any]) -> frozenset[str] | None:
+    """order-select speaks only of the orders just selected (the rest of the draft set is context); order-sign
+    of every draft (None)."""
+    return selection_refs(request["context"]["selections"]) if request["hook"] == "order-select" else None
+
+
+def evaluate_orders(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any], now: dt.datetime,
+                    source_url: str) -> Answer:
+    """order-sign and order-select."""
+    facts, drafts = order_facts(engine, prefetched, request, now)
+    decisions, unchecked = decide_orders(drafts, facts, selections_of(request))
     return Answer.of(engine.cards(decisions, unchecked, facts, source_url))
-
-
-def evaluate_order_sign(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any],
-                        now: dt.datetime, source_url: str) -> Answer:
-    return _evaluate_orders(engine, prefetched, request, now, source_url, None)
-
-
-def evaluate_order_select(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any],
-                          now: dt.datetime, source_url: str) -> Answer:
-    """Speaks only about the orders just selected; the rest of the draft set is context."""
-    return _evaluate_orders(engine, prefetched, request, now, source_url,
-                            selection_refs(request["context"]["selections"]))
 
 
 def evaluate_encounter_discharge(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any],

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from service.api.engine import evaluate_patient_view
-from service.api.order_hooks import evaluate_encounter_discharge, evaluate_order_select, evaluate_order_sign
+from service.api.order_hooks import evaluate_encounter_discharge, evaluate_orders
 from service.api.registry import CdsService, Registry, prefetch_templates
 from service.clinical.valuesets import ValueSets
 
@@ -39,7 +39,7 @@ def build_registry(valuesets: ValueSets) -> Registry:
             description=f"As orders are selected, and only about the selected orders, {IN_SCOPE}, warns of: "
                         f"{ORDER_RULES} Silent for every other patient.",
             prefetch=templates,
-            evaluate=evaluate_order_select,
+            evaluate=evaluate_orders,
         ),
         CdsService(
             id="avh-order-sign",
@@ -48,7 +48,7 @@ def build_registry(valuesets: ValueSets) -> Registry:
             description=f"Before the orders are signed, checks the whole draft order set {IN_SCOPE} and warns of: "
                         f"{ORDER_RULES} Silent for every other patient.",
             prefetch=templates,
-            evaluate=evaluate_order_sign,
+            evaluate=evaluate_orders,
         ),
         CdsService(
             id="avh-encounter-discharge",

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS, Evidence, Facts,
                                     instant, names_dexamethasone, shift)
-from service.clinical.pathway import Decision, Unchecked, patient_flags, scope_unchecked
+from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, patient_flags, scope_unchecked,
+                                      topic_outcomes)
 from service.clinical.record import subject_id
 
 ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
@@ -23,9 +25,11 @@ ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolizat
 WITHDRAWN = frozenset({"revoked", "cancelled", "entered-in-error", "stopped", "completed"})
 PLANNED = frozenset({"active", "completed"})       # a signed order on record counts as planned
 UCUM = "http://unitsofmeasure.org"
-# UCUM codes (or the `unit` text) -> days; a UCUM month is the mean Julian month.
+# UCUM codes (or the `unit` text) -> days: a month is 30 days (pathway.md section 5), a year 365 (our convention).
 DAYS_PER_UNIT = {"d": 1.0, "day": 1.0, "days": 1.0, "wk": 7.0, "week": 7.0, "weeks": 7.0,
-                 "mo": 30.0, "month": 30.0, "months": 30.0}
+                 "mo": 30.0, "month": 30.0, "months": 30.0, "a": 365.0, "year": 365.0, "years": 365.0}
+# 0001-01-01 to 9999-12-31: a longer stated duration (a billion years) is read as this long, never overflows.
+CALENDAR_DAYS = (dt.date.max - dt.date.min).days + 1
 DAY = dt.timedelta(days=1)
 # Order topics whose reason is an absence on record: withheld when that data could not be read.
 RELIES_ON_ABSENCE = {
@@ -149,12 +153,18 @@ def selection_refs(selections: Iterable) -> frozenset[str]:
 def _quantity_days(quantity) -> float | None:
     q = _map(quantity)
     value = q.get("value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1e9 < value < 1e9:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        amount = float(value)
+    except OverflowError:           # an integer beyond floating point: longer than the calendar
+        amount = math.inf
+    if not amount >= 0:             # negative (or NaN): cannot be read
         return None
     units = ([q.get("code")] if q.get("system") in (None, UCUM) else []) + [q.get("unit")]
     factors = [DAYS_PER_UNIT.get(u.strip().lower()) for u in units if isinstance(u, str)]
     factor = next((f for f in factors if f is not None), None)
-    return value * factor if factor is not None else None
+    return min(amount * factor, CALENDAR_DAYS) if factor is not None else None
 
 
 def _moment(value) -> tuple[dt.datetime, bool] | None:
@@ -209,8 +219,15 @@ def course_days(resource: Mapping) -> float | None:
     """How long a medication order runs: earliest dosage start to latest dosage end, else the expected supply."""
     spans = _spans(resource)
     if spans:
-        return max(end for _, _, end in spans) - min(start for _, start, _ in spans)
+        return min(max(end for _, _, end in spans) - min(start for _, start, _ in spans), CALENDAR_DAYS)
     return _quantity_days(_map(resource.get("dispenseRequest")).get("expectedSupplyDuration"))
+
+
+def days_in_words(days: float) -> str:
+    """14, 2.5, 3652059; a course at the calendar's end (a stated billion years) is 'at least 3652059'."""
+    if days >= CALENDAR_DAYS:
+        return f"at least {CALENDAR_DAYS}"
+    return f"{days:.1f}".rstrip("0").rstrip(".")
 
 
 def _days_quantity(days: float) -> dict:
@@ -300,47 +317,119 @@ def _decide(topics: dict[str, tuple], facts: Facts, extra_flags: dict[str, str],
     return decisions, unchecked
 
 
+def in_order_checks(facts: Facts) -> bool:
+    """Section 5 speaks for patients in the pathway; section 1: while a competing cause is on record only the
+    differential card fires (on the chart), so no order-time or discharge check speaks either."""
+    return facts.in_pathway and not facts.competing
+
+
+# Order-time topics, in the order they are explained, and the flag each card file tests.
+ORDER_FLAGS = {"posterior-fixation": "draft_surgery", "embolization-deferred": "draft_embolization",
+               "steroid-duration": "draft_dexamethasone"}
+
+
+def _spoken(drafts: tuple[DraftOrder, ...], selections: frozenset[str] | None, concept: str) -> list[DraftOrder]:
+    return [d for d in drafts if concept in d.concepts and (selections is None or d.ref in selections)]
+
+
+def _none_drafted(what: str, selections: frozenset[str] | None) -> str:
+    return f"no {what} draft" + (" among the selected orders" if selections is not None else " to sign")
+
+
+def order_outcomes(drafts: tuple[DraftOrder, ...], facts: Facts,
+                   selections: frozenset[str] | None = None) -> list[tuple[str, Fire | str, dict]]:
+    """Each order-time topic (section 5) for a patient in the order checks: (topic, Fire or the reason it does
+    not fire, the card's variables). decide_orders and explain_orders both read these."""
+    base = (facts.hemangioma, facts.compression)
+    found: list[tuple[str, Fire | str, dict]] = []
+
+    surgery = _spoken(drafts, selections, "decompression-surgery")
+    fixation_draft = [d for d in drafts if "posterior-stabilization" in d.concepts]
+    if not surgery:
+        found.append(("posterior-fixation", _none_drafted("spine-surgery", selections), {}))
+    elif fixation_draft:
+        found.append(("posterior-fixation", "posterior instrumentation is in the draft set: " +
+                      _labels(fixation_draft), {}))
+    elif facts.posterior_fixation is not None:
+        found.append(("posterior-fixation", "posterior instrumentation in this episode: " +
+                      facts.posterior_fixation.describe(), {}))
+    else:
+        found.append(("posterior-fixation", Fire(base + tuple(d.evidence for d in surgery),
+                                                 f"spine surgery drafted without posterior instrumentation: {_labels(surgery)}"),
+                      {"draft_orders": _labels(surgery), "targets": {"add-fixation-to-draft": [d.resource for d in surgery]}}))
+
+    embolization = _spoken(drafts, selections, "embolization")
+    if not embolization:
+        found.append(("embolization-deferred", _none_drafted("embolization", selections), {}))
+    elif not facts.rapid_deterioration:
+        found.append(("embolization-deferred", "no rapid deterioration now" +
+                      (" (it lapsed)" if facts.deterioration_lapsed else ""), {}))
+    else:
+        found.append(("embolization-deferred", Fire(base + facts.rapid_evidence + tuple(d.evidence for d in embolization),
+                                                    f"embolization drafted while deteriorating rapidly: {_labels(embolization)}"),
+                      {"draft_orders": _labels(embolization),
+                       "targets": {"remove-embolization": [d.resource for d in embolization]}}))
+
+    found.append(("steroid-duration",) + _steroid_outcome(_spoken(drafts, selections, "dexamethasone"), facts, base,
+                                                          selections))
+    return found
+
+
+def _steroid_outcome(dexamethasone: list[DraftOrder], facts: Facts, base: tuple,
+                     selections: frozenset[str] | None) -> tuple[Fire | str, dict]:
+    if not dexamethasone:
+        return _none_drafted("dexamethasone", selections), {}
+    taken = (facts.dexamethasone_days or 0) if facts.dexamethasone else 0
+    durations = [(d, course_days(d.resource)) for d in dexamethasone]
+    if all(days is None for _, days in durations):
+        return f"the duration of {_labels(dexamethasone)} cannot be read", {}
+    long_courses = [(d, days) for d, days in durations if days is not None and taken + days > STEROID_COURSE_DAYS]
+    if not long_courses:
+        longest = max(days for _, days in durations if days is not None)
+        return (f"{days_in_words(taken)} course days taken + {days_in_words(longest)} drafted: within the "
+                f"{STEROID_COURSE_DAYS}-day course"), {}
+    long_courses = [(d, days) for d, days in long_courses if _high_or_unknown(d, facts)]
+    if not long_courses:
+        return f"over {STEROID_COURSE_DAYS} days, but at {MODERATE_DAILY_DOSE_MG:g} mg/day or less: not a high dose", {}
+    orders = [d for d, _ in long_courses]
+    counted = facts.dexamethasone.entries if facts.dexamethasone else ()
+    total = days_in_words(taken + max(days for _, days in long_courses))
+    return Fire(base + counted + tuple(d.evidence for d in orders), f"dexamethasone course of {total} days"), {
+        "draft_orders": _labels(orders),
+        "dex_days": total,
+        # what is left of the 13-day course; none left: no shortened order would pass this check
+        "actions": {"shorten-course": [{"type": "update", "description": f"Shorten {d.ref} to the "
+                                        f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course",
+                                        "resource": shortened(d.resource, left)}
+                                       for d in orders for left in [STEROID_COURSE_DAYS - taken] if left > 0]}}
+
+
 def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
     """order-sign (selections None: every draft) and order-select (only the selected drafts)."""
-    if not facts.in_pathway:
+    if not in_order_checks(facts):
         return [], scope_unchecked(facts)
-    spoken = [d for d in drafts if selections is None or d.ref in selections]
-    base = (facts.hemangioma, facts.compression)
-    topics: dict[str, tuple] = {}
-    variables: dict[str, dict] = {}
+    fired = [(topic, outcome, variables) for topic, outcome, variables in order_outcomes(drafts, facts, selections)
+             if isinstance(outcome, Fire)]
+    return _decide({t: o.evidence for t, o, _ in fired}, facts, ORDER_FLAGS, {t: v for t, _, v in fired})
 
-    surgery = [d for d in spoken if "decompression-surgery" in d.concepts]
-    fixation_drafted = any("posterior-stabilization" in d.concepts for d in drafts)
-    if surgery and not fixation_drafted and facts.posterior_fixation is None:
-        topics["posterior-fixation"] = base + tuple(d.evidence for d in surgery)
-        variables["posterior-fixation"] = {"draft_orders": _labels(surgery),
-                                           "targets": {"add-fixation-to-draft": [d.resource for d in surgery]}}
 
-    embolization = [d for d in spoken if "embolization" in d.concepts]
-    if embolization and facts.rapid_deterioration:
-        topics["embolization-deferred"] = base + facts.rapid_evidence + tuple(d.evidence for d in embolization)
-        variables["embolization-deferred"] = {"draft_orders": _labels(embolization),
-                                              "targets": {"remove-embolization": [d.resource for d in embolization]}}
+def _not_in_order_checks(facts: Facts) -> str:
+    if not facts.in_pathway:
+        return f"out of scope: {facts.scope_reason}"
+    return "a competing cause is on record: no order-time or discharge check speaks (" + \
+        "; ".join(e.describe() for e in facts.competing) + ")"
 
-    taken = (facts.dexamethasone_days or 0) if facts.dexamethasone else 0
-    long_courses = [(d, days) for d in spoken if "dexamethasone" in d.concepts
-                    for days in [course_days(d.resource)] if days is not None and taken + days > STEROID_COURSE_DAYS
-                    and _high_or_unknown(d, facts)]
-    if long_courses:
-        orders = [d for d, _ in long_courses]
-        counted = facts.dexamethasone.entries if facts.dexamethasone else ()
-        topics["steroid-duration"] = base + counted + tuple(d.evidence for d in orders)
-        variables["steroid-duration"] = {
-            "draft_orders": _labels(orders),
-            "dex_days": f"{round(taken + max(days for _, days in long_courses), 1):g}",
-            # what is left of the 13-day course; none left: no shortened order would pass this check
-            "actions": {"shorten-course": [{"type": "update", "description": f"Shorten {d.ref} to the "
-                                            f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course",
-                                            "resource": shortened(d.resource, left)}
-                                           for d in orders for left in [STEROID_COURSE_DAYS - taken] if left > 0]}}
-    flags = {"posterior-fixation": "draft_surgery", "embolization-deferred": "draft_embolization",
-             "steroid-duration": "draft_dexamethasone"}
-    return _decide(topics, facts, flags, variables)
+
+def _explained(found: list[tuple[str, Fire | str]], facts: Facts) -> list[TopicOutcome]:
+    return topic_outcomes(found, {topic: _withheld(topic, facts) for topic, _ in found})
+
+
+def explain_orders(drafts: tuple[DraftOrder, ...], facts: Facts,
+                   selections: frozenset[str] | None = None) -> list[TopicOutcome]:
+    """Every order-time topic: fired or not, and the one reason why (the same rules as decide_orders)."""
+    if not in_order_checks(facts):
+        return [TopicOutcome(t, False, _not_in_order_checks(facts)) for t in ORDER_FLAGS]
+    return _explained([(t, o) for t, o, _ in order_outcomes(drafts, facts, selections)], facts)
 
 
 def _high_or_unknown(draft: DraftOrder, facts: Facts) -> bool:
@@ -350,13 +439,33 @@ def _high_or_unknown(draft: DraftOrder, facts: Facts) -> bool:
     return dose is None or dose > MODERATE_DAILY_DOSE_MG or (facts.dexamethasone is not None and facts.high_or_unknown_dose)
 
 
+def discharge_outcome(facts: Facts) -> Fire | str:
+    """encounter-discharge (section 5) for a patient in the order checks: an operated patient going home with no
+    radiotherapy given or planned."""
+    if not facts.post_operative:
+        return "not operated in this episode"
+    if facts.radiotherapy is not None:
+        return f"radiotherapy since the operation: {facts.radiotherapy.describe()}"
+    return Fire((facts.hemangioma, facts.compression, facts.surgery),
+                f"operated ({facts.surgery.describe()}), no radiotherapy since")
+
+
 def decide_discharge(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
     """encounter-discharge: an operated patient going home with no radiotherapy given or planned."""
-    if "Procedure" in facts.unavailable and facts.in_pathway:
-        return [], [Unchecked("adjuvant-radiotherapy", ("Procedure",))]
-    if not facts.in_pathway:
+    if not in_order_checks(facts):
         return [], scope_unchecked(facts)
-    if not (facts.post_operative and facts.radiotherapy is None):
+    if "Procedure" in facts.unavailable:
+        return [], [Unchecked("adjuvant-radiotherapy", ("Procedure",))]
+    outcome = discharge_outcome(facts)
+    if not isinstance(outcome, Fire):
         return [], []
-    topics = {"adjuvant-radiotherapy": (facts.hemangioma, facts.compression, facts.surgery)}
-    return _decide(topics, facts, {"adjuvant-radiotherapy": "discharge"}, {})
+    return _decide({"adjuvant-radiotherapy": outcome.evidence}, facts, {"adjuvant-radiotherapy": "discharge"}, {})
+
+
+def explain_discharge(facts: Facts) -> list[TopicOutcome]:
+    """The discharge topic: fired or not, and the one reason why (the same rule as decide_discharge)."""
+    if not in_order_checks(facts):
+        return [TopicOutcome("adjuvant-radiotherapy", False, _not_in_order_checks(facts))]
+    if "Procedure" in facts.unavailable:
+        return [TopicOutcome("adjuvant-radiotherapy", False, "not decided: Procedure could not be read")]
+    return _explained([("adjuvant-radiotherapy", discharge_outcome(facts))], facts)

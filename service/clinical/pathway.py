@@ -187,7 +187,7 @@ def adjuvant_radiotherapy(f: Facts) -> Outcome:
     if f.pre_operative and f.recurrence:
         if f.radiotherapy is not None:
             return f"recurrence, radiotherapy on record: {_named(f.radiotherapy)}"
-        return Fire(_base(f) + (f.earlier_operation,) + f.rapid_evidence,
+        return Fire(_base(f) + (f.earlier_operation, f.undated_decompression) + f.rapid_evidence,
                     "recurrence with no radiotherapy since the earlier operation")
     return "not operated in this episode and not a recurrence"
 
@@ -306,16 +306,20 @@ def explain(facts: Facts) -> list[TopicOutcome]:
             reason += "; but a Condition that could change this could not be read (data-unavailable card)"
         return [TopicOutcome(t, False, reason) for t in TOPIC_ORDER]
     _, unchecked = decide_chart(facts)
-    withheld = {u.topic: u.missing for u in unchecked}
-    found = []
-    for topic, outcome in outcomes(facts):
-        if isinstance(outcome, Fire) and topic in withheld:
-            found.append(TopicOutcome(topic, False, f"not decided: {', '.join(withheld[topic])} could not be read"))
+    return topic_outcomes(outcomes(facts), {u.topic: u.missing for u in unchecked})
+
+
+def topic_outcomes(found: list[tuple[str, Outcome]], withheld: dict[str, tuple[str, ...]]) -> list[TopicOutcome]:
+    """Rule outcomes in words: fired (with its entries), not fired and why, or not decided for want of data."""
+    said = []
+    for topic, outcome in found:
+        if isinstance(outcome, Fire) and withheld.get(topic):
+            said.append(TopicOutcome(topic, False, f"not decided: {', '.join(withheld[topic])} could not be read"))
         elif isinstance(outcome, Fire):
-            found.append(TopicOutcome(topic, True, outcome.reason, tuple(e for e in outcome.evidence if e)))
+            said.append(TopicOutcome(topic, True, outcome.reason, tuple(e for e in outcome.evidence if e)))
         else:
-            found.append(TopicOutcome(topic, False, outcome))
-    return found
+            said.append(TopicOutcome(topic, False, outcome))
+    return said
 
 
 def fact_lines(f: Facts) -> list[tuple[str, str]]:
