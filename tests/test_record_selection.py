@@ -1,5 +1,5 @@
 """Selection of relevant resources on decoded JSON, before any model validation."""
-from service.clinical.record import build_record
+from service.clinical.record import Validator, build_record
 
 
 def _condition(rid, system, code, subject="Patient/p1"):
@@ -35,6 +35,33 @@ def test_record_keeps_relevant_resources_of_this_patient_once(app):
                  "not a resource"]
     record = build_record(resources, selector, "p1")
     assert [c.id for c in record.of("Condition")] == ["c1"]
+
+
+def test_the_depth_limit_holds_for_every_resource_whatever_its_place_in_a_long_chart(app):
+    engine = app.extensions["avh"].engine
+    deep = {"a": {"a": {"a": {"a": {}}}}}
+    resources = [_condition(f"c{i}", "http://snomed.info/sct", "71286001") for i in range(200)]
+    for i in (0, 63, 64, 130, 199):                      # first and last of a walk, and further on
+        resources[i] = {**resources[i], "extension": [{"url": "http://x", "extension": [deep]}]}
+    record = build_record(resources, engine.selector, "p1", validate=Validator(max_depth=6))
+    assert sorted(lo.id for lo in record.left_out) == ["c0", "c130", "c199", "c63", "c64"]
+    assert all("nests 9 levels deep; at most 6 are read" in lo.reason for lo in record.left_out)
+    assert len(record.of("Condition")) == 195
+
+
+def test_the_record_selects_unless_told_the_resources_are_selected(app):
+    selector = app.extensions["avh"].engine.selector
+    resources = [_condition("c1", "http://snomed.info/sct", "71286001"), _condition("c3", "http://snomed.info/sct", "44054006")]
+    assert [c.id for c in build_record(resources, selector, "p1").of("Condition")] == ["c1"]
+    assert [c.id for c in build_record(resources, selector, "p1", selected=True).of("Condition")] == ["c1", "c3"]
+
+
+def test_the_usual_subject_reference_and_the_parsed_one_agree(app):
+    selector = app.extensions["avh"].engine.selector
+    for patient, subject, kept in (("p1", "Patient/p1", True), ("p1", "Patient/p1/", True), ("p1", "Patient/p2", False),
+                                   ("", "Patient/", False), ("a/b", "Patient/a/b", False), ("p1", "patient/p1", False)):
+        resource = _condition("c1", "http://snomed.info/sct", "71286001", subject=subject)
+        assert bool(build_record([resource], selector, patient).of("Condition")) is kept, (patient, subject)
 
 
 def test_codings_of_dicts_and_models_skip_incomplete_and_malformed_entries():

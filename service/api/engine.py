@@ -84,7 +84,7 @@ class Engine:
         if seen is None:
             with collector_paused():   # what is read all lives until the call ends (service/gcpause.py)
                 record = build_record(prefetched.resources, self.selector, patient_id, prefetched.unavailable,
-                                      self.validate)
+                                      self.validate, selected=prefetched.selected_by == self.selector.wanted)
                 seen = SeenChart(chart_facts(record, self.valuesets))
             if key:
                 self.charts.put(key, seen, SEEN_CHART_BYTES)

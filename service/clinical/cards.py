@@ -13,7 +13,7 @@ import orjson
 
 from service.clinical.facts import Evidence, Facts
 from service.clinical.pathway import READS, TOPIC_ORDER, Decision, Unchecked
-from service.uuids import new_uuid
+from service.uuids import new_uuid, new_uuids
 from service.clinical.valuesets import TOPIC_SYSTEM
 
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
@@ -58,8 +58,14 @@ class CardDefinition:
         return self.data["indicator"]
 
 
-def _applies(item: Mapping, flags: frozenset[str]) -> bool:
-    return all(f in flags for f in item.get("when", ())) and not any(f in flags for f in item.get("unless", ()))
+def _conditional(items: list[Mapping]) -> tuple[tuple[frozenset[str], frozenset[str], Mapping], ...]:
+    """Each item of a card part (summaries, paragraphs, suggestions) with its `when` and `unless` flags as sets."""
+    return tuple((frozenset(i.get("when", ())), frozenset(i.get("unless", ())), i) for i in items)
+
+
+def _applying(items: tuple[tuple[frozenset[str], frozenset[str], Mapping], ...], flags: frozenset[str]) -> list[Mapping]:
+    """The items whose `when` flags all hold and none of whose `unless` flags does."""
+    return [item for when, unless, item in items if when <= flags and unless.isdisjoint(flags)]
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,8 @@ class CardLibrary:
             for topic, d in definitions.items()}
         self._resources = {(topic, s["id"]): [Template.compile(r) for r in _resources_of(s)]
                            for topic, d in definitions.items() for s in d.data.get("suggestions", []) if _resources_of(s)}
+        self._parts = {topic: {part: _conditional(d.data.get(part, [])) for part in ("summary", "detail", "suggestions")}
+                       for topic, d in definitions.items()}
         self.topics = frozenset(definitions) | {UNCHECKED_TOPIC}       # every topic a card of this library can have
         # (topic, label) -> the suggestion's id in its card file: what the record of issued suggestions keeps.
         self.suggestion_ids = {(topic, s["label"]): s["id"]
@@ -284,17 +292,22 @@ class CardLibrary:
     def render(self, decision: Decision, facts: Facts, source_url: str, notes: list[str] | None = None,
                patient_variables: Mapping[str, Any] | None = None) -> dict:
         """`patient_variables`: template_variables(facts), when the caller renders several cards of one patient."""
-        data = self.definitions[decision.topic].data
-        flags = decision.flags
+        data, parts = self.definitions[decision.topic].data, self._parts[decision.topic]
+        flags = frozenset(decision.flags)
         variables = {**(patient_variables or template_variables(facts)), **decision.variables}
-        summary = next(s["text"] for s in data["summary"] if _applies(s, flags)).format_map(variables)
-        paragraphs = [p["text"].format_map(variables) for p in data["detail"] if _applies(p, flags)]
+        summary = _applying(parts["summary"], flags)[0]["text"].format_map(variables)
+        paragraphs = [p["text"].format_map(variables) for p in _applying(parts["detail"], flags)]
         why = dict.fromkeys(e.describe() for e in decision.evidence)   # each entry once, in order
         paragraphs.append("**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why))
         paragraphs += notes or []
         paragraphs.append(self._sources[decision.topic])
+        suggestions = [self._suggestion(s, variables, decision) for s in _applying(parts["suggestions"], flags)]
+        suggestions = [s for s in suggestions if s is not None]
+        uuids = new_uuids(1 + len(suggestions))        # one read of the random bytes for the card and its suggestions
+        for suggestion, uuid in zip(suggestions, uuids[1:]):
+            suggestion["uuid"] = uuid
         card = {
-            "uuid": new_uuid(),
+            "uuid": uuids[0],
             "summary": summary[:139],
             "indicator": data["indicator"],
             "detail": "\n\n".join(paragraphs),
@@ -302,8 +315,6 @@ class CardLibrary:
                        "topic": {"system": TOPIC_SYSTEM, "code": decision.topic, "display": data["title"]}},
             "overrideReasons": self._override_reasons.fill({}),
         }
-        suggestions = [self._suggestion(s, variables, decision) for s in data.get("suggestions", []) if _applies(s, flags)]
-        suggestions = [s for s in suggestions if s is not None]
         if suggestions:
             card["suggestions"] = suggestions
             card["selectionBehavior"] = data["selectionBehavior"]
@@ -313,7 +324,7 @@ class CardLibrary:
         return card
 
     def _suggestion(self, template: Mapping, variables: Mapping, decision: Decision) -> dict | None:
-        """A suggestion's actions: supplied by the decision, or built from the template.
+        """A suggestion's actions: supplied by the decision, or built from the template; its uuid is the caller's.
 
         `create` fills the template's resource; `update` merges it into each draft order the decision
         names as the suggestion's targets; `delete` removes each target. No action, no suggestion.
@@ -325,7 +336,7 @@ class CardLibrary:
                                decision.variables.get("targets", {}).get(template["id"], ()))
         if not actions:
             return None
-        suggestion = {"label": template["label"], "uuid": new_uuid(), "actions": actions}
+        suggestion = {"label": template["label"], "uuid": "", "actions": actions}
         if "isRecommended" in template:
             suggestion["isRecommended"] = template["isRecommended"]
         return suggestion

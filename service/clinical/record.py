@@ -263,53 +263,75 @@ class Validator:
         return _validate(resource, self.max_depth, shallow)
 
     def all_shallow(self, resources: list) -> bool:
-        """Whether none of `resources` nests deeper than max_depth: one walk for a chart's resources, instead of
+        """Whether none of `resources` nests deeper than max_depth: one walk for several resources, instead of
         one per resource (half the cost)."""
         return json_depth(resources) <= self.max_depth + 1
 
 
+# Resources whose depth is walked together: enough to keep the walk in C, few enough (~100 KB of objects) that
+# they are still in the CPU's caches when they are validated and read right after. One walk of a whole chart of
+# 16,000 readings visited its 11 MB a level at a time, a cache miss each time (92 -> ~40 ms, issue 18).
+DEPTH_CHUNK = 64
+
+
 def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
-                 unavailable: Iterable[str] = (), validate: Validator | None = None) -> PatientRecord:
-    """Keep this patient's relevant resources, each (type, id) once, validated."""
+                 unavailable: Iterable[str] = (), validate: Validator | None = None,
+                 selected: bool = False) -> PatientRecord:
+    """Keep this patient's relevant resources, each (type, id) once, validated.
+
+    `selected`: every resource is one `selector.wanted` keeps (prefetch selected them as it read them), so it is not
+    asked again."""
     seen: set[tuple[str, str]] = set()
     kept: dict[str, list] = {}
     left_out: list[LeftOut] = []
     patient = None
     check = Validator() if validate is None else validate
     resources = list(resources)
-    shallow = check.all_shallow(resources)
-    for res in resources:
-        if not isinstance(res, dict):
-            continue
-        rtype = res.get("resourceType")
-        rid = res.get("id")
-        if not isinstance(rtype, str):
-            continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
-        if rtype == "Patient":
-            if rid == patient_id and patient is None:
-                patient, reason = check(res, shallow)
-                if reason is not None:
-                    left_out.append(LeftOut("Patient", str(rid), ("patient",), reason))
-            continue
-        if not selector.wanted(res):
-            continue
-        key = (rtype, str(rid))
-        if rid is not None and key in seen:
-            continue
-        seen.add(key)
-        if rtype != "Medication" and subject_id(res) != patient_id:
-            log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
-            continue
-        model, reason = check(res, shallow)
-        if reason is None:
-            kept.setdefault(rtype, []).append(model)
-        else:
-            item = LeftOut(rtype, str(rid), selector.concepts_of(res), reason)
-            log.warning("left out invalid %.40s/%.64s: %.300s", rtype, item.id, item.reason)    # ids cut: caller-chosen
-            left_out.append(item)
+    # The usual subject reference, compared whole before it is parsed (an empty id, or one with a '/', is parsed).
+    own = "Patient/" + patient_id if patient_id and "/" not in patient_id else None
+    for start in range(0, len(resources), DEPTH_CHUNK):
+        chunk = resources[start:start + DEPTH_CHUNK]
+        shallow = check.all_shallow(chunk)
+        for res in chunk:
+            if not isinstance(res, dict):
+                continue
+            rtype = res.get("resourceType")
+            rid = res.get("id")
+            if not isinstance(rtype, str):
+                continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
+            if rtype == "Patient":
+                if rid == patient_id and patient is None:
+                    patient, reason = check(res, shallow)
+                    if reason is not None:
+                        left_out.append(LeftOut("Patient", str(rid), ("patient",), reason))
+                continue
+            if not selected and not selector.wanted(res):
+                continue
+            key = (rtype, str(rid))
+            if rid is not None and key in seen:
+                continue
+            seen.add(key)
+            if rtype != "Medication" and not _of_patient(res, own, patient_id):
+                log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
+                continue
+            model, reason = check(res, shallow)
+            if reason is None:
+                kept.setdefault(rtype, []).append(model)
+            else:
+                item = LeftOut(rtype, str(rid), selector.concepts_of(res), reason)
+                log.warning("left out invalid %.40s/%.64s: %.300s", rtype, item.id, item.reason)  # ids cut: caller-chosen
+                left_out.append(item)
     return PatientRecord(patient_id=patient_id, patient=patient,
                          resources={k: tuple(v) for k, v in kept.items()},
                          left_out=tuple(left_out), unavailable=frozenset(unavailable))
+
+
+def _of_patient(resource: dict, own: str | None, patient_id: str) -> bool:
+    """subject_id(resource) == patient_id, without parsing the usual reference ("Patient/<id>")."""
+    ref = resource.get("subject") or resource.get("patient")
+    if own is not None and type(ref) is dict and ref.get("reference") == own:
+        return True
+    return subject_id(resource) == patient_id
 
 
 def _reason(exc: Exception) -> str:

@@ -81,6 +81,7 @@ class Prefetched:
     unavailable: dict[str, str] = field(default_factory=dict)   # resource type -> why
     sources: dict[str, str] = field(default_factory=dict)       # key -> prefetch | fetched | null | unavailable
     read: int = 0                                               # resources sent or fetched, kept or not
+    selected_by: Callable[[dict], bool] | None = None           # what chose `resources` (None: all were kept)
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,7 @@ class PrefetchResolver:
         sent = request.get("prefetch") or {}
         context = request.get("context") or {}
         server = request.get("fhirServer")
-        result, failures, plans = Prefetched(), [], []
+        result, failures, plans = Prefetched(selected_by=self.wanted), [], []
         for key, template in templates.items():
             rtype, patient_scoped = _template_shape(template)
             patient_id = context.get("patientId") if patient_scoped else None
