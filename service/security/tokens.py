@@ -15,7 +15,7 @@ import requests
 
 from service.security.issuers import Issuer
 from service.security.keys import KeySet
-from service.security.replay import IssuedBeforeStart, ReplayCache
+from service.security.replay import Claim, IssuedBeforeStart, ReplayCache
 
 # Never accepted, whatever the configuration says: "none" and the symmetric (shared-secret) algorithms.
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
@@ -41,15 +41,27 @@ class TokenVerifier:
         self.keys = {iss: KeySet(issuer, session, jwks_refresh_seconds, jwks_cache_seconds)
                      for iss, issuer in issuers.items()}
 
-    def verify(self, authorization: str | None, audience: str) -> Caller:
+    def begin(self, authorization: str | None, audience: str) -> tuple[Caller, Claim]:
+        """Everything but the replay cache's answer: the token's signature and claims are checked and its jti is
+        sent to the replay cache. The caller is authenticated only once `confirm` has returned; the claim must be
+        confirmed on every path (it may hold a Redis connection)."""
         try:
-            return self._verify(authorization, audience)
+            return self._begin(authorization, audience)
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             # A header or claim of a type the checks in _verify do not foresee (a list where a string belongs,
             # ...): the token is malformed, and the caller gets a 401, never a 500.
             raise AuthFailed(f"malformed token ({type(exc).__name__})") from None
 
-    def _verify(self, authorization: str | None, audience: str) -> Caller:
+    @staticmethod
+    def confirm(claim: Claim) -> None:
+        """The replay cache's answer: AuthFailed when the jti was used before (or may have been)."""
+        try:
+            if not claim.first_use():
+                raise AuthFailed("jti replayed")
+        except IssuedBeforeStart:
+            raise AuthFailed("jti unknown: the token was issued before the replay cache last started") from None
+
+    def _begin(self, authorization: str | None, audience: str) -> tuple[Caller, Claim]:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthFailed("no bearer token")
@@ -90,12 +102,8 @@ class TokenVerifier:
         if issuer.tenants and tenant not in issuer.tenants:
             raise AuthFailed("tenant not allowed for this issuer")
         ttl = int(claims["exp"]) + self.clock_skew - int(time.time()) + 1
-        try:
-            if not self.replay.first_use(issuer.iss, claims["jti"], ttl, issued_at=claims["iat"]):
-                raise AuthFailed("jti replayed")
-        except IssuedBeforeStart:
-            raise AuthFailed("jti unknown: the token was issued before the replay cache last started") from None
-        return Caller(issuer=issuer, jti=claims["jti"], tenant=tenant)
+        claim = self.replay.claim(issuer.iss, claims["jti"], ttl, issued_at=claims["iat"])
+        return Caller(issuer=issuer, jti=claims["jti"], tenant=tenant), claim
 
 
 def _peek(token: str) -> tuple[dict, dict]:
