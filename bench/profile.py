@@ -103,7 +103,6 @@ def _top(step, calls: int, count: int) -> str:
 
 
 def profile_auth(calls: int, top: int) -> None:
-    import jwt
     from jwt.algorithms import ECAlgorithm
     from service.security import tokens
     from service.security.keys import KeySet
@@ -119,9 +118,9 @@ def profile_auth(calls: int, top: int) -> None:
     production_collector()
     verifier = app.extensions["avh_security"].verifier
     with Phases((verifier, "begin", "TokenVerifier.begin (incl. all below but the reply)"),
-                (tokens, "_peek", "unverified read of header and iss (_peek)"),
+                (tokens, "_parse", "strict parse of the token (tokens._parse)"),
                 (KeySet, "key", "key lookup (KeySet.key)"),
-                (jwt, "decode", "jwt.decode: strict parse, signature, claims (incl.)"),
+                (verifier, "_check_claims", "claims: iat, nbf, exp, aud, sub, jti"),
                 (ECAlgorithm, "verify", "ES384 signature check (ECAlgorithm.verify)"),
                 (verifier.replay, "claim", "replay cache: SET NX EX sent to Redis (claim)"),
                 (PendingRedisClaim, "first_use", "replay cache: its reply read, after the body checks")) as phases:

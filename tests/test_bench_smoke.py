@@ -136,8 +136,8 @@ def test_profiles_time_each_phase_inside_real_calls(capsys):
                   "replay cache: its reply read, after the body checks",
                   "validation of the relevant resources (fhir.resources)", "rendering the cards"):
         assert phases[phase] > 0, phase
-    # The signature check is part of jwt.decode, which is part of begin: nested phases are no larger.
-    assert phases["ES384 signature check (ECAlgorithm.verify)"] <= phases["jwt.decode: strict parse, signature, claims (incl.)"] \
+    # The signature check and the parse are part of begin: nested phases are no larger.
+    assert phases["ES384 signature check (ECAlgorithm.verify)"] + phases["strict parse of the token (tokens._parse)"] \
         <= phases["TokenVerifier.begin (incl. all below but the reply)"]
     assert "readings" in out and "cache off" in out
 
