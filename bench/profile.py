@@ -103,10 +103,10 @@ def _top(step, calls: int, count: int) -> str:
 
 
 def profile_auth(calls: int, top: int) -> None:
-    import jwt
     from jwt.algorithms import ECAlgorithm
     from service.security import tokens
     from service.security.keys import KeySet
+    from service.security.replay import PendingRedisClaim
     key, base = auth.new_key(), "http://127.0.0.1:9"
     app = make_app(auth="required", issuers_file=str(auth.issuer_file(key)), public_url=base, redis_url=DEFAULT_REDIS)
     app_off = make_app()
@@ -117,12 +117,13 @@ def profile_auth(calls: int, top: int) -> None:
         _call(app_off, body)
     production_collector()
     verifier = app.extensions["avh_security"].verifier
-    with Phases((verifier, "verify", "TokenVerifier.verify (incl. all below)"),
-                (tokens, "_peek", "unverified read of header and iss (_peek)"),
+    with Phases((verifier, "begin", "TokenVerifier.begin (incl. all below but the reply)"),
+                (tokens, "_parse", "strict parse of the token (tokens._parse)"),
                 (KeySet, "key", "key lookup (KeySet.key)"),
-                (jwt, "decode", "jwt.decode: strict parse, signature, claims (incl.)"),
+                (verifier, "_check_claims", "claims: iat, nbf, exp, aud, sub, jti"),
                 (ECAlgorithm, "verify", "ES384 signature check (ECAlgorithm.verify)"),
-                (verifier.replay, "first_use", "replay cache: Redis SET NX EX round trip")) as phases:
+                (verifier.replay, "claim", "replay cache: SET NX EX sent to Redis (claim)"),
+                (PendingRedisClaim, "first_use", "replay cache: its reply read, after the body checks")) as phases:
         off, on = [], []
         for _ in range(2):            # alternated, so both see the same machine
             off.append(_cpu_ms(lambda: _call(app_off, body), calls // 2))

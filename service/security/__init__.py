@@ -141,19 +141,27 @@ def _guard():
     if security.verifier is None:
         _remind_auth_off()
         g.caller = None
-    else:
+        if request.method == "POST":
+            _check_body(security, None)
+        return None
+    try:
+        g.caller, claim = security.verifier.begin(request.headers.get("Authorization"), security.audience())
         try:
-            g.caller = security.verifier.verify(request.headers.get("Authorization"), security.audience())
-        except AuthFailed as exc:
-            g.auth_failure = str(exc)
-            return _unauthorized(metrics.observe_auth_failure(g.auth_failure))
-        except ReplayStoreUnavailable as exc:
-            error = ApiError(503, "replay_cache_unavailable", "avh-cds cannot check token reuse right now; "
-                             "retry later", retryAfterSeconds=REPLAY_RETRY_AFTER_SECONDS)
-            error.headers = {"Retry-After": str(REPLAY_RETRY_AFTER_SECONDS)}
-            raise error from exc
-    if request.method == "POST":
-        _check_body(security)
+            if request.method == "POST":
+                _check_body(security, g.caller)        # while the replay cache answers
+        finally:
+            security.verifier.confirm(claim)            # a replayed jti: 401, whatever the body said
+    except AuthFailed as exc:
+        g.auth_failure = str(exc)
+        g.pop("caller", None)
+        g.pop("refused", None)
+        return _unauthorized(metrics.observe_auth_failure(g.auth_failure))
+    except ReplayStoreUnavailable as exc:
+        g.pop("caller", None)
+        error = ApiError(503, "replay_cache_unavailable", "avh-cds cannot check token reuse right now; "
+                         "retry later", retryAfterSeconds=REPLAY_RETRY_AFTER_SECONDS)
+        error.headers = {"Retry-After": str(REPLAY_RETRY_AFTER_SECONDS)}
+        raise error from exc
     return None
 
 
@@ -184,7 +192,9 @@ def _is_json(mimetype: str) -> bool:
     return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
-def _check_body(security: Security) -> None:
+def _check_body(security: Security, caller: Caller | None) -> None:
+    """Media type, limits and fhirServer of a POST, before any route code. With authentication on it runs
+    between the token's checks and the replay cache's answer, so a refusal here stands only if the token does."""
     if not _is_json(request.mimetype):
         raise ApiError(415, "unsupported_media_type", "the request body must be JSON sent as Content-Type: "
                        f"application/json, not {request.mimetype[:60] or 'no Content-Type'!r}")
@@ -199,7 +209,6 @@ def _check_body(security: Security) -> None:
         g.hook_instance = body["hookInstance"]
     server = body.get("fhirServer")
     if request.endpoint == "cds.invoke" and isinstance(server, str):
-        caller: Caller | None = g.caller
         policy = caller.issuer.fhir_servers if caller else security.development_fhir
         if not policy.allows(server):
             g.refused = "fhirServer not allowed"

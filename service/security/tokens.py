@@ -6,17 +6,20 @@ key is looked up, so a forged or foreign token never makes us fetch anything.
 from __future__ import annotations
 
 import base64
+import re
 import time
 from dataclasses import dataclass
 
-import jwt
 import orjson
 import requests
 
 from service.security.issuers import Issuer
 from service.security.keys import KeySet
-from service.security.replay import IssuedBeforeStart, ReplayCache
+from service.security.replay import Claim, IssuedBeforeStart, ReplayCache
 
+REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
+BASE64URL = re.compile("[A-Za-z0-9_-]*")     # fullmatch; ASCII ranges only
+MAX_TOKEN_CHARS = 16_384                      # a CDS client's token is under 2 KiB; headers are limited before this
 # Never accepted, whatever the configuration says: "none" and the symmetric (shared-secret) algorithms.
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
 
@@ -41,21 +44,32 @@ class TokenVerifier:
         self.keys = {iss: KeySet(issuer, session, jwks_refresh_seconds, jwks_cache_seconds)
                      for iss, issuer in issuers.items()}
 
-    def verify(self, authorization: str | None, audience: str) -> Caller:
+    def begin(self, authorization: str | None, audience: str) -> tuple[Caller, Claim]:
+        """Everything but the replay cache's answer: the token's signature and claims are checked and its jti is
+        sent to the replay cache. The caller is authenticated only once `confirm` has returned; the claim must be
+        confirmed on every path (it may hold a Redis connection)."""
         try:
-            return self._verify(authorization, audience)
+            return self._begin(authorization, audience)
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             # A header or claim of a type the checks in _verify do not foresee (a list where a string belongs,
             # ...): the token is malformed, and the caller gets a 401, never a 500.
             raise AuthFailed(f"malformed token ({type(exc).__name__})") from None
 
-    def _verify(self, authorization: str | None, audience: str) -> Caller:
+    @staticmethod
+    def confirm(claim: Claim) -> None:
+        """The replay cache's answer: AuthFailed when the jti was used before (or may have been)."""
+        try:
+            if not claim.first_use():
+                raise AuthFailed("jti replayed")
+        except IssuedBeforeStart:
+            raise AuthFailed("jti unknown: the token was issued before the replay cache last started") from None
+
+    def _begin(self, authorization: str | None, audience: str) -> tuple[Caller, Claim]:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthFailed("no bearer token")
-        token = token.strip()
         try:
-            header, unverified = _peek(token)
+            header, claims, signing_input, signature = _parse(token.strip())
         except ValueError as exc:
             raise AuthFailed(f"malformed token ({type(exc).__name__})") from None
         alg, kid = header.get("alg"), header.get("kid")
@@ -65,7 +79,9 @@ class TokenVerifier:
             raise AuthFailed(f"alg {str(alg)[:20]!r} not allowed")
         if not isinstance(kid, str) or not kid:
             raise AuthFailed("no kid in the token header")
-        issuer = self.issuers.get(unverified.get("iss")) if isinstance(unverified.get("iss"), str) else None
+        if "crit" in header or "b64" in header:
+            raise AuthFailed("malformed token (crit or b64 header: no JWS extension is accepted)")
+        issuer = self.issuers.get(claims.get("iss")) if isinstance(claims.get("iss"), str) else None
         if issuer is None:
             raise AuthFailed("iss not trusted")
         jku = header.get("jku")
@@ -74,40 +90,77 @@ class TokenVerifier:
         key = self.keys[issuer.iss].key(kid, alg)
         if key is None:
             raise AuthFailed(f"no key {kid[:64]!r} for alg {alg} from this issuer")
-        try:
-            claims = jwt.decode(token, key=key, algorithms=[alg], audience=audience, issuer=issuer.iss,
-                                leeway=self.clock_skew,
-                                options={"require": ["iss", "aud", "exp", "iat", "jti"], "verify_jti": True})
-        except jwt.PyJWTError as exc:
-            raise AuthFailed(f"{type(exc).__name__}: {str(exc)[:120]}") from None
+        if key.algorithm_name != alg or not key.Algorithm.verify(signing_input, key.key, signature):
+            raise AuthFailed("InvalidSignatureError: Signature verification failed")
+        self._check_claims(claims, audience)
         if int(claims["exp"]) - int(claims["iat"]) > self.max_lifetime:
             raise AuthFailed("token lifetime longer than allowed")
-        if not isinstance(claims["jti"], str) or not claims["jti"]:
-            raise AuthFailed("malformed token (jti is not a non-empty string)")
         tenant = claims.get("tenant")
         if tenant is not None and not isinstance(tenant, str):
             raise AuthFailed("malformed token (tenant is not a string)")
         if issuer.tenants and tenant not in issuer.tenants:
             raise AuthFailed("tenant not allowed for this issuer")
         ttl = int(claims["exp"]) + self.clock_skew - int(time.time()) + 1
-        try:
-            if not self.replay.first_use(issuer.iss, claims["jti"], ttl, issued_at=claims["iat"]):
-                raise AuthFailed("jti replayed")
-        except IssuedBeforeStart:
-            raise AuthFailed("jti unknown: the token was issued before the replay cache last started") from None
-        return Caller(issuer=issuer, jti=claims["jti"], tenant=tenant)
+        claim = self.replay.claim(issuer.iss, claims["jti"], ttl, issued_at=claims["iat"])
+        return Caller(issuer=issuer, jti=claims["jti"], tenant=tenant), claim
+
+    def _check_claims(self, claims: dict, audience: str) -> None:
+        """The registered claims, as PyJWT's jwt.decode checked them (require iss, aud, exp, iat, jti; verify
+        iat, nbf, exp with the clock skew as leeway, iss, aud, sub, jti), numbers stricter: JSON numbers only."""
+        for name in REQUIRED_CLAIMS:
+            if claims.get(name) is None:
+                raise AuthFailed(f"MissingRequiredClaimError: Token is missing the {name!r} claim")
+        now, leeway = time.time(), self.clock_skew
+        for name in ("iat", "nbf", "exp"):
+            if name in claims and (not isinstance(claims[name], (int, float)) or isinstance(claims[name], bool)):
+                raise AuthFailed(f"malformed token ({name} is not a number)")
+        if int(claims["iat"]) > now + leeway:
+            raise AuthFailed("ImmatureSignatureError: The token is not yet valid (iat)")
+        if "nbf" in claims and int(claims["nbf"]) > now + leeway:
+            raise AuthFailed("ImmatureSignatureError: The token is not yet valid (nbf)")
+        if int(claims["exp"]) <= now - leeway:
+            raise AuthFailed("ExpiredSignatureError: Signature has expired")
+        aud = claims["aud"]
+        audiences = [aud] if isinstance(aud, str) else aud
+        if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+            raise AuthFailed("InvalidAudienceError: Invalid claim format in token")
+        if audience not in audiences:
+            raise AuthFailed("InvalidAudienceError: Audience doesn't match")
+        if "sub" in claims and not isinstance(claims["sub"], str):
+            raise AuthFailed("malformed token (sub is not a string)")
+        if not isinstance(claims["jti"], str) or not claims["jti"]:
+            raise AuthFailed("malformed token (jti is not a non-empty string)")
 
 
-def _peek(token: str) -> tuple[dict, dict]:
-    """The header and claims of a token, unverified: they only choose the issuer and the key. jwt.decode then
-    parses the token once, strictly, and verifies all of it (a token read here otherwise than PyJWT reads it
-    fails there). PyJWT's own unverified parse checks every base64 character in Python: ~50 µs a call."""
-    header, payload, _ = token.split(".")
-    return _segment(header), _segment(payload)
+def _parse(token: str) -> tuple[dict, dict, bytes, bytes]:
+    """Header, claims, signing input and signature of a compact JWS, read as strictly as PyJWT reads one (three
+    segments; each base64url of the URL-safe alphabet only, at most two '=' and then a length that is a multiple
+    of 4, canonical: no stray bits; header and claims JSON objects) with orjson (stricter: no NaN, no integer
+    beyond 64 bits) and regular expressions instead of PyJWT's check of every character in Python: the parse
+    went from ~0.06 to ~0.01 ms of a call. Nothing is trusted before the signature is checked."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise ValueError("too long")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("not three segments")
+    header, claims = _json_object(parts[0]), _json_object(parts[1])
+    return header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), _base64url(parts[2])
 
 
-def _segment(segment: str) -> dict:
-    value = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+def _json_object(segment: str) -> dict:
+    value = orjson.loads(_base64url(segment))
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
+
+
+def _base64url(segment: str) -> bytes:
+    stripped = segment.rstrip("=")
+    padding = len(segment) - len(stripped)
+    if padding > 2 or (padding and len(segment) % 4) or len(stripped) % 4 == 1 or not BASE64URL.fullmatch(stripped):
+        raise ValueError("bad base64url")
+    data = stripped.encode("ascii")
+    decoded = base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != data:
+        raise ValueError("base64url not canonical")
+    return decoded
