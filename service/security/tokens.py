@@ -51,7 +51,7 @@ class TokenVerifier:
         try:
             return self._begin(authorization, audience)
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
-            # A header or claim of a type the checks in _verify do not foresee (a list where a string belongs,
+            # A header or claim of a type the checks in _begin do not foresee (a list where a string belongs,
             # ...): the token is malformed, and the caller gets a 401, never a 500.
             raise AuthFailed(f"malformed token ({type(exc).__name__})") from None
 
