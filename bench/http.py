@@ -75,6 +75,17 @@ def _post(port: int, body: bytes, conn: http.client.HTTPConnection | None = None
     return response.status
 
 
+def _get(port: int, path: str, timeout: float = 10) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
 @contextmanager
 def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[str] = (), env: dict | None = None,
              headers=None):
@@ -88,8 +99,13 @@ def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
+        ready = headers is None
         while True:
             try:
+                if not ready:
+                    # Tokens are signed only once the service has answered /readyz: a Redis the service meets for
+                    # the first time (a new machine) starts remembering then, and refuses tokens issued before.
+                    ready = _get(port, "/readyz", timeout=30) is not None
                 status = _post(port, body, headers=headers() if headers else None, timeout=30)
                 if not loadgen.listens(port, proc.pid):
                     raise PortTaken(f"127.0.0.1:{port} answers, but not as our gunicorn {app}")
