@@ -34,9 +34,27 @@ class Avh:
     store: FeedbackStore
     readiness: list = field(default_factory=list)   # health.Check probes run by GET /readyz
 
+    pathway_urls: dict = field(default_factory=dict)   # source_url by the request's scheme, host and root
+
     def source_url(self) -> str:
-        base = self.settings.public_url.rstrip("/") or request.host_url.rstrip("/")
-        return f"{base}/pathway"
+        """The page each card's Source links to: under AVH_CDS_PUBLIC_URL, else under the URL the call was sent to.
+        Remembered for up to PATHWAY_URLS hosts (werkzeug works the URL out anew for each request: ~2% of a call;
+        the Host header is the caller's, so what is remembered is bounded)."""
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/") + "/pathway"
+        environ = request.environ
+        key = tuple(environ.get(name) for name in URL_PARTS)
+        url = self.pathway_urls.get(key)
+        if url is None:
+            url = request.host_url.rstrip("/") + "/pathway"
+            if len(self.pathway_urls) < PATHWAY_URLS:
+                self.pathway_urls[key] = url
+        return url
+
+
+# What request.host_url is made of (werkzeug: scheme, Host header or server name and port, script root).
+URL_PARTS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME")
+PATHWAY_URLS = 64
 
 
 def _validators(registry: Registry) -> dict:
