@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from service.errors import ApiError
+from service.lazyjson import Entries
 from service.nesting import json_depth
 
 
@@ -32,7 +33,7 @@ def prefetch_resource_count(body: dict) -> int:
     for value in prefetch.values():
         if isinstance(value, dict):
             entries = value.get("entry") if value.get("resourceType") == "Bundle" else None
-            count += len(entries) if isinstance(entries, list) else 1
+            count += len(entries) if isinstance(entries, (list, Entries)) else 1
     return count
 
 
