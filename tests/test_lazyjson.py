@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import service.jsonbody
+import service.lazyjson
 from service import create_app
 from service.api.registry import prefetch_templates
 from service.clinical.record import Selector
@@ -26,6 +27,15 @@ VALUESETS = load_valuesets(PROJECT_ROOT / "cards" / "valuesets")
 SELECTOR = Selector(VALUESETS)
 TEMPLATES = prefetch_templates(VALUESETS)
 PATIENT, OTHER = "p1", "p2"
+SMALLEST = service.lazyjson.SMALLEST
+
+
+@pytest.fixture(autouse=True, scope="module")
+def every_body_lazily():
+    """Small bodies too (orjson decodes those below lazyjson.SMALLEST)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(service.lazyjson, "SMALLEST", 0)
+        yield
 
 
 class Obj(list):
@@ -393,6 +403,14 @@ def test_each_body_has_its_own_parser():
         == ["first"]
 
 
+def test_only_bodies_from_the_smallest_size_on_are_decoded_lazily(monkeypatch):
+    monkeypatch.setattr(service.lazyjson, "SMALLEST", SMALLEST)
+    entries = [Obj([("resource", condition(IRRELEVANT, rid=f"x{i}"))]) for i in range(SMALLEST // 100)]
+    assert len(chart_body(entries)) >= SMALLEST and has_entries(decode(chart_body(entries)))
+    assert len(chart_body(entries[:10])) < SMALLEST and not has_entries(decode(chart_body(entries[:10])))
+    assert decode(chart_body(entries[:10])) == orjson.loads(chart_body(entries[:10]))
+
+
 def test_kept_resources_are_plain_dicts_in_orjsons_key_order():
     raw = chart_body([Obj([("resource", condition(HEMANGIOMA) + [("id", "again"), ("meta", obj(("a", 1), ("a", 2.5)))])])])
     resources = kept(raw)
@@ -400,10 +418,13 @@ def test_kept_resources_are_plain_dicts_in_orjsons_key_order():
         [orjson.loads(raw)["prefetch"]["conditions"]["entry"][0]["resource"]])
 
 
-def test_many_kept_resources_are_read_whole_in_one_walk():
-    raw = chart_body([Obj([("resource", condition(HEMANGIOMA, rid=f"c{i}"))]) for i in range(300)]
-                     + [Obj([("resource", condition(IRRELEVANT, rid=f"x{i}"))]) for i in range(300)])
-    assert [r["id"] for r in kept(raw)] == [f"c{i}" for i in range(300)]
+@pytest.mark.parametrize("relevant, irrelevant", [(3, 300), (100, 300), (300, 100)])
+def test_kept_resources_are_read_whole_however_many(relevant, irrelevant):
+    """A few by their index, more in one walk of the entries, most of them by orjson."""
+    raw = chart_body([Obj([("resource", condition(IRRELEVANT, rid=f"x{i}"))]) for i in range(irrelevant // 2)]
+                     + [Obj([("resource", condition(HEMANGIOMA, rid=f"c{i}"))]) for i in range(relevant)]
+                     + [Obj([("resource", condition(IRRELEVANT, rid=f"y{i}"))]) for i in range(irrelevant // 2)])
+    assert [r["id"] for r in kept(raw)] == [f"c{i}" for i in range(relevant)]
     assert_reads_alike(raw)
 
 
