@@ -27,7 +27,7 @@ VALUESETS = load_valuesets(PROJECT_ROOT / "cards" / "valuesets")
 SELECTOR = Selector(VALUESETS)
 TEMPLATES = prefetch_templates(VALUESETS)
 PATIENT, OTHER = "p1", "p2"
-SMALLEST = service.lazyjson.SMALLEST
+SMALLEST, SAMPLE = service.lazyjson.SMALLEST, service.lazyjson.SAMPLE
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,7 +67,7 @@ def lazy(body):
     """A decoded body with every Entries read whole: what orjson gives, if the decoder is right."""
     if not bundles(body):
         return body
-    return {**body, "prefetch": {key: {k: v.read(None)[0] if isinstance(v, Entries) else v for k, v in value.items()}
+    return {**body, "prefetch": {key: {k: v.read(None, None)[0] if isinstance(v, Entries) else v for k, v in value.items()}
                                  if isinstance(value, dict) else value for key, value in body["prefetch"].items()}}
 
 
@@ -226,7 +226,15 @@ def without_reads(resource):
 
 
 def assert_reads_alike(raw: bytes):
-    """What prefetch, the limits and the resolver make of `raw`, decoded lazily and by orjson."""
+    """What prefetch, the limits and the resolver make of `raw`, decoded lazily and by orjson; lazily whether or
+    not a sample of the entries is mostly kept (SAMPLE 0: no sample, the entries are read by their keys)."""
+    for sample in (SAMPLE, 0):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(service.lazyjson, "SAMPLE", sample)
+            assert_read_alike(raw)
+
+
+def assert_read_alike(raw: bytes):
     try:
         eager = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -185,7 +185,7 @@ def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict],
     kept, read, included, other_patient = [], 0, 0, False
     sent = value.get("entry") or []
     if isinstance(sent, Entries):           # a Bundle the client sent, decoded as this reads it (service/lazyjson.py)
-        entries, whole = sent.read(READS | wanted.reads if hasattr(wanted, "reads") else None)
+        entries, whole = sent.read(READS | wanted.reads if hasattr(wanted, "reads") else None, wanted)
     elif isinstance(sent, list):
         entries, whole = sent, None
     else:
