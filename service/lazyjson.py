@@ -13,8 +13,10 @@ Where either could read the JSON differently from orjson, orjson decodes the bod
   deep), or one starting with a byte order mark (simdjson skips it, orjson refuses it);
 - a key given twice in the body, `prefetch` or a prefetch value (simdjson's `[key]` gives the first value,
   orjson the last; `as_dict` and msgspec keep the last, as orjson does);
-- entries msgspec does not decode into the shape read (an entry or a resource that is not an object).
-One simdjson parser per body: a parser's proxies point into its buffers, which a second parse would reuse.
+- entries msgspec does not decode (nested deeper than Python's recursion limit).
+orjson also decodes bodies under SMALLEST, and the entries when the selector keeps most of a sample of them:
+there the two passes would cost more than they save. One simdjson parser per body: a parser's proxies point
+into its buffers, which a second parse would reuse.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from service.clinical.record import Selector
 from service.clinical.valuesets import load_valuesets
 from service.config import PROJECT_ROOT, Settings
 from service.errors import ApiError
-from service.fhir.prefetch import PrefetchFailed, PrefetchResolver, next_link, read_resources
+from service.fhir.prefetch import READS, PrefetchFailed, PrefetchResolver, next_link, read_resources
 from service.lazyjson import Entries, decode
 from service.security.limits import check_limits
 from tests.fhir_records import named_in_pathway_chart, searchset
@@ -417,6 +417,18 @@ def test_only_bodies_from_the_smallest_size_on_are_decoded_lazily(monkeypatch):
     assert len(chart_body(entries)) >= SMALLEST and has_entries(decode(chart_body(entries)))
     assert len(chart_body(entries[:10])) < SMALLEST and not has_entries(decode(chart_body(entries[:10])))
     assert decode(chart_body(entries[:10])) == orjson.loads(chart_body(entries[:10]))
+
+
+def test_entries_mostly_kept_by_a_sample_are_read_from_orjson(monkeypatch):
+    monkeypatch.setattr(service.lazyjson, "SAMPLE", SAMPLE)
+    relevant = [Obj([("resource", condition(HEMANGIOMA, rid=f"c{i}"))]) for i in range(40)]
+    irrelevant = [Obj([("resource", condition(IRRELEVANT, rid=f"x{i}"))]) for i in range(40)]
+    for entries, by_keys in ((relevant + irrelevant[:5], False), (irrelevant + relevant[:5], True)):
+        raw = chart_body(entries)
+        _, resources_at = decode(raw)["prefetch"]["conditions"]["entry"].read(READS | SELECTOR.wanted.reads,
+                                                                               SELECTOR.wanted)
+        assert (resources_at is not None) == by_keys
+        assert_reads_alike(raw)
 
 
 def test_kept_resources_are_plain_dicts_in_orjsons_key_order():

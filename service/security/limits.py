@@ -11,7 +11,7 @@ def request_depth(body) -> int:
 
     Those are read only by resourceType, code and subject until one is selected; a selected resource is held to
     the same limit on its own, before validation (clinical/record.py), and left out as invalid FHIR when deeper.
-    The rest is never walked: orjson, which decoded it, refuses more than 1,024 levels.
+    The rest is never walked: the decoders (service/lazyjson.py) refuse more than 1,024 levels.
     """
     prefetch = body.get("prefetch") if isinstance(body, dict) else None
     if not isinstance(prefetch, dict):
