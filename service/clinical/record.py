@@ -125,6 +125,10 @@ class Selector:
                         return True
         return False
 
+    # The keys of a resource `wanted` reads: of a resource sent undecoded, prefetch decodes only these (and its
+    # own) unless it is kept (service/lazyjson.py).
+    wanted.reads = frozenset({"resourceType", "medicationReference"} | {path for path, _ in RELEVANT.values()})
+
 
 def _named_or_referenced(resource: dict, path: str) -> bool:
     """A medication given by reference, or whose text or a coding's display names dexamethasone."""
@@ -133,7 +137,9 @@ def _named_or_referenced(resource: dict, path: str) -> bool:
     concept = resource.get(path)
     if not isinstance(concept, dict):
         return False
-    names = [concept.get("text")] + [c.get("display") for c in concept.get("coding") or () if isinstance(c, dict)]
+    coding = concept.get("coding")
+    names = [concept.get("text")] + [c.get("display") for c in (coding if isinstance(coding, list) else ())
+                                     if isinstance(c, dict)]
     return any(isinstance(n, str) and MEDICATION_WORD in n.lower() for n in names)
 
 

@@ -38,6 +38,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import requests
 import urllib3
 
+from service.lazyjson import Entries
 from service.httpread import OutOfTime, TooLarge, Watch, WatchedAdapter, read_capped
 from service.ops import metrics
 from service.clinical.record import subject_id
@@ -132,7 +133,8 @@ def under_server(url: str, server: str) -> bool:
 
 
 def _is_error(outcome: dict) -> bool:
-    issues = [i for i in outcome.get("issue") or [] if isinstance(i, dict)]
+    issues = outcome.get("issue")
+    issues = [i for i in issues if isinstance(i, dict)] if isinstance(issues, list) else []   # 1 or true: no issue
     return not issues or any(i.get("severity") in {"error", "fatal"} for i in issues)
 
 
@@ -180,11 +182,15 @@ def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict],
             return Read([], 1, OTHER_PATIENT, 0)
         return Read(([dict(value)] if wanted is None or wanted(value) else []), 1, None, 0)
     own = "Patient/" + patient_id if patient_id else None
-    resources, read, included, other_patient = [], 0, 0, False
-    entries = value.get("entry") or []
-    if not isinstance(entries, list):
+    kept, read, included, other_patient = [], 0, 0, False
+    sent = value.get("entry") or []
+    if isinstance(sent, Entries):           # a Bundle the client sent, decoded as this reads it (service/lazyjson.py)
+        entries, whole = sent.read(READS | wanted.reads if hasattr(wanted, "reads") else None, wanted)
+    elif isinstance(sent, list):
+        entries, whole = sent, None
+    else:
         return Read([], 0, MALFORMED, 0)
-    for entry in entries:
+    for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
             return Read([], read, MALFORMED, 0)
         resource = entry.get("resource")
@@ -205,8 +211,15 @@ def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict],
             if not (isinstance(ref, dict) and ref.get("reference") == own):    # the usual case, without parsing
                 other_patient = not _about(resource, patient_id)
         if wanted is None or wanted(resource):
-            resources.append(resource)
-    return Read([], read, OTHER_PATIENT, 0) if other_patient else Read(resources, read, None, read - included)
+            kept.append(position)
+    if other_patient:
+        return Read([], read, OTHER_PATIENT, 0)
+    return Read(whole(kept) if whole else [entries[i]["resource"] for i in kept], read, None, read - included)
+
+
+# What read_resources and _about read of a resource: with what `wanted` reads (its `reads`), all that is decoded of
+# a resource the client sent until it is kept (service/lazyjson.py).
+READS = frozenset({"resourceType", "id", "subject", "patient", "issue"})
 
 
 def _about(resource: dict, patient_id: str) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from service.errors import ApiError
+from service.lazyjson import Entries
 from service.nesting import json_depth
 
 
@@ -10,7 +11,7 @@ def request_depth(body) -> int:
 
     Those are read only by resourceType, code and subject until one is selected; a selected resource is held to
     the same limit on its own, before validation (clinical/record.py), and left out as invalid FHIR when deeper.
-    The rest is never walked: orjson, which decoded it, refuses more than 1,024 levels.
+    The rest is never walked: the decoders (service/lazyjson.py) refuse more than 1,024 levels.
     """
     prefetch = body.get("prefetch") if isinstance(body, dict) else None
     if not isinstance(prefetch, dict):
@@ -32,7 +33,7 @@ def prefetch_resource_count(body: dict) -> int:
     for value in prefetch.values():
         if isinstance(value, dict):
             entries = value.get("entry") if value.get("resourceType") == "Bundle" else None
-            count += len(entries) if isinstance(entries, list) else 1
+            count += len(entries) if isinstance(entries, (list, Entries)) else 1
     return count
 
 
