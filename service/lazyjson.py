@@ -11,8 +11,10 @@ objects for every resource, more than half of a first-seen call's CPU. Here:
 Where either could read the JSON differently from orjson, orjson decodes the body, whole:
 - a body simdjson refuses (orjson refuses it too, or reads it: integers beyond 64 bits, objects nested 1,024
   deep), or one starting with a byte order mark (simdjson skips it, orjson refuses it);
+- a body larger than 32 MB (2 x 0xFFFFFF bytes): it may hold an array longer than simdjson counts (24 bits);
 - a key given twice in the body, `prefetch` or a prefetch value (simdjson's `[key]` gives the first value,
-  orjson the last; `as_dict` and msgspec keep the last, as orjson does);
+  orjson the last; `as_dict` and msgspec keep the last, as orjson does), or holding a NUL there (`[key]` stops at
+  it), or more than 64 keys there (a key is looked up from the object's start);
 - entries msgspec does not decode (nested deeper than Python's recursion limit).
 orjson also decodes bodies under SMALLEST, and the entries when the selector keeps most of a sample of them:
 there the two passes would cost more than they save. One simdjson parser per body: a parser's proxies point
@@ -28,6 +30,11 @@ import orjson
 import simdjson
 
 BYTE_ORDER_MARK = b"\xef\xbb\xbf"
+# simdjson's tape keeps 24 bits of an array's length: of a longer array, pysimdjson's len() and as_list() stop at
+# 0xFFFFFF elements (and as_list() corrupts the heap). Such an array needs a body of at least 2 bytes an element.
+LARGEST_READ = 2 * 0xFFFFFF
+# The keys of the body, of prefetch and of a prefetch Bundle read lazily: a request has about ten of each.
+MOST_KEYS = 64
 # A smaller body is decoded by orjson: as fast, below this (the fixed cost of the two passes, ~0.1 ms, is what
 # orjson spends on ~100 resources).
 SMALLEST = 128 * 1024
@@ -40,7 +47,7 @@ class Undecided(Exception):
 
 def decode(body: bytes) -> Any:
     """orjson.loads(body), but each prefetch Bundle's `entry` array is `Entries`. Raises what orjson raises."""
-    if len(body) < SMALLEST or body.startswith(BYTE_ORDER_MARK):
+    if len(body) < SMALLEST or len(body) > LARGEST_READ or body.startswith(BYTE_ORDER_MARK):
         return orjson.loads(body)
     try:
         document = simdjson.Parser().parse(body)
@@ -64,9 +71,11 @@ def plain(value: Any) -> Any:
 
 
 def _fields(value: Object) -> Iterable[tuple[str, Any]]:
-    """(key, value) of an object read key by key; Undecided when a key is given twice."""
+    """(key, value) of an object read key by key; Undecided when a key is given twice or holds a NUL (`[key]` stops at
+    the NUL: it gives the value of another key, or none), or when it has more than MOST_KEYS keys (`[key]` looks a
+    key up from the object's start: reading all of them costs the square of their number)."""
     keys = list(value.keys())
-    if len(set(keys)) != len(keys):
+    if len(keys) > MOST_KEYS or len(set(keys)) != len(keys) or any("\x00" in key for key in keys):
         raise Undecided
     return ((key, value[key]) for key in keys)
 
@@ -88,24 +97,37 @@ def _bundle(value: Any, key: str, source: _Source) -> Any:
 
 
 class _Source:
-    """The body; its prefetch entries as `_reader(keys)` decodes them (once for each `keys` asked); the body as
-    orjson decodes it, when asked."""
-    __slots__ = ("body", "arrays", "read_by", "decoded", "judged")
+    """The body; its prefetch values undecoded (msgspec.Raw: their bytes), a Bundle's entries decoded by `_reader(keys)`
+    only when that Bundle is read; the body as orjson decodes it, when asked."""
+    __slots__ = ("body", "arrays", "values", "decoded", "judged")
 
     def __init__(self, body: bytes):
-        self.body, self.arrays, self.read_by, self.decoded, self.judged = body, [], {}, None, {}
+        self.body, self.arrays, self.values, self.decoded, self.judged = body, [], None, None, {}
 
-    def entries(self, keys: frozenset[str]) -> dict | None:
-        """Prefetch key -> its entries decoded by `keys`; None when msgspec does not decode them (what it refuses:
-        values nested deeper than Python's recursion limit)."""
-        if keys not in self.read_by:
+    def _skipped(self) -> dict:
+        """The prefetch values, each the slice of the body it is (msgspec.Raw); {} when msgspec cannot skip them."""
+        if self.values is None:
             try:
-                prefetch = _reader(keys).decode(self.body)["prefetch"]
-                self.read_by[keys] = {key: value["entry"] for key, value in prefetch.items()
-                                      if type(value) is dict and type(value.get("entry")) is list}
+                self.values = _PREFETCH.decode(self.body)["prefetch"]
             except Exception:
-                self.read_by[keys] = None
-        return self.read_by[keys]
+                self.values = {}            # not skipped: no Bundle is (each would skip the whole body again)
+        return self.values
+
+    def entries(self, key: str, keys: frozenset[str]) -> list | None:
+        """The entries of prefetch value `key` decoded by `keys`; None when msgspec does not decode them (what it
+        refuses: values nested deeper than Python's recursion limit)."""
+        try:
+            return _reader(keys).decode(self._skipped()[key])["entry"]
+        except Exception:
+            return None
+
+    def whole_entries(self, key: str) -> list:
+        """The entries of prefetch value `key` as orjson decodes them: from that value's own slice of the body, not
+        the whole body (which may hold far more outside this Bundle: decoding it twice doubled a call's memory)."""
+        raw = self._skipped().get(key)
+        if raw is None:
+            return self.whole()["prefetch"][key]["entry"]
+        return orjson.loads(memoryview(raw))["entry"]
 
     def whole(self) -> dict:
         if self.decoded is None:
@@ -125,19 +147,19 @@ class _Source:
         return self.judged[wanted]
 
 
-# A JSON value that is not an object, decoded whole (only as an entry, a resource or a prefetch value that
-# cannot be read: never large but in an attack).
+# The prefetch values of a body, skipped (no Python object but a slice of the body each).
+_PREFETCH = msgspec.json.Decoder(TypedDict("Body", {"prefetch": dict[str, msgspec.Raw]}, total=False))
+# A JSON value that is not an object, decoded whole (only as an entry or a resource that cannot be read: never
+# large but in an attack).
 _NOT_OBJECT = Union[list[Any], str, int, float, bool, None]
 
 
 @functools.cache
 def _reader(keys: frozenset[str]) -> msgspec.json.Decoder:
-    """Decodes of a body its prefetch values' entries: of each, `resource` (only `keys`) and `search`."""
+    """Decodes of a Bundle its entries: of each, `resource` (only `keys`) and `search`."""
     resource = TypedDict("Resource", {key: Any for key in sorted(keys)}, total=False)
-    entries = list[Union[TypedDict("Entry", {"resource": Union[resource, _NOT_OBJECT], "search": Any}, total=False),
-                         _NOT_OBJECT]]
-    bundle = TypedDict("Bundle", {"entry": Union[entries, dict[str, Any], str, int, float, bool, None]}, total=False)
-    return msgspec.json.Decoder(TypedDict("Body", {"prefetch": dict[str, Union[bundle, _NOT_OBJECT]]}, total=False))
+    entry = TypedDict("Entry", {"resource": Union[resource, _NOT_OBJECT], "search": Any}, total=False)
+    return msgspec.json.Decoder(TypedDict("Bundle", {"entry": list[Union[entry, _NOT_OBJECT]]}, total=False))
 
 
 # Up to this many resources kept of one Bundle are found by their index (Entries._whole).
@@ -166,10 +188,10 @@ class Entries:
         msgspec did not decode them. With them, what gives the resources of the entries at some positions whole
         (None: they are whole)."""
         use = keys is not None and wanted is not None and not self.source.mostly_kept(wanted)
-        decoded = self.source.entries(keys) if use else None
+        decoded = self.source.entries(self.key, keys) if use else None
         if decoded is None:
-            return self.source.whole()["prefetch"][self.key]["entry"], None
-        return decoded[self.key], self._whole
+            return self.source.whole_entries(self.key), None
+        return decoded, self._whole
 
     def _whole(self, positions: list[int]) -> list[dict]:
         """The resources of the entries at `positions` (ascending), as orjson decodes them: a few from the DOM
@@ -177,7 +199,7 @@ class Entries:
         (simdjson's as_dict costs more than orjson once the objects made stay: it does not share the keys' strings).
         """
         if len(positions) * 2 > len(self.array):
-            entries = self.source.whole()["prefetch"][self.key]["entry"]
+            entries = self.source.whole_entries(self.key)
             return [entries[i]["resource"] for i in positions]
         if len(positions) <= FEW:
             return [self.array[i].as_dict()["resource"] for i in positions]
