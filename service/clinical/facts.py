@@ -9,6 +9,7 @@ Every derivation is linear in the record, or n log n where it sorts.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -533,10 +534,25 @@ def route_words(resource) -> str:
     return " ".join(words)
 
 
+def names_local_form(words: str) -> bool:
+    """Whether the words name a topical or local form (NOT_SYSTEMIC). The search costs ~10 µs a name, and the same
+    product names and routes come back chart after chart: a short one's answer is remembered (a pure function of
+    the words; at most REMEMBERED_WORDS of at most REMEMBERED_LENGTH characters)."""
+    return _local_form(words) if len(words) <= REMEMBERED_LENGTH else NOT_SYSTEMIC.search(words) is not None
+
+
+REMEMBERED_WORDS, REMEMBERED_LENGTH = 1024, 256
+
+
+@functools.lru_cache(maxsize=REMEMBERED_WORDS)
+def _local_form(words: str) -> bool:
+    return NOT_SYSTEMIC.search(words) is not None
+
+
 def names_dexamethasone(names: list[str], route: str, coded: bool) -> bool:
     """The words of a medication (its text and displays) and its route: systemic single-ingredient
     dexamethasone? `coded`: a coding is in the dexamethasone set (the words then only exclude)."""
-    if NOT_SYSTEMIC.search(route) or any(NOT_SYSTEMIC.search(n) for n in names):
+    if names_local_form(route) or any(names_local_form(n) for n in names):
         return False
     if coded:
         return True
@@ -888,10 +904,11 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
     if compression is None:
         return out_of_scope(common, "no spinal cord compression on record")
     compression_levels = levels_of(compression, vs)
-    hemangiomas = [c for c in conditions if is_vertebral_hemangioma(c, vs)]
+    hemangiomas = [(c, levels_of(c, vs)) for c in conditions if is_vertebral_hemangioma(c, vs)]   # with their levels
     if not hemangiomas:
         return out_of_scope(common, "no vertebral hemangioma on record")
-    lesion = [h for h in hemangiomas if same_lesion(levels_of(h, vs), compression_levels)]
+    lesion_levels = [(h, levels) for h, levels in hemangiomas if same_lesion(levels, compression_levels)]
+    lesion = [h for h, _ in lesion_levels]
     if not lesion:
         return out_of_scope(common, f"the hemangioma and the compression ({', '.join(sorted_levels(compression_levels))})"
                                     " lie more than one level apart")
@@ -914,7 +931,7 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
     speaking = min(lesion, key=lambda h: (not is_active(h), status_code(h.verificationStatus) in UNCONFIRMED_VERIFICATION,
                                           -((condition_start(h, born)[0] or EARLIEST) - EARLIEST).total_seconds(),
                                           h.id or ""))
-    every_level = set().union(*(levels_of(h, vs) for h in lesion)) | compression_levels
+    every_level = set().union(*(levels for _, levels in lesion_levels)) | compression_levels
     if operation is not None:
         radiotherapy = radiotherapy_since(record, vs, instant_of(operation), window, born)
     elif earlier is not None:
@@ -940,7 +957,7 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         compression_verification=status_code(compression.verificationStatus) or "confirmed",
         competing=competing,
         levels=sorted_levels(every_level),
-        multilevel_thoracic=multilevel_thoracic(set().union(*(levels_of(h, vs) for h in hemangiomas))),
+        multilevel_thoracic=multilevel_thoracic(set().union(*(levels for _, levels in hemangiomas))),
         surgery=operation,
         earlier_operation=earlier,
         undated_decompression=undated_decompression(found, vs),
