@@ -654,11 +654,12 @@ Readings = dict   # value-set name -> [(time, Observation)], oldest first
 def readings_by_concept(record: PatientRecord, vs: ValueSets) -> Readings:
     """Counting, dated observations by the value set of their code, oldest first (ties by id): one pass."""
     found: Readings = {name: [] for name in OBSERVATION_CONCEPTS}
+    concepts = [(name, vs[name]) for name in OBSERVATION_CONCEPTS]
     for o in record.of("Observation"):
         if o.status in OBSERVATION_EXCLUDED:
             continue
         codes = codings(o.code)
-        names = [name for name in OBSERVATION_CONCEPTS if not vs[name].isdisjoint(codes)]
+        names = [name for name, concept in concepts if not concept.isdisjoint(codes)]
         when = observation_date(o) if names else None
         for name in names if when else ():
             found[name].append((when, o))
