@@ -9,9 +9,10 @@ Every derivation is linear in the record, or n log n where it sorts.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterable
 
 from service.clinical.record import LeftOut, PatientRecord
@@ -85,6 +86,11 @@ def instant(value) -> dt.datetime | None:
             return instant(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
         except ValueError:
             return None
+    if PARTIAL_DATE.fullmatch(text):       # the forms a FHIR date has: read without strptime (~10 times its cost)
+        try:
+            return dt.datetime(int(text[:4]), int(text[5:7] or 1), int(text[8:] or 1), tzinfo=UTC)
+        except ValueError:
+            return None
     for fmt, size in (("%Y-%m-%d", 10), ("%Y-%m", 7), ("%Y", 4)):
         if len(text) == size:
             try:
@@ -92,6 +98,9 @@ def instant(value) -> dt.datetime | None:
             except ValueError:
                 return None
     return None
+
+
+PARTIAL_DATE = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?")   # ASCII digits; any other form: strptime
 
 
 def shift(moment: dt.datetime, delta: dt.timedelta) -> dt.datetime:
@@ -525,10 +534,25 @@ def route_words(resource) -> str:
     return " ".join(words)
 
 
+def names_local_form(words: str) -> bool:
+    """Whether the words name a topical or local form (NOT_SYSTEMIC). The search costs ~10 µs a name, and the same
+    product names and routes come back chart after chart: a short one's answer is remembered (a pure function of
+    the words; at most REMEMBERED_WORDS of at most REMEMBERED_LENGTH characters)."""
+    return _local_form(words) if len(words) <= REMEMBERED_LENGTH else NOT_SYSTEMIC.search(words) is not None
+
+
+REMEMBERED_WORDS, REMEMBERED_LENGTH = 1024, 256
+
+
+@functools.lru_cache(maxsize=REMEMBERED_WORDS)
+def _local_form(words: str) -> bool:
+    return NOT_SYSTEMIC.search(words) is not None
+
+
 def names_dexamethasone(names: list[str], route: str, coded: bool) -> bool:
     """The words of a medication (its text and displays) and its route: systemic single-ingredient
     dexamethasone? `coded`: a coding is in the dexamethasone set (the words then only exclude)."""
-    if NOT_SYSTEMIC.search(route) or any(NOT_SYSTEMIC.search(n) for n in names):
+    if names_local_form(route) or any(names_local_form(n) for n in names):
         return False
     if coded:
         return True
@@ -630,11 +654,12 @@ Readings = dict   # value-set name -> [(time, Observation)], oldest first
 def readings_by_concept(record: PatientRecord, vs: ValueSets) -> Readings:
     """Counting, dated observations by the value set of their code, oldest first (ties by id): one pass."""
     found: Readings = {name: [] for name in OBSERVATION_CONCEPTS}
+    concepts = [(name, vs[name]) for name in OBSERVATION_CONCEPTS]
     for o in record.of("Observation"):
         if o.status in OBSERVATION_EXCLUDED:
             continue
         codes = codings(o.code)
-        names = [name for name in OBSERVATION_CONCEPTS if not vs[name].isdisjoint(codes)]
+        names = [name for name, concept in concepts if not concept.isdisjoint(codes)]
         when = observation_date(o) if names else None
         for name in names if when else ():
             found[name].append((when, o))
@@ -880,10 +905,11 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
     if compression is None:
         return out_of_scope(common, "no spinal cord compression on record")
     compression_levels = levels_of(compression, vs)
-    hemangiomas = [c for c in conditions if is_vertebral_hemangioma(c, vs)]
+    hemangiomas = [(c, levels_of(c, vs)) for c in conditions if is_vertebral_hemangioma(c, vs)]   # with their levels
     if not hemangiomas:
         return out_of_scope(common, "no vertebral hemangioma on record")
-    lesion = [h for h in hemangiomas if same_lesion(levels_of(h, vs), compression_levels)]
+    lesion_levels = [(h, levels) for h, levels in hemangiomas if same_lesion(levels, compression_levels)]
+    lesion = [h for h, _ in lesion_levels]
     if not lesion:
         return out_of_scope(common, f"the hemangioma and the compression ({', '.join(sorted_levels(compression_levels))})"
                                     " lie more than one level apart")
@@ -906,7 +932,7 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
     speaking = min(lesion, key=lambda h: (not is_active(h), status_code(h.verificationStatus) in UNCONFIRMED_VERIFICATION,
                                           -((condition_start(h, born)[0] or EARLIEST) - EARLIEST).total_seconds(),
                                           h.id or ""))
-    every_level = set().union(*(levels_of(h, vs) for h in lesion)) | compression_levels
+    every_level = set().union(*(levels for _, levels in lesion_levels)) | compression_levels
     if operation is not None:
         radiotherapy = radiotherapy_since(record, vs, instant_of(operation), window, born)
     elif earlier is not None:
@@ -932,7 +958,7 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         compression_verification=status_code(compression.verificationStatus) or "confirmed",
         competing=competing,
         levels=sorted_levels(every_level),
-        multilevel_thoracic=multilevel_thoracic(set().union(*(levels_of(h, vs) for h in hemangiomas))),
+        multilevel_thoracic=multilevel_thoracic(set().union(*(levels for _, levels in hemangiomas))),
         surgery=operation,
         earlier_operation=earlier,
         undated_decompression=undated_decompression(found, vs),
@@ -980,12 +1006,26 @@ def facts_at(chart: ChartFacts, now: dt.datetime) -> Facts:
     today, rapid, lapsed, under_way, pregnant = moment(chart, now)
     f = chart.facts
     if not f.in_pathway:
-        return replace(f, today=today)
+        return with_moment(f, today=today)
     dex = f.dexamethasone
-    return replace(f, today=today, rapid_deterioration=bool(rapid), rapid_evidence=rapid,
+    return with_moment(f, today=today, rapid_deterioration=bool(rapid), rapid_evidence=rapid,
                    deterioration_lapsed=bool(lapsed), lapsed_evidence=lapsed, surgery_under_way=under_way,
                    dexamethasone_days=(today - dex.course_start).days if dex and dex.course_start else None,
                    age=age_on(chart.born, today), pregnancy=pregnant)
+
+
+def with_moment(f: Facts, **moment_facts) -> Facts:
+    """dataclasses.replace(f, **moment_facts) without its loop over Facts' 45 fields in Python (~10 times the cost;
+    facts_at runs at every call). Facts has no __post_init__ to run again."""
+    if not MOMENT_FIELDS.issuperset(moment_facts):
+        raise TypeError(f"not facts of the moment: {sorted(set(moment_facts) - MOMENT_FIELDS)}")
+    finished = object.__new__(Facts)
+    finished.__dict__.update(f.__dict__, **moment_facts)
+    return finished
+
+
+MOMENT_FIELDS = frozenset({"today", "rapid_deterioration", "rapid_evidence", "deterioration_lapsed", "lapsed_evidence",
+                           "surgery_under_way", "dexamethasone_days", "age", "pregnancy"})
 
 
 def derive_facts(record: PatientRecord, vs: ValueSets, now: dt.datetime) -> Facts:

@@ -16,14 +16,13 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import jsonschema_rs
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from service.clinical.elements import JsonElement
+from service.clinical.elements import SCHEMA, JsonElement
 from service.nesting import json_depth
 from service.clinical.valuesets import ValueSets, codings
 
@@ -207,7 +206,6 @@ def _read_part(resource: Mapping) -> tuple[dict | None, str | None]:
     return {k: v for k, v in resource.items() if k in kept}, None
 
 
-SCHEMA = Path(__file__).resolve().parent / "schema" / "fhir-r4-subset.json"
 
 
 @functools.cache

@@ -116,9 +116,13 @@ _CODINGS = "(codings)"
 
 def _json_codings(concept: dict) -> list[Code]:
     coding = concept.get("coding")
-    return [(c["system"], c["code"]) for c in (coding if isinstance(coding, list) else ())
-            if isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
-            and c["system"] and c["code"]]
+    found = []
+    for c in coding if isinstance(coding, list) else ():
+        if isinstance(c, dict):
+            system, code = c.get("system"), c.get("code")
+            if isinstance(system, str) and isinstance(code, str) and system and code:
+                found.append((system, code))
+    return found
 
 
 def in_set(concept, codes: frozenset[Code]) -> bool:
