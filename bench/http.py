@@ -66,24 +66,25 @@ def free_port(low: int, high: int) -> int:
     raise RuntimeError(f"no free port in {low}-{high}")
 
 
-def _post(port: int, body: bytes, conn: http.client.HTTPConnection | None = None, headers: dict | None = None,
-          timeout: float = 10) -> int:
+def _request(port: int, method: str, path: str, body: bytes | None = None,
+             conn: http.client.HTTPConnection | None = None, headers: dict | None = None, timeout: float = 10) -> int:
+    """One request's status; on a connection of its own (closed after) unless `conn` is given."""
+    own = conn is None
     conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    conn.request("POST", SERVICE_PATH, body, {"Content-Type": "application/json", **(headers or {})})
-    response = conn.getresponse()
-    response.read()
-    return response.status
-
-
-def _get(port: int, path: str, timeout: float = 10) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request(method, path, body, headers or {})
         response = conn.getresponse()
         response.read()
         return response.status
     finally:
-        conn.close()
+        if own:
+            conn.close()
+
+
+def _post(port: int, body: bytes, conn: http.client.HTTPConnection | None = None, headers: dict | None = None,
+          timeout: float = 10) -> int:
+    return _request(port, "POST", SERVICE_PATH, body, conn, {"Content-Type": "application/json", **(headers or {})},
+                    timeout)
 
 
 @contextmanager
@@ -103,9 +104,11 @@ def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[
         while True:
             try:
                 if not ready:
-                    # Tokens are signed only once the service has answered /readyz: a Redis the service meets for
-                    # the first time (a new machine) starts remembering then, and refuses tokens issued before.
-                    ready = _get(port, "/readyz", timeout=30) is not None
+                    # Tokens are signed only once a worker answers (any status: the benchmark's other apps have no
+                    # /readyz): a Redis the service meets for the first time (a new machine) starts remembering when
+                    # the first worker boots, and refuses tokens issued before. Until then the GET raises OSError.
+                    _request(port, "GET", "/readyz", timeout=30)
+                    ready = True
                 status = _post(port, body, headers=headers() if headers else None, timeout=30)
                 if not loadgen.listens(port, proc.pid):
                     raise PortTaken(f"127.0.0.1:{port} answers, but not as our gunicorn {app}")
