@@ -70,27 +70,16 @@ ENTRY_WORDS = {"Condition": "problem", "Procedure": "procedure", "ServiceRequest
 def instant(value) -> dt.datetime | None:
     """A FHIR date/dateTime (model value or ISO string, possibly partial) -> an aware UTC datetime.
     A partial date counts from its first day; a date alone is 00:00 UTC; year 1 and 9999 never overflow."""
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        try:
-            return moment.astimezone(UTC)
-        except OverflowError:
-            return EARLIEST if moment.year < 2 else LATEST
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=UTC)
-    text = str(value).strip()
+    if type(value) is not str:
+        return _instant_of_model(value)
+    text = value.strip()
     if len(text) > 10:
         try:
-            return instant(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+            return in_utc(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
         except ValueError:
             return None
     if PARTIAL_DATE.fullmatch(text):       # the forms a FHIR date has: read without strptime (~10 times its cost)
-        try:
-            return dt.datetime(int(text[:4]), int(text[5:7] or 1), int(text[8:] or 1), tzinfo=UTC)
-        except ValueError:
-            return None
+        return midnight_utc(int(text[:4]), int(text[5:7] or 1), int(text[8:] or 1))
     for fmt, size in (("%Y-%m-%d", 10), ("%Y-%m", 7), ("%Y", 4)):
         if len(text) == size:
             try:
@@ -98,6 +87,36 @@ def instant(value) -> dt.datetime | None:
             except ValueError:
                 return None
     return None
+
+
+def _instant_of_model(value) -> dt.datetime | None:
+    """instant() of what a model holds: a datetime, a date, None; anything else is read as its string."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return in_utc(value)
+    if isinstance(value, dt.date):
+        return midnight_utc(value.year, value.month, value.day)
+    return instant(str(value))
+
+
+def in_utc(moment: dt.datetime) -> dt.datetime:
+    """An aware datetime in UTC (a naive one is taken as UTC), held at the ends of the calendar."""
+    if not moment.tzinfo:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return EARLIEST if moment.year < 2 else LATEST
+
+
+def midnight_utc(year: int, month: int, day: int) -> dt.datetime | None:
+    """00:00 UTC of a day; None when the day does not exist. tzinfo is passed by position: as a keyword the
+    constructor costs ~3 times more (1.8 against 0.6 µs), and a chart reads dozens of dates."""
+    try:
+        return dt.datetime(year, month, day, 0, 0, 0, 0, UTC)
+    except ValueError:
+        return None
 
 
 PARTIAL_DATE = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?")   # ASCII digits; any other form: strptime
@@ -194,6 +213,11 @@ class Evidence:
     when: dt.date | None = None
 
     def describe(self) -> str:
+        return self.description
+
+    @functools.cached_property
+    def description(self) -> str:
+        """The line a card's "why" shows, worked out once per entry (the cards of a chart repeat its entries)."""
         kind = ENTRY_WORDS.get(self.ref.split("/")[0], "entry")
         date = self.when.isoformat() if self.when else "no date recorded"
         return f"{self.label} ({kind}, {date}; {self.ref})"
@@ -983,7 +1007,7 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
 
 
 def instant_of(ev: Evidence) -> dt.datetime | None:
-    return dt.datetime(ev.when.year, ev.when.month, ev.when.day, tzinfo=UTC) if ev and ev.when else None
+    return midnight_utc(ev.when.year, ev.when.month, ev.when.day) if ev and ev.when else None
 
 
 Moment = tuple   # (today, rapid evidence, lapsed evidence, surgery under way, pregnancy)
