@@ -44,6 +44,7 @@ ORDER_INTENTS = frozenset({"order", "original-order", "reflex-order", "filler-or
 ORDERED = frozenset({"active", "on-hold", "completed"})
 MEDICATION_ONGOING = frozenset({"active", "on-hold"})
 MEDICATION_GIVEN = frozenset({"completed", "stopped"})
+MEDICATION_COUNTED = MEDICATION_ONGOING | MEDICATION_GIVEN
 ADMINISTRATION_GIVEN = frozenset({"completed", "in-progress"})
 OBSERVATION_EXCLUDED = frozenset({"entered-in-error", "cancelled"})
 RADIOTHERAPY_GIVEN = frozenset({"completed", "in-progress"})
@@ -386,13 +387,15 @@ def is_vertebral_hemangioma(c, vs: ValueSets) -> bool:
 
 
 def levels_of(c, vs: ValueSets) -> set[str]:
-    """Vertebral levels a Condition names: coded bodySites, then the words of its sites and code."""
+    """Vertebral levels a Condition names: coded bodySites, then the words of its sites and code (searched at once,
+    a line each: a level never runs from one line into the next)."""
     found = set()
+    words = []
     for site in c.bodySite or []:
-        found |= {vs.levels[code] for code in codings(site) if code in vs.levels}
-        found |= {m.group(0).upper() for m in LEVEL_PATTERN.finditer(label_of(site))}
-    for text in [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]:
-        found |= {m.group(0).upper() for m in LEVEL_PATTERN.finditer(text)}
+        found.update(vs.levels[code] for code in codings(site) if code in vs.levels)
+        words.append(label_of(site))
+    words += [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]
+    found.update(level.upper() for level in LEVEL_PATTERN.findall("\n".join(words)))
     return {lv for lv in found if lv in LEVELS}
 
 
@@ -638,7 +641,7 @@ def dexamethasone_course(record: PatientRecord, vs: ValueSets, window) -> Dexame
     for m in record.of("MedicationRequest"):
         if m.intent not in ORDER_INTENTS or m.doNotPerform is True:
             continue
-        if m.status not in MEDICATION_ONGOING | MEDICATION_GIVEN:
+        if m.status not in MEDICATION_COUNTED:
             continue
         when = medication_request_date(m)
         if in_window(when, window) and is_dexamethasone(m, medications, vs):
@@ -655,17 +658,19 @@ def dexamethasone_course(record: PatientRecord, vs: ValueSets, window) -> Dexame
     high = [d for d in known if d > MODERATE_DAILY_DOSE_MG]
     dose = max(high) if high else (max(known) if known and len(known) == len(doses) else None)
     dated = [when for when, _, _ in counted if when]
-    entries = tuple(evidence(r, medication_concept(r, medications), when, vs,
-                             f"{label_of(medication_concept(r, medications), vs)} ({_medication_state(r)})")
-                    for when, r, _ in counted)
+    entries = tuple(evidence(r, concept, when, vs, f"{label_of(concept, vs)} ({_medication_state(r)})")
+                    for when, r, _ in counted for concept in [medication_concept(r, medications)])
     return Dexamethasone(entries, any(ongoing for _, _, ongoing in counted), day_of(min(dated)) if dated else None, dose)
 
 
 def _medication_state(resource) -> str:
     if resource.get_resource_type() == "MedicationAdministration":
         return "given"
-    return {"active": "active order", "on-hold": "order on hold", "completed": "completed order",
-            "stopped": "stopped order"}.get(resource.status, resource.status)
+    return ORDER_STATES.get(resource.status, resource.status)
+
+
+ORDER_STATES = {"active": "active order", "on-hold": "order on hold", "completed": "completed order",
+                "stopped": "stopped order"}
 
 
 # --- observations: status, scores, deterioration --------------------------------------------------------
