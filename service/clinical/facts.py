@@ -797,21 +797,40 @@ def deterioration(readings: Readings, vs: ValueSets, conditions: list, window, b
         when, o = flags[-1]
         flag = (when, reading(o, "yes", when, vs))
 
-    walking_series = [(when, reading(o, WALKING_WORDS[v], when, vs), 0.0 if v == "non-ambulatory" else 1.0)
+    # Each reading as (observation, words, time): made Evidence only when a worsening names it (said_once).
+    walking_series = [(when, (o, WALKING_WORDS[v], when), 0.0 if v == "non-ambulatory" else 1.0)
                       for when, o in readings["ambulatory-status"]
                       for v in [walking_value(o)] if v]
-    motor_series = [(when, reading(o, f"{m:g} of 50", when, vs), m)
+    motor_series = [(when, (o, f"{m:g} of 50", when), m)
                     for when, o in readings["lower-extremity-motor-score"]
                     for m in [motor_score(o)] if m is not None]
+    said = said_once(vs)
     latest_pairs = []
     for series, worse in ((walking_series, lambda best, later: best > 0 and later == 0),
                           (motor_series, lambda best, later: best - later >= MOTOR_DROP)):
         pairs = worsenings(series, worse)
-        in_episode += [(when, pair) for when, pair in pairs if in_window(when, window)]
+        in_episode += [(when, said(pair)) for when, pair in pairs if in_window(when, window)]
         if pairs and series and pairs[-1][0] == series[-1][0] and pairs[-1][1][1] is series[-1][1]:
-            latest_pairs.append(pairs[-1])
+            latest_pairs.append((pairs[-1][0], said(pairs[-1][1])))
     first = min(in_episode, key=lambda item: (item[0], item[1][0].ref)) if in_episode else None
     return Deterioration(tuple(stated), flag, tuple(latest_pairs), first)
+
+
+def said_once(vs: ValueSets):
+    """A pair of readings, each (observation, words, time), as Evidence; a reading named by several pairs is made
+    into Evidence once. Only the readings a worsening names are: a chart may hold thousands, and few worsenings."""
+    made: dict[int, Evidence] = {}
+
+    def pair_evidence(pair: tuple) -> tuple[Evidence, ...]:
+        found = []
+        for item in pair:
+            ev = made.get(id(item))
+            if ev is None:
+                o, words, when = item
+                ev = made[id(item)] = reading(o, words, when, vs)
+            found.append(ev)
+        return tuple(found)
+    return pair_evidence
 
 
 ABATEMENT_FORMS = ("DateTime", "Age", "Period", "Range", "String")
