@@ -1,4 +1,6 @@
 """Card JSON templates compiled once, filled per card."""
+import pytest
+
 from service.clinical.cards import Template
 
 
@@ -27,4 +29,13 @@ def test_a_bare_string_template():
 def test_rendered_cards_do_not_share_override_reasons(app):
     library = app.extensions["avh"].engine.library
     assert library.links("surgical-decompression") is not library.links("surgical-decompression")
-    assert library._override_reasons.fill({}) == library.override_reasons
+    assert library._override_reasons.copy() == library.override_reasons
+    assert library._override_reasons.copy() is not library._override_reasons.copy()
+    assert library._override_reasons.copy()[0] is not library._override_reasons.copy()[0]
+
+
+def test_override_reasons_and_links_are_copied_per_card_so_must_be_flat():
+    from service.clinical.cards import CardDefinitionError, FlatList
+    assert FlatList(({"code": "a", "display": "A"},)).copy() == [{"code": "a", "display": "A"}]
+    with pytest.raises(CardDefinitionError):
+        FlatList(({"code": "a", "coding": [{"code": "b"}]},))

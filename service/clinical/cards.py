@@ -107,6 +107,25 @@ class Template:
         return tree
 
 
+@dataclass(frozen=True)
+class FlatList:
+    """A list of flat JSON objects every card carries (override reasons, links), copied per card: a new list of new
+    objects sharing their strings (immutable), ~2.5 times cheaper than decoding them again."""
+    items: tuple[Mapping[str, Any], ...]
+
+    def __post_init__(self):
+        if any(isinstance(value, (dict, list)) for item in self.items for value in item.values()):
+            raise CardDefinitionError("override reasons and links are flat objects: a nested one would be shared")
+
+    def copy(self) -> list[dict]:
+        return [dict(item) for item in self.items]
+
+
+def _formatted(text: str, variables: Mapping[str, Any]) -> str:
+    """text.format_map(variables), without copying a text that has no placeholder (most paragraphs)."""
+    return text.format_map(variables) if "{" in text or "}" in text else text
+
+
 def _placeholders(template: Any) -> set[str]:
     if isinstance(template, str):
         return {name for _, name, _, _ in string.Formatter().parse(template) if name}
@@ -232,8 +251,8 @@ class CardLibrary:
         self.references = references
         self.override_reasons = override_reasons
         # What every rendering of a topic shares, prepared once.
-        self._override_reasons = Template.compile(override_reasons)
-        self._links = {topic: Template.compile(self._link_list(topic)) for topic in definitions}
+        self._override_reasons = FlatList(tuple(override_reasons))
+        self._links = {topic: FlatList(tuple(self._link_list(topic))) for topic in definitions}
         self._sources = {topic: "**Sources**\n" + "\n".join(
             f"- [{c}] {references[c]['citation']}" for c in sorted(d.data["citations"], key=int))
             for topic, d in definitions.items()}
@@ -287,7 +306,7 @@ class CardLibrary:
         return [{"label": r["label"], "url": r["url"], "type": "absolute"} for r in refs if "url" in r]
 
     def links(self, topic: str) -> list[dict]:
-        return self._links[topic].fill({})
+        return self._links[topic].copy()
 
     def render(self, decision: Decision, facts: Facts, source_url: str, notes: list[str] | None = None,
                patient_variables: Mapping[str, Any] | None = None) -> dict:
@@ -295,8 +314,8 @@ class CardLibrary:
         data, parts = self.definitions[decision.topic].data, self._parts[decision.topic]
         flags = frozenset(decision.flags)
         variables = {**(patient_variables or template_variables(facts)), **decision.variables}
-        summary = _applying(parts["summary"], flags)[0]["text"].format_map(variables)
-        paragraphs = [p["text"].format_map(variables) for p in _applying(parts["detail"], flags)]
+        summary = _formatted(_applying(parts["summary"], flags)[0]["text"], variables)
+        paragraphs = [_formatted(p["text"], variables) for p in _applying(parts["detail"], flags)]
         why = dict.fromkeys(e.describe() for e in decision.evidence)   # each entry once, in order
         paragraphs.append("**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why))
         paragraphs += notes or []
@@ -313,7 +332,7 @@ class CardLibrary:
             "detail": "\n\n".join(paragraphs),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{decision.topic}",
                        "topic": {"system": TOPIC_SYSTEM, "code": decision.topic, "display": data["title"]}},
-            "overrideReasons": self._override_reasons.fill({}),
+            "overrideReasons": self._override_reasons.copy(),
         }
         if suggestions:
             card["suggestions"] = suggestions
@@ -375,7 +394,7 @@ class CardLibrary:
             "detail": "\n\n".join(paragraphs),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{UNCHECKED_TOPIC}",
                        "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": UNCHECKED_TITLE}},
-            "overrideReasons": self._override_reasons.fill({}),
+            "overrideReasons": self._override_reasons.copy(),
         }
 
 
