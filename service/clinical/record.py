@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
 
 import jsonschema_rs
-import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from service.clinical.elements import SCHEMA, JsonElement
+from service.clinical.elements import JsonElement, define_elements, read_definitions
 from service.nesting import json_depth
 from service.clinical.valuesets import ValueSets, codings
 
@@ -210,8 +209,10 @@ def _read_part(resource: Mapping) -> tuple[dict | None, str | None]:
 
 @functools.cache
 def schemas() -> dict[str, jsonschema_rs.Validator]:
-    """One compiled validator per resource type read (~0.1 s at start-up, once per process)."""
-    definitions = orjson.loads(SCHEMA.read_bytes())["definitions"]
+    """One compiled validator per resource type read (~0.1 s at start-up, once per process); the schema's element
+    names made attributes of JsonElement from the same reading of its file."""
+    definitions = read_definitions()
+    define_elements(definitions)
     return {rtype: jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/{rtype}", "definitions": definitions})
             for rtype in READ_ELEMENTS}
 
