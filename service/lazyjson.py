@@ -90,8 +90,6 @@ def _bundle(value: Any, key: str, source: _Source) -> Any:
     """A prefetch value: of a Bundle, the `entry` array stays undecoded; anything else is decoded."""
     if type(value) is not Object or "resourceType" not in value or value["resourceType"] != "Bundle" \
             or "entry" not in value or type(value["entry"]) is not Array:
-        if type(value) is Object and "entry" in value:
-            source.other_entries = True
         return plain(value)
     bundle = {name: Entries(item, key, source) if name == "entry" else plain(item) for name, item in _fields(value)}
     source.arrays.append(value["entry"])
@@ -101,12 +99,10 @@ def _bundle(value: Any, key: str, source: _Source) -> Any:
 class _Source:
     """The body; its prefetch values undecoded (msgspec.Raw: their bytes), a Bundle's entries decoded by `_reader(keys)`
     only when that Bundle is read; the body as orjson decodes it, when asked."""
-    __slots__ = ("body", "arrays", "values", "decoded", "judged", "lean", "other_entries")
+    __slots__ = ("body", "arrays", "values", "decoded", "judged")
 
     def __init__(self, body: bytes):
         self.body, self.arrays, self.values, self.decoded, self.judged = body, [], None, None, {}
-        self.lean: dict[frozenset[str], dict | None] = {}       # by keys: the prefetch values decoded by them
-        self.other_entries = False          # a prefetch value not read lazily has an `entry`: each Bundle on its own
 
     def _skipped(self) -> dict:
         """The prefetch values, each the slice of the body it is (msgspec.Raw); {} when msgspec cannot skip them."""
@@ -119,22 +115,8 @@ class _Source:
 
     def entries(self, key: str, keys: frozenset[str]) -> list | None:
         """The entries of prefetch value `key` decoded by `keys`; None when msgspec does not decode them (what it
-        refuses: values nested deeper than Python's recursion limit).
-
-        Every prefetch Bundle is decoded in one pass of the body, when the first is read (finding each value's slice
-        first had cost a pass of the body as long as decoding them); each from its own slice when another prefetch
-        value has an `entry` too (that pass would decode it: an attacker's array under a Patient) or the pass fails."""
-        if keys not in self.lean:
-            if self.other_entries:
-                self.lean[keys] = None
-            else:
-                try:
-                    self.lean[keys] = _reader(keys, whole_body=True).decode(self.body)["prefetch"]
-                except Exception:
-                    self.lean[keys] = None
+        refuses: values nested deeper than Python's recursion limit)."""
         try:
-            if self.lean[keys] is not None:
-                return self.lean[keys][key]["entry"]
             return _reader(keys).decode(self._skipped()[key])["entry"]
         except Exception:
             return None
@@ -173,15 +155,11 @@ _NOT_OBJECT = Union[list[Any], str, int, float, bool, None]
 
 
 @functools.cache
-def _reader(keys: frozenset[str], whole_body: bool = False) -> msgspec.json.Decoder:
-    """Decodes of a Bundle its entries: of each, `resource` (only `keys`) and `search`; with `whole_body`, of a body
-    its prefetch values so (any other value is skipped)."""
+def _reader(keys: frozenset[str]) -> msgspec.json.Decoder:
+    """Decodes of a Bundle its entries: of each, `resource` (only `keys`) and `search`."""
     resource = TypedDict("Resource", {key: Any for key in sorted(keys)}, total=False)
     entry = TypedDict("Entry", {"resource": Union[resource, _NOT_OBJECT], "search": Any}, total=False)
-    bundle = TypedDict("Bundle", {"entry": list[Union[entry, _NOT_OBJECT]]}, total=False)
-    if whole_body:
-        return msgspec.json.Decoder(TypedDict("Body", {"prefetch": dict[str, Union[bundle, _NOT_OBJECT]]}))
-    return msgspec.json.Decoder(bundle)
+    return msgspec.json.Decoder(TypedDict("Bundle", {"entry": list[Union[entry, _NOT_OBJECT]]}, total=False))
 
 
 # Up to this many resources kept of one Bundle are found by their index (Entries._whole).

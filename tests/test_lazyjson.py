@@ -547,29 +547,3 @@ def test_a_medication_whose_coding_is_not_a_list_is_read_by_its_text():
         raw = chart_body([Obj([("resource", medication)])])
         assert len(kept(raw)) == 1
         assert_reads_alike(raw)
-
-
-def _mostly_irrelevant_request(patient_value: dict) -> bytes:
-    def condition(i: int, code: tuple[str, str]) -> dict:
-        return {"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/{PATIENT}"},
-                "code": {"coding": [{"system": code[0], "code": code[1]}]}}
-    relevant, other = relevant_codes("Condition")[0], ("http://snomed.info/sct", "1")
-    conditions = searchset([condition(i, relevant if i % 10 == 0 else other) for i in range(30)])
-    observations = searchset([{**condition(i, other), "resourceType": "Observation"} for i in range(30)])
-    return orjson.dumps({"hook": "patient-view", "hookInstance": str(uuid.UUID(int=7)),
-                         "context": {"patientId": PATIENT}, "prefetch": {
-                             "patient": patient_value, "conditions": conditions, "observations": observations}})
-
-
-@pytest.mark.parametrize("patient_entry", [False, True])
-def test_the_bundles_are_decoded_in_one_pass_of_the_body_unless_another_value_has_entries(monkeypatch, patient_entry):
-    """Finding each Bundle's slice of the body first cost a pass of the body as long as decoding the entries; a
-    prefetch value that is no Bundle but has an `entry` (never decoded lazily) still sends each Bundle to its slice."""
-    patient = {"resourceType": "Patient", "id": PATIENT, **({"entry": [{}] * 50} if patient_entry else {})}
-    raw = _mostly_irrelevant_request(patient)
-    slices = []
-    skipped = service.lazyjson._Source._skipped
-    monkeypatch.setattr(service.lazyjson._Source, "_skipped", lambda source: slices.append(1) or skipped(source))
-    lazily = resolved(decode(raw))
-    assert bool(slices) is patient_entry
-    assert lazily == resolved(orjson.loads(raw)) and [r["id"] for r in lazily[1][1:]] == ["c0", "c10", "c20"]
