@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from service.clinical import record as record_module
-from service.clinical.elements import JsonElement
+from service.clinical.elements import SCHEMA, Element, JsonElement, read_definitions
 from service.clinical.facts import chart_facts, facts_at
 from service.clinical.pathway import decide_chart
 from service.clinical.record import Validator, _schema_accepts, build_record, by_models
@@ -202,4 +202,36 @@ def test_the_vendored_schema_is_what_the_script_writes_from_hl7s_file():
     install()
     script = runpy.run_path(str(Path(__file__).resolve().parent.parent / "scripts" / "fhir_schema_subset.py"))
     written = script["subset"](json.loads(script["SOURCE"].read_text()))
-    assert json.loads(record_module.SCHEMA.read_text()) == json.loads(json.dumps(written))
+    assert json.loads(SCHEMA.read_text()) == json.loads(json.dumps(written))
+
+
+# Run in a fresh interpreter: which files it opens while importing the clinical modules, then while building a
+# Validator (as the app factory does).
+_OPENS = """
+import sys
+opened = []
+sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
+import service.clinical.record, service.clinical.elements, service.clinical.facts
+at_import = opened.count(sys.argv[1])
+service.clinical.record.Validator()
+service.clinical.record.Validator()
+print(at_import, opened.count(sys.argv[1]) - at_import)
+"""
+
+
+def test_the_schema_file_is_read_once_when_the_validator_is_built_not_at_import():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", _OPENS, str(SCHEMA)], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.split() == ["0", "1"]
+
+
+def test_json_element_reads_every_element_the_schema_defines_as_an_attribute():
+    Validator()
+    names = {name for definition in read_definitions().values() for name in definition.get("properties", ())
+             if name.isidentifier() and not name.startswith("_")}
+    assert len(names) > 300
+    for name in names:
+        assert type(vars(JsonElement)[name]) is Element, name
+        assert getattr(JsonElement({name: [{"value": 1}]}), name)[0].value == 1, name

@@ -2,6 +2,7 @@
 kept, read counts, unusable verdicts, next links), the limits and the answer are those of orjson.loads."""
 from __future__ import annotations
 
+import gc
 import json
 import uuid
 
@@ -547,3 +548,21 @@ def test_a_medication_whose_coding_is_not_a_list_is_read_by_its_text():
         raw = chart_body([Obj([("resource", medication)])])
         assert len(kept(raw)) == 1
         assert_reads_alike(raw)
+
+
+def test_the_collector_waits_while_a_lazily_read_bundle_is_walked():
+    """A Bundle's entries as decoded for prefetch's walk (~7 objects an entry) are freed when the walk ends: the
+    cyclic collector, which had walked them several times a call at 10,000 resources, waits until then."""
+    other = ("http://snomed.info/sct", "1")
+    conditions = searchset([{"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/{PATIENT}"},
+                             "code": {"coding": [{"system": other[0], "code": other[1]}]}} for i in range(300)])
+    bundle_ = decode(orjson.dumps({"prefetch": {"conditions": conditions}}))["prefetch"]["conditions"]
+    collecting = []
+
+    def wanted(resource):
+        collecting.append(gc.isenabled())
+        return SELECTOR.wanted(resource)
+    wanted.reads = SELECTOR.wanted.reads
+    read = read_resources(bundle_, PATIENT, wanted)
+    assert read.read == 300 and read.resources == [] and gc.isenabled()
+    assert len(collecting) == 300 + SAMPLE and not any(collecting)

@@ -61,12 +61,16 @@ class Element:
         return value
 
 
-def _element_names() -> set[str]:
-    """Every element name of the resource types and datatypes the schema defines (`_name` extensions aside)."""
-    definitions = orjson.loads(SCHEMA.read_bytes())["definitions"]
-    return {name for d in definitions.values() if isinstance(d, dict) for name in d.get("properties", ())
-            if name.isidentifier() and not name.startswith("_") and not hasattr(JsonElement, name)}
+def read_definitions() -> dict:
+    """The schema's definitions (resource types and datatypes), read from its file: compiled by record.schemas, which
+    also hands them to define_elements. Called at start-up (the app factory's Validator), never at import."""
+    return orjson.loads(SCHEMA.read_bytes())["definitions"]
 
 
-for _name in _element_names():
-    setattr(JsonElement, _name, Element(_name))
+def define_elements(definitions: dict) -> None:
+    """Make every element name the definitions give (`_name` extensions aside) an Element of JsonElement. Reading
+    works without them (through __getattr__), only slower."""
+    for definition in definitions.values():
+        for name in definition.get("properties", ()) if isinstance(definition, dict) else ():
+            if name.isidentifier() and not name.startswith("_") and not hasattr(JsonElement, name):
+                setattr(JsonElement, name, Element(name))

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
 
 import jsonschema_rs
-import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from service.clinical.elements import SCHEMA, JsonElement
+from service.clinical.elements import JsonElement, define_elements, read_definitions
 from service.nesting import json_depth
 from service.clinical.valuesets import ValueSets, codings
 
@@ -89,6 +88,7 @@ class Selector:
         # Every code of every value set, without its system: most codings sent are of no value set, and a
         # string lookup turns them away before a (system, code) pair is built.
         self.code_values = frozenset(code for _, codes, _ in self.by_type.values() for _, code in codes)
+        self.codes_at = {rtype: (path, codes) for rtype, (path, codes, _) in self.by_type.items()}   # one lookup
 
     def concepts_of(self, resource: Mapping) -> tuple[str, ...]:
         path, _, names = self.by_type[resource["resourceType"]]
@@ -103,26 +103,22 @@ class Selector:
         decoded JSON, tested with isinstance(dict/list) (a typing.Mapping check costs ten times more).
         """
         rtype = resource.get("resourceType")
-        entry = self.by_type.get(rtype) if isinstance(rtype, str) else None
-        if entry is None:
+        read = self.codes_at.get(rtype) if isinstance(rtype, str) else None
+        if read is None:
             return rtype == "Patient"
-        if rtype in MEDICATION_TYPES and _named_or_referenced(resource, entry[0]):
-            return True
-        concept = resource.get(entry[0])
-        if not isinstance(concept, dict):
-            return False
-        coding = concept.get("coding")
-        if not isinstance(coding, list):
-            return False
-        codes, code_values = entry[1], self.code_values
-        for c in coding:
-            if isinstance(c, dict):
-                code = c.get("code")
-                if isinstance(code, str) and code in code_values:
-                    system = c.get("system")
-                    if isinstance(system, str) and (system, code) in codes:
-                        return True
-        return False
+        path, codes = read
+        concept = resource.get(path)
+        coding = concept.get("coding") if isinstance(concept, dict) else None
+        if isinstance(coding, list):
+            code_values = self.code_values
+            for c in coding:
+                if isinstance(c, dict):
+                    code = c.get("code")
+                    if isinstance(code, str) and code in code_values:
+                        system = c.get("system")
+                        if isinstance(system, str) and (system, code) in codes:
+                            return True
+        return rtype in MEDICATION_TYPES and _named_or_referenced(resource, path)
 
     # The keys of a resource `wanted` reads: of a resource sent undecoded, prefetch decodes only these (and its
     # own) unless it is kept (service/lazyjson.py).
@@ -210,8 +206,10 @@ def _read_part(resource: Mapping) -> tuple[dict | None, str | None]:
 
 @functools.cache
 def schemas() -> dict[str, jsonschema_rs.Validator]:
-    """One compiled validator per resource type read (~0.1 s at start-up, once per process)."""
-    definitions = orjson.loads(SCHEMA.read_bytes())["definitions"]
+    """One compiled validator per resource type read (~0.1 s at start-up, once per process); the schema's element
+    names made attributes of JsonElement from the same reading of its file."""
+    definitions = read_definitions()
+    define_elements(definitions)
     return {rtype: jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/{rtype}", "definitions": definitions})
             for rtype in READ_ELEMENTS}
 
