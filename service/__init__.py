@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask, Request
 
 from service.ops import health, metrics
 from service.config import Settings
@@ -36,17 +36,17 @@ class Avh:
 
     pathway_urls: dict = field(default_factory=dict)   # source_url by the request's scheme, host and root
 
-    def source_url(self) -> str:
-        """The page each card's Source links to: under AVH_CDS_PUBLIC_URL, else under the URL the call was sent to.
-        Remembered for up to PATHWAY_URLS hosts (werkzeug works the URL out anew for each request: ~2% of a call;
-        the Host header is the caller's, so what is remembered is bounded)."""
+    def source_url(self, req: Request) -> str:
+        """The page each card's Source links to: under AVH_CDS_PUBLIC_URL, else under the URL the call `req` was
+        sent to. Remembered for up to PATHWAY_URLS hosts (werkzeug works the URL out anew for each request: ~2% of a
+        call; the Host header is the caller's, so what is remembered is bounded)."""
         if self.settings.public_url:
             return self.settings.public_url.rstrip("/") + "/pathway"
-        environ = request.environ
-        key = tuple(environ.get(name) for name in URL_PARTS)
+        environ = req.environ
+        key = tuple(map(environ.get, URL_PARTS))
         url = self.pathway_urls.get(key)
         if url is None:
-            url = request.host_url.rstrip("/") + "/pathway"
+            url = req.host_url.rstrip("/") + "/pathway"
             if len(self.pathway_urls) < PATHWAY_URLS:
                 self.pathway_urls[key] = url
         return url
