@@ -167,7 +167,7 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _observe_request(response):
         service = _service_label(request._get_current_object())    # one lookup through the proxy, not two
-        started = g.get("metrics_started")
+        started = g._get_current_object().get("metrics_started")
         if service is not None and started is not None:
             _request_seconds_of(service, str(response.status_code)).observe(time.perf_counter() - started)
             if time.monotonic() - _caches_published >= CACHE_PUBLISH_SECONDS:
