@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask, Request
 
 from service.ops import health, metrics
 from service.config import Settings
@@ -36,22 +36,46 @@ class Avh:
 
     pathway_urls: dict = field(default_factory=dict)   # source_url by the request's scheme, host and root
 
-    def source_url(self) -> str:
-        """The page each card's Source links to: under AVH_CDS_PUBLIC_URL, else under the URL the call was sent to.
-        Remembered for up to PATHWAY_URLS hosts (werkzeug works the URL out anew for each request: ~2% of a call;
-        the Host header is the caller's, so what is remembered is bounded)."""
+    def source_url(self, req: Request) -> str:
+        """The page each card's Source links to: under AVH_CDS_PUBLIC_URL, else under the URL the call `req` was
+        sent to. Remembered for up to PATHWAY_URLS hosts (werkzeug works the URL out anew for each request: ~2% of a
+        call; the Host header is the caller's, so what is remembered is bounded)."""
         if self.settings.public_url:
             return self.settings.public_url.rstrip("/") + "/pathway"
-        environ = request.environ
-        key = tuple(environ.get(name) for name in URL_PARTS)
+        environ = req.environ
+        key = tuple(map(environ.get, URL_PARTS))
         url = self.pathway_urls.get(key)
         if url is None:
-            url = request.host_url.rstrip("/") + "/pathway"
+            url = req.host_url.rstrip("/") + "/pathway"
             if len(self.pathway_urls) < PATHWAY_URLS:
                 self.pathway_urls[key] = url
         return url
 
 
+class AvhFlask(Flask):
+    """Flask, with ensure_sync's answer remembered per function (the override Flask documents for it).
+
+    Flask asks `inspect` on every call whether each before- and after-request function and the view is a coroutine
+    function (seven times a hook call); the answer depends on the function alone. Up to SYNC_FUNCTIONS are
+    remembered (the app registers about twenty; after_this_request's per-call closures would be new each time)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sync_functions: dict = {}
+
+    def ensure_sync(self, func):
+        try:
+            return self._sync_functions[func]
+        except KeyError:
+            sync = super().ensure_sync(func)
+            if len(self._sync_functions) < SYNC_FUNCTIONS:
+                self._sync_functions[func] = sync
+            return sync
+        except TypeError:       # an unhashable callable: asked each time
+            return super().ensure_sync(func)
+
+
+SYNC_FUNCTIONS = 256
 # What request.host_url is made of (werkzeug: scheme, Host header or server name and port, script root).
 URL_PARTS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME")
 PATHWAY_URLS = 64
@@ -88,7 +112,7 @@ def _add_dependency_checks(app: Flask, settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
-    app = Flask(__name__, static_folder=None)      # no static files: every page is self-contained
+    app = AvhFlask(__name__, static_folder=None)      # no static files: every page is self-contained
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False

@@ -111,7 +111,7 @@ def format_table(explanation: Explanation) -> str:
 @bp.post("/cds-services/<service_id>/explain")
 def explain_call(service_id: str):
     avh = current_app.extensions["avh"]
-    service, body = hook_call(service_id)
+    service, body = hook_call(avh, service_id)
     settings = avh.settings
     check_limits(body, settings.max_json_depth, settings.max_prefetch_resources)
     server = body.get("fhirServer")

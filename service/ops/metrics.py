@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from functools import cache
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Request, Response, current_app, g, request
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 from prometheus_client import multiprocess
@@ -150,11 +150,11 @@ def observe_auth_failure(message: str) -> str:
     return reason
 
 
-def _service_label() -> str | None:
-    """The CDS service a request called, or None when it is not a service call."""
-    if request.endpoint not in {"cds.invoke"}:
+def _service_label(req: Request) -> str | None:
+    """The CDS service `req` called, or None when it is not a service call."""
+    if req.endpoint != "cds.invoke":
         return None
-    service_id = (request.view_args or {}).get("service_id", "")
+    service_id = (req.view_args or {}).get("service_id", "")
     return service_id if current_app.extensions["avh"].registry.get(service_id) else UNKNOWN_SERVICE
 
 
@@ -166,8 +166,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _observe_request(response):
-        service = _service_label()
-        started = g.get("metrics_started")
+        service = _service_label(request._get_current_object())    # one lookup through the proxy, not two
+        started = g._get_current_object().get("metrics_started")
         if service is not None and started is not None:
             _request_seconds_of(service, str(response.status_code)).observe(time.perf_counter() - started)
             if time.monotonic() - _caches_published >= CACHE_PUBLISH_SECONDS:

@@ -76,10 +76,11 @@ def claimed_issuer(authorization: str | None) -> str | None:
 
 def warn_refused(response: Response) -> Response:
     """After a CDS call refused by authentication (401) or by the fhirServer allowlist (403): the WARNING line."""
-    failure, refused = getattr(g, "auth_failure", None), getattr(g, "refused", None)
+    call = g._get_current_object()      # one lookup through the proxy; g.get, not getattr (which raises when absent)
+    failure, refused = call.get("auth_failure"), call.get("refused")
     if failure is None and refused is None:
         return response
-    caller = getattr(g, "caller", None)
+    caller = call.get("caller")
     iss = caller.issuer.iss if caller else claimed_issuer(request.headers.get("Authorization"))
     kind = auth_failure_reason(failure) if failure is not None else "fhir_server_not_allowed"
     if refusals.due(iss, kind):

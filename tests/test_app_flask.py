@@ -1,0 +1,45 @@
+"""The app's Flask subclass (service/__init__.py, AvhFlask): ensure_sync answers as Flask's, remembered per function."""
+import pytest
+from flask import Flask
+
+from service import SYNC_FUNCTIONS, AvhFlask
+
+
+def test_a_synchronous_function_is_itself_and_remembered(app):
+    def view():
+        return "ok"
+    assert isinstance(app, AvhFlask)
+    assert app.ensure_sync(view) is view is Flask.ensure_sync(app, view)
+    assert app._sync_functions[view] is view
+
+
+def test_a_coroutine_function_is_still_handed_to_flask(app):
+    """Flask wraps an async view (or says it needs its async extra): it is never run as if it were synchronous."""
+    async def view():
+        return "ok"
+    try:
+        wrapped = Flask.ensure_sync(app, view)
+    except RuntimeError as flask_says:             # Flask without asgiref
+        with pytest.raises(RuntimeError, match=str(flask_says)[:40]):
+            app.ensure_sync(view)
+    else:
+        assert app.ensure_sync(view) is not view and wrapped is not view
+
+
+def test_what_is_remembered_is_bounded_and_unhashable_callables_are_asked_each_time(app):
+    functions = [lambda: None for _ in range(SYNC_FUNCTIONS + 50)]     # each a function of its own
+    assert [app.ensure_sync(f) for f in functions] == functions
+    assert len(app._sync_functions) == SYNC_FUNCTIONS
+
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self):
+            return "ok"
+    view = Unhashable()
+    assert app.ensure_sync(view) is view
+
+
+def test_a_hook_call_answers_through_it(client):
+    response = client.post("/cds-services/avh-patient-view", json={"hook": "patient-view"})
+    assert response.status_code == 400 and response.json["error"] == "invalid_request"
