@@ -2,6 +2,7 @@
 "Replay"): a replayed jti is still a bare 401 with no answer, whatever the body; the thread's connection that
 carries the check has no reply left on it after any path; Redis lost between the two halves is a 503, and a
 connection the server closed meanwhile (a restart) is replaced without failing a call."""
+import multiprocessing
 import uuid
 
 import pytest
@@ -121,3 +122,21 @@ def test_redis_having_forgotten_the_script_is_answered_by_sending_the_script(red
     redis_db.script_flush()
     assert not cache.claim("https://ehr.test", jti, 60).first_use()
     assert 0 < redis_db.ttl(replay._key("https://ehr.test", jti)) <= 60
+
+
+def _claim_in_forked_worker(cache, parent_connection, results):
+    connection = cache._connection()
+    results.put((connection is not parent_connection, cache.claim("https://ehr.test", str(uuid.uuid4()), 60).first_use()))
+
+
+def test_a_forked_worker_makes_its_own_connection(redis_db):
+    """A gunicorn worker forked after the app was made must not send on its parent's socket."""
+    cache = RedisReplayCache(REDIS_URL)
+    assert cache.claim("https://ehr.test", str(uuid.uuid4()), 60).first_use()
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    worker = context.Process(target=_claim_in_forked_worker, args=(cache, cache._connection(), results))
+    worker.start()
+    worker.join(10)
+    assert worker.exitcode == 0 and results.get(timeout=5) == (True, True)
+    assert cache.claim("https://ehr.test", str(uuid.uuid4()), 60).first_use()
