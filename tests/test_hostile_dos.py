@@ -168,7 +168,8 @@ def test_a_fhir_server_trickling_its_headers_is_cut_off_when_the_budget_ends():
         assert "fetch budget" in result.unavailable["Observation"]
         while not slow.released and time.monotonic() < started + 5:
             time.sleep(0.05)
-        assert slow.released and slow.released[0] - started < 1.0
+        # Cut at the 0.5 s budget, well before the 2 s socket timeout; the margin is for a loaded machine (1.05 s seen).
+        assert slow.released and slow.released[0] - started < 1.5
 
 
 def test_a_jwk_set_trickling_its_headers_is_given_up_at_the_fetch_timeout(tmp_path):
