@@ -17,6 +17,23 @@ def test_any_time_is_written_as_datetime_writes_it(created):
     assert utc_timestamp(created) == _datetime_way(created)
 
 
+@given(st.floats(min_value=-62_135_596_800, max_value=253_402_300_798, allow_nan=False, allow_infinity=False))
+def test_a_clock_set_before_1970_or_before_year_1000_is_written_as_datetime_writes_it(created):
+    """A clock set wrong still gives a well-formed line: 1969-12-31T23:59:59.500, not 1970-01-01T00:00:00.-500;
+    0999-..., not 999-..."""
+    assert utc_timestamp(created) == _datetime_way(created)
+
+
+def test_the_first_line_of_a_process_has_its_date_and_time_whatever_its_second():
+    """The second remembered before any line is written matches no time (it was -1.0: a first line at that second
+    was written with no date and time at all)."""
+    import subprocess
+    import sys
+    code = "from service.security.logs import utc_timestamp; print(utc_timestamp(-1.0))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == _datetime_way(-1.0) == "1969-12-31T23:59:59.000+00:00"
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.0005, 0.0004999, 0.9995, 0.999, 0.9999994999, 0.9999995, 0.9999999999])
 def test_the_edges_of_a_millisecond_and_of_a_second(fraction):
     """Microseconds rounded half to even as datetime rounds them: .9999995 is the next second's .000."""

@@ -135,8 +135,14 @@ def test_a_forked_worker_makes_its_own_connection(redis_db):
     assert cache.claim("https://ehr.test", str(uuid.uuid4()), 60).first_use()
     context = multiprocessing.get_context("fork")
     results = context.Queue()
-    worker = context.Process(target=_claim_in_forked_worker, args=(cache, cache._connection(), results))
+    # A daemon, killed if it hangs (a fork of a multi-threaded test process can block on a lock another thread
+    # held): a child left running would make multiprocessing wait for it, forever, when the test session exits.
+    worker = context.Process(target=_claim_in_forked_worker, args=(cache, cache._connection(), results), daemon=True)
     worker.start()
     worker.join(10)
+    if worker.exitcode is None:
+        worker.kill()
+        worker.join()
+        pytest.fail("the forked worker did not finish within 10 s")
     assert worker.exitcode == 0 and results.get(timeout=5) == (True, True)
     assert cache.claim("https://ehr.test", str(uuid.uuid4()), 60).first_use()

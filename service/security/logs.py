@@ -23,7 +23,7 @@ def cut(text: str) -> str:
     return text if len(text) <= MAX_TEXT else f"{text[:MAX_TEXT]}... ({len(text) - MAX_TEXT} more characters)"
 
 
-_second: tuple[float, str] = (-1.0, "")     # the last second written, and its date and time
+_second: tuple[float, str] = (math.nan, "")     # the last second written (none yet: NaN equals no second), its text
 
 
 def utc_timestamp(created: float) -> str:
@@ -35,9 +35,12 @@ def utc_timestamp(created: float) -> str:
     microseconds = round(fraction * 1_000_000)
     if microseconds >= 1_000_000:
         whole, microseconds = whole + 1, microseconds - 1_000_000
+    elif microseconds < 0:              # before 1970 (a clock set wrong): modf's fraction is negative
+        whole, microseconds = whole - 1, microseconds + 1_000_000
     second, text = _second
     if whole != second:
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        t = time.gmtime(whole)          # strftime's %Y would not pad a year before 1000 to four digits
+        text = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
         _second = (whole, text)
     return f"{text}.{microseconds // 1000:03d}+00:00"
 
