@@ -95,7 +95,7 @@ def in_scope_resources(today: dt.date, pid: str = PATIENT_ID) -> list[dict]:
         {"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1971-03-14",
          "name": [{"use": "official", "family": "Benchmark", "given": ["Avery"]}]},
         _condition(pid, "avh-hem", SNOMED, "448232005", "Vertebral hemangioma", _when(today, 20),
-                   ("64864005", "Seventh thoracic vertebra")),
+                   ("62487009", "T7 vertebra")),
         _condition(pid, "avh-scc", ICD10CM, "G95.20", "Unspecified cord compression", _when(today, 6)),
         _condition(pid, "avh-para", SNOMED, "102568007", "Paraparesis", _when(today, 5)),
         _observation(pid, "avh-amb-1", *local("ambulatory-status", "Ambulatory status"), _when(today, 3),
