@@ -28,8 +28,7 @@ def _json_body() -> dict:
 
 
 def _validate(validator, body: dict, what: str) -> None:
-    if validator.is_valid(body):        # jsonschema-rs; the Python validator explains what it refuses
-        return
+    # SchemaValidator.iter_errors asks jsonschema-rs first: no errors to rank for a body it accepts (~0.4 µs).
     error = jsonschema.exceptions.best_match(validator.iter_errors(body))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
