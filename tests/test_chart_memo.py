@@ -5,10 +5,12 @@ import datetime as dt
 import pytest
 
 from service import create_app
+from service.clinical import cards as cards_module
 from service.clinical.facts import chart_facts, derive_facts, facts_at, moment
 from service.clinical.record import build_record
 from service.config import Settings
 from service.fhir.prefetch import Prefetched
+from service.uuids import issued_at_ms, new_uuids
 from tests.fhir_records import (NOW, PATIENT_ID, SELECTOR, VALUESETS, ago, compression, day, decompression,
                                 dexamethasone, hemangioma, patient, walking)
 
@@ -79,6 +81,17 @@ def test_a_chart_seen_again_gets_the_same_cards_with_new_uuids(engine):
     assert _without_uuids(first) == _without_uuids(second) and first
     uuids = lambda cards: {c["uuid"] for c in cards} | {s["uuid"] for c in cards for s in c.get("suggestions", [])}  # noqa: E731
     assert uuids(first).isdisjoint(uuids(second)) and len(uuids(first)) > len(first)
+
+
+def test_an_answer_reads_its_uuids_at_once_one_for_each_card_and_suggestion(engine, monkeypatch):
+    """One new_uuids call an answer, not one a card: each call costs ~25 k instructions."""
+    counts = []
+    monkeypatch.setattr(cards_module, "new_uuids", lambda count: counts.append(count) or new_uuids(count))
+    cards = _cards(engine, _chart(walking("ambulatory", ago(days=1))), unavailable={"MedicationRequest"})
+    uuids = [c["uuid"] for c in cards] + [s["uuid"] for c in cards for s in c.get("suggestions", [])]
+    assert "data-unavailable" in {c["source"]["topic"]["code"] for c in cards} and len(cards) > 2
+    assert counts == [len(uuids)] and len(set(uuids)) == len(uuids) > len(cards)
+    assert all(issued_at_ms(u) is not None for u in uuids)
 
 
 def test_an_answer_is_remembered_the_second_time_its_chart_and_moment_are_met(engine):

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import orjson
 
 from service.api.answer import Answer, AnswerTemplate
-from service.clinical.cards import CardLibrary, left_out_notes, sort_cards, template_variables
+from service.clinical.cards import CardLibrary, give_uuids, left_out_notes, sort_cards, template_variables
 from service.clinical.facts import ChartFacts, Facts, chart_facts, facts_at, moment
 from service.clinical.pathway import Decision, Unchecked, decide_chart
 from service.clinical.record import Selector, Validator, build_record
@@ -119,7 +119,7 @@ class Engine:
         age_unread = "Patient" in facts.unavailable and bool(decisions)
         if unchecked or age_unread:
             cards.append(self.library.unchecked_card(unchecked, source_url, age_unread))
-        return sort_cards(cards)
+        return sort_cards(give_uuids(cards))
 
 
 def evaluate_patient_view(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any],

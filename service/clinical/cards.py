@@ -13,7 +13,7 @@ import orjson
 
 from service.clinical.facts import Evidence, Facts
 from service.clinical.pathway import READS, TOPIC_ORDER, Decision, Unchecked
-from service.uuids import new_uuid, new_uuids
+from service.uuids import new_uuids
 from service.clinical.valuesets import TOPIC_SYSTEM
 
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
@@ -310,7 +310,8 @@ class CardLibrary:
 
     def render(self, decision: Decision, facts: Facts, source_url: str, notes: list[str] | None = None,
                patient_variables: Mapping[str, Any] | None = None) -> dict:
-        """`patient_variables`: template_variables(facts), when the caller renders several cards of one patient."""
+        """`patient_variables`: template_variables(facts), when the caller renders several cards of one patient.
+        The card and its suggestions get their uuids from give_uuids, with the answer's other cards."""
         data, parts = self.definitions[decision.topic].data, self._parts[decision.topic]
         flags = frozenset(decision.flags)
         variables = {**(patient_variables or template_variables(facts)), **decision.variables}
@@ -322,11 +323,8 @@ class CardLibrary:
         paragraphs.append(self._sources[decision.topic])
         suggestions = [self._suggestion(s, variables, decision) for s in _applying(parts["suggestions"], flags)]
         suggestions = [s for s in suggestions if s is not None]
-        uuids = new_uuids(1 + len(suggestions))        # one read of the random bytes for the card and its suggestions
-        for suggestion, uuid in zip(suggestions, uuids[1:]):
-            suggestion["uuid"] = uuid
         card = {
-            "uuid": uuids[0],
+            "uuid": "",
             "summary": summary[:139],
             "indicator": data["indicator"],
             "detail": "\n\n".join(paragraphs),
@@ -343,7 +341,7 @@ class CardLibrary:
         return card
 
     def _suggestion(self, template: Mapping, variables: Mapping, decision: Decision) -> dict | None:
-        """A suggestion's actions: supplied by the decision, or built from the template; its uuid is the caller's.
+        """A suggestion's actions: supplied by the decision, or built from the template; its uuid is give_uuids'.
 
         `create` fills the template's resource; `update` merges it into each draft order the decision
         names as the suggestion's targets; `delete` removes each target. No action, no suggestion.
@@ -363,7 +361,7 @@ class CardLibrary:
     def unchecked_card(self, unchecked: list[Unchecked], source_url: str, age_unread: bool = False) -> dict:
         """The data-unavailable card: Conditions that could not be read and might put the patient on the pathway,
         the topics not decided for want of data and, with `age_unread` (the Patient could not be had), that the
-        cards given are those of a patient of unknown age."""
+        cards given are those of a patient of unknown age. Its uuid is given by give_uuids."""
         unreadable = [item for u in unchecked for item in u.unreadable]
         topics = ", ".join(self.definitions[u.topic].data["title"] for u in unchecked if u.topic in self.definitions)
         missing = sorted({t for u in unchecked if not u.unreadable for t in u.missing} | ({"Patient"} if age_unread else set()))
@@ -388,7 +386,7 @@ class CardLibrary:
                 f"decide on: {topics}. These checks rely on what is *absent* from the record, and a failed "
                 "query is not an absence. Review them by hand, or reopen the chart to retry.")
         return {
-            "uuid": new_uuid(),
+            "uuid": "",
             "summary": summary[:139],
             "indicator": "info",
             "detail": "\n\n".join(paragraphs),
@@ -405,6 +403,16 @@ def left_out_notes(decision: Decision, facts: Facts) -> list[str]:
         return []
     items = "\n".join(f"- {lo.ref}: {lo.reason}" for lo in relevant)
     return ["**Left out of this decision** (not valid FHIR R4, so not read):\n" + items]
+
+
+def give_uuids(cards: list[dict]) -> list[dict]:
+    """Give each card and each of its suggestions a fresh uuid: one read of the random bytes for the answer."""
+    uuids = iter(new_uuids(sum(1 + len(c.get("suggestions", ())) for c in cards)))
+    for card in cards:
+        card["uuid"] = next(uuids)
+        for suggestion in card.get("suggestions", ()):
+            suggestion["uuid"] = next(uuids)
+    return cards
 
 
 def sort_cards(cards: list[dict]) -> list[dict]:

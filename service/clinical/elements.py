@@ -16,25 +16,12 @@ import orjson
 SCHEMA = Path(__file__).resolve().parent / "schema" / "fhir-r4-subset.json"
 
 
-def _read(value):
-    if type(value) is dict:
-        return JsonElement(value)
-    if type(value) is list:
-        return tuple(JsonElement(v) if type(v) is dict else v for v in value)
-    return value
-
-
 class JsonElement:
     """Each element is looked up once: its value is then an attribute of the instance (facts.py reads `c.code`
-    many times a call)."""
+    many times a call). The elements are the schema's names (define_elements): a name no schema defines is an
+    AttributeError, as on any object, and the class has no `__getattr__`, whose hook would slow every attribute
+    read, even of a value already in the instance's __dict__."""
     __slots__ = ("_json", "__dict__")
-
-    def __init__(self, json: dict):
-        self._json = json
-
-    def __getattr__(self, name: str):
-        value = self.__dict__[name] = _read(self._json.get(name))
-        return value
 
     def get_resource_type(self) -> str:
         return self._json["resourceType"]
@@ -45,10 +32,17 @@ class JsonElement:
         return self._json
 
 
+def read_element(json: dict) -> JsonElement:
+    """The JsonElement of an object of decoded JSON."""
+    element = JsonElement()             # no __init__: one Python call less for each element read
+    element._json = json
+    return element
+
+
 class Element:
     """An element name the schema defines, as an attribute of JsonElement: read at the first access, then found in
-    the instance's __dict__ (a non-data descriptor). The same value as __getattr__ gives, without the failed
-    lookup (an AttributeError raised and caught) that precedes every __getattr__: ~40 % of reading a resource."""
+    the instance's __dict__ (a non-data descriptor). An absent element is None, an object a JsonElement, an array
+    a tuple."""
     __slots__ = ("name",)
 
     def __init__(self, name: str):
@@ -57,7 +51,12 @@ class Element:
     def __get__(self, element: JsonElement | None, owner=None):
         if element is None:
             return self
-        value = element.__dict__[self.name] = _read(element._json.get(self.name))
+        value = element._json.get(self.name)
+        if type(value) is dict:
+            value = read_element(value)
+        elif type(value) is list:
+            value = tuple([read_element(v) if type(v) is dict else v for v in value])
+        element.__dict__[self.name] = value
         return value
 
 
@@ -68,8 +67,8 @@ def read_definitions() -> dict:
 
 
 def define_elements(definitions: dict) -> None:
-    """Make every element name the definitions give (`_name` extensions aside) an Element of JsonElement. Reading
-    works without them (through __getattr__), only slower."""
+    """Make every element name the definitions give (`_name` extensions aside) an Element of JsonElement: record.py
+    makes JsonElements only of resources the schema accepts, after schemas() has called this."""
     for definition in definitions.values():
         for name in definition.get("properties", ()) if isinstance(definition, dict) else ():
             if name.isidentifier() and not name.startswith("_") and not hasattr(JsonElement, name):

@@ -21,7 +21,7 @@ import jsonschema_rs
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from service.clinical.elements import JsonElement, define_elements, read_definitions
+from service.clinical.elements import define_elements, read_definitions, read_element
 from service.nesting import json_depth
 from service.clinical.valuesets import ValueSets, codings
 
@@ -234,7 +234,7 @@ def _validate(resource: Mapping, max_depth: int, shallow: bool = False) -> tuple
     if depth > max_depth:
         return None, f"nests {depth} levels deep; at most {max_depth} are read (AVH_CDS_MAX_JSON_DEPTH)"
     if _schema_accepts(resource):
-        return JsonElement(resource), None
+        return read_element(resource), None
     return by_models(resource)
 
 
