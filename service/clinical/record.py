@@ -202,8 +202,6 @@ def _read_part(resource: Mapping) -> tuple[dict | None, str | None]:
     return {k: v for k, v in resource.items() if k in kept}, None
 
 
-
-
 @functools.cache
 def schemas() -> dict[str, jsonschema_rs.Validator]:
     """One compiled validator per resource type read (~0.1 s at start-up, once per process); the schema's element
