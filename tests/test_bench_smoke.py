@@ -138,12 +138,12 @@ def test_profiles_time_each_phase_inside_real_calls(capsys):
     out = capsys.readouterr().out
     phases = {line[:60].strip(): float(line[60:].split()[0]) for line in out.splitlines()
               if line.startswith("  ") and line[60:].strip().endswith("%")}
-    for phase in ("ES384 signature check (ECAlgorithm.verify)", "replay cache: SET NX EX sent to Redis (claim)",
+    for phase in ("ES384 signature check (AWS-LC, signatures.py)", "replay cache: SET NX EX sent to Redis (claim)",
                   "replay cache: its reply read, after the body checks",
                   "validation of relevant resources (schema, fhir.resources)", "rendering the cards"):
         assert phases[phase] > 0, phase
     # The signature check and the parse are part of begin: nested phases are no larger.
-    assert phases["ES384 signature check (ECAlgorithm.verify)"] + phases["strict parse of the token (tokens._parse)"] \
+    assert phases["ES384 signature check (AWS-LC, signatures.py)"] + phases["strict parse of the token (tokens._parse)"] \
         <= phases["TokenVerifier.begin (incl. all below but the reply)"]
     assert "readings" in out and "cache off" in out
 

@@ -19,6 +19,7 @@ from jwt.exceptions import PyJWKSetError
 
 from service.httpread import OutOfTime, TooLarge, Watch, read_capped
 from service.security.issuers import Issuer, SecurityConfigError
+from service.security.signatures import KeyDoesNotFitAlg, SignatureCheck, signature_check
 
 log = logging.getLogger(__name__)
 MAX_JWKS_BYTES = 256 * 1024
@@ -74,7 +75,7 @@ class KeySet:
         self._fetched: dict[str, dict] = {}
         self._fetched_at: float | None = None
         self._last_attempt: float | None = None
-        self._bound: dict[tuple[str, str], PyJWK] = {}
+        self._bound: dict[tuple[str, str], SignatureCheck] = {}
         self._lock = threading.Lock()
 
     @property
@@ -82,8 +83,9 @@ class KeySet:
         """The kids of the usable keys given inline in the issuers file."""
         return frozenset(self._inline)
 
-    def key(self, kid: str, alg: str) -> PyJWK | None:
-        """The key for kid, bound to alg; None when no such key exists or it does not fit alg."""
+    def key(self, kid: str, alg: str) -> SignatureCheck | None:
+        """The signature check of the key for kid, bound to alg (built once); None when no such key exists or it does
+        not fit alg."""
         jwk = self._inline.get(kid) or self._current().get(kid)
         if jwk is None and self._may_fetch():
             jwk = self._refresh().get(kid)
@@ -92,8 +94,8 @@ class KeySet:
         bound = self._bound.get((kid, alg))
         if bound is None:
             try:
-                bound = PyJWK(jwk, algorithm=alg)
-            except PyJWTError:          # the key does not fit alg (e.g. RS384 on an EC key)
+                bound = signature_check(PyJWK(jwk, algorithm=alg))
+            except (PyJWTError, KeyDoesNotFitAlg):      # the key does not fit alg (RS384 on an EC key, ES384 on P-256)
                 return None
             self._bound[(kid, alg)] = bound
         return bound

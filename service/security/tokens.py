@@ -87,10 +87,10 @@ class TokenVerifier:
         jku = header.get("jku")
         if jku is not None and (not isinstance(jku, str) or jku not in issuer.jku):
             raise AuthFailed("jku not allowed for this issuer")
-        key = self.keys[issuer.iss].key(kid, alg)
-        if key is None:
+        signature_check = self.keys[issuer.iss].key(kid, alg)
+        if signature_check is None:
             raise AuthFailed(f"no key {kid[:64]!r} for alg {alg} from this issuer")
-        if key.algorithm_name != alg or not key.Algorithm.verify(signing_input, key.key, signature):
+        if not signature_check(signing_input, signature):
             raise AuthFailed("InvalidSignatureError: Signature verification failed")
         self._check_claims(claims, audience)
         if int(claims["exp"]) - int(claims["iat"]) > self.max_lifetime:
