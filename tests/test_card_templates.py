@@ -66,3 +66,43 @@ def test_every_card_writes_the_override_reasons_and_its_topics_links(app):
         assert card["overrideReasons"] == library.override_reasons
         assert card.get("links", []) == library._link_list(topic)
     assert any(library._link_list(topic) for topic in library.definitions)
+
+
+def _before(library, decision, variables, notes):
+    """A card's summary, detail and suggestions as render chose and formatted them part by part, every card."""
+    from service.clinical.cards import _applying, _formatted
+    parts, flags = library._parts[decision.topic], frozenset(decision.flags)
+    summary = _formatted(_applying(parts["summary"], flags)[0]["text"], variables)
+    paragraphs = [_formatted(p["text"], variables) for p in _applying(parts["detail"], flags)]
+    why = dict.fromkeys(e.describe() for e in decision.evidence)
+    paragraphs.append("**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why))
+    paragraphs += notes
+    paragraphs.append(library._sources[decision.topic])
+    labels = [s["label"] for s in _applying(parts["suggestions"], flags)
+              if library._suggestion(s, variables, decision) is not None]
+    return summary[:139], "\n\n".join(paragraphs), labels
+
+
+def test_a_cards_layout_worked_out_once_per_topic_and_flags_renders_as_part_by_part(app):
+    """render takes a card's summary, detail paragraphs (one text) and suggestions from a layout kept per topic and
+    the flags it tests: the same card as choosing and formatting them part by part, for any flags."""
+    import random
+    from service.clinical.cards import KNOWN_FLAGS, KNOWN_VARIABLES, template_variables
+    from service.clinical.facts import Evidence
+    library = app.extensions["avh"].engine.library
+    variables = {**dict.fromkeys(KNOWN_VARIABLES, "{x}"), **template_variables(FACTS)}    # and the order hooks' own
+    evidence = (Evidence("Condition/c1", "Vertebral hemangioma"), Evidence("Condition/c2", "Cord compression"))
+    chosen = random.Random(18)
+    compared = set()
+    for topic in library.definitions:
+        tested = sorted(library._flags[topic])
+        for _ in range(60):
+            flags = frozenset(chosen.sample(tested, chosen.randint(0, len(tested)))
+                              + chosen.sample(sorted(KNOWN_FLAGS), 2))
+            for notes in ([], ["**Left out of this decision** (not valid FHIR R4, so not read):\n- Condition/x: y"]):
+                decision = Decision(topic, evidence[:chosen.randint(0, 2)], flags)
+                card = library.render(decision, FACTS, "http://x/p", notes, variables)
+                assert (card["summary"], card["detail"], [s["label"] for s in card.get("suggestions", ())]) == \
+                    _before(library, decision, variables, notes)
+                compared.add((topic, card["summary"], card["detail"]))
+    assert len(compared) > 100

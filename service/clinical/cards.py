@@ -75,14 +75,17 @@ class Template:
     """A JSON template compiled once: its skeleton as JSON bytes, and where the placeholders are.
 
     `fill` decodes the skeleton (orjson.loads is a deep copy in C) and formats only the strings that hold a
-    `{variable}`. `fill_json` gives the JSON of what `fill` gives without making it Python objects: the skeleton's
-    JSON is kept cut at each such string (`pieces`), joined again around the formatted strings' JSON, and handed to
-    the answer's encoder as an orjson.Fragment (written as it is). A suggestion's created resource is only ever
-    written into the answer, so it is filled this way (its JSON was decoded, then encoded again, at every card).
+    `{variable}`. `fill_json` gives the JSON of what `fill` gives without making it Python objects, in one `%` of the
+    template's JSON (`json_format`: each such string JSON-escaped, its placeholders made `%(variable)s`) by the
+    variables' text JSON-escaped: JSON escapes a string character by character, so the escaped parts joined are the
+    filled string escaped. The answer's encoder writes it as it is (an orjson.Fragment). A
+    suggestion's created resource is only ever written into the answer, so it is filled this way (its JSON was
+    decoded, then encoded again, at every card).
     """
     skeleton: bytes
     holes: tuple[tuple[tuple, str], ...]       # (path to a string, its text with placeholders), in JSON order
-    pieces: tuple[bytes, ...]                  # the skeleton's JSON cut at each hole's string
+    json_format: bytes                         # the JSON of the filled template, as a %-format
+    names: tuple[tuple[str, bytes], ...]       # the variables the placeholders name (and as json_format's keys)
     code_text: Any                             # the template's code.text as written (a create action's description)
 
     @classmethod
@@ -102,10 +105,17 @@ class Template:
             return node
 
         cut = re.split(b'"' + marker.encode() + rb'(\d+)"', orjson.dumps(marked(template, ())))
-        if [int(i) for i in cut[1::2]] != list(range(len(holes))):
-            raise CardDefinitionError(f"a card template could not be compiled: {template!r:.200}")
+        fields = [field for _, text in holes for field in string.Formatter().parse(text) if field[1] is not None]
+        if [int(i) for i in cut[1::2]] != list(range(len(holes))) \
+                or any(not name.isidentifier() or spec or conversion for _, name, spec, conversion in fields):
+            raise CardDefinitionError(f"a resource template's placeholders are variable names alone: {template!r:.200}")
+        json_format = cut[0].replace(b"%", b"%%")
+        for (_, text), after in zip(holes, cut[2::2]):
+            json_format += b'"' + b"".join(_json_text(literal).replace(b"%", b"%%") + (b"%%(%s)s" % name.encode() if name else b"")
+                                           for literal, name, _, _ in string.Formatter().parse(text))
+            json_format += b'"' + after.replace(b"%", b"%%")
         code = template.get("code") if isinstance(template, dict) else None
-        return cls(orjson.dumps(template), tuple(holes), tuple(cut[0::2]),
+        return cls(orjson.dumps(template), tuple(holes), json_format, tuple((f, f.encode()) for f in dict.fromkeys(f[1] for f in fields)),
                    code.get("text") if isinstance(code, dict) else None)
 
     def fill(self, variables: Mapping[str, Any]) -> Any:
@@ -121,17 +131,17 @@ class Template:
 
     def fill_json(self, variables: Mapping[str, Any]) -> orjson.Fragment:
         """orjson.dumps(self.fill(variables)), as a Fragment of the answer's JSON."""
-        pieces = self.pieces
-        json = [pieces[0]]
-        for (_, text), after in zip(self.holes, pieces[1:]):
-            json.append(orjson.dumps(text.format_map(variables)))
-            json.append(after)
-        return orjson.Fragment(b"".join(json))
+        return orjson.Fragment(self.json_format % {key: _json_text(format(variables[name])) for name, key in self.names})
 
     def description(self, variables: Mapping[str, Any]) -> Any:
         """What `fill` gives at code.text (None without one)."""
         text = self.code_text
         return text.format_map(variables) if isinstance(text, str) and "{" in text else text
+
+
+def _json_text(text: str) -> bytes:
+    """A string as JSON writes it between its quotes (JSON escapes it character by character)."""
+    return orjson.dumps(text)[1:-1]
 
 
 def _formatted(text: str, variables: Mapping[str, Any]) -> str:
@@ -275,6 +285,9 @@ class CardLibrary:
                            for topic, d in definitions.items() for s in d.data.get("suggestions", []) if _resources_of(s)}
         self._parts = {topic: {part: _conditional(d.data.get(part, [])) for part in ("summary", "detail", "suggestions")}
                        for topic, d in definitions.items()}
+        self._flags = {topic: frozenset().union(*(when | unless for items in parts.values() for when, unless, _ in items))
+                       for topic, parts in self._parts.items()}           # the flags a topic's card tests
+        self._layouts: dict[tuple[str, frozenset[str]], tuple[str, str, tuple[Mapping, ...]]] = {}   # by _layout
         self.topics = frozenset(definitions) | {UNCHECKED_TOPIC}       # every topic a card of this library can have
         # (topic, label) -> the suggestion's id in its card file: what the record of issued suggestions keeps.
         self.suggestion_ids = {(topic, s["label"]): s["id"]
@@ -316,6 +329,20 @@ class CardLibrary:
         if "when" in data["summary"][-1]:
             raise CardDefinitionError(f"{path}: the last summary must have no 'when' (it is the default)")
 
+    def _layout(self, topic: str, flags: frozenset[str]) -> tuple[str, str, tuple[Mapping, ...]]:
+        """What a card of the topic says for these flags, placeholders unfilled: its summary, its detail paragraphs as
+        one text (each followed by a blank line), its suggestions. Worked out once per topic and flags the topic
+        tests (a few dozen at most), not once per card: formatting the joined paragraphs gives the paragraphs
+        formatted one by one, joined (the library's texts are checked to be format strings at start-up)."""
+        key = (topic, self._flags[topic].intersection(flags))
+        layout = self._layouts.get(key)
+        if layout is None:
+            parts, flags = self._parts[topic], key[1]
+            layout = self._layouts[key] = (_applying(parts["summary"], flags)[0]["text"],
+                                           "".join(p["text"] + "\n\n" for p in _applying(parts["detail"], flags)),
+                                           tuple(_applying(parts["suggestions"], flags)))
+        return layout
+
     def _link_list(self, topic: str) -> list[dict]:
         refs = (self.references[c] for c in self.definitions[topic].data["citations"])
         return [{"label": r["label"], "url": r["url"], "type": "absolute"} for r in refs if "url" in r]
@@ -324,22 +351,20 @@ class CardLibrary:
                patient_variables: Mapping[str, Any] | None = None) -> dict:
         """`patient_variables`: template_variables(facts), when the caller renders several cards of one patient.
         The card and its suggestions get their uuids from give_uuids, with the answer's other cards."""
-        data, parts = self.definitions[decision.topic].data, self._parts[decision.topic]
-        flags = frozenset(decision.flags)
+        data = self.definitions[decision.topic].data
+        summary, detail, applying = self._layout(decision.topic, decision.flags)
         variables = {**(patient_variables or template_variables(facts)), **decision.variables}
-        summary = _formatted(_applying(parts["summary"], flags)[0]["text"], variables)
-        paragraphs = [_formatted(p["text"], variables) for p in _applying(parts["detail"], flags)]
         why = dict.fromkeys(e.describe() for e in decision.evidence)   # each entry once, in order
-        paragraphs.append("**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why))
+        paragraphs = ["**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why)]
         paragraphs += notes or []
         paragraphs.append(self._sources[decision.topic])
-        suggestions = [self._suggestion(s, variables, decision) for s in _applying(parts["suggestions"], flags)]
+        suggestions = [self._suggestion(s, variables, decision) for s in applying]
         suggestions = [s for s in suggestions if s is not None]
         card = {
             "uuid": "",
-            "summary": summary[:139],
+            "summary": _formatted(summary, variables)[:139],
             "indicator": data["indicator"],
-            "detail": "\n\n".join(paragraphs),
+            "detail": _formatted(detail, variables) + "\n\n".join(paragraphs),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{decision.topic}",
                        "topic": {"system": TOPIC_SYSTEM, "code": decision.topic, "display": data["title"]}},
             "overrideReasons": self._override_reasons,
