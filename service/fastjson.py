@@ -28,7 +28,14 @@ def encode(obj: Any, sort_keys: bool = False) -> bytes:
     try:
         return encode_orjson(obj, sort_keys)
     except TypeError:       # what orjson cannot write (an integer over 64 bits): the stdlib encoder can
-        return json.dumps(obj, default=DefaultJSONProvider.default, ensure_ascii=True, sort_keys=sort_keys).encode()
+        return json.dumps(obj, default=_stdlib_default, ensure_ascii=True, sort_keys=sort_keys).encode()
+
+
+def _stdlib_default(obj: Any) -> Any:
+    """Flask's `default`, and the value of JSON written beforehand (an orjson.Fragment: parts of a card)."""
+    if isinstance(obj, orjson.Fragment):
+        return orjson.loads(orjson.dumps(obj))
+    return DefaultJSONProvider.default(obj)
 
 
 class OrjsonProvider(DefaultJSONProvider):

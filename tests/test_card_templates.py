@@ -1,7 +1,12 @@
 """Card JSON templates compiled once, filled per card."""
+import orjson
 import pytest
 
 from service.clinical.cards import Template
+from service.clinical.facts import Facts
+from service.clinical.pathway import Decision
+
+FACTS = Facts(patient_ref="Patient/p1", in_pathway=True, levels=("T7",))
 
 
 def test_fill_replaces_placeholders_at_any_depth_and_keeps_the_rest():
@@ -26,16 +31,78 @@ def test_a_bare_string_template():
     assert Template.compile([]).fill({}) == []
 
 
-def test_rendered_cards_do_not_share_override_reasons(app):
+ODD_TEXTS = ("", "T7", 'a "quoted" \\ back\\slash', "line\nbreak\ttab\x00\x1f", "é ü 中文 🙂", "</script>", "{not a hole}",
+             "\u2028\u2029", "a" * 300)
+
+
+@pytest.mark.parametrize("text", ODD_TEXTS)
+def test_a_template_written_as_json_is_what_filling_it_and_writing_it_gives(app, text):
+    """fill_json cuts the template's JSON at each placeholder's string: the same bytes as orjson writing the filled
+    tree, for every resource template of the card library and any text a variable may hold."""
+    from service.clinical.cards import KNOWN_VARIABLES
     library = app.extensions["avh"].engine.library
-    assert library.links("surgical-decompression") is not library.links("surgical-decompression")
-    assert library._override_reasons.copy() == library.override_reasons
-    assert library._override_reasons.copy() is not library._override_reasons.copy()
-    assert library._override_reasons.copy()[0] is not library._override_reasons.copy()[0]
+    variables = dict.fromkeys(KNOWN_VARIABLES, text) | {"age": 7, "dex_days": 12}
+    templates = [t for compiled in library._resources.values() for t in compiled]
+    assert len(templates) > 5 and all(t.holes for t in templates)
+    for template in templates:
+        assert orjson.dumps(template.fill_json(variables)) == orjson.dumps(template.fill(variables))
+        assert template.description(variables) == template.fill(variables).get("code", {}).get("text")
 
 
-def test_override_reasons_and_links_are_copied_per_card_so_must_be_flat():
-    from service.clinical.cards import CardDefinitionError, FlatList
-    assert FlatList(({"code": "a", "display": "A"},)).copy() == [{"code": "a", "display": "A"}]
-    with pytest.raises(CardDefinitionError):
-        FlatList(({"code": "a", "coding": [{"code": "b"}]},))
+def test_json_templates_of_odd_shapes():
+    for template in ({"a": ["{x}", {"b": "{x}{x}", "c": [1, 2.5, None, True]}], "{x}": "{x}"}, "{x}", ["{x}"], [],
+                     {"code": {"text": "{x} and more"}}, {"code": "{x}"}, {"x": "no hole"}):
+        compiled = Template.compile(template)
+        for text in ODD_TEXTS:
+            assert orjson.dumps(compiled.fill_json({"x": text})) == orjson.dumps(compiled.fill({"x": text}))
+
+
+def test_every_card_writes_the_override_reasons_and_its_topics_links(app):
+    """Written once at start-up (orjson.Fragment), the same JSON in every card."""
+    from service.fastjson import encode
+    library = app.extensions["avh"].engine.library
+    for topic in library.definitions:
+        card = orjson.loads(encode(library.render(Decision(topic, ()), FACTS, "http://x/p")))
+        assert card["overrideReasons"] == library.override_reasons
+        assert card.get("links", []) == library._link_list(topic)
+    assert any(library._link_list(topic) for topic in library.definitions)
+
+
+def _before(library, decision, variables, notes):
+    """A card's summary, detail and suggestions as render chose and formatted them part by part, every card."""
+    from service.clinical.cards import _applying, _formatted
+    parts, flags = library._parts[decision.topic], frozenset(decision.flags)
+    summary = _formatted(_applying(parts["summary"], flags)[0]["text"], variables)
+    paragraphs = [_formatted(p["text"], variables) for p in _applying(parts["detail"], flags)]
+    why = dict.fromkeys(e.describe() for e in decision.evidence)
+    paragraphs.append("**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why))
+    paragraphs += notes
+    paragraphs.append(library._sources[decision.topic])
+    labels = [s["label"] for s in _applying(parts["suggestions"], flags)
+              if library._suggestion(s, variables, decision) is not None]
+    return summary[:139], "\n\n".join(paragraphs), labels
+
+
+def test_a_cards_layout_worked_out_once_per_topic_and_flags_renders_as_part_by_part(app):
+    """render takes a card's summary, detail paragraphs (one text) and suggestions from a layout kept per topic and
+    the flags it tests: the same card as choosing and formatting them part by part, for any flags."""
+    import random
+    from service.clinical.cards import KNOWN_FLAGS, KNOWN_VARIABLES, template_variables
+    from service.clinical.facts import Evidence
+    library = app.extensions["avh"].engine.library
+    variables = {**dict.fromkeys(KNOWN_VARIABLES, "{x}"), **template_variables(FACTS)}    # and the order hooks' own
+    evidence = (Evidence("Condition/c1", "Vertebral hemangioma"), Evidence("Condition/c2", "Cord compression"))
+    chosen = random.Random(18)
+    compared = set()
+    for topic in library.definitions:
+        tested = sorted(library._flags[topic])
+        for _ in range(60):
+            flags = frozenset(chosen.sample(tested, chosen.randint(0, len(tested)))
+                              + chosen.sample(sorted(KNOWN_FLAGS), 2))
+            for notes in ([], ["**Left out of this decision** (not valid FHIR R4, so not read):\n- Condition/x: y"]):
+                decision = Decision(topic, evidence[:chosen.randint(0, 2)], flags)
+                card = library.render(decision, FACTS, "http://x/p", notes, variables)
+                assert (card["summary"], card["detail"], [s["label"] for s in card.get("suggestions", ())]) == \
+                    _before(library, decision, variables, notes)
+                compared.add((topic, card["summary"], card["detail"]))
+    assert len(compared) > 100

@@ -50,3 +50,14 @@ def test_what_no_encoder_can_write_is_still_a_type_error(app):
     import pytest
     with pytest.raises(TypeError):
         OrjsonProvider(app).dumps({"x": object()})
+
+
+def test_json_written_beforehand_is_written_by_the_stdlib_encoder_too():
+    """A card carries parts written at start-up (orjson.Fragment); an answer orjson cannot write (an integer over 64
+    bits in a draft order) is written by the stdlib encoder, with those parts as their values."""
+    import orjson
+    from service.fastjson import encode
+    part = {"reasons": [{"code": "x", "display": "é \"quoted\""}], "n": 1.5}
+    written = encode({"part": orjson.Fragment(orjson.dumps(part)), "n": 2 ** 70})
+    assert json.loads(written) == {"part": part, "n": 2 ** 70}
+    assert written == encode({"part": part, "n": 2 ** 70})

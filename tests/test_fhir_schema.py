@@ -91,7 +91,7 @@ def _variants(resource):
 
 
 def _models_only(monkeypatch):
-    monkeypatch.setattr(record_module, "_schema_accepts", lambda resource: False)
+    monkeypatch.setattr(record_module, "_schema_accepts", lambda resource, max_depth=None: False)
 
 
 def test_the_schema_accepts_every_fixture_resource_fhir_resources_accepts_and_refuses_the_others():

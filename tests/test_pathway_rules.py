@@ -7,6 +7,7 @@ import pytest
 from service.clinical.cards import template_variables
 from service.clinical.orders import decide_discharge
 from service.clinical.pathway import decide_chart
+from service.fastjson import encode
 from service.fhir.prefetch import Prefetched
 from tests.fhir_records import (CPT, ICD10CM, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day,
                                  decompression, dexamethasone, facts_of, hemangioma, in_pathway, patient, procedure,
@@ -142,7 +143,7 @@ def _radiotherapy_card(*resources, discharge=False):
     decisions, unchecked = decide_discharge(facts) if discharge else decide_chart(facts)
     (c,) = [c for c in ENGINE.cards(decisions, unchecked, facts, "http://x/p")
             if c["source"]["topic"]["code"] == "adjuvant-radiotherapy"]
-    return c
+    return json.loads(encode(c))        # as the answer writes it (a created resource is JSON already)
 
 
 @pytest.mark.parametrize("discharge", [False, True])

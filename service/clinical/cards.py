@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import string
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -72,28 +74,49 @@ def _applying(items: tuple[tuple[frozenset[str], frozenset[str], Mapping], ...],
 class Template:
     """A JSON template compiled once: its skeleton as JSON bytes, and where the placeholders are.
 
-    Filling decodes the skeleton (orjson.loads is a deep copy in C) and formats only the strings that
-    hold a `{variable}`, instead of walking and copying the whole tree at every card.
+    `fill` decodes the skeleton (orjson.loads is a deep copy in C) and formats only the strings that hold a
+    `{variable}`. `fill_json` gives the JSON of what `fill` gives without making it Python objects, in one `%` of the
+    template's JSON (`json_format`: each such string JSON-escaped, its placeholders made `%(variable)s`) by the
+    variables' text JSON-escaped: JSON escapes a string character by character, so the escaped parts joined are the
+    filled string escaped. The answer's encoder writes it as it is (an orjson.Fragment). A
+    suggestion's created resource is only ever written into the answer, so it is filled this way (its JSON was
+    decoded, then encoded again, at every card).
     """
     skeleton: bytes
-    holes: tuple[tuple[tuple, str], ...]       # (path to a string, its text with placeholders)
+    holes: tuple[tuple[tuple, str], ...]       # (path to a string, its text with placeholders), in JSON order
+    json_format: bytes                         # the JSON of the filled template, as a %-format
+    names: tuple[tuple[str, bytes], ...]       # the variables the placeholders name (and as json_format's keys)
+    code_text: Any                             # the template's code.text as written (a create action's description)
 
     @classmethod
     def compile(cls, template: Any) -> "Template":
         holes = []
+        marker = f"avh-hole-{uuid.uuid4().hex}-"
 
-        def walk(node, path):
+        def marked(node, path):
+            """The template with each string that holds a placeholder replaced by a marker naming its hole."""
             if isinstance(node, str) and "{" in node:
                 holes.append((path, node))
-            elif isinstance(node, list):
-                for i, item in enumerate(node):
-                    walk(item, path + (i,))
-            elif isinstance(node, dict):
-                for key, item in node.items():
-                    walk(item, path + (key,))
+                return f"{marker}{len(holes) - 1}"
+            if isinstance(node, list):
+                return [marked(item, path + (i,)) for i, item in enumerate(node)]
+            if isinstance(node, dict):
+                return {key: marked(item, path + (key,)) for key, item in node.items()}
+            return node
 
-        walk(template, ())
-        return cls(orjson.dumps(template), tuple(holes))
+        cut = re.split(b'"' + marker.encode() + rb'(\d+)"', orjson.dumps(marked(template, ())))
+        fields = [field for _, text in holes for field in string.Formatter().parse(text) if field[1] is not None]
+        if [int(i) for i in cut[1::2]] != list(range(len(holes))) \
+                or any(not name.isidentifier() or spec or conversion for _, name, spec, conversion in fields):
+            raise CardDefinitionError(f"a resource template's placeholders are variable names alone: {template!r:.200}")
+        json_format = cut[0].replace(b"%", b"%%")
+        for (_, text), after in zip(holes, cut[2::2]):
+            json_format += b'"' + b"".join(_json_text(literal).replace(b"%", b"%%") + (b"%%(%s)s" % name.encode() if name else b"")
+                                           for literal, name, _, _ in string.Formatter().parse(text))
+            json_format += b'"' + after.replace(b"%", b"%%")
+        code = template.get("code") if isinstance(template, dict) else None
+        return cls(orjson.dumps(template), tuple(holes), json_format, tuple((f, f.encode()) for f in dict.fromkeys(f[1] for f in fields)),
+                   code.get("text") if isinstance(code, dict) else None)
 
     def fill(self, variables: Mapping[str, Any]) -> Any:
         tree = orjson.loads(self.skeleton)
@@ -106,19 +129,19 @@ class Template:
             node[path[-1]] = text.format_map(variables)
         return tree
 
+    def fill_json(self, variables: Mapping[str, Any]) -> orjson.Fragment:
+        """orjson.dumps(self.fill(variables)), as a Fragment of the answer's JSON."""
+        return orjson.Fragment(self.json_format % {key: _json_text(format(variables[name])) for name, key in self.names})
 
-@dataclass(frozen=True)
-class FlatList:
-    """A list of flat JSON objects every card carries (override reasons, links), copied per card: a new list of new
-    objects sharing their strings (immutable), ~2.5 times cheaper than decoding them again."""
-    items: tuple[Mapping[str, Any], ...]
+    def description(self, variables: Mapping[str, Any]) -> Any:
+        """What `fill` gives at code.text (None without one)."""
+        text = self.code_text
+        return text.format_map(variables) if isinstance(text, str) and "{" in text else text
 
-    def __post_init__(self):
-        if any(isinstance(value, (dict, list)) for item in self.items for value in item.values()):
-            raise CardDefinitionError("override reasons and links are flat objects: a nested one would be shared")
 
-    def copy(self) -> list[dict]:
-        return [dict(item) for item in self.items]
+def _json_text(text: str) -> bytes:
+    """A string as JSON writes it between its quotes (JSON escapes it character by character)."""
+    return orjson.dumps(text)[1:-1]
 
 
 def _formatted(text: str, variables: Mapping[str, Any]) -> str:
@@ -150,14 +173,14 @@ def _resources_of(suggestion: Mapping) -> list:
     return [suggestion["resource"]] if "resource" in suggestion else list(suggestion.get("resources", []))
 
 
-def _actions(template: Mapping, resources: list[dict], targets) -> list[dict]:
-    """The actions of a suggestion, given its template's resources already filled in."""
+def _actions(template: Mapping, compiled: list[Template], variables: Mapping[str, Any], targets) -> list[dict]:
+    """The actions of a suggestion: its template's resources filled in with the variables."""
     kind = template.get("action", "create")
     label = template["label"]
     if kind == "create":
-        return [{"type": "create", "description": r.get("code", {}).get("text") or label if len(resources) > 1 else label,
-                 "resource": r} for r in resources]
-    resource = resources[0] if resources else None
+        return [{"type": "create", "description": c.description(variables) or label if len(compiled) > 1 else label,
+                 "resource": c.fill_json(variables)} for c in compiled]
+    resource = compiled[0].fill(variables) if compiled else None
     refs = [(f"{t.get('resourceType')}/{t['id']}", t) for t in targets if isinstance(t.get("id"), str) and t["id"]]
     if kind == "delete":
         return [{"type": "delete", "description": f"{label}: {ref}", "resourceId": ref} for ref, _ in refs]
@@ -250,9 +273,11 @@ class CardLibrary:
         self.definitions = definitions
         self.references = references
         self.override_reasons = override_reasons
-        # What every rendering of a topic shares, prepared once.
-        self._override_reasons = FlatList(tuple(override_reasons))
-        self._links = {topic: FlatList(tuple(self._link_list(topic))) for topic in definitions}
+        # What every rendering of a topic shares, prepared once. The override reasons and links are written into
+        # the answer as they are: JSON written once (orjson.Fragment, immutable bytes), not objects copied per card.
+        self._override_reasons = orjson.Fragment(orjson.dumps(override_reasons))
+        self._links = {topic: orjson.Fragment(orjson.dumps(links)) if links else None
+                       for topic in definitions for links in [self._link_list(topic)]}
         self._sources = {topic: "**Sources**\n" + "\n".join(
             f"- [{c}] {references[c]['citation']}" for c in sorted(d.data["citations"], key=int))
             for topic, d in definitions.items()}
@@ -260,6 +285,9 @@ class CardLibrary:
                            for topic, d in definitions.items() for s in d.data.get("suggestions", []) if _resources_of(s)}
         self._parts = {topic: {part: _conditional(d.data.get(part, [])) for part in ("summary", "detail", "suggestions")}
                        for topic, d in definitions.items()}
+        self._flags = {topic: frozenset().union(*(when | unless for items in parts.values() for when, unless, _ in items))
+                       for topic, parts in self._parts.items()}           # the flags a topic's card tests
+        self._layouts: dict[tuple[str, frozenset[str]], tuple[str, str, tuple[Mapping, ...]]] = {}   # by _layout
         self.topics = frozenset(definitions) | {UNCHECKED_TOPIC}       # every topic a card of this library can have
         # (topic, label) -> the suggestion's id in its card file: what the record of issued suggestions keeps.
         self.suggestion_ids = {(topic, s["label"]): s["id"]
@@ -301,42 +329,51 @@ class CardLibrary:
         if "when" in data["summary"][-1]:
             raise CardDefinitionError(f"{path}: the last summary must have no 'when' (it is the default)")
 
+    def _layout(self, topic: str, flags: frozenset[str]) -> tuple[str, str, tuple[Mapping, ...]]:
+        """What a card of the topic says for these flags, placeholders unfilled: its summary, its detail paragraphs as
+        one text (each followed by a blank line), its suggestions. Worked out once per topic and flags the topic
+        tests (a few dozen at most), not once per card: formatting the joined paragraphs gives the paragraphs
+        formatted one by one, joined (the library's texts are checked to be format strings at start-up)."""
+        key = (topic, self._flags[topic].intersection(flags))
+        layout = self._layouts.get(key)
+        if layout is None:
+            parts, flags = self._parts[topic], key[1]
+            layout = self._layouts[key] = (_applying(parts["summary"], flags)[0]["text"],
+                                           "".join(p["text"] + "\n\n" for p in _applying(parts["detail"], flags)),
+                                           tuple(_applying(parts["suggestions"], flags)))
+        return layout
+
     def _link_list(self, topic: str) -> list[dict]:
         refs = (self.references[c] for c in self.definitions[topic].data["citations"])
         return [{"label": r["label"], "url": r["url"], "type": "absolute"} for r in refs if "url" in r]
-
-    def links(self, topic: str) -> list[dict]:
-        return self._links[topic].copy()
 
     def render(self, decision: Decision, facts: Facts, source_url: str, notes: list[str] | None = None,
                patient_variables: Mapping[str, Any] | None = None) -> dict:
         """`patient_variables`: template_variables(facts), when the caller renders several cards of one patient.
         The card and its suggestions get their uuids from give_uuids, with the answer's other cards."""
-        data, parts = self.definitions[decision.topic].data, self._parts[decision.topic]
-        flags = frozenset(decision.flags)
+        data = self.definitions[decision.topic].data
+        summary, detail, applying = self._layout(decision.topic, decision.flags)
         variables = {**(patient_variables or template_variables(facts)), **decision.variables}
-        summary = _formatted(_applying(parts["summary"], flags)[0]["text"], variables)
-        paragraphs = [_formatted(p["text"], variables) for p in _applying(parts["detail"], flags)]
         why = dict.fromkeys(e.describe() for e in decision.evidence)   # each entry once, in order
-        paragraphs.append("**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why))
+        paragraphs = ["**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why)]
         paragraphs += notes or []
         paragraphs.append(self._sources[decision.topic])
-        suggestions = [self._suggestion(s, variables, decision) for s in _applying(parts["suggestions"], flags)]
+        suggestions = [self._suggestion(s, variables, decision) for s in applying]
         suggestions = [s for s in suggestions if s is not None]
         card = {
             "uuid": "",
-            "summary": summary[:139],
+            "summary": _formatted(summary, variables)[:139],
             "indicator": data["indicator"],
-            "detail": "\n\n".join(paragraphs),
+            "detail": _formatted(detail, variables) + "\n\n".join(paragraphs),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{decision.topic}",
                        "topic": {"system": TOPIC_SYSTEM, "code": decision.topic, "display": data["title"]}},
-            "overrideReasons": self._override_reasons.copy(),
+            "overrideReasons": self._override_reasons,
         }
         if suggestions:
             card["suggestions"] = suggestions
             card["selectionBehavior"] = data["selectionBehavior"]
-        links = self.links(decision.topic)
-        if links:
+        links = self._links[decision.topic]
+        if links is not None:
             card["links"] = links
         return card
 
@@ -348,8 +385,7 @@ class CardLibrary:
         """
         actions = decision.variables.get("actions", {}).get(template["id"])
         if actions is None:
-            compiled = self._resources.get((decision.topic, template["id"]), [])
-            actions = _actions(template, [c.fill(variables) for c in compiled],
+            actions = _actions(template, self._resources.get((decision.topic, template["id"]), []), variables,
                                decision.variables.get("targets", {}).get(template["id"], ()))
         if not actions:
             return None
@@ -392,7 +428,7 @@ class CardLibrary:
             "detail": "\n\n".join(paragraphs),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{UNCHECKED_TOPIC}",
                        "topic": {"system": TOPIC_SYSTEM, "code": UNCHECKED_TOPIC, "display": UNCHECKED_TITLE}},
-            "overrideReasons": self._override_reasons.copy(),
+            "overrideReasons": self._override_reasons,
         }
 
 

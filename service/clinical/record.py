@@ -203,36 +203,64 @@ def _read_part(resource: Mapping) -> tuple[dict | None, str | None]:
 
 
 @functools.cache
-def schemas() -> dict[str, jsonschema_rs.Validator]:
-    """One compiled validator per resource type read (~0.1 s at start-up, once per process); the schema's element
-    names made attributes of JsonElement from the same reading of its file."""
+def _definitions() -> dict:
+    """The schema's definitions, read once; their element names made attributes of JsonElement from the same
+    reading of its file."""
     definitions = read_definitions()
     define_elements(definitions)
-    return {rtype: jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/{rtype}", "definitions": definitions})
+    return definitions
+
+
+@functools.cache
+def schemas(max_depth: int | None = None) -> dict[str, jsonschema_rs.Validator]:
+    """One compiled validator per resource type read (~0.1 s at start-up, once per process and depth limit).
+
+    With `max_depth`, a validator also refuses a resource nesting deeper than that, in the same walk: the depth
+    schema is checked first (`allOf` stops at the first refusal), so a deep resource is never walked further
+    than max_depth + 1 levels. The depth was walked in Python before, as much as the schema check cost again."""
+    definitions = _definitions()
+    if max_depth is None:
+        return {rtype: jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/{rtype}", "definitions": definitions})
+                for rtype in READ_ELEMENTS}
+    limited = {**definitions, **depth_definitions(max_depth)}
+    return {rtype: jsonschema_rs.Draft6Validator({"allOf": [{"$ref": f"#/definitions/depth-{max(max_depth, 0)}"},
+                                                            {"$ref": f"#/definitions/{rtype}"}],
+                                                  "definitions": limited})
             for rtype in READ_ELEMENTS}
 
 
-def _schema_accepts(resource: Mapping) -> bool:
-    schema = schemas().get(resource.get("resourceType"))
+def depth_definitions(max_depth: int) -> dict[str, dict]:
+    """JSON schemas `depth-k`: a value nesting at most k levels deep, as json_depth counts them (a scalar is 0,
+    [] or {} is 1). Each level refers to the one below it: written out whole, the schema would double a level."""
+    levels = {"depth-0": {"type": ["string", "number", "boolean", "null"]}}
+    for k in range(1, max_depth + 1):
+        below = {"$ref": f"#/definitions/depth-{k - 1}"}
+        levels[f"depth-{k}"] = {"additionalProperties": below, "items": below}
+    return levels
+
+
+def _schema_accepts(resource: Mapping, max_depth: int | None = None) -> bool:
+    """HL7's JSON schema accepts the resource; with `max_depth`, and it nests no deeper (one walk, in Rust)."""
+    schema = schemas(max_depth).get(resource.get("resourceType"))
     try:
         return schema is not None and schema.is_valid(resource)
     except ValueError:                   # not JSON (a key that is not a string): fhir.resources says why
         return False
 
 
-def _validate(resource: Mapping, max_depth: int, shallow: bool = False) -> tuple[object | None, str | None]:
+def _validate(resource: Mapping, max_depth: int) -> tuple[object | None, str | None]:
     """(what the pathway reads, None) for a valid resource, (None, why) for an invalid one.
 
     A resource HL7's JSON schema accepts is read as a JsonElement. One it refuses is validated as before: the
     elements the pathway reads as FHIR R4 (fhir.resources R4B), the others must be elements of the type; its model
     is read when that accepts it. A resource nesting deeper than `max_depth` is neither (the model layer
-    recurses): the request's depth limit applies to each resource read (security/limits.request_depth).
-    `shallow`: the caller knows it nests no deeper."""
-    depth = 0 if shallow else json_depth(resource)
+    recurses): the request's depth limit applies to each resource read (security/limits.request_depth). The
+    schema check refuses a deeper resource too; only then is its depth walked, for the reason."""
+    if _schema_accepts(resource, max_depth):
+        return read_element(resource), None
+    depth = json_depth(resource)
     if depth > max_depth:
         return None, f"nests {depth} levels deep; at most {max_depth} are read (AVH_CDS_MAX_JSON_DEPTH)"
-    if _schema_accepts(resource):
-        return read_element(resource), None
     return by_models(resource)
 
 
@@ -256,22 +284,10 @@ class Validator:
 
     def __init__(self, max_depth: int = 64):
         self.max_depth = max_depth
-        schemas()                        # compiled at start-up, not at the first call
+        schemas(max_depth)               # compiled at start-up, not at the first call
 
-    def __call__(self, resource: Mapping, shallow: bool = False) -> tuple[object | None, str | None]:
-        """`shallow`: the caller has checked that the resource nests no deeper than max_depth."""
-        return _validate(resource, self.max_depth, shallow)
-
-    def all_shallow(self, resources: list) -> bool:
-        """Whether none of `resources` nests deeper than max_depth: one walk for several resources, instead of
-        one per resource (half the cost)."""
-        return json_depth(resources) <= self.max_depth + 1
-
-
-# Resources whose depth is walked together: enough to keep the walk in C, few enough (~100 KB of objects) that
-# they are still in the CPU's caches when they are validated and read right after. One walk of a whole chart of
-# 16,000 readings visited its 11 MB a level at a time, a cache miss each time (92 -> ~40 ms, issue 18).
-DEPTH_CHUNK = 64
+    def __call__(self, resource: Mapping) -> tuple[object | None, str | None]:
+        return _validate(resource, self.max_depth)
 
 
 def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
@@ -286,41 +302,37 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
     left_out: list[LeftOut] = []
     patient = None
     check = Validator() if validate is None else validate
-    resources = list(resources)
     # The usual subject reference, compared whole before it is parsed (an empty id, or one with a '/', is parsed).
     own = "Patient/" + patient_id if patient_id and "/" not in patient_id else None
-    for start in range(0, len(resources), DEPTH_CHUNK):
-        chunk = resources[start:start + DEPTH_CHUNK]
-        shallow = check.all_shallow(chunk)
-        for res in chunk:
-            if not isinstance(res, dict):
-                continue
-            rtype = res.get("resourceType")
-            rid = res.get("id")
-            if not isinstance(rtype, str):
-                continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
-            if rtype == "Patient":
-                if rid == patient_id and patient is None:
-                    patient, reason = check(res, shallow)
-                    if reason is not None:
-                        left_out.append(LeftOut("Patient", str(rid), ("patient",), reason))
-                continue
-            if not selected and not selector.wanted(res):
-                continue
-            key = (rtype, str(rid))
-            if rid is not None and key in seen:
-                continue
-            seen.add(key)
-            if rtype != "Medication" and not _of_patient(res, own, patient_id):
-                log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
-                continue
-            model, reason = check(res, shallow)
-            if reason is None:
-                kept.setdefault(rtype, []).append(model)
-            else:
-                item = LeftOut(rtype, str(rid), selector.concepts_of(res), reason)
-                log.warning("left out invalid %.40s/%.64s: %.300s", rtype, item.id, item.reason)  # ids cut: caller-chosen
-                left_out.append(item)
+    for res in resources:
+        if not isinstance(res, dict):
+            continue
+        rtype = res.get("resourceType")
+        rid = res.get("id")
+        if not isinstance(rtype, str):
+            continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
+        if rtype == "Patient":
+            if rid == patient_id and patient is None:
+                patient, reason = check(res)
+                if reason is not None:
+                    left_out.append(LeftOut("Patient", str(rid), ("patient",), reason))
+            continue
+        if not selected and not selector.wanted(res):
+            continue
+        key = (rtype, str(rid))
+        if rid is not None and key in seen:
+            continue
+        seen.add(key)
+        if rtype != "Medication" and not _of_patient(res, own, patient_id):
+            log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
+            continue
+        model, reason = check(res)
+        if reason is None:
+            kept.setdefault(rtype, []).append(model)
+        else:
+            item = LeftOut(rtype, str(rid), selector.concepts_of(res), reason)
+            log.warning("left out invalid %.40s/%.64s: %.300s", rtype, item.id, item.reason)  # ids cut: caller-chosen
+            left_out.append(item)
     return PatientRecord(patient_id=patient_id, patient=patient,
                          resources={k: tuple(v) for k, v in kept.items()},
                          left_out=tuple(left_out), unavailable=frozenset(unavailable))
