@@ -16,8 +16,11 @@ Where either could read the JSON differently from orjson, orjson decodes the bod
   orjson the last; `as_dict` and msgspec keep the last, as orjson does), or holding a NUL there (`[key]` stops at
   it), or more than 64 keys there (a key is looked up from the object's start);
 - entries msgspec does not decode (nested deeper than Python's recursion limit).
-orjson also decodes bodies under SMALLEST, and the entries when the selector keeps most of a sample of them:
-there the two passes would cost more than they save. One simdjson parser per body: a parser's proxies point
+orjson also decodes bodies under SMALLEST, and, of a body of SAMPLED or more, the entries when the selector keeps
+most of a sample of them: there the two passes would cost more than they save. Of a body under SAMPLED, every
+Bundle's entries are decoded in one msgspec pass and with no sample: as Structs (`_typed_reader`) when they are
+of FHIR's shape, read by prefetch._read_structs and the selector's wanted_struct without a dict made, else by
+their keys as above. One simdjson parser per body: a parser's proxies point
 into its buffers, which a second parse would reuse.
 """
 from __future__ import annotations
@@ -35,9 +38,12 @@ BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 LARGEST_READ = 2 * 0xFFFFFF
 # The keys of the body, of prefetch and of a prefetch Bundle read lazily: a request has about ten of each.
 MOST_KEYS = 64
-# A smaller body is decoded by orjson: as fast, below this (the fixed cost of the two passes, ~0.1 ms, is what
-# orjson spends on ~100 resources).
-SMALLEST = 128 * 1024
+# A smaller body is decoded by orjson: fewer instructions, below this (decode + prefetch's read at N = 30, 22 KiB:
+# 1.27 M with orjson, 1.52 M lazily; N = 50, 37 KiB: 2.17 M, 1.93 M).
+SMALLEST = 32 * 1024
+# Below this, the entries of every Bundle are read by their keys in one msgspec pass of the body, with no sample of
+# them first (_Source.entries): the fixed costs that had made orjson faster up to here.
+SAMPLED = 128 * 1024
 Object, Array = simdjson.Object, simdjson.Array
 
 
@@ -99,10 +105,24 @@ def _bundle(value: Any, key: str, source: _Source) -> Any:
 class _Source:
     """The body; its prefetch values undecoded (msgspec.Raw: their bytes), a Bundle's entries decoded by `_reader(keys)`
     only when that Bundle is read; the body as orjson decodes it, when asked."""
-    __slots__ = ("body", "arrays", "values", "decoded", "judged")
+    __slots__ = ("body", "arrays", "values", "decoded", "judged", "small", "lean", "structs")
 
     def __init__(self, body: bytes):
         self.body, self.arrays, self.values, self.decoded, self.judged = body, [], None, None, {}
+        self.small, self.lean, self.structs = len(body) < SAMPLED, {}, {}
+
+    def typed(self, key: str, concepts: frozenset[str]) -> list | None:
+        """The entries of prefetch value `key` as `_typed_reader(concepts)` decodes them, every Bundle in one pass
+        (a body under SAMPLED only); None when msgspec refuses the body's entries (some not of FHIR's shape)."""
+        if not self.small:
+            return None
+        if concepts not in self.structs:
+            try:
+                self.structs[concepts] = _typed_reader(concepts).decode(self.body)["prefetch"]
+            except Exception:
+                self.structs[concepts] = {}
+        entries = getattr(self.structs[concepts].get(key), "entry", None)
+        return entries if type(entries) is list else None
 
     def _skipped(self) -> dict:
         """The prefetch values, each the slice of the body it is (msgspec.Raw); {} when msgspec cannot skip them."""
@@ -116,6 +136,15 @@ class _Source:
     def entries(self, key: str, keys: frozenset[str]) -> list | None:
         """The entries of prefetch value `key` decoded by `keys`; None when msgspec does not decode them (what it
         refuses: values nested deeper than Python's recursion limit)."""
+        if self.small:
+            if keys not in self.lean:
+                try:
+                    self.lean[keys] = _body_reader(keys).decode(self.body)["prefetch"]
+                except Exception:
+                    self.lean[keys] = {}    # read Bundle by Bundle (a prefetch value not read as one)
+            found = self.lean[keys].get(key)
+            if type(found) is dict and type(found.get("entry")) is list:
+                return found["entry"]
         try:
             return _reader(keys).decode(self._skipped()[key])["entry"]
         except Exception:
@@ -162,6 +191,45 @@ def _reader(keys: frozenset[str]) -> msgspec.json.Decoder:
     return msgspec.json.Decoder(TypedDict("Bundle", {"entry": list[Union[entry, _NOT_OBJECT]]}, total=False))
 
 
+@functools.cache
+def _body_reader(keys: frozenset[str]) -> msgspec.json.Decoder:
+    """Decodes of a body the entries of every prefetch Bundle as `_reader(keys)` does."""
+    bundle = _reader(keys).type
+    return msgspec.json.Decoder(TypedDict("Body", {"prefetch": dict[str, Union[bundle, _NOT_OBJECT]]}, total=False))
+
+
+class _Coding(msgspec.Struct, gc=False):
+    system: Any = None
+    code: Any = None
+    display: Any = None
+
+
+class _Search(msgspec.Struct, gc=False):
+    mode: Any = None
+
+
+class _Concept(msgspec.Struct, gc=False):
+    coding: Union[list[_Coding], None] = None
+    text: Any = None
+
+
+@functools.cache
+def _typed_reader(concepts: frozenset[str]) -> msgspec.json.Decoder:
+    """Decodes of a body the entries of every prefetch Bundle as Structs (no dicts: cheaper to make and to read) when
+    they are what FHIR says they are: each entry an object, its resource an object or null, of the resource
+    `concepts` CodeableConcepts (their `coding` a list of objects) or null, `issue` a list or null; what
+    read_resources reads of the rest (resourceType, id, subject, patient, medicationReference, search) decoded
+    as orjson does (Any: None when absent or null, as dict.get gives; `search` an object or null). msgspec refuses
+    any other shape, and keeps the last of a key given twice, as orjson does."""
+    fields = [(name, Any, None) for name in ("resourceType", "id", "subject", "patient", "issue", "medicationReference")]
+    fields += [(name, Union[_Concept, None], None) for name in sorted(concepts)]
+    resource = msgspec.defstruct("Resource", fields, gc=False)
+    entry = msgspec.defstruct("Entry", [("resource", Union[resource, None], None), ("search", Union[_Search, None], None)],
+                              gc=False)
+    bundle = msgspec.defstruct("Bundle", [("entry", Union[list[entry], None], None)])
+    return msgspec.json.Decoder(TypedDict("Body", {"prefetch": dict[str, Union[bundle, _NOT_OBJECT]]}, total=False))
+
+
 # Up to this many resources kept of one Bundle are found by their index (Entries._whole).
 FEW = 64
 # Entries of each Bundle decoded whole to judge whether most are kept (_Source.mostly_kept).
@@ -187,18 +255,24 @@ class Entries:
         resource only `keys`: all of them when keys is None, when `wanted` keeps most of a sample of them or when
         msgspec did not decode them. With them, what gives the resources of the entries at some positions whole
         (None: they are whole)."""
-        use = keys is not None and wanted is not None and not self.source.mostly_kept(wanted)
+        use = keys is not None and wanted is not None and (self.source.small or not self.source.mostly_kept(wanted))
         decoded = self.source.entries(self.key, keys) if use else None
         if decoded is None:
             return self.source.whole_entries(self.key), None
         return decoded, self._whole
+
+    def typed(self, concepts: frozenset[str]) -> tuple[list, Callable[[list[int]], list[dict]]] | None:
+        """The entries as Structs (`_typed_reader(concepts)`), with what gives the resources of the entries at some
+        positions whole; None when they are not read so (read them with `read`)."""
+        entries = self.source.typed(self.key, concepts)
+        return None if entries is None else (entries, self._whole)
 
     def _whole(self, positions: list[int]) -> list[dict]:
         """The resources of the entries at `positions` (ascending), as orjson decodes them: a few from the DOM
         (an array is walked from its start to an index), more in one walk of the array, most of them by orjson
         (simdjson's as_dict costs more than orjson once the objects made stay: it does not share the keys' strings).
         """
-        if len(positions) * 2 > len(self.array):
+        if len(positions) * 2 > len(self.array) and not (self.source.small and len(positions) <= FEW):
             entries = self.source.whole_entries(self.key)
             return [entries[i]["resource"] for i in positions]
         if len(positions) <= FEW:

@@ -28,7 +28,7 @@ VALUESETS = load_valuesets(PROJECT_ROOT / "cards" / "valuesets")
 SELECTOR = Selector(VALUESETS)
 TEMPLATES = prefetch_templates(VALUESETS)
 PATIENT, OTHER = "p1", "p2"
-SMALLEST, SAMPLE = service.lazyjson.SMALLEST, service.lazyjson.SAMPLE
+SMALLEST, SAMPLED, SAMPLE = service.lazyjson.SMALLEST, service.lazyjson.SAMPLED, service.lazyjson.SAMPLE
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -227,10 +227,12 @@ def without_reads(resource):
 
 
 def assert_reads_alike(raw: bytes):
-    """What prefetch, the limits and the resolver make of `raw`, decoded lazily and by orjson; lazily whether or
-    not a sample of the entries is mostly kept (SAMPLE 0: no sample, the entries are read by their keys)."""
-    for sample in (SAMPLE, 0):
+    """What prefetch, the limits and the resolver make of `raw`, decoded lazily and by orjson; lazily as a body under
+    SAMPLED is read (every Bundle's entries in one pass, as Structs when they are of FHIR's shape), and as a larger
+    one, whether or not a sample of the entries is mostly kept (SAMPLE 0: no sample, read by their keys)."""
+    for sampled, sample in ((SAMPLED, SAMPLE), (0, SAMPLE), (0, 0)):
         with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(service.lazyjson, "SAMPLED", sampled)
             patch.setattr(service.lazyjson, "SAMPLE", sample)
             assert_read_alike(raw)
 
@@ -422,6 +424,7 @@ def test_only_bodies_from_the_smallest_size_on_are_decoded_lazily(monkeypatch):
 
 def test_entries_mostly_kept_by_a_sample_are_read_from_orjson(monkeypatch):
     monkeypatch.setattr(service.lazyjson, "SAMPLE", SAMPLE)
+    monkeypatch.setattr(service.lazyjson, "SAMPLED", 0)
     relevant = [Obj([("resource", condition(HEMANGIOMA, rid=f"c{i}"))]) for i in range(40)]
     irrelevant = [Obj([("resource", condition(IRRELEVANT, rid=f"x{i}"))]) for i in range(40)]
     for entries, by_keys in ((relevant + irrelevant[:5], False), (irrelevant + relevant[:5], True)):
@@ -429,6 +432,22 @@ def test_entries_mostly_kept_by_a_sample_are_read_from_orjson(monkeypatch):
         _, resources_at = decode(raw)["prefetch"]["conditions"]["entry"].read(READS | SELECTOR.wanted.reads,
                                                                                SELECTOR.wanted)
         assert (resources_at is not None) == by_keys
+        assert_reads_alike(raw)
+
+
+def test_a_small_body_of_fhirs_shape_is_read_as_structs_and_any_other_by_its_keys():
+    """Under SAMPLED: entries of FHIR's shape are read as Structs; a coding that is not an object (or a subject
+    that is not an object, a search that is not an object) sends the body to the entries read by their keys."""
+    relevant = Obj([("resource", condition(HEMANGIOMA)), ("search", obj(("mode", "match")))])
+    shaped = chart_body([relevant, Obj([("resource", condition(IRRELEVANT, rid="x1"))])])
+    assert decode(shaped)["prefetch"]["conditions"]["entry"].typed(SELECTOR.wanted.concepts) is not None
+    assert [r["id"] for r in kept(shaped)] == ["c1"]
+    assert_reads_alike(shaped)
+    for odd in (b'"coding":[1,', b'"search":"x","resource":', b'"medicationCodeableConcept":5,"code":'):
+        raw = shaped.replace({b'"coding":[1,': b'"coding":[', b'"search":"x","resource":': b'"resource":',
+                              b'"medicationCodeableConcept":5,"code":': b'"code":'}[odd], odd, 1)
+        assert raw != shaped
+        assert decode(raw)["prefetch"]["conditions"]["entry"].typed(SELECTOR.wanted.concepts) is None
         assert_reads_alike(raw)
 
 
@@ -514,8 +533,11 @@ def trap_bodies() -> dict[str, bytes]:
     }
 
 
+@pytest.mark.parametrize("sampled", [SAMPLED, 0])
 @pytest.mark.parametrize("trap", list(trap_bodies()))
-def test_the_answer_is_the_one_orjson_gives(client, monkeypatch, trap):
+def test_the_answer_is_the_one_orjson_gives(client, monkeypatch, trap, sampled):
+    """Read as a body under SAMPLED is (entries as Structs, in one pass) and as a larger one."""
+    monkeypatch.setattr(service.lazyjson, "SAMPLED", sampled)
     raw = trap_bodies()[trap]
     lazily = answered(client, raw, monkeypatch, decode)
     assert lazily == answered(client, raw, monkeypatch, orjson.loads)
@@ -550,9 +572,10 @@ def test_a_medication_whose_coding_is_not_a_list_is_read_by_its_text():
         assert_reads_alike(raw)
 
 
-def test_the_collector_waits_while_a_lazily_read_bundle_is_walked():
+def test_the_collector_waits_while_a_lazily_read_bundle_is_walked(monkeypatch):
     """A Bundle's entries as decoded for prefetch's walk (~7 objects an entry) are freed when the walk ends: the
     cyclic collector, which had walked them several times a call at 10,000 resources, waits until then."""
+    monkeypatch.setattr(service.lazyjson, "SAMPLED", 0)
     other = ("http://snomed.info/sct", "1")
     conditions = searchset([{"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/{PATIENT}"},
                              "code": {"coding": [{"system": other[0], "code": other[1]}]}} for i in range(300)])

@@ -29,12 +29,15 @@ INVOKE = "/cds-services/avh-patient-view"
 BUNDLE = b'"resourceType":"Bundle","type":"searchset"'
 
 
-@pytest.fixture(autouse=True)
-def lazily_whatever_the_size(monkeypatch):
+@pytest.fixture(autouse=True, params=["under SAMPLED", "larger"])
+def lazily_whatever_the_size(monkeypatch, request):
     """These bodies are small: without this, orjson would decode them (lazyjson.SMALLEST), and sampled Bundles mostly
-    kept too (lazyjson.SAMPLE): the lazy path is what is under test."""
+    kept too (lazyjson.SAMPLE): the lazy path is what is under test, as a body under lazyjson.SAMPLED is read
+    (entries as Structs, in one pass) and as a larger one."""
     monkeypatch.setattr(service.lazyjson, "SMALLEST", 0)
     monkeypatch.setattr(service.lazyjson, "SAMPLE", 0)
+    if request.param == "larger":
+        monkeypatch.setattr(service.lazyjson, "SAMPLED", 0)
 
 
 @pytest.fixture(scope="module")

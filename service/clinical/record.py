@@ -123,6 +123,33 @@ class Selector:
     # The keys of a resource `wanted` reads: of a resource sent undecoded, prefetch decodes only these (and its
     # own) unless it is kept (service/lazyjson.py).
     wanted.reads = frozenset({"resourceType", "medicationReference"} | {path for path, _ in RELEVANT.values()})
+    # Those of them `wanted` reads as CodeableConcepts: of a small body, prefetch decodes the resources sent as Structs
+    # of these, medicationReference and its own keys, and chooses with wanted_struct (service/lazyjson.py).
+    wanted.concepts = frozenset(path for path, _ in RELEVANT.values())
+
+    def wanted_struct(self, resource) -> bool:
+        """`wanted` of a resource decoded by lazyjson._typed_reader(wanted.concepts): the same choice (each concept
+        a Struct or None, its coding a list of Structs or None; the other keys as dict.get gives them)."""
+        rtype = resource.resourceType
+        read = self.codes_at.get(rtype) if isinstance(rtype, str) else None
+        if read is None:
+            return rtype == "Patient"
+        path, codes = read
+        concept = getattr(resource, path)
+        coding = concept.coding if concept is not None else None
+        if coding is not None:
+            code_values = self.code_values
+            for c in coding:
+                code = c.code
+                if isinstance(code, str) and code in code_values:
+                    system = c.system
+                    if isinstance(system, str) and (system, code) in codes:
+                        return True
+        if rtype not in MEDICATION_TYPES:
+            return False
+        named = None if concept is None else {"text": concept.text, "coding": [{"display": c.display}
+                                                                              for c in coding or ()]}
+        return _named_or_referenced({"medicationReference": resource.medicationReference, path: named}, path)
 
 
 def _named_or_referenced(resource: dict, path: str) -> bool:
