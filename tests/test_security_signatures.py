@@ -12,11 +12,11 @@ from pathlib import Path
 import awscrt.crypto
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given, settings, strategies as st
 from jwt import PyJWK
-from jwt.algorithms import ECAlgorithm
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms as jwt_algorithms
 
 from service.security.signatures import KeyDoesNotFitAlg, signature_check
 from service.security.tokens import AuthFailed
@@ -187,6 +187,26 @@ def test_a_jwk_with_its_private_part_checks_with_the_public_key():
     assert check(b"m", sign("ES384", b"m")) and not check(b"m", sign("ES384", b"n"))
 
 
+@pytest.mark.parametrize("alg", ["ES512", "RS384", "PS384"])
+def test_a_jwk_with_its_private_part_checks_with_the_public_key_under_pyjwt_too(alg):
+    """PyJWT's RSA and RSA-PSS verify call key.verify, which a private key lacks (AttributeError: a 500)."""
+    key = Keys.rsa if alg[0] in "RP" else ec.generate_private_key(ec.SECP521R1())
+    check = signature_check(PyJWK(jwt_algorithms()[alg].to_jwk(key, as_dict=True), algorithm=alg))
+    signed = jwt_algorithms()[alg].sign(b"m", key)
+    assert check(b"m", signed) and not check(b"n", signed)
+
+
+def test_an_rs384_token_checked_by_a_key_set_holding_the_private_rsa_key_is_answered(tmp_path, http):
+    """An issuer whose key set also carries the private part of its RSA key: checked with the public key, as EC keys
+    are (was a 500)."""
+    jwks = {"keys": [{**RSAAlgorithm.to_jwk(Keys.rsa, as_dict=True), "kid": "rsa-private", "use": "sig"}]}
+    client = make_app(tmp_path, [issuer(jwks=jwks)]).test_client()
+    assert client.post(INVOKE, json=hook_request(), headers=bearer(token(alg="RS384", kid="rsa-private"))).status_code \
+        == 200
+    forged = token(alg="RS384", kid="rsa-private", key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    assert client.post(INVOKE, json=hook_request(), headers=bearer(forged)).status_code == 401
+
+
 def test_threads_share_one_check():
     """gunicorn gthread: the worker's threads check with the one AWS-LC key KeySet bound."""
     signed = [(m, sign("ES384", m)) for m in (os.urandom(40) for _ in range(20))]
@@ -209,9 +229,9 @@ def test_awscrt_starts_no_thread():
     """Nor at import, nor to build a key and check signatures: a fork copies no half-held lock of a thread."""
     script = """if True:
         import os
-        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
         from jwt import PyJWK
-        from jwt.algorithms import ECAlgorithm
+        from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms as jwt_algorithms
         import awscrt.crypto
         from service.security.signatures import signature_check
         key = ec.generate_private_key(ec.SECP384R1()).public_key()

@@ -75,7 +75,7 @@ class KeySet:
         self._fetched: dict[str, dict] = {}
         self._fetched_at: float | None = None
         self._last_attempt: float | None = None
-        self._bound: dict[tuple[str, str], SignatureCheck] = {}
+        self._bound: dict[tuple[str, str], tuple[dict, SignatureCheck]] = {}     # (kid, alg) -> (JWK, check)
         self._lock = threading.Lock()
 
     @property
@@ -92,13 +92,15 @@ class KeySet:
         if jwk is None or jwk.get("alg", alg) != alg:
             return None
         bound = self._bound.get((kid, alg))
-        if bound is None:
+        # Bound to this very JWK: a check another thread built of kid's key before a refresh replaced that key
+        # (and emptied _bound) must not answer for the new key, nor pass the revoked key's tokens.
+        if bound is None or bound[0] is not jwk:
             try:
-                bound = signature_check(PyJWK(jwk, algorithm=alg))
+                bound = jwk, signature_check(PyJWK(jwk, algorithm=alg))
             except (PyJWTError, KeyDoesNotFitAlg):      # the key does not fit alg (RS384 on an EC key, ES384 on P-256)
                 return None
             self._bound[(kid, alg)] = bound
-        return bound
+        return bound[1]
 
     def _current(self) -> dict[str, dict]:
         stale = self._fetched_at is None or self.clock() - self._fetched_at > self.cache_seconds

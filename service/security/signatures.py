@@ -18,11 +18,15 @@ from typing import Callable
 
 from awscrt.crypto import EC
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt import PyJWK
 
 SignatureCheck = Callable[[bytes, bytes], bool]     # (signing input, signature) -> whether the signature is good
+PRIVATE_KEYS = (EllipticCurvePrivateKey, RSAPrivateKey, Ed25519PrivateKey, Ed448PrivateKey)
 
 # alg -> the curve it is defined on (cryptography's name) and the byte size of r and of s
 EC_CURVES = {"ES256": ("secp256r1", 32), "ES384": ("secp384r1", 48), "ES512": ("secp521r1", 66)}
@@ -36,14 +40,15 @@ class KeyDoesNotFitAlg(ValueError):
 
 def signature_check(jwk: PyJWK) -> SignatureCheck:
     """The check of signatures made by jwk's key with jwk's alg; KeyDoesNotFitAlg for an EC key on another curve."""
-    alg, key = jwk.algorithm_name, jwk.key
+    alg = jwk.algorithm_name
+    # A JWK may carry its private part: PyJWK then holds the private key, which PyJWT's RSA verify cannot use.
+    key = jwk.key.public_key() if isinstance(jwk.key, PRIVATE_KEYS) else jwk.key
     if alg in EC_CURVES:
         curve, size = EC_CURVES[alg]
         if getattr(getattr(key, "curve", None), "name", None) != curve:
             raise KeyDoesNotFitAlg(f"{alg} needs a {curve} key")
         if alg in AWS_LC_HASHES:
-            public = key.public_key() if isinstance(key, EllipticCurvePrivateKey) else key
-            return aws_lc_ecdsa(public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+            return aws_lc_ecdsa(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
                                 AWS_LC_HASHES[alg], size)
     algorithm = jwk.Algorithm
     return lambda signing_input, signature: algorithm.verify(signing_input, key, signature)
