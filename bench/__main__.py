@@ -119,7 +119,7 @@ def _http_lines(results: dict) -> list[str]:
     client = statistics.median(one["client_cpu_ms_per_request"]
                                for runs in h["results"].values() for r in runs for one in r["per_round"])
     lines = ["", f"HTTP, typical prefetch (N = {TYPICAL_N}, {results['typical_body_bytes'] / 1024:.0f} KiB), gunicorn "
-             + " ".join(results["gunicorn"]) + f", {h['workers']['warm']} workers, connections "
+             + " ".join(results["gunicorn"]) + f", {max(h['workers'].values())} workers, connections "
              + ("spread evenly over the workers" if h["even_connections"] else "where they land")
              + f", replay cache {h['replay_cache']}",
              "(CPU = user + system time of the app's gunicorn workers per request, min/median/max over rounds; "
@@ -131,7 +131,8 @@ def _http_lines(results: dict) -> list[str]:
         for r in runs:
             cpu, rps = r["cpu_ms_per_request"], r["requests_per_s"]
             spread = " ".join("".join(str(w) for w in sorted(x["connection_workers"])) for x in r["per_round"])
-            vs = f"{r['cpu_vs_trivial']:>9.2f} {r['cpu_vs_peer']:>6.2f}" if "cpu_vs_peer" in r else " " * 16
+            vs = (f"{r['cpu_vs_trivial']:>9.2f}" if "cpu_vs_trivial" in r else " " * 9) + (
+                f" {r['cpu_vs_peer']:>6.2f}" if "cpu_vs_peer" in r else " " * 7)
             lines.append(f"{name:>10} {r['concurrency']:>4} {cpu[0]:>6.2f} {cpu[1]:>6.2f} {cpu[2]:>6.2f} {vs} {rps[1]:>12.0f} "
                          f"{f'({rps[0]:.0f}-{rps[2]:.0f})':>13} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
                          f"{r['errors']:>6}  {spread}")

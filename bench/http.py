@@ -299,7 +299,7 @@ def _summary(concurrency: int, rounds: list[dict], runs: dict) -> dict:
                "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
                "worst_round_p99_ms": max(r["p99_ms"] for r in rounds),
                "errors": sum(r["errors"] for r in rounds), "per_round": rounds}
-    for base in ("trivial", "peer") if "trivial" in runs and "peer" in runs else ():
+    for base in (name for name in ("trivial", "peer") if name in runs):
         summary[f"cpu_vs_{base}"] = round(statistics.median(
             mine["cpu_ms_per_request"] / theirs["cpu_ms_per_request"]
             for mine, theirs in zip(rounds, runs[base][concurrency])), 2)
