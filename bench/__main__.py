@@ -144,6 +144,11 @@ def _targets(results: dict) -> list[str]:
     lines = ["", "Against the targets (issue 18):"]
     if "http" in results:
         by = {name: {r["concurrency"]: r for r in runs} for name, runs in results["http"]["results"].items()}
+        refused = {f"{name} c={c}": r["errors"] for name, runs in by.items() for c, r in runs.items() if r["errors"]}
+        if refused:     # a refused request is cheap: CPU per request over such rounds flatters the app
+            lines.append(f"  NOT READABLE: requests not answered 200 ({', '.join(f'{k}: {v}' for k, v in refused.items())});"
+                         " no HTTP target is read off this run")
+            by = {}
         for c, first in by.get("first_seen", {}).items() if "trivial" in by else ():
             ratio = first["cpu_vs_trivial"]
             lines.append(f"  first-seen chart, c={c}: CPU {ratio:.2f} x the trivial endpoint's "

@@ -9,6 +9,8 @@ from bench import __main__ as bench_main
 from bench import auth, http, instructions, peer, sweep
 from bench.patients import PATIENT_ID, patient_view_request
 
+SMOKE_REDIS = "redis://127.0.0.1:6379/12"     # not the benchmark's default database (bench/http.py)
+
 
 def test_synthetic_request_holds_n_resources_and_an_in_scope_patient():
     request = patient_view_request(200, seed=3)
@@ -28,13 +30,13 @@ def test_sweep_answers_the_in_scope_patient_with_cards():
 
 def test_quick_run_prints_the_table_and_writes_results(tmp_path, capsys):
     # As on a new machine: a Redis the service has never used, which refuses tokens issued before it began
-    # remembering (the benchmark signs its probe's token only once the service has answered /readyz).
+    # remembering (the benchmark signs its probe's token only once the service has answered /readyz). Its own
+    # database: deleting the mark in the benchmark's default one would refuse the tokens of a benchmark running then.
     import redis
     from service.security.replay import REMEMBERING_SINCE
-    from bench.http import DEFAULT_REDIS
-    redis.Redis.from_url(DEFAULT_REDIS).delete(REMEMBERING_SINCE)
+    redis.Redis.from_url(SMOKE_REDIS).delete(REMEMBERING_SINCE)
     out = tmp_path / "results.json"
-    assert bench_main.main(["--quick", "--skip", "fetch", "--out", str(out)]) == 0
+    assert bench_main.main(["--quick", "--skip", "fetch", "--redis-url", SMOKE_REDIS, "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     assert [r["n"] for r in results["sweep"]] == [10, 50]
     for r in results["sweep"]:
@@ -165,3 +167,15 @@ def test_governance_benchmark_seeds_and_measures_a_tiny_database(tmp_path, capsy
     out = capsys.readouterr().out
     assert "seeded 300 cards" in out and "60 feedback entries" in out
     assert "page, a year, charts drawn anew" in out and "of which the queries, a year" in out
+
+
+def test_no_http_target_is_read_off_a_run_with_refused_requests():
+    def run(c, cpu, errors=0):
+        return {"concurrency": c, "cpu_vs_trivial": 1.5, "errors": errors, "per_round": [{"cpu_ms_per_request": cpu}]}
+    results = {"http": {"results": {"first_seen": [run(1, 1.5)], "trivial": [run(1, 1.0)],
+                                    "auth": [run(1, 1.1, errors=10)], "warm": [run(1, 1.0)]}}}
+    lines = bench_main._targets(results)
+    assert any("NOT READABLE" in line and "auth c=1: 10" in line for line in lines)
+    assert not any(line.endswith(": met") or line.endswith("NOT met") for line in lines)
+    results["http"]["results"]["auth"] = [run(1, 1.1)]
+    assert any("first-seen chart, c=1" in line and line.endswith(": met") for line in bench_main._targets(results))
