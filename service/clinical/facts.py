@@ -451,20 +451,22 @@ def by_value_set(dated: list[tuple[object, object]], vs: ValueSets) -> Coded:
     return found
 
 
+def dated_conditions(record: PatientRecord, born) -> list[tuple[object, tuple]]:
+    """The counting Conditions, each with its start and what it is from (condition_start, read once)."""
+    return [(c, condition_start(c, born)) for c in record.of("Condition") if counts(c)]
+
+
 @dataclass(frozen=True)
 class Entries:
-    """The record's entries by the value sets of their codes, each with its date, read once a call."""
-    conditions: list     # counting Conditions, each with (start, "onset" | "recordedDate" | None), in the record's order
-    problems: Coded      # the same by value set
+    """What was done, ordered and reported, by the value sets of the entries' codes, each with its date; read once
+    a call, when the patient is in scope."""
     procedures: Coded
     orders: Coded        # ServiceRequests
     reports: Coded       # DiagnosticReports
 
 
 def entries_of(record: PatientRecord, vs: ValueSets, born) -> Entries:
-    conditions = [(c, condition_start(c, born)) for c in record.of("Condition") if counts(c)]
-    return Entries(conditions, by_value_set(conditions, vs),
-                   by_value_set([(p, procedure_date(p, born)) for p in record.of("Procedure")], vs),
+    return Entries(by_value_set([(p, procedure_date(p, born)) for p in record.of("Procedure")], vs),
                    by_value_set([(r, request_date(r)) for r in record.of("ServiceRequest")], vs),
                    by_value_set([(r, report_date(r)) for r in record.of("DiagnosticReport")], vs))
 
@@ -962,14 +964,14 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
     if is_deceased(record):
         return out_of_scope(common, "the patient is deceased", deceased=True)
     born = birth(record)
-    entries = entries_of(record, vs, born)
-    problems = entries.problems
+    conditions = dated_conditions(record, born)
+    problems = by_value_set(conditions, vs)
     episode = the_episode(problems.get("spinal-cord-compression", ()))
     if episode is None:
         return out_of_scope(common, "no spinal cord compression on record")
     compression, (start, source) = episode
     compression_levels = levels_of(compression, vs)
-    hemangiomas = [(h, when, levels_of(h, vs)) for h, when in entries.conditions
+    hemangiomas = [(h, when, levels_of(h, vs)) for h, when in conditions
                    if is_vertebral_hemangioma(h, vs)]                # with their start and levels
     if not hemangiomas:
         return out_of_scope(common, "no vertebral hemangioma on record")
@@ -980,6 +982,7 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
                                     " lie more than one level apart")
 
     window = episode_window(start, source)
+    entries = entries_of(record, vs, born)
     found = entries.procedures.get("decompression-surgery", [])
     operation = the_operation(found, window, vs)
     earlier = earlier_operation(found, window, vs)
