@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from service.clinical.record import LeftOut, PatientRecord
-from service.clinical.valuesets import LEVELS, LOCAL, SPINE_WORDS, LEVEL_PATTERN, ValueSets, codings, in_set, level_rank
+from service.clinical.valuesets import (LEVELS, LOCAL, SPINE_WORDS, LEVEL_PATTERN, ValueSets, codings, in_set, level_rank,
+                                        sets_holding)
 
 # --- the service's own conventions (pathway.md *(convention)*; docs/input-contract.md lists them) -----
 EPISODE_LEAD = dt.timedelta(days=30)                  # the window opens this long before the episode start
@@ -410,14 +411,14 @@ def same_lesion(hemangioma_levels: set[str], compression_levels: set[str]) -> bo
     return any(abs(level_rank(a) - level_rank(b)) <= 1 for a in hemangioma_levels for b in compression_levels)
 
 
-def the_episode(compressions: list, born) -> object | None:
-    """The latest (by start) active counting compression, else the latest counting one. Ties: active first,
-    then one with onset[x], then the lowest id."""
+def the_episode(compressions: list[tuple[object, tuple]]) -> tuple[object, tuple] | None:
+    """The latest (by start) active counting compression, else the latest counting one, with its start. Ties:
+    active first, then one with onset[x], then the lowest id."""
     if not compressions:
         return None
 
-    def rank(c):
-        start, source = condition_start(c, born)
+    def rank(entry):
+        c, (start, source) = entry
         return (not is_active(c), -(start - EARLIEST).total_seconds() if start else float("inf"),
                 source != "onset", c.id or "")
     return min(compressions, key=rank)
@@ -435,15 +436,46 @@ def in_window(when: dt.datetime | None, window: dt.datetime | None) -> bool:
     return when is None or window is None or when >= window
 
 
+# --- the record read once for the facts -------------------------------------------------------------------
+
+Coded = dict   # value-set name -> [(entry, its date)], in the record's order
+
+
+def by_value_set(dated: list[tuple[object, object]], vs: ValueSets) -> Coded:
+    """Each dated entry under every value set its code is in: the facts ask for entries by value set, some of
+    them several times, and each entry's code and date are read once."""
+    found: Coded = {}
+    for entry in dated:
+        for name in sets_holding(entry[0].code, vs):
+            found.setdefault(name, []).append(entry)
+    return found
+
+
+def dated_conditions(record: PatientRecord, born) -> list[tuple[object, tuple]]:
+    """The counting Conditions, each with its start and what it is from (condition_start, read once)."""
+    return [(c, condition_start(c, born)) for c in record.of("Condition") if counts(c)]
+
+
+@dataclass(frozen=True)
+class Entries:
+    """What was done, ordered and reported, by the value sets of the entries' codes, each with its date; read once
+    a call, when the patient is in scope."""
+    procedures: Coded
+    orders: Coded        # ServiceRequests
+    reports: Coded       # DiagnosticReports
+
+
+def entries_of(record: PatientRecord, vs: ValueSets, born) -> Entries:
+    return Entries(by_value_set([(p, procedure_date(p, born)) for p in record.of("Procedure")], vs),
+                   by_value_set([(r, request_date(r)) for r in record.of("ServiceRequest")], vs),
+                   by_value_set([(r, report_date(r)) for r in record.of("DiagnosticReport")], vs))
+
+
 # --- record entries in the episode -----------------------------------------------------------------------
 
 def is_ordered(r) -> bool:
     """A ServiceRequest (or MedicationRequest) that is an order on record."""
     return r.intent in ORDER_INTENTS and r.doNotPerform is not True and r.status in ORDERED
-
-
-def _coded(resources, codes) -> list:
-    return [r for r in resources if in_set(r.code, codes)]
 
 
 def latest_of(found: list[tuple[dt.datetime | None, Evidence]]) -> Evidence | None:
@@ -453,41 +485,34 @@ def latest_of(found: list[tuple[dt.datetime | None, Evidence]]) -> Evidence | No
     return max(found, key=lambda item: (item[0] or EARLIEST, item[1].ref))[1]
 
 
-def done_in_episode(record: PatientRecord, vs: ValueSets, name: str, window, born) -> list[tuple[dt.datetime | None, Evidence]]:
+def done_in_episode(entries: Entries, vs: ValueSets, name: str, window) -> list[tuple[dt.datetime | None, Evidence]]:
     out = []
-    for p in _coded(record.of("Procedure"), vs[name]):
-        when = procedure_date(p, born)
+    for p, when in entries.procedures.get(name, ()):
         if p.status == "completed" and in_window(when, window):
             out.append((when, evidence(p, p.code, when, vs)))
     return out
 
 
-def ordered_in_episode(record: PatientRecord, vs: ValueSets, name: str, window) -> list[tuple[dt.datetime | None, Evidence]]:
+def ordered_in_episode(entries: Entries, vs: ValueSets, name: str, window) -> list[tuple[dt.datetime | None, Evidence]]:
     out = []
-    for r in _coded(record.of("ServiceRequest"), vs[name]):
-        when = request_date(r)
+    for r, when in entries.orders.get(name, ()):
         if is_ordered(r) and in_window(when, window):
             out.append((when, evidence(r, r.code, when, vs, f"{label_of(r.code, vs)} (ordered)")))
     return out
 
 
-def reported_in_episode(record: PatientRecord, vs: ValueSets, name: str, window) -> list[tuple[dt.datetime | None, Evidence]]:
+def reported_in_episode(entries: Entries, vs: ValueSets, name: str, window) -> list[tuple[dt.datetime | None, Evidence]]:
     out = []
-    for r in _coded(record.of("DiagnosticReport"), vs[name]):
-        when = report_date(r)
+    for r, when in entries.reports.get(name, ()):
         if r.status in REPORT_COUNTS and in_window(when, window):
             out.append((when, evidence(r, r.code, when, vs)))
     return out
 
 
-def workup(record: PatientRecord, vs: ValueSets, name: str, window, born) -> Evidence | None:
+def workup(entries: Entries, vs: ValueSets, name: str, window) -> Evidence | None:
     """Done, reported or ordered in the episode: the latest such entry."""
-    return latest_of(done_in_episode(record, vs, name, window, born) + reported_in_episode(record, vs, name, window)
-                     + ordered_in_episode(record, vs, name, window))
-
-
-def decompressions(record: PatientRecord, vs: ValueSets, born) -> list[tuple[object, dt.datetime | None]]:
-    return [(p, procedure_date(p, born)) for p in _coded(record.of("Procedure"), vs["decompression-surgery"])]
+    return latest_of(done_in_episode(entries, vs, name, window) + reported_in_episode(entries, vs, name, window)
+                     + ordered_in_episode(entries, vs, name, window))
 
 
 def the_operation(found, window, vs: ValueSets) -> Evidence | None:
@@ -520,16 +545,15 @@ def decompressions_in_progress(found, vs: ValueSets) -> tuple[tuple[dt.datetime,
                  for p, when in found if p.status == "in-progress" and when)
 
 
-def radiotherapy_since(record: PatientRecord, vs: ValueSets, since: dt.datetime | None, window, born,
+def radiotherapy_since(entries: Entries, vs: ValueSets, since: dt.datetime | None, window,
                        ever: bool = False) -> Evidence | None:
     """A radiotherapy Procedure given on or after `since` (undated counts), or a radiotherapy order in the
     episode whatever its date; `ever`: any radiotherapy on record counts."""
     found = []
-    for p in _coded(record.of("Procedure"), vs["radiotherapy"]):
-        when = procedure_date(p, born)
+    for p, when in entries.procedures.get("radiotherapy", ()):
         if p.status in RADIOTHERAPY_GIVEN and (ever or when is None or since is None or when.date() >= since.date()):
             found.append((when, evidence(p, p.code, when, vs)))
-    found += ordered_in_episode(record, vs, "radiotherapy", None if ever else window)
+    found += ordered_in_episode(entries, vs, "radiotherapy", None if ever else window)
     return latest_of(found)
 
 
@@ -683,12 +707,10 @@ Readings = dict   # value-set name -> [(time, Observation)], oldest first
 def readings_by_concept(record: PatientRecord, vs: ValueSets) -> Readings:
     """Counting, dated observations by the value set of their code, oldest first (ties by id): one pass."""
     found: Readings = {name: [] for name in OBSERVATION_CONCEPTS}
-    concepts = [(name, vs[name]) for name in OBSERVATION_CONCEPTS]
     for o in record.of("Observation"):
         if o.status in OBSERVATION_EXCLUDED:
             continue
-        codes = codings(o.code)
-        names = [name for name, concept in concepts if not concept.isdisjoint(codes)]
+        names = [name for name in sets_holding(o.code, vs) if name in found]
         when = observation_date(o) if names else None
         for name in names if when else ():
             found[name].append((when, o))
@@ -773,12 +795,10 @@ class Deterioration:
         return ()
 
 
-def deterioration(readings: Readings, vs: ValueSets, conditions: list, window, born) -> Deterioration:
+def deterioration(readings: Readings, vs: ValueSets, problems: Coded, window) -> Deterioration:
     stated, in_episode = [], []
-    for c in conditions:
-        if not in_set(c.code, vs["rapid-deterioration"]):
-            continue
-        dates = [d for d in (condition_start(c, born)[0], instant(c.recordedDate)) if d]
+    for c, (start, _) in problems.get("rapid-deterioration", ()):
+        dates = [d for d in (start, instant(c.recordedDate)) if d]
         if not dates:
             continue
         when = max(dates)
@@ -838,18 +858,18 @@ WALKING_WORDS = {"ambulatory": "walks unaided", "ambulatory-with-assistance": "w
                  "non-ambulatory": "cannot walk"}
 
 
-def ambulatory_status(readings: Readings, vs: ValueSets, conditions: list, born) -> tuple[str | None, Evidence | None]:
+def ambulatory_status(readings: Readings, vs: ValueSets, problems: Coded) -> tuple[str | None, Evidence | None]:
     """The latest ambulatory-status observation; without one, a complete paraplegia means non-ambulatory."""
     walking = [(when, o) for when, o in readings["ambulatory-status"] if walking_value(o)]
     if walking:
         when, o = walking[-1]
         value = walking_value(o)
         return value, reading(o, WALKING_WORDS[value], when, vs)
-    paraplegia = sorted((c for c in conditions if is_active(c) and in_set(c.code, vs["non-ambulatory-deficit"])),
-                        key=lambda c: c.id or "")
+    paraplegia = sorted(((c, start) for c, (start, _) in problems.get("non-ambulatory-deficit", ()) if is_active(c)),
+                        key=lambda entry: entry[0].id or "")
     if paraplegia:
-        c = paraplegia[0]
-        return "non-ambulatory", evidence(c, c.code, condition_start(c, born)[0], vs)
+        c, start = paraplegia[0]
+        return "non-ambulatory", evidence(c, c.code, start, vs)
     return None, None
 
 
@@ -901,29 +921,25 @@ class Pregnancy:
         return None
 
 
-def pregnancy(readings: Readings, vs: ValueSets, conditions: list, born) -> Pregnancy:
+def pregnancy(readings: Readings, vs: ValueSets, problems: Coded) -> Pregnancy:
     found = []
-    for c in conditions:
-        if is_active(c) and in_set(c.code, vs["pregnancy"]):
-            start = condition_start(c, born)[0]
-            if start:
-                found.append((start, evidence(c, c.code, start, vs)))
+    for c, (start, _) in problems.get("pregnancy", ()):
+        if start and is_active(c):
+            found.append((start, evidence(c, c.code, start, vs)))
     statuses = tuple((when, in_set(o.valueCodeableConcept, vs["pregnancy-status-pregnant"]),
                       reading(o, label_of(o.valueCodeableConcept, vs), when, vs))
                      for when, o in readings["pregnancy-status"] if o.valueCodeableConcept)
     return Pregnancy(tuple(sorted(found, key=lambda item: (item[0], item[1].ref), reverse=True)), statuses)
 
 
-def minor_trauma(conditions: list, vs: ValueSets, episode_start: dt.datetime | None, born) -> Evidence | None:
+def minor_trauma(problems: Coded, vs: ValueSets, episode_start: dt.datetime | None) -> Evidence | None:
     """An injury starting in the INJURY_BEFORE_EPISODE before the episode start (undated: never)."""
     if episode_start is None:
         return None
     found = []
-    for c in conditions:
-        if in_set(c.code, vs["injury"]):
-            start = condition_start(c, born)[0]
-            if start and shift(episode_start, -INJURY_BEFORE_EPISODE) <= start <= episode_start:
-                found.append((start, evidence(c, c.code, start, vs)))
+    for c, (start, _) in problems.get("injury", ()):
+        if start and shift(episode_start, -INJURY_BEFORE_EPISODE) <= start <= episode_start:
+            found.append((start, evidence(c, c.code, start, vs)))
     return latest_of(found)
 
 
@@ -948,23 +964,26 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
     if is_deceased(record):
         return out_of_scope(common, "the patient is deceased", deceased=True)
     born = birth(record)
-    conditions = [c for c in record.of("Condition") if counts(c)]
-    compression = the_episode([c for c in conditions if in_set(c.code, vs["spinal-cord-compression"])], born)
-    if compression is None:
+    conditions = dated_conditions(record, born)
+    problems = by_value_set(conditions, vs)
+    episode = the_episode(problems.get("spinal-cord-compression", ()))
+    if episode is None:
         return out_of_scope(common, "no spinal cord compression on record")
+    compression, (start, source) = episode
     compression_levels = levels_of(compression, vs)
-    hemangiomas = [(c, levels_of(c, vs)) for c in conditions if is_vertebral_hemangioma(c, vs)]   # with their levels
+    hemangiomas = [(h, when, levels_of(h, vs)) for h, when in conditions
+                   if is_vertebral_hemangioma(h, vs)]                # with their start and levels
     if not hemangiomas:
         return out_of_scope(common, "no vertebral hemangioma on record")
-    lesion_levels = [(h, levels) for h, levels in hemangiomas if same_lesion(levels, compression_levels)]
-    lesion = [h for h, _ in lesion_levels]
+    lesion_levels = [(h, when, levels) for h, when, levels in hemangiomas if same_lesion(levels, compression_levels)]
+    lesion = [h for h, _, _ in lesion_levels]
     if not lesion:
         return out_of_scope(common, f"the hemangioma and the compression ({', '.join(sorted_levels(compression_levels))})"
                                     " lie more than one level apart")
 
-    start, source = condition_start(compression, born)
     window = episode_window(start, source)
-    found = decompressions(record, vs, born)
+    entries = entries_of(record, vs, born)
+    found = entries.procedures.get("decompression-surgery", [])
     operation = the_operation(found, window, vs)
     earlier = earlier_operation(found, window, vs)
     recurrent_status = is_recurrent(compression) or any(is_recurrent(h) for h in lesion)
@@ -977,21 +996,22 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         if not recurrence and not any(is_active(h) for h in lesion):
             return out_of_scope(common, "the hemangioma is not active and this is not a recurrence")
         stage = "pre-operative"
-    speaking = min(lesion, key=lambda h: (not is_active(h), status_code(h.verificationStatus) in UNCONFIRMED_VERIFICATION,
-                                          -((condition_start(h, born)[0] or EARLIEST) - EARLIEST).total_seconds(),
-                                          h.id or ""))
-    every_level = set().union(*(levels for _, levels in lesion_levels)) | compression_levels
+    speaking, (speaking_start, _), _ = min(
+        lesion_levels, key=lambda item: (not is_active(item[0]),
+                                         status_code(item[0].verificationStatus) in UNCONFIRMED_VERIFICATION,
+                                         -((item[1][0] or EARLIEST) - EARLIEST).total_seconds(), item[0].id or ""))
+    every_level = set().union(*(levels for _, _, levels in lesion_levels)) | compression_levels
     if operation is not None:
-        radiotherapy = radiotherapy_since(record, vs, instant_of(operation), window, born)
+        radiotherapy = radiotherapy_since(entries, vs, instant_of(operation), window)
     elif earlier is not None:
-        radiotherapy = radiotherapy_since(record, vs, instant_of(earlier), window, born)
+        radiotherapy = radiotherapy_since(entries, vs, instant_of(earlier), window)
     else:
-        radiotherapy = radiotherapy_since(record, vs, None, window, born, ever=True)
-    competing = tuple(evidence(c, c.code, condition_start(c, born)[0], vs)
-                      for c in sorted(conditions, key=lambda c: c.id or "")
-                      if is_active(c) and in_set(c.code, vs["competing-cause"]))
+        radiotherapy = radiotherapy_since(entries, vs, None, window, ever=True)
+    competing = tuple(evidence(c, c.code, when, vs)
+                      for c, (when, _) in sorted(problems.get("competing-cause", ()), key=lambda entry: entry[0].id or "")
+                      if is_active(c))
     readings = readings_by_concept(record, vs)
-    status, status_evidence = ambulatory_status(readings, vs, conditions, born)
+    status, status_evidence = ambulatory_status(readings, vs, problems)
     facts = Facts(
         in_pathway=True,
         stage=stage,
@@ -999,35 +1019,35 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         episode_start=day_of(start),
         episode_start_from=source,
         window_start=day_of(window),
-        hemangioma=evidence(speaking, speaking.code, condition_start(speaking, born)[0], vs),
+        hemangioma=evidence(speaking, speaking.code, speaking_start, vs),
         hemangioma_ref=ref_of(speaking),
         hemangioma_verification=status_code(speaking.verificationStatus) or "confirmed",
         compression=evidence(compression, compression.code, start, vs),
         compression_verification=status_code(compression.verificationStatus) or "confirmed",
         competing=competing,
         levels=sorted_levels(every_level),
-        multilevel_thoracic=multilevel_thoracic(set().union(*(levels for _, levels in hemangiomas))),
+        multilevel_thoracic=multilevel_thoracic(set().union(*(levels for _, _, levels in hemangiomas))),
         surgery=operation,
         earlier_operation=earlier,
         undated_decompression=undated_decompression(found, vs),
-        decompression_ordered=latest_of(ordered_in_episode(record, vs, "decompression-surgery", window)),
-        posterior_fixation=latest_of(done_in_episode(record, vs, "posterior-stabilization", window, born)
-                                     + ordered_in_episode(record, vs, "posterior-stabilization", window)),
-        embolization=latest_of(done_in_episode(record, vs, "embolization", window, born)
-                               + ordered_in_episode(record, vs, "embolization", window)),
+        decompression_ordered=latest_of(ordered_in_episode(entries, vs, "decompression-surgery", window)),
+        posterior_fixation=latest_of(done_in_episode(entries, vs, "posterior-stabilization", window)
+                                     + ordered_in_episode(entries, vs, "posterior-stabilization", window)),
+        embolization=latest_of(done_in_episode(entries, vs, "embolization", window)
+                               + ordered_in_episode(entries, vs, "embolization", window)),
         radiotherapy=radiotherapy,
-        mri_entire_spine=workup(record, vs, "mri-entire-spine", window, born),
-        mri_thoracic=workup(record, vs, "mri-thoracic-spine", window, born),
-        spine_cta=workup(record, vs, "spine-ct-angiography", window, born),
+        mri_entire_spine=workup(entries, vs, "mri-entire-spine", window),
+        mri_thoracic=workup(entries, vs, "mri-thoracic-spine", window),
+        spine_cta=workup(entries, vs, "spine-ct-angiography", window),
         ambulatory_status=status,
         ambulatory_evidence=status_evidence,
         dexamethasone=dexamethasone_course(record, vs, window),
-        injury=minor_trauma(conditions, vs, start, born),
+        injury=minor_trauma(problems, vs, start),
         joa=joa_score(readings, vs),
         **common,
     )
-    return ChartFacts(facts, born, deterioration(readings, vs, conditions, window, born),
-                      pregnancy(readings, vs, conditions, born), decompressions_in_progress(found, vs))
+    return ChartFacts(facts, born, deterioration(readings, vs, problems, window),
+                      pregnancy(readings, vs, problems), decompressions_in_progress(found, vs))
 
 
 def instant_of(ev: Evidence) -> dt.datetime | None:

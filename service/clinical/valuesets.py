@@ -40,6 +40,15 @@ class ValueSets:
     sets: Mapping[str, frozenset[Code]]
     levels: Mapping[Code, str]  # spine-structure concept -> vertebral level ("T7")
     displays: Mapping[Code, str] = field(default_factory=dict)   # what a clinician reads for a code sent bare
+    # code -> the names of the value sets that hold it, worked out once at start-up (the facts ask it of every entry)
+    sets_of: Mapping[Code, frozenset[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        holding: dict[Code, set[str]] = {}
+        for name, codes in self.sets.items():
+            for code in codes:
+                holding.setdefault(code, set()).add(name)
+        object.__setattr__(self, "sets_of", {code: frozenset(names) for code, names in holding.items()})
 
     def __getitem__(self, name: str) -> frozenset[Code]:
         return self.sets[name]
@@ -127,3 +136,10 @@ def _json_codings(concept: dict) -> list[Code]:
 
 def in_set(concept, codes: frozenset[Code]) -> bool:
     return not codes.isdisjoint(codings(concept))
+
+
+def sets_holding(concept, vs: ValueSets) -> frozenset[str]:
+    """The names of the value sets a coding of the concept is in: one lookup a coding (ValueSets.sets_of)."""
+    sets_of = vs.sets_of
+    found = [sets_of[code] for code in codings(concept) if code in sets_of]
+    return found[0] if len(found) == 1 else frozenset().union(*found)
