@@ -116,13 +116,19 @@ class _Source:
         (a body under SAMPLED only); None when msgspec refuses the body's entries (some not of FHIR's shape)."""
         if not self.small:
             return None
-        if concepts not in self.structs:
-            try:
-                self.structs[concepts] = _typed_reader(concepts).decode(self.body)["prefetch"]
-            except Exception:
-                self.structs[concepts] = {}
-        entries = getattr(self.structs[concepts].get(key), "entry", None)
+        entries = getattr(self._prefetch_as(self.structs, concepts, _typed_reader).get(key), "entry", None)
         return entries if type(entries) is list else None
+
+    def _prefetch_as(self, cache: dict, keys: frozenset[str], reader: Callable[[frozenset[str]], msgspec.json.Decoder]
+                     ) -> dict:
+        """The body's prefetch values as `reader(keys)` decodes them, in one pass, once per `keys` (kept in `cache`);
+        {} when msgspec refuses the body (each Bundle is then read another way)."""
+        if keys not in cache:
+            try:
+                cache[keys] = reader(keys).decode(self.body)["prefetch"]
+            except Exception:
+                cache[keys] = {}
+        return cache[keys]
 
     def _skipped(self) -> dict:
         """The prefetch values, each the slice of the body it is (msgspec.Raw); {} when msgspec cannot skip them."""
@@ -137,12 +143,7 @@ class _Source:
         """The entries of prefetch value `key` decoded by `keys`; None when msgspec does not decode them (what it
         refuses: values nested deeper than Python's recursion limit)."""
         if self.small:
-            if keys not in self.lean:
-                try:
-                    self.lean[keys] = _body_reader(keys).decode(self.body)["prefetch"]
-                except Exception:
-                    self.lean[keys] = {}    # read Bundle by Bundle (a prefetch value not read as one)
-            found = self.lean[keys].get(key)
+            found = self._prefetch_as(self.lean, keys, _body_reader).get(key)    # else Bundle by Bundle, below
             if type(found) is dict and type(found.get("entry")) is list:
                 return found["entry"]
         try:
