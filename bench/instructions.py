@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -52,15 +53,22 @@ def run_calls(subject: str, calls: int) -> None:
         step()
 
 
-def count(subject: str, calls: int) -> int:
-    """Total instructions of a child process that makes `calls` calls after the warm-up."""
+def callgrind_total(module: str, *child_args: str, timeout: int = 3600, hash_seed: str | None = None) -> int:
+    """Total instructions of `python -m <module> --child <args>` under callgrind. `hash_seed` fixes PYTHONHASHSEED
+    where set and dict orders decide some paths."""
+    env = {**os.environ, **({"PYTHONHASHSEED": hash_seed} if hash_seed is not None else {})}
     done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                           "-m", "bench.instructions", "--child", subject, str(calls)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
+                           "-m", module, "--child", *child_args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
     found = COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
-        raise RuntimeError(f"callgrind run of {subject} failed: {done.stderr[-1500:]}")
+        raise RuntimeError(f"callgrind run of {module} {' '.join(child_args)} failed: {done.stderr[-1500:]}")
     return int(found.group(1))
+
+
+def count(subject: str, calls: int) -> int:
+    """Total instructions of a child process that makes `calls` calls after the warm-up."""
+    return callgrind_total("bench.instructions", subject, str(calls), timeout=1800)
 
 
 def per_call(subjects=SUBJECTS, calls: int = 50, jobs: int = 2) -> dict[str, int]:

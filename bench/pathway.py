@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from .instructions import COLLECTED, ROOT, WARM_UP
+from .instructions import ROOT, WARM_UP, callgrind_total
 
 
 def run_calls(calls: int) -> None:
@@ -43,13 +41,7 @@ def run_calls(calls: int) -> None:
 def _instructions(calls: int) -> int:
     """Total instructions of a child making `calls` calls after the warm-up (hash seed fixed: set and dict orders
     decide some paths)."""
-    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                           "-m", "bench.pathway", "--child", str(calls)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=1800, env={**os.environ, "PYTHONHASHSEED": "0"})
-    found = COLLECTED.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"callgrind run failed: {done.stderr[-1500:]}")
-    return int(found.group(1))
+    return callgrind_total("bench.pathway", str(calls), timeout=1800, hash_seed="0")
 
 
 def main(argv: list[str] | None = None) -> int:

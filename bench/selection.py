@@ -11,12 +11,10 @@ fhirServer contacted): the same warm-up, then none or `--calls` calls; the diffe
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from .instructions import COLLECTED, ROOT, WARM_UP
+from .instructions import ROOT, WARM_UP, callgrind_total
 
 SUBJECTS = ("decode", "read")
 
@@ -48,13 +46,7 @@ def run_calls(subject: str, n: int, calls: int) -> None:
 
 
 def _instructions(subject: str, n: int, calls: int) -> int:
-    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                           "-m", "bench.selection", "--child", subject, str(n), str(calls)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=3600, env={**os.environ, "PYTHONHASHSEED": "0"})
-    found = COLLECTED.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"callgrind run failed: {done.stderr[-1500:]}")
-    return int(found.group(1))
+    return callgrind_total("bench.selection", subject, str(n), str(calls), hash_seed="0")
 
 
 def main(argv: list[str] | None = None) -> int:
