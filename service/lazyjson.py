@@ -17,11 +17,12 @@ Where either could read the JSON differently from orjson, orjson decodes the bod
   it), or more than 64 keys there (a key is looked up from the object's start);
 - entries msgspec does not decode (nested deeper than Python's recursion limit).
 orjson also decodes bodies under SMALLEST, and, of a body of SAMPLED or more, the entries when the selector keeps
-most of a sample of them: there the two passes would cost more than they save. Of a body under SAMPLED, every
-Bundle's entries are decoded in one msgspec pass and with no sample: as Structs (`_typed_reader`) when they are
-of FHIR's shape, read by prefetch._read_structs and the selector's wanted_struct without a dict made, else by
-their keys as above. One simdjson parser per body: a parser's proxies point
-into its buffers, which a second parse would reuse.
+most of a sample of them: there the two passes would cost more than they save (a body under SAMPLED has no
+sample). Otherwise every Bundle's entries are decoded in one msgspec pass of the body: as Structs
+(`_typed_reader`) when they are of FHIR's shape, read by prefetch._read_structs and the selector's wanted_struct
+without a dict made; else by their keys as above (one pass of a body under SAMPLED, Bundle by Bundle from their
+slices of a larger one). One simdjson parser per body: a parser's proxies point into its buffers, which a second
+parse would reuse.
 """
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ MOST_KEYS = 64
 # A smaller body is decoded by orjson: fewer instructions, below this (decode + prefetch's read at N = 30, 22 KiB:
 # 1.27 M with orjson, 1.52 M lazily; N = 50, 37 KiB: 2.17 M, 1.93 M).
 SMALLEST = 32 * 1024
-# Below this, the entries of every Bundle are read by their keys in one msgspec pass of the body, with no sample of
-# them first (_Source.entries): the fixed costs that had made orjson faster up to here.
+# Below this, the entries are read by msgspec with no sample of them judged first (_Source.mostly_kept), and those of
+# every Bundle read by their keys in one pass of the body (_Source.entries): the fixed costs that had made orjson
+# faster up to here.
 SAMPLED = 128 * 1024
 Object, Array = simdjson.Object, simdjson.Array
 
@@ -112,11 +114,10 @@ class _Source:
         self.small, self.lean, self.structs = len(body) < SAMPLED, {}, {}
 
     def typed(self, key: str, concepts: frozenset[str]) -> list | None:
-        """The entries of prefetch value `key` as `_typed_reader(concepts)` decodes them, every Bundle in one pass
-        (a body under SAMPLED only); None when msgspec refuses the body's entries (some not of FHIR's shape)."""
-        if not self.small:
-            return None
-        entries = getattr(self._prefetch_as(self.structs, concepts, _typed_reader).get(key), "entry", None)
+        """The entries of prefetch value `key` as `_typed_reader(concepts)` decodes them, every Bundle in one pass;
+        None when msgspec refuses the body's entries (some not of FHIR's shape). Given once: what is given is no
+        longer held here (at 10,000 resources, each Bundle's Structs are freed when prefetch has walked them)."""
+        entries = getattr(self._prefetch_as(self.structs, concepts, _typed_reader).pop(key, None), "entry", None)
         return entries if type(entries) is list else None
 
     def _prefetch_as(self, cache: dict, keys: frozenset[str], reader: Callable[[frozenset[str]], msgspec.json.Decoder]
@@ -262,9 +263,13 @@ class Entries:
             return self.source.whole_entries(self.key), None
         return decoded, self._whole
 
-    def typed(self, concepts: frozenset[str]) -> tuple[list, Callable[[list[int]], list[dict]]] | None:
+    def typed(self, concepts: frozenset[str], wanted: Callable[[dict], bool]
+              ) -> tuple[list, Callable[[list[int]], list[dict]]] | None:
         """The entries as Structs (`_typed_reader(concepts)`), with what gives the resources of the entries at some
-        positions whole; None when they are not read so (read them with `read`)."""
+        positions whole; None when they are not read so (read them with `read`): when msgspec refuses them, or, of
+        a body of SAMPLED or more, when `wanted` keeps most of a sample of them."""
+        if not self.source.small and self.source.mostly_kept(wanted):
+            return None
         entries = self.source.typed(self.key, concepts)
         return None if entries is None else (entries, self._whole)
 

@@ -432,6 +432,8 @@ def test_entries_mostly_kept_by_a_sample_are_read_from_orjson(monkeypatch):
         _, resources_at = decode(raw)["prefetch"]["conditions"]["entry"].read(READS | SELECTOR.wanted.reads,
                                                                                SELECTOR.wanted)
         assert (resources_at is not None) == by_keys
+        assert (decode(raw)["prefetch"]["conditions"]["entry"].typed(SELECTOR.wanted.concepts, SELECTOR.wanted)
+                is not None) == by_keys
         assert_reads_alike(raw)
 
 
@@ -440,14 +442,14 @@ def test_a_small_body_of_fhirs_shape_is_read_as_structs_and_any_other_by_its_key
     that is not an object, a search that is not an object) sends the body to the entries read by their keys."""
     relevant = Obj([("resource", condition(HEMANGIOMA)), ("search", obj(("mode", "match")))])
     shaped = chart_body([relevant, Obj([("resource", condition(IRRELEVANT, rid="x1"))])])
-    assert decode(shaped)["prefetch"]["conditions"]["entry"].typed(SELECTOR.wanted.concepts) is not None
+    assert decode(shaped)["prefetch"]["conditions"]["entry"].typed(SELECTOR.wanted.concepts, SELECTOR.wanted) is not None
     assert [r["id"] for r in kept(shaped)] == ["c1"]
     assert_reads_alike(shaped)
     for odd in (b'"coding":[1,', b'"search":"x","resource":', b'"medicationCodeableConcept":5,"code":'):
         raw = shaped.replace({b'"coding":[1,': b'"coding":[', b'"search":"x","resource":': b'"resource":',
                               b'"medicationCodeableConcept":5,"code":': b'"code":'}[odd], odd, 1)
         assert raw != shaped
-        assert decode(raw)["prefetch"]["conditions"]["entry"].typed(SELECTOR.wanted.concepts) is None
+        assert decode(raw)["prefetch"]["conditions"]["entry"].typed(SELECTOR.wanted.concepts, SELECTOR.wanted) is None
         assert_reads_alike(raw)
 
 

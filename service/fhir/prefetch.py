@@ -184,7 +184,7 @@ def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict],
         return Read(([dict(value)] if wanted is None or wanted(value) else []), 1, None, 0)
     sent = value.get("entry") or []
     if isinstance(sent, Entries):           # a Bundle the client sent, decoded as this reads it (service/lazyjson.py)
-        structs = sent.typed(wanted.concepts) if hasattr(wanted, "concepts") else None
+        structs = sent.typed(wanted.concepts, wanted) if hasattr(wanted, "concepts") else None
         if structs is not None:
             return _read_structs(*structs, patient_id, wanted.__self__.wanted_struct)
         # What that decodes (~7 objects an entry) is freed when the walk ends: the collector has no cycle to look for
