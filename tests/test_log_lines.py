@@ -1,11 +1,14 @@
-"""The JSON log line's timestamp (service/security/logs.py, utc_timestamp): what datetime wrote, cheaper."""
+"""The JSON log line's timestamp (service/security/logs.py, utc_timestamp): what datetime wrote, cheaper; the access
+line written without logging's search for the caller (log_access): what access_log.info wrote."""
 import datetime as dt
 import logging
 
 import pytest
 from hypothesis import given, strategies as st
 
-from service.security.logs import JsonLinesFormatter, utc_timestamp
+import orjson
+
+from service.security.logs import JsonLinesFormatter, access_log, log_access, utc_timestamp
 
 
 def _datetime_way(created: float) -> str:
@@ -50,3 +53,36 @@ def test_the_second_remembered_is_not_reused_for_another():
 def test_a_log_line_carries_it():
     record = logging.LogRecord("service.access", logging.INFO, __file__, 1, "cds call", (), None)
     assert f'"ts":"{_datetime_way(record.created)}"' in JsonLinesFormatter().format(record)
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.setFormatter(JsonLinesFormatter())
+        self.records, self.lines = [], []
+
+    def emit(self, record):
+        self.records.append(record)
+        self.lines.append(orjson.loads(self.format(record)))
+
+
+def test_the_access_line_written_without_finding_its_caller_is_the_line_access_log_info_wrote():
+    """Same level, logger, message, fields and handlers (the time aside); only the file, line and function that no
+    line writes are logging's "unknown" ones."""
+    lines, level = _Lines(), access_log.level
+    access_log.addHandler(lines)
+    access_log.setLevel(logging.INFO)
+    try:
+        fields = {"event": "cds_call", "status": 200, "ms": 1.5, "topics": ["a", "b"], "refused": "x" * 2000}
+        access_log.info("cds call", extra={"fields": fields})
+        log_access("cds call", fields)
+        access_log.setLevel(logging.WARNING)
+        log_access("cds call", fields)          # below the logger's level: nothing, as access_log.info
+    finally:
+        access_log.removeHandler(lines)
+        access_log.setLevel(level)
+    old, new = lines.lines
+    assert {**old, "ts": None} == {**new, "ts": None}
+    assert new["refused"].startswith("x" * 1000) and new["topics"] == ["a", "b"]
+    assert (lines.records[1].pathname, lines.records[1].lineno, lines.records[1].funcName) == (
+        "(unknown file)", 0, "(unknown function)")

@@ -16,7 +16,7 @@ from service.errors import ApiError
 from service.feedback.aggregates import Filters, governance_report
 from service.feedback.page import Vocabulary, render_csv, render_html, render_json
 from service.security.governance import governance_viewer
-from service.security.logs import LOGGED_BY_APP, access_log
+from service.security.logs import LOGGED_BY_APP, log_access
 
 bp = Blueprint("governance", __name__)
 PARAMETERS = ("from", "to", "service", "format")
@@ -106,6 +106,6 @@ def _access_line(response: Response) -> Response:
     started = g.get("governance_started", g.get("started", time.perf_counter()))
     fields = {"event": "governance", "status": response.status_code, "ms": round((time.perf_counter() - started) * 1000, 1),
               "viewer": g.get("governance_viewer"), **{k: v for k, v in (g.get("governance_query") or {}).items() if v}}
-    access_log.info("governance", extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+    log_access("governance", {k: v for k, v in fields.items() if v is not None})
     request.environ[LOGGED_BY_APP] = True
     return response

@@ -29,7 +29,7 @@ from service.security.issuers import FhirServerPolicy, SecurityConfigError, deve
 from service.httpread import watched_session
 from service.jsonbody import request_json
 from service.security.limits import check_limits
-from service.security.logs import LOGGED_BY_APP, access_log
+from service.security.logs import LOGGED_BY_APP, log_access
 from service.security.refusals import warn_refused
 from service.security.replay import ReplayStoreUnavailable, replay_cache
 from service.security.tokens import FORBIDDEN_ALGORITHMS, AuthFailed, Caller, TokenVerifier
@@ -238,7 +238,7 @@ def _access_line(response: Response) -> Response:
               "topics": call.get("card_topics"), "resources": call.get("resource_count"),
               "iss": caller.issuer.iss if caller else None, "auth": "off" if auth_off else None,
               "auth_failure": call.get("auth_failure"), "refused": call.get("refused")}
-    access_log.info("cds call", extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+    log_access("cds call", {k: v for k, v in fields.items() if v is not None})
     req.environ[LOGGED_BY_APP] = True           # gunicorn's access line would say less, a second time
     return response
 
