@@ -55,8 +55,10 @@ def day(moment):
     return moment.astimezone(dt.timezone.utc).date()
 
 
-def expected(seed, start, end, service=None, today=TODAY, threshold=0.5, min_entries=5):
-    """The page's numbers, counted from the seeded rows without SQL."""
+def expected(seed, start, end, service=None, today=None, threshold=0.5, min_entries=5):
+    """The page's numbers, counted from the seeded rows without SQL. The alert-fatigue window ends on the day the
+    service judges now by, taken at this call, not at import: a suite run across midnight UTC had them differ."""
+    today = today or dt.datetime.now(dt.timezone.utc).date()
     cards = {c[0]: c for c in seed.issued if service in (None, c[1])}
     entries_of = defaultdict(list)
     for f in seed.feedback:
