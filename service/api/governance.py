@@ -106,6 +106,6 @@ def _access_line(response: Response) -> Response:
     started = g.get("governance_started", g.get("started", time.perf_counter()))
     fields = {"event": "governance", "status": response.status_code, "ms": round((time.perf_counter() - started) * 1000, 1),
               "viewer": g.get("governance_viewer"), **{k: v for k, v in (g.get("governance_query") or {}).items() if v}}
-    log_access("governance", {k: v for k, v in fields.items() if v is not None})
+    log_access("governance", fields)
     request.environ[LOGGED_BY_APP] = True
     return response

@@ -238,7 +238,7 @@ def _access_line(response: Response) -> Response:
               "topics": call.get("card_topics"), "resources": call.get("resource_count"),
               "iss": caller.issuer.iss if caller else None, "auth": "off" if auth_off else None,
               "auth_failure": call.get("auth_failure"), "refused": call.get("refused")}
-    log_access("cds call", {k: v for k, v in fields.items() if v is not None})
+    log_access("cds call", fields)
     req.environ[LOGGED_BY_APP] = True           # gunicorn's access line would say less, a second time
     return response
 
