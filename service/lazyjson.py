@@ -83,7 +83,7 @@ def _fields(value: Object) -> Iterable[tuple[str, Any]]:
     the NUL: it gives the value of another key, or none), or when it has more than MOST_KEYS keys (`[key]` looks a
     key up from the object's start: reading all of them costs the square of their number)."""
     keys = list(value.keys())
-    if len(keys) > MOST_KEYS or len(set(keys)) != len(keys) or any("\x00" in key for key in keys):
+    if len(keys) > MOST_KEYS or len(set(keys)) != len(keys) or "\x00" in "".join(keys):
         raise Undecided
     return ((key, value[key]) for key in keys)
 

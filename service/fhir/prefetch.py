@@ -239,7 +239,8 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
         resource = entry.resource
         if resource is None:
             continue
-        include = entry.search is not None and entry.search.mode == "include"
+        search = entry.search
+        include = search is not None and search.mode == "include"
         if resource.resourceType == "OperationOutcome":
             if not include and _is_error({"issue": resource.issue}):
                 return Read([], read, OUTCOME, 0)
