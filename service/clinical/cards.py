@@ -375,8 +375,8 @@ class CardLibrary:
         if decision.variables:
             variables = {**variables, **decision.variables}
             texts = JsonTexts(variables)
-        why = dict.fromkeys(e.describe() for e in decision.evidence)   # each entry once, in order
-        paragraphs = ["**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why)]
+        why = dict.fromkeys([e.description for e in decision.evidence])   # each entry's line once, in order
+        paragraphs = ["**Why am I seeing this?**\n" + ("- " + "\n- ".join(why) if why else "")]
         paragraphs += notes or []
         paragraphs.append(self._sources[decision.topic])
         suggestions = [self._suggestion(s, texts, decision) for s in applying]

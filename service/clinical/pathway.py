@@ -286,7 +286,7 @@ def decide_chart(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
     for topic, outcome in outcomes(facts):
         if not isinstance(outcome, Fire):
             continue
-        missing = tuple(t for t in ABSENCE_OF[topic] if t in facts.unavailable)
+        missing = tuple(t for t in ABSENCE_OF[topic] if t in facts.unavailable) if facts.unavailable else ()
         if missing:
             if "Procedure" not in missing:
                 unchecked.append(Unchecked(topic, missing))
