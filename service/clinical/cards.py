@@ -464,7 +464,7 @@ def left_out_notes(decision: Decision, facts: Facts) -> list[str]:
 
 def give_uuids(cards: list[dict]) -> list[dict]:
     """Give each card and each of its suggestions a fresh uuid: one read of the random bytes for the answer."""
-    uuids = iter(new_uuids(sum(1 + len(c.get("suggestions", ())) for c in cards)))
+    uuids = iter(new_uuids(len(cards) + sum([len(c.get("suggestions", ())) for c in cards])))
     for card in cards:
         card["uuid"] = next(uuids)
         for suggestion in card.get("suggestions", ()):
