@@ -275,6 +275,22 @@ def _schema_accepts(resource: Mapping, max_depth: int | None = None) -> bool:
         return False
 
 
+def _validate(resource: Mapping, max_depth: int) -> tuple[object | None, str | None]:
+    """(what the pathway reads, None) for a valid resource, (None, why) for an invalid one.
+
+    A resource HL7's JSON schema accepts is read as a JsonElement. One it refuses is validated as before: the
+    elements the pathway reads as FHIR R4 (fhir.resources R4B), the others must be elements of the type; its model
+    is read when that accepts it. A resource nesting deeper than `max_depth` is neither (the model layer
+    recurses): the request's depth limit applies to each resource read (security/limits.request_depth). The
+    schema check refuses a deeper resource too; only then is its depth walked, for the reason."""
+    if _schema_accepts(resource, max_depth):
+        return read_element(resource), None
+    depth = json_depth(resource)
+    if depth > max_depth:
+        return None, f"nests {depth} levels deep; at most {max_depth} are read (AVH_CDS_MAX_JSON_DEPTH)"
+    return by_models(resource)
+
+
 def by_models(resource: Mapping) -> tuple[object | None, str | None]:
     """fhir.resources' verdict: the elements the pathway reads validated as FHIR R4 (R4B models), the others
     checked to be elements of the type; (model, None) or (None, why)."""
@@ -288,7 +304,7 @@ def by_models(resource: Mapping) -> tuple[object | None, str | None]:
 
 
 class Validator:
-    """FHIR validation of relevant resources (see __call__), with the request's depth limit.
+    """FHIR validation of relevant resources (see _validate), with the request's depth limit.
 
     Nothing is remembered between calls: the schema checks a resource in ~1.5 µs, less than remembering it by its
     JSON would cost (a cache by exact JSON thrashed on charts larger than itself, issue 18)."""
@@ -298,19 +314,7 @@ class Validator:
         schemas(max_depth)               # compiled at start-up, not at the first call
 
     def __call__(self, resource: Mapping) -> tuple[object | None, str | None]:
-        """(what the pathway reads, None) for a valid resource, (None, why) for an invalid one.
-
-        A resource HL7's JSON schema accepts is read as a JsonElement. One it refuses is validated as before: the
-        elements the pathway reads as FHIR R4 (fhir.resources R4B), the others must be elements of the type; its model
-        is read when that accepts it. A resource nesting deeper than `max_depth` is neither (the model layer
-        recurses): the request's depth limit applies to each resource read (security/limits.request_depth). The
-        schema check refuses a deeper resource too; only then is its depth walked, for the reason."""
-        if _schema_accepts(resource, self.max_depth):
-            return read_element(resource), None
-        depth = json_depth(resource)
-        if depth > self.max_depth:
-            return None, f"nests {depth} levels deep; at most {self.max_depth} are read (AVH_CDS_MAX_JSON_DEPTH)"
-        return by_models(resource)
+        return _validate(resource, self.max_depth)
 
 
 def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
