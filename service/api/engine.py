@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import orjson
 
 from service.api.answer import Answer, AnswerTemplate
-from service.clinical.cards import CardLibrary, give_uuids, left_out_notes, sort_cards, template_variables
+from service.clinical.cards import CardLibrary, JsonTexts, give_uuids, left_out_notes, sort_cards, template_variables
 from service.clinical.facts import ChartFacts, Facts, chart_facts, facts_at, moment
 from service.clinical.pathway import Decision, Unchecked, decide_chart
 from service.clinical.record import Selector, Validator, build_record
@@ -114,7 +114,7 @@ class Engine:
         return template.fill()
 
     def cards(self, decisions: list[Decision], unchecked: list[Unchecked], facts: Facts, source_url: str) -> list[dict]:
-        variables = template_variables(facts)
+        variables = JsonTexts(template_variables(facts))     # the cards share the variables' escaped texts
         cards = [self.library.render(d, facts, source_url, left_out_notes(d, facts), variables) for d in decisions]
         age_unread = "Patient" in facts.unavailable and bool(decisions)
         if unchecked or age_unread:

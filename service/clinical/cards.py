@@ -84,8 +84,7 @@ class Template:
     """
     skeleton: bytes
     holes: tuple[tuple[tuple, str], ...]       # (path to a string, its text with placeholders), in JSON order
-    json_format: bytes                         # the JSON of the filled template, as a %-format
-    names: tuple[tuple[str, bytes], ...]       # the variables the placeholders name (and as json_format's keys)
+    json_format: bytes                         # the JSON of the filled template, as a %-format keyed by JsonTexts
     code_text: Any                             # the template's code.text as written (a create action's description)
 
     @classmethod
@@ -115,8 +114,7 @@ class Template:
                                            for literal, name, _, _ in string.Formatter().parse(text))
             json_format += b'"' + after.replace(b"%", b"%%")
         code = template.get("code") if isinstance(template, dict) else None
-        return cls(orjson.dumps(template), tuple(holes), json_format, tuple((f, f.encode()) for f in dict.fromkeys(f[1] for f in fields)),
-                   code.get("text") if isinstance(code, dict) else None)
+        return cls(orjson.dumps(template), tuple(holes), json_format, code.get("text") if isinstance(code, dict) else None)
 
     def fill(self, variables: Mapping[str, Any]) -> Any:
         tree = orjson.loads(self.skeleton)
@@ -130,13 +128,28 @@ class Template:
         return tree
 
     def fill_json(self, variables: Mapping[str, Any]) -> orjson.Fragment:
-        """orjson.dumps(self.fill(variables)), as a Fragment of the answer's JSON."""
-        return orjson.Fragment(self.json_format % {key: _json_text(format(variables[name])) for name, key in self.names})
+        """orjson.dumps(self.fill(variables)), as a Fragment of the answer's JSON. Pass the variables as JsonTexts to
+        share their escaped texts with the other templates filled from them."""
+        return orjson.Fragment(self.json_format % (variables if type(variables) is JsonTexts else JsonTexts(variables)))
 
     def description(self, variables: Mapping[str, Any]) -> Any:
         """What `fill` gives at code.text (None without one)."""
         text = self.code_text
         return text.format_map(variables) if isinstance(text, str) and "{" in text else text
+
+
+class JsonTexts(dict):
+    """Variables as Template.json_format's `%` reads them: by name as bytes, the text JSON-escaped. Each is escaped at
+    its first use and kept: the templates of one answer share most variables (~20 uses, ~8 distinct, a call)."""
+    __slots__ = ("variables",)
+
+    def __init__(self, variables: Mapping[str, Any]):
+        super().__init__()
+        self.variables = variables
+
+    def __missing__(self, name: bytes) -> bytes:
+        text = self[name] = _json_text(format(self.variables[name.decode()]))
+        return text
 
 
 def _json_text(text: str) -> bytes:
@@ -173,13 +186,14 @@ def _resources_of(suggestion: Mapping) -> list:
     return [suggestion["resource"]] if "resource" in suggestion else list(suggestion.get("resources", []))
 
 
-def _actions(template: Mapping, compiled: list[Template], variables: Mapping[str, Any], targets) -> list[dict]:
-    """The actions of a suggestion: its template's resources filled in with the variables."""
+def _actions(template: Mapping, compiled: list[Template], texts: JsonTexts, targets) -> list[dict]:
+    """The actions of a suggestion: its template's resources filled in with the variables (texts.variables)."""
+    variables = texts.variables
     kind = template.get("action", "create")
     label = template["label"]
     if kind == "create":
         return [{"type": "create", "description": c.description(variables) or label if len(compiled) > 1 else label,
-                 "resource": c.fill_json(variables)} for c in compiled]
+                 "resource": c.fill_json(texts)} for c in compiled]
     resource = compiled[0].fill(variables) if compiled else None
     refs = [(f"{t.get('resourceType')}/{t['id']}", t) for t in targets if isinstance(t.get("id"), str) and t["id"]]
     if kind == "delete":
@@ -349,16 +363,23 @@ class CardLibrary:
 
     def render(self, decision: Decision, facts: Facts, source_url: str, notes: list[str] | None = None,
                patient_variables: Mapping[str, Any] | None = None) -> dict:
-        """`patient_variables`: template_variables(facts), when the caller renders several cards of one patient.
-        The card and its suggestions get their uuids from give_uuids, with the answer's other cards."""
+        """`patient_variables`: template_variables(facts), when the caller renders several cards of one patient (as
+        JsonTexts, the cards share their escaped texts). The card and its suggestions get their uuids from give_uuids,
+        with the answer's other cards."""
         data = self.definitions[decision.topic].data
         summary, detail, applying = self._layout(decision.topic, decision.flags)
-        variables = {**(patient_variables or template_variables(facts)), **decision.variables}
-        why = dict.fromkeys(e.describe() for e in decision.evidence)   # each entry once, in order
-        paragraphs = ["**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why)]
+        if patient_variables is None:
+            patient_variables = template_variables(facts)
+        texts = patient_variables if type(patient_variables) is JsonTexts else JsonTexts(patient_variables)
+        variables = texts.variables
+        if decision.variables:
+            variables = {**variables, **decision.variables}
+            texts = JsonTexts(variables)
+        why = dict.fromkeys([e.description for e in decision.evidence])   # each entry's line once, in order
+        paragraphs = ["**Why am I seeing this?**\n" + ("- " + "\n- ".join(why) if why else "")]
         paragraphs += notes or []
         paragraphs.append(self._sources[decision.topic])
-        suggestions = [self._suggestion(s, variables, decision) for s in applying]
+        suggestions = [self._suggestion(s, texts, decision) for s in applying]
         suggestions = [s for s in suggestions if s is not None]
         card = {
             "uuid": "",
@@ -377,7 +398,7 @@ class CardLibrary:
             card["links"] = links
         return card
 
-    def _suggestion(self, template: Mapping, variables: Mapping, decision: Decision) -> dict | None:
+    def _suggestion(self, template: Mapping, texts: JsonTexts, decision: Decision) -> dict | None:
         """A suggestion's actions: supplied by the decision, or built from the template; its uuid is give_uuids'.
 
         `create` fills the template's resource; `update` merges it into each draft order the decision
@@ -385,7 +406,7 @@ class CardLibrary:
         """
         actions = decision.variables.get("actions", {}).get(template["id"])
         if actions is None:
-            actions = _actions(template, self._resources.get((decision.topic, template["id"]), []), variables,
+            actions = _actions(template, self._resources.get((decision.topic, template["id"]), []), texts,
                                decision.variables.get("targets", {}).get(template["id"], ()))
         if not actions:
             return None
@@ -443,7 +464,7 @@ def left_out_notes(decision: Decision, facts: Facts) -> list[str]:
 
 def give_uuids(cards: list[dict]) -> list[dict]:
     """Give each card and each of its suggestions a fresh uuid: one read of the random bytes for the answer."""
-    uuids = iter(new_uuids(sum(1 + len(c.get("suggestions", ())) for c in cards)))
+    uuids = iter(new_uuids(len(cards) + sum([len(c.get("suggestions", ())) for c in cards])))
     for card in cards:
         card["uuid"] = next(uuids)
         for suggestion in card.get("suggestions", ()):
@@ -452,6 +473,8 @@ def give_uuids(cards: list[dict]) -> list[dict]:
 
 
 def sort_cards(cards: list[dict]) -> list[dict]:
-    order = {t: i for i, t in enumerate(TOPIC_ORDER)}
     return sorted(cards, key=lambda c: (INDICATOR_RANK[c["indicator"]],
-                                        order.get(c["source"]["topic"]["code"], len(order))))
+                                        _TOPIC_RANK.get(c["source"]["topic"]["code"], len(_TOPIC_RANK))))
+
+
+_TOPIC_RANK = {t: i for i, t in enumerate(TOPIC_ORDER)}

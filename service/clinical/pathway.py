@@ -286,12 +286,12 @@ def decide_chart(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
     for topic, outcome in outcomes(facts):
         if not isinstance(outcome, Fire):
             continue
-        missing = tuple(t for t in ABSENCE_OF[topic] if t in facts.unavailable)
+        missing = tuple(t for t in ABSENCE_OF[topic] if t in facts.unavailable) if facts.unavailable else ()
         if missing:
             if "Procedure" not in missing:
                 unchecked.append(Unchecked(topic, missing))
             continue
-        decisions.append(Decision(topic, tuple(e for e in outcome.evidence if e is not None), flags))
+        decisions.append(Decision(topic, tuple([e for e in outcome.evidence if e is not None]), flags))
     reported = {u.topic for u in unchecked}
     unchecked += [Unchecked(t, missing) for t, missing in _undecided_for_want_of_data(facts).items()
                   if t not in reported]

@@ -113,7 +113,7 @@ def codings(concept) -> list[Code]:
     if type(concept) is JsonElement:
         found = concept.__dict__.get(_CODINGS)      # a key no FHIR element name can be
         if found is None:
-            found = concept.__dict__[_CODINGS] = _json_codings(concept.json)
+            found = concept.__dict__[_CODINGS] = _json_codings(concept._json)
         return found
     if isinstance(concept, dict):
         return _json_codings(concept)
