@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import Flask, Request
+from flask.sessions import NullSession, SecureCookieSessionInterface
 from werkzeug.routing import MapAdapter
 
 from service.ops import health, metrics
@@ -68,6 +69,16 @@ class RoutedAdapter(MapAdapter):
         return rule, dict(arguments)        # the request's own: Flask's url_value_preprocessors may change them
 
 
+class SessionsIfSigned(SecureCookieSessionInterface):
+    """Flask's cookie sessions, for an app with a secret key; without one (avh-cds sets none: it keeps no session),
+    one null session for every request, where Flask asked for a signer it could not make and made a new NullSession
+    each time. A null session is never saved, and any write to it raises, as to a new one."""
+    no_session = NullSession()
+
+    def open_session(self, app, request):
+        return super().open_session(app, request) if app.secret_key else self.no_session
+
+
 class AvhFlask(Flask):
     """Flask, with ensure_sync's answer remembered per function (the override Flask documents for it), and a request's
     URL adapter and rule remembered by what werkzeug works them out from.
@@ -80,6 +91,8 @@ class AvhFlask(Flask):
     the path against the rules: ~0.1 M instructions of a hook call, the same for every call to the same URL. The
     adapter (which holds nothing of a request but ROUTING) is kept for up to ADAPTERS such keys (the Host header and
     the path are the caller's: the memory is bounded, and starts again when full)."""
+
+    session_interface = SessionsIfSigned()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

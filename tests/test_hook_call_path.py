@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 import service
 from tests.security_support import INVOKE, hook_request
 
@@ -76,3 +78,18 @@ def test_a_body_of_a_given_length_is_read_as_werkzeug_reads_it(app):
     assert status.startswith("400") and answer["error"] == "invalid_json"
     app.config["MAX_CONTENT_LENGTH"] = len(body) - 1
     assert _post(app, body, len(body))[1]["error"] == "body_too_large"
+
+
+def test_without_a_secret_key_every_request_has_the_one_null_session(app):
+    from flask import session
+    from flask.sessions import NullSession
+    with app.test_request_context("/"):
+        assert isinstance(session._get_current_object(), NullSession)
+        first = session._get_current_object()
+        with pytest.raises(RuntimeError):
+            session["x"] = 1
+    with app.test_request_context("/"):
+        assert session._get_current_object() is first
+    app.secret_key = "a key"            # an app given a key gets Flask's signed sessions
+    with app.test_request_context("/"):
+        assert not isinstance(session._get_current_object(), NullSession)
