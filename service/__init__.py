@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import Flask, Request
+from flask.sessions import NullSession, SecureCookieSessionInterface
+from werkzeug.routing import MapAdapter
 
 from service.ops import health, metrics
 from service.config import Settings
@@ -52,16 +54,66 @@ class Avh:
         return url
 
 
+class RoutedAdapter(MapAdapter):
+    """A MapAdapter that remembers the rule its request matched: an adapter is reused for every request with the same
+    routing inputs (AvhFlask.create_url_adapter), and matching them again gives the same rule and arguments."""
+
+    def match(self, path_info=None, method=None, return_rule=False, query_args=None, websocket=None):
+        if not return_rule or path_info is not None or method is not None or query_args is not None \
+                or websocket is not None:
+            return super().match(path_info, method, return_rule, query_args, websocket)
+        matched = self.__dict__.get("matched")
+        if matched is None:      # a refusal (404, 405, a redirect) is raised, and matched again the next time
+            matched = self.matched = super().match(return_rule=True)
+        rule, arguments = matched
+        return rule, dict(arguments)        # the request's own: Flask's url_value_preprocessors may change them
+
+
+class SessionsIfSigned(SecureCookieSessionInterface):
+    """Flask's cookie sessions, for an app with a secret key; without one (avh-cds sets none: it keeps no session),
+    one null session for every request, where Flask asked for a signer it could not make and made a new NullSession
+    each time. A null session is never saved, and any write to it raises, as to a new one."""
+    no_session = NullSession()
+
+    def open_session(self, app, request):
+        return super().open_session(app, request) if app.secret_key else self.no_session
+
+
 class AvhFlask(Flask):
-    """Flask, with ensure_sync's answer remembered per function (the override Flask documents for it).
+    """Flask, with ensure_sync's answer remembered per function (the override Flask documents for it), and a request's
+    URL adapter and rule remembered by what werkzeug works them out from.
 
     Flask asks `inspect` on every call whether each before- and after-request function and the view is a coroutine
     function (seven times a hook call); the answer depends on the function alone. Up to SYNC_FUNCTIONS are
-    remembered (the app registers about twenty; after_this_request's per-call closures would be new each time)."""
+    remembered (the app registers about twenty; after_this_request's per-call closures would be new each time).
+
+    Flask binds the URL map to each request's environ (the host, the IDNA form of its name, the path) and matches
+    the path against the rules: ~0.1 M instructions of a hook call, the same for every call to the same URL. The
+    adapter (which holds nothing of a request but ROUTING) is kept for up to ADAPTERS such keys (the Host header and
+    the path are the caller's: the memory is bounded, and starts again when full)."""
+
+    session_interface = SessionsIfSigned()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._sync_functions: dict = {}
+        self._adapters: dict = {}
+
+    def create_url_adapter(self, request: Request | None):
+        if request is None or self.config["TRUSTED_HOSTS"] is not None or self.config["SERVER_NAME"] is not None \
+                or self.url_map.host_matching or self.subdomain_matching:
+            return super().create_url_adapter(request)
+        key = tuple(map(request.environ.get, ROUTING))
+        known = self._adapters.get(key)
+        if known is not None:
+            request.host, adapter = known           # as Flask sets it, from the same environ
+            return adapter
+        adapter = super().create_url_adapter(request)      # a bad Host header raises as before, not remembered
+        adapter.__class__ = RoutedAdapter
+        if len(self._adapters) >= ADAPTERS:
+            self._adapters.clear()
+        self._adapters[key] = (request.host, adapter)
+        return adapter
 
     def ensure_sync(self, func):
         try:
@@ -76,6 +128,10 @@ class AvhFlask(Flask):
 
 
 SYNC_FUNCTIONS = 256
+# What werkzeug binds the URL map to a request by (get_host, Map.bind_to_environ) and matches it with.
+ROUTING = ("REQUEST_METHOD", "PATH_INFO", "SCRIPT_NAME", "QUERY_STRING", "wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME",
+           "SERVER_PORT", "HTTP_CONNECTION", "HTTP_UPGRADE")
+ADAPTERS = 256
 # What request.host_url is made of (werkzeug: scheme, Host header or server name and port, script root).
 URL_PARTS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME")
 PATHWAY_URLS = 64

@@ -13,14 +13,18 @@ from typing import Any
 import orjson
 from flask.json.provider import DefaultJSONProvider
 
-_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def encode_orjson(obj: Any, sort_keys: bool = False) -> bytes:
     """The JSON the app answers with (keys in their order: the app turns Flask's sorting off); TypeError for
-    what orjson cannot write."""
-    return orjson.dumps(obj, default=DefaultJSONProvider.default,
-                        option=_OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0))
+    what orjson cannot write. OPT_NON_STR_KEYS is asked for only when a key is not a string: it takes orjson's slower
+    way for every object (a card answer: 53,000 -> 36,000 instructions without it, the same bytes)."""
+    option = _OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    try:
+        return orjson.dumps(obj, default=DefaultJSONProvider.default, option=option)
+    except TypeError:       # a key that is not a string: orjson writes it with OPT_NON_STR_KEYS
+        return orjson.dumps(obj, default=DefaultJSONProvider.default, option=option | orjson.OPT_NON_STR_KEYS)
 
 
 def encode(obj: Any, sort_keys: bool = False) -> bytes:

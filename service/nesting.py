@@ -4,6 +4,7 @@ from __future__ import annotations
 from itertools import chain, compress
 
 _IS_CONTAINER = frozenset({dict, list}).__contains__
+SCALAR = {"type": ["string", "number", "boolean", "null"]}
 
 
 def json_depth(value) -> int:
@@ -20,3 +21,12 @@ def json_depth(value) -> int:
         values = list(chain.from_iterable(node.values() if type(node) is dict else node for node in level))
         level = list(compress(values, map(_IS_CONTAINER, map(type, values))))
     return deepest
+
+
+def depth_schemas(levels: int) -> dict[str, dict]:
+    """JSON schemas `depth-k` (k = 0 to `levels`), for a schema's `$defs`: a value nesting at most k levels deep, as
+    json_depth counts them. Each level refers to the one below it (written out whole, the schema would double a
+    level); a validator in Rust checks them without a Python object made per value."""
+    below = [{"$ref": f"#/$defs/depth-{k}"} for k in range(levels)]
+    return {"depth-0": SCALAR, **{f"depth-{k + 1}": {"additionalProperties": ref, "items": ref}
+                                  for k, ref in enumerate(below)}}

@@ -61,3 +61,15 @@ def test_json_written_beforehand_is_written_by_the_stdlib_encoder_too():
     written = encode({"part": orjson.Fragment(orjson.dumps(part)), "n": 2 ** 70})
     assert json.loads(written) == {"part": part, "n": 2 ** 70}
     assert written == encode({"part": part, "n": 2 ** 70})
+
+
+def test_the_same_bytes_as_with_non_string_keys_allowed_throughout():
+    """encode_orjson asks orjson for non-string keys only when a key is not a string: the bytes are those it wrote
+    with OPT_NON_STR_KEYS always."""
+    import orjson
+    from service.fastjson import encode_orjson
+    for value in (VALUE, {k: v for k, v in VALUE.items() if k != 5}, {"a": {1: [{"b": 2}], "c": None}}):
+        for sort in (False, True):
+            always = orjson.dumps(value, default=DefaultJSONProvider.default, option=orjson.OPT_NON_STR_KEYS
+                                  | orjson.OPT_PASSTHROUGH_DATETIME | (orjson.OPT_SORT_KEYS if sort else 0))
+            assert encode_orjson(value, sort) == always

@@ -6,12 +6,14 @@ import re
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.security_support import FHIR, INVOKE, bearer, hook_request, http, loopback_only, make_app, token
 from service import create_app
 from service.config import Settings
+from service.errors import ApiError
 from service.nesting import json_depth
-from service.security.limits import prefetch_resource_count, request_depth
+from service.security.limits import check_limits, prefetch_resource_count, request_depth, within_depth
 from service.security.logs import JsonLinesFormatter
 
 __all__ = ["http", "loopback_only"]
@@ -82,6 +84,34 @@ def test_request_depth_leaves_out_only_the_resources_inside_prefetch_bundles():
     body["prefetch"]["patient"]["extension"] = nested(40)           # and so is a resource sent on its own
     assert request_depth(body) == json_depth(body) == 3 + 40
     assert request_depth({"prefetch": {}}) == 2 and request_depth([[]]) == 2
+
+
+# Requests of every shape around the prefetch exemption: Bundles (with and without entry) and other values in
+# prefetch, prefetch as a list or a scalar, bodies that are not objects.
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=2),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["a", "entry", "resourceType", "prefetch"]), inner, max_size=3)
+    | st.fixed_dictionaries({"resourceType": st.sampled_from(["Bundle", "Patient"])}, optional={"entry": inner, "x": inner}),
+    max_leaves=30)
+_requests = st.one_of(_values, st.dictionaries(st.sampled_from(["hook", "context", "prefetch"]), _values, max_size=3),
+                      st.fixed_dictionaries({"prefetch": st.dictionaries(st.text(max_size=2), _values, max_size=4)},
+                                            optional={"context": _values}))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_requests, st.integers(-1, 8))
+def test_the_depth_check_in_rust_agrees_with_request_depth(body, limit):
+    assert within_depth(limit)(body) is (request_depth(body) <= limit)
+
+
+def test_a_request_too_deep_is_refused_with_its_depth_walked_in_python():
+    body = hook_request()
+    body["prefetch"]["conditions"]["entry"][0]["resource"]["extension"] = nested(30)     # exempt: not counted
+    check_limits(body, request_depth(body), 100)
+    with pytest.raises(ApiError) as refused:
+        check_limits(body, request_depth(body) - 1, 100)
+    assert refused.value.message.startswith(f"the JSON body nests {request_depth(body)} levels deep")
 
 
 def test_a_deep_resource_inside_prefetch_is_left_out_when_read_and_ignored_when_not(caplog):

@@ -16,11 +16,12 @@ bp = Blueprint("cds", __name__)
 
 
 def _json_body() -> dict:
-    if not request_body():
-        raise ApiError(400, "invalid_json", "the request body is empty; a JSON object is required")
+    """The body decoded (by the guard already, for a CDS call); the body is read again only to say why it is not JSON."""
     try:
         body = request_json()
     except (ValueError, RecursionError) as exc:
+        if not request_body():
+            raise ApiError(400, "invalid_json", "the request body is empty; a JSON object is required") from None
         raise ApiError(400, "invalid_json", f"the request body is not valid JSON ({type(exc).__name__})") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "the request body must be a JSON object")

@@ -28,7 +28,7 @@ from service.security.governance import WrongTries
 from service.security.issuers import FhirServerPolicy, SecurityConfigError, development_policy, load_issuers
 from service.httpread import watched_session
 from service.jsonbody import request_json
-from service.security.limits import check_limits
+from service.security.limits import check_limits, within_depth
 from service.security.logs import LOGGED_BY_APP, log_access
 from service.security.refusals import warn_refused
 from service.security.replay import ReplayStoreUnavailable, replay_cache
@@ -112,6 +112,7 @@ def install(app: Flask, settings: Settings) -> None:
     app.after_request(_access_line)
     app.after_request(warn_refused)              # a refusal said once a minute per issuer and reason
     json.loads(OPENAPI.read_text())     # a broken OpenAPI file fails at start-up, not when asked for
+    within_depth(settings.max_json_depth)       # the depth check's validator built now, not by the first call
     app.register_blueprint(openapi_bp)
 
 

@@ -1,9 +1,14 @@
 """Input limits beyond the body size (Flask's MAX_CONTENT_LENGTH answers 413 for that one)."""
 from __future__ import annotations
 
+import functools
+from typing import Any, Callable
+
+import jsonschema_rs
+
 from service.errors import ApiError
 from service.lazyjson import Entries
-from service.nesting import json_depth
+from service.nesting import depth_schemas, json_depth
 
 
 def request_depth(body) -> int:
@@ -24,6 +29,27 @@ def request_depth(body) -> int:
     return json_depth([outside, [bundles]]) - 1
 
 
+@functools.cache
+def within_depth(max_depth: int) -> Callable[[Any], bool]:
+    """Whether a request nests at most max_depth levels as request_depth counts them, checked by jsonschema-rs over the
+    Python objects: ~0.2 of request_depth's cost (it copies the request outside the entries and walks that level by
+    level in Python: 0.13 M instructions at N = 10). Built once per process and limit."""
+    def depth(k: int):
+        return {"$ref": f"#/$defs/depth-{k}"} if k >= 0 else False
+
+    def within(k: int, values=None, **named):
+        """A value nesting at most k levels, with `values` for an object's values and `named` for some of its keys."""
+        if k < 1:
+            return depth(k)
+        return {"items": depth(k - 1), "additionalProperties": values or depth(k - 1), "properties": named}
+
+    bundle = {"type": "object", "required": ["resourceType"], "properties": {"resourceType": {"const": "Bundle"}}}
+    prefetch_value = {"if": bundle, "then": within(max_depth - 2, entry=True), "else": depth(max_depth - 2)}
+    schema = {"$defs": depth_schemas(max(max_depth, 0)),
+              "allOf": [within(max_depth, prefetch=within(max_depth - 1, prefetch_value))]}
+    return jsonschema_rs.Draft202012Validator(schema).is_valid
+
+
 def prefetch_resource_count(body: dict) -> int:
     """Resources the client sent as prefetch: one per resource, one per Bundle entry."""
     prefetch = body.get("prefetch")
@@ -37,9 +63,20 @@ def prefetch_resource_count(body: dict) -> int:
     return count
 
 
-def check_limits(body, max_depth: int, max_resources: int) -> None:
+def _deeper_than(body, max_depth: int) -> int | None:
+    """request_depth(body) when it is over max_depth, else None; walked in Python only then, for the message."""
+    try:
+        if within_depth(max_depth)(body):
+            return None
+    except ValueError:                  # a value jsonschema-rs does not read as JSON: walked in Python
+        pass
     depth = request_depth(body)
-    if depth > max_depth:
+    return depth if depth > max_depth else None
+
+
+def check_limits(body, max_depth: int, max_resources: int) -> None:
+    depth = _deeper_than(body, max_depth)
+    if depth is not None:
         raise ApiError(400, "json_too_deep", f"the JSON body nests {depth} levels deep; at most {max_depth} "
                        "are accepted (AVH_CDS_MAX_JSON_DEPTH)")
     if isinstance(body, dict):

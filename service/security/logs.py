@@ -62,15 +62,18 @@ class JsonLinesFormatter(logging.Formatter):
                 "level": record.levelname, "logger": record.name, "msg": cut(record.getMessage()),
                 "pid": record.process}
         for name, value in (getattr(record, "fields", None) or {}).items():
-            line[name] = cut(value) if isinstance(value, str) else value
+            line[name] = cut(value) if isinstance(value, str) and len(value) > MAX_TEXT else value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        # orjson (a third of json.dumps' cost: it runs for every call); the stdlib for what orjson refuses
-        # (integers over 64 bits).
-        try:
-            return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-        except TypeError:
-            return json.dumps(line, default=str)
+        # orjson (a third of json.dumps' cost: it runs for every call), asked for non-string keys only when a key is
+        # not a string (OPT_NON_STR_KEYS takes a slower way through every object); the stdlib for what orjson
+        # refuses (integers over 64 bits).
+        for option in (0, orjson.OPT_NON_STR_KEYS):
+            try:
+                return orjson.dumps(line, default=str, option=option).decode()
+            except TypeError:
+                pass
+        return json.dumps(line, default=str)
 
 
 def configure_logging(level: str) -> None:

@@ -1,0 +1,95 @@
+"""The fixed part of a hook call made cheaper without a change a caller can see: the URL adapter and rule remembered
+per routing inputs (service.AvhFlask), the body read in one read (jsonbody.request_body) and decoded once for the
+guard and the route (routes._json_body)."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+import service
+from tests.security_support import INVOKE, hook_request
+
+
+def test_a_remembered_route_answers_as_a_new_one(client):
+    for _ in range(2):          # the second of each is answered from the remembered adapter and rule
+        assert client.post(INVOKE, json=hook_request()).status_code == 200
+        assert client.get(INVOKE).json["error"] == "method_not_allowed"
+        assert client.post(INVOKE + "/", json=hook_request()).json["error"] == "not_found"
+        assert client.post("/cds-services/nope", json=hook_request()).json["error"] == "unknown_service"
+        redirect = client.post("/cds-services//avh-patient-view", json=hook_request())
+        assert redirect.status_code == 308 and redirect.headers["Location"].endswith(INVOKE)
+        assert client.post(INVOKE, json=hook_request(), headers={"Host": "a..b"}).json["error"] == "bad_request"
+        assert client.get("/cds-services").status_code == 200
+
+
+def test_each_request_gets_its_own_view_arguments_and_host(client, app):
+    seen = []
+
+    @app.url_value_preprocessor
+    def rename(endpoint, values):   # changes the request's arguments: the remembered ones must stay as matched
+        if values:
+            seen.append(values["service_id"])
+            values["service_id"] = "avh-patient-view"
+
+    for host in ("one.example", "two.example", "one.example"):
+        assert client.post("/cds-services/renamed", json=hook_request(), headers={"Host": host}).status_code == 200
+    assert seen == ["renamed"] * 3
+    assert {"one.example", "two.example"} <= {host for host, _ in app._adapters.values()}
+
+
+def test_the_remembered_adapters_are_bounded(client, app, monkeypatch):
+    monkeypatch.setattr(service, "ADAPTERS", 4)
+    for n in range(10):
+        client.post(f"/cds-services/s{n}", json=hook_request())
+        assert len(app._adapters) <= 4
+
+
+def test_an_empty_or_broken_body_is_named_as_before(client):
+    empty = client.post(INVOKE, data=b"", content_type="application/json")
+    assert empty.status_code == 400 and empty.json["message"] == "the request body is empty; a JSON object is required"
+    broken = client.post(INVOKE, data=b"{", content_type="application/json")
+    assert broken.status_code == 400 and broken.json == {
+        "error": "invalid_json", "message": "the request body is not valid JSON (JSONDecodeError)"}
+    listed = client.post(INVOKE, data=b"[]", content_type="application/json")
+    assert listed.json["error"] == "invalid_request"
+
+
+def _post(app, body: bytes, length: int, **environ) -> tuple[str, dict]:
+    """A POST whose Content-Length says `length` and whose input holds `body`, straight through the WSGI callable."""
+    status = []
+    chunks = app({"REQUEST_METHOD": "POST", "PATH_INFO": INVOKE, "QUERY_STRING": "", "SCRIPT_NAME": "",
+                  "SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+                  "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(length), "HTTP_HOST": "localhost",
+                  "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": io.StringIO(),
+                  "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": False,
+                  "wsgi.run_once": False, **environ}, lambda s, headers, exc_info=None: status.append(s))
+    return status[0], json.loads(b"".join(chunks))
+
+
+def test_a_body_of_a_given_length_is_read_as_werkzeug_reads_it(app):
+    body = json.dumps(hook_request()).encode()
+    assert _post(app, body, len(body))[0].startswith("200")
+    assert _post(app, body + b"  trailing bytes past the length", len(body))[0].startswith("200")
+    # Cut short: the client went away (400), or, under a server that ends the input itself, the body ends there.
+    assert _post(app, body[:-5], len(body))[1]["error"] == "bad_request"
+    status, answer = _post(app, body[:-5], len(body), **{"wsgi.input_terminated": True})
+    assert status.startswith("400") and answer["error"] == "invalid_json"
+    app.config["MAX_CONTENT_LENGTH"] = len(body) - 1
+    assert _post(app, body, len(body))[1]["error"] == "body_too_large"
+
+
+def test_without_a_secret_key_every_request_has_the_one_null_session(app):
+    from flask import session
+    from flask.sessions import NullSession
+    with app.test_request_context("/"):
+        assert isinstance(session._get_current_object(), NullSession)
+        first = session._get_current_object()
+        with pytest.raises(RuntimeError):
+            session["x"] = 1
+    with app.test_request_context("/"):
+        assert session._get_current_object() is first
+    app.secret_key = "a key"            # an app given a key gets Flask's signed sessions
+    with app.test_request_context("/"):
+        assert not isinstance(session._get_current_object(), NullSession)
