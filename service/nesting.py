@@ -23,10 +23,11 @@ def json_depth(value) -> int:
     return deepest
 
 
-def depth_schemas(levels: int) -> dict[str, dict]:
-    """JSON schemas `depth-k` (k = 0 to `levels`), for a schema's `$defs`: a value nesting at most k levels deep, as
-    json_depth counts them. Each level refers to the one below it (written out whole, the schema would double a
-    level); a validator in Rust checks them without a Python object made per value."""
-    below = [{"$ref": f"#/$defs/depth-{k}"} for k in range(levels)]
+def depth_schemas(levels: int, at: str = "$defs") -> dict[str, dict]:
+    """JSON schemas `depth-k` (k = 0 to `levels`), for a schema's `at` (`$defs`, or a draft 6 schema's `definitions`):
+    a value nesting at most k levels deep, as json_depth counts them. Each level refers to the one below it (written
+    out whole, the schema would double a level); a validator in Rust checks them without a Python object made per
+    value."""
+    below = [{"$ref": f"#/{at}/depth-{k}"} for k in range(levels)]
     return {"depth-0": SCALAR, **{f"depth-{k + 1}": {"additionalProperties": ref, "items": ref}
                                   for k, ref in enumerate(below)}}

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from service.clinical.elements import JsonElement
-from service.clinical.record import Validator, _schema_accepts, by_models, depth_definitions
-from service.nesting import json_depth
+from service.clinical.record import Validator, _schema_accepts, by_models
+from service.nesting import depth_schemas, json_depth
 from tests.test_fhir_schema import ODD_VALUES, _distinct_relevant, _paths, _set
 
 LIMITS = (1, 2, 5, 6, 12, 64)
@@ -50,13 +50,13 @@ def nested_value(depth: int, shape: int):
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values, st.sampled_from(LIMITS))
 def test_the_depth_schema_accepts_what_json_depth_keeps_within_the_limit(value, limit):
-    check = jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/depth-{limit}", "definitions": depth_definitions(limit)})
+    check = jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/depth-{limit}", "definitions": depth_schemas(limit, at="definitions")})
     assert check.is_valid(value) is (json_depth(value) <= limit)
 
 
 @pytest.mark.parametrize("limit", LIMITS)
 def test_the_depth_schema_at_and_around_the_limit(limit):
-    check = jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/depth-{limit}", "definitions": depth_definitions(limit)})
+    check = jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/depth-{limit}", "definitions": depth_schemas(limit, at="definitions")})
     for depth in range(0, limit + 4):
         for shape in range(8):
             value = nested_value(depth, shape)

@@ -22,7 +22,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from service.clinical.elements import define_elements, read_definitions, read_element
-from service.nesting import json_depth
+from service.nesting import depth_schemas, json_depth
 from service.clinical.valuesets import ValueSets, codings
 
 log = logging.getLogger(__name__)
@@ -249,21 +249,11 @@ def schemas(max_depth: int | None = None) -> dict[str, jsonschema_rs.Validator]:
     if max_depth is None:
         return {rtype: jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/{rtype}", "definitions": definitions})
                 for rtype in READ_ELEMENTS}
-    limited = {**definitions, **depth_definitions(max_depth)}
+    limited = {**definitions, **depth_schemas(max_depth, at="definitions")}
     return {rtype: jsonschema_rs.Draft6Validator({"allOf": [{"$ref": f"#/definitions/depth-{max(max_depth, 0)}"},
                                                             {"$ref": f"#/definitions/{rtype}"}],
                                                   "definitions": limited})
             for rtype in READ_ELEMENTS}
-
-
-def depth_definitions(max_depth: int) -> dict[str, dict]:
-    """JSON schemas `depth-k`: a value nesting at most k levels deep, as json_depth counts them (a scalar is 0,
-    [] or {} is 1). Each level refers to the one below it: written out whole, the schema would double a level."""
-    levels = {"depth-0": {"type": ["string", "number", "boolean", "null"]}}
-    for k in range(1, max_depth + 1):
-        below = {"$ref": f"#/definitions/depth-{k - 1}"}
-        levels[f"depth-{k}"] = {"additionalProperties": below, "items": below}
-    return levels
 
 
 def _schema_accepts(resource: Mapping, max_depth: int | None = None) -> bool:
