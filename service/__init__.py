@@ -1,6 +1,7 @@
 """avh-cds: a CDS Hooks 2.0 service for aggressive vertebral hemangioma compressing the spinal cord."""
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,15 +57,17 @@ class Avh:
 
 class RoutedAdapter(MapAdapter):
     """A MapAdapter that remembers the rule its request matched: an adapter is reused for every request with the same
-    routing inputs (AvhFlask.create_url_adapter), and matching them again gives the same rule and arguments."""
+    routing inputs (AvhFlask.create_url_adapter), and matching them again gives the same rule and arguments. It is
+    handed to `remember` once its request matched a rule: a refused route leaves nothing behind."""
 
     def match(self, path_info=None, method=None, return_rule=False, query_args=None, websocket=None):
         if not return_rule or path_info is not None or method is not None or query_args is not None \
                 or websocket is not None:
             return super().match(path_info, method, return_rule, query_args, websocket)
         matched = self.__dict__.get("matched")
-        if matched is None:      # a refusal (404, 405, a redirect) is raised, and matched again the next time
+        if matched is None:      # a refusal (404, 405, a redirect) is raised: neither it nor the adapter is remembered
             matched = self.matched = super().match(return_rule=True)
+            self.remember(self)
         rule, arguments = matched
         return rule, dict(arguments)        # the request's own: Flask's url_value_preprocessors may change them
 
@@ -89,8 +92,9 @@ class AvhFlask(Flask):
 
     Flask binds the URL map to each request's environ (the host, the IDNA form of its name, the path) and matches
     the path against the rules: ~0.1 M instructions of a hook call, the same for every call to the same URL. The
-    adapter (which holds nothing of a request but ROUTING) is kept for up to ADAPTERS such keys (the Host header and
-    the path are the caller's: the memory is bounded, and starts again when full)."""
+    adapter (which holds nothing of a request but ROUTING) is kept, once its request matched a rule, for up to ADAPTERS
+    such keys of up to LONGEST_ROUTING characters (the Host header and the path are the caller's: the memory is
+    bounded, and starts again when full)."""
 
     session_interface = SessionsIfSigned()
 
@@ -110,10 +114,16 @@ class AvhFlask(Flask):
             return adapter
         adapter = super().create_url_adapter(request)      # a bad Host header raises as before, not remembered
         adapter.__class__ = RoutedAdapter
+        adapter.remember = functools.partial(self._remember, key, request.host)
+        return adapter
+
+    def _remember(self, key: tuple, host: str, adapter: RoutedAdapter) -> None:
+        """Keeps a matched request's adapter, unless its routing inputs are longer than a hook call's ever are."""
+        if sum(map(len, filter(None, key))) > LONGEST_ROUTING:
+            return
         if len(self._adapters) >= ADAPTERS:
             self._adapters.clear()
-        self._adapters[key] = (request.host, adapter)
-        return adapter
+        self._adapters[key] = (host, adapter)
 
     def ensure_sync(self, func):
         try:
@@ -132,6 +142,9 @@ SYNC_FUNCTIONS = 256
 ROUTING = ("REQUEST_METHOD", "PATH_INFO", "SCRIPT_NAME", "QUERY_STRING", "wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME",
            "SERVER_PORT", "HTTP_CONNECTION", "HTTP_UPGRADE")
 ADAPTERS = 256
+# Characters of routing inputs an adapter is remembered for at most (a hook call's are ~100): the Host, path, query and
+# Connection headers are the caller's, up to gunicorn's limits (8 KB a header), and ADAPTERS of them would be ~7 MB.
+LONGEST_ROUTING = 1024
 # What request.host_url is made of (werkzeug: scheme, Host header or server name and port, script root).
 URL_PARTS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME")
 PATHWAY_URLS = 64

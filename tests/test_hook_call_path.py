@@ -93,3 +93,18 @@ def test_without_a_secret_key_every_request_has_the_one_null_session(app):
     app.secret_key = "a key"            # an app given a key gets Flask's signed sessions
     with app.test_request_context("/"):
         assert not isinstance(session._get_current_object(), NullSession)
+
+
+def test_refused_routes_and_long_routing_inputs_are_not_remembered(client, app):
+    """Review of 9c8ee8c: the adapter of a refused route (404, 405, a redirect) was remembered (only its match was
+    not), so any caller could fill the memory with paths, Host names and Connection headers of its choosing (~7 MB
+    a worker at gunicorn's header limits) and push the hook URL's adapter out; so could long routing inputs on a
+    route that matches."""
+    assert client.get("/nowhere/" + "p" * 2000).status_code == 404
+    assert client.get(INVOKE).status_code == 405
+    assert client.post("/cds-services//avh-patient-view", json=hook_request()).status_code == 308
+    assert client.post(INVOKE, json=hook_request(), headers={"Connection": "k" * 8000}).status_code == 200
+    assert client.post(INVOKE, json=hook_request(), query_string="q" * 4000).status_code == 200
+    assert app._adapters == {}
+    assert client.post(INVOKE, json=hook_request()).status_code == 200
+    assert len(app._adapters) == 1
