@@ -10,7 +10,7 @@ import logging
 import math
 import time
 
-import orjson
+from service.fastjson import dumps
 
 access_log = logging.getLogger("service.access")
 LOGGED_BY_APP = "avh_cds.access_logged"    # set in the WSGI environ of a call the access line was written for
@@ -65,15 +65,12 @@ class JsonLinesFormatter(logging.Formatter):
             line[name] = cut(value) if isinstance(value, str) and len(value) > MAX_TEXT else value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        # orjson (a third of json.dumps' cost: it runs for every call), asked for non-string keys only when a key is
-        # not a string (OPT_NON_STR_KEYS takes a slower way through every object); the stdlib for what orjson
-        # refuses (integers over 64 bits).
-        for option in (0, orjson.OPT_NON_STR_KEYS):
-            try:
-                return orjson.dumps(line, default=str, option=option).decode()
-            except TypeError:
-                pass
-        return json.dumps(line, default=str)
+        # orjson (a third of json.dumps' cost: it runs for every call); the stdlib for what orjson refuses (integers
+        # over 64 bits).
+        try:
+            return dumps(line, str).decode()
+        except TypeError:
+            return json.dumps(line, default=str)
 
 
 def configure_logging(level: str) -> None:
