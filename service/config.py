@@ -6,6 +6,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The deepest AVH_CDS_MAX_JSON_DEPTH accepted. jsonschema-rs checks depth by recursion, one native frame per level
+# up to the limit: a limit of 512 fits a 128 KiB thread stack (musl's default) on a 1,020-deep body, 1,024 does not
+# (it crashes the worker); 256 keeps a margin. orjson refuses bodies deeper than 1,024 levels whatever this says.
+MAX_JSON_DEPTH_CEILING = 256
 
 
 def _bool(value: str) -> bool:
@@ -86,3 +90,8 @@ class Settings:
             else:
                 values[f.name] = raw
         return replace(cls(**values), **overrides)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_json_depth <= MAX_JSON_DEPTH_CEILING:
+            raise ValueError(f"AVH_CDS_MAX_JSON_DEPTH={self.max_json_depth} is not within 1-{MAX_JSON_DEPTH_CEILING} "
+                             "(a deeper check could overflow a worker thread's stack)")

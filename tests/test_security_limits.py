@@ -190,3 +190,39 @@ def test_an_unauthenticated_caller_gets_401_before_its_body_is_looked_at(tmp_pat
     assert not parsed
     assert client.post(INVOKE, json=body, headers=bearer(token())).status_code == 200    # the stub lets it by
     assert len(parsed) == 1
+
+
+def test_the_depth_limit_is_capped_where_its_check_fits_a_small_thread_stack(tmp_path):
+    """Attack on the operator's side: AVH_CDS_MAX_JSON_DEPTH=2000 let the depth check recurse once per level of a
+    1,020-deep body (orjson decodes up to 1,024), which overflowed a 128 KiB thread stack (musl's default) and killed
+    the worker. The setting is refused above MAX_JSON_DEPTH_CEILING, named; at the ceiling the request's and the
+    resources' depth checks refuse that body in such a thread (in a child process: a crash there is a failure here)."""
+    import subprocess
+    import sys
+    from service.config import MAX_JSON_DEPTH_CEILING
+    with pytest.raises(ValueError, match=f"AVH_CDS_MAX_JSON_DEPTH=2000 is not within 1-{MAX_JSON_DEPTH_CEILING}"):
+        Settings.from_env({"AVH_CDS_MAX_JSON_DEPTH": "2000"})
+    with pytest.raises(ValueError, match="AVH_CDS_MAX_JSON_DEPTH=0 is not within"):
+        Settings.from_env({"AVH_CDS_MAX_JSON_DEPTH": "0"})
+    assert Settings.from_env({"AVH_CDS_MAX_JSON_DEPTH": str(MAX_JSON_DEPTH_CEILING)}).max_json_depth == MAX_JSON_DEPTH_CEILING
+    child = f"""
+import threading
+threading.stack_size(128 * 1024)
+from service.clinical.record import Validator
+from service.security.limits import within_depth
+deep = 1
+for _ in range(1020):
+    deep = [deep]
+results = []
+def check():
+    results.append(within_depth({MAX_JSON_DEPTH_CEILING})({{"hook": "patient-view", "context": {{"deep": deep}}}}))
+    results.append(Validator({MAX_JSON_DEPTH_CEILING})({{"resourceType": "Condition", "id": "c", "note": deep}})[1])
+thread = threading.Thread(target=check)
+thread.start()
+thread.join()
+print(results)
+"""
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    refused, reason = eval(done.stdout)
+    assert refused is False and "levels deep" in reason
