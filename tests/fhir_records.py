@@ -13,6 +13,9 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
+import time_machine
+
 from service.clinical.facts import Facts, derive_facts
 from service.clinical.record import Selector, build_record
 from service.clinical.valuesets import CPT, ICD10CM, LOCAL, LOINC, RXNORM, SNOMED, load_valuesets
@@ -50,6 +53,17 @@ _ids = itertools.count(1)
 def today() -> dt.datetime:
     """Midnight at the start of today's date: the anchor of records for the running service."""
     return dt.datetime.combine(dt.date.today(), dt.time(), tzinfo=dt.timezone.utc)
+
+
+def stay_on(day: dt.date):
+    """A module-scoped autouse fixture (assign it to a module global): the clock starts at noon UTC of `day` and runs
+    on from there, so a module whose records were dated from the real clock at import gets the same answers from the
+    service in a run that crosses midnight UTC."""
+    @pytest.fixture(scope="module", autouse=True)
+    def clock_on_the_day_of_the_records():
+        with time_machine.travel(dt.datetime.combine(day, dt.time(12), tzinfo=dt.timezone.utc), tick=True):
+            yield
+    return clock_on_the_day_of_the_records
 
 
 def ago(days: float = 0, hours: float = 0, *, since: dt.datetime = NOW) -> str:

@@ -15,9 +15,11 @@ from service.fhir.loader import resources_in_load_order
 from service.fhir.prefetch import PrefetchResolver
 from service.fhir.replay import InProcess, hook_request, prefetch_templates, replay
 from tests.fhir_engine_support import FhirEngine
+from tests.fhir_records import stay_on
 
 FIXTURES_DIR = PROJECT_ROOT / "fhir_fixtures"
 TODAY = dt.datetime.now(dt.timezone.utc).date()      # the service judges "now" in UTC
+_clock = stay_on(TODAY)                # the service's clock on that day, whenever the tests run
 FIXTURES = load_fixtures(FIXTURES_DIR, TODAY)
 DATA_UNAVAILABLE = "data-unavailable"
 

@@ -14,11 +14,13 @@ from service.config import PROJECT_ROOT, Settings
 from service.fhir.search import answer_query
 from service.fhir.fixtures import EXPECTED_CARD_SYSTEM, SILENT, load_fixtures
 from service.fhir.replay import InProcess, fill_prefetch, prefetch_templates, replay
+from tests.fhir_records import stay_on
 
 RESPONSE_SCHEMA = json.loads((PROJECT_ROOT / "service" / "api" / "schemas" / "response.json").read_text())
 RANK = {"critical": 0, "warning": 1, "info": 2}
 # The service judges "now" in UTC, so fixtures are shifted to the UTC date.
 TODAY = dt.datetime.now(dt.timezone.utc).date()
+_clock = stay_on(TODAY)                # the service's clock on that day, whenever the tests run
 FIXTURES = load_fixtures(PROJECT_ROOT / "fhir_fixtures", TODAY)
 TOPICS = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta", "preop-embolization",
           "embolization-deferred", "adjuvant-radiotherapy", "posterior-fixation", "steroid-duration",

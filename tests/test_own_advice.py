@@ -6,9 +6,10 @@ import pytest
 
 from service.config import PROJECT_ROOT
 from service.fhir.fixtures import load_fixtures
-from tests.fhir_records import hook_request
+from tests.fhir_records import hook_request, stay_on
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
+_clock = stay_on(TODAY)                # the service's clock on that day, whenever the tests run
 FIXTURES = {f.name[:2]: f for f in load_fixtures(PROJECT_ROOT / "fhir_fixtures", TODAY)}
 # pre-op stable, rapid, recurrence stable and rapid, operated (with and without fixation), child, pregnant,
 # lapsed deterioration, unconfirmed compression, operated over a year ago, operated child
