@@ -17,8 +17,7 @@ from typing import Any, Optional
 from flask import Flask, Response, request
 from pydantic import BaseModel
 
-SNOMED = "http://snomed.info/sct"
-VERTEBRAL_HEMANGIOMA = "448232005"
+from .peer_rule import has_vertebral_hemangioma
 
 
 class CDSRequest(BaseModel):
@@ -42,23 +41,6 @@ class Card(BaseModel):
 
 class CDSResponse(BaseModel):
     cards: list[Card]
-
-
-def has_vertebral_hemangioma(prefetch: dict[str, Any], patient_id: str) -> bool:
-    """The one rule: an active Condition of this patient coded as a vertebral hemangioma."""
-    for value in prefetch.values():
-        if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
-            continue
-        for entry in value.get("entry") or ():
-            resource = entry.get("resource") or {}
-            if resource.get("resourceType") != "Condition":
-                continue
-            if (resource.get("subject") or {}).get("reference") != f"Patient/{patient_id}":
-                continue
-            if any(c.get("system") == SNOMED and c.get("code") == VERTEBRAL_HEMANGIOMA
-                   for c in (resource.get("code") or {}).get("coding") or ()):
-                return True
-    return False
 
 
 def create_app() -> Flask:

@@ -179,3 +179,20 @@ def test_no_http_target_is_read_off_a_run_with_refused_requests():
     assert not any(line.endswith(": met") or line.endswith("NOT met") for line in lines)
     results["http"]["results"]["auth"] = [run(1, 1.1)]
     assert any("first-seen chart, c=1" in line and line.endswith(": met") for line in bench_main._targets(results))
+
+
+def test_installed_peer_comparison_runs_a_peer_started_by_its_command(capsys):
+    """bench.installed_peer against a peer started by a command (here bench/peer.py under gunicorn: HealthChain
+    is not installed with the suite): both answer every first-seen body with a card, each side's CPU is its own."""
+    import sys
+    from bench import installed_peer
+    command = (f"{sys.executable} -m gunicorn --workers 1 --bind 127.0.0.1:{{port}} 'bench.peer:create_app()'")
+    assert installed_peer.main(["--peer-cmd", command, "--peer-path", sweep.SERVICE_PATH, "--sizes", "10,40",
+                                "--rounds", "1"]) == 0
+    rows = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert [r["n"] for r in rows] == [10, 40]
+    for r in rows:
+        assert r["avh-cds_wall_ms"] > 0 and r["peer_wall_ms"] > 0 and r["avh-cds_cpu_ms"] > 0 and r["peer_cpu_ms"] > 0
+        assert r["wall_ratio"] == round(r["avh-cds_wall_ms"] / r["peer_wall_ms"], 2)
+    bodies = installed_peer.distinct_bodies(10, 3, "t")
+    assert len(set(bodies)) == 3 and all(http.FIRST_SEEN_ID.encode() not in b for b in bodies)
