@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 
-from flask import Flask, Request
+from flask import Flask, Request, Response
 from flask.ctx import AppContext, _sentinel
 from flask.globals import _cv_app, request_ctx
 from flask.signals import (appcontext_popped, appcontext_pushed, appcontext_tearing_down, request_finished,
@@ -88,6 +88,23 @@ class SessionsIfSigned(SecureCookieSessionInterface):
         return super().open_session(app, request) if app.secret_key else self.no_session
 
 
+class AvhResponse(Response):
+    """Flask's Response, handed to the server without werkzeug's copy of its headers when the copy would be the same:
+    werkzeug's get_wsgi_headers copies them (each value converted and checked again: they were when set), then
+    changes them only for a Location or Content-Location (made absolute URIs), a status without a body (1xx, 204, 304)
+    or a body without Content-Length. Every answer of a hook call has none of these."""
+
+    def get_wsgi_response(self, environ):
+        status = self.status_code
+        if status < 200 or status in (204, 304):
+            return super().get_wsgi_response(environ)
+        headers = self.headers.to_wsgi_list()           # a new list, as werkzeug's copy gives
+        names = {key.lower() for key, _ in headers}
+        if "content-length" not in names or "location" in names or "content-location" in names:
+            return super().get_wsgi_response(environ)
+        return self.get_app_iter(environ), self.status, headers
+
+
 class AvhFlask(Flask):
     """Flask, with ensure_sync's answer remembered per function (the override Flask documents for it), and a request's
     URL adapter and rule remembered by what werkzeug works them out from.
@@ -103,6 +120,7 @@ class AvhFlask(Flask):
     bounded, and starts again when full)."""
 
     session_interface = SessionsIfSigned()
+    response_class = AvhResponse
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

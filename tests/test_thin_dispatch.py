@@ -133,3 +133,30 @@ def test_hooks_are_composed_once_the_app_has_answered(app):
     assert set(app._hooks) == {"cds"}
     with pytest.raises(AssertionError, match="already handled its first request"):
         app.before_request(lambda: None)
+
+
+def _wsgi(response_class, status, method, extra, body, drop_length):
+    environ = {"REQUEST_METHOD": method, "wsgi.url_scheme": "https", "HTTP_HOST": "ehr.example:8443",
+               "SERVER_NAME": "ehr.example", "SERVER_PORT": "8443", "SCRIPT_NAME": "/root", "PATH_INFO": "/a/b",
+               "QUERY_STRING": "q=1"}
+    response = response_class(body() if callable(body) else body, status=status, mimetype="application/json")
+    for name, value in extra:
+        response.headers.add(name, value)
+    if drop_length:
+        del response.headers["Content-Length"]
+    app_iter, status_line, headers = response.get_wsgi_response(environ)
+    return status_line, headers, b"".join(app_iter)
+
+
+@pytest.mark.parametrize("status", [100, 200, 201, 204, 304, 400, 404, 500])
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+@pytest.mark.parametrize("extra", [(), (("Location", "/elsewhere/ü"),), (("content-location", "x y"),),
+                                   (("X-Two", "1"), ("x-two", "2"), ("CONTENT-LENGTH", "3"))])
+@pytest.mark.parametrize("body", [b'{"cards":[]}', lambda: iter([b"a", b"bc"])], ids=["bytes", "stream"])
+@pytest.mark.parametrize("drop_length", [False, True])
+def test_the_response_hands_the_server_what_werkzeug_hands_it(status, method, extra, body, drop_length):
+    """AvhResponse skips werkzeug's copy of the headers only where the copy would be the same."""
+    from werkzeug.wrappers import Response as WerkzeugResponse
+    from service import AvhResponse
+    assert _wsgi(AvhResponse, status, method, extra, body, drop_length) == _wsgi(
+        WerkzeugResponse, status, method, extra, body, drop_length)
