@@ -15,8 +15,11 @@ UUIDS = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 class FlaskDispatch(AvhFlask):
-    """The same app with Flask's own dispatch, to compare with."""
+    """The same app with Flask's own dispatch, request and response, to compare with."""
+    request_class = Flask.request_class
+    response_class = Flask.response_class
     app_context = Flask.app_context
+    dispatch_request = Flask.dispatch_request
     full_dispatch_request = Flask.full_dispatch_request
     finalize_request = Flask.finalize_request
     preprocess_request = Flask.preprocess_request
@@ -50,6 +53,8 @@ REQUESTS = [
     ("GET", "/healthz", {}),
     ("GET", "/metrics", {}),
     ("GET", "/openapi.json", {}),
+    ("OPTIONS", "/cds-services", {}),                                                   # Flask's automatic OPTIONS
+    ("POST", HOOK, {"data": b"{" * (17 << 20), "content_type": "application/json"}),   # 413 over the body limit
 ]
 
 
@@ -69,7 +74,7 @@ def test_every_answer_is_the_one_flask_dispatch_gives(tmp_path):
     thin, flask_own = _app(tmp_path, "thin", False), _app(tmp_path, "flask", True)
     got, expected = _answers(thin), _answers(flask_own)
     assert [a[2] for a in got] == [a[2] for a in expected]
-    assert {a[2][:3] for a in got} >= {"200", "400", "403", "404", "405", "415"}
+    assert {a[2][:3] for a in got} >= {"200", "400", "403", "404", "405", "413", "415"}
     assert got == expected
 
 
@@ -160,3 +165,18 @@ def test_the_response_hands_the_server_what_werkzeug_hands_it(status, method, ex
     from service import AvhResponse
     assert _wsgi(AvhResponse, status, method, extra, body, drop_length) == _wsgi(
         WerkzeugResponse, status, method, extra, body, drop_length)
+
+
+def test_the_body_limit_is_flasks(app):
+    """AvhRequest reads MAX_CONTENT_LENGTH without Flask's proxy: the app's, a request's own, werkzeug's outside an app."""
+    from service import AvhRequest
+    from werkzeug.test import EnvironBuilder
+    environ = EnvironBuilder(path=HOOK, method="POST", data=b"{}").get_environ()
+    request = AvhRequest(environ)
+    assert request.max_content_length is None                     # no app: werkzeug's
+    with app.app_context():
+        assert request.max_content_length == app.config["MAX_CONTENT_LENGTH"] > 0
+        app.config["MAX_CONTENT_LENGTH"] = 5
+        assert request.max_content_length == 5
+        request.max_content_length = 7
+        assert request.max_content_length == 7

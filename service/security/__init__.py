@@ -140,7 +140,7 @@ def _guard():
     call.started = time.perf_counter()
     if req.blueprint != "cds" or req.method == "OPTIONS":
         return None
-    security: Security = current_app.extensions["avh_security"]
+    security: Security = current_app._get_current_object().extensions["avh_security"]
     if security.verifier is None:
         _remind_auth_off()
         call.caller = None
