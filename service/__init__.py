@@ -5,7 +5,6 @@ import functools
 import json
 import sys
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 
 from flask import Flask, Request, Response
@@ -89,9 +88,9 @@ class SessionsIfSigned(SecureCookieSessionInterface):
 
 
 class AvhRequest(Request):
-    """Flask's Request, its body limit read from the app without going through the current_app proxy twice (~10,000
-    instructions a call): the same value, Flask's own limit of a request set with `max_content_length = ...`, else the
-    app's MAX_CONTENT_LENGTH, else (outside an app context) werkzeug's."""
+    """Flask's Request, its body limit read from the app context without going through the current_app proxy twice
+    (Flask 3.1's property, read once a hook call): the same value, a request's own limit set with
+    `max_content_length = ...`, else the app's MAX_CONTENT_LENGTH, else (outside an app context) werkzeug's."""
 
     @property
     def max_content_length(self) -> int | None:

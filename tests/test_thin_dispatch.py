@@ -2,13 +2,15 @@
 and signals sent only when something listens. Every answer must be the one Flask's own dispatch gives."""
 import re
 
-import orjson
 import pytest
-from flask import Flask, g
-from flask.signals import appcontext_popped, appcontext_pushed, request_finished, request_started, request_tearing_down
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Response as WerkzeugResponse
+from flask import Flask, after_this_request
+from flask.signals import (appcontext_popped, appcontext_pushed, request_finished, request_started,
+                           request_tearing_down)
 
 from bench.patients import patient_view_request
-from service import AvhFlask, create_app
+from service import AvhFlask, AvhRequest, AvhResponse, create_app
 from service.config import Settings
 
 UUIDS = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -96,7 +98,6 @@ def test_hooks_run_in_flask_order_with_signals_and_teardown(tmp_path):
 
         @app.get("/boom")
         def boom():
-            from flask import after_this_request
             after_this_request(lambda r: seen.append("after this request") or r)
             raise KeyError("boom")
 
@@ -123,7 +124,8 @@ def test_hooks_run_in_flask_order_with_signals_and_teardown(tmp_path):
         else:
             thin_seen = (cds, boom_seen)
             assert cds == ["signal appcontext-pushed", "signal request-started", "url cds.discovery", "before app",
-                           "before cds", "after cds", "after app, registered last", "after app", "signal request-finished", "teardown cds",
+                           "before cds", "after cds", "after app, registered last", "after app",
+                           "signal request-finished", "teardown cds",
                            "teardown app NoneType", "signal request-tearing-down", "teardown appcontext",
                            "signal appcontext-popped"]
             assert "after this request" in boom_seen and "teardown app NoneType" in boom_seen
@@ -161,16 +163,13 @@ def _wsgi(response_class, status, method, extra, body, drop_length):
 @pytest.mark.parametrize("drop_length", [False, True])
 def test_the_response_hands_the_server_what_werkzeug_hands_it(status, method, extra, body, drop_length):
     """AvhResponse skips werkzeug's copy of the headers only where the copy would be the same."""
-    from werkzeug.wrappers import Response as WerkzeugResponse
-    from service import AvhResponse
     assert _wsgi(AvhResponse, status, method, extra, body, drop_length) == _wsgi(
         WerkzeugResponse, status, method, extra, body, drop_length)
 
 
 def test_the_body_limit_is_flasks(app):
-    """AvhRequest reads MAX_CONTENT_LENGTH without Flask's proxy: the app's, a request's own, werkzeug's outside an app."""
-    from service import AvhRequest
-    from werkzeug.test import EnvironBuilder
+    """AvhRequest reads MAX_CONTENT_LENGTH without Flask's proxy: the app's, a request's own, werkzeug's outside an
+    app."""
     environ = EnvironBuilder(path=HOOK, method="POST", data=b"{}").get_environ()
     request = AvhRequest(environ)
     assert request.max_content_length is None                     # no app: werkzeug's
