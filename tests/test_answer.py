@@ -5,10 +5,12 @@ import os
 import signal
 import time
 import uuid
+from unittest import mock
 
 import pytest
 from hypothesis import given, strategies as st
 
+from service import uuids
 from service.api.answer import Answer, AnswerTemplate, new_uuids
 
 
@@ -59,6 +61,32 @@ def test_a_forked_worker_never_hands_out_the_random_bits_its_parent_will():
     parent = new_uuids(5)
     random_part = lambda u: u[14:]                  # noqa: E731 (after the 48-bit millisecond)
     assert len(child) == 5 and not {random_part(u) for u in child} & {random_part(u) for u in parent}
+
+
+@given(st.binary(min_size=0, max_size=400), st.integers(0, 2**63))
+def test_the_uuids_written_at_once_are_each_written_as_the_plain_layout_has_it(random, nanoseconds):
+    """new_uuids writes all random parts at once (hex in groups, dashes dropped and one made a comma); each uuid is
+    still the millisecond, then its 10 bytes with version and variant set, laid out 8-4-4-4-12."""
+    count = len(random) // 10
+    given_bytes = random[:10 * count]
+    with mock.patch.object(uuids, "_random_bytes", lambda n: bytearray(given_bytes)), \
+            mock.patch.object(time, "time_ns", lambda: nanoseconds):
+        made = new_uuids(count)
+    stamp = (nanoseconds // 1_000_000 & 0xFFFF_FFFF_FFFF).to_bytes(6, "big").hex()
+    expected = []
+    for i in range(count):
+        part = bytearray(given_bytes[10 * i:10 * i + 10])
+        part[0], part[2] = part[0] & 0x0F | 0x70, part[2] & 0x3F | 0x80
+        h = stamp + part.hex()
+        expected.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    assert made == expected
+
+
+def test_threads_never_get_the_same_random_bytes():
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(8) as pool:
+        made = [u for uuids in pool.map(lambda _: new_uuids(7), range(3000)) for u in uuids]
+    assert len({u[14:] for u in made}) == len(made) == 21000
 
 
 def test_uuids_made_later_sort_after_earlier_ones():

@@ -155,14 +155,15 @@ def _service_label(req: Request) -> str | None:
     if req.endpoint != "cds.invoke":
         return None
     service_id = (req.view_args or {}).get("service_id", "")
-    return service_id if current_app.extensions["avh"].registry.get(service_id) else UNKNOWN_SERVICE
+    registry = current_app._get_current_object().extensions["avh"].registry    # not through the proxy: 3 x as long
+    return service_id if registry.get(service_id) else UNKNOWN_SERVICE
 
 
 def init_app(app: Flask) -> None:
     """Time every CDS service call, whatever answers it (the route, an error handler, authentication)."""
     @app.before_request
     def _start_timer():
-        g.metrics_started = time.perf_counter()
+        g._get_current_object().metrics_started = time.perf_counter()     # the proxy's setattr: 2 x as long
 
     @app.after_request
     def _observe_request(response):

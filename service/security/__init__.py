@@ -140,7 +140,7 @@ def _guard():
     call.started = time.perf_counter()
     if req.blueprint != "cds" or req.method == "OPTIONS":
         return None
-    security: Security = current_app.extensions["avh_security"]
+    security: Security = current_app._get_current_object().extensions["avh_security"]
     if security.verifier is None:
         _remind_auth_off()
         call.caller = None
@@ -227,10 +227,11 @@ def _access_line(response: Response) -> Response:
     req = request._get_current_object()
     if req.blueprint != "cds" or req.method == "OPTIONS":
         return response
-    call, extensions = g._get_current_object(), current_app._get_current_object().extensions
+    # What g.get reads (getattr with a default raises and catches for each absent name), read without a Python call each.
+    call, extensions = vars(g._get_current_object()), current_app._get_current_object().extensions
     service_id = (req.view_args or {}).get("service_id")
     known = service_id is not None and extensions["avh"].registry.get(service_id) is not None
-    caller = call.get("caller")         # g.get: getattr with a default raises and catches for each absent name
+    caller = call.get("caller")
     auth_off = extensions["avh_security"].verifier is None
     fields = {"event": "cds_call", "endpoint": (req.endpoint or "").removeprefix("cds."),
               "service": service_id if known else None, "hookInstance": call.get("hook_instance"),
