@@ -119,8 +119,9 @@ def codings(concept) -> list[Code]:
         return []
     if type(concept) is JsonElement:
         found = concept.__dict__.get(_CODINGS)      # a key no FHIR element name can be
-        if found is None:
-            found = concept.__dict__[_CODINGS] = _json_codings(concept._json)
+        if found is None:       # the schema accepted it: `coding` a list of objects, their system and code strings
+            found = concept.__dict__[_CODINGS] = [(c["system"], c["code"]) for c in concept._json.get("coding", ())
+                                                  if c.get("system") and c.get("code")]
         return found
     if isinstance(concept, dict):
         return _json_codings(concept)
