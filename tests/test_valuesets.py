@@ -4,8 +4,9 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from service.clinical.valuesets import (CPT, ICD10CM, LEVEL_PATTERN, LOCAL, LOINC, RXNORM, SNOMED, SPINE_WORDS,
+from service.clinical.valuesets import (CPT, ICD10CM, LEVEL_PATTERN, LEVELS, LOCAL, LOINC, RXNORM, SNOMED, SPINE_WORDS,
                                         level_rank, load_valuesets)
 
 CARDS = Path(__file__).resolve().parent.parent / "cards"
@@ -85,6 +86,21 @@ def test_adjacent_levels_are_one_apart_across_every_junction():
 def test_level_pattern_knows_only_real_levels():
     found = [m.group(0) for m in LEVEL_PATTERN.finditer("T10-T12, C8, L5/S1, C7, T13, L6, S6")]
     assert found == ["T10", "T12", "L5", "S1", "C7"]
+
+
+# The plain form of LEVEL_PATTERN: every level, longest first, as a word.
+PLAIN_LEVELS = re.compile(r"\b(" + "|".join(sorted(LEVELS, key=len, reverse=True)) + r")\b")
+# Texts made of what decides a match: region letters (of either case), digits (ASCII and not), other word characters,
+# separators, and whole levels.
+LEVEL_TEXT = st.lists(st.sampled_from(["C", "T", "L", "S", "c", "t", "0", "1", "2", "3", "5", "7", "9", "٣", "_", "a",
+                                       "é", " ", "-", "/", "\n", ",", "T1", "T12", "C7", "L5", "S1", "T13"]),
+                      max_size=30).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(LEVEL_TEXT)
+def test_level_pattern_finds_what_the_plain_alternation_finds(text):
+    assert LEVEL_PATTERN.findall(text) == PLAIN_LEVELS.findall(text)
 
 
 @pytest.mark.parametrize("text, spinal", [("Hemangioma of T9 vertebra", True), ("hemangioma of the sacrum", True),

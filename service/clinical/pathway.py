@@ -50,6 +50,7 @@ READS = {
 PRE_OPERATIVE_TOPICS = frozenset({"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta",
                                   "preop-embolization", "embolization-deferred", "differential-diagnosis"})
 UNCONFIRMED_COMPRESSION_TOPICS = frozenset({"corticosteroids", "spine-mri", "differential-diagnosis"})
+ALL_TOPICS = frozenset(TOPIC_ORDER)
 
 
 @dataclass(frozen=True)
@@ -230,26 +231,33 @@ RULES: dict[str, Callable[[Facts], Outcome]] = {
 }
 
 
-def narrowed(topic: str, f: Facts) -> str | None:
-    """Why the episode's circumstances silence a topic whatever its rule says (section 1), else None.
+def narrowed(f: Facts) -> list[tuple[frozenset[str], str]]:
+    """Why the episode's circumstances silence topics whatever their rules say (section 1): (the topics, why), the
+    first that holds a topic says why; worked out once per patient.
 
     A competing cause narrows post-operative patients too: section 1 and seed-trace row 23 make the
     differential card the only one while the cause of the compression is uncertain."""
-    if f.competing and topic != "differential-diagnosis":
-        return "a competing cause is on record: only the differential diagnosis card fires (" + \
-            ", ".join(_named(e) for e in f.competing) + ")"
-    if f.surgery_under_way is not None and topic in PRE_OPERATIVE_TOPICS:
-        return f"surgery under way: {_named(f.surgery_under_way)}"
-    if f.pre_operative and f.unconfirmed_compression and topic not in UNCONFIRMED_COMPRESSION_TOPICS:
-        return f"the compression is {f.compression_verification}: only steroids, MRI and the differential fire"
-    return None
+    found = []
+    if f.competing:
+        found.append((ALL_TOPICS - {"differential-diagnosis"},
+                      "a competing cause is on record: only the differential diagnosis card fires ("
+                      + ", ".join(_named(e) for e in f.competing) + ")"))
+    if f.surgery_under_way is not None:
+        found.append((PRE_OPERATIVE_TOPICS, f"surgery under way: {_named(f.surgery_under_way)}"))
+    if f.pre_operative and f.unconfirmed_compression:
+        found.append((ALL_TOPICS - UNCONFIRMED_COMPRESSION_TOPICS,
+                      f"the compression is {f.compression_verification}: only steroids, MRI and the differential fire"))
+    return found
 
 
 def outcomes(f: Facts) -> list[tuple[str, Outcome]]:
     """Every topic's outcome for a patient in the pathway, in TOPIC_ORDER."""
+    narrowing = narrowed(f)
+    if not narrowing:
+        return [(topic, RULES[topic](f)) for topic in TOPIC_ORDER]
     found = []
     for topic in TOPIC_ORDER:
-        why_not = narrowed(topic, f)
+        why_not = next((why for topics, why in narrowing if topic in topics), None)
         found.append((topic, why_not if why_not else RULES[topic](f)))
     return found
 

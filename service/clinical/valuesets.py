@@ -22,8 +22,15 @@ TOPIC_SYSTEM = "https://avh-cds.org/fhir/CodeSystem/card-topic"
 LEVELS = (tuple(f"C{n}" for n in range(1, 8)) + tuple(f"T{n}" for n in range(1, 13))
           + tuple(f"L{n}" for n in range(1, 6)) + tuple(f"S{n}" for n in range(1, 6)))
 _LEVEL_RANK = {level: rank for rank, level in enumerate(LEVELS)}
-_LEVEL_ALTERNATIVES = "|".join(sorted(LEVELS, key=len, reverse=True))
-LEVEL_PATTERN = re.compile(rf"\b({_LEVEL_ALTERNATIVES})\b")
+# A level standing as a word. Its region's letter comes first, so that re skips from one C, T, L or S to the next
+# instead of trying every position of the text; then no word character before the letter, a number of that region
+# (longest first), none after it: what \b(T12|...|C1)\b finds, at a third of its cost (levels_of reads every
+# hemangioma's and compression's words).
+_NUMBERS = {region: [lv[1:] for lv in LEVELS if lv[0] == region] for region in dict.fromkeys(lv[0] for lv in LEVELS)}
+_REGIONS = "".join(_NUMBERS)
+LEVEL_PATTERN = re.compile(rf"[{_REGIONS}](?<!\w[{_REGIONS}])(?:" + "|".join(
+    rf"(?<={region})(?:{'|'.join(sorted(numbers, key=len, reverse=True))})" for region, numbers in _NUMBERS.items())
+    + r")(?!\w)")
 
 # A hemangioma coded with a site-unspecified ICD-10-CM code counts as vertebral when its text
 # or display names the spine or a vertebra (pathway.md section 2). A region alone ("thoracic wall",
@@ -112,8 +119,9 @@ def codings(concept) -> list[Code]:
         return []
     if type(concept) is JsonElement:
         found = concept.__dict__.get(_CODINGS)      # a key no FHIR element name can be
-        if found is None:
-            found = concept.__dict__[_CODINGS] = _json_codings(concept._json)
+        if found is None:       # the schema accepted it: `coding` a list of objects, their system and code strings
+            found = concept.__dict__[_CODINGS] = [(c["system"], c["code"]) for c in concept._json.get("coding", ())
+                                                  if c.get("system") and c.get("code")]
         return found
     if isinstance(concept, dict):
         return _json_codings(concept)
