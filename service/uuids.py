@@ -23,7 +23,10 @@ _random_lock = threading.Lock()
 
 
 def _forget_random() -> None:
-    _random.seek(0, io.SEEK_END)
+    """In a forked child: none of the parent's bytes, and a lock of its own (a parent thread reading os.urandom at
+    the fork held the parent's, and no thread of the child would ever let it go)."""
+    global _random, _random_lock
+    _random, _random_lock = io.BytesIO(), threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_random)    # a forked worker never hands out its parent's bytes

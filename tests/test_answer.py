@@ -40,13 +40,12 @@ def test_new_uuids_are_version_7_uuids_of_this_millisecond_with_random_bits():
     assert new_uuids(0) == []
 
 
-def test_a_forked_worker_never_hands_out_the_random_bits_its_parent_will():
-    """Random bytes are read 4 KB at a time; a gunicorn worker forked with some of them must not reuse them."""
-    new_uuids(1)                                    # the parent now holds unused random bytes
+def _in_a_forked_child(count: int) -> list[str]:
+    """new_uuids(count) in a forked child of this process, failing the test if the child does not finish in 10 s."""
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:                                    # the child: its next uuids, to the parent
-        os.write(write, " ".join(new_uuids(5)).encode())
+    if pid == 0:                                    # the child: its uuids, to the parent
+        os.write(write, " ".join(new_uuids(count)).encode())
         os._exit(0)
     os.close(write)
     # A fork of this multi-threaded test process can hang on a lock another thread held: never wait forever.
@@ -57,10 +56,24 @@ def test_a_forked_worker_never_hands_out_the_random_bits_its_parent_will():
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         pytest.fail("the forked child did not finish within 10 s")
-    child = os.read(read, 4096).decode().split()
+    return os.read(read, 4096).decode().split()
+
+
+def test_a_forked_worker_never_hands_out_the_random_bits_its_parent_will():
+    """Random bytes are read 4 KB at a time; a gunicorn worker forked with some of them must not reuse them."""
+    new_uuids(1)                                    # the parent now holds unused random bytes
+    child = _in_a_forked_child(5)
     parent = new_uuids(5)
     random_part = lambda u: u[14:]                  # noqa: E731 (after the 48-bit millisecond)
     assert len(child) == 5 and not {random_part(u) for u in child} & {random_part(u) for u in parent}
+
+
+def test_a_child_forked_while_a_thread_reads_random_bytes_makes_uuids():
+    """A thread of the parent holds the lock while it reads os.urandom (the GIL let go: the very moment another
+    thread may fork); the child, which forgot the parent's bytes and must read its own, does not wait for it."""
+    with uuids._random_lock:                        # as that thread would, at the fork
+        child = _in_a_forked_child(5)
+    assert len(child) == 5
 
 
 @given(st.binary(min_size=0, max_size=400), st.integers(0, 2**63))

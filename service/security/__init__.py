@@ -227,7 +227,7 @@ def _access_line(response: Response) -> Response:
     req = request._get_current_object()
     if req.blueprint != "cds" or req.method == "OPTIONS":
         return response
-    # What g.get reads (getattr with a default raises and catches for each absent name), read without a Python call each.
+    # g's attributes from its dict, as g.get reads them (`self.__dict__.get`), without a Python call for each field.
     call, extensions = vars(g._get_current_object()), current_app._get_current_object().extensions
     service_id = (req.view_args or {}).get("service_id")
     known = service_id is not None and extensions["avh"].registry.get(service_id) is not None
