@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import threading
 import time
 
@@ -20,6 +21,9 @@ _VARIANT_RFC = bytes((b & 0x3F) | 0x80 for b in range(256))
 _RANDOM_READ = 4096            # bytes read from os.urandom at a time: ~400 uuids, ~80 typical calls
 _random = io.BytesIO()         # what is left of the last read
 _random_lock = threading.Lock()
+# Whether the GIL is on: a free-threaded build (3.13t) could interleave two reads of the buffer, so there every read
+# takes the lock.
+_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 def _forget_random() -> None:
@@ -38,9 +42,9 @@ def _random_bytes(n: int) -> bytearray:
     A read of os.urandom lets go of the GIL; under gunicorn's threads each such call a request makes can
     hand the GIL to another thread and cost the request its caches (measured: ~20 µs, against ~1 alone). The bytes
     are taken by one BytesIO.read, which no other thread can interleave with: two threads never get the same bytes,
-    and the lock is taken only to read again (bytes a short read took are dropped)."""
+    and the lock is taken only to read again (bytes a short read took are dropped), or for every read without a GIL."""
     global _random
-    taken = _random.read(n)
+    taken = _random.read(n) if _GIL else b""
     if len(taken) < n:
         with _random_lock:
             taken = _random.read(n)             # another thread may have read again meanwhile

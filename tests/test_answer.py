@@ -102,6 +102,32 @@ def test_threads_never_get_the_same_random_bytes():
     assert len({u[14:] for u in made}) == len(made) == 21000
 
 
+def test_without_a_gil_every_read_of_random_bytes_takes_the_lock(monkeypatch):
+    """On a free-threaded build two threads could interleave their reads of the buffer: there each read is locked."""
+    taken = []
+
+    class CountingLock:
+        def __init__(self):
+            self.lock = uuids.threading.Lock()
+
+        def __enter__(self):
+            taken.append(1)
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc):
+            return self.lock.__exit__(*exc)
+
+    monkeypatch.setattr(uuids, "_random_lock", CountingLock())
+    new_uuids(2)                                    # the buffer filled, whichever way
+    taken.clear()
+    monkeypatch.setattr(uuids, "_GIL", True)
+    new_uuids(2)
+    assert taken == []
+    monkeypatch.setattr(uuids, "_GIL", False)
+    made = [new_uuids(3) for _ in range(5)]
+    assert len(taken) == 5 and len({u for three in made for u in three}) == 15
+
+
 def test_uuids_made_later_sort_after_earlier_ones():
     """What keeps the issued-card index appending: a later call's uuids sort after an earlier call's."""
     first = new_uuids(3)
