@@ -63,7 +63,7 @@ def _read_length(req, length: int) -> bytes:
 
 def _read_to_limit(req) -> bytes:
     data = req.get_data(cache=True)
-    limit = req.max_content_length      # read through current_app: only for a body sent without Content-Length
+    limit = req.max_content_length      # the request's own limit, else the app's MAX_CONTENT_LENGTH
     if limit is not None and len(data) >= limit and req.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
     return data
