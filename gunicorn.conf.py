@@ -32,8 +32,14 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 bind = os.environ.get("AVH_CDS_BIND", "0.0.0.0:8080")
-workers = int(os.environ.get("AVH_CDS_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-threads = int(os.environ.get("AVH_CDS_THREADS", 4))   # calls wait on FHIR fetches: threads overlap them
+# One worker a core (two at least, so that a worker restarting leaves one answering): a call's own work is CPU
+# (~1 ms), and more busy processes than cores only take turns on them, each turn evicting the other's data from the
+# CPU's caches. Measured on 2 cores, 4 connections of first-seen charts: 2 workers 1.10 ms CPU a request, 5 workers
+# (2 x cores + 1, gunicorn's rule of thumb for sync workers) 1.26-1.41 ms, with fewer requests/s and a longer p99
+# (docs/performance.md, "workers"). Waiting is what threads are for: calls waiting on a slow fhirServer hold a
+# thread, not a core, so each worker has more of them.
+workers = int(os.environ.get("AVH_CDS_WORKERS", max(2, multiprocessing.cpu_count())))
+threads = int(os.environ.get("AVH_CDS_THREADS", 8))
 worker_class = "gthread"
 timeout = int(os.environ.get("AVH_CDS_WORKER_TIMEOUT", 30))      # a worker silent this long is restarted
 graceful_timeout = int(os.environ.get("AVH_CDS_GRACEFUL_TIMEOUT", 20))   # on SIGTERM: finish calls in flight

@@ -214,3 +214,23 @@ def test_charts_remembered_across_threads_and_workers_never_mix_patients(server)
         assert without_uuids(cards) == first.setdefault(pid, without_uuids(cards))
         uuids += [c["uuid"] for c in cards] + [s["uuid"] for c in cards for s in c.get("suggestions", [])]
     assert len(uuids) == len(set(uuids))
+
+
+def _resolved_settings(tmp_path, **environ: str) -> dict[str, str]:
+    """gunicorn's own reading of gunicorn.conf.py (`--print-config`) in a clean environment plus `environ`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AVH_CDS_", "PROMETHEUS_"))}
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--print-config",
+                           "service.wsgi:app"], cwd=ROOT, env={**env, "TMPDIR": str(tmp_path), **environ},
+                          capture_output=True, text=True, timeout=60, check=True)
+    return dict((name.strip(), value.strip()) for name, _, value in
+                (line.partition("=") for line in done.stdout.splitlines()) if name.strip())
+
+
+def test_one_worker_a_core_two_at_least_each_with_threads_for_the_waits(tmp_path):
+    settings = _resolved_settings(tmp_path)
+    assert settings["worker_class"] == "gthread"
+    assert int(settings["workers"]) == max(2, os.cpu_count())
+    assert int(settings["threads"]) == 8
+    sized = _resolved_settings(tmp_path, AVH_CDS_WORKERS="3", AVH_CDS_THREADS="2")
+    assert (sized["workers"], sized["threads"]) == ("3", "2")
+    assert list(tmp_path.iterdir()) == []       # the metrics directory each made is gone
