@@ -196,3 +196,17 @@ def test_installed_peer_comparison_runs_a_peer_started_by_its_command(capsys):
         assert r["wall_ratio"] == round(r["avh-cds_wall_ms"] / r["peer_wall_ms"], 2)
     bodies = installed_peer.distinct_bodies(10, 3, "t")
     assert len(set(bodies)) == 3 and all(http.FIRST_SEEN_ID.encode() not in b for b in bodies)
+
+
+def test_scaling_children_answer_the_chart_and_the_difference_is_the_call(monkeypatch):
+    from bench import scaling
+    threshold = gc.get_threshold()
+    try:
+        for call_it in (False, True):          # what each callgrind child runs, without valgrind
+            scaling.run_call(20, call_it)
+    finally:
+        logging.disable(logging.NOTSET)
+        sweep.default_collector(threshold)
+    totals = {(10, False): 5_000, (10, True): 25_000, (160, False): 9_000, (160, True): 329_000}
+    monkeypatch.setattr(scaling, "count", lambda readings, call_it: totals[readings, call_it])
+    assert scaling.per_call(10) == {10: 20_000, 160: 320_000}
