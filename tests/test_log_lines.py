@@ -2,6 +2,7 @@
 line written without logging's search for the caller (log_access): what access_log.info wrote."""
 import datetime as dt
 import logging
+import sys
 
 import pytest
 from hypothesis import given, strategies as st
@@ -86,3 +87,34 @@ def test_the_access_line_written_without_finding_its_caller_is_the_line_access_l
     assert new["refused"].startswith("x" * 1000) and new["topics"] == ["a", "b"]
     assert (lines.records[1].pathname, lines.records[1].lineno, lines.records[1].funcName) == (
         "(unknown file)", 0, "(unknown function)")
+
+
+def _cut_field_by_field(formatter: JsonLinesFormatter, record: logging.LogRecord) -> str:
+    """The line as the formatter wrote it before it cut only long lines: every text checked, then written."""
+    from service.security.logs import MAX_TEXT, _json_line, cut
+    line = {"ts": utc_timestamp(record.created), "level": record.levelname, "logger": record.name,
+            "msg": cut(record.getMessage()), "pid": record.process}
+    for name, value in (getattr(record, "fields", None) or {}).items():
+        line[name] = cut(value) if isinstance(value, str) and len(value) > MAX_TEXT else value
+    if record.exc_info:
+        line["exc"] = formatter.formatException(record.exc_info)
+    return _json_line(line)
+
+
+TEXTS = st.sampled_from(["", "a", "é" * 400, "\n" * 300, "\u2028" * 990]) | st.builds(
+    lambda char, size: char * size, st.sampled_from(["x", "é", '"', "\n"]), st.integers(990, 1010))
+
+
+@given(TEXTS, st.dictionaries(st.sampled_from(["msg", "exc", "ts", "pid", "refused", "topics", "status"]),
+                              TEXTS | st.sampled_from([None, 200, 2 ** 70, ["x" * 2000]]), max_size=4),
+       st.booleans())
+def test_a_line_is_cut_as_each_text_was_cut(message, fields, failed):
+    """Only a line longer than a cut text is written again with its texts cut: the same line as checking each."""
+    try:
+        raise ValueError("x" * 1200)
+    except ValueError:
+        exc_info = sys.exc_info() if failed else None
+    record = logging.LogRecord("service.access", logging.INFO, __file__, 1, message, (), exc_info)
+    record.fields = fields
+    formatter = JsonLinesFormatter()
+    assert formatter.format(record) == _cut_field_by_field(formatter, record)

@@ -226,3 +226,24 @@ print(results)
     assert done.returncode == 0, done.stderr[-2000:]
     refused, reason = eval(done.stdout)
     assert refused is False and "levels deep" in reason
+
+
+def test_the_access_line_names_the_hook_instance_of_a_refused_call_only_when_it_is_a_uuid(log_lines):
+    """The guard keeps the body's hookInstance and the access line checks it when the route did not set one: a
+    uuid is logged for a call refused after the limits (unknown service, wrong hook, a fhirServer not allowed), any
+    other text is not, and a call refused by the limits logs none."""
+    client = off_client(AVH_CDS_MAX_JSON_DEPTH="12")
+    sent = [hook_request() for _ in range(6)]
+    sent[3]["hookInstance"] = "not a uuid: " + "x" * 50
+    sent[4]["extension"] = nested(12)
+    sent[5]["fhirServer"] = "https://elsewhere.test/r4"
+    statuses = [client.post("/cds-services/no-such-service", json=sent[0]).status_code,
+                client.post(INVOKE, json={**sent[1], "hook": "order-sign"}).status_code,
+                client.post(INVOKE, json=sent[2]).status_code,
+                client.post("/cds-services/no-such-service", json=sent[3]).status_code,
+                client.post(INVOKE, json=sent[4]).status_code,
+                client.post(INVOKE, json=sent[5]).status_code]
+    assert statuses == [404, 400, 200, 404, 400, 403]
+    calls = [json.loads(line) for line in log_lines().splitlines() if '"cds_call"' in line]
+    assert [c.get("hookInstance") for c in calls] == [sent[0]["hookInstance"], sent[1]["hookInstance"],
+                                                     sent[2]["hookInstance"], None, None, sent[5]["hookInstance"]]

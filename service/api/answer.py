@@ -20,8 +20,11 @@ def _topic(card: dict) -> str:
     return card["source"]["topic"]["code"]
 
 
-def _suggested(cards: list[dict]) -> tuple[tuple[str, str, str, str], ...]:
-    return tuple((s["uuid"], c["uuid"], _topic(c), s["label"]) for c in cards for s in c.get("suggestions", ()))
+def _suggested(cards: list[dict], topics: tuple[str, ...]) -> tuple[tuple[str, str, str, str], ...]:
+    """(suggestion uuid, card uuid, topic, label) of each suggestion; `topics`: each card's (a card's topic read once,
+    not once more for each of its suggestions)."""
+    return tuple((s["uuid"], c["uuid"], topic, s["label"])
+                 for c, topic in zip(cards, topics) for s in c.get("suggestions", ()))
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class Answer:
 
     @classmethod
     def of(cls, cards: list[dict]) -> "Answer":
-        return cls(encode({"cards": cards}), tuple((c["uuid"], _topic(c)) for c in cards), _suggested(cards))
+        topics = tuple(map(_topic, cards))
+        return cls(encode({"cards": cards}), tuple(zip([c["uuid"] for c in cards], topics)), _suggested(cards, topics))
 
     @property
     def topics(self) -> list[str]:
@@ -66,8 +70,10 @@ class AnswerTemplate:
         # Each uuid is random, written once; the JSON of a uuid string is the string itself.
         parts = re.split(b"(" + b"|".join(re.escape(u.encode()) for u in uuids) + b")", body)
         found = [p.decode() for p in parts[1::2]]
-        return cls(tuple(parts[0::2]), tuple(found.index(c["uuid"]) for c in cards), tuple(map(_topic, cards)),
-                   tuple((found.index(s), found.index(c), topic, label) for s, c, topic, label in _suggested(cards)))
+        topics = tuple(map(_topic, cards))
+        return cls(tuple(parts[0::2]), tuple(found.index(c["uuid"]) for c in cards), topics,
+                   tuple((found.index(s), found.index(c), topic, label)
+                         for s, c, topic, label in _suggested(cards, topics)))
 
     def fill(self) -> Answer:
         fresh = new_uuids(len(self.pieces) - 1)

@@ -70,10 +70,11 @@ def precondition_failed(exc: PrefetchFailed):
 
 @bp.post("/cds-services/<service_id>")
 def invoke(service_id: str):
-    app, call = current_app._get_current_object(), g._get_current_object()
+    # g's attributes set in its dict, as g's __setattr__ (a Python call each) sets them.
+    app, call = current_app._get_current_object(), vars(g._get_current_object())
     avh = app.extensions["avh"]
     service, body = hook_call(avh, service_id)
-    call.hook_instance = body["hookInstance"]
+    call["hook_instance"] = body["hookInstance"]
     try:
         prefetched = avh.prefetch.resolve(service.prefetch, body)
     except PrefetchFailed as exc:
@@ -84,7 +85,7 @@ def invoke(service_id: str):
     ids = avh.engine.library.suggestion_ids
     avh.store.record_issued(service.id, body["hookInstance"], answer.issued, now,
                             [(s, c, ids.get((topic, label), label[:100])) for s, c, topic, label in answer.suggested])
-    call.resource_count, call.card_topics = prefetched.read, answer.topics
+    call["resource_count"], call["card_topics"] = prefetched.read, answer.topics
     response = app.response_class(answer.json, mimetype="application/json")
     response.call_on_close(avh.store.flush_if_due)      # after the answer has been sent
     return response

@@ -58,19 +58,32 @@ def utc_timestamp(created: float) -> str:
 
 class JsonLinesFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = {"ts": utc_timestamp(record.created),
-                "level": record.levelname, "logger": record.name, "msg": cut(record.getMessage()),
-                "pid": record.process}
-        for name, value in (getattr(record, "fields", None) or {}).items():
-            line[name] = cut(value) if isinstance(value, str) and len(value) > MAX_TEXT else value
+        # Written first as it is, and again with its texts cut only when the line is longer than a cut text: a text
+        # over MAX_TEXT characters makes a longer line, so a short line had nothing to cut (checking each field of
+        # every line was ~1 µs of an access line's ~12).
+        fields = getattr(record, "fields", None) or {}
+        text = _json_line(self._line(record, record.getMessage(), fields))
+        if len(text) <= MAX_TEXT:
+            return text
+        return _json_line(self._line(record, cut(record.getMessage()),
+                                     {name: cut(value) if isinstance(value, str) else value
+                                      for name, value in fields.items()}))
+
+    def _line(self, record: logging.LogRecord, message: str, fields: dict) -> dict:
+        line = {"ts": utc_timestamp(record.created), "level": record.levelname, "logger": record.name, "msg": message,
+                "pid": record.process, **fields}
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        # orjson (a third of json.dumps' cost: it runs for every call); the stdlib for what orjson refuses (integers
-        # over 64 bits).
-        try:
-            return dumps(line, str).decode()
-        except TypeError:
-            return json.dumps(line, default=str)
+        return line
+
+
+def _json_line(line: dict) -> str:
+    # orjson (a third of json.dumps' cost: it runs for every call); the stdlib for what orjson refuses (integers
+    # over 64 bits).
+    try:
+        return dumps(line, str).decode()
+    except TypeError:
+        return json.dumps(line, default=str)
 
 
 def configure_logging(level: str) -> None:
