@@ -96,11 +96,12 @@ def _prefetch(value: Any, source: _Source) -> Any:
 
 def _bundle(value: Any, key: str, source: _Source) -> Any:
     """A prefetch value: of a Bundle, the `entry` array stays undecoded; anything else is decoded."""
-    if type(value) is not Object or "resourceType" not in value or value["resourceType"] != "Bundle" \
-            or "entry" not in value or type(value["entry"]) is not Array:
+    # One look-up a key (`get`, not `in` and `[key]`): each walks the object's keys from its start.
+    if type(value) is not Object or value.get("resourceType") != "Bundle" \
+            or type(entry := value.get("entry")) is not Array:
         return plain(value)
     bundle = {name: Entries(item, key, source) if name == "entry" else plain(item) for name, item in _fields(value)}
-    source.arrays.append(value["entry"])
+    source.arrays.append(entry)
     return bundle
 
 
