@@ -123,7 +123,9 @@ def reference(draw, mess: int):
     whose = maybe(draw, 12, st.just(f"Patient/{PATIENT}"), st.sampled_from(
         [f"Patient/{OTHER}", "Group/g", f"https://x/Patient/{PATIENT}", f"Patient/{PATIENT}/", f"Patient/{OTHER}/"]))
     return maybe(draw, mess, st.just(obj(("reference", whose))), st.one_of(junk, st.just(
-        Obj([("reference", f"Patient/{OTHER}"), ("reference", whose)]))))
+        Obj([("reference", f"Patient/{OTHER}"), ("reference", whose)])), st.sampled_from(
+        # objects read as a Reference Struct with no reference, of which only one is passed over by `subject or patient`
+        [Obj([]), obj(("display", "x")), Obj([("reference", None)]), obj(("reference", [whose]))])))
 
 
 @st.composite
@@ -131,7 +133,11 @@ def concept(draw, rtype: str, mess: int):
     known = relevant_codes(rtype) if rtype in SELECTOR.by_type else []
     coding = st.sampled_from(known + [("http://other", "123"), ("http://snomed.info/sct", "1")]).map(
         lambda c: obj(("system", c[0]), ("code", c[1]), ("display", "Dexamethasone tablet")))
-    codings = maybe(draw, mess, st.lists(st.one_of(coding, coding, coding, junk) if mess else coding, max_size=3))
+    # A system or code that is an array or object: msgspec refuses the Struct pass (lazyjson._Coding), read by keys.
+    odd = st.sampled_from([obj(("system", known[0][0] if known else "s"), ("code", [c])) for c in ("1", "3264")]
+                          + [obj(("system", obj(("a", 1))), ("code", "3264"))])
+    codings = maybe(draw, mess, st.lists(st.one_of(coding, coding, coding, junk, odd) if mess else coding,
+                                         max_size=3))
     text_ = draw(st.sampled_from([None, "dexamethasone", "aspirin"]))
     dup = ("coding", draw(st.lists(coding, max_size=2))) if mess and draw(st.integers(0, 3)) == 0 else None
     return maybe(draw, mess, st.just(obj(("coding", codings), ("text", text_), dup=dup)))
@@ -152,6 +158,8 @@ def resource(draw, mess: int):
                                                           max_size=2))))
     if draw(st.integers(0, 5)):
         pairs.append((draw(st.sampled_from(["subject", "subject", "patient"])), draw(reference(mess))))
+    if draw(st.integers(0, 7)) == 0:        # both: `subject or patient` reads the patient after an empty subject
+        pairs += [("subject", draw(reference(mess))), ("patient", draw(reference(mess)))]
     if draw(st.integers(0, 5)):
         pairs.append((code_key, draw(concept(rtype if isinstance(rtype, str) else "x", mess))))
     if rtype in ("MedicationRequest", "MedicationAdministration") and draw(st.booleans()):

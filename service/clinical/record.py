@@ -129,27 +129,34 @@ class Selector:
 
     def wanted_struct(self, resource) -> bool:
         """`wanted` of a resource decoded by lazyjson._typed_reader(wanted.concepts): the same choice (each concept
-        a Struct or None, its coding a list of Structs or None; the other keys as dict.get gives them)."""
+        a Struct or None, its coding a list of Structs or None, their system and code hashable; a medicationReference
+        object a Struct of its reference; the other keys as dict.get gives them). Per resource sent, so lean: no type
+        checks the decoded types make needless."""
         rtype = resource.resourceType
-        read = self.codes_at.get(rtype) if isinstance(rtype, str) else None
+        try:
+            read = self.codes_at.get(rtype)
+        except TypeError:               # unhashable (an array or object): no resource type
+            return False
         if read is None:
             return rtype == "Patient"
         path, codes = read
         concept = getattr(resource, path)
-        coding = concept.coding if concept is not None else None
-        if coding is not None:
-            code_values = self.code_values
-            for c in coding:
-                code = c.code
-                if isinstance(code, str) and code in code_values:
-                    system = c.system
-                    if isinstance(system, str) and (system, code) in codes:
+        if concept is None:
+            coding = None
+        else:
+            coding = concept.coding
+            if coding is not None:
+                code_values = self.code_values
+                for c in coding:
+                    if c.code in code_values and (c.system, c.code) in codes:
                         return True
         if rtype not in MEDICATION_TYPES:
             return False
+        if isinstance(getattr(resource.medicationReference, "reference", None), str):    # references_medication
+            return True
         named = None if concept is None else {"text": concept.text, "coding": [{"display": c.display}
                                                                               for c in coding or ()]}
-        return _named_or_referenced({"medicationReference": resource.medicationReference, path: named}, path)
+        return _named_or_referenced({path: named}, path)
 
 
 def _named_or_referenced(resource: dict, path: str) -> bool:

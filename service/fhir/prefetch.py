@@ -247,16 +247,36 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
             continue
         read += 1
         included += include
-        if own is not None and not other_patient:
-            ref = resource.subject or resource.patient
-            if not (isinstance(ref, dict) and ref.get("reference") == own):
-                other_patient = not _about({"resourceType": resource.resourceType, "id": resource.id,
-                                            "subject": resource.subject, "patient": resource.patient}, patient_id)
+        # The usual case, without parsing: only a Reference Struct (an object, so a dict `or` would pick too) has one.
+        if own is not None and not other_patient and getattr(resource.subject or resource.patient, "reference",
+                                                             None) != own:
+            other_patient = not _struct_about(resource, patient_id, whole, position)
         if wanted(resource):
             kept.append(position)
     if other_patient:
         return Read([], read, OTHER_PATIENT, 0)
     return Read(whole(kept), read, None, read - included)
+
+
+def _struct_about(resource: Any, patient_id: str, whole: Callable[[list[int]], list[dict]], position: int) -> bool:
+    """_about of a resource decoded as a Struct: its subject and patient, when objects, are lazyjson.Reference Structs,
+    which do not tell an empty object (which `subject or patient` passes over) from one without a reference: when
+    that would change the verdict, the resource is read whole (at `position`)."""
+    about = _about(_identity(resource, resource.subject), patient_id)
+    if getattr(resource.subject, "reference", 0) is None and about != _about(_identity(resource, None), patient_id):
+        return _about(whole([position])[0], patient_id)
+    return about
+
+
+def _identity(resource: Any, subject: Any) -> dict:
+    """What _about reads of a Struct resource, with this subject, as a dict."""
+    return {"resourceType": resource.resourceType, "id": resource.id, "subject": _reference_dict(subject),
+            "patient": _reference_dict(resource.patient)}
+
+
+def _reference_dict(value: Any) -> Any:
+    """A Reference Struct as a dict of its reference (an object with a key, so never empty); another value as it is."""
+    return {"reference": value.reference} if hasattr(value, "reference") else value
 
 
 # What read_resources and _about read of a resource: with what `wanted` reads (its `reads`), all that is decoded of

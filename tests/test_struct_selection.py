@@ -1,0 +1,141 @@
+"""The choice and the patient check of resources read as Structs (lazyjson._typed_reader, Selector.wanted_struct,
+prefetch._read_structs) against those of the dicts orjson gives and against the Struct reading before it was made
+leaner (issue 18: Reference Structs for subject/patient/medicationReference, hashable coding system and code), on
+generated resources, well-formed or hostile (tests/test_lazyjson.py's strategies)."""
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from service.clinical.record import MEDICATION_TYPES, _named_or_referenced
+from service.fhir import prefetch
+from service.lazyjson import _NOT_OBJECT, _typed_reader
+from tests.test_lazyjson import OTHER, PATIENT, SELECTOR, Obj, resource, text
+
+CONCEPTS = SELECTOR.wanted.concepts
+
+
+class _OldCoding(msgspec.Struct, gc=False):
+    system: Any = None
+    code: Any = None
+    display: Any = None
+
+
+class _OldConcept(msgspec.Struct, gc=False):
+    coding: Union[list[_OldCoding], None] = None
+    text: Any = None
+
+
+OLD_RESOURCE = msgspec.defstruct(
+    "OldResource", [(name, Any, None) for name in ("resourceType", "id", "subject", "patient", "issue",
+                                                    "medicationReference")]
+    + [(name, Union[_OldConcept, None], None) for name in sorted(CONCEPTS)], gc=False)
+
+
+def old_wanted_struct(resource) -> bool:
+    """Selector.wanted_struct at abfb9b8 (over the Structs it read then: every key but the concepts as orjson's)."""
+    rtype = resource.resourceType
+    read = SELECTOR.codes_at.get(rtype) if isinstance(rtype, str) else None
+    if read is None:
+        return rtype == "Patient"
+    path, codes = read
+    concept = getattr(resource, path)
+    coding = concept.coding if concept is not None else None
+    if coding is not None:
+        for c in coding:
+            code = c.code
+            if isinstance(code, str) and code in SELECTOR.code_values:
+                system = c.system
+                if isinstance(system, str) and (system, code) in codes:
+                    return True
+    if rtype not in MEDICATION_TYPES:
+        return False
+    named = None if concept is None else {"text": concept.text, "coding": [{"display": c.display}
+                                                                          for c in coding or ()]}
+    return _named_or_referenced({"medicationReference": resource.medicationReference, path: named}, path)
+
+
+def new_struct(raw: bytes):
+    """The resource as the typed reader decodes it in a Bundle's entry; None when msgspec refuses it."""
+    body = b'{"prefetch":{"k":{"entry":[{"resource":%s}]}}}' % raw
+    try:
+        return _typed_reader(CONCEPTS).decode(body)["prefetch"]["k"].entry[0].resource
+    except msgspec.ValidationError:
+        return None
+
+
+def old_struct(raw: bytes):
+    try:
+        return msgspec.json.decode(raw, type=Union[OLD_RESOURCE, _NOT_OBJECT])
+    except msgspec.ValidationError:
+        return None
+
+
+def other_patient_by_dict(resource: dict, patient_id: str) -> bool:
+    """_read_entries' patient check of one resource."""
+    ref = resource.get("subject") or resource.get("patient")
+    if isinstance(ref, dict) and ref.get("reference") == "Patient/" + patient_id:
+        return False
+    return not prefetch._about(resource, patient_id)
+
+
+def other_patient_by_struct(struct, whole: dict, patient_id: str) -> bool:
+    """_read_structs' patient check of one resource (`whole`: the resource as the DOM gives it)."""
+    if getattr(struct.subject or struct.patient, "reference", None) == "Patient/" + patient_id:
+        return False
+    return not prefetch._struct_about(struct, patient_id, lambda positions: [whole for _ in positions], 0)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([0, 3, 10]).flatmap(resource), st.sampled_from([PATIENT, OTHER, "a/b", ""]))
+def test_structs_choose_and_check_the_patient_as_dicts_and_as_before(generated, patient_id):
+    raw = text(generated)
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(decoded, dict):
+        return
+    new, old = new_struct(raw), old_struct(raw)
+    if old is not None and new is not None:
+        assert SELECTOR.wanted_struct(new) is old_wanted_struct(old) is SELECTOR.wanted(decoded)
+    if new is not None:
+        assert SELECTOR.wanted_struct(new) is SELECTOR.wanted(decoded)
+        if patient_id:
+            assert other_patient_by_struct(new, decoded, patient_id) is other_patient_by_dict(decoded, patient_id)
+
+
+@pytest.mark.parametrize("raw, refused", [
+    (b'{"resourceType":"Condition","code":{"coding":[{"system":"x","code":["1"]}]}}', True),
+    (b'{"resourceType":"Condition","code":{"coding":[{"system":{"a":1},"code":"1"}]}}', True),
+    (b'{"resourceType":"Condition","code":{"coding":[{"system":"x","code":1.5}]}}', False),
+    (b'{"resourceType":"Condition","subject":["Patient/p1"]}', False),
+    (b'{"resourceType":"Condition","subject":"Patient/p1"}', False),
+    (b'{"resourceType":"Condition","subject":null,"patient":{"reference":"Patient/p2"}}', False),
+    (b'{"resourceType":"Condition","subject":{},"patient":{"reference":"Patient/p2"}}', False),
+    (b'{"resourceType":"Condition","subject":{"display":"x"},"patient":{"reference":"Patient/p2"}}', False),
+    (b'{"resourceType":"Condition","subject":{"reference":"Patient/p2"},"subject":{"reference":"Patient/p1"}}', False),
+    (b'{"resourceType":"Condition","subject":{"reference":"Patient/p1\\u0000"}}', False),
+    (b'{"resourceType":"MedicationRequest","medicationReference":{"reference":"Medication/m"}}', False),
+    (b'{"resourceType":"MedicationRequest","medicationReference":{}}', False),
+    (b'{"resourceType":"MedicationRequest","medicationReference":"Medication/m"}', False),
+    (b'{"resourceType":["Condition"],"code":{"coding":[{"system":"x","code":"1"}]}}', False),
+])
+def test_hostile_shapes_are_read_as_dicts_or_refused(raw, refused):
+    decoded, new = orjson.loads(raw), new_struct(raw)
+    assert (new is None) == refused
+    if new is not None:
+        assert SELECTOR.wanted_struct(new) is SELECTOR.wanted(decoded)
+        for patient_id in (PATIENT, OTHER, "a/b"):
+            assert other_patient_by_struct(new, decoded, patient_id) is other_patient_by_dict(decoded, patient_id)
+
+
+def test_an_empty_subject_is_told_apart_by_the_resource_read_whole():
+    """{} and {"display": ..} read as the same Reference Struct; `subject or patient` passes over only the first."""
+    for subject, other in ((b"{}", True), (b'{"display":"x"}', False)):
+        raw = b'{"resourceType":"Condition","subject":%s,"patient":{"reference":"Patient/p2"}}' % subject
+        assert other_patient_by_struct(new_struct(raw), orjson.loads(raw), PATIENT) is other
