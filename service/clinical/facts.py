@@ -208,7 +208,7 @@ def observation_date(o) -> dt.datetime | None:
 # --- what a clinician reads -----------------------------------------------------------------------------
 
 class worked_out_once:
-    """functools.cached_property as Python 3.12 has it, without the lock 3.11's takes at every first read: ~6 k of the
+    """functools.cached_property as Python 3.12 has it, without the lock 3.11's takes at every first read: ~4 k of the
     ~14 k instructions an Evidence's first `description` cost (callgrind). Two threads reading an entry's value
     first at once (a remembered chart) both work out the same value."""
 
