@@ -106,3 +106,30 @@ def test_a_cards_layout_worked_out_once_per_topic_and_flags_renders_as_part_by_p
                     _before(library, decision, variables, notes)
                 compared.add((topic, card["summary"], card["detail"]))
     assert len(compared) > 100
+
+
+@pytest.mark.parametrize("text", ["{level}", "at {level}, {level}.", "{{braces}} {level} }}{{", "", "plain",
+                                  "{level}{age}", "é {age} 🙂\n\n"])
+def test_a_text_cut_at_its_placeholders_fills_as_format_map(text):
+    from service.clinical.cards import Text
+    for value in ODD_TEXTS + (7, 12.5):
+        variables = {"level": value, "age": value}
+        assert Text.of(text).fill(variables) == text.format_map(variables)
+
+
+@pytest.mark.parametrize("placeholder", ["{level:>9}", "{level!r}", "{}"])
+def test_a_card_text_whose_placeholder_is_more_than_a_name_is_refused_at_start_up(tmp_path, placeholder):
+    """render fills a card's texts by joining their parts with the variables' texts: a format spec, a conversion or
+    a positional field would be filled otherwise than format_map did, so the library refuses them when it loads."""
+    import json
+    import shutil
+    from pathlib import Path
+    from service.clinical.cards import CardDefinitionError, CardLibrary
+    cards = tmp_path / "cards"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "cards", cards)
+    path = cards / "spine-mri.json"
+    data = json.loads(path.read_text())
+    data["detail"][0]["text"] += " " + placeholder
+    path.write_text(json.dumps(data))
+    with pytest.raises(CardDefinitionError, match="a variable name alone"):
+        CardLibrary.load(cards)

@@ -75,16 +75,17 @@ class Template:
     """A JSON template compiled once: its skeleton as JSON bytes, and where the placeholders are.
 
     `fill` decodes the skeleton (orjson.loads is a deep copy in C) and formats only the strings that hold a
-    `{variable}`. `fill_json` gives the JSON of what `fill` gives without making it Python objects, in one `%` of the
-    template's JSON (`json_format`: each such string JSON-escaped, its placeholders made `%(variable)s`) by the
-    variables' text JSON-escaped: JSON escapes a string character by character, so the escaped parts joined are the
-    filled string escaped. The answer's encoder writes it as it is (an orjson.Fragment). A
+    `{variable}`. `fill_json` gives the JSON of what `fill` gives without making it Python objects: the template's
+    JSON cut at its placeholders (`json_parts`, each string that holds one JSON-escaped), joined with the variables'
+    texts JSON-escaped: JSON escapes a string character by character, so the escaped parts joined are the filled
+    string escaped. The answer's encoder writes it as it is (an orjson.Fragment). A
     suggestion's created resource is only ever written into the answer, so it is filled this way (its JSON was
     decoded, then encoded again, at every card).
     """
     skeleton: bytes
     holes: tuple[tuple[tuple, str], ...]       # (path to a string, its text with placeholders), in JSON order
-    json_format: bytes                         # the JSON of the filled template, as a %-format keyed by JsonTexts
+    json_parts: tuple[bytes, ...]              # the template's JSON cut at its placeholders, b"" where one goes
+    json_slots: tuple[tuple[int, str], ...]    # (index in json_parts, variable name) of each placeholder
     code_text: Any                             # the template's code.text as written (a create action's description)
 
     @classmethod
@@ -108,13 +109,18 @@ class Template:
         if [int(i) for i in cut[1::2]] != list(range(len(holes))) \
                 or any(not name.isidentifier() or spec or conversion for _, name, spec, conversion in fields):
             raise CardDefinitionError(f"a resource template's placeholders are variable names alone: {template!r:.200}")
-        json_format = cut[0].replace(b"%", b"%%")
+        parts, slots = [cut[0]], []
         for (_, text), after in zip(holes, cut[2::2]):
-            json_format += b'"' + b"".join(_json_text(literal).replace(b"%", b"%%") + (b"%%(%s)s" % name.encode() if name else b"")
-                                           for literal, name, _, _ in string.Formatter().parse(text))
-            json_format += b'"' + after.replace(b"%", b"%%")
+            parts.append(b'"')
+            for literal, name, _, _ in string.Formatter().parse(text):
+                parts.append(_json_text(literal))
+                if name:
+                    slots.append((len(parts), name))
+                    parts.append(b"")
+            parts.append(b'"' + after)
         code = template.get("code") if isinstance(template, dict) else None
-        return cls(orjson.dumps(template), tuple(holes), json_format, code.get("text") if isinstance(code, dict) else None)
+        return cls(orjson.dumps(template), tuple(holes), tuple(parts), tuple(slots),
+                   code.get("text") if isinstance(code, dict) else None)
 
     def fill(self, variables: Mapping[str, Any]) -> Any:
         tree = orjson.loads(self.skeleton)
@@ -130,7 +136,11 @@ class Template:
     def fill_json(self, variables: Mapping[str, Any]) -> orjson.Fragment:
         """orjson.dumps(self.fill(variables)), as a Fragment of the answer's JSON. Pass the variables as JsonTexts to
         share their escaped texts with the other templates filled from them."""
-        return orjson.Fragment(self.json_format % (variables if type(variables) is JsonTexts else JsonTexts(variables)))
+        texts = variables if type(variables) is JsonTexts else JsonTexts(variables)
+        parts = list(self.json_parts)
+        for i, name in self.json_slots:
+            parts[i] = texts.json(name)
+        return orjson.Fragment(b"".join(parts))
 
     def description(self, variables: Mapping[str, Any]) -> Any:
         """What `fill` gives at code.text (None without one)."""
@@ -138,18 +148,48 @@ class Template:
         return text.format_map(variables) if isinstance(text, str) and "{" in text else text
 
 
-class JsonTexts(dict):
-    """Variables as Template.json_format's `%` reads them: by name as bytes, the text JSON-escaped. Each is escaped at
-    its first use and kept: the templates of one answer share most variables (~20 uses, ~8 distinct, a call)."""
-    __slots__ = ("variables",)
+class JsonTexts:
+    """The variables of one answer, with each one's text JSON-escaped at its first use and kept: the templates of one
+    answer share most variables (~20 uses, ~8 distinct, a call). Not a dict subclass: `%` read one through the
+    subclass's `__getitem__` slot, ~1.8 k instructions a read (callgrind)."""
+    __slots__ = ("variables", "escaped")
 
     def __init__(self, variables: Mapping[str, Any]):
-        super().__init__()
         self.variables = variables
+        self.escaped: dict[str, bytes] = {}
 
-    def __missing__(self, name: bytes) -> bytes:
-        text = self[name] = _json_text(format(self.variables[name.decode()]))
+    def json(self, name: str) -> bytes:
+        """The variable's text as JSON writes it between its quotes."""
+        text = self.escaped.get(name)
+        if text is None:
+            text = self.escaped[name] = _json_text(format(self.variables[name]))
         return text
+
+
+@dataclass(frozen=True)
+class Text:
+    """A card text with `{variable}` placeholders, cut once at its placeholders: filling it joins its literal parts
+    with the variables' texts, what str.format_map gives (the library's texts are checked at start-up to hold
+    variable names alone). format_map reads the whole text character by character at every call: a card's detail is
+    ~0.2-1 k characters, ~40 k instructions a call for the typical chart's 4 cards (callgrind)."""
+    parts: tuple[str, ...]                   # literal parts, "" where a variable goes
+    slots: tuple[tuple[int, str], ...]       # (index in parts, variable name) of each placeholder
+
+    @classmethod
+    def of(cls, text: str) -> "Text":
+        parts, slots = [], []
+        for literal, name, _, _ in string.Formatter().parse(text):
+            parts.append(literal)
+            if name is not None:
+                slots.append((len(parts), name))
+                parts.append("")
+        return cls(tuple(parts), tuple(slots))
+
+    def fill(self, variables: Mapping[str, Any]) -> str:
+        parts = list(self.parts)
+        for i, name in self.slots:
+            parts[i] = format(variables[name])
+        return "".join(parts)
 
 
 def _json_text(text: str) -> bytes:
@@ -162,9 +202,11 @@ def _formatted(text: str, variables: Mapping[str, Any]) -> str:
     return text.format_map(variables) if "{" in text or "}" in text else text
 
 
-def _placeholders(template: Any) -> set[str]:
+def _placeholders(template: Any) -> set[tuple[str, str, str | None]]:
+    """(name, format spec, conversion) of each placeholder in the template's strings."""
     if isinstance(template, str):
-        return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        return {(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                if name is not None}
     if isinstance(template, list):
         return set().union(*(_placeholders(t) for t in template)) if template else set()
     if isinstance(template, dict):
@@ -301,7 +343,7 @@ class CardLibrary:
                        for topic, d in definitions.items()}
         self._flags = {topic: frozenset().union(*(when | unless for items in parts.values() for when, unless, _ in items))
                        for topic, parts in self._parts.items()}           # the flags a topic's card tests
-        self._layouts: dict[tuple[str, frozenset[str]], tuple[str, str, tuple[Mapping, ...]]] = {}   # by _layout
+        self._layouts: dict[tuple[str, frozenset[str]], tuple[str, Text, tuple[Mapping, ...]]] = {}   # by _layout
         self.topics = frozenset(definitions) | {UNCHECKED_TOPIC}       # every topic a card of this library can have
         # (topic, label) -> the suggestion's id in its card file: what the record of issued suggestions keeps.
         self.suggestion_ids = {(topic, s["label"]): s["id"]
@@ -337,15 +379,18 @@ class CardLibrary:
         flags = {f for item in items for f in item.get("when", []) + item.get("unless", [])}
         if flags - KNOWN_FLAGS:
             raise CardDefinitionError(f"{path}: unknown flags {sorted(flags - KNOWN_FLAGS)}")
-        names = _placeholders(items)
+        fields = _placeholders(items)
+        names = {name for name, _, _ in fields if name}
         if names - KNOWN_VARIABLES:
             raise CardDefinitionError(f"{path}: unknown template variables {sorted(names - KNOWN_VARIABLES)}")
+        if any(not name or spec or conversion for name, spec, conversion in fields):
+            raise CardDefinitionError(f"{path}: a placeholder is a variable name alone (render's Text fills no other)")
         if "when" in data["summary"][-1]:
             raise CardDefinitionError(f"{path}: the last summary must have no 'when' (it is the default)")
 
-    def _layout(self, topic: str, flags: frozenset[str]) -> tuple[str, str, tuple[Mapping, ...]]:
+    def _layout(self, topic: str, flags: frozenset[str]) -> tuple[str, Text, tuple[Mapping, ...]]:
         """What a card of the topic says for these flags, placeholders unfilled: its summary, its detail paragraphs as
-        one text (each followed by a blank line), its suggestions. Worked out once per topic and flags the topic
+        one Text (each followed by a blank line), its suggestions. Worked out once per topic and flags the topic
         tests (a few dozen at most), not once per card: formatting the joined paragraphs gives the paragraphs
         formatted one by one, joined (the library's texts are checked to be format strings at start-up)."""
         key = (topic, self._flags[topic].intersection(flags))
@@ -353,7 +398,7 @@ class CardLibrary:
         if layout is None:
             parts, flags = self._parts[topic], key[1]
             layout = self._layouts[key] = (_applying(parts["summary"], flags)[0]["text"],
-                                           "".join(p["text"] + "\n\n" for p in _applying(parts["detail"], flags)),
+                                           Text.of("".join(p["text"] + "\n\n" for p in _applying(parts["detail"], flags))),
                                            tuple(_applying(parts["suggestions"], flags)))
         return layout
 
@@ -385,7 +430,7 @@ class CardLibrary:
             "uuid": "",
             "summary": _formatted(summary, variables)[:139],
             "indicator": data["indicator"],
-            "detail": _formatted(detail, variables) + "\n\n".join(paragraphs),
+            "detail": detail.fill(variables) + "\n\n".join(paragraphs),
             "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{decision.topic}",
                        "topic": {"system": TOPIC_SYSTEM, "code": decision.topic, "display": data["title"]}},
             "overrideReasons": self._override_reasons,
