@@ -133,3 +133,21 @@ def test_a_card_text_whose_placeholder_is_more_than_a_name_is_refused_at_start_u
     path.write_text(json.dumps(data))
     with pytest.raises(CardDefinitionError, match="a variable name alone"):
         CardLibrary.load(cards)
+
+
+@pytest.mark.parametrize("placeholder", ["{level:>9}", "{level!r}"])
+def test_a_summary_whose_placeholder_has_a_format_spec_still_loads_and_renders_as_format_map(tmp_path, placeholder):
+    """Only the detail is filled by Text: a summary (format_map at every card) keeps what format_map reads."""
+    import json
+    import shutil
+    from pathlib import Path
+    from service.clinical.cards import CardLibrary, template_variables
+    cards = tmp_path / "cards"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "cards", cards)
+    path = cards / "spine-mri.json"
+    data = json.loads(path.read_text())
+    data["summary"][-1]["text"] = "MRI at " + placeholder
+    path.write_text(json.dumps(data))
+    variables = template_variables(FACTS)
+    card = CardLibrary.load(cards).render(Decision("spine-mri", ()), FACTS, "http://x/p")
+    assert card["summary"] == ("MRI at " + placeholder).format_map(variables)

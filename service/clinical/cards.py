@@ -383,7 +383,8 @@ class CardLibrary:
         names = {name for name, _, _ in fields if name}
         if names - KNOWN_VARIABLES:
             raise CardDefinitionError(f"{path}: unknown template variables {sorted(names - KNOWN_VARIABLES)}")
-        if any(not name or spec or conversion for name, spec, conversion in fields):
+        detail_fields = _placeholders(data["detail"])   # filled as a Text; summaries by format_map
+        if any(not name for name, _, _ in fields) or any(spec or conversion for _, spec, conversion in detail_fields):
             raise CardDefinitionError(f"{path}: a placeholder is a variable name alone (render's Text fills no other)")
         if "when" in data["summary"][-1]:
             raise CardDefinitionError(f"{path}: the last summary must have no 'when' (it is the default)")
