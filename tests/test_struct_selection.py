@@ -4,6 +4,7 @@ leaner (issue 18: Reference Structs for subject/patient/medicationReference, has
 generated resources, well-formed or hostile (tests/test_lazyjson.py's strategies)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Union
 
 import msgspec
@@ -75,19 +76,17 @@ def old_struct(raw: bytes):
         return None
 
 
-def other_patient_by_dict(resource: dict, patient_id: str) -> bool:
-    """_read_entries' patient check of one resource."""
-    ref = resource.get("subject") or resource.get("patient")
-    if isinstance(ref, dict) and ref.get("reference") == "Patient/" + patient_id:
-        return False
-    return not prefetch._about(resource, patient_id)
+def other_patient_by_dict(resource: dict, patient_id: str) -> str | None:
+    """What _read_entries finds unusable in a Bundle of this one resource (OTHER_PATIENT, OUTCOME or None)."""
+    return prefetch._read_entries([{"resource": resource}], None, patient_id, None).unusable
 
 
-def other_patient_by_struct(struct, whole: dict, patient_id: str) -> bool:
-    """_read_structs' patient check of one resource (`whole`: the resource as the DOM gives it)."""
-    if getattr(struct.subject or struct.patient, "reference", None) == "Patient/" + patient_id:
-        return False
-    return not prefetch._struct_about(struct, patient_id, lambda positions: [whole for _ in positions], 0)
+def other_patient_by_struct(struct, whole: dict, patient_id: str) -> str | None:
+    """What _read_structs finds unusable in a Bundle of this one resource decoded as a Struct (`whole`: the
+    resource as the DOM gives it)."""
+    entry = SimpleNamespace(resource=struct, search=None)
+    return prefetch._read_structs([entry], lambda positions: [whole for _ in positions], patient_id,
+                                  lambda _: True).unusable
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -106,7 +105,7 @@ def test_structs_choose_and_check_the_patient_as_dicts_and_as_before(generated, 
     if new is not None:
         assert SELECTOR.wanted_struct(new) is SELECTOR.wanted(decoded)
         if patient_id:
-            assert other_patient_by_struct(new, decoded, patient_id) is other_patient_by_dict(decoded, patient_id)
+            assert other_patient_by_struct(new, decoded, patient_id) == other_patient_by_dict(decoded, patient_id)
 
 
 @pytest.mark.parametrize("raw, refused", [
@@ -131,11 +130,11 @@ def test_hostile_shapes_are_read_as_dicts_or_refused(raw, refused):
     if new is not None:
         assert SELECTOR.wanted_struct(new) is SELECTOR.wanted(decoded)
         for patient_id in (PATIENT, OTHER, "a/b"):
-            assert other_patient_by_struct(new, decoded, patient_id) is other_patient_by_dict(decoded, patient_id)
+            assert other_patient_by_struct(new, decoded, patient_id) == other_patient_by_dict(decoded, patient_id)
 
 
 def test_an_empty_subject_is_told_apart_by_the_resource_read_whole():
     """{} and {"display": ..} read as the same Reference Struct; `subject or patient` passes over only the first."""
-    for subject, other in ((b"{}", True), (b'{"display":"x"}', False)):
+    for subject, unusable in ((b"{}", prefetch.OTHER_PATIENT), (b'{"display":"x"}', None)):
         raw = b'{"resourceType":"Condition","subject":%s,"patient":{"reference":"Patient/p2"}}' % subject
-        assert other_patient_by_struct(new_struct(raw), orjson.loads(raw), PATIENT) is other
+        assert other_patient_by_struct(new_struct(raw), orjson.loads(raw), PATIENT) == unusable
