@@ -66,6 +66,14 @@ def callgrind_total(module: str, *child_args: str, timeout: int = 3600, hash_see
     return int(found.group(1))
 
 
+def valgrind_missing(command: str = "valgrind") -> bool:
+    """Whether valgrind's `command` is absent (then said on stderr): every callgrind harness needs it."""
+    if shutil.which(command) is not None:
+        return False
+    print("valgrind is not installed (apt-get install -y valgrind)", file=sys.stderr)
+    return True
+
+
 def count(subject: str, calls: int) -> int:
     """Total instructions of a child process that makes `calls` calls after the warm-up."""
     return callgrind_total("bench.instructions", subject, str(calls), timeout=1800)
@@ -86,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         run_calls(args.child[0], int(args.child[1]))
         return 0
-    if shutil.which("valgrind") is None:
-        print("valgrind is not installed (apt-get install -y valgrind)", file=sys.stderr)
+    if valgrind_missing():
         return 2
     counts = per_call(calls=args.calls)
     print(f"Instructions per typical patient-view call (callgrind, {args.calls} calls after {WARM_UP} warm-up)")

@@ -25,12 +25,13 @@ import argparse
 import contextlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from .instructions import valgrind_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP = 30
@@ -188,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         run_child(*args.child)
         return 0
-    if shutil.which("callgrind_control") is None:
-        print("valgrind is not installed (apt-get install -y valgrind)", file=sys.stderr)
+    if valgrind_missing("callgrind_control"):
         return 2
     with ThreadPoolExecutor(2) as pool:
         counts = dict(zip(args.sizes, pool.map(lambda n: count(n, args.calls), args.sizes)))

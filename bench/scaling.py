@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from .instructions import callgrind_total
+from .instructions import callgrind_total, valgrind_missing
 
 GROWTH = 16
 
@@ -60,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         run_call(args.child[0], bool(args.child[1]))
         return 0
-    if shutil.which("valgrind") is None:
-        print("valgrind is not installed (apt-get install -y valgrind)", file=sys.stderr)
+    if valgrind_missing():
         return 2
     counts = per_call(args.readings)
     small, large = counts.values()

@@ -210,3 +210,11 @@ def test_scaling_children_answer_the_chart_and_the_difference_is_the_call(monkey
     totals = {(10, False): 5_000, (10, True): 25_000, (160, False): 9_000, (160, True): 329_000}
     monkeypatch.setattr(scaling, "count", lambda readings, call_it: totals[readings, call_it])
     assert scaling.per_call(10) == {10: 20_000, 160: 320_000}
+
+
+def test_the_callgrind_harnesses_say_valgrind_is_missing_and_stop(monkeypatch, capsys):
+    from bench import percall, scaling
+    monkeypatch.setattr(instructions.shutil, "which", lambda command: None)
+    for harness in (instructions, percall, scaling):
+        assert harness.main([]) == 2
+        assert "valgrind is not installed" in capsys.readouterr().err
