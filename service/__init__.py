@@ -13,6 +13,7 @@ from flask.globals import _cv_app, request_ctx
 from flask.signals import (appcontext_popped, appcontext_pushed, appcontext_tearing_down, request_finished,
                            request_started, request_tearing_down)
 from flask.sessions import NullSession, SecureCookieSessionInterface
+from werkzeug.exceptions import BadRequest
 from werkzeug.routing import MapAdapter
 
 from service.ops import health, metrics
@@ -251,6 +252,8 @@ class AvhFlask(Flask):
             request.host, adapter = known           # as Flask sets it, from the same environ
             return adapter
         adapter = super().create_url_adapter(request)      # a bad Host header raises as before, not remembered
+        if not request.host:
+            raise BadRequest(INVALID_HOST)
         adapter.__class__ = RoutedAdapter
         adapter.remember = functools.partial(self._remember, key, request.host)
         return adapter
@@ -309,6 +312,9 @@ LONGEST_ROUTING = 1024
 # What request.host_url is made of (werkzeug: scheme, Host header or server name and port, script root).
 URL_PARTS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME")
 PATHWAY_URLS = 64
+# werkzeug reads a Host header that is not a host name ("", "a b", "a@b", "x/y") as none, which would have written
+# links such as a card's source "http:/pathway#..."; HTTP says 400 (RFC 9112, 3.2).
+INVALID_HOST = "the Host header is not a host name"
 
 
 def _validators(registry: Registry) -> dict:

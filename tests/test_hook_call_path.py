@@ -108,3 +108,14 @@ def test_refused_routes_and_long_routing_inputs_are_not_remembered(client, app):
     assert app._adapters == {}
     assert client.post(INVOKE, json=hook_request()).status_code == 200
     assert len(app._adapters) == 1
+
+
+@pytest.mark.parametrize("host", ["", "a b", "a@b", "x/y"])
+def test_a_host_header_that_is_not_a_host_name_is_a_400(client, host):
+    # werkzeug reads such a Host as none: a card's source had been "http:/pathway#...", a link "http:/fhir/...".
+    for _ in range(2):          # never remembered as a routing input
+        answer = client.post(INVOKE, json=hook_request(), headers={"Host": host})
+        assert answer.status_code == 400
+        assert answer.json == {"error": "bad_request", "message": "the Host header is not a host name"}
+        assert client.get("/cds-services", headers={"Host": host}).status_code == 400
+    assert client.post(INVOKE, json=hook_request(), headers={"Host": "ehr.example:8443"}).status_code == 200
