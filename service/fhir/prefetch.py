@@ -232,7 +232,9 @@ def _read_entries(entries: list, whole: Callable[[list[int]], list[dict]] | None
 def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patient_id: str | None,
                   wanted: Callable[[Any], bool]) -> Read:
     """_read_entries of entries decoded as Structs of FHIR's shape (lazyjson._typed_reader: each entry and resource an
-    object, so never MALFORMED), `wanted` the selector's `wanted_struct`: the same verdicts, without a dict made."""
+    object, so never MALFORMED), `wanted` the selector's `wanted_struct`: the same verdicts, without a dict made. An
+    OperationOutcome is read whole (its `issue` is not in the Struct): at most one that is not an include, as it ends
+    the walk."""
     own = "Patient/" + patient_id if patient_id else None
     kept, read, included, other_patient = [], 0, 0, False
     for position, entry in enumerate(entries):
@@ -242,7 +244,7 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
         search = entry.search
         include = search is not None and search.mode == "include"
         if resource.resourceType == "OperationOutcome":
-            if not include and _is_error({"issue": resource.issue}):
+            if not include and _is_error(whole([position])[0]):
                 return Read([], read, OUTCOME, 0)
             continue
         read += 1
@@ -261,7 +263,10 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
 def _struct_about(resource: Any, patient_id: str, whole: Callable[[list[int]], list[dict]], position: int) -> bool:
     """_about of a resource decoded as a Struct: its subject and patient, when objects, are lazyjson.Reference Structs,
     which do not tell an empty object (which `subject or patient` passes over) from one without a reference: when
-    that would change the verdict, the resource is read whole (at `position`)."""
+    that would change the verdict, the resource is read whole (at `position`), as a Patient is (its `id` is not in
+    the Struct)."""
+    if resource.resourceType == "Patient":
+        return _about(whole([position])[0], patient_id)
     about = _about(_identity(resource, resource.subject), patient_id)
     if getattr(resource.subject, "reference", 0) is None and about != _about(_identity(resource, None), patient_id):
         return _about(whole([position])[0], patient_id)
@@ -269,8 +274,8 @@ def _struct_about(resource: Any, patient_id: str, whole: Callable[[list[int]], l
 
 
 def _identity(resource: Any, subject: Any) -> dict:
-    """What _about reads of a Struct resource, with this subject, as a dict."""
-    return {"resourceType": resource.resourceType, "id": resource.id, "subject": _reference_dict(subject),
+    """What _about reads of a Struct resource that is not a Patient, with this subject, as a dict."""
+    return {"resourceType": resource.resourceType, "subject": _reference_dict(subject),
             "patient": _reference_dict(resource.patient)}
 
 
