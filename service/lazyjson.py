@@ -302,11 +302,13 @@ class Entries:
         return None if entries is None else (entries, self._whole)
 
     def _whole(self, positions: list[int]) -> list[dict]:
-        """The resources of the entries at `positions` (ascending), as orjson decodes them: a few from the DOM
-        (an array is walked from its start to an index), more in one walk of the array, most of them by orjson
-        (simdjson's as_dict costs more than orjson once the objects made stay: it does not share the keys' strings).
-        """
-        if len(positions) * 2 > len(self.array) and not (self.source.small and len(positions) <= FEW):
+        """The resources of the entries at `positions` (ascending), as orjson decodes them: up to FEW from the DOM
+        (an array is walked from its start to an index), more in one walk of the array, more than FEW and most of
+        them by orjson (simdjson's as_dict costs more than orjson once the objects made stay: it does not share the
+        keys' strings; but orjson needs the Bundle's slice, found by a pass of the whole body: ~8 instructions a byte,
+        more than a few as_dict of a large body, as a Patient's or an OperationOutcome's alone in a small Bundle are read
+        to check them)."""
+        if len(positions) > FEW and len(positions) * 2 > len(self.array):
             entries = self.source.whole_entries(self.key)
             return [entries[i]["resource"] for i in positions]
         if len(positions) <= FEW:
