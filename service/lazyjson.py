@@ -27,7 +27,7 @@ parse would reuse.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable, TypedDict, Union
+from typing import Any, Callable, TypedDict, Union
 
 import msgspec
 import orjson
@@ -62,8 +62,9 @@ def decode(body: bytes) -> Any:
         if type(document) is not Object:
             raise Undecided
         source = _Source(body)
-        return {key: _prefetch(value, source) if key == "prefetch" else plain(value)
-                for key, value in _fields(document)}
+        fields = _fields(document)
+        return _unique({key: _prefetch(value, source) if key == "prefetch" else plain(value)
+                        for key, value in fields}, fields)
     except Exception:   # simdjson's refusal (ValueError, RuntimeError) or Undecided
         return orjson.loads(body)
 
@@ -78,20 +79,30 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _fields(value: Object) -> Iterable[tuple[str, Any]]:
-    """(key, value) of an object read key by key; Undecided when a key is given twice or holds a NUL (`[key]` stops at
-    the NUL: it gives the value of another key, or none), or when it has more than MOST_KEYS keys (`[key]` looks a
-    key up from the object's start: reading all of them costs the square of their number)."""
-    keys = list(value.keys())
-    if len(keys) > MOST_KEYS or len(set(keys)) != len(keys) or "\x00" in "".join(keys):
+def _fields(value: Object) -> list[tuple[str, Any]]:
+    """(key, value) of an object read key by key (of a key given twice, its first value each time: `_unique` tells);
+    Undecided when a key holds a NUL (`[key]` stops at the NUL: it gives the value of another key, or none), or when
+    it has more than MOST_KEYS keys (`[key]` looks a key up from the object's start: reading all of them costs the
+    square of their number)."""
+    keys = list(value)
+    if len(keys) > MOST_KEYS or "\x00" in "".join(keys):
         raise Undecided
-    return ((key, value[key]) for key in keys)
+    return [(key, value[key]) for key in keys]
+
+
+def _unique(decoded: dict, fields: list) -> dict:
+    """`decoded`, the dict made of `fields`; Undecided when it has fewer keys: a key was given twice (`[key]` gave its
+    first value, where orjson keeps the last). Told after, from the dict made anyway: a set of the keys cost more."""
+    if len(decoded) != len(fields):
+        raise Undecided
+    return decoded
 
 
 def _prefetch(value: Any, source: _Source) -> Any:
     if type(value) is not Object:
         return plain(value)
-    return {key: _bundle(item, key, source) for key, item in _fields(value)}
+    fields = _fields(value)
+    return _unique({key: _bundle(item, key, source) for key, item in fields}, fields)
 
 
 def _bundle(value: Any, key: str, source: _Source) -> Any:
@@ -100,9 +111,10 @@ def _bundle(value: Any, key: str, source: _Source) -> Any:
     if type(value) is not Object or value.get("resourceType") != "Bundle" \
             or type(entry := value.get("entry")) is not Array:
         return plain(value)
-    bundle = {name: Entries(item, key, source) if name == "entry" else plain(item) for name, item in _fields(value)}
+    fields = _fields(value)
+    bundle = {name: Entries(item, key, source) if name == "entry" else plain(item) for name, item in fields}
     source.arrays.append(entry)
-    return bundle
+    return _unique(bundle, fields)
 
 
 class _Source:
@@ -231,14 +243,16 @@ def _typed_reader(concepts: frozenset[str]) -> msgspec.json.Decoder:
     """Decodes of a body the entries of every prefetch Bundle as Structs (no dicts: cheaper to make and to read) when
     they are what FHIR says they are: each entry an object, its resource an object or null, of the resource
     `concepts` CodeableConcepts (their `coding` a list of objects, of each a `system` and `code` that are not
-    arrays or objects) or null, `search` an object or null; what read_resources reads of the rest decoded as orjson
-    does (resourceType, id, issue: Any, None when absent or null, as dict.get gives), but of subject, patient and
-    medicationReference when they are objects only their `reference` (`Reference`). msgspec refuses any other shape,
-    and keeps the last of a key given twice, as orjson does."""
-    fields = [(name, Any, None) for name in ("resourceType", "id", "issue")]
+    arrays or objects) or null, `search` an object or null; of the rest, `resourceType` as orjson decodes it (Any,
+    None when absent or null, as dict.get gives), and of subject, patient and medicationReference, when objects, only
+    their `reference` (`Reference`; anything else as orjson decodes it). No more: of the resources whose check reads
+    more (a Patient's `id`, an OperationOutcome's `issue`), prefetch reads the few met whole. msgspec refuses any other
+    shape, and keeps the last of a key given twice, as orjson does."""
+    # Each key of a resource is compared with every field that is not it (most keys are none of them): six fields,
+    # in the order FHIR's resources give them (msgspec looks for a key from the field after the last one found).
+    fields = [("resourceType", Any, None)] + [(name, Union[_Concept, None], None) for name in sorted(concepts)]
     # A Reference Struct instead of a dict (~99 a call at N = 100): fewer objects made and no dict to read.
     fields += [(name, Union[Reference, _NOT_OBJECT], None) for name in ("subject", "patient", "medicationReference")]
-    fields += [(name, Union[_Concept, None], None) for name in sorted(concepts)]
     resource = msgspec.defstruct("Resource", fields, gc=False)
     entry = msgspec.defstruct("Entry", [("resource", Union[resource, None], None), ("search", Union[_Search, None], None)],
                               gc=False)
@@ -288,11 +302,13 @@ class Entries:
         return None if entries is None else (entries, self._whole)
 
     def _whole(self, positions: list[int]) -> list[dict]:
-        """The resources of the entries at `positions` (ascending), as orjson decodes them: a few from the DOM
-        (an array is walked from its start to an index), more in one walk of the array, most of them by orjson
-        (simdjson's as_dict costs more than orjson once the objects made stay: it does not share the keys' strings).
-        """
-        if len(positions) * 2 > len(self.array) and not (self.source.small and len(positions) <= FEW):
+        """The resources of the entries at `positions` (ascending), as orjson decodes them: up to FEW from the DOM
+        (an array is walked from its start to an index), more in one walk of the array, more than FEW and most of
+        them by orjson (simdjson's as_dict costs more than orjson once the objects made stay: it does not share the
+        keys' strings; but orjson needs the Bundle's slice, found by a pass of the whole body: ~8 instructions a byte,
+        more than a few as_dict of a large body, as a Patient's or an OperationOutcome's alone in a small Bundle are read
+        to check them)."""
+        if len(positions) > FEW and len(positions) * 2 > len(self.array):
             entries = self.source.whole_entries(self.key)
             return [entries[i]["resource"] for i in positions]
         if len(positions) <= FEW:

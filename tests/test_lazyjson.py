@@ -478,6 +478,23 @@ def test_kept_resources_are_read_whole_however_many(relevant, irrelevant):
     assert_reads_alike(raw)
 
 
+def test_a_resource_alone_in_a_bundle_of_a_large_body_is_read_from_the_dom(monkeypatch):
+    """A Patient or OperationOutcome alone in its Bundle is read whole to check it (their id and issue are not in the
+    Structs): from the DOM, not by orjson from the Bundle's slice, which a pass of the whole body would find."""
+    patient = Obj([("resourceType", "Patient"), ("id", PATIENT)])
+    outcome_ = Obj([("resourceType", "OperationOutcome"), ("issue", [obj(("severity", "information"))])])
+    raw = chart_body([Obj([("resource", condition(IRRELEVANT, rid=f"x{i}"))]) for i in range(2000)],
+                     patient=Obj([("resourceType", "Bundle"), ("entry", [Obj([("resource", patient)])])]),
+                     procedures=Obj([("resourceType", "Bundle"), ("entry", [Obj([("resource", outcome_)])])]))
+    assert len(raw) >= SAMPLED
+    monkeypatch.setattr(service.lazyjson._Source, "_skipped", lambda self: pytest.fail("the body was skipped"))
+    decoded = decode(raw)["prefetch"]
+    assert read_resources(decoded["patient"], PATIENT, SELECTOR.wanted) == (
+        [orjson.loads(text(patient))], 1, None, 1)
+    assert read_resources(decoded["procedures"], PATIENT, SELECTOR.wanted) == ([], 0, None, 0)
+    assert read_resources(decoded["conditions"], PATIENT, SELECTOR.wanted) == ([], 2000, None, 2000)
+
+
 # --- the answer, end to end -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -123,6 +123,13 @@ def test_structs_choose_and_check_the_patient_as_dicts_and_as_before(generated, 
     (b'{"resourceType":"MedicationRequest","medicationReference":{}}', False),
     (b'{"resourceType":"MedicationRequest","medicationReference":"Medication/m"}', False),
     (b'{"resourceType":["Condition"],"code":{"coding":[{"system":"x","code":"1"}]}}', False),
+    # Not in the Struct (a Patient's id, an OperationOutcome's issue): such a resource is read whole.
+    (b'{"resourceType":"Patient","id":"p1"}', False),
+    (b'{"resourceType":"Patient","id":"p1","id":"p2"}', False),
+    (b'{"resourceType":"Patient","id":["p1"]}', False),
+    (b'{"resourceType":"OperationOutcome","issue":[{"severity":"error"}]}', False),
+    (b'{"resourceType":"OperationOutcome","issue":[{"severity":"warning"}],"issue":[]}', False),
+    (b'{"resourceType":"OperationOutcome","issue":{"severity":"fatal"}}', False),
 ])
 def test_hostile_shapes_are_read_as_dicts_or_refused(raw, refused):
     decoded, new = orjson.loads(raw), new_struct(raw)

@@ -232,27 +232,33 @@ def _read_entries(entries: list, whole: Callable[[list[int]], list[dict]] | None
 def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patient_id: str | None,
                   wanted: Callable[[Any], bool]) -> Read:
     """_read_entries of entries decoded as Structs of FHIR's shape (lazyjson._typed_reader: each entry and resource an
-    object, so never MALFORMED), `wanted` the selector's `wanted_struct`: the same verdicts, without a dict made."""
+    object, so never MALFORMED), `wanted` the selector's `wanted_struct`: the same verdicts, without a dict made. An
+    OperationOutcome is read whole (its `issue` is not in the Struct): at most one that is not an include, as it ends
+    the walk."""
+    # Per resource sent, so lean: `read` is worked out from the entries passed over (without a resource, or an
+    # OperationOutcome), and `own` set to None once another patient is met (no more to check).
     own = "Patient/" + patient_id if patient_id else None
-    kept, read, included, other_patient = [], 0, 0, False
+    kept, passed, included, other_patient = [], 0, 0, False
     for position, entry in enumerate(entries):
         resource = entry.resource
         if resource is None:
+            passed += 1
             continue
         search = entry.search
-        include = search is not None and search.mode == "include"
         if resource.resourceType == "OperationOutcome":
-            if not include and _is_error({"issue": resource.issue}):
-                return Read([], read, OUTCOME, 0)
+            if (search is None or search.mode != "include") and _is_error(whole([position])[0]):
+                return Read([], position - passed, OUTCOME, 0)
+            passed += 1
             continue
-        read += 1
-        included += include
+        if search is not None and search.mode == "include":
+            included += 1
         # The usual case, without parsing: only a Reference Struct (an object, so a dict `or` would pick too) has one.
-        if own is not None and not other_patient and getattr(resource.subject or resource.patient, "reference",
-                                                             None) != own:
-            other_patient = not _struct_about(resource, patient_id, whole, position)
+        if own is not None and getattr(resource.subject or resource.patient, "reference", None) != own \
+                and not _struct_about(resource, patient_id, whole, position):
+            own, other_patient = None, True
         if wanted(resource):
             kept.append(position)
+    read = len(entries) - passed
     if other_patient:
         return Read([], read, OTHER_PATIENT, 0)
     return Read(whole(kept), read, None, read - included)
@@ -261,7 +267,10 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
 def _struct_about(resource: Any, patient_id: str, whole: Callable[[list[int]], list[dict]], position: int) -> bool:
     """_about of a resource decoded as a Struct: its subject and patient, when objects, are lazyjson.Reference Structs,
     which do not tell an empty object (which `subject or patient` passes over) from one without a reference: when
-    that would change the verdict, the resource is read whole (at `position`)."""
+    that would change the verdict, the resource is read whole (at `position`), as a Patient is (its `id` is not in
+    the Struct)."""
+    if resource.resourceType == "Patient":
+        return _about(whole([position])[0], patient_id)
     about = _about(_identity(resource, resource.subject), patient_id)
     if getattr(resource.subject, "reference", 0) is None and about != _about(_identity(resource, None), patient_id):
         return _about(whole([position])[0], patient_id)
@@ -269,8 +278,8 @@ def _struct_about(resource: Any, patient_id: str, whole: Callable[[list[int]], l
 
 
 def _identity(resource: Any, subject: Any) -> dict:
-    """What _about reads of a Struct resource, with this subject, as a dict."""
-    return {"resourceType": resource.resourceType, "id": resource.id, "subject": _reference_dict(subject),
+    """What _about reads of a Struct resource that is not a Patient, with this subject, as a dict."""
+    return {"resourceType": resource.resourceType, "subject": _reference_dict(subject),
             "patient": _reference_dict(resource.patient)}
 
 
