@@ -1,9 +1,11 @@
 """Edge cases of pathway.md section 3, at the pure-function level (fixed now, no server)."""
+import dataclasses
+import datetime as dt
 import re
 
 import pytest
 
-from service.clinical.facts import Facts, new_facts
+from service.clinical.facts import Evidence, Facts, new_facts
 
 from tests.fhir_records import (CPT, ICD10CM, LOCAL, LOINC, SNOMED, ago, compression, concept, condition, day,
                                  decompression, dexamethasone, facts_of, hemangioma, in_pathway, motor, observation,
@@ -258,3 +260,15 @@ def test_facts_made_at_once_are_what_the_dataclass_makes():
             Facts(**wrong)
         with pytest.raises(TypeError, match=re.escape(str(fault.value))):
             new_facts(**wrong)
+
+
+def test_evidence_made_by_its_own_init_is_the_frozen_dataclass_it_was():
+    when = dt.date(2026, 11, 23)
+    ev = Evidence("Condition/c1", "Cord compression", when)
+    assert vars(ev) == {"ref": "Condition/c1", "label": "Cord compression", "when": when}
+    assert ev == Evidence(ref="Condition/c1", label="Cord compression", when=when) != Evidence("Condition/c1", "x")
+    assert Evidence("Procedure/p", "MRI").when is None
+    assert dataclasses.replace(ev, label="x") == Evidence("Condition/c1", "x", when)
+    assert ev.describe() == "Cord compression (problem, 2026-11-23; Condition/c1)"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.label = "x"
