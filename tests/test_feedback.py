@@ -10,15 +10,18 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from sqlalchemy import create_engine, select, text
+from sqlalchemy.dialects import sqlite
 
 from tests.ports import listening_socket, port_of, refused_port
 from tests.fhir_records import (NO_AUTH, CPT, bounds_duration, draft_dexamethasone, draft_order, hook_request,
                                 in_pathway_chart)
 from service import cli, create_app
 from service.config import Settings
+from service.feedback import store as store_module
 from service.feedback.store import (ISSUED_ROWS_PER_STATEMENT, MIGRATIONS, database_url, feedback, issued_cards, metadata,
-                                    schema_version)
+                                    schema_version, sqlite_stamp, statement_sizes)
 
 REASON_SYSTEM = "https://avh-cds.org/fhir/CodeSystem/override-reason"
 
@@ -155,6 +158,16 @@ def test_issued_at_reads_back_as_written_and_a_batch_written_twice_is_stored_onc
     assert all(s.replace(tzinfo=s.tzinfo or dt.timezone.utc) == when for s in stamps)
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.datetimes(timezones=st.none() | st.timezones() | st.builds(
+    dt.timezone, st.timedeltas(min_value=-dt.timedelta(hours=23, minutes=59), max_value=dt.timedelta(hours=23, minutes=59)))))
+def test_an_issued_cards_time_is_the_text_sqlalchemys_sqlite_datetime_writes(when):
+    """sqlite_stamp stands in for the column type's bind processor on SQLite: the same text for any datetime,
+    with or without an offset (the date and time as given, microseconds always written, no offset)."""
+    dialect = sqlite.dialect()
+    assert sqlite_stamp(when) == issued_cards.c.issued_at.type.dialect_impl(dialect).bind_processor(dialect)(when)
+
+
 def test_a_batch_of_many_statements_stores_every_row_once_with_its_own_fields(app):
     """More rows than one statement holds (ISSUED_ROWS_PER_STATEMENT), from calls at different times, one row
     of them already stored: each row is stored once, with its own topic, hookInstance and time."""
@@ -176,6 +189,52 @@ def test_a_batch_of_many_statements_stores_every_row_once_with_its_own_fields(ap
         row = rows[card_uuid]
         assert (row.hook_instance, row.topic, row.service_id) == (hook_instance, topic, "avh-patient-view")
         assert row.issued_at.replace(tzinfo=row.issued_at.tzinfo or dt.timezone.utc) == when
+
+
+@pytest.mark.parametrize("most", [1, 2, 199, 333])
+def test_a_batch_is_cut_into_statements_of_a_few_sizes_in_order(most):
+    """Every row once, as many full statements as fit, then powers of two: at most most.bit_length() + 1 sizes."""
+    seen = set()
+    for count in range(0, 3 * most + 300):
+        sizes = statement_sizes(count, most)
+        assert sum(sizes) == count and all(0 < s <= most for s in sizes) and sizes == sorted(sizes, reverse=True)
+        assert all(s == most or s & (s - 1) == 0 for s in sizes)
+        seen.update(sizes)
+    assert len(seen) <= most.bit_length() + 1
+
+
+def test_batches_of_any_size_write_statements_of_a_few_shapes(app, monkeypatch):
+    """The driver keeps each statement text prepared: batches of 1 to 70 cards are written with at most 7 INSERT
+    texts (1, 2, 4, 8, 16, 32, 64 rows), each card once."""
+    store = app.extensions["avh"].store
+    texts = set()
+    insert_sql = store_module._insert_sql
+    monkeypatch.setattr(store_module, "_insert_sql", lambda *a: texts.add(insert_sql(*a)) or insert_sql(*a))
+    when = dt.datetime(2026, 11, 24, 2, 30, tzinfo=dt.timezone.utc)
+    issued = []
+    for n in range(1, 71):
+        cards = [(str(uuid.uuid4()), "spine-mri") for _ in range(n)]
+        issued += cards
+        store.record_issued("avh-patient-view", f"h-{n}", cards, when)
+        store.flush_issued()
+    assert len(texts) == 7
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(select(issued_cards.c.card_uuid)).scalars()) == sorted(u for u, _ in issued)
+
+
+def test_a_batch_the_driver_refuses_stays_queued(app, caplog):
+    """A driver error in the middle of a batch (here: its suggestions' table is gone) fails the batch as a
+    SQLAlchemy error would: nothing of it is kept, it stays queued, a warning says so."""
+    store = app.extensions["avh"].store
+    when = dt.datetime(2026, 11, 24, 2, 30, tzinfo=dt.timezone.utc)
+    card = str(uuid.uuid4())
+    store.record_issued("avh-patient-view", "h-1", [(card, "spine-mri")], when, [(str(uuid.uuid4()), card, "s")])
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE avh_issued_suggestion")
+    assert store.flush_issued() is False
+    assert [row[0] for row in store._pending] == [card]
+    assert _issued_uuids(app) == set()
+    assert "1 issued cards not recorded yet" in caplog.text
 
 
 def _issued_uuids(app) -> set[str]:
