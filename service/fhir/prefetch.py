@@ -136,7 +136,8 @@ def under_server(url: str, server: str) -> bool:
 def _is_error(outcome: dict) -> bool:
     issues = outcome.get("issue")
     issues = [i for i in issues if isinstance(i, dict)] if isinstance(issues, list) else []   # 1 or true: no issue
-    return not issues or any(i.get("severity") in {"error", "fatal"} for i in issues)
+    # A tuple, not a set: a severity that is an array or object (invalid) is one that is not an error, not a TypeError.
+    return not issues or any(i.get("severity") in ("error", "fatal") for i in issues)
 
 
 # Decoded JSON is made of dicts and lists: isinstance(x, dict) is several times cheaper than a
