@@ -234,8 +234,8 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
                   wanted: Callable[[Any], bool]) -> Read:
     """_read_entries of entries decoded as Structs of FHIR's shape (lazyjson._typed_reader: each entry and resource an
     object, so never MALFORMED), `wanted` the selector's `wanted_struct`: the same verdicts, without a dict made. An
-    OperationOutcome is read whole (its `issue` is not in the Struct): at most one that is not an include, as it ends
-    the walk."""
+    OperationOutcome that is not an include is read whole (its `issue` is not in the Struct); an error one ends the
+    walk."""
     # Per resource sent, so lean: `read` is worked out from the entries passed over (without a resource, or an
     # OperationOutcome), and `own` set to None once another patient is met (no more to check).
     own = "Patient/" + patient_id if patient_id else None
