@@ -62,9 +62,8 @@ def decode(body: bytes) -> Any:
         if type(document) is not Object:
             raise Undecided
         source = _Source(body)
-        fields = _fields(document)
-        return _unique({key: _prefetch(value, source) if key == "prefetch" else plain(value)
-                        for key, value in fields}, fields)
+        return {key: _prefetch(value, source) if key == "prefetch" else plain(value)
+                for key, value in _fields(document).items()}
     except Exception:   # simdjson's refusal (ValueError, RuntimeError) or Undecided
         return orjson.loads(body)
 
@@ -79,30 +78,25 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _fields(value: Object) -> list[tuple[str, Any]]:
-    """(key, value) of an object read key by key (of a key given twice, its first value each time: `_unique` tells);
-    Undecided when a key holds a NUL (`[key]` stops at the NUL: it gives the value of another key, or none), or when
-    it has more than MOST_KEYS keys (`[key]` looks a key up from the object's start: reading all of them costs the
-    square of their number)."""
+def _fields(value: Object) -> dict[str, Any]:
+    """The object's fields (key -> undecoded value), read key by key; Undecided when a key is given twice (`[key]`
+    gives its first value, orjson keeps the last: told from the dict having fewer keys than read, before any value is
+    decoded, which a key given 60 times would have made 60 times), when a key holds a NUL (`[key]` stops at the NUL:
+    it gives the value of another key, or none), or when it has more than MOST_KEYS keys (`[key]` looks a key up from
+    the object's start: reading all of them costs the square of their number)."""
     keys = list(value)
     if len(keys) > MOST_KEYS or "\x00" in "".join(keys):
         raise Undecided
-    return [(key, value[key]) for key in keys]
-
-
-def _unique(decoded: dict, fields: list) -> dict:
-    """`decoded`, the dict made of `fields`; Undecided when it has fewer keys: a key was given twice (`[key]` gave its
-    first value, where orjson keeps the last). Told after, from the dict made anyway: a set of the keys cost more."""
-    if len(decoded) != len(fields):
+    fields = {key: value[key] for key in keys}
+    if len(fields) != len(keys):
         raise Undecided
-    return decoded
+    return fields
 
 
 def _prefetch(value: Any, source: _Source) -> Any:
     if type(value) is not Object:
         return plain(value)
-    fields = _fields(value)
-    return _unique({key: _bundle(item, key, source) for key, item in fields}, fields)
+    return {key: _bundle(item, key, source) for key, item in _fields(value).items()}
 
 
 def _bundle(value: Any, key: str, source: _Source) -> Any:
@@ -111,10 +105,10 @@ def _bundle(value: Any, key: str, source: _Source) -> Any:
     if type(value) is not Object or value.get("resourceType") != "Bundle" \
             or type(entry := value.get("entry")) is not Array:
         return plain(value)
-    fields = _fields(value)
-    bundle = {name: Entries(item, key, source) if name == "entry" else plain(item) for name, item in fields}
+    bundle = {name: Entries(item, key, source) if name == "entry" else plain(item)
+              for name, item in _fields(value).items()}
     source.arrays.append(entry)
-    return _unique(bundle, fields)
+    return bundle
 
 
 class _Source:

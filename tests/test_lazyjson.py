@@ -590,6 +590,15 @@ def test_an_operation_outcome_whose_issue_is_not_a_list_is_an_error():
         assert_reads_alike(raw)
 
 
+def test_an_operation_outcome_whose_severity_is_an_array_or_object_is_not_an_error():
+    for severity in (["error"], {"code": "error"}, []):
+        issue = [{"severity": severity}]
+        raw = chart_body([Obj([("resource", json_obj({"resourceType": "OperationOutcome", "issue": issue}))])])
+        assert read_resources(decode(raw)["prefetch"]["conditions"], PATIENT, SELECTOR.wanted).unusable is None
+        assert read_resources(orjson.loads(raw)["prefetch"]["conditions"], PATIENT, SELECTOR.wanted).unusable is None
+        assert_reads_alike(raw)
+
+
 def test_a_medication_whose_coding_is_not_a_list_is_read_by_its_text():
     for coding in (True, 3, "dexamethasone", {"display": "dexamethasone"}):
         medication = json_obj({"resourceType": "Medication", "id": "m1",
