@@ -300,8 +300,8 @@ class Entries:
         (an array is walked from its start to an index), more in one walk of the array, more than FEW and most of
         them by orjson (simdjson's as_dict costs more than orjson once the objects made stay: it does not share the
         keys' strings; but orjson needs the Bundle's slice, found by a pass of the whole body: ~8 instructions a byte,
-        more than a few as_dict of a large body, as a Patient's or an OperationOutcome's alone in a small Bundle are read
-        to check them)."""
+        more than a few as_dict of a large body, as when a Patient or an OperationOutcome alone in a small Bundle is
+        read to check it)."""
         if len(positions) > FEW and len(positions) * 2 > len(self.array):
             entries = self.source.whole_entries(self.key)
             return [entries[i]["resource"] for i in positions]

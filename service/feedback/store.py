@@ -280,8 +280,10 @@ def _insert_issued(conn: Connection, rows: list[tuple]) -> None:
     request thread was held up (a blocking call made a forced switch, ~20 µs at each). Statements of up to 199
     rows (statement_sizes) let go of it a few times a batch; PostgreSQL gets one round trip instead of one a row. Nor
     SQLAlchemy's insert(): its per-row parameter processing cost more than the insert itself."""
-    to_db = (sqlite_stamp if conn.dialect.name == "sqlite"
-             else issued_cards.c.issued_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) or (lambda v: v))
+    if conn.dialect.name == "sqlite":
+        to_db = sqlite_stamp
+    else:
+        to_db = issued_cards.c.issued_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) or (lambda v: v)
     # Each call's time converted once: the rows of a call are queued together and share one datetime object.
     converted, last, stamp = [], None, None
     for row in rows:
