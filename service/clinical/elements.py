@@ -57,9 +57,22 @@ class Element:
             value = JsonElement()         # read_element's two lines, without its call: a chart reads ~35 objects
             value._json = read
         elif type(value) is list:
-            value = tuple([read_element(v) if type(v) is dict else v for v in value])
+            value = _read_items(value)
         element.__dict__[self.name] = value
         return value
+
+
+def _read_items(array: list) -> tuple:
+    """An array element's items, each object a JsonElement: read_element's lines in a loop, not a call an item in a
+    comprehension (~15 objects a chart are items of arrays)."""
+    items = []
+    for item in array:
+        if type(item) is dict:
+            read = item
+            item = JsonElement()
+            item._json = read
+        items.append(item)
+    return tuple(items)
 
 
 def read_definitions() -> dict:
