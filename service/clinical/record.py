@@ -21,6 +21,7 @@ import jsonschema_rs
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from service.clinical.frozen import set_at_once
 from service.clinical.elements import define_elements, read_definitions, read_element
 from service.nesting import depth_schemas, json_depth
 from service.clinical.valuesets import ValueSets, codings
@@ -67,6 +68,7 @@ class LeftOut:
         return self.resource_type == "Condition" and not SCOPE_CONCEPTS.isdisjoint(self.concepts)
 
 
+@set_at_once
 @dataclass(frozen=True)
 class PatientRecord:
     patient_id: str
