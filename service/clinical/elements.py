@@ -91,7 +91,7 @@ def define_elements(definitions: dict) -> None:
     makes JsonElements only of resources the schema accepts, after schemas() has called this.
 
     A name that is a primitive (or absent) wherever it is defined reads the JSON's value each time through a property
-    made of C parts (`property`, `methodcaller`, the JSON's `get`: ~0.3 k instructions a read, where an Element's
+    made of C parts (`property`, `methodcaller`, the JSON's `get`: ~0.6 k instructions a read, where an Element's
     first read, a Python call, costs ~2.5 k; a chart reads ~30 such values, `id`, `status` and the dates, mostly once).
     A name that is an object or an array anywhere is an Element: its object is made a JsonElement once."""
     kinds: dict[str, bool] = {}         # name -> whether it may hold an object or an array in some definition
