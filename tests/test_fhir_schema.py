@@ -233,8 +233,20 @@ def test_json_element_reads_every_element_the_schema_defines_as_an_attribute():
              if name.isidentifier() and not name.startswith("_")}
     assert len(names) > 300
     for name in names:
-        assert type(vars(JsonElement)[name]) is Element, name
-        assert getattr(read_element({name: [{"value": 1}]}), name)[0].value == 1, name
+        assert getattr(read_element({}), name) is None, name
+        if type(vars(JsonElement)[name]) is Element:
+            assert getattr(read_element({name: [{"value": 1}]}), name)[0].value == 1, name
+        else:                           # a primitive wherever it is defined: the JSON's value, read each time
+            assert type(vars(JsonElement)[name]) is property, name
+            assert getattr(read_element({name: "x"}), name) == "x", name
+    assert all(type(vars(JsonElement)[name]) is property for name in PRIMITIVE_NAMES)
+    assert all(type(vars(JsonElement)[name]) is Element for name in ("code", "text", "coding", "valueQuantity", "div"))
+
+
+# Some of the names read as primitives (each a string, number or boolean in every definition that has it).
+PRIMITIVE_NAMES = {"id", "status", "intent", "doNotPerform", "birthDate", "deceasedBoolean", "deceasedDateTime",
+                   "onsetDateTime", "effectiveDateTime", "performedDateTime", "authoredOn", "valueInteger", "display",
+                   "system", "start", "end", "value", "reference"}
 
 
 def test_a_name_no_schema_defines_is_not_an_element():
@@ -245,3 +257,21 @@ def test_a_name_no_schema_defines_is_not_an_element():
     with pytest.raises(AttributeError):
         element.notAnElement
     assert element.code.text == "x" and element.get_resource_type() == "Condition"
+
+
+def test_an_element_the_pathway_does_not_read_is_held_to_no_more_than_fhir_resources_holds_it():
+    """The schema walks what the pathway reads: an invalid `meta` or `category` is accepted (fhir.resources checks
+    only that they are elements of the type), an invalid `code`, an unknown element or an invalid contained
+    resource (validated whole by fhir.resources) is refused, with fhir.resources' reason."""
+    condition = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p"},
+                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "93870000"}]}}
+    for unread in ({"meta": {"lastUpdated": "not an instant"}}, {"category": "not a list"}, {"note": [{"x": 1}]}):
+        assert _schema_accepts({**condition, **unread}, 64) and by_models({**condition, **unread})[1] is None, unread
+    for read in ({"code": {"coding": "not a list"}}, {"onsetDateTime": "2026-02-30"}, {"notAnElement": 1}):
+        assert not _schema_accepts({**condition, **read}, 64) and by_models({**condition, **read})[1], read
+    request = {"resourceType": "MedicationRequest", "id": "m", "status": "active", "intent": "order",
+               "subject": {"reference": "Patient/p"}, "medicationReference": {"reference": "#d"}}
+    medication = {"resourceType": "Medication", "id": "d", "code": {"text": "dexamethasone"}}
+    assert _schema_accepts({**request, "contained": [medication]}, 64)
+    invalid = {**request, "contained": [{**medication, "meta": {"lastUpdated": "not an instant"}}]}
+    assert not _schema_accepts(invalid, 64) and by_models(invalid)[1]

@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import MISSING, dataclass, fields
 from typing import Iterable
 
+from service.clinical.frozen import set_at_once
 from service.clinical.record import LeftOut, PatientRecord
 from service.clinical.valuesets import (LEVELS, LOCAL, SPINE_WORDS, LEVEL_PATTERN, ValueSets, codings, in_set, level_rank,
                                         sets_holding)
@@ -224,17 +225,13 @@ class worked_out_once:
         return value
 
 
+@set_at_once                    # a chart makes an Evidence of every entry a fact names
 @dataclass(frozen=True)
 class Evidence:
     """A record entry behind a fact: shown to the clinician as 'why am I seeing this'."""
     ref: str
     label: str
     when: dt.date | None = None
-
-    def __init__(self, ref: str, label: str, when: dt.date | None = None):
-        """The fields set at once: the frozen dataclass's own __init__ would set each with object.__setattr__
-        (~1.3 k instructions a field, callgrind; a chart makes an Evidence of every entry a fact names)."""
-        self.__dict__.update(ref=ref, label=label, when=when)
 
     def describe(self) -> str:
         return self.description
@@ -277,6 +274,7 @@ def status_code(concept) -> str | None:
 
 # --- facts -----------------------------------------------------------------------------------------------
 
+@set_at_once
 @dataclass(frozen=True)
 class Dexamethasone:
     """The episode's dexamethasone: what was counted, when the course began, the highest stated daily dose."""
@@ -478,6 +476,7 @@ def dated_conditions(record: PatientRecord, born) -> list[tuple[object, tuple]]:
     return [(c, condition_start(c, born)) for c in record.of("Condition") if counts(c)]
 
 
+@set_at_once
 @dataclass(frozen=True)
 class Entries:
     """What was done, ordered and reported, by the value sets of the entries' codes, each with its date; read once
@@ -792,6 +791,7 @@ def worsenings(series: list[tuple[dt.datetime, object, float]], worse) -> list[t
     return found
 
 
+@set_at_once
 @dataclass(frozen=True)
 class Deterioration:
     """The signs of rapid deterioration on record, ready to be judged at any moment in O(signs)."""
@@ -926,6 +926,7 @@ def multilevel_thoracic(levels: Iterable[str]) -> bool:
     return len({lv for lv in levels if low <= level_rank(lv) <= high}) >= 2
 
 
+@set_at_once
 @dataclass(frozen=True)
 class Pregnancy:
     """Pregnancy conditions (start, evidence) and the pregnancy-status answers (time, pregnant?, evidence)."""
@@ -967,6 +968,7 @@ def minor_trauma(problems: Coded, vs: ValueSets, episode_start: dt.datetime | No
 
 # --- the chart, whatever the moment; then the moment of a call -------------------------------------------
 
+@set_at_once
 @dataclass(frozen=True)
 class ChartFacts:
     """What the record says whatever the moment, and what the clock-dependent facts are computed from."""

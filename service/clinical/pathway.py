@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from service.clinical.frozen import set_at_once
 from service.clinical.facts import RADIOTHERAPY_LATE_DAYS, STEROID_COURSE_DAYS, Evidence, Facts
 
 # Resource types whose absence each topic relies on.
@@ -53,6 +54,7 @@ UNCONFIRMED_COMPRESSION_TOPICS = frozenset({"corticosteroids", "spine-mri", "dif
 ALL_TOPICS = frozenset(TOPIC_ORDER)
 
 
+@set_at_once
 @dataclass(frozen=True)
 class Decision:
     topic: str
@@ -79,6 +81,7 @@ class TopicOutcome:
     evidence: tuple[Evidence, ...] = ()
 
 
+@set_at_once
 @dataclass(frozen=True)
 class Fire:
     evidence: tuple[Evidence | None, ...]

@@ -21,6 +21,7 @@ import jsonschema_rs
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from service.clinical.frozen import set_at_once
 from service.clinical.elements import define_elements, read_definitions, read_element
 from service.nesting import depth_schemas, json_depth
 from service.clinical.valuesets import ValueSets, codings
@@ -67,6 +68,7 @@ class LeftOut:
         return self.resource_type == "Condition" and not SCOPE_CONCEPTS.isdisjoint(self.concepts)
 
 
+@set_at_once
 @dataclass(frozen=True)
 class PatientRecord:
     patient_id: str
@@ -247,20 +249,36 @@ def _definitions() -> dict:
 
 @functools.cache
 def schemas(max_depth: int | None = None) -> dict[str, jsonschema_rs.Validator]:
-    """One compiled validator per resource type read (~0.1 s at start-up, once per process and depth limit).
+    """One compiled validator per resource type read (~0.1 s at start-up, once per process and depth limit), of the
+    type's definition as the record reads it (`as_read`).
 
     With `max_depth`, a validator also refuses a resource nesting deeper than that, in the same walk: the depth
     schema is checked first (`allOf` stops at the first refusal), so a deep resource is never walked further
     than max_depth + 1 levels. The depth was walked in Python before, as much as the schema check cost again."""
-    definitions = _definitions()
+    definitions = {**_definitions(), **{f"read-{rtype}": as_read(rtype) for rtype in READ_ELEMENTS}}
     if max_depth is None:
-        return {rtype: jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/{rtype}", "definitions": definitions})
+        return {rtype: jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/read-{rtype}",
+                                                      "definitions": definitions})
                 for rtype in READ_ELEMENTS}
     limited = {**definitions, **depth_schemas(max_depth, at="definitions")}
     return {rtype: jsonschema_rs.Draft6Validator({"allOf": [{"$ref": f"#/definitions/depth-{max(max_depth, 0)}"},
-                                                            {"$ref": f"#/definitions/{rtype}"}],
+                                                            {"$ref": f"#/definitions/read-{rtype}"}],
                                                   "definitions": limited})
             for rtype in READ_ELEMENTS}
+
+
+def as_read(resource_type: str) -> dict:
+    """The type's definition with the elements the pathway does not read (not in _KEPT) accepted whatever they hold:
+    they must still be elements of the type (`additionalProperties: false`), as by_models, whose verdict the schema
+    stands for, asks of them, and it validates no more of them. Its `required` and `dependencies` stay (a choice of
+    which two are given is refused here and decided by by_models). Contained resources and every datatype keep their
+    whole definitions (fhir.resources validates what the pathway reads whole). Of the typical chart's resources,
+    `meta`, `category`, a Patient's `name` are not walked (`bench.pathway`: -38 k instructions a call); an EHR's carry
+    far more (narratives, identifiers, notes, extensions)."""
+    definition = _definitions()[resource_type]
+    kept = _KEPT[resource_type]
+    return {**definition, "properties": {name: spec if name in kept else {}
+                                         for name, spec in definition["properties"].items()}}
 
 
 def _schema_accepts(resource: Mapping, max_depth: int | None = None) -> bool:
