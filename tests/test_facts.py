@@ -1,11 +1,10 @@
 """Edge cases of pathway.md section 3, at the pure-function level (fixed now, no server)."""
 import dataclasses
 import datetime as dt
-import re
 
 import pytest
 
-from service.clinical.facts import Evidence, Facts, new_facts
+from service.clinical.facts import Evidence
 
 from tests.fhir_records import (CPT, ICD10CM, LOCAL, LOINC, SNOMED, ago, compression, concept, condition, day,
                                  decompression, dexamethasone, facts_of, hemangioma, in_pathway, motor, observation,
@@ -248,18 +247,6 @@ def test_the_answer_does_not_depend_on_the_order_the_record_arrives_in():
         assert facts.pre_operative, [c["onsetDateTime"] for c in order]
         assert facts.hemangioma.ref == f"Condition/{new['id']}"
         assert facts.levels == ("T7", "T10")
-
-
-def test_facts_made_at_once_are_what_the_dataclass_makes():
-    """new_facts sets Facts' fields without the generated __init__: the same instance, the same faults."""
-    named = dict(patient_ref="Patient/p1", in_pathway=True, stage="pre-operative", levels=("T7",), recurrence=True)
-    made, generated = new_facts(**named), Facts(**named)
-    assert made == generated and list(vars(made).items()) == list(vars(generated).items())
-    for wrong in ({"patient_ref": "Patient/p1"}, dict(named, unheard_of=1)):
-        with pytest.raises(TypeError) as fault:
-            Facts(**wrong)
-        with pytest.raises(TypeError, match=re.escape(str(fault.value))):
-            new_facts(**wrong)
 
 
 def test_evidence_made_by_its_own_init_is_the_frozen_dataclass_it_was():

@@ -10,8 +10,8 @@ import pytest
 from service.clinical import facts, pathway, record
 from service.clinical.frozen import set_at_once
 
-DECORATED = (facts.Evidence, pathway.Decision, pathway.Fire, facts.Dexamethasone, facts.Entries, facts.Deterioration, facts.Pregnancy,
-             facts.ChartFacts, record.PatientRecord)
+DECORATED = (facts.Facts, facts.Evidence, pathway.Decision, pathway.Fire, facts.Dexamethasone, facts.Entries,
+             facts.Deterioration, facts.Pregnancy, facts.ChartFacts, record.PatientRecord)
 
 
 def _reference(cls: type) -> type:

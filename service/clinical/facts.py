@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 import re
 from collections import deque
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from typing import Iterable
 
 from service.clinical.frozen import set_at_once
@@ -284,6 +284,7 @@ class Dexamethasone:
     daily_dose_mg: float | None        # None: no structured dose on some counted entry and none above 16 mg
 
 
+@set_at_once                    # 46 fields: object.__setattr__ a field cost ~1.3 k instructions each
 @dataclass(frozen=True)
 class Facts:
     patient_ref: str
@@ -980,7 +981,7 @@ class ChartFacts:
 
 
 def out_of_scope(common: dict, reason: str, deceased: bool = False) -> ChartFacts:
-    return ChartFacts(new_facts(in_pathway=False, scope_reason=reason, deceased=deceased, **common))
+    return ChartFacts(Facts(in_pathway=False, scope_reason=reason, deceased=deceased, **common))
 
 
 def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
@@ -1036,7 +1037,7 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
                       if is_active(c))
     readings = readings_by_concept(record, vs)
     status, status_evidence = ambulatory_status(readings, vs, problems)
-    facts = new_facts(
+    facts = Facts(
         in_pathway=True,
         stage=stage,
         recurrence=recurrence,
@@ -1116,19 +1117,6 @@ def with_moment(f: Facts, **moment_facts) -> Facts:
     return finished
 
 
-def new_facts(**named) -> Facts:
-    """Facts(**named), its fields set at once: the frozen dataclass's generated __init__ sets each of Facts' 46 fields
-    with object.__setattr__ (~1.3 k instructions a field, callgrind). A name Facts has not, or a field without a
-    default left out, goes to that __init__, which raises its TypeError."""
-    if not (FACT_FIELDS.keys() >= named.keys() >= REQUIRED_FACTS):
-        return Facts(**named)
-    made = object.__new__(Facts)
-    made.__dict__.update(FACT_FIELDS, **named)
-    return made
-
-
-FACT_FIELDS = {f.name: f.default for f in fields(Facts)}     # in the order of Facts, as its __init__ sets them
-REQUIRED_FACTS = frozenset(name for name, default in FACT_FIELDS.items() if default is MISSING)
 MOMENT_FIELDS = frozenset({"today", "rapid_deterioration", "rapid_evidence", "deterioration_lapsed", "lapsed_evidence",
                            "surgery_under_way", "dexamethasone_days", "age", "pregnancy"})
 
