@@ -20,7 +20,7 @@ def _topic(card: dict) -> str:
     return card["source"]["topic"]["code"]
 
 
-def _suggested(cards: list[dict], topics: tuple[str, ...]) -> tuple[tuple[str, str, str, str], ...]:
+def _suggested(cards: list[dict], topics: tuple[str, ...] | list[str]) -> tuple[tuple[str, str, str, str], ...]:
     """(suggestion uuid, card uuid, topic, label) of each suggestion; `topics`: each card's (a card's topic read once,
     not once more for each of its suggestions)."""
     return tuple((s["uuid"], c["uuid"], topic, s["label"])
@@ -36,8 +36,8 @@ class Answer:
 
     @classmethod
     def of(cls, cards: list[dict]) -> "Answer":
-        topics = tuple(map(_topic, cards))
-        return cls(encode({"cards": cards}), tuple(zip([c["uuid"] for c in cards], topics)), _suggested(cards, topics))
+        issued = tuple([(c["uuid"], _topic(c)) for c in cards])
+        return cls(encode({"cards": cards}), issued, _suggested(cards, [topic for _, topic in issued]))
 
     @property
     def topics(self) -> list[str]:

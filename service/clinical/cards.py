@@ -137,9 +137,11 @@ class Template:
         """orjson.dumps(self.fill(variables)), as a Fragment of the answer's JSON. Pass the variables as JsonTexts to
         share their escaped texts with the other templates filled from them."""
         texts = variables if type(variables) is JsonTexts else JsonTexts(variables)
+        escaped = texts.escaped     # read here, not through texts.json: most variables are escaped already
         parts = list(self.json_parts)
         for i, name in self.json_slots:
-            parts[i] = texts.json(name)
+            text = escaped.get(name)
+            parts[i] = text if text is not None else texts.json(name)
         return orjson.Fragment(b"".join(parts))
 
     def description(self, variables: Mapping[str, Any]) -> Any:
@@ -450,10 +452,11 @@ class CardLibrary:
         `create` fills the template's resource; `update` merges it into each draft order the decision
         names as the suggestion's targets; `delete` removes each target. No action, no suggestion.
         """
-        actions = decision.variables.get("actions", {}).get(template["id"])
+        given = decision.variables     # empty for most decisions: no lookups in it then
+        actions = given.get("actions", {}).get(template["id"]) if given else None
         if actions is None:
             actions = _actions(template, self._resources.get((decision.topic, template["id"]), []), texts,
-                               decision.variables.get("targets", {}).get(template["id"], ()))
+                               given.get("targets", {}).get(template["id"], ()) if given else ())
         if not actions:
             return None
         suggestion = {"label": template["label"], "uuid": "", "actions": actions}
