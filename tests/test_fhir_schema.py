@@ -192,6 +192,18 @@ def test_a_number_orjson_cannot_write_is_still_validated():
     assert reason is None and model.id == condition["id"]
 
 
+@pytest.mark.parametrize("extension", ["9999", "[1]", "null"])
+def test_a_primitive_extension_sent_as_a_json_string_is_left_out_not_raised(extension):
+    """fhir.resources parses a `_name` given as a string as JSON, then reads the result as an object: a string whose
+    JSON is a number, an array or null raised AttributeError out of by_models (a 500 for the whole call)."""
+    condition = next(r for f in FIXTURES for r in f.resources() if r["resourceType"] == "Condition")
+    model, reason = Validator()({**condition, "_recordedDate": extension})
+    assert model is None and reason.startswith("invalid FHIR")
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": "2000-01-01", "_birthDate": extension}
+    record = build_record([patient], SELECTOR, "p")
+    assert record.patient is None and [lo.ref for lo in record.left_out] == ["Patient/p"]
+
+
 def test_the_vendored_schema_is_what_the_script_writes_from_hl7s_file():
     """service/clinical/schema/ is scripts/fhir_schema_subset.py's output from the HL7 file Medplum ships (installed
     by tests/fhir_engine/setup.sh), not an edited copy."""

@@ -314,8 +314,8 @@ def by_models(resource: Mapping) -> tuple[object | None, str | None]:
         if part is None:
             return None, reason
         return get_fhir_model_class(resource["resourceType"]).model_validate(part), None
-    except (ValidationError, ValueError, TypeError, KeyError) as exc:
-        return None, _reason(exc)
+    except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        return None, _reason(exc)     # AttributeError: a `_name` string whose JSON is no object (`"_birthDate": "1"`)
 
 
 class Validator:
