@@ -17,7 +17,9 @@ What is changed, each to be at least as strict as fhir.resources (tests/test_fhi
 - a choice element (value[x], onset[x], ...): at most one of its forms, and one when the element is required;
 - an element fhir.resources requires (element_required), required as an element (its `_name` extension alone,
   which fhir.resources also accepts, is left to fhir.resources);
-- a contained resource: one of the types kept here (any other type goes to fhir.resources).
+- a contained resource: one of the types kept here (any other type goes to fhir.resources);
+- a primitive's extension (`_birthDate`, the Element definition, used for nothing else): an id or an extension
+  (fhir.resources' FHIRPrimitiveExtension refuses `{}`; its `fhir_comments` the schema refuses, it decides).
 
     python scripts/fhir_schema_subset.py [path/to/fhir.schema.json]
 """
@@ -170,6 +172,7 @@ def subset(schema: dict) -> dict:
                   for name in names if "properties" not in definitions[name] and name != "ResourceList"}
     out = {name: tighten(name, definitions[name], models.get(name, name), primitives) for name in names}
     out["ResourceList"] = {"oneOf": [{"$ref": REF + t} for t in TYPES]}
+    out["Element"]["anyOf"] = [{"required": ["id"]}, {"required": ["extension"]}]
     return {"$schema": schema["$schema"],
             "description": "HL7 FHIR R4 (4.0.1) JSON schema (CC0), the definitions the resource types of "
                            f"{', '.join(TYPES)} need, tightened by scripts/fhir_schema_subset.py (see there).",

@@ -100,3 +100,20 @@ def test_codings_that_are_not_strings_match_nothing_and_break_nothing(tmp_path):
         assert response.status_code == 200
         assert [c["source"]["topic"]["code"] for c in response.json["cards"]] == ["data-unavailable"]
         assert "Condition/" in response.json["cards"][0]["summary"]
+
+
+def test_a_medication_kept_by_its_reference_whose_concept_is_no_object_is_left_out_not_a_crash(app):
+    """A MedicationRequest or MedicationAdministration is kept for its medicationReference whatever its
+    medicationCodeableConcept holds; left out, its concepts were read as a model's (`.coding` of a string, a number,
+    a list): an AttributeError, a 500 for the whole call (found by review7's differential fuzz, present at a32246c)."""
+    selector = app.extensions["avh"].engine.selector
+    request = {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order",
+               "subject": {"reference": "Patient/p1"}, "medicationReference": {"reference": "Medication/d"}}
+    given = {"resourceType": "MedicationAdministration", "id": "a1", "status": "completed",
+             "subject": {"reference": "Patient/p1"}, "medicationReference": {"reference": "Medication/d"},
+             "effectiveDateTime": "2026-11-20"}
+    for odd in ("dexamethasone", 5, 2 ** 70, 1.5, True, [1], [{"coding": []}]):
+        record = build_record([{**request, "medicationCodeableConcept": odd},
+                               {**given, "medicationCodeableConcept": odd}], selector, "p1")
+        assert [(lo.ref, lo.concepts) for lo in record.left_out] == [("MedicationRequest/m1", ()),
+                                                                     ("MedicationAdministration/a1", ())], odd

@@ -93,8 +93,11 @@ class Selector:
         self.codes_at = {rtype: (path, codes) for rtype, (path, codes, _) in self.by_type.items()}   # one lookup
 
     def concepts_of(self, resource: Mapping) -> tuple[str, ...]:
+        """The value sets the code of a resource left out matches: decoded JSON, so a code that is no object (a
+        medication kept for its reference may hold anything there) matches none."""
         path, _, names = self.by_type[resource["resourceType"]]
-        found = codings(resource.get(path))
+        concept = resource.get(path)
+        found = codings(concept) if isinstance(concept, dict) else ()
         return tuple(n for n in names if any(c in self.valuesets[n] for c in found))
 
     def wanted(self, resource: dict) -> bool:
@@ -314,8 +317,8 @@ def by_models(resource: Mapping) -> tuple[object | None, str | None]:
         if part is None:
             return None, reason
         return get_fhir_model_class(resource["resourceType"]).model_validate(part), None
-    except (ValidationError, ValueError, TypeError, KeyError) as exc:
-        return None, _reason(exc)
+    except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        return None, _reason(exc)     # AttributeError: a `_name` string whose JSON is no object (`"_birthDate": "1"`)
 
 
 class Validator:
