@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g, request
+from flask.globals import _cv_app, _cv_request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wsgi import get_content_length
 
@@ -20,7 +20,7 @@ INPUT_TERMINATED = "wsgi.input_terminated"    # a server that ends the input its
 def request_json() -> Any:
     """The decoded body; raises ValueError (orjson.JSONDecodeError) when it is not JSON, and
     RequestEntityTooLarge (413) when it is larger than the body limit."""
-    call = g._get_current_object()      # one context lookup (~1-2 µs through the proxy), not one per use
+    call = _cv_app.get().g      # g from Flask's context variable once (its proxy's lookup is a Python call), not per use
     if "decoded_body" not in call:
         call.decoded_body = decode(request_body())
     return call.decoded_body
@@ -30,7 +30,7 @@ def request_body() -> bytes:
     """The body, read once per request. One sent without Content-Length (chunked) is cut at the limit by werkzeug,
     silently: when anything is left after the limit, it is a 413, not the first bytes of a body read as if they were
     all."""
-    req = request._get_current_object()
+    req = _cv_request.get().request
     data = getattr(req, "_cached_data", None)       # where werkzeug's get_data keeps it: its readers see the same
     if data is None:
         length = get_content_length(req.environ)

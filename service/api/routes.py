@@ -4,7 +4,8 @@ from __future__ import annotations
 import datetime as dt
 
 import jsonschema
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, jsonify
+from flask.globals import _cv_app, _cv_request
 
 from service.ops import metrics
 from service.errors import ApiError
@@ -70,8 +71,10 @@ def precondition_failed(exc: PrefetchFailed):
 
 @bp.post("/cds-services/<service_id>")
 def invoke(service_id: str):
-    # g's attributes set in its dict, as g's __setattr__ (a Python call each) sets them.
-    app, call = current_app._get_current_object(), vars(g._get_current_object())
+    # The app and g from Flask's context variable (what its proxies read, each through a Python call); g's attributes
+    # set in its dict, as g's __setattr__ (a Python call each) sets them.
+    app_context = _cv_app.get()
+    app, call = app_context.app, vars(app_context.g)
     avh = app.extensions["avh"]
     service, body = hook_call(avh, service_id)
     call["hook_instance"] = body["hookInstance"]
@@ -80,7 +83,7 @@ def invoke(service_id: str):
     except PrefetchFailed as exc:
         return precondition_failed(exc)
     now = dt.datetime.now(dt.timezone.utc)
-    answer = service.evaluate(avh.engine, prefetched, body, now, avh.source_url(request._get_current_object()))
+    answer = service.evaluate(avh.engine, prefetched, body, now, avh.source_url(_cv_request.get().request))
     metrics.observe_cards(service.id, answer.topics)
     ids = avh.engine.library.suggestion_ids
     avh.store.record_issued(service.id, body["hookInstance"], answer.issued, now,

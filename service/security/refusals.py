@@ -12,7 +12,8 @@ import threading
 import time
 
 import jwt
-from flask import Response, g, request
+from flask import Response, request
+from flask.globals import _cv_app
 
 from service.ops.metrics import auth_failure_reason
 
@@ -76,7 +77,7 @@ def claimed_issuer(authorization: str | None) -> str | None:
 
 def warn_refused(response: Response) -> Response:
     """After a CDS call refused by authentication (401) or by the fhirServer allowlist (403): the WARNING line."""
-    call = g._get_current_object()      # one lookup through the proxy; g.get, not getattr (which raises when absent)
+    call = _cv_app.get().g      # from Flask's context variable, not through the proxy; g.get, not getattr (it raises)
     failure, refused = call.get("auth_failure"), call.get("refused")
     if failure is None and refused is None:
         return response
