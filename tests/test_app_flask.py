@@ -43,3 +43,20 @@ def test_what_is_remembered_is_bounded_and_unhashable_callables_are_asked_each_t
 def test_a_hook_call_answers_through_it(client):
     response = client.post("/cds-services/avh-patient-view", json={"hook": "patient-view"})
     assert response.status_code == 400 and response.json["error"] == "invalid_request"
+
+
+def test_a_request_s_uploaded_files_are_still_closed_with_it(app):
+    """AvhRequest.close asks werkzeug's close only when a form was parsed: its files are closed as before."""
+    import io
+    data = {"upload": (io.BytesIO(b"x" * 100), "a.txt")}
+    with app.test_request_context("/x", method="POST", data=data, content_type="multipart/form-data") as ctx:
+        upload = ctx.request.files["upload"]
+        assert not upload.stream.closed
+        ctx.request.close()
+        assert upload.stream.closed
+
+
+def test_a_request_without_a_parsed_form_parses_none_when_closed(app):
+    with app.test_request_context("/x", method="POST", data=b"{}", content_type="application/json") as ctx:
+        ctx.request.close()
+        assert "files" not in ctx.request.__dict__ and "form" not in ctx.request.__dict__
