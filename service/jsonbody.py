@@ -33,9 +33,18 @@ def request_body() -> bytes:
     req = _cv_request.get().request
     data = getattr(req, "_cached_data", None)       # where werkzeug's get_data keeps it: its readers see the same
     if data is None:
-        length = get_content_length(req.environ)
+        length = content_length(req.environ)
         data = req._cached_data = _read_to_limit(req) if length is None else _read_length(req, length)
     return data
+
+
+def content_length(environ: dict) -> int | None:
+    """werkzeug's get_content_length(environ), its usual case (a Content-Length of ASCII digits, no Transfer-Encoding)
+    read without its three Python calls and regular expression (~3,000 instructions a call)."""
+    length = environ.get("CONTENT_LENGTH")
+    if type(length) is str and length.isdigit() and length.isascii() and "HTTP_TRANSFER_ENCODING" not in environ:
+        return int(length)
+    return get_content_length(environ)
 
 
 def _read_length(req, length: int) -> bytes:

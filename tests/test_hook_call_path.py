@@ -119,3 +119,14 @@ def test_a_host_header_that_is_not_a_host_name_is_a_400(client, host):
         assert answer.json == {"error": "bad_request", "message": "the Host header is not a host name"}
         assert client.get("/cds-services", headers={"Host": host}).status_code == 400
     assert client.post(INVOKE, json=hook_request(), headers={"Host": "ehr.example:8443"}).status_code == 200
+
+
+@pytest.mark.parametrize("length", ["0", "73", "0073", " 73", "73 ", "7 3", "-1", "+5", "1_0", "١٢", "²", "", "x",
+                                    "99999999999999999999999", None])
+@pytest.mark.parametrize("transfer", [None, "chunked", "gzip", "gzip, chunked"])
+def test_the_content_length_is_read_as_werkzeug_reads_it(length, transfer):
+    from werkzeug.wsgi import get_content_length
+    from service.jsonbody import content_length
+    environ = {**({"CONTENT_LENGTH": length} if length is not None else {}),
+               **({"HTTP_TRANSFER_ENCODING": transfer} if transfer is not None else {})}
+    assert content_length(environ) == get_content_length(environ)
