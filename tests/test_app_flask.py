@@ -60,3 +60,14 @@ def test_a_request_without_a_parsed_form_parses_none_when_closed(app):
     with app.test_request_context("/x", method="POST", data=b"{}", content_type="application/json") as ctx:
         ctx.request.close()
         assert "files" not in ctx.request.__dict__ and "form" not in ctx.request.__dict__
+
+
+def test_a_request_s_blueprint_is_flask_s_and_follows_its_rule(app):
+    from flask import Request
+    with app.test_request_context("/cds-services/avh-patient-view", method="POST") as ctx:
+        request = ctx.request
+        assert request.blueprint == "cds" == Request.blueprint.fget(request) and request.blueprints == ["cds"]
+        request.url_rule = app.url_map._rules_by_endpoint["metrics.metrics"][0]
+        assert request.blueprint == "metrics"
+        request.url_rule = None
+        assert request.blueprint is None and request.blueprints == []
