@@ -1,8 +1,8 @@
 """chart_facts reading each entry once (branch `derive`: a medication's concept, the walking values, the hemangioma
-candidates, the observations' concepts) against the derivation as it was at bca002b (tests/reference/facts_bca002b.py):
-the same ChartFacts, moments, facts of the moment, decisions and cards for every fixture, the bench's charts (the
-typical one at several sizes and seeds, the size-limit mix, the same-code series) and generated charts of many
-episodes (test_facts_differential's strategy)."""
+candidates, the observations' concepts; patient_flags' constant tables) against the derivation as it was at bca002b
+(tests/reference/facts_bca002b.py): the same ChartFacts, moments, facts of the moment, flags, decisions and cards for
+every fixture, the bench's charts (the typical one at several sizes and seeds, the size-limit mix, the same-code
+series) and generated charts of many episodes (test_facts_differential's strategy)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,15 +13,21 @@ from hypothesis import HealthCheck, given, settings
 from bench.charts import limit_chart, same_code_chart
 from bench.patients import PATIENT_ID as BENCH_PATIENT, patient_view_request
 from service.clinical import facts as after
+from service.clinical.pathway import patient_flags
 from tests.fhir_records import NOW, PATIENT_ID
 from tests.reference import facts_bca002b as before
-from tests.test_facts_differential import assert_derived_as_before, assert_fixtures_derived_as_before, charts
+from tests.test_facts_differential import MOMENTS, assert_derived_as_before, assert_fixtures_derived_as_before, charts
 
 TODAY = NOW.date()
 
 
 def derived_as_before(resources: list[dict], unavailable=(), patient_id: str = PATIENT_ID) -> after.ChartFacts:
-    return assert_derived_as_before(resources, unavailable, patient_id, oracle=before)
+    """The same facts as before (assert_derived_as_before), and at each moment the same flags for the cards."""
+    chart = assert_derived_as_before(resources, unavailable, patient_id, oracle=before)
+    for now in MOMENTS:
+        facts = after.facts_at(chart, now)
+        assert patient_flags(facts) == before.patient_flags(facts)
+    return chart
 
 
 def sent_resources(request: dict) -> list[dict]:
@@ -35,7 +41,7 @@ def test_every_fixture_derives_as_before():
 
 
 def test_bench_charts_derive_as_before():
-    """The typical chart (what bench.pathway counts), the size-limit mix of every relevant type, the same-code series."""
+    """The typical chart (bench.pathway's), the size-limit mix of every relevant type, the same-code series."""
     derived = [derived_as_before(sent_resources(patient_view_request(n, seed, TODAY)), (), BENCH_PATIENT)
                for n, seed in ((10, 0), (100, 0), (100, 1), (1000, 2))]
     derived += [derived_as_before(sent_resources(orjson.loads(limit_chart(60 + 40 * seed, seed, TODAY))), (),

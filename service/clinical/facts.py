@@ -658,8 +658,11 @@ def milligrams(quantity) -> float | None:
     if quantity is None or quantity.value is None:
         return None
     unit = (quantity.code or quantity.unit or "").strip().lower()
-    factor = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001}.get(unit)
+    factor = MILLIGRAMS_IN.get(unit)
     return float(quantity.value) * factor if factor is not None else None
+
+
+MILLIGRAMS_IN = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001}     # a dose's unit -> milligrams in one
 
 
 PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.4375, "a": 365.25}
@@ -877,8 +880,7 @@ def deterioration(readings: Readings, walking: Walking, vs: ValueSets, problems:
                     for m in [motor_score(o)] if m is not None]
     said = said_once(vs)
     latest_pairs = []
-    for series, worse in ((walking_series, lambda best, later: best > 0 and later == 0),
-                          (motor_series, lambda best, later: best - later >= MOTOR_DROP)):
+    for series, worse in ((walking_series, stopped_walking), (motor_series, motor_dropped)):
         pairs = worsenings(series, worse)
         in_episode += [(when, said(pair)) for when, pair in pairs if in_window(when, window)]
         if pairs and series and pairs[-1][0] == series[-1][0] and pairs[-1][1][1] is series[-1][1]:
@@ -902,6 +904,16 @@ def said_once(vs: ValueSets):
             found.append(ev)
         return tuple(found)
     return pair_evidence
+
+
+def stopped_walking(best: float, later: float) -> bool:
+    """A worsening of the walking series: able to walk (1.0), then not (0.0)."""
+    return best > 0 and later == 0
+
+
+def motor_dropped(best: float, later: float) -> bool:
+    """A worsening of the motor series: MOTOR_DROP points or more lost."""
+    return best - later >= MOTOR_DROP
 
 
 ABATEMENT_FORMS = ("DateTime", "Age", "Period", "Range", "String")

@@ -1,21 +1,21 @@
 """The derivation's functions that branch `derive` rewrote, as they were at bca002b: the oracle of
 tests/test_derive_differential.py, which checks that reading each entry once (a medication's concept, the walking
 values, the hemangioma candidates, the observations' concepts) derives the same ChartFacts, facts of the moment and
-decisions. Everything else is the service's own (service/clinical/facts.py), imported below, so only what changed is
-kept twice. Not imported by the service; delete it with the differential test when the pathway next changes on
-purpose (do not edit it to match)."""
+decisions; and pathway.patient_flags as it was. Everything else is the service's own (service/clinical/facts.py),
+imported below, so only what changed is kept twice. Not imported by the service; delete it with the differential
+test when the pathway next changes on purpose (do not edit it to match)."""
 from __future__ import annotations
 
 from service.clinical.facts import (  # noqa: F401 (facts_at, moment: unchanged, the test calls them here)
     ABATEMENT_FORMS, ADMINISTRATION_GIVEN, ChartFacts, Coded, Deterioration, Dexamethasone, EARLIEST, Evidence,
     Facts, LATEST, MEDICATION_COUNTED, MEDICATION_ONGOING, MODERATE_DAILY_DOSE_MG, MOTOR_DROP, OBSERVATION_CONCEPTS,
-    OBSERVATION_EXCLUDED, ORDER_INTENTS, PatientRecord, Readings, UNCONFIRMED_VERIFICATION, ValueSets,
-    WALKING_WORDS, _medication_state, administration_date, birth, by_value_set, daily_dose_mg, dated_conditions,
-    day_of, decompressions_in_progress, done_in_episode, earlier_operation, entries_of, episode_window, evidence,
-    in_set, in_window, instant, instant_of, is_active, is_deceased, is_recurrent, is_vertebral_hemangioma,
-    joa_score, label_of, latest_of, levels_of, medication_concept, medication_request_date, minor_trauma,
-    motor_score, multilevel_thoracic, names_dexamethasone, observation_date, ordered_in_episode, out_of_scope,
-    pregnancy, radiotherapy_since, reading, ref_of, route_words, said_once, same_lesion, sets_holding,
+    OBSERVATION_EXCLUDED, ORDER_INTENTS, RADIOTHERAPY_LATE_DAYS, PatientRecord, Readings, UNCONFIRMED_VERIFICATION,
+    ValueSets, WALKING_WORDS, _medication_state, administration_date, birth, by_value_set, daily_dose_mg,
+    dated_conditions, day_of, decompressions_in_progress, done_in_episode, earlier_operation, entries_of,
+    episode_window, evidence, in_set, in_window, instant, instant_of, is_active, is_deceased, is_recurrent,
+    is_vertebral_hemangioma, joa_score, label_of, latest_of, levels_of, medication_concept, medication_request_date,
+    minor_trauma, motor_score, multilevel_thoracic, names_dexamethasone, observation_date, ordered_in_episode,
+    out_of_scope, pregnancy, radiotherapy_since, reading, ref_of, route_words, said_once, same_lesion, sets_holding,
     sorted_levels, status_code, the_episode, the_operation, undated_decompression, walking_value, workup,
     worsenings, facts_at, moment)
 
@@ -219,3 +219,28 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
     )
     return ChartFacts(facts, born, deterioration(readings, vs, problems, window),
                       pregnancy(readings, vs, problems), decompressions_in_progress(found, vs))
+
+
+def patient_flags(facts: Facts) -> frozenset[str]:
+    """The words a card file may test (cards/schema.json `when`/`unless`)."""
+    flags = {"rapid" if facts.rapid_deterioration else ("lapsed" if facts.deterioration_lapsed else "stable")}
+    status = facts.ambulatory_status
+    flags.add({"ambulatory": "ambulatory", "ambulatory-with-assistance": "ambulatory",
+               "non-ambulatory": "non_ambulatory"}.get(status, "ambulatory_unknown"))
+    optional = {
+        "pediatric": facts.pediatric, "age_unknown": facts.age_unknown, "pregnant": facts.pregnancy is not None,
+        "recurrence": facts.recurrence, "joa_recorded": facts.joa is not None,
+        "mri_thoracic_only": facts.mri_thoracic is not None and facts.mri_entire_spine is None,
+        "multilevel_thoracic": facts.multilevel_thoracic, "minor_trauma": facts.injury is not None,
+        "decompression_ordered": facts.decompression_ordered is not None,
+        "undated_decompression": facts.undated_decompression is not None,
+        "unconfirmed_compression": facts.unconfirmed_compression, "competing_cause": bool(facts.competing),
+        "earlier_operation": facts.earlier_operation is not None,
+        "late_radiotherapy": (facts.days_since_surgery or 0) > RADIOTHERAPY_LATE_DAYS,
+    }
+    flags |= {name for name, holds in optional.items() if holds}
+    if facts.pediatric or facts.age_unknown:
+        flags.add("no_adult_dose")
+    if {"no_adult_dose", "late_radiotherapy"} & flags:
+        flags.add("referral_without_dose")
+    return frozenset(flags)
