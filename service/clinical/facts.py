@@ -408,6 +408,16 @@ def is_vertebral_hemangioma(c, vs: ValueSets) -> bool:
     return any(SPINE_WORDS.search(n) for n in names)
 
 
+HEMANGIOMA_CODES = ("vertebral-hemangioma", "hemangioma-site-unspecified")
+
+
+def coded_hemangiomas(conditions: list, problems: Coded) -> list:
+    """The counting Conditions by_value_set filed under a hemangioma code, in the record's order: only these can be
+    a vertebral hemangioma (is_vertebral_hemangioma is asked of no other Condition)."""
+    filed = {id(entry) for name in HEMANGIOMA_CODES for entry in problems.get(name, ())}
+    return [entry for entry in conditions if id(entry) in filed]
+
+
 def levels_of(c, vs: ValueSets) -> set[str]:
     """Vertebral levels a Condition names: coded bodySites, then the words of its sites and code (searched at once,
     a line each: a level never runs from one line into the next)."""
@@ -633,22 +643,26 @@ def names_dexamethasone(names: list[str], route: str, coded: bool) -> bool:
     return bool(named) and not any(SECOND_INGREDIENT.search(n) for n in named)
 
 
-def is_dexamethasone(resource, medications: dict[str, object], vs: ValueSets) -> bool:
-    """Systemic, single-ingredient dexamethasone: a coding in the set, else the word in the text or a display;
-    never when the words or the dosage route name a topical form or a second ingredient."""
+def dexamethasone_concept(resource, medications: dict[str, object], vs: ValueSets):
+    """The medication's concept when it is systemic, single-ingredient dexamethasone (a coding in the set, else the
+    word in the text or a display; never when the words or the dosage route name a topical form or a second
+    ingredient), else None: the counted entry's label reads the same concept."""
     concept = medication_concept(resource, medications)
     if concept is None:
-        return False
+        return None
     names = [concept.text or ""] + [c.display or "" for c in concept.coding or ()]
-    return names_dexamethasone(names, route_words(resource), in_set(concept, vs["dexamethasone"]))
+    return concept if names_dexamethasone(names, route_words(resource), in_set(concept, vs["dexamethasone"])) else None
 
 
 def milligrams(quantity) -> float | None:
     if quantity is None or quantity.value is None:
         return None
     unit = (quantity.code or quantity.unit or "").strip().lower()
-    factor = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001}.get(unit)
+    factor = MILLIGRAMS_IN.get(unit)
     return float(quantity.value) * factor if factor is not None else None
+
+
+MILLIGRAMS_IN = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001}     # a dose's unit -> milligrams in one
 
 
 PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.4375, "a": 365.25}
@@ -690,23 +704,25 @@ def dexamethasone_course(record: PatientRecord, vs: ValueSets, window) -> Dexame
         if m.status not in MEDICATION_COUNTED:
             continue
         when = medication_request_date(m)
-        if in_window(when, window) and is_dexamethasone(m, medications, vs):
-            counted.append((when, m, m.status in MEDICATION_ONGOING))
+        if in_window(when, window) and (concept := dexamethasone_concept(m, medications, vs)) is not None:
+            counted.append((when, m, m.status in MEDICATION_ONGOING, concept))
     for a in record.of("MedicationAdministration"):
         when = administration_date(a)
-        if a.status in ADMINISTRATION_GIVEN and in_window(when, window) and is_dexamethasone(a, medications, vs):
-            counted.append((when, a, False))
+        if (a.status in ADMINISTRATION_GIVEN and in_window(when, window)
+                and (concept := dexamethasone_concept(a, medications, vs)) is not None):
+            counted.append((when, a, False, concept))
     if not counted:
         return None
     counted.sort(key=lambda item: (item[0] or LATEST, item[1].id or ""))
-    doses = [daily_dose_mg(r) for _, r, _ in counted]
+    doses = [daily_dose_mg(r) for _, r, _, _ in counted]
     known = [d for d in doses if d is not None]
     high = [d for d in known if d > MODERATE_DAILY_DOSE_MG]
     dose = max(high) if high else (max(known) if known and len(known) == len(doses) else None)
-    dated = [when for when, _, _ in counted if when]
+    dated = [when for when, _, _, _ in counted if when]
     entries = tuple(evidence(r, concept, when, vs, f"{label_of(concept, vs)} ({_medication_state(r)})")
-                    for when, r, _ in counted for concept in [medication_concept(r, medications)])
-    return Dexamethasone(entries, any(ongoing for _, _, ongoing in counted), day_of(min(dated)) if dated else None, dose)
+                    for when, r, _, concept in counted)
+    return Dexamethasone(entries, any(ongoing for _, _, ongoing, _ in counted), day_of(min(dated)) if dated else None,
+                         dose)
 
 
 def _medication_state(resource) -> str:
@@ -723,6 +739,7 @@ ORDER_STATES = {"active": "active order", "on-hold": "order on hold", "completed
 
 OBSERVATION_CONCEPTS = ("ambulatory-status", "lower-extremity-motor-score", "joa-score", "rapid-deterioration",
                         "pregnancy-status")
+OBSERVED_CONCEPTS = frozenset(OBSERVATION_CONCEPTS)
 Readings = dict   # value-set name -> [(time, Observation)], oldest first
 
 
@@ -732,13 +749,19 @@ def readings_by_concept(record: PatientRecord, vs: ValueSets) -> Readings:
     for o in record.of("Observation"):
         if o.status in OBSERVATION_EXCLUDED:
             continue
-        names = [name for name in sets_holding(o.code, vs) if name in found]
+        names = OBSERVED_CONCEPTS.intersection(sets_holding(o.code, vs))
         when = observation_date(o) if names else None
         for name in names if when else ():
             found[name].append((when, o))
     for series in found.values():
-        series.sort(key=lambda item: (item[0], item[1].id or ""))
+        if len(series) > 1:         # most concepts have no reading or one: nothing to sort
+            series.sort(key=oldest_first)
     return found
+
+
+def oldest_first(reading: tuple) -> tuple:
+    """The order of a concept's readings: by time, ties by id."""
+    return reading[0], reading[1].id or ""
 
 
 def walking_value(o) -> str | None:
@@ -746,6 +769,15 @@ def walking_value(o) -> str | None:
         if system == LOCAL and code in AMBULATORY_VALUES:
             return code
     return None
+
+
+Walking = list   # [(time, Observation, its walking value)], oldest first
+
+
+def walking_readings(readings: Readings) -> Walking:
+    """The ambulatory-status readings that say how the patient walks, each value read once (the status and the
+    deterioration both read them)."""
+    return [(when, o, v) for when, o in readings["ambulatory-status"] for v in [walking_value(o)] if v]
 
 
 def number(o, low: float, high: float) -> float | None:
@@ -818,7 +850,7 @@ class Deterioration:
         return ()
 
 
-def deterioration(readings: Readings, vs: ValueSets, problems: Coded, window) -> Deterioration:
+def deterioration(readings: Readings, walking: Walking, vs: ValueSets, problems: Coded, window) -> Deterioration:
     stated, in_episode = [], []
     for c, (start, _) in problems.get("rapid-deterioration", ()):
         dates = [d for d in (start, instant(c.recordedDate)) if d]
@@ -842,15 +874,13 @@ def deterioration(readings: Readings, vs: ValueSets, problems: Coded, window) ->
 
     # Each reading as (observation, words, time): made Evidence only when a worsening names it (said_once).
     walking_series = [(when, (o, WALKING_WORDS[v], when), 0.0 if v == "non-ambulatory" else 1.0)
-                      for when, o in readings["ambulatory-status"]
-                      for v in [walking_value(o)] if v]
+                      for when, o, v in walking]
     motor_series = [(when, (o, f"{m:g} of 50", when), m)
                     for when, o in readings["lower-extremity-motor-score"]
                     for m in [motor_score(o)] if m is not None]
     said = said_once(vs)
     latest_pairs = []
-    for series, worse in ((walking_series, lambda best, later: best > 0 and later == 0),
-                          (motor_series, lambda best, later: best - later >= MOTOR_DROP)):
+    for series, worse in ((walking_series, stopped_walking), (motor_series, motor_dropped)):
         pairs = worsenings(series, worse)
         in_episode += [(when, said(pair)) for when, pair in pairs if in_window(when, window)]
         if pairs and series and pairs[-1][0] == series[-1][0] and pairs[-1][1][1] is series[-1][1]:
@@ -876,17 +906,25 @@ def said_once(vs: ValueSets):
     return pair_evidence
 
 
+def stopped_walking(best: float, later: float) -> bool:
+    """A worsening of the walking series: able to walk (1.0), then not (0.0)."""
+    return best > 0 and later == 0
+
+
+def motor_dropped(best: float, later: float) -> bool:
+    """A worsening of the motor series: MOTOR_DROP points or more lost."""
+    return best - later >= MOTOR_DROP
+
+
 ABATEMENT_FORMS = ("DateTime", "Age", "Period", "Range", "String")
 WALKING_WORDS = {"ambulatory": "walks unaided", "ambulatory-with-assistance": "walks with assistance",
                  "non-ambulatory": "cannot walk"}
 
 
-def ambulatory_status(readings: Readings, vs: ValueSets, problems: Coded) -> tuple[str | None, Evidence | None]:
+def ambulatory_status(walking: Walking, vs: ValueSets, problems: Coded) -> tuple[str | None, Evidence | None]:
     """The latest ambulatory-status observation; without one, a complete paraplegia means non-ambulatory."""
-    walking = [(when, o) for when, o in readings["ambulatory-status"] if walking_value(o)]
     if walking:
-        when, o = walking[-1]
-        value = walking_value(o)
+        when, o, value = walking[-1]
         return value, reading(o, WALKING_WORDS[value], when, vs)
     paraplegia = sorted(((c, start) for c, (start, _) in problems.get("non-ambulatory-deficit", ()) if is_active(c)),
                         key=lambda entry: entry[0].id or "")
@@ -996,7 +1034,7 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         return out_of_scope(common, "no spinal cord compression on record")
     compression, (start, source) = episode
     compression_levels = levels_of(compression, vs)
-    hemangiomas = [(h, when, levels_of(h, vs)) for h, when in conditions
+    hemangiomas = [(h, when, levels_of(h, vs)) for h, when in coded_hemangiomas(conditions, problems)
                    if is_vertebral_hemangioma(h, vs)]                # with their start and levels
     if not hemangiomas:
         return out_of_scope(common, "no vertebral hemangioma on record")
@@ -1036,7 +1074,9 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
                       for c, (when, _) in sorted(problems.get("competing-cause", ()), key=lambda entry: entry[0].id or "")
                       if is_active(c))
     readings = readings_by_concept(record, vs)
-    status, status_evidence = ambulatory_status(readings, vs, problems)
+    walking = walking_readings(readings)
+    status, status_evidence = ambulatory_status(walking, vs, problems)
+    hemangioma = evidence(speaking, speaking.code, speaking_start, vs)
     facts = Facts(
         in_pathway=True,
         stage=stage,
@@ -1044,8 +1084,8 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         episode_start=day_of(start),
         episode_start_from=source,
         window_start=day_of(window),
-        hemangioma=evidence(speaking, speaking.code, speaking_start, vs),
-        hemangioma_ref=ref_of(speaking),
+        hemangioma=hemangioma,
+        hemangioma_ref=hemangioma.ref,
         hemangioma_verification=status_code(speaking.verificationStatus) or "confirmed",
         compression=evidence(compression, compression.code, start, vs),
         compression_verification=status_code(compression.verificationStatus) or "confirmed",
@@ -1071,7 +1111,7 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         joa=joa_score(readings, vs),
         **common,
     )
-    return ChartFacts(facts, born, deterioration(readings, vs, problems, window),
+    return ChartFacts(facts, born, deterioration(readings, walking, vs, problems, window),
                       pregnancy(readings, vs, problems), decompressions_in_progress(found, vs))
 
 

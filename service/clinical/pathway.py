@@ -101,9 +101,7 @@ def _named(ev: Evidence | None) -> str:
 def patient_flags(facts: Facts) -> frozenset[str]:
     """The words a card file may test (cards/schema.json `when`/`unless`)."""
     flags = {"rapid" if facts.rapid_deterioration else ("lapsed" if facts.deterioration_lapsed else "stable")}
-    status = facts.ambulatory_status
-    flags.add({"ambulatory": "ambulatory", "ambulatory-with-assistance": "ambulatory",
-               "non-ambulatory": "non_ambulatory"}.get(status, "ambulatory_unknown"))
+    flags.add(WALKING_FLAGS.get(facts.ambulatory_status, "ambulatory_unknown"))
     optional = {
         "pediatric": facts.pediatric, "age_unknown": facts.age_unknown, "pregnant": facts.pregnancy is not None,
         "recurrence": facts.recurrence, "joa_recorded": facts.joa is not None,
@@ -116,11 +114,16 @@ def patient_flags(facts: Facts) -> frozenset[str]:
         "late_radiotherapy": (facts.days_since_surgery or 0) > RADIOTHERAPY_LATE_DAYS,
     }
     flags |= {name for name, holds in optional.items() if holds}
-    if facts.pediatric or facts.age_unknown:
+    if "pediatric" in flags or "age_unknown" in flags:
         flags.add("no_adult_dose")
-    if {"no_adult_dose", "late_radiotherapy"} & flags:
+    if not WITHOUT_DOSE.isdisjoint(flags):
         flags.add("referral_without_dose")
     return frozenset(flags)
+
+
+WALKING_FLAGS = {"ambulatory": "ambulatory", "ambulatory-with-assistance": "ambulatory",
+                 "non-ambulatory": "non_ambulatory"}
+WITHOUT_DOSE = frozenset({"no_adult_dose", "late_radiotherapy"})     # either makes a referral carry no dose
 
 
 # --- one rule per topic ------------------------------------------------------------------------------------
