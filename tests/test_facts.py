@@ -249,7 +249,7 @@ def test_the_answer_does_not_depend_on_the_order_the_record_arrives_in():
         assert facts.levels == ("T7", "T10")
 
 
-def test_evidence_made_by_its_own_init_is_the_frozen_dataclass_it_was():
+def test_evidence_set_at_once_is_the_frozen_dataclass_it_was():
     when = dt.date(2026, 11, 23)
     ev = Evidence("Condition/c1", "Cord compression", when)
     assert vars(ev) == {"ref": "Condition/c1", "label": "Cord compression", "when": when}
