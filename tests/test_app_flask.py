@@ -71,3 +71,17 @@ def test_a_request_s_blueprint_is_flask_s_and_follows_its_rule(app):
         assert request.blueprint == "metrics"
         request.url_rule = None
         assert request.blueprint is None and request.blueprints == []
+
+
+def test_flask_s_private_context_variables_read_what_its_proxies_read(app):
+    """Review of rest4: the service reads Flask's private `_cv_request` and `_cv_app` (flask.globals) instead of the
+    `request`, `g` and `current_app` proxies, and pyproject allows any Flask from 3.1 on: a Flask that keeps the names
+    but changes what they hold fails here, by name, not as a wrong g or request somewhere in a hook call."""
+    from flask import current_app, g, request
+    from flask.globals import _cv_app, _cv_request
+    with app.test_request_context("/cds-services/avh-patient-view", method="POST"):
+        with app.app_context():         # an app context pushed inside the request's: the innermost is read
+            assert _cv_app.get().g is g._get_current_object()
+            assert _cv_app.get().app is current_app._get_current_object() is app
+            assert _cv_request.get().request is request._get_current_object()
+            assert isinstance(_cv_request.get()._after_request_functions, list)

@@ -210,10 +210,16 @@ def an_observation(draw) -> dict:
 
 @st.composite
 def a_medication(draw) -> dict:
+    """Its concept coded, or named in text alone; given inline, or as a contained Medication it references."""
     rtype = draw(st.sampled_from(["MedicationRequest", "MedicationAdministration"]))
-    res = {"resourceType": rtype, "subject": {"reference": f"Patient/{PATIENT_ID}"},
-           "medicationCodeableConcept": draw(coded(DEXAMETHASONE, ("", "dexamethasone 4 MG Oral Tablet",
-                                                                   "dexamethasone ophthalmic"))),
+    words = ("", "dexamethasone 4 MG Oral Tablet", "dexamethasone ophthalmic")
+    medication = draw(st.one_of(coded(DEXAMETHASONE, words),
+                                st.sampled_from(words[1:]).map(lambda text: {"text": text})))
+    given = draw(st.sampled_from([
+        {"medicationCodeableConcept": medication},
+        {"medicationReference": {"reference": "#m"}, "contained": [{"resourceType": "Medication", "id": "m",
+                                                                     "code": medication}]}]))
+    res = {"resourceType": rtype, "subject": {"reference": f"Patient/{PATIENT_ID}"}, **given,
            "status": draw(st.sampled_from(["active", "completed", "stopped", "on-hold", "draft"]))}
     if rtype == "MedicationRequest":
         res.update(intent="order", authoredOn=draw(date_time()))
