@@ -18,7 +18,7 @@ from service.clinical import record as record_module
 from service.clinical.elements import SCHEMA, Element, JsonElement, read_definitions, read_element
 from service.clinical.facts import chart_facts, facts_at
 from service.clinical.pathway import decide_chart
-from service.clinical.record import Validator, _schema_accepts, build_record, by_models
+from service.clinical.record import Validator, _schema_accepts, build_record, by_models, extension_not_object
 from service.fhir.fixtures import load_fixtures
 from tests.fhir_records import NOW, SELECTOR, VALUESETS
 
@@ -198,10 +198,20 @@ def test_a_primitive_extension_sent_as_a_json_string_is_left_out_not_raised(exte
     JSON is a number, an array or null raised AttributeError out of by_models (a 500 for the whole call)."""
     condition = next(r for f in FIXTURES for r in f.resources() if r["resourceType"] == "Condition")
     model, reason = Validator()({**condition, "_recordedDate": extension})
-    assert model is None and reason.startswith("invalid FHIR")
+    assert (model, reason) == (None, "invalid FHIR at _recordedDate: a primitive's extension must be an object")
     patient = {"resourceType": "Patient", "id": "p", "birthDate": "2000-01-01", "_birthDate": extension}
     record = build_record([patient], SELECTOR, "p")
     assert record.patient is None and [lo.ref for lo in record.left_out] == ["Patient/p"]
+
+
+def test_where_a_primitive_extension_is_no_object_is_named_however_deep():
+    assert extension_not_object({"name": [{"family": "A", "_family": {"id": "x"}}, {"_given": [None, "1"]}]}) \
+        == "name.1._given"
+    assert extension_not_object({"code": {"coding": [{"_code": "9"}]}}) == "code.coding.0._code"
+    assert extension_not_object({"_birthDate": {"extension": []}, "_given": [None, {"id": "y"}]}) is None
+    condition = copy.deepcopy(next(r for f in FIXTURES for r in f.resources() if r["resourceType"] == "Condition"))
+    condition["code"]["coding"][0]["_code"] = "9999"
+    assert Validator()(condition) == (None, "invalid FHIR at code.coding.0._code: a primitive's extension must be an object")
 
 
 def test_an_empty_primitive_extension_is_refused_as_fhir_resources_refuses_it():

@@ -312,13 +312,44 @@ def _validate(resource: Mapping, max_depth: int) -> tuple[object | None, str | N
 def by_models(resource: Mapping) -> tuple[object | None, str | None]:
     """fhir.resources' verdict: the elements the pathway reads validated as FHIR R4 (R4B models), the others
     checked to be elements of the type; (model, None) or (None, why)."""
+    part = None
     try:
         part, reason = _read_part(resource)
         if part is None:
             return None, reason
         return get_fhir_model_class(resource["resourceType"]).model_validate(part), None
-    except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        return None, _reason(exc)     # AttributeError: a `_name` string whose JSON is no object (`"_birthDate": "1"`)
+    except AttributeError:            # fhir.resources reads a `_name` string as JSON, then its result as an object
+        where = extension_not_object(part)
+        return None, f"invalid FHIR at {where}: a primitive's extension must be an object" if where else "invalid FHIR"
+    except (ValidationError, ValueError, TypeError, KeyError) as exc:
+        return None, _reason(exc)
+
+
+def extension_not_object(value, path: str = "") -> str | None:
+    """Where the first primitive's extension (`_name`, or an item of its array) that is no JSON object lies, as a
+    dotted path (`name.0._family`), else None. The resource's depth is bounded before (Validator)."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            at = f"{path}.{name}" if path else str(name)
+            if isinstance(name, str) and name.startswith("_") and not _extension_shaped(item):
+                return at
+            found = extension_not_object(item, at)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = extension_not_object(item, f"{path}.{index}")
+            if found:
+                return found
+    return None
+
+
+def _extension_shaped(value) -> bool:
+    """A primitive's extension as FHIR's JSON gives it: an object, or for an array of primitives an array of objects
+    and nulls."""
+    if isinstance(value, list):
+        return all(item is None or isinstance(item, dict) for item in value)
+    return isinstance(value, dict)
 
 
 class Validator:
