@@ -154,7 +154,12 @@ class AvhFlask(Flask):
     the path against the rules: ~0.1 M instructions of a hook call, the same for every call to the same URL. The
     adapter (which holds nothing of a request but ROUTING) is kept, once its request matched a rule, for up to ADAPTERS
     such keys of up to LONGEST_ROUTING characters (the Host header and the path are the caller's: the memory is
-    bounded, and starts again when full)."""
+    bounded, and starts again when full).
+
+    A Host header that is not a host name is a 400 (INVALID_HOST) on every route. With Flask's own host settings
+    (TRUSTED_HOSTS, SERVER_NAME, host or subdomain matching) Flask makes each adapter anew and nothing is remembered;
+    the environment cannot set them (Settings reads AVH_CDS_* alone), code wrapping create_app can. The Host is then
+    refused as without them, and an untrusted one with werkzeug's 400 "Host '...' is not trusted."."""
 
     session_interface = SessionsIfSigned()
     request_class = AvhRequest
@@ -262,17 +267,22 @@ class AvhFlask(Flask):
         super().do_teardown_appcontext(exc)
 
     def create_url_adapter(self, request: Request | None):
-        if request is None or self.config["TRUSTED_HOSTS"] is not None or self.config["SERVER_NAME"] is not None \
-                or self.url_map.host_matching or self.subdomain_matching:
+        if request is None:
             return super().create_url_adapter(request)
-        key = tuple(map(request.environ.get, ROUTING))
-        known = self._adapters.get(key)
-        if known is not None:
-            request.host, adapter = known           # as Flask sets it, from the same environ
-            return adapter
-        adapter = super().create_url_adapter(request)      # a bad Host header raises as before, not remembered
+        remembered = self.config["TRUSTED_HOSTS"] is None and self.config["SERVER_NAME"] is None \
+            and not self.url_map.host_matching and not self.subdomain_matching
+        if remembered:
+            key = tuple(map(request.environ.get, ROUTING))
+            known = self._adapters.get(key)
+            if known is not None:
+                request.host, adapter = known           # as Flask sets it, from the same environ
+                return adapter
+        adapter = super().create_url_adapter(request)      # a bad or untrusted Host header raises, not remembered
         if not request.host:
             raise BadRequest(INVALID_HOST)
+        if not remembered:
+            self.url_map.bind(request.host)     # BadHost for a name IDNA cannot encode, as without SERVER_NAME
+            return adapter
         adapter.__class__ = RoutedAdapter
         adapter.remember = functools.partial(self._remember, key, request.host)
         return adapter

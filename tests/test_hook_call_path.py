@@ -138,3 +138,48 @@ def test_a_content_length_past_pythons_digit_limit_is_read_as_werkzeug_reads_it(
     body = json.dumps(hook_request()).encode()
     status, answer = _post(app, body, "9" * 5000)
     assert status.startswith("400") and answer["message"] == "the request body is empty; a JSON object is required"
+
+
+NOT_HOST_NAMES = ["", "a b", "a@b", "x/y"]
+HOST_ROUTES = [("POST", INVOKE), ("GET", "/cds-services"), ("GET", "/pathway"), ("GET", "/readyz"), ("GET", "/nope")]
+
+
+def _configure(app, setting: str) -> None:
+    """Flask's own host settings, which send create_url_adapter to Flask's (nothing remembered). The environment
+    cannot set them (Settings reads AVH_CDS_* alone); code that wraps create_app can."""
+    if setting == "host_matching":
+        app.url_map.host_matching = True
+    elif setting == "subdomain_matching":
+        app.subdomain_matching = True
+    else:
+        app.config.update({"trusted_empty": {"TRUSTED_HOSTS": []}, "trusted": {"TRUSTED_HOSTS": ["good.example"]},
+                           "server_name": {"SERVER_NAME": "good.example"}}[setting])
+
+
+@pytest.mark.parametrize("setting", ["trusted_empty", "trusted", "server_name", "subdomain_matching", "host_matching"])
+def test_a_host_header_that_is_not_a_host_name_is_a_400_with_flask_host_settings_too(client, app, setting):
+    # Without the check on Flask's path these answered 200 with a card source "http:/pathway#..." (all but "trusted",
+    # whose werkzeug SecurityError already refused them).
+    _configure(app, setting)
+    for host in NOT_HOST_NAMES:
+        for method, path in HOST_ROUTES:
+            answer = client.open(path, method=method, json=hook_request() if method == "POST" else None,
+                                 headers={"Host": host})
+            assert answer.status_code == 400 and answer.json["error"] == "bad_request", (host, path)
+            assert answer.json["message"] == (f"Host {host!r} is not trusted." if setting == "trusted"
+                                              else service.INVALID_HOST)
+    assert app._adapters == {}
+    if setting != "host_matching":       # the app's rules name no host: host matching finds none of them (a 404)
+        answer = client.post(INVOKE, json=hook_request(), headers={"Host": "good.example"})
+        assert answer.status_code == 200
+        assert {card["source"]["url"].split("#")[0] for card in answer.json["cards"]} == {"http://good.example/pathway"}
+
+
+def test_an_untrusted_host_or_one_werkzeug_cannot_bind_is_a_400_with_flask_host_settings(client, app):
+    app.config["SERVER_NAME"] = "good.example"      # werkzeug binds the URL map to it, not to the Host header
+    answer = client.post(INVOKE, json=hook_request(), headers={"Host": "a..b"})     # had been cards under http://a..b
+    assert answer.status_code == 400 and answer.json["error"] == "bad_request"
+    app.config["TRUSTED_HOSTS"] = ["good.example"]
+    answer = client.get("/cds-services", headers={"Host": "evil.example"})
+    assert answer.status_code == 400 and answer.json == {"error": "bad_request",
+                                                         "message": "Host 'evil.example' is not trusted."}

@@ -275,3 +275,28 @@ def test_an_es384_token_from_a_p256_key_is_refused(tmp_path, http):
     signature = base64.urlsafe_b64encode(raw("ES256", der)).rstrip(b"=").decode()
     with pytest.raises(AuthFailed, match="no key 'p256' for alg ES384"):
         app.extensions["avh_security"].verifier.begin(f"Bearer {signing_input}.{signature}", "http://localhost" + INVOKE)
+
+
+def test_awscrt_is_imported_only_with_authentication_on(tmp_path):
+    """Loading AWS-LC seeds its entropy source (~0.5 G instructions, ~5 MB a process): a process that checks no
+    signature (AVH_CDS_AUTH=off, the command-line tools) does not load it; one with authentication on loads it when
+    the app is made, not when the first token comes."""
+    script = f"""if True:
+        import sys
+        from service import create_app
+        from service.config import Settings
+        for auth in ("off", "required"):
+            create_app(Settings.from_env({{"AVH_CDS_AUTH": auth}}, sqlite_path={str(tmp_path / "db")!r}))
+            print(auth, "awscrt.crypto" in sys.modules)"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent.parent, env={**os.environ, "AVH_CDS_LOG_LEVEL": "ERROR"})
+    assert out.stdout.split("\n")[:2] == ["off False", "required True"]
+
+
+def test_a_missing_awscrt_fails_at_start_up_with_authentication_on(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "awscrt.crypto", None)       # as when awscrt is not installed or broken
+    with pytest.raises(ImportError, match="awscrt"):
+        make_app(tmp_path, issuers=[])              # no issuer: no key is ever bound, it still fails here
+    from service import create_app
+    from service.config import Settings
+    assert create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}, sqlite_path=tmp_path / "db")) is not None

@@ -238,9 +238,10 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
     a Patient: its `id`) are read whole after the walk, all in one `whole` (read one by one as met, each read walked
     the array from its start: 20,000 OperationOutcomes took 0.6 s)."""
     # Per resource sent, so lean: `read` is worked out from the entries passed over (without a resource, or an
-    # OperationOutcome), and `own` set to None once another patient is met (no more to check).
-    own = "Patient/" + patient_id if patient_id else None
-    kept, passed, included, other_patient, outcomes, unread = [], 0, 0, False, [], []
+    # OperationOutcome), and the patient check is one state: the reference a resource about the patient carries,
+    # checked until a resource about another patient is met, then None (nothing more to check: OTHER_PATIENT).
+    patient_reference = "Patient/" + patient_id if patient_id else None
+    kept, passed, included, outcomes, unread = [], 0, 0, [], []
     for position, entry in enumerate(entries):
         resource = entry.resource
         if resource is None:
@@ -255,14 +256,16 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
         if search is not None and search.mode == "include":
             included += 1
         # The usual case, without parsing: only a Reference Struct (an object, so a dict `or` would pick too) has one.
-        if own is not None and getattr(resource.subject or resource.patient, "reference", None) != own:
+        if patient_reference is not None \
+                and getattr(resource.subject or resource.patient, "reference", None) != patient_reference:
             about = _struct_about(resource, patient_id)
             if about is None:
                 unread.append(position)
             elif not about:
-                own, other_patient = None, True
+                patient_reference = None
         if wanted(resource):
             kept.append(position)
+    other_patient = bool(patient_id) and patient_reference is None
     if outcomes or unread and not other_patient:
         positions = sorted([position for position, _ in outcomes] + unread)
         read_whole = dict(zip(positions, whole(positions)))

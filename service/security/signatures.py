@@ -10,13 +10,17 @@ before anything is parsed; r and s go to AWS-LC as DER, and AWS-LC refuses r or 
 
 The AWS-LC key is read-only once built: gunicorn's threads share it. awscrt starts no thread at import nor
 for these calls (tests/test_security_signatures.py checks both), so keys bound before a fork work after it.
+
+awscrt is imported by `aws_lc_ec`, which TokenVerifier calls when it is made: loading AWS-LC seeds its entropy
+source (jitterentropy), ~0.5 G instructions (~0.1 s) and ~5 MB of each process, which one that checks no signature
+(AVH_CDS_AUTH=off, the command-line tools) does not pay; with authentication on a missing or broken awscrt still
+fails at start-up.
 """
 from __future__ import annotations
 
 import hashlib
 from typing import Callable
 
-from awscrt.crypto import EC
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -54,9 +58,16 @@ def signature_check(jwk: PyJWK) -> SignatureCheck:
     return lambda signing_input, signature: algorithm.verify(signing_input, key, signature)
 
 
+def aws_lc_ec() -> type:
+    """awscrt's EC, its module imported by the first call (Python's import lock makes that once, whichever thread
+    calls first)."""
+    from awscrt.crypto import EC
+    return EC
+
+
 def aws_lc_ecdsa(spki_der: bytes, digest: Callable, size: int) -> SignatureCheck:
     """The check of JWS ECDSA signatures (r || s, `size` bytes each) by the public key spki_der, with AWS-LC."""
-    aws_lc_key = EC.new_key_from_der_data(spki_der)
+    aws_lc_key = aws_lc_ec().new_key_from_der_data(spki_der)
     verify = aws_lc_key.verify
 
     def check(signing_input: bytes, signature: bytes) -> bool:

@@ -16,6 +16,7 @@ import requests
 from service.security.issuers import Issuer
 from service.security.keys import KeySet
 from service.security.replay import Claim, IssuedBeforeStart, ReplayCache
+from service.security.signatures import aws_lc_ec
 
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
 BASE64URL = re.compile("[A-Za-z0-9_-]*")     # fullmatch; ASCII ranges only
@@ -39,6 +40,7 @@ class TokenVerifier:
     def __init__(self, issuers: dict[str, Issuer], algorithms: list[str], replay: ReplayCache,
                  session: requests.Session, *, clock_skew: int, max_lifetime: int,
                  jwks_refresh_seconds: float, jwks_cache_seconds: float):
+        aws_lc_ec()     # awscrt loaded now: a missing or broken one fails at start-up, not on the first token
         self.issuers, self.algorithms, self.replay = issuers, list(algorithms), replay
         self.clock_skew, self.max_lifetime = clock_skew, max_lifetime
         self.keys = {iss: KeySet(issuer, session, jwks_refresh_seconds, jwks_cache_seconds)
