@@ -430,8 +430,11 @@ def levels_of(c, vs: ValueSets) -> set[str]:
         found.update(vs.levels[code] for code in codings(site) if code in vs.levels)
         words.append(label_of(site))
     words += [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]
-    found.update([level.upper() for level in LEVEL_PATTERN.findall("\n".join(words))])
-    return {lv for lv in found if lv in LEVELS}
+    found.update(map(str.upper, LEVEL_PATTERN.findall("\n".join(words))))
+    return found.intersection(LEVEL_NAMES)
+
+
+LEVEL_NAMES = frozenset(LEVELS)
 
 
 def sorted_levels(levels: Iterable[str]) -> tuple[str, ...]:
