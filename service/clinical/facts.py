@@ -191,9 +191,12 @@ def request_date(r) -> dt.datetime | None:
 
 def medication_request_date(m) -> dt.datetime | None:
     """The earliest dosage start, else authoredOn."""
-    starts = [instant(d.timing.repeat.boundsPeriod.start) for d in m.dosageInstruction or ()
-              if d.timing and d.timing.repeat and d.timing.repeat.boundsPeriod]
-    starts = [s for s in starts if s]
+    starts = []
+    for d in m.dosageInstruction or ():
+        if d.timing and d.timing.repeat and d.timing.repeat.boundsPeriod:
+            start = instant(d.timing.repeat.boundsPeriod.start)
+            if start:
+                starts.append(start)
     return min(starts) if starts else instant(m.authoredOn)
 
 
@@ -427,8 +430,11 @@ def levels_of(c, vs: ValueSets) -> set[str]:
         found.update(vs.levels[code] for code in codings(site) if code in vs.levels)
         words.append(label_of(site))
     words += [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]
-    found.update([level.upper() for level in LEVEL_PATTERN.findall("\n".join(words))])
-    return {lv for lv in found if lv in LEVELS}
+    found.update(map(str.upper, LEVEL_PATTERN.findall("\n".join(words))))
+    return found.intersection(LEVEL_NAMES)
+
+
+LEVEL_NAMES = frozenset(LEVELS)
 
 
 def sorted_levels(levels: Iterable[str]) -> tuple[str, ...]:
@@ -607,9 +613,12 @@ def medication_concept(resource, medications: dict[str, object]):
 
 
 def route_words(resource) -> str:
-    dosages = list(resource.dosageInstruction or ()) if hasattr(resource, "dosageInstruction") else []
-    if getattr(resource, "dosage", None) is not None:
-        dosages.append(resource.dosage)
+    """The words of the dosage routes: an administration's one dosage, an order's dosage lines (each type has only its
+    own element: reading the other's, absent, was a first read of an element for nothing)."""
+    if resource.get_resource_type() == "MedicationAdministration":
+        dosages = () if resource.dosage is None else (resource.dosage,)
+    else:
+        dosages = resource.dosageInstruction or ()
     words = []
     for d in dosages:
         if d.route is not None:
@@ -713,16 +722,31 @@ def dexamethasone_course(record: PatientRecord, vs: ValueSets, window) -> Dexame
             counted.append((when, a, False, concept))
     if not counted:
         return None
-    counted.sort(key=lambda item: (item[0] or LATEST, item[1].id or ""))
-    doses = [daily_dose_mg(r) for _, r, _, _ in counted]
-    known = [d for d in doses if d is not None]
+    if len(counted) > 1:            # most charts count one entry, or none
+        counted.sort(key=course_order)
+    entries, known, dated, ongoing, unknown = [], [], [], False, False
+    for when, r, is_ongoing, concept in counted:        # one pass: a course is read once, entry by entry
+        entries.append(evidence(r, concept, when, vs, f"{label_of(concept, vs)} ({_medication_state(r)})"))
+        dose = daily_dose_mg(r)
+        if dose is None:
+            unknown = True
+        else:
+            known.append(dose)
+        if when:
+            dated.append(when)
+        ongoing = ongoing or is_ongoing
+    return Dexamethasone(tuple(entries), ongoing, day_of(min(dated)) if dated else None, course_dose(known, unknown))
+
+
+def course_order(item: tuple) -> tuple:
+    """The order of a course's counted entries: by date (undated last), ties by id."""
+    return item[0] or LATEST, item[1].id or ""
+
+
+def course_dose(known: list[float], unknown: bool) -> float | None:
+    """The highest daily dose above 16 mg on some entry; else the highest stated, when every entry states one."""
     high = [d for d in known if d > MODERATE_DAILY_DOSE_MG]
-    dose = max(high) if high else (max(known) if known and len(known) == len(doses) else None)
-    dated = [when for when, _, _, _ in counted if when]
-    entries = tuple(evidence(r, concept, when, vs, f"{label_of(concept, vs)} ({_medication_state(r)})")
-                    for when, r, _, concept in counted)
-    return Dexamethasone(entries, any(ongoing for _, _, ongoing, _ in counted), day_of(min(dated)) if dated else None,
-                         dose)
+    return max(high) if high else (max(known) if known and not unknown else None)
 
 
 def _medication_state(resource) -> str:

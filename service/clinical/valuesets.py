@@ -120,8 +120,11 @@ def codings(concept) -> list[Code]:
     if type(concept) is JsonElement:
         found = concept.__dict__.get(_CODINGS)      # a key no FHIR element name can be
         if found is None:       # the schema accepted it: `coding` a list of objects, their system and code strings
-            found = concept.__dict__[_CODINGS] = [(c["system"], c["code"]) for c in concept._json.get("coding", ())
-                                                  if c.get("system") and c.get("code")]
+            found = []          # a loop, not a comprehension (a function object made a call): ~17 concepts a chart
+            for c in concept._json.get("coding", ()):
+                if c.get("system") and c.get("code"):
+                    found.append((c["system"], c["code"]))
+            concept.__dict__[_CODINGS] = found
         return found
     if isinstance(concept, dict):
         return _json_codings(concept)
@@ -147,7 +150,14 @@ def in_set(concept, codes: frozenset[Code]) -> bool:
 
 
 def sets_holding(concept, vs: ValueSets) -> frozenset[str]:
-    """The names of the value sets a coding of the concept is in: one lookup a coding (ValueSets.sets_of)."""
+    """The names of the value sets a coding of the concept is in: one lookup a coding (ValueSets.sets_of). Most
+    concepts have one coding: its sets are looked up without a comprehension."""
     sets_of = vs.sets_of
-    found = [sets_of[code] for code in codings(concept) if code in sets_of]
+    found = codings(concept)
+    if len(found) == 1:
+        return sets_of.get(found[0], NO_SETS)
+    found = [sets_of[code] for code in found if code in sets_of]
     return found[0] if len(found) == 1 else frozenset().union(*found)
+
+
+NO_SETS: frozenset[str] = frozenset()
