@@ -148,7 +148,7 @@ class AvhFlask(Flask):
     URL adapter and rule remembered by what werkzeug works them out from.
 
     Flask asks `inspect` on every call whether each before- and after-request function and the view is a coroutine
-    function (seven times a hook call); the answer depends on the function alone. Up to SYNC_FUNCTIONS are
+    function; the answer depends on the function alone. Up to SYNC_FUNCTIONS are
     remembered (the app registers about twenty; after_this_request's per-call closures would be new each time).
 
     Flask binds the URL map to each request's environ (the host, the IDNA form of its name, the path) and matches
