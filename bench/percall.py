@@ -59,10 +59,6 @@ def _noop(*args, **kwargs):
     return None
 
 
-def _response(response):
-    return response
-
-
 @contextlib.contextmanager
 def _patched(*changes):
     """(owner, attribute, value) set for the duration."""
@@ -83,6 +79,7 @@ class _Unobserved:
 
 def _pieces():
     """Each piece of the fixed part, as the attributes that replace it by a no-op."""
+    import service
     from service import security
     from service.api import routes
     from service.feedback.store import FeedbackStore
@@ -91,7 +88,7 @@ def _pieces():
         "schema checks (request, context)": [(routes, "_validate", _noop)],
         "guard body checks (media type, limits, fhirServer)": [(security, "_check_body", _noop)],
         "guard: depth and resource-count limits": [(security, "check_limits", _noop)],
-        "access line (JSON, written)": [(security, "_access_line", _response)],
+        "access line (JSON, written)": [(service, "access_line", _noop)],     # the app's after_request calls it
         "metrics (request histogram, cards)": [(metrics, "_request_seconds_of", lambda *a: _Unobserved()),
                                                (metrics, "observe_cards", _noop)],
         "issued-card store (record, flush check)": [(FeedbackStore, "record_issued", _noop),

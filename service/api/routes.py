@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import jsonschema
 from flask import Blueprint, current_app, jsonify
 from flask.globals import _cv_app, _cv_request
 
@@ -30,8 +29,7 @@ def _json_body() -> dict:
 
 
 def _validate(validator, body: dict, what: str) -> None:
-    # SchemaValidator.iter_errors asks jsonschema-rs first: no errors to rank for a body it accepts (~0.4 µs).
-    error = jsonschema.exceptions.best_match(validator.iter_errors(body))
+    error = validator.best_error(body)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         raise ApiError(400, "invalid_request", f"{what}: {where}: {error.message[:300]}")

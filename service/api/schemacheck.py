@@ -24,6 +24,13 @@ class SchemaValidator:
     def is_valid(self, instance: Any) -> bool:
         return self._fast.is_valid(instance) or self.explainer.is_valid(instance)
 
+    def best_error(self, instance: Any) -> jsonschema.ValidationError | None:
+        """The error jsonschema's best_match ranks first, None for a valid instance: for one jsonschema-rs accepts,
+        nothing is ranked (a valid body's check is the one is_valid call)."""
+        if self._fast.is_valid(instance):
+            return None
+        return jsonschema.exceptions.best_match(self.explainer.iter_errors(instance))
+
     def iter_errors(self, instance: Any) -> Iterator[jsonschema.ValidationError]:
         if self._fast.is_valid(instance):
             return iter(())

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from functools import cache
 
 from flask import Blueprint, Flask, Request, Response
-from flask.globals import _cv_app, _cv_request
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 from prometheus_client import multiprocess
@@ -160,25 +159,25 @@ def _service_label(req: Request, app: Flask) -> str | None:
 
 
 def init_app(app: Flask) -> None:
-    """Time every CDS service call, whatever answers it (the route, an error handler, authentication)."""
-    @app.before_request
-    def _start_timer():
-        # Into g's dict, as g's __setattr__ (a Python call) writes it; g read from Flask's context variable, not through
-        # its proxy (each proxy lookup is a Python call: ~6 x as long).
-        vars(_cv_app.get().g)["metrics_started"] = time.perf_counter()
-
-    @app.after_request
-    def _observe_request(response):
-        app_context = _cv_app.get()         # the request, app and g from Flask's context variables, once each
-        service = _service_label(_cv_request.get().request, app_context.app)
-        started = app_context.g.get("metrics_started")
-        if service is not None and started is not None:
-            _request_seconds_of(service, str(response.status_code)).observe(time.perf_counter() - started)
-            if time.monotonic() - _caches_published >= CACHE_PUBLISH_SECONDS:
-                publish_cache_sizes()
-        return response
-
+    """GET /metrics. The timing of every CDS service call, whatever answers it (the route, an error handler,
+    authentication), is the app's before- and after-request functions' first and last step: `start_timer`,
+    `observe_request`."""
     app.register_blueprint(bp)
+
+
+def start_timer(call: dict) -> None:
+    """Before a request whose g's dict is `call` (written into it, as g's __setattr__ would)."""
+    call["metrics_started"] = time.perf_counter()
+
+
+def observe_request(req: Request, app: Flask, call: dict, response: Response) -> None:
+    """After `req` (g's dict `call`) was answered with `response`: its duration, if it was a CDS service call."""
+    service = _service_label(req, app)
+    started = call.get("metrics_started")
+    if service is not None and started is not None:
+        _request_seconds_of(service, str(response.status_code)).observe(time.perf_counter() - started)
+        if time.monotonic() - _caches_published >= CACHE_PUBLISH_SECONDS:
+            publish_cache_sizes()
 
 
 def _registry():

@@ -2,8 +2,10 @@
 
 One guard runs before every CDS route (blueprint "cds": discovery, invoke, feedback) so the routes stay
 thin: it authenticates the caller's JWT (unless AVH_CDS_AUTH=off), enforces the input limits and refuses
-a fhirServer the caller may not name, all before any route code or network call. One after-request hook
-writes the JSON access line. CORS preflights are answered by flask-cors without authentication.
+a fhirServer the caller may not name, all before any route code or network call. After it, the refusal
+warning (refusals.py), the JSON access line and CORS. These are steps of the app's own before- and
+after-request functions (service/__init__.py), which read the request, the app and g once for all of them.
+CORS preflights are answered by flask-cors without authentication.
 
 May import ops (metrics) and the shared root modules (config, errors, jsonbody, nesting); never api, fhir,
 feedback, clinical or the app. Layers: docs/architecture.md, held by tests/test_architecture.py.
@@ -15,11 +17,11 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import orjson
 from flask import Blueprint, Flask, Request, Response, current_app
-from flask.globals import _cv_app, _cv_request
 from flask_cors import CORS
 
 from service.ops import metrics
@@ -31,11 +33,10 @@ from service.httpread import watched_session
 from service.jsonbody import request_json
 from service.security.limits import check_limits, within_depth
 from service.security.logs import LOGGED_BY_APP, log_access
-from service.security.refusals import warn_refused
 from service.security.replay import ReplayStoreUnavailable, replay_cache
 from service.security.tokens import FORBIDDEN_ALGORITHMS, AuthFailed, Caller, TokenVerifier
 
-__all__ = ["install", "SecurityConfigError"]
+__all__ = ["install", "guard", "access_line", "SecurityConfigError"]
 log = logging.getLogger(__name__)
 OPENAPI = Path(__file__).parent / "openapi.json"
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")   # fullmatch
@@ -53,6 +54,11 @@ class Security:
     settings: Settings
     verifier: TokenVerifier | None          # None when AVH_CDS_AUTH=off
     development_fhir: FhirServerPolicy      # fhirServer policy when no issuer is authenticated
+    cors_after_request: Callable[[Response], Response] | None = None      # flask-cors's, set by install
+
+    def cors(self, req: Request, response: Response) -> Response:
+        """CORS headers on the answer to a browser's call (one with an Origin); any other answer as it is."""
+        return self.cors_after_request(response) if "HTTP_ORIGIN" in req.environ else response
 
     def audience(self, req: Request) -> str:
         """The exact URL `req` called, as the client sees it (AVH_CDS_PUBLIC_URL behind a proxy)."""
@@ -108,43 +114,35 @@ def install(app: Flask, settings: Settings) -> None:
     security = build(settings)
     app.extensions["avh_security"] = security
     app.extensions["avh_governance_tries"] = WrongTries()    # wrong governance credentials per address, this process
-    _install_cors(app, settings)
-    app.before_request(_guard)
-    app.after_request(_access_line)
-    app.after_request(warn_refused)              # a refusal said once a minute per issuer and reason
+    security.cors_after_request = _cors(app, settings)
     json.loads(OPENAPI.read_text())     # a broken OpenAPI file fails at start-up, not when asked for
     within_depth(settings.max_json_depth)       # the depth check's validator built now, not by the first call
     app.register_blueprint(openapi_bp)
 
 
-def _install_cors(app: Flask, settings: Settings) -> None:
-    """flask-cors, asked only when the request has an Origin (a browser's call).
+def _cors(app: Flask, settings: Settings) -> Callable[[Response], Response]:
+    """flask-cors on `app`, its after-request function taken off the app's list and returned: Security.cors asks it
+    only when the request has an Origin (a browser's call).
 
     With always_send=False it adds nothing to a call without Origin (an EHR's server-to-server call), but it
     still matched the path against its resources and built an empty header set for it: about a fortieth of a
-    typical call. Its after-request function is kept and put behind that one check; the error handlers it
-    wraps are left as they are."""
+    typical call. The error handlers it wraps are left as they are."""
     before = list(app.after_request_funcs.get(None, ()))
     CORS(app, origins=_cors_origins(settings), allow_headers=["Authorization", "Content-Type"],
          methods=["GET", "POST", "OPTIONS"], max_age=600, allow_private_network=True, always_send=False)
     [cors_after_request] = [f for f in app.after_request_funcs[None] if f not in before]
-
-    def cors_for_browsers(response: Response) -> Response:
-        return cors_after_request(response) if "HTTP_ORIGIN" in _cv_request.get().request.environ else response
-
-    app.after_request_funcs[None] = before + [cors_for_browsers]
+    app.after_request_funcs[None] = before
+    return cors_after_request
 
 
-def _guard():
-    # The request, the app and g read once each from Flask's context variables (what its `request`, `current_app` and
-    # `g` proxies read, each through a Python call: ~6 x as long). g's attributes set in its dict, as g's own
-    # __setattr__ does, without a Python call for each (~60 ns).
-    req, app_context = _cv_request.get().request, _cv_app.get()
-    call = vars(app_context.g)
+def guard(req: Request, app: Flask, call: dict) -> Response | None:
+    """Before `req` (to `app`; g's dict is `call`): a CDS call's authentication, input limits and
+    fhirServer allowlist; a 401 answer, or an ApiError raised, refuses it. g's attributes are set in its dict, as g's
+    own __setattr__ does, without a Python call for each (~60 ns)."""
     call["started"] = time.perf_counter()
     if req.blueprint != "cds" or req.method == "OPTIONS":
         return None
-    security: Security = app_context.app.extensions["avh_security"]
+    security: Security = app.extensions["avh_security"]
     if security.verifier is None:
         _remind_auth_off()
         call["caller"] = None
@@ -226,14 +224,12 @@ def _check_body(security: Security, caller: Caller | None, req: Request, call: d
                            "avh-cds contacts no other server")
 
 
-def _access_line(response: Response) -> Response:
-    # The request, the app and g read once each from Flask's context variables (as in _guard), not once per field.
-    req = _cv_request.get().request
+def access_line(req: Request, app: Flask, call: dict, response: Response) -> None:
+    """After a CDS call `req` (g's dict `call`, read as g.get reads it, `self.__dict__.get`) was answered with
+    `response`: its JSON access line."""
     if req.blueprint != "cds" or req.method == "OPTIONS":
-        return response
-    # g's attributes from its dict, as g.get reads them (`self.__dict__.get`), without a Python call for each field.
-    app_context = _cv_app.get()
-    call, extensions = vars(app_context.g), app_context.app.extensions
+        return
+    extensions = app.extensions
     service_id = (req.view_args or {}).get("service_id")
     known = service_id is not None and extensions["avh"].registry.get(service_id) is not None
     hook_instance = call.get("hook_instance")        # the route's, checked by the request schema
@@ -250,7 +246,6 @@ def _access_line(response: Response) -> Response:
               "auth_failure": call.get("auth_failure"), "refused": call.get("refused")}
     log_access("cds call", fields)
     req.environ[LOGGED_BY_APP] = True           # gunicorn's access line would say less, a second time
-    return response
 
 
 def _logged_hook_instance(sent) -> str | None:

@@ -12,8 +12,7 @@ import threading
 import time
 
 import jwt
-from flask import Response, request
-from flask.globals import _cv_app
+from flask import Request, Response
 
 from service.ops.metrics import auth_failure_reason
 
@@ -75,20 +74,19 @@ def claimed_issuer(authorization: str | None) -> str | None:
     return iss[:200] if isinstance(iss, str) else None
 
 
-def warn_refused(response: Response) -> Response:
-    """After a CDS call refused by authentication (401) or by the fhirServer allowlist (403): the WARNING line."""
-    call = _cv_app.get().g      # from Flask's context variable, not through the proxy; g.get, not getattr (it raises)
+def warn_refused(req: Request, call: dict, response: Response) -> None:
+    """After a CDS call `req` (g's dict `call`) refused by authentication (401) or by the fhirServer allowlist (403),
+    answered with `response`: the WARNING line."""
     failure, refused = call.get("auth_failure"), call.get("refused")
     if failure is None and refused is None:
-        return response
+        return
     caller = call.get("caller")
-    iss = caller.issuer.iss if caller else claimed_issuer(request.headers.get("Authorization"))
+    iss = caller.issuer.iss if caller else claimed_issuer(req.headers.get("Authorization"))
     kind = auth_failure_reason(failure) if failure is not None else "fhir_server_not_allowed"
     if refusals.due(iss, kind):
         detail = failure or refused
         log.warning(f"CDS call refused ({response.status_code} {kind}): {detail}; {HINTS.get(kind, 'see docs/security.md')}"
                     " (said once a minute per issuer and reason)",
                     extra={"fields": {"event": "cds_refused", "iss": iss, "reason": kind,
-                                      "endpoint": (request.endpoint or "").removeprefix("cds."),
+                                      "endpoint": (req.endpoint or "").removeprefix("cds."),
                                       "status": response.status_code}})
-    return response
