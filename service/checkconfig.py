@@ -36,6 +36,8 @@ def _issuers(settings: Settings, report: Report, timeout: float) -> None:
         report.fail("AVH_CDS_AUTH=off: calls are not authenticated (development only; an EHR needs 'required')")
     elif settings.auth != "required":
         report.fail(f"AVH_CDS_AUTH={settings.auth!r}: must be 'required' (or 'off' in development)")
+    elif not _aws_lc_loads(report):
+        return              # the service does not start; the keys could not be read either
     try:
         issuers = load_issuers(settings.issuers_file, settings.trust_sandbox, settings.fhir_servers)
     except SecurityConfigError as exc:
@@ -67,6 +69,18 @@ def _issuers(settings: Settings, report: Report, timeout: float) -> None:
                                         f"{len(fetched)} from {issuer.jwks_url}" if issuer.jwks_url else ""]))
         report.ok(f"issuer {issuer.iss}: {len(inline) + len(fetched)} signing key(s) ({where}); "
                   f"fhirServer: {issuer.fhir_servers.describe()}")
+
+
+def _aws_lc_loads(report: Report) -> bool:
+    """Whether awscrt loads, as the token verifier loads it at start-up with AVH_CDS_AUTH=required."""
+    from service.security.signatures import aws_lc_ec
+    try:
+        aws_lc_ec()
+    except Exception as exc:        # missing, or a native library that does not load: the service does not start
+        report.fail(f"awscrt (AWS-LC, ES256/ES384 signatures) cannot be loaded ({type(exc).__name__}: {str(exc)[:120]}):"
+                    " the service does not start with AVH_CDS_AUTH=required")
+        return False
+    return True
 
 
 def _stores(settings: Settings, report: Report) -> None:

@@ -126,3 +126,19 @@ def test_a_broken_card_library_is_a_problem(configure, tmp_path, capsys):
     configure([issuer()], AVH_CDS_CARDS_DIR=str(cards))
     status, out = run(capsys)
     assert status == 1 and f"FAIL  card library {cards}" in out
+
+
+def test_awscrt_that_cannot_be_loaded_is_a_problem_with_authentication_on(configure, monkeypatch, capsys):
+    """The service loads awscrt when its token verifier is made (AVH_CDS_AUTH=required) and does not start without
+    it: check-config says so, with an RSA-only issuer too (no ES key asks for it), and does not fail on an ES key."""
+    import sys
+    from jwt.algorithms import RSAAlgorithm
+    monkeypatch.setitem(sys.modules, "awscrt.crypto", None)       # `from awscrt.crypto import ...` raises
+    rsa_only = {"keys": [{**RSAAlgorithm.to_jwk(Keys.rsa.public_key(), as_dict=True), "kid": "rsa-1", "use": "sig"}]}
+    for jwks in (rsa_only, Keys.jwks()):
+        configure([issuer(jku=None, jwks=jwks)])
+        status, out = run(capsys)
+        assert status == 1, out
+        assert "FAIL  awscrt (AWS-LC, ES256/ES384 signatures) cannot be loaded" in out
+    configure([issuer(jku=None, jwks=rsa_only)], AVH_CDS_AUTH="off")
+    assert "awscrt" not in run(capsys)[1]

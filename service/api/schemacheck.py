@@ -7,7 +7,7 @@ Python validator run, so error messages stay exactly what they were.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import jsonschema_rs
@@ -30,11 +30,6 @@ class SchemaValidator:
         if self._fast.is_valid(instance):
             return None
         return jsonschema.exceptions.best_match(self.explainer.iter_errors(instance))
-
-    def iter_errors(self, instance: Any) -> Iterator[jsonschema.ValidationError]:
-        if self._fast.is_valid(instance):
-            return iter(())
-        return self.explainer.iter_errors(instance)
 
     def __getattr__(self, name: str) -> Any:
         """Anything else (schema, validate, ...) is the Python validator's."""
