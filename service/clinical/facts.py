@@ -57,8 +57,12 @@ DEXAMETHASONE_WORD = re.compile(r"dexamethasone", re.IGNORECASE)
 NOT_SYSTEMIC = re.compile(r"\b(eye|ophthalmic|ocular|intraocular|intravitreal|conjunctival|ear|otic|aural|auricular|"
                           r"skin|topical|cutaneous|dermal|transdermal|cream|ointment|lotion|gel|inhal\w*|respiratory|"
                           r"nasal|intranasal)\b", re.IGNORECASE)
-# RxNorm writes combinations "A 1 MG/ML / B 3 MG/ML": a spaced slash, not the one in "MG/ML".
-SECOND_INGREDIENT = re.compile(r"\s/\s|\+|\band\b|\bwith\b|;", re.IGNORECASE)
+# RxNorm writes combinations "A 1 MG/ML / B 3 MG/ML": a spaced slash, not the one in "MG/ML"; EHRs also write
+# "neomycin/dexamethasone": a slash between two words of three letters or more, neither a unit ("tablets/day").
+UNIT_WORD = r"(?:mcg|actuat\w*|unt|units?|meq|mmol|hrs?|hours?|days?|wks?|weeks?|doses?|sprays?|drops?|tabs?|tablets?" \
+            r"|caps?|capsules?|vials?|amps?|ampules?|syringes?|patch(?:es)?|puffs?|inh|min)\b"
+SECOND_INGREDIENT = re.compile(r"\s/\s|\+|\band\b|\bwith\b|;"
+                               rf"|\b(?!{UNIT_WORD})[a-z]{{3,}}/(?!{UNIT_WORD})[a-z]{{3,}}", re.IGNORECASE)
 
 UTC = dt.timezone.utc
 EARLIEST = dt.datetime.min.replace(tzinfo=UTC)
