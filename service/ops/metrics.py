@@ -160,20 +160,15 @@ def _service_label(req: Request, app: Flask) -> str | None:
 
 def init_app(app: Flask) -> None:
     """GET /metrics. The timing of every CDS service call, whatever answers it (the route, an error handler,
-    authentication), is the app's before- and after-request functions' first and last step: `start_timer`,
-    `observe_request`."""
+    authentication), is the app's after-request function's last step, `observe_request`, from the start its
+    before-request function notes (g.started)."""
     app.register_blueprint(bp)
-
-
-def start_timer(call: dict) -> None:
-    """Before a request whose g's dict is `call` (written into it, as g's __setattr__ would)."""
-    call["metrics_started"] = time.perf_counter()
 
 
 def observe_request(req: Request, app: Flask, call: dict, response: Response) -> None:
     """After `req` (g's dict `call`) was answered with `response`: its duration, if it was a CDS service call."""
     service = _service_label(req, app)
-    started = call.get("metrics_started")
+    started = call.get("started")
     if service is not None and started is not None:
         _request_seconds_of(service, str(response.status_code)).observe(time.perf_counter() - started)
         if time.monotonic() - _caches_published >= CACHE_PUBLISH_SECONDS:

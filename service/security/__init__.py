@@ -139,7 +139,6 @@ def guard(req: Request, app: Flask, call: dict) -> Response | None:
     """Before `req` (to `app`; g's dict is `call`): a CDS call's authentication, input limits and
     fhirServer allowlist; a 401 answer, or an ApiError raised, refuses it. g's attributes are set in its dict, as g's
     own __setattr__ does, without a Python call for each (~60 ns)."""
-    call["started"] = time.perf_counter()
     if req.blueprint != "cds" or req.method == "OPTIONS":
         return None
     security: Security = app.extensions["avh_security"]
