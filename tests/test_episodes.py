@@ -274,6 +274,8 @@ def med(status="active", when=None, **medication):
     ({"medicationCodeableConcept": {"text": "Dexamethasone 0.5 mg/5 mL oral solution"}}, True),
     ({"medicationCodeableConcept": {"text": "dexamethasone sodium phosphate 4 MCG/ML"}}, True),
     ({"medicationCodeableConcept": {"text": "dexamethasone 4 mg tablets/day"}}, True),
+    ({"medicationCodeableConcept": {"text": "dexamethasone sodium phosphate 4 mg/mL solution/injection"}}, True),
+    ({"medicationCodeableConcept": {"text": "Dexamethasone 1 mg/mL oral soln/elixir"}}, True),
     ({"medicationCodeableConcept": {"text": "Dexamethasone cream"}}, False),
     ({"medicationCodeableConcept": concept(RXNORM, "197582"),
       "dosageInstruction": [{"route": {"text": "Ophthalmic"}}]}, False),

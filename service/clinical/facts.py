@@ -58,11 +58,15 @@ NOT_SYSTEMIC = re.compile(r"\b(eye|ophthalmic|ocular|intraocular|intravitreal|co
                           r"skin|topical|cutaneous|dermal|transdermal|cream|ointment|lotion|gel|inhal\w*|respiratory|"
                           r"nasal|intranasal)\b", re.IGNORECASE)
 # RxNorm writes combinations "A 1 MG/ML / B 3 MG/ML": a spaced slash, not the one in "MG/ML"; EHRs also write
-# "neomycin/dexamethasone": a slash between two words of three letters or more, neither a unit ("tablets/day").
-UNIT_WORD = r"(?:mcg|actuat\w*|unt|units?|meq|mmol|hrs?|hours?|days?|wks?|weeks?|doses?|sprays?|drops?|tabs?|tablets?" \
-            r"|caps?|capsules?|vials?|amps?|ampules?|syringes?|patch(?:es)?|puffs?|inh|min)\b"
+# "neomycin/dexamethasone": a slash between two words of three letters or more, neither a unit nor a dose form
+# ("tablets/day", "solution/injection"); the words' shape is looked for first, the long list only where it is met.
+NOT_AN_INGREDIENT = r"(?:mcg|actuat\w*|unt|units?|meq|mmol|hrs?|hours?|days?|wks?|weeks?|doses?|sprays?|drops?|tabs?" \
+                    r"|tablets?|caps?|capsules?|vials?|amps?|ampules?|syringes?|patch(?:es)?|puffs?|inh|min|soln" \
+                    r"|solutions?|inj|injections?|infusions?|elixirs?|susp|suspensions?|conc|concentrates?|oral" \
+                    r"|intravenous|intramuscular|syrups?|liquids?|powders?|kits?)\b"
 SECOND_INGREDIENT = re.compile(r"\s/\s|\+|\band\b|\bwith\b|;"
-                               rf"|\b(?!{UNIT_WORD})[a-z]{{3,}}/(?!{UNIT_WORD})[a-z]{{3,}}", re.IGNORECASE)
+                               rf"|\b(?=[a-z]{{3,}}/[a-z]{{3}})(?!{NOT_AN_INGREDIENT})[a-z]+/(?!{NOT_AN_INGREDIENT})[a-z]{{3}}",
+                               re.IGNORECASE)
 
 UTC = dt.timezone.utc
 EARLIEST = dt.datetime.min.replace(tzinfo=UTC)
