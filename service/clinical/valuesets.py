@@ -153,10 +153,10 @@ def sets_holding(concept, vs: ValueSets) -> frozenset[str]:
     """The names of the value sets a coding of the concept is in: one lookup a coding (ValueSets.sets_of). Most
     concepts have one coding: its sets are looked up without a comprehension."""
     sets_of = vs.sets_of
-    found = codings(concept)
-    if len(found) == 1:
-        return sets_of.get(found[0], NO_SETS)
-    found = [sets_of[code] for code in found if code in sets_of]
+    codes = codings(concept)
+    if len(codes) == 1:
+        return sets_of.get(codes[0], NO_SETS)
+    found = [sets_of[code] for code in codes if code in sets_of]
     return found[0] if len(found) == 1 else frozenset().union(*found)
 
 
