@@ -101,7 +101,7 @@ class Engine:
         key = (seen, *when)
         template: AnswerTemplate | None = self.answers.get(key)
         if template is None:
-            facts = facts_at(seen.chart, now)
+            facts = facts_at(seen.chart, now, when[0])
             cards = self.cards(*decide_chart(facts), facts, source_url)
             again = when in seen.answered
             if len(seen.answered) >= ANSWERED_NOTES:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import operator
 import re
 import string
 import uuid
@@ -192,6 +193,9 @@ class Text:
         for i, name in self.slots:
             parts[i] = format(variables[name])
         return "".join(parts)
+
+
+DESCRIPTION = operator.attrgetter("description")     # an Evidence's line in a card's "why"
 
 
 def _json_text(text: str) -> bytes:
@@ -423,12 +427,15 @@ class CardLibrary:
         if decision.variables:
             variables = {**variables, **decision.variables}
             texts = JsonTexts(variables)
-        why = dict.fromkeys([e.description for e in decision.evidence])   # each entry's line once, in order
+        why = dict.fromkeys(map(DESCRIPTION, decision.evidence))   # each entry's line once, in order
         paragraphs = ["**Why am I seeing this?**\n" + ("- " + "\n- ".join(why) if why else "")]
         paragraphs += notes or []
         paragraphs.append(self._sources[decision.topic])
-        suggestions = [self._suggestion(s, texts, decision) for s in applying]
-        suggestions = [s for s in suggestions if s is not None]
+        suggestions = []        # a loop, not two comprehensions (a function object made and called each, per card)
+        for template in applying:
+            suggestion = self._suggestion(template, texts, decision)
+            if suggestion is not None:
+                suggestions.append(suggestion)
         card = {
             "uuid": "",
             "summary": _formatted(summary, variables)[:139],
@@ -504,6 +511,8 @@ class CardLibrary:
 
 def left_out_notes(decision: Decision, facts: Facts) -> list[str]:
     """Name invalid resources that could have changed this card (of the types its decision reads)."""
+    if not facts.left_out:          # most charts: nothing left out, nothing to filter per card
+        return []
     relevant = [lo for lo in facts.left_out if lo.resource_type in READS[decision.topic] and not lo.could_change_scope]
     if not relevant:
         return []

@@ -459,8 +459,8 @@ def same_lesion(hemangioma_levels: set[str], compression_levels: set[str]) -> bo
 def the_episode(compressions: list[tuple[object, tuple]]) -> tuple[object, tuple] | None:
     """The latest (by start) active counting compression, else the latest counting one, with its start. Ties:
     active first, then one with onset[x], then the lowest id."""
-    if not compressions:
-        return None
+    if len(compressions) < 2:       # none, or the one most charts have: nothing to rank
+        return compressions[0] if compressions else None
 
     def rank(entry):
         c, (start, source) = entry
@@ -1091,10 +1091,7 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         if not recurrence and not any(is_active(h) for h in lesion):
             return out_of_scope(common, "the hemangioma is not active and this is not a recurrence")
         stage = "pre-operative"
-    speaking, (speaking_start, _), _ = min(
-        lesion_levels, key=lambda item: (not is_active(item[0]),
-                                         status_code(item[0].verificationStatus) in UNCONFIRMED_VERIFICATION,
-                                         -((item[1][0] or EARLIEST) - EARLIEST).total_seconds(), item[0].id or ""))
+    speaking, (speaking_start, _), _ = speaking_hemangioma(lesion_levels)
     every_level = set().union(*(levels for _, _, levels in lesion_levels)) | compression_levels
     if operation is not None:
         radiotherapy = radiotherapy_since(entries, vs, instant_of(operation), window)
@@ -1147,6 +1144,16 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
                       pregnancy(readings, vs, problems), decompressions_in_progress(found, vs))
 
 
+def speaking_hemangioma(lesion_levels: list[tuple]) -> tuple:
+    """The hemangioma of the lesion the facts name, (Condition, (start, source), levels): active first, then
+    confirmed, then the latest start, then the lowest id; the lesion's one hemangioma (most charts) without ranking."""
+    if len(lesion_levels) == 1:
+        return lesion_levels[0]
+    return min(lesion_levels, key=lambda item: (not is_active(item[0]),
+                                                status_code(item[0].verificationStatus) in UNCONFIRMED_VERIFICATION,
+                                                -((item[1][0] or EARLIEST) - EARLIEST).total_seconds(), item[0].id or ""))
+
+
 def instant_of(ev: Evidence) -> dt.datetime | None:
     return midnight_utc(ev.when.year, ev.when.month, ev.when.day) if ev and ev.when else None
 
@@ -1166,9 +1173,9 @@ def moment(chart: ChartFacts, now: dt.datetime) -> Moment:
             min(under_way, key=lambda ev: ev.ref) if under_way else None, chart.pregnancy.at(now))
 
 
-def facts_at(chart: ChartFacts, now: dt.datetime) -> Facts:
-    """The chart's facts at the moment of a call."""
-    today, rapid, lapsed, under_way, pregnant = moment(chart, now)
+def facts_at(chart: ChartFacts, now: dt.datetime, at: Moment | None = None) -> Facts:
+    """The chart's facts at the moment of a call; `at`: moment(chart, now), when the caller has worked it out."""
+    today, rapid, lapsed, under_way, pregnant = moment(chart, now) if at is None else at
     f = chart.facts
     if not f.in_pathway:
         return with_moment(f, today=today)

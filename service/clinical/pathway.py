@@ -305,7 +305,7 @@ def decide_chart(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
             if "Procedure" not in missing:
                 unchecked.append(Unchecked(topic, missing))
             continue
-        decisions.append(Decision(topic, tuple([e for e in outcome.evidence if e is not None]), flags))
+        decisions.append(Decision(topic, tuple(filter(None, outcome.evidence)), flags))   # an Evidence is never false
     reported = {u.topic for u in unchecked}
     unchecked += [Unchecked(t, missing) for t, missing in _undecided_for_want_of_data(facts).items()
                   if t not in reported]
