@@ -216,8 +216,21 @@ def test_scaling_children_answer_the_chart_and_the_difference_is_the_call(monkey
 
 
 def test_the_callgrind_harnesses_say_valgrind_is_missing_and_stop(monkeypatch, capsys):
-    from bench import percall, scaling
+    from bench import flushbench, percall, scaling
     monkeypatch.setattr(instructions.shutil, "which", lambda command: None)
-    for harness in (instructions, percall, scaling):
+    for harness in (instructions, percall, scaling, flushbench):
         assert harness.main([]) == 2
         assert "valgrind is not installed" in capsys.readouterr().err
+
+
+def test_flushbench_fills_a_file_and_writes_each_batch_in_full(tmp_path):
+    """bench.flushbench's child without callgrind: the prefill and every counted batch are stored, 4 cards a call."""
+    from sqlalchemy import create_engine
+    from bench import flushbench
+    flushbench.fill(tmp_path, prefill=7, calls=3)
+    flushbench.run_child(tmp_path, calls=5, batches=2, counted=False)
+    engine = create_engine(f"sqlite:///{tmp_path / 'flushbench.sqlite3'}")
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT card_uuid FROM avh_issued_card").all()
+    engine.dispose()
+    assert len(rows) == (7 + 2 * 5) * len(flushbench.CARDS)
