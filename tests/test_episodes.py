@@ -255,28 +255,32 @@ def med(status="active", when=None, **medication):
     return {**res, **(medication or {"medicationCodeableConcept": concept(RXNORM, "1116927")})}
 
 
+def named(text):
+    """A medication given by its free text alone (no coding)."""
+    return {"medicationCodeableConcept": {"text": text}}
+
+
 @pytest.mark.parametrize("medication, counts", [
     ({"medicationCodeableConcept": concept(RXNORM, "999999", "Dexamethasone 4 mg tablet")}, True),   # text fallback
     ({"medicationCodeableConcept": concept(RXNORM, "999998", "dexamethasone 4 MG/ML Injectable Solution")}, True),
-    ({"medicationCodeableConcept": {"text": "dexamethasone 1 MG/ML / tobramycin 3 MG/ML Ophthalmic Suspension"}},
-     False),
+    (named("dexamethasone 1 MG/ML / tobramycin 3 MG/ML Ophthalmic Suspension"), False),
     ({"medicationCodeableConcept": concept(RXNORM, "3264", "dexamethasone"),
       "dosageInstruction": [{"route": {"coding": [{"system": SNOMED, "code": "447694001",
                                                    "display": "Respiratory tract route"}]}}]}, False),
-    ({"medicationCodeableConcept": {"text": "dexamethasone 0.1% eye drops"}}, False),
-    ({"medicationCodeableConcept": {"text": "Dexamethasone / tobramycin ophthalmic"}}, False),
-    ({"medicationCodeableConcept": {"text": "neomycin and dexamethasone"}}, False),
+    (named("dexamethasone 0.1% eye drops"), False),
+    (named("Dexamethasone / tobramycin ophthalmic"), False),
+    (named("neomycin and dexamethasone"), False),
     # a second ingredient after an unspaced slash, as EHRs write combinations; a unit's slash is none
-    ({"medicationCodeableConcept": {"text": "dexamethasone/neomycin"}}, False),
-    ({"medicationCodeableConcept": {"text": "Neomycin/Polymyxin B/Dexamethasone suspension"}}, False),
-    ({"medicationCodeableConcept": {"text": "tobramycin/dexamethasone"}}, False),
-    ({"medicationCodeableConcept": {"text": "dexamethasone 10 mg/mL injection"}}, True),
-    ({"medicationCodeableConcept": {"text": "Dexamethasone 0.5 mg/5 mL oral solution"}}, True),
-    ({"medicationCodeableConcept": {"text": "dexamethasone sodium phosphate 4 MCG/ML"}}, True),
-    ({"medicationCodeableConcept": {"text": "dexamethasone 4 mg tablets/day"}}, True),
-    ({"medicationCodeableConcept": {"text": "dexamethasone sodium phosphate 4 mg/mL solution/injection"}}, True),
-    ({"medicationCodeableConcept": {"text": "Dexamethasone 1 mg/mL oral soln/elixir"}}, True),
-    ({"medicationCodeableConcept": {"text": "Dexamethasone cream"}}, False),
+    (named("dexamethasone/neomycin"), False),
+    (named("Neomycin/Polymyxin B/Dexamethasone suspension"), False),
+    (named("tobramycin/dexamethasone"), False),
+    (named("dexamethasone 10 mg/mL injection"), True),
+    (named("Dexamethasone 0.5 mg/5 mL oral solution"), True),
+    (named("dexamethasone sodium phosphate 4 MCG/ML"), True),
+    (named("dexamethasone 4 mg tablets/day"), True),
+    (named("dexamethasone sodium phosphate 4 mg/mL solution/injection"), True),
+    (named("Dexamethasone 1 mg/mL oral soln/elixir"), True),
+    (named("Dexamethasone cream"), False),
     ({"medicationCodeableConcept": concept(RXNORM, "197582"),
       "dosageInstruction": [{"route": {"text": "Ophthalmic"}}]}, False),
     ({"contained": [{"resourceType": "Medication", "id": "m", "code": concept(RXNORM, "1116927")}],
