@@ -274,6 +274,32 @@ def named(text):
     (named("dexamethasone/neomycin"), False),
     (named("Neomycin/Polymyxin B/Dexamethasone suspension"), False),
     (named("tobramycin/dexamethasone"), False),
+    # a hyphen attached to dexamethasone joins a second ingredient, as EHRs and US generic names write combinations
+    (named("neomycin-polymyxin-dexamethasone"), False),
+    (named("neomycin-polymyxin B-dexamethasone"), False),
+    (named("tobramycin-dexamethasone"), False),
+    (named("dexamethasone-tobramycin"), False),
+    (named("ciprofloxacin-dexamethasone"), False),
+    (named("dexamethasone-neomycin"), False),
+    (named("Neomycin-Dexamethasone Sodium Phosphate"), False),
+    (named("Tobramycin\u2013Dexamethasone 0.3 %-0.1 %"), False),          # an en dash
+    (named("neomycin-" * 10_000 + "dexamethasone"), False),               # 90 KB, one pass
+    # ... but not a hyphen in a dose or a word of dexamethasone's own product (its salt, brand form, dose, route)
+    (named("dexamethasone"), True),
+    (named("dexamethasone 4 mg tablet"), True),
+    (named("dexamethasone 4-mg tablet"), True),
+    (named("dexamethasone sodium phosphate 4 mg/mL injection"), True),
+    (named("high-dose dexamethasone"), True),
+    (named("high-dose-dexamethasone"), True),
+    (named("dexamethasone (pre-op)"), True),
+    (named("dexamethasone 10 mg IV once, then 4 mg q6h"), True),
+    (named("Dexamethasone Intensol"), True),
+    (named("Dexamethasone-Intensol 1 mg/mL"), True),
+    (named("dexamethasone-sodium phosphate"), True),
+    (named("IV-dexamethasone 10 mg"), True),
+    (named("dexamethasone-oral 4 mg"), True),
+    (named("dexamethasone - 4 mg tablet"), True),                         # a spaced dash joins nothing
+    (named("high-" * 20_000 + "dexamethasone"), True),                    # 100 KB
     (named("dexamethasone 10 mg/mL injection"), True),
     (named("Dexamethasone 0.5 mg/5 mL oral solution"), True),
     (named("dexamethasone sodium phosphate 4 MCG/ML"), True),

@@ -353,11 +353,13 @@ def test_dates_at_the_ends_of_the_calendar_are_read_without_overflow(client, end
     assert topics(response.json["cards"]) == expected
 
 
-def test_a_text_only_dexamethasone_draft_is_checked_and_a_topical_one_is_not(client):
+def test_a_text_only_dexamethasone_draft_is_checked_and_a_topical_or_combined_one_is_not(client):
     text_only = draft_dexamethasone(patient_id="p10", id="dex-1", dosage=[bounds_duration(20)], medicationCodeableConcept={"text": "Dexamethasone 4 mg tablets"})
     topical = draft_dexamethasone(patient_id="p10", id="dex-2", dosage=[bounds_duration(20)], medicationCodeableConcept={"text": "Dexamethasone 0.1% eye drops"})
     assert topics(post(client, hook_request("order-sign", "p10", in_pathway_chart("p10"), [text_only]))) == ["steroid-duration"]
     assert post(client, hook_request("order-sign", "p10", in_pathway_chart("p10"), [topical])) == []
+    combined = draft_dexamethasone(patient_id="p10", id="dex-3", dosage=[bounds_duration(20)], medicationCodeableConcept={"text": "tobramycin-dexamethasone"})
+    assert post(client, hook_request("order-sign", "p10", in_pathway_chart("p10"), [combined])) == []
 
 
 def test_discharge_after_surgery_with_resolved_compression_still_needs_radiotherapy(client):

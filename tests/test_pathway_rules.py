@@ -9,9 +9,10 @@ from service.clinical.orders import decide_discharge
 from service.clinical.pathway import decide_chart
 from service.fastjson import encode
 from service.fhir.prefetch import Prefetched
-from tests.fhir_records import (CPT, ICD10CM, LOCAL, LOINC, NOW, SNOMED, ago, compression, concept, condition, day,
-                                 decompression, dexamethasone, facts_of, hemangioma, in_pathway, patient, procedure,
-                                 report, service_request, walking)
+from tests.deployment_support import without_uuids
+from tests.fhir_records import (COMPRESSION_ICD, CPT, HEMANGIOMA_T7_AGGRESSIVE, ICD10CM, LOCAL, LOINC, NOW, PATIENT_ID,
+                                 SNOMED, T7, ago, compression, concept, condition, day, decompression, dexamethasone,
+                                 facts_of, hemangioma, in_pathway, patient, procedure, report, service_request, walking)
 from tests.fixture_cards import ENGINE, all_fixtures, chart_cards, fixture
 
 PRE_OP_ALL = {"surgical-decompression", "corticosteroids", "spine-mri", "preop-cta", "preop-embolization"}
@@ -57,6 +58,23 @@ def test_each_workup_item_on_record_silences_its_own_card_only():
     assert decided(in_pathway(report(LOINC, "36400-0", day(1)))) == PRE_OP_ALL - {"spine-mri"}
     assert decided(in_pathway(report(LOCAL, "ct-angiography-spine", day(1)))) == PRE_OP_ALL - {"preop-cta"}
     assert decided(in_pathway(procedure(CPT, "61624", day(1)))) == PRE_OP_ALL - {"preop-embolization"}
+
+
+def test_combined_dexamethasone_drops_get_the_cards_of_a_patient_with_no_dexamethasone():
+    """Eye or ear drops named "neomycin-polymyxin-dexamethasone" (no form named) are no systemic dexamethasone: the
+    cards do not read as if steroids were already given to a patient whose aggressive hemangioma compresses the cord."""
+    chart = [patient("1970-05-01"), condition(HEMANGIOMA_T7_AGGRESSIVE, onset=day(10), sites=[concept(*T7)]),
+             condition(COMPRESSION_ICD, onset=day(10))]
+
+    def cards(*medications):
+        answer = ENGINE.chart_answer(Prefetched(resources=chart + list(medications)), PATIENT_ID, NOW, "http://x/p")
+        return without_uuids(answer.cards)
+
+    no_dexamethasone = cards()
+    assert "corticosteroids" in {c["source"]["topic"]["code"] for c in no_dexamethasone}
+    assert cards(dexamethasone(day(2), code={"text": "neomycin-polymyxin-dexamethasone drops"})) == no_dexamethasone
+    given = cards(dexamethasone(day(2), code={"text": "dexamethasone 4-mg tablet"}))
+    assert "corticosteroids" not in {c["source"]["topic"]["code"] for c in given}
 
 
 def test_rapid_deterioration_swaps_embolization_for_going_straight_to_surgery():

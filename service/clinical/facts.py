@@ -60,13 +60,27 @@ NOT_SYSTEMIC = re.compile(r"\b(eye|ophthalmic|ocular|intraocular|intravitreal|co
 # RxNorm writes combinations "A 1 MG/ML / B 3 MG/ML": a spaced slash, not the one in "MG/ML"; EHRs also write
 # "neomycin/dexamethasone": a slash between two words of three letters or more, neither a unit nor a dose form
 # ("tablets/day", "solution/injection"); the words' shape is looked for first, the long list only where it is met.
+# EHRs and US generic names join a combination's ingredients by hyphens ("neomycin-polymyxin B-dexamethasone",
+# "dexamethasone-tobramycin"): a hyphen attached to dexamethasone joins a second ingredient, unless the word it joins
+# belongs to dexamethasone's own product: a salt, a brand form, a dose or a route (OWN_PRODUCT_WORDS:
+# "dexamethasone-sodium phosphate", "high-dose-dexamethasone") or, after it, a unit or a form (NOT_AN_INGREDIENT).
+# Before "-dexamethasone", a word of three letters or more or a letter alone ("polymyxin B") is an ingredient; "IV-" is
+# not. The hyphen is looked for first, then fixed-width look-behinds: one pass over the words, and few steps for a
+# name without a hyphen. A spaced " - " joins nothing; salts stay ingredients around a slash ("dexamethasone sodium
+# phosphate/neomycin sulfate" is a combination).
 NOT_AN_INGREDIENT = r"(?:mcg|actuat\w*|unt|units?|meq|mmol|hrs?|hours?|days?|wks?|weeks?|doses?|sprays?|drops?|tabs?" \
                     r"|tablets?|caps?|capsules?|vials?|amps?|ampules?|syringes?|patch(?:es)?|puffs?|inh|min|soln" \
                     r"|solutions?|inj|injections?|infusions?|elixirs?|susp|suspensions?|conc|concentrates?|oral" \
                     r"|intravenous|intramuscular|syrups?|liquids?|powders?|kits?)\b"
+OWN_PRODUCT_WORDS = ("sodium", "phosphate", "acetate", "intensol", "injectable", "oral", "intravenous", "intramuscular",
+                     "high", "low", "dose", "pre", "post", "taper", "tapering")
+HYPHEN = "[-\u2010\u2011\u2013]"         # hyphen-minus, hyphen, non-breaking hyphen, en dash; "." below: the hyphen
+JOINED_BY_HYPHEN = (
+    rf"{HYPHEN}(?:(?<=dexamethasone.)(?!{NOT_AN_INGREDIENT}|(?:{'|'.join(OWN_PRODUCT_WORDS)})\b)[a-z]{{3}}"
+    rf"|(?=dexamethasone)(?:(?<=[a-z]{{3}}.)|(?<=\b[a-z].))" + "".join(rf"(?<!\b{w}.)" for w in OWN_PRODUCT_WORDS) + ")")
 SECOND_INGREDIENT = re.compile(r"\s/\s|\+|\band\b|\bwith\b|;"
-                               rf"|\b(?=[a-z]{{3,}}/[a-z]{{3}})(?!{NOT_AN_INGREDIENT})[a-z]+/(?!{NOT_AN_INGREDIENT})[a-z]{{3}}",
-                               re.IGNORECASE)
+                               rf"|\b(?=[a-z]{{3,}}/[a-z]{{3}})(?!{NOT_AN_INGREDIENT})[a-z]+/(?!{NOT_AN_INGREDIENT})[a-z]{{3}}"
+                               rf"|{JOINED_BY_HYPHEN}", re.IGNORECASE)
 
 UTC = dt.timezone.utc
 EARLIEST = dt.datetime.min.replace(tzinfo=UTC)
