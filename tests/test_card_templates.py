@@ -70,16 +70,17 @@ def test_every_card_writes_the_override_reasons_and_its_topics_links(app):
 
 def _before(library, decision, variables, notes):
     """A card's summary, detail and suggestions as render chose and formatted them part by part, every card."""
-    from service.clinical.cards import JsonTexts, _applying, _formatted
+    from service.clinical.cards import JsonTexts, _applying
     parts, flags = library._parts[decision.topic], frozenset(decision.flags)
-    summary = _formatted(_applying(parts["summary"], flags)[0]["text"], variables)
-    paragraphs = [_formatted(p["text"], variables) for p in _applying(parts["detail"], flags)]
+    summary = _applying(parts["summary"], flags)[0]["text"].format_map(variables)
+    paragraphs = [p["text"].format_map(variables) for p in _applying(parts["detail"], flags)]
     why = dict.fromkeys(e.describe() for e in decision.evidence)
     paragraphs.append("**Why am I seeing this?**\n" + "\n".join(f"- {line}" for line in why))
     paragraphs += notes
     paragraphs.append(library._sources[decision.topic])
     labels = [s["label"] for s in _applying(parts["suggestions"], flags)
-              if library._suggestion(s, JsonTexts(variables), decision) is not None]
+              if library._suggestion(library._suggestions[(decision.topic, s["id"])], JsonTexts(variables), decision)
+              is not None]
     return summary[:139], "\n\n".join(paragraphs), labels
 
 

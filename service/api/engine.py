@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import orjson
 
 from service.api.answer import Answer, AnswerTemplate
-from service.clinical.cards import CardLibrary, JsonTexts, give_uuids, left_out_notes, sort_cards, template_variables
+from service.clinical.cards import CardLibrary, JsonTexts, give_uuids, left_out_notes, template_variables
 from service.clinical.facts import ChartFacts, Facts, chart_facts, facts_at, moment
 from service.clinical.pathway import Decision, Unchecked, decide_chart
 from service.clinical.record import Selector, Validator, build_record
@@ -114,12 +114,15 @@ class Engine:
         return template.fill()
 
     def cards(self, decisions: list[Decision], unchecked: list[Unchecked], facts: Facts, source_url: str) -> list[dict]:
+        """The cards of the decisions, in the order an answer shows them (rendered in that order, not sorted after)."""
         variables = JsonTexts(template_variables(facts))     # the cards share the variables' escaped texts
-        cards = [self.library.render(d, facts, source_url, left_out_notes(d, facts), variables) for d in decisions]
+        library = self.library
+        cards = [library.render(d, facts, source_url, left_out_notes(d, facts), variables)
+                 for d in library.in_card_order(decisions)]
         age_unread = "Patient" in facts.unavailable and bool(decisions)
         if unchecked or age_unread:
-            cards.append(self.library.unchecked_card(unchecked, source_url, age_unread))
-        return sort_cards(give_uuids(cards))
+            cards.append(library.unchecked_card(unchecked, source_url, age_unread))
+        return give_uuids(cards)
 
 
 def evaluate_patient_view(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any],

@@ -110,15 +110,15 @@ class Template:
         if [int(i) for i in cut[1::2]] != list(range(len(holes))) \
                 or any(not name.isidentifier() or spec or conversion for _, name, spec, conversion in fields):
             raise CardDefinitionError(f"a resource template's placeholders are variable names alone: {template!r:.200}")
-        parts, slots = [cut[0]], []
+        parts, slots = [cut[0]], []        # the literal JSON between two placeholders in one part
         for (_, text), after in zip(holes, cut[2::2]):
-            parts.append(b'"')
+            parts[-1] += b'"'
             for literal, name, _, _ in string.Formatter().parse(text):
-                parts.append(_json_text(literal))
+                parts[-1] += _json_text(literal)
                 if name:
                     slots.append((len(parts), name))
-                    parts.append(b"")
-            parts.append(b'"' + after)
+                    parts += [b"", b""]
+            parts[-1] += b'"' + after
         code = template.get("code") if isinstance(template, dict) else None
         return cls(orjson.dumps(template), tuple(holes), tuple(parts), tuple(slots),
                    code.get("text") if isinstance(code, dict) else None)
@@ -203,11 +203,6 @@ def _json_text(text: str) -> bytes:
     return orjson.dumps(text)[1:-1]
 
 
-def _formatted(text: str, variables: Mapping[str, Any]) -> str:
-    """text.format_map(variables), without copying a text that has no placeholder (most paragraphs)."""
-    return text.format_map(variables) if "{" in text or "}" in text else text
-
-
 def _placeholders(template: Any) -> set[tuple[str, str, str | None]]:
     """(name, format spec, conversion) of each placeholder in the template's strings."""
     if isinstance(template, str):
@@ -248,6 +243,40 @@ def _actions(template: Mapping, compiled: list[Template], texts: JsonTexts, targ
         return [{"type": "delete", "description": f"{label}: {ref}", "resourceId": ref} for ref, _ in refs]
     return [{"type": "update", "description": f"{label}: {ref}", "resource": _merged(copy.deepcopy(dict(t)), resource or {})}
             for ref, t in refs]
+
+
+def _create_actions(item: Mapping, compiled: list[Template]) -> Template | None:
+    """A create suggestion's actions written as one JSON template (what `_actions` gives, as JSON: one fill a suggestion,
+    not one a resource and an object an action), when what its actions say does not depend on the variables: the
+    label, or each resource's code.text as written. None for any other suggestion."""
+    if item.get("action", "create") != "create" or not compiled:
+        return None
+    label = item["label"]
+    texts = [c.code_text for c in compiled] if len(compiled) > 1 else [label]
+    if any(isinstance(t, str) and "{" in t for t in texts):
+        return None
+    literal = [t.replace("{", "{{").replace("}", "}}") if isinstance(t, str) else t for t in (t or label for t in texts)]
+    return Template.compile([{"type": "create", "description": d, "resource": r}
+                             for d, r in zip(literal, _resources_of(item))])
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A suggestion of a card file, prepared once."""
+    item: Mapping                       # as the card file has it
+    resources: list[Template]           # its resources compiled
+    actions: Template | None            # _create_actions
+    head: dict                          # label, uuid, actions, isRecommended: what the answer shows, copied a card
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a card of a topic says for the flags it tests, placeholders unfilled: a copy of `card` is filled in."""
+    card: dict                          # the card's keys in their order, what depends only on the layout written
+    summary: Any                        # variables -> the summary (Text.fill, or format_map for one with a format spec)
+    detail: Text                        # its detail paragraphs as one text, each followed by a blank line
+    suggestions: tuple[Suggestion, ...]
+    sources: str                        # the detail's last paragraph, after a blank line
 
 
 def _level_text(levels: tuple[str, ...]) -> str:
@@ -340,16 +369,22 @@ class CardLibrary:
         self._override_reasons = orjson.Fragment(orjson.dumps(override_reasons))
         self._links = {topic: orjson.Fragment(orjson.dumps(links)) if links else None
                        for topic in definitions for links in [self._link_list(topic)]}
+        self._titles = {topic: d.data["title"] for topic, d in definitions.items()}
         self._sources = {topic: "**Sources**\n" + "\n".join(
             f"- [{c}] {references[c]['citation']}" for c in sorted(d.data["citations"], key=int))
             for topic, d in definitions.items()}
         self._resources = {(topic, s["id"]): [Template.compile(r) for r in _resources_of(s)]
                            for topic, d in definitions.items() for s in d.data.get("suggestions", []) if _resources_of(s)}
+        self._suggestions = {(topic, s["id"]): self._suggestion_of(topic, s)
+                             for topic, d in definitions.items() for s in d.data.get("suggestions", [])}
         self._parts = {topic: {part: _conditional(d.data.get(part, [])) for part in ("summary", "detail", "suggestions")}
                        for topic, d in definitions.items()}
         self._flags = {topic: frozenset().union(*(when | unless for items in parts.values() for when, unless, _ in items))
                        for topic, parts in self._parts.items()}           # the flags a topic's card tests
-        self._layouts: dict[tuple[str, frozenset[str]], tuple[str, Text, tuple[Mapping, ...]]] = {}   # by _layout
+        self._layouts: dict[tuple[str, frozenset[str]], Layout] = {}   # by _layout
+        # Where a topic's card shows in an answer: by indicator (critical first), then in TOPIC_ORDER; the
+        # data-unavailable card (info) after every other.
+        self._rank = {topic: (INDICATOR_RANK[d.indicator], TOPIC_ORDER.index(topic) if topic in TOPIC_ORDER else len(TOPIC_ORDER)) for topic, d in definitions.items()}
         self.topics = frozenset(definitions) | {UNCHECKED_TOPIC}       # every topic a card of this library can have
         # (topic, label) -> the suggestion's id in its card file: what the record of issued suggestions keeps.
         self.suggestion_ids = {(topic, s["label"]): s["id"]
@@ -395,19 +430,41 @@ class CardLibrary:
         if "when" in data["summary"][-1]:
             raise CardDefinitionError(f"{path}: the last summary must have no 'when' (it is the default)")
 
-    def _layout(self, topic: str, flags: frozenset[str]) -> tuple[str, Text, tuple[Mapping, ...]]:
-        """What a card of the topic says for these flags, placeholders unfilled: its summary, its detail paragraphs as
-        one Text (each followed by a blank line), its suggestions. Worked out once per topic and flags the topic
-        tests (a few dozen at most), not once per card: formatting the joined paragraphs gives the paragraphs
-        formatted one by one, joined (the library's texts are checked to be format strings at start-up)."""
+    def _suggestion_of(self, topic: str, item: Mapping) -> Suggestion:
+        compiled = self._resources.get((topic, item["id"]), [])
+        head = {"label": item["label"], "uuid": "", "actions": None}
+        if "isRecommended" in item:
+            head["isRecommended"] = item["isRecommended"]
+        return Suggestion(item, compiled, _create_actions(item, compiled), head)
+
+    def _layout(self, topic: str, flags: frozenset[str]) -> Layout:
+        """What a card of the topic says for these flags. Worked out once per topic and flags the topic tests (a few
+        dozen at most), not once per card: formatting the joined paragraphs gives the paragraphs formatted one by one,
+        joined (the library's texts are checked to be format strings at start-up)."""
         key = (topic, self._flags[topic].intersection(flags))
         layout = self._layouts.get(key)
         if layout is None:
-            parts, flags = self._parts[topic], key[1]
-            layout = self._layouts[key] = (_applying(parts["summary"], flags)[0]["text"],
-                                           Text.of("".join(p["text"] + "\n\n" for p in _applying(parts["detail"], flags))),
-                                           tuple(_applying(parts["suggestions"], flags)))
+            parts, flags, data = self._parts[topic], key[1], self.definitions[topic].data
+            summary = _applying(parts["summary"], flags)[0]["text"]
+            plain = not any(spec or conversion for _, spec, conversion in _placeholders(summary))
+            suggestions = tuple(self._suggestions[(topic, s["id"])] for s in _applying(parts["suggestions"], flags))
+            card = {"uuid": "", "summary": "", "indicator": data["indicator"], "detail": "", "source": None,
+                    "overrideReasons": self._override_reasons}
+            if suggestions:
+                card["suggestions"] = None
+                card["selectionBehavior"] = data["selectionBehavior"]
+            if self._links[topic] is not None:
+                card["links"] = self._links[topic]
+            layout = self._layouts[key] = Layout(
+                card, Text.of(summary).fill if plain else summary.format_map,
+                Text.of("".join(p["text"] + "\n\n" for p in _applying(parts["detail"], flags))), suggestions,
+                "\n\n" + self._sources[topic])
         return layout
+
+    def in_card_order(self, decisions: list[Decision]) -> list[Decision]:
+        """The decisions in the order of their cards in an answer (the data-unavailable card comes after them all)."""
+        rank = self._rank
+        return sorted(decisions, key=lambda d: rank[d.topic])
 
     def _link_list(self, topic: str) -> list[dict]:
         refs = (self.references[c] for c in self.definitions[topic].data["citations"])
@@ -418,8 +475,8 @@ class CardLibrary:
         """`patient_variables`: template_variables(facts), when the caller renders several cards of one patient (as
         JsonTexts, the cards share their escaped texts). The card and its suggestions get their uuids from give_uuids,
         with the answer's other cards."""
-        data = self.definitions[decision.topic].data
-        summary, detail, applying = self._layout(decision.topic, decision.flags)
+        topic = decision.topic
+        layout = self._layout(topic, decision.flags)
         if patient_variables is None:
             patient_variables = template_variables(facts)
         texts = patient_variables if type(patient_variables) is JsonTexts else JsonTexts(patient_variables)
@@ -428,47 +485,44 @@ class CardLibrary:
             variables = {**variables, **decision.variables}
             texts = JsonTexts(variables)
         why = dict.fromkeys(map(DESCRIPTION, decision.evidence))   # each entry's line once, in order
-        paragraphs = ["**Why am I seeing this?**\n" + ("- " + "\n- ".join(why) if why else "")]
-        paragraphs += notes or []
-        paragraphs.append(self._sources[decision.topic])
-        suggestions = []        # a loop, not two comprehensions (a function object made and called each, per card)
-        for template in applying:
-            suggestion = self._suggestion(template, texts, decision)
-            if suggestion is not None:
-                suggestions.append(suggestion)
-        card = {
-            "uuid": "",
-            "summary": _formatted(summary, variables)[:139],
-            "indicator": data["indicator"],
-            "detail": detail.fill(variables) + "\n\n".join(paragraphs),
-            "source": {"label": SOURCE_LABEL, "url": f"{source_url}#{decision.topic}",
-                       "topic": {"system": TOPIC_SYSTEM, "code": decision.topic, "display": data["title"]}},
-            "overrideReasons": self._override_reasons,
-        }
-        if suggestions:
-            card["suggestions"] = suggestions
-            card["selectionBehavior"] = data["selectionBehavior"]
-        links = self._links[decision.topic]
-        if links is not None:
-            card["links"] = links
+        card = layout.card.copy()
+        card["summary"] = layout.summary(variables)[:139]
+        card["detail"] = "".join((layout.detail.fill(variables), "**Why am I seeing this?**\n- " if why else
+                                  "**Why am I seeing this?**\n", "\n- ".join(why), *(["\n\n", "\n\n".join(notes)]
+                                  if notes else ()), layout.sources))
+        card["source"] = {"label": SOURCE_LABEL, "url": f"{source_url}#{topic}",
+                          "topic": {"system": TOPIC_SYSTEM, "code": topic, "display": self._titles[topic]}}
+        if layout.suggestions:
+            suggestions = []    # a loop, not a comprehension (a function object made and called, per card)
+            for prepared in layout.suggestions:
+                suggestion = self._suggestion(prepared, texts, decision)
+                if suggestion is not None:
+                    suggestions.append(suggestion)
+            if suggestions:
+                card["suggestions"] = suggestions
+            else:
+                del card["suggestions"], card["selectionBehavior"]
         return card
 
-    def _suggestion(self, template: Mapping, texts: JsonTexts, decision: Decision) -> dict | None:
+    def _suggestion(self, prepared: Suggestion, texts: JsonTexts, decision: Decision) -> dict | None:
         """A suggestion's actions: supplied by the decision, or built from the template; its uuid is give_uuids'.
 
-        `create` fills the template's resource; `update` merges it into each draft order the decision
+        `create` fills the template's resources; `update` merges it into each draft order the decision
         names as the suggestion's targets; `delete` removes each target. No action, no suggestion.
         """
         given = decision.variables     # empty for most decisions: no lookups in it then
-        actions = given.get("actions", {}).get(template["id"]) if given else None
+        item = prepared.item
+        actions = given.get("actions", {}).get(item["id"]) if given else None
         if actions is None:
-            actions = _actions(template, self._resources.get((decision.topic, template["id"]), []), texts,
-                               given.get("targets", {}).get(template["id"], ()) if given else ())
+            if prepared.actions is not None:
+                actions = prepared.actions.fill_json(texts)
+            else:
+                actions = _actions(item, prepared.resources, texts,
+                                   given.get("targets", {}).get(item["id"], ()) if given else ())
         if not actions:
             return None
-        suggestion = {"label": template["label"], "uuid": "", "actions": actions}
-        if "isRecommended" in template:
-            suggestion["isRecommended"] = template["isRecommended"]
+        suggestion = prepared.head.copy()
+        suggestion["actions"] = actions
         return suggestion
 
     def unchecked_card(self, unchecked: list[Unchecked], source_url: str, age_unread: bool = False) -> dict:
@@ -528,11 +582,3 @@ def give_uuids(cards: list[dict]) -> list[dict]:
         for suggestion in card.get("suggestions", ()):
             suggestion["uuid"] = next(uuids)
     return cards
-
-
-def sort_cards(cards: list[dict]) -> list[dict]:
-    return sorted(cards, key=lambda c: (INDICATOR_RANK[c["indicator"]],
-                                        _TOPIC_RANK.get(c["source"]["topic"]["code"], len(_TOPIC_RANK))))
-
-
-_TOPIC_RANK = {t: i for i, t in enumerate(TOPIC_ORDER)}
