@@ -18,6 +18,7 @@ from service.clinical.facts import (MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID
                                     instant, names_dexamethasone, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, patient_flags, scope_unchecked,
                                       topic_outcomes)
+from service.clinical.markdown import literal
 from service.clinical.record import subject_id
 
 ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
@@ -296,7 +297,9 @@ def _mg(quantity: Mapping) -> float | None:
 # --- decisions --------------------------------------------------------------------------------
 
 def _labels(drafts: list[DraftOrder]) -> str:
-    return ", ".join(f"{d.label} ({d.ref})" for d in drafts)
+    """The drafts as the order cards' markdown names them: their names and ids are the EHR's text, shown literally
+    (a draft order is not validated)."""
+    return ", ".join(f"{literal(d.label)} ({literal(d.ref)})" for d in drafts)
 
 
 def _withheld(topic: str, facts: Facts) -> tuple[str, ...]:
