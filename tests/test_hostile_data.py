@@ -7,7 +7,7 @@ import pytest
 import responses
 
 from service.fhir.prefetch import PrefetchFailed
-from tests.fhir_records import COMPRESSION, HEMANGIOMA, condition, day, patient, searchset, today, walking
+from tests.fhir_records import COMPRESSION, HEMANGIOMA, condition, day, motor, patient, searchset, today, walking
 from tests.test_prefetch import resolver, rsps
 
 __all__ = ["resolver", "rsps"]     # fixtures used by the tests below
@@ -204,10 +204,11 @@ def test_an_invalid_conditions_id_and_keys_are_not_shown_as_markdown(client, att
     assert "Condition" in unchecked["summary"] and len(unchecked["detail"]) < 2000
 
 
-def test_an_id_with_a_lone_surrogate_does_not_make_the_answer_invalid_json(rsps, app):
-    """Attack: fhirServer answers a hemangioma Condition whose id is the JSON escape of a lone surrogate (Python's
-    json reads it; orjson cannot write it): the card naming it was written by the stdlib encoder as '\\ud800', JSON
-    that strict parsers refuse."""
+def test_an_id_with_a_lone_surrogate_never_reaches_the_answer(rsps, app):
+    """Attack: fhirServer answers a hemangioma Condition whose id is the JSON escape of a lone surrogate. Python's
+    json read it, orjson could not write the card naming it, and the stdlib encoder wrote '\\ud800': JSON that
+    strict parsers refuse. The answer is strict JSON: the page is not JSON a request could hold (orjson refuses
+    it), so the Conditions are unavailable (412)."""
     import orjson
     from tests.fhir_records import in_pathway_chart
     chart = in_pathway_chart("p1")
@@ -221,6 +222,37 @@ def test_an_id_with_a_lone_surrogate_does_not_make_the_answer_invalid_json(rsps,
     body = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea", "fhirServer": server,
             "context": {"patientId": "p1", "userId": "Practitioner/u1"}}
     answer = app.test_client().post("/cds-services/avh-patient-view", json=body)
-    assert answer.status_code == 200
-    cards = orjson.loads(answer.get_data())["cards"]           # strict JSON
-    assert "data-unavailable" in [c["source"]["topic"]["code"] for c in cards]
+    outcome = orjson.loads(answer.get_data())           # strict JSON
+    assert answer.status_code == 412
+    assert "invalid or truncated JSON" in outcome["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_a_fetched_answer_that_is_not_json_is_invalid_json(rsps, resolver, number):
+    """Attack (hostile11): fhirServer answers the Observation search with a motor score of NaN, Infinity or 1e400
+    (infinite as a double), which JSON has no number for. Python's json read them (a score of infinity, dropping to
+    any real score, is a worsening); the same in a request's prefetch is a 400. Now the key is unavailable, as for
+    any answer that is not JSON."""
+    import orjson
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
+    rsps.get(f"{BASE}/Condition", json=searchset(CONDITIONS))
+    scores = [motor(40, day(2, since=today()), patient_id="p1", id="m1"),
+              motor(12345, day(1, since=today()), patient_id="p1", id="m2")]
+    answer = orjson.dumps(searchset(scores)).replace(b"12345", number)
+    assert number in answer
+    rsps.get(f"{BASE}/Observation", body=answer, content_type="application/fhir+json")
+    result = resolver.resolve(TEMPLATES, hook())
+    assert result.unavailable["Observation"] == "fhirServer answered with invalid or truncated JSON"
+    assert [r["id"] for r in result.resources if r["resourceType"] == "Observation"] == []
+
+
+def test_a_fetched_answer_with_a_byte_order_mark_is_read(rsps, resolver):
+    """A server that starts its UTF-8 answer with a byte order mark (RFC 8259 lets a parser ignore it) is read."""
+    import orjson
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
+    rsps.get(f"{BASE}/Condition", body=b"\xef\xbb\xbf" + orjson.dumps(searchset(CONDITIONS)),
+             content_type="application/fhir+json")
+    rsps.get(f"{BASE}/Observation", json=searchset(OBS))
+    result = resolver.resolve(TEMPLATES, hook())
+    assert not result.unavailable
+    assert sorted(r["id"] for r in result.resources if r["resourceType"] == "Condition") == ["c1", "c2"]
