@@ -209,6 +209,8 @@ def test_dexamethasone_via_contained_medication(client):
     (["http://ehr.example/fhir/ServiceRequest/emb-1"], ["embolization-deferred"]),
     (["ServiceRequest/surg-1", "MedicationRequest/dex-1"], ["posterior-fixation", "steroid-duration"]),
     (["ServiceRequest/not-there"], []),
+    (["MedicationRequest/dex-1/_history/3"], ["steroid-duration"]),       # a version of the draft (hostile11)
+    (["http://ehr.example/fhir/ServiceRequest/emb-1/_history/1/"], ["embolization-deferred"]),
 ])
 def test_order_select_speaks_only_of_the_selected_orders(client, selections, expected):
     drafts = [surgery("p6"), embolization("p6"), dex_days("p6", 28)]

@@ -145,8 +145,14 @@ def draft_refs(bundle: Mapping) -> frozenset[str]:
 
 
 def selection_refs(selections: Iterable) -> frozenset[str]:
-    """'ServiceRequest/abc' or an absolute URL ending in it -> 'ServiceRequest/abc'."""
-    return frozenset("/".join(s.rstrip("/").split("/")[-2:]) for s in selections if isinstance(s, str))
+    """'ServiceRequest/abc', a version of it ('ServiceRequest/abc/_history/2': a FHIR reference may name one) or an
+    absolute URL ending in either -> 'ServiceRequest/abc' (a version read as the order itself: else the order
+    selected is not spoken of)."""
+    return frozenset("/".join(_unversioned(s.rstrip("/").split("/"))[-2:]) for s in selections if isinstance(s, str))
+
+
+def _unversioned(parts: list[str]) -> list[str]:
+    return parts[:-2] if len(parts) >= 4 and parts[-2] == "_history" else parts
 
 
 # --- durations (pathway.md section 5) -----------------------------------------------------------------
