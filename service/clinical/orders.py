@@ -151,6 +151,12 @@ def selection_refs(selections: Iterable) -> frozenset[str]:
     return frozenset("/".join(_unversioned(s.rstrip("/").split("/"))[-2:]) for s in selections if isinstance(s, str))
 
 
+def selections_not_drafted(selections: Iterable, bundle: Mapping) -> list[tuple[int, str]]:
+    """The selections (position, as sent) that name no resource of the draft set (CDS Hooks: each references one)."""
+    drafted = draft_refs(bundle)
+    return [(i, s) for i, s in enumerate(selections) if isinstance(s, str) and not selection_refs([s]) <= drafted]
+
+
 def _unversioned(parts: list[str]) -> list[str]:
     return parts[:-2] if len(parts) >= 4 and parts[-2] == "_history" else parts
 
