@@ -254,7 +254,7 @@ class Evidence:
         record's label and reference (a draft order's id is not validated) as markdown shows them literally."""
         kind = ENTRY_WORDS.get(self.ref.split("/")[0], "entry")
         date = self.when.isoformat() if self.when else "no date recorded"
-        return f"{literal(self.label)} ({kind}, {date}; {literal(self.ref)})"
+        return literal(f"{self.label} ({kind}, {date}; {self.ref})")
 
 
 def label_of(concept, vs: ValueSets | None = None) -> str:

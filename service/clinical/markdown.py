@@ -9,6 +9,7 @@ import re
 # and the line breaks and other control characters that would start a block of the text's own, each a space.
 _ESCAPED = {ord(c): "\\" + c for c in "\\`*_[]<>#|~!"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+_EITHER = re.compile(r"[\\`*_\[\]<>#|~!\x00-\x1f\x7f\u0085\u2028\u2029]")   # most texts hold neither: as they are
 # A FHIR id (R4 2.24.0.1: [A-Za-z0-9\-\.]{1,64}); what an entry's id must be to be named by it.
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 # A JSON name FHIR could define, or an index: what a path through an entry must be made of to be shown.
@@ -19,7 +20,7 @@ NOT_AN_ELEMENT = "(an element that is not FHIR)"
 
 def literal(text: str) -> str:
     """`text` as markdown shows it literally, on one line."""
-    return _CONTROL.sub(" ", text).translate(_ESCAPED)
+    return _CONTROL.sub(" ", text).translate(_ESCAPED) if _EITHER.search(text) else text
 
 
 def shown_id(value: object) -> str:
