@@ -123,6 +123,40 @@ def test_a_bearer_credential_is_sent(open_client, access_token):
     assert response.status_code == 412 and "could not be reached" in response.get_data(as_text=True)
 
 
+AUTHORIZATION = {"access_token": "t", "token_type": "Bearer", "expires_in": 60, "scope": "s", "subject": "x"}
+SECRET_BEARING = {      # fhirAuthorization as sent -> what the 400 names (where, and the rule broken)
+    "token with a !": ({**AUTHORIZATION, "access_token": "opaque!Secret-Token-4711"},
+                       "fhirAuthorization/access_token: must be RFC 6750's b64token"),
+    "token with a space": ({**AUTHORIZATION, "access_token": "secret token 4711"},
+                           "fhirAuthorization/access_token: must be RFC 6750's b64token"),
+    "token in a list": ({**AUTHORIZATION, "access_token": ["Secret-Token-4711"]},
+                        "fhirAuthorization/access_token: must be RFC 6750's b64token"),
+    "token as token_type": ({**AUTHORIZATION, "token_type": "Secret-Token-4711"},
+                            'fhirAuthorization/token_type: must be valid under enum ["Bearer", "bearer"]'),
+    "token as scope, a list": ({**AUTHORIZATION, "scope": ["Secret-Token-4711"]},
+                               'fhirAuthorization/scope: must be valid under type "string"'),
+    "header as fhirAuthorization": ("Bearer Secret-Token-4711", 'fhirAuthorization: must be valid under type "object"'),
+    "token_type missing": ({"access_token": "Secret-Token-4711"},
+                           "fhirAuthorization: 'token_type' is a required property"),
+}
+
+
+@pytest.mark.parametrize("case", SECRET_BEARING)
+def test_an_access_token_is_never_written_back_in_an_answer(open_client, caplog, case):
+    """review11 (of b4e34dc): a token refused by the request schema was quoted in the 400 (jsonschema's "'opaque!
+    Secret-Token-4711' does not match ..."), a credential written into an error body that EHR integration engines
+    and the sandbox's panel keep. shared/docs/cds-hooks.md: never log an access token. Every refusal of
+    fhirAuthorization (writeOnly in the request schema) names the field and the rule, never the value; nor does the
+    log hold it."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir")
+    body["fhirAuthorization"], refusal = SECRET_BEARING[case]
+    with caplog.at_level("DEBUG"):
+        answer = open_client.post(INVOKE, json=body)
+    assert answer.status_code == 400 and refusal in answer.json["message"]
+    assert "ecret" not in answer.get_data(as_text=True)
+    assert caplog.records and not any("ecret" in str(vars(r)) for r in caplog.records)
+
+
 @pytest.mark.parametrize("entries, where", [("x", "draftOrders/entry:"), ([1, "dex"], "draftOrders/entry/0:"),
                                             ([{"resource": "x"}, "dex"], "draftOrders/entry/0/resource:")],
                          ids=["entry-string", "entry-number", "resource-string"])

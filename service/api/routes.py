@@ -30,10 +30,9 @@ def _json_body() -> dict:
 
 
 def _validate(validator, body: dict, what: str) -> None:
-    error = validator.best_error(body)
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        raise ApiError(400, "invalid_request", f"{what}: {where}: {error.message[:300]}")
+    refusal = validator.refusal(body)
+    if refusal is not None:
+        raise ApiError(400, "invalid_request", f"{what}: {refusal}")
 
 
 def _service_or_404(avh, service_id: str):
