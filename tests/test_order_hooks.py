@@ -234,6 +234,29 @@ def test_a_selection_naming_no_draft_order_is_a_400_naming_it(client, selections
     assert "names no order in draftOrders" in answer.json["message"]
 
 
+FULL_URL = "urn:uuid:0b6f2c8e-1d2a-4b7e-9c3f-5a6d7e8f9a0b"
+
+
+@pytest.mark.parametrize("draft_id", [None, "dex-1"], ids=["no-id", "with-id"])
+@pytest.mark.parametrize("endpoint", ["", "/explain"])
+def test_order_select_selects_a_draft_by_its_bundle_full_url(client, draft_id, endpoint):
+    """review11 (of 526b8b9): a draft order not yet stored may have no id: the draftOrders Bundle names it by its
+    entry's fullUrl (urn:uuid:...), the way FHIR references a resource inside a Bundle, and the selection names that
+    fullUrl. It was a 400 'names no order in draftOrders' (main: 200 and silence). The fullUrl selects a draft that
+    has an id too; the service and its /explain say the same."""
+    dex = dex_days("p6", 28, mrid=draft_id)
+    if draft_id is None:
+        del dex["id"]
+    body = hook_request("order-select", "p6", in_pathway_chart("p6"), [surgery("p6"), embolization("p6"), dex],
+                        [FULL_URL])
+    body["context"]["draftOrders"]["entry"][2]["fullUrl"] = FULL_URL
+    if not endpoint:
+        assert topics(post(client, body)) == ["steroid-duration"]
+    else:
+        answer = client.post(f"/cds-services/avh-order-select{endpoint}", json=body)
+        assert answer.status_code == 200 and answer.json["cards"] == ["steroid-duration"]
+
+
 def test_order_select_counts_fixation_elsewhere_in_the_draft_set(client):
     body = hook_request("order-select", "p6", in_pathway_chart("p6"), [surgery("p6"), fixation("p6")],
                         ["ServiceRequest/surg-1"])
