@@ -83,3 +83,43 @@ def test_include_brings_the_referenced_medications_only():
     assert [e["resource"]["id"] for e in without["entry"]] == ["mr-1"]
     with pytest.raises(SearchError, match="_include"):
         parse_query("Condition?patient=p&_include=MedicationRequest:medication")
+
+
+
+def _lines_run_in_search(work) -> int:
+    """How many lines of service/fhir/search.py `work()` runs: its cost, counted, not timed."""
+    import sys
+    import service.fhir.search as module
+    count = 0
+
+    def trace(frame, event, arg):
+        nonlocal count
+        if frame.f_code.co_filename != module.__file__:
+            return None
+        if event == "line":
+            count += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        work()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+@pytest.mark.parametrize("parameter, wanted", [("code", f"{SNOMED}|448232005"), ("code", "448232005"),
+                                               ("patient", "p1"), ("subject", "Patient/p1")])
+def test_a_resource_costs_a_search_the_same_however_many_values_it_names(parameter, wanted):
+    """Attack (hostile11): POST /fhir/Condition/_search with `code=x0,x1,...` (a form body up to the body limit):
+    each resource was compared with every value, and 4 MB of values took ~30 s of one worker of the fixture
+    endpoint. Each resource is now looked up in the search's values: the lines run for ten more resources are the
+    same for 10,000 values as for one."""
+    search = parse_search("Condition", [(parameter, ",".join([f"v{i}" for i in range(10_000)] + [wanted]))])
+    few = parse_search("Condition", [(parameter, wanted)])
+    assert search.select([HEM]) == few.select([HEM]) == [HEM]
+
+    def per_ten_resources(s):
+        return _lines_run_in_search(lambda: s.select([HEM] * 11)) - _lines_run_in_search(lambda: s.select([HEM]))
+
+    assert per_ten_resources(search) == per_ten_resources(few)

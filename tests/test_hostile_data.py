@@ -1,11 +1,13 @@
 """Hostile review, answers that are not all there is (issue 15, item 15): a FHIR search answer whose `total`
 exceeds the entries read and that has no `next` link (a server, or a proxy, that cut the page silently) is
 incomplete, never complete. Each test's docstring names the attack."""
+import re
+
 import pytest
 import responses
 
 from service.fhir.prefetch import PrefetchFailed
-from tests.fhir_records import COMPRESSION, HEMANGIOMA, condition, day, patient, searchset, today, walking
+from tests.fhir_records import COMPRESSION, HEMANGIOMA, condition, day, motor, patient, searchset, today, walking
 from tests.test_prefetch import resolver, rsps
 
 __all__ = ["resolver", "rsps"]     # fixtures used by the tests below
@@ -130,3 +132,127 @@ def test_a_bundle_entry_without_a_resource_is_still_read(rsps, resolver):
     rsps.get(f"{BASE}/Observation", json=bundle)
     result = resolver.resolve(TEMPLATES, hook())
     assert result.unavailable == {} and len(result.resources) == 5
+
+
+# --- record text in a card's markdown (hostile11) ------------------------------------------------------------------
+# A card's detail is markdown the EHR renders as avh-cds's own advice. What a record says (a Condition's text, a draft
+# order's name, the id and keys of an entry that is not FHIR) is someone else's text: shown, never formatting.
+
+LINK = "[see the protocol](http://evil.example/protocol)"
+HEADING = "\n\n# STOP: do not operate"
+
+
+def _post(client, body) -> list[dict]:
+    answer = client.post(f"/cds-services/avh-{body['hook']}", json=body)
+    assert answer.status_code == 200, answer.get_data()
+    return answer.get_json()["cards"]
+
+
+def _markdown_of(cards) -> str:
+    return "\n".join(card["summary"] + "\n" + card.get("detail", "") for card in cards)
+
+
+def _links(markdown: str) -> list[str]:
+    """The inline links of `markdown`: a ']' not escaped by a backslash, then '('."""
+    return re.findall(r"(?<!\\)\]\(", markdown)
+
+
+def test_a_conditions_text_cannot_format_the_cards_that_cite_it(client):
+    """Attack: the hemangioma's code.text holds a markdown link and the compression's a newline and a heading; the
+    'Why am I seeing this?' lines of every card quote them (before: as markdown, a link and a heading in avh-cds's
+    card)."""
+    from tests.fhir_records import hook_request, in_pathway_chart
+    chart = in_pathway_chart("p1")
+    chart[1]["code"]["text"] = f"Hemangioma {LINK} **give 500 mg**"
+    chart[2]["code"]["text"] = f"Compression{HEADING}"
+    text = _markdown_of(_post(client, hook_request("patient-view", "p1", chart)))
+    assert not _links(text) and "**give 500 mg**" not in text
+    assert "\n# STOP" not in text
+    assert "see the protocol" in text and "STOP: do not operate" in text
+
+
+def test_a_draft_orders_name_and_id_cannot_format_the_order_card(client):
+    """Attack: a dexamethasone draft named with a markdown link and a heading, its id holding a newline and a
+    heading too (draft orders are not validated); the steroid-duration card quotes name and id."""
+    from tests.fhir_records import hook_request, in_pathway_chart
+    from tests.test_order_hooks import dex_days
+    draft = dex_days("p1", 20, mrid="dex-1)\n\n# Injected")
+    draft["medicationCodeableConcept"]["text"] = f"Dexamethasone {LINK}{HEADING}"
+    cards = _post(client, hook_request("order-sign", "p1", in_pathway_chart("p1"), [draft]))
+    assert [c["source"]["topic"]["code"] for c in cards] == ["steroid-duration"]
+    text = _markdown_of(cards)
+    assert not _links(text) and "\n# STOP" not in text and "\n# Injected" not in text
+    assert "see the protocol" in text
+
+
+@pytest.mark.parametrize("attack", ["id", "key"])
+def test_an_invalid_conditions_id_and_keys_are_not_shown_as_markdown(client, attack):
+    """Attack: a hemangioma Condition that is not valid FHIR, its id (or the name of an element it holds that FHIR
+    does not define) a markdown link, a heading and 3,000 characters; the data-unavailable card names it (before:
+    the id and the key verbatim, in its summary and detail)."""
+    from tests.fhir_records import hook_request, in_pathway_chart
+    chart = in_pathway_chart("p1")
+    hostile = f"a){HEADING} {LINK}" + "k" * 3000
+    if attack == "id":
+        chart[1]["id"] = hostile
+    else:
+        chart[1][hostile] = 1
+    cards = _post(client, hook_request("patient-view", "p1", chart))
+    [unchecked] = [c for c in cards if c["source"]["topic"]["code"] == "data-unavailable"]
+    text = _markdown_of([unchecked])
+    assert not _links(text) and "\n# STOP" not in text and "k" * 100 not in text
+    assert "Condition" in unchecked["summary"] and len(unchecked["detail"]) < 2000
+
+
+def test_an_id_with_a_lone_surrogate_never_reaches_the_answer(rsps, app):
+    """Attack: fhirServer answers a hemangioma Condition whose id is the JSON escape of a lone surrogate. Python's
+    json read it, orjson could not write the card naming it, and the stdlib encoder wrote '\\ud800': JSON that
+    strict parsers refuse. The answer is strict JSON: the page is not JSON a request could hold (orjson refuses
+    it), so the Conditions are unavailable (412)."""
+    import orjson
+    from tests.fhir_records import in_pathway_chart
+    chart = in_pathway_chart("p1")
+    server = "http://127.0.0.1:9/fhir"
+    rsps.get(f"{server}/Patient/p1", json=chart[0])
+    conditions = orjson.dumps(searchset(chart[1:])).replace(b'"p1-hem"', b'"p1-\\ud800"')
+    rsps.get(f"{server}/Condition", body=conditions, content_type="application/fhir+json")
+    for rtype in ("Observation", "Procedure", "ServiceRequest", "DiagnosticReport", "MedicationRequest",
+                  "MedicationAdministration"):
+        rsps.get(f"{server}/{rtype}", json=searchset([]))
+    body = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea", "fhirServer": server,
+            "context": {"patientId": "p1", "userId": "Practitioner/u1"}}
+    answer = app.test_client().post("/cds-services/avh-patient-view", json=body)
+    outcome = orjson.loads(answer.get_data())           # strict JSON
+    assert answer.status_code == 412
+    assert "invalid or truncated JSON" in outcome["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_a_fetched_answer_that_is_not_json_is_invalid_json(rsps, resolver, number):
+    """Attack (hostile11): fhirServer answers the Observation search with a motor score of NaN, Infinity or 1e400
+    (infinite as a double), which JSON has no number for. Python's json read them (a score of infinity, dropping to
+    any real score, is a worsening); the same in a request's prefetch is a 400. Now the key is unavailable, as for
+    any answer that is not JSON."""
+    import orjson
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
+    rsps.get(f"{BASE}/Condition", json=searchset(CONDITIONS))
+    scores = [motor(40, day(2, since=today()), patient_id="p1", id="m1"),
+              motor(12345, day(1, since=today()), patient_id="p1", id="m2")]
+    answer = orjson.dumps(searchset(scores)).replace(b"12345", number)
+    assert number in answer
+    rsps.get(f"{BASE}/Observation", body=answer, content_type="application/fhir+json")
+    result = resolver.resolve(TEMPLATES, hook())
+    assert result.unavailable["Observation"] == "fhirServer answered with invalid or truncated JSON"
+    assert [r["id"] for r in result.resources if r["resourceType"] == "Observation"] == []
+
+
+def test_a_fetched_answer_with_a_byte_order_mark_is_read(rsps, resolver):
+    """A server that starts its UTF-8 answer with a byte order mark (RFC 8259 lets a parser ignore it) is read."""
+    import orjson
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
+    rsps.get(f"{BASE}/Condition", body=b"\xef\xbb\xbf" + orjson.dumps(searchset(CONDITIONS)),
+             content_type="application/fhir+json")
+    rsps.get(f"{BASE}/Observation", json=searchset(OBS))
+    result = resolver.resolve(TEMPLATES, hook())
+    assert not result.unavailable
+    assert sorted(r["id"] for r in result.resources if r["resourceType"] == "Condition") == ["c1", "c2"]

@@ -98,6 +98,65 @@ def test_a_token_type_with_a_trailing_newline_is_a_400(open_client):
     assert response.status_code == 400 and "token_type" in response.json["message"]
 
 
+@pytest.mark.parametrize("access_token", ["abc\r\nX-Injected: 1", "abc\n", "abc\u2028def", "a\u0000b", "a b", "abc\u00e9",
+                                          "a=b", ""])
+def test_an_access_token_that_cannot_be_a_bearer_credential_is_a_400(open_client, access_token):
+    """Attack (hostile11): fhirAuthorization.access_token with a line break, a character beyond Latin-1, a NUL, a
+    space. It went into the Authorization header of every fetch: requests refused the line breaks and http.client the
+    characters it cannot encode, each key then 'failed' and the call answered 412 (a retry that can never succeed,
+    with a traceback in the log), and the NUL, the space and Latin-1 were sent as they were. RFC 6750's b64token is
+    what a Bearer credential is: anything else is the caller's mistake, named."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir")
+    body["fhirAuthorization"] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 60, "scope": "s",
+                                 "subject": "x"}
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 400 and "fhirAuthorization/access_token" in response.json["message"]
+
+
+@pytest.mark.parametrize("access_token", ["eyJhbGciOiJSUzM4NCJ9.eyJzdWIiOiIxIn0.c2ln-_", "a.b~c+d/e==", "opaque-123"])
+def test_a_bearer_credential_is_sent(open_client, access_token):
+    """RFC 6750's b64token (JWTs, opaque tokens, padding) passes the check and reaches the fetch."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
+    body["fhirAuthorization"] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 60, "scope": "s",
+                                 "subject": "x"}
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 412 and "could not be reached" in response.get_data(as_text=True)
+
+
+AUTHORIZATION = {"access_token": "t", "token_type": "Bearer", "expires_in": 60, "scope": "s", "subject": "x"}
+SECRET_BEARING = {      # fhirAuthorization as sent -> what the 400 names (where, and the rule broken)
+    "token with a !": ({**AUTHORIZATION, "access_token": "opaque!Secret-Token-4711"},
+                       "fhirAuthorization/access_token: must be RFC 6750's b64token"),
+    "token with a space": ({**AUTHORIZATION, "access_token": "secret token 4711"},
+                           "fhirAuthorization/access_token: must be RFC 6750's b64token"),
+    "token in a list": ({**AUTHORIZATION, "access_token": ["Secret-Token-4711"]},
+                        "fhirAuthorization/access_token: must be RFC 6750's b64token"),
+    "token as token_type": ({**AUTHORIZATION, "token_type": "Secret-Token-4711"},
+                            'fhirAuthorization/token_type: must be valid under enum ["Bearer", "bearer"]'),
+    "token as scope, a list": ({**AUTHORIZATION, "scope": ["Secret-Token-4711"]},
+                               'fhirAuthorization/scope: must be valid under type "string"'),
+    "header as fhirAuthorization": ("Bearer Secret-Token-4711", 'fhirAuthorization: must be valid under type "object"'),
+    "token_type missing": ({"access_token": "Secret-Token-4711"},
+                           "fhirAuthorization: 'token_type' is a required property"),
+}
+
+
+@pytest.mark.parametrize("case", SECRET_BEARING)
+def test_an_access_token_is_never_written_back_in_an_answer(open_client, caplog, case):
+    """review11 (of b4e34dc): a token refused by the request schema was quoted in the 400 (jsonschema's "'opaque!
+    Secret-Token-4711' does not match ..."), a credential written into an error body that EHR integration engines
+    and the sandbox's panel keep. shared/docs/cds-hooks.md: never log an access token. Every refusal of
+    fhirAuthorization (writeOnly in the request schema) names the field and the rule, never the value; nor does the
+    log hold it."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir")
+    body["fhirAuthorization"], refusal = SECRET_BEARING[case]
+    with caplog.at_level("DEBUG"):
+        answer = open_client.post(INVOKE, json=body)
+    assert answer.status_code == 400 and refusal in answer.json["message"]
+    assert "ecret" not in answer.get_data(as_text=True)
+    assert caplog.records and not any("ecret" in str(vars(r)) for r in caplog.records)
+
+
 @pytest.mark.parametrize("entries, where", [("x", "draftOrders/entry:"), ([1, "dex"], "draftOrders/entry/0:"),
                                             ([{"resource": "x"}, "dex"], "draftOrders/entry/0/resource:")],
                          ids=["entry-string", "entry-number", "resource-string"])

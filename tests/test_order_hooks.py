@@ -208,12 +208,53 @@ def test_dexamethasone_via_contained_medication(client):
     (["ServiceRequest/surg-1"], ["posterior-fixation"]),
     (["http://ehr.example/fhir/ServiceRequest/emb-1"], ["embolization-deferred"]),
     (["ServiceRequest/surg-1", "MedicationRequest/dex-1"], ["posterior-fixation", "steroid-duration"]),
-    (["ServiceRequest/not-there"], []),
+    (["MedicationRequest/dex-1/_history/3"], ["steroid-duration"]),       # a version of the draft (hostile11)
+    (["http://ehr.example/fhir/ServiceRequest/emb-1/_history/1/"], ["embolization-deferred"]),
 ])
 def test_order_select_speaks_only_of_the_selected_orders(client, selections, expected):
     drafts = [surgery("p6"), embolization("p6"), dex_days("p6", 28)]
     body = hook_request("order-select", "p6", in_pathway_chart("p6", rapid=True), drafts, selections)
     assert topics(post(client, body)) == expected
+
+
+@pytest.mark.parametrize("selections, where", [
+    (["ServiceRequest/not-there"], "selections/0"),
+    (["MedicationRequest/dex-1", "urn:uuid:0b6f2c8e-1d2a-4b7e-9c3f-5a6d7e8f9a0b"], "selections/1"),
+])
+@pytest.mark.parametrize("endpoint", ["", "/explain"])
+def test_a_selection_naming_no_draft_order_is_a_400_naming_it(client, selections, where, endpoint):
+    """Attack (hostile11): order-select whose selections name an order absent from draftOrders (CDS Hooks: the
+    selections reference resources in the draftOrders Bundle). It was answered 200 with no card: silence about the
+    order the clinician selected, whatever it was."""
+    drafts = [surgery("p6"), embolization("p6"), dex_days("p6", 28)]
+    body = hook_request("order-select", "p6", in_pathway_chart("p6", rapid=True), drafts, selections)
+    answer = client.post(f"/cds-services/avh-order-select{endpoint}", json=body)
+    assert answer.status_code == 400
+    assert answer.json["error"] == "invalid_request" and where in answer.json["message"]
+    assert "names no order in draftOrders" in answer.json["message"]
+
+
+FULL_URL = "urn:uuid:0b6f2c8e-1d2a-4b7e-9c3f-5a6d7e8f9a0b"
+
+
+@pytest.mark.parametrize("draft_id", [None, "dex-1"], ids=["no-id", "with-id"])
+@pytest.mark.parametrize("endpoint", ["", "/explain"])
+def test_order_select_selects_a_draft_by_its_bundle_full_url(client, draft_id, endpoint):
+    """review11 (of 526b8b9): a draft order not yet stored may have no id: the draftOrders Bundle names it by its
+    entry's fullUrl (urn:uuid:...), the way FHIR references a resource inside a Bundle, and the selection names that
+    fullUrl. It was a 400 'names no order in draftOrders' (main: 200 and silence). The fullUrl selects a draft that
+    has an id too; the service and its /explain say the same."""
+    dex = dex_days("p6", 28, mrid=draft_id)
+    if draft_id is None:
+        del dex["id"]
+    body = hook_request("order-select", "p6", in_pathway_chart("p6"), [surgery("p6"), embolization("p6"), dex],
+                        [FULL_URL])
+    body["context"]["draftOrders"]["entry"][2]["fullUrl"] = FULL_URL
+    if not endpoint:
+        assert topics(post(client, body)) == ["steroid-duration"]
+    else:
+        answer = client.post(f"/cds-services/avh-order-select{endpoint}", json=body)
+        assert answer.status_code == 200 and answer.json["cards"] == ["steroid-duration"]
 
 
 def test_order_select_counts_fixation_elsewhere_in_the_draft_set(client):
@@ -273,7 +314,7 @@ def test_malformed_draft_orders_are_a_specific_400_or_ignored(client, hook):
     response = client.post(f"/cds-services/{SERVICE[hook]}", json=body)
     assert response.status_code == 400 and "draftOrders" in response.json["message"]
     body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "ServiceRequest",
-                                      "code": {"coding": "not-a-list"}}}, {"resource": {"resourceType": "MedicationRequest",
+                                      "id": "x", "code": {"coding": "not-a-list"}}}, {"resource": {"resourceType": "MedicationRequest",
                                       "medicationCodeableConcept": {"coding": [{"system": 1, "code": ["x"]}]}}},
                                       {"resource": {"resourceType": "ServiceRequest", "status": ["draft"], "id": ["x"]}},
                                       {"resource": {"resourceType": "MedicationRequest", "status": "draft", "contained": [

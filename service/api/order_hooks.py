@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from service.clinical.facts import Facts
 from service.clinical.orders import (DraftOrder, decide_discharge, decide_orders, draft_refs, read_drafts,
-                                     selection_refs)
+                                     selection_names)
 from service.api.answer import Answer
 from service.api.engine import Engine
 from service.fhir.prefetch import Prefetched
@@ -29,7 +29,7 @@ def order_facts(engine: Engine, prefetched: Prefetched, request: Mapping[str, An
 def selections_of(request: Mapping[str, Any]) -> frozenset[str] | None:
     """order-select speaks only of the orders just selected (the rest of the draft set is context); order-sign
     of every draft (None)."""
-    return selection_refs(request["context"]["selections"]) if request["hook"] == "order-select" else None
+    return selection_names(request["context"]["selections"]) if request["hook"] == "order-select" else None
 
 
 def evaluate_orders(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any], now: dt.datetime,

@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, jsonify
 from flask.globals import _cv_app, _cv_request
 
 from service.ops import metrics
+from service.clinical.orders import selections_not_drafted
 from service.errors import ApiError
 from service.jsonbody import request_body, request_json
 from service.feedback.entries import parse_feedback
@@ -29,10 +30,9 @@ def _json_body() -> dict:
 
 
 def _validate(validator, body: dict, what: str) -> None:
-    error = validator.best_error(body)
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        raise ApiError(400, "invalid_request", f"{what}: {where}: {error.message[:300]}")
+    refusal = validator.refusal(body)
+    if refusal is not None:
+        raise ApiError(400, "invalid_request", f"{what}: {refusal}")
 
 
 def _service_or_404(avh, service_id: str):
@@ -55,7 +55,12 @@ def hook_call(avh, service_id: str):
     _validate(avh.validators["request"], body, "not a CDS Hooks 2.0 request")
     if body["hook"] != service.hook:
         raise ApiError(400, "wrong_hook", f"service {service.id} answers the {service.hook} hook, not {body['hook'][:100]!r}")
-    _validate(avh.validators[service.hook], body["context"], f"context of {service.hook}")
+    context = body["context"]
+    _validate(avh.validators[service.hook], context, f"context of {service.hook}")
+    if service.hook == "order-select":      # silence about an order selected but not sent is not an answer
+        for position, selection in selections_not_drafted(context["selections"], context["draftOrders"])[:1]:
+            raise ApiError(400, "invalid_request", f"context of order-select: selections/{position}: "
+                           f"{selection[:100]!r} names no order in draftOrders")
     return service, body
 
 

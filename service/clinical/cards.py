@@ -15,6 +15,7 @@ import jsonschema
 import orjson
 
 from service.clinical.facts import Evidence, Facts
+from service.clinical.markdown import literal
 from service.clinical.pathway import READS, TOPIC_ORDER, Decision, Unchecked
 from service.uuids import new_uuids
 from service.clinical.valuesets import TOPIC_SYSTEM
@@ -332,7 +333,7 @@ def template_variables(facts: Facts) -> dict[str, Any]:
     return {
         "earlier_date": _date_of(earlier),
         "earlier_when": _ago(earlier_days, _date_of(earlier)),
-        "competing": "; ".join(f"{e.label} ({e.ref})" for e in facts.competing) or "none",
+        "competing": "; ".join(f"{literal(e.label)} ({e.ref})" for e in facts.competing) or "none",
         "compression_verification": facts.compression_verification,
         "undated_decompression": facts.undated_decompression.describe() if facts.undated_decompression else "",
         "decompression_ordered": facts.decompression_ordered.describe() if facts.decompression_ordered else "",

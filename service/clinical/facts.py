@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from service.clinical.frozen import set_at_once
+from service.clinical.markdown import literal
 from service.clinical.record import LeftOut, PatientRecord
 from service.clinical.valuesets import (LEVELS, LOCAL, SPINE_WORDS, LEVEL_PATTERN, ValueSets, codings, in_set, level_rank,
                                         sets_holding)
@@ -263,10 +264,11 @@ class Evidence:
 
     @worked_out_once
     def description(self) -> str:
-        """The line a card's "why" shows, worked out once per entry (the cards of a chart repeat its entries)."""
+        """The line a card's "why" shows, worked out once per entry (the cards of a chart repeat its entries); the
+        record's label and reference (a draft order's id is not validated) as markdown shows them literally."""
         kind = ENTRY_WORDS.get(self.ref.split("/")[0], "entry")
         date = self.when.isoformat() if self.when else "no date recorded"
-        return f"{self.label} ({kind}, {date}; {self.ref})"
+        return literal(f"{self.label} ({kind}, {date}; {self.ref})")
 
 
 def label_of(concept, vs: ValueSets | None = None) -> str:

@@ -18,6 +18,7 @@ from service.clinical.facts import (MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID
                                     instant, names_dexamethasone, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, patient_flags, scope_unchecked,
                                       topic_outcomes)
+from service.clinical.markdown import literal
 from service.clinical.record import subject_id
 
 ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
@@ -48,6 +49,7 @@ class DraftOrder:
     concepts: frozenset[str]       # value sets it belongs to
     label: str
     authored: dt.date | None = None
+    names: frozenset[str] = frozenset()   # what an order-select selection may name it by (entry_names)
 
     @property
     def evidence(self) -> Evidence:
@@ -109,12 +111,18 @@ def _medication(resource: Mapping, medications: Mapping[str, Mapping]) -> Mappin
     return _map(medications.get(ref, {}).get("code"))
 
 
+def _entries(bundle: Mapping) -> list[Mapping]:
+    """The draft set's entries that hold a resource."""
+    return [e for e in _list(_map(bundle).get("entry")) if isinstance(e.get("resource"), Mapping)]
+
+
 def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets) -> tuple[DraftOrder, ...]:
-    resources = [e["resource"] for e in _list(_map(bundle).get("entry")) if isinstance(e.get("resource"), Mapping)]
-    medications = {f"Medication/{r['id']}": r for r in resources
-                   if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)}
+    entries = _entries(bundle)
+    medications = {f"Medication/{e['resource']['id']}": e["resource"] for e in entries
+                   if e["resource"].get("resourceType") == "Medication" and isinstance(e["resource"].get("id"), str)}
     drafts = []
-    for r in resources:
+    for entry in entries:
+        r = entry["resource"]
         rtype = r.get("resourceType")
         if rtype not in ("ServiceRequest", "MedicationRequest") or str(r.get("status")) in WITHDRAWN:
             continue
@@ -133,19 +141,41 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets) -> tuple[DraftO
         if not concepts:
             continue
         rid = r.get("id") if isinstance(r.get("id"), str) else "(no id)"
-        drafts.append(DraftOrder(f"{rtype}/{rid}", r, frozenset(concepts), _label(concept), _authored(r)))
+        drafts.append(DraftOrder(f"{rtype}/{rid}", r, frozenset(concepts), _label(concept), _authored(r),
+                                 entry_names(entry)))
     return tuple(drafts)
 
 
 def draft_refs(bundle: Mapping) -> frozenset[str]:
     """Every resource of the draft set, as Type/id: these are drafts, never part of the record."""
-    return frozenset(f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}"
-                     for e in _list(_map(bundle).get("entry")) if isinstance(e.get("resource"), Mapping))
+    return frozenset(f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" for e in _entries(bundle))
 
 
-def selection_refs(selections: Iterable) -> frozenset[str]:
-    """'ServiceRequest/abc' or an absolute URL ending in it -> 'ServiceRequest/abc'."""
-    return frozenset("/".join(s.rstrip("/").split("/")[-2:]) for s in selections if isinstance(s, str))
+def entry_names(entry: Mapping) -> frozenset[str]:
+    """What a selection may name a draft by: its Type/id, and its Bundle entry's fullUrl (a draft not stored yet may
+    have no id: the Bundle names it by fullUrl, urn:uuid:..., as FHIR references a resource inside a Bundle)."""
+    resource = entry["resource"]
+    names = (f"{resource.get('resourceType')}/{resource['id']}" if isinstance(resource.get("id"), str) else None,
+             entry.get("fullUrl"))
+    return frozenset(name for name in names if isinstance(name, str))
+
+
+def selection_names(selections: Iterable) -> frozenset[str]:
+    """Each selection as sent (a fullUrl) and as the Type/id it names: 'ServiceRequest/abc', a version of it
+    ('ServiceRequest/abc/_history/2': a FHIR reference may name one) or an absolute URL ending in either ->
+    'ServiceRequest/abc' (a version read as the order itself: else the order selected is not spoken of)."""
+    return frozenset(name for s in selections if isinstance(s, str)
+                     for name in (s, "/".join(_unversioned(s.rstrip("/").split("/"))[-2:])))
+
+
+def selections_not_drafted(selections: Iterable, bundle: Mapping) -> list[tuple[int, str]]:
+    """The selections (position, as sent) that name no resource of the draft set (CDS Hooks: each references one)."""
+    drafted = frozenset().union(*(entry_names(e) for e in _entries(bundle)))
+    return [(i, s) for i, s in enumerate(selections) if isinstance(s, str) and not selection_names([s]) & drafted]
+
+
+def _unversioned(parts: list[str]) -> list[str]:
+    return parts[:-2] if len(parts) >= 4 and parts[-2] == "_history" else parts
 
 
 # --- durations (pathway.md section 5) -----------------------------------------------------------------
@@ -296,7 +326,9 @@ def _mg(quantity: Mapping) -> float | None:
 # --- decisions --------------------------------------------------------------------------------
 
 def _labels(drafts: list[DraftOrder]) -> str:
-    return ", ".join(f"{d.label} ({d.ref})" for d in drafts)
+    """The drafts as the order cards' markdown names them: their names and ids are the EHR's text, shown literally
+    (a draft order is not validated)."""
+    return ", ".join(f"{literal(d.label)} ({literal(d.ref)})" for d in drafts)
 
 
 def _withheld(topic: str, facts: Facts) -> tuple[str, ...]:
@@ -329,7 +361,7 @@ ORDER_FLAGS = {"posterior-fixation": "draft_surgery", "embolization-deferred": "
 
 
 def _spoken(drafts: tuple[DraftOrder, ...], selections: frozenset[str] | None, concept: str) -> list[DraftOrder]:
-    return [d for d in drafts if concept in d.concepts and (selections is None or d.ref in selections)]
+    return [d for d in drafts if concept in d.concepts and (selections is None or d.names & selections)]
 
 
 def _none_drafted(what: str, selections: frozenset[str] | None) -> str:

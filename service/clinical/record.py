@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from service.clinical.frozen import set_at_once
 from service.clinical.elements import define_elements, read_definitions, read_element
+from service.clinical.markdown import element_path, shown_id
 from service.nesting import depth_schemas, json_depth
 from service.clinical.valuesets import ValueSets, codings
 
@@ -237,7 +238,7 @@ def _read_part(resource: Mapping) -> tuple[dict | None, str | None]:
         return dict(resource), None
     unknown = sorted(k for k in resource if k not in kept and k not in _defined(rtype))
     if unknown:
-        return None, f"invalid FHIR at {unknown[0]}: extra_forbidden"
+        return None, f"invalid FHIR at {element_path([unknown[0]])}: extra_forbidden"
     return {k: v for k, v in resource.items() if k in kept}, None
 
 
@@ -327,10 +328,11 @@ def by_models(resource: Mapping) -> tuple[object | None, str | None]:
 
 def extension_not_object(value, path: str = "") -> str | None:
     """Where the first primitive's extension (`_name`, or an item of its array) that is no JSON object lies, as a
-    dotted path (`name.0._family`), else None. The resource's depth is bounded before (Validator)."""
+    dotted path (`name.0._family`, each name as element_path shows it), else None. The resource's depth is bounded
+    before (Validator)."""
     if isinstance(value, dict):
         for name, item in value.items():
-            at = f"{path}.{name}" if path else str(name)
+            at = f"{path}.{element_path([name])}" if path else element_path([name])
             if isinstance(name, str) and name.startswith("_") and not _extension_shaped(item):
                 return at
             found = extension_not_object(item, at)
@@ -391,7 +393,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
             if rid == patient_id and patient is None:
                 patient, reason = check(res)
                 if reason is not None:
-                    left_out.append(LeftOut("Patient", str(rid), ("patient",), reason))
+                    left_out.append(LeftOut("Patient", shown_id(rid), ("patient",), reason))
             continue
         if not selected and not selector.wanted(res):
             continue
@@ -406,8 +408,8 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if reason is None:
             kept.setdefault(rtype, []).append(model)
         else:
-            item = LeftOut(rtype, str(rid), selector.concepts_of(res), reason)
-            log.warning("left out invalid %.40s/%.64s: %.300s", rtype, item.id, item.reason)  # ids cut: caller-chosen
+            item = LeftOut(rtype, shown_id(rid), selector.concepts_of(res), reason)
+            log.warning("left out invalid %.40s/%s: %.300s", rtype, item.id, item.reason)
             left_out.append(item)
     return PatientRecord(patient_id=patient_id, patient=patient,
                          resources={k: tuple(v) for k, v in kept.items()},
@@ -425,6 +427,6 @@ def _of_patient(resource: dict, own: str | None, patient_id: str) -> bool:
 def _reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
+        where = element_path(first.get("loc", ()))
         return f"invalid FHIR at {where or 'resource'}: {first.get('type', 'error')}"
     return "invalid FHIR"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import http.cookiejar
-import json
 import logging
 import posixpath
 import re
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
+import orjson
 import requests
 import urllib3
 
@@ -50,6 +50,9 @@ TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
 FHIR_JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MEDIA_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
+# An answer is read as a request body is (orjson: UTF-8, no NaN or Infinity, no number beyond a double, no lone
+# surrogate), but for a leading byte order mark, which RFC 8259 lets a parser ignore and some servers write.
+BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 # The data that decides whether a patient is in scope: without it the service answers 412. Any other type that
 # cannot be had gives a partial answer (the Patient only gives the age: without it, the cards of an unknown age).
 REQUIRED_TYPES = frozenset({"Condition"})
@@ -619,7 +622,7 @@ class PrefetchResolver:
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise FetchProblem(f"the request to fhirServer failed ({type(exc).__name__})", "exception") from None
         try:
-            return json.loads(raw)
+            return orjson.loads(raw[len(BYTE_ORDER_MARK):] if raw.startswith(BYTE_ORDER_MARK) else raw)
         except (ValueError, RecursionError):
             raise FetchProblem("fhirServer answered with invalid or truncated JSON", "invalid") from None
 

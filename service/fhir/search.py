@@ -16,8 +16,9 @@ such as `code:text`) raises SearchError: a typo in a template shows up instead o
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 from urllib.parse import parse_qsl
 
 from service.clinical.record import subject_id
@@ -50,7 +51,13 @@ class Search:
     def matches(self, resource: Mapping) -> bool:
         if resource.get("resourceType") != self.resource_type:
             return False
-        return all(_MATCHERS[name](resource, values) for name, values in self.criteria)
+        return all(match(resource, wanted) for match, wanted in self._tests)
+
+    @functools.cached_property
+    def _tests(self) -> tuple:
+        """Each criterion as (matcher, its values gathered for look-ups): a resource is looked up in them, never
+        compared with each value (the values are the caller's: thousands cost each resource as much as one)."""
+        return tuple((_MATCHERS[name], _GATHER[name](values)) for name, values in self.criteria)
 
     def select(self, resources: Iterable[Mapping]) -> list[Mapping]:
         """Every match, in the order given (page it with `page`)."""
@@ -114,8 +121,9 @@ def _non_negative(name: str, value: str) -> int:
     return number
 
 
-def _match_id(resource: Mapping, values: tuple[str, ...]) -> bool:
-    return resource.get("id") in values
+def _match_id(resource: Mapping, ids: frozenset[str]) -> bool:
+    rid = resource.get("id")
+    return isinstance(rid, str) and rid in ids
 
 
 def _reference_of(resource: Mapping, element: str) -> str | None:
@@ -123,49 +131,76 @@ def _reference_of(resource: Mapping, element: str) -> str | None:
     return ref.get("reference") if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str) else None
 
 
-def _match_patient(resource: Mapping, values: tuple[str, ...]) -> bool:
+def _patient_ids(values: tuple[str, ...]) -> frozenset[str]:
+    """The patient ids `123`, `Patient/123` or a URL ending in `Patient/123` name."""
+    parts = [value.rstrip("/").split("/") for value in values]
+    return frozenset(p[-1] for p in parts if len(p) < 2 or p[-2] == "Patient")
+
+
+def _match_patient(resource: Mapping, ids: frozenset[str]) -> bool:
     patient = subject_id(resource)
-    for value in values:
-        parts = value.rstrip("/").split("/")
-        if parts[-1] == patient and (len(parts) < 2 or parts[-2] == "Patient"):
-            return True
-    return False
+    return isinstance(patient, str) and patient in ids
 
 
-def _match_subject(resource: Mapping, values: tuple[str, ...]) -> bool:
+class References(NamedTuple):
+    ids: frozenset[str]                     # `123`: of any type
+    typed: frozenset[tuple[str, str]]       # `Group/123` or a URL ending in it
+
+
+def _references(values: tuple[str, ...]) -> References:
+    parts = [value.rstrip("/").split("/") for value in values]
+    return References(frozenset(p[-1] for p in parts if len(p) < 2),
+                      frozenset((p[-2], p[-1]) for p in parts if len(p) >= 2))
+
+
+def _match_subject(resource: Mapping, wanted: References) -> bool:
     ref = _reference_of(resource, "subject")
     if ref is None:
         return False
     parts = ref.rstrip("/").split("/")
     if len(parts) < 2:
         return False
-    kind, rid = parts[-2], parts[-1]
-    for value in values:
-        wanted = value.rstrip("/").split("/")
-        if wanted[-1] == rid and (len(wanted) < 2 or wanted[-2] == kind):
+    return parts[-1] in wanted.ids or (parts[-2], parts[-1]) in wanted.typed
+
+
+class Tokens(NamedTuple):
+    codes: frozenset[str]                       # `code`: of any system
+    systems: frozenset[str]                     # `system|`: any code of the system
+    pairs: frozenset[tuple[str | None, str]]    # `system|code`, and `|code` (no system) as (None, code)
+
+
+def _tokens(values: tuple[str, ...]) -> Tokens:
+    codes, systems, pairs = set(), set(), set()
+    for token in values:
+        if "|" not in token:
+            codes.add(token)
+            continue
+        system, _, code = token.partition("|")
+        if system and not code:
+            systems.add(system)
+        else:
+            pairs.add((system or None, code))
+    return Tokens(frozenset(codes), frozenset(systems), frozenset(pairs))
+
+
+def _match_code(resource: Mapping, tokens: Tokens) -> bool:
+    concept = resource.get(CODE_ELEMENT.get(resource.get("resourceType"), "code"))
+    codings = concept.get("coding") if isinstance(concept, Mapping) else None
+    for coding in codings or []:
+        if not isinstance(coding, Mapping):
+            continue
+        system, code = coding.get("system"), coding.get("code")
+        # Only a string equals a token's code or system (and only a string or None is looked up: a list is not).
+        if isinstance(code, str) and (code in tokens.codes or (system is None or isinstance(system, str))
+                                      and (system, code) in tokens.pairs):
+            return True
+        if isinstance(system, str) and system in tokens.systems:
             return True
     return False
 
 
-def _match_code(resource: Mapping, values: tuple[str, ...]) -> bool:
-    concept = resource.get(CODE_ELEMENT.get(resource.get("resourceType"), "code"))
-    codings = concept.get("coding") if isinstance(concept, Mapping) else None
-    pairs = [(c.get("system"), c.get("code")) for c in codings or [] if isinstance(c, Mapping)]
-    return any(_token_matches(system, code, value) for system, code in pairs for value in values)
-
-
-def _token_matches(system: str | None, code: str | None, token: str) -> bool:
-    if "|" not in token:
-        return code == token
-    wanted_system, _, wanted_code = token.partition("|")
-    if not wanted_system:
-        return system is None and code == wanted_code
-    if not wanted_code:
-        return system == wanted_system
-    return system == wanted_system and code == wanted_code
-
-
 _MATCHERS = {"_id": _match_id, "patient": _match_patient, "subject": _match_subject, "code": _match_code}
+_GATHER = {"_id": frozenset, "patient": _patient_ids, "subject": _references, "code": _tokens}
 
 
 def answer_query(query: str, resources: Iterable[Mapping]) -> dict | None:
