@@ -237,6 +237,15 @@ def test_a_selection_naming_no_draft_order_is_a_400_naming_it(client, selections
 FULL_URL = "urn:uuid:0b6f2c8e-1d2a-4b7e-9c3f-5a6d7e8f9a0b"
 
 
+def selected_topics(client, body, endpoint: str) -> list[str]:
+    """The topics order-select answers `body` with: of its cards (endpoint ""), or as its /explain names them."""
+    if not endpoint:
+        return topics(post(client, body))
+    answer = client.post(f"/cds-services/avh-order-select{endpoint}", json=body)
+    assert answer.status_code == 200
+    return answer.json["cards"]
+
+
 @pytest.mark.parametrize("draft_id", [None, "dex-1"], ids=["no-id", "with-id"])
 @pytest.mark.parametrize("endpoint", ["", "/explain"])
 def test_order_select_selects_a_draft_by_its_bundle_full_url(client, draft_id, endpoint):
@@ -250,11 +259,36 @@ def test_order_select_selects_a_draft_by_its_bundle_full_url(client, draft_id, e
     body = hook_request("order-select", "p6", in_pathway_chart("p6"), [surgery("p6"), embolization("p6"), dex],
                         [FULL_URL])
     body["context"]["draftOrders"]["entry"][2]["fullUrl"] = FULL_URL
-    if not endpoint:
-        assert topics(post(client, body)) == ["steroid-duration"]
-    else:
-        answer = client.post(f"/cds-services/avh-order-select{endpoint}", json=body)
-        assert answer.status_code == 200 and answer.json["cards"] == ["steroid-duration"]
+    assert selected_topics(client, body, endpoint) == ["steroid-duration"]
+
+
+@pytest.mark.parametrize("selection, full_url, draft_id", [
+    ("dex-1", None, "dex-1"),                                          # the id alone ("the FHIR id" of the order)
+    ("MedicationRequest/dex-1", "http://ehr.example/fhir/MedicationRequest/dex-1", None),  # a RESTful fullUrl, no id
+    ("MedicationRequest/dex-1", "http://ehr.example/fhir/MedicationRequest/dex-1/_history/2", None),
+], ids=["bare-id", "restful-full-url", "versioned-full-url"])
+@pytest.mark.parametrize("endpoint", ["", "/explain"])
+def test_order_select_selects_a_draft_by_its_id_or_restful_full_url(client, selection, full_url, draft_id, endpoint):
+    """review11: a selection naming a draft by its id alone, or by the Type/id a RESTful fullUrl of a draft without
+    an id ends in (as FHIR resolves a reference inside a Bundle), selects that draft (was a 400 'names no order')."""
+    dex = dex_days("p6", 28, mrid=draft_id or "x")
+    if draft_id is None:
+        del dex["id"]
+    body = hook_request("order-select", "p6", in_pathway_chart("p6"), [surgery("p6"), embolization("p6"), dex],
+                        [selection])
+    if full_url:
+        body["context"]["draftOrders"]["entry"][2]["fullUrl"] = full_url
+    assert selected_topics(client, body, endpoint) == ["steroid-duration"]
+
+
+def test_a_restful_full_url_of_another_type_does_not_select_a_draft(client):
+    """The Type/id a fullUrl ends in names the draft only when the type is the draft's own."""
+    dex = dex_days("p6", 28, mrid="x")
+    del dex["id"]
+    body = hook_request("order-select", "p6", in_pathway_chart("p6"), [surgery("p6"), dex], ["ServiceRequest/dex-1"])
+    body["context"]["draftOrders"]["entry"][1]["fullUrl"] = "http://ehr.example/fhir/ServiceRequest/dex-1"
+    answer = client.post("/cds-services/avh-order-select", json=body)
+    assert answer.status_code == 400 and "names no order in draftOrders" in answer.json["message"]
 
 
 def test_order_select_counts_fixation_elsewhere_in_the_draft_set(client):

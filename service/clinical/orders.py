@@ -152,12 +152,17 @@ def draft_refs(bundle: Mapping) -> frozenset[str]:
 
 
 def entry_names(entry: Mapping) -> frozenset[str]:
-    """What a selection may name a draft by: its Type/id, and its Bundle entry's fullUrl (a draft not stored yet may
-    have no id: the Bundle names it by fullUrl, urn:uuid:..., as FHIR references a resource inside a Bundle)."""
+    """What a selection may name a draft by: its Type/id, its id alone (CDS Hooks calls selections "the FHIR id" of
+    the orders, its example is Type/id), and its Bundle entry's fullUrl with, of a RESTful one, the Type/id it ends
+    in (a draft not stored yet may have no id: the Bundle names it by fullUrl, urn:uuid:... or
+    http://.../MedicationRequest/abc, as FHIR resolves a reference inside a Bundle)."""
     resource = entry["resource"]
-    names = (f"{resource.get('resourceType')}/{resource['id']}" if isinstance(resource.get("id"), str) else None,
-             entry.get("fullUrl"))
-    return frozenset(name for name in names if isinstance(name, str))
+    rtype, rid, full_url = resource.get("resourceType"), resource.get("id"), entry.get("fullUrl")
+    names = {rid, f"{rtype}/{rid}"} if isinstance(rid, str) else set()
+    if isinstance(full_url, str):
+        tail = _unversioned(full_url.rstrip("/").split("/"))[-2:]
+        names.update((full_url, "/".join(tail)) if len(tail) == 2 and tail[0] == rtype else (full_url,))
+    return frozenset(names)
 
 
 def selection_names(selections: Iterable) -> frozenset[str]:
