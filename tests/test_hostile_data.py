@@ -185,6 +185,25 @@ def test_a_draft_orders_name_and_id_cannot_format_the_order_card(client):
     assert "see the protocol" in text
 
 
+# What GitHub's markdown links with no markup (remark-gfm, which the CDS Hooks sandbox renders a detail with): an
+# address after a scheme's "://" or "www.", and an email address.
+AUTOLINKED = re.compile(r"(?<!\\)://|www\.|(?<!\\)@", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("address", ["see https://evil.example/protocol now", "see www.evil.example now",
+                                     "see HTTP://EVIL.EXAMPLE now", "ask dr@evil.example now"])
+def test_an_address_in_a_conditions_text_is_not_made_a_link(client, address):
+    """review11 (of hostile11): with its brackets escaped, a Condition's text still held addresses GitHub's markdown
+    links without any markup; each is shown as written ('https\\://...' reads 'https://...'), not as a link."""
+    from tests.fhir_records import hook_request, in_pathway_chart
+    chart = in_pathway_chart("p1")
+    chart[1]["code"]["text"] = f"Hemangioma, {address}"
+    text = _markdown_of(_post(client, hook_request("patient-view", "p1", chart)))
+    quoting = [line for line in text.splitlines() if "Hemangioma, " in line]     # not the cards' own source links
+    assert quoting and not any(AUTOLINKED.search(line) for line in quoting)
+    assert address.replace("://", "\\://").replace("www.", "www\\.").replace("@", "\\@") in quoting[0]
+
+
 @pytest.mark.parametrize("attack", ["id", "key"])
 def test_an_invalid_conditions_id_and_keys_are_not_shown_as_markdown(client, attack):
     """Attack: a hemangioma Condition that is not valid FHIR, its id (or the name of an element it holds that FHIR

@@ -10,6 +10,11 @@ import re
 _ESCAPED = {ord(c): "\\" + c for c in "\\`*_[]<>#|~!"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _EITHER = re.compile(r"[\\`*_\[\]<>#|~!\x00-\x1f\x7f\u0085\u2028\u2029]")   # most texts hold neither: as they are
+# What GitHub's markdown (remark-gfm, as the CDS Hooks sandbox renders a detail) makes a link of without any
+# markup: an address after "://" or "www.", or an email address. The punctuation that starts each, escaped, leaves
+# plain text ("https\\://evil.example" shows as "https://evil.example", not as a link).
+_AUTOLINKED = re.compile(r"://|www\.|@", re.IGNORECASE)
+_AUTOLINK = re.compile(r"(?<=[A-Za-z])(?=://)|(?<=www)(?=\.)|@", re.IGNORECASE)
 # A FHIR id (R4 2.24.0.1: [A-Za-z0-9\-\.]{1,64}); what an entry's id must be to be named by it.
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 # A JSON name FHIR could define, or an index: what a path through an entry must be made of to be shown.
@@ -19,8 +24,10 @@ NOT_AN_ELEMENT = "(an element that is not FHIR)"
 
 
 def literal(text: str) -> str:
-    """`text` as markdown shows it literally, on one line."""
-    return _CONTROL.sub(" ", text).translate(_ESCAPED) if _EITHER.search(text) else text
+    """`text` as markdown shows it literally, on one line, and no address in it a link."""
+    if _EITHER.search(text):
+        text = _CONTROL.sub(" ", text).translate(_ESCAPED)
+    return _AUTOLINK.sub(r"\\\g<0>", text) if _AUTOLINKED.search(text) else text
 
 
 def shown_id(value: object) -> str:
