@@ -76,8 +76,8 @@ NOT_AN_INGREDIENT = r"(?:mcg|actuat\w*|unt|units?|meq|mmol|hrs?|hours?|days?|wks
 # B-dexamethasone", "Neomycin - Polymyxin B - Dexamethasone", "dexamethasone-tobramycin", "Dexamethasone Sodium
 # Phosphate-Neomycin Sulfate", "dexamethasone 0.1%-tobramycin 0.3%"). A dash joins a second ingredient when
 # - it comes before dexamethasone and after an ingredient's word: three letters or more or a letter alone ("polymyxin
-#   B"), or a strength's "%", but none of NOT_BEFORE_DEXAMETHASONE (a form, route, dose, salt or labeller: "Inj-",
-#   "high-dose-", "PMS-"; "IV-" has two letters);
+#   B"), or a strength's "%", but none of NOT_BEFORE_DEXAMETHASONE (a form, route, dose word or labeller: "Inj-",
+#   "high-dose-", "PMS-"; "IV-" has two letters; a salt there is another ingredient's: "Sulfacetamide Sodium-");
 # - or it comes after dexamethasone, its salt or its strength (a "%", mg, mcg, mL) and before a word of three letters
 #   or more that is not its own product's (NOT_AN_INGREDIENT, OWN_PRODUCT_AFTER_DASH: a unit, form, route, salt,
 #   brand, sig word or labeller: "dexamethasone-IVPB", "dexamethasone-preservative free", "DEXAMETHASONE-OMEGA",
