@@ -284,6 +284,25 @@ def named(text):
     (named("Neomycin-Dexamethasone Sodium Phosphate"), False),
     (named("Tobramycin\u2013Dexamethasone 0.3 %-0.1 %"), False),          # an en dash
     (named("neomycin-" * 10_000 + "dexamethasone"), False),               # 90 KB, one pass
+    # a dash after dexamethasone's salt or strength, a spaced dash, an em dash (review11)
+    (named("Dexamethasone Sodium Phosphate-Neomycin Sulfate"), False),
+    (named("dexamethasone 0.1%-tobramycin 0.3%"), False),
+    (named("tobramycin 0.3%-dexamethasone 0.1%"), False),
+    (named("dexamethasone 1 mg/mL-tobramycin 3 mg/mL"), False),
+    (named("Neomycin - Polymyxin B - Dexamethasone"), False),
+    (named("dexamethasone - tobramycin"), False),
+    (named("tobramycin\u2014dexamethasone"), False),                      # an em dash
+    (named("Sulfacetamide Sodium-Dexamethasone"), False),                 # another ingredient's salt before it
+    (named("dexamethasone 0.1%" + "-%" * 50_000 + "-tobramycin"), False),  # 100 KB
+    # eye, ear and skin forms as drug databases and sigs abbreviate them (review11)
+    (named("DEXAMETHASONE 0.1% OPHTH SUSP"), False),
+    (named("dexamethasone 0.1% ophth soln"), False),
+    (named("dexamethasone OPH susp"), False),
+    (named("dexamethasone 0.05% top oint"), False),
+    (named("dexamethasone 1 gtt OU qid"), False),
+    (named("dexamethasone 0.1% 2 gtts AU tid"), False),
+    (named("Ozurdex (dexamethasone) 0.7 mg implant"), False),
+    ({**named("dexamethasone 0.1% 1 drop"), "dosageInstruction": [{"route": {"text": "Both eyes"}}]}, False),
     # ... but not a hyphen in a dose or a word of dexamethasone's own product (its salt, brand form, dose, route)
     (named("dexamethasone"), True),
     (named("dexamethasone 4 mg tablet"), True),
@@ -298,7 +317,15 @@ def named(text):
     (named("dexamethasone-sodium phosphate"), True),
     (named("IV-dexamethasone 10 mg"), True),
     (named("dexamethasone-oral 4 mg"), True),
-    (named("dexamethasone - 4 mg tablet"), True),                         # a spaced dash joins nothing
+    (named("dexamethasone - 4 mg tablet"), True),                         # a spaced dash before a dose
+    # a dash joining a form, route, preservative or known labeller to dexamethasone (review11)
+    (named("Inj-Dexamethasone 8 mg"), True),
+    (named("dexamethasone-IVPB 10 mg"), True),
+    (named("dexamethasone-preservative free 10 mg/mL"), True),
+    (named("PMS-Dexamethasone 4 mg tablet"), True),
+    (named("APO-Dexamethasone 0.5 mg"), True),
+    (named("DEXAMETHASONE-OMEGA 4 mg/mL"), True),
+    (named("Inj-" * 25_000 + "dexamethasone"), True),                    # 100 KB
     (named("high-" * 20_000 + "dexamethasone"), True),                    # 100 KB
     (named("dexamethasone 10 mg/mL injection"), True),
     (named("Dexamethasone 0.5 mg/5 mL oral solution"), True),

@@ -55,33 +55,59 @@ AMBULATORY_VALUES = ("ambulatory", "ambulatory-with-assistance", "non-ambulatory
 
 # Dexamethasone named in words (pathway.md section 2): a topical or combined product does not count.
 DEXAMETHASONE_WORD = re.compile(r"dexamethasone", re.IGNORECASE)
-NOT_SYSTEMIC = re.compile(r"\b(eye|ophthalmic|ocular|intraocular|intravitreal|conjunctival|ear|otic|aural|auricular|"
-                          r"skin|topical|cutaneous|dermal|transdermal|cream|ointment|lotion|gel|inhal\w*|respiratory|"
-                          r"nasal|intranasal)\b", re.IGNORECASE)
+# Local forms also as drug databases and sigs abbreviate them: "OPHTH SUSP", "oint", "1 gtt OU", route "Both eyes".
+# Only unambiguous abbreviations: "OD" is "once daily" in UK prescriptions ("dexamethasone 4 mg OD" is systemic) and
+# "right eye" in US sigs, "OS" is as ambiguous, "AS" (left ear) is the English word and "AD" the Latin one: these
+# four stay words of no form (an eye or ear product written with them alone counts: a known limit, docs/codes.md).
+LOCAL_FORMS = ("eyes?", "eyedrops?", "ophth\\w*", "opht", "oph", "opth\\w*", "ocular", "intraocular", "intravitreal",
+               "conjunctival", "implant", "gtts?", "ou", "ears?", "eardrops?", "otic", "aural", "auricular", "au", "skin",
+               "topical", "cutaneous", "dermal", "transdermal", "cream", "crm", "ointment", "oint", "lotion", "gel",
+               "inhal\\w*", "respiratory", "nasal", "intranasal")
+# The first letters looked at before the words: a word start no form begins with is passed in one step (half the cost)
+NOT_SYSTEMIC = re.compile(rf"\b(?=[{''.join(sorted({w[0] for w in LOCAL_FORMS}))}])({'|'.join(LOCAL_FORMS)})\b",
+                          re.IGNORECASE)
 # RxNorm writes combinations "A 1 MG/ML / B 3 MG/ML": a spaced slash, not the one in "MG/ML"; EHRs also write
 # "neomycin/dexamethasone": a slash between two words of three letters or more, neither a unit nor a dose form
 # ("tablets/day", "solution/injection"); the words' shape is looked for first, the long list only where it is met.
-# EHRs and US generic names join a combination's ingredients by hyphens ("neomycin-polymyxin B-dexamethasone",
-# "dexamethasone-tobramycin"): a hyphen attached to dexamethasone joins a second ingredient, unless the word it joins
-# belongs to dexamethasone's own product: a salt, a brand form, a dose or a route (OWN_PRODUCT_WORDS:
-# "dexamethasone-sodium phosphate", "high-dose-dexamethasone") or, after it, a unit or a form (NOT_AN_INGREDIENT).
-# Before "-dexamethasone", a word of three letters or more or a letter alone ("polymyxin B") is an ingredient; "IV-" is
-# not. The hyphen is looked for first, then fixed-width look-behinds: one pass over the words, and few steps for a
-# name without a hyphen. A spaced " - " joins nothing; salts stay ingredients around a slash ("dexamethasone sodium
-# phosphate/neomycin sulfate" is a combination).
 NOT_AN_INGREDIENT = r"(?:mcg|actuat\w*|unt|units?|meq|mmol|hrs?|hours?|days?|wks?|weeks?|doses?|sprays?|drops?|tabs?" \
                     r"|tablets?|caps?|capsules?|vials?|amps?|ampules?|syringes?|patch(?:es)?|puffs?|inh|min|soln" \
                     r"|solutions?|inj|injections?|infusions?|elixirs?|susp|suspensions?|conc|concentrates?|oral" \
                     r"|intravenous|intramuscular|syrups?|liquids?|powders?|kits?)\b"
-OWN_PRODUCT_WORDS = ("sodium", "phosphate", "acetate", "intensol", "injectable", "oral", "intravenous", "intramuscular",
-                     "high", "low", "dose", "pre", "post", "taper", "tapering")
-HYPHEN = "[-\u2010\u2011\u2013]"         # hyphen-minus, hyphen, non-breaking hyphen, en dash; "." below: the hyphen
-JOINED_BY_HYPHEN = (
-    rf"{HYPHEN}(?:(?<=dexamethasone.)(?!{NOT_AN_INGREDIENT}|(?:{'|'.join(OWN_PRODUCT_WORDS)})\b)[a-z]{{3}}"
-    rf"|(?=dexamethasone)(?:(?<=[a-z]{{3}}.)|(?<=\b[a-z].))" + "".join(rf"(?<!\b{w}.)" for w in OWN_PRODUCT_WORDS) + ")")
+# EHRs and US generic names join a combination's ingredients by dashes, spaced or not ("neomycin-polymyxin
+# B-dexamethasone", "Neomycin - Polymyxin B - Dexamethasone", "dexamethasone-tobramycin", "Dexamethasone Sodium
+# Phosphate-Neomycin Sulfate", "dexamethasone 0.1%-tobramycin 0.3%"). A dash joins a second ingredient when
+# - it comes before dexamethasone and after an ingredient's word: three letters or more or a letter alone ("polymyxin
+#   B"), or a strength's "%", but none of NOT_BEFORE_DEXAMETHASONE (a form, route, dose word or labeller: "Inj-",
+#   "high-dose-", "PMS-"; "IV-" has two letters; a salt there is another ingredient's: "Sulfacetamide Sodium-");
+# - or it comes after dexamethasone, its salt or its strength (a "%", mg, mcg, mL) and before a word of three letters
+#   or more that is not its own product's (NOT_AN_INGREDIENT, OWN_PRODUCT_AFTER_DASH: a unit, form, route, salt,
+#   brand, sig word or labeller: "dexamethasone-IVPB", "dexamethasone-preservative free", "DEXAMETHASONE-OMEGA",
+#   "dexamethasone 4 mg - take 1 daily"); a dose after it joins nothing ("dexamethasone - 4 mg tablet").
+# Every check is a fixed-width look-around taken only where a word ends just before a dash (one space allowed each
+# side): one pass over the words, a few steps a character. Labellers are open-ended: only a few known prefixes and
+# suffixes are listed; another labeller's "Xyz-Dexamethasone" does not count (nuisance direction, docs/codes.md).
+LABELLERS = ("apo", "auro", "jamp", "mar", "mint", "mylan", "nat", "novo", "omega", "pms", "ratio", "riva", "sandoz",
+             "sdz", "teva")
+NOT_BEFORE_DEXAMETHASONE = ("inj", "injection", "injectable", "oral", "intravenous",
+                            "intramuscular", "ivpb", "ivp", "high", "low", "dose", "pre", "post", "taper", "tapering",
+                            "preservative", "free", "generic") + LABELLERS
+OWN_PRODUCT_AFTER_DASH = (
+    "dexamethasone", "sodium", "phosphate", "acetate", "intensol", "injectable", "ivpb", "ivp", "piggyback", "push",
+    "premix\\w*", "bolus", "preservative", "free", "generic", "high", "low", "pre", "post", "taper", "tapering",
+    "decadron", "hemady", "dexpak", "taperdex", "zcort", "dxevo", "hidex", "dexabliss", "doubledex", "baycadron",
+    "take", "give", "inject", "administer", "start", "then", "once", "twice", "daily", "every", "each", "per", "for",
+    "stat", "now", "bid", "tid", "qid", "qds", "tds", "prn", "nightly", "morning", "evening", "night", "hold", "until",
+    "see", "use", "via", "over", "slow", "slowly") + LABELLERS
+DASH = "[-\u2010-\u2015\u2212]"       # hyphen-minus, hyphen, non-breaking hyphen, figure dash, en/em dash, minus
+JOINED_BY_DASH = (
+    rf"(?= ?{DASH})(?<=[a-z%])(?:"
+    rf"(?= ?{DASH} ?dexamethasone)(?:(?<=[a-z]{{3}})|(?<=\b[a-z])|(?<=%))"
+    + "".join(rf"(?<!\b{w})" for w in NOT_BEFORE_DEXAMETHASONE)
+    + r"|(?:(?<=dexamethasone)|(?<=\bsodium)|(?<=\bphosphate)|(?<=\bacetate)|(?<=%)|(?<=[^a-z]mg)|(?<=[^a-z]mcg)"
+    rf"|(?<=[^a-z]ml))(?= ?{DASH} ?(?=[a-z]{{3}})(?!{NOT_AN_INGREDIENT}|(?:{'|'.join(OWN_PRODUCT_AFTER_DASH)})\b)))")
 SECOND_INGREDIENT = re.compile(r"\s/\s|\+|\band\b|\bwith\b|;"
                                rf"|\b(?=[a-z]{{3,}}/[a-z]{{3}})(?!{NOT_AN_INGREDIENT})[a-z]+/(?!{NOT_AN_INGREDIENT})[a-z]{{3}}"
-                               rf"|{JOINED_BY_HYPHEN}", re.IGNORECASE)
+                               rf"|{JOINED_BY_DASH}", re.IGNORECASE)
 
 UTC = dt.timezone.utc
 EARLIEST = dt.datetime.min.replace(tzinfo=UTC)
