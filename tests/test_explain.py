@@ -86,7 +86,8 @@ def test_data_that_could_not_be_read_is_not_taken_for_an_absence(transport):
     (None, 400, "invalid_json"),
 ])
 def test_a_malformed_request_is_a_json_400(transport, body, status, error):
-    response = transport.client.post(EXPLAIN, json=body) if body else transport.client.post(EXPLAIN, data=b"{")
+    response = transport.client.post(EXPLAIN, json=body) if body else \
+        transport.client.post(EXPLAIN, data=b"{", content_type="application/json")
     assert response.status_code == status and response.json["error"] == error
 
 

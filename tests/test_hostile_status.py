@@ -174,10 +174,10 @@ def test_draft_orders_with_junk_entries_are_a_400_naming_them(open_client, entri
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "text/html", None])
-@pytest.mark.parametrize("path", [INVOKE, INVOKE + "/feedback"])
+@pytest.mark.parametrize("path", [INVOKE, INVOKE + "/feedback", INVOKE + "/explain"])
 def test_a_post_that_is_not_declared_json_is_a_415(open_client, content_type, path):
-    """Attack: a service call or feedback posted with a Content-Type other than JSON (or none); it was read as
-    JSON all the same."""
+    """Attack: a service call, feedback or an explanation (auth off: its route is not the guard's blueprint)
+    posted with a Content-Type other than JSON (or none); it was read as JSON all the same."""
     headers = {"Content-Type": content_type} if content_type else {}
     response = open_client.post(path, data=json.dumps(hook_request()), headers=headers)
     assert response.status_code == 415

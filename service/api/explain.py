@@ -16,7 +16,7 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 
 from service.api.order_hooks import order_facts, selections_of
 from service.api.routes import hook_call, precondition_failed
@@ -25,6 +25,7 @@ from service.clinical import orders, pathway
 from service.clinical.pathway import Unchecked
 from service.errors import ApiError
 from service.fhir.prefetch import PrefetchFailed
+from service.security import require_json
 from service.security.limits import check_limits
 
 bp = Blueprint("explain", __name__)
@@ -110,6 +111,7 @@ def format_table(explanation: Explanation) -> str:
 
 @bp.post("/cds-services/<service_id>/explain")
 def explain_call(service_id: str):
+    require_json(request)       # the guard checks the service's own blueprint, not this one
     avh = current_app.extensions["avh"]
     service, body = hook_call(avh, service_id)
     settings = avh.settings

@@ -196,14 +196,19 @@ def _is_json(mimetype: str) -> bool:
     return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
-def _check_body(security: Security, caller: Caller | None, req: Request, call: dict) -> None:
-    """Media type, limits and fhirServer of a POST (`req`, whose g's dict is `call`), before any route code. With
-    authentication on it runs between the token's checks and the replay cache's answer, so a refusal here stands
-    only if the token does."""
+def require_json(req: Request) -> None:
+    """415 unless the body of `req` is sent as JSON (application/json or a +json type)."""
     # The Content-Type header as an EHR sends it needs no parsing (werkzeug's parse of it: ~0.2 µs).
     if req.environ.get("CONTENT_TYPE") != "application/json" and not _is_json(req.mimetype):
         raise ApiError(415, "unsupported_media_type", "the request body must be JSON sent as Content-Type: "
                        f"application/json, not {req.mimetype[:60] or 'no Content-Type'!r}")
+
+
+def _check_body(security: Security, caller: Caller | None, req: Request, call: dict) -> None:
+    """Media type, limits and fhirServer of a POST (`req`, whose g's dict is `call`), before any route code. With
+    authentication on it runs between the token's checks and the replay cache's answer, so a refusal here stands
+    only if the token does."""
+    require_json(req)
     try:
         body = request_json()
     except (ValueError, RecursionError):
