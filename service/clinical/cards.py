@@ -114,8 +114,8 @@ class Template:
         parts, slots = [cut[0]], []        # the literal JSON between two placeholders in one part
         for (_, text), after in zip(holes, cut[2::2]):
             parts[-1] += b'"'
-            for literal, name, _, _ in string.Formatter().parse(text):
-                parts[-1] += _json_text(literal)
+            for fixed, name, _, _ in string.Formatter().parse(text):
+                parts[-1] += _json_text(fixed)
                 if name:
                     slots.append((len(parts), name))
                     parts += [b"", b""]
@@ -182,8 +182,8 @@ class Text:
     @classmethod
     def of(cls, text: str) -> "Text":
         parts, slots = [], []
-        for literal, name, _, _ in string.Formatter().parse(text):
-            parts.append(literal)
+        for fixed, name, _, _ in string.Formatter().parse(text):
+            parts.append(fixed)
             if name is not None:
                 slots.append((len(parts), name))
                 parts.append("")
@@ -256,9 +256,10 @@ def _create_actions(item: Mapping, compiled: list[Template]) -> Template | None:
     texts = [c.code_text for c in compiled] if len(compiled) > 1 else [label]
     if any(isinstance(t, str) and "{" in t for t in texts):
         return None
-    literal = [t.replace("{", "{{").replace("}", "}}") if isinstance(t, str) else t for t in (t or label for t in texts)]
+    descriptions = [t.replace("{", "{{").replace("}", "}}") if isinstance(t, str) else t
+                    for t in (t or label for t in texts)]
     return Template.compile([{"type": "create", "description": d, "resource": r}
-                             for d, r in zip(literal, _resources_of(item))])
+                             for d, r in zip(descriptions, _resources_of(item))])
 
 
 @dataclass(frozen=True)
@@ -385,7 +386,8 @@ class CardLibrary:
         self._layouts: dict[tuple[str, frozenset[str]], Layout] = {}   # by _layout
         # Where a topic's card shows in an answer: by indicator (critical first), then in TOPIC_ORDER; the
         # data-unavailable card (info) after every other.
-        self._rank = {topic: (INDICATOR_RANK[d.indicator], TOPIC_ORDER.index(topic) if topic in TOPIC_ORDER else len(TOPIC_ORDER)) for topic, d in definitions.items()}
+        self._rank = {topic: (INDICATOR_RANK[d.indicator], TOPIC_ORDER.index(topic) if topic in TOPIC_ORDER
+                              else len(TOPIC_ORDER)) for topic, d in definitions.items()}
         self.topics = frozenset(definitions) | {UNCHECKED_TOPIC}       # every topic a card of this library can have
         # (topic, label) -> the suggestion's id in its card file: what the record of issued suggestions keeps.
         self.suggestion_ids = {(topic, s["label"]): s["id"]
