@@ -231,6 +231,25 @@ def test_page_cap_ends_paging_and_marks_the_key_incomplete(rsps, resolver):
     assert {"Observation/o1", "Observation/o2", "Observation/o3"} <= set(ids(result))   # what was read stays
 
 
+def test_a_fetched_key_is_held_to_the_prefetch_resource_limit(rsps):
+    """hostile11's note: a sent prefetch over AVH_CDS_MAX_PREFETCH_RESOURCES is a 413, but a fetched one was bound
+    only by pages x bytes (10 pages of 10 MB of small resources, all kept: ~290 MB a call measured). Past the limit
+    the key is unavailable, naming it, and no further page is asked for."""
+    serve_all(rsps, skip=("observations",))
+    for page in range(1, 4):
+        rsps.get(f"{BASE}/Observation", match=[matchers.query_param_matcher(
+            {"patient": "p1", **({"page": str(page)} if page > 1 else {})})],
+            json=searchset([walking("ambulatory", YESTERDAY, patient_id="p1", id=f"o{page}-{i}") for i in range(4)],
+                           f"{BASE}/Observation?patient=p1&page={page + 1}" if page < 3 else None))
+    capped = PrefetchResolver(timeout=1.0, budget=2.0, page_cap=5, max_resources=6)
+    result = capped.resolve(TEMPLATES, hook())
+    assert "more than 6 resources (AVH_CDS_MAX_PREFETCH_RESOURCES)" in result.unavailable["Observation"]
+    assert len([c for c in rsps.calls if "/Observation" in c.request.url]) == 2
+    rsps.calls.reset()
+    whole = PrefetchResolver(timeout=1.0, budget=2.0, page_cap=5, max_resources=12).resolve(TEMPLATES, hook())
+    assert "Observation" not in whole.unavailable and len([i for i in ids(whole) if i.startswith("Observation/")]) == 12
+
+
 def test_a_next_loop_ends(rsps, resolver):
     serve_all(rsps, skip=("observations",))
     rsps.get(f"{BASE}/Observation", json=searchset(OBS, f"{BASE}/Observation?patient=p1"))

@@ -418,18 +418,21 @@ class PrefetchResolver:
 
     def __init__(self, session: requests.Session | None = None, *, timeout: float = 2.0, budget: float = 1.5,
                  page_cap: int = 10, workers: int = 8, max_bytes: int = 10 * 1024 * 1024,
-                 wanted: Callable[[dict], bool] | None = None):
+                 max_resources: int = 20000, wanted: Callable[[dict], bool] | None = None):
         self.wanted = wanted
         self.session = session or _session(workers)
         self.pools = FetchPools(workers)
         self.timeout, self.budget, self.page_cap, self.max_bytes = timeout, budget, page_cap, max_bytes
+        # Most resources read for one key: a sent prefetch is held to AVH_CDS_MAX_PREFETCH_RESOURCES (413), and a
+        # fetched one is too, else only pages x bytes bound it (10 pages of 10 MB of small resources, all kept).
+        self.max_resources = max_resources
 
     @classmethod
     def from_settings(cls, settings: Settings, session: requests.Session | None = None,
                       wanted: Callable[[dict], bool] | None = None) -> "PrefetchResolver":
         return cls(session, timeout=settings.fetch_timeout_seconds, budget=settings.fetch_budget_seconds,
                    page_cap=settings.fetch_page_cap, workers=settings.fetch_workers,
-                   max_bytes=settings.fetch_max_bytes, wanted=wanted)
+                   max_bytes=settings.fetch_max_bytes, max_resources=settings.max_prefetch_resources, wanted=wanted)
 
     def resolve(self, templates: Mapping[str, str], request: Mapping[str, Any]) -> Prefetched:
         deadline = time.monotonic() + self.budget
@@ -562,6 +565,9 @@ class PrefetchResolver:
                 pages += 1
                 page, page_read, unusable, page_matched = read_resources(body, plan.patient_id, self.wanted)
                 read += page_read
+                if read > self.max_resources:
+                    raise FetchProblem(f"fhirServer answered with more than {self.max_resources} resources "
+                                       "(AVH_CDS_MAX_PREFETCH_RESOURCES)", "too-costly")
                 if unusable == OUTCOME:
                     raise FetchProblem(OUTCOME_FETCHED, "exception")
                 if unusable == OTHER_PATIENT:
