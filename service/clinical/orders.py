@@ -160,8 +160,11 @@ def entry_names(entry: Mapping) -> frozenset[str]:
     rtype, rid, full_url = resource.get("resourceType"), resource.get("id"), entry.get("fullUrl")
     names = {rid, f"{rtype}/{rid}"} if isinstance(rid, str) else set()
     if isinstance(full_url, str):
-        tail = _unversioned(full_url.rstrip("/").split("/"))[-2:]
-        names.update((full_url, "/".join(tail)) if len(tail) == 2 and tail[0] == rtype else (full_url,))
+        names.add(full_url)
+        named = _named(full_url)
+        kind, slash, _ = named.partition("/")
+        if slash and kind == rtype:
+            names.add(named)
     return frozenset(names)
 
 
@@ -169,8 +172,7 @@ def selection_names(selections: Iterable) -> frozenset[str]:
     """Each selection as sent (a fullUrl) and as the Type/id it names: 'ServiceRequest/abc', a version of it
     ('ServiceRequest/abc/_history/2': a FHIR reference may name one) or an absolute URL ending in either ->
     'ServiceRequest/abc' (a version read as the order itself: else the order selected is not spoken of)."""
-    return frozenset(name for s in selections if isinstance(s, str)
-                     for name in (s, "/".join(_unversioned(s.rstrip("/").split("/"))[-2:])))
+    return frozenset(name for s in selections if isinstance(s, str) for name in (s, _named(s)))
 
 
 def selections_not_drafted(selections: Iterable, bundle: Mapping) -> list[tuple[int, str]]:
@@ -179,8 +181,13 @@ def selections_not_drafted(selections: Iterable, bundle: Mapping) -> list[tuple[
     return [(i, s) for i, s in enumerate(selections) if isinstance(s, str) and not selection_names([s]) & drafted]
 
 
-def _unversioned(parts: list[str]) -> list[str]:
-    return parts[:-2] if len(parts) >= 4 and parts[-2] == "_history" else parts
+def _named(reference: str) -> str:
+    """The Type/id a reference or URL ends in, a version left off ('.../MedicationRequest/abc/_history/2' ->
+    'MedicationRequest/abc'); of a text with no '/', the text."""
+    parts = reference.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return "/".join(parts[-2:])
 
 
 # --- durations (pathway.md section 5) -----------------------------------------------------------------
