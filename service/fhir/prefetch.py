@@ -39,7 +39,7 @@ import requests
 import urllib3
 
 from service.gcpause import collector_paused
-from service.lazyjson import Entries
+from service.lazyjson import BYTE_ORDER_MARK, Entries
 from service.httpread import OutOfTime, TooLarge, Watch, WatchedAdapter, read_capped
 from service.ops import metrics
 from service.clinical.record import subject_id
@@ -50,9 +50,6 @@ TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
 FHIR_JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MEDIA_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
-# An answer is read as a request body is (orjson: UTF-8, no NaN or Infinity, no number beyond a double, no lone
-# surrogate), but for a leading byte order mark, which RFC 8259 lets a parser ignore and some servers write.
-BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 # The data that decides whether a patient is in scope: without it the service answers 412. Any other type that
 # cannot be had gives a partial answer (the Patient only gives the age: without it, the cards of an unknown age).
 REQUIRED_TYPES = frozenset({"Condition"})
@@ -627,7 +624,7 @@ class PrefetchResolver:
             raise FetchProblem("fhirServer could not be reached", "transient") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise FetchProblem(f"the request to fhirServer failed ({type(exc).__name__})", "exception") from None
-        try:
+        try:    # read as a request body is (orjson), but for a leading byte order mark: RFC 8259 lets it be ignored
             return orjson.loads(raw[len(BYTE_ORDER_MARK):] if raw.startswith(BYTE_ORDER_MARK) else raw)
         except (ValueError, RecursionError):
             raise FetchProblem("fhirServer answered with invalid or truncated JSON", "invalid") from None
