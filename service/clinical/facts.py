@@ -18,8 +18,8 @@ from typing import Iterable
 from service.clinical.frozen import set_at_once
 from service.clinical.markdown import literal
 from service.clinical.record import LeftOut, PatientRecord
-from service.clinical.valuesets import (LEVELS, LOCAL, SPINE_WORDS, LEVEL_PATTERN, ValueSets, codings, in_set, level_rank,
-                                        sets_holding)
+from service.clinical.valuesets import (LEVEL_PATTERN, LEVELS, LOCAL, SPINE_WORDS, ValueSets, codings, in_set,  # noqa: F401
+                                        level_rank, named_levels, sets_holding)   # LEVEL_PATTERN: a frozen oracle's
 
 # --- the service's own conventions (pathway.md *(convention)*; docs/input-contract.md lists them) -----
 EPISODE_LEAD = dt.timedelta(days=30)                  # the window opens this long before the episode start
@@ -480,7 +480,7 @@ def levels_of(c, vs: ValueSets) -> set[str]:
         found.update(vs.levels[code] for code in codings(site) if code in vs.levels)
         words.append(label_of(site))
     words += [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]
-    found.update(map(str.upper, LEVEL_PATTERN.findall("\n".join(words))))
+    found.update(named_levels("\n".join(words)))
     return found.intersection(LEVEL_NAMES)
 
 

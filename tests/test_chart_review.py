@@ -1,0 +1,60 @@
+"""A hostile clinical review of patient-view (clin13): charts not among the fixtures, driven through the real
+service (Flask test client, prefetch) and compared card by card with pathway.md v2. Each test is a defect the
+review found: it failed before its fix."""
+import datetime as dt
+
+import pytest
+
+from service.clinical.valuesets import named_levels
+from tests.fhir_records import (COMPRESSION_ICD, CPT, HEMANGIOMA_T7_AGGRESSIVE, PATIENT_ID, PRE_OP_CARDS, RXNORM,
+                                SNOMED, T7, concept, condition, day, hook_request, patient, stay_on, today, topics)
+
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+_clock = stay_on(TODAY)
+
+
+def _d(days: int) -> str:
+    return day(days, since=today())
+
+
+def _cards(client, resources, pid=PATIENT_ID):
+    body = hook_request("patient-view", pid, resources)
+    medications = [r for r in resources if r["resourceType"] == "Medication"]   # as _include=...:medication sends them
+    body["prefetch"]["medicationRequests"]["entry"] += [{"resource": m, "search": {"mode": "include"}}
+                                                        for m in medications]
+    response = client.post("/cds-services/avh-patient-view", json=body)
+    assert response.status_code == 200, response.json
+    return response.json["cards"]
+
+
+def _hemangioma(**kw):
+    return condition(HEMANGIOMA_T7_AGGRESSIVE, sites=[concept(*T7)], id="hem", **kw)
+
+
+def _compression(**kw):
+    return condition(COMPRESSION_ICD, id="cmp", **kw)
+
+
+# --- levels written as a span ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, levels", [
+    ("Multilevel vertebral hemangiomas T5-T10", {"T5", "T6", "T7", "T8", "T9", "T10"}),
+    ("Hemangioma T6\u2013T8", {"T6", "T7", "T8"}),
+    ("Hemangioma T6 to T8", {"T6", "T7", "T8"}),
+    ("Hemangioma T6-8", {"T6", "T7", "T8"}),
+    ("Hemangiomas T11-L1", {"T11", "T12", "L1"}),
+    ("Hemangioma T7, low T1-weighted signal", {"T7", "T1"}),     # no span: "T1-weighted" is one level word
+])
+def test_a_span_of_levels_names_every_level_between(text, levels):
+    assert named_levels(text) == levels
+
+
+def test_a_hemangioma_spanning_the_compressed_level_is_the_same_lesion(client):
+    """Hemangiomas written 'T5-T10' and a compression at T7: T7 lies within the span, the patient is in the pathway
+    (the span was read as T5 and T10 alone, both over one level from T7: silence)."""
+    cards = _cards(client, [patient("1968-04-02"),
+                            condition(concept(SNOMED, "448232005", "Multilevel vertebral hemangiomas T5-T10"),
+                                      onset=_d(10), id="hem"),
+                            condition(concept(SNOMED, "71286001", "Spinal cord compression at T7"), onset=_d(10),
+                                      id="cmp")])
+    assert topics(cards) == PRE_OP_CARDS
