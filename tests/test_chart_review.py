@@ -58,3 +58,19 @@ def test_a_hemangioma_spanning_the_compressed_level_is_the_same_lesion(client):
                             condition(concept(SNOMED, "71286001", "Spinal cord compression at T7"), onset=_d(10),
                                       id="cmp")])
     assert topics(cards) == PRE_OP_CARDS
+
+
+# --- dexamethasone named through a versioned reference --------------------------------------------------------
+
+@pytest.mark.parametrize("reference", ["Medication/dex-tab/_history/3", "https://ehr.example/fhir/Medication/dex-tab/_history/3"])
+def test_dexamethasone_by_a_versioned_reference_is_on_record(client, reference):
+    """An order naming a version of its Medication (a FHIR reference may) is dexamethasone on record: no second
+    'start 96 mg now' (the version was read as the Medication's id: the card fired)."""
+    medication = {"resourceType": "Medication", "id": "dex-tab",
+                  "code": concept(RXNORM, "197582", "dexamethasone 4 MG Oral Tablet")}
+    order = {"resourceType": "MedicationRequest", "id": "mr-dex", "status": "active", "intent": "order",
+             "subject": {"reference": f"Patient/{PATIENT_ID}"}, "medicationReference": {"reference": reference},
+             "authoredOn": _d(2)}
+    cards = _cards(client, [patient("1968-04-02"), _hemangioma(onset=_d(10)), _compression(onset=_d(10)),
+                            medication, order])
+    assert topics(cards) == PRE_OP_CARDS - {"corticosteroids"}

@@ -17,7 +17,7 @@ from typing import Iterable
 
 from service.clinical.frozen import set_at_once
 from service.clinical.markdown import literal
-from service.clinical.record import LeftOut, PatientRecord
+from service.clinical.record import LeftOut, PatientRecord, named_resource
 from service.clinical.valuesets import (LEVEL_PATTERN, LEVELS, LOCAL, SPINE_WORDS, ValueSets, codings, in_set,  # noqa: F401
                                         level_rank, named_levels, sets_holding)   # LEVEL_PATTERN: a frozen oracle's
 
@@ -658,7 +658,7 @@ def medication_concept(resource, medications: dict[str, object]):
         contained = {c.id: c for c in resource.contained or () if c.get_resource_type() == "Medication"}
         medication = contained.get(ref[1:])
     else:
-        medication = medications.get("/".join(ref.rstrip("/").split("/")[-2:]))
+        medication = medications.get(named_resource(ref))        # a version of it names the Medication too
     return medication.code if medication is not None else None
 
 

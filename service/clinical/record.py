@@ -183,6 +183,15 @@ def references_medication(resource: dict) -> bool:
     return isinstance(ref, dict) and isinstance(ref.get("reference"), str)
 
 
+def named_resource(reference: str) -> str:
+    """The Type/id a reference or URL ends in, a version left off ('.../MedicationRequest/abc/_history/2' ->
+    'MedicationRequest/abc'); of a text with no '/', the text."""
+    parts = reference.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return "/".join(parts[-2:])
+
+
 def subject_id(resource: Mapping) -> str | None:
     """The id of the Patient a resource is about (subject or patient reference), else None."""
     ref = resource.get("subject") or resource.get("patient")
