@@ -5,9 +5,10 @@ import datetime as dt
 
 import pytest
 
+from service.clinical.record import build_record
 from service.clinical.valuesets import named_levels
-from tests.fhir_records import (COMPRESSION_ICD, CPT, HEMANGIOMA_T7_AGGRESSIVE, PATIENT_ID, PRE_OP_CARDS, RXNORM,
-                                SNOMED, T7, concept, condition, day, hook_request, patient, stay_on, today, topics)
+from tests.fhir_records import (COMPRESSION_ICD, HEMANGIOMA_T7_AGGRESSIVE, PATIENT_ID, PRE_OP_CARDS, RXNORM, SELECTOR,
+                                SNOMED, T7, concept, condition, day, decompression, hook_request, patient, stay_on, today, topics)
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 _clock = stay_on(TODAY)
@@ -74,3 +75,37 @@ def test_dexamethasone_by_a_versioned_reference_is_on_record(client, reference):
     cards = _cards(client, [patient("1968-04-02"), _hemangioma(onset=_d(10)), _compression(onset=_d(10)),
                             medication, order])
     assert topics(cards) == PRE_OP_CARDS - {"corticosteroids"}
+
+
+# --- the same resource sent twice, two versions ---------------------------------------------------------------
+
+@pytest.mark.parametrize("meta_old, meta_new", [
+    ({"versionId": "1"}, {"versionId": "2"}),
+    ({"versionId": "9"}, {"versionId": "10"}),                      # numbers, not text: 10 is later than 9
+    ({"lastUpdated": "2026-01-01T10:00:00Z"}, {"lastUpdated": "2026-01-01T10:00:00-02:00"}),   # later by 2 h
+])
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_the_latest_version_of_a_resource_sent_twice_is_read(client, meta_old, meta_new, newest_first):
+    """A compression entered in error in its second version: whichever order the two versions come in, the latest
+    is the record (the first sent was kept: the stale active version gave five cards)."""
+    old = _compression(onset=_d(10), meta=meta_old)
+    new = _compression(onset=_d(10), verification="entered-in-error", meta=meta_new)
+    versions = [new, old] if newest_first else [old, new]
+    assert _cards(client, [patient("1968-04-02"), _hemangioma(onset=_d(10)), *versions]) == []
+
+
+def test_a_completed_version_of_an_operation_in_progress_makes_the_patient_operated(client):
+    in_progress = {**decompression(_d(1), "in-progress", id="op"), "meta": {"versionId": "1"}}
+    completed = {**decompression(_d(1), "completed", id="op"), "meta": {"versionId": "2"}}
+    cards = _cards(client, [patient("1968-04-02"), _hemangioma(onset=_d(10)), _compression(onset=_d(10)),
+                            in_progress, completed])
+    assert topics(cards) == {"adjuvant-radiotherapy", "posterior-fixation"}
+
+
+def test_a_later_version_of_the_patient_saying_deceased_is_read():
+    """Pure: the record keeps the Patient's later version (a record may carry the Patient twice)."""
+    alive = patient("1968-04-02", meta={"versionId": "4"})
+    deceased = patient("1968-04-02", meta={"versionId": "5"}, deceasedDateTime=_d(1))
+    for sent in ([alive, deceased], [deceased, alive]):
+        record = build_record(sent + [_hemangioma(onset=_d(10)), _compression(onset=_d(10))], SELECTOR, PATIENT_ID)
+        assert record.patient.deceasedDateTime is not None and not record.left_out

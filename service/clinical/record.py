@@ -12,8 +12,10 @@ alone, at ~1.5 µs a resource instead of ~100 µs (tests/test_fhir_schema.py).
 """
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
+import re
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
 
@@ -380,14 +382,16 @@ class Validator:
 def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                  unavailable: Iterable[str] = (), validate: Validator | None = None,
                  selected: bool = False) -> PatientRecord:
-    """Keep this patient's relevant resources, each (type, id) once, validated.
+    """Keep this patient's relevant resources, each (type, id) once, validated: of two versions sent, the later
+    (`later_version`), else the first sent.
 
     `selected`: every resource is one `selector.wanted` keeps (prefetch selected them as it read them), so it is not
     asked again."""
-    seen: set[tuple[str, str]] = set()
+    seen: dict[tuple[str, str], tuple[dict, tuple | None]] = {}    # (type, id) -> (resource sent, where it went)
     kept: dict[str, list] = {}
-    left_out: list[LeftOut] = []
-    patient = None
+    left_out: list[LeftOut | None] = []
+    replaced = False
+    patient = patient_sent = None
     check = Validator() if validate is None else validate
     # The usual subject reference, compared whole before it is parsed (an empty id, or one with a '/', is parsed).
     own = "Patient/" + patient_id if patient_id and "/" not in patient_id else None
@@ -399,7 +403,8 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if not isinstance(rtype, str):
             continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
         if rtype == "Patient":
-            if rid == patient_id and patient is None:
+            if rid == patient_id and (patient is None or later_version(res, patient_sent)):
+                patient_sent = res
                 patient, reason = check(res)
                 if reason is not None:
                     left_out.append(LeftOut("Patient", shown_id(rid), ("patient",), reason))
@@ -407,22 +412,67 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if not selected and not selector.wanted(res):
             continue
         key = (rtype, str(rid))
-        if rid is not None and key in seen:
+        earlier = seen.get(key) if rid is not None else None
+        if earlier is not None and not later_version(res, earlier[0]):
             continue
-        seen.add(key)
         if rtype != "Medication" and not _of_patient(res, own, patient_id):
+            if earlier is None:
+                seen[key] = (res, None)
             log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
             continue
+        if earlier is not None and earlier[1] is not None:       # a later version: the earlier one goes
+            replaced = True
+            bucket, index = earlier[1]
+            (left_out if bucket is None else kept[bucket])[index] = None
         model, reason = check(res)
         if reason is None:
-            kept.setdefault(rtype, []).append(model)
+            found = kept.setdefault(rtype, [])
+            where = (rtype, len(found))
+            found.append(model)
         else:
             item = LeftOut(rtype, shown_id(rid), selector.concepts_of(res), reason)
             log.warning("left out invalid %.40s/%s: %.300s", rtype, item.id, item.reason)
+            where = (None, len(left_out))
             left_out.append(item)
+        if rid is not None:
+            seen[key] = (res, where)
+    if replaced:
+        kept = {rtype: [m for m in models if m is not None] for rtype, models in kept.items()}
     return PatientRecord(patient_id=patient_id, patient=patient,
-                         resources={k: tuple(v) for k, v in kept.items()},
-                         left_out=tuple(left_out), unavailable=frozenset(unavailable))
+                         resources={k: tuple(v) for k, v in kept.items() if v},
+                         left_out=tuple(lo for lo in left_out if lo is not None), unavailable=frozenset(unavailable))
+
+
+def later_version(sent: dict, earlier: dict) -> bool:
+    """Whether `sent` is a later version of the resource `earlier` is (the same type and id sent twice): a greater
+    `meta.versionId` when both are whole numbers, else a later `meta.lastUpdated` when both are instants. Else the
+    first sent stays (a history Bundle lists the newest first)."""
+    new, old = _meta(sent), _meta(earlier)
+    new_version, old_version = new.get("versionId"), old.get("versionId")
+    if _whole(new_version) and _whole(old_version):
+        return int(new_version) > int(old_version)
+    new_time, old_time = _updated(new.get("lastUpdated")), _updated(old.get("lastUpdated"))
+    return new_time is not None and old_time is not None and new_time > old_time
+
+
+def _meta(resource: dict) -> dict:
+    meta = resource.get("meta")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _whole(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value) is not None
+
+
+def _updated(value) -> dt.datetime | None:
+    """meta.lastUpdated (a FHIR instant, with its time zone) as an aware datetime, else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _of_patient(resource: dict, own: str | None, patient_id: str) -> bool:
