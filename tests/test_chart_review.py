@@ -109,3 +109,19 @@ def test_a_later_version_of_the_patient_saying_deceased_is_read():
     for sent in ([alive, deceased], [deceased, alive]):
         record = build_record(sent + [_hemangioma(onset=_d(10)), _compression(onset=_d(10))], SELECTOR, PATIENT_ID)
         assert record.patient.deceasedDateTime is not None and not record.left_out
+
+
+# --- an onsetAge whose unit is written, not coded -------------------------------------------------------------
+
+@pytest.mark.parametrize("age", [{"value": 54, "unit": "years"}, {"value": 54, "unit": "yr"},
+                                 {"value": 54, "unit": "Years", "system": "http://unitsofmeasure.org", "code": "a"},
+                                 {"value": 648, "unit": "months"}])
+def test_an_onset_age_in_written_units_dates_the_episode(client, age):
+    """A compression 'at age 54' (unit written 'years', no UCUM code) began this year: the laminectomy of six years
+    ago is an earlier operation (a recurrence), not this episode's (the start was unknown, the window held
+    everything and the old operation made the patient post-operative: no steroid, no surgery card)."""
+    born = (today() - dt.timedelta(days=54 * 365.25 + 20)).date()
+    born = born.replace(day=1) if born.day > 28 else born
+    cards = _cards(client, [patient(born.isoformat()), _hemangioma(onset=_d(3000)),
+                            _compression(onsetAge=age), decompression(_d(6 * 365), id="op-2020")])
+    assert topics(cards) == PRE_OP_CARDS | {"adjuvant-radiotherapy"}

@@ -187,13 +187,18 @@ def day_of(moment: dt.datetime | None) -> dt.date | None:
 
 
 AGE_UNITS = {"a": 365.25, "mo": 30.4375, "wk": 7.0, "d": 1.0}
+# An Age's unit as EHRs write it when they send no UCUM code ("54 years"): the UCUM unit it means.
+AGE_UNIT_WORDS = {word: code for code, words in (("a", ("a", "y", "yr", "yrs", "year", "years")),
+                                                 ("mo", ("mo", "mos", "month", "months")),
+                                                 ("wk", ("wk", "wks", "week", "weeks")),
+                                                 ("d", ("d", "day", "days"))) for word in words}
 
 
 def after_birth(age, born: dt.datetime | None) -> dt.datetime | None:
     """An Age (units a, mo, wk, d) added to the birth date."""
     if age is None or born is None or age.value is None:
         return None
-    unit = age.code or age.unit or ""
+    unit = age_unit(age)
     days = AGE_UNITS.get(unit)
     if days is None:
         return None
@@ -205,6 +210,13 @@ def after_birth(age, born: dt.datetime | None) -> dt.datetime | None:
         return shift(born, dt.timedelta(days=float(age.value) * days))
     except (OverflowError, ValueError):
         return None
+
+
+def age_unit(age) -> str | None:
+    """The UCUM unit of an Age: its code, else its unit as written ("years", "yr", "months")."""
+    if age.code in AGE_UNITS:
+        return age.code
+    return AGE_UNIT_WORDS.get(age.unit.strip().lower()) if isinstance(age.unit, str) else None
 
 
 def iso_string(text) -> dt.datetime | None:
