@@ -125,3 +125,17 @@ def test_an_onset_age_in_written_units_dates_the_episode(client, age):
     cards = _cards(client, [patient(born.isoformat()), _hemangioma(onset=_d(3000)),
                             _compression(onsetAge=age), decompression(_d(6 * 365), id="op-2020")])
     assert topics(cards) == PRE_OP_CARDS | {"adjuvant-radiotherapy"}
+
+
+# --- surgery under way in a recurrence ------------------------------------------------------------------------
+
+def test_surgery_under_way_in_a_recurrence_silences_its_radiotherapy_card(client):
+    """The recurrence's radiotherapy card is a card of the pre-operative pathway (pathway.md section 1: surgery under
+    way silences every pre-operative card): with the decompression under way it said 'responds to radiotherapy even
+    without repeat surgery' and offered a referral, the one card left. A post-operative patient keeps it."""
+    recurrence = [patient("1961-09-14"), _hemangioma(onset=_d(2500)), _compression(onset=_d(5)),
+                  decompression(_d(2190), id="op-2020")]
+    assert topics(_cards(client, recurrence)) == PRE_OP_CARDS | {"adjuvant-radiotherapy"}
+    under_way = {**decompression(None, "in-progress", id="op-now"),
+                 "performedDateTime": (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3)).isoformat()}
+    assert _cards(client, recurrence + [under_way]) == []
