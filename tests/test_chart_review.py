@@ -7,7 +7,7 @@ import pytest
 
 from service.clinical.record import build_record
 from service.clinical.valuesets import named_levels
-from tests.fhir_records import (COMPRESSION_ICD, HEMANGIOMA_T7_AGGRESSIVE, PATIENT_ID, PRE_OP_CARDS, RXNORM, SELECTOR,
+from tests.fhir_records import (COMPRESSION_ICD, HEMANGIOMA_T7_AGGRESSIVE, LOCAL, LOINC, PATIENT_ID, PRE_OP_CARDS, RXNORM, SELECTOR,
                                 SNOMED, T7, concept, condition, day, decompression, hook_request, patient, stay_on, today, topics)
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
@@ -139,3 +139,34 @@ def test_surgery_under_way_in_a_recurrence_silences_its_radiotherapy_card(client
     under_way = {**decompression(None, "in-progress", id="op-now"),
                  "performedDateTime": (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3)).isoformat()}
     assert _cards(client, recurrence + [under_way]) == []
+
+
+# --- occurrenceTiming dates an order ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("timing", [{"event": ["2019-03-04T09:00:00Z"]},
+                                    {"repeat": {"boundsPeriod": {"start": "2019-03-04"}}}])
+def test_an_order_dated_by_its_occurrence_timing_years_ago_is_not_this_episodes(client, timing):
+    """occurrence[x] includes occurrenceTiming (pathway.md section 3): an MRI of the entire spine ordered for 2019,
+    with no authoredOn, is not this episode's (read as undated, it was in the episode and silenced spine-mri)."""
+    order = {"resourceType": "ServiceRequest", "id": "mri-2019", "status": "completed", "intent": "order",
+             "code": concept(LOINC, "36067-7", "MR Spine entire"), "subject": {"reference": f"Patient/{PATIENT_ID}"},
+             "occurrenceTiming": timing}
+    cards = _cards(client, [patient("1968-04-02"), _hemangioma(onset=_d(10)), _compression(onset=_d(10)), order])
+    assert topics(cards) == PRE_OP_CARDS
+    recent = {**order, "occurrenceTiming": {"event": [_d(2)]}}
+    cards = _cards(client, [patient("1968-04-02"), _hemangioma(onset=_d(10)), _compression(onset=_d(10)), recent])
+    assert topics(cards) == PRE_OP_CARDS - {"spine-mri"}
+
+
+def test_readings_dated_by_their_effective_timing_count(client):
+    """An Observation's effective[x] includes effectiveTiming: walking yesterday, not today (read as undated, the
+    readings were dropped and the patient was 'stable': the embolization order was offered)."""
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def walking_at(value, hours_ago, oid):
+        return {"resourceType": "Observation", "id": oid, "status": "final", "code": concept(LOCAL, "ambulatory-status"),
+                "subject": {"reference": f"Patient/{PATIENT_ID}"}, "valueCodeableConcept": concept(LOCAL, value),
+                "effectiveTiming": {"event": [(now - dt.timedelta(hours=hours_ago)).isoformat()]}}
+    cards = _cards(client, [patient("1968-04-02"), _hemangioma(onset=_d(10)), _compression(onset=_d(10)),
+                            walking_at("ambulatory", 30, "walk-1"), walking_at("non-ambulatory", 2, "walk-2")])
+    assert topics(cards) == PRE_OP_CARDS - {"preop-embolization"} | {"embolization-deferred"}

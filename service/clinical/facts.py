@@ -247,7 +247,18 @@ def report_date(r) -> dt.datetime | None:
 
 def request_date(r) -> dt.datetime | None:
     return (instant(r.occurrenceDateTime) or instant(r.occurrencePeriod.start if r.occurrencePeriod else None)
-            or instant(r.authoredOn))
+            or timing_start(r.occurrenceTiming) or instant(r.authoredOn))
+
+
+def timing_start(timing) -> dt.datetime | None:
+    """When a Timing begins: its earliest event, else its repeat's boundsPeriod.start."""
+    if timing is None:
+        return None
+    events = [when for when in map(instant, timing.event or ()) if when]
+    if events:
+        return min(events)
+    bounds = timing.repeat.boundsPeriod if timing.repeat else None
+    return instant(bounds.start) if bounds else None
 
 
 def medication_request_date(m) -> dt.datetime | None:
@@ -267,7 +278,8 @@ def administration_date(a) -> dt.datetime | None:
 
 def observation_date(o) -> dt.datetime | None:
     return (instant(o.effectiveDateTime) or instant(o.effectiveInstant)
-            or instant(o.effectivePeriod.start if o.effectivePeriod else None) or instant(o.issued))
+            or instant(o.effectivePeriod.start if o.effectivePeriod else None) or timing_start(o.effectiveTiming)
+            or instant(o.issued))
 
 
 # --- what a clinician reads -----------------------------------------------------------------------------
