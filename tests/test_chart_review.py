@@ -170,3 +170,15 @@ def test_readings_dated_by_their_effective_timing_count(client):
     cards = _cards(client, [patient("1968-04-02"), _hemangioma(onset=_d(10)), _compression(onset=_d(10)),
                             walking_at("ambulatory", 30, "walk-1"), walking_at("non-ambulatory", 2, "walk-2")])
     assert topics(cards) == PRE_OP_CARDS - {"preop-embolization"} | {"embolization-deferred"}
+
+
+# --- a deceased patient whose record cannot be read whole --------------------------------------------------
+
+@pytest.mark.parametrize("sent", [{"birthDate": "1960-02-30", "deceasedBoolean": True},     # no such day
+                                  {"birthDate": "1960-02-03", "deceasedDateTime": "last week"},
+                                  {"birthDate": "1960-02-03", "deceasedDateTime": "2026-11-31"}])
+def test_a_patient_sent_as_deceased_gets_no_card_though_the_patient_is_invalid(client, sent):
+    """pathway.md section 1: deceasedBoolean true or *any* deceasedDateTime, no card. The Patient left out as invalid
+    FHIR (a birthDate or deceasedDateTime that is no day) was read as alive: five cards, 'order spine surgery'."""
+    dead = {"resourceType": "Patient", "id": PATIENT_ID, **sent}
+    assert _cards(client, [dead, _hemangioma(onset=_d(10)), _compression(onset=_d(10))]) == []

@@ -1049,7 +1049,7 @@ def birth(record: PatientRecord) -> dt.datetime | None:
 
 def is_deceased(record: PatientRecord) -> bool:
     p = record.patient
-    return p is not None and (p.deceasedBoolean is True or p.deceasedDateTime is not None)
+    return record.deceased_as_sent or (p is not None and (p.deceasedBoolean is True or p.deceasedDateTime is not None))
 
 
 def age_on(born: dt.datetime | None, today: dt.date) -> int | None:

@@ -79,6 +79,7 @@ class PatientRecord:
     resources: Mapping[str, tuple] = field(default_factory=dict)   # resourceType -> JsonElements (or models)
     left_out: tuple[LeftOut, ...] = ()
     unavailable: frozenset[str] = frozenset()                        # resource types that could not be read
+    deceased_as_sent: bool = False      # the Patient was left out as invalid, but its JSON says deceased
 
     def of(self, resource_type: str) -> tuple:
         return self.resources.get(resource_type, ())
@@ -392,6 +393,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
     left_out: list[LeftOut | None] = []
     replaced = False
     patient = patient_sent = None
+    deceased = False
     check = Validator() if validate is None else validate
     # The usual subject reference, compared whole before it is parsed (an empty id, or one with a '/', is parsed).
     own = "Patient/" + patient_id if patient_id and "/" not in patient_id else None
@@ -406,6 +408,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
             if rid == patient_id and (patient is None or later_version(res, patient_sent)):
                 patient_sent = res
                 patient, reason = check(res)
+                deceased = reason is not None and says_deceased(res)
                 if reason is not None:
                     left_out.append(LeftOut("Patient", shown_id(rid), ("patient",), reason))
             continue
@@ -440,7 +443,14 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         kept = {rtype: [m for m in models if m is not None] for rtype, models in kept.items()}
     return PatientRecord(patient_id=patient_id, patient=patient,
                          resources={k: tuple(v) for k, v in kept.items() if v},
-                         left_out=tuple(lo for lo in left_out if lo is not None), unavailable=frozenset(unavailable))
+                         left_out=tuple(lo for lo in left_out if lo is not None), unavailable=frozenset(unavailable),
+                         deceased_as_sent=deceased)
+
+
+def says_deceased(patient: dict) -> bool:
+    """A Patient's JSON says deceased (pathway.md section 1: deceasedBoolean true, or any deceasedDateTime), read even
+    when the Patient is invalid: a deceased patient gets no card, whatever else in its record cannot be read."""
+    return patient.get("deceasedBoolean") is True or patient.get("deceasedDateTime") is not None
 
 
 def later_version(sent: dict, earlier: dict) -> bool:
