@@ -182,3 +182,20 @@ def test_a_patient_sent_as_deceased_gets_no_card_though_the_patient_is_invalid(c
     FHIR (a birthDate or deceasedDateTime that is no day) was read as alive: five cards, 'order spine surgery'."""
     dead = {"resourceType": "Patient", "id": PATIENT_ID, **sent}
     assert _cards(client, [dead, _hemangioma(onset=_d(10)), _compression(onset=_d(10))]) == []
+
+
+# --- a status coded twice, the HL7 code second -----------------------------------------------------------
+
+def test_a_status_is_read_from_its_hl7_coding_whatever_comes_first(client):
+    """An EHR's own status code first, HL7's second: the compression is entered in error (the first coding was read,
+    'EIE' is no status the pathway knows, so the compression counted and five cards fired)."""
+    compression = _compression(onset=_d(10))
+    compression["verificationStatus"] = {"coding": [
+        {"system": "urn:oid:1.2.840.114350.1.13.0.1.7.4.698084.10008", "code": "EIE"},
+        {"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "entered-in-error"}]}
+    assert _cards(client, [patient("1968-04-02"), _hemangioma(onset=_d(10)), compression]) == []
+    resolved = _compression(onset=_d(10))
+    resolved["clinicalStatus"] = {"coding": [
+        {"system": "urn:oid:1.2.840.114350.1.13.0.1.7.4.698084.10009", "code": "active"},
+        {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "resolved"}]}
+    assert _cards(client, [patient("1968-04-02"), _hemangioma(onset=_d(10)), resolved]) == []

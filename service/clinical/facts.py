@@ -18,8 +18,8 @@ from typing import Iterable
 from service.clinical.frozen import set_at_once
 from service.clinical.markdown import literal
 from service.clinical.record import LeftOut, PatientRecord, named_resource
-from service.clinical.valuesets import (LEVEL_PATTERN, LEVELS, LOCAL, SPINE_WORDS, ValueSets, codings, in_set,  # noqa: F401
-                                        level_rank, named_levels, sets_holding)   # LEVEL_PATTERN: a frozen oracle's
+from service.clinical.valuesets import (LEVEL_PATTERN, LEVELS, LOCAL, SPINE_WORDS, ValueSets, codings,  # noqa: F401
+                                        in_set, level_rank, named_levels, sets_holding)  # LEVEL_PATTERN: an oracle's
 
 # --- the service's own conventions (pathway.md *(convention)*; docs/input-contract.md lists them) -----
 EPISODE_LEAD = dt.timedelta(days=30)                  # the window opens this long before the episode start
@@ -344,9 +344,19 @@ def evidence(resource, concept, when: dt.datetime | None, vs: ValueSets, label: 
     return Evidence(ref_of(resource), label or label_of(concept, vs), day_of(when))
 
 
-def status_code(concept) -> str | None:
+def status_code(concept, system: str | None = None) -> str | None:
+    """The status a CodeableConcept codes: its coding in `system` (HL7's status code system) when there is one, else
+    its first coding's code (an EHR may send its own code first, HL7's beside it)."""
     found = codings(concept)
+    if system is not None and len(found) > 1:
+        for coded_in, code in found:
+            if coded_in == system:
+                return code
     return found[0][1] if found else None
+
+
+CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
 
 # --- facts -----------------------------------------------------------------------------------------------
@@ -457,15 +467,15 @@ class Facts:
 
 def counts(c) -> bool:
     """A Condition counts unless refuted or entered in error."""
-    return status_code(c.verificationStatus) not in EXCLUDED_VERIFICATION
+    return status_code(c.verificationStatus, VERIFICATION_STATUS) not in EXCLUDED_VERIFICATION
 
 
 def is_active(c) -> bool:
-    return status_code(c.clinicalStatus) in ACTIVE_CLINICAL
+    return status_code(c.clinicalStatus, CLINICAL_STATUS) in ACTIVE_CLINICAL
 
 
 def is_recurrent(c) -> bool:
-    return status_code(c.clinicalStatus) in RECURRENT_CLINICAL
+    return status_code(c.clinicalStatus, CLINICAL_STATUS) in RECURRENT_CLINICAL
 
 
 def is_vertebral_hemangioma(c, vs: ValueSets) -> bool:
@@ -1181,9 +1191,9 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         window_start=day_of(window),
         hemangioma=hemangioma,
         hemangioma_ref=hemangioma.ref,
-        hemangioma_verification=status_code(speaking.verificationStatus) or "confirmed",
+        hemangioma_verification=status_code(speaking.verificationStatus, VERIFICATION_STATUS) or "confirmed",
         compression=evidence(compression, compression.code, start, vs),
-        compression_verification=status_code(compression.verificationStatus) or "confirmed",
+        compression_verification=status_code(compression.verificationStatus, VERIFICATION_STATUS) or "confirmed",
         competing=competing,
         levels=sorted_levels(every_level),
         multilevel_thoracic=multilevel_thoracic(set().union(*(levels for _, _, levels in hemangiomas))),
@@ -1215,9 +1225,9 @@ def speaking_hemangioma(lesion_levels: list[tuple]) -> tuple:
     confirmed, then the latest start, then the lowest id; the lesion's one hemangioma (most charts) without ranking."""
     if len(lesion_levels) == 1:
         return lesion_levels[0]
-    return min(lesion_levels, key=lambda item: (not is_active(item[0]),
-                                                status_code(item[0].verificationStatus) in UNCONFIRMED_VERIFICATION,
-                                                -((item[1][0] or EARLIEST) - EARLIEST).total_seconds(), item[0].id or ""))
+    return min(lesion_levels, key=lambda item: (
+        not is_active(item[0]), status_code(item[0].verificationStatus, VERIFICATION_STATUS) in UNCONFIRMED_VERIFICATION,
+        -((item[1][0] or EARLIEST) - EARLIEST).total_seconds(), item[0].id or ""))
 
 
 def instant_of(ev: Evidence) -> dt.datetime | None:
