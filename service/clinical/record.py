@@ -388,7 +388,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
 
     `selected`: every resource is one `selector.wanted` keeps (prefetch selected them as it read them), so it is not
     asked again."""
-    seen: dict[tuple[str, str], tuple[dict, tuple | None]] = {}    # (type, id) -> (resource sent, where it went)
+    seen: dict[tuple[str, str], tuple] = {}   # (type, id) -> (resource sent, its list: a type kept or None, index)
     kept: dict[str, list] = {}
     left_out: list[LeftOut | None] = []
     replaced = False
@@ -420,25 +420,25 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
             continue
         if rtype != "Medication" and not _of_patient(res, own, patient_id):
             if earlier is None:
-                seen[key] = (res, None)
+                seen[key] = (res, None, -1)                 # in no list
             log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
             continue
-        if earlier is not None and earlier[1] is not None:       # a later version: the earlier one goes
+        if earlier is not None and earlier[2] >= 0:       # a later version: the earlier one goes
             replaced = True
-            bucket, index = earlier[1]
+            _, bucket, index = earlier
             (left_out if bucket is None else kept[bucket])[index] = None
         model, reason = check(res)
         if reason is None:
             found = kept.setdefault(rtype, [])
-            where = (rtype, len(found))
+            if rid is not None:
+                seen[key] = (res, rtype, len(found))
             found.append(model)
         else:
             item = LeftOut(rtype, shown_id(rid), selector.concepts_of(res), reason)
             log.warning("left out invalid %.40s/%s: %.300s", rtype, item.id, item.reason)
-            where = (None, len(left_out))
+            if rid is not None:
+                seen[key] = (res, None, len(left_out))
             left_out.append(item)
-        if rid is not None:
-            seen[key] = (res, where)
     if replaced:
         kept = {rtype: [m for m in models if m is not None] for rtype, models in kept.items()}
     return PatientRecord(patient_id=patient_id, patient=patient,
