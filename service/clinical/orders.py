@@ -19,7 +19,7 @@ from service.clinical.facts import (MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, patient_flags, scope_unchecked,
                                       topic_outcomes)
 from service.clinical.markdown import literal
-from service.clinical.record import subject_id
+from service.clinical.record import named_resource, subject_id
 
 ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
 # Drafts in these states are withdrawn, not about to be signed.
@@ -161,7 +161,7 @@ def entry_names(entry: Mapping) -> frozenset[str]:
     names = {rid, f"{rtype}/{rid}"} if isinstance(rid, str) else set()
     if isinstance(full_url, str):
         names.add(full_url)
-        named = _named(full_url)
+        named = named_resource(full_url)
         kind, slash, _ = named.partition("/")
         if slash and kind == rtype:
             names.add(named)
@@ -172,22 +172,13 @@ def selection_names(selections: Iterable) -> frozenset[str]:
     """Each selection as sent (a fullUrl) and as the Type/id it names: 'ServiceRequest/abc', a version of it
     ('ServiceRequest/abc/_history/2': a FHIR reference may name one) or an absolute URL ending in either ->
     'ServiceRequest/abc' (a version read as the order itself: else the order selected is not spoken of)."""
-    return frozenset(name for s in selections if isinstance(s, str) for name in (s, _named(s)))
+    return frozenset(name for s in selections if isinstance(s, str) for name in (s, named_resource(s)))
 
 
 def selections_not_drafted(selections: Iterable, bundle: Mapping) -> list[tuple[int, str]]:
     """The selections (position, as sent) that name no resource of the draft set (CDS Hooks: each references one)."""
     drafted = frozenset().union(*(entry_names(e) for e in _entries(bundle)))
     return [(i, s) for i, s in enumerate(selections) if isinstance(s, str) and not selection_names([s]) & drafted]
-
-
-def _named(reference: str) -> str:
-    """The Type/id a reference or URL ends in, a version left off ('.../MedicationRequest/abc/_history/2' ->
-    'MedicationRequest/abc'); of a text with no '/', the text."""
-    parts = reference.rstrip("/").split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    return "/".join(parts[-2:])
 
 
 # --- durations (pathway.md section 5) -----------------------------------------------------------------
