@@ -536,3 +536,19 @@ def test_durations_beyond_floating_point_are_held_at_the_calendar():
     assert course_days({"dosageInstruction": [bounded(10 ** 400, "d")]}) == CALENDAR_DAYS
     assert course_days({"dosageInstruction": [bounded(float("inf"), "d")]}) == CALENDAR_DAYS
     assert course_days({"dosageInstruction": [bounded(float("nan"), "d")]}) is None
+
+
+# --- review orders13 ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("record, drafts, expected", [
+    # "do not perform the instrumentation" is no instrumentation: laminectomy without stabilization
+    (in_pathway_chart("p1"), [surgery("p1"), fixation("p1", doNotPerform=True)], ["posterior-fixation"]),
+    (in_pathway_chart("p1"), [surgery("p1", doNotPerform=True)], []),
+    (in_pathway_chart("p1", rapid=True), [embolization("p1") | {"doNotPerform": True}], []),
+    (in_pathway_chart("p1"), [draft_dexamethasone(patient_id="p1", id="dex-1", dosage=[bounds_duration(20)],
+                                                  doNotPerform=True)], []),
+], ids=["fixation-not-to-be-done", "surgery-not-to-be-done", "embolization-not-to-be-done", "dex-not-to-be-given"])
+def test_a_draft_that_says_do_not_perform_is_no_order(client, record, drafts, expected):
+    """doNotPerform true: the draft forbids the act (FHIR R4 ServiceRequest/MedicationRequest); it neither asks
+    for it (no warning about it) nor supplies it (no posterior instrumentation in the draft set)."""
+    assert topics(post(client, hook_request("order-sign", "p1", record, drafts))) == expected

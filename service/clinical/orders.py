@@ -126,6 +126,8 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets) -> tuple[DraftO
         rtype = r.get("resourceType")
         if rtype not in ("ServiceRequest", "MedicationRequest") or str(r.get("status")) in WITHDRAWN:
             continue
+        if r.get("doNotPerform") is True:   # forbids the act: neither asks for it nor supplies it
+            continue
         if subject_id(r) not in (None, patient_id):
             continue
         concept = r.get("code") if rtype == "ServiceRequest" else _medication(r, medications)
