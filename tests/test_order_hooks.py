@@ -552,3 +552,32 @@ def test_a_draft_that_says_do_not_perform_is_no_order(client, record, drafts, ex
     """doNotPerform true: the draft forbids the act (FHIR R4 ServiceRequest/MedicationRequest); it neither asks
     for it (no warning about it) nor supplies it (no posterior instrumentation in the draft set)."""
     assert topics(post(client, hook_request("order-sign", "p1", record, drafts))) == expected
+
+
+def unconfirmed_compression(pid, status="provisional", rapid=True):
+    return [r | {"verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                                                    "code": status}]}} if r["id"].endswith("-scc") else r
+            for r in in_pathway_chart(pid, rapid=rapid)]
+
+
+@pytest.mark.parametrize("status", ["provisional", "differential", "unconfirmed"])
+@pytest.mark.parametrize("hook", ["order-sign", "order-select"])
+def test_an_unconfirmed_compression_draws_no_order_time_card(client, hook, status):
+    """pathway.md section 1: while the compression is unconfirmed only corticosteroids, spine-mri and
+    differential-diagnosis fire (no surgery, embolization or steroid-course advice), at order time as on the chart."""
+    drafts = [surgery("p1"), embolization("p1"), dex_days("p1", 20)]
+    body = hook_request(hook, "p1", unconfirmed_compression("p1", status), drafts,
+                        selections=["ServiceRequest/surg-1", "ServiceRequest/emb-1", "MedicationRequest/dex-1"])
+    assert post(client, body) == []
+    confirmed = hook_request(hook, "p1", in_pathway_chart("p1", rapid=True), drafts, selections=body["context"].get("selections"))
+    assert topics(post(client, confirmed)) == ["embolization-deferred", "posterior-fixation", "steroid-duration"]
+
+
+def test_surgery_under_way_silences_the_embolization_deferral_at_order_time(client):
+    """pathway.md section 1: a decompression in progress silences every pre-operative card, embolization-deferred
+    among them, at order time as on the chart."""
+    record = in_pathway_chart("p1", rapid=True) + [
+        {"resourceType": "Procedure", "id": "dec-now", "status": "in-progress", "subject": {"reference": "Patient/p1"},
+         "code": {"coding": [{"system": CPT, "code": "63046"}], "text": "Laminectomy"},
+         "performedDateTime": day(0, since=today())}]
+    assert post(client, hook_request("order-sign", "p1", record, [embolization("p1")])) == []

@@ -16,8 +16,8 @@ from typing import Any, Iterable, Mapping
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS, Evidence, Facts,
                                     instant, names_dexamethasone, shift)
-from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, patient_flags, scope_unchecked,
-                                      topic_outcomes)
+from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
+                                      scope_unchecked, topic_outcomes)
 from service.clinical.markdown import literal
 from service.clinical.record import subject_id
 
@@ -418,7 +418,20 @@ def order_outcomes(drafts: tuple[DraftOrder, ...], facts: Facts,
 
     found.append(("steroid-duration",) + _steroid_outcome(_spoken(drafts, selections, "dexamethasone"), facts, base,
                                                           selections))
-    return found
+    return _narrowed(found, facts)
+
+
+def _narrowed(found: list[tuple[str, Fire | str, dict]], facts: Facts) -> list[tuple[str, Fire | str, dict]]:
+    """Section 1's narrowings hold at order time as on the chart: an unconfirmed compression lets only steroids,
+    MRI and the differential fire, surgery under way silences the pre-operative topics (embolization-deferred)."""
+    narrowing = narrowed(facts)
+    if not narrowing:
+        return found
+    out = []
+    for topic, outcome, variables in found:
+        why_not = next((why for topics, why in narrowing if topic in topics), None)
+        out.append((topic, why_not, {}) if why_not else (topic, outcome, variables))
+    return out
 
 
 def _steroid_outcome(dexamethasone: list[DraftOrder], facts: Facts, base: tuple,
