@@ -581,3 +581,35 @@ def test_surgery_under_way_silences_the_embolization_deferral_at_order_time(clie
          "code": {"coding": [{"system": CPT, "code": "63046"}], "text": "Laminectomy"},
          "performedDateTime": day(0, since=today())}]
     assert post(client, hook_request("order-sign", "p1", record, [embolization("p1")])) == []
+
+
+DEX_MEDICATION = {"resourceType": "Medication", "id": "dex-med",
+                  "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "3264",
+                                       "display": "dexamethasone"}]}}
+
+
+def referring_dexamethasone(reference):
+    """A 20-day draft whose drug is only a medicationReference."""
+    draft = draft_dexamethasone(patient_id="p3", id="dex-1", dosage=[bounds_duration(20)])
+    draft.pop("medicationCodeableConcept")
+    return draft | {"medicationReference": {"reference": reference}}
+
+
+def test_dexamethasone_via_a_medication_the_bundle_names_by_full_url_or_absolute_url(client):
+    """pathway.md section 2: the drug may be a medicationReference to a Medication sent along; a Bundle names an
+    entry by its fullUrl (urn:uuid:..., a Medication not stored yet has no id), and a reference may be absolute."""
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3"), [referring_dexamethasone("urn:uuid:5f0e0a41-8c1b-4e8e-9c55-0d1f9a2b3c4d")])
+    body["context"]["draftOrders"]["entry"].append(
+        {"fullUrl": "urn:uuid:5f0e0a41-8c1b-4e8e-9c55-0d1f9a2b3c4d", "resource": {k: v for k, v in DEX_MEDICATION.items() if k != "id"}})
+    assert topics(post(client, body)) == ["steroid-duration"]
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3"),
+                        [referring_dexamethasone("https://ehr.example/fhir/Medication/dex-med/_history/2"), DEX_MEDICATION])
+    assert topics(post(client, body)) == ["steroid-duration"]
+
+
+def test_dexamethasone_via_a_medication_sent_in_the_prefetch(client):
+    """The prefetch templates include the Medications the orders on record name (_include=MedicationRequest:medication):
+    a draft naming one of those is read through it, as an order on record is."""
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3"), [referring_dexamethasone("Medication/dex-med")])
+    body["prefetch"]["medicationRequests"]["entry"].append({"resource": DEX_MEDICATION, "search": {"mode": "include"}})
+    assert topics(post(client, body)) == ["steroid-duration"]

@@ -11,7 +11,7 @@ import copy
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS, Evidence, Facts,
@@ -97,9 +97,9 @@ def _authored(resource: Mapping) -> dt.date | None:
     return moment.date() if moment else None
 
 
-def _medication(resource: Mapping, medications: Mapping[str, Mapping]) -> Mapping:
-    """medicationCodeableConcept, or the code of a contained / bundled Medication it references."""
-    if "medicationCodeableConcept" in resource:
+def _medication(resource: Mapping, medication: Callable[[str], Mapping]) -> Mapping:
+    """medicationCodeableConcept, or the code of the contained, bundled or prefetched Medication it references."""
+    if resource.get("medicationCodeableConcept") is not None:
         return _map(resource["medicationCodeableConcept"])
     ref = _map(resource.get("medicationReference")).get("reference")
     if not isinstance(ref, str):
@@ -108,7 +108,26 @@ def _medication(resource: Mapping, medications: Mapping[str, Mapping]) -> Mappin
         contained = {c["id"]: c for c in _list(resource.get("contained"))
                      if c.get("resourceType") == "Medication" and isinstance(c.get("id"), str)}
         return _map(contained.get(ref[1:], {}).get("code"))
-    return _map(medications.get(ref, {}).get("code"))
+    return _map(medication(ref).get("code"))
+
+
+def _medications(entries: list[Mapping], on_record: Iterable[Mapping]) -> Callable[[str], Mapping]:
+    """reference -> the Medication it names: an entry of the draft set by any name a selection may use (its
+    fullUrl, urn:uuid:... for one not stored yet, or Type/id; an absolute or versioned reference by the Type/id it
+    ends in), else a Medication sent in the prefetch (the templates include those the orders on record name)."""
+    bundled = {name: e["resource"] for e in entries if e["resource"].get("resourceType") == "Medication"
+               for name in entry_names(e)}
+    record: list[dict[str, Mapping]] = []
+
+    def medication(ref: str) -> Mapping:
+        found = bundled.get(ref) or bundled.get(_named(ref))
+        if found is None:
+            if not record:      # read once, and only for a reference the draft set does not resolve
+                record.append({f"Medication/{r['id']}": r for r in on_record
+                               if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)})
+            found = record[0].get(_named(ref))
+        return _map(found)
+    return medication
 
 
 def _entries(bundle: Mapping) -> list[Mapping]:
@@ -116,10 +135,11 @@ def _entries(bundle: Mapping) -> list[Mapping]:
     return [e for e in _list(_map(bundle).get("entry")) if isinstance(e.get("resource"), Mapping)]
 
 
-def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets) -> tuple[DraftOrder, ...]:
+def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
+                on_record: Iterable[Mapping] = ()) -> tuple[DraftOrder, ...]:
+    """The pathway-relevant drafts of the draft set; `on_record`: the prefetched resources (their Medications)."""
     entries = _entries(bundle)
-    medications = {f"Medication/{e['resource']['id']}": e["resource"] for e in entries
-                   if e["resource"].get("resourceType") == "Medication" and isinstance(e["resource"].get("id"), str)}
+    medications = _medications(entries, on_record)
     drafts = []
     for entry in entries:
         r = entry["resource"]
