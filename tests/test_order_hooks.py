@@ -613,3 +613,14 @@ def test_dexamethasone_via_a_medication_sent_in_the_prefetch(client):
     body = hook_request("order-sign", "p3", in_pathway_chart("p3"), [referring_dexamethasone("Medication/dex-med")])
     body["prefetch"]["medicationRequests"]["entry"].append({"resource": DEX_MEDICATION, "search": {"mode": "include"}})
     assert topics(post(client, body)) == ["steroid-duration"]
+
+
+@pytest.mark.parametrize("value, unit, expected", [
+    (4000, "ug", []), (4000, "mcg", []), (0.004, "g", []), (4, " mg ", []), (0.096, "g", ["steroid-duration"]),
+], ids=["4000ug", "4000mcg", "0.004g", "spaced-mg", "0.096g"])
+def test_a_draft_dose_in_g_or_micrograms_is_read_as_the_record_reads_it(client, value, unit, expected):
+    """The dose rule of section 4 at order time: a draft stating 4 mg/day as 4000 ug is a moderate dose, as the
+    same dose on record is (facts.MILLIGRAMS_IN); it was read as unknown, so a 20-day 4 mg course drew a warning."""
+    dose = {"doseAndRate": [{"doseQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}}]}
+    draft = draft_dexamethasone(patient_id="p8", id="dex-1", dosage=[{**bounds_duration(20), **dose}])
+    assert topics(post(client, hook_request("order-sign", "p8", in_pathway_chart("p8"), [draft]))) == expected

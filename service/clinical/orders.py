@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
-from service.clinical.facts import (MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS, Evidence, Facts,
-                                    instant, names_dexamethasone, shift)
+from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
+                                    Evidence, Facts, instant, names_dexamethasone, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
                                       scope_unchecked, topic_outcomes)
 from service.clinical.markdown import literal
@@ -353,8 +353,10 @@ def _positive(value) -> bool:
 
 
 def _mg(quantity: Mapping) -> float | None:
-    value, unit = quantity.get("value"), str(quantity.get("code") or quantity.get("unit") or "").lower()
-    return float(value) if _positive(value) and unit == "mg" else None
+    """A dose in milligrams, its unit (code, else unit text) read as the record's doses are (mg, g, ug, mcg)."""
+    value, unit = quantity.get("value"), str(quantity.get("code") or quantity.get("unit") or "").strip().lower()
+    factor = MILLIGRAMS_IN.get(unit)
+    return float(value) * factor if _positive(value) and factor is not None else None
 
 
 # --- decisions --------------------------------------------------------------------------------
