@@ -624,3 +624,25 @@ def test_a_draft_dose_in_g_or_micrograms_is_read_as_the_record_reads_it(client, 
     dose = {"doseAndRate": [{"doseQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}}]}
     draft = draft_dexamethasone(patient_id="p8", id="dex-1", dosage=[{**bounds_duration(20), **dose}])
     assert topics(post(client, hook_request("order-sign", "p8", in_pathway_chart("p8"), [draft]))) == expected
+
+
+def medication_coded(pid, mrid, system, code, display):
+    """A MedicationRequest whose 'medication' carries a procedure code (an EHR's misfiled order)."""
+    return {"resourceType": "MedicationRequest", "id": mrid, "status": "draft", "intent": "order",
+            "subject": {"reference": f"Patient/{pid}"}, "medicationCodeableConcept": concept(system, code, display)}
+
+
+def concept(system, code, display):
+    return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
+
+
+@pytest.mark.parametrize("record, drafts, expected", [
+    (in_pathway_chart("p1"), [medication_coded("p1", "m-surg", CPT, "63046", "Laminectomy")], []),
+    (in_pathway_chart("p1", rapid=True), [medication_coded("p1", "m-emb", CPT, "37243", "Embolization")], []),
+    (in_pathway_chart("p1"), [surgery("p1"), medication_coded("p1", "m-fix", CPT, "22842", "Instrumentation")],
+     ["posterior-fixation"]),
+], ids=["surgery-as-medication", "embolization-as-medication", "instrumentation-as-medication"])
+def test_only_a_service_request_is_a_surgery_embolization_or_instrumentation_draft(client, record, drafts, expected):
+    """pathway.md section 5: a spine-surgery draft is a draft ServiceRequest coded in the decompression set; a
+    MedicationRequest is read for its drug only (dexamethasone), whatever codes its medication carries."""
+    assert topics(post(client, hook_request("order-sign", "p1", record, drafts))) == expected

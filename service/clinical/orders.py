@@ -21,7 +21,9 @@ from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, n
 from service.clinical.markdown import literal
 from service.clinical.record import subject_id
 
-ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
+# The value sets a draft of each type is read for (section 5): a ServiceRequest is a surgery, instrumentation or
+# embolization order; a MedicationRequest is read for its drug (dexamethasone) only, whatever else it is coded with.
+SERVICE_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization")
 # Drafts in these states are withdrawn, not about to be signed.
 WITHDRAWN = frozenset({"revoked", "cancelled", "entered-in-error", "stopped", "completed"})
 PLANNED = frozenset({"active", "completed"})       # a signed order on record counts as planned
@@ -150,16 +152,17 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
             continue
         if subject_id(r) not in (None, patient_id):
             continue
-        concept = r.get("code") if rtype == "ServiceRequest" else _medication(r, medications)
-        codes = _codes(concept)
-        concepts = {name for name in ORDER_CONCEPTS if codes & vs[name]}
-        if rtype == "MedicationRequest":
-            concepts.discard("dexamethasone")
-            if names_dexamethasone(_names(concept), _route(r), bool(codes & vs["dexamethasone"])):
-                concepts.add("dexamethasone")
-        # A surgery order may state its instrumentation as a coded order detail.
-        if any(_codes(detail) & vs["posterior-stabilization"] for detail in _list(r.get("orderDetail"))):
-            concepts.add("posterior-stabilization")
+        if rtype == "ServiceRequest":
+            concept = r.get("code")
+            codes = _codes(concept)
+            concepts = {name for name in SERVICE_CONCEPTS if codes & vs[name]}
+            # A surgery order may state its instrumentation as a coded order detail.
+            if any(_codes(detail) & vs["posterior-stabilization"] for detail in _list(r.get("orderDetail"))):
+                concepts.add("posterior-stabilization")
+        else:
+            concept = _medication(r, medications)
+            coded = bool(_codes(concept) & vs["dexamethasone"])
+            concepts = {"dexamethasone"} if names_dexamethasone(_names(concept), _route(r), coded) else set()
         if not concepts:
             continue
         rid = r.get("id") if isinstance(r.get("id"), str) else "(no id)"
