@@ -646,3 +646,14 @@ def test_only_a_service_request_is_a_surgery_embolization_or_instrumentation_dra
     """pathway.md section 5: a spine-surgery draft is a draft ServiceRequest coded in the decompression set; a
     MedicationRequest is read for its drug only (dexamethasone), whatever codes its medication carries."""
     assert topics(post(client, hook_request("order-sign", "p1", record, drafts))) == expected
+
+
+@pytest.mark.parametrize("subject, expected", [
+    ("Patient/p9/_history/1", []), ("https://ehr.example/fhir/Patient/p9/_history/4", []),
+    ("Patient/p1/_history/1", ["posterior-fixation"]),
+], ids=["other-patient-version", "other-patient-absolute-version", "this-patient-version"])
+def test_a_draft_naming_a_version_of_another_patient_is_ignored(client, subject, expected):
+    """A reference may name a version (Patient/p9/_history/1): the patient is p9, not 'no patient' (which was read
+    as this one)."""
+    draft = surgery("p1") | {"subject": {"reference": subject}}
+    assert topics(post(client, hook_request("order-sign", "p1", in_pathway_chart("p1"), [draft]))) == expected
