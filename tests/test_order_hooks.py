@@ -657,3 +657,23 @@ def test_a_draft_naming_a_version_of_another_patient_is_ignored(client, subject,
     as this one)."""
     draft = surgery("p1") | {"subject": {"reference": subject}}
     assert topics(post(client, hook_request("order-sign", "p1", in_pathway_chart("p1"), [draft]))) == expected
+
+
+def test_a_draft_sent_twice_is_one_order(client):
+    """The same draft (Type/id) twice in draftOrders is one order: named once, one update action (two updates of
+    one resource in one suggestion would leave the EHR to pick one)."""
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex_days("p3", 20), dex_days("p3", 20)]))
+    [suggestion] = card["suggestions"]
+    assert [a["type"] for a in suggestion["actions"]] == ["update"]
+    assert card["detail"].count("(MedicationRequest/dex-1)") == 1
+    [card] = post(client, hook_request("order-sign", "p1", in_pathway_chart("p1"), [surgery("p1"), surgery("p1")]))
+    assert [a["type"] for a in card["suggestions"][0]["actions"]] == ["update"]
+
+
+def test_a_dexamethasone_draft_without_an_id_gets_no_update_it_could_not_apply(client):
+    """An update names the resource it replaces by its id: a draft without one (named by a urn:uuid fullUrl) gets the
+    warning and no 'shorten' update, as the posterior-fixation and embolization cards give none for such drafts."""
+    draft = dex_days("p3", 20)
+    del draft["id"]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [draft]))
+    assert card["source"]["topic"]["code"] == "steroid-duration" and "suggestions" not in card

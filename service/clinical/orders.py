@@ -8,6 +8,7 @@ Drafts are never "on record": the caller leaves them out of the record the Facts
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass
@@ -142,7 +143,8 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
     """The pathway-relevant drafts of the draft set; `on_record`: the prefetched resources (their Medications)."""
     entries = _entries(bundle)
     medications = _medications(entries, on_record)
-    drafts = []
+    drafts: list[DraftOrder] = []
+    seen: dict[str, int] = {}      # Type/id -> its place in drafts
     for entry in entries:
         r = entry["resource"]
         rtype = r.get("resourceType")
@@ -166,8 +168,14 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
         if not concepts:
             continue
         rid = r.get("id") if isinstance(r.get("id"), str) else "(no id)"
-        drafts.append(DraftOrder(f"{rtype}/{rid}", r, frozenset(concepts), _label(concept), _authored(r),
-                                 entry_names(entry)))
+        ref = f"{rtype}/{rid}"
+        if ref in seen:             # the same draft sent twice is one order, named by either entry's names
+            first = seen[ref]
+            drafts[first] = dataclasses.replace(drafts[first], names=drafts[first].names | entry_names(entry))
+            continue
+        if rid != "(no id)":
+            seen[ref] = len(drafts)
+        drafts.append(DraftOrder(ref, r, frozenset(concepts), _label(concept), _authored(r), entry_names(entry)))
     return tuple(drafts)
 
 
