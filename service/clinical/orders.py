@@ -493,7 +493,14 @@ def _steroid_outcome(dexamethasone: list[DraftOrder], facts: Facts, base: tuple,
         "actions": {"shorten-course": [{"type": "update", "description": f"Shorten {d.ref} to the "
                                         f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course",
                                         "resource": shortened(d.resource, left)}
-                                       for d in orders for left in [STEROID_COURSE_DAYS - taken] if left > 0]}}
+                                       for d in orders for left in [STEROID_COURSE_DAYS - taken]
+                                       if left > 0 and _has_id(d)]}}
+
+
+def _has_id(draft: DraftOrder) -> bool:
+    """An update names the resource it replaces by its id: a draft without one gets none (as cards._actions)."""
+    rid = draft.resource.get("id")
+    return isinstance(rid, str) and bool(rid)
 
 
 def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
