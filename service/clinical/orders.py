@@ -27,7 +27,6 @@ from service.clinical.record import subject_id
 SERVICE_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization")
 # Drafts in these states are withdrawn, not about to be signed.
 WITHDRAWN = frozenset({"revoked", "cancelled", "entered-in-error", "stopped", "completed"})
-PLANNED = frozenset({"active", "completed"})       # a signed order on record counts as planned
 UCUM = "http://unitsofmeasure.org"
 # UCUM codes (or the `unit` text) -> days: a month is 30 days (pathway.md section 5), a year 365 (our convention).
 DAYS_PER_UNIT = {"d": 1.0, "day": 1.0, "days": 1.0, "wk": 7.0, "week": 7.0, "weeks": 7.0,
