@@ -677,3 +677,24 @@ def test_a_dexamethasone_draft_without_an_id_gets_no_update_it_could_not_apply(c
     del draft["id"]
     [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [draft]))
     assert card["source"]["topic"]["code"] == "steroid-duration" and "suggestions" not in card
+
+
+def dosed(days, mg):
+    return {**bounds_duration(days), "doseAndRate": [{"doseQuantity": {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}}]}
+
+
+def test_the_order_time_steroid_card_tells_the_days_taken_from_the_days_drafted_and_names_the_dose(client):
+    """Section 4: the card names the course days and, when known, the daily dose. With 10 days of the episode's
+    course taken, a 5-day draft makes a 15-day course: the order itself does not run 15 days."""
+    from tests.fhir_records import dexamethasone
+    taken = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-prior", dosage=[dosed(30, 96)])
+    draft = draft_dexamethasone(patient_id="p3", id="dex-1", dosage=[dosed(5, 8)])
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [taken], [draft]))
+    assert card["summary"] == ("Dexamethasone course of 15 days with this order (10 already taken): beyond the 13-day "
+                               "course (3 days + 10-day taper)")
+    assert "runs for 5 days after 10 days of this episode's course already taken: 15 days in all, up to 96 mg/day" \
+        in card["detail"]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [draft_dexamethasone(
+        patient_id="p3", id="dex-1", dosage=[dosed(20, 96)])]))
+    assert card["summary"] == "Dexamethasone order for 20 days exceeds the 13-day course (3 days + 10-day taper)"
+    assert "runs for 20 days, up to 96 mg/day, longer than the 13-day initial course" in card["detail"]

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
-                                    Evidence, Facts, instant, names_dexamethasone, shift)
+                                    Evidence, Facts, course_dose, instant, names_dexamethasone, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
                                       scope_unchecked, topic_outcomes)
 from service.clinical.markdown import literal
@@ -484,16 +484,29 @@ def _steroid_outcome(dexamethasone: list[DraftOrder], facts: Facts, base: tuple,
         return f"over {STEROID_COURSE_DAYS} days, but at {MODERATE_DAILY_DOSE_MG:g} mg/day or less: not a high dose", {}
     orders = [d for d, _ in long_courses]
     counted = facts.dexamethasone.entries if facts.dexamethasone else ()
-    total = days_in_words(taken + max(days for _, days in long_courses))
+    drafted = max(days for _, days in long_courses)
+    total = days_in_words(taken + drafted)
     return Fire(base + counted + tuple(d.evidence for d in orders), f"dexamethasone course of {total} days"), {
         "draft_orders": _labels(orders),
         "dex_days": total,
+        "draft_days": days_in_words(drafted),
+        "dex_taken": days_in_words(taken),
+        "dex_dose": _course_dose_text(orders, facts),
         # what is left of the 13-day course; none left: no shortened order would pass this check
         "actions": {"shorten-course": [{"type": "update", "description": f"Shorten {d.ref} to the "
                                         f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course",
                                         "resource": shortened(d.resource, left)}
                                        for d in orders for left in [STEROID_COURSE_DAYS - taken]
                                        if left > 0 and _has_id(d)]}}
+
+
+def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
+    """The course's highest daily dose with these drafts, as the chart's card names it (section 4: when known)."""
+    doses = [draft_daily_dose(d.resource) for d in orders]
+    if facts.dexamethasone is not None:
+        doses.append(facts.dexamethasone.daily_dose_mg)
+    dose = course_dose([d for d in doses if d is not None], None in doses)
+    return "daily dose not stated in structured form" if dose is None else f"up to {dose:g} mg/day"
 
 
 def _has_id(draft: DraftOrder) -> bool:
