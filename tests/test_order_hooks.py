@@ -698,3 +698,12 @@ def test_the_order_time_steroid_card_tells_the_days_taken_from_the_days_drafted_
         patient_id="p3", id="dex-1", dosage=[dosed(20, 96)])]))
     assert card["summary"] == "Dexamethasone order for 20 days exceeds the 13-day course (3 days + 10-day taper)"
     assert "runs for 20 days, up to 96 mg/day, longer than the 13-day initial course" in card["detail"]
+
+
+def test_a_shortened_line_says_so_in_its_free_text(client):
+    """The 'shorten' update cuts a dosage line's structured duration; its free-text sig ('for 20 d') would still tell
+    the pharmacist and the patient the old length: the text says the line was shortened, and to how long."""
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex_days("p3", 20)]))
+    [dosage] = card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"]
+    assert dosage["timing"]["repeat"]["boundsDuration"]["value"] == 13
+    assert dosage["text"] == "for 20 d (shortened to 13 days)"

@@ -318,6 +318,8 @@ def _cap_dosage(dosage: dict, days: float) -> None:
         repeat["boundsPeriod"]["end"] = shift(start[0], dt.timedelta(days=days - 1)).date().isoformat()
     else:
         repeat["boundsPeriod"]["end"] = shift(start[0], dt.timedelta(days=days)).isoformat()
+    if isinstance(dosage.get("text"), str) and dosage["text"]:     # the sig would still tell the old length
+        dosage["text"] = f"{dosage['text']} (shortened to {days_in_words(days)} days)"
 
 
 def shortened(resource: Mapping, limit_days: float = STEROID_COURSE_DAYS) -> dict:
