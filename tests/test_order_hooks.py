@@ -707,3 +707,23 @@ def test_a_shortened_line_says_so_in_its_free_text(client):
     [dosage] = card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"]
     assert dosage["timing"]["repeat"]["boundsDuration"]["value"] == 13
     assert dosage["text"] == "for 20 d (shortened to 13 days)"
+
+
+PREGNANT = {"resourceType": "Condition", "id": "p3-preg", "subject": {"reference": "Patient/p3"},
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+            "code": {"coding": [{"system": ICD10CM, "code": "Z33.1", "display": "Pregnant state, incidental"}]},
+            "onsetDateTime": day(60, since=today())}
+
+
+@pytest.mark.parametrize("record, says", [
+    (in_pathway_chart("p3", birth=day(3650, since=today())), "the source gives adult doses only"),
+    ([{k: v for k, v in r.items() if k != "birthDate"} for r in in_pathway_chart("p3")], "the source gives adult doses only"),
+    (in_pathway_chart("p3") + [PREGNANT], "the source does not address dexamethasone in pregnancy"),
+], ids=["child", "age-unknown", "pregnant"])
+def test_no_one_click_shortened_dexamethasone_order_for_a_child_or_in_pregnancy(client, record, says):
+    """pathway.md section 4: under 18, age unknown or pregnant, no dexamethasone suggestion / one-click order, and the
+    card says why; the 13-day course is the source's adult regimen. The warning itself still fires."""
+    [card] = post(client, hook_request("order-sign", "p3", record, [dex_days("p3", 20)]))
+    assert card["source"]["topic"]["code"] == "steroid-duration"
+    assert "suggestions" not in card and "selectionBehavior" not in card
+    assert says in card["detail"]
