@@ -189,10 +189,10 @@ def subject_id(resource: Mapping) -> str | None:
     if not isinstance(ref, Mapping) or not isinstance(ref.get("reference"), str):
         return None
     parts = ref["reference"].rstrip("/").split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":     # a version of the patient: Patient/<id>/_history/<v>
-        parts = parts[:-2]
     if len(parts) >= 2 and parts[-2] == "Patient":
         return parts[-1]
+    if len(parts) >= 4 and parts[-2] == "_history" and parts[-4] == "Patient":    # a version: Patient/<id>/_history/<v>
+        return parts[-3]
     return None
 
 
