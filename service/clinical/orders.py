@@ -384,7 +384,8 @@ def _withheld(topic: str, facts: Facts) -> tuple[str, ...]:
 
 
 def _decide(topics: dict[str, tuple], facts: Facts, extra_flags: dict[str, str],
-            variables: dict[str, dict]) -> tuple[list[Decision], list[Unchecked]]:
+            variables: dict[str, dict], more_flags: dict[str, frozenset[str]] | None = None,
+            ) -> tuple[list[Decision], list[Unchecked]]:
     flags = patient_flags(facts)
     decisions, unchecked = [], []
     for topic, evidence in topics.items():
@@ -393,7 +394,8 @@ def _decide(topics: dict[str, tuple], facts: Facts, extra_flags: dict[str, str],
             unchecked.append(Unchecked(topic, missing))
             continue
         decisions.append(Decision(topic, tuple(e for e in evidence if e is not None),
-                                  flags | {extra_flags[topic]}, variables.get(topic, {})))
+                                  flags | {extra_flags[topic]} | (more_flags or {}).get(topic, frozenset()),
+                                  variables.get(topic, {})))
     return decisions, unchecked
 
 
@@ -472,7 +474,7 @@ def _steroid_outcome(dexamethasone: list[DraftOrder], facts: Facts, base: tuple,
                      selections: frozenset[str] | None) -> tuple[Fire | str, dict]:
     if not dexamethasone:
         return _none_drafted("dexamethasone", selections), {}
-    taken = (facts.dexamethasone_days or 0) if facts.dexamethasone else 0
+    taken = _days_taken(facts)
     durations = [(d, course_days(d.resource)) for d in dexamethasone]
     if all(days is None for _, days in durations):
         return f"the duration of {_labels(dexamethasone)} cannot be read", {}
@@ -523,7 +525,14 @@ def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: froz
         return [], scope_unchecked(facts)
     fired = [(topic, outcome, variables) for topic, outcome, variables in order_outcomes(drafts, facts, selections)
              if isinstance(outcome, Fire)]
-    return _decide({t: o.evidence for t, o, _ in fired}, facts, ORDER_FLAGS, {t: v for t, _, v in fired})
+    # the steroid card tells the days already taken from the days drafted once the episode's course has begun
+    more = {"steroid-duration": frozenset({"dex_course_taken"})} if _days_taken(facts) > 0 else None
+    return _decide({t: o.evidence for t, o, _ in fired}, facts, ORDER_FLAGS, {t: v for t, _, v in fired}, more)
+
+
+def _days_taken(facts: Facts) -> int:
+    """The course days already taken in the episode (section 5), 0 without a counted course."""
+    return (facts.dexamethasone_days or 0) if facts.dexamethasone else 0
 
 
 def _not_in_order_checks(facts: Facts) -> str:

@@ -112,7 +112,6 @@ def patient_flags(facts: Facts) -> frozenset[str]:
         "unconfirmed_compression": facts.unconfirmed_compression, "competing_cause": bool(facts.competing),
         "earlier_operation": facts.earlier_operation is not None,
         "late_radiotherapy": (facts.days_since_surgery or 0) > RADIOTHERAPY_LATE_DAYS,
-        "dex_course_taken": facts.dexamethasone is not None and (facts.dexamethasone_days or 0) > 0,
     }
     flags |= {name for name, holds in optional.items() if holds}
     if "pediatric" in flags or "age_unknown" in flags:
