@@ -203,6 +203,8 @@ def subject_id(resource: Mapping) -> str | None:
     parts = ref["reference"].rstrip("/").split("/")
     if len(parts) >= 2 and parts[-2] == "Patient":
         return parts[-1]
+    if len(parts) >= 4 and parts[-2] == "_history" and parts[-4] == "Patient":    # a version: Patient/<id>/_history/<v>
+        return parts[-3]
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -17,6 +18,7 @@ IDENTIFIER_CHARS = 256         # card, acceptedSuggestions id, overrideReason.re
 DISPLAY_CHARS = 1_000          # overrideReason.reason.display
 STORED_COMMENT_CHARS = 4_000   # overrideReason.userComment
 UNKNOWN_CARD = "(unknown card)"
+TIME_OF_DAY = re.compile(r"\d[T ]\d")    # a date-time: the date, then 'T' (or RFC 3339's space), then the time
 NO_REASON = "(no reason given)"
 
 
@@ -25,6 +27,8 @@ def _timestamp(value: str, index: int) -> dt.datetime:
     0001-01-01T00:00:00+05:00 in the year 0) is a 400 naming the field, not an OverflowError."""
     where = f"feedback/{index}/outcomeTimestamp"
     try:
+        if not TIME_OF_DAY.search(value):      # a date alone (or a week date) is no date-time
+            raise ValueError(value)
         moment = dt.datetime.fromisoformat(value)
     except ValueError:
         raise ApiError(400, "invalid_request", f"{where}: {value[:40]!r} is not an ISO 8601 date-time") from None
