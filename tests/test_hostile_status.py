@@ -8,7 +8,7 @@ import pytest
 from jwt.api_jws import PyJWS
 
 from tests.test_check_config import configure, run
-from tests.security_support import INVOKE, ISS, Keys, bearer, claims, hook_request, issuer, make_app, token
+from tests.security_support import INVOKE, ISS, Keys, bearer, claims, hook_request, http, issuer, make_app, token
 
 
 def _b64(data: bytes) -> str:
@@ -29,7 +29,7 @@ def _raw_claims(**wrong) -> str:
     return _signed_raw(json.dumps(values))
 
 
-__all__ = ["configure"]     # a fixture used by the check-config tests below
+__all__ = ["configure", "http"]     # fixtures used by the tests below
 
 
 HEADER = {"alg": "ES384", "typ": "JWT", "kid": "ec-1"}
@@ -105,8 +105,8 @@ def test_an_access_token_that_cannot_be_a_bearer_credential_is_a_400(open_client
     space. It went into the Authorization header of every fetch: requests refused the line breaks and http.client the
     characters it cannot encode, each key then 'failed' and the call answered 412 (a retry that can never succeed,
     with a traceback in the log), and the NUL, the space and Latin-1 were sent as they were. RFC 6750's b64token is
-    what a Bearer credential is: anything else is the caller's mistake, named."""
-    body = hook_request(fhir_server="http://127.0.0.1:9/fhir")
+    what a Bearer credential is: anything else is the caller's mistake, named (when it is to be sent: hard13)."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
     body["fhirAuthorization"] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 60, "scope": "s",
                                  "subject": "x"}
     response = open_client.post(INVOKE, json=body)
@@ -123,6 +123,45 @@ def test_a_bearer_credential_is_sent(open_client, access_token):
     assert response.status_code == 412 and "could not be reached" in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("access_token", ["opaque!token", "a b", "abc\n", "abc\u00e9", "a\u0000b"])
+def test_an_access_token_nothing_is_fetched_with_is_not_refused(open_client, access_token):
+    """Attack (hard13, a leftover of hostile11): an access token outside RFC 6750's b64token (RFC 6749 lets an access
+    token be any printable ASCII, '!' or a space among them) was a 400 even when the client had prefetched every key:
+    a call with all the data it needs answered with no cards, for a token the service never sends. It is refused only
+    when something is to be fetched with it (above)."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir")
+    body["fhirAuthorization"] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 60, "scope": "s",
+                                 "subject": "x"}
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 200 and response.json["cards"]
+
+
+@pytest.mark.parametrize("change, field", [({"expires_in": 0}, "fhirAuthorization/expires_in"),
+                                           ({"expires_in": -3600}, "fhirAuthorization/expires_in"),
+                                           ({"patient": "someone-else"}, "fhirAuthorization/patient")])
+def test_an_access_token_that_cannot_read_the_patient_is_a_400_before_any_fetch(open_client, http, change, field):
+    """Attack (hard13): fhirAuthorization expired when sent (expires_in 0 or less), or scoped to another patient than
+    context.patientId, with keys left to fetch. Each fetch went out with it and came back 401/403 (a 412 no retry can
+    mend), or with another patient's data. A 400 names the field, before any request; the patient named is never
+    repeated."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
+    body["fhirAuthorization"] = {"access_token": "tok-123", "token_type": "Bearer", "expires_in": 60, "scope": "s",
+                                 "subject": "x", "patient": body["context"]["patientId"], **change}
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 400 and field in response.json["message"]
+    assert "someone-else" not in response.get_data(as_text=True) and not http.calls
+
+
+def test_an_access_token_scoped_to_the_patient_is_sent(open_client, http):
+    """fhirAuthorization.patient naming context.patientId, expires_in positive: the token goes with every fetch."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
+    body["fhirAuthorization"] = {"access_token": "tok-123", "token_type": "Bearer", "expires_in": 60, "scope": "s",
+                                 "subject": "x", "patient": body["context"]["patientId"]}
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 412
+    assert http.calls and all(c.request.headers["Authorization"] == "Bearer tok-123" for c in http.calls)
+
+
 AUTHORIZATION = {"access_token": "t", "token_type": "Bearer", "expires_in": 60, "scope": "s", "subject": "x"}
 SECRET_BEARING = {      # fhirAuthorization as sent -> what the 400 names (where, and the rule broken)
     "token with a !": ({**AUTHORIZATION, "access_token": "opaque!Secret-Token-4711"},
@@ -130,7 +169,7 @@ SECRET_BEARING = {      # fhirAuthorization as sent -> what the 400 names (where
     "token with a space": ({**AUTHORIZATION, "access_token": "secret token 4711"},
                            "fhirAuthorization/access_token: must be RFC 6750's b64token"),
     "token in a list": ({**AUTHORIZATION, "access_token": ["Secret-Token-4711"]},
-                        "fhirAuthorization/access_token: must be RFC 6750's b64token"),
+                        "fhirAuthorization/access_token: must be a non-empty string"),
     "token as token_type": ({**AUTHORIZATION, "token_type": "Secret-Token-4711"},
                             'fhirAuthorization/token_type: must be valid under enum ["Bearer", "bearer"]'),
     "token as scope, a list": ({**AUTHORIZATION, "scope": ["Secret-Token-4711"]},
@@ -147,8 +186,8 @@ def test_an_access_token_is_never_written_back_in_an_answer(open_client, caplog,
     Secret-Token-4711' does not match ..."), a credential written into an error body that EHR integration engines
     and the sandbox's panel keep. shared/docs/cds-hooks.md: never log an access token. Every refusal of
     fhirAuthorization (writeOnly in the request schema) names the field and the rule, never the value; nor does the
-    log hold it."""
-    body = hook_request(fhir_server="http://127.0.0.1:9/fhir")
+    log hold it. (Nothing prefetched: a b64token is required only of a token a fetch would send, hard13.)"""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
     body["fhirAuthorization"], refusal = SECRET_BEARING[case]
     with caplog.at_level("DEBUG"):
         answer = open_client.post(INVOKE, json=body)

@@ -69,6 +69,41 @@ class FetchProblem(Exception):
         self.problem = Problem(reason, code)
 
 
+class AuthorizationUnusable(Exception):
+    """fhirAuthorization cannot fetch what prefetch left out (a 400 naming the field, never its value): checked only
+    when something is to be fetched; with everything prefetched the token is never used, and never refused."""
+
+
+# RFC 6750's b64token: what an Authorization: Bearer header can carry.
+B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")      # fullmatch (Python's $ would match before a final newline)
+
+
+def bearer_headers(request: Mapping[str, Any]) -> dict[str, str]:
+    """The headers of a fetch for `request`: its fhirAuthorization as a Bearer credential when it sent one. Raises
+    AuthorizationUnusable when that credential could not read this patient's record: not a b64token (it could not
+    be sent: a line break, a space, a character beyond ASCII), expired when sent (expires_in 0 or less), or scoped
+    to another patient than context.patientId (the server refuses it, or answers with another patient's data)."""
+    headers = {"Accept": "application/fhir+json"}
+    auth = request.get("fhirAuthorization")
+    if not isinstance(auth, dict) or not auth.get("access_token"):
+        return headers
+    token = auth["access_token"]
+    if not isinstance(token, str) or not B64TOKEN.fullmatch(token):
+        raise AuthorizationUnusable("fhirAuthorization/access_token: must be RFC 6750's b64token (what an "
+                                    "Authorization: Bearer header can carry) to fetch what prefetch left out from "
+                                    "fhirServer; the value sent is not repeated, it may be a credential")
+    expires_in = auth.get("expires_in")
+    if isinstance(expires_in, int) and not isinstance(expires_in, bool) and expires_in <= 0:
+        raise AuthorizationUnusable("fhirAuthorization/expires_in: 0 or less: the access token had expired when it "
+                                    "was sent, and what prefetch left out must be fetched from fhirServer")
+    patient, context = auth.get("patient"), request.get("context")
+    if isinstance(patient, str) and isinstance(context, dict) and patient != context.get("patientId"):
+        raise AuthorizationUnusable("fhirAuthorization/patient: the access token is scoped to another patient than "
+                                    "context.patientId, so it cannot fetch this patient's data that prefetch left out")
+    headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
 class PrefetchFailed(Exception):
     """Data that decides scope could not be had: answered with 412 and an OperationOutcome."""
 
@@ -455,7 +490,8 @@ class PrefetchResolver:
                 result.resources += plan.seed
                 self._fail(result, failures, plan.key, plan.resource_type, self._unreachable(plan))
             plans = []
-        for plan, resources, read, problem in self._run(plans, request, deadline):
+        headers = bearer_headers(request) if plans else {}
+        for plan, resources, read, problem in self._run(plans, server, headers, deadline):
             result.resources += resources
             result.read += read
             if problem is None:
@@ -518,16 +554,11 @@ class PrefetchResolver:
         else:
             result.unavailable.setdefault(rtype, problem.reason)
 
-    def _run(self, plans: list[Plan], request: Mapping, deadline: float):
-        """Run every plan concurrently; yield (plan, resources, resources read, problem) once all end or the
-        budget does."""
+    def _run(self, plans: list[Plan], server: str, headers: dict, deadline: float):
+        """Run every plan concurrently against `server` with `headers`; yield (plan, resources, resources read,
+        problem) once all end or the budget does."""
         if not plans:
             return
-        headers = {"Accept": "application/fhir+json"}
-        auth = request.get("fhirAuthorization")
-        if isinstance(auth, dict) and auth.get("access_token"):
-            headers["Authorization"] = f"Bearer {auth['access_token']}"
-        server = request["fhirServer"]
         watches = [Watch() for _ in plans]
         futures = {self.pools.submit(server, self._fetch_key, plan, server, headers, deadline, watch): (plan, watch)
                    for plan, watch in zip(plans, watches)}
