@@ -445,6 +445,21 @@ class FetchPools:
             return pool.submit(work, *args)
 
 
+class Allowance:
+    """The resources a call may still read from fhirServer, over all its keys (fetched on threads of their own): what
+    AVH_CDS_MAX_PREFETCH_RESOURCES leaves after the resources the client sent."""
+
+    def __init__(self, left: int):
+        self.left = left
+        self._lock = threading.Lock()
+
+    def take(self, count: int) -> bool:
+        """Count `count` more resources read; False once the call has read more than it may."""
+        with self._lock:
+            self.left -= count
+            return self.left >= 0
+
+
 class PrefetchResolver:
     """`wanted`: which resources to keep (the services' selector); the others are read for their patient only."""
 
@@ -455,8 +470,8 @@ class PrefetchResolver:
         self.session = session or _session(workers)
         self.pools = FetchPools(workers)
         self.timeout, self.budget, self.page_cap, self.max_bytes = timeout, budget, page_cap, max_bytes
-        # Most resources read for one key: a sent prefetch is held to AVH_CDS_MAX_PREFETCH_RESOURCES (413), and a
-        # fetched one is too, else only pages x bytes bound it (10 pages of 10 MB of small resources, all kept).
+        # Most resources read in one call: a sent prefetch is held to AVH_CDS_MAX_PREFETCH_RESOURCES (413), and what is
+        # fetched too, over every key, else only keys x pages x bytes bound it (7 keys of 10 pages of 10 MB each).
         self.max_resources = max_resources
 
     @classmethod
@@ -491,7 +506,8 @@ class PrefetchResolver:
                 self._fail(result, failures, plan.key, plan.resource_type, self._unreachable(plan))
             plans = []
         headers = bearer_headers(request) if plans else {}
-        for plan, resources, read, problem in self._run(plans, server, headers, deadline):
+        allowance = Allowance(self.max_resources - result.read)
+        for plan, resources, read, problem in self._run(plans, server, headers, deadline, allowance):
             result.resources += resources
             result.read += read
             if problem is None:
@@ -554,13 +570,14 @@ class PrefetchResolver:
         else:
             result.unavailable.setdefault(rtype, problem.reason)
 
-    def _run(self, plans: list[Plan], server: str, headers: dict, deadline: float):
-        """Run every plan concurrently against `server` with `headers`; yield (plan, resources, resources read,
-        problem) once all end or the budget does."""
+    def _run(self, plans: list[Plan], server: str, headers: dict, deadline: float, allowance: Allowance):
+        """Run every plan concurrently against `server` with `headers`, reading at most what `allowance` allows; yield
+        (plan, resources, resources read, problem) once all end or the budget does."""
         if not plans:
             return
         watches = [Watch() for _ in plans]
-        futures = {self.pools.submit(server, self._fetch_key, plan, server, headers, deadline, watch): (plan, watch)
+        futures = {self.pools.submit(server, self._fetch_key, plan, server, headers, deadline, watch,
+                                      allowance): (plan, watch)
                    for plan, watch in zip(plans, watches)}
         wait(futures, timeout=max(0.0, deadline - time.monotonic()))
         for future, (plan, watch) in futures.items():
@@ -575,12 +592,13 @@ class PrefetchResolver:
                 log.exception("prefetch key %s: unexpected error while fetching", plan.key)
                 yield plan, list(plan.seed), 0, Problem("fetching it failed unexpectedly", "exception")
 
-    def _fetch_key(self, plan: Plan, server: str, headers: dict, deadline: float,
-                   watch: Watch | None = None) -> tuple[list, int, Problem | None]:
+    def _fetch_key(self, plan: Plan, server: str, headers: dict, deadline: float, watch: Watch | None = None,
+                   allowance: Allowance | None = None) -> tuple[list, int, Problem | None]:
         """Read one key, page after page; what was read stays even when a later page fails."""
         started = time.monotonic()
         resources, read, pages, url, seen = list(plan.seed), 0, plan.pages, plan.url, set()
         problem, matched, totals = None, plan.matched, []
+        allowance = allowance or Allowance(self.max_resources)
         try:
             while url is not None:
                 if url in seen:
@@ -593,8 +611,8 @@ class PrefetchResolver:
                 pages += 1
                 page, page_read, unusable, page_matched = read_resources(body, plan.patient_id, self.wanted)
                 read += page_read
-                if read > self.max_resources:
-                    raise FetchProblem(f"fhirServer answered with more than {self.max_resources} resources "
+                if not allowance.take(page_read):
+                    raise FetchProblem(f"the call's resources, sent and fetched, came to more than {self.max_resources} "
                                        "(AVH_CDS_MAX_PREFETCH_RESOURCES)", "too-costly")
                 if unusable == OUTCOME:
                     raise FetchProblem(OUTCOME_FETCHED, "exception")
