@@ -223,6 +223,29 @@ def test_a_post_that_is_not_declared_json_is_a_415(open_client, content_type, pa
     assert response.json["error"] == "unsupported_media_type"
 
 
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "gzip, identity", "x\u00e9"])
+@pytest.mark.parametrize("path", [INVOKE, INVOKE + "/feedback", INVOKE + "/explain"])
+def test_a_body_with_a_content_coding_is_a_415(open_client, coding, path):
+    """Attack (hard13): a body sent with Content-Encoding: gzip (or any coding). The header was ignored: a gzipped
+    body was a 400 "not valid JSON" (the wrong reason: it may be valid JSON, compressed), and a plain JSON body
+    labelled gzip was read as JSON although no proxy or client reads it so. RFC 9110 8.4.1: a coding the server does
+    not accept is a 415."""
+    import gzip
+    body = json.dumps(hook_request()).encode()
+    response = open_client.post(path, data=gzip.compress(body) if coding == "gzip" else body,
+                                headers={"Content-Type": "application/json", "Content-Encoding": coding})
+    assert response.status_code == 415 and response.json["error"] == "unsupported_media_type"
+    assert "Content-Encoding" in response.json["message"]
+
+
+@pytest.mark.parametrize("coding", ["identity", ""])
+def test_a_body_with_no_content_coding_is_read(open_client, coding):
+    """Not an attack: Content-Encoding identity (or empty) is no coding."""
+    response = open_client.post(INVOKE, data=json.dumps(hook_request()),
+                                headers={"Content-Type": "application/json", "Content-Encoding": coding})
+    assert response.status_code == 200
+
+
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/fhir+json"])
 def test_json_content_types_are_accepted(open_client, content_type):
     """Not an attack: JSON with a charset, or a +json type, is JSON."""
