@@ -318,6 +318,15 @@ def test_a_megabyte_hook_name_is_not_echoed_whole(open_client):
     assert len(response.get_data()) < 1000 and "'ZZZZ" in response.json["message"]
 
 
+@pytest.mark.parametrize("suffix", ["", "/feedback", "/explain"])
+def test_a_long_unknown_service_id_is_not_echoed_whole(open_client, suffix):
+    """Attack (hard13): a POST to /cds-services/<3,000 characters>: the 404 quoted the whole id back (as the hook
+    name once was), a request line's worth of the caller's text in the error body."""
+    response = open_client.post("/cds-services/" + "Z" * 3000 + suffix, json=hook_request())
+    assert response.status_code == 404 and response.json["error"] == "unknown_service"
+    assert len(response.get_data()) < 500 and "'ZZZZ" in response.json["message"]
+
+
 # --- avh-cds check-config: settings an operator mistypes ---------------------------------------------------
 
 @pytest.mark.parametrize("name, value", [("AVH_CDS_MAX_BODY_BYTES", "16MB"), ("AVH_CDS_FETCH_TIMEOUT_SECONDS", "2s")])

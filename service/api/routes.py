@@ -38,7 +38,7 @@ def _validate(validator, body: dict, what: str) -> None:
 def _service_or_404(avh, service_id: str):
     service = avh.registry.get(service_id)
     if service is None:
-        raise ApiError(404, "unknown_service", f"no CDS service with id {service_id!r}; see GET /cds-services")
+        raise ApiError(404, "unknown_service", f"no CDS service with id {service_id[:100]!r}; see GET /cds-services")
     return service
 
 
