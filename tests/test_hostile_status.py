@@ -318,6 +318,23 @@ def test_a_megabyte_hook_name_is_not_echoed_whole(open_client):
     assert len(response.get_data()) < 1000 and "'ZZZZ" in response.json["message"]
 
 
+@pytest.mark.parametrize("bad, named", [(b"1e400", "number is infinity when parsed as double"),
+                                        (b'"\\ud800"', "no low surrogate in string"),
+                                        (b'"\xed\xa0\x80"', "not valid UTF-8"), (b"NaN", "expected a JSON value")])
+def test_json_that_cannot_be_read_is_a_400_naming_what_and_where(open_client, bad, named):
+    """Attack (hard13): one number beyond a double (1e400), one lone surrogate or one NaN deep in a prefetch
+    Observation of an otherwise good call. The 400 said only "not valid JSON (JSONDecodeError)": the integrator could
+    not tell what, nor where in megabytes of prefetch. It says what orjson found and where (never the text sent)."""
+    from tests.fhir_records import day, hook_request as record_request, in_pathway_chart, motor, today
+    body = record_request("patient-view", "p-js", in_pathway_chart("p-js"))
+    body["prefetch"]["observations"]["entry"].append({"resource": {**motor(10, day(1, since=today()), patient_id="p-js"),
+                                                                   "valueQuantity": {"value": "BAD"}}})
+    raw = json.dumps(body).encode().replace(b'"BAD"', bad)
+    response = open_client.post(INVOKE, data=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json["error"] == "invalid_json"
+    assert named in response.json["message"] and "line 1 column" in response.json["message"]
+
+
 @pytest.mark.parametrize("suffix", ["", "/feedback", "/explain"])
 def test_a_long_unknown_service_id_is_not_echoed_whole(open_client, suffix):
     """Attack (hard13): a POST to /cds-services/<3,000 characters>: the 404 quoted the whole id back (as the hook
