@@ -2,6 +2,7 @@
 chooses that used to give a 500, HTML, or the wrong 4xx. Each test's docstring names the attack."""
 import base64
 import json
+import time
 import uuid
 
 import pytest
@@ -78,6 +79,16 @@ def open_client(tmp_path):
     from service import create_app
     from service.config import Settings
     return create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}, sqlite_path=tmp_path / "s.sqlite3")).test_client()
+
+
+@pytest.mark.parametrize("shift", [0, -1, -20])
+def test_a_token_whose_exp_is_not_after_its_iat_is_a_401(tmp_path, shift):
+    """Attack (hard13): a signed token with exp at or before iat (iat now, exp up to 20 s before): valid at no
+    instant, it passed on the clock skew (30 s), as a token just expired may. It is malformed: 401."""
+    client = make_app(tmp_path).test_client()
+    now = int(time.time())
+    response = client.post(INVOKE, json=hook_request(), headers=bearer(token(iat=now, exp=now + shift)))
+    assert response.status_code == 401 and response.json["reason"] == "malformed_token"
 
 
 def test_a_hook_instance_with_a_trailing_newline_is_a_400(open_client):
