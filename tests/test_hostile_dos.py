@@ -209,3 +209,29 @@ def test_a_body_with_an_error_in_every_item_is_explained_by_its_first_errors_onl
     assert response.status_code == 400 and response.json["error"] == "invalid_request"
     assert "is not of type" in response.json["message"]
     assert len(made) < 1_000
+
+
+def test_a_compressed_fhir_answer_is_capped_as_it_is_decoded():
+    """Attack (hard13): a FHIR server answering with Content-Encoding: gzip, 64 MB of JSON whitespace squeezed into
+    ~64 KB (a decompression bomb: its Content-Length is far under the cap). The cap holds for the decoded bytes, and
+    no more than about one piece is decoded past it: urllib3 before 2.6 decoded a whole received chunk at once (64 KB
+    in, 64 MB out per read), which is why pyproject.toml asks for urllib3>=2.6."""
+    import gzip
+    import tracemalloc
+    from service.fhir.prefetch import PrefetchResolver
+    bomb = gzip.compress(b" " * (64 << 20), 9)
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(bomb))
+    with StreamingServer(head, piece=bomb, every=0, most=len(bomb)) as server:
+        resolver = PrefetchResolver(timeout=5, budget=5, max_bytes=1 << 20)
+        body = {"hook": "patient-view", "fhirServer": server.base_url, "context": {"patientId": "p1"},
+                "prefetch": {"patient": None}}
+        tracemalloc.start()
+        try:
+            result = resolver.resolve({"patient": "Patient/{{context.patientId}}",
+                                       "observations": "Observation?patient={{context.patientId}}"}, body)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert "larger than 1048576 bytes" in result.unavailable["Observation"]
+    assert peak < 8 << 20, peak        # ~1.4 MB with urllib3 2.8; 22 MB with 2.5
