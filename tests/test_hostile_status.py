@@ -173,6 +173,26 @@ def test_an_access_token_scoped_to_the_patient_is_sent(open_client, http):
     assert http.calls and all(c.request.headers["Authorization"] == "Bearer tok-123" for c in http.calls)
 
 
+@pytest.mark.parametrize("scope, fetched", [
+    ("patient/Patient.read patient/Observation.read", False), ("patient/Condition.write", False),
+    ("patient/Condition.c user/Observation.rs", False),
+    ("patient/Condition.read", True), ("patient/*.read", True), ("user/*.*", True), ("patient/Condition.rs", True),
+    ("system/Condition.s?clinical-status=active", True), ("launch openid fhirUser", True), ("patient/Condition.READ", True)])
+def test_a_type_the_token_scope_does_not_grant_is_not_fetched(open_client, http, scope, fetched):
+    """Attack (hard13): fhirAuthorization whose SMART scope grants no read of Condition. The Conditions were asked
+    for all the same: refused (403, a 412 saying only "lacks the scope"), or read beyond what the token was given
+    when the server does not check. A type the scope does not grant is not fetched, and the 412 names the scope; a
+    scope naming no resource, or one not read here, leaves it to the server."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
+    body["fhirAuthorization"] = {**AUTHORIZATION, "scope": scope}
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 412
+    asked = any("/Condition" in call.request.url for call in http.calls)
+    assert asked == fetched
+    named = "fhirAuthorization.scope grants no read of Condition" in response.get_data(as_text=True)
+    assert named != fetched
+
+
 AUTHORIZATION = {"access_token": "t", "token_type": "Bearer", "expires_in": 60, "scope": "s", "subject": "x"}
 SECRET_BEARING = {      # fhirAuthorization as sent -> what the 400 names (where, and the rule broken)
     "token with a !": ({**AUTHORIZATION, "access_token": "opaque!Secret-Token-4711"},

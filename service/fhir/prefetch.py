@@ -104,6 +104,41 @@ def bearer_headers(request: Mapping[str, Any]) -> dict[str, str]:
     return headers
 
 
+# A SMART on FHIR resource scope: v1 patient/Observation.read (or .write, .*), v2 patient/Observation.rs (c r u d s, in
+# that order), either with * for every type; v2 may narrow it with a query (?category=...), which the server applies.
+RESOURCE_SCOPE = re.compile(r"(?:patient|user|system)/([A-Za-z]+|\*)\.(read|write|\*|c?r?u?d?s?)(?:\?\S*)?")
+SCOPE_CONTEXT = re.compile(r"(?:patient|user|system)/")
+
+
+def readable_types(scope: Any) -> frozenset[str] | None:
+    """The resource types (or '*') a fhirAuthorization.scope lets its token read or search; None when the scope names
+    no resource, or one this does not read (then it judges nothing: the server decides)."""
+    if not isinstance(scope, str):
+        return None
+    granted, named = set(), False
+    for word in scope.split():
+        match = RESOURCE_SCOPE.fullmatch(word)
+        if match is None:
+            if SCOPE_CONTEXT.match(word):
+                return None
+            continue                    # openid, fhirUser, launch, launch/patient, offline_access, ...
+        named = True
+        rtype, rights = match.groups()
+        if rights in ("read", "*") or rights != "write" and ("r" in rights or "s" in rights):
+            granted.add(rtype)
+    return frozenset(granted) if named else None
+
+
+def out_of_scope(request: Mapping[str, Any], rtype: str) -> Problem | None:
+    """Why `request`'s access token may not fetch `rtype`, when its scope says so: never asked for, rather than
+    asked and refused (403), or read where the token does not reach when the server does not check."""
+    auth = request.get("fhirAuthorization")
+    granted = readable_types(auth.get("scope")) if isinstance(auth, dict) and auth.get("access_token") else None
+    if granted is None or "*" in granted or rtype in granted:
+        return None
+    return Problem(f"fhirAuthorization.scope grants no read of {rtype}, so it was not fetched", "forbidden")
+
+
 class PrefetchFailed(Exception):
     """Data that decides scope could not be had: answered with 412 and an OperationOutcome."""
 
@@ -506,6 +541,12 @@ class PrefetchResolver:
                 self._fail(result, failures, plan.key, plan.resource_type, self._unreachable(plan))
             plans = []
         headers = bearer_headers(request) if plans else {}
+        for plan in list(plans):
+            problem = out_of_scope(request, plan.resource_type)
+            if problem is not None:
+                plans.remove(plan)
+                result.resources += plan.seed
+                self._fail(result, failures, plan.key, plan.resource_type, problem)
         allowance = Allowance(self.max_resources - result.read)
         for plan, resources, read, problem in self._run(plans, server, headers, deadline, allowance):
             result.resources += resources
