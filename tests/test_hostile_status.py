@@ -163,6 +163,19 @@ def test_an_access_token_that_cannot_read_the_patient_is_a_400_before_any_fetch(
     assert "someone-else" not in response.get_data(as_text=True) and not http.calls
 
 
+@pytest.mark.parametrize("change, field", [({"expires_in": 0}, "fhirAuthorization/expires_in"),
+                                           ({"access_token": "a b"}, "fhirAuthorization/access_token"),
+                                           ({"patient": "someone-else"}, "fhirAuthorization/patient")])
+def test_explain_refuses_an_unusable_access_token_as_a_call_does(open_client, http, change, field):
+    """review of hard13's own change: POST .../explain resolves the prefetch as a call does; the 400 a call gives
+    for fhirAuthorization that cannot fetch was a 500 there (the route caught only the 412)."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
+    body["fhirAuthorization"] = {"access_token": "tok-123", "token_type": "Bearer", "expires_in": 60, "scope": "s",
+                                 "subject": "x", **change}
+    response = open_client.post(INVOKE + "/explain", json=body)
+    assert response.status_code == 400 and field in response.json["message"] and not http.calls
+
+
 def test_an_access_token_scoped_to_the_patient_is_sent(open_client, http):
     """fhirAuthorization.patient naming context.patientId, expires_in positive: the token goes with every fetch."""
     body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())

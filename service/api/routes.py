@@ -13,7 +13,7 @@ from service.clinical.orders import selections_not_drafted
 from service.errors import ApiError
 from service.jsonbody import request_body, request_json
 from service.feedback.entries import parse_feedback
-from service.fhir.prefetch import AuthorizationUnusable, PrefetchFailed
+from service.fhir.prefetch import PrefetchFailed
 
 bp = Blueprint("cds", __name__)
 
@@ -95,8 +95,6 @@ def invoke(service_id: str):
         prefetched = avh.prefetch.resolve(service.prefetch, body)
     except PrefetchFailed as exc:
         return precondition_failed(exc)
-    except AuthorizationUnusable as exc:
-        raise ApiError(400, "invalid_request", f"not a CDS Hooks 2.0 request: {exc}") from None
     now = dt.datetime.now(dt.timezone.utc)
     answer = service.evaluate(avh.engine, prefetched, body, now, avh.source_url(_cv_request.get().request))
     metrics.observe_cards(service.id, answer.topics)

@@ -44,6 +44,7 @@ from service.httpread import OutOfTime, TooLarge, Watch, WatchedAdapter, read_ca
 from service.ops import metrics
 from service.clinical.record import subject_id
 from service.config import Settings
+from service.errors import ApiError
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
@@ -69,9 +70,13 @@ class FetchProblem(Exception):
         self.problem = Problem(reason, code)
 
 
-class AuthorizationUnusable(Exception):
-    """fhirAuthorization cannot fetch what prefetch left out (a 400 naming the field, never its value): checked only
-    when something is to be fetched; with everything prefetched the token is never used, and never refused."""
+class AuthorizationUnusable(ApiError):
+    """fhirAuthorization cannot fetch what prefetch left out: a 400 naming the field, never its value, wherever the
+    request is resolved (a hook call, POST .../explain). Checked only when something is to be fetched; with everything
+    prefetched the token is never used, and never refused."""
+
+    def __init__(self, problem: str):
+        super().__init__(400, "invalid_request", f"not a CDS Hooks 2.0 request: {problem}")
 
 
 # RFC 6750's b64token: what an Authorization: Bearer header can carry.
