@@ -65,6 +65,9 @@ class Settings:
     governance_token: str = ""
     governance_override_threshold: float = 0.5
     governance_min_feedback: int = 10
+    # Reverse proxies in front of the service that append the client's address to X-Forwarded-For (the compose
+    # nginx: 1). The wrong-credential limit counts by that address; 0: by the connection's (X-Forwarded-For unread).
+    trusted_proxy_hops: int = 0
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -234,6 +234,42 @@ def test_wrong_credentials_from_an_address_are_limited_per_minute(tmp_path, capl
     app.extensions["avh"].store.dispose()
 
 
+@pytest.mark.parametrize("hops, forwarded", [(1, "{client}"), (1, "203.0.113.9, {client}"),
+                                             (2, "{client}, 10.0.0.2")])
+def test_behind_trusted_proxies_wrong_tries_count_by_the_client_address(tmp_path, hops, forwarded):
+    """Attack (hard13; issue 17's leftover): behind the compose nginx every client had the proxy's address, so ten
+    wrong credentials a minute from one guesser held up the committee's right credential too. With
+    AVH_CDS_TRUSTED_PROXY_HOPS the limit counts by the address the first trusted proxy saw (what a client wrote to
+    the left of it is its own say: a guesser cannot pass for another address by writing one)."""
+    from service.security.governance import WRONG_TRIES_PER_MINUTE
+    app = make_app({"sqlite_path": tmp_path / "hops.sqlite3"}, environ={"AVH_CDS_AUTH": "required"},
+                   governance_token=TOKEN, trusted_proxy_hops=hops)
+    client, proxy = app.test_client(), {"REMOTE_ADDR": "172.18.0.5"}
+
+    def via_proxy(client_address: str, authorization: str):
+        return client.get("/governance", headers={"Authorization": authorization,
+                                                  "X-Forwarded-For": forwarded.format(client=client_address)},
+                          environ_base=proxy)
+    for n in range(WRONG_TRIES_PER_MINUTE):
+        assert via_proxy("192.0.2.7", f"Bearer guess-{n}").status_code == 401
+    assert via_proxy("192.0.2.7", f"Bearer {TOKEN}").status_code == 429
+    assert via_proxy("192.0.2.8", f"Bearer {TOKEN}").status_code == 200
+    app.extensions["avh"].store.dispose()
+
+
+def test_without_trusted_proxies_x_forwarded_for_is_not_read(tmp_path):
+    """AVH_CDS_TRUSTED_PROXY_HOPS unset (0): a client writing X-Forwarded-For does not escape the limit."""
+    from service.security.governance import WRONG_TRIES_PER_MINUTE
+    app = make_app({"sqlite_path": tmp_path / "nohops.sqlite3"}, environ={"AVH_CDS_AUTH": "required"},
+                   governance_token=TOKEN)
+    client = app.test_client()
+    for n in range(WRONG_TRIES_PER_MINUTE + 1):
+        answer = client.get("/governance", headers={"Authorization": f"Bearer guess-{n}", "X-Forwarded-For": f"192.0.2.{n}"},
+                            environ_base={"REMOTE_ADDR": "192.0.2.200"})
+    assert answer.status_code == 429
+    app.extensions["avh"].store.dispose()
+
+
 def test_comments_only_to_a_viewer_with_the_credential_and_truncated(storage, seed):
     app = make_app(storage, governance_token=TOKEN)         # auth off: open, but comments need the token
     load(app.extensions["avh"].store, seed)

@@ -116,6 +116,20 @@ def test_a_nul_in_a_feedback_string_is_a_400_naming_the_field_on_both_databases(
     assert clean.status_code == 200 and clean.json["stored"] == 1        # nothing of the refused post was kept
 
 
+@pytest.mark.parametrize("where", ["extension", "overrideReason/extension", "overrideReason/reason/extension"])
+def test_a_nul_in_a_member_never_stored_is_ignored(client, where):
+    """Attack (hard13): a NUL in an extension of a feedback entry (CDS Hooks: members a service does not know are
+    ignored, not refused). Every string of the entry was checked, so the clinician's feedback was a 400 for text the
+    service never stores."""
+    entry = overridden({"uuid": str(uuid.uuid4())})
+    place = entry
+    for step in where.split("/")[:-1]:
+        place = place[step]
+    place["extension"] = {"note": "a\u0000b", "a\u0000": [1]}
+    response = post_feedback(client, [entry])
+    assert response.status_code == 200 and response.json["stored"] == 1
+
+
 def test_a_display_that_is_not_a_string_is_a_400(client):
     """Attack: an override reason whose display is an object: it cannot be bound as text (503 for ever)."""
     entry = overridden({"uuid": str(uuid.uuid4())})

@@ -338,7 +338,8 @@ def draft_daily_dose(resource: Mapping) -> float | None:
         dose = next((_mg(_map(dr.get("doseQuantity"))) for dr in _list(dosage.get("doseAndRate"))), None)
         repeat = _map(_map(dosage.get("timing")).get("repeat"))
         frequency, period, unit = repeat.get("frequency"), repeat.get("period"), repeat.get("periodUnit")
-        if dose is not None and _positive(frequency) and _positive(period) and unit in PERIOD_DAYS:
+        if dose is not None and _positive(frequency) and _positive(period) and isinstance(unit, str) \
+                and unit in PERIOD_DAYS:
             per_day = frequency / (period * PERIOD_DAYS[unit])
             lines.append(dose * per_day if per_day >= 1 else dose)
         elif dose is not None and _positive(repeat.get("count")):

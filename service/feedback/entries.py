@@ -40,18 +40,24 @@ def _timestamp(value: str, index: int) -> dt.datetime:
 
 
 def _no_nul(value, where: str) -> None:
-    """PostgreSQL cannot store U+0000 in text: refused on every backend alike, naming the field, rather than a
-    503 a client would retry forever."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ApiError(400, "invalid_request", f"{where}: contains the NUL character (U+0000), which cannot be "
-                           "stored")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(item, f"{where}/{key[:40]}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _no_nul(item, f"{where}/{index}")
+    """PostgreSQL cannot store U+0000 in text: a string that is stored is refused on every backend alike, naming the
+    field, rather than a 503 a client would retry forever."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ApiError(400, "invalid_request", f"{where}: contains the NUL character (U+0000), which cannot be "
+                       "stored")
+
+
+def _stored_text(entry: Mapping, where: str):
+    """(value, where) of the strings of a feedback entry that are stored: members the service does not read (an
+    extension) are ignored, as CDS Hooks asks, NUL or not."""
+    yield entry["card"], f"{where}/card"
+    for n, suggestion in enumerate(entry.get("acceptedSuggestions", [])):
+        yield suggestion["id"], f"{where}/acceptedSuggestions/{n}/id"
+    override = entry.get("overrideReason") or {}
+    reason = override.get("reason") or {}
+    for part in ("system", "code", "display"):
+        yield reason.get(part), f"{where}/overrideReason/reason/{part}"
+    yield override.get("userComment"), f"{where}/overrideReason/userComment"
 
 
 def _identifier(value, where: str):
@@ -72,8 +78,9 @@ def parse_feedback(service_id: str, entries: list[Mapping]) -> list[FeedbackEntr
     sent to another service is another service's feedback."""
     parsed = []
     for index, e in enumerate(entries):
-        _no_nul(e, f"feedback/{index}")
         where = f"feedback/{index}"
+        for value, place in _stored_text(e, where):
+            _no_nul(value, place)
         _identifier(e["card"], f"{where}/card")
         when = _timestamp(e["outcomeTimestamp"], index)
         accepted = tuple(sorted(_identifier(s["id"], f"{where}/acceptedSuggestions/{n}/id")

@@ -197,11 +197,18 @@ def _is_json(mimetype: str) -> bool:
 
 
 def require_json(req: Request) -> None:
-    """415 unless the body of `req` is sent as JSON (application/json or a +json type)."""
+    """415 unless the body of `req` is sent as JSON (application/json or a +json type), with no content coding."""
     # The Content-Type header as an EHR sends it needs no parsing (werkzeug's parse of it: ~0.2 µs).
-    if req.environ.get("CONTENT_TYPE") != "application/json" and not _is_json(req.mimetype):
+    environ = req.environ
+    if environ.get("CONTENT_TYPE") != "application/json" and not _is_json(req.mimetype):
         raise ApiError(415, "unsupported_media_type", "the request body must be JSON sent as Content-Type: "
                        f"application/json, not {req.mimetype[:60] or 'no Content-Type'!r}")
+    if "HTTP_CONTENT_ENCODING" in environ and environ["HTTP_CONTENT_ENCODING"].strip().lower() not in ("", "identity"):
+        # Read as it came, a gzip body was "not valid JSON", and a plain one labelled gzip was read all the same.
+        coding = environ["HTTP_CONTENT_ENCODING"].strip()
+        raise ApiError(415, "unsupported_media_type", "the request body must be sent without a content coding "
+                       f"(Content-Encoding: {coding[:40] if coding.isascii() and coding.isprintable() else 'other'!r} "
+                       "is not decoded)")
 
 
 def _check_body(security: Security, caller: Caller | None, req: Request, call: dict) -> None:
