@@ -148,3 +148,13 @@ def test_authentication_failures_are_counted_by_a_bounded_reason(client, message
     text = metrics(client)
     assert sample(text, "avh_cds_auth_failures_total", reason=reason) == before + 1
     assert "attacker-chosen" not in text
+
+
+def test_metrics_content_type_names_each_parameter_once_as_a_prometheus_scraper_requires(client):
+    """Prometheus 3 parses the Content-Type strictly (Go's mime.ParseMediaType: a parameter given twice is an
+    error, and the scrape fails); Flask used to add a second `charset` to prometheus_client's own type."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+    content_type = client.get("/metrics").headers["Content-Type"]
+    names = [p.split("=", 1)[0].strip().lower() for p in content_type.split(";")[1:]]
+    assert len(names) == len(set(names)), content_type
+    assert content_type == CONTENT_TYPE_LATEST

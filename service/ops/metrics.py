@@ -186,4 +186,6 @@ def _registry():
 @bp.get("/metrics")
 def metrics():
     publish_cache_sizes()       # this worker's, up to date; the others' as of their last call (within a second)
-    return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Flask would add a second charset, and Prometheus 3 fails a scrape whose
+    # Content-Type names a parameter twice
+    return Response(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
