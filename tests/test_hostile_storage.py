@@ -232,3 +232,15 @@ def test_free_text_over_its_cap_is_cut_and_the_feedback_kept_on_both_databases(a
         comment, display = conn.execute(select(feedback.c.user_comment, feedback.c.override_display)
                                         .where(feedback.c.card_uuid == entry["card"])).one()
     assert (comment, display) == ("c" * STORED_COMMENT_CHARS, "d" * DISPLAY_CHARS)
+
+
+@pytest.mark.parametrize("code", [" =1+1", "  @SUM(1)", "\n=1+1", "\u3000=1+1", "\ufeff=1+1", "\u200b+1+1",
+                                  "\uff1d1+1", "\uff0b1+1", "\uff0d1+1", "\uff20SUM(1)"])
+def test_a_formula_behind_blanks_or_in_full_width_is_text_in_the_governance_csv(code):
+    """Attack: the reason code's formula comes after a space, a line break, an invisible character, or is written
+    with full-width signs (＝＋－＠, which a spreadsheet in an East Asian locale reads as = + - @): the CSV carried it
+    as is, so a spreadsheet that trims cells on import or reads full-width signs ran it."""
+    from service.feedback.page import _csv_text
+    assert _csv_text(code) == "'" + code
+    assert _csv_text("clinical-judgement") == "clinical-judgement" and _csv_text("a = b") == "a = b"
+    assert _csv_text("\tplain") == "'\tplain"
