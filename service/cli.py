@@ -18,11 +18,13 @@ def _replay(args) -> int:
         path = Path(name)
         paths += sorted(path.glob("*.json")) if path.is_dir() else [path]
     today = dt.datetime.now(dt.timezone.utc).date()   # the service judges "now" in UTC
-    try:
-        fixtures = [load_fixture(p, today) for p in paths]
-    except (OSError, ValueError, KeyError, StopIteration) as exc:
-        print(f"avh-cds replay: cannot read fixture: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    fixtures = []
+    for path in paths:
+        try:
+            fixtures.append(load_fixture(path, today))
+        except (OSError, ValueError) as exc:    # FixtureError names what the Bundle lacks
+            print(f"avh-cds replay: cannot read fixture {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
     try:
         outcomes = replay(fixtures, Remote(args.url) if args.url else InProcess(_in_process_app()),
                           fhir_server=args.fhir_server)

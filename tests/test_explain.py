@@ -278,3 +278,34 @@ def test_the_command_explains_a_fixture_at_discharge_and_with_draft_orders(tmp_p
     assert main(["explain", str(FIXTURES / "01-preop-stable-ambulatory.json"), "--service", "avh-order-sign",
                  "--draft-orders", "/no/such/drafts.json"]) == 2
     assert "cannot read /no/such/drafts.json" in capsys.readouterr().err
+
+
+def test_the_command_explains_a_bundle_of_ones_own_dated_as_written(tmp_path, capsys):
+    """An integration tester's own Bundle (a record exported from a FHIR server, no fixture anchor in
+    meta.lastUpdated) was a KeyError traceback; it is read with its dates as written."""
+    from service.fhir.fixtures import load_fixture
+    fixture = load_fixture(FIXTURES / "02-preop-workup-complete.json")          # dated as of today
+    own = {k: v for k, v in fixture.bundle.items() if k != "meta"}
+    saved = tmp_path / "my-patient.json"
+    saved.write_text(json.dumps(own))
+    assert main(["explain", str(saved), "--json"]) == 0
+    explanation = json.loads(capsys.readouterr().out)
+    assert explanation["patient"] == "Patient/avh-02" and explanation["cards"] == ["surgical-decompression"]
+    [mri] = [e for e in own["entry"] if e["resource"]["id"] == "avh-02-mri"]
+    assert f"on {mri['resource']['effectiveDateTime'][:10]} (DiagnosticReport/avh-02-mri)" in reasons(explanation)["spine-mri"][1]
+
+
+@pytest.mark.parametrize("bundle, named", [
+    ({"resourceType": "Bundle", "type": "collection", "entry": []}, "no Patient"),
+    ({"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": "urn:uuid:1"}]}, "no Patient"),
+    ({"resourceType": "Bundle", "entry": "x"}, "entry"),
+    ({"resourceType": "Bundle", "meta": {"lastUpdated": "yesterday"}, "entry": []}, "lastUpdated"),
+])
+def test_the_command_names_what_is_wrong_with_a_bundle_it_cannot_explain(tmp_path, capsys, bundle, named):
+    saved = tmp_path / "odd.json"
+    saved.write_text(json.dumps(bundle))
+    assert main(["explain", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"avh-cds explain: cannot read {saved}") and named in err and "Traceback" not in err
+    assert main(["replay", str(saved)]) == 2
+    assert named in capsys.readouterr().err
