@@ -309,3 +309,25 @@ def test_the_command_names_what_is_wrong_with_a_bundle_it_cannot_explain(tmp_pat
     assert err.startswith(f"avh-cds explain: cannot read {saved}") and named in err and "Traceback" not in err
     assert main(["replay", str(saved)]) == 2
     assert named in capsys.readouterr().err
+
+
+def test_a_transaction_bundle_referencing_by_full_url_is_explained_as_a_fhir_server_would_store_it(tmp_path, capsys):
+    """A Synthea-style transaction Bundle names its Patient by fullUrl (`urn:uuid:...`) in every subject: read as
+    written, no resource was about the patient, and explain said "out of scope" for a patient in the pathway."""
+    from service.fhir.fixtures import load_fixture
+    fixture = load_fixture(FIXTURES / "02-preop-workup-complete.json")
+    own = {"resourceType": "Bundle", "type": "transaction", "entry": []}
+    for n, entry in enumerate(fixture.bundle["entry"]):
+        resource = json.loads(json.dumps(entry["resource"]))
+        for key in ("subject", "patient"):
+            if isinstance(resource.get(key), dict):
+                resource[key]["reference"] = "urn:uuid:0b9e4a64-5d6e-4d4e-9c1a-2b7f3c0e0001"
+        full_url = ("urn:uuid:0b9e4a64-5d6e-4d4e-9c1a-2b7f3c0e0001" if resource["resourceType"] == "Patient"
+                    else f"urn:uuid:0b9e4a64-5d6e-4d4e-9c1a-2b7f3c0e{n + 1000:04d}")
+        own["entry"].append({"fullUrl": full_url, "resource": resource,
+                             "request": {"method": "POST", "url": resource["resourceType"]}})
+    saved = tmp_path / "synthea-like.json"
+    saved.write_text(json.dumps(own))
+    assert main(["explain", str(saved), "--json"]) == 0
+    explanation = json.loads(capsys.readouterr().out)
+    assert explanation["patient"] == "Patient/avh-02" and explanation["cards"] == ["surgical-decompression"]
