@@ -288,6 +288,21 @@ def test_which_suggestion_was_taken_is_recorded_through_real_calls(storage):
     app.extensions["avh"].store.dispose()
 
 
+def test_an_accepted_entry_naming_none_of_the_cards_suggestions_is_not_called_unrecorded(storage):
+    """A card issued today (its suggestions recorded) accepted with a suggestion id it never had: the page told the
+    committee "suggestion not recorded", which it explains as a card from before avh-cds recorded suggestions."""
+    app = make_app(storage)
+    client = app.test_client()
+    card = _issue_order_sign(client, "p1")["steroid-duration"]
+    assert _accept(client, card, {"uuid": "not-one-of-its-suggestions"}).status_code == 200
+    [row] = client.get("/governance?format=json").json["acceptedSuggestions"]
+    assert row["suggestion"] is None and row["count"] == 1
+    assert row["label"] == "(no suggestion of the card named)"
+    page = client.get("/governance").get_data(as_text=True)
+    assert "suggestion not recorded" not in page.lower() and "(no suggestion of the card named)" in page
+    app.extensions["avh"].store.dispose()
+
+
 def version_1_tables():
     """The schema as version 1 created it (before the governance report), written out as it was."""
     old = MetaData()
@@ -337,7 +352,7 @@ def test_an_existing_version_1_database_is_migrated_and_its_old_cards_still_coun
     assert [just_counts(r) for r in data["byTopic"]] == [{"issued": 1, "cardsWithFeedback": 1, "noFeedback": 0,
                                                           "feedbackEntries": 1, "accepted": 1, "overridden": 0}]
     assert data["acceptedSuggestions"] == [{"topic": "steroid-duration", "suggestion": None, "count": 1,
-                                            "label": "(suggestion not recorded)"}]
+                                            "label": "(no suggestion of the card named)"}]
     # A row written into the migrated table by something other than the service (an import, SQL by hand) lacks
     # the card's copied topic and time: the report fills them in and counts it.
     engine = create_engine(url)

@@ -15,7 +15,9 @@ from service.feedback.aggregates import COMMENT_CHARS, COMMENTS_PER_TOPIC, FATIG
 from service.feedback.charts import charts_of
 from service.feedback.store import SUGGESTIONS_TAKEN
 
-NOT_RECORDED = "(suggestion not recorded)"
+# An accepted entry that names none of its card's recorded suggestions: the card has none, or was issued before avh-cds
+# recorded them (schema version 2), or the EHR named an id the card never had.
+NOT_RECORDED = "(no suggestion of the card named)"
 _templates = Environment(loader=PackageLoader("service.feedback", "templates"), autoescape=select_autoescape(["html"]),
                          trim_blocks=True, lstrip_blocks=True)
 
