@@ -244,3 +244,15 @@ def test_a_formula_behind_blanks_or_in_full_width_is_text_in_the_governance_csv(
     assert _csv_text(code) == "'" + code
     assert _csv_text("clinical-judgement") == "clinical-judgement" and _csv_text("a = b") == "a = b"
     assert _csv_text("\tplain") == "'\tplain"
+
+
+def test_an_override_reason_code_cannot_drive_the_operators_terminal():
+    """Attack: feedback whose reason code holds terminal escape sequences (ESC ] 0 ; title BEL, ESC [ 31 m, a C1 CSI,
+    a line break): `avh-cds feedback-report` printed them raw, so whoever could post feedback wrote to the operator's
+    terminal (set its title, recoloured or rewrote lines). They are shown escaped, the rest of the code as is."""
+    from service.feedback.entries import build_report, format_table
+    code = "\x1b]0;pwned\x07\x1b[31mRED\x9b2J\nx\u2028y\u202etxt"
+    table = format_table(build_report([("spine-mri", 3)], [("spine-mri", "overridden", "s", code, None, 2)]))
+    assert not any(c in table for c in "\x1b\x07\x9b\u2028\u202e")
+    assert table.count("\n") == 4                                     # header, rule, one row, rule, total
+    assert "\\x1b]0;pwned\\x07\\x1b[31mRED\\x9b2J\\nx\\u2028y\\u202etxt x2" in table
