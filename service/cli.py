@@ -126,6 +126,12 @@ def _feedback_report(args) -> int:
     from service.feedback.store import StorageUnavailable
     if args.html:
         return _governance_html(args)
+    given = [flag for flag, value in (("--from", args.date_from), ("--to", args.date_to), ("--service", args.service),
+                                      ("--with-comments", args.with_comments)) if value]
+    if given:       # the table counts all time and every service: a filter it ignored would pass for applied
+        print(f"avh-cds feedback-report: {given[0]} goes with --html (the table counts all time and every service)",
+              file=sys.stderr)
+        return 2
     store = open_store(Settings.from_env())
     try:
         rows = build_report(*store.report_rows())
@@ -174,8 +180,12 @@ def _governance_html(args) -> int:
     finally:
         store.dispose()
     note = "Override comments are left out of this file; `--with-comments` puts them in."
-    Path(args.html).write_text(render_html(report, Vocabulary.of(engine.library, registry), now, comments_note=note),
-                               encoding="utf-8")
+    try:
+        Path(args.html).write_text(render_html(report, Vocabulary.of(engine.library, registry), now, comments_note=note),
+                                   encoding="utf-8")
+    except OSError as exc:
+        print(f"avh-cds feedback-report: cannot write {args.html}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+        return 2
     print(f"wrote {args.html}: {report.filters.start} to {report.filters.end}, {report.total.issued} cards issued")
     return 0
 

@@ -415,3 +415,18 @@ def test_feedback_report_html_writes_the_same_page_offline(seeded, seed, storage
     assert strip(html).split("<h2 id=\"comments\">")[0] == strip(served).split("<h2 id=\"comments\">")[0]
     assert cli.main(["feedback-report", "--html", str(out), "--from", "2026-02-30"]) == 2
     assert "from: '2026-02-30' is not a calendar date" in capsys.readouterr().err
+
+
+def test_feedback_report_refuses_filters_it_would_ignore_and_an_unwritable_file(monkeypatch, tmp_path, capsys):
+    """`feedback-report --from 2026-01-01` printed the all-time table as if filtered (the filters go with --html
+    only), and `--html` into a directory that does not exist was a traceback."""
+    monkeypatch.setenv("AVH_CDS_SQLITE_PATH", str(tmp_path / "avh-cds.sqlite3"))
+    for flags in (["--from", "2026-01-01"], ["--to", "2026-01-01"], ["--service", "avh-order-sign"], ["--with-comments"],
+                  ["--json", "--from", "2026-01-01"]):
+        assert cli.main(["feedback-report", *flags]) == 2
+        err = capsys.readouterr().err
+        assert f"{flags[-2] if flags[-1][0] != '-' else flags[-1]} goes with --html" in err, err
+    missing = tmp_path / "no" / "such" / "dir" / "governance.html"
+    assert cli.main(["feedback-report", "--html", str(missing)]) == 2
+    assert f"avh-cds feedback-report: cannot write {missing}" in capsys.readouterr().err
+    assert cli.main(["feedback-report"]) == 0
