@@ -95,8 +95,13 @@ def _explain(args) -> int:
     if args.url:
         transport = Remote(args.url)
     else:       # in-process with auth off; the FHIR server named here is the one it may contact
+        from service.security.issuers import SecurityConfigError
         fhir = {"AVH_CDS_FHIR_SERVERS": args.fhir_server} if args.fhir_server else {}
-        transport = InProcess(_in_process_app(**fhir))
+        try:
+            transport = InProcess(_in_process_app(**fhir))
+        except SecurityConfigError as exc:      # e.g. the scheme left off: 127.0.0.1:8080/fhir
+            print(f"avh-cds explain: --fhir-server {args.fhir_server!r}: {exc}", file=sys.stderr)
+            return 2
     try:
         request = _explain_request(args, transport)
         answer = call_ok(transport, "POST", f"/cds-services/{args.service}/explain", request)

@@ -331,3 +331,12 @@ def test_a_transaction_bundle_referencing_by_full_url_is_explained_as_a_fhir_ser
     assert main(["explain", str(saved), "--json"]) == 0
     explanation = json.loads(capsys.readouterr().out)
     assert explanation["patient"] == "Patient/avh-02" and explanation["cards"] == ["surgical-decompression"]
+
+
+@pytest.mark.parametrize("server", ["127.0.0.1:8080/fhir", "notaurl", "ftp://127.0.0.1/fhir"])
+def test_a_fhir_server_that_is_not_a_url_is_named_not_a_traceback(capsys, server):
+    """`--fhir-server 127.0.0.1:8080/fhir` (the scheme left off, a newcomer's slip) raised SecurityConfigError out of
+    the command as a traceback."""
+    assert main(["explain", "--fhir-server", server, "--patient", "avh-03"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("avh-cds explain: --fhir-server") and repr(server) in err and "Traceback" not in err
