@@ -118,8 +118,11 @@ def _explain(args) -> int:
 def _serve(args) -> int:
     from service import create_app
     from service.config import Settings
-    settings = Settings.from_env(fixture_fhir=True)
-    app = create_app(settings)
+    try:
+        app = create_app(Settings.from_env(fixture_fhir=True))
+    except ValueError as exc:   # a setting that cannot work (SecurityConfigError, CardDefinitionError are ValueErrors)
+        print(f"avh-cds serve: {exc}", file=sys.stderr)
+        return 2
     app.run(host=args.host, port=args.port, threaded=True)
     return 0
 
