@@ -105,6 +105,9 @@ def test_the_refusal_memory_is_bounded_whatever_issuers_callers_claim():
     ({"AVH_CDS_AUTH": "off", "AVH_CDS_LOG_LEVEL": "LOUD"}, "AVH_CDS_LOG_LEVEL"),
     ({"AVH_CDS_AUTH": "off", "AVH_CDS_FETCH_BUDGET_SECONDS": "abc"}, "AVH_CDS_FETCH_BUDGET_SECONDS"),
     ({"AVH_CDS_AUTH": "off", "AVH_CDS_FHIR_SERVERS": "notaurl"}, "notaurl"),
+    # the scheme left off: every card's Source link would be relative, and every token's aud compared with it fail
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_PUBLIC_URL": "cds.example.org"}, "AVH_CDS_PUBLIC_URL"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_PUBLIC_URL": "https://"}, "AVH_CDS_PUBLIC_URL"),
 ])
 def test_serve_misconfigured_says_which_setting_in_one_line(monkeypatch, capsys, tmp_path, env, named):
     """An integration tester's slip at `avh-cds serve` was a Python traceback; a card directory that does not exist
