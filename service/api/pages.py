@@ -83,7 +83,7 @@ SANDBOX = "https://sandbox.cds-hooks.org/"
 @bp.get("/")
 def index():
     avh = current_app.extensions["avh"]
-    base = request.host_url.rstrip("/")     # links relative to where the page was opened
+    base = (avh.settings.public_url or request.host_url).rstrip("/")    # as the cards' Source links are built
     sandbox = SANDBOX + "?" + urlencode({"fhirServiceUrl": f"{base}/fhir", "patientId": "avh-01",
                                          "serviceDiscoveryURL": f"{base}/cds-services"}, safe=":/")
     return render_template("index.html", base=base, services=avh.registry, sandbox=sandbox,
