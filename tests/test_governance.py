@@ -324,6 +324,21 @@ def test_which_suggestion_was_taken_is_recorded_through_real_calls(storage):
     app.extensions["avh"].store.dispose()
 
 
+def test_an_accepted_entry_naming_none_of_the_cards_suggestions_is_not_called_unrecorded(storage):
+    """A card issued today (its suggestions recorded) accepted with a suggestion id it never had: the page told the
+    committee "suggestion not recorded", which it explains as a card from before avh-cds recorded suggestions."""
+    app = make_app(storage)
+    client = app.test_client()
+    card = _issue_order_sign(client, "p1")["steroid-duration"]
+    assert _accept(client, card, {"uuid": "not-one-of-its-suggestions"}).status_code == 200
+    [row] = client.get("/governance?format=json").json["acceptedSuggestions"]
+    assert row["suggestion"] is None and row["count"] == 1
+    assert row["label"] == "(no suggestion of the card named)"
+    page = client.get("/governance").get_data(as_text=True)
+    assert "suggestion not recorded" not in page.lower() and "(no suggestion of the card named)" in page
+    app.extensions["avh"].store.dispose()
+
+
 def version_1_tables():
     """The schema as version 1 created it (before the governance report), written out as it was."""
     old = MetaData()
@@ -373,7 +388,7 @@ def test_an_existing_version_1_database_is_migrated_and_its_old_cards_still_coun
     assert [just_counts(r) for r in data["byTopic"]] == [{"issued": 1, "cardsWithFeedback": 1, "noFeedback": 0,
                                                           "feedbackEntries": 1, "accepted": 1, "overridden": 0}]
     assert data["acceptedSuggestions"] == [{"topic": "steroid-duration", "suggestion": None, "count": 1,
-                                            "label": "(suggestion not recorded)"}]
+                                            "label": "(no suggestion of the card named)"}]
     # A row written into the migrated table by something other than the service (an import, SQL by hand) lacks
     # the card's copied topic and time: the report fills them in and counts it.
     engine = create_engine(url)
@@ -436,3 +451,18 @@ def test_feedback_report_html_writes_the_same_page_offline(seeded, seed, storage
     assert strip(html).split("<h2 id=\"comments\">")[0] == strip(served).split("<h2 id=\"comments\">")[0]
     assert cli.main(["feedback-report", "--html", str(out), "--from", "2026-02-30"]) == 2
     assert "from: '2026-02-30' is not a calendar date" in capsys.readouterr().err
+
+
+def test_feedback_report_refuses_filters_it_would_ignore_and_an_unwritable_file(monkeypatch, tmp_path, capsys):
+    """`feedback-report --from 2026-01-01` printed the all-time table as if filtered (the filters go with --html
+    only), and `--html` into a directory that does not exist was a traceback."""
+    monkeypatch.setenv("AVH_CDS_SQLITE_PATH", str(tmp_path / "avh-cds.sqlite3"))
+    for flags in (["--from", "2026-01-01"], ["--to", "2026-01-01"], ["--service", "avh-order-sign"], ["--with-comments"],
+                  ["--json", "--from", "2026-01-01"]):
+        assert cli.main(["feedback-report", *flags]) == 2
+        err = capsys.readouterr().err
+        assert f"{flags[-2] if flags[-1][0] != '-' else flags[-1]} goes with --html" in err, err
+    missing = tmp_path / "no" / "such" / "dir" / "governance.html"
+    assert cli.main(["feedback-report", "--html", str(missing)]) == 2
+    assert f"avh-cds feedback-report: cannot write {missing}" in capsys.readouterr().err
+    assert cli.main(["feedback-report"]) == 0

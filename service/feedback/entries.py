@@ -115,7 +115,19 @@ class TopicReport:
                                     for (s, c), (d, n) in sorted(self.reasons.items(), key=lambda i: (-i[1][1], str(i[0])))]}
 
     def reasons_text(self) -> str:
-        return "; ".join(f"{r['code'] or NO_REASON} x{r['count']}" for r in self.as_json()["overrideReasons"]) or "-"
+        return "; ".join(f"{terminal_text(r['code']) if r['code'] else NO_REASON} x{r['count']}"
+                         for r in self.as_json()["overrideReasons"]) or "-"
+
+
+# Characters a terminal acts on instead of showing: C0 controls and DEL, C1 controls (0x9b is CSI), line and paragraph
+# separators, bidirectional overrides and isolates.
+_TERMINAL_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_text(text: str) -> str:
+    """A code of the poster's choosing as `avh-cds feedback-report` prints it to a terminal: each control character
+    written as its escape (\\x1b), so feedback cannot set the operator's terminal title, colours or lines."""
+    return _TERMINAL_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def build_report(shown: list[tuple], outcomes: list[tuple]) -> list[TopicReport]:

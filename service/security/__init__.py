@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 from flask import Blueprint, Flask, Request, Response, current_app
@@ -84,6 +85,11 @@ def _cors_origins(settings: Settings):
 def build(settings: Settings) -> Security:
     if settings.auth not in {"required", "off"}:
         raise SecurityConfigError(f"AVH_CDS_AUTH must be 'required' or 'off', not {settings.auth!r}")
+    public = urlsplit(settings.public_url)
+    if settings.public_url and not (public.scheme in ("http", "https") and public.hostname):
+        # the scheme left off, the cards' Source links would be relative and every token's aud compared with it wrong
+        raise SecurityConfigError(f"AVH_CDS_PUBLIC_URL {settings.public_url[:80]!r} is not an absolute http(s) URL "
+                                  "(e.g. https://cds.example.org)")
     issuers = load_issuers(settings.issuers_file, settings.trust_sandbox, settings.fhir_servers)
     verifier = None
     if settings.auth == "required":
