@@ -108,6 +108,11 @@ def test_the_refusal_memory_is_bounded_whatever_issuers_callers_claim():
     # the scheme left off: every card's Source link would be relative, and every token's aud compared with it fail
     ({"AVH_CDS_AUTH": "off", "AVH_CDS_PUBLIC_URL": "cds.example.org"}, "AVH_CDS_PUBLIC_URL"),
     ({"AVH_CDS_AUTH": "off", "AVH_CDS_PUBLIC_URL": "https://"}, "AVH_CDS_PUBLIC_URL"),
+    # numbers that parse but mean nothing: a budget of NaN, a negative pool, a rate threshold above 100 %
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_FETCH_BUDGET_SECONDS": "nan"}, "AVH_CDS_FETCH_BUDGET_SECONDS"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_FETCH_WORKERS": "-5"}, "AVH_CDS_FETCH_WORKERS"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_STORAGE_TIMEOUT_SECONDS": "inf"}, "AVH_CDS_STORAGE_TIMEOUT_SECONDS"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_GOVERNANCE_OVERRIDE_THRESHOLD": "2"}, "AVH_CDS_GOVERNANCE_OVERRIDE_THRESHOLD"),
 ])
 def test_serve_misconfigured_says_which_setting_in_one_line(monkeypatch, capsys, tmp_path, env, named):
     """An integration tester's slip at `avh-cds serve` was a Python traceback; a card directory that does not exist
