@@ -122,12 +122,12 @@ def _medications(entries: list[Mapping], on_record: Iterable[Mapping]) -> Callab
     record: list[dict[str, Mapping]] = []
 
     def medication(ref: str) -> Mapping:
-        found = bundled.get(ref) or bundled.get(_named(ref))
+        found = bundled.get(ref) or bundled.get(named_resource(ref))
         if found is None:
             if not record:      # read once, and only for a reference the draft set does not resolve
                 record.append({f"Medication/{r['id']}": r for r in on_record
                                if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)})
-            found = record[0].get(_named(ref))
+            found = record[0].get(named_resource(ref))
         return _map(found)
     return medication
 
