@@ -144,6 +144,7 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
     medications = _medications(entries, on_record)
     drafts: list[DraftOrder] = []
     seen: dict[str, int] = {}      # Type/id -> its place in drafts
+    also_named: dict[int, set[str]] = {}    # a place in drafts -> the names its draft's other entries give it
     for entry in entries:
         r = entry["resource"]
         rtype = r.get("resourceType")
@@ -169,12 +170,13 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
         rid = r.get("id") if isinstance(r.get("id"), str) else "(no id)"
         ref = f"{rtype}/{rid}"
         if ref in seen:             # the same draft sent twice is one order, named by either entry's names
-            first = seen[ref]
-            drafts[first] = dataclasses.replace(drafts[first], names=drafts[first].names | entry_names(entry))
+            also_named.setdefault(seen[ref], set()).update(entry_names(entry))
             continue
         if rid != "(no id)":
             seen[ref] = len(drafts)
         drafts.append(DraftOrder(ref, r, frozenset(concepts), _label(concept), _authored(r), entry_names(entry)))
+    for place, names in also_named.items():     # once a draft: a name set rebuilt at each copy cost n^2 (review13)
+        drafts[place] = dataclasses.replace(drafts[place], names=drafts[place].names | names)
     return tuple(drafts)
 
 
