@@ -545,13 +545,13 @@ class PrefetchResolver:
                 result.resources += plan.seed
                 self._fail(result, failures, plan.key, plan.resource_type, self._unreachable(plan))
             plans = []
-        headers = bearer_headers(request) if plans else {}
         for plan in list(plans):
             problem = out_of_scope(request, plan.resource_type)
             if problem is not None:
                 plans.remove(plan)
                 result.resources += plan.seed
                 self._fail(result, failures, plan.key, plan.resource_type, problem)
+        headers = bearer_headers(request) if plans else {}     # judged only when it is used (review13)
         allowance = Allowance(self.max_resources - result.read)
         for plan, resources, read, problem in self._run(plans, server, headers, deadline, allowance):
             result.resources += resources
