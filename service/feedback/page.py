@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -60,6 +61,7 @@ CSV_COUNTS = ("issued", "cards_with_feedback", "no_feedback", "feedback_entries"
 # = + - @ and their full-width forms (a spreadsheet in an East Asian locale reads ＝ as =), tab, carriage return.
 FORMULA_STARTS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20", "\t", "\r")
 INVISIBLE = "\ufeff\u200b\u200c\u200d\u2060"      # byte order mark, zero-width space / joiners, word joiner
+LEADING_BLANKS = re.compile(rf"^[\s{INVISIBLE}]+")   # blanks and invisible characters in any order (review13)
 
 
 def _csv_text(value):
@@ -67,7 +69,7 @@ def _csv_text(value):
     starting with `=` (or + - @) would run as a formula on the committee member's machine (OWASP CSV injection);
     so would one whose sign comes after blanks or invisible characters, in a spreadsheet that trims cells."""
     if isinstance(value, str) and (value.startswith(FORMULA_STARTS)
-                                   or value.lstrip().lstrip(INVISIBLE).lstrip().startswith(FORMULA_STARTS)):
+                                   or LEADING_BLANKS.sub("", value, count=1).startswith(FORMULA_STARTS)):
         return f"'{value}"
     return value
 
