@@ -394,7 +394,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
     kept: dict[str, list] = {}
     left_out: list[LeftOut | None] = []
     replaced = False
-    patient = patient_sent = None
+    patient = patient_sent = patient_left_out = None
     deceased = False
     check = Validator() if validate is None else validate
     # The usual subject reference, compared whole before it is parsed (an empty id, or one with a '/', is parsed).
@@ -407,11 +407,17 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if not isinstance(rtype, str):
             continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
         if rtype == "Patient":
-            if rid == patient_id and (patient is None or later_version(res, patient_sent)):
+            # The first sent, unless a later version follows, valid or not: an older version must not undo a newer
+            # one that says deceased (review13).
+            if rid == patient_id and (patient_sent is None or later_version(res, patient_sent)):
+                if patient_left_out is not None:
+                    left_out[patient_left_out] = None       # the earlier version's reason goes with it
+                    patient_left_out = None
                 patient_sent = res
                 patient, reason = check(res)
                 deceased = reason is not None and says_deceased(res)
                 if reason is not None:
+                    patient_left_out = len(left_out)
                     left_out.append(LeftOut("Patient", shown_id(rid), ("patient",), reason))
             continue
         if not selected and not selector.wanted(res):
@@ -420,15 +426,15 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         earlier = seen.get(key) if rid is not None else None
         if earlier is not None and not later_version(res, earlier[0]):
             continue
+        if earlier is not None and earlier[2] >= 0:       # a later version: the earlier one goes (even when the
+            replaced = True                               # later is another patient's: review13)
+            _, bucket, index = earlier
+            (left_out if bucket is None else kept[bucket])[index] = None
         if rtype != "Medication" and not _of_patient(res, own, patient_id):
-            if earlier is None:
+            if rid is not None:
                 seen[key] = (res, None, -1)                 # in no list
             log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
             continue
-        if earlier is not None and earlier[2] >= 0:       # a later version: the earlier one goes
-            replaced = True
-            _, bucket, index = earlier
-            (left_out if bucket is None else kept[bucket])[index] = None
         model, reason = check(res)
         if reason is None:
             found = kept.setdefault(rtype, [])
