@@ -18,11 +18,13 @@ def _replay(args) -> int:
         path = Path(name)
         paths += sorted(path.glob("*.json")) if path.is_dir() else [path]
     today = dt.datetime.now(dt.timezone.utc).date()   # the service judges "now" in UTC
-    try:
-        fixtures = [load_fixture(p, today) for p in paths]
-    except (OSError, ValueError, KeyError, StopIteration) as exc:
-        print(f"avh-cds replay: cannot read fixture: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    fixtures = []
+    for path in paths:
+        try:
+            fixtures.append(load_fixture(path, today))
+        except (OSError, ValueError) as exc:    # FixtureError names what the Bundle lacks
+            print(f"avh-cds replay: cannot read fixture {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
     try:
         outcomes = replay(fixtures, Remote(args.url) if args.url else InProcess(_in_process_app()),
                           fhir_server=args.fhir_server)
@@ -93,8 +95,13 @@ def _explain(args) -> int:
     if args.url:
         transport = Remote(args.url)
     else:       # in-process with auth off; the FHIR server named here is the one it may contact
+        from service.security.issuers import SecurityConfigError
         fhir = {"AVH_CDS_FHIR_SERVERS": args.fhir_server} if args.fhir_server else {}
-        transport = InProcess(_in_process_app(**fhir))
+        try:
+            transport = InProcess(_in_process_app(**fhir))
+        except SecurityConfigError as exc:      # e.g. the scheme left off: 127.0.0.1:8080/fhir
+            print(f"avh-cds explain: --fhir-server {args.fhir_server!r}: {exc}", file=sys.stderr)
+            return 2
     try:
         request = _explain_request(args, transport)
         answer = call_ok(transport, "POST", f"/cds-services/{args.service}/explain", request)
@@ -111,8 +118,11 @@ def _explain(args) -> int:
 def _serve(args) -> int:
     from service import create_app
     from service.config import Settings
-    settings = Settings.from_env(fixture_fhir=True)
-    app = create_app(settings)
+    try:
+        app = create_app(Settings.from_env(fixture_fhir=True))
+    except ValueError as exc:   # a setting that cannot work (SecurityConfigError, CardDefinitionError are ValueErrors)
+        print(f"avh-cds serve: {exc}", file=sys.stderr)
+        return 2
     app.run(host=args.host, port=args.port, threaded=True)
     return 0
 
@@ -124,6 +134,12 @@ def _feedback_report(args) -> int:
     from service.feedback.store import StorageUnavailable
     if args.html:
         return _governance_html(args)
+    given = [flag for flag, value in (("--from", args.date_from), ("--to", args.date_to), ("--service", args.service),
+                                      ("--with-comments", args.with_comments)) if value]
+    if given:       # the table counts all time and every service: a filter it ignored would pass for applied
+        print(f"avh-cds feedback-report: {given[0]} goes with --html (the table counts all time and every service)",
+              file=sys.stderr)
+        return 2
     store = open_store(Settings.from_env())
     try:
         rows = build_report(*store.report_rows())
@@ -172,8 +188,12 @@ def _governance_html(args) -> int:
     finally:
         store.dispose()
     note = "Override comments are left out of this file; `--with-comments` puts them in."
-    Path(args.html).write_text(render_html(report, Vocabulary.of(engine.library, registry), now, comments_note=note),
-                               encoding="utf-8")
+    try:
+        Path(args.html).write_text(render_html(report, Vocabulary.of(engine.library, registry), now, comments_note=note),
+                                   encoding="utf-8")
+    except OSError as exc:
+        print(f"avh-cds feedback-report: cannot write {args.html}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+        return 2
     print(f"wrote {args.html}: {report.filters.start} to {report.filters.end}, {report.total.issued} cards issued")
     return 0
 

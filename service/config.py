@@ -1,6 +1,7 @@
 """Configuration from the environment (12-factor): every knob is an AVH_CDS_* variable."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -65,6 +66,9 @@ class Settings:
     governance_token: str = ""
     governance_override_threshold: float = 0.5
     governance_min_feedback: int = 10
+    # Reverse proxies in front of the service that append the client's address to X-Forwarded-For (the compose
+    # nginx: 1). The wrong-credential limit counts by that address; 0: by the connection's (X-Forwarded-For unread).
+    trusted_proxy_hops: int = 0
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -81,10 +85,12 @@ class Settings:
                 values[f.name] = _bool(raw)
             elif isinstance(default, (int, float)):
                 try:
-                    values[f.name] = type(default)(raw)
+                    values[f.name] = number = type(default)(raw)
                 except ValueError:
                     raise ValueError(f"{key}={raw[:40]!r} is not a {'whole ' if isinstance(default, int) else ''}"
                                      f"number") from None
+                if not 0 <= number < math.inf:      # NaN and infinity included: no setting means anything by them
+                    raise ValueError(f"{key}={raw[:40]!r} is not a finite number, 0 or more")
             elif isinstance(default, Path):
                 values[f.name] = Path(raw)
             else:
@@ -92,6 +98,9 @@ class Settings:
         return replace(cls(**values), **overrides)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.governance_override_threshold <= 1:
+            raise ValueError(f"AVH_CDS_GOVERNANCE_OVERRIDE_THRESHOLD={self.governance_override_threshold} is not a rate "
+                             "between 0 and 1")
         if not 1 <= self.max_json_depth <= MAX_JSON_DEPTH_CEILING:
             raise ValueError(f"AVH_CDS_MAX_JSON_DEPTH={self.max_json_depth} is not within 1-{MAX_JSON_DEPTH_CEILING} "
                              "(a deeper check could overflow a worker thread's stack)")

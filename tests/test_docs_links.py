@@ -92,3 +92,17 @@ def test_every_setting_is_documented_with_its_default(setting):
         assert number and float(number.group(0).replace(",", "").replace("_", "")) == default, rows[name]
     elif isinstance(default, str) and default:
         assert default in rows[name], rows[name]
+
+
+# A file of the repository named in a doc's inline code: `service/fhir/prefetch.py`, `cards/valuesets/`.
+NAMED_PATH = re.compile(r"`((?:service|tests|bench|scripts|cards|deploy|docs|fhir_fixtures)/[\w./-]*)`")
+# docs/performance.md is a log of past measurements: it names modules as they were when measured.
+CURRENT_PAGES = [p for p in PAGES if p.name != "performance.md"]
+
+
+@pytest.mark.parametrize("page", CURRENT_PAGES, ids=[str(p.relative_to(ROOT)) for p in CURRENT_PAGES])
+def test_every_repository_path_a_doc_names_exists(page):
+    """A newcomer follows a doc to the code: a module moved (service/prefetch.py -> service/fhir/prefetch.py) must
+    not leave the doc pointing at nothing."""
+    named = set(NAMED_PATH.findall(FENCE.sub("", page.read_text())))
+    assert sorted(p for p in named if not (ROOT / p.rstrip("/")).exists()) == []

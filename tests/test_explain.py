@@ -278,3 +278,65 @@ def test_the_command_explains_a_fixture_at_discharge_and_with_draft_orders(tmp_p
     assert main(["explain", str(FIXTURES / "01-preop-stable-ambulatory.json"), "--service", "avh-order-sign",
                  "--draft-orders", "/no/such/drafts.json"]) == 2
     assert "cannot read /no/such/drafts.json" in capsys.readouterr().err
+
+
+def test_the_command_explains_a_bundle_of_ones_own_dated_as_written(tmp_path, capsys):
+    """An integration tester's own Bundle (a record exported from a FHIR server, no fixture anchor in
+    meta.lastUpdated) was a KeyError traceback; it is read with its dates as written."""
+    from service.fhir.fixtures import load_fixture
+    fixture = load_fixture(FIXTURES / "02-preop-workup-complete.json")          # dated as of today
+    own = {k: v for k, v in fixture.bundle.items() if k != "meta"}
+    saved = tmp_path / "my-patient.json"
+    saved.write_text(json.dumps(own))
+    assert main(["explain", str(saved), "--json"]) == 0
+    explanation = json.loads(capsys.readouterr().out)
+    assert explanation["patient"] == "Patient/avh-02" and explanation["cards"] == ["surgical-decompression"]
+    [mri] = [e for e in own["entry"] if e["resource"]["id"] == "avh-02-mri"]
+    assert f"on {mri['resource']['effectiveDateTime'][:10]} (DiagnosticReport/avh-02-mri)" in reasons(explanation)["spine-mri"][1]
+
+
+@pytest.mark.parametrize("bundle, named", [
+    ({"resourceType": "Bundle", "type": "collection", "entry": []}, "no Patient"),
+    ({"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": "urn:uuid:1"}]}, "no Patient"),
+    ({"resourceType": "Bundle", "entry": "x"}, "entry"),
+    ({"resourceType": "Bundle", "meta": {"lastUpdated": "yesterday"}, "entry": []}, "lastUpdated"),
+])
+def test_the_command_names_what_is_wrong_with_a_bundle_it_cannot_explain(tmp_path, capsys, bundle, named):
+    saved = tmp_path / "odd.json"
+    saved.write_text(json.dumps(bundle))
+    assert main(["explain", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"avh-cds explain: cannot read {saved}") and named in err and "Traceback" not in err
+    assert main(["replay", str(saved)]) == 2
+    assert named in capsys.readouterr().err
+
+
+def test_a_transaction_bundle_referencing_by_full_url_is_explained_as_a_fhir_server_would_store_it(tmp_path, capsys):
+    """A Synthea-style transaction Bundle names its Patient by fullUrl (`urn:uuid:...`) in every subject: read as
+    written, no resource was about the patient, and explain said "out of scope" for a patient in the pathway."""
+    from service.fhir.fixtures import load_fixture
+    fixture = load_fixture(FIXTURES / "02-preop-workup-complete.json")
+    own = {"resourceType": "Bundle", "type": "transaction", "entry": []}
+    for n, entry in enumerate(fixture.bundle["entry"]):
+        resource = json.loads(json.dumps(entry["resource"]))
+        for key in ("subject", "patient"):
+            if isinstance(resource.get(key), dict):
+                resource[key]["reference"] = "urn:uuid:0b9e4a64-5d6e-4d4e-9c1a-2b7f3c0e0001"
+        full_url = ("urn:uuid:0b9e4a64-5d6e-4d4e-9c1a-2b7f3c0e0001" if resource["resourceType"] == "Patient"
+                    else f"urn:uuid:0b9e4a64-5d6e-4d4e-9c1a-2b7f3c0e{n + 1000:04d}")
+        own["entry"].append({"fullUrl": full_url, "resource": resource,
+                             "request": {"method": "POST", "url": resource["resourceType"]}})
+    saved = tmp_path / "synthea-like.json"
+    saved.write_text(json.dumps(own))
+    assert main(["explain", str(saved), "--json"]) == 0
+    explanation = json.loads(capsys.readouterr().out)
+    assert explanation["patient"] == "Patient/avh-02" and explanation["cards"] == ["surgical-decompression"]
+
+
+@pytest.mark.parametrize("server", ["127.0.0.1:8080/fhir", "notaurl", "ftp://127.0.0.1/fhir"])
+def test_a_fhir_server_that_is_not_a_url_is_named_not_a_traceback(capsys, server):
+    """`--fhir-server 127.0.0.1:8080/fhir` (the scheme left off, a newcomer's slip) raised SecurityConfigError out of
+    the command as a traceback."""
+    assert main(["explain", "--fhir-server", server, "--patient", "avh-03"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("avh-cds explain: --fhir-server") and repr(server) in err and "Traceback" not in err

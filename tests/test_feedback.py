@@ -312,6 +312,10 @@ def test_feedback_reaching_another_worker_before_its_card_was_written_is_joined(
     ({"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:00:00Z"}, "acceptedSuggestions"),
     ({"card": "c", "outcome": "ignored", "outcomeTimestamp": "2026-11-24T10:00:00Z"}, "outcome"),
     ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"}, "outcomeTimestamp"),
+    # a date, or a week date, is no date-time: the moment the card was acted on is unknown (orders13)
+    ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-24"}, "outcomeTimestamp"),
+    ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-W48-2"}, "outcomeTimestamp"),
+    ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "20261124"}, "outcomeTimestamp"),
 ])
 def test_invalid_feedback_is_a_specific_400(client, entry, where):
     response = post_feedback(client, [entry])

@@ -123,3 +123,13 @@ def test_a_resource_costs_a_search_the_same_however_many_values_it_names(paramet
         return _lines_run_in_search(lambda: s.select([HEM] * 11)) - _lines_run_in_search(lambda: s.select([HEM]))
 
     assert per_ten_resources(search) == per_ten_resources(few)
+
+
+def test_include_brings_the_medication_a_versioned_reference_names():
+    """A reference may name a version of its Medication (clin13): the fixture endpoint includes that Medication."""
+    order = {"resourceType": "MedicationRequest", "id": "mr-1", "subject": {"reference": "Patient/p"},
+             "medicationReference": {"reference": "Medication/dex/_history/2"}}
+    bundle = answer_query("MedicationRequest?patient=p&_include=MedicationRequest:medication",
+                          [order, {"resourceType": "Medication", "id": "dex"}])
+    assert [(e["resource"]["id"], e["search"]["mode"]) for e in bundle["entry"]] == [("mr-1", "match"),
+                                                                                    ("dex", "include")]

@@ -234,6 +234,42 @@ def test_wrong_credentials_from_an_address_are_limited_per_minute(tmp_path, capl
     app.extensions["avh"].store.dispose()
 
 
+@pytest.mark.parametrize("hops, forwarded", [(1, "{client}"), (1, "203.0.113.9, {client}"),
+                                             (2, "{client}, 10.0.0.2")])
+def test_behind_trusted_proxies_wrong_tries_count_by_the_client_address(tmp_path, hops, forwarded):
+    """Attack (hard13; issue 17's leftover): behind the compose nginx every client had the proxy's address, so ten
+    wrong credentials a minute from one guesser held up the committee's right credential too. With
+    AVH_CDS_TRUSTED_PROXY_HOPS the limit counts by the address the first trusted proxy saw (what a client wrote to
+    the left of it is its own say: a guesser cannot pass for another address by writing one)."""
+    from service.security.governance import WRONG_TRIES_PER_MINUTE
+    app = make_app({"sqlite_path": tmp_path / "hops.sqlite3"}, environ={"AVH_CDS_AUTH": "required"},
+                   governance_token=TOKEN, trusted_proxy_hops=hops)
+    client, proxy = app.test_client(), {"REMOTE_ADDR": "172.18.0.5"}
+
+    def via_proxy(client_address: str, authorization: str):
+        return client.get("/governance", headers={"Authorization": authorization,
+                                                  "X-Forwarded-For": forwarded.format(client=client_address)},
+                          environ_base=proxy)
+    for n in range(WRONG_TRIES_PER_MINUTE):
+        assert via_proxy("192.0.2.7", f"Bearer guess-{n}").status_code == 401
+    assert via_proxy("192.0.2.7", f"Bearer {TOKEN}").status_code == 429
+    assert via_proxy("192.0.2.8", f"Bearer {TOKEN}").status_code == 200
+    app.extensions["avh"].store.dispose()
+
+
+def test_without_trusted_proxies_x_forwarded_for_is_not_read(tmp_path):
+    """AVH_CDS_TRUSTED_PROXY_HOPS unset (0): a client writing X-Forwarded-For does not escape the limit."""
+    from service.security.governance import WRONG_TRIES_PER_MINUTE
+    app = make_app({"sqlite_path": tmp_path / "nohops.sqlite3"}, environ={"AVH_CDS_AUTH": "required"},
+                   governance_token=TOKEN)
+    client = app.test_client()
+    for n in range(WRONG_TRIES_PER_MINUTE + 1):
+        answer = client.get("/governance", headers={"Authorization": f"Bearer guess-{n}", "X-Forwarded-For": f"192.0.2.{n}"},
+                            environ_base={"REMOTE_ADDR": "192.0.2.200"})
+    assert answer.status_code == 429
+    app.extensions["avh"].store.dispose()
+
+
 def test_comments_only_to_a_viewer_with_the_credential_and_truncated(storage, seed):
     app = make_app(storage, governance_token=TOKEN)         # auth off: open, but comments need the token
     load(app.extensions["avh"].store, seed)
@@ -288,6 +324,21 @@ def test_which_suggestion_was_taken_is_recorded_through_real_calls(storage):
     app.extensions["avh"].store.dispose()
 
 
+def test_an_accepted_entry_naming_none_of_the_cards_suggestions_is_not_called_unrecorded(storage):
+    """A card issued today (its suggestions recorded) accepted with a suggestion id it never had: the page told the
+    committee "suggestion not recorded", which it explains as a card from before avh-cds recorded suggestions."""
+    app = make_app(storage)
+    client = app.test_client()
+    card = _issue_order_sign(client, "p1")["steroid-duration"]
+    assert _accept(client, card, {"uuid": "not-one-of-its-suggestions"}).status_code == 200
+    [row] = client.get("/governance?format=json").json["acceptedSuggestions"]
+    assert row["suggestion"] is None and row["count"] == 1
+    assert row["label"] == "(no suggestion of the card named)"
+    page = client.get("/governance").get_data(as_text=True)
+    assert "suggestion not recorded" not in page.lower() and "(no suggestion of the card named)" in page
+    app.extensions["avh"].store.dispose()
+
+
 def version_1_tables():
     """The schema as version 1 created it (before the governance report), written out as it was."""
     old = MetaData()
@@ -337,7 +388,7 @@ def test_an_existing_version_1_database_is_migrated_and_its_old_cards_still_coun
     assert [just_counts(r) for r in data["byTopic"]] == [{"issued": 1, "cardsWithFeedback": 1, "noFeedback": 0,
                                                           "feedbackEntries": 1, "accepted": 1, "overridden": 0}]
     assert data["acceptedSuggestions"] == [{"topic": "steroid-duration", "suggestion": None, "count": 1,
-                                            "label": "(suggestion not recorded)"}]
+                                            "label": "(no suggestion of the card named)"}]
     # A row written into the migrated table by something other than the service (an import, SQL by hand) lacks
     # the card's copied topic and time: the report fills them in and counts it.
     engine = create_engine(url)
@@ -400,3 +451,18 @@ def test_feedback_report_html_writes_the_same_page_offline(seeded, seed, storage
     assert strip(html).split("<h2 id=\"comments\">")[0] == strip(served).split("<h2 id=\"comments\">")[0]
     assert cli.main(["feedback-report", "--html", str(out), "--from", "2026-02-30"]) == 2
     assert "from: '2026-02-30' is not a calendar date" in capsys.readouterr().err
+
+
+def test_feedback_report_refuses_filters_it_would_ignore_and_an_unwritable_file(monkeypatch, tmp_path, capsys):
+    """`feedback-report --from 2026-01-01` printed the all-time table as if filtered (the filters go with --html
+    only), and `--html` into a directory that does not exist was a traceback."""
+    monkeypatch.setenv("AVH_CDS_SQLITE_PATH", str(tmp_path / "avh-cds.sqlite3"))
+    for flags in (["--from", "2026-01-01"], ["--to", "2026-01-01"], ["--service", "avh-order-sign"], ["--with-comments"],
+                  ["--json", "--from", "2026-01-01"]):
+        assert cli.main(["feedback-report", *flags]) == 2
+        err = capsys.readouterr().err
+        assert f"{flags[-2] if flags[-1][0] != '-' else flags[-1]} goes with --html" in err, err
+    missing = tmp_path / "no" / "such" / "dir" / "governance.html"
+    assert cli.main(["feedback-report", "--html", str(missing)]) == 2
+    assert f"avh-cds feedback-report: cannot write {missing}" in capsys.readouterr().err
+    assert cli.main(["feedback-report"]) == 0

@@ -148,3 +148,17 @@ def test_authentication_failures_are_counted_by_a_bounded_reason(client, message
     text = metrics(client)
     assert sample(text, "avh_cds_auth_failures_total", reason=reason) == before + 1
     assert "attacker-chosen" not in text
+
+
+def test_metrics_content_type_names_each_parameter_once(client):
+    """hard13: /metrics answered `text/plain; version=1.0.0; charset=utf-8; charset=utf-8` (Flask added a charset to
+    prometheus_client's, which has one). A duplicate parameter is a malformed media type (RFC 9110 8.3.1; Go's
+    mime.ParseMediaType refuses it), and Prometheus 3 fails a scrape whose Content-Type it cannot parse."""
+    from email.message import Message
+    from prometheus_client import CONTENT_TYPE_LATEST
+    header = client.get("/metrics").headers["Content-Type"]
+    names = [part.split("=", 1)[0].strip().lower() for part in header.split(";")[1:]]
+    assert header == CONTENT_TYPE_LATEST and len(names) == len(set(names))
+    message = Message()
+    message["Content-Type"] = header
+    assert message.get_content_type() == "text/plain" and message.get_param("charset") == "utf-8"

@@ -185,6 +185,20 @@ def test_a_draft_orders_name_and_id_cannot_format_the_order_card(client):
     assert "see the protocol" in text
 
 
+@pytest.mark.parametrize("hook", ["order-sign", "order-select"])
+@pytest.mark.parametrize("unit", [["d"], {"code": "d"}])
+def test_a_draft_period_unit_that_is_not_a_string_is_read_as_no_unit(client, hook, unit):
+    """Attack (hard13): a 30-day dexamethasone draft (draft orders are not validated) whose dosage timing's
+    periodUnit is a list or an object: looked up in the table of units, it was a TypeError (unhashable) and a 500. A
+    unit that is not a string is no unit: the daily dose is unknown, and the steroid-duration card warns."""
+    from tests.fhir_records import bounds_duration, draft_dexamethasone, hook_request, in_pathway_chart
+    dosage = [{**bounds_duration(30), "doseAndRate": [{"doseQuantity": {"value": 8, "unit": "mg", "code": "mg"}}]}]
+    dosage[0]["timing"]["repeat"].update(frequency=2, period=1, periodUnit=unit)
+    draft = draft_dexamethasone(dosage, patient_id="p-pu", id="d1")
+    cards = _post(client, hook_request(hook, "p-pu", in_pathway_chart("p-pu"), [draft], ["MedicationRequest/d1"]))
+    assert [c["source"]["topic"]["code"] for c in cards] == ["steroid-duration"]
+
+
 # What GitHub's markdown links with no markup (remark-gfm, which the CDS Hooks sandbox renders a detail with): an
 # address after a scheme's "://" or "www.", and an email address.
 AUTOLINKED = re.compile(r"(?<!\\)://|www\.|(?<!\\)@", re.IGNORECASE)

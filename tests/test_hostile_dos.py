@@ -181,3 +181,57 @@ def test_a_jwk_set_trickling_its_headers_is_given_up_at_the_fetch_timeout(tmp_pa
         started = time.monotonic()
         response = caller.submit(client.post, INVOKE, json=hook_request(), headers=bearer(token())).result(timeout=15)
         assert response.status_code == 401 and time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/cds-services/avh-patient-view/feedback", {"feedback": [1] * 100_000}),
+    ("/cds-services/avh-patient-view", {**hook_request(), "prefetch": {str(k): 1 for k in range(100_000)}}),
+    ("/cds-services/avh-order-select", {**hook_request(), "hook": "order-select", "context": {
+        "patientId": "p", "userId": "Practitioner/1", "selections": [1] * 100_000,
+        "draftOrders": {"resourceType": "Bundle", "entry": []}}}),
+], ids=["feedback", "prefetch", "selections"])
+def test_a_body_with_an_error_in_every_item_is_explained_by_its_first_errors_only(tmp_path, monkeypatch, path, body):
+    """Attack (hard13): a body that breaks the schema once per item ({"feedback": [1, 1, ...]}, a prefetch of
+    100,000 numbers, selections that are not strings). jsonschema-rs says "invalid" at once, then the Python
+    validator explained it: jsonschema's best_match ranked every error, one ValidationError made per item, ~15 us a
+    body byte (200 KB: 3 s of a worker; the 16 MiB a body may hold: minutes). The 400 is worked out from the first
+    errors only."""
+    import jsonschema.exceptions
+    made = []
+    original = jsonschema.exceptions._Error.__init__
+
+    def counted(self, *args, **kwargs):
+        made.append(1)
+        original(self, *args, **kwargs)
+    monkeypatch.setattr(jsonschema.exceptions._Error, "__init__", counted)
+    client = create_app(Settings.from_env(NO_AUTH, sqlite_path=tmp_path / "s.sqlite3")).test_client()
+    response = client.post(path, json=body)
+    assert response.status_code == 400 and response.json["error"] == "invalid_request"
+    assert "is not of type" in response.json["message"]
+    assert len(made) < 1_000
+
+
+def test_a_compressed_fhir_answer_is_capped_as_it_is_decoded():
+    """Attack (hard13): a FHIR server answering with Content-Encoding: gzip, 64 MB of JSON whitespace squeezed into
+    ~64 KB (a decompression bomb: its Content-Length is far under the cap). The cap holds for the decoded bytes, and
+    no more than about one piece is decoded past it: urllib3 before 2.6 decoded a whole received chunk at once (64 KB
+    in, 64 MB out per read), which is why pyproject.toml asks for urllib3>=2.6."""
+    import gzip
+    import tracemalloc
+    from service.fhir.prefetch import PrefetchResolver
+    bomb = gzip.compress(b" " * (64 << 20), 9)
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(bomb))
+    with StreamingServer(head, piece=bomb, every=0, most=len(bomb)) as server:
+        resolver = PrefetchResolver(timeout=5, budget=5, max_bytes=1 << 20)
+        body = {"hook": "patient-view", "fhirServer": server.base_url, "context": {"patientId": "p1"},
+                "prefetch": {"patient": None}}
+        tracemalloc.start()
+        try:
+            result = resolver.resolve({"patient": "Patient/{{context.patientId}}",
+                                       "observations": "Observation?patient={{context.patientId}}"}, body)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert "larger than 1048576 bytes" in result.unavailable["Observation"]
+    assert peak < 8 << 20, peak        # ~1.4 MB with urllib3 2.8; 22 MB with 2.5

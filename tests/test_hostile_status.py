@@ -2,13 +2,14 @@
 chooses that used to give a 500, HTML, or the wrong 4xx. Each test's docstring names the attack."""
 import base64
 import json
+import time
 import uuid
 
 import pytest
 from jwt.api_jws import PyJWS
 
 from tests.test_check_config import configure, run
-from tests.security_support import INVOKE, ISS, Keys, bearer, claims, hook_request, issuer, make_app, token
+from tests.security_support import INVOKE, ISS, Keys, bearer, claims, hook_request, http, issuer, make_app, token
 
 
 def _b64(data: bytes) -> str:
@@ -29,7 +30,7 @@ def _raw_claims(**wrong) -> str:
     return _signed_raw(json.dumps(values))
 
 
-__all__ = ["configure"]     # a fixture used by the check-config tests below
+__all__ = ["configure", "http"]     # fixtures used by the tests below
 
 
 HEADER = {"alg": "ES384", "typ": "JWT", "kid": "ec-1"}
@@ -80,6 +81,16 @@ def open_client(tmp_path):
     return create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}, sqlite_path=tmp_path / "s.sqlite3")).test_client()
 
 
+@pytest.mark.parametrize("shift", [0, -1, -20])
+def test_a_token_whose_exp_is_not_after_its_iat_is_a_401(tmp_path, shift):
+    """Attack (hard13): a signed token with exp at or before iat (iat now, exp up to 20 s before): valid at no
+    instant, it passed on the clock skew (30 s), as a token just expired may. It is malformed: 401."""
+    client = make_app(tmp_path).test_client()
+    now = int(time.time())
+    response = client.post(INVOKE, json=hook_request(), headers=bearer(token(iat=now, exp=now + shift)))
+    assert response.status_code == 401 and response.json["reason"] == "malformed_token"
+
+
 def test_a_hook_instance_with_a_trailing_newline_is_a_400(open_client):
     """Attack: hookInstance "<uuid>\\n": Python's `$` matches before a final newline, so the schema's pattern
     accepted it (and it reached the log and the issued-card store)."""
@@ -105,8 +116,8 @@ def test_an_access_token_that_cannot_be_a_bearer_credential_is_a_400(open_client
     space. It went into the Authorization header of every fetch: requests refused the line breaks and http.client the
     characters it cannot encode, each key then 'failed' and the call answered 412 (a retry that can never succeed,
     with a traceback in the log), and the NUL, the space and Latin-1 were sent as they were. RFC 6750's b64token is
-    what a Bearer credential is: anything else is the caller's mistake, named."""
-    body = hook_request(fhir_server="http://127.0.0.1:9/fhir")
+    what a Bearer credential is: anything else is the caller's mistake, named (when it is to be sent: hard13)."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
     body["fhirAuthorization"] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 60, "scope": "s",
                                  "subject": "x"}
     response = open_client.post(INVOKE, json=body)
@@ -123,6 +134,78 @@ def test_a_bearer_credential_is_sent(open_client, access_token):
     assert response.status_code == 412 and "could not be reached" in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("access_token", ["opaque!token", "a b", "abc\n", "abc\u00e9", "a\u0000b"])
+def test_an_access_token_nothing_is_fetched_with_is_not_refused(open_client, access_token):
+    """Attack (hard13, a leftover of hostile11): an access token outside RFC 6750's b64token (RFC 6749 lets an access
+    token be any printable ASCII, '!' or a space among them) was a 400 even when the client had prefetched every key:
+    a call with all the data it needs answered with no cards, for a token the service never sends. It is refused only
+    when something is to be fetched with it (above)."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir")
+    body["fhirAuthorization"] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 60, "scope": "s",
+                                 "subject": "x"}
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 200 and response.json["cards"]
+
+
+@pytest.mark.parametrize("change, field", [({"expires_in": 0}, "fhirAuthorization/expires_in"),
+                                           ({"expires_in": -3600}, "fhirAuthorization/expires_in"),
+                                           ({"patient": "someone-else"}, "fhirAuthorization/patient")])
+def test_an_access_token_that_cannot_read_the_patient_is_a_400_before_any_fetch(open_client, http, change, field):
+    """Attack (hard13): fhirAuthorization expired when sent (expires_in 0 or less), or scoped to another patient than
+    context.patientId, with keys left to fetch. Each fetch went out with it and came back 401/403 (a 412 no retry can
+    mend), or with another patient's data. A 400 names the field, before any request; the patient named is never
+    repeated."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
+    body["fhirAuthorization"] = {"access_token": "tok-123", "token_type": "Bearer", "expires_in": 60, "scope": "s",
+                                 "subject": "x", "patient": body["context"]["patientId"], **change}
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 400 and field in response.json["message"]
+    assert "someone-else" not in response.get_data(as_text=True) and not http.calls
+
+
+@pytest.mark.parametrize("change, field", [({"expires_in": 0}, "fhirAuthorization/expires_in"),
+                                           ({"access_token": "a b"}, "fhirAuthorization/access_token"),
+                                           ({"patient": "someone-else"}, "fhirAuthorization/patient")])
+def test_explain_refuses_an_unusable_access_token_as_a_call_does(open_client, http, change, field):
+    """review of hard13's own change: POST .../explain resolves the prefetch as a call does; the 400 a call gives
+    for fhirAuthorization that cannot fetch was a 500 there (the route caught only the 412)."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
+    body["fhirAuthorization"] = {"access_token": "tok-123", "token_type": "Bearer", "expires_in": 60, "scope": "s",
+                                 "subject": "x", **change}
+    response = open_client.post(INVOKE + "/explain", json=body)
+    assert response.status_code == 400 and field in response.json["message"] and not http.calls
+
+
+def test_an_access_token_scoped_to_the_patient_is_sent(open_client, http):
+    """fhirAuthorization.patient naming context.patientId, expires_in positive: the token goes with every fetch."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
+    body["fhirAuthorization"] = {"access_token": "tok-123", "token_type": "Bearer", "expires_in": 60, "scope": "s",
+                                 "subject": "x", "patient": body["context"]["patientId"]}
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 412
+    assert http.calls and all(c.request.headers["Authorization"] == "Bearer tok-123" for c in http.calls)
+
+
+@pytest.mark.parametrize("scope, fetched", [
+    ("patient/Patient.read patient/Observation.read", False), ("patient/Condition.write", False),
+    ("patient/Condition.c user/Observation.rs", False),
+    ("patient/Condition.read", True), ("patient/*.read", True), ("user/*.*", True), ("patient/Condition.rs", True),
+    ("system/Condition.s?clinical-status=active", True), ("launch openid fhirUser", True), ("patient/Condition.READ", True)])
+def test_a_type_the_token_scope_does_not_grant_is_not_fetched(open_client, http, scope, fetched):
+    """Attack (hard13): fhirAuthorization whose SMART scope grants no read of Condition. The Conditions were asked
+    for all the same: refused (403, a 412 saying only "lacks the scope"), or read beyond what the token was given
+    when the server does not check. A type the scope does not grant is not fetched, and the 412 names the scope; a
+    scope naming no resource, or one not read here, leaves it to the server."""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
+    body["fhirAuthorization"] = {**AUTHORIZATION, "scope": scope}
+    response = open_client.post(INVOKE, json=body)
+    assert response.status_code == 412
+    asked = any("/Condition" in call.request.url for call in http.calls)
+    assert asked == fetched
+    named = "fhirAuthorization.scope grants no read of Condition" in response.get_data(as_text=True)
+    assert named != fetched
+
+
 AUTHORIZATION = {"access_token": "t", "token_type": "Bearer", "expires_in": 60, "scope": "s", "subject": "x"}
 SECRET_BEARING = {      # fhirAuthorization as sent -> what the 400 names (where, and the rule broken)
     "token with a !": ({**AUTHORIZATION, "access_token": "opaque!Secret-Token-4711"},
@@ -130,7 +213,7 @@ SECRET_BEARING = {      # fhirAuthorization as sent -> what the 400 names (where
     "token with a space": ({**AUTHORIZATION, "access_token": "secret token 4711"},
                            "fhirAuthorization/access_token: must be RFC 6750's b64token"),
     "token in a list": ({**AUTHORIZATION, "access_token": ["Secret-Token-4711"]},
-                        "fhirAuthorization/access_token: must be RFC 6750's b64token"),
+                        "fhirAuthorization/access_token: must be a non-empty string"),
     "token as token_type": ({**AUTHORIZATION, "token_type": "Secret-Token-4711"},
                             'fhirAuthorization/token_type: must be valid under enum ["Bearer", "bearer"]'),
     "token as scope, a list": ({**AUTHORIZATION, "scope": ["Secret-Token-4711"]},
@@ -147,8 +230,8 @@ def test_an_access_token_is_never_written_back_in_an_answer(open_client, caplog,
     Secret-Token-4711' does not match ..."), a credential written into an error body that EHR integration engines
     and the sandbox's panel keep. shared/docs/cds-hooks.md: never log an access token. Every refusal of
     fhirAuthorization (writeOnly in the request schema) names the field and the rule, never the value; nor does the
-    log hold it."""
-    body = hook_request(fhir_server="http://127.0.0.1:9/fhir")
+    log hold it. (Nothing prefetched: a b64token is required only of a token a fetch would send, hard13.)"""
+    body = hook_request(fhir_server="http://127.0.0.1:9/fhir", prefetch_keys=())
     body["fhirAuthorization"], refusal = SECRET_BEARING[case]
     with caplog.at_level("DEBUG"):
         answer = open_client.post(INVOKE, json=body)
@@ -182,6 +265,29 @@ def test_a_post_that_is_not_declared_json_is_a_415(open_client, content_type, pa
     response = open_client.post(path, data=json.dumps(hook_request()), headers=headers)
     assert response.status_code == 415
     assert response.json["error"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "gzip, identity", "x\u00e9"])
+@pytest.mark.parametrize("path", [INVOKE, INVOKE + "/feedback", INVOKE + "/explain"])
+def test_a_body_with_a_content_coding_is_a_415(open_client, coding, path):
+    """Attack (hard13): a body sent with Content-Encoding: gzip (or any coding). The header was ignored: a gzipped
+    body was a 400 "not valid JSON" (the wrong reason: it may be valid JSON, compressed), and a plain JSON body
+    labelled gzip was read as JSON although no proxy or client reads it so. RFC 9110 8.4.1: a coding the server does
+    not accept is a 415."""
+    import gzip
+    body = json.dumps(hook_request()).encode()
+    response = open_client.post(path, data=gzip.compress(body) if coding == "gzip" else body,
+                                headers={"Content-Type": "application/json", "Content-Encoding": coding})
+    assert response.status_code == 415 and response.json["error"] == "unsupported_media_type"
+    assert "Content-Encoding" in response.json["message"]
+
+
+@pytest.mark.parametrize("coding", ["identity", ""])
+def test_a_body_with_no_content_coding_is_read(open_client, coding):
+    """Not an attack: Content-Encoding identity (or empty) is no coding."""
+    response = open_client.post(INVOKE, data=json.dumps(hook_request()),
+                                headers={"Content-Type": "application/json", "Content-Encoding": coding})
+    assert response.status_code == 200
 
 
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/fhir+json"])
@@ -254,6 +360,32 @@ def test_a_megabyte_hook_name_is_not_echoed_whole(open_client):
     response = open_client.post(INVOKE, json=body)
     assert response.status_code == 400 and response.json["error"] == "wrong_hook"
     assert len(response.get_data()) < 1000 and "'ZZZZ" in response.json["message"]
+
+
+@pytest.mark.parametrize("bad, named", [(b"1e400", "number is infinity when parsed as double"),
+                                        (b'"\\ud800"', "no low surrogate in string"),
+                                        (b'"\xed\xa0\x80"', "not valid UTF-8"), (b"NaN", "expected a JSON value")])
+def test_json_that_cannot_be_read_is_a_400_naming_what_and_where(open_client, bad, named):
+    """Attack (hard13): one number beyond a double (1e400), one lone surrogate or one NaN deep in a prefetch
+    Observation of an otherwise good call. The 400 said only "not valid JSON (JSONDecodeError)": the integrator could
+    not tell what, nor where in megabytes of prefetch. It says what orjson found and where (never the text sent)."""
+    from tests.fhir_records import day, hook_request as record_request, in_pathway_chart, motor, today
+    body = record_request("patient-view", "p-js", in_pathway_chart("p-js"))
+    body["prefetch"]["observations"]["entry"].append({"resource": {**motor(10, day(1, since=today()), patient_id="p-js"),
+                                                                   "valueQuantity": {"value": "BAD"}}})
+    raw = json.dumps(body).encode().replace(b'"BAD"', bad)
+    response = open_client.post(INVOKE, data=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json["error"] == "invalid_json"
+    assert named in response.json["message"] and "line 1 column" in response.json["message"]
+
+
+@pytest.mark.parametrize("suffix", ["", "/feedback", "/explain"])
+def test_a_long_unknown_service_id_is_not_echoed_whole(open_client, suffix):
+    """Attack (hard13): a POST to /cds-services/<3,000 characters>: the 404 quoted the whole id back (as the hook
+    name once was), a request line's worth of the caller's text in the error body."""
+    response = open_client.post("/cds-services/" + "Z" * 3000 + suffix, json=hook_request())
+    assert response.status_code == 404 and response.json["error"] == "unknown_service"
+    assert len(response.get_data()) < 500 and "'ZZZZ" in response.json["message"]
 
 
 # --- avh-cds check-config: settings an operator mistypes ---------------------------------------------------

@@ -116,6 +116,20 @@ def test_a_nul_in_a_feedback_string_is_a_400_naming_the_field_on_both_databases(
     assert clean.status_code == 200 and clean.json["stored"] == 1        # nothing of the refused post was kept
 
 
+@pytest.mark.parametrize("where", ["extension", "overrideReason/extension", "overrideReason/reason/extension"])
+def test_a_nul_in_a_member_never_stored_is_ignored(client, where):
+    """Attack (hard13): a NUL in an extension of a feedback entry (CDS Hooks: members a service does not know are
+    ignored, not refused). Every string of the entry was checked, so the clinician's feedback was a 400 for text the
+    service never stores."""
+    entry = overridden({"uuid": str(uuid.uuid4())})
+    place = entry
+    for step in where.split("/")[:-1]:
+        place = place[step]
+    place["extension"] = {"note": "a\u0000b", "a\u0000": [1]}
+    response = post_feedback(client, [entry])
+    assert response.status_code == 200 and response.json["stored"] == 1
+
+
 def test_a_display_that_is_not_a_string_is_a_400(client):
     """Attack: an override reason whose display is an object: it cannot be bound as text (503 for ever)."""
     entry = overridden({"uuid": str(uuid.uuid4())})
@@ -232,3 +246,27 @@ def test_free_text_over_its_cap_is_cut_and_the_feedback_kept_on_both_databases(a
         comment, display = conn.execute(select(feedback.c.user_comment, feedback.c.override_display)
                                         .where(feedback.c.card_uuid == entry["card"])).one()
     assert (comment, display) == ("c" * STORED_COMMENT_CHARS, "d" * DISPLAY_CHARS)
+
+
+@pytest.mark.parametrize("code", [" =1+1", "  @SUM(1)", "\n=1+1", "\u3000=1+1", "\ufeff=1+1", "\u200b+1+1",
+                                  "\uff1d1+1", "\uff0b1+1", "\uff0d1+1", "\uff20SUM(1)"])
+def test_a_formula_behind_blanks_or_in_full_width_is_text_in_the_governance_csv(code):
+    """Attack: the reason code's formula comes after a space, a line break, an invisible character, or is written
+    with full-width signs (＝＋－＠, which a spreadsheet in an East Asian locale reads as = + - @): the CSV carried it
+    as is, so a spreadsheet that trims cells on import or reads full-width signs ran it."""
+    from service.feedback.page import _csv_text
+    assert _csv_text(code) == "'" + code
+    assert _csv_text("clinical-judgement") == "clinical-judgement" and _csv_text("a = b") == "a = b"
+    assert _csv_text("\tplain") == "'\tplain"
+
+
+def test_an_override_reason_code_cannot_drive_the_operators_terminal():
+    """Attack: feedback whose reason code holds terminal escape sequences (ESC ] 0 ; title BEL, ESC [ 31 m, a C1 CSI,
+    a line break): `avh-cds feedback-report` printed them raw, so whoever could post feedback wrote to the operator's
+    terminal (set its title, recoloured or rewrote lines). They are shown escaped, the rest of the code as is."""
+    from service.feedback.entries import build_report, format_table
+    code = "\x1b]0;pwned\x07\x1b[31mRED\x9b2J\nx\u2028y\u202etxt"
+    table = format_table(build_report([("spine-mri", 3)], [("spine-mri", "overridden", "s", code, None, 2)]))
+    assert not any(c in table for c in "\x1b\x07\x9b\u2028\u202e")
+    assert table.count("\n") == 4                                     # header, rule, one row, rule, total
+    assert "\\x1b]0;pwned\\x07\\x1b[31mRED\\x9b2J\\nx\\u2028y\\u202etxt x2" in table

@@ -97,3 +97,32 @@ def test_the_refusal_memory_is_bounded_whatever_issuers_callers_claim():
     assert len(log._last) == 3
     clock["now"] = 61
     assert log.due("https://x9.test", "untrusted_issuer") and len(log._last) == 1
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"AVH_CDS_AUTH": "bogus"}, "AVH_CDS_AUTH"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_CARDS_DIR": "/no/such/cards"}, "AVH_CDS_CARDS_DIR"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_LOG_LEVEL": "LOUD"}, "AVH_CDS_LOG_LEVEL"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_FETCH_BUDGET_SECONDS": "abc"}, "AVH_CDS_FETCH_BUDGET_SECONDS"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_FHIR_SERVERS": "notaurl"}, "notaurl"),
+    # the scheme left off: every card's Source link would be relative, and every token's aud compared with it fail
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_PUBLIC_URL": "cds.example.org"}, "AVH_CDS_PUBLIC_URL"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_PUBLIC_URL": "https://"}, "AVH_CDS_PUBLIC_URL"),
+    # numbers that parse but mean nothing: a budget of NaN, a negative pool, a rate threshold above 100 %
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_FETCH_BUDGET_SECONDS": "nan"}, "AVH_CDS_FETCH_BUDGET_SECONDS"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_FETCH_WORKERS": "-5"}, "AVH_CDS_FETCH_WORKERS"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_STORAGE_TIMEOUT_SECONDS": "inf"}, "AVH_CDS_STORAGE_TIMEOUT_SECONDS"),
+    ({"AVH_CDS_AUTH": "off", "AVH_CDS_GOVERNANCE_OVERRIDE_THRESHOLD": "2"}, "AVH_CDS_GOVERNANCE_OVERRIDE_THRESHOLD"),
+])
+def test_serve_misconfigured_says_which_setting_in_one_line(monkeypatch, capsys, tmp_path, env, named):
+    """An integration tester's slip at `avh-cds serve` was a Python traceback; a card directory that does not exist
+    ended in `KeyError: 'vertebral-hemangioma'`, naming no setting. Now one line names it, status 2, no server."""
+    from service import cli
+    monkeypatch.setattr("flask.Flask.run", lambda *a, **k: pytest.fail("started although misconfigured"))
+    monkeypatch.setenv("AVH_CDS_SQLITE_PATH", str(tmp_path / "avh-cds.sqlite3"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("avh-cds serve: ") and named in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -536,3 +536,194 @@ def test_durations_beyond_floating_point_are_held_at_the_calendar():
     assert course_days({"dosageInstruction": [bounded(10 ** 400, "d")]}) == CALENDAR_DAYS
     assert course_days({"dosageInstruction": [bounded(float("inf"), "d")]}) == CALENDAR_DAYS
     assert course_days({"dosageInstruction": [bounded(float("nan"), "d")]}) is None
+
+
+# --- review orders13 ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("record, drafts, expected", [
+    # "do not perform the instrumentation" is no instrumentation: laminectomy without stabilization
+    (in_pathway_chart("p1"), [surgery("p1"), fixation("p1", doNotPerform=True)], ["posterior-fixation"]),
+    (in_pathway_chart("p1"), [surgery("p1", doNotPerform=True)], []),
+    (in_pathway_chart("p1", rapid=True), [embolization("p1") | {"doNotPerform": True}], []),
+    (in_pathway_chart("p1"), [draft_dexamethasone(patient_id="p1", id="dex-1", dosage=[bounds_duration(20)],
+                                                  doNotPerform=True)], []),
+], ids=["fixation-not-to-be-done", "surgery-not-to-be-done", "embolization-not-to-be-done", "dex-not-to-be-given"])
+def test_a_draft_that_says_do_not_perform_is_no_order(client, record, drafts, expected):
+    """doNotPerform true: the draft forbids the act (FHIR R4 ServiceRequest/MedicationRequest); it neither asks
+    for it (no warning about it) nor supplies it (no posterior instrumentation in the draft set)."""
+    assert topics(post(client, hook_request("order-sign", "p1", record, drafts))) == expected
+
+
+def unconfirmed_compression(pid, status="provisional", rapid=True):
+    return [r | {"verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                                                    "code": status}]}} if r["id"].endswith("-scc") else r
+            for r in in_pathway_chart(pid, rapid=rapid)]
+
+
+@pytest.mark.parametrize("status", ["provisional", "differential", "unconfirmed"])
+@pytest.mark.parametrize("hook", ["order-sign", "order-select"])
+def test_an_unconfirmed_compression_draws_no_order_time_card(client, hook, status):
+    """pathway.md section 1: while the compression is unconfirmed only corticosteroids, spine-mri and
+    differential-diagnosis fire (no surgery, embolization or steroid-course advice), at order time as on the chart."""
+    drafts = [surgery("p1"), embolization("p1"), dex_days("p1", 20)]
+    body = hook_request(hook, "p1", unconfirmed_compression("p1", status), drafts,
+                        selections=["ServiceRequest/surg-1", "ServiceRequest/emb-1", "MedicationRequest/dex-1"])
+    assert post(client, body) == []
+    confirmed = hook_request(hook, "p1", in_pathway_chart("p1", rapid=True), drafts, selections=body["context"].get("selections"))
+    assert topics(post(client, confirmed)) == ["embolization-deferred", "posterior-fixation", "steroid-duration"]
+
+
+def test_surgery_under_way_silences_the_embolization_deferral_at_order_time(client):
+    """pathway.md section 1: a decompression in progress silences every pre-operative card, embolization-deferred
+    among them, at order time as on the chart."""
+    record = in_pathway_chart("p1", rapid=True) + [
+        {"resourceType": "Procedure", "id": "dec-now", "status": "in-progress", "subject": {"reference": "Patient/p1"},
+         "code": {"coding": [{"system": CPT, "code": "63046"}], "text": "Laminectomy"},
+         "performedDateTime": day(0, since=today())}]
+    assert post(client, hook_request("order-sign", "p1", record, [embolization("p1")])) == []
+
+
+DEX_MEDICATION = {"resourceType": "Medication", "id": "dex-med",
+                  "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "3264",
+                                       "display": "dexamethasone"}]}}
+
+
+def referring_dexamethasone(reference):
+    """A 20-day draft whose drug is only a medicationReference."""
+    draft = draft_dexamethasone(patient_id="p3", id="dex-1", dosage=[bounds_duration(20)])
+    draft.pop("medicationCodeableConcept")
+    return draft | {"medicationReference": {"reference": reference}}
+
+
+def test_dexamethasone_via_a_medication_the_bundle_names_by_full_url_or_absolute_url(client):
+    """pathway.md section 2: the drug may be a medicationReference to a Medication sent along; a Bundle names an
+    entry by its fullUrl (urn:uuid:..., a Medication not stored yet has no id), and a reference may be absolute."""
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3"), [referring_dexamethasone("urn:uuid:5f0e0a41-8c1b-4e8e-9c55-0d1f9a2b3c4d")])
+    body["context"]["draftOrders"]["entry"].append(
+        {"fullUrl": "urn:uuid:5f0e0a41-8c1b-4e8e-9c55-0d1f9a2b3c4d", "resource": {k: v for k, v in DEX_MEDICATION.items() if k != "id"}})
+    assert topics(post(client, body)) == ["steroid-duration"]
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3"),
+                        [referring_dexamethasone("https://ehr.example/fhir/Medication/dex-med/_history/2"), DEX_MEDICATION])
+    assert topics(post(client, body)) == ["steroid-duration"]
+
+
+def test_dexamethasone_via_a_medication_sent_in_the_prefetch(client):
+    """The prefetch templates include the Medications the orders on record name (_include=MedicationRequest:medication):
+    a draft naming one of those is read through it, as an order on record is."""
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3"), [referring_dexamethasone("Medication/dex-med")])
+    body["prefetch"]["medicationRequests"]["entry"].append({"resource": DEX_MEDICATION, "search": {"mode": "include"}})
+    assert topics(post(client, body)) == ["steroid-duration"]
+
+
+@pytest.mark.parametrize("value, unit, expected", [
+    (4000, "ug", []), (4000, "mcg", []), (0.004, "g", []), (4, " mg ", []), (0.096, "g", ["steroid-duration"]),
+], ids=["4000ug", "4000mcg", "0.004g", "spaced-mg", "0.096g"])
+def test_a_draft_dose_in_g_or_micrograms_is_read_as_the_record_reads_it(client, value, unit, expected):
+    """The dose rule of section 4 at order time: a draft stating 4 mg/day as 4000 ug is a moderate dose, as the
+    same dose on record is (facts.MILLIGRAMS_IN); it was read as unknown, so a 20-day 4 mg course drew a warning."""
+    dose = {"doseAndRate": [{"doseQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}}]}
+    draft = draft_dexamethasone(patient_id="p8", id="dex-1", dosage=[{**bounds_duration(20), **dose}])
+    assert topics(post(client, hook_request("order-sign", "p8", in_pathway_chart("p8"), [draft]))) == expected
+
+
+def medication_coded(pid, mrid, system, code, display):
+    """A MedicationRequest whose 'medication' carries a procedure code (an EHR's misfiled order)."""
+    return {"resourceType": "MedicationRequest", "id": mrid, "status": "draft", "intent": "order",
+            "subject": {"reference": f"Patient/{pid}"}, "medicationCodeableConcept": concept(system, code, display)}
+
+
+def concept(system, code, display):
+    return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
+
+
+@pytest.mark.parametrize("record, drafts, expected", [
+    (in_pathway_chart("p1"), [medication_coded("p1", "m-surg", CPT, "63046", "Laminectomy")], []),
+    (in_pathway_chart("p1", rapid=True), [medication_coded("p1", "m-emb", CPT, "37243", "Embolization")], []),
+    (in_pathway_chart("p1"), [surgery("p1"), medication_coded("p1", "m-fix", CPT, "22842", "Instrumentation")],
+     ["posterior-fixation"]),
+], ids=["surgery-as-medication", "embolization-as-medication", "instrumentation-as-medication"])
+def test_only_a_service_request_is_a_surgery_embolization_or_instrumentation_draft(client, record, drafts, expected):
+    """pathway.md section 5: a spine-surgery draft is a draft ServiceRequest coded in the decompression set; a
+    MedicationRequest is read for its drug only (dexamethasone), whatever codes its medication carries."""
+    assert topics(post(client, hook_request("order-sign", "p1", record, drafts))) == expected
+
+
+@pytest.mark.parametrize("subject, expected", [
+    ("Patient/p9/_history/1", []), ("https://ehr.example/fhir/Patient/p9/_history/4", []),
+    ("Patient/p1/_history/1", ["posterior-fixation"]),
+], ids=["other-patient-version", "other-patient-absolute-version", "this-patient-version"])
+def test_a_draft_naming_a_version_of_another_patient_is_ignored(client, subject, expected):
+    """A reference may name a version (Patient/p9/_history/1): the patient is p9, not 'no patient' (which was read
+    as this one)."""
+    draft = surgery("p1") | {"subject": {"reference": subject}}
+    assert topics(post(client, hook_request("order-sign", "p1", in_pathway_chart("p1"), [draft]))) == expected
+
+
+def test_a_draft_sent_twice_is_one_order(client):
+    """The same draft (Type/id) twice in draftOrders is one order: named once, one update action (two updates of
+    one resource in one suggestion would leave the EHR to pick one)."""
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex_days("p3", 20), dex_days("p3", 20)]))
+    [suggestion] = card["suggestions"]
+    assert [a["type"] for a in suggestion["actions"]] == ["update"]
+    assert card["detail"].count("(MedicationRequest/dex-1)") == 1
+    [card] = post(client, hook_request("order-sign", "p1", in_pathway_chart("p1"), [surgery("p1"), surgery("p1")]))
+    assert [a["type"] for a in card["suggestions"][0]["actions"]] == ["update"]
+
+
+def test_a_dexamethasone_draft_without_an_id_gets_no_update_it_could_not_apply(client):
+    """An update names the resource it replaces by its id: a draft without one (named by a urn:uuid fullUrl) gets the
+    warning and no 'shorten' update, as the posterior-fixation and embolization cards give none for such drafts."""
+    draft = dex_days("p3", 20)
+    del draft["id"]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [draft]))
+    assert card["source"]["topic"]["code"] == "steroid-duration" and "suggestions" not in card
+
+
+def dosed(days, mg):
+    return {**bounds_duration(days), "doseAndRate": [{"doseQuantity": {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}}]}
+
+
+def test_the_order_time_steroid_card_tells_the_days_taken_from_the_days_drafted_and_names_the_dose(client):
+    """Section 4: the card names the course days and, when known, the daily dose. With 10 days of the episode's
+    course taken, a 5-day draft makes a 15-day course: the order itself does not run 15 days."""
+    from tests.fhir_records import dexamethasone
+    taken = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-prior", dosage=[dosed(30, 96)])
+    draft = draft_dexamethasone(patient_id="p3", id="dex-1", dosage=[dosed(5, 8)])
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [taken], [draft]))
+    assert card["summary"] == ("Dexamethasone course of 15 days with this order (10 already taken): beyond the 13-day "
+                               "course (3 days + 10-day taper)")
+    assert "runs for 5 days after 10 days of this episode's course already taken: 15 days in all, up to 96 mg/day" \
+        in card["detail"]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [draft_dexamethasone(
+        patient_id="p3", id="dex-1", dosage=[dosed(20, 96)])]))
+    assert card["summary"] == "Dexamethasone order for 20 days exceeds the 13-day course (3 days + 10-day taper)"
+    assert "runs for 20 days, up to 96 mg/day, longer than the 13-day initial course" in card["detail"]
+
+
+def test_a_shortened_line_says_so_in_its_free_text(client):
+    """The 'shorten' update cuts a dosage line's structured duration; its free-text sig ('for 20 d') would still tell
+    the pharmacist and the patient the old length: the text says the line was shortened, and to how long."""
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex_days("p3", 20)]))
+    [dosage] = card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"]
+    assert dosage["timing"]["repeat"]["boundsDuration"]["value"] == 13
+    assert dosage["text"] == "for 20 d (shortened to 13 days)"
+
+
+PREGNANT = {"resourceType": "Condition", "id": "p3-preg", "subject": {"reference": "Patient/p3"},
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+            "code": {"coding": [{"system": ICD10CM, "code": "Z33.1", "display": "Pregnant state, incidental"}]},
+            "onsetDateTime": day(60, since=today())}
+
+
+@pytest.mark.parametrize("record, says", [
+    (in_pathway_chart("p3", birth=day(3650, since=today())), "the source gives adult doses only"),
+    ([{k: v for k, v in r.items() if k != "birthDate"} for r in in_pathway_chart("p3")], "the source gives adult doses only"),
+    (in_pathway_chart("p3") + [PREGNANT], "the source does not address dexamethasone in pregnancy"),
+], ids=["child", "age-unknown", "pregnant"])
+def test_no_one_click_shortened_dexamethasone_order_for_a_child_or_in_pregnancy(client, record, says):
+    """pathway.md section 4: under 18, age unknown or pregnant, no dexamethasone suggestion / one-click order, and the
+    card says why; the 13-day course is the source's adult regimen. The warning itself still fires."""
+    [card] = post(client, hook_request("order-sign", "p3", record, [dex_days("p3", 20)]))
+    assert card["source"]["topic"]["code"] == "steroid-duration"
+    assert "suggestions" not in card and "selectionBehavior" not in card
+    assert says in card["detail"]

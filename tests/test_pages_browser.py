@@ -162,3 +162,21 @@ def test_the_healthz_json_opens_in_the_browser(served, page):
     assert report.screenshot.stat().st_size > 0
 
 
+
+
+def test_the_base_url_the_readme_names_is_a_page_whose_every_link_opens(served, page):
+    """A newcomer opens http://127.0.0.1:8080, the address the README starts the service on: it was a JSON 404.
+    Now a page lists what a person can open; every link on it that stays on the server answers 200."""
+    app, server = served
+    report = open_page(page, f"{server.url}/", "index")
+    assert report.status == 200 and report.failed == [] and report.console_errors == []
+    hrefs = page.evaluate("Array.from(document.querySelectorAll('a'), a => a.href)")
+    local = [h for h in hrefs if h.startswith(server.url + "/")]
+    assert {f"{server.url}/cds-services", f"{server.url}/pathway", f"{server.url}/governance",
+            f"{server.url}/fhir/metadata"} <= set(local)
+    for href in local:
+        assert app.test_client().get(urlsplit(href).path).status_code == 200, href
+    [sandbox] = [h for h in hrefs if h.startswith("https://sandbox.cds-hooks.org/")]
+    assert f"fhirServiceUrl={server.url}/fhir&patientId=avh-01&serviceDiscoveryURL={server.url}/cds-services" in sandbox
+    for service in app.extensions["avh"].registry:
+        assert f"/cds-services/{service.id}" in page.inner_text("main")

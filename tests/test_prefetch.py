@@ -234,20 +234,35 @@ def test_page_cap_ends_paging_and_marks_the_key_incomplete(rsps, resolver):
 def test_a_fetched_key_is_held_to_the_prefetch_resource_limit(rsps):
     """hostile11's note: a sent prefetch over AVH_CDS_MAX_PREFETCH_RESOURCES is a 413, but a fetched one was bound
     only by pages x bytes (10 pages of 10 MB of small resources, all kept: ~290 MB a call measured). Past the limit
-    the key is unavailable, naming it, and no further page is asked for."""
-    serve_all(rsps, skip=("observations",))
+    (the 4 resources sent count towards it: hard13) the key is unavailable, naming it, and no further page is asked
+    for."""
     for page in range(1, 4):
         rsps.get(f"{BASE}/Observation", match=[matchers.query_param_matcher(
             {"patient": "p1", **({"page": str(page)} if page > 1 else {})})],
             json=searchset([walking("ambulatory", YESTERDAY, patient_id="p1", id=f"o{page}-{i}") for i in range(4)],
                            f"{BASE}/Observation?patient=p1&page={page + 1}" if page < 3 else None))
-    capped = PrefetchResolver(timeout=1.0, budget=2.0, page_cap=5, max_resources=6)
-    result = capped.resolve(TEMPLATES, hook())
-    assert "more than 6 resources (AVH_CDS_MAX_PREFETCH_RESOURCES)" in result.unavailable["Observation"]
+    sent = {"patient": PT, "conditions": searchset(CONDITIONS), "procedures": searchset(PROCS)}
+    capped = PrefetchResolver(timeout=1.0, budget=2.0, page_cap=5, max_resources=10)
+    result = capped.resolve(TEMPLATES, hook(sent))
+    assert "more than 10 (AVH_CDS_MAX_PREFETCH_RESOURCES)" in result.unavailable["Observation"]
     assert len([c for c in rsps.calls if "/Observation" in c.request.url]) == 2
     rsps.calls.reset()
-    whole = PrefetchResolver(timeout=1.0, budget=2.0, page_cap=5, max_resources=12).resolve(TEMPLATES, hook())
+    whole = PrefetchResolver(timeout=1.0, budget=2.0, page_cap=5, max_resources=16).resolve(TEMPLATES, hook(sent))
     assert "Observation" not in whole.unavailable and len([i for i in ids(whole) if i.startswith("Observation/")]) == 12
+
+
+def test_the_prefetch_resource_limit_holds_for_the_call_not_each_key(rsps):
+    """Attack (hard13, hostile11's leftover): the limit held per key, so a server answering every key of a call with
+    just under AVH_CDS_MAX_PREFETCH_RESOURCES resources made one call read 7 times what a sent prefetch may hold.
+    Two fetched keys, each within the limit alone, together past it: one of them is unavailable, naming the limit."""
+    many = {"Observation": [walking("ambulatory", YESTERDAY, patient_id="p1", id=f"o{i}") for i in range(5)],
+            "Procedure": [procedure(SNOMED, "387731002", FIVE_DAYS_AGO, patient_id="p1", id=f"x{i}") for i in range(5)]}
+    for rtype, resources in many.items():
+        rsps.get(f"{BASE}/{rtype}", json=searchset(resources), content_type="application/fhir+json")
+    sent = {"patient": PT, "conditions": searchset(CONDITIONS)}
+    result = PrefetchResolver(timeout=1.0, budget=2.0, page_cap=5, max_resources=10).resolve(TEMPLATES, hook(sent))
+    over = [t for t, why in result.unavailable.items() if "more than 10 (AVH_CDS_MAX_PREFETCH_RESOURCES)" in why]
+    assert len(over) == 1 and result.read <= 10 + 5
 
 
 def test_a_next_loop_ends(rsps, resolver):

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import orjson
 
 from service.api.answer import Answer, AnswerTemplate
-from service.clinical.cards import CardLibrary, JsonTexts, give_uuids, left_out_notes, template_variables
+from service.clinical.cards import CardDefinitionError, CardLibrary, JsonTexts, give_uuids, left_out_notes, template_variables
 from service.clinical.facts import ChartFacts, Facts, chart_facts, facts_at, moment
 from service.clinical.pathway import Decision, Unchecked, decide_chart
 from service.clinical.record import Selector, Validator, build_record
@@ -71,6 +71,8 @@ class Engine:
     def load(cls, cards_dir: Path, model_cache_size: int = 0, max_json_depth: int = 64,
              cache_max_bytes: int = 0) -> "Engine":
         """cache_max_bytes: what the two caches (charts, answers) hold together, half each."""
+        if not (cards_dir / "valuesets").is_dir():      # else an empty set of value sets fails later, naming a set
+            raise CardDefinitionError(f"AVH_CDS_CARDS_DIR {cards_dir}: no card library there (no valuesets/ directory)")
         valuesets = load_valuesets(cards_dir / "valuesets")
         half = cache_max_bytes // 2
         return cls(valuesets, Selector(valuesets), CardLibrary.load(cards_dir), Validator(max_json_depth),

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from service.errors import ApiError
 from service.feedback.aggregates import Filters, governance_report
 from service.feedback.page import Vocabulary, render_csv, render_html, render_json
-from service.security.governance import governance_viewer
+from service.security.governance import client_address, governance_viewer
 from service.security.logs import LOGGED_BY_APP, log_access
 
 bp = Blueprint("governance", __name__)
@@ -75,7 +75,8 @@ def governance():
     avh = current_app.extensions["avh"]
     settings = avh.settings
     g.governance_started = time.perf_counter()
-    viewer = governance_viewer(settings, request.headers.get("Authorization"), request.remote_addr or "",
+    viewer = governance_viewer(settings, request.headers.get("Authorization"),
+                               client_address(request.environ, settings.trusted_proxy_hops),
                                current_app.extensions["avh_governance_tries"])
     g.governance_viewer = viewer.how
     now = dt.datetime.now(dt.timezone.utc)

@@ -23,7 +23,8 @@ def order_facts(engine: Engine, prefetched: Prefetched, request: Mapping[str, An
     drafts = draft_refs(drafts_sent)
     on_record = dataclasses.replace(prefetched, resources=[
         r for r in prefetched.resources if f"{r.get('resourceType')}/{r.get('id')}" not in drafts])
-    return engine.facts(on_record, patient_id, now), read_drafts(drafts_sent, patient_id, engine.valuesets)
+    return (engine.facts(on_record, patient_id, now),
+            read_drafts(drafts_sent, patient_id, engine.valuesets, on_record.resources))
 
 
 def selections_of(request: Mapping[str, Any]) -> frozenset[str] | None:

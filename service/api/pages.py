@@ -1,4 +1,5 @@
-"""Human-readable pages: the care pathway every card's `source.url` points into (`/pathway#<topic>`).
+"""Human-readable pages: the care pathway every card's `source.url` points into (`/pathway#<topic>`), and the
+front page at `/` that lists what a person can open (the base URL the README names must not be a 404).
 
 The page is built from data: the card definitions (cards/<topic>.json, the same text the cards carry), the
 references, and cards/pathway-page.json (the pathway's stages and decision points, and the source's
@@ -11,7 +12,9 @@ import re
 from functools import cache
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, render_template
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, current_app, render_template, request
 from markdown_it import MarkdownIt
 
 from service.clinical.cards import UNCHECKED_TOPIC, CardLibrary
@@ -72,6 +75,19 @@ FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect wi
 @bp.get("/favicon.ico")
 def favicon():
     return Response(FAVICON, mimetype="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
+
+SANDBOX = "https://sandbox.cds-hooks.org/"
+
+
+@bp.get("/")
+def index():
+    avh = current_app.extensions["avh"]
+    base = (avh.settings.public_url or request.host_url).rstrip("/")    # as the cards' Source links are built
+    sandbox = SANDBOX + "?" + urlencode({"fhirServiceUrl": f"{base}/fhir", "patientId": "avh-01",
+                                         "serviceDiscoveryURL": f"{base}/cds-services"}, safe=":/")
+    return render_template("index.html", base=base, services=avh.registry, sandbox=sandbox,
+                           fixture_fhir=avh.settings.fixture_fhir, auth_required=avh.settings.auth != "off")
 
 
 @bp.get("/pathway")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import orjson
+
 from flask import Blueprint, current_app, jsonify
 from flask.globals import _cv_app, _cv_request
 
@@ -23,10 +25,18 @@ def _json_body() -> dict:
     except (ValueError, RecursionError) as exc:
         if not request_body():
             raise ApiError(400, "invalid_json", "the request body is empty; a JSON object is required") from None
-        raise ApiError(400, "invalid_json", f"the request body is not valid JSON ({type(exc).__name__})") from exc
+        raise ApiError(400, "invalid_json", f"the request body is not valid JSON ({_why_not_json(exc)})") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "the request body must be a JSON object")
     return body
+
+
+def _why_not_json(exc: Exception) -> str:
+    """What orjson found and where (its messages never quote the body: 'number is infinity when parsed as double:
+    line 1 column 7 (char 6)'), so that one bad number or string in megabytes of prefetch can be found."""
+    if isinstance(exc, orjson.JSONDecodeError):
+        return str(exc)[:200]
+    return type(exc).__name__
 
 
 def _validate(validator, body: dict, what: str) -> None:
@@ -38,7 +48,7 @@ def _validate(validator, body: dict, what: str) -> None:
 def _service_or_404(avh, service_id: str):
     service = avh.registry.get(service_id)
     if service is None:
-        raise ApiError(404, "unknown_service", f"no CDS service with id {service_id!r}; see GET /cds-services")
+        raise ApiError(404, "unknown_service", f"no CDS service with id {service_id[:100]!r}; see GET /cds-services")
     return service
 
 

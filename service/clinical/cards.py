@@ -32,13 +32,13 @@ KNOWN_FLAGS = frozenset({
     "no_adult_dose", "pregnant", "recurrence", "joa_recorded", "mri_thoracic_only", "multilevel_thoracic",
     "minor_trauma", "decompression_ordered", "undated_decompression", "unconfirmed_compression", "competing_cause",
     "earlier_operation", "late_radiotherapy", "referral_without_dose", "discharge", "draft_surgery",
-    "draft_embolization", "draft_dexamethasone"})
+    "draft_embolization", "draft_dexamethasone", "dex_course_taken"})
 KNOWN_VARIABLES = frozenset({
     "level", "ambulatory_status", "surgery_when", "surgery_date", "dex_days", "dex_start", "dex_dose", "joa_score",
     "joa_date", "age", "verification", "compression_verification", "mri_thoracic_date", "patient_ref",
     "hemangioma_ref", "compression_ref", "order_priority", "draft_orders", "earlier_date", "earlier_when",
     "competing", "undated_decompression", "decompression_ordered", "decompression_code", "decompression_display",
-    "injury"})
+    "injury", "draft_days", "dex_taken"})
 # The decompression the surgery suggestion orders, by the region of the highest level named (CPT, pathway.md
 # section 2): laminectomy with decompression of the spinal cord, 1 or 2 vertebral segments.
 DECOMPRESSION_BY_REGION = {
@@ -347,6 +347,7 @@ def template_variables(facts: Facts) -> dict[str, Any]:
         "surgery_when": _ago(facts.days_since_surgery, surgery_date),
         "surgery_date": surgery_date,
         "dex_days": facts.dexamethasone_days if facts.dexamethasone_days is not None else "?",
+        "dex_taken": facts.dexamethasone_days or 0,     # at order time: the course days before the draft's
         "dex_start": facts.dexamethasone.course_start.isoformat() if facts.dexamethasone and facts.dexamethasone.course_start else "?",
         "joa_score": f"{facts.joa[0]:g}" if facts.joa else "?",
         "joa_date": facts.joa[1].when.isoformat() if facts.joa and facts.joa[1].when else "date not recorded",

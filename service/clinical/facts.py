@@ -17,9 +17,9 @@ from typing import Iterable
 
 from service.clinical.frozen import set_at_once
 from service.clinical.markdown import literal
-from service.clinical.record import LeftOut, PatientRecord
-from service.clinical.valuesets import (LEVELS, LOCAL, SPINE_WORDS, LEVEL_PATTERN, ValueSets, codings, in_set, level_rank,
-                                        sets_holding)
+from service.clinical.record import LeftOut, PatientRecord, named_resource
+from service.clinical.valuesets import (LEVEL_PATTERN, LEVELS, LOCAL, SPINE_WORDS, ValueSets, codings,  # noqa: F401
+                                        in_set, level_rank, named_levels, sets_holding)  # LEVEL_PATTERN: an oracle's
 
 # --- the service's own conventions (pathway.md *(convention)*; docs/input-contract.md lists them) -----
 EPISODE_LEAD = dt.timedelta(days=30)                  # the window opens this long before the episode start
@@ -187,13 +187,18 @@ def day_of(moment: dt.datetime | None) -> dt.date | None:
 
 
 AGE_UNITS = {"a": 365.25, "mo": 30.4375, "wk": 7.0, "d": 1.0}
+# An Age's unit as EHRs write it when they send no UCUM code ("54 years"): the UCUM unit it means.
+AGE_UNIT_WORDS = {word: code for code, words in (("a", ("a", "y", "yr", "yrs", "year", "years")),
+                                                 ("mo", ("mo", "mos", "month", "months")),
+                                                 ("wk", ("wk", "wks", "week", "weeks")),
+                                                 ("d", ("d", "day", "days"))) for word in words}
 
 
 def after_birth(age, born: dt.datetime | None) -> dt.datetime | None:
     """An Age (units a, mo, wk, d) added to the birth date."""
     if age is None or born is None or age.value is None:
         return None
-    unit = age.code or age.unit or ""
+    unit = age_unit(age)
     days = AGE_UNITS.get(unit)
     if days is None:
         return None
@@ -205,6 +210,13 @@ def after_birth(age, born: dt.datetime | None) -> dt.datetime | None:
         return shift(born, dt.timedelta(days=float(age.value) * days))
     except (OverflowError, ValueError):
         return None
+
+
+def age_unit(age) -> str | None:
+    """The UCUM unit of an Age: its code, else its unit as written ("years", "yr", "months")."""
+    if age.code in AGE_UNITS:
+        return age.code
+    return AGE_UNIT_WORDS.get(age.unit.strip().lower()) if isinstance(age.unit, str) else None
 
 
 def iso_string(text) -> dt.datetime | None:
@@ -235,7 +247,18 @@ def report_date(r) -> dt.datetime | None:
 
 def request_date(r) -> dt.datetime | None:
     return (instant(r.occurrenceDateTime) or instant(r.occurrencePeriod.start if r.occurrencePeriod else None)
-            or instant(r.authoredOn))
+            or timing_start(r.occurrenceTiming) or instant(r.authoredOn))
+
+
+def timing_start(timing) -> dt.datetime | None:
+    """When a Timing begins: its earliest event, else its repeat's boundsPeriod.start."""
+    if timing is None:
+        return None
+    events = [when for when in map(instant, timing.event or ()) if when]
+    if events:
+        return min(events)
+    bounds = timing.repeat.boundsPeriod if timing.repeat else None
+    return instant(bounds.start) if bounds else None
 
 
 def medication_request_date(m) -> dt.datetime | None:
@@ -255,7 +278,8 @@ def administration_date(a) -> dt.datetime | None:
 
 def observation_date(o) -> dt.datetime | None:
     return (instant(o.effectiveDateTime) or instant(o.effectiveInstant)
-            or instant(o.effectivePeriod.start if o.effectivePeriod else None) or instant(o.issued))
+            or instant(o.effectivePeriod.start if o.effectivePeriod else None) or timing_start(o.effectiveTiming)
+            or instant(o.issued))
 
 
 # --- what a clinician reads -----------------------------------------------------------------------------
@@ -320,9 +344,19 @@ def evidence(resource, concept, when: dt.datetime | None, vs: ValueSets, label: 
     return Evidence(ref_of(resource), label or label_of(concept, vs), day_of(when))
 
 
-def status_code(concept) -> str | None:
+def status_code(concept, system: str | None = None) -> str | None:
+    """The status a CodeableConcept codes: its coding in `system` (HL7's status code system) when there is one, else
+    its first coding's code (an EHR may send its own code first, HL7's beside it)."""
     found = codings(concept)
+    if system is not None and len(found) > 1:
+        for coded_in, code in found:
+            if coded_in == system:
+                return code
     return found[0][1] if found else None
+
+
+CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
 
 # --- facts -----------------------------------------------------------------------------------------------
@@ -433,15 +467,15 @@ class Facts:
 
 def counts(c) -> bool:
     """A Condition counts unless refuted or entered in error."""
-    return status_code(c.verificationStatus) not in EXCLUDED_VERIFICATION
+    return status_code(c.verificationStatus, VERIFICATION_STATUS) not in EXCLUDED_VERIFICATION
 
 
 def is_active(c) -> bool:
-    return status_code(c.clinicalStatus) in ACTIVE_CLINICAL
+    return status_code(c.clinicalStatus, CLINICAL_STATUS) in ACTIVE_CLINICAL
 
 
 def is_recurrent(c) -> bool:
-    return status_code(c.clinicalStatus) in RECURRENT_CLINICAL
+    return status_code(c.clinicalStatus, CLINICAL_STATUS) in RECURRENT_CLINICAL
 
 
 def is_vertebral_hemangioma(c, vs: ValueSets) -> bool:
@@ -480,7 +514,7 @@ def levels_of(c, vs: ValueSets) -> set[str]:
         found.update(vs.levels[code] for code in codings(site) if code in vs.levels)
         words.append(label_of(site))
     words += [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]
-    found.update(map(str.upper, LEVEL_PATTERN.findall("\n".join(words))))
+    found.update(named_levels("\n".join(words)))
     return found.intersection(LEVEL_NAMES)
 
 
@@ -658,7 +692,7 @@ def medication_concept(resource, medications: dict[str, object]):
         contained = {c.id: c for c in resource.contained or () if c.get_resource_type() == "Medication"}
         medication = contained.get(ref[1:])
     else:
-        medication = medications.get("/".join(ref.rstrip("/").split("/")[-2:]))
+        medication = medications.get(named_resource(ref))        # a version of it names the Medication too
     return medication.code if medication is not None else None
 
 
@@ -1025,7 +1059,7 @@ def birth(record: PatientRecord) -> dt.datetime | None:
 
 def is_deceased(record: PatientRecord) -> bool:
     p = record.patient
-    return p is not None and (p.deceasedBoolean is True or p.deceasedDateTime is not None)
+    return record.deceased_as_sent or (p is not None and (p.deceasedBoolean is True or p.deceasedDateTime is not None))
 
 
 def age_on(born: dt.datetime | None, today: dt.date) -> int | None:
@@ -1157,9 +1191,9 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         window_start=day_of(window),
         hemangioma=hemangioma,
         hemangioma_ref=hemangioma.ref,
-        hemangioma_verification=status_code(speaking.verificationStatus) or "confirmed",
+        hemangioma_verification=status_code(speaking.verificationStatus, VERIFICATION_STATUS) or "confirmed",
         compression=evidence(compression, compression.code, start, vs),
-        compression_verification=status_code(compression.verificationStatus) or "confirmed",
+        compression_verification=status_code(compression.verificationStatus, VERIFICATION_STATUS) or "confirmed",
         competing=competing,
         levels=sorted_levels(every_level),
         multilevel_thoracic=multilevel_thoracic(set().union(*(levels for _, _, levels in hemangiomas))),
@@ -1191,9 +1225,9 @@ def speaking_hemangioma(lesion_levels: list[tuple]) -> tuple:
     confirmed, then the latest start, then the lowest id; the lesion's one hemangioma (most charts) without ranking."""
     if len(lesion_levels) == 1:
         return lesion_levels[0]
-    return min(lesion_levels, key=lambda item: (not is_active(item[0]),
-                                                status_code(item[0].verificationStatus) in UNCONFIRMED_VERIFICATION,
-                                                -((item[1][0] or EARLIEST) - EARLIEST).total_seconds(), item[0].id or ""))
+    return min(lesion_levels, key=lambda item: (
+        not is_active(item[0]), status_code(item[0].verificationStatus, VERIFICATION_STATUS) in UNCONFIRMED_VERIFICATION,
+        -((item[1][0] or EARLIEST) - EARLIEST).total_seconds(), item[0].id or ""))
 
 
 def instant_of(ev: Evidence) -> dt.datetime | None:

@@ -8,23 +8,25 @@ Drafts are never "on record": the caller leaves them out of the record the Facts
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
-from service.clinical.facts import (MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS, Evidence, Facts,
-                                    instant, names_dexamethasone, shift)
-from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, patient_flags, scope_unchecked,
-                                      topic_outcomes)
+from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
+                                    Evidence, Facts, course_dose, instant, names_dexamethasone, shift)
+from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
+                                      scope_unchecked, topic_outcomes)
 from service.clinical.markdown import literal
-from service.clinical.record import subject_id
+from service.clinical.record import named_resource, subject_id
 
-ORDER_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization", "dexamethasone")
+# The value sets a draft of each type is read for (section 5): a ServiceRequest is a surgery, instrumentation or
+# embolization order; a MedicationRequest is read for its drug (dexamethasone) only, whatever else it is coded with.
+SERVICE_CONCEPTS = ("decompression-surgery", "posterior-stabilization", "embolization")
 # Drafts in these states are withdrawn, not about to be signed.
 WITHDRAWN = frozenset({"revoked", "cancelled", "entered-in-error", "stopped", "completed"})
-PLANNED = frozenset({"active", "completed"})       # a signed order on record counts as planned
 UCUM = "http://unitsofmeasure.org"
 # UCUM codes (or the `unit` text) -> days: a month is 30 days (pathway.md section 5), a year 365 (our convention).
 DAYS_PER_UNIT = {"d": 1.0, "day": 1.0, "days": 1.0, "wk": 7.0, "week": 7.0, "weeks": 7.0,
@@ -97,9 +99,9 @@ def _authored(resource: Mapping) -> dt.date | None:
     return moment.date() if moment else None
 
 
-def _medication(resource: Mapping, medications: Mapping[str, Mapping]) -> Mapping:
-    """medicationCodeableConcept, or the code of a contained / bundled Medication it references."""
-    if "medicationCodeableConcept" in resource:
+def _medication(resource: Mapping, medication: Callable[[str], Mapping]) -> Mapping:
+    """medicationCodeableConcept, or the code of the contained, bundled or prefetched Medication it references."""
+    if resource.get("medicationCodeableConcept") is not None:
         return _map(resource["medicationCodeableConcept"])
     ref = _map(resource.get("medicationReference")).get("reference")
     if not isinstance(ref, str):
@@ -108,7 +110,26 @@ def _medication(resource: Mapping, medications: Mapping[str, Mapping]) -> Mappin
         contained = {c["id"]: c for c in _list(resource.get("contained"))
                      if c.get("resourceType") == "Medication" and isinstance(c.get("id"), str)}
         return _map(contained.get(ref[1:], {}).get("code"))
-    return _map(medications.get(ref, {}).get("code"))
+    return _map(medication(ref).get("code"))
+
+
+def _medications(entries: list[Mapping], on_record: Iterable[Mapping]) -> Callable[[str], Mapping]:
+    """reference -> the Medication it names: an entry of the draft set by any name a selection may use (its
+    fullUrl, urn:uuid:... for one not stored yet, or Type/id; an absolute or versioned reference by the Type/id it
+    ends in), else a Medication sent in the prefetch (the templates include those the orders on record name)."""
+    bundled = {name: e["resource"] for e in entries if e["resource"].get("resourceType") == "Medication"
+               for name in entry_names(e)}
+    record: list[dict[str, Mapping]] = []
+
+    def medication(ref: str) -> Mapping:
+        found = bundled.get(ref) or bundled.get(named_resource(ref))
+        if found is None:
+            if not record:      # read once, and only for a reference the draft set does not resolve
+                record.append({f"Medication/{r['id']}": r for r in on_record
+                               if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)})
+            found = record[0].get(named_resource(ref))
+        return _map(found)
+    return medication
 
 
 def _entries(bundle: Mapping) -> list[Mapping]:
@@ -116,33 +137,46 @@ def _entries(bundle: Mapping) -> list[Mapping]:
     return [e for e in _list(_map(bundle).get("entry")) if isinstance(e.get("resource"), Mapping)]
 
 
-def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets) -> tuple[DraftOrder, ...]:
+def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
+                on_record: Iterable[Mapping] = ()) -> tuple[DraftOrder, ...]:
+    """The pathway-relevant drafts of the draft set; `on_record`: the prefetched resources (their Medications)."""
     entries = _entries(bundle)
-    medications = {f"Medication/{e['resource']['id']}": e["resource"] for e in entries
-                   if e["resource"].get("resourceType") == "Medication" and isinstance(e["resource"].get("id"), str)}
-    drafts = []
+    medications = _medications(entries, on_record)
+    drafts: list[DraftOrder] = []
+    seen: dict[str, int] = {}      # Type/id -> its place in drafts
+    also_named: dict[int, set[str]] = {}    # a place in drafts -> the names its draft's other entries give it
     for entry in entries:
         r = entry["resource"]
         rtype = r.get("resourceType")
         if rtype not in ("ServiceRequest", "MedicationRequest") or str(r.get("status")) in WITHDRAWN:
             continue
+        if r.get("doNotPerform") is True:   # forbids the act: neither asks for it nor supplies it
+            continue
         if subject_id(r) not in (None, patient_id):
             continue
-        concept = r.get("code") if rtype == "ServiceRequest" else _medication(r, medications)
-        codes = _codes(concept)
-        concepts = {name for name in ORDER_CONCEPTS if codes & vs[name]}
-        if rtype == "MedicationRequest":
-            concepts.discard("dexamethasone")
-            if names_dexamethasone(_names(concept), _route(r), bool(codes & vs["dexamethasone"])):
-                concepts.add("dexamethasone")
-        # A surgery order may state its instrumentation as a coded order detail.
-        if any(_codes(detail) & vs["posterior-stabilization"] for detail in _list(r.get("orderDetail"))):
-            concepts.add("posterior-stabilization")
+        if rtype == "ServiceRequest":
+            concept = r.get("code")
+            codes = _codes(concept)
+            concepts = {name for name in SERVICE_CONCEPTS if codes & vs[name]}
+            # A surgery order may state its instrumentation as a coded order detail.
+            if any(_codes(detail) & vs["posterior-stabilization"] for detail in _list(r.get("orderDetail"))):
+                concepts.add("posterior-stabilization")
+        else:
+            concept = _medication(r, medications)
+            coded = bool(_codes(concept) & vs["dexamethasone"])
+            concepts = {"dexamethasone"} if names_dexamethasone(_names(concept), _route(r), coded) else set()
         if not concepts:
             continue
         rid = r.get("id") if isinstance(r.get("id"), str) else "(no id)"
-        drafts.append(DraftOrder(f"{rtype}/{rid}", r, frozenset(concepts), _label(concept), _authored(r),
-                                 entry_names(entry)))
+        ref = f"{rtype}/{rid}"
+        if ref in seen:             # the same draft sent twice is one order, named by either entry's names
+            also_named.setdefault(seen[ref], set()).update(entry_names(entry))
+            continue
+        if rid != "(no id)":
+            seen[ref] = len(drafts)
+        drafts.append(DraftOrder(ref, r, frozenset(concepts), _label(concept), _authored(r), entry_names(entry)))
+    for place, names in also_named.items():     # once a draft: a name set rebuilt at each copy cost n^2 (review13)
+        drafts[place] = dataclasses.replace(drafts[place], names=drafts[place].names | names)
     return tuple(drafts)
 
 
@@ -161,7 +195,7 @@ def entry_names(entry: Mapping) -> frozenset[str]:
     names = {rid, f"{rtype}/{rid}"} if isinstance(rid, str) else set()
     if isinstance(full_url, str):
         names.add(full_url)
-        named = _named(full_url)
+        named = named_resource(full_url)
         kind, slash, _ = named.partition("/")
         if slash and kind == rtype:
             names.add(named)
@@ -172,22 +206,13 @@ def selection_names(selections: Iterable) -> frozenset[str]:
     """Each selection as sent (a fullUrl) and as the Type/id it names: 'ServiceRequest/abc', a version of it
     ('ServiceRequest/abc/_history/2': a FHIR reference may name one) or an absolute URL ending in either ->
     'ServiceRequest/abc' (a version read as the order itself: else the order selected is not spoken of)."""
-    return frozenset(name for s in selections if isinstance(s, str) for name in (s, _named(s)))
+    return frozenset(name for s in selections if isinstance(s, str) for name in (s, named_resource(s)))
 
 
 def selections_not_drafted(selections: Iterable, bundle: Mapping) -> list[tuple[int, str]]:
     """The selections (position, as sent) that name no resource of the draft set (CDS Hooks: each references one)."""
     drafted = frozenset().union(*(entry_names(e) for e in _entries(bundle)))
     return [(i, s) for i, s in enumerate(selections) if isinstance(s, str) and not selection_names([s]) & drafted]
-
-
-def _named(reference: str) -> str:
-    """The Type/id a reference or URL ends in, a version left off ('.../MedicationRequest/abc/_history/2' ->
-    'MedicationRequest/abc'); of a text with no '/', the text."""
-    parts = reference.rstrip("/").split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    return "/".join(parts[-2:])
 
 
 # --- durations (pathway.md section 5) -----------------------------------------------------------------
@@ -286,6 +311,8 @@ def _cap_dosage(dosage: dict, days: float) -> None:
         repeat["boundsPeriod"]["end"] = shift(start[0], dt.timedelta(days=days - 1)).date().isoformat()
     else:
         repeat["boundsPeriod"]["end"] = shift(start[0], dt.timedelta(days=days)).isoformat()
+    if isinstance(dosage.get("text"), str) and dosage["text"]:     # the sig would still tell the old length
+        dosage["text"] = f"{dosage['text']} (shortened to {days_in_words(days)} days)"
 
 
 def shortened(resource: Mapping, limit_days: float = STEROID_COURSE_DAYS) -> dict:
@@ -313,7 +340,8 @@ def draft_daily_dose(resource: Mapping) -> float | None:
         dose = next((_mg(_map(dr.get("doseQuantity"))) for dr in _list(dosage.get("doseAndRate"))), None)
         repeat = _map(_map(dosage.get("timing")).get("repeat"))
         frequency, period, unit = repeat.get("frequency"), repeat.get("period"), repeat.get("periodUnit")
-        if dose is not None and _positive(frequency) and _positive(period) and unit in PERIOD_DAYS:
+        if dose is not None and _positive(frequency) and _positive(period) and isinstance(unit, str) \
+                and unit in PERIOD_DAYS:
             per_day = frequency / (period * PERIOD_DAYS[unit])
             lines.append(dose * per_day if per_day >= 1 else dose)
         elif dose is not None and _positive(repeat.get("count")):
@@ -331,8 +359,10 @@ def _positive(value) -> bool:
 
 
 def _mg(quantity: Mapping) -> float | None:
-    value, unit = quantity.get("value"), str(quantity.get("code") or quantity.get("unit") or "").lower()
-    return float(value) if _positive(value) and unit == "mg" else None
+    """A dose in milligrams, its unit (code, else unit text) read as the record's doses are (mg, g, ug, mcg)."""
+    value, unit = quantity.get("value"), str(quantity.get("code") or quantity.get("unit") or "").strip().lower()
+    factor = MILLIGRAMS_IN.get(unit)
+    return float(value) * factor if _positive(value) and factor is not None else None
 
 
 # --- decisions --------------------------------------------------------------------------------
@@ -348,7 +378,8 @@ def _withheld(topic: str, facts: Facts) -> tuple[str, ...]:
 
 
 def _decide(topics: dict[str, tuple], facts: Facts, extra_flags: dict[str, str],
-            variables: dict[str, dict]) -> tuple[list[Decision], list[Unchecked]]:
+            variables: dict[str, dict], more_flags: dict[str, frozenset[str]] | None = None,
+            ) -> tuple[list[Decision], list[Unchecked]]:
     flags = patient_flags(facts)
     decisions, unchecked = [], []
     for topic, evidence in topics.items():
@@ -357,7 +388,8 @@ def _decide(topics: dict[str, tuple], facts: Facts, extra_flags: dict[str, str],
             unchecked.append(Unchecked(topic, missing))
             continue
         decisions.append(Decision(topic, tuple(e for e in evidence if e is not None),
-                                  flags | {extra_flags[topic]}, variables.get(topic, {})))
+                                  flags | {extra_flags[topic]} | (more_flags or {}).get(topic, frozenset()),
+                                  variables.get(topic, {})))
     return decisions, unchecked
 
 
@@ -416,14 +448,27 @@ def order_outcomes(drafts: tuple[DraftOrder, ...], facts: Facts,
 
     found.append(("steroid-duration",) + _steroid_outcome(_spoken(drafts, selections, "dexamethasone"), facts, base,
                                                           selections))
-    return found
+    return _narrowed(found, facts)
+
+
+def _narrowed(found: list[tuple[str, Fire | str, dict]], facts: Facts) -> list[tuple[str, Fire | str, dict]]:
+    """Section 1's narrowings hold at order time as on the chart: an unconfirmed compression lets only steroids,
+    MRI and the differential fire, surgery under way silences the pre-operative topics (embolization-deferred)."""
+    narrowing = narrowed(facts)
+    if not narrowing:
+        return found
+    out = []
+    for topic, outcome, variables in found:
+        why_not = next((why for topics, why in narrowing if topic in topics), None)
+        out.append((topic, why_not, {}) if why_not else (topic, outcome, variables))
+    return out
 
 
 def _steroid_outcome(dexamethasone: list[DraftOrder], facts: Facts, base: tuple,
                      selections: frozenset[str] | None) -> tuple[Fire | str, dict]:
     if not dexamethasone:
         return _none_drafted("dexamethasone", selections), {}
-    taken = (facts.dexamethasone_days or 0) if facts.dexamethasone else 0
+    taken = _days_taken(facts)
     durations = [(d, course_days(d.resource)) for d in dexamethasone]
     if all(days is None for _, days in durations):
         return f"the duration of {_labels(dexamethasone)} cannot be read", {}
@@ -437,15 +482,35 @@ def _steroid_outcome(dexamethasone: list[DraftOrder], facts: Facts, base: tuple,
         return f"over {STEROID_COURSE_DAYS} days, but at {MODERATE_DAILY_DOSE_MG:g} mg/day or less: not a high dose", {}
     orders = [d for d, _ in long_courses]
     counted = facts.dexamethasone.entries if facts.dexamethasone else ()
-    total = days_in_words(taken + max(days for _, days in long_courses))
+    drafted = max(days for _, days in long_courses)
+    total = days_in_words(taken + drafted)
     return Fire(base + counted + tuple(d.evidence for d in orders), f"dexamethasone course of {total} days"), {
         "draft_orders": _labels(orders),
         "dex_days": total,
+        "draft_days": days_in_words(drafted),
+        "dex_taken": days_in_words(taken),
+        "dex_dose": _course_dose_text(orders, facts),
         # what is left of the 13-day course; none left: no shortened order would pass this check
         "actions": {"shorten-course": [{"type": "update", "description": f"Shorten {d.ref} to the "
                                         f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course",
                                         "resource": shortened(d.resource, left)}
-                                       for d in orders for left in [STEROID_COURSE_DAYS - taken] if left > 0]}}
+                                       for d in orders for left in [STEROID_COURSE_DAYS - taken]
+                                       if left > 0 and _has_id(d)]}}
+
+
+def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
+    """The course's highest daily dose with these drafts, as the chart's card names it (section 4: when known)."""
+    doses = [draft_daily_dose(d.resource) for d in orders]
+    if facts.dexamethasone is not None:
+        doses.append(facts.dexamethasone.daily_dose_mg)
+    dose = course_dose([d for d in doses if d is not None], None in doses)
+    return "daily dose not stated in structured form" if dose is None else f"up to {dose:g} mg/day"
+
+
+def _has_id(draft: DraftOrder) -> bool:
+    """An update names the resource it replaces by its id: a draft without one gets none (as cards._actions)."""
+    rid = draft.resource.get("id")
+    return isinstance(rid, str) and bool(rid)
 
 
 def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
@@ -454,7 +519,14 @@ def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: froz
         return [], scope_unchecked(facts)
     fired = [(topic, outcome, variables) for topic, outcome, variables in order_outcomes(drafts, facts, selections)
              if isinstance(outcome, Fire)]
-    return _decide({t: o.evidence for t, o, _ in fired}, facts, ORDER_FLAGS, {t: v for t, _, v in fired})
+    # the steroid card tells the days already taken from the days drafted once the episode's course has begun
+    more = {"steroid-duration": frozenset({"dex_course_taken"})} if _days_taken(facts) > 0 else None
+    return _decide({t: o.evidence for t, o, _ in fired}, facts, ORDER_FLAGS, {t: v for t, _, v in fired}, more)
+
+
+def _days_taken(facts: Facts) -> int:
+    """The course days already taken in the episode (section 5), 0 without a counted course."""
+    return (facts.dexamethasone_days or 0) if facts.dexamethasone else 0
 
 
 def _not_in_order_checks(facts: Facts) -> str:

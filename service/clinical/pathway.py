@@ -249,7 +249,9 @@ def narrowed(f: Facts) -> list[tuple[frozenset[str], str]]:
                       "a competing cause is on record: only the differential diagnosis card fires ("
                       + ", ".join(_named(e) for e in f.competing) + ")"))
     if f.surgery_under_way is not None:
-        found.append((PRE_OPERATIVE_TOPICS, f"surgery under way: {_named(f.surgery_under_way)}"))
+        # a recurrence's radiotherapy card is the pre-operative pathway's too ("even without repeat surgery")
+        found.append((PRE_OPERATIVE_TOPICS | ({"adjuvant-radiotherapy"} if f.pre_operative else frozenset()),
+                      f"surgery under way: {_named(f.surgery_under_way)}"))
     if f.pre_operative and f.unconfirmed_compression:
         found.append((ALL_TOPICS - UNCONFIRMED_COMPRESSION_TOPICS,
                       f"the compression is {f.compression_verification}: only steroids, MRI and the differential fire"))

@@ -12,8 +12,10 @@ alone, at ~1.5 µs a resource instead of ~100 µs (tests/test_fhir_schema.py).
 """
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
+import re
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
 
@@ -77,6 +79,7 @@ class PatientRecord:
     resources: Mapping[str, tuple] = field(default_factory=dict)   # resourceType -> JsonElements (or models)
     left_out: tuple[LeftOut, ...] = ()
     unavailable: frozenset[str] = frozenset()                        # resource types that could not be read
+    deceased_as_sent: bool = False      # the Patient was left out as invalid, but its JSON says deceased
 
     def of(self, resource_type: str) -> tuple:
         return self.resources.get(resource_type, ())
@@ -183,6 +186,15 @@ def references_medication(resource: dict) -> bool:
     return isinstance(ref, dict) and isinstance(ref.get("reference"), str)
 
 
+def named_resource(reference: str) -> str:
+    """The Type/id a reference or URL ends in, a version left off ('.../MedicationRequest/abc/_history/2' ->
+    'MedicationRequest/abc'); of a text with no '/', the text."""
+    parts = reference.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return "/".join(parts[-2:])
+
+
 def subject_id(resource: Mapping) -> str | None:
     """The id of the Patient a resource is about (subject or patient reference), else None."""
     ref = resource.get("subject") or resource.get("patient")
@@ -191,6 +203,8 @@ def subject_id(resource: Mapping) -> str | None:
     parts = ref["reference"].rstrip("/").split("/")
     if len(parts) >= 2 and parts[-2] == "Patient":
         return parts[-1]
+    if len(parts) >= 4 and parts[-2] == "_history" and parts[-4] == "Patient":    # a version: Patient/<id>/_history/<v>
+        return parts[-3]
     return None
 
 
@@ -371,14 +385,17 @@ class Validator:
 def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                  unavailable: Iterable[str] = (), validate: Validator | None = None,
                  selected: bool = False) -> PatientRecord:
-    """Keep this patient's relevant resources, each (type, id) once, validated.
+    """Keep this patient's relevant resources, each (type, id) once, validated: of two versions sent, the later
+    (`later_version`), else the first sent.
 
     `selected`: every resource is one `selector.wanted` keeps (prefetch selected them as it read them), so it is not
     asked again."""
-    seen: set[tuple[str, str]] = set()
+    seen: dict[tuple[str, str], tuple] = {}   # (type, id) -> (resource sent, its list: a type kept or None, index)
     kept: dict[str, list] = {}
-    left_out: list[LeftOut] = []
-    patient = None
+    left_out: list[LeftOut | None] = []
+    replaced = False
+    patient = patient_sent = patient_left_out = None
+    deceased = False
     check = Validator() if validate is None else validate
     # The usual subject reference, compared whole before it is parsed (an empty id, or one with a '/', is parsed).
     own = "Patient/" + patient_id if patient_id and "/" not in patient_id else None
@@ -390,30 +407,90 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if not isinstance(rtype, str):
             continue                    # not a FHIR resource at all (found by tests/test_security_fuzz.py)
         if rtype == "Patient":
-            if rid == patient_id and patient is None:
+            # The first sent, unless a later version follows, valid or not: an older version must not undo a newer
+            # one that says deceased (review13).
+            if rid == patient_id and (patient_sent is None or later_version(res, patient_sent)):
+                if patient_left_out is not None:
+                    left_out[patient_left_out] = None       # the earlier version's reason goes with it
+                    patient_left_out = None
+                patient_sent = res
                 patient, reason = check(res)
+                deceased = reason is not None and says_deceased(res)
                 if reason is not None:
+                    patient_left_out = len(left_out)
                     left_out.append(LeftOut("Patient", shown_id(rid), ("patient",), reason))
             continue
         if not selected and not selector.wanted(res):
             continue
         key = (rtype, str(rid))
-        if rid is not None and key in seen:
+        earlier = seen.get(key) if rid is not None else None
+        if earlier is not None and not later_version(res, earlier[0]):
             continue
-        seen.add(key)
+        if earlier is not None and earlier[2] >= 0:       # a later version: the earlier one goes (even when the
+            replaced = True                               # later is another patient's: review13)
+            _, bucket, index = earlier
+            (left_out if bucket is None else kept[bucket])[index] = None
         if rtype != "Medication" and not _of_patient(res, own, patient_id):
+            if rid is not None:
+                seen[key] = (res, None, -1)                 # in no list
             log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
             continue
         model, reason = check(res)
         if reason is None:
-            kept.setdefault(rtype, []).append(model)
+            found = kept.setdefault(rtype, [])
+            if rid is not None:
+                seen[key] = (res, rtype, len(found))
+            found.append(model)
         else:
             item = LeftOut(rtype, shown_id(rid), selector.concepts_of(res), reason)
             log.warning("left out invalid %.40s/%s: %.300s", rtype, item.id, item.reason)
+            if rid is not None:
+                seen[key] = (res, None, len(left_out))
             left_out.append(item)
+    if replaced:
+        kept = {rtype: [m for m in models if m is not None] for rtype, models in kept.items()}
     return PatientRecord(patient_id=patient_id, patient=patient,
-                         resources={k: tuple(v) for k, v in kept.items()},
-                         left_out=tuple(left_out), unavailable=frozenset(unavailable))
+                         resources={k: tuple(v) for k, v in kept.items() if v},
+                         left_out=tuple(lo for lo in left_out if lo is not None), unavailable=frozenset(unavailable),
+                         deceased_as_sent=deceased)
+
+
+def says_deceased(patient: dict) -> bool:
+    """A Patient's JSON says deceased (pathway.md section 1: deceasedBoolean true, or any deceasedDateTime), read even
+    when the Patient is invalid: a deceased patient gets no card, whatever else in its record cannot be read."""
+    return patient.get("deceasedBoolean") is True or patient.get("deceasedDateTime") is not None
+
+
+def later_version(sent: dict, earlier: dict) -> bool:
+    """Whether `sent` is a later version of the resource `earlier` is (the same type and id sent twice): a greater
+    `meta.versionId` when both are whole numbers, else a later `meta.lastUpdated` when both are instants. Else the
+    first sent stays (a history Bundle lists the newest first)."""
+    new, old = _meta(sent), _meta(earlier)
+    new_version, old_version = new.get("versionId"), old.get("versionId")
+    if _whole(new_version) and _whole(old_version):
+        return int(new_version) > int(old_version)
+    new_time, old_time = _updated(new.get("lastUpdated")), _updated(old.get("lastUpdated"))
+    return new_time is not None and old_time is not None and new_time > old_time
+
+
+def _meta(resource: dict) -> dict:
+    meta = resource.get("meta")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _whole(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value) is not None
+
+
+def _updated(value) -> dt.datetime | None:
+    """meta.lastUpdated (a FHIR instant, with its time zone) as an aware datetime, else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _of_patient(resource: dict, own: str | None, patient_id: str) -> bool:

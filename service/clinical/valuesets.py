@@ -32,6 +32,26 @@ LEVEL_PATTERN = re.compile(rf"[{_REGIONS}](?<!\w[{_REGIONS}])(?:" + "|".join(
     rf"(?<={region})(?:{'|'.join(sorted(numbers, key=len, reverse=True))})" for region, numbers in _NUMBERS.items())
     + r")(?!\w)")
 
+# A span of levels written as one: "T5-T10", "T6–T8", "T6 to T8", "T11-L1", "T6-8" (the second number of the first
+# one's region, after a dash, and greater: "T12-1" or "T6 to 8 weeks" is no span). Every level between its ends is
+# named: hemangiomas "T5-T10" lie at T7 too.
+_SPAN_DASH = "[-\u2010-\u2015\u2212]"
+LEVEL_SPAN = re.compile(rf"(?<!\w)([{_REGIONS}])(\d{{1,2}}) ?({_SPAN_DASH}|to |through |thru ) ?([{_REGIONS}]?)(\d{{1,2}})(?!\w)")
+
+
+def named_levels(text: str) -> set[str]:
+    """The vertebral levels a text names: each level word, and every level a span of them covers."""
+    found = set(LEVEL_PATTERN.findall(text))
+    if found and len(found) < len(LEVELS):
+        for region, first, joined_by, last_region, last in LEVEL_SPAN.findall(text):
+            if not last_region and (joined_by[0].isalpha() or int(last) <= int(first)):
+                continue                # the short form: a dash, and a greater number (review13)
+            ends = (f"{region}{int(first)}", f"{last_region or region}{int(last)}")
+            if ends[0] in _LEVEL_RANK and ends[1] in _LEVEL_RANK:
+                low, high = sorted(_LEVEL_RANK[end] for end in ends)
+                found.update(LEVELS[low:high + 1])
+    return found
+
 # A hemangioma coded with a site-unspecified ICD-10-CM code counts as vertebral when its text
 # or display names the spine or a vertebra (pathway.md section 2). A region alone ("thoracic wall",
 # "lumbar skin", "cervical node", "sacral" - often a skin hemangioma) or "spindle cell" does not,

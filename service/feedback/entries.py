@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -17,6 +18,7 @@ IDENTIFIER_CHARS = 256         # card, acceptedSuggestions id, overrideReason.re
 DISPLAY_CHARS = 1_000          # overrideReason.reason.display
 STORED_COMMENT_CHARS = 4_000   # overrideReason.userComment
 UNKNOWN_CARD = "(unknown card)"
+TIME_OF_DAY = re.compile(r"\d[T ]\d")    # a date-time: the date, then 'T' (or RFC 3339's space), then the time
 NO_REASON = "(no reason given)"
 
 
@@ -25,6 +27,8 @@ def _timestamp(value: str, index: int) -> dt.datetime:
     0001-01-01T00:00:00+05:00 in the year 0) is a 400 naming the field, not an OverflowError."""
     where = f"feedback/{index}/outcomeTimestamp"
     try:
+        if not TIME_OF_DAY.search(value):      # a date alone (or a week date) is no date-time
+            raise ValueError(value)
         moment = dt.datetime.fromisoformat(value)
     except ValueError:
         raise ApiError(400, "invalid_request", f"{where}: {value[:40]!r} is not an ISO 8601 date-time") from None
@@ -36,18 +40,24 @@ def _timestamp(value: str, index: int) -> dt.datetime:
 
 
 def _no_nul(value, where: str) -> None:
-    """PostgreSQL cannot store U+0000 in text: refused on every backend alike, naming the field, rather than a
-    503 a client would retry forever."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ApiError(400, "invalid_request", f"{where}: contains the NUL character (U+0000), which cannot be "
-                           "stored")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(item, f"{where}/{key[:40]}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _no_nul(item, f"{where}/{index}")
+    """PostgreSQL cannot store U+0000 in text: a string that is stored is refused on every backend alike, naming the
+    field, rather than a 503 a client would retry forever."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ApiError(400, "invalid_request", f"{where}: contains the NUL character (U+0000), which cannot be "
+                       "stored")
+
+
+def _stored_text(entry: Mapping, where: str):
+    """(value, where) of the strings of a feedback entry that are stored: members the service does not read (an
+    extension) are ignored, as CDS Hooks asks, NUL or not."""
+    yield entry["card"], f"{where}/card"
+    for n, suggestion in enumerate(entry.get("acceptedSuggestions", [])):
+        yield suggestion["id"], f"{where}/acceptedSuggestions/{n}/id"
+    override = entry.get("overrideReason") or {}
+    reason = override.get("reason") or {}
+    for part in ("system", "code", "display"):
+        yield reason.get(part), f"{where}/overrideReason/reason/{part}"
+    yield override.get("userComment"), f"{where}/overrideReason/userComment"
 
 
 def _identifier(value, where: str):
@@ -68,8 +78,9 @@ def parse_feedback(service_id: str, entries: list[Mapping]) -> list[FeedbackEntr
     sent to another service is another service's feedback."""
     parsed = []
     for index, e in enumerate(entries):
-        _no_nul(e, f"feedback/{index}")
         where = f"feedback/{index}"
+        for value, place in _stored_text(e, where):
+            _no_nul(value, place)
         _identifier(e["card"], f"{where}/card")
         when = _timestamp(e["outcomeTimestamp"], index)
         accepted = tuple(sorted(_identifier(s["id"], f"{where}/acceptedSuggestions/{n}/id")
@@ -104,7 +115,19 @@ class TopicReport:
                                     for (s, c), (d, n) in sorted(self.reasons.items(), key=lambda i: (-i[1][1], str(i[0])))]}
 
     def reasons_text(self) -> str:
-        return "; ".join(f"{r['code'] or NO_REASON} x{r['count']}" for r in self.as_json()["overrideReasons"]) or "-"
+        return "; ".join(f"{terminal_text(r['code']) if r['code'] else NO_REASON} x{r['count']}"
+                         for r in self.as_json()["overrideReasons"]) or "-"
+
+
+# Characters a terminal acts on instead of showing: C0 controls and DEL, C1 controls (0x9b is CSI), line and paragraph
+# separators, bidirectional overrides and isolates.
+_TERMINAL_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_text(text: str) -> str:
+    """A code of the poster's choosing as `avh-cds feedback-report` prints it to a terminal: each control character
+    written as its escape (\\x1b), so feedback cannot set the operator's terminal title, colours or lines."""
+    return _TERMINAL_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def build_report(shown: list[tuple], outcomes: list[tuple]) -> list[TopicReport]:

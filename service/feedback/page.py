@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -15,7 +16,9 @@ from service.feedback.aggregates import COMMENT_CHARS, COMMENTS_PER_TOPIC, FATIG
 from service.feedback.charts import charts_of
 from service.feedback.store import SUGGESTIONS_TAKEN
 
-NOT_RECORDED = "(suggestion not recorded)"
+# An accepted entry that names none of its card's recorded suggestions: the card has none, or was issued before avh-cds
+# recorded them (schema version 2), or the EHR named an id the card never had.
+NOT_RECORDED = "(no suggestion of the card named)"
 _templates = Environment(loader=PackageLoader("service.feedback", "templates"), autoescape=select_autoescape(["html"]),
                          trim_blocks=True, lstrip_blocks=True)
 
@@ -55,13 +58,20 @@ CSV_COUNTS = ("issued", "cards_with_feedback", "no_feedback", "feedback_entries"
               "feedback_rate", "acceptance_rate", "override_rate")
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# = + - @ and their full-width forms (a spreadsheet in an East Asian locale reads ＝ as =), tab, carriage return.
+FORMULA_STARTS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20", "\t", "\r")
+INVISIBLE = "\ufeff\u200b\u200c\u200d\u2060"      # byte order mark, zero-width space / joiners, word joiner
+LEADING_BLANKS = re.compile(rf"^[\s{INVISIBLE}]+")   # blanks and invisible characters in any order (review13)
 
 
 def _csv_text(value):
     """A cell a spreadsheet shows as text: an override reason code is chosen by whoever posts feedback, and one
-    starting with `=` (or + - @) would run as a formula on the committee member's machine (OWASP CSV injection)."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+    starting with `=` (or + - @) would run as a formula on the committee member's machine (OWASP CSV injection);
+    so would one whose sign comes after blanks or invisible characters, in a spreadsheet that trims cells."""
+    if isinstance(value, str) and (value.startswith(FORMULA_STARTS)
+                                   or LEADING_BLANKS.sub("", value, count=1).startswith(FORMULA_STARTS)):
+        return f"'{value}"
+    return value
 
 
 def _csv_counts(c: Counts) -> list:

@@ -138,7 +138,7 @@ def _v1(conn: Connection) -> None:
 def _v2_suggestions_and_report_indexes(conn: Connection) -> None:
     """Governance report: the issued suggestions table, the card's topic and issue time on each feedback row
     (filled in for the feedback already stored), and the indexes the report reads by. Cards issued before this
-    version have no suggestion rows; accepted feedback on them is reported as "suggestion not recorded"."""
+    version have no suggestion rows; accepted feedback on them is reported as "no suggestion of the card named"."""
     metadata.create_all(conn, tables=[issued_suggestions])
     present = {c["name"] for c in inspect(conn).get_columns(feedback.name)}
     for name in CARD_COPIES:

@@ -44,6 +44,7 @@ from service.httpread import OutOfTime, TooLarge, Watch, WatchedAdapter, read_ca
 from service.ops import metrics
 from service.clinical.record import subject_id
 from service.config import Settings
+from service.errors import ApiError
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
@@ -67,6 +68,80 @@ class FetchProblem(Exception):
     def __init__(self, reason: str, code: str):
         super().__init__(reason)
         self.problem = Problem(reason, code)
+
+
+class AuthorizationUnusable(ApiError):
+    """fhirAuthorization cannot fetch what prefetch left out: a 400 naming the field, never its value, wherever the
+    request is resolved (a hook call, POST .../explain). Checked only when something is to be fetched; with everything
+    prefetched the token is never used, and never refused."""
+
+    def __init__(self, problem: str):
+        super().__init__(400, "invalid_request", f"not a CDS Hooks 2.0 request: {problem}")
+
+
+# RFC 6750's b64token: what an Authorization: Bearer header can carry.
+B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")      # fullmatch (Python's $ would match before a final newline)
+
+
+def bearer_headers(request: Mapping[str, Any]) -> dict[str, str]:
+    """The headers of a fetch for `request`: its fhirAuthorization as a Bearer credential when it sent one. Raises
+    AuthorizationUnusable when that credential could not read this patient's record: not a b64token (it could not
+    be sent: a line break, a space, a character beyond ASCII), expired when sent (expires_in 0 or less), or scoped
+    to another patient than context.patientId (the server refuses it, or answers with another patient's data)."""
+    headers = {"Accept": "application/fhir+json"}
+    auth = request.get("fhirAuthorization")
+    if not isinstance(auth, dict) or not auth.get("access_token"):
+        return headers
+    token = auth["access_token"]
+    if not isinstance(token, str) or not B64TOKEN.fullmatch(token):
+        raise AuthorizationUnusable("fhirAuthorization/access_token: must be RFC 6750's b64token (what an "
+                                    "Authorization: Bearer header can carry) to fetch what prefetch left out from "
+                                    "fhirServer; the value sent is not repeated, it may be a credential")
+    expires_in = auth.get("expires_in")
+    if isinstance(expires_in, int) and not isinstance(expires_in, bool) and expires_in <= 0:
+        raise AuthorizationUnusable("fhirAuthorization/expires_in: 0 or less: the access token had expired when it "
+                                    "was sent, and what prefetch left out must be fetched from fhirServer")
+    patient, context = auth.get("patient"), request.get("context")
+    if isinstance(patient, str) and isinstance(context, dict) and patient != context.get("patientId"):
+        raise AuthorizationUnusable("fhirAuthorization/patient: the access token is scoped to another patient than "
+                                    "context.patientId, so it cannot fetch this patient's data that prefetch left out")
+    headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+# A SMART on FHIR resource scope: v1 patient/Observation.read (or .write, .*), v2 patient/Observation.rs (c r u d s, in
+# that order), either with * for every type; v2 may narrow it with a query (?category=...), which the server applies.
+RESOURCE_SCOPE = re.compile(r"(?:patient|user|system)/([A-Za-z]+|\*)\.(read|write|\*|c?r?u?d?s?)(?:\?\S*)?")
+SCOPE_CONTEXT = re.compile(r"(?:patient|user|system)/")
+
+
+def readable_types(scope: Any) -> frozenset[str] | None:
+    """The resource types (or '*') a fhirAuthorization.scope lets its token read or search; None when the scope names
+    no resource, or one this does not read (then it judges nothing: the server decides)."""
+    if not isinstance(scope, str):
+        return None
+    granted, named = set(), False
+    for word in scope.split():
+        match = RESOURCE_SCOPE.fullmatch(word)
+        if match is None:
+            if SCOPE_CONTEXT.match(word):
+                return None
+            continue                    # openid, fhirUser, launch, launch/patient, offline_access, ...
+        named = True
+        rtype, rights = match.groups()
+        if rights in ("read", "*") or rights != "write" and ("r" in rights or "s" in rights):
+            granted.add(rtype)
+    return frozenset(granted) if named else None
+
+
+def out_of_scope(request: Mapping[str, Any], rtype: str) -> Problem | None:
+    """Why `request`'s access token may not fetch `rtype`, when its scope says so: never asked for, rather than
+    asked and refused (403), or read where the token does not reach when the server does not check."""
+    auth = request.get("fhirAuthorization")
+    granted = readable_types(auth.get("scope")) if isinstance(auth, dict) and auth.get("access_token") else None
+    if granted is None or "*" in granted or rtype in granted:
+        return None
+    return Problem(f"fhirAuthorization.scope grants no read of {rtype}, so it was not fetched", "forbidden")
 
 
 class PrefetchFailed(Exception):
@@ -410,6 +485,21 @@ class FetchPools:
             return pool.submit(work, *args)
 
 
+class Allowance:
+    """The resources a call may still read from fhirServer, over all its keys (fetched on threads of their own): what
+    AVH_CDS_MAX_PREFETCH_RESOURCES leaves after the resources the client sent."""
+
+    def __init__(self, left: int):
+        self.left = left
+        self._lock = threading.Lock()
+
+    def take(self, count: int) -> bool:
+        """Count `count` more resources read; False once the call has read more than it may."""
+        with self._lock:
+            self.left -= count
+            return self.left >= 0
+
+
 class PrefetchResolver:
     """`wanted`: which resources to keep (the services' selector); the others are read for their patient only."""
 
@@ -420,8 +510,8 @@ class PrefetchResolver:
         self.session = session or _session(workers)
         self.pools = FetchPools(workers)
         self.timeout, self.budget, self.page_cap, self.max_bytes = timeout, budget, page_cap, max_bytes
-        # Most resources read for one key: a sent prefetch is held to AVH_CDS_MAX_PREFETCH_RESOURCES (413), and a
-        # fetched one is too, else only pages x bytes bound it (10 pages of 10 MB of small resources, all kept).
+        # Most resources read in one call: a sent prefetch is held to AVH_CDS_MAX_PREFETCH_RESOURCES (413), and what is
+        # fetched too, over every key, else only keys x pages x bytes bound it (7 keys of 10 pages of 10 MB each).
         self.max_resources = max_resources
 
     @classmethod
@@ -455,7 +545,15 @@ class PrefetchResolver:
                 result.resources += plan.seed
                 self._fail(result, failures, plan.key, plan.resource_type, self._unreachable(plan))
             plans = []
-        for plan, resources, read, problem in self._run(plans, request, deadline):
+        for plan in list(plans):
+            problem = out_of_scope(request, plan.resource_type)
+            if problem is not None:
+                plans.remove(plan)
+                result.resources += plan.seed
+                self._fail(result, failures, plan.key, plan.resource_type, problem)
+        headers = bearer_headers(request) if plans else {}     # judged only when it is used (review13)
+        allowance = Allowance(self.max_resources - result.read)
+        for plan, resources, read, problem in self._run(plans, server, headers, deadline, allowance):
             result.resources += resources
             result.read += read
             if problem is None:
@@ -518,18 +616,14 @@ class PrefetchResolver:
         else:
             result.unavailable.setdefault(rtype, problem.reason)
 
-    def _run(self, plans: list[Plan], request: Mapping, deadline: float):
-        """Run every plan concurrently; yield (plan, resources, resources read, problem) once all end or the
-        budget does."""
+    def _run(self, plans: list[Plan], server: str, headers: dict, deadline: float, allowance: Allowance):
+        """Run every plan concurrently against `server` with `headers`, reading at most what `allowance` allows; yield
+        (plan, resources, resources read, problem) once all end or the budget does."""
         if not plans:
             return
-        headers = {"Accept": "application/fhir+json"}
-        auth = request.get("fhirAuthorization")
-        if isinstance(auth, dict) and auth.get("access_token"):
-            headers["Authorization"] = f"Bearer {auth['access_token']}"
-        server = request["fhirServer"]
         watches = [Watch() for _ in plans]
-        futures = {self.pools.submit(server, self._fetch_key, plan, server, headers, deadline, watch): (plan, watch)
+        futures = {self.pools.submit(server, self._fetch_key, plan, server, headers, deadline, watch,
+                                      allowance): (plan, watch)
                    for plan, watch in zip(plans, watches)}
         wait(futures, timeout=max(0.0, deadline - time.monotonic()))
         for future, (plan, watch) in futures.items():
@@ -544,12 +638,13 @@ class PrefetchResolver:
                 log.exception("prefetch key %s: unexpected error while fetching", plan.key)
                 yield plan, list(plan.seed), 0, Problem("fetching it failed unexpectedly", "exception")
 
-    def _fetch_key(self, plan: Plan, server: str, headers: dict, deadline: float,
-                   watch: Watch | None = None) -> tuple[list, int, Problem | None]:
+    def _fetch_key(self, plan: Plan, server: str, headers: dict, deadline: float, watch: Watch | None = None,
+                   allowance: Allowance | None = None) -> tuple[list, int, Problem | None]:
         """Read one key, page after page; what was read stays even when a later page fails."""
         started = time.monotonic()
         resources, read, pages, url, seen = list(plan.seed), 0, plan.pages, plan.url, set()
         problem, matched, totals = None, plan.matched, []
+        allowance = allowance or Allowance(self.max_resources)
         try:
             while url is not None:
                 if url in seen:
@@ -562,8 +657,8 @@ class PrefetchResolver:
                 pages += 1
                 page, page_read, unusable, page_matched = read_resources(body, plan.patient_id, self.wanted)
                 read += page_read
-                if read > self.max_resources:
-                    raise FetchProblem(f"fhirServer answered with more than {self.max_resources} resources "
+                if not allowance.take(page_read):
+                    raise FetchProblem(f"the call's resources, sent and fetched, came to more than {self.max_resources} "
                                        "(AVH_CDS_MAX_PREFETCH_RESOURCES)", "too-costly")
                 if unusable == OUTCOME:
                     raise FetchProblem(OUTCOME_FETCHED, "exception")

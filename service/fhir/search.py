@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, NamedTuple
 from urllib.parse import parse_qsl
 
-from service.clinical.record import subject_id
+from service.clinical.record import named_resource, subject_id
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
@@ -71,7 +71,7 @@ class Search:
         if not self.includes:
             return []
         refs = {_reference_of(r, "medicationReference") for r in page} - {None}
-        wanted = {"/".join(ref.rstrip("/").split("/")[-2:]) for ref in refs if not ref.startswith("#")}
+        wanted = {named_resource(ref) for ref in refs if not ref.startswith("#")}     # a version names it too
         return [r for r in resources if r.get("resourceType") == "Medication" and f"Medication/{r.get('id')}" in wanted]
 
     def params(self, **paging: int) -> list[tuple[str, str]]:

@@ -186,4 +186,4 @@ def _registry():
 @bp.get("/metrics")
 def metrics():
     publish_cache_sizes()       # this worker's, up to date; the others' as of their last call (within a second)
-    return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)   # as it is: it has its charset

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 from flask import Blueprint, Flask, Request, Response, current_app
@@ -84,6 +85,11 @@ def _cors_origins(settings: Settings):
 def build(settings: Settings) -> Security:
     if settings.auth not in {"required", "off"}:
         raise SecurityConfigError(f"AVH_CDS_AUTH must be 'required' or 'off', not {settings.auth!r}")
+    public = urlsplit(settings.public_url)
+    if settings.public_url and not (public.scheme in ("http", "https") and public.hostname):
+        # the scheme left off, the cards' Source links would be relative and every token's aud compared with it wrong
+        raise SecurityConfigError(f"AVH_CDS_PUBLIC_URL {settings.public_url[:80]!r} is not an absolute http(s) URL "
+                                  "(e.g. https://cds.example.org)")
     issuers = load_issuers(settings.issuers_file, settings.trust_sandbox, settings.fhir_servers)
     verifier = None
     if settings.auth == "required":
@@ -197,11 +203,18 @@ def _is_json(mimetype: str) -> bool:
 
 
 def require_json(req: Request) -> None:
-    """415 unless the body of `req` is sent as JSON (application/json or a +json type)."""
+    """415 unless the body of `req` is sent as JSON (application/json or a +json type), with no content coding."""
     # The Content-Type header as an EHR sends it needs no parsing (werkzeug's parse of it: ~0.2 µs).
-    if req.environ.get("CONTENT_TYPE") != "application/json" and not _is_json(req.mimetype):
+    environ = req.environ
+    if environ.get("CONTENT_TYPE") != "application/json" and not _is_json(req.mimetype):
         raise ApiError(415, "unsupported_media_type", "the request body must be JSON sent as Content-Type: "
                        f"application/json, not {req.mimetype[:60] or 'no Content-Type'!r}")
+    if "HTTP_CONTENT_ENCODING" in environ and environ["HTTP_CONTENT_ENCODING"].strip().lower() not in ("", "identity"):
+        # Read as it came, a gzip body was "not valid JSON", and a plain one labelled gzip was read all the same.
+        coding = environ["HTTP_CONTENT_ENCODING"].strip()
+        raise ApiError(415, "unsupported_media_type", "the request body must be sent without a content coding "
+                       f"(Content-Encoding: {coding[:40] if coding.isascii() and coding.isprintable() else 'other'!r} "
+                       "is not decoded)")
 
 
 def _check_body(security: Security, caller: Caller | None, req: Request, call: dict) -> None:

@@ -5,7 +5,7 @@ committee member's browser can ask for it. Compared in constant time; never logg
 With AVH_CDS_AUTH=off (development) and no credential sent, the page is open but shows no comments. With auth
 required, no valid credential is a 401, and so is every request when no token is configured.
 
-An address that sent WRONG_TRIES_PER_MINUTE wrong credentials within a minute gets a 429 with Retry-After for
+An address (client_address: behind trusted proxies, the one they saw) that sent WRONG_TRIES_PER_MINUTE wrong credentials within a minute gets a 429 with Retry-After for
 any credential it sends until the oldest of them is a minute old (WrongTries, per process): the right one too,
 or the answer would tell a guesser when it had found it.
 """
@@ -85,6 +85,19 @@ class WrongTries:
             self._tries.move_to_end(address)
             while len(self._tries) > ADDRESSES_KEPT:
                 self._tries.popitem(last=False)
+
+
+def client_address(environ: dict, trusted_hops: int) -> str:
+    """The address wrong tries are counted by: the connection's, or, behind `trusted_hops` proxies that each append
+    the address they were called from to X-Forwarded-For (AVH_CDS_TRUSTED_PROXY_HOPS), the one the first of them
+    saw, `trusted_hops` from the right: what a client wrote further left is its own say, never read. Without it,
+    every client behind the compose nginx had the proxy's address, and one guesser held up everyone's credential."""
+    address = environ.get("REMOTE_ADDR") or ""
+    if trusted_hops > 0:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        if len(forwarded) >= trusted_hops and forwarded[-trusted_hops].strip():
+            address = forwarded[-trusted_hops].strip()
+    return address[:64]
 
 
 def presented_secret(authorization: str | None) -> bytes | None:

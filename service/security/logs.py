@@ -93,4 +93,7 @@ def configure_logging(level: str) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(JsonLinesFormatter())
         root.addHandler(handler)
-    root.setLevel(level)
+    try:
+        root.setLevel(level)
+    except ValueError:
+        raise ValueError(f"AVH_CDS_LOG_LEVEL={level[:40]!r} is not a log level (DEBUG, INFO, WARNING, ERROR)") from None

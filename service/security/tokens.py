@@ -95,8 +95,11 @@ class TokenVerifier:
         if not signature_check(signing_input, signature):
             raise AuthFailed("InvalidSignatureError: Signature verification failed")
         self._check_claims(claims, audience)
-        if int(claims["exp"]) - int(claims["iat"]) > self.max_lifetime:
+        lifetime = int(claims["exp"]) - int(claims["iat"])
+        if lifetime > self.max_lifetime:
             raise AuthFailed("token lifetime longer than allowed")
+        if lifetime <= 0:       # valid at no instant: only the clock skew let it through
+            raise AuthFailed("malformed token (exp is not after iat)")
         tenant = claims.get("tenant")
         if tenant is not None and not isinstance(tenant, str):
             raise AuthFailed("malformed token (tenant is not a string)")
