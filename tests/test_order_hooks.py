@@ -709,6 +709,16 @@ def test_a_shortened_line_says_so_in_its_free_text(client):
     assert dosage["text"] == "for 20 d (shortened to 13 days)"
 
 
+def test_a_line_shortened_twice_says_its_last_length_once(client):
+    """A draft that is itself an earlier shortening (its sig already says '(shortened to 13 days)'), shortened again
+    after days taken: the sig tells the new length alone, not both one after the other."""
+    draft = dex_days("p3", 20)
+    draft["dosageInstruction"][0]["text"] = "for 20 d (shortened to 16 days)"
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [draft]))
+    [dosage] = card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"]
+    assert dosage["text"] == "for 20 d (shortened to 13 days)"
+
+
 PREGNANT = {"resourceType": "Condition", "id": "p3-preg", "subject": {"reference": "Patient/p3"},
             "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
             "code": {"coding": [{"system": ICD10CM, "code": "Z33.1", "display": "Pregnant state, incidental"}]},

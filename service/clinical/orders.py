@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -312,7 +313,11 @@ def _cap_dosage(dosage: dict, days: float) -> None:
     else:
         repeat["boundsPeriod"]["end"] = shift(start[0], dt.timedelta(days=days)).isoformat()
     if isinstance(dosage.get("text"), str) and dosage["text"]:     # the sig would still tell the old length
-        dosage["text"] = f"{dosage['text']} (shortened to {days_in_words(days)} days)"
+        sig = SHORTENED_BEFORE.sub("", dosage["text"])              # once: a shortened order shortened again
+        dosage["text"] = f"{sig} (shortened to {days_in_words(days)} days)"
+
+
+SHORTENED_BEFORE = re.compile(r" \(shortened to [^()]{1,40} days\)$")
 
 
 def shortened(resource: Mapping, limit_days: float = STEROID_COURSE_DAYS) -> dict:
