@@ -7,10 +7,15 @@ every header (Authorization carries the JWT) are never logged.
 
 A CDS call is logged once: the app's JSON `cds_call` line (service/security/logs.py) says more than this
 line would (service, hookInstance, card topics, issuer, refusal), so this one is left out for it.
+
+`avh-cds serve` (werkzeug's development server) writes its request lines the same way: DevelopmentAccessLog.
 """
 from __future__ import annotations
 
+from urllib.parse import unquote, urlsplit
+
 from gunicorn.glogging import Logger
+from werkzeug.serving import WSGIRequestHandler
 
 from service.security.logs import LOGGED_BY_APP, cut
 
@@ -46,3 +51,14 @@ class AccessLogger(Logger):
         atoms["U"] = printable(redact_path(environ.get("PATH_INFO", "-")))
         atoms["a"] = printable(atoms.get("a") or "-")
         return atoms
+
+
+class DevelopmentAccessLog(WSGIRequestHandler):
+    """`avh-cds serve`'s request line, as gunicorn's: the path with FHIR ids replaced and no query string (werkzeug
+    wrote the request line whole: `GET /fhir/Condition?patient=...`); a CDS call has the app's line instead."""
+
+    def log_request(self, code="-", size="-") -> None:
+        if getattr(self, "environ", {}).get(LOGGED_BY_APP):
+            return
+        path = printable(redact_path(unquote(urlsplit(self.path).path)))
+        self.log("info", '"%s %s" %s %s', self.command, path, getattr(code, "value", code), size)
