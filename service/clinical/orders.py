@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -47,12 +48,13 @@ RELIES_ON_ABSENCE = {
 @dataclass(frozen=True)
 class DraftOrder:
     """One pathway-relevant draft order of the hook's draftOrders Bundle."""
-    ref: str                       # "ServiceRequest/abc"
+    ref: str                       # "ServiceRequest/abc"; "ServiceRequest/(no id)" for a draft without an id
     resource: Mapping[str, Any]    # as sent
     concepts: frozenset[str]       # value sets it belongs to
     label: str
     authored: dt.date | None = None
     names: frozenset[str] = frozenset()   # what an order-select selection may name it by (entry_names)
+    has_id: bool = True            # an update or delete names the resource by its id: one without gets none
 
     @property
     def evidence(self) -> Evidence:
@@ -120,16 +122,15 @@ def _medications(entries: list[Mapping], on_record: Iterable[Mapping]) -> Callab
     ends in), else a Medication sent in the prefetch (the templates include those the orders on record name)."""
     bundled = {name: e["resource"] for e in entries if e["resource"].get("resourceType") == "Medication"
                for name in entry_names(e)}
-    record: list[dict[str, Mapping]] = []
+
+    @functools.cache    # read once, and only for a reference the draft set does not resolve
+    def prefetched() -> dict[str, Mapping]:
+        return {f"Medication/{r['id']}": r for r in on_record
+                if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)}
 
     def medication(ref: str) -> Mapping:
         found = bundled.get(ref) or bundled.get(named_resource(ref))
-        if found is None:
-            if not record:      # read once, and only for a reference the draft set does not resolve
-                record.append({f"Medication/{r['id']}": r for r in on_record
-                               if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)})
-            found = record[0].get(named_resource(ref))
-        return _map(found)
+        return _map(prefetched().get(named_resource(ref)) if found is None else found)
     return medication
 
 
@@ -168,14 +169,15 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
             concepts = {"dexamethasone"} if names_dexamethasone(_names(concept), _route(r), coded) else set()
         if not concepts:
             continue
-        rid = r.get("id") if isinstance(r.get("id"), str) else "(no id)"
-        ref = f"{rtype}/{rid}"
+        has_id = isinstance(r.get("id"), str) and bool(r["id"])
+        ref = f"{rtype}/{r['id'] if has_id else '(no id)'}"
         if ref in seen:             # the same draft sent twice is one order, named by either entry's names
             also_named.setdefault(seen[ref], set()).update(entry_names(entry))
             continue
-        if rid != "(no id)":
+        if has_id:
             seen[ref] = len(drafts)
-        drafts.append(DraftOrder(ref, r, frozenset(concepts), _label(concept), _authored(r), entry_names(entry)))
+        drafts.append(DraftOrder(ref, r, frozenset(concepts), _label(concept), _authored(r), entry_names(entry),
+                                 has_id))
     for place, names in also_named.items():     # once a draft: a name set rebuilt at each copy cost n^2 (review13)
         drafts[place] = dataclasses.replace(drafts[place], names=drafts[place].names | names)
     return tuple(drafts)
@@ -500,7 +502,7 @@ def _steroid_outcome(dexamethasone: list[DraftOrder], facts: Facts, base: tuple,
                                         f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course",
                                         "resource": shortened(d.resource, left)}
                                        for d in orders for left in [STEROID_COURSE_DAYS - taken]
-                                       if left > 0 and _has_id(d)]}}
+                                       if left > 0 and d.has_id]}}
 
 
 def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
@@ -510,12 +512,6 @@ def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
         doses.append(facts.dexamethasone.daily_dose_mg)
     dose = course_dose([d for d in doses if d is not None], None in doses)
     return "daily dose not stated in structured form" if dose is None else f"up to {dose:g} mg/day"
-
-
-def _has_id(draft: DraftOrder) -> bool:
-    """An update names the resource it replaces by its id: a draft without one gets none (as cards._actions)."""
-    rid = draft.resource.get("id")
-    return isinstance(rid, str) and bool(rid)
 
 
 def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
