@@ -8,7 +8,7 @@ import pytest
 from service import create_app
 from service.config import Settings
 
-from tests.fhir_records import (NO_AUTH, CPT, ICD10CM, SNOMED, UCUM, bounds_duration, condition, day,
+from tests.fhir_records import (NO_AUTH, CPT, ICD10CM, SNOMED, UCUM, bounds_duration, condition, day, dexamethasone,
                                 draft_dexamethasone, draft_order, hook_request, in_pathway_chart, procedure, today)
 
 
@@ -686,7 +686,6 @@ def dosed(days, mg):
 def test_the_order_time_steroid_card_tells_the_days_taken_from_the_days_drafted_and_names_the_dose(client):
     """Section 4: the card names the course days and, when known, the daily dose. With 10 days of the episode's
     course taken, a 5-day draft makes a 15-day course: the order itself does not run 15 days."""
-    from tests.fhir_records import dexamethasone
     taken = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-prior", dosage=[dosed(30, 96)])
     draft = draft_dexamethasone(patient_id="p3", id="dex-1", dosage=[dosed(5, 8)])
     [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [taken], [draft]))
@@ -844,7 +843,6 @@ def test_signing_the_shortened_course_of_several_drafts_draws_no_card(client, dr
     removes each one that would start after it."""
     record = in_pathway_chart("p3")
     if taken:
-        from tests.fhir_records import dexamethasone
         record.append(dexamethasone(day(taken, since=today()), "active", patient_id="p3", id="dex-prior",
                                     dosage=[dosed(30, 96)]))
     [card] = post(client, hook_request("order-sign", "p3", record, drafts))
@@ -877,3 +875,31 @@ def test_order_select_counts_the_other_dexamethasone_drafts_of_the_set(client, s
     selecting the taper of a 14-day course in two drafts speaks; selecting another order does not."""
     drafts = [surgery("p3"), dex("dex-1", dosed(3, 96)), dex("dex-2", period(3, 13, mg=8))]
     assert topics(post(client, hook_request("order-select", "p3", in_pathway_chart("p3"), drafts, selections))) == expected
+
+
+@pytest.mark.parametrize("status, expected", [
+    ("stopped", ["steroid-duration"]), ("completed", ["steroid-duration"]),      # given: its days count (section 3)
+    ("cancelled", []), ("entered-in-error", []),                                  # never given: they do not
+])
+def test_stopping_the_ongoing_dexamethasone_order_while_signing_a_new_one_keeps_the_days_taken(client, status,
+                                                                                                  expected):
+    """Attack (orders14): the ongoing order (10 days taken) sent in draftOrders as stopped, as an EHR discontinues
+    an order it replaces, with a new 10-day order: a 20-day course. The stopped draft took the order off the record,
+    and with it the days taken: no card (the new order alone, the old one left on, drew one). A draft that withdraws
+    an order is what became of it, read as section 3 reads orders."""
+    prior = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-prior", dosage=[dosed(30, 96)])
+    record = in_pathway_chart("p3") + [prior]
+    cards = post(client, hook_request("order-sign", "p3", record, [{**prior, "status": status}, dex("dex-new", dosed(10, 96))]))
+    assert topics(cards) == expected
+    if expected:
+        assert cards[0]["summary"].startswith("Dexamethasone course of 20 days with this order (10 already taken)")
+        assert "MedicationRequest/dex-prior" in cards[0]["detail"]
+
+
+def test_revoking_the_instrumentation_order_while_signing_the_surgery_still_draws_the_fixation_card(client):
+    """A revoked instrumentation order is not ordered (section 3), whether the record or the draft set says so."""
+    ordered = fixation("p1", "fx-signed", status="active")
+    record = in_pathway_chart("p1") + [ordered]
+    assert topics(post(client, hook_request("order-sign", "p1", record, [surgery("p1")]))) == []
+    assert topics(post(client, hook_request("order-sign", "p1", record, [surgery("p1"), {**ordered, "status": "revoked"}]))) == \
+        ["posterior-fixation"]

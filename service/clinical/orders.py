@@ -193,6 +193,16 @@ def draft_refs(bundle: Mapping) -> frozenset[str]:
     return frozenset(f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" for e in _entries(bundle))
 
 
+def withdrawn_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
+    """The draft set's orders of this patient that withdraw an order (stopped, completed, cancelled, ...): no order to
+    sign, but what became of an order that may be on record, in the draft's words (section 3 reads them: a stopped
+    dexamethasone order was given, its days count; a revoked instrumentation order is not ordered). Each has an id:
+    one without names no order on record."""
+    return [r for r in (e["resource"] for e in _entries(bundle))
+            if r.get("resourceType") in ("ServiceRequest", "MedicationRequest") and str(r.get("status")) in WITHDRAWN
+            and isinstance(r.get("id"), str) and r["id"] and subject_id(r) in (None, patient_id)]
+
+
 def entry_names(entry: Mapping) -> frozenset[str]:
     """What a selection may name a draft by: its Type/id, its id alone (CDS Hooks calls selections "the FHIR id" of
     the orders, its example is Type/id), and its Bundle entry's fullUrl with, of a RESTful one, the Type/id it ends
