@@ -903,3 +903,12 @@ def test_revoking_the_instrumentation_order_while_signing_the_surgery_still_draw
     assert topics(post(client, hook_request("order-sign", "p1", record, [surgery("p1")]))) == []
     assert topics(post(client, hook_request("order-sign", "p1", record, [surgery("p1"), {**ordered, "status": "revoked"}]))) == \
         ["posterior-fixation"]
+
+
+def test_a_dosage_period_that_ends_before_it_starts_cannot_be_read(client):
+    """Attack (orders14): a draft whose boundsPeriod ends before it starts (FHIR's per-1 forbids it), 100 days back,
+    beside an undated 10-day draft: the course ran from its start, 110 days, a card about an order of 10 days. Such
+    a period cannot be read (section 5: no warning, nothing added), and states no start for the draft's other lines."""
+    backwards = {"timing": {"repeat": {"boundsPeriod": {"start": day(100, since=today()), "end": day(200, since=today())}}}}
+    for second in (dex("dex-2", backwards), dex("dex-2", backwards, bounds_duration(10))):
+        assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex("dex-1", dosed(10, 96)), second])) == []

@@ -264,12 +264,21 @@ def _line_span(dosage: Mapping, cursor: float, anchor: dt.datetime | None) -> tu
     days = _quantity_days(repeat.get("boundsDuration"))
     if days is not None:
         return cursor, cursor + days
+    start, until = _period(repeat)
+    if start is None or until is None or anchor is None:
+        return None
+    return (start - anchor) / DAY, (until - anchor) / DAY
+
+
+def _period(repeat: Mapping) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(start, end) of a dosage line's boundsPeriod, each None when not stated; a bare end date includes that day.
+    A period that ends before it starts (FHIR's per-1 forbids it) cannot be read: (None, None)."""
     period = _map(repeat.get("boundsPeriod"))
     start, end = _moment(period.get("start")), _moment(period.get("end"))
-    if start is None or end is None or anchor is None:
-        return None
-    until = shift(end[0], DAY) if end[1] else end[0]   # a bare end date includes that day
-    return (start[0] - anchor) / DAY, (until - anchor) / DAY
+    until = (shift(end[0], DAY) if end[1] else end[0]) if end else None
+    if start is not None and until is not None and until < start[0]:
+        return None, None
+    return (start[0] if start else None), until
 
 
 def _steps(resource: Mapping) -> list[list[Mapping]]:
@@ -283,9 +292,8 @@ def _steps(resource: Mapping) -> list[list[Mapping]]:
 
 def _anchor(resource: Mapping) -> dt.datetime | None:
     """The earliest dosage start an order states (boundsPeriod.start), None when it states none."""
-    starts = [_moment(_map(_map(_map(d.get("timing")).get("repeat")).get("boundsPeriod")).get("start"))
-              for d in _list(resource.get("dosageInstruction"))]
-    starts = [m[0] for m in starts if m]
+    starts = [_period(_map(_map(d.get("timing")).get("repeat")))[0] for d in _list(resource.get("dosageInstruction"))]
+    starts = [m for m in starts if m]
     return min(starts) if starts else None
 
 
