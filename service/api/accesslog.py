@@ -60,5 +60,14 @@ class DevelopmentAccessLog(WSGIRequestHandler):
     def log_request(self, code="-", size="-") -> None:
         if getattr(self, "environ", {}).get(LOGGED_BY_APP):
             return
-        path = printable(redact_path(unquote(urlsplit(self.path).path)))
-        self.log("info", '"%s %s" %s %s', self.command, path, getattr(code, "value", code), size)
+        target = getattr(self, "path", None)     # never set for a request line http.server could not parse
+        path = printable(redact_path(unquote(urlsplit(target).path))) if isinstance(target, str) else "-"
+        self.log("info", '"%s %s" %s %s', self.command or "-", path, getattr(code, "value", code), size)
+
+    def log_error(self, format: str, *args) -> None:
+        """http.server's refusal of a request it could not parse quotes the request line (`code 400, message Bad
+        request syntax ('GET /fhir/Condition?patient=...')`): its code only."""
+        if format.startswith("code %d") and args:
+            self.log("error", "code %d: the request line was refused (not logged)", args[0])
+        else:
+            super().log_error(format, *args)
