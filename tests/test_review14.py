@@ -41,3 +41,38 @@ def test_the_development_server_refuses_a_malformed_request_line_without_logging
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "avh-01" not in logged and "patient=" not in logged
     assert "code 400" in logged and "code 505" in logged
+
+
+# --- orders14: the draft set's dexamethasone course -------------------------------------------------------------
+
+import pytest  # noqa: E402
+
+from service import create_app  # noqa: E402
+from service.config import Settings  # noqa: E402
+from tests.fhir_records import NO_AUTH, UCUM, day, hook_request, in_pathway_chart, today  # noqa: E402
+from tests.test_order_hooks import dex, period, post, signed_as_suggested  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    return create_app(Settings.from_env(NO_AUTH, sqlite_path=tmp_path_factory.mktemp("store") / "avh-cds.sqlite3"))
+
+
+@pytest.mark.parametrize("bounds", [
+    {"boundsPeriod": {"start": day(3, since=today())}, "boundsDuration": {"value": 20, "unit": "d", "system": UCUM, "code": "d"}},
+    {"boundsPeriod": {"start": day(3, since=today()), "end": day(-16, since=today())}, "boundsDuration": {"value": "20"}},
+], ids=["read-by-its-duration", "read-by-its-period"])
+def test_signing_the_shortened_course_draws_no_card_when_a_line_states_its_start_beside_its_duration(client, bounds):
+    """Attack (orders14): a draft line stating both a boundsPeriod start 3 days back and a 20-day boundsDuration
+    (bounds[x] is one choice in FHIR; the service reads the line by its duration, yet took the period's start as
+    the draft's start), after a dated 3-day draft 5 days back. The shortening rewrote the line as a boundsDuration
+    alone: the draft lost its start and moved to today, and signing the suggestion drew the card again (16 days).
+    Likewise a line with an unreadable boundsDuration, read by its period, was rewritten as a boundsDuration.
+    pathway.md section 4: accepting a suggestion then signing it never draws a warning from this service."""
+    both = {"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d", **bounds}},
+            "doseAndRate": [{"doseQuantity": {"value": 96, "unit": "mg", "system": UCUM, "code": "mg"}}]}
+    drafts = [dex("dex-1", period(-5, -3)), dex("dex-2", both)]
+    record = in_pathway_chart("p3")
+    [card] = post(client, hook_request("order-sign", "p3", record, drafts))
+    assert card["source"]["topic"]["code"] == "steroid-duration" and card["suggestions"]
+    assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []

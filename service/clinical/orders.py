@@ -291,8 +291,11 @@ def _steps(resource: Mapping) -> list[list[Mapping]]:
 
 
 def _anchor(resource: Mapping) -> dt.datetime | None:
-    """The earliest dosage start an order states (boundsPeriod.start), None when it states none."""
-    starts = [_period(_map(_map(d.get("timing")).get("repeat")))[0] for d in _list(resource.get("dosageInstruction"))]
+    """The earliest dosage start an order states (boundsPeriod.start), None when it states none. A line read by its
+    boundsDuration (_line_span; FHIR's bounds[x] is one choice) states no start: else shortening it, which rewrites
+    it as a boundsDuration alone (_cap_dosage), would move the whole order."""
+    repeats = [_map(_map(d.get("timing")).get("repeat")) for d in _list(resource.get("dosageInstruction"))]
+    starts = [_period(r)[0] for r in repeats if _quantity_days(r.get("boundsDuration")) is None]
     starts = [m for m in starts if m]
     return min(starts) if starts else None
 
@@ -344,7 +347,8 @@ def _days_quantity(days: float) -> dict:
 
 def _cap_dosage(dosage: dict, days: float) -> None:
     repeat = dosage["timing"]["repeat"]
-    start = _moment(_map(repeat.get("boundsPeriod")).get("start")) if "boundsDuration" not in repeat else None
+    by_period = _quantity_days(repeat.get("boundsDuration")) is None      # as _line_span reads the line
+    start = _moment(_map(repeat.get("boundsPeriod")).get("start")) if by_period else None
     if start is None:
         repeat.pop("boundsPeriod", None)
         repeat["boundsDuration"] = _days_quantity(days)
