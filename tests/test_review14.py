@@ -43,6 +43,20 @@ def test_the_development_server_refuses_a_malformed_request_line_without_logging
     assert "code 400" in logged and "code 505" in logged
 
 
+
+def test_a_fhir_path_with_a_doubled_leading_slash_is_logged_without_its_id(caplog):
+    """Attack (ui14, and gunicorn's access line before it): `GET //fhir/Patient/avh-01` (or the absolute form
+    `http://host//fhir/...`), which the app serves as /fhir/Patient/avh-01 (werkzeug merges the slashes). The
+    redaction looked for `fhir` as the path's first segment, found an empty one, and logged the path whole: the
+    patient's id. Expected: the FHIR id replaced, as for /fhir/Patient/avh-01."""
+    from service.api.accesslog import redact_path
+    for path in ("//fhir/Patient/avh-01", "///fhir/Patient/avh-01/_history/1"):
+        assert "avh-01" not in redact_path(path)
+    caplog.set_level("INFO", logger="werkzeug")
+    _dev_server_answer(b"GET http://x//fhir/Patient/avh-01 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "/fhir/Patient/{id}" in logged and "avh-01" not in logged
+
 # --- orders14: the draft set's dexamethasone course -------------------------------------------------------------
 
 import pytest  # noqa: E402

@@ -29,8 +29,9 @@ def printable(text: str) -> str:
 
 
 def redact_path(path: str) -> str:
-    """/fhir/Patient/abc/_history/2 -> /fhir/Patient/{id}/...: resource ids may be patient identifiers."""
-    parts = path.split("/")
+    """/fhir/Patient/abc/_history/2 -> /fhir/Patient/{id}/...: resource ids may be patient identifiers. Leading
+    slashes count once (//fhir/Patient/abc is served as /fhir/Patient/abc: werkzeug merges them)."""
+    parts = ("/" + path.lstrip("/")).split("/") if path.startswith("/") else path.split("/")
     if len(parts) > 3 and parts[1] == "fhir":
         return "/".join(parts[:3]) + "/{id}" + ("/..." if len(parts) > 4 else "")
     return path
