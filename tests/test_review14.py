@@ -63,7 +63,7 @@ import pytest  # noqa: E402
 
 from service import create_app  # noqa: E402
 from service.config import Settings  # noqa: E402
-from tests.fhir_records import NO_AUTH, UCUM, day, hook_request, in_pathway_chart, today  # noqa: E402
+from tests.fhir_records import NO_AUTH, UCUM, bounds_duration, day, hook_request, in_pathway_chart, today  # noqa: E402
 from tests.test_order_hooks import dex, period, post, signed_as_suggested  # noqa: E402
 
 
@@ -89,4 +89,29 @@ def test_signing_the_shortened_course_draws_no_card_when_a_line_states_its_start
     record = in_pathway_chart("p3")
     [card] = post(client, hook_request("order-sign", "p3", record, drafts))
     assert card["source"]["topic"]["code"] == "steroid-duration" and card["suggestions"]
+    assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []
+
+
+@pytest.mark.parametrize("taper", [[period(13, 15, mg=8)], [period(13, 15, mg=8), bounds_duration(2)]],
+                         ids=["bare-dates", "and-a-line-counted-from-its-start"])
+def test_the_shortened_course_never_suggests_a_period_that_ends_before_it_starts(client, taper):
+    """Attack (orders14): a 20-day draft from today 12:00 UTC (a dateTime) and an 8 mg taper drafted for the bare
+    dates today + 13 to today + 15. The course ends 13 days after noon today, half a day into the taper's first
+    day: the taper was 'shortened' to half a day, written as the bare dates start today + 13, end today + 12, a
+    period ending before it starts (FHIR's per-1; the service itself reads it as no duration). pathway.md section 4:
+    suggestions carry real FHIR R4 resources. Expected: a bare-date line cannot be cut to less than its first day,
+    so the taper is removed (not its first line alone: a line counted from its start would move to today); and
+    signing what is suggested draws no card."""
+    noon = {"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d", "boundsPeriod": {
+        "start": f"{day(0, since=today())}T12:00:00Z", "end": f"{day(-20, since=today())}T12:00:00Z"}}},
+        "doseAndRate": [{"doseQuantity": {"value": 96, "unit": "mg", "system": UCUM, "code": "mg"}}]}
+    drafts = [dex("dex-1", noon), dex("dex-2", *taper)]
+    record = in_pathway_chart("p3")
+    [card] = post(client, hook_request("order-sign", "p3", record, drafts))
+    actions = card["suggestions"][0]["actions"]
+    for action in actions:
+        for line in action.get("resource", {}).get("dosageInstruction", []):
+            bounds = line["timing"]["repeat"].get("boundsPeriod", {})
+            assert "end" not in bounds or bounds["end"] >= bounds["start"][:10], bounds
+    assert {"type": "delete", "resourceId": "MedicationRequest/dex-2"}.items() <= actions[-1].items()
     assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []

@@ -345,7 +345,9 @@ def _days_quantity(days: float) -> dict:
     return {"value": math.floor(days * 100 + 1e-6) / 100, "unit": "days", "system": UCUM, "code": "d"}
 
 
-def _cap_dosage(dosage: dict, days: float) -> None:
+def _cap_dosage(dosage: dict, days: float) -> bool:
+    """The line cut to `days`; False (left as it was, to be dropped) when it cannot run that little: a bare date
+    runs whole days, so one cut to less than its first day would end the day before it starts (FHIR's per-1)."""
     repeat = dosage["timing"]["repeat"]
     by_period = _quantity_days(repeat.get("boundsDuration")) is None      # as _line_span reads the line
     start = _moment(_map(repeat.get("boundsPeriod")).get("start")) if by_period else None
@@ -353,12 +355,15 @@ def _cap_dosage(dosage: dict, days: float) -> None:
         repeat.pop("boundsPeriod", None)
         repeat["boundsDuration"] = _days_quantity(days)
     elif start[1]:   # a bare date: the end date is inclusive
+        if days < 1:
+            return False
         repeat["boundsPeriod"]["end"] = shift(start[0], dt.timedelta(days=days - 1)).date().isoformat()
     else:
         repeat["boundsPeriod"]["end"] = shift(start[0], dt.timedelta(days=days)).isoformat()
     if isinstance(dosage.get("text"), str) and dosage["text"]:     # the sig would still tell the old length
         sig = SHORTENED_BEFORE.sub("", dosage["text"])              # once: a shortened order shortened again
         dosage["text"] = f"{sig} (shortened to {days_in_words(days)} days)"
+    return True
 
 
 SHORTENED_BEFORE = re.compile(r" \(shortened to [^()]{1,40} days\)$")
@@ -371,8 +376,8 @@ def shortened(resource: Mapping, limit_days: float = STEROID_COURSE_DAYS) -> dic
     for dosage, start, end in _spans(new):
         if start >= limit_days:
             dropped.add(id(dosage))
-        elif end > limit_days:
-            _cap_dosage(dosage, limit_days - start)
+        elif end > limit_days and not _cap_dosage(dosage, limit_days - start):
+            dropped.add(id(dosage))
     if dropped:
         new["dosageInstruction"] = [d for d in new["dosageInstruction"] if id(d) not in dropped]
     supply = _map(new.get("dispenseRequest")).get("expectedSupplyDuration")
@@ -595,7 +600,9 @@ def _shortened_course(course: list[CourseDraft], end: float, left: float) -> lis
             continue
         if not c.draft.has_id:
             return []
-        if c.start >= end:
+        resource = shortened(c.draft.resource, end - c.anchor) if c.start < end else None
+        # nothing of it left, or not its start (a bare date cut within its first day is dropped): the rest would move
+        if resource is None or _extent(resource) is None or _anchor(resource) != _anchor(c.draft.resource):
             actions.append({"type": "delete", "resourceId": c.draft.ref, "description": f"Remove {c.draft.ref}: "
                             f"the drafts together use up the {left:g} days left of the {STEROID_COURSE_DAYS}-day "
                             f"course before it starts"})
@@ -603,8 +610,7 @@ def _shortened_course(course: list[CourseDraft], end: float, left: float) -> lis
         description = (f"Shorten {c.draft.ref} so that the drafts together end with the {left:g} days left of the "
                        f"{STEROID_COURSE_DAYS}-day course" if together else
                        f"Shorten {c.draft.ref} to the {left:g} days left of the {STEROID_COURSE_DAYS}-day course")
-        actions.append({"type": "update", "description": description,
-                        "resource": shortened(c.draft.resource, end - c.anchor)})
+        actions.append({"type": "update", "description": description, "resource": resource})
     return actions
 
 
