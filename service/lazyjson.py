@@ -237,14 +237,17 @@ def _typed_reader(concepts: frozenset[str]) -> msgspec.json.Decoder:
     """Decodes of a body the entries of every prefetch Bundle as Structs (no dicts: cheaper to make and to read) when
     they are what FHIR says they are: each entry an object, its resource an object or null, of the resource
     `concepts` CodeableConcepts (their `coding` a list of objects, of each a `system` and `code` that are not
-    arrays or objects) or null, `search` an object or null; of the rest, `resourceType` as orjson decodes it (Any,
-    None when absent or null, as dict.get gives), and of subject, patient and medicationReference, when objects, only
-    their `reference` (`Reference`; anything else as orjson decodes it). No more: of the resources whose check reads
+    arrays or objects) or null, `search` an object or null, `id` not an array or object (hashable: prefetch remembers
+    the ids of the resources it passes over, to find another version of one it keeps); of the rest, `resourceType` as
+    orjson decodes it (Any, None when absent or null, as dict.get gives), and of subject, patient and
+    medicationReference, when objects, only their `reference` (`Reference`; anything else as orjson decodes it). No
+    more: of the resources whose check reads
     more (a Patient's `id`, an OperationOutcome's `issue`), prefetch reads the few met whole. msgspec refuses any other
     shape, and keeps the last of a key given twice, as orjson does."""
-    # Each key of a resource is compared with every field that is not it (most keys are none of them): six fields,
+    # Each key of a resource is compared with every field that is not it (most keys are none of them): seven fields,
     # in the order FHIR's resources give them (msgspec looks for a key from the field after the last one found).
-    fields = [("resourceType", Any, None)] + [(name, Union[_Concept, None], None) for name in sorted(concepts)]
+    fields = [("resourceType", Any, None), ("id", _SCALAR, None)]
+    fields += [(name, Union[_Concept, None], None) for name in sorted(concepts)]
     # A Reference Struct instead of a dict (~99 a call at N = 100): fewer objects made and no dict to read.
     fields += [(name, Union[Reference, _NOT_OBJECT], None) for name in ("subject", "patient", "medicationReference")]
     resource = msgspec.defstruct("Resource", fields, gc=False)

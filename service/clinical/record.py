@@ -386,7 +386,8 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                  unavailable: Iterable[str] = (), validate: Validator | None = None,
                  selected: bool = False) -> PatientRecord:
     """Keep this patient's relevant resources, each (type, id) once, validated: of two versions sent, the later
-    (`later_version`), else the first sent.
+    (`later_version`), else the first sent. A version not relevant (recoded out of the value sets) or about another
+    patient is one not read: when it is the later, the earlier goes too.
 
     `selected`: every resource is one `selector.wanted` keeps (prefetch selected them as it read them), so it is not
     asked again."""
@@ -420,16 +421,20 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                     patient_left_out = len(left_out)
                     left_out.append(LeftOut("Patient", shown_id(rid), ("patient",), reason))
             continue
-        if not selected and not selector.wanted(res):
+        wanted = selected or selector.wanted(res)
+        if not wanted and rid is None:
             continue
         key = (rtype, str(rid))
         earlier = seen.get(key) if rid is not None else None
         if earlier is not None and not later_version(res, earlier[0]):
             continue
         if earlier is not None and earlier[2] >= 0:       # a later version: the earlier one goes (even when the
-            replaced = True                               # later is another patient's: review13)
+            replaced = True                               # later is another patient's: review13, or not relevant)
             _, bucket, index = earlier
             (left_out if bucket is None else kept[bucket])[index] = None
+        if not wanted:                                    # in no list, but an earlier version sent after it stays out
+            seen[key] = (res, None, -1)
+            continue
         if rtype != "Medication" and not _of_patient(res, own, patient_id):
             if rid is not None:
                 seen[key] = (res, None, -1)                 # in no list
