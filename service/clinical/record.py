@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from service.clinical.frozen import set_at_once
 from service.clinical.elements import define_elements, read_definitions, read_element
 from service.clinical.markdown import element_path, shown_id
+from service.lazyjson import BeyondDouble
 from service.nesting import depth_schemas, json_depth
 from service.clinical.valuesets import ValueSets, codings
 
@@ -379,6 +380,8 @@ class Validator:
         schemas(max_depth)               # compiled at start-up, not at the first call
 
     def __call__(self, resource: Mapping) -> tuple[object | None, str | None]:
+        if type(resource) is BeyondDouble:      # marked by the decode (service/lazyjson.py): no schema reads it
+            return None, f"invalid FHIR at {element_path(resource.where)}: a number beyond a double"
         return _validate(resource, self.max_depth)
 
 

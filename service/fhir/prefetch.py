@@ -39,7 +39,7 @@ import requests
 import urllib3
 
 from service.gcpause import collector_paused
-from service.lazyjson import BYTE_ORDER_MARK, Entries
+from service.lazyjson import BYTE_ORDER_MARK, Entries, fhir_beyond_double
 from service.httpread import OutOfTime, TooLarge, Watch, WatchedAdapter, read_capped
 from service.ops import metrics
 from service.clinical.record import subject_id
@@ -262,7 +262,7 @@ def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict],
         if patient_id and not _about(value, patient_id):
             return Read([], 1, OTHER_PATIENT, 0)
         if wanted is None or wanted(value):
-            return Read([dict(value)], 1, None, 0)
+            return Read([_copied(value)], 1, None, 0)
         if passed_over is not None and type(value.get("id")) is str:
             passed_over.add(value["id"])
         return Read([], 1, None, 0)
@@ -397,6 +397,11 @@ def _reference_dict(value: Any) -> Any:
 READS = frozenset({"resourceType", "id", "subject", "patient", "issue"})
 
 
+def _copied(resource: dict) -> dict:
+    """A resource sent alone, copied; one marked by the decode (lazyjson.BeyondDouble) keeps its mark."""
+    return dict(resource) if type(resource) is dict else resource
+
+
 def _type_and_id(resource: dict) -> tuple[str, str] | None:
     """(type, id) of a resource whose type and id are strings (else None): what its versions share."""
     rtype, rid = resource.get("resourceType"), resource.get("id")
@@ -407,7 +412,7 @@ def _sent_whole(value: dict) -> list[dict]:
     """The resources a value the client sent holds, as orjson decodes them, in the order sent (a value read_resources
     found usable: an entry holds an object or nothing)."""
     if value.get("resourceType") != "Bundle":
-        return [dict(value)]
+        return [_copied(value)]
     entries = value.get("entry") or []
     if isinstance(entries, Entries):
         entries = entries.source.whole_entries(entries.key)
@@ -769,8 +774,12 @@ class PrefetchResolver:
             raise FetchProblem("fhirServer could not be reached", "transient") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise FetchProblem(f"the request to fhirServer failed ({type(exc).__name__})", "exception") from None
+        raw = raw[len(BYTE_ORDER_MARK):] if raw.startswith(BYTE_ORDER_MARK) else raw
         try:    # read as a request body is (orjson), but for a leading byte order mark: RFC 8259 lets it be ignored
-            return orjson.loads(raw[len(BYTE_ORDER_MARK):] if raw.startswith(BYTE_ORDER_MARK) else raw)
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError as refusal:   # a number beyond a double: its resources are left out
+                return fhir_beyond_double(raw, refusal)
         except (ValueError, RecursionError):
             raise FetchProblem("fhirServer answered with invalid or truncated JSON", "invalid") from None
 
