@@ -17,7 +17,8 @@ import functools
 import logging
 import re
 from dataclasses import dataclass, field
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import jsonschema_rs
 from fhir.resources.R4B import get_fhir_model_class
@@ -463,10 +464,12 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                          deceased_as_sent=deceased)
 
 
-def says_deceased(patient: dict) -> bool:
-    """A Patient's JSON says deceased (pathway.md section 1: deceasedBoolean true, or any deceasedDateTime), read even
-    when the Patient is invalid: a deceased patient gets no card, whatever else in its record cannot be read."""
-    return patient.get("deceasedBoolean") is True or patient.get("deceasedDateTime") is not None
+def says_deceased(patient, read: Callable[[Any, str], Any] = dict.get) -> bool:
+    """A Patient says deceased (pathway.md section 1: deceasedBoolean true, or any deceasedDateTime): the rule, stated
+    once for both shapes a Patient is met in. Of its JSON (`read` dict.get), read even when the Patient is invalid: a
+    deceased patient gets no card, whatever else in its record cannot be read; of the Patient read (`read` getattr:
+    a JsonElement or a model, facts.is_deceased)."""
+    return read(patient, "deceasedBoolean") is True or read(patient, "deceasedDateTime") is not None
 
 
 def later_version(sent: dict, earlier: dict) -> bool:
