@@ -12,6 +12,7 @@ import pytest
 
 import service.lazyjson
 from service.clinical.record import build_record
+from service.fhir.prefetch import PrefetchResolver
 from tests.fhir_records import (COMPRESSION_ICD, bounds_duration, HEMANGIOMA_T7_AGGRESSIVE, ICD10CM, PATIENT_ID, SELECTOR, T7, concept,
                                 condition, day, decompression, draft_dexamethasone, hook_request, patient, stay_on,
                                 today, topics)
@@ -153,3 +154,52 @@ def test_build_record_reads_the_later_version_recoded_out_of_the_value_sets():
     record = build_record([patient("1968-04-02"), _hemangioma(), _recoded("1"), _compression("2")], SELECTOR,
                           PATIENT_ID)
     assert [c.id for c in record.of("Condition")] == ["hem", "cmp"]
+
+
+@pytest.fixture
+def read_again(monkeypatch):
+    """The calls that read what was sent again (PrefetchResolver._with_versions_passed_over), counted."""
+    calls = []
+    real = PrefetchResolver._with_versions_passed_over
+
+    def counted(self, *args):
+        calls.append(args)
+        return real(self, *args)
+    monkeypatch.setattr(PrefetchResolver, "_with_versions_passed_over", counted)
+    return calls
+
+
+def _heart_rate(id: str) -> dict:
+    """An Observation of no value set (passed over as prefetch reads it)."""
+    return {"resourceType": "Observation", "id": id, "status": "final", "effectiveDateTime": _d(1),
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}, "valueQuantity": {"value": 72},
+            "subject": {"reference": f"Patient/{PATIENT_ID}"}}
+
+
+def _said(cards: list[dict]) -> list[tuple]:
+    """What cards say: their summaries, indicators and suggestions' labels (their uuids are new on every call)."""
+    return [(card["summary"], card["indicator"], [s["label"] for s in card.get("suggestions", [])]) for card in cards]
+
+
+def test_what_was_sent_is_read_again_only_when_an_id_is_shared(client, path, read_again):
+    """Prefetch reads what was sent again only when a resource passed over shares its id with one kept: not on a
+    call where none does (the usual one), and when the id is another type's (a false alarm), the cards are the
+    same as without that resource."""
+    alone = _said(_cards(client, "patient-view", _body("patient-view", [_hemangioma(), _compression("1"), *path])))
+    unshared = [_heart_rate("hr"), _heart_rate("hr-2")]
+    assert _said(_cards(client, "patient-view", _body("patient-view", [_hemangioma(), _compression("1"), *unshared,
+                                                                       *path]))) == alone
+    assert read_again == []
+    for shared in ("hem", "cmp"):
+        assert _said(_cards(client, "patient-view", _body("patient-view", [_hemangioma(), _heart_rate(shared),
+                                                                           _compression("1"), *path]))) == alone
+        assert len(read_again) == 1
+        read_again.clear()
+
+
+def test_a_bundle_with_an_entry_without_a_resource_still_reads_the_later_version(client, path):
+    """An entry without a resource (FHIR allows it) among the versions: the ids are read past it."""
+    body = _body("patient-view", [_hemangioma(), _compression("1"), _recoded("2"), *path])
+    body["prefetch"]["conditions"]["entry"].insert(1, {"search": {"mode": "match"}})
+    without = _cards(client, "patient-view", _body("patient-view", [_hemangioma(), _recoded("2"), *path]))
+    assert topics(_cards(client, "patient-view", body)) == topics(without)

@@ -243,7 +243,7 @@ class Read(NamedTuple):
 
 
 def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict], bool] | None = None,
-                   passed_over: set | None = None) -> Read:
+                   passed_over: list | None = None) -> Read:
     """The resources a sent or fetched value holds that `wanted` keeps (all, without it), how many it holds,
     what makes them unusable: OUTCOME (it is an OperationOutcome, or a Bundle with an error
     OperationOutcome among its matches, not its includes), OTHER_PATIENT (with `patient_id`: some resource,
@@ -264,7 +264,7 @@ def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict],
         if wanted is None or wanted(value):
             return Read([_copied(value)], 1, None, 0)
         if passed_over is not None and type(value.get("id")) is str:
-            passed_over.add(value["id"])
+            passed_over.append(value["id"])
         return Read([], 1, None, 0)
     sent = value.get("entry") or []
     if isinstance(sent, Entries):           # a Bundle the client sent, decoded as this reads it (service/lazyjson.py)
@@ -282,9 +282,9 @@ def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict],
 
 
 def _read_entries(entries: list, whole: Callable[[list[int]], list[dict]] | None, patient_id: str | None,
-                  wanted: Callable[[dict], bool] | None, passed_over: set | None = None) -> Read:
+                  wanted: Callable[[dict], bool] | None, passed_over: list | None = None) -> Read:
     """read_resources of a Bundle's entries; `whole` gives the resources of the entries kept when they are not."""
-    passed_over = set() if passed_over is None else passed_over
+    passed_over = [] if passed_over is None else passed_over
     own = "Patient/" + patient_id if patient_id else None
     kept, read, included, other_patient = [], 0, 0, False
     for position, entry in enumerate(entries):
@@ -310,14 +310,14 @@ def _read_entries(entries: list, whole: Callable[[list[int]], list[dict]] | None
         if wanted is None or wanted(resource):
             kept.append(position)
         elif type(rid := resource.get("id")) is str:
-            passed_over.add(rid)
+            passed_over.append(rid)
     if other_patient:
         return Read([], read, OTHER_PATIENT, 0)
     return Read(whole(kept) if whole else [entries[i]["resource"] for i in kept], read, None, read - included)
 
 
 def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patient_id: str | None,
-                  wanted: Callable[[Any], bool], passed_over: set | None = None) -> Read:
+                  wanted: Callable[[Any], bool], passed_over: list | None = None) -> Read:
     """_read_entries of entries decoded as Structs of FHIR's shape (lazyjson._typed_reader: each entry and resource an
     object, so never MALFORMED), `wanted` the selector's `wanted_struct`: the same verdicts, without a dict made. The
     resources the Structs do not tell (an OperationOutcome that is not an include: its `issue` is not in the Struct;
@@ -327,7 +327,7 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
     # OperationOutcome), and the patient check is one state: the reference a resource about the patient carries,
     # checked until a resource about another patient is met, then None (nothing more to check: OTHER_PATIENT).
     patient_reference = "Patient/" + patient_id if patient_id else None
-    passed_over = set() if passed_over is None else passed_over
+    passed_over = [] if passed_over is None else passed_over
     kept, passed, included, outcomes, unread = [], 0, 0, [], []
     for position, entry in enumerate(entries):
         resource = entry.resource
@@ -353,7 +353,7 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
         if wanted(resource):
             kept.append(position)
         else:
-            passed_over.add(resource.id)        # a scalar (lazyjson._typed_reader): hashable
+            passed_over.append(resource.id)     # a scalar (lazyjson._typed_reader): hashable
     other_patient = bool(patient_id) and patient_reference is None
     if outcomes or unread and not other_patient:
         positions = sorted([position for position, _ in outcomes] + unread)
@@ -563,7 +563,7 @@ class PrefetchResolver:
         context = request.get("context") or {}
         server = request.get("fhirServer")
         result, failures, plans = Prefetched(selected_by=self.wanted), [], []
-        passed_over, used, fetched = set(), [], []      # ids of sent resources not kept; sent values read; fetched
+        passed_over, used, fetched = [], [], []         # ids of sent resources not kept; sent values read; fetched
         for key, template in templates.items():
             rtype, patient_scoped = _template_shape(template)
             patient_id = context.get("patientId") if patient_scoped else None
@@ -602,7 +602,11 @@ class PrefetchResolver:
                 self._fail(result, failures, plan.key, plan.resource_type, problem)
         if failures:
             raise PrefetchFailed(failures)
-        if passed_over and any(type(r.get("id")) is str and r["id"] in passed_over for r in result.resources):
+        # A list appended to as the selection passes a resource over, looked up in C once here: a set added to a
+        # resource at a time (hashing each id then) had cost +1.5 % of a first-seen call at N = 100; the ids of all
+        # resources gathered by operator.attrgetter after the walk, more (docs/data-access.md).
+        if passed_over and not {rid for r in result.resources if type(rid := r.get("id")) is str}.isdisjoint(
+                passed_over):
             self._with_versions_passed_over(result, used, fetched)
         return result
 
@@ -628,7 +632,7 @@ class PrefetchResolver:
 
     @staticmethod
     def _use_sent(key: str, rtype: str, value: Any, patient_id: str | None, result: Prefetched,
-                  wanted: Callable[[dict], bool] | None, passed_over: set) -> tuple[Plan | None, Problem | None]:
+                  wanted: Callable[[dict], bool] | None, passed_over: list) -> tuple[Plan | None, Problem | None]:
         if value is None:
             result.sources[key] = "null"
             return None, None
