@@ -27,6 +27,9 @@ parse would reuse.
 from __future__ import annotations
 
 import functools
+import json
+import math
+import re
 from typing import Any, Callable, TypedDict, Union
 
 import msgspec
@@ -54,18 +57,160 @@ class Undecided(Exception):
 
 
 def decode(body: bytes) -> Any:
-    """orjson.loads(body), but each prefetch Bundle's `entry` array is `Entries`. Raises what orjson raises."""
-    if len(body) < SMALLEST or len(body) > LARGEST_READ or body.startswith(BYTE_ORDER_MARK):
-        return orjson.loads(body)
+    """orjson.loads(body), but each prefetch Bundle's `entry` array is `Entries`, and a body orjson refuses only for a
+    number beyond a double is read (`beyond_double`). Raises what orjson raises, or NumberBeyondDouble."""
     try:
-        document = simdjson.Parser().parse(body)
-        if type(document) is not Object:
-            raise Undecided
-        source = _Source(body)
-        return {key: _prefetch(value, source) if key == "prefetch" else plain(value)
-                for key, value in _fields(document).items()}
-    except Exception:   # simdjson's refusal (ValueError, RuntimeError) or Undecided
-        return orjson.loads(body)
+        if len(body) < SMALLEST or len(body) > LARGEST_READ or body.startswith(BYTE_ORDER_MARK):
+            return orjson.loads(body)
+        try:
+            document = simdjson.Parser().parse(body)
+            if type(document) is not Object:
+                raise Undecided
+            source = _Source(body)
+            return {key: _prefetch(value, source) if key == "prefetch" else plain(value)
+                    for key, value in _fields(document).items()}
+        except Exception:   # simdjson's refusal (ValueError, RuntimeError) or Undecided
+            return orjson.loads(body)
+    except orjson.JSONDecodeError as refusal:
+        return beyond_double(body, refusal)
+
+
+# --- a number beyond a double: valid JSON, which orjson refuses --------------------------------------------------
+
+INFINITE = "number is infinity when parsed as double"      # orjson's refusal of 1e400, -1e400, 400 digits
+LARGEST_INTEGER_DIGITS = 20                                 # 2**64 has 20: longer, an integer is read as a float
+SHOWN_KEY = re.compile(r"[A-Za-z0-9_]{1,64}")              # a key named in a 400 as it is; another as "..."
+
+
+class NumberBeyondDouble(ValueError):
+    """A number beyond a double outside prefetch (the request's envelope): the body cannot be read."""
+
+
+class BeyondDouble(dict):
+    """A prefetch resource holding a number beyond a double: left out as invalid FHIR (record.Validator), `where` the
+    path (keys and indexes) of the first such number in it."""
+    __slots__ = ("where",)
+
+
+class _Beyond:
+    """A number beyond a double, as read here: never a float, so that nothing reads it as a number."""
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<a number beyond a double>"
+
+
+BEYOND = _Beyond()
+NOT_A_RESOURCE = "a number beyond a double"
+
+
+def beyond_double(body: bytes, refusal: orjson.JSONDecodeError) -> Any:
+    """A request body orjson refused for a number beyond a double (1e400 is valid JSON: RFC 8259 leaves a number's
+    range to the reader): every prefetch resource holding one is a BeyondDouble (invalid FHIR: a FHIR decimal is read
+    as a double here); one outside prefetch (the envelope) raises NumberBeyondDouble, naming where. Re-raises
+    `refusal` for any other refusal (`_read_beyond_double`). Only on this path, after orjson's refusal: the honest
+    path costs nothing."""
+    value = _read_beyond_double(body, refusal)
+    if type(value) is not dict:
+        return value
+    for key, item in value.items():
+        where = _beyond_at(item, (key,)) if key != "prefetch" or type(item) is not dict else None
+        if where:
+            shown = ".".join(str(part) if SHOWN_KEY.fullmatch(str(part)) else "..." for part in where)
+            raise NumberBeyondDouble(f"a number beyond a double (a 64-bit float) at {shown[:200]}")
+    prefetch = value.get("prefetch")
+    if type(prefetch) is dict:
+        for key, item in prefetch.items():
+            prefetch[key] = _marked(item)
+    return value
+
+
+def fhir_beyond_double(body: bytes, refusal: orjson.JSONDecodeError) -> Any:
+    """A FHIR answer (a fhirServer's page) orjson refused for a number beyond a double, its resources holding one
+    marked as a prefetch value's are (`beyond_double`)."""
+    return _marked(_read_beyond_double(body, refusal))
+
+
+def _read_beyond_double(body: bytes, refusal: orjson.JSONDecodeError) -> Any:
+    """`body` read by the stdlib's json with each number beyond a double as BEYOND, the others as orjson reads them;
+    raises `refusal` when orjson refused it for another reason, or where the stdlib reads what orjson refuses (NaN
+    and Infinity, a lone surrogate escape), or nests too deep. Linear in the body: a long integer is read as a float
+    (int() of 100,000 digits costs the square of their number, and refuses more than sys.int_max_str_digits), as
+    orjson reads one beyond 64 bits."""
+    if not str(refusal).startswith(INFINITE):
+        raise refusal
+    try:
+        value = json.loads(body.decode("utf-8"), parse_float=_real, parse_int=_integer, parse_constant=_not_json)
+        orjson.dumps(value, default=_as_null)           # what orjson refuses that the stdlib reads: a lone surrogate
+        _beyond_at(value, ())                           # not too deep to be walked
+    except (ValueError, TypeError, RecursionError):
+        raise refusal from None
+    return value
+
+
+def _real(text: str) -> Any:
+    value = float(text)
+    return BEYOND if math.isinf(value) else value
+
+
+def _integer(text: str) -> Any:
+    if len(text) <= LARGEST_INTEGER_DIGITS:
+        value = int(text)
+        if -(1 << 63) <= value < (1 << 64):
+            return value
+    return _real(text)
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _as_null(value: Any) -> None:
+    if value is BEYOND:
+        return None
+    raise TypeError
+
+
+def _beyond_at(value: Any, path: tuple) -> tuple | None:
+    """The path of the first number beyond a double in `value` (at `path`), else None."""
+    if value is BEYOND:
+        return path
+    if type(value) is dict:
+        items = value.items()
+    elif type(value) is list:
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _beyond_at(item, path + (key,))
+        if found:
+            return found
+    return None
+
+
+def _marked(value: Any) -> Any:
+    """A prefetch value with its resources holding a number beyond a double made BeyondDouble: the value itself, or
+    the resources of its entries. One in the Bundle but outside its resources (its total, an entry's search) stays
+    BEYOND: read as a value of the wrong type. A value that is no object holding one is NOT_A_RESOURCE (a 400, as any
+    value there that is not an object or null; BEYOND is not JSON, which the request's schema check cannot read)."""
+    if type(value) is not dict:
+        return NOT_A_RESOURCE if _beyond_at(value, ()) is not None else value
+    entries = value.get("entry")
+    if value.get("resourceType") != "Bundle" or type(entries) is not list:
+        return _resource_marked(value)
+    for entry in entries:
+        if type(entry) is dict and type(entry.get("resource")) is dict:
+            entry["resource"] = _resource_marked(entry["resource"])
+    return value
+
+
+def _resource_marked(resource: dict) -> dict:
+    where = _beyond_at(resource, ())
+    if where is None:
+        return resource
+    marked = BeyondDouble(resource)
+    marked.where = where
+    return marked
 
 
 def plain(value: Any) -> Any:
@@ -237,14 +382,17 @@ def _typed_reader(concepts: frozenset[str]) -> msgspec.json.Decoder:
     """Decodes of a body the entries of every prefetch Bundle as Structs (no dicts: cheaper to make and to read) when
     they are what FHIR says they are: each entry an object, its resource an object or null, of the resource
     `concepts` CodeableConcepts (their `coding` a list of objects, of each a `system` and `code` that are not
-    arrays or objects) or null, `search` an object or null; of the rest, `resourceType` as orjson decodes it (Any,
-    None when absent or null, as dict.get gives), and of subject, patient and medicationReference, when objects, only
-    their `reference` (`Reference`; anything else as orjson decodes it). No more: of the resources whose check reads
+    arrays or objects) or null, `search` an object or null, `id` not an array or object (hashable: prefetch remembers
+    the ids of the resources it passes over, to find another version of one it keeps); of the rest, `resourceType` as
+    orjson decodes it (Any, None when absent or null, as dict.get gives), and of subject, patient and
+    medicationReference, when objects, only their `reference` (`Reference`; anything else as orjson decodes it). No
+    more: of the resources whose check reads
     more (a Patient's `id`, an OperationOutcome's `issue`), prefetch reads the few met whole. msgspec refuses any other
     shape, and keeps the last of a key given twice, as orjson does."""
-    # Each key of a resource is compared with every field that is not it (most keys are none of them): six fields,
+    # Each key of a resource is compared with every field that is not it (most keys are none of them): seven fields,
     # in the order FHIR's resources give them (msgspec looks for a key from the field after the last one found).
-    fields = [("resourceType", Any, None)] + [(name, Union[_Concept, None], None) for name in sorted(concepts)]
+    fields = [("resourceType", Any, None), ("id", _SCALAR, None)]
+    fields += [(name, Union[_Concept, None], None) for name in sorted(concepts)]
     # A Reference Struct instead of a dict (~99 a call at N = 100): fewer objects made and no dict to read.
     fields += [(name, Union[Reference, _NOT_OBJECT], None) for name in ("subject", "patient", "medicationReference")]
     resource = msgspec.defstruct("Resource", fields, gc=False)

@@ -199,3 +199,17 @@ def test_a_status_is_read_from_its_hl7_coding_whatever_comes_first(client):
         {"system": "urn:oid:1.2.840.114350.1.13.0.1.7.4.698084.10009", "code": "active"},
         {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "resolved"}]}
     assert _cards(client, [patient("1968-04-02"), _hemangioma(onset=_d(10)), resolved]) == []
+
+
+@pytest.mark.parametrize("fields, deceased", [({}, False), ({"deceasedBoolean": True}, True),
+                                              ({"deceasedBoolean": False}, False),
+                                              ({"deceasedDateTime": "2020-01-01"}, True)])
+def test_deceased_is_one_rule_read_on_the_json_and_on_the_patient_read(fields, deceased):
+    """pathway.md section 1, stated once (record.says_deceased): of a Patient's JSON (left out as invalid) and of the
+    Patient read (facts.is_deceased), the same verdict."""
+    from service.clinical.facts import is_deceased
+    from service.clinical.record import says_deceased
+    from tests.fhir_records import PATIENT_ID, SELECTOR
+    sent = patient("1968-04-02", **fields)
+    assert says_deceased(sent) is deceased
+    assert is_deceased(build_record([sent], SELECTOR, PATIENT_ID)) is deceased

@@ -4,6 +4,7 @@ CI needs the tool: `apt-get install -y docker-compose` (Debian package). Without
 fail, naming the missing tool: a compose file nobody validated is not a tested deployment.
 """
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -57,6 +58,18 @@ def test_two_replicas_run_behind_the_proxy_with_authentication_required(config):
     assert avh["stop_grace_period"] == "30s"   # more than gunicorn's graceful timeout (20 s)
     assert avh["depends_on"] == {"postgres": {"condition": "service_healthy"},
                                  "redis": {"condition": "service_healthy"}}
+
+
+def test_the_entry_point_does_not_pass_metrics_on(config):
+    """ui14: deploy/nginx.conf passed every path to a replica, so /metrics (one replica's call volume, refusal
+    rates, cache sizes) was open to whoever reaches the port EHRs call, while docs/deployment.md says to give it to
+    the monitoring network only; Prometheus scrapes each replica on the compose network instead. nginx is not
+    installed here: the block is read as text (an exact-match location answering 404 itself, no proxy_pass)."""
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    block = re.search(r"location = /metrics \{(.*?)\n    \}", nginx, re.S)
+    assert block is not None
+    assert "proxy_pass" not in block.group(1) and re.search(r"^\s*return 404 '\{.*\}';$", block.group(1), re.M)
+    assert "location = /healthz" not in nginx and "location = /readyz" not in nginx     # probes still pass
 
 
 def test_the_environment_ties_the_service_to_postgres_and_redis():

@@ -1,6 +1,7 @@
 """GET /governance on SQLite and the real PostgreSQL: the numbers of the page, the JSON and the CSV equal numbers
 counted here, in Python, from the rows seeded (bench/governance_data.py); filters, the credential, the migration
 of an existing database, accepted suggestions recorded through real hook calls, and the Prometheus counter."""
+import base64
 import csv
 import datetime as dt
 import io
@@ -207,6 +208,42 @@ def test_the_credential_missing_wrong_and_right(storage, caplog):
     assert closed.test_client().get("/governance").status_code == 401
     assert closed.test_client().get("/governance", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
     closed.extensions["avh"].store.dispose()
+
+
+MALFORMED = [("Bearer ", "Bearer with no token"), ("Basic !!!", "not base64"),
+             ("Basic " + base64.b64encode(b"committee").decode(), "not user:password"),
+             ("Basic " + base64.b64encode(b"committee:").decode(), "no password"),
+             ("Token " + TOKEN, "neither Bearer nor Basic"), (TOKEN, "neither Bearer nor Basic")]
+
+
+@pytest.mark.parametrize("auth", ["off", "required"])
+@pytest.mark.parametrize("authorization, problem", MALFORMED)
+def test_a_malformed_credential_is_a_401_naming_the_problem_whatever_the_auth_mode(tmp_path, auth, authorization, problem):
+    """ui14: with AVH_CDS_AUTH=off, an Authorization header that is no Bearer token nor Basic user:password was taken
+    for no header: the page opened without the comments the viewer meant to unlock, and nothing said the credential
+    was not read (a well-formed wrong one was already a 401). The governance credential is read whatever
+    AVH_CDS_AUTH says (the CDS routes, with auth off, read no Authorization at all: test below), so a malformed
+    one is refused like a wrong one, with what is wrong in it; with auth required the 401 said none was sent."""
+    app = make_app({"sqlite_path": tmp_path / "malformed.sqlite3"}, environ={"AVH_CDS_AUTH": auth},
+                   governance_token=TOKEN)
+    refused = app.test_client().get("/governance?format=json", headers={"Authorization": authorization})
+    assert refused.status_code == 401 and refused.json["error"] == "malformed_credential"
+    assert problem in refused.json["message"] and TOKEN not in refused.get_data(as_text=True)
+    assert len(refused.headers.getlist("WWW-Authenticate")) == 2      # a browser asks for the password again
+    if auth == "off":
+        blank = app.test_client().get("/governance?format=json", headers={"Authorization": "  "})
+        assert blank.status_code == 200 and "comments" not in blank.json   # a blank header is no credential
+    app.extensions["avh"].store.dispose()
+
+
+def test_with_auth_off_the_cds_routes_read_no_authorization_at_all(tmp_path):
+    """What the governance page is consistent with: auth off, a CDS call's Authorization, malformed or not, is not
+    read (docs/security.md); the governance credential is the only one read then."""
+    app = make_app({"sqlite_path": tmp_path / "off.sqlite3"})
+    client = app.test_client()
+    for authorization, _ in MALFORMED:
+        assert client.get("/cds-services", headers={"Authorization": authorization}).status_code == 200
+    app.extensions["avh"].store.dispose()
 
 
 def test_wrong_credentials_from_an_address_are_limited_per_minute(tmp_path, caplog):

@@ -92,3 +92,42 @@ def test_a_committee_member_opens_it_with_the_browser_credential_prompt(browser,
         assert page.locator("blockquote.comment").count() > 0
         context.close()
     app.extensions["avh"].store.dispose()
+
+
+# In the rendered DOM: every id given more than once, and every reference to an id (url(#id) in an attribute such
+# as clip-path or fill, href="#id" of <use>) made inside a chart that finds no element, or finds one outside the
+# <svg> it was made in. getElementById answers the first element with the id in the document, as a browser resolves
+# url(#id): with repeated ids, the second chart's clip paths and tick markers were the first chart's.
+IDS_AND_REFERENCES = """() => {
+  const seen = {};
+  for (const element of document.querySelectorAll('[id]')) seen[element.id] = (seen[element.id] || 0) + 1;
+  const repeated = Object.keys(seen).filter(id => seen[id] > 1);
+  const astray = [];
+  let references = 0;
+  for (const chart of document.querySelectorAll('.chart svg')) {
+    for (const element of chart.querySelectorAll('*')) {
+      for (const attribute of element.attributes) {
+        const named = attribute.value.match(/url\\(#([^)]+)\\)/) || (attribute.name.endsWith('href')
+                      && attribute.value.match(/^#(.+)$/));
+        if (!named) continue;
+        references += 1;
+        const target = document.getElementById(named[1]);
+        if (target === null || target.closest('svg') !== chart) astray.push(attribute.name + '=' + attribute.value);
+      }
+    }
+  }
+  return {repeated, astray, references};
+}"""
+
+
+def test_the_charts_ids_are_unique_and_each_chart_references_its_own_elements(seeded, page):
+    """ui14: matplotlib numbers each figure's ids from 1 (figure_1, axes_1, patch_1 ...) and names tick markers by
+    a hash of their shape, so the page's three inline charts repeated hundreds of ids (invalid HTML), and a
+    chart's <use href="#m..."> found the first chart's marker."""
+    with LiveServer(seeded) as server:
+        report = open_page(page, f"{server.url}/governance", "governance-ids")
+    assert report.status == 200 and page.locator(".chart svg").count() == 3
+    found = page.evaluate(IDS_AND_REFERENCES)
+    assert found["repeated"] == []
+    assert found["references"] > 100            # clip paths and markers are referenced: the check looked at them
+    assert found["astray"] == []

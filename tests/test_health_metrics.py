@@ -1,8 +1,14 @@
 """GET /healthz, /readyz and /metrics in one process (the gunicorn test covers several workers)."""
+import re
 import socket
+from itertools import cycle
+from urllib.parse import quote
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests import security_support as security
 
 from tests.deployment_support import RecordingFhirServer, avh_bundle, patient_view_request, sample
 from tests.fhir_records import PRE_OP_CARDS
@@ -10,7 +16,9 @@ from tests.ports import listening_socket, port_of, refused_port
 from service import create_app
 from service.config import Settings
 from service.ops.health import Check
-from service.ops.metrics import observe_auth_failure
+from service.clinical.cards import UNCHECKED_TOPIC
+from service.ops.metrics import (AUTH_FAILURE_REASONS, OTHER_TOPIC_LABEL, OUTCOMES, UNKNOWN_CARD_LABEL, UNKNOWN_SERVICE,
+                                 observe_auth_failure)
 
 SERVICE = "avh-patient-view"
 DURATION_COUNT = "avh_cds_request_duration_seconds_count"
@@ -162,3 +170,72 @@ def test_metrics_content_type_names_each_parameter_once(client):
     message = Message()
     message["Content-Type"] = header
     assert message.get_content_type() == "text/plain" and message.get_param("charset") == "utf-8"
+
+
+def series(metrics_text: str) -> dict[str, set[tuple]]:
+    """Every labelled series of avh-cds's own metrics: family name -> the set of its label-value tuples."""
+    found: dict[str, set[tuple]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name.startswith("avh_cds_"):
+            for s in family.samples:
+                found.setdefault(family.name, set()).add(tuple(sorted((k, v) for k, v in s.labels.items() if k != "le")))
+    return found
+
+
+def hostile_sweep(app, secured, values: list[str]) -> None:
+    """What a caller controls, each value once: a service id, a path, a feedback card, a prefetch key, a FHIR
+    server, a token's kid, alg, issuer and jti (auth required), an Authorization header (auth off)."""
+    client, refused = app.test_client(), secured.test_client()
+    for value in values:
+        quoted, in_header = quote(value, safe=""), value.encode("ascii", "replace").decode().replace("\n", " ")
+        for path in (f"/cds-services/{quoted}", f"/cds-services/{quoted}/feedback", f"/{quoted}"):
+            assert client.post(path, json={"hook": value, "feedback": []}).status_code in (404, 405, 308)
+        feedback = {"feedback": [{"card": value, "outcome": "overridden", "outcomeTimestamp": "2026-11-24T10:00:00Z",
+                                  "overrideReason": {"reason": {"code": value, "system": value}, "userComment": value}}]}
+        client.post(f"/cds-services/{SERVICE}/feedback", json=feedback)
+        call = patient_view_request(avh_bundle(f"p-{len(value)}"))
+        call["prefetch"][value] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+        client.post(f"/cds-services/{SERVICE}", json=call, headers={"Authorization": f"Bearer {in_header}"})
+        with refused_port() as port:
+            del call["prefetch"]["observations"]
+            client.post(f"/cds-services/{SERVICE}", json={**call, "fhirServer": f"http://127.0.0.1:{port}/{quoted}"})
+        replayed = security.token(jti=value)
+        assert refused.post(f"/cds-services/{SERVICE}", json=call, headers=security.bearer(replayed)).status_code == 200
+        for token in (security.token(kid=value), security.token(iss=value), replayed,
+                      security.token(alg="HS256", key=b"k" * 32, kid=value), f"{in_header}.{in_header}.{in_header}"):
+            assert refused.post(f"/cds-services/{SERVICE}", json=call, headers=security.bearer(token)).status_code == 401
+
+
+def test_no_caller_can_make_a_new_time_series_whatever_it_sends(app, tmp_path):
+    """/metrics is public (docs/deployment.md, "Health and metrics"), so what a caller sends must never become a label
+    value: each would be a new time series held in every worker and in Prometheus for good (memory denial of
+    service) and would show the caller's text to whoever scrapes. Two sweeps of distinct hostile values through
+    every route that records a metric: after the first, the second makes no series, and every label value is one
+    of the fixed sets docs/deployment.md names."""
+    secured = security.make_app(tmp_path)
+    markers = [f"zq{n}x" for n in range(40)]
+    values = [f"{m}{tail}" for m, tail in zip(markers, cycle(["", "-é-👀", " space", "a" * 300, "%2e%2e/", '"}\n#']))]
+    hostile_sweep(app, secured, values[:20])
+    first = metrics(app.test_client())
+    hostile_sweep(app, secured, values[20:])
+    second = metrics(app.test_client())
+    assert series(second) == series(first)
+    assert not any(m in first or m in second for m in markers)
+    library = app.extensions["avh"].engine.library
+    allowed = {"service": {s.id for s in app.extensions["avh"].registry} | {UNKNOWN_SERVICE},
+               "topic": set(library.definitions) | {UNCHECKED_TOPIC, UNKNOWN_CARD_LABEL, OTHER_TOPIC_LABEL},
+               "key": set(next(iter(app.extensions["avh"].registry)).prefetch),
+               "reason": {code for _, code in AUTH_FAILURE_REASONS} | {"other"},
+               "outcome": OUTCOMES | {"other"}, "cache": {"charts", "answers"}}
+    for family, labelled in series(second).items():
+        for labels in labelled:
+            for name, value in labels:
+                if name == "dependency":
+                    continue        # the readiness checks' names: code appends them (other tests here do too)
+                if name == "status":
+                    assert re.fullmatch(r"[1-5]\d\d", value), (family, value)
+                else:
+                    assert value in allowed[name], (family, name, value)
+    assert any(("service", UNKNOWN_SERVICE) in labels for labels in series(second)[DURATION_COUNT[:-6]])
+    assert ("reason", "untrusted_issuer") in set().union(*series(second)["avh_cds_auth_failures"])
+    secured.extensions["avh"].store.dispose()

@@ -260,12 +260,13 @@ def test_an_id_with_a_lone_surrogate_never_reaches_the_answer(rsps, app):
     assert "invalid or truncated JSON" in outcome["issue"][0]["diagnostics"]
 
 
-@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity"])
 def test_a_fetched_answer_that_is_not_json_is_invalid_json(rsps, resolver, number):
-    """Attack (hostile11): fhirServer answers the Observation search with a motor score of NaN, Infinity or 1e400
-    (infinite as a double), which JSON has no number for. Python's json read them (a score of infinity, dropping to
-    any real score, is a worsening); the same in a request's prefetch is a 400. Now the key is unavailable, as for
-    any answer that is not JSON."""
+    """Attack (hostile11): fhirServer answers the Observation search with a motor score of NaN or Infinity, which are
+    not JSON. Python's json read them (a score of infinity, dropping to any real score, is a worsening); the same in
+    a request's prefetch is a 400. Now the key is unavailable, as for any answer that is not JSON. (1e400, valid
+    JSON beyond a double, was here too: its resource is now left out as invalid FHIR, never read as infinity, and
+    the rest of the page read: test_a_fetched_score_beyond_a_double_is_left_out_never_read_as_infinity.)"""
     import orjson
     rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
     rsps.get(f"{BASE}/Condition", json=searchset(CONDITIONS))
@@ -277,6 +278,24 @@ def test_a_fetched_answer_that_is_not_json_is_invalid_json(rsps, resolver, numbe
     result = resolver.resolve(TEMPLATES, hook())
     assert result.unavailable["Observation"] == "fhirServer answered with invalid or truncated JSON"
     assert [r["id"] for r in result.resources if r["resourceType"] == "Observation"] == []
+
+
+def test_a_fetched_score_beyond_a_double_is_left_out_never_read_as_infinity(rsps, resolver):
+    import orjson
+    from service.clinical.record import build_record
+    from tests.fhir_records import SELECTOR
+    rsps.get(f"{BASE}/Patient/p1", json=patient(patient_id="p1"))
+    rsps.get(f"{BASE}/Condition", json=searchset(CONDITIONS))
+    scores = [motor(40, day(2, since=today()), patient_id="p1", id="m1"),
+              motor(12345, day(1, since=today()), patient_id="p1", id="m2")]
+    rsps.get(f"{BASE}/Observation", body=orjson.dumps(searchset(scores)).replace(b"12345", b"1e400"),
+             content_type="application/fhir+json")
+    result = resolver.resolve(TEMPLATES, hook())
+    assert "Observation" not in result.unavailable
+    record = build_record(result.resources, SELECTOR, "p1")
+    assert [o.id for o in record.of("Observation")] == ["m1"]
+    assert [(lo.ref, lo.reason) for lo in record.left_out] == [
+        ("Observation/m2", "invalid FHIR at valueQuantity.value: a number beyond a double")]
 
 
 def test_a_fetched_answer_with_a_byte_order_mark_is_read(rsps, resolver):

@@ -1,10 +1,19 @@
 """Hostile review, privacy (issue 15, item 12): no patient id in the log, and nothing a caller chose logged
 whole. Each test's docstring names the attack."""
+import json
 import logging
+import os
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
+
+import requests
 
 from service.security.logs import MAX_TEXT, JsonLinesFormatter
 from tests.fhir_records import HEMANGIOMA, COMPRESSION, condition, day, patient, searchset, today
+from tests.ports import listening_socket, port_of
 
 MRN = "MRN-778899-DOE-JANE"
 
@@ -83,3 +92,36 @@ def test_a_newline_in_the_path_or_user_agent_cannot_forge_a_log_line():
 def test_fhir_resource_ids_stay_redacted_in_the_access_log():
     """Attack (on the fix above): escaping the path must keep the {id} redaction of FHIR resource ids."""
     assert _access_atoms("/fhir/Patient/MRN-778899/_history/1", "curl")["U"] == "/fhir/Patient/{id}/..."
+
+
+def test_the_development_server_logs_no_query_string_nor_fhir_id(tmp_path):
+    """ui14: `AVH_CDS_AUTH=off avh-cds serve` (README's first command) logged werkzeug's request lines whole:
+    `GET /fhir/Condition?patient=avh-01&code=...` and `GET /fhir/Patient/avh-01`, the patient's id in the log,
+    which gunicorn's access line (service/api/accesslog.py) never writes. The real command, on a socket this test
+    holds (werkzeug takes an inherited one from WERKZEUG_SERVER_FD)."""
+    listener = listening_socket()
+    environ = {**os.environ, "AVH_CDS_AUTH": "off", "WERKZEUG_RUN_MAIN": "true",
+               "WERKZEUG_SERVER_FD": str(listener.fileno())}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "avh-cds"), "serve", "--port", str(port_of(listener))],
+                              cwd=tmp_path, env=environ, pass_fds=[listener.fileno()], stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port_of(listener)}"
+    try:
+        for path in ("/fhir/Condition?patient=avh-01", "/fhir/Patient/avh-01", "/fhir/Patient/avh-01/_history/1",
+                     "/pathway?from=avh-01"):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    requests.get(base + path, timeout=10)
+                    break
+                except requests.ConnectionError:
+                    assert time.monotonic() < deadline and server.poll() is None, "avh-cds serve did not answer"
+                    time.sleep(0.2)
+    finally:
+        server.terminate()
+        log = server.communicate(timeout=30)[1]
+        listener.close()
+    requested = "\n".join(json.loads(line)["msg"] for line in log.splitlines() if '"logger":"werkzeug"' in line)
+    for line in ('"GET /fhir/Condition" 200', '"GET /fhir/Patient/{id}" 200', '"GET /fhir/Patient/{id}/..." 404',
+                 '"GET /pathway" 200'):
+        assert line in requested
+    assert "avh-01" not in log and "patient=" not in log

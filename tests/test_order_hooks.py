@@ -8,7 +8,7 @@ import pytest
 from service import create_app
 from service.config import Settings
 
-from tests.fhir_records import (NO_AUTH, CPT, ICD10CM, SNOMED, UCUM, bounds_duration, condition, day,
+from tests.fhir_records import (NO_AUTH, CPT, ICD10CM, SNOMED, UCUM, bounds_duration, condition, day, dexamethasone,
                                 draft_dexamethasone, draft_order, hook_request, in_pathway_chart, procedure, today)
 
 
@@ -686,7 +686,6 @@ def dosed(days, mg):
 def test_the_order_time_steroid_card_tells_the_days_taken_from_the_days_drafted_and_names_the_dose(client):
     """Section 4: the card names the course days and, when known, the daily dose. With 10 days of the episode's
     course taken, a 5-day draft makes a 15-day course: the order itself does not run 15 days."""
-    from tests.fhir_records import dexamethasone
     taken = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-prior", dosage=[dosed(30, 96)])
     draft = draft_dexamethasone(patient_id="p3", id="dex-1", dosage=[dosed(5, 8)])
     [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [taken], [draft]))
@@ -737,3 +736,179 @@ def test_no_one_click_shortened_dexamethasone_order_for_a_child_or_in_pregnancy(
     assert card["source"]["topic"]["code"] == "steroid-duration"
     assert "suggestions" not in card and "selectionBehavior" not in card
     assert says in card["detail"]
+
+
+# --- the draft set's dexamethasone course (pathway.md section 5 over several drafts) ------------------------------
+
+def period(start_days: int, end_days: int, mg: float | None = 96) -> dict:
+    """A once-daily line from today + start_days to today + end_days, both dates included."""
+    line = {"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d", "boundsPeriod": {
+        "start": day(-start_days, since=today()), "end": day(-end_days, since=today())}}}}
+    if mg is not None:
+        line["doseAndRate"] = [{"doseQuantity": {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}}]
+    return line
+
+
+def dex(mrid, *dosage, pid="p3"):
+    return draft_dexamethasone(patient_id=pid, id=mrid, dosage=list(dosage))
+
+
+def signed_as_suggested(drafts, card):
+    """The draft set after the card's suggestion is accepted: each update replaces its draft, each delete removes it."""
+    [suggestion] = card["suggestions"]
+    updated = {a["resource"]["id"]: a["resource"] for a in suggestion["actions"] if a["type"] == "update"}
+    deleted = {a["resourceId"] for a in suggestion["actions"] if a["type"] == "delete"}
+    assert len(updated) + len(deleted) == len(suggestion["actions"])
+    return [updated.get(d["id"], d) for d in drafts if f"MedicationRequest/{d['id']}" not in deleted]
+
+
+def test_dexamethasone_drafts_one_after_another_add_up(client):
+    """3 days at 96 mg/day now, then a taper drafted apart from it for today + 3 to today + 13 (11 days): 14 days
+    together, past the 13-day course, though neither order alone is (main: silent). The card names both drafts and
+    the total; its one-click shortening cuts the taper, and signing what it suggests draws no card."""
+    drafts = [dex("dex-1", dosed(3, 96)), dex("dex-2", period(3, 13, mg=8))]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), drafts))
+    assert card["source"]["topic"]["code"] == "steroid-duration"
+    assert card["summary"] == "Dexamethasone orders together run 14 days: beyond the 13-day course (3 days + 10-day taper)"
+    assert "The draft orders together run for 14 days, from the earliest start to the latest end" in card["detail"]
+    assert f"(MedicationRequest/dex-1): 3 days from {day(since=today())}" in card["detail"]
+    assert f"(MedicationRequest/dex-2): 11 days from {day(-3, since=today())}" in card["detail"]
+    assert "up to 96 mg/day" in card["detail"]
+    [suggestion] = card["suggestions"]
+    [action] = suggestion["actions"]
+    assert action["type"] == "update" and action["resource"]["id"] == "dex-2"
+    assert action["resource"]["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]["end"] == \
+        day(-12, since=today())
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), signed_as_suggested(drafts, card))) == []
+
+
+@pytest.mark.parametrize("drafts", [
+    [dex("dex-1", dosed(3, 96)), dex("dex-2", period(3, 12, mg=8))],
+    [dex("dex-1", period(0, 2)), dex("dex-2", period(3, 12, mg=8))],
+    [dex("dex-1", {"sequence": 1, "timing": {"repeat": {"count": 1}}}, period(0, 2)), dex("dex-2", period(3, 12, mg=None))],
+    [dex("dex-2", period(3, 12, mg=8)), dex("dex-1", dosed(3, 96))],
+], ids=["undated-then-dated", "both-dated", "bolus-and-unstated-taper-dose", "taper-sent-first"])
+def test_the_recommended_regimen_split_into_two_drafts_is_silent(client, drafts):
+    """96 mg/day for 3 days, then a 10-day taper drafted as a second order starting after it: 13 days, not more."""
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), drafts)) == []
+
+
+def test_dexamethasone_drafts_side_by_side_are_not_summed(client):
+    """Two undated 10-day drafts both start today: 10 days together, not 20. A 20-day one beside a 3-day one is a
+    20-day course, the card naming both drafts."""
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"),
+                                     [dex("dex-1", dosed(10, 96)), dex("dex-2", dosed(10, 96))])) == []
+    drafts = [dex("dex-1", dosed(20, 96)), dex("dex-2", dosed(3, 96))]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), drafts))
+    assert card["summary"] == "Dexamethasone orders together run 20 days: beyond the 13-day course (3 days + 10-day taper)"
+    assert "MedicationRequest/dex-2" in card["detail"]
+    [action] = card["suggestions"][0]["actions"]
+    assert action["resource"]["id"] == "dex-1"
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), signed_as_suggested(drafts, card))) == []
+
+
+def test_a_draft_whose_duration_cannot_be_read_is_left_out_of_the_course(client):
+    """Section 5: a duration that cannot be read draws no warning, and adds no days to the other drafts'."""
+    unreadable = dex("dex-2", {"text": "as directed", "timing": {"repeat": {"boundsPeriod": {
+        "start": day(-10, since=today())}}}})
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex("dex-1", dosed(10, 96)), unreadable])) == []
+    drafts = [dex("dex-1", dosed(3, 96)), dex("dex-3", period(3, 13, mg=8)), unreadable]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), drafts))
+    assert "run 14 days" in card["summary"] and "MedicationRequest/dex-2" not in card["detail"]
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), signed_as_suggested(drafts, card))) == []
+
+
+def test_dexamethasone_drafts_together_at_a_moderate_dose_are_silent(client):
+    """The dose rule of section 4 still decides: a 20-day course at 8 mg/day on every day draws no warning; a high
+    dose on some day of it does."""
+    low = [dex("dex-1", dosed(10, 8)), dex("dex-2", period(10, 19, mg=8))]
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), low)) == []
+    high = [dex("dex-1", dosed(3, 96)), dex("dex-2", period(3, 19, mg=8))]
+    assert topics(post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), high))) == ["steroid-duration"]
+
+
+@pytest.mark.parametrize("drafts, taken, types", [
+    ([dex("dex-1", dosed(13, 96)), dex("dex-2", period(13, 17))], 0, ["delete"]),      # starts when the course ends
+    ([dex("dex-1", dosed(5, 96)), dex("dex-2", period(5, 9))], 5, ["update"]),
+    ([dex("dex-1", dosed(3, 96)), dex("dex-2", period(3, 13)), dex("dex-3", period(13, 20))], 0, ["update", "delete"]),
+    ([dex("dex-1", dosed(20, 96)), dex("dex-2", dosed(15, 96)), dex("dex-3", dosed(2, 96))], 0, ["update", "update"]),
+    ([dex("dex-1", {**period(0, 2), "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d", "boundsPeriod": {
+        "start": f"{day(since=today())}T08:00:17+02:00", "end": f"{day(-3, since=today())}T08:00:17+02:00"}}}},
+      {"sequence": 2, "timing": {"repeat": {"boundsDuration": {"value": 9.333, "unit": "d"}}}}),
+      dex("dex-2", dosed(12, 96)), dex("dex-3", period(9, 16))], 2, ["update", "update", "update"]),   # odd instants
+], ids=["delete-the-later", "after-days-taken", "shorten-and-delete", "side-by-side", "fractional-starts"])
+def test_signing_the_shortened_course_of_several_drafts_draws_no_card(client, drafts, taken, types):
+    """pathway.md section 4: accepting a suggestion then signing it never draws a warning from this service's own
+    checks. The one-click shortening of several drafts cuts each one running past the course's end there, and
+    removes each one that would start after it."""
+    record = in_pathway_chart("p3")
+    if taken:
+        record.append(dexamethasone(day(taken, since=today()), "active", patient_id="p3", id="dex-prior",
+                                    dosage=[dosed(30, 96)]))
+    [card] = post(client, hook_request("order-sign", "p3", record, drafts))
+    assert [a["type"] for a in card["suggestions"][0]["actions"]] == types
+    assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []
+
+
+def test_no_shortening_of_several_drafts_when_one_to_change_has_no_id(client):
+    """An update or delete names its draft by id: when a draft that would have to change has none, no suggestion
+    (what is left would draw the card again); one without an id that needs no change does not matter."""
+    second = dex("x", period(3, 13, mg=8))
+    del second["id"]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex("dex-1", dosed(3, 96)), second]))
+    assert card["source"]["topic"]["code"] == "steroid-duration" and "suggestions" not in card
+    first = dex("x", dosed(3, 96))
+    del first["id"]
+    drafts = [first, dex("dex-2", period(3, 13, mg=8))]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), drafts))
+    [action] = card["suggestions"][0]["actions"]
+    assert action["resource"]["id"] == "dex-2"
+
+
+@pytest.mark.parametrize("selections, expected", [
+    (["MedicationRequest/dex-2"], ["steroid-duration"]),
+    (["MedicationRequest/dex-1"], ["steroid-duration"]),
+    (["ServiceRequest/surg-1"], ["posterior-fixation"]),
+])
+def test_order_select_counts_the_other_dexamethasone_drafts_of_the_set(client, selections, expected):
+    """order-select: the selected draft's course is the draft set's (the other drafts are signed with it), so
+    selecting the taper of a 14-day course in two drafts speaks; selecting another order does not."""
+    drafts = [surgery("p3"), dex("dex-1", dosed(3, 96)), dex("dex-2", period(3, 13, mg=8))]
+    assert topics(post(client, hook_request("order-select", "p3", in_pathway_chart("p3"), drafts, selections))) == expected
+
+
+@pytest.mark.parametrize("status, expected", [
+    ("stopped", ["steroid-duration"]), ("completed", ["steroid-duration"]),      # given: its days count (section 3)
+    ("cancelled", []), ("entered-in-error", []),                                  # never given: they do not
+])
+def test_stopping_the_ongoing_dexamethasone_order_while_signing_a_new_one_keeps_the_days_taken(client, status,
+                                                                                                  expected):
+    """Attack (orders14): the ongoing order (10 days taken) sent in draftOrders as stopped, as an EHR discontinues
+    an order it replaces, with a new 10-day order: a 20-day course. The stopped draft took the order off the record,
+    and with it the days taken: no card (the new order alone, the old one left on, drew one). A draft that withdraws
+    an order is what became of it, read as section 3 reads orders."""
+    prior = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-prior", dosage=[dosed(30, 96)])
+    record = in_pathway_chart("p3") + [prior]
+    cards = post(client, hook_request("order-sign", "p3", record, [{**prior, "status": status}, dex("dex-new", dosed(10, 96))]))
+    assert topics(cards) == expected
+    if expected:
+        assert cards[0]["summary"].startswith("Dexamethasone course of 20 days with this order (10 already taken)")
+        assert "MedicationRequest/dex-prior" in cards[0]["detail"]
+
+
+def test_revoking_the_instrumentation_order_while_signing_the_surgery_still_draws_the_fixation_card(client):
+    """A revoked instrumentation order is not ordered (section 3), whether the record or the draft set says so."""
+    ordered = fixation("p1", "fx-signed", status="active")
+    record = in_pathway_chart("p1") + [ordered]
+    assert topics(post(client, hook_request("order-sign", "p1", record, [surgery("p1")]))) == []
+    assert topics(post(client, hook_request("order-sign", "p1", record, [surgery("p1"), {**ordered, "status": "revoked"}]))) == \
+        ["posterior-fixation"]
+
+
+def test_a_dosage_period_that_ends_before_it_starts_cannot_be_read(client):
+    """Attack (orders14): a draft whose boundsPeriod ends before it starts (FHIR's per-1 forbids it), 100 days back,
+    beside an undated 10-day draft: the course ran from its start, 110 days, a card about an order of 10 days. Such
+    a period cannot be read (section 5: no warning, nothing added), and states no start for the draft's other lines."""
+    backwards = {"timing": {"repeat": {"boundsPeriod": {"start": day(100, since=today()), "end": day(200, since=today())}}}}
+    for second in (dex("dex-2", backwards), dex("dex-2", backwards, bounds_duration(10))):
+        assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex("dex-1", dosed(10, 96)), second])) == []

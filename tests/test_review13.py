@@ -1,6 +1,6 @@
 """review13: a hostile review of int13 (clin13, orders13, hard13, first13 merged) found these defects; each test
-failed on int13 before its fix. (Still open, so not here: a later version recoded out of the value sets is not seen,
-because prefetch chooses the relevant resources as it reads them; docs/data-access.md.)"""
+failed on int13 before its fix. (Left open then and fixed since: a later version recoded out of the value sets,
+tests/test_recoded_versions.py.)"""
 import datetime as dt
 
 import pytest

@@ -7,10 +7,15 @@ every header (Authorization carries the JWT) are never logged.
 
 A CDS call is logged once: the app's JSON `cds_call` line (service/security/logs.py) says more than this
 line would (service, hookInstance, card topics, issuer, refusal), so this one is left out for it.
+
+`avh-cds serve` (werkzeug's development server) writes its request lines the same way: DevelopmentAccessLog.
 """
 from __future__ import annotations
 
+from urllib.parse import unquote, urlsplit
+
 from gunicorn.glogging import Logger
+from werkzeug.serving import WSGIRequestHandler
 
 from service.security.logs import LOGGED_BY_APP, cut
 
@@ -24,8 +29,9 @@ def printable(text: str) -> str:
 
 
 def redact_path(path: str) -> str:
-    """/fhir/Patient/abc/_history/2 -> /fhir/Patient/{id}/...: resource ids may be patient identifiers."""
-    parts = path.split("/")
+    """/fhir/Patient/abc/_history/2 -> /fhir/Patient/{id}/...: resource ids may be patient identifiers. Leading
+    slashes count once (//fhir/Patient/abc is served as /fhir/Patient/abc: werkzeug merges them)."""
+    parts = ("/" + path.lstrip("/")).split("/") if path.startswith("/") else path.split("/")
     if len(parts) > 3 and parts[1] == "fhir":
         return "/".join(parts[:3]) + "/{id}" + ("/..." if len(parts) > 4 else "")
     return path
@@ -46,3 +52,23 @@ class AccessLogger(Logger):
         atoms["U"] = printable(redact_path(environ.get("PATH_INFO", "-")))
         atoms["a"] = printable(atoms.get("a") or "-")
         return atoms
+
+
+class DevelopmentAccessLog(WSGIRequestHandler):
+    """`avh-cds serve`'s request line, as gunicorn's: the path with FHIR ids replaced and no query string (werkzeug
+    wrote the request line whole: `GET /fhir/Condition?patient=...`); a CDS call has the app's line instead."""
+
+    def log_request(self, code="-", size="-") -> None:
+        if getattr(self, "environ", {}).get(LOGGED_BY_APP):
+            return
+        target = getattr(self, "path", None)     # never set for a request line http.server could not parse
+        path = printable(redact_path(unquote(urlsplit(target).path))) if isinstance(target, str) else "-"
+        self.log("info", '"%s %s" %s %s', self.command or "-", path, getattr(code, "value", code), size)
+
+    def log_error(self, format: str, *args) -> None:
+        """http.server's refusal of a request it could not parse quotes the request line (`code 400, message Bad
+        request syntax ('GET /fhir/Condition?patient=...')`): its code only."""
+        if format.startswith("code %d") and args:
+            self.log("error", "code %d: the request line was refused (not logged)", args[0])
+        else:
+            super().log_error(format, *args)

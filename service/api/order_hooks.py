@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from service.clinical.facts import Facts
 from service.clinical.orders import (DraftOrder, decide_discharge, decide_orders, draft_refs, read_drafts,
-                                     selection_names)
+                                     selection_names, withdrawn_orders)
 from service.api.answer import Answer
 from service.api.engine import Engine
 from service.fhir.prefetch import Prefetched
@@ -16,13 +16,16 @@ from service.fhir.prefetch import Prefetched
 def order_facts(engine: Engine, prefetched: Prefetched, request: Mapping[str, Any],
                 now: dt.datetime) -> tuple[Facts, tuple[DraftOrder, ...]]:
     """The record's facts and the hook's draft orders. An EHR may already hold the drafts and return them in
-    prefetch: a draft is never "on record"."""
+    prefetch: a draft is never "on record". A draft that withdraws an order (stopped, cancelled, ...) is what became
+    of that order: on record in place of the version prefetch returns (else stopping the ongoing dexamethasone order
+    while signing a new one would leave the course days taken uncounted)."""
     context = request["context"]
     patient_id = context["patientId"]
     drafts_sent = context["draftOrders"]
     drafts = draft_refs(drafts_sent)
     on_record = dataclasses.replace(prefetched, resources=[
-        r for r in prefetched.resources if f"{r.get('resourceType')}/{r.get('id')}" not in drafts])
+        r for r in prefetched.resources if f"{r.get('resourceType')}/{r.get('id')}" not in drafts] + [
+        r for r in withdrawn_orders(drafts_sent, patient_id) if engine.selector.wanted(r)])
     return (engine.facts(on_record, patient_id, now),
             read_drafts(drafts_sent, patient_id, engine.valuesets, on_record.resources))
 

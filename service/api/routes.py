@@ -12,6 +12,7 @@ from service.ops import metrics
 from service.clinical.orders import selections_not_drafted
 from service.errors import ApiError
 from service.jsonbody import request_body, request_json
+from service.lazyjson import NumberBeyondDouble
 from service.feedback.entries import parse_feedback
 from service.fhir.prefetch import PrefetchFailed
 
@@ -35,7 +36,11 @@ def _why_not_json(exc: Exception) -> str:
     """What orjson found and where (its messages never quote the body: 'number is infinity when parsed as double:
     line 1 column 7 (char 6)'), so that one bad number or string in megabytes of prefetch can be found."""
     if isinstance(exc, orjson.JSONDecodeError):
-        return str(exc)[:200]
+        where = exc.doc[exc.pos:exc.pos + 8] if isinstance(exc.doc, str) and isinstance(exc.pos, int) else ""
+        named = "; NaN and Infinity are not JSON numbers" if where.startswith(("NaN", "Infinity")) else ""
+        return str(exc)[:200] + named
+    if isinstance(exc, NumberBeyondDouble):
+        return str(exc)
     return type(exc).__name__
 
 

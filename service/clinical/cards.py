@@ -32,7 +32,8 @@ KNOWN_FLAGS = frozenset({
     "no_adult_dose", "pregnant", "recurrence", "joa_recorded", "mri_thoracic_only", "multilevel_thoracic",
     "minor_trauma", "decompression_ordered", "undated_decompression", "unconfirmed_compression", "competing_cause",
     "earlier_operation", "late_radiotherapy", "referral_without_dose", "discharge", "draft_surgery",
-    "draft_embolization", "draft_dexamethasone", "dex_course_taken"})
+    "draft_embolization", "draft_dexamethasone", "dex_course_taken",
+    "draft_dexamethasone_set"})
 KNOWN_VARIABLES = frozenset({
     "level", "ambulatory_status", "surgery_when", "surgery_date", "dex_days", "dex_start", "dex_dose", "joa_score",
     "joa_date", "age", "verification", "compression_verification", "mri_thoracic_date", "patient_ref",

@@ -17,7 +17,7 @@ from typing import Iterable
 
 from service.clinical.frozen import set_at_once
 from service.clinical.markdown import literal
-from service.clinical.record import LeftOut, PatientRecord, named_resource
+from service.clinical.record import LeftOut, PatientRecord, named_resource, says_deceased
 from service.clinical.valuesets import (LEVEL_PATTERN, LEVELS, LOCAL, SPINE_WORDS, ValueSets, codings,  # noqa: F401
                                         in_set, level_rank, named_levels, sets_holding)  # LEVEL_PATTERN: an oracle's
 
@@ -1058,8 +1058,8 @@ def birth(record: PatientRecord) -> dt.datetime | None:
 
 
 def is_deceased(record: PatientRecord) -> bool:
-    p = record.patient
-    return record.deceased_as_sent or (p is not None and (p.deceasedBoolean is True or p.deceasedDateTime is not None))
+    """The Patient read says deceased, or its JSON did when it was left out as invalid (record.says_deceased)."""
+    return record.deceased_as_sent or (record.patient is not None and says_deceased(record.patient, getattr))
 
 
 def age_on(born: dt.datetime | None, today: dt.date) -> int | None:

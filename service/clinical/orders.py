@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
-                                    Evidence, Facts, course_dose, instant, names_dexamethasone, shift)
+                                    UTC, Evidence, Facts, course_dose, instant, names_dexamethasone, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
                                       scope_unchecked, topic_outcomes)
 from service.clinical.markdown import literal
@@ -35,6 +36,11 @@ DAYS_PER_UNIT = {"d": 1.0, "day": 1.0, "days": 1.0, "wk": 7.0, "week": 7.0, "wee
 # 0001-01-01 to 9999-12-31: a longer stated duration (a billion years) is read as this long, never overflows.
 CALENDAR_DAYS = (dt.date.max - dt.date.min).days + 1
 DAY = dt.timedelta(days=1)
+# Days added up on one time line carry floating-point noise: a course this close to its limit is within it.
+TOLERANCE_DAYS = 1e-6
+# The key of an order topic's variables that holds the card's own flags (the steroid card: days already taken,
+# several drafts together), not a template variable.
+FLAGS = "flags"
 # Order topics whose reason is an absence on record: withheld when that data could not be read.
 RELIES_ON_ABSENCE = {
     "posterior-fixation": ("Procedure",),
@@ -47,12 +53,13 @@ RELIES_ON_ABSENCE = {
 @dataclass(frozen=True)
 class DraftOrder:
     """One pathway-relevant draft order of the hook's draftOrders Bundle."""
-    ref: str                       # "ServiceRequest/abc"
+    ref: str                       # "ServiceRequest/abc"; "ServiceRequest/(no id)" for a draft without an id
     resource: Mapping[str, Any]    # as sent
     concepts: frozenset[str]       # value sets it belongs to
     label: str
     authored: dt.date | None = None
     names: frozenset[str] = frozenset()   # what an order-select selection may name it by (entry_names)
+    has_id: bool = True            # an update or delete names the resource by its id: one without gets none
 
     @property
     def evidence(self) -> Evidence:
@@ -120,16 +127,15 @@ def _medications(entries: list[Mapping], on_record: Iterable[Mapping]) -> Callab
     ends in), else a Medication sent in the prefetch (the templates include those the orders on record name)."""
     bundled = {name: e["resource"] for e in entries if e["resource"].get("resourceType") == "Medication"
                for name in entry_names(e)}
-    record: list[dict[str, Mapping]] = []
+
+    @functools.cache    # read once, and only for a reference the draft set does not resolve
+    def prefetched() -> dict[str, Mapping]:
+        return {f"Medication/{r['id']}": r for r in on_record
+                if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)}
 
     def medication(ref: str) -> Mapping:
         found = bundled.get(ref) or bundled.get(named_resource(ref))
-        if found is None:
-            if not record:      # read once, and only for a reference the draft set does not resolve
-                record.append({f"Medication/{r['id']}": r for r in on_record
-                               if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)})
-            found = record[0].get(named_resource(ref))
-        return _map(found)
+        return _map(prefetched().get(named_resource(ref)) if found is None else found)
     return medication
 
 
@@ -168,14 +174,15 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
             concepts = {"dexamethasone"} if names_dexamethasone(_names(concept), _route(r), coded) else set()
         if not concepts:
             continue
-        rid = r.get("id") if isinstance(r.get("id"), str) else "(no id)"
-        ref = f"{rtype}/{rid}"
+        has_id = isinstance(r.get("id"), str) and bool(r["id"])
+        ref = f"{rtype}/{r['id'] if has_id else '(no id)'}"
         if ref in seen:             # the same draft sent twice is one order, named by either entry's names
             also_named.setdefault(seen[ref], set()).update(entry_names(entry))
             continue
-        if rid != "(no id)":
+        if has_id:
             seen[ref] = len(drafts)
-        drafts.append(DraftOrder(ref, r, frozenset(concepts), _label(concept), _authored(r), entry_names(entry)))
+        drafts.append(DraftOrder(ref, r, frozenset(concepts), _label(concept), _authored(r), entry_names(entry),
+                                 has_id))
     for place, names in also_named.items():     # once a draft: a name set rebuilt at each copy cost n^2 (review13)
         drafts[place] = dataclasses.replace(drafts[place], names=drafts[place].names | names)
     return tuple(drafts)
@@ -184,6 +191,16 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
 def draft_refs(bundle: Mapping) -> frozenset[str]:
     """Every resource of the draft set, as Type/id: these are drafts, never part of the record."""
     return frozenset(f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" for e in _entries(bundle))
+
+
+def withdrawn_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
+    """The draft set's orders of this patient that withdraw an order (stopped, completed, cancelled, ...): no order to
+    sign, but what became of an order that may be on record, in the draft's words (section 3 reads them: a stopped
+    dexamethasone order was given, its days count; a revoked instrumentation order is not ordered). Each has an id:
+    one without names no order on record."""
+    return [r for r in (e["resource"] for e in _entries(bundle))
+            if r.get("resourceType") in ("ServiceRequest", "MedicationRequest") and str(r.get("status")) in WITHDRAWN
+            and isinstance(r.get("id"), str) and r["id"] and subject_id(r) in (None, patient_id)]
 
 
 def entry_names(entry: Mapping) -> frozenset[str]:
@@ -247,12 +264,21 @@ def _line_span(dosage: Mapping, cursor: float, anchor: dt.datetime | None) -> tu
     days = _quantity_days(repeat.get("boundsDuration"))
     if days is not None:
         return cursor, cursor + days
+    start, until = _period(repeat)
+    if start is None or until is None or anchor is None:
+        return None
+    return (start - anchor) / DAY, (until - anchor) / DAY
+
+
+def _period(repeat: Mapping) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(start, end) of a dosage line's boundsPeriod, each None when not stated; a bare end date includes that day.
+    A period that ends before it starts (FHIR's per-1 forbids it) cannot be read: (None, None)."""
     period = _map(repeat.get("boundsPeriod"))
     start, end = _moment(period.get("start")), _moment(period.get("end"))
-    if start is None or end is None or anchor is None:
-        return None
-    until = shift(end[0], DAY) if end[1] else end[0]   # a bare end date includes that day
-    return (start[0] - anchor) / DAY, (until - anchor) / DAY
+    until = (shift(end[0], DAY) if end[1] else end[0]) if end else None
+    if start is not None and until is not None and until < start[0]:
+        return None, None
+    return (start[0] if start else None), until
 
 
 def _steps(resource: Mapping) -> list[list[Mapping]]:
@@ -264,13 +290,21 @@ def _steps(resource: Mapping) -> list[list[Mapping]]:
     return [groups[k] for k in sorted(groups, key=lambda s: -1 if s is None else s)]
 
 
+def _anchor(resource: Mapping) -> dt.datetime | None:
+    """The earliest dosage start an order states (boundsPeriod.start), None when it states none. A line read by its
+    boundsDuration (_line_span; FHIR's bounds[x] is one choice) states no start: else shortening it, which rewrites
+    it as a boundsDuration alone (_cap_dosage), would move the whole order."""
+    repeats = [_map(_map(d.get("timing")).get("repeat")) for d in _list(resource.get("dosageInstruction"))]
+    starts = [_period(r)[0] for r in repeats if _quantity_days(r.get("boundsDuration")) is None]
+    starts = [m for m in starts if m]
+    return min(starts) if starts else None
+
+
 def _spans(resource: Mapping) -> list[tuple[Mapping, float, float]]:
-    """Each dosage line with a readable duration, as (line, start, end) in days after the earliest stated start;
-    a line with only boundsDuration starts when the previous step ends."""
-    starts = [_moment(_map(_map(_map(d.get("timing")).get("repeat")).get("boundsPeriod")).get("start"))
-              for d in _list(resource.get("dosageInstruction"))]
-    starts = [m[0] for m in starts if m]
-    anchor = min(starts) if starts else None
+    """Each dosage line with a readable duration, as (line, start, end) in days after the earliest stated start
+    (_anchor; of an order stating none, after its start); a line with only boundsDuration starts when the previous
+    step ends."""
+    anchor = _anchor(resource)
     spans, cursor = [], 0.0
     for step in _steps(resource):
         ends = []
@@ -283,12 +317,20 @@ def _spans(resource: Mapping) -> list[tuple[Mapping, float, float]]:
     return spans
 
 
-def course_days(resource: Mapping) -> float | None:
-    """How long a medication order runs: earliest dosage start to latest dosage end, else the expected supply."""
+def _extent(resource: Mapping) -> tuple[float, float] | None:
+    """(start, end) of a medication order in days after its anchor (_spans): its earliest dosage start to its latest
+    dosage end, else its start to the end of the expected supply; None when neither can be read."""
     spans = _spans(resource)
     if spans:
-        return min(max(end for _, _, end in spans) - min(start for _, start, _ in spans), CALENDAR_DAYS)
-    return _quantity_days(_map(resource.get("dispenseRequest")).get("expectedSupplyDuration"))
+        return min(start for _, start, _ in spans), max(end for _, _, end in spans)
+    supply = _quantity_days(_map(resource.get("dispenseRequest")).get("expectedSupplyDuration"))
+    return None if supply is None else (0.0, supply)
+
+
+def course_days(resource: Mapping) -> float | None:
+    """How long a medication order runs: earliest dosage start to latest dosage end, else the expected supply."""
+    extent = _extent(resource)
+    return None if extent is None else min(extent[1] - extent[0], CALENDAR_DAYS)
 
 
 def days_in_words(days: float) -> str:
@@ -299,22 +341,29 @@ def days_in_words(days: float) -> str:
 
 
 def _days_quantity(days: float) -> dict:
-    return {"value": round(days, 2), "unit": "days", "system": UCUM, "code": "d"}
+    """`days` to the hundredth, never rounded up: a shortened order must not run past the day it is cut at."""
+    return {"value": math.floor(days * 100 + 1e-6) / 100, "unit": "days", "system": UCUM, "code": "d"}
 
 
-def _cap_dosage(dosage: dict, days: float) -> None:
+def _cap_dosage(dosage: dict, days: float) -> bool:
+    """The line cut to `days`; False (left as it was, to be dropped) when it cannot run that little: a bare date
+    runs whole days, so one cut to less than its first day would end the day before it starts (FHIR's per-1)."""
     repeat = dosage["timing"]["repeat"]
-    start = _moment(_map(repeat.get("boundsPeriod")).get("start")) if "boundsDuration" not in repeat else None
+    by_period = _quantity_days(repeat.get("boundsDuration")) is None      # as _line_span reads the line
+    start = _moment(_map(repeat.get("boundsPeriod")).get("start")) if by_period else None
     if start is None:
         repeat.pop("boundsPeriod", None)
         repeat["boundsDuration"] = _days_quantity(days)
     elif start[1]:   # a bare date: the end date is inclusive
+        if days < 1:
+            return False
         repeat["boundsPeriod"]["end"] = shift(start[0], dt.timedelta(days=days - 1)).date().isoformat()
     else:
         repeat["boundsPeriod"]["end"] = shift(start[0], dt.timedelta(days=days)).isoformat()
     if isinstance(dosage.get("text"), str) and dosage["text"]:     # the sig would still tell the old length
         sig = SHORTENED_BEFORE.sub("", dosage["text"])              # once: a shortened order shortened again
         dosage["text"] = f"{sig} (shortened to {days_in_words(days)} days)"
+    return True
 
 
 SHORTENED_BEFORE = re.compile(r" \(shortened to [^()]{1,40} days\)$")
@@ -327,8 +376,8 @@ def shortened(resource: Mapping, limit_days: float = STEROID_COURSE_DAYS) -> dic
     for dosage, start, end in _spans(new):
         if start >= limit_days:
             dropped.add(id(dosage))
-        elif end > limit_days:
-            _cap_dosage(dosage, limit_days - start)
+        elif end > limit_days and not _cap_dosage(dosage, limit_days - start):
+            dropped.add(id(dosage))
     if dropped:
         new["dosageInstruction"] = [d for d in new["dosageInstruction"] if id(d) not in dropped]
     supply = _map(new.get("dispenseRequest")).get("expectedSupplyDuration")
@@ -451,8 +500,7 @@ def order_outcomes(drafts: tuple[DraftOrder, ...], facts: Facts,
                       {"draft_orders": _labels(embolization),
                        "targets": {"remove-embolization": [d.resource for d in embolization]}}))
 
-    found.append(("steroid-duration",) + _steroid_outcome(_spoken(drafts, selections, "dexamethasone"), facts, base,
-                                                          selections))
+    found.append(("steroid-duration",) + _steroid_outcome(drafts, facts, base, selections))
     return _narrowed(found, facts)
 
 
@@ -469,38 +517,101 @@ def _narrowed(found: list[tuple[str, Fire | str, dict]], facts: Facts) -> list[t
     return out
 
 
-def _steroid_outcome(dexamethasone: list[DraftOrder], facts: Facts, base: tuple,
+@dataclass(frozen=True)
+class CourseDraft:
+    """A dexamethasone draft whose duration can be read, on the draft set's time line (days after today, 00:00 UTC)."""
+    draft: DraftOrder
+    anchor: float       # where its own days count from (_spans): its earliest stated dosage start, else today
+    start: float
+    end: float
+
+    def describe(self, today: dt.datetime | None) -> str:
+        """'Dexamethasone 4 mg (MedicationRequest/dex-1): 3 days from 2026-11-30', as the card names it."""
+        starts = f" from {shift(today, dt.timedelta(days=self.start)).date().isoformat()}" if today else ""
+        return f"{_labels([self.draft])}: {days_in_words(min(self.end - self.start, CALENDAR_DAYS))} days{starts}"
+
+
+def _midnight(today: dt.date | None) -> dt.datetime | None:
+    return dt.datetime.combine(today, dt.time(), UTC) if today else None
+
+
+def _course_drafts(dexamethasone: list[DraftOrder], today: dt.datetime | None) -> list[CourseDraft]:
+    """The draft set's dexamethasone drafts whose duration can be read (section 5: one that cannot draws no warning,
+    and adds nothing to the others), each placed by its earliest dosage start; a draft stating none starts today."""
+    placed = []
+    for draft in dexamethasone:
+        extent = _extent(draft.resource)
+        if extent is None:
+            continue
+        anchor = _anchor(draft.resource)
+        at = (anchor - today) / DAY if anchor is not None and today is not None else 0.0
+        placed.append(CourseDraft(draft, at, at + extent[0], at + extent[1]))
+    return placed
+
+
+def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
                      selections: frozenset[str] | None) -> tuple[Fire | str, dict]:
-    if not dexamethasone:
+    """Section 5 over the draft set: its dexamethasone runs from the earliest start to the latest end of its drafts
+    (drafts one after another add up, drafts side by side do not), after the course days already taken. order-select
+    speaks when a selected draft is part of that course (the other drafts are the context it is signed with)."""
+    spoken = _spoken(drafts, selections, "dexamethasone")
+    if not spoken:
         return _none_drafted("dexamethasone", selections), {}
+    today = _midnight(facts.today)
+    course = _course_drafts(_spoken(drafts, None, "dexamethasone"), today)
+    if not {id(d) for d in spoken} & {id(c.draft) for c in course}:
+        return f"the duration of {_labels(spoken)} cannot be read", {}
+    orders = [c.draft for c in course]
     taken = _days_taken(facts)
-    durations = [(d, course_days(d.resource)) for d in dexamethasone]
-    if all(days is None for _, days in durations):
-        return f"the duration of {_labels(dexamethasone)} cannot be read", {}
-    long_courses = [(d, days) for d, days in durations if days is not None and taken + days > STEROID_COURSE_DAYS]
-    if not long_courses:
-        longest = max(days for _, days in durations if days is not None)
-        return (f"{days_in_words(taken)} course days taken + {days_in_words(longest)} drafted: within the "
+    first = min(c.start for c in course)
+    drafted = min(max(c.end for c in course) - first, CALENDAR_DAYS)
+    together = f" ({_labels(orders)} together, earliest start to latest end)" if len(course) > 1 else ""
+    if taken + drafted <= STEROID_COURSE_DAYS + TOLERANCE_DAYS:
+        return (f"{days_in_words(taken)} course days taken + {days_in_words(drafted)} drafted{together}: within the "
                 f"{STEROID_COURSE_DAYS}-day course"), {}
-    long_courses = [(d, days) for d, days in long_courses if _high_or_unknown(d, facts)]
-    if not long_courses:
+    if not any(_high_or_unknown(d, facts) for d in orders):
         return f"over {STEROID_COURSE_DAYS} days, but at {MODERATE_DAILY_DOSE_MG:g} mg/day or less: not a high dose", {}
-    orders = [d for d, _ in long_courses]
     counted = facts.dexamethasone.entries if facts.dexamethasone else ()
-    drafted = max(days for _, days in long_courses)
     total = days_in_words(taken + drafted)
-    return Fire(base + counted + tuple(d.evidence for d in orders), f"dexamethasone course of {total} days"), {
-        "draft_orders": _labels(orders),
+    left = STEROID_COURSE_DAYS - taken
+    flags = {"dex_course_taken"} if taken > 0 else set()
+    if len(course) > 1:
+        flags.add("draft_dexamethasone_set")
+    return Fire(base + counted + tuple(d.evidence for d in orders), f"dexamethasone course of {total} days{together}"), {
+        "draft_orders": _labels(orders) if len(course) == 1 else "; ".join(c.describe(today) for c in course),
         "dex_days": total,
         "draft_days": days_in_words(drafted),
         "dex_taken": days_in_words(taken),
         "dex_dose": _course_dose_text(orders, facts),
-        # what is left of the 13-day course; none left: no shortened order would pass this check
-        "actions": {"shorten-course": [{"type": "update", "description": f"Shorten {d.ref} to the "
-                                        f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course",
-                                        "resource": shortened(d.resource, left)}
-                                       for d in orders for left in [STEROID_COURSE_DAYS - taken]
-                                       if left > 0 and _has_id(d)]}}
+        "actions": {"shorten-course": _shortened_course(course, first + left, left)},
+        FLAGS: frozenset(flags)}
+
+
+def _shortened_course(course: list[CourseDraft], end: float, left: float) -> list[dict]:
+    """The one-click shortening: each draft running past `end` (on the time line) cut there, each starting at or after
+    it removed. All or nothing: none when nothing is left of the course, or when a draft to change has no id (an update
+    or delete names the resource by it), since what is left would draw this warning again once signed."""
+    if left <= 0:
+        return []
+    together = len(course) > 1
+    actions = []
+    for c in course:
+        if c.end <= end + TOLERANCE_DAYS:
+            continue
+        if not c.draft.has_id:
+            return []
+        resource = shortened(c.draft.resource, end - c.anchor) if c.start < end else None
+        # nothing of it left, or not its start (a bare date cut within its first day is dropped): the rest would move
+        if resource is None or _extent(resource) is None or _anchor(resource) != _anchor(c.draft.resource):
+            actions.append({"type": "delete", "resourceId": c.draft.ref, "description": f"Remove {c.draft.ref}: "
+                            f"the drafts together use up the {left:g} days left of the {STEROID_COURSE_DAYS}-day "
+                            f"course before it starts"})
+            continue
+        description = (f"Shorten {c.draft.ref} so that the drafts together end with the {left:g} days left of the "
+                       f"{STEROID_COURSE_DAYS}-day course" if together else
+                       f"Shorten {c.draft.ref} to the {left:g} days left of the {STEROID_COURSE_DAYS}-day course")
+        actions.append({"type": "update", "description": description, "resource": resource})
+    return actions
 
 
 def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
@@ -512,21 +623,15 @@ def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
     return "daily dose not stated in structured form" if dose is None else f"up to {dose:g} mg/day"
 
 
-def _has_id(draft: DraftOrder) -> bool:
-    """An update names the resource it replaces by its id: a draft without one gets none (as cards._actions)."""
-    rid = draft.resource.get("id")
-    return isinstance(rid, str) and bool(rid)
-
-
 def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
     """order-sign (selections None: every draft) and order-select (only the selected drafts)."""
     if not in_order_checks(facts):
         return [], scope_unchecked(facts)
     fired = [(topic, outcome, variables) for topic, outcome, variables in order_outcomes(drafts, facts, selections)
              if isinstance(outcome, Fire)]
-    # the steroid card tells the days already taken from the days drafted once the episode's course has begun
-    more = {"steroid-duration": frozenset({"dex_course_taken"})} if _days_taken(facts) > 0 else None
-    return _decide({t: o.evidence for t, o, _ in fired}, facts, ORDER_FLAGS, {t: v for t, _, v in fired}, more)
+    more = {t: v[FLAGS] for t, _, v in fired if FLAGS in v}
+    return _decide({t: o.evidence for t, o, _ in fired}, facts, ORDER_FLAGS,
+                   {t: {k: x for k, x in v.items() if k != FLAGS} for t, _, v in fired}, more)
 
 
 def _days_taken(facts: Facts) -> int:

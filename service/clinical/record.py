@@ -17,7 +17,8 @@ import functools
 import logging
 import re
 from dataclasses import dataclass, field
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import jsonschema_rs
 from fhir.resources.R4B import get_fhir_model_class
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 from service.clinical.frozen import set_at_once
 from service.clinical.elements import define_elements, read_definitions, read_element
 from service.clinical.markdown import element_path, shown_id
+from service.lazyjson import BeyondDouble
 from service.nesting import depth_schemas, json_depth
 from service.clinical.valuesets import ValueSets, codings
 
@@ -379,6 +381,8 @@ class Validator:
         schemas(max_depth)               # compiled at start-up, not at the first call
 
     def __call__(self, resource: Mapping) -> tuple[object | None, str | None]:
+        if type(resource) is BeyondDouble:      # marked by the decode (service/lazyjson.py): no schema reads it
+            return None, f"invalid FHIR at {element_path(resource.where)}: a number beyond a double"
         return _validate(resource, self.max_depth)
 
 
@@ -386,7 +390,8 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                  unavailable: Iterable[str] = (), validate: Validator | None = None,
                  selected: bool = False) -> PatientRecord:
     """Keep this patient's relevant resources, each (type, id) once, validated: of two versions sent, the later
-    (`later_version`), else the first sent.
+    (`later_version`), else the first sent. A version not relevant (recoded out of the value sets) or about another
+    patient is one not read: when it is the later, the earlier goes too.
 
     `selected`: every resource is one `selector.wanted` keeps (prefetch selected them as it read them), so it is not
     asked again."""
@@ -420,16 +425,20 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                     patient_left_out = len(left_out)
                     left_out.append(LeftOut("Patient", shown_id(rid), ("patient",), reason))
             continue
-        if not selected and not selector.wanted(res):
+        wanted = selected or selector.wanted(res)
+        if not wanted and rid is None:
             continue
         key = (rtype, str(rid))
         earlier = seen.get(key) if rid is not None else None
         if earlier is not None and not later_version(res, earlier[0]):
             continue
         if earlier is not None and earlier[2] >= 0:       # a later version: the earlier one goes (even when the
-            replaced = True                               # later is another patient's: review13)
+            replaced = True                               # later is another patient's: review13, or not relevant)
             _, bucket, index = earlier
             (left_out if bucket is None else kept[bucket])[index] = None
+        if not wanted:                                    # in no list, but an earlier version sent after it stays out
+            seen[key] = (res, None, -1)
+            continue
         if rtype != "Medication" and not _of_patient(res, own, patient_id):
             if rid is not None:
                 seen[key] = (res, None, -1)                 # in no list
@@ -455,10 +464,12 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                          deceased_as_sent=deceased)
 
 
-def says_deceased(patient: dict) -> bool:
-    """A Patient's JSON says deceased (pathway.md section 1: deceasedBoolean true, or any deceasedDateTime), read even
-    when the Patient is invalid: a deceased patient gets no card, whatever else in its record cannot be read."""
-    return patient.get("deceasedBoolean") is True or patient.get("deceasedDateTime") is not None
+def says_deceased(patient, read: Callable[[Any, str], Any] = dict.get) -> bool:
+    """A Patient says deceased (pathway.md section 1: deceasedBoolean true, or any deceasedDateTime): the rule, stated
+    once for both shapes a Patient is met in. Of its JSON (`read` dict.get), read even when the Patient is invalid: a
+    deceased patient gets no card, whatever else in its record cannot be read; of the Patient read (`read` getattr:
+    a JsonElement or a model, facts.is_deceased)."""
+    return read(patient, "deceasedBoolean") is True or read(patient, "deceasedDateTime") is not None
 
 
 def later_version(sent: dict, earlier: dict) -> bool:

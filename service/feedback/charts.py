@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import textwrap
 import threading
 
@@ -153,6 +154,17 @@ def fatigue_chart(report: GovernanceReport, titles: dict[str, str]) -> str:
     return _draw(paint, 10, height, {"left": 0.22, "right": 0.97, "top": 1 - 0.55 / height, "bottom": 0.3 / height})
 
 
+# matplotlib numbers a figure's ids from 1 (figure_1, axes_1, patch_1, ...) and names clip paths and tick markers by a
+# hash of their shape: the page's three inline charts repeated hundreds of ids (invalid HTML), and a chart's
+# url(#...) or <use href="#..."> found the first chart's element. Each chart's ids and references to them get its
+# name in front ("weekly-chart-axes_1"): unique on the page, which has each chart once.
+_ID_OR_REFERENCE = re.compile(r'(\bid="|url\(#|href="#)')
+
+
+def _own_ids(name: str, svg: str) -> str:
+    return _ID_OR_REFERENCE.sub(lambda found: f"{found.group(1)}{name}-chart-", svg)
+
+
 CHARTS_KEPT = 96
 _drawn = Lru(CHARTS_KEPT)     # recently drawn charts, by a digest of what each was drawn from
 
@@ -163,7 +175,7 @@ def _cached(name: str, draw, report: GovernanceReport, titles: dict[str, str], *
     key = hashlib.sha256(repr((name, report.threshold, numbers, sorted(titles.items()))).encode()).hexdigest()
     chart = _drawn.get(key)
     if chart is None:
-        chart = draw(report, titles)
+        chart = _own_ids(name, draw(report, titles))
         _drawn.put(key, chart)
     return chart
 

@@ -39,7 +39,7 @@ import requests
 import urllib3
 
 from service.gcpause import collector_paused
-from service.lazyjson import BYTE_ORDER_MARK, Entries
+from service.lazyjson import BYTE_ORDER_MARK, Entries, fhir_beyond_double
 from service.httpread import OutOfTime, TooLarge, Watch, WatchedAdapter, read_capped
 from service.ops import metrics
 from service.clinical.record import subject_id
@@ -242,7 +242,8 @@ class Read(NamedTuple):
     matched: int                # of a searchset, its matches (not included resources): what its `total` counts
 
 
-def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict], bool] | None = None) -> Read:
+def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict], bool] | None = None,
+                   passed_over: list | None = None) -> Read:
     """The resources a sent or fetched value holds that `wanted` keeps (all, without it), how many it holds,
     what makes them unusable: OUTCOME (it is an OperationOutcome, or a Bundle with an error
     OperationOutcome among its matches, not its includes), OTHER_PATIENT (with `patient_id`: some resource,
@@ -250,32 +251,40 @@ def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict],
     entries, or an entry whose `resource` is not an object: read as empty, it would pass for "no data"),
     and how many of a Bundle's entries are search matches. One pass, the service's cost per resource sent
     (a second pass for the matches had cost a quarter as much again at 10,000 resources: each entry is a
-    cache miss once the body outgrows the CPU's caches)."""
+    cache miss once the body outgrows the CPU's caches).
+
+    `passed_over`, when given, gets the ids of the resources `wanted` does not keep: should one of them be another
+    version of a resource kept, PrefetchResolver reads what was sent again (`_with_versions_passed_over`)."""
     rtype = value.get("resourceType")
     if rtype == "OperationOutcome":
         return Read([], 0, OUTCOME, 0)
     if rtype != "Bundle":
         if patient_id and not _about(value, patient_id):
             return Read([], 1, OTHER_PATIENT, 0)
-        return Read(([dict(value)] if wanted is None or wanted(value) else []), 1, None, 0)
+        if wanted is None or wanted(value):
+            return Read([_copied(value)], 1, None, 0)
+        if passed_over is not None and type(value.get("id")) is str:
+            passed_over.append(value["id"])
+        return Read([], 1, None, 0)
     sent = value.get("entry") or []
     if isinstance(sent, Entries):           # a Bundle the client sent, decoded as this reads it (service/lazyjson.py)
         structs = sent.typed(wanted.concepts, wanted) if hasattr(wanted, "concepts") else None
         if structs is not None:
-            return _read_structs(*structs, patient_id, wanted.__self__.wanted_struct)
+            return _read_structs(*structs, patient_id, wanted.__self__.wanted_struct, passed_over)
         # What that decodes (~7 objects an entry) is freed when the walk ends: the collector has no cycle to look for
         # in it, and had walked it several times a call from ~1,000 entries a Bundle (8 collections at N = 10,000).
         with collector_paused():
             return _read_entries(*sent.read(READS | wanted.reads if hasattr(wanted, "reads") else None, wanted),
-                                 patient_id, wanted)
+                                 patient_id, wanted, passed_over)
     if isinstance(sent, list):
-        return _read_entries(sent, None, patient_id, wanted)
+        return _read_entries(sent, None, patient_id, wanted, passed_over)
     return Read([], 0, MALFORMED, 0)
 
 
 def _read_entries(entries: list, whole: Callable[[list[int]], list[dict]] | None, patient_id: str | None,
-                  wanted: Callable[[dict], bool] | None) -> Read:
+                  wanted: Callable[[dict], bool] | None, passed_over: list | None = None) -> Read:
     """read_resources of a Bundle's entries; `whole` gives the resources of the entries kept when they are not."""
+    passed_over = [] if passed_over is None else passed_over
     own = "Patient/" + patient_id if patient_id else None
     kept, read, included, other_patient = [], 0, 0, False
     for position, entry in enumerate(entries):
@@ -300,13 +309,15 @@ def _read_entries(entries: list, whole: Callable[[list[int]], list[dict]] | None
                 other_patient = not _about(resource, patient_id)
         if wanted is None or wanted(resource):
             kept.append(position)
+        elif type(rid := resource.get("id")) is str:
+            passed_over.append(rid)
     if other_patient:
         return Read([], read, OTHER_PATIENT, 0)
     return Read(whole(kept) if whole else [entries[i]["resource"] for i in kept], read, None, read - included)
 
 
 def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patient_id: str | None,
-                  wanted: Callable[[Any], bool]) -> Read:
+                  wanted: Callable[[Any], bool], passed_over: list | None = None) -> Read:
     """_read_entries of entries decoded as Structs of FHIR's shape (lazyjson._typed_reader: each entry and resource an
     object, so never MALFORMED), `wanted` the selector's `wanted_struct`: the same verdicts, without a dict made. The
     resources the Structs do not tell (an OperationOutcome that is not an include: its `issue` is not in the Struct;
@@ -316,6 +327,7 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
     # OperationOutcome), and the patient check is one state: the reference a resource about the patient carries,
     # checked until a resource about another patient is met, then None (nothing more to check: OTHER_PATIENT).
     patient_reference = "Patient/" + patient_id if patient_id else None
+    passed_over = [] if passed_over is None else passed_over
     kept, passed, included, outcomes, unread = [], 0, 0, [], []
     for position, entry in enumerate(entries):
         resource = entry.resource
@@ -340,6 +352,8 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
                 patient_reference = None
         if wanted(resource):
             kept.append(position)
+        else:
+            passed_over.append(resource.id)     # a scalar (lazyjson._typed_reader): hashable
     other_patient = bool(patient_id) and patient_reference is None
     if outcomes or unread and not other_patient:
         positions = sorted([position for position, _ in outcomes] + unread)
@@ -381,6 +395,28 @@ def _reference_dict(value: Any) -> Any:
 # What read_resources and _about read of a resource: with what `wanted` reads (its `reads`), all that is decoded of
 # a resource the client sent until it is kept (service/lazyjson.py).
 READS = frozenset({"resourceType", "id", "subject", "patient", "issue"})
+
+
+def _copied(resource: dict) -> dict:
+    """A resource sent alone, copied; one marked by the decode (lazyjson.BeyondDouble) keeps its mark."""
+    return dict(resource) if type(resource) is dict else resource
+
+
+def _type_and_id(resource: dict) -> tuple[str, str] | None:
+    """(type, id) of a resource whose type and id are strings (else None): what its versions share."""
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    return (rtype, rid) if type(rtype) is str and type(rid) is str else None
+
+
+def _sent_whole(value: dict) -> list[dict]:
+    """The resources a value the client sent holds, as orjson decodes them, in the order sent (a value read_resources
+    found usable: an entry holds an object or nothing)."""
+    if value.get("resourceType") != "Bundle":
+        return [_copied(value)]
+    entries = value.get("entry") or []
+    if isinstance(entries, Entries):
+        entries = entries.source.whole_entries(entries.key)
+    return [entry["resource"] for entry in entries if entry.get("resource") is not None]
 
 
 def _about(resource: dict, patient_id: str) -> bool:
@@ -527,13 +563,16 @@ class PrefetchResolver:
         context = request.get("context") or {}
         server = request.get("fhirServer")
         result, failures, plans = Prefetched(selected_by=self.wanted), [], []
+        passed_over, used, fetched = [], [], []         # ids of sent resources not kept; sent values read; fetched
         for key, template in templates.items():
             rtype, patient_scoped = _template_shape(template)
             patient_id = context.get("patientId") if patient_scoped else None
             if key in sent:
-                plan, problem = self._use_sent(key, rtype, sent[key], patient_id, result, self.wanted)
+                plan, problem = self._use_sent(key, rtype, sent[key], patient_id, result, self.wanted, passed_over)
                 if problem is CUT_SHORT and server:     # all of it, from the server instead
                     plan, problem = self._plan(key, rtype, template, context, patient_id, server)
+                elif problem is None and sent[key] is not None:
+                    used.append(sent[key])
             else:
                 plan, problem = self._plan(key, rtype, template, context, patient_id, server)
             if problem is not None:
@@ -555,6 +594,7 @@ class PrefetchResolver:
         allowance = Allowance(self.max_resources - result.read)
         for plan, resources, read, problem in self._run(plans, server, headers, deadline, allowance):
             result.resources += resources
+            fetched += resources[len(plan.seed):]
             result.read += read
             if problem is None:
                 result.sources.setdefault(plan.key, "fetched")
@@ -562,7 +602,26 @@ class PrefetchResolver:
                 self._fail(result, failures, plan.key, plan.resource_type, problem)
         if failures:
             raise PrefetchFailed(failures)
+        # A list appended to as the selection passes a resource over, looked up in C once here: cheaper than a set
+        # added to a resource at a time; gathering every resource's id by operator.attrgetter after the walk cost
+        # more (docs/data-access.md).
+        if passed_over and not {rid for r in result.resources if type(rid := r.get("id")) is str}.isdisjoint(
+                passed_over):
+            self._with_versions_passed_over(result, used, fetched)
         return result
+
+    def _with_versions_passed_over(self, result: Prefetched, used: list[dict], fetched: list[dict]) -> None:
+        """A resource not kept has the id of one kept: perhaps a later version of it recoded out of the value sets,
+        which takes it off record (record.build_record's later_version), so what the client sent is read again,
+        whole: of it, in the order sent, every resource `wanted` keeps and every one of the type and id of a resource
+        kept; then what was fetched. build_record chooses among them (`selected_by` None: not all are wanted).
+        Only here, when an id is shared, does that cost anything: the ids of the resources passed over are all the
+        selection remembers (a fhirServer's search answers with current versions, so a fetched page is not read
+        again)."""
+        kept = {_type_and_id(r) for r in result.resources} - {None}
+        sent = [resource for value in used for resource in _sent_whole(value)]
+        result.resources = [r for r in sent if self.wanted(r) or _type_and_id(r) in kept] + fetched
+        result.selected_by = None
 
     @staticmethod
     def _unreachable(plan: Plan) -> Problem:
@@ -573,13 +632,13 @@ class PrefetchResolver:
 
     @staticmethod
     def _use_sent(key: str, rtype: str, value: Any, patient_id: str | None, result: Prefetched,
-                  wanted: Callable[[dict], bool] | None) -> tuple[Plan | None, Problem | None]:
+                  wanted: Callable[[dict], bool] | None, passed_over: list) -> tuple[Plan | None, Problem | None]:
         if value is None:
             result.sources[key] = "null"
             return None, None
         if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
             return None, Problem("the client sent something that is not a FHIR resource", "invalid")
-        resources, read, unusable, matched = read_resources(value, patient_id, wanted)
+        resources, read, unusable, matched = read_resources(value, patient_id, wanted, passed_over)
         result.read += read
         if unusable == OUTCOME:
             return None, Problem("the client could not prefetch it (OperationOutcome)", "exception")
@@ -719,8 +778,12 @@ class PrefetchResolver:
             raise FetchProblem("fhirServer could not be reached", "transient") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise FetchProblem(f"the request to fhirServer failed ({type(exc).__name__})", "exception") from None
+        raw = raw[len(BYTE_ORDER_MARK):] if raw.startswith(BYTE_ORDER_MARK) else raw
         try:    # read as a request body is (orjson), but for a leading byte order mark: RFC 8259 lets it be ignored
-            return orjson.loads(raw[len(BYTE_ORDER_MARK):] if raw.startswith(BYTE_ORDER_MARK) else raw)
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError as refusal:   # a number beyond a double: its resources are left out
+                return fhir_beyond_double(raw, refusal)
         except (ValueError, RecursionError):
             raise FetchProblem("fhirServer answered with invalid or truncated JSON", "invalid") from None
 

@@ -3,7 +3,9 @@ EHR's JWTs. Sent as `Authorization: Bearer <token>`, or as the password of HTTP 
 committee member's browser can ask for it. Compared in constant time; never logged.
 
 With AVH_CDS_AUTH=off (development) and no credential sent, the page is open but shows no comments. With auth
-required, no valid credential is a 401, and so is every request when no token is configured.
+required, no valid credential is a 401, and so is every request when no token is configured. The credential is read
+whatever AVH_CDS_AUTH says (with auth off the CDS routes read no Authorization at all): a wrong one is a 401, and so
+is a malformed one (`malformed_credential`, naming what is wrong), never taken for none.
 
 An address (client_address: behind trusted proxies, the one they saw) that sent WRONG_TRIES_PER_MINUTE wrong credentials within a minute gets a 429 with Retry-After for
 any credential it sends until the oldest of them is a minute old (WrongTries, per process): the right one too,
@@ -35,8 +37,8 @@ class Viewer:
 
 
 class GovernanceRefused(ApiError):
-    def __init__(self, message: str):
-        super().__init__(401, "unauthorized", message)
+    def __init__(self, message: str, error: str = "unauthorized"):
+        super().__init__(401, error, message)
 
     def response(self):
         body, status, _ = super().response()
@@ -100,21 +102,34 @@ def client_address(environ: dict, trusted_hops: int) -> str:
     return address[:64]
 
 
+def _malformed(problem: str) -> GovernanceRefused:
+    return GovernanceRefused(f"the Authorization header is malformed: {problem} (the governance credential is "
+                             "`Bearer <token>` or HTTP Basic `user:password` in base64)", "malformed_credential")
+
+
 def presented_secret(authorization: str | None) -> bytes | None:
-    """The secret in a Bearer or Basic Authorization header, or None when there is none (or it is malformed)."""
-    if not authorization:
+    """The secret in a Bearer or Basic Authorization header, or None when there is none (no header, or a blank one).
+    Any other header is refused naming what is wrong in it, never echoing it: it may be the token itself."""
+    if not authorization or not authorization.strip():
         return None
     scheme, _, value = authorization.strip().partition(" ")
     value = value.strip()
-    if scheme.lower() == "bearer" and value:
+    if scheme.lower() == "bearer":
+        if not value:
+            raise _malformed("Bearer with no token")
         return value.encode()
-    if scheme.lower() == "basic" and value:
-        try:
-            decoded = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            return None
-        return decoded.partition(b":")[2] or None
-    return None
+    if scheme.lower() != "basic":
+        raise _malformed("its scheme is neither Bearer nor Basic")
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _malformed("the Basic credential is not base64") from None
+    _, colon, password = decoded.partition(b":")
+    if not colon:
+        raise _malformed("the Basic credential is not user:password")
+    if not password:
+        raise _malformed("the Basic credential has no password")
+    return password
 
 
 def governance_viewer(settings: Settings, authorization: str | None, address: str, tries: WrongTries) -> Viewer:
