@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, current_app, json, request
 from fhir.resources.R4B import get_fhir_model_class
 
+from service.errors import route_without_slash, without_slash
 from service.fhir.search import SearchError, parse_search
 from service.fhir.fixtures import load_fixtures
 
@@ -150,9 +151,12 @@ def search_post(rtype: str):
 @bp.route("/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unsupported(rest: str):
-    if request.method != "GET":
+    if request.method not in ("GET", "HEAD"):
         return outcome(405, "not-supported", "this FHIR endpoint is read-only (GET read and search, "
                                              "POST [type]/_search)")
+    bare = route_without_slash("GET")
+    if bare is not None:
+        return without_slash(bare)          # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
     return outcome(404, "not-found", f"nothing at /fhir/{rest}: try /fhir/metadata")
 
 
