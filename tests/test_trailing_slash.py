@@ -26,10 +26,11 @@ def test_every_get_route_typed_with_a_slash_is_redirected_to_it(served):
     assert {"/pathway", "/governance", "/cds-services", "/healthz", "/openapi.json", "/fhir/metadata"} <= set(routes)
     for path in routes:
         for method in ("GET", "HEAD"):
-            for typed in (path + "/", path + "//"):
-                answer = client.open(typed, method=method)
-                assert answer.status_code == 308 and answer.headers["Location"] == path, (method, typed)
-        assert client.get(path + "/", follow_redirects=True).status_code == client.get(path).status_code
+            answer = client.open(path + "/", method=method)
+            assert answer.status_code == 308 and answer.headers["Location"] == path, (method, path)
+        for typed in (path + "/", path + "//"):
+            followed = client.get(typed, follow_redirects=True)
+            assert followed.request.path == path and followed.status_code == client.get(path).status_code, typed
 
 
 def test_the_redirect_keeps_the_query():
