@@ -42,11 +42,13 @@ def route_without_slash(method: str) -> str | None:
     return bare if endpoint != request.endpoint else None
 
 
-def without_slash(bare: str):
-    """308 to `bare`, the request's path less its trailing slashes, the query kept as sent (a raw control character
-    escaped: a header cannot carry it)."""
+def without_slash():
+    """308 to the request's path less its trailing slashes, the query kept. The path's bytes as sent are escaped
+    again (a '?', '#' or control character in an id stays in the path, and a header can carry it)."""
+    environ = request.environ
+    path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace").rstrip(b"/")
     query = quote(request.query_string, safe="%=&;+/?:@!$'()*,")
-    return redirect(request.script_root + bare + ("?" + query if query else ""), 308)
+    return redirect(quote(path, safe="/:@!$&'()*+,;=") + ("?" + query if query else ""), 308)
 
 
 def not_found(exc: NotFound):
@@ -58,7 +60,7 @@ def not_found(exc: NotFound):
     if bare is None:
         return http_error(exc)
     if method in ("GET", "HEAD"):
-        return without_slash(bare)
+        return without_slash()
     return http_error(NotFound(f"no route {method} {request.path[:200]}: the URL has no trailing slash ({bare[:200]})"))
 
 

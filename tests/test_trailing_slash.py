@@ -52,6 +52,11 @@ def test_the_fixture_fhir_endpoint_redirects_the_same(served):
         answer = client.get(typed)
         assert answer.status_code == 308 and answer.headers["Location"] == canonical, typed
         assert client.get(typed, follow_redirects=True).status_code == 200
+    # an id's bytes as sent: a '?', '#' or newline in it stays in the path (escaped), never a 500
+    for typed in ("/fhir/Patient/a%3Fb/", "/fhir/Patient/a%23b/", "/fhir/Patient/a%0Ab/", "/fhir/Patient/%E6%BC%A2/"):
+        answer = client.get(typed)
+        assert answer.status_code == 308 and answer.headers["Location"] == typed[:-1], typed
+        assert client.get(typed, follow_redirects=True).json["issue"][0]["code"] == "not-found"
     nothing = client.get("/fhir/NotAType/a/b/")       # a slash after nothing: still the FHIR 404
     assert nothing.status_code == 404 and nothing.json["resourceType"] == "OperationOutcome"
 

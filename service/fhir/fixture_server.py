@@ -177,9 +177,8 @@ def search_post(rtype: str):
 def unsupported(rest: str):
     if request.method not in ("GET", "HEAD"):
         return read_only()
-    bare = route_without_slash("GET")
-    if bare is not None:
-        return without_slash(bare)          # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
+    if route_without_slash("GET") is not None:
+        return without_slash()          # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
     return outcome(404, "not-found", f"nothing at /fhir/{rest}: try /fhir/metadata")
 
 
