@@ -105,7 +105,7 @@ def _known_type(name: str) -> bool:
     return name[:1].isupper()
 
 
-@bp.route("", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("", methods=["GET", "POST"])           # POST: a batch or transaction, refused as FHIR refuses
 def base():
     """The server's base URL, opened by a person (the sandbox link names it as fhirServiceUrl): what this server is
     and where its CapabilityStatement is, as an informational OperationOutcome. With parameters it would be a
