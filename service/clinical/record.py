@@ -422,6 +422,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                 patient, reason = check(res)
                 deceased = reason is not None and says_deceased(res)
                 if reason is not None:
+                    log.warning("left out invalid Patient: %.300s", reason)     # its id is the patient's: not logged
                     patient_left_out = len(left_out)
                     left_out.append(LeftOut("Patient", shown_id(rid), ("patient",), reason))
             continue
