@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
-                                    UTC, Evidence, Facts, course_dose, instant, names_dexamethasone, shift)
+                                    LATEST, UTC, Evidence, Facts, course_dose, instant, midnight_utc,
+                                    names_dexamethasone, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
                                       scope_unchecked, topic_outcomes)
 from service.clinical.markdown import literal
@@ -258,15 +259,29 @@ def _moment(value) -> tuple[dt.datetime, bool] | None:
     return (moment, len(value.strip()) <= 10) if moment else None
 
 
+def _until(value) -> dt.datetime | None:
+    """The instant a period's end ends at. A date or partial date means the whole day, month or year (FHIR: a partial
+    date as a period's end is its last instant), so it ends where the next one begins: an end of 2027-01 includes
+    all of January (a course from 2026-12 to 2027-01 is 62 days, not the 32 of reading it as 1 January)."""
+    moment = instant(value) if isinstance(value, str) else None
+    if moment is None or len(value.strip()) > 10:
+        return moment
+    precision = len(value.strip())
+    if precision == 10:
+        return shift(moment, DAY)
+    year, month = (moment.year + 1, 1) if precision == 4 else (moment.year + moment.month // 12, moment.month % 12 + 1)
+    return midnight_utc(year, month, 1) or LATEST      # the year 9999 ends at the calendar's end
+
+
 def _period(repeat: Mapping) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """(start, end) of a dosage line's boundsPeriod, each None when not stated; a bare end date includes that day.
-    A period that ends before it starts (FHIR's per-1 forbids it) cannot be read: (None, None)."""
+    """(start, end) of a dosage line's boundsPeriod, each None when not stated: a partial date starts at its first
+    instant and ends after its last (_until). A period that ends before it starts (FHIR's per-1 forbids it) cannot be
+    read: (None, None)."""
     period = _map(repeat.get("boundsPeriod"))
-    start, end = _moment(period.get("start")), _moment(period.get("end"))
-    until = (shift(end[0], DAY) if end[1] else end[0]) if end else None
-    if start is not None and until is not None and until < start[0]:
+    start, until = instant(period["start"]) if isinstance(period.get("start"), str) else None, _until(period.get("end"))
+    if start is not None and until is not None and until < start:
         return None, None
-    return (start[0] if start else None), until
+    return start, until
 
 
 def _steps(resource: Mapping) -> list[list[Mapping]]:
