@@ -6,7 +6,8 @@ import pytest
 from service import create_app
 from service.clinical.orders import course_days
 from service.config import Settings
-from tests.fhir_records import NO_AUTH, UCUM, hook_request, in_pathway_chart
+from tests.fhir_records import (NO_AUTH, UCUM, bounds_duration, day, dexamethasone, hook_request, in_pathway_chart,
+                                today)
 from tests.test_order_hooks import dex, post, signed_as_suggested
 
 SUMMARY = "Dexamethasone order for {} days exceeds the 13-day course (3 days + 10-day taper)"
@@ -62,3 +63,42 @@ def test_a_partial_end_within_the_course_stays_silent(client, start, end):
     assert post(client, body) == []
     fired, reason = explained(client, body)
     assert not fired and "within the 13-day course" in reason, reason
+
+
+# --- 2. a draft whose dosage states no start starts on the day it was authored -------------------------------------
+
+def dosed(days: float, mg: float = 96) -> dict:
+    return {**bounds_duration(days), "doseAndRate": [{"doseQuantity": {"value": mg, "unit": "mg", "system": UCUM,
+                                                                       "code": "mg"}}]}
+
+
+def test_a_changed_ongoing_order_sent_again_keeps_the_days_it_has_run(client):
+    """Attack (orders15): the ongoing order dex-1 (authored 10 days ago, 10 days at 96 mg/day) is changed and sent
+    again as a draft with its authoredOn, beside a new 8-day taper. The draft is never on record, so its days taken are
+    not counted there; read as starting today (main), it ran side by side with the taper: a 10-day course, silent.
+    pathway.md section 3 dates a MedicationRequest by its earliest dosage start, else authoredOn: the course runs from
+    10 days ago to the taper's end, 18 days, and draws the card."""
+    on_record = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(10)])
+    changed = {**on_record, "status": "draft", "dosageInstruction": [dosed(10, 48)]}
+    drafts = [changed, dex("dex-2", dosed(8, 8))]
+    record = in_pathway_chart("p3") + [on_record]
+    [card] = post(client, hook_request("order-sign", "p3", record, drafts))
+    assert card["summary"] == "Dexamethasone orders together run 18 days: beyond the 13-day course (3 days + 10-day taper)"
+    assert f"MedicationRequest/dex-1): 10 days from {day(10, since=today())}" in card["detail"]
+    assert "an order without a start date starts on the day it was authored, else today" in card["detail"]
+    assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []
+
+
+@pytest.mark.parametrize("authored", [f"{day(0, since=today())}T23:59:00Z", day(-5, since=today()),
+                                      f"{day(-5, since=today())}T08:00:00+02:00"],
+                         ids=["authored-now-late-in-the-day", "authored-in-5-days", "authored-in-5-days-with-a-time"])
+def test_a_new_draft_authored_now_or_later_starts_today(client, authored):
+    """A new draft is authored now (a dateTime, hours into today): it starts today, as the record counts course days
+    by date, so 13 days beside a 3-day draft from today is the 13-day course, silent (read to the minute, the two
+    would end 23 hours apart: 13.99 days, a card). An authoredOn after today states no start: read as one, the
+    13-day draft would run from 5 days on, 18 days with the 3 from today."""
+    drafts = [{**dex("dex-1", dosed(13)), "authoredOn": authored}, dex("dex-2", dosed(3))]
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3"), drafts)
+    assert post(client, body) == []
+    fired, reason = explained(client, body)
+    assert not fired and reason.startswith("0 course days taken + 13 drafted"), reason

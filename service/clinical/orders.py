@@ -529,8 +529,8 @@ def _narrowed(found: list[tuple[str, Fire | str, dict]], facts: Facts) -> list[t
 class CourseDraft:
     """A dexamethasone draft whose duration can be read, on the draft set's time line (days after today, 00:00 UTC)."""
     draft: DraftOrder
-    anchor: float       # where its own days count from (_timeline): its earliest stated dosage start, else today
-    stated: dt.datetime | None      # that start as stated, None when the draft states none
+    anchor: float       # where its own days count from: its earliest stated dosage start, else authoredOn, else today
+    stated: dt.datetime | None      # its dosage start as stated (_timeline), None when the dosage states none
     start: float
     end: float
 
@@ -546,16 +546,27 @@ def _midnight(today: dt.date | None) -> dt.datetime | None:
 
 def _course_drafts(dexamethasone: list[DraftOrder], today: dt.datetime | None) -> list[CourseDraft]:
     """The draft set's dexamethasone drafts whose duration can be read (section 5: one that cannot draws no warning,
-    and adds nothing to the others), each placed by its earliest dosage start; a draft stating none starts today."""
+    and adds nothing to the others), each placed by its earliest dosage start, else by the day it was authored
+    (section 3 dates a MedicationRequest so: a changed order sent again keeps the days it has run), else today."""
     placed = []
     for draft in dexamethasone:
         extent = _extent(draft.resource)
         if extent is None:
             continue
-        anchor, start, end = extent
+        stated, start, end = extent
+        anchor = stated or _authored_start(draft, today)
         at = (anchor - today) / DAY if anchor is not None and today is not None else 0.0
-        placed.append(CourseDraft(draft, at, anchor, at + start, at + end))
+        placed.append(CourseDraft(draft, at, stated, at + start, at + end))
     return placed
+
+
+def _authored_start(draft: DraftOrder, today: dt.datetime | None) -> dt.datetime | None:
+    """00:00 UTC of the day a draft was authored, the day as the record counts course days (a new draft authored
+    now starts today, not hours into it); an authoredOn after today is no start (a later start is stated in the
+    dosage), and the draft starts today."""
+    if draft.authored is None or today is None or draft.authored > today.date():
+        return today
+    return _midnight(draft.authored)
 
 
 def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
