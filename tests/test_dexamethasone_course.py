@@ -102,3 +102,33 @@ def test_a_new_draft_authored_now_or_later_starts_today(client, authored):
     assert post(client, body) == []
     fired, reason = explained(client, body)
     assert not fired and reason.startswith("0 course days taken + 13 drafted"), reason
+
+
+# --- 3. a withdrawn draft the record cannot read leaves prefetch's version on record ------------------------------
+
+@pytest.mark.parametrize("unreadable", [
+    {"dosageInstruction": "every morning"},
+    {"dosageInstruction": [{"timing": {"repeat": {"boundsPeriod": {"start": "soon"}}}}]},
+    {"authoredOn": "yesterday"},
+], ids=["dosage-not-a-list", "dosage-start-not-a-date", "authored-not-a-date"])
+def test_a_withdrawn_draft_that_cannot_be_read_leaves_the_days_taken_on_record(client, unreadable):
+    """Attack (orders15): the EHR stops the ongoing order dex-1 (10 days taken) while signing a new 10-day draft, but
+    the stopped draft is invalid FHIR. It took prefetch's version off the record and was itself left out as invalid:
+    the 10 days taken were lost, 10 days drafted, silent. The record reads prefetch's version instead: 20 days, a card
+    naming the 10 taken."""
+    on_record = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(30)])
+    stopped = {**on_record, "status": "stopped", **unreadable}
+    drafts = [stopped, dex("dex-2", dosed(10))]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [on_record], drafts))
+    assert card["summary"] == ("Dexamethasone course of 20 days with this order (10 already taken): beyond the "
+                               "13-day course (3 days + 10-day taper)")
+
+
+def test_a_withdrawn_draft_that_cannot_be_read_leaves_a_short_course_silent(client):
+    """The same with 2 days taken: 2 + 10 days is within the 13-day course, no card."""
+    on_record = dexamethasone(day(2, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(30)])
+    drafts = [{**on_record, "status": "stopped", "dosageInstruction": "every morning"}, dex("dex-2", dosed(10))]
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3") + [on_record], drafts)
+    assert post(client, body) == []
+    fired, reason = explained(client, body)
+    assert not fired and reason.startswith("2 course days taken + 10 drafted"), reason
