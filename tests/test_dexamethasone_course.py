@@ -1,7 +1,10 @@
 """The draft set's dexamethasone course (pathway.md sections 3 and 5), as orders15 left it: partial dates read as
 FHIR means them, a draft's start when its dosage states none, a withdrawn draft whose dosage cannot be read, and the
 time zone "today" is read in. Each rule is checked card by card, with the cases that must stay silent."""
+import datetime as dt
+
 import pytest
+import time_machine
 
 from service import create_app
 from service.clinical.orders import course_days
@@ -132,3 +135,22 @@ def test_a_withdrawn_draft_that_cannot_be_read_leaves_a_short_course_silent(clie
     assert post(client, body) == []
     fired, reason = explained(client, body)
     assert not fired and reason.startswith("2 course days taken + 10 drafted"), reason
+
+
+# --- 5. the day a draft was authored, as written in its own time zone --------------------------------------------
+
+@pytest.mark.parametrize("taper_end, fires", [("2026-12-13", False), ("2026-12-14", True)], ids=["13-days", "14-days"])
+def test_a_draft_authored_after_local_midnight_east_of_utc_starts_on_its_local_date(client, taper_end, fires):
+    """Attack (orders15): at 02:00 on 1 December in Tokyo (17:00 on 30 November, UTC), a 3-day bolus is drafted
+    with no dosage start (authoredOn 2026-12-01T02:00:00+09:00) and a taper dated by local dates, 4 to 13 December.
+    Read in UTC, the bolus started on 30 November: 14 days, a card for the recommended 13-day course. Its authoredOn
+    is read at date precision as written (no time zone is carried by the hook; bare dates are read as dates): 13
+    days, silent; a taper to 14 December is 14 days and draws the card."""
+    with time_machine.travel(dt.datetime(2026, 11, 30, 17, tzinfo=dt.timezone.utc), tick=False):
+        bolus = {**dex("dex-1", dosed(3)), "authoredOn": "2026-12-01T02:00:00+09:00"}
+        drafts = [bolus, dex("dex-2", between("2026-12-04", taper_end, mg=8))]
+        body = hook_request("order-sign", "p3", in_pathway_chart("p3"), drafts)
+        cards = post(client, body)
+        fired, reason = explained(client, body)
+    assert [c["source"]["topic"]["code"] for c in cards] == (["steroid-duration"] if fires else [])
+    assert fired is fires and ("course of 14 days" if fires else "+ 13 drafted") in reason, reason

@@ -561,12 +561,23 @@ def _course_drafts(dexamethasone: list[DraftOrder], today: dt.datetime | None) -
 
 
 def _authored_start(draft: DraftOrder, today: dt.datetime | None) -> dt.datetime | None:
-    """00:00 UTC of the day a draft was authored, the day as the record counts course days (a new draft authored
-    now starts today, not hours into it); an authoredOn after today is no start (a later start is stated in the
-    dosage), and the draft starts today."""
+    """The day a draft was authored, read by days as the record counts course days (a new draft authored now starts
+    today, not hours into it); an authoredOn after today (UTC) is no start (a later start is stated in the dosage),
+    and the draft starts today."""
     if draft.authored is None or today is None or draft.authored > today.date():
         return today
-    return _midnight(draft.authored)
+    return _midnight(_written_day(draft.resource["authoredOn"]) or draft.authored)
+
+
+def _written_day(value: str) -> dt.date | None:
+    """The calendar date a dateTime is written in, in its own time zone, not converted to UTC: authored at 02:00 on
+    1 December in Tokyo (+09:00, 30 November in UTC) is 1 December, the day a taper dated there by bare local dates
+    counts from. None for a date alone (instant reads it) or what fromisoformat cannot read."""
+    text = value.strip()
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date() if len(text) > 10 else None
+    except ValueError:
+        return None
 
 
 def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
