@@ -18,14 +18,22 @@ def order_facts(engine: Engine, prefetched: Prefetched, request: Mapping[str, An
     """The record's facts and the hook's draft orders. An EHR may already hold the drafts and return them in
     prefetch: a draft is never "on record". A draft that withdraws an order (stopped, cancelled, ...) is what became
     of that order: on record in place of the version prefetch returns (else stopping the ongoing dexamethasone order
-    while signing a new one would leave the course days taken uncounted)."""
+    while signing a new one would leave the course days taken uncounted). One the record cannot read (invalid FHIR,
+    such as an unreadable dosage) would be left out with that version: prefetch's version stays instead."""
     context = request["context"]
     patient_id = context["patientId"]
     drafts_sent = context["draftOrders"]
-    drafts = draft_refs(drafts_sent)
+    withdrawn, unreadable = [], set()
+    for order in withdrawn_orders(drafts_sent, patient_id):
+        if not engine.selector.wanted(order):
+            continue
+        if engine.validate(order)[1] is None:
+            withdrawn.append(order)
+        else:
+            unreadable.add(f"{order['resourceType']}/{order['id']}")
+    drafts = draft_refs(drafts_sent) - unreadable
     on_record = dataclasses.replace(prefetched, resources=[
-        r for r in prefetched.resources if f"{r.get('resourceType')}/{r.get('id')}" not in drafts] + [
-        r for r in withdrawn_orders(drafts_sent, patient_id) if engine.selector.wanted(r)])
+        r for r in prefetched.resources if f"{r.get('resourceType')}/{r.get('id')}" not in drafts] + withdrawn)
     return (engine.facts(on_record, patient_id, now),
             read_drafts(drafts_sent, patient_id, engine.valuesets, on_record.resources))
 
