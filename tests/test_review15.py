@@ -28,3 +28,48 @@ def test_a_path_typed_with_leading_slashes_is_redirected_on_this_site(typed, can
     assert answer.status_code == 308 and answer.headers["Location"] == canonical, answer.headers.get("Location")
 
 
+# --- a draft dated in the past overlaps the course days already taken: they are counted once ------------------------
+
+def course_in_progress(taper_days: int) -> tuple[list[dict], list[dict]]:
+    """The recommended regimen under way: the 3-day bolus dex-0 given from 10 days ago (completed), the taper dex-1
+    (active, authored 7 days ago, no dosage start) changed to a lower dose and sent again as a draft with its
+    authoredOn, `taper_days` long. (record, drafts)."""
+    bolus = dexamethasone(day(10, since=today()), "completed", patient_id="p3", id="dex-0", dosage=[dosed(3)])
+    taper = dexamethasone(day(7, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(10, 16)])
+    changed = {**taper, "status": "draft", "dosageInstruction": [dosed(taper_days, 24)]}
+    return in_pathway_chart("p3") + [bolus, taper], [changed]
+
+
+def test_a_changed_taper_of_the_recommended_course_stays_silent(client):
+    """Attack (rev15): the taper of the recommended 13-day course (3-day bolus from 10 days ago, then 10 days from 7
+    days ago), its dose changed today and sent again: the course runs from 10 days ago to 3 days on, 13 days. int15
+    placed the draft at its authoredOn (7 days ago) and added its 10 days to the 10 taken: the 7 days both counted
+    twice, a 20-day card on the recommended regimen."""
+    record, drafts = course_in_progress(10)
+    assert post(client, hook_request("order-sign", "p3", record, drafts)) == []
+    assert post(client, hook_request("order-select", "p3", record, drafts, ["MedicationRequest/dex-1"])) == []
+
+
+def test_a_changed_taper_past_the_course_is_shortened_to_the_course_end(client):
+    """The same taper made 13 days long (7 days ago to 6 days on): the course is 16 days, the card says so, and its
+    one-click fix ends the taper with the course, 3 days from today (10 days from its start); signing it draws no
+    card. int15 said 23 days and cut the taper to 3 days: to end 4 days ago."""
+    record, drafts = course_in_progress(13)
+    [card] = post(client, hook_request("order-sign", "p3", record, drafts))
+    assert "16 days" in card["summary"], card["summary"]
+    assert "runs for 6 days after 10 days of this episode's course already taken: 16 days in all" in card["detail"]
+    [action] = card["suggestions"][0]["actions"]
+    assert action["resource"]["dosageInstruction"][0]["timing"]["repeat"]["boundsDuration"]["value"] == 10
+    assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []
+
+
+@pytest.mark.parametrize("authored", [40, 6, 3], ids=["ended-before-the-course", "before-the-course", "in-the-course"])
+def test_signing_the_fix_of_a_draft_dated_in_the_past_draws_no_card(client, authored):
+    """The one-click fix of a 14-day draft authored `authored` days ago, 5 days into a course (an ongoing 30-day
+    order from 5 days ago), stays silent once signed, wherever the draft lies beside the days taken."""
+    record = in_pathway_chart("p3") + [dexamethasone(day(5, since=today()), "active", patient_id="p3", id="dex-0",
+                                                     dosage=[dosed(30)])]
+    drafts = [{**dexamethasone(day(authored, since=today()), "draft", patient_id="p3", id="dex-1"),
+               "dosageInstruction": [dosed(14)]}]
+    [card] = post(client, hook_request("order-sign", "p3", record, drafts))
+    assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []
