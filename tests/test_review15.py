@@ -73,3 +73,18 @@ def test_signing_the_fix_of_a_draft_dated_in_the_past_draws_no_card(client, auth
                "dosageInstruction": [dosed(14)]}]
     [card] = post(client, hook_request("order-sign", "p3", record, drafts))
     assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []
+
+
+# --- a changed order sent again that the record cannot read leaves prefetch's version on record --------------------
+
+@pytest.mark.parametrize("status", ["draft", "active"])
+def test_a_changed_order_that_cannot_be_read_leaves_the_days_taken_on_record(client, status):
+    """Attack (rev15): the ongoing order dex-1 (10 days taken) is sent again changed, still to sign, but its dosage is
+    not a list (invalid FHIR), beside a new 10-day draft. int15 kept prefetch's version on record only for a withdrawn
+    draft: this one took it off and was left out itself, the 10 days taken lost: 10 days, silent. 20 days, a card."""
+    on_record = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(30)])
+    drafts = [{**on_record, "status": status, "dosageInstruction": "every morning"},
+              dexamethasone(day(0, since=today()), "draft", patient_id="p3", id="dex-2", dosage=[dosed(10)])]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [on_record], drafts))
+    assert card["summary"] == ("Dexamethasone course of 20 days with this order (10 already taken): beyond the "
+                               "13-day course (3 days + 10-day taper)")

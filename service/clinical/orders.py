@@ -194,13 +194,13 @@ def draft_refs(bundle: Mapping) -> frozenset[str]:
     return frozenset(f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" for e in _entries(bundle))
 
 
-def withdrawn_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
-    """The draft set's orders of this patient that withdraw an order (stopped, completed, cancelled, ...): no order to
-    sign, but what became of an order that may be on record, in the draft's words (section 3 reads them: a stopped
-    dexamethasone order was given, its days count; a revoked instrumentation order is not ordered). Each has an id:
-    one without names no order on record."""
+def named_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
+    """The draft set's orders of this patient that have an id: each may be a new version of an order on record (one
+    without an id names none). Those that withdraw an order (WITHDRAWN: stopped, completed, cancelled, ...) are no
+    order to sign, but what became of an order that may be on record, in the draft's words (section 3 reads them: a
+    stopped dexamethasone order was given, its days count; a revoked instrumentation order is not ordered)."""
     return [r for r in (e["resource"] for e in _entries(bundle))
-            if r.get("resourceType") in ("ServiceRequest", "MedicationRequest") and str(r.get("status")) in WITHDRAWN
+            if r.get("resourceType") in ("ServiceRequest", "MedicationRequest")
             and isinstance(r.get("id"), str) and r["id"] and subject_id(r) in (None, patient_id)]
 
 
