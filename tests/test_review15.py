@@ -88,3 +88,19 @@ def test_a_changed_order_that_cannot_be_read_leaves_the_days_taken_on_record(cli
     [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [on_record], drafts))
     assert card["summary"] == ("Dexamethasone course of 20 days with this order (10 already taken): beyond the "
                                "13-day course (3 days + 10-day taper)")
+
+
+# --- the log line of an invalid Patient names no element the sender made up ----------------------------------------
+
+@pytest.mark.parametrize("extra", [{"MRN778899": "x"}, {"birthDate": "1970-05-01", "MRN778899birthDate": "1970"}])
+def test_an_invalid_patient_logs_no_name_the_sender_chose(client, caplog, extra):
+    """Attack (rev15): a Patient with an element its type does not define, named by a record number (`MRN778899`):
+    it was left out and logged as `invalid FHIR at MRN778899: extra_forbidden`, the sender's name for it in the log.
+    The line says an undefined element was sent, not its name."""
+    import logging
+    chart = in_pathway_chart("p3")
+    chart[0] = {**chart[0], **extra}
+    caplog.set_level(logging.WARNING)
+    assert client.post("/cds-services/avh-patient-view", json=hook_request("patient-view", "p3", chart)).status_code == 200
+    [line] = [r.getMessage() for r in caplog.records if "left out invalid Patient" in r.getMessage()]
+    assert "extra_forbidden" in line and "778899" not in line, line
