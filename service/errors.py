@@ -44,9 +44,11 @@ def route_without_slash(method: str) -> str | None:
 
 def without_slash():
     """308 to the request's path less its trailing slashes, the query kept. The path's bytes as sent are escaped
-    again (a '?', '#' or control character in an id stays in the path, and a header can carry it)."""
+    again (a '?', '#' or control character in an id stays in the path, and a header can carry it), and it starts with
+    one slash: `GET //pathway/` matches /pathway, but a Location of `//pathway` is another host's URL."""
     environ = request.environ
-    path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace").rstrip(b"/")
+    path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace").strip(b"/")
+    path = b"/" + path
     query = quote(request.query_string, safe="%=&;+/?:@!$'()*,")
     return redirect(quote(path, safe="/:@!$&'()*+,;=") + ("?" + query if query else ""), 308)
 

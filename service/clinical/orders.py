@@ -194,13 +194,13 @@ def draft_refs(bundle: Mapping) -> frozenset[str]:
     return frozenset(f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" for e in _entries(bundle))
 
 
-def withdrawn_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
-    """The draft set's orders of this patient that withdraw an order (stopped, completed, cancelled, ...): no order to
-    sign, but what became of an order that may be on record, in the draft's words (section 3 reads them: a stopped
-    dexamethasone order was given, its days count; a revoked instrumentation order is not ordered). Each has an id:
-    one without names no order on record."""
+def named_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
+    """The draft set's orders of this patient that have an id: each may be a new version of an order on record (one
+    without an id names none). Those that withdraw an order (WITHDRAWN: stopped, completed, cancelled, ...) are no
+    order to sign, but what became of an order that may be on record, in the draft's words (section 3 reads them: a
+    stopped dexamethasone order was given, its days count; a revoked instrumentation order is not ordered)."""
     return [r for r in (e["resource"] for e in _entries(bundle))
-            if r.get("resourceType") in ("ServiceRequest", "MedicationRequest") and str(r.get("status")) in WITHDRAWN
+            if r.get("resourceType") in ("ServiceRequest", "MedicationRequest")
             and isinstance(r.get("id"), str) and r["id"] and subject_id(r) in (None, patient_id)]
 
 
@@ -594,16 +594,18 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
         return f"the duration of {_labels(spoken)} cannot be read", {}
     orders = [c.draft for c in course]
     taken = _days_taken(facts)
-    first = min(c.start for c in course)
-    drafted = min(max(c.end for c in course) - first, CALENDAR_DAYS)
+    first, last = min(c.start for c in course), max(c.end for c in course)
+    drafted = min(last - first, CALENDAR_DAYS)
+    again = _taken_again(first, last, taken)
     together = f" ({_labels(orders)} together, earliest start to latest end)" if len(course) > 1 else ""
-    if taken + drafted <= STEROID_COURSE_DAYS + TOLERANCE_DAYS:
-        return (f"{days_in_words(taken)} course days taken + {days_in_words(drafted)} drafted{together}: within the "
-                f"{STEROID_COURSE_DAYS}-day course"), {}
+    shared = f", {days_in_words(again)} of them among the days taken" if again else ""
+    if taken + drafted - again <= STEROID_COURSE_DAYS + TOLERANCE_DAYS:
+        return (f"{days_in_words(taken)} course days taken + {days_in_words(drafted)} drafted{together}{shared}: "
+                f"within the {STEROID_COURSE_DAYS}-day course"), {}
     if not any(_high_or_unknown(d, facts) for d in orders):
         return f"over {STEROID_COURSE_DAYS} days, but at {MODERATE_DAILY_DOSE_MG:g} mg/day or less: not a high dose", {}
     counted = facts.dexamethasone.entries if facts.dexamethasone else ()
-    total = days_in_words(taken + drafted)
+    total = days_in_words(taken + drafted - again)
     left = STEROID_COURSE_DAYS - taken
     flags = {"dex_course_taken"} if taken > 0 else set()
     if len(course) > 1:
@@ -611,11 +613,26 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
     return Fire(base + counted + tuple(d.evidence for d in orders), f"dexamethasone course of {total} days{together}"), {
         "draft_orders": _labels(orders) if len(course) == 1 else "; ".join(c.describe(today) for c in course),
         "dex_days": total,
-        "draft_days": days_in_words(drafted),
+        "draft_days": days_in_words(drafted - again),      # the days it adds to those taken
         "dex_taken": days_in_words(taken),
         "dex_dose": _course_dose_text(orders, facts),
-        "actions": {"shorten-course": _shortened_course(course, first + left, left)},
+        "actions": {"shorten-course": _shortened_course(course, _course_end(first, taken), left)},
         FLAGS: frozenset(flags)}
+
+
+def _taken_again(first: float, last: float, taken: float) -> float:
+    """The days of the drafts' span (`first` to `last`, days after today) before today that the course days taken
+    already count (they run from `taken` days ago to today): a draft dated in the past, by its dosage start or its
+    authoredOn (a changed order sent again), ran on those days once, not twice."""
+    return max(0.0, min(last, 0.0) - max(first, -taken))
+
+
+def _course_end(first: float, taken: float) -> float:
+    """Where the drafts must end (days after today) for the course to be 13 days: `first` + the days left, and later
+    by the days taken the drafts run on again (_taken_again) when they end today or after."""
+    end = first + STEROID_COURSE_DAYS - taken
+    again = min(taken, max(0.0, -first))
+    return end + again if end + again >= 0 else end
 
 
 def _shortened_course(course: list[CourseDraft], end: float, left: float) -> list[dict]:
