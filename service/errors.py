@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, jsonify, redirect, request
+from flask.globals import request_ctx
+from werkzeug.exceptions import HTTPException, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -20,16 +22,57 @@ class ApiError(Exception):
         return jsonify(body), self.status, self.headers
 
 
+def http_error(exc: HTTPException):
+    names = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}
+    body = {"error": names.get(exc.code, exc.name.lower().replace(" ", "_")), "message": exc.description}
+    return jsonify(body), exc.code
+
+
+def route_without_slash(method: str) -> str | None:
+    """The request's path less its trailing slashes, when a route (not the one that has the request) answers it for
+    `method`; else None."""
+    path, adapter = request.path, request_ctx.url_adapter
+    bare = path.rstrip("/")
+    if bare == path or not bare or adapter is None:
+        return None
+    try:
+        endpoint, _ = adapter.match(bare, method=method)
+    except HTTPException:           # no route there either (a 404, a 405), or one that redirects
+        return None
+    return bare if endpoint != request.endpoint else None
+
+
+def without_slash():
+    """308 to the request's path less its trailing slashes, the query kept. The path's bytes as sent are escaped
+    again (a '?', '#' or control character in an id stays in the path, and a header can carry it), and it starts with
+    one slash: `GET //pathway/` matches /pathway, but a Location of `//pathway` is another host's URL."""
+    environ = request.environ
+    path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace").strip(b"/")
+    path = b"/" + path
+    query = quote(request.query_string, safe="%=&;+/?:@!$'()*,")
+    return redirect(quote(path, safe="/:@!$&'()*+,;=") + ("?" + query if query else ""), 308)
+
+
+def not_found(exc: NotFound):
+    """A URL typed with a trailing slash (/pathway/, /cds-services/): GET and HEAD are redirected (308) to the route
+    without it, the one URL of each page and JSON answer. A POST is not: a CDS call's URL is exact (its JWT's aud
+    names it, and a redirect would have the client send the patient's data twice), so it stays a 404 naming the URL."""
+    method = request.method
+    bare = route_without_slash("GET" if method == "HEAD" else method)
+    if bare is None:
+        return http_error(exc)
+    if method in ("GET", "HEAD"):
+        return without_slash()
+    return http_error(NotFound(f"no route {method} {request.path[:200]}: the URL has no trailing slash ({bare[:200]})"))
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return exc.response()
 
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
-        names = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}
-        body = {"error": names.get(exc.code, exc.name.lower().replace(" ", "_")), "message": exc.description}
-        return jsonify(body), exc.code
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(NotFound, not_found)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -30,6 +30,19 @@ def test_metadata_is_a_capability_statement(fhir):
     assert {p["name"] for p in resources["Condition"]["searchParam"]} >= {"patient", "subject", "code", "_count"}
 
 
+def test_the_base_url_names_the_server_and_links_its_metadata(fhir):
+    """The base URL a person opens (the front page and the sandbox link name it): it was a 404."""
+    for url in ("/fhir", "/fhir/"):
+        response = fhir.get(url, follow_redirects=True)
+        assert response.status_code == 200 and response.mimetype == "application/fhir+json", url
+        [issue] = response.json["issue"]
+        assert response.json["resourceType"] == "OperationOutcome" and issue["severity"] == "information"
+        assert "FHIR R4" in issue["diagnostics"] and "http://localhost/fhir/metadata" in issue["diagnostics"]
+        assert response.headers["Link"] == '<http://localhost/fhir/metadata>; rel="service-desc"'
+    assert fhir.get("/fhir/").headers["Location"] == "/fhir"
+    assert fhir.head("/fhir").status_code == 200
+
+
 def test_read_and_not_found(fhir):
     response = fhir.get("/fhir/Patient/pt-pre")
     assert response.status_code == 200 and response.mimetype == "application/fhir+json"
@@ -76,6 +89,8 @@ def test_post_search_takes_form_parameters(fhir):
     ("delete", "/fhir/Patient/pt-pre", 405),
     ("put", "/fhir/Patient/pt-pre", 405),
     ("get", "/fhir/Patient/pt-pre/_history", 404),
+    ("get", "/fhir?_type=Patient", 400),                 # a system-level search
+    ("post", "/fhir", 405),                              # a batch or transaction
 ])
 def test_unsupported_requests_get_an_operation_outcome(fhir, method, url, status):
     response = getattr(fhir, method)(url)

@@ -18,11 +18,11 @@ from tests.ports import listening_socket, port_of
 MRN = "MRN-778899-DOE-JANE"
 
 
-def _call(client, conditions):
+def _call(client, conditions, sent_patient=None):
     empty = searchset([])
     body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
             "context": {"patientId": MRN, "userId": "Practitioner/u1"},
-            "prefetch": {"patient": patient(patient_id=MRN), "conditions": searchset(conditions),
+            "prefetch": {"patient": sent_patient or patient(patient_id=MRN), "conditions": searchset(conditions),
                          **{k: empty for k in ("observations", "procedures", "medicationRequests", "serviceRequests",
                                                "diagnosticReports")}}}
     return client.post("/cds-services/avh-patient-view", json=body)
@@ -41,6 +41,18 @@ def test_a_condition_with_no_patient_subject_logs_no_patient_id(client, caplog):
     caplog.set_level(logging.DEBUG)
     assert _call(client, [orphan, condition(COMPRESSION, onset=day(10, since=today()), patient_id=MRN, id="c-2")]).status_code == 200
     assert any("subject is not the patient" in line for line in _lines(caplog))
+    assert not [line for line in _lines(caplog) if "778899" in line]
+
+
+def test_an_invalid_patient_is_logged_as_left_out_without_its_id(client, caplog):
+    """An invalid Patient is left out as other invalid resources are, and said so in the log (it was left out
+    silently); its id is the patient's, so the line names the type and the reason only."""
+    invalid = patient(patient_id=MRN)
+    invalid["birthDate"] = "not a date"
+    caplog.set_level(logging.DEBUG)
+    assert _call(client, [], sent_patient=invalid).status_code == 200
+    [line] = [line for line in _lines(caplog) if "left out invalid Patient" in line]
+    assert "birthDate" in line and "778899" not in line and "not a date" not in line
     assert not [line for line in _lines(caplog) if "778899" in line]
 
 

@@ -50,6 +50,17 @@ def test_every_html_page_opens_with_200_and_nothing_failing(served, page):
         assert report.screenshot.stat().st_size > 0
 
 
+def test_every_html_page_typed_with_a_slash_lands_on_it(served, page):
+    """/pathway/ and /governance/, as a person types them: the browser follows the 308 to the page itself."""
+    app, server = served
+    pages = [p for p in html_pages(app) if p != "/"]
+    assert {"/pathway", "/governance"} <= set(pages)
+    for path in pages:
+        report = open_page(page, server.url + path + "/", "slash" + path.replace("/", "-"))
+        assert report.status == 200 and page.url == server.url + path, (path, page.url)
+        assert report.failed == [] and report.console_errors == [], (path, report.failed, report.console_errors)
+
+
 def card_source_urls(server) -> set[str]:
     """source.url of the cards the running service returns: every fixture patient, and a patient whose
     MRI reports could not be fetched (the data-unavailable card)."""

@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
-                                    UTC, Evidence, Facts, course_dose, instant, names_dexamethasone, shift)
+                                    LATEST, UTC, Evidence, Facts, course_dose, instant, midnight_utc,
+                                    names_dexamethasone, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
                                       scope_unchecked, topic_outcomes)
 from service.clinical.markdown import literal
@@ -193,13 +194,13 @@ def draft_refs(bundle: Mapping) -> frozenset[str]:
     return frozenset(f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" for e in _entries(bundle))
 
 
-def withdrawn_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
-    """The draft set's orders of this patient that withdraw an order (stopped, completed, cancelled, ...): no order to
-    sign, but what became of an order that may be on record, in the draft's words (section 3 reads them: a stopped
-    dexamethasone order was given, its days count; a revoked instrumentation order is not ordered). Each has an id:
-    one without names no order on record."""
+def named_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
+    """The draft set's orders of this patient that have an id: each may be a new version of an order on record (one
+    without an id names none). Those that withdraw an order (WITHDRAWN: stopped, completed, cancelled, ...) are no
+    order to sign, but what became of an order that may be on record, in the draft's words (section 3 reads them: a
+    stopped dexamethasone order was given, its days count; a revoked instrumentation order is not ordered)."""
     return [r for r in (e["resource"] for e in _entries(bundle))
-            if r.get("resourceType") in ("ServiceRequest", "MedicationRequest") and str(r.get("status")) in WITHDRAWN
+            if r.get("resourceType") in ("ServiceRequest", "MedicationRequest")
             and isinstance(r.get("id"), str) and r["id"] and subject_id(r) in (None, patient_id)]
 
 
@@ -258,27 +259,29 @@ def _moment(value) -> tuple[dt.datetime, bool] | None:
     return (moment, len(value.strip()) <= 10) if moment else None
 
 
-def _line_span(dosage: Mapping, cursor: float, anchor: dt.datetime | None) -> tuple[float, float] | None:
-    """(start, end) of one dosage line in days after `anchor`: its boundsPeriod, or `cursor` + boundsDuration."""
-    repeat = _map(_map(dosage.get("timing")).get("repeat"))
-    days = _quantity_days(repeat.get("boundsDuration"))
-    if days is not None:
-        return cursor, cursor + days
-    start, until = _period(repeat)
-    if start is None or until is None or anchor is None:
-        return None
-    return (start - anchor) / DAY, (until - anchor) / DAY
+def _until(value) -> dt.datetime | None:
+    """The instant a period's end ends at. A date or partial date means the whole day, month or year (FHIR: a partial
+    date as a period's end is its last instant), so it ends where the next one begins: an end of 2027-01 includes
+    all of January (a course from 2026-12 to 2027-01 is 62 days, not the 32 of reading it as 1 January)."""
+    moment = instant(value) if isinstance(value, str) else None
+    if moment is None or len(value.strip()) > 10:
+        return moment
+    precision = len(value.strip())
+    if precision == 10:
+        return shift(moment, DAY)
+    year, month = (moment.year + 1, 1) if precision == 4 else (moment.year + moment.month // 12, moment.month % 12 + 1)
+    return midnight_utc(year, month, 1) or LATEST      # the year 9999 ends at the calendar's end
 
 
 def _period(repeat: Mapping) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """(start, end) of a dosage line's boundsPeriod, each None when not stated; a bare end date includes that day.
-    A period that ends before it starts (FHIR's per-1 forbids it) cannot be read: (None, None)."""
+    """(start, end) of a dosage line's boundsPeriod, each None when not stated: a partial date starts at its first
+    instant and ends after its last (_until). A period that ends before it starts (FHIR's per-1 forbids it) cannot be
+    read: (None, None)."""
     period = _map(repeat.get("boundsPeriod"))
-    start, end = _moment(period.get("start")), _moment(period.get("end"))
-    until = (shift(end[0], DAY) if end[1] else end[0]) if end else None
-    if start is not None and until is not None and until < start[0]:
+    start, until = instant(period["start"]) if isinstance(period.get("start"), str) else None, _until(period.get("end"))
+    if start is not None and until is not None and until < start:
         return None, None
-    return (start[0] if start else None), until
+    return start, until
 
 
 def _steps(resource: Mapping) -> list[list[Mapping]]:
@@ -290,47 +293,52 @@ def _steps(resource: Mapping) -> list[list[Mapping]]:
     return [groups[k] for k in sorted(groups, key=lambda s: -1 if s is None else s)]
 
 
-def _anchor(resource: Mapping) -> dt.datetime | None:
-    """The earliest dosage start an order states (boundsPeriod.start), None when it states none. A line read by its
-    boundsDuration (_line_span; FHIR's bounds[x] is one choice) states no start: else shortening it, which rewrites
-    it as a boundsDuration alone (_cap_dosage), would move the whole order."""
-    repeats = [_map(_map(d.get("timing")).get("repeat")) for d in _list(resource.get("dosageInstruction"))]
-    starts = [_period(r)[0] for r in repeats if _quantity_days(r.get("boundsDuration")) is None]
-    starts = [m for m in starts if m]
-    return min(starts) if starts else None
+def _bounds(dosage: Mapping) -> tuple[float | None, dt.datetime | None, dt.datetime | None]:
+    """(boundsDuration in days, boundsPeriod start, boundsPeriod end) of one dosage line, read once. A line read by
+    its boundsDuration (FHIR's bounds[x] is one choice) states no start: else shortening it, which rewrites it as a
+    boundsDuration alone (_cap_dosage), would move the whole order."""
+    repeat = _map(_map(dosage.get("timing")).get("repeat"))
+    days = _quantity_days(repeat.get("boundsDuration"))
+    return (days, None, None) if days is not None else (days, *_period(repeat))
 
 
-def _spans(resource: Mapping) -> list[tuple[Mapping, float, float]]:
-    """Each dosage line with a readable duration, as (line, start, end) in days after the earliest stated start
-    (_anchor; of an order stating none, after its start); a line with only boundsDuration starts when the previous
-    step ends."""
-    anchor = _anchor(resource)
+def _timeline(resource: Mapping) -> tuple[dt.datetime | None, list[tuple[Mapping, float, float]]]:
+    """(anchor, spans) in one pass over the dosage lines. The anchor: the earliest dosage start the order states
+    (boundsPeriod.start), None when it states none. The spans: each line with a readable duration, as (line, start,
+    end) in days after the anchor (of an order stating none, after its start); a line with only boundsDuration
+    starts when the previous step ends."""
+    steps = [[(dosage, *_bounds(dosage)) for dosage in step] for step in _steps(resource)]
+    anchor = min((start for step in steps for _, _, start, _ in step if start is not None), default=None)
     spans, cursor = [], 0.0
-    for step in _steps(resource):
+    for step in steps:
         ends = []
-        for dosage in step:
-            span = _line_span(dosage, cursor, anchor)
-            if span is not None:
-                spans.append((dosage, *span))
-                ends.append(span[1])
+        for dosage, days, start, until in step:
+            if days is not None:
+                spans.append((dosage, cursor, cursor + days))
+            elif start is not None and until is not None:
+                spans.append((dosage, (start - anchor) / DAY, (until - anchor) / DAY))
+            else:
+                continue
+            ends.append(spans[-1][2])
         cursor = max(ends, default=cursor)
-    return spans
+    return anchor, spans
 
 
-def _extent(resource: Mapping) -> tuple[float, float] | None:
-    """(start, end) of a medication order in days after its anchor (_spans): its earliest dosage start to its latest
-    dosage end, else its start to the end of the expected supply; None when neither can be read."""
-    spans = _spans(resource)
+def _extent(resource: Mapping) -> tuple[dt.datetime | None, float, float] | None:
+    """(anchor, start, end) of a medication order, start and end in days after its anchor (_timeline): its earliest
+    dosage start to its latest dosage end, else its start to the end of the expected supply; None when neither can
+    be read."""
+    anchor, spans = _timeline(resource)
     if spans:
-        return min(start for _, start, _ in spans), max(end for _, _, end in spans)
+        return anchor, min(start for _, start, _ in spans), max(end for _, _, end in spans)
     supply = _quantity_days(_map(resource.get("dispenseRequest")).get("expectedSupplyDuration"))
-    return None if supply is None else (0.0, supply)
+    return None if supply is None else (anchor, 0.0, supply)
 
 
 def course_days(resource: Mapping) -> float | None:
     """How long a medication order runs: earliest dosage start to latest dosage end, else the expected supply."""
     extent = _extent(resource)
-    return None if extent is None else min(extent[1] - extent[0], CALENDAR_DAYS)
+    return None if extent is None else min(extent[2] - extent[1], CALENDAR_DAYS)
 
 
 def days_in_words(days: float) -> str:
@@ -349,7 +357,7 @@ def _cap_dosage(dosage: dict, days: float) -> bool:
     """The line cut to `days`; False (left as it was, to be dropped) when it cannot run that little: a bare date
     runs whole days, so one cut to less than its first day would end the day before it starts (FHIR's per-1)."""
     repeat = dosage["timing"]["repeat"]
-    by_period = _quantity_days(repeat.get("boundsDuration")) is None      # as _line_span reads the line
+    by_period = _quantity_days(repeat.get("boundsDuration")) is None      # as _bounds reads the line
     start = _moment(_map(repeat.get("boundsPeriod")).get("start")) if by_period else None
     if start is None:
         repeat.pop("boundsPeriod", None)
@@ -373,7 +381,7 @@ def shortened(resource: Mapping, limit_days: float = STEROID_COURSE_DAYS) -> dic
     """The same order cut to `limit_days`: lines running past it are shortened or dropped, the supply capped."""
     new = copy.deepcopy(dict(resource))
     dropped = set()
-    for dosage, start, end in _spans(new):
+    for dosage, start, end in _timeline(new)[1]:
         if start >= limit_days:
             dropped.add(id(dosage))
         elif end > limit_days and not _cap_dosage(dosage, limit_days - start):
@@ -521,7 +529,8 @@ def _narrowed(found: list[tuple[str, Fire | str, dict]], facts: Facts) -> list[t
 class CourseDraft:
     """A dexamethasone draft whose duration can be read, on the draft set's time line (days after today, 00:00 UTC)."""
     draft: DraftOrder
-    anchor: float       # where its own days count from (_spans): its earliest stated dosage start, else today
+    anchor: float       # where its own days count from: its earliest stated dosage start, else authoredOn, else today
+    stated: dt.datetime | None      # its dosage start as stated (_timeline), None when the dosage states none
     start: float
     end: float
 
@@ -537,16 +546,38 @@ def _midnight(today: dt.date | None) -> dt.datetime | None:
 
 def _course_drafts(dexamethasone: list[DraftOrder], today: dt.datetime | None) -> list[CourseDraft]:
     """The draft set's dexamethasone drafts whose duration can be read (section 5: one that cannot draws no warning,
-    and adds nothing to the others), each placed by its earliest dosage start; a draft stating none starts today."""
+    and adds nothing to the others), each placed by its earliest dosage start, else by the day it was authored
+    (section 3 dates a MedicationRequest so: a changed order sent again keeps the days it has run), else today."""
     placed = []
     for draft in dexamethasone:
         extent = _extent(draft.resource)
         if extent is None:
             continue
-        anchor = _anchor(draft.resource)
+        stated, start, end = extent
+        anchor = stated or _authored_start(draft, today)
         at = (anchor - today) / DAY if anchor is not None and today is not None else 0.0
-        placed.append(CourseDraft(draft, at, at + extent[0], at + extent[1]))
+        placed.append(CourseDraft(draft, at, stated, at + start, at + end))
     return placed
+
+
+def _authored_start(draft: DraftOrder, today: dt.datetime | None) -> dt.datetime | None:
+    """The day a draft was authored, read by days as the record counts course days (a new draft authored now starts
+    today, not hours into it); an authoredOn after today (UTC) is no start (a later start is stated in the dosage),
+    and the draft starts today."""
+    if draft.authored is None or today is None or draft.authored > today.date():
+        return today
+    return _midnight(_written_day(draft.resource["authoredOn"]) or draft.authored)
+
+
+def _written_day(value: str) -> dt.date | None:
+    """The calendar date a dateTime is written in, in its own time zone, not converted to UTC: authored at 02:00 on
+    1 December in Tokyo (+09:00, 30 November in UTC) is 1 December, the day a taper dated there by bare local dates
+    counts from. None for a date alone (instant reads it) or what fromisoformat cannot read."""
+    text = value.strip()
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date() if len(text) > 10 else None
+    except ValueError:
+        return None
 
 
 def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
@@ -563,16 +594,18 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
         return f"the duration of {_labels(spoken)} cannot be read", {}
     orders = [c.draft for c in course]
     taken = _days_taken(facts)
-    first = min(c.start for c in course)
-    drafted = min(max(c.end for c in course) - first, CALENDAR_DAYS)
+    first, last = min(c.start for c in course), max(c.end for c in course)
+    drafted = min(last - first, CALENDAR_DAYS)
+    again = _taken_again(first, last, taken)
     together = f" ({_labels(orders)} together, earliest start to latest end)" if len(course) > 1 else ""
-    if taken + drafted <= STEROID_COURSE_DAYS + TOLERANCE_DAYS:
-        return (f"{days_in_words(taken)} course days taken + {days_in_words(drafted)} drafted{together}: within the "
-                f"{STEROID_COURSE_DAYS}-day course"), {}
+    shared = f", {days_in_words(again)} of them among the days taken" if again else ""
+    if taken + drafted - again <= STEROID_COURSE_DAYS + TOLERANCE_DAYS:
+        return (f"{days_in_words(taken)} course days taken + {days_in_words(drafted)} drafted{together}{shared}: "
+                f"within the {STEROID_COURSE_DAYS}-day course"), {}
     if not any(_high_or_unknown(d, facts) for d in orders):
         return f"over {STEROID_COURSE_DAYS} days, but at {MODERATE_DAILY_DOSE_MG:g} mg/day or less: not a high dose", {}
     counted = facts.dexamethasone.entries if facts.dexamethasone else ()
-    total = days_in_words(taken + drafted)
+    total = days_in_words(taken + drafted - again)
     left = STEROID_COURSE_DAYS - taken
     flags = {"dex_course_taken"} if taken > 0 else set()
     if len(course) > 1:
@@ -580,11 +613,26 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
     return Fire(base + counted + tuple(d.evidence for d in orders), f"dexamethasone course of {total} days{together}"), {
         "draft_orders": _labels(orders) if len(course) == 1 else "; ".join(c.describe(today) for c in course),
         "dex_days": total,
-        "draft_days": days_in_words(drafted),
+        "draft_days": days_in_words(drafted - again),      # the days it adds to those taken
         "dex_taken": days_in_words(taken),
         "dex_dose": _course_dose_text(orders, facts),
-        "actions": {"shorten-course": _shortened_course(course, first + left, left)},
+        "actions": {"shorten-course": _shortened_course(course, _course_end(first, taken), left)},
         FLAGS: frozenset(flags)}
+
+
+def _taken_again(first: float, last: float, taken: float) -> float:
+    """The days of the drafts' span (`first` to `last`, days after today) before today that the course days taken
+    already count (they run from `taken` days ago to today): a draft dated in the past, by its dosage start or its
+    authoredOn (a changed order sent again), ran on those days once, not twice."""
+    return max(0.0, min(last, 0.0) - max(first, -taken))
+
+
+def _course_end(first: float, taken: float) -> float:
+    """Where the drafts must end (days after today) for the course to be 13 days: `first` + the days left, and later
+    by the days taken the drafts run on again (_taken_again) when they end today or after."""
+    end = first + STEROID_COURSE_DAYS - taken
+    again = min(taken, max(0.0, -first))
+    return end + again if end + again >= 0 else end
 
 
 def _shortened_course(course: list[CourseDraft], end: float, left: float) -> list[dict]:
@@ -602,7 +650,8 @@ def _shortened_course(course: list[CourseDraft], end: float, left: float) -> lis
             return []
         resource = shortened(c.draft.resource, end - c.anchor) if c.start < end else None
         # nothing of it left, or not its start (a bare date cut within its first day is dropped): the rest would move
-        if resource is None or _extent(resource) is None or _anchor(resource) != _anchor(c.draft.resource):
+        extent = _extent(resource) if resource is not None else None
+        if extent is None or extent[0] != c.stated:
             actions.append({"type": "delete", "resourceId": c.draft.ref, "description": f"Remove {c.draft.ref}: "
                             f"the drafts together use up the {left:g} days left of the {STEROID_COURSE_DAYS}-day "
                             f"course before it starts"})

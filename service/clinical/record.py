@@ -422,6 +422,8 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                 patient, reason = check(res)
                 deceased = reason is not None and says_deceased(res)
                 if reason is not None:
+                    # its id is the patient's, and a name it gives an element FHIR does not define is the sender's
+                    log.warning("left out invalid Patient: %.300s", unnamed(reason))
                     patient_left_out = len(left_out)
                     left_out.append(LeftOut("Patient", shown_id(rid), ("patient",), reason))
             continue
@@ -510,6 +512,13 @@ def _of_patient(resource: dict, own: str | None, patient_id: str) -> bool:
     if own is not None and type(ref) is dict and ref.get("reference") == own:
         return True
     return subject_id(resource) == patient_id
+
+
+def unnamed(reason: str) -> str:
+    """A reason without the name of an element the type does not define (`extra_forbidden`): the sender chose it, and
+    it can carry the patient's data (a record number as a key), never logged of a Patient."""
+    return "invalid FHIR: an element its type does not define (extra_forbidden)" \
+        if reason.endswith(": extra_forbidden") else reason
 
 
 def _reason(exc: Exception) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, current_app, json, request
 from fhir.resources.R4B import get_fhir_model_class
 
+from service.errors import route_without_slash, without_slash
 from service.fhir.search import SearchError, parse_search
 from service.fhir.fixtures import load_fixtures
 
@@ -82,8 +83,13 @@ def _base() -> str:
     return (public or request.host_url.rstrip("/")) + bp.url_prefix
 
 
-def _fhir(body: dict, status: int = 200):
-    return current_app.response_class(json.dumps(body), status=status, mimetype=None, content_type=FHIR_JSON)
+def _fhir(body: dict, status: int = 200, headers: dict | None = None):
+    return current_app.response_class(json.dumps(body), status=status, mimetype=None, content_type=FHIR_JSON,
+                                      headers=headers)
+
+
+def read_only():
+    return outcome(405, "not-supported", "this FHIR endpoint is read-only (GET read and search, POST [type]/_search)")
 
 
 def outcome(status: int, code: str, text: str):
@@ -97,6 +103,25 @@ def _known_type(name: str) -> bool:
     except ValueError:
         return False
     return name[:1].isupper()
+
+
+@bp.route("", methods=["GET", "POST"])           # POST: a batch or transaction, refused as FHIR refuses
+def base():
+    """The server's base URL, opened by a person (the sandbox link names it as fhirServiceUrl): what this server is
+    and where its CapabilityStatement is, as an informational OperationOutcome. With parameters it would be a
+    system-level search, which this server does not do (its CapabilityStatement lists type-level search only)."""
+    if request.method not in ("GET", "HEAD"):
+        return read_only()
+    if request.args:
+        return outcome(400, "not-supported", "system-level search is not supported: search one resource type, "
+                                             "e.g. /fhir/Condition?patient=<patient id>")
+    here = _base()
+    return _fhir({"resourceType": "OperationOutcome", "issue": [{
+        "severity": "information", "code": "informational",
+        "diagnostics": f"avh-cds fixture FHIR endpoint: a read-only FHIR R4 server over avh-cds's test patients. "
+                       f"Its CapabilityStatement: {here}/metadata; the patients: {here}/Patient; a search of one "
+                       f"type: {here}/Condition?patient=<patient id>"}]},
+                 headers={"Link": f'<{here}/metadata>; rel="service-desc"'})
 
 
 @bp.get("/metadata")
@@ -150,9 +175,10 @@ def search_post(rtype: str):
 @bp.route("/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unsupported(rest: str):
-    if request.method != "GET":
-        return outcome(405, "not-supported", "this FHIR endpoint is read-only (GET read and search, "
-                                             "POST [type]/_search)")
+    if request.method not in ("GET", "HEAD"):
+        return read_only()
+    if route_without_slash("GET") is not None:
+        return without_slash()          # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
     return outcome(404, "not-found", f"nothing at /fhir/{rest}: try /fhir/metadata")
 
 
