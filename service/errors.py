@@ -4,8 +4,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
-from flask import Flask, jsonify, redirect, request
-from flask.globals import request_ctx
+from flask import Flask, current_app, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException, NotFound
 
 log = logging.getLogger(__name__)
@@ -30,13 +29,14 @@ def http_error(exc: HTTPException):
 
 def route_without_slash(method: str) -> str | None:
     """The request's path less its trailing slashes, when a route (not the one that has the request) answers it for
-    `method`; else None."""
-    path, adapter = request.path, request_ctx.url_adapter
+    `method`; else None. The URL map is bound to the request through Flask's public create_url_adapter (the adapter
+    the request was routed with, or one made as it was made)."""
+    path = request.path
     bare = path.rstrip("/")
-    if bare == path or not bare or adapter is None:
+    if bare == path or not bare:
         return None
     try:
-        endpoint, _ = adapter.match(bare, method=method)
+        endpoint, _ = current_app.create_url_adapter(request).match(bare, method=method)
     except HTTPException:           # no route there either (a 404, a 405), or one that redirects
         return None
     return bare if endpoint != request.endpoint else None

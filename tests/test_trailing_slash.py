@@ -1,6 +1,9 @@
 """A URL typed with a trailing slash (/pathway/, /governance/, /cds-services/, /fhir/metadata/): GET and HEAD are
 redirected (308) to the route without it, the query kept; a POST is not (a CDS call's URL is exact: its JWT's aud
 names it), it stays a JSON 404 that names the URL. The pages, followed in a real browser: tests/test_pages_browser.py."""
+import subprocess
+import sys
+
 import pytest
 
 from service import create_app
@@ -75,3 +78,23 @@ def test_a_url_no_route_answers_stays_a_json_404(served):
         answer = client.open(path, method=method)
         assert answer.status_code == 404 and answer.json["error"] == "not_found", (method, path)
         assert "Location" not in answer.headers
+
+
+def test_the_redirect_reads_no_private_flask_context():
+    """Flask's `request_ctx` is private (flask.globals) and goes on an upgrade: with it gone, a URL with a trailing
+    slash is still redirected, on the app's routes and on the fixture FHIR endpoint's."""
+    script = """
+import flask.globals, tempfile, pathlib
+del flask.globals.request_ctx
+from service import create_app
+from service.config import Settings
+app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_LOG_LEVEL": "ERROR"}, fixture_fhir=True,
+                                   sqlite_path=pathlib.Path(tempfile.mkdtemp()) / "avh-cds.sqlite3"))
+client = app.test_client()
+for typed in ("/pathway/", "/fhir/metadata/"):
+    answer = client.get(typed)
+    print(typed, answer.status_code, answer.headers.get("Location"))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split("\n")[:2] == ["/pathway/ 308 /pathway", "/fhir/metadata/ 308 /fhir/metadata"]
