@@ -5,7 +5,7 @@ import logging
 from urllib.parse import quote
 
 from flask import Flask, current_app, jsonify, redirect, request
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +24,42 @@ class ApiError(Exception):
 def http_error(exc: HTTPException):
     names = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}
     body = {"error": names.get(exc.code, exc.name.lower().replace(" ", "_")), "message": exc.description}
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        return method_not_allowed(exc.valid_methods, request.path)
     return jsonify(body), exc.code
+
+
+def method_not_allowed(methods, path: str):
+    """405 naming the methods `path` answers, in the body and in Allow (which HTTP requires of a 405)."""
+    allowed = sorted(methods)
+    body = {"error": "method_not_allowed", "allowed": allowed,
+            "message": f"{request.method[:20]} is not allowed on {path[:200]}; it answers {', '.join(allowed)}"}
+    return jsonify(body), 405, {"Allow": ", ".join(allowed)}
 
 
 def route_without_slash(method: str) -> str | None:
     """The request's path less its trailing slashes, when a route (not the one that has the request) answers it for
-    `method`; else None. The URL map is bound to the request through Flask's public create_url_adapter (the adapter
-    the request was routed with, or one made as it was made)."""
+    `method`; else None."""
+    bare, refused = match_without_slash(method)
+    return bare if refused is None else None
+
+
+def match_without_slash(method: str) -> tuple[str | None, MethodNotAllowed | None]:
+    """(the request's path less its trailing slashes, None) when a route (not the one that has the request) answers
+    it for `method`; (that path, the 405) when routes there answer other methods only; else (None, None). The URL map
+    is bound to the request through Flask's public create_url_adapter (the adapter the request was routed with, or
+    one made as it was made)."""
     path = request.path
     bare = path.rstrip("/")
     if bare == path or not bare:
-        return None
+        return None, None
     try:
         endpoint, _ = current_app.create_url_adapter(request).match(bare, method=method)
-    except HTTPException:           # no route there either (a 404, a 405), or one that redirects
-        return None
-    return bare if endpoint != request.endpoint else None
+    except MethodNotAllowed as exc:
+        return bare, exc
+    except HTTPException:           # no route there either (a 404), or one that redirects
+        return None, None
+    return (bare, None) if endpoint != request.endpoint else (None, None)
 
 
 def without_slash():
@@ -56,11 +76,14 @@ def without_slash():
 def not_found(exc: NotFound):
     """A URL typed with a trailing slash (/pathway/, /cds-services/): GET and HEAD are redirected (308) to the route
     without it, the one URL of each page and JSON answer. A POST is not: a CDS call's URL is exact (its JWT's aud
-    names it, and a redirect would have the client send the patient's data twice), so it stays a 404 naming the URL."""
+    names it, and a redirect would have the client send the patient's data twice), so it stays a 404 naming the URL.
+    A method the route without it does not answer (GET /cds-services/{id}/) gets that route's 405 at once."""
     method = request.method
-    bare = route_without_slash("GET" if method == "HEAD" else method)
+    bare, refused = match_without_slash("GET" if method == "HEAD" else method)
     if bare is None:
         return http_error(exc)
+    if refused is not None:
+        return method_not_allowed(refused.valid_methods or (), bare)
     if method in ("GET", "HEAD"):
         return without_slash()
     return http_error(NotFound(f"no route {method} {request.path[:200]}: the URL has no trailing slash ({bare[:200]})"))

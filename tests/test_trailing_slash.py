@@ -72,9 +72,28 @@ def test_a_cds_call_with_a_slash_is_a_404_naming_its_url(served):
         assert "no trailing slash (" + path.rstrip("/") + ")" in answer.json["message"]
 
 
+@pytest.mark.parametrize("method, path", [("GET", "/cds-services/avh-patient-view/"),
+                                          ("GET", "/cds-services/avh-patient-view/feedback/"),
+                                          ("HEAD", "/cds-services/avh-patient-view//"),
+                                          ("POST", "/pathway/"), ("POST", "/cds-services/"), ("DELETE", "/governance/")])
+def test_a_method_the_url_without_the_slash_refuses_gets_its_405_naming_the_methods(served, method, path):
+    """A person typing a CDS service's URL (a POST route) into a browser, with a slash, got a bare 404; now the 405
+    the URL without the slash gives, naming its methods in the body and in Allow."""
+    client = served.test_client()
+    bare = path.rstrip("/")
+    answer, there = client.open(path, method=method), client.open(bare, method=method)
+    assert answer.status_code == there.status_code == 405, (answer.status_code, there.status_code)
+    assert answer.headers["Allow"] == there.headers["Allow"] and "Location" not in answer.headers
+    allowed = sorted(served.url_map.bind("localhost").match(bare, method="OPTIONS", return_rule=True)[0].methods)
+    assert answer.headers["Allow"] == ", ".join(allowed)
+    if method != "HEAD":
+        assert answer.json == there.json and answer.json["allowed"] == allowed
+        assert answer.json["message"] == f"{method} is not allowed on {bare}; it answers {', '.join(allowed)}"
+
+
 def test_a_url_no_route_answers_stays_a_json_404(served):
     client = served.test_client()
-    for method, path in (("GET", "/nowhere/"), ("GET", "/nowhere"), ("POST", "/cds-services/"), ("GET", "/pathway/x/")):
+    for method, path in (("GET", "/nowhere/"), ("GET", "/nowhere"), ("POST", "/nowhere/"), ("GET", "/pathway/x/")):
         answer = client.open(path, method=method)
         assert answer.status_code == 404 and answer.json["error"] == "not_found", (method, path)
         assert "Location" not in answer.headers
