@@ -86,7 +86,12 @@ def not_found(exc: NotFound):
         return method_not_allowed(refused.valid_methods or (), bare)
     if method in ("GET", "HEAD"):
         return without_slash()
-    return http_error(NotFound(f"no route {method} {request.path[:200]}: the URL has no trailing slash ({bare[:200]})"))
+    return http_error(NotFound(no_slash(bare)))
+
+
+def no_slash(bare: str) -> str:
+    """What a 404 of a call with a trailing slash says: the URL to call instead."""
+    return f"no route {request.method[:20]} {request.path[:200]}: the URL has no trailing slash ({bare[:200]})"
 
 
 def register_error_handlers(app: Flask) -> None:

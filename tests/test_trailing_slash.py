@@ -64,6 +64,21 @@ def test_the_fixture_fhir_endpoint_redirects_the_same(served):
     assert nothing.status_code == 404 and nothing.json["resourceType"] == "OperationOutcome"
 
 
+def test_a_fhir_search_posted_with_a_slash_is_a_404_naming_its_url(served):
+    """POST /fhir/Patient/_search/ got the catch-all's "read-only" 405, as if searching were refused: now the 404
+    that names the URL without the slash, as a CDS call's, in FHIR's form (an OperationOutcome)."""
+    client = served.test_client()
+    for path in ("/fhir/Patient/_search/", "/fhir/Condition/_search//", "/fhir/"):
+        answer = client.post(path, data={"patient": "avh-01"})
+        assert answer.status_code == 404 and answer.json["resourceType"] == "OperationOutcome", path
+        issue = answer.json["issue"][0]
+        assert issue["code"] == "not-found"
+        assert issue["diagnostics"] == f"no route POST {path}: the URL has no trailing slash ({path.rstrip('/')})"
+    assert client.post("/fhir/Patient/_search", data={"_id": "avh-01"}).json["total"] == 1
+    for method in ("PUT", "DELETE"):             # a write is refused, slash or not
+        assert client.open("/fhir/Patient/avh-01/", method=method).json["issue"][0]["code"] == "not-supported"
+
+
 def test_a_cds_call_with_a_slash_is_a_404_naming_its_url(served):
     client = served.test_client()
     for path in ("/cds-services/avh-patient-view/", "/cds-services/avh-patient-view/feedback/"):

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, current_app, json, request
 from fhir.resources.R4B import get_fhir_model_class
 
-from service.errors import route_without_slash, without_slash
+from service.errors import no_slash, route_without_slash, without_slash
 from service.fhir.search import SearchError, parse_search
 from service.fhir.fixtures import load_fixtures
 
@@ -175,8 +175,12 @@ def search_post(rtype: str):
 @bp.route("/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unsupported(rest: str):
+    """What no other route of /fhir answers. A URL with a trailing slash is answered as the app's are
+    (service/errors.py, not_found): a GET redirected to the route without it; a POST (`/fhir/Patient/_search/`) a 404
+    naming that URL, not a redirect that would have the client send its search again; else the read-only 405."""
     if request.method not in ("GET", "HEAD"):
-        return read_only()
+        bare = route_without_slash(request.method)
+        return read_only() if bare is None else outcome(404, "not-found", no_slash(bare))
     if route_without_slash("GET") is not None:
         return without_slash()          # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
     return outcome(404, "not-found", f"nothing at /fhir/{rest}: try /fhir/metadata")
