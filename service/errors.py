@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
-from flask import Flask, current_app, jsonify, redirect, request
+from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 log = logging.getLogger(__name__)
@@ -62,15 +62,27 @@ def match_without_slash(method: str) -> tuple[str | None, MethodNotAllowed | Non
     return (bare, None) if endpoint != request.endpoint else (None, None)
 
 
-def without_slash():
-    """308 to the request's path less its trailing slashes, the query kept. The path's bytes as sent are escaped
-    again (a '?', '#' or control character in an id stays in the path, and a header can carry it), and it starts with
-    one slash: `GET //pathway/` matches /pathway, but a Location of `//pathway` is another host's URL."""
+def slash_target() -> str:
+    """The request's path less its trailing slashes, the query kept. The path's bytes as sent are escaped again (a
+    '?', '#' or control character in an id stays in the path, and a header can carry it), and it starts with one
+    slash: `GET //pathway/` matches /pathway, but a Location of `//pathway` is another host's URL."""
     environ = request.environ
     path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace").strip(b"/")
     path = b"/" + path
     query = quote(request.query_string, safe="%=&;+/?:@!$'()*,")
-    return redirect(quote(path, safe="/:@!$&'()*+,;=") + ("?" + query if query else ""), 308)
+    return quote(path, safe="/:@!$&'()*+,;=") + ("?" + query if query else "")
+
+
+def without_slash():
+    """308 to slash_target()."""
+    return moved(slash_target(), "this URL has no trailing slash")
+
+
+def moved(location: str, why: str):
+    """308 to `location` (a path on this site), its body JSON naming it as every answer of this service is JSON
+    (werkzeug's is a small HTML page)."""
+    return jsonify({"error": "permanent_redirect", "message": f"{why}: {location}", "location": location}), 308, \
+        {"Location": location}
 
 
 def not_found(exc: NotFound):

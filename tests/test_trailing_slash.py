@@ -36,6 +36,22 @@ def test_every_get_route_typed_with_a_slash_is_redirected_to_it(served):
             assert followed.request.path == path and followed.status_code == client.get(path).status_code, typed
 
 
+def test_every_redirect_is_json_naming_its_target(served):
+    """The 308 was werkzeug's small HTML page; every other answer of this service is JSON (the fixture FHIR
+    server's, FHIR JSON). The Location stays what it was: the page a browser lands on (tests/test_pages_browser.py)."""
+    client = served.test_client()
+    for path in get_routes(served):
+        answer = client.get(path + "/?a=1")
+        assert answer.status_code == 308 and answer.headers["Location"] == path + "?a=1", path
+        if path.startswith("/fhir"):
+            assert answer.content_type == "application/fhir+json; charset=utf-8", path
+            assert answer.json["issue"][0]["diagnostics"] == f"this URL has no trailing slash: {path}?a=1"
+        else:
+            assert answer.content_type == "application/json", path
+            assert answer.json == {"error": "permanent_redirect", "location": path + "?a=1",
+                                   "message": f"this URL has no trailing slash: {path}?a=1"}
+
+
 def test_the_redirect_keeps_the_query():
     app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_LOG_LEVEL": "ERROR"}))
     client = app.test_client()

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, current_app, json, request
 from fhir.resources.R4B import get_fhir_model_class
 
-from service.errors import no_slash, route_without_slash, without_slash
+from service.errors import no_slash, route_without_slash, slash_target
 from service.fhir.search import SearchError, parse_search
 from service.fhir.fixtures import load_fixtures
 
@@ -181,8 +181,11 @@ def unsupported(rest: str):
     if request.method not in ("GET", "HEAD"):
         bare = route_without_slash(request.method)
         return read_only() if bare is None else outcome(404, "not-found", no_slash(bare))
-    if route_without_slash("GET") is not None:
-        return without_slash()          # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
+    if route_without_slash("GET") is not None:     # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
+        target = slash_target()
+        return _fhir({"resourceType": "OperationOutcome", "issue": [{
+            "severity": "information", "code": "informational",
+            "diagnostics": f"this URL has no trailing slash: {target}"}]}, 308, {"Location": target})
     return outcome(404, "not-found", f"nothing at /fhir/{rest}: try /fhir/metadata")
 
 
