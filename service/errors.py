@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,19 @@ def not_found(exc: NotFound):
 def no_slash(bare: str) -> str:
     """What a 404 of a call with a trailing slash says: the URL to call instead."""
     return f"no route {request.method[:20]} {request.path[:200]}: the URL has no trailing slash ({bare[:200]})"
+
+
+def routing_redirect(exc: RequestRedirect):
+    """werkzeug's redirect of a path it matched once its doubled slashes were merged (/fhir//metadata,
+    /cds-services//{id}), or of an empty path to '/'. Flask answered it as raised: an HTML page whose Location was
+    absolute, built from the Host header (the sender's: a redirect to a host of its choosing, which a shared cache
+    would keep for others). Now as a trailing slash is answered (not_found): a GET or HEAD redirected (308, JSON) to
+    the path and query alone; any other method a 404 naming the URL (a CDS call is not sent twice)."""
+    target = urlsplit(exc.new_url)
+    path = "/" + target.path.lstrip("/")
+    if request.method in ("GET", "HEAD"):
+        return moved(path + ("?" + target.query if target.query else ""), "this URL is written")
+    return http_error(NotFound(f"no route {request.method[:20]} {request.path[:200]}: the URL is {path[:200]}"))
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -1,6 +1,7 @@
 """A URL typed with a trailing slash (/pathway/, /governance/, /cds-services/, /fhir/metadata/): GET and HEAD are
 redirected (308) to the route without it, the query kept; a POST is not (a CDS call's URL is exact: its JWT's aud
 names it), it stays a JSON 404 that names the URL. The pages, followed in a real browser: tests/test_pages_browser.py."""
+import re
 import subprocess
 import sys
 
@@ -148,3 +149,37 @@ for typed in ("/pathway/", "/fhir/metadata/"):
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split("\n")[:2] == ["/pathway/ 308 /pathway", "/fhir/metadata/ 308 /fhir/metadata"]
+
+
+@pytest.mark.parametrize("path, query, target", [("/fhir//metadata", "", "/fhir/metadata"),
+                                                 ("/fhir//Patient//avh-01", "", "/fhir/Patient/avh-01"),
+                                                 ("/pathway//", "", "/pathway"),
+                                                 ("/fhir//Condition", "patient=avh-01&x=%0A&y=a+b", "/fhir/Condition"),
+                                                 ("", "", "/")])
+def test_a_doubled_slash_redirect_never_names_the_hosts_header(served, path, query, target):
+    """Attack: werkzeug's own redirect of a path with doubled slashes (or an empty one) built its Location from the
+    Host header, `http://evil.example/fhir/metadata`, an HTML page: a redirect to a host the sender chose, which a
+    shared cache could serve to others. Now the path and query alone, the body JSON naming them."""
+    client = served.test_client()
+    for method in ("GET", "HEAD"):
+        answer = client.open(method=method, headers={"Host": "evil.example"},
+                             environ_overrides={"PATH_INFO": path, "QUERY_STRING": query})
+        location = answer.headers["Location"]
+        assert answer.status_code == 308 and location == target + ("?" + query if query else ""), (method, path)
+        assert "evil.example" not in answer.get_data(as_text=True)
+        if method == "GET":
+            assert answer.is_json and answer.json["location"] == location
+    followed = client.get(path or "/", query_string=query, follow_redirects=True)
+    assert followed.status_code == client.get(target, query_string=query).status_code
+
+
+def test_a_call_with_doubled_slashes_is_a_404_naming_its_url(served):
+    """As with a trailing slash: a CDS call or FHIR search posted to a path with doubled slashes was redirected (to
+    the Host header's host), which would have the client send the patient's data again; now a 404 naming the URL."""
+    client = served.test_client()
+    for method, path in (("POST", "/cds-services//avh-patient-view"), ("POST", "/cds-services/avh-patient-view//feedback"),
+                         ("POST", "/fhir//Patient/_search"), ("OPTIONS", "/cds-services//avh-patient-view")):
+        answer = client.open(path, method=method, json={}, headers={"Host": "evil.example"})
+        assert answer.status_code == 404 and "Location" not in answer.headers, (method, path)
+        merged = re.sub("/+", "/", path)
+        assert answer.json == {"error": "not_found", "message": f"no route {method} {path}: the URL is {merged}"}
