@@ -268,6 +268,13 @@ class AvhFlask(Flask):
             return
         super().do_teardown_appcontext(exc)
 
+    def make_default_options_response(self) -> Response:
+        """Flask's answer to OPTIONS (its Allow header), without the Content-Type text/html it gave its empty body:
+        this service answers JSON or its pages, never an HTML fragment."""
+        response = super().make_default_options_response()
+        del response.headers["Content-Type"]
+        return response
+
     def handle_http_exception(self, e):
         """Flask answers a routing redirect as werkzeug raised it, past every error handler: errors.routing_redirect
         answers it instead (a relative Location, a JSON body)."""

@@ -183,3 +183,15 @@ def test_a_call_with_doubled_slashes_is_a_404_naming_its_url(served):
         assert answer.status_code == 404 and "Location" not in answer.headers, (method, path)
         merged = re.sub("/+", "/", path)
         assert answer.json == {"error": "not_found", "message": f"no route {method} {path}: the URL is {merged}"}
+
+
+def test_no_options_answer_says_html(served):
+    """OPTIONS on any route (a CORS preflight, a probe) got an empty body typed text/html: now no Content-Type,
+    and the Allow header and CORS headers as before."""
+    client = served.test_client()
+    for path in ("/cds-services", "/cds-services/avh-patient-view", "/fhir/metadata", "/healthz", "/governance"):
+        for headers in ({}, {"Origin": "https://ehr.example", "Access-Control-Request-Method": "POST"}):
+            answer = client.options(path, headers=headers)
+            assert answer.status_code == 200 and "Content-Type" not in answer.headers, (path, headers)
+            assert answer.get_data() == b"" and "OPTIONS" in answer.headers["Allow"]
+        assert answer.headers["Access-Control-Allow-Origin"]
