@@ -25,6 +25,7 @@ from service.fhir.fixtures import load_fixtures
 log = logging.getLogger(__name__)
 bp = Blueprint("fixture_fhir", __name__, url_prefix="/fhir")
 FHIR_JSON = "application/fhir+json; charset=utf-8"
+FORM = "application/x-www-form-urlencoded"
 # Types the capability statement always lists: those the prefetch templates search.
 SEARCHED_TYPES = ("Patient", "Condition", "Observation", "Procedure", "MedicationRequest", "ServiceRequest",
                   "DiagnosticReport", "MedicationAdministration", "Medication")
@@ -168,7 +169,17 @@ def search_get(rtype: str):
 
 @bp.post("/<rtype>/_search")
 def search_post(rtype: str):
-    # As the public sandbox does: form-encoded parameters in the body (and possibly in the URL too).
+    """As the public sandbox does: form-encoded parameters in the body (and possibly in the URL too). A body of
+    another type, or not UTF-8, is refused: werkzeug reads no form from it, and the search would have answered
+    every resource of the type, as if unfiltered."""
+    body = request.get_data(cache=True)
+    if body and request.mimetype != FORM:
+        return outcome(415, "not-supported", f"a search's parameters are posted form-encoded ({FORM}), not as "
+                                             f"{request.mimetype[:60] or 'a body of no Content-Type'}")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return outcome(400, "invalid", "the posted search parameters are not UTF-8")
     return _search(rtype, [*request.args.items(multi=True), *request.form.items(multi=True)])
 
 
