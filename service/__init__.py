@@ -15,12 +15,12 @@ from flask.signals import (appcontext_popped, appcontext_pushed, appcontext_tear
                            request_started, request_tearing_down)
 from flask.sessions import NullSession, SecureCookieSessionInterface
 from werkzeug.exceptions import BadRequest
-from werkzeug.routing import MapAdapter
+from werkzeug.routing import MapAdapter, RequestRedirect
 
 from service.ops import health, metrics
 from service.config import Settings
 from service.api.engine import Engine
-from service.errors import register_error_handlers
+from service.errors import register_error_handlers, routing_redirect
 from service.fastjson import OrjsonProvider
 from service.fhir.prefetch import PrefetchResolver
 from service.api.registry import Registry
@@ -267,6 +267,20 @@ class AvhFlask(Flask):
         if not self.teardown_appcontext_funcs and not appcontext_tearing_down.receivers:
             return
         super().do_teardown_appcontext(exc)
+
+    def make_default_options_response(self) -> Response:
+        """Flask's answer to OPTIONS (its Allow header), without the Content-Type text/html it gave its empty body:
+        this service answers JSON or its pages, never an HTML fragment."""
+        response = super().make_default_options_response()
+        del response.headers["Content-Type"]
+        return response
+
+    def handle_http_exception(self, e):
+        """Flask answers a routing redirect as werkzeug raised it, past every error handler: errors.routing_redirect
+        answers it instead (a relative Location, a JSON body)."""
+        if isinstance(e, RequestRedirect):
+            return routing_redirect(e)
+        return super().handle_http_exception(e)
 
     def create_url_adapter(self, request: Request | None):
         if request is None:

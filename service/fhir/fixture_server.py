@@ -18,13 +18,14 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, current_app, json, request
 from fhir.resources.R4B import get_fhir_model_class
 
-from service.errors import route_without_slash, without_slash
+from service.errors import no_slash, route_without_slash, slash_target
 from service.fhir.search import SearchError, parse_search
 from service.fhir.fixtures import load_fixtures
 
 log = logging.getLogger(__name__)
 bp = Blueprint("fixture_fhir", __name__, url_prefix="/fhir")
 FHIR_JSON = "application/fhir+json; charset=utf-8"
+FORM = "application/x-www-form-urlencoded"
 # Types the capability statement always lists: those the prefetch templates search.
 SEARCHED_TYPES = ("Patient", "Condition", "Observation", "Procedure", "MedicationRequest", "ServiceRequest",
                   "DiagnosticReport", "MedicationAdministration", "Medication")
@@ -168,17 +169,34 @@ def search_get(rtype: str):
 
 @bp.post("/<rtype>/_search")
 def search_post(rtype: str):
-    # As the public sandbox does: form-encoded parameters in the body (and possibly in the URL too).
+    """As the public sandbox does: form-encoded parameters in the body (and possibly in the URL too). A body of
+    another type, or not UTF-8, is refused: werkzeug reads no form from it, and the search would have answered
+    every resource of the type, as if unfiltered."""
+    body = request.get_data(cache=True)
+    if body and request.mimetype != FORM:
+        return outcome(415, "not-supported", f"a search's parameters are posted form-encoded ({FORM}), not as "
+                                             f"{request.mimetype[:60] or 'a body of no Content-Type'}")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return outcome(400, "invalid", "the posted search parameters are not UTF-8")
     return _search(rtype, [*request.args.items(multi=True), *request.form.items(multi=True)])
 
 
 @bp.route("/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unsupported(rest: str):
+    """What no other route of /fhir answers. A URL with a trailing slash is answered as the app's are
+    (service/errors.py, not_found): a GET redirected to the route without it; a POST (`/fhir/Patient/_search/`) a 404
+    naming that URL, not a redirect that would have the client send its search again; else the read-only 405."""
     if request.method not in ("GET", "HEAD"):
-        return read_only()
-    if route_without_slash("GET") is not None:
-        return without_slash()          # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
+        bare = route_without_slash(request.method)
+        return read_only() if bare is None else outcome(404, "not-found", no_slash(bare))
+    if route_without_slash("GET") is not None:     # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
+        target = slash_target()
+        return _fhir({"resourceType": "OperationOutcome", "issue": [{
+            "severity": "information", "code": "informational",
+            "diagnostics": f"this URL has no trailing slash: {target}"}]}, 308, {"Location": target})
     return outcome(404, "not-found", f"nothing at /fhir/{rest}: try /fhir/metadata")
 
 
