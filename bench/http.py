@@ -54,6 +54,13 @@ class PortTaken(RuntimeError):
     """Another process bound the port between our check and gunicorn's bind (e.g. another benchmark)."""
 
 
+def kernel_port() -> int:
+    """A port of 127.0.0.1 free now, as the kernel picks them (outside the ranges runs of the benchmark share)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def free_port(low: int, high: int) -> int:
     """A port of the range nothing listens on, tried from a random place (fewer clashes with a parallel run)."""
     start = random.randrange(low, high)
@@ -90,15 +97,18 @@ def _post(port: int, body: bytes, conn: http.client.HTTPConnection | None = None
 
 @contextmanager
 def gunicorn(app: str, port: int, settings: list[str], body: bytes, extra: list[str] = (), env: dict | None = None,
-             headers=None):
+             headers=None, listener: socket.socket | None = None):
     """A gunicorn master serving `app` on 127.0.0.1:port; yields its pid once it answers the body with 200.
 
     `headers()` gives each attempt's headers (e.g. a fresh token: an attempt that timed out may have been
-    answered by the server, and its token may then not be used again)."""
+    answered by the server, and its token may then not be used again). `listener`: a socket already listening on
+    `port`, which gunicorn inherits (`fd://N`): no other process can take the port meanwhile."""
     env = {**os.environ, **bench_settings_env(**(env or {})), "PYTHONPATH": str(ROOT)}
     log = tempfile.TemporaryFile()
-    cmd = [sys.executable, "-m", "gunicorn", *settings, *extra, "--bind", f"127.0.0.1:{port}", app]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    bind = f"fd://{listener.fileno()}" if listener else f"127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "gunicorn", *settings, *extra, "--bind", bind, app]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            pass_fds=(listener.fileno(),) if listener else ())
     try:
         deadline = time.monotonic() + 30
         ready = headers is None

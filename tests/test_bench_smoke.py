@@ -209,12 +209,24 @@ def test_no_http_target_is_read_off_a_run_with_refused_requests():
 
 def test_installed_peer_comparison_runs_a_peer_started_by_its_command(capsys):
     """bench.installed_peer against a peer started by a command (here bench/peer.py under gunicorn: HealthChain
-    is not installed with the suite): both answer every first-seen body with a card, each side's CPU is its own."""
-    import sys
+    is not installed with the suite): both answer every first-seen body with a card, each side's CPU is its own.
+    The ports it used to take from (18700-18750) all held, as another run's servers held some: it takes others."""
     from bench import installed_peer
-    command = (f"{sys.executable} -m gunicorn --workers 1 --bind 127.0.0.1:{{port}} 'bench.peer:create_app()'")
-    assert installed_peer.main(["--peer-cmd", command, "--peer-path", sweep.SERVICE_PATH, "--sizes", "10,40",
-                                "--rounds", "1"]) == 0
+    held = []
+    try:
+        for port in range(18700, 18751):
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+                held.append(sock)
+            except OSError:         # held by another process already
+                sock.close()
+        command = (f"{sys.executable} -m gunicorn --workers 1 --bind 127.0.0.1:{{port}} 'bench.peer:create_app()'")
+        assert installed_peer.main(["--peer-cmd", command, "--peer-path", sweep.SERVICE_PATH, "--sizes", "10,40",
+                                    "--rounds", "1"]) == 0
+    finally:
+        for sock in held:
+            sock.close()
     rows = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert [r["n"] for r in rows] == [10, 40]
     for r in rows:
