@@ -631,7 +631,7 @@ def _course_end(first: float, taken: float) -> float:
     """Where the drafts must end (days after today) for the course to be 13 days: `first` + the days left, and later
     by the days taken the drafts run on again (_taken_again) when they end today or after."""
     end = first + STEROID_COURSE_DAYS - taken
-    again = min(taken, max(0.0, -first))
+    again = _taken_again(first, 0.0, taken)
     return end + again if end + again >= 0 else end
 
 
