@@ -191,7 +191,7 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
 
 def draft_refs(bundle: Mapping) -> frozenset[str]:
     """Every resource of the draft set, as Type/id: these are drafts, never part of the record."""
-    return frozenset(f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" for e in _entries(bundle))
+    return frozenset(_ref(e["resource"]) for e in _entries(bundle))
 
 
 def named_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
@@ -202,6 +202,34 @@ def named_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
     return [r for r in (e["resource"] for e in _entries(bundle))
             if r.get("resourceType") in ("ServiceRequest", "MedicationRequest")
             and isinstance(r.get("id"), str) and r["id"] and subject_id(r) in (None, patient_id)]
+
+
+def _ref(resource: Mapping) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping],
+                         wanted: Callable[[Mapping], bool], readable: Callable[[Mapping], bool]) -> list[Mapping]:
+    """The record's resources at order time: `on_file` (prefetch's) without the drafts (an EHR may already hold them
+    and return them in prefetch: a draft is never "on record"), and with each draft that withdraws an order (stopped,
+    cancelled, ...) in place of the version on file: what became of that order (else stopping the ongoing
+    dexamethasone order while signing a new one would leave the course days taken uncounted). A draft of an order on
+    file that the record cannot read (`readable` false: invalid FHIR, such as an unreadable dosage), withdrawn or
+    changed, would take that version off the record and tell nothing in its place: the version on file stays instead.
+    `wanted`: whether the record reads a resource of this kind at all."""
+    filed = {_ref(r) for r in on_file}
+    withdrawn, unreadable = [], set()
+    for order in named_orders(bundle, patient_id):
+        ref = _ref(order)
+        gone = str(order.get("status")) in WITHDRAWN
+        if not (gone or ref in filed) or not wanted(order):
+            continue
+        if not readable(order):
+            unreadable.add(ref)
+        elif gone:
+            withdrawn.append(order)
+    drafts = draft_refs(bundle) - unreadable
+    return [r for r in on_file if _ref(r) not in drafts] + withdrawn
 
 
 def entry_names(entry: Mapping) -> frozenset[str]:
