@@ -562,10 +562,18 @@ class CourseDraft:
     start: float
     end: float
 
+    def first_day(self, today: dt.datetime | None) -> dt.date | None:
+        """The (UTC) date its days count from."""
+        return shift(today, dt.timedelta(days=self.start)).date() if today else None
+
     def describe(self, today: dt.datetime | None) -> str:
         """'Dexamethasone 4 mg (MedicationRequest/dex-1): 3 days from 2026-11-30', as the card names it."""
-        starts = f" from {shift(today, dt.timedelta(days=self.start)).date().isoformat()}" if today else ""
+        starts = f" from {self.first_day(today).isoformat()}" if today else ""
         return f"{_labels([self.draft])}: {days_in_words(min(self.end - self.start, CALENDAR_DAYS))} days{starts}"
+
+    def evidence(self, today: dt.datetime | None) -> Evidence:
+        """The draft as the card's "why" lists it, dated by the day its days count from (as describe dates it)."""
+        return dataclasses.replace(self.draft.evidence, when=self.first_day(today)) if today else self.draft.evidence
 
 
 def _midnight(today: dt.date | None) -> dt.datetime | None:
@@ -589,23 +597,12 @@ def _course_drafts(dexamethasone: list[DraftOrder], today: dt.datetime | None) -
 
 
 def _authored_start(draft: DraftOrder, today: dt.datetime | None) -> dt.datetime | None:
-    """The day a draft was authored, read by days as the record counts course days (a new draft authored now starts
-    today, not hours into it); an authoredOn after today (UTC) is no start (a later start is stated in the dosage),
-    and the draft starts today."""
+    """The day a draft was authored, read by days on the UTC line the record counts course days on (pathway.md
+    section 3: a new draft authored now starts today, not hours into it, whatever its time zone); an authoredOn after
+    today is no start (a later start is stated in the dosage), and the draft starts today."""
     if draft.authored is None or today is None or draft.authored > today.date():
         return today
-    return _midnight(_written_day(draft.resource["authoredOn"]) or draft.authored)
-
-
-def _written_day(value: str) -> dt.date | None:
-    """The calendar date a dateTime is written in, in its own time zone, not converted to UTC: authored at 02:00 on
-    1 December in Tokyo (+09:00, 30 November in UTC) is 1 December, the day a taper dated there by bare local dates
-    counts from. None for a date alone (instant reads it) or what fromisoformat cannot read."""
-    text = value.strip()
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date() if len(text) > 10 else None
-    except ValueError:
-        return None
+    return _midnight(draft.authored)
 
 
 def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
@@ -638,7 +635,7 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
     flags = {"dex_course_taken"} if taken > 0 else set()
     if len(course) > 1:
         flags.add("draft_dexamethasone_set")
-    return Fire(base + counted + tuple(d.evidence for d in orders), f"dexamethasone course of {total} days{together}"), {
+    return Fire(base + counted + tuple(c.evidence(today) for c in course), f"dexamethasone course of {total} days{together}"), {
         "draft_orders": _labels(orders) if len(course) == 1 else "; ".join(c.describe(today) for c in course),
         "dex_days": total,
         "draft_days": days_in_words(drafted - again),      # the days it adds to those taken

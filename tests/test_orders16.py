@@ -1,0 +1,72 @@
+"""orders16: the dexamethasone course's dates on one time line (pathway.md section 3: "a date without a time is 00:00
+UTC", "Today is the service's UTC date"), and a withdrawn draft that states no date. Each test failed on main."""
+import datetime as dt
+import re
+
+import pytest
+import time_machine
+
+from service import create_app
+from service.config import Settings
+from tests.fhir_records import NO_AUTH, day, dexamethasone, hook_request, in_pathway_chart, today
+from tests.test_dexamethasone_course import between, dosed, explained
+from tests.test_order_hooks import dex, post, signed_as_suggested
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    app = create_app(Settings.from_env(NO_AUTH, sqlite_path=tmp_path_factory.mktemp("store") / "avh-cds.sqlite3"))
+    return app.test_client()
+
+
+# --- a draft's authoredOn is read on the line the course is counted on: UTC -------------------------------------
+
+def test_a_draft_authored_now_after_local_midnight_at_plus_14_starts_today(client):
+    """Attack (orders16): at 11:00 UTC on 30 November it is 01:00 on 1 December in Kiribati (+14:00); a 13-day draft
+    authored now (authoredOn 2026-12-01T01:00:00+14:00) beside an undated 3-day draft. Read at the date it is written
+    in, it started tomorrow on the UTC line today is read on: the two drafts written at the same moment ran 14 days
+    (a card). Both start today: the 13-day course, silent."""
+    with time_machine.travel(dt.datetime(2026, 11, 30, 11, tzinfo=UTC), tick=False):
+        drafts = [{**dex("dex-1", dosed(13)), "authoredOn": "2026-12-01T01:00:00+14:00"}, dex("dex-2", dosed(3))]
+        body = hook_request("order-sign", "p3", in_pathway_chart("p3"), drafts)
+        cards = post(client, body)
+        fired, reason = explained(client, body)
+    assert cards == []
+    assert not fired and reason.startswith("0 course days taken + 13 drafted"), reason
+
+
+def test_a_changed_taper_sent_again_from_tokyo_counts_its_days_as_the_record_does(client):
+    """Attack (orders16): the recommended regimen written in Tokyo at 02:00 local time (17:00 UTC the day before): a
+    3-day bolus authored 10 days ago by its local date (given), then a 10-day taper authored 7 days ago by its local
+    date (ongoing), changed today and sent again as a draft with its authoredOn. The record counts the course days
+    from the bolus's UTC date (pathway.md section 3: 11 days taken); the draft was placed at its local date, a day
+    after the same order's start on record, so the taper ran to a day after the course's end: a 14-day card on the
+    recommended 13-day course. Read on the UTC line as the record reads it: 13 days, silent."""
+    bolus = dexamethasone(f"{day(10, since=today())}T02:00:00+09:00", "completed", patient_id="p3", id="dex-0",
+                          dosage=[dosed(3)])
+    taper = dexamethasone(f"{day(7, since=today())}T02:00:00+09:00", "active", patient_id="p3", id="dex-1",
+                          dosage=[dosed(10, 16)])
+    changed = {**taper, "status": "draft", "dosageInstruction": [dosed(10, 24)]}
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3") + [bolus, taper], [changed])
+    assert post(client, body) == []
+    fired, reason = explained(client, body)
+    assert not fired and reason.startswith("11 course days taken + 10 drafted"), reason
+
+
+def test_the_dates_the_card_shows_are_the_days_the_course_is_counted_from(client):
+    """Attack (orders16): a bolus drafted at 02:00 on 1 December in Tokyo (17:00 on 30 November, UTC; no dosage start)
+    and a taper dated 4 to 14 December. The card said '3 days from 2026-12-01' and '11 days from 2026-12-04' while its
+    "why" dated both drafts 2026-11-30 (their authoredOn in UTC): the card contradicted itself. Each draft is shown
+    with the day its days are counted from, the same in both places: the bolus from 30 November (today, the UTC date),
+    the taper from 4 December; the course is 15 days."""
+    with time_machine.travel(dt.datetime(2026, 11, 30, 17, tzinfo=UTC), tick=False):
+        bolus = {**dex("dex-1", dosed(3)), "authoredOn": "2026-12-01T02:00:00+09:00"}
+        drafts = [bolus, dex("dex-2", between("2026-12-04", "2026-12-14", mg=8))]
+        [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), drafts))
+    assert "run 15 days" in card["summary"], card["summary"]
+    counted = dict(re.findall(r"\(MedicationRequest/(dex-\d)\): \d+ days from (\d{4}-\d\d-\d\d)", card["detail"]))
+    shown = dict(re.findall(r"medication order, (\d{4}-\d\d-\d\d); MedicationRequest/(dex-\d)\)", card["detail"]))
+    assert counted == {"dex-1": "2026-11-30", "dex-2": "2026-12-04"}, card["detail"]
+    assert {ref: date for date, ref in shown.items()} == counted, card["detail"]
