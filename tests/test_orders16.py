@@ -70,3 +70,39 @@ def test_the_dates_the_card_shows_are_the_days_the_course_is_counted_from(client
     shown = dict(re.findall(r"medication order, (\d{4}-\d\d-\d\d); MedicationRequest/(dex-\d)\)", card["detail"]))
     assert counted == {"dex-1": "2026-11-30", "dex-2": "2026-12-04"}, card["detail"]
     assert {ref: date for date, ref in shown.items()} == counted, card["detail"]
+
+
+# --- a withdrawn draft that states no date is the order on file, stopped: it keeps the date on file ----------------
+
+@pytest.mark.parametrize("dated_on_file_by", ["authoredOn", "dosage-start"])
+def test_a_withdrawn_draft_stating_no_date_keeps_the_days_taken(client, dated_on_file_by):
+    """Attack (orders16): the EHR stops the ongoing order dex-1 (10 days taken) while signing a new 10-day draft; the
+    stopped draft is valid FHIR but carries no date at all (no authoredOn, no dosage start: a status change). It took
+    the place of the dated version on file as an undated order, which starts no course: the 10 days taken were lost,
+    10 days drafted, silent. What it does not say of when the order began, the version on file says: 20 days, a card
+    naming the 10 taken."""
+    if dated_on_file_by == "authoredOn":
+        on_record = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(30)])
+    else:
+        on_record = {k: v for k, v in dexamethasone("x", "active", patient_id="p3", id="dex-1",
+                                                    dosage=[between(day(10, since=today()), day(-19, since=today()))]
+                                                    ).items() if k != "authoredOn"}
+    stopped = {k: v for k, v in on_record.items() if k not in ("authoredOn", "dosageInstruction")}
+    stopped = {**stopped, "status": "stopped", "dosageInstruction": [dosed(30)]}
+    drafts = [stopped, dex("dex-2", dosed(10))]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [on_record], drafts))
+    assert card["summary"] == ("Dexamethasone course of 20 days with this order (10 already taken): beyond the "
+                               "13-day course (3 days + 10-day taper)")
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [on_record],
+                                     signed_as_suggested(drafts, card))) == []
+
+
+def test_a_withdrawn_draft_with_its_own_date_is_read_as_sent(client):
+    """A stopped draft that states its own date is read at that date, not the version on file's: stopped 2 days into
+    the course by its own authoredOn (the order on file says 10 days ago), 2 + 10 days, silent."""
+    on_record = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(30)])
+    drafts = [{**on_record, "status": "stopped", "authoredOn": day(2, since=today())}, dex("dex-2", dosed(10))]
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3") + [on_record], drafts)
+    assert post(client, body) == []
+    fired, reason = explained(client, body)
+    assert not fired and reason.startswith("2 course days taken + 10 drafted"), reason

@@ -217,7 +217,7 @@ def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping
     file that the record cannot read (`readable` false: invalid FHIR, such as an unreadable dosage), withdrawn or
     changed, would take that version off the record and tell nothing in its place: the version on file stays instead.
     `wanted`: whether the record reads a resource of this kind at all."""
-    filed = {_ref(r) for r in on_file}
+    filed = {_ref(r): r for r in on_file}
     withdrawn, unreadable = [], set()
     for order in named_orders(bundle, patient_id):
         ref = _ref(order)
@@ -227,9 +227,31 @@ def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping
         if not readable(order):
             unreadable.add(ref)
         elif gone:
-            withdrawn.append(order)
+            withdrawn.append(_dated_as_filed(order, filed.get(ref)))
     drafts = draft_refs(bundle) - unreadable
     return [r for r in on_file if _ref(r) not in drafts] + withdrawn
+
+
+def _dated_as_filed(withdrawn: Mapping, filed: Mapping | None) -> Mapping:
+    """A withdrawn medication order that states no date (no dosage start, no authoredOn: a status change), dated as
+    the version on file: stopping an order does not change when it began, and an undated order starts no course (the
+    course days taken on file were lost)."""
+    if withdrawn.get("resourceType") != "MedicationRequest" or filed is None or _order_date(withdrawn) is not None:
+        return withdrawn
+    began = _order_date(filed)
+    return withdrawn if began is None else {**withdrawn, "authoredOn": began}
+
+
+def _order_date(order: Mapping) -> str | None:
+    """A medication order's date as written (pathway.md section 3): its earliest dosage start, else authoredOn;
+    None when it states no readable one."""
+    starts = [start for dosage in _list(order.get("dosageInstruction"))
+              for start in [_map(_map(_map(dosage.get("timing")).get("repeat")).get("boundsPeriod")).get("start")]
+              if isinstance(start, str) and instant(start) is not None]
+    if starts:
+        return min(starts, key=instant)
+    authored = order.get("authoredOn")
+    return authored if isinstance(authored, str) and instant(authored) is not None else None
 
 
 def entry_names(entry: Mapping) -> frozenset[str]:
