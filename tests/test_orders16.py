@@ -106,3 +106,32 @@ def test_a_withdrawn_draft_with_its_own_date_is_read_as_sent(client):
     assert post(client, body) == []
     fired, reason = explained(client, body)
     assert not fired and reason.startswith("2 course days taken + 10 drafted"), reason
+
+
+# --- a course over 13 days is never said to be 13 days long -------------------------------------------------------
+
+@pytest.mark.parametrize("start, end, said", [
+    ("2027-02-01T08:00:00+09:00", "2027-02-13", "13.04"),     # the bare end is 00:00 UTC on 14 February
+    ("2027-01-31T23:57:00Z", "2027-02-13", "13.002"),
+])
+def test_a_course_an_hour_over_13_days_is_not_said_to_be_13_days(client, start, end, said):
+    """Attack (orders16): a period from 08:00 on 1 February in Tokyo to the bare date 13 February. pathway.md
+    section 3 reads a date without a time as 00:00 UTC, so the period ends at 00:00 UTC on 14 February (09:00 in
+    Tokyo), 13 days and an hour after its start: beyond the 13-day course, and the card fires; but it said
+    'Dexamethasone order for 13 days exceeds the 13-day course', the length rounded to the tenth of a day. A length
+    that is not a whole number of days is never shown as one."""
+    drafts = [dex("dex-1", between(start, end))]
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3"), drafts)
+    [card] = post(client, body)
+    assert card["summary"] == f"Dexamethasone order for {said} days exceeds the 13-day course (3 days + 10-day taper)"
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), signed_as_suggested(drafts, card))) == []
+
+
+def test_a_course_just_under_13_days_is_not_said_to_be_13_days(client):
+    """A period from 01:00 UTC on 1 February to the bare date 13 February is 12.96 days, within the course: the
+    explanation said '13 drafted: within the 13-day course', a length it also says is beyond."""
+    body = hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex("dex-1", between("2027-02-01T01:00:00Z",
+                                                                                          "2027-02-13"))])
+    assert post(client, body) == []
+    fired, reason = explained(client, body)
+    assert not fired and reason.startswith("0 course days taken + 12.96 drafted: within"), reason

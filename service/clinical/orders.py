@@ -392,10 +392,16 @@ def course_days(resource: Mapping) -> float | None:
 
 
 def days_in_words(days: float) -> str:
-    """14, 2.5, 3652059; a course at the calendar's end (a stated billion years) is 'at least 3652059'."""
+    """14, 2.5, 3652059; a course at the calendar's end (a stated billion years) is 'at least 3652059'. To the tenth
+    of a day, with as many more places as it takes for a length that is not whole days not to read as one: 13 days
+    and an hour is 13.04 (as '13' it 'exceeds the 13-day course'), 12.96 days is not '13'."""
     if days >= CALENDAR_DAYS:
         return f"at least {CALENDAR_DAYS}"
-    return f"{days:.1f}".rstrip("0").rstrip(".")
+    whole = abs(days - round(days)) <= TOLERANCE_DAYS
+    places = 1
+    while not whole and float(f"{days:.{places}f}") == round(days):
+        places += 1
+    return f"{days:.{places}f}".rstrip("0").rstrip(".")
 
 
 def _days_quantity(days: float) -> dict:
