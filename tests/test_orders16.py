@@ -135,3 +135,37 @@ def test_a_course_just_under_13_days_is_not_said_to_be_13_days(client):
     assert post(client, body) == []
     fired, reason = explained(client, body)
     assert not fired and reason.startswith("0 course days taken + 12.96 drafted: within"), reason
+
+
+# --- the card says what the drafts add to the days taken, not that they run after them ------------------------------
+
+def test_a_draft_dated_before_the_course_is_not_said_to_run_after_the_days_taken(client):
+    """Attack (orders16): a 14-day draft authored 40 days ago, beside the course on record (an ongoing order from 5
+    days ago). The card said the draft 'runs for 14 days after 5 days of this episode's course already taken' while
+    its "why" dated the draft 40 days ago and the course's order 5 days ago. It says what the draft adds."""
+    record = in_pathway_chart("p3") + [dexamethasone(day(5, since=today()), "active", patient_id="p3", id="dex-0",
+                                                     dosage=[dosed(30)])]
+    drafts = [{**dexamethasone(day(40, since=today()), "draft", patient_id="p3", id="dex-1"),
+               "dosageInstruction": [dosed(14)]}]
+    [card] = post(client, hook_request("order-sign", "p3", record, drafts))
+    assert f"medication order, {day(40, since=today())}; MedicationRequest/dex-1" in card["detail"]
+    assert "after 5 days" not in card["detail"], card["detail"]
+    assert "adds 14 days to 5 days of this episode's course already taken: 19 days in all" in card["detail"]
+
+
+def test_drafts_running_on_days_taken_are_not_said_to_run_only_the_days_they_add(client):
+    """Attack (orders16): the recommended regimen under way (3-day bolus from 10 days ago, 10-day taper from 7 days
+    ago), its taper changed to 13 days and sent again beside a new 3-day draft from today. The card said 'the draft
+    orders together run for 6 days, from the earliest start to the latest end (... 13 days from <7 days ago>; ...
+    3 days from <today>)': 6 days is what they add to the 10 taken, not how long they run. It says so."""
+    bolus = dexamethasone(day(10, since=today()), "completed", patient_id="p3", id="dex-0", dosage=[dosed(3)])
+    taper = dexamethasone(day(7, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(10, 16)])
+    drafts = [{**taper, "status": "draft", "dosageInstruction": [dosed(13, 24)]}, dex("dex-2", dosed(3))]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [bolus, taper], drafts))
+    assert "16 days" in card["summary"], card["summary"]
+    assert "together run for 6 days" not in card["detail"], card["detail"]
+    assert (f"13 days from {day(7, since=today())}; dexamethasone (MedicationRequest/dex-2): 3 days from "
+            f"{day(0, since=today())}; an order without a start date starts on the day it was authored, else today), "
+            "add 6 days to 10 days of this episode's course already taken: 16 days in all") in card["detail"]
+    assert post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [bolus, taper],
+                                     signed_as_suggested(drafts, card))) == []
