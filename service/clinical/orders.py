@@ -191,7 +191,7 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
 
 def draft_refs(bundle: Mapping) -> frozenset[str]:
     """Every resource of the draft set, as Type/id: these are drafts, never part of the record."""
-    return frozenset(f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" for e in _entries(bundle))
+    return frozenset(_ref(e["resource"]) for e in _entries(bundle))
 
 
 def named_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
@@ -202,6 +202,56 @@ def named_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
     return [r for r in (e["resource"] for e in _entries(bundle))
             if r.get("resourceType") in ("ServiceRequest", "MedicationRequest")
             and isinstance(r.get("id"), str) and r["id"] and subject_id(r) in (None, patient_id)]
+
+
+def _ref(resource: Mapping) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping],
+                         wanted: Callable[[Mapping], bool], readable: Callable[[Mapping], bool]) -> list[Mapping]:
+    """The record's resources at order time: `on_file` (prefetch's) without the drafts (an EHR may already hold them
+    and return them in prefetch: a draft is never "on record"), and with each draft that withdraws an order (stopped,
+    cancelled, ...) in place of the version on file: what became of that order (else stopping the ongoing
+    dexamethasone order while signing a new one would leave the course days taken uncounted). A draft of an order on
+    file that the record cannot read (`readable` false: invalid FHIR, such as an unreadable dosage), withdrawn or
+    changed, would take that version off the record and tell nothing in its place: the version on file stays instead.
+    `wanted`: whether the record reads a resource of this kind at all."""
+    filed = {_ref(r): r for r in on_file}
+    withdrawn, unreadable = [], set()
+    for order in named_orders(bundle, patient_id):
+        ref = _ref(order)
+        gone = str(order.get("status")) in WITHDRAWN
+        if not (gone or ref in filed) or not wanted(order):
+            continue
+        if not readable(order):
+            unreadable.add(ref)
+        elif gone:
+            withdrawn.append(_dated_as_filed(order, filed.get(ref)))
+    drafts = draft_refs(bundle) - unreadable
+    return [r for r in on_file if _ref(r) not in drafts] + withdrawn
+
+
+def _dated_as_filed(withdrawn: Mapping, filed: Mapping | None) -> Mapping:
+    """A withdrawn medication order that states no date (no dosage start, no authoredOn: a status change), dated as
+    the version on file: stopping an order does not change when it began, and an undated order starts no course (the
+    course days taken on file were lost)."""
+    if withdrawn.get("resourceType") != "MedicationRequest" or filed is None or _order_date(withdrawn) is not None:
+        return withdrawn
+    began = _order_date(filed)
+    return withdrawn if began is None else {**withdrawn, "authoredOn": began}
+
+
+def _order_date(order: Mapping) -> str | None:
+    """A medication order's date as written (pathway.md section 3): its earliest dosage start, else authoredOn;
+    None when it states no readable one."""
+    starts = [start for dosage in _list(order.get("dosageInstruction"))
+              for start in [_map(_map(_map(dosage.get("timing")).get("repeat")).get("boundsPeriod")).get("start")]
+              if isinstance(start, str) and instant(start) is not None]
+    if starts:
+        return min(starts, key=instant)
+    authored = order.get("authoredOn")
+    return authored if isinstance(authored, str) and instant(authored) is not None else None
 
 
 def entry_names(entry: Mapping) -> frozenset[str]:
@@ -342,10 +392,16 @@ def course_days(resource: Mapping) -> float | None:
 
 
 def days_in_words(days: float) -> str:
-    """14, 2.5, 3652059; a course at the calendar's end (a stated billion years) is 'at least 3652059'."""
+    """14, 2.5, 3652059; a course at the calendar's end (a stated billion years) is 'at least 3652059'. To the tenth
+    of a day, with as many more places as it takes for a length that is not whole days not to read as one: 13 days
+    and an hour is 13.04 (as '13' it 'exceeds the 13-day course'), 12.96 days is not '13'."""
     if days >= CALENDAR_DAYS:
         return f"at least {CALENDAR_DAYS}"
-    return f"{days:.1f}".rstrip("0").rstrip(".")
+    whole = abs(days - round(days)) <= TOLERANCE_DAYS
+    places = 1
+    while not whole and float(f"{days:.{places}f}") == round(days):
+        places += 1
+    return f"{days:.{places}f}".rstrip("0").rstrip(".")
 
 
 def _days_quantity(days: float) -> dict:
@@ -534,10 +590,18 @@ class CourseDraft:
     start: float
     end: float
 
+    def first_day(self, today: dt.datetime | None) -> dt.date | None:
+        """The (UTC) date its days count from."""
+        return shift(today, dt.timedelta(days=self.start)).date() if today else None
+
     def describe(self, today: dt.datetime | None) -> str:
         """'Dexamethasone 4 mg (MedicationRequest/dex-1): 3 days from 2026-11-30', as the card names it."""
-        starts = f" from {shift(today, dt.timedelta(days=self.start)).date().isoformat()}" if today else ""
+        starts = f" from {self.first_day(today).isoformat()}" if today else ""
         return f"{_labels([self.draft])}: {days_in_words(min(self.end - self.start, CALENDAR_DAYS))} days{starts}"
+
+    def evidence(self, today: dt.datetime | None) -> Evidence:
+        """The draft as the card's "why" lists it, dated by the day its days count from (as describe dates it)."""
+        return dataclasses.replace(self.draft.evidence, when=self.first_day(today)) if today else self.draft.evidence
 
 
 def _midnight(today: dt.date | None) -> dt.datetime | None:
@@ -561,23 +625,12 @@ def _course_drafts(dexamethasone: list[DraftOrder], today: dt.datetime | None) -
 
 
 def _authored_start(draft: DraftOrder, today: dt.datetime | None) -> dt.datetime | None:
-    """The day a draft was authored, read by days as the record counts course days (a new draft authored now starts
-    today, not hours into it); an authoredOn after today (UTC) is no start (a later start is stated in the dosage),
-    and the draft starts today."""
+    """The day a draft was authored, read by days on the UTC line the record counts course days on (pathway.md
+    section 3: a new draft authored now starts today, not hours into it, whatever its time zone); an authoredOn after
+    today is no start (a later start is stated in the dosage), and the draft starts today."""
     if draft.authored is None or today is None or draft.authored > today.date():
         return today
-    return _midnight(_written_day(draft.resource["authoredOn"]) or draft.authored)
-
-
-def _written_day(value: str) -> dt.date | None:
-    """The calendar date a dateTime is written in, in its own time zone, not converted to UTC: authored at 02:00 on
-    1 December in Tokyo (+09:00, 30 November in UTC) is 1 December, the day a taper dated there by bare local dates
-    counts from. None for a date alone (instant reads it) or what fromisoformat cannot read."""
-    text = value.strip()
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date() if len(text) > 10 else None
-    except ValueError:
-        return None
+    return _midnight(draft.authored)
 
 
 def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
@@ -610,7 +663,7 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
     flags = {"dex_course_taken"} if taken > 0 else set()
     if len(course) > 1:
         flags.add("draft_dexamethasone_set")
-    return Fire(base + counted + tuple(d.evidence for d in orders), f"dexamethasone course of {total} days{together}"), {
+    return Fire(base + counted + tuple(c.evidence(today) for c in course), f"dexamethasone course of {total} days{together}"), {
         "draft_orders": _labels(orders) if len(course) == 1 else "; ".join(c.describe(today) for c in course),
         "dex_days": total,
         "draft_days": days_in_words(drafted - again),      # the days it adds to those taken
@@ -631,7 +684,7 @@ def _course_end(first: float, taken: float) -> float:
     """Where the drafts must end (days after today) for the course to be 13 days: `first` + the days left, and later
     by the days taken the drafts run on again (_taken_again) when they end today or after."""
     end = first + STEROID_COURSE_DAYS - taken
-    again = min(taken, max(0.0, -first))
+    again = _taken_again(first, 0.0, taken)
     return end + again if end + again >= 0 else end
 
 
