@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import requests
 
 from service.security.logs import MAX_TEXT, JsonLinesFormatter
@@ -56,6 +57,35 @@ def test_an_invalid_patient_is_logged_as_left_out_without_its_id(client, caplog)
     assert not [line for line in _lines(caplog) if "778899" in line]
 
 
+HOSTILE_ELEMENTS = {
+    "a top-level element named by a record number": {"MRN778899": "x"},
+    "one inside a datatype": {"valueQuantity": {"value": 3, "MRN778899": "x"}},
+    "a key of digits that reads as an index": {"valueQuantity": {"value": 3, "778899": "x"}},
+    "a number beyond a double under it": {"valueQuantity": {"value": 3, "MRN778899": "__BIG__"}},
+}
+
+
+@pytest.mark.parametrize("extra", HOSTILE_ELEMENTS.values(), ids=HOSTILE_ELEMENTS)
+def test_an_invalid_observation_logs_neither_its_id_nor_a_name_the_sender_chose(client, caplog, extra):
+    """Attack (privacy16): an Observation read by the pathway (a motor score), id `MRN-778899-DOE-JANE`, with an
+    element FHIR does not define named by a record number. Only the invalid Patient's line was kept free of such
+    names (rev15): this one logged `left out invalid Observation/MRN-778899-DOE-JANE: invalid FHIR at MRN778899:
+    extra_forbidden`. Its line names the type and the reason, each element FHIR does not define unnamed; the card
+    still names it for the clinician. The real hook call, the body as bytes (1e400 cannot be written by json)."""
+    import orjson
+    from tests.fhir_records import hook_request, in_pathway_chart, motor
+    hostile = {**motor(3, day(1, since=today()), patient_id="p16", id=MRN), **extra}
+    raw = orjson.dumps(hook_request("patient-view", "p16", in_pathway_chart("p16") + [hostile]))
+    caplog.set_level(logging.DEBUG)
+    answer = client.post("/cds-services/avh-patient-view", content_type="application/json",
+                         data=raw.replace(b'"__BIG__"', b"1e400"))
+    assert answer.status_code == 200
+    assert MRN in "".join(card.get("detail", "") for card in answer.json["cards"])    # left out, and said so
+    [line] = [line for line in _lines(caplog) if "left out invalid Observation" in line]
+    assert "(an element that is not FHIR)" in line, line
+    assert not [line for line in _lines(caplog) if "778899" in line]
+
+
 def test_attacker_chosen_ids_are_not_logged_whole(client, caplog):
     """Attack: resources whose ids are 100 KB long (one 100 KB log line each), one of them invalid FHIR so that
     it is named in the log."""
@@ -67,7 +97,7 @@ def test_attacker_chosen_ids_are_not_logged_whole(client, caplog):
     caplog.set_level(logging.DEBUG)
     assert _call(client, [orphan, invalid]).status_code == 200
     lines = _lines(caplog)
-    assert any("left out invalid Condition/" in line for line in lines)
+    assert any("left out invalid Condition:" in line for line in lines)
     assert max(len(line) for line in lines) < 2 * MAX_TEXT
 
 
