@@ -167,3 +167,23 @@ def test_the_development_server_logs_no_query_string_nor_fhir_id(tmp_path):
                  '"GET /pathway" 200'):
         assert line in requested
     assert "avh-01" not in log and "patient=" not in log
+
+
+def test_an_unexpected_error_logs_its_traceback_without_a_message_quoting_the_request(client, caplog, monkeypatch):
+    """Attack (privacy16): any exception a call raises unexpectedly is logged with its traceback (service/errors.py,
+    `unhandled error`; prefetch's `unexpected error while fetching`), and its message may quote what was sent: a
+    KeyError of a key, a requests error's URL with `?patient=`. The line said `KeyError: 'MRN-778899-DOE-JANE'`.
+    It keeps where each exception was raised and its type, the chain too, not their messages."""
+    def fails(keys, body):
+        try:
+            raise ValueError(f"no such patient {body['context']['patientId']}")
+        except ValueError:
+            raise KeyError(body["context"]["patientId"])
+    monkeypatch.setattr(client.application.extensions["avh"].prefetch, "resolve", fails)
+    caplog.set_level(logging.DEBUG)
+    assert _call(client, []).status_code == 500
+    [line] = [line for line in _lines(caplog) if "unhandled error" in line]
+    assert "KeyError (its message is not logged)" in line and "ValueError (its message is not logged)" in line
+    assert "During handling of the above exception" in line and "in fails" in line
+    assert not [line for line in _lines(caplog) if "778899" in line]
+

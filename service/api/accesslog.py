@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 from gunicorn.glogging import Logger
 from werkzeug.serving import WSGIRequestHandler
 
-from service.security.logs import LOGGED_BY_APP, cut
+from service.security.logs import LOGGED_BY_APP, cut, traceback_unquoted
 
 SAFE_ATOMS = frozenset("hlmsbBHTDMLpat")
 
@@ -38,6 +38,13 @@ def redact_path(path: str) -> str:
 
 
 class AccessLogger(Logger):
+    def setup(self, cfg):
+        """gunicorn's error log writes a traceback without the messages of its exceptions (traceback_unquoted)."""
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            if handler.formatter is not None:
+                handler.formatter.formatException = traceback_unquoted
+
     def warning(self, msg, *args, **kwargs):
         """gunicorn's own warnings quote what the client sent (`Invalid request from ip=...: <request line>`):
         cut to what is needed to see the problem."""
