@@ -187,3 +187,54 @@ def test_an_unexpected_error_logs_its_traceback_without_a_message_quoting_the_re
     assert "During handling of the above exception" in line and "in fails" in line
     assert not [line for line in _lines(caplog) if "778899" in line]
 
+
+def _gunicorn_refuses(raw: bytes, capsys) -> str:
+    """What gunicorn's error log (AccessLogger, as gunicorn.conf.py sets it up) writes when its worker's
+    handle_error meets the request `raw`: refused as it is parsed, or failing in the app (a KeyError naming it)."""
+    import socket
+    from types import SimpleNamespace
+    from gunicorn.config import Config
+    from gunicorn.http.parser import RequestParser
+    from gunicorn.workers.base import Worker
+    from service.api.accesslog import AccessLogger
+    config = Config()
+    config.set("logger_class", "service.api.accesslog.AccessLogger")
+    worker = SimpleNamespace(log=AccessLogger(config), cfg=config)
+    mine, theirs = socket.socketpair()
+    try:
+        try:
+            request = next(RequestParser(config, iter([raw]), ("127.0.0.1", 5000)))
+            raise KeyError(request.query)
+        except KeyError as exc:
+            Worker.handle_error(worker, request, mine, ("127.0.0.1", 5000), exc)
+        except Exception as exc:
+            Worker.handle_error(worker, None, mine, ("127.0.0.1", 5000), exc)
+    finally:
+        mine.close()
+        theirs.close()
+    return capsys.readouterr().err
+
+
+REFUSED_BY_GUNICORN = {
+    "Invalid HTTP request line": f"GET /fhir/Condition?patient={MRN}\x01 HTTP/1.1\r\nHost: h\r\n\r\n",
+    "Invalid HTTP header name": f"GET /x HTTP/1.1\r\nX-{MRN}(: 1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("kind", REFUSED_BY_GUNICORN)
+def test_gunicorn_logs_no_request_line_nor_header_it_refused(capsys, kind):
+    """Attack (privacy16, real gunicorn parser and worker): a request line or header gunicorn cannot parse was
+    logged quoted, `Invalid request from ip=127.0.0.1: Invalid HTTP request line: 'GET /fhir/Condition?patient=
+    MRN-778899-DOE-JANE\\x01 HTTP/1.1'`: the patient's identifier in the log. The kind of refusal only."""
+    log = _gunicorn_refuses(REFUSED_BY_GUNICORN[kind].encode(), capsys)
+    assert f"Invalid request from ip=127.0.0.1: {kind} (what was sent is not logged)" in log, log
+    assert "778899" not in log
+
+
+def test_gunicorn_logs_no_query_nor_fhir_id_of_a_request_that_failed(capsys):
+    """Attack (privacy16, real gunicorn worker): a request the app failed on was logged as `Error handling request
+    GET /fhir/Patient/MRN-778899-DOE-JANE?patient=...` with the traceback of an exception quoting it. The path as
+    the access line names it, the exception by its type."""
+    log = _gunicorn_refuses(f"GET /fhir/Patient/{MRN}?patient={MRN} HTTP/1.1\r\nHost: h\r\n\r\n".encode(), capsys)
+    assert "Error handling request GET /fhir/Patient/{id}" in log and "KeyError (its message is not logged)" in log
+    assert "778899" not in log
