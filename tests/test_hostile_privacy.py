@@ -238,3 +238,18 @@ def test_gunicorn_logs_no_query_nor_fhir_id_of_a_request_that_failed(capsys):
     log = _gunicorn_refuses(f"GET /fhir/Patient/{MRN}?patient={MRN} HTTP/1.1\r\nHost: h\r\n\r\n".encode(), capsys)
     assert "Error handling request GET /fhir/Patient/{id}" in log and "KeyError (its message is not logged)" in log
     assert "778899" not in log
+
+
+def test_the_fixture_server_logs_no_id_of_a_resource_a_fixture_repeats(tmp_path, caplog):
+    """Attack (privacy16): a fixture directory (the development FHIR endpoint's, which may hold an EHR's export)
+    with a Patient sent twice was logged as `fixture ... repeats Patient/MRN-778899-DOE-JANE`: the patient's id. By
+    its type alone."""
+    import datetime as dt
+    from service.fhir.fixture_server import FixtureStore
+    from tests.fhir_records import fixture_bundle, in_pathway_chart
+    chart = in_pathway_chart(MRN)
+    (tmp_path / "export.json").write_text(json.dumps(fixture_bundle(chart + chart[:1], {"silent"})))
+    caplog.set_level(logging.DEBUG)
+    FixtureStore(tmp_path, dt.date.today())
+    assert "fixture export repeats a Patient: the first one is read" in caplog.text
+    assert "778899" not in caplog.text
