@@ -253,3 +253,32 @@ def test_the_fixture_server_logs_no_id_of_a_resource_a_fixture_repeats(tmp_path,
     FixtureStore(tmp_path, dt.date.today())
     assert "fixture export repeats a Patient: the first one is read" in caplog.text
     assert "778899" not in caplog.text
+
+
+def _forged(header: dict) -> str:
+    """A token whose header is the attacker's, its claims the test issuer's, its signature nobody's."""
+    import base64
+    from tests.security_support import claims
+    return ".".join(base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+                    for part in (header, claims(), {"sig": 1}))
+
+
+def test_a_token_header_s_kid_or_alg_is_not_logged(tmp_path, caplog):
+    """Attack (privacy16): a bearer token whose kid is `MRN-778899-DOE-JANE` (a key no issuer has) or whose alg is
+    `MRN778899`: each was echoed into the access line's auth_failure and the refusal warning (`no key
+    'MRN-778899-DOE-JANE' for alg ES384 from this issuer`, `alg 'MRN778899' not allowed`), text of the caller's
+    choosing from an unverified token. The refusal says which check failed, and an alg only when it is one of JWS's
+    (RFC 7518)."""
+    from tests.security_support import INVOKE, bearer, hook_request, make_app, token
+    client = make_app(tmp_path).test_client()
+    caplog.set_level(logging.DEBUG)
+    unknown_kid, odd_alg = token(kid=MRN), _forged({"alg": "MRN778899", "typ": "JWT", "kid": "ec-1"})
+    assert client.post(INVOKE, json=hook_request(), headers=bearer(unknown_kid)).json["reason"] == "unknown_key"
+    assert client.post(INVOKE, json=hook_request(), headers=bearer(odd_alg)).json["reason"] == "algorithm_not_allowed"
+    assert client.post(INVOKE, json=hook_request(),
+                       headers=bearer(_forged({"alg": "HS256", "typ": "JWT", "kid": "ec-1"}))).status_code == 401
+    lines = _lines(caplog)
+    failures = [json.loads(line).get("auth_failure") for line in lines if '"cds_call"' in line]
+    assert failures == ["no key for the token's kid (not logged) for alg ES384 from this issuer",
+                        "alg (not a JWS algorithm) not allowed", "alg 'HS256' not allowed"]
+    assert not [line for line in lines if "778899" in line]
