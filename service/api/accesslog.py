@@ -12,14 +12,18 @@ line would (service, hookInstance, card topics, issuer, refusal), so this one is
 """
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlsplit
 
 from gunicorn.glogging import Logger
 from werkzeug.serving import WSGIRequestHandler
 
-from service.security.logs import LOGGED_BY_APP, cut
+from service.security.logs import LOGGED_BY_APP, cut, traceback_unquoted
 
 SAFE_ATOMS = frozenset("hlmsbBHTDMLpat")
+# gunicorn's refusal of a request it could not parse, and its error's kind (`Invalid HTTP request line`): what
+# follows the kind quotes the request line or a header, which may name the patient (`?patient=...`).
+INVALID_REQUEST = re.compile(r"(?P<head>Invalid request from ip=\S*: )(?P<kind>[^:'\"]*)", re.DOTALL)
 
 
 def printable(text: str) -> str:
@@ -38,10 +42,28 @@ def redact_path(path: str) -> str:
 
 
 class AccessLogger(Logger):
+    def setup(self, cfg):
+        """gunicorn's error log writes a traceback without the messages of its exceptions (traceback_unquoted)."""
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            if handler.formatter is not None:
+                handler.formatter.formatException = traceback_unquoted
+
     def warning(self, msg, *args, **kwargs):
-        """gunicorn's own warnings quote what the client sent (`Invalid request from ip=...: <request line>`):
-        cut to what is needed to see the problem."""
-        super().warning(cut(msg % args if args else msg), **kwargs)
+        """gunicorn's own warnings quote what the client sent (`Invalid request from ip=...: Invalid HTTP request
+        line: 'GET /fhir/Condition?patient=...'`): the kind of refusal only; any other cut."""
+        text = msg % args if args else msg
+        refused = INVALID_REQUEST.match(text)
+        if refused:
+            text = f"{refused['head']}{refused['kind'].strip()} (what was sent is not logged)"
+        super().warning(cut(text), **kwargs)
+
+    def exception(self, msg, *args, **kwargs):
+        """`Error handling request <method> <uri>`: the URI as the access line names it (no query string, FHIR ids
+        replaced)."""
+        if msg.startswith("Error handling request") and args:
+            args = (*args[:-1], printable(redact_path(unquote(urlsplit(str(args[-1])).path))))
+        super().exception(msg, *args, **kwargs)
 
     def access(self, resp, req, environ, request_time):
         if not environ.get(LOGGED_BY_APP):

@@ -43,7 +43,8 @@ class FixtureStore:
             for resource in fixture.resources():
                 ref = (resource["resourceType"], str(resource.get("id")))
                 if ref in self.by_ref:
-                    log.warning("fixture %s repeats %s/%s: the first one is read", fixture.name, *ref)
+                    # by its type alone: its id may be a patient's
+                    log.warning("fixture %s repeats a %s: the first one is read", fixture.name, ref[0])
                 else:
                     self.by_ref[ref] = resource
                 self.resources.append(resource)

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+import traceback
 
 from service.fastjson import dumps
 
@@ -56,7 +57,34 @@ def utc_timestamp(created: float) -> str:
     return f"{text}.{microseconds // 1000:03d}+00:00"
 
 
+def traceback_unquoted(exc_info) -> str:
+    """A traceback as logging writes it, but each exception's message left out: a message may quote what a caller
+    sent (a KeyError of a JSON key, a requests error's URL naming the patient, a ValueError of a value). Where each
+    was raised and its type say what failed; the chain (cause, context) is kept."""
+    return "".join(_unquoted(exc_info[1], set())).rstrip("\n")
+
+
+def _unquoted(exc: BaseException | None, seen: set) -> list[str]:
+    if exc is None or id(exc) in seen:
+        return []
+    seen.add(id(exc))
+    earlier = []
+    if exc.__cause__ is not None:
+        earlier = _unquoted(exc.__cause__, seen) + [
+            "\nThe above exception was the direct cause of the following exception:\n\n"]
+    elif exc.__context__ is not None and not exc.__suppress_context__:
+        earlier = _unquoted(exc.__context__, seen) + [
+            "\nDuring handling of the above exception, another exception occurred:\n\n"]
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    stack = ["Traceback (most recent call last):\n", *traceback.format_tb(exc.__traceback__)] \
+        if exc.__traceback__ is not None else []
+    return earlier + stack + [f"{name} (its message is not logged)\n"]
+
+
 class JsonLinesFormatter(logging.Formatter):
+    formatException = staticmethod(traceback_unquoted)
+
     def format(self, record: logging.LogRecord) -> str:
         # Written first as it is, and again with its texts cut only when the line is longer than a cut text: a text
         # over MAX_TEXT characters makes a longer line, so a short line had nothing to cut (checking each field of
