@@ -70,3 +70,19 @@ def test_an_auth_app_faster_than_guessed_has_tokens_for_every_slice(monkeypatch)
     assert [s["requests"] for done in slices["auth"] for s in done] == [1000] * 12
     for done, info in zip(slices["auth"], slicer.rounds):
         assert http._round_summary(workers["auth"], 1, done, info["auth"])["cpu_ms_per_request"] == 0.5
+
+
+def test_the_cpu_a_server_spends_between_its_slices_is_counted(monkeypatch):
+    """A slice's CPU was read around the slice alone: what the service's workers spent after it, while the other
+    apps' slices ran (the feedback store's flush thread writing the cards it issued, every 0.5 s), was counted
+    nowhere, and the service looked cheaper than it is against the trivial endpoint and the peer (here 2.0 x for a
+    true 2.5 x; before interleaving, a 3-s run in one piece counted all but its last flush). Now each slice owns
+    its workers' CPU up to the app's next slice (or the round's end)."""
+    apps = {"first_seen": {"port": 1, "rate": 500, "cost": 0.002, "background": 0.0005},
+            "trivial": {"port": 2, "rate": 1000, "cost": 0.001}}
+    servers = FakeServers(monkeypatch, apps)
+    clients, workers = _clients(apps)
+    slices = http.measure(list(apps), 2, 3, 0.5, http.Slicer(clients, workers, 1, True, 3))
+    assert http.spread(http.paired(slices["first_seen"], slices["trivial"]))["median"] == 2.5
+    # all the CPU its worker spent is in its slices (what it spent after the last round, in the last slice)
+    assert abs(sum(s["cpu_seconds"] for done in slices["first_seen"] for s in done) - servers.cpu[1]) < 1e-9
