@@ -86,3 +86,29 @@ def test_the_cpu_a_server_spends_between_its_slices_is_counted(monkeypatch):
     assert http.spread(http.paired(slices["first_seen"], slices["trivial"]))["median"] == 2.5
     # all the CPU its worker spent is in its slices (what it spent after the last round, in the last slice)
     assert abs(sum(s["cpu_seconds"] for done in slices["first_seen"] for s in done) - servers.cpu[1]) < 1e-9
+
+
+def test_every_405_of_the_fixture_fhir_server_names_what_its_url_answers(tmp_path):
+    """The fixture FHIR server's read-only 405 (PUT /fhir/metadata, a POST to /fhir) had no Allow header, which HTTP
+    requires of a 405 and first16 promised of every 405; a method no route takes (TRACE /fhir/metadata) got an
+    Allow naming POST, PUT, PATCH and DELETE, the methods its catch-all takes only to refuse them. Now every 405
+    under /fhir is the FHIR one, its Allow what the URL answers: GET (HEAD, OPTIONS), and POST for a type's _search."""
+    from service import create_app
+    from service.config import Settings
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_LOG_LEVEL": "ERROR"}, fixture_fhir=True,
+                                       sqlite_path=tmp_path / "avh-cds.sqlite3"))
+    client = app.test_client()
+    for method, path, allowed in (("PUT", "/fhir/metadata", "GET, HEAD, OPTIONS"), ("DELETE", "/fhir/Patient/avh-01",
+                                  "GET, HEAD, OPTIONS"), ("POST", "/fhir", "GET, HEAD, OPTIONS"),
+                                  ("PATCH", "/fhir/Condition/_search", "GET, HEAD, OPTIONS, POST"),
+                                  ("TRACE", "/fhir/metadata", "GET, HEAD, OPTIONS"),
+                                  ("PROPFIND", "/fhir/Patient/_search", "GET, HEAD, OPTIONS, POST")):
+        answer = client.open(path, method=method)
+        assert answer.status_code == 405 and answer.headers.get("Allow") == allowed, (method, path, answer.headers)
+        assert answer.content_type == "application/fhir+json; charset=utf-8"
+        assert answer.json["issue"][0]["code"] == "not-supported"
+        for named in allowed.split(", "):          # what Allow names is not refused
+            assert client.open(path, method=named).status_code != 405, (named, path)
+    # the app's own 405s are as they were
+    answer = client.open("/pathway", method="TRACE")
+    assert answer.status_code == 405 and answer.headers["Allow"] == "GET, HEAD, OPTIONS" and answer.is_json
