@@ -112,3 +112,22 @@ def test_every_405_of_the_fixture_fhir_server_names_what_its_url_answers(tmp_pat
     # the app's own 405s are as they were
     answer = client.open("/pathway", method="TRACE")
     assert answer.status_code == 405 and answer.headers["Allow"] == "GET, HEAD, OPTIONS" and answer.is_json
+
+
+def test_a_doubled_slash_redirect_keeps_the_query_as_sent(tmp_path):
+    """The redirect of a path with doubled slashes took its query from werkzeug's absolute URL through urlsplit,
+    which drops tabs and newlines, ends the query at a '#' and had a byte not UTF-8 replaced: `?a=<TAB>b&c=<E9>#x`
+    came back as `?a=b&c=%EF%BF%BD`, another search than the one sent. Now its query is the trailing-slash redirect's:
+    the bytes as sent, escaped."""
+    from service import create_app
+    from service.config import Settings
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_LOG_LEVEL": "ERROR"}, fixture_fhir=True,
+                                       sqlite_path=tmp_path / "avh-cds.sqlite3"))
+    client = app.test_client()
+    for raw in ("a=\tb&c=\xe9#x", "patient=avh-01&code=a%23b", "a=\r\nb"):
+        doubled = client.get("/", environ_overrides={"PATH_INFO": "/fhir//Condition", "QUERY_STRING": raw})
+        slashed = client.get("/", environ_overrides={"PATH_INFO": "/fhir/Condition/", "QUERY_STRING": raw})
+        assert doubled.status_code == slashed.status_code == 308
+        assert doubled.headers["Location"] == slashed.headers["Location"], raw
+        assert doubled.json["location"] == doubled.headers["Location"]
+    assert doubled.headers["Location"] == "/fhir/Condition?a=%0D%0Ab"
