@@ -131,3 +131,18 @@ def test_a_doubled_slash_redirect_keeps_the_query_as_sent(tmp_path):
         assert doubled.headers["Location"] == slashed.headers["Location"], raw
         assert doubled.json["location"] == doubled.headers["Location"]
     assert doubled.headers["Location"] == "/fhir/Condition?a=%0D%0Ab"
+
+
+def test_a_slice_round_or_run_of_no_time_is_refused_before_any_server_starts(capsys):
+    """`--slice 0` divided by zero in slice_plan once every server had started and warmed up (minutes in); `--seconds
+    0` or `--rounds 0` left no request to divide by. Now argparse refuses them, naming the value."""
+    import pytest
+    from bench import __main__ as bench_main
+    parser = bench_main.build_parser()
+    for option in ("--slice", "--seconds", "--rounds"):
+        for value in ("0", "-1"):
+            with pytest.raises(SystemExit):
+                parser.parse_args([option, value])
+            assert "is not above zero" in capsys.readouterr().err
+    args = parser.parse_args(["--slice", "0.25", "--seconds", "1.5", "--rounds", "2"])
+    assert (args.slice, args.seconds, args.rounds) == (0.25, 1.5, 2)
