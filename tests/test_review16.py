@@ -146,3 +146,20 @@ def test_a_slice_round_or_run_of_no_time_is_refused_before_any_server_starts(cap
             assert "is not above zero" in capsys.readouterr().err
     args = parser.parse_args(["--slice", "0.25", "--seconds", "1.5", "--rounds", "2"])
     assert (args.slice, args.seconds, args.rounds) == (0.25, 1.5, 2)
+
+
+def test_options_on_the_fixture_fhir_server_names_what_its_405_names(tmp_path):
+    """OPTIONS /fhir/metadata (a CORS preflight, a probe) answered Allow: DELETE, GET, HEAD, OPTIONS, PATCH, POST,
+    PUT, the methods of every rule the URL matches, the catch-all's taken only to refuse them: each a 405 if tried.
+    Now the methods the URL answers, as its 405 names them."""
+    from service import create_app
+    from service.config import Settings
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_LOG_LEVEL": "ERROR"}, fixture_fhir=True,
+                                       sqlite_path=tmp_path / "avh-cds.sqlite3"))
+    client = app.test_client()
+    for path in ("/fhir/metadata", "/fhir/Patient/avh-01", "/fhir/Condition/_search", "/fhir", "/fhir/nothing/"):
+        allow = client.options(path).headers["Allow"]
+        assert allow == client.open(path, method="TRACE").headers["Allow"], path
+        for method in allow.split(", "):
+            assert client.open(path, method=method).status_code != 405, (method, path)
+    assert set(client.options("/pathway").headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}   # as it was

@@ -111,6 +111,15 @@ def answered(path: str) -> list[str]:
     return ["GET", "HEAD", "OPTIONS", *(["POST"] if endpoint == f"{bp.name}.{search_post.__name__}" else [])]
 
 
+@bp.after_request
+def options_allow(response):
+    """OPTIONS answered by Flask (a CORS preflight, a probe): its Allow named every method of every rule the URL
+    matches, the catch-all's too; now what the URL answers, as its 405 names it."""
+    if request.method == "OPTIONS" and "Allow" in response.headers:
+        response.headers["Allow"] = ", ".join(answered(request.path))
+    return response
+
+
 def method_not_allowed(exc: MethodNotAllowed):
     """A method no route takes (TRACE, PROPFIND): under /fhir the read-only 405, elsewhere the app's."""
     if request.path == bp.url_prefix or request.path.startswith(bp.url_prefix + "/"):
