@@ -31,13 +31,24 @@ FIRST_SEEN_VS_TRIVIAL = 2.0        # CPU per request, at each concurrency
 AUTH_OVER_WARM_MS = 0.6            # CPU per request
 
 
+def positive(kind):
+    """An argparse type: a number of `kind` above zero (a slice of 0 s divided by zero once every server had started;
+    0 s or 0 rounds left no request to divide by)."""
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not above zero")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000, 10_000])
     parser.add_argument("--repeats", type=int, help="repetitions per size (default: scaled to the size)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="seconds of HTTP load an app gets a round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per concurrency: each app gets --seconds a round")
-    parser.add_argument("--slice", type=float, default=0.5,
+    parser.add_argument("--seconds", type=positive(float), default=3.0, help="seconds of HTTP load an app gets a round")
+    parser.add_argument("--rounds", type=positive(int), default=5, help="rounds per concurrency: each app gets --seconds a round")
+    parser.add_argument("--slice", type=positive(float), default=0.5,
                         help="seconds of one slice: the apps take turns slice by slice, in mirrored passes, within a "
                              "round (a value >= --seconds: one piece an app a round, the apps one after the other)")
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4])

@@ -207,12 +207,24 @@ class Client:
         self.body = orjson.dumps(patient_view_request(typical_n, patient_id=patient))
         self.head = loadgen.request_head(port, SERVICE_PATH, len(self.body))
         self.key, self.tokens, self.used, self.charts = key, [], 0, itertools.count(1)
-        self.rate = 500.0           # requests/s, the most a round saw: how many tokens the next one needs
+        self.rate = 500.0           # requests/s, the most a slice saw: how many tokens the next ones need
         self.audience = f"http://127.0.0.1:{port}{SERVICE_PATH}"
 
     def sign(self, count: int) -> None:
         if self.app.sends == "auth":
             self.tokens, self.used = auth.sign_tokens(self.key, self.audience, count), 0
+
+    def top_up(self, seconds: float, round_seconds: float) -> None:
+        """Before a slice of `seconds`: unless twice the fastest rate seen has tokens left, tokens for a round of
+        `round_seconds` at that rate, signed anew (a slice that ran out sent fewer requests, or none, in less time
+        than the other apps got)."""
+        if self.app.sends == "auth" and self.limit() < int(2 * self.rate * seconds) + 50:
+            self.sign(int(self.rate * round_seconds * 1.3) + int(2 * self.rate * seconds) + 50)
+
+    def seen(self, done: dict) -> None:
+        """A slice's rate: the next tokens are signed for the fastest seen (c = 4 after c = 1)."""
+        if done["seconds"]:
+            self.rate = max(self.rate, done["requests"] / done["seconds"])
 
     def probe_headers(self) -> dict | None:
         if self.app.sends != "auth":
@@ -261,7 +273,9 @@ def measure(names: list[str], rounds: int, seconds: float, slice_seconds: float,
         with slicer.round():
             done = {name: [] for name in names}
             for name, window in order:
-                done[name].append({**slicer.slice(name, seconds / count), "window": window})
+                one = slicer.slice(name, seconds / count)     # the slicer may charge it more CPU later: not a copy
+                one["window"] = window
+                done[name].append(one)
         for name in names:
             slices[name].append(done[name])
     return slices
@@ -291,17 +305,32 @@ def spread(values: list[float], digits: int = 3) -> dict:
 
 class Slicer:
     """The apps' servers as slices run on them: each app's `connections` kept alive for a round (connected, tokens
-    signed, before its first slice), the CPU its workers spent read around each slice. `rounds` holds, per round
-    and app, where its connections were, how often they were opened again and its CPU by both sources."""
+    signed, before its first slice), the CPU its workers spent read before each slice. A slice owns its workers'
+    CPU up to the app's next slice (`owed`): what a server does after answering (the service's feedback store
+    flushing the cards a slice issued, every 0.5 s) happens while other apps' slices run, and read around the slice
+    alone it was counted nowhere; the connecting is not counted. `rounds` holds, per round and app, where its
+    connections were, how often they were opened again and its CPU by both sources."""
 
     def __init__(self, clients: dict[str, Client], workers: dict[str, list[int]], connections: int, even: bool,
                  seconds: float):
         self.clients, self.workers, self.connections, self.even, self.seconds = clients, workers, connections, even, seconds
         self.sockets, self.rounds = {}, []
+        self.owed: dict[str, tuple[dict[int, float], dict | None]] = {}     # app: (CPU read last, the slice owning it)
 
     def _connect(self, name: str) -> None:
         self.sockets[name], self.rounds[-1][name]["owners"] = loadgen.connect(
             self.clients[name].port, self.connections, self.workers[name], self.even)
+
+    def _settle(self, name: str) -> dict[int, float]:
+        """Reads `name`'s workers' CPU, and charges what they spent since the last reading to the slice owning it."""
+        now = loadgen.worker_cpu_seconds(self.workers[name])
+        before, owner = self.owed.get(name, (now, None))
+        if owner is not None:
+            for pid, cpu in now.items():
+                owner["worker_cpu"][pid] += cpu - before[pid]
+                owner["cpu_seconds"] += cpu - before[pid]
+        self.owed[name] = (now, owner)
+        return now
 
     def _cpu(self, name: str) -> tuple[float, float]:
         return (sum(loadgen.worker_cpu_seconds(self.workers[name]).values()),
@@ -313,14 +342,15 @@ class Slicer:
         for name, client in self.clients.items():
             if client.app.sends == "auth":
                 client.sign(int(client.rate * self.seconds * 1.3) + 50)
+            self._settle(name)          # the last round's last slice's, up to the connecting
             self._connect(name)
             self.rounds[-1][name]["cpu"] = self._cpu(name)
+            self.owed[name] = (loadgen.worker_cpu_seconds(self.workers[name]), self.owed[name][1])
         try:
             yield
             for name, info in self.rounds[-1].items():      # the round's CPU by the two sources
+                self._settle(name)
                 info["cpu"] = tuple(after - before for after, before in zip(self._cpu(name), info["cpu"]))
-                if info["seconds"]:     # tokens for the next round: the fastest rate seen (c = 4 after c = 1)
-                    self.clients[name].rate = max(self.clients[name].rate, info["requests"] / info["seconds"])
         finally:
             for sock in (s for socks in self.sockets.values() for s in socks):
                 sock.close()
@@ -329,19 +359,25 @@ class Slicer:
     def slice(self, name: str, seconds: float) -> dict:
         """One slice of `name`'s load on its kept connections: requests, CPU of its workers, latencies."""
         client, workers = self.clients[name], self.workers[name]
+        cpu_before = self._settle(name)
         if any(loadgen.closed(sock) for sock in self.sockets[name]):     # idle longer than the server keeps them
             for sock in self.sockets[name]:
                 sock.close()
             self._connect(name)
             self.rounds[-1][name]["reconnects"] += 1
-        cpu_before, client_before = loadgen.worker_cpu_seconds(workers), time.process_time()
+            cpu_before = loadgen.worker_cpu_seconds(workers)
+        client.top_up(seconds, self.seconds)
+        client_before = time.process_time()
         done = loadgen.run(self.sockets[name], client.request, seconds, client.limit())
         cpu_after, client_cpu = loadgen.worker_cpu_seconds(workers), time.process_time() - client_before
         client.used += done["requests"]
+        client.seen(done)
         self.rounds[-1][name]["requests"] += done["requests"]
         self.rounds[-1][name]["seconds"] += done["seconds"]
-        return {**done, "cpu_seconds": sum(cpu_after[p] - cpu_before[p] for p in workers),
-                "worker_cpu": {p: cpu_after[p] - cpu_before[p] for p in workers}, "client_cpu_seconds": client_cpu}
+        done.update(cpu_seconds=sum(cpu_after[p] - cpu_before[p] for p in workers),
+                    worker_cpu={p: cpu_after[p] - cpu_before[p] for p in workers}, client_cpu_seconds=client_cpu)
+        self.owed[name] = (cpu_after, done)
+        return done
 
 
 def _round_summary(workers: list[int], connections: int, slices: list[dict], info: dict) -> dict:

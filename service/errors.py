@@ -70,8 +70,14 @@ def slash_target() -> str:
     environ = request.environ
     path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace").strip(b"/")
     path = b"/" + path
+    return quote(path, safe="/:@!$&'()*+,;=") + query_kept()
+
+
+def query_kept() -> str:
+    """'?' and the request's query as sent, its bytes escaped again (a tab, a '#', a byte not UTF-8 stay in it), or
+    '' when it has none."""
     query = quote(request.query_string, safe="%=&;+/?:@!$'()*,")
-    return quote(path, safe="/:@!$&'()*+,;=") + ("?" + query if query else "")
+    return "?" + query if query else ""
 
 
 def without_slash():
@@ -112,11 +118,11 @@ def routing_redirect(exc: RequestRedirect):
     /cds-services//{id}), or of an empty path to '/'. Flask answered it as raised: an HTML page whose Location was
     absolute, built from the Host header (the sender's: a redirect to a host of its choosing, which a shared cache
     would keep for others). Now as a trailing slash is answered (not_found): a GET or HEAD redirected (308, JSON) to
-    the path and query alone; any other method a 404 naming the URL (a CDS call is not sent twice)."""
-    target = urlsplit(exc.new_url)
-    path = "/" + target.path.lstrip("/")
+    the path and the query as sent (query_kept: werkzeug's URL, split, lost a tab or a '#' and replaced a byte not
+    UTF-8); any other method a 404 naming the URL (a CDS call is not sent twice)."""
+    path = "/" + urlsplit(exc.new_url).path.lstrip("/")
     if request.method in ("GET", "HEAD"):
-        return moved(path + ("?" + target.query if target.query else ""), "this URL is written")
+        return moved(path + query_kept(), "this URL is written")
     return http_error(NotFound(f"no route {request.method[:20]} {request.path[:200]}: the URL is {path[:200]}"))
 
 

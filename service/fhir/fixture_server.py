@@ -17,8 +17,9 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, current_app, json, request
 from fhir.resources.R4B import get_fhir_model_class
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from service.errors import no_slash, route_without_slash, slash_target
+from service.errors import http_error, no_slash, route_without_slash, slash_target
 from service.fhir.search import SearchError, parse_search
 from service.fhir.fixtures import load_fixtures
 
@@ -74,6 +75,7 @@ def init_app(app: Flask, directory: Path) -> None:
     """Load the fixtures (a broken fixture file fails here, at start-up) and mount /fhir."""
     app.extensions["fixture_fhir"] = FixtureServer(directory)
     app.register_blueprint(bp)
+    app.register_error_handler(MethodNotAllowed, method_not_allowed)
 
 
 def _store() -> FixtureStore:
@@ -91,7 +93,39 @@ def _fhir(body: dict, status: int = 200, headers: dict | None = None):
 
 
 def read_only():
-    return outcome(405, "not-supported", "this FHIR endpoint is read-only (GET read and search, POST [type]/_search)")
+    """405: this server changes nothing. Allow (which HTTP requires of a 405) names what the URL answers."""
+    return _fhir({"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": "not-supported",
+        "diagnostics": "this FHIR endpoint is read-only (GET read and search, POST [type]/_search)"}]}, 405,
+        {"Allow": ", ".join(answered(request.path))})
+
+
+def answered(path: str) -> list[str]:
+    """The methods `path` answers, not to refuse them: GET, HEAD and OPTIONS (a read, a search, or a 404 or 308 of
+    the catch-all), and POST where it is a type's _search. The catch-all takes POST, PUT, PATCH and DELETE only to
+    refuse them, which werkzeug's list of a URL's methods cannot tell."""
+    adapter = current_app.create_url_adapter(request)
+    try:
+        endpoint, _ = adapter.match(path, method="POST")
+    except HTTPException:
+        endpoint = None
+    return ["GET", "HEAD", "OPTIONS", *(["POST"] if endpoint == f"{bp.name}.{search_post.__name__}" else [])]
+
+
+@bp.after_request
+def options_allow(response):
+    """OPTIONS answered by Flask (a CORS preflight, a probe): its Allow named every method of every rule the URL
+    matches, the catch-all's too; now what the URL answers, as its 405 names it."""
+    if request.method == "OPTIONS" and "Allow" in response.headers:
+        response.headers["Allow"] = ", ".join(answered(request.path))
+    return response
+
+
+def method_not_allowed(exc: MethodNotAllowed):
+    """A method no route takes (TRACE, PROPFIND): under /fhir the read-only 405, elsewhere the app's."""
+    if request.path == bp.url_prefix or request.path.startswith(bp.url_prefix + "/"):
+        return read_only()
+    return http_error(exc)
 
 
 def outcome(status: int, code: str, text: str):
