@@ -14,6 +14,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
@@ -404,6 +405,15 @@ def days_in_words(days: float) -> str:
     return f"{days:.{places}f}".rstrip("0").rstrip(".")
 
 
+def _days_added_in_words(taken: float, added: float) -> tuple[str, str]:
+    """(the days added, the days in all) as the card writes them, adding up: the days in all are the days taken plus
+    the days added as written (each rounded alone, 3.025 and 13.025 round apart in floating point: '3.02', '13.03')."""
+    added_words, taken_words = days_in_words(added), days_in_words(taken)
+    if taken + added >= CALENDAR_DAYS:
+        return added_words, days_in_words(taken + added)
+    return added_words, str(Decimal(taken_words) + Decimal(added_words))
+
+
 def _days_quantity(days: float) -> dict:
     """`days` to the hundredth, never rounded up: a shortened order must not run past the day it is cut at."""
     return {"value": math.floor(days * 100 + 1e-6) / 100, "unit": "days", "system": UCUM, "code": "d"}
@@ -658,7 +668,7 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
     if not any(_high_or_unknown(d, facts) for d in orders):
         return f"over {STEROID_COURSE_DAYS} days, but at {MODERATE_DAILY_DOSE_MG:g} mg/day or less: not a high dose", {}
     counted = facts.dexamethasone.entries if facts.dexamethasone else ()
-    total = days_in_words(taken + drafted - again)
+    added, total = _days_added_in_words(taken, drafted - again)
     left = STEROID_COURSE_DAYS - taken
     flags = {"dex_course_taken"} if taken > 0 else set()
     if len(course) > 1:
@@ -666,7 +676,7 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
     return Fire(base + counted + tuple(c.evidence(today) for c in course), f"dexamethasone course of {total} days{together}"), {
         "draft_orders": _labels(orders) if len(course) == 1 else "; ".join(c.describe(today) for c in course),
         "dex_days": total,
-        "draft_days": days_in_words(drafted - again),      # the days it adds to those taken
+        "draft_days": added,      # the days it adds to those taken
         "dex_taken": days_in_words(taken),
         "dex_dose": _course_dose_text(orders, facts),
         "actions": {"shorten-course": _shortened_course(course, _course_end(first, taken), left)},

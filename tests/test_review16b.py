@@ -1,0 +1,36 @@
+"""review16b: hostile review of orders16 (the dexamethasone course's dates, lengths and card text). Each test failed
+on int16 (0331a55)."""
+import re
+from decimal import Decimal
+
+import pytest
+
+from service import create_app
+from service.config import Settings
+from tests.fhir_records import NO_AUTH, day, dexamethasone, hook_request, in_pathway_chart, today
+from tests.test_dexamethasone_course import between, dosed
+from tests.test_order_hooks import post, signed_as_suggested
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    app = create_app(Settings.from_env(NO_AUTH, sqlite_path=tmp_path_factory.mktemp("store") / "avh-cds.sqlite3"))
+    return app.test_client()
+
+
+def test_the_days_added_and_the_days_taken_add_up_to_the_days_in_all(client):
+    """Attack (review16b): 10 course days taken, a draft from 00:00 UTC today to 00:36 UTC three days on (3 days and
+    36 minutes, 3.025 days). Each length was rounded alone, and 3.025 and 13.025 round apart in binary floating
+    point: the card said the draft 'adds 3.02 days to 10 days ...: 13.03 days in all', arithmetic that does not hold.
+    The days in all are the days taken plus the days added as written: 3.02 and 13.02."""
+    taken = dexamethasone(day(10, since=today()), "completed", patient_id="p3", id="dex-0", dosage=[dosed(10)])
+    start, end = f"{day(0, since=today())}T00:00:00Z", f"{day(-3, since=today())}T00:36:00Z"
+    drafts = [{**dexamethasone("x", "draft", patient_id="p3", id="dex-1"), "dosageInstruction": [between(start, end)]}]
+    drafts[0].pop("authoredOn")
+    record = in_pathway_chart("p3") + [taken]
+    [card] = post(client, hook_request("order-sign", "p3", record, drafts))
+    added, days_taken, in_all = re.search(r"adds ([\d.]+) days to ([\d.]+) days of this episode's course already "
+                                          r"taken: ([\d.]+) days in all", card["detail"]).groups()
+    assert Decimal(added) + Decimal(days_taken) == Decimal(in_all), card["detail"]
+    assert f"Dexamethasone course of {in_all} days with this order ({days_taken} already taken)" in card["summary"]
+    assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []
