@@ -34,3 +34,23 @@ def test_the_days_added_and_the_days_taken_add_up_to_the_days_in_all(client):
     assert Decimal(added) + Decimal(days_taken) == Decimal(in_all), card["detail"]
     assert f"Dexamethasone course of {in_all} days with this order ({days_taken} already taken)" in card["summary"]
     assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []
+
+
+def test_a_changed_order_sent_again_without_its_date_keeps_the_days_it_has_run(client):
+    """Attack (review16b): the ongoing order dex-1 (from 10 days ago, at 96 mg/day) is changed to 8 days and sent
+    again as a draft without authoredOn or dosage start (an EHR need not send the date of a draft), beside a new 5-day
+    draft. A draft is never on record, so the version on file went, its 10 days taken with it, and the undated
+    draft started today: '0 course days taken + 8 drafted', silent. orders16 dates a withdrawn draft stating no date
+    as the version on file; a changed one is the same order, begun when that version began: from 10 days ago to
+    the new draft's end, 15 days, the card, as when the draft carries its authoredOn."""
+    filed = dexamethasone(day(10, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(30)])
+    changed = {k: v for k, v in filed.items() if k != "authoredOn"}
+    drafts = [{**changed, "dosageInstruction": [dosed(8)]},
+              {**dexamethasone("x", "draft", patient_id="p3", id="dex-2"), "dosageInstruction": [dosed(5)]}]
+    drafts[1].pop("authoredOn")
+    record = in_pathway_chart("p3") + [filed]
+    [card] = post(client, hook_request("order-sign", "p3", record, drafts))
+    assert card["summary"] == ("Dexamethasone orders together run 15 days: beyond the 13-day course (3 days + "
+                               "10-day taper)"), card["summary"]
+    assert f"8 days from {day(10, since=today())}" in card["detail"], card["detail"]
+    assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []

@@ -217,8 +217,8 @@ def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping
     dexamethasone order while signing a new one would leave the course days taken uncounted). A draft of an order on
     file that the record cannot read (`readable` false: invalid FHIR, such as an unreadable dosage), withdrawn or
     changed, would take that version off the record and tell nothing in its place: the version on file stays instead.
-    `wanted`: whether the record reads a resource of this kind at all."""
-    filed = {_ref(r): r for r in on_file}
+    `wanted`: whether the record reads a resource of this kind at all. `bundle`: as dated_as_filed leaves it."""
+    filed = {_ref(r) for r in on_file}
     withdrawn, unreadable = [], set()
     for order in named_orders(bundle, patient_id):
         ref = _ref(order)
@@ -228,19 +228,36 @@ def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping
         if not readable(order):
             unreadable.add(ref)
         elif gone:
-            withdrawn.append(_dated_as_filed(order, filed.get(ref)))
+            withdrawn.append(order)
     drafts = draft_refs(bundle) - unreadable
     return [r for r in on_file if _ref(r) not in drafts] + withdrawn
 
 
-def _dated_as_filed(withdrawn: Mapping, filed: Mapping | None) -> Mapping:
-    """A withdrawn medication order that states no date (no dosage start, no authoredOn: a status change), dated as
-    the version on file: stopping an order does not change when it began, and an undated order starts no course (the
-    course days taken on file were lost)."""
-    if withdrawn.get("resourceType") != "MedicationRequest" or filed is None or _order_date(withdrawn) is not None:
-        return withdrawn
-    began = _order_date(filed)
-    return withdrawn if began is None else {**withdrawn, "authoredOn": began}
+def dated_as_filed(bundle: Mapping, patient_id: str, on_file: list[Mapping]) -> Mapping:
+    """The draft set with each medication order of an order on file that states no date (no dosage start, no
+    authoredOn: a status change, or a change sent without its date), withdrawn or still to sign, dated as the version
+    on file: it is that order, and stopping or changing an order does not change when it began. Undated, a withdrawn
+    one started no course and a changed one started today, while the version on file left the record (a draft is
+    never on record): the course days taken on file were lost."""
+    entries = _list(_map(bundle).get("entry"))
+    undated = {_ref(e["resource"]) for e in entries if _undated_order(e.get("resource"), patient_id)}
+    if not undated:
+        return bundle
+    filed = {_ref(r): r for r in on_file if _ref(r) in undated}
+    return {**bundle, "entry": [_entry_dated(e, filed, patient_id) for e in entries]}
+
+
+def _undated_order(order, patient_id: str) -> bool:
+    """A medication order of this patient, with an id, that states no date (no authoredOn, no dosage start)."""
+    return isinstance(order, Mapping) and order.get("resourceType") == "MedicationRequest" \
+        and isinstance(order.get("id"), str) and bool(order["id"]) and "authoredOn" not in order \
+        and subject_id(order) in (None, patient_id) and _order_date(order) is None
+
+
+def _entry_dated(entry: Mapping, filed: Mapping[str, Mapping], patient_id: str) -> Mapping:
+    order = entry.get("resource")
+    began = _order_date(filed[_ref(order)]) if _undated_order(order, patient_id) and _ref(order) in filed else None
+    return entry if began is None else {**entry, "resource": {**order, "authoredOn": began}}
 
 
 def _order_date(order: Mapping) -> str | None:
