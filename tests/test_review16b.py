@@ -54,3 +54,21 @@ def test_a_changed_order_sent_again_without_its_date_keeps_the_days_it_has_run(c
                                "10-day taper)"), card["summary"]
     assert f"8 days from {day(10, since=today())}" in card["detail"], card["detail"]
     assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []
+
+
+def test_the_shortening_says_the_length_it_gives_the_order(client):
+    """Attack (review16b): the recommended regimen under way (3-day bolus from 10 days ago, 10-day taper from 7 days
+    ago), the taper changed to 13 days and sent again with its authoredOn: 16 days, the card. Its one-click fix cuts
+    the taper to 10 days (7 run, 3 left; its sig says '(shortened to 10 days)'), but the action said 'Shorten
+    MedicationRequest/dex-1 to the 3 days left of the 13-day course': a 3-day order, not the 10-day one it writes.
+    The action names the length it gives the order."""
+    bolus = dexamethasone(day(10, since=today()), "completed", patient_id="p3", id="dex-0", dosage=[dosed(3)])
+    taper = dexamethasone(day(7, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(10, 16)])
+    drafts = [{**taper, "status": "draft", "dosageInstruction": [dosed(13, 24)]}]
+    record = in_pathway_chart("p3") + [bolus, taper]
+    [card] = post(client, hook_request("order-sign", "p3", record, drafts))
+    [action] = card["suggestions"][0]["actions"]
+    assert action["resource"]["dosageInstruction"][0]["timing"]["repeat"]["boundsDuration"]["value"] == 10
+    assert action["description"].startswith("Shorten MedicationRequest/dex-1 to 10 days"), action["description"]
+    assert "3 days left of the 13-day course" in action["description"], action["description"]
+    assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []

@@ -736,9 +736,11 @@ def _shortened_course(course: list[CourseDraft], end: float, left: float) -> lis
                             f"the drafts together use up the {left:g} days left of the {STEROID_COURSE_DAYS}-day "
                             f"course before it starts"})
             continue
+        # the length it gives the order, not the days left: a changed order sent again has run some of its days
         description = (f"Shorten {c.draft.ref} so that the drafts together end with the {left:g} days left of the "
                        f"{STEROID_COURSE_DAYS}-day course" if together else
-                       f"Shorten {c.draft.ref} to the {left:g} days left of the {STEROID_COURSE_DAYS}-day course")
+                       f"Shorten {c.draft.ref} to {days_in_words(extent[2] - extent[1])} days, ending with the "
+                       f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course")
         actions.append({"type": "update", "description": description, "resource": resource})
     return actions
 
