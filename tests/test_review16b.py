@@ -72,3 +72,25 @@ def test_the_shortening_says_the_length_it_gives_the_order(client):
     assert action["description"].startswith("Shorten MedicationRequest/dex-1 to 10 days"), action["description"]
     assert "3 days left of the 13-day course" in action["description"], action["description"]
     assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []
+
+
+def test_no_fix_deletes_a_changed_order_whose_version_on_file_would_return(client):
+    """Attack (review16b): the ongoing order dex-1 (from 3 days ago) changed to 5 days and sent again, beside a draft
+    dex-2 dated from 20 days ago for 30 days (a back-dated order). The draft set replaces dex-1's version on file: 0
+    days taken, 33 days drafted, the card. Its fix cut dex-2 to 13 days and deleted dex-1's draft; but deleting the
+    change of an order on file leaves that order as it is on file, its 3 days taken back on record: signed as
+    suggested, 13 + 3 days, the card again (pathway.md section 4: accepting a suggestion and signing it never draws
+    a warning). A draft that changes an order on file is not deleted: no fix is offered, as for a draft without
+    an id."""
+    filed = dexamethasone(day(3, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(30)])
+    drafts = [{**filed, "status": "active", "dosageInstruction": [dosed(5)]},
+              {**dexamethasone(day(20, since=today()), "draft", patient_id="p3", id="dex-2"),
+               "dosageInstruction": [dosed(30)]}]
+    record = in_pathway_chart("p3") + [filed]
+    [card] = post(client, hook_request("order-sign", "p3", record, drafts))
+    assert card["source"]["topic"]["code"] == "steroid-duration"
+    assert not [a for s in card.get("suggestions", []) for a in s["actions"]
+                if a.get("resourceId") == "MedicationRequest/dex-1"], card["suggestions"]
+    for suggestion in card.get("suggestions", []):
+        signed = signed_as_suggested(drafts, {"suggestions": [suggestion]})
+        assert post(client, hook_request("order-sign", "p3", record, signed)) == [], suggestion

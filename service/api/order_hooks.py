@@ -19,11 +19,12 @@ def order_facts(engine: Engine, prefetched: Prefetched, request: Mapping[str, An
     those of an order on file that state no date dated as it (orders.dated_as_filed)."""
     patient_id = request["context"]["patientId"]
     drafts_sent = dated_as_filed(request["context"]["draftOrders"], patient_id, prefetched.resources)
-    on_record = dataclasses.replace(prefetched, resources=record_at_order_time(
+    resources, changes_filed = record_at_order_time(
         drafts_sent, patient_id, prefetched.resources, engine.selector.wanted,
-        lambda order: engine.validate(order)[1] is None))
+        lambda order: engine.validate(order)[1] is None)
+    on_record = dataclasses.replace(prefetched, resources=resources)
     return (engine.facts(on_record, patient_id, now),
-            read_drafts(drafts_sent, patient_id, engine.valuesets, on_record.resources))
+            read_drafts(drafts_sent, patient_id, engine.valuesets, resources, changes_filed))
 
 
 def selections_of(request: Mapping[str, Any]) -> frozenset[str] | None:

@@ -62,6 +62,7 @@ class DraftOrder:
     authored: dt.date | None = None
     names: frozenset[str] = frozenset()   # what an order-select selection may name it by (entry_names)
     has_id: bool = True            # an update or delete names the resource by its id: one without gets none
+    changes_filed: bool = False    # a new version of an order on file: deleted, that order stays as on file
 
     @property
     def evidence(self) -> Evidence:
@@ -146,9 +147,10 @@ def _entries(bundle: Mapping) -> list[Mapping]:
     return [e for e in _list(_map(bundle).get("entry")) if isinstance(e.get("resource"), Mapping)]
 
 
-def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
-                on_record: Iterable[Mapping] = ()) -> tuple[DraftOrder, ...]:
-    """The pathway-relevant drafts of the draft set; `on_record`: the prefetched resources (their Medications)."""
+def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets, on_record: Iterable[Mapping] = (),
+                on_file: frozenset[str] = frozenset()) -> tuple[DraftOrder, ...]:
+    """The pathway-relevant drafts of the draft set; `on_record`: the prefetched resources (their Medications);
+    `on_file`: the drafts (Type/id) that are new versions of an order prefetch returns (record_at_order_time)."""
     entries = _entries(bundle)
     medications = _medications(entries, on_record)
     drafts: list[DraftOrder] = []
@@ -184,7 +186,7 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
         if has_id:
             seen[ref] = len(drafts)
         drafts.append(DraftOrder(ref, r, frozenset(concepts), _label(concept), _authored(r), entry_names(entry),
-                                 has_id))
+                                 has_id, has_id and ref in on_file))
     for place, names in also_named.items():     # once a draft: a name set rebuilt at each copy cost n^2 (review13)
         drafts[place] = dataclasses.replace(drafts[place], names=drafts[place].names | names)
     return tuple(drafts)
@@ -209,15 +211,16 @@ def _ref(resource: Mapping) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id')}"
 
 
-def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping],
-                         wanted: Callable[[Mapping], bool], readable: Callable[[Mapping], bool]) -> list[Mapping]:
+def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping], wanted: Callable[[Mapping], bool],
+                         readable: Callable[[Mapping], bool]) -> tuple[list[Mapping], frozenset[str]]:
     """The record's resources at order time: `on_file` (prefetch's) without the drafts (an EHR may already hold them
     and return them in prefetch: a draft is never "on record"), and with each draft that withdraws an order (stopped,
     cancelled, ...) in place of the version on file: what became of that order (else stopping the ongoing
     dexamethasone order while signing a new one would leave the course days taken uncounted). A draft of an order on
     file that the record cannot read (`readable` false: invalid FHIR, such as an unreadable dosage), withdrawn or
     changed, would take that version off the record and tell nothing in its place: the version on file stays instead.
-    `wanted`: whether the record reads a resource of this kind at all. `bundle`: as dated_as_filed leaves it."""
+    `wanted`: whether the record reads a resource of this kind at all. `bundle`: as dated_as_filed leaves it. With
+    the drafts (Type/id) that are new versions of an order on file."""
     filed = {_ref(r) for r in on_file}
     withdrawn, unreadable = [], set()
     for order in named_orders(bundle, patient_id):
@@ -229,8 +232,8 @@ def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping
             unreadable.add(ref)
         elif gone:
             withdrawn.append(order)
-    drafts = draft_refs(bundle) - unreadable
-    return [r for r in on_file if _ref(r) not in drafts] + withdrawn
+    drafts = draft_refs(bundle)
+    return [r for r in on_file if _ref(r) not in drafts - unreadable] + withdrawn, drafts & filed
 
 
 def dated_as_filed(bundle: Mapping, patient_id: str, on_file: list[Mapping]) -> Mapping:
@@ -732,6 +735,8 @@ def _shortened_course(course: list[CourseDraft], end: float, left: float) -> lis
         # nothing of it left, or not its start (a bare date cut within its first day is dropped): the rest would move
         extent = _extent(resource) if resource is not None else None
         if extent is None or extent[0] != c.stated:
+            if c.draft.changes_filed:
+                return []
             actions.append({"type": "delete", "resourceId": c.draft.ref, "description": f"Remove {c.draft.ref}: "
                             f"the drafts together use up the {left:g} days left of the {STEROID_COURSE_DAYS}-day "
                             f"course before it starts"})
