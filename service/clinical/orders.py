@@ -14,6 +14,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
@@ -61,6 +62,7 @@ class DraftOrder:
     authored: dt.date | None = None
     names: frozenset[str] = frozenset()   # what an order-select selection may name it by (entry_names)
     has_id: bool = True            # an update or delete names the resource by its id: one without gets none
+    changes_filed: bool = False    # a new version of an order on file: deleted, that order stays as on file
 
     @property
     def evidence(self) -> Evidence:
@@ -145,9 +147,10 @@ def _entries(bundle: Mapping) -> list[Mapping]:
     return [e for e in _list(_map(bundle).get("entry")) if isinstance(e.get("resource"), Mapping)]
 
 
-def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
-                on_record: Iterable[Mapping] = ()) -> tuple[DraftOrder, ...]:
-    """The pathway-relevant drafts of the draft set; `on_record`: the prefetched resources (their Medications)."""
+def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets, on_record: Iterable[Mapping] = (),
+                on_file: frozenset[str] = frozenset()) -> tuple[DraftOrder, ...]:
+    """The pathway-relevant drafts of the draft set; `on_record`: the prefetched resources (their Medications);
+    `on_file`: the drafts (Type/id) that are new versions of an order prefetch returns (record_at_order_time)."""
     entries = _entries(bundle)
     medications = _medications(entries, on_record)
     drafts: list[DraftOrder] = []
@@ -183,7 +186,7 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
         if has_id:
             seen[ref] = len(drafts)
         drafts.append(DraftOrder(ref, r, frozenset(concepts), _label(concept), _authored(r), entry_names(entry),
-                                 has_id))
+                                 has_id, has_id and ref in on_file))
     for place, names in also_named.items():     # once a draft: a name set rebuilt at each copy cost n^2 (review13)
         drafts[place] = dataclasses.replace(drafts[place], names=drafts[place].names | names)
     return tuple(drafts)
@@ -208,16 +211,17 @@ def _ref(resource: Mapping) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id')}"
 
 
-def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping],
-                         wanted: Callable[[Mapping], bool], readable: Callable[[Mapping], bool]) -> list[Mapping]:
+def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping], wanted: Callable[[Mapping], bool],
+                         readable: Callable[[Mapping], bool]) -> tuple[list[Mapping], frozenset[str]]:
     """The record's resources at order time: `on_file` (prefetch's) without the drafts (an EHR may already hold them
     and return them in prefetch: a draft is never "on record"), and with each draft that withdraws an order (stopped,
     cancelled, ...) in place of the version on file: what became of that order (else stopping the ongoing
     dexamethasone order while signing a new one would leave the course days taken uncounted). A draft of an order on
     file that the record cannot read (`readable` false: invalid FHIR, such as an unreadable dosage), withdrawn or
     changed, would take that version off the record and tell nothing in its place: the version on file stays instead.
-    `wanted`: whether the record reads a resource of this kind at all."""
-    filed = {_ref(r): r for r in on_file}
+    `wanted`: whether the record reads a resource of this kind at all. `bundle`: as dated_as_filed leaves it. With
+    the drafts (Type/id) that are new versions of an order on file."""
+    filed = {_ref(r) for r in on_file}
     withdrawn, unreadable = [], set()
     for order in named_orders(bundle, patient_id):
         ref = _ref(order)
@@ -227,19 +231,36 @@ def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping
         if not readable(order):
             unreadable.add(ref)
         elif gone:
-            withdrawn.append(_dated_as_filed(order, filed.get(ref)))
-    drafts = draft_refs(bundle) - unreadable
-    return [r for r in on_file if _ref(r) not in drafts] + withdrawn
+            withdrawn.append(order)
+    drafts = draft_refs(bundle)
+    return [r for r in on_file if _ref(r) not in drafts - unreadable] + withdrawn, drafts & filed
 
 
-def _dated_as_filed(withdrawn: Mapping, filed: Mapping | None) -> Mapping:
-    """A withdrawn medication order that states no date (no dosage start, no authoredOn: a status change), dated as
-    the version on file: stopping an order does not change when it began, and an undated order starts no course (the
-    course days taken on file were lost)."""
-    if withdrawn.get("resourceType") != "MedicationRequest" or filed is None or _order_date(withdrawn) is not None:
-        return withdrawn
-    began = _order_date(filed)
-    return withdrawn if began is None else {**withdrawn, "authoredOn": began}
+def dated_as_filed(bundle: Mapping, patient_id: str, on_file: list[Mapping]) -> Mapping:
+    """The draft set with each medication order of an order on file that states no date (no dosage start, no
+    authoredOn: a status change, or a change sent without its date), withdrawn or still to sign, dated as the version
+    on file: it is that order, and stopping or changing an order does not change when it began. Undated, a withdrawn
+    one started no course and a changed one started today, while the version on file left the record (a draft is
+    never on record): the course days taken on file were lost."""
+    entries = _list(_map(bundle).get("entry"))
+    undated = {_ref(e["resource"]) for e in entries if _undated_order(e.get("resource"), patient_id)}
+    if not undated:
+        return bundle
+    filed = {_ref(r): r for r in on_file if _ref(r) in undated}
+    return {**bundle, "entry": [_entry_dated(e, filed, patient_id) for e in entries]}
+
+
+def _undated_order(order, patient_id: str) -> bool:
+    """A medication order of this patient, with an id, that states no date (no authoredOn, no dosage start)."""
+    return isinstance(order, Mapping) and order.get("resourceType") == "MedicationRequest" \
+        and isinstance(order.get("id"), str) and bool(order["id"]) and "authoredOn" not in order \
+        and subject_id(order) in (None, patient_id) and _order_date(order) is None
+
+
+def _entry_dated(entry: Mapping, filed: Mapping[str, Mapping], patient_id: str) -> Mapping:
+    order = entry.get("resource")
+    began = _order_date(filed[_ref(order)]) if _undated_order(order, patient_id) and _ref(order) in filed else None
+    return entry if began is None else {**entry, "resource": {**order, "authoredOn": began}}
 
 
 def _order_date(order: Mapping) -> str | None:
@@ -402,6 +423,15 @@ def days_in_words(days: float) -> str:
     while not whole and float(f"{days:.{places}f}") == round(days):
         places += 1
     return f"{days:.{places}f}".rstrip("0").rstrip(".")
+
+
+def _days_added_in_words(taken: float, added: float) -> tuple[str, str]:
+    """(the days added, the days in all) as the card writes them, adding up: the days in all are the days taken plus
+    the days added as written (each rounded alone, 3.025 and 13.025 round apart in floating point: '3.02', '13.03')."""
+    added_words, taken_words = days_in_words(added), days_in_words(taken)
+    if taken + added >= CALENDAR_DAYS:
+        return added_words, days_in_words(taken + added)
+    return added_words, str(Decimal(taken_words) + Decimal(added_words))
 
 
 def _days_quantity(days: float) -> dict:
@@ -658,7 +688,7 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
     if not any(_high_or_unknown(d, facts) for d in orders):
         return f"over {STEROID_COURSE_DAYS} days, but at {MODERATE_DAILY_DOSE_MG:g} mg/day or less: not a high dose", {}
     counted = facts.dexamethasone.entries if facts.dexamethasone else ()
-    total = days_in_words(taken + drafted - again)
+    added, total = _days_added_in_words(taken, drafted - again)
     left = STEROID_COURSE_DAYS - taken
     flags = {"dex_course_taken"} if taken > 0 else set()
     if len(course) > 1:
@@ -666,7 +696,7 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
     return Fire(base + counted + tuple(c.evidence(today) for c in course), f"dexamethasone course of {total} days{together}"), {
         "draft_orders": _labels(orders) if len(course) == 1 else "; ".join(c.describe(today) for c in course),
         "dex_days": total,
-        "draft_days": days_in_words(drafted - again),      # the days it adds to those taken
+        "draft_days": added,      # the days it adds to those taken
         "dex_taken": days_in_words(taken),
         "dex_dose": _course_dose_text(orders, facts),
         "actions": {"shorten-course": _shortened_course(course, _course_end(first, taken), left)},
@@ -705,13 +735,17 @@ def _shortened_course(course: list[CourseDraft], end: float, left: float) -> lis
         # nothing of it left, or not its start (a bare date cut within its first day is dropped): the rest would move
         extent = _extent(resource) if resource is not None else None
         if extent is None or extent[0] != c.stated:
+            if c.draft.changes_filed:
+                return []
             actions.append({"type": "delete", "resourceId": c.draft.ref, "description": f"Remove {c.draft.ref}: "
                             f"the drafts together use up the {left:g} days left of the {STEROID_COURSE_DAYS}-day "
                             f"course before it starts"})
             continue
+        # the length it gives the order, not the days left: a changed order sent again has run some of its days
         description = (f"Shorten {c.draft.ref} so that the drafts together end with the {left:g} days left of the "
                        f"{STEROID_COURSE_DAYS}-day course" if together else
-                       f"Shorten {c.draft.ref} to the {left:g} days left of the {STEROID_COURSE_DAYS}-day course")
+                       f"Shorten {c.draft.ref} to {days_in_words(extent[2] - extent[1])} days, ending with the "
+                       f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course")
         actions.append({"type": "update", "description": description, "resource": resource})
     return actions
 
