@@ -94,3 +94,18 @@ def test_no_fix_deletes_a_changed_order_whose_version_on_file_would_return(clien
     for suggestion in card.get("suggestions", []):
         signed = signed_as_suggested(drafts, {"suggestions": [suggestion]})
         assert post(client, hook_request("order-sign", "p3", record, signed)) == [], suggestion
+
+
+@pytest.mark.parametrize("taken_days, drafted_days, said", [
+    (1, 15, "adds 15 days to 1 day of this episode's course already taken: 16 days in all"),
+    (13, 1, "adds 1 day to 13 days of this episode's course already taken: 14 days in all")])
+def test_one_day_is_said_in_the_singular(client, taken_days, drafted_days, said):
+    """review16b's finding, fixed by the coordinator: the card wrote its unit after the number whatever the number,
+    'adds 15.2 days to 1 days of this episode's course'. The unit now agrees with the number (orders.days_phrase)."""
+    taken = dexamethasone(day(taken_days, since=today()), "completed", patient_id="p3", id="dex-0",
+                          dosage=[dosed(taken_days)])
+    drafts = [{**dexamethasone("x", "draft", patient_id="p3", id="dex-1"), "dosageInstruction": [dosed(drafted_days)]}]
+    drafts[0].pop("authoredOn")
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [taken], drafts))
+    assert said in card["detail"], card["detail"]
+    assert " 1 days" not in card["detail"] + card["summary"]

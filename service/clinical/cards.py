@@ -39,7 +39,7 @@ KNOWN_VARIABLES = frozenset({
     "joa_date", "age", "verification", "compression_verification", "mri_thoracic_date", "patient_ref",
     "hemangioma_ref", "compression_ref", "order_priority", "draft_orders", "earlier_date", "earlier_when",
     "competing", "undated_decompression", "decompression_ordered", "decompression_code", "decompression_display",
-    "injury", "draft_days", "dex_taken"})
+    "injury", "draft_days", "dex_taken", "dex_taken_days"})
 # The decompression the surgery suggestion orders, by the region of the highest level named (CPT, pathway.md
 # section 2): laminectomy with decompression of the spinal cord, 1 or 2 vertebral segments.
 DECOMPRESSION_BY_REGION = {

@@ -425,6 +425,11 @@ def days_in_words(days: float) -> str:
     return f"{days:.{places}f}".rstrip("0").rstrip(".")
 
 
+def days_phrase(words: str) -> str:
+    """A length as the card writes it with its unit, which agrees with the number: '1 day', '0 days', '2.5 days'."""
+    return f"{words} day" if words == "1" else f"{words} days"
+
+
 def _days_added_in_words(taken: float, added: float) -> tuple[str, str]:
     """(the days added, the days in all) as the card writes them, adding up: the days in all are the days taken plus
     the days added as written (each rounded alone, 3.025 and 13.025 round apart in floating point: '3.02', '13.03')."""
@@ -696,8 +701,9 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
     return Fire(base + counted + tuple(c.evidence(today) for c in course), f"dexamethasone course of {total} days{together}"), {
         "draft_orders": _labels(orders) if len(course) == 1 else "; ".join(c.describe(today) for c in course),
         "dex_days": total,
-        "draft_days": added,      # the days it adds to those taken
+        "draft_days": days_phrase(added),      # the days it adds to those taken
         "dex_taken": days_in_words(taken),
+        "dex_taken_days": days_phrase(days_in_words(taken)),
         "dex_dose": _course_dose_text(orders, facts),
         "actions": {"shorten-course": _shortened_course(course, _course_end(first, taken), left)},
         FLAGS: frozenset(flags)}
