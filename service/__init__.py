@@ -20,7 +20,7 @@ from werkzeug.routing import MapAdapter
 from service.ops import health, metrics
 from service.config import Settings
 from service.api.engine import Engine
-from service.errors import register_error_handlers
+from service.errors import exact_call_url, register_error_handlers
 from service.fastjson import OrjsonProvider
 from service.fhir.prefetch import PrefetchResolver
 from service.api.registry import Registry
@@ -233,6 +233,9 @@ class AvhFlask(Flask):
         if getattr(rule, "provide_automatic_options", False) and req.method == "OPTIONS":
             return self.make_default_options_response()
         return self.ensure_sync(self.view_functions[rule.endpoint])(**req.view_args)
+
+    def raise_routing_exception(self, request: Request):
+        raise exact_call_url(request.routing_exception)      # Flask's own raises it as it is (debug mode aside)
 
     def preprocess_request(self):
         req = _cv_request.get().request

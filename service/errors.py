@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from flask import Flask, jsonify, redirect, request
 from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import RequestRedirect
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,18 @@ def not_found(exc: NotFound):
     if method in ("GET", "HEAD"):
         return without_slash()
     return http_error(NotFound(f"no route {method} {request.path[:200]}: the URL has no trailing slash ({bare[:200]})"))
+
+
+def exact_call_url(exc: Exception) -> Exception:
+    """werkzeug answers a path with doubled slashes (`/cds-services//avh-patient-view`: what a client sends that joins
+    a discovery URL typed with a trailing slash and a service id, as the CDS Hooks sandbox does) with a 308 to the
+    path merged, whatever the method. As for a trailing slash (not_found), a GET or HEAD may follow it; a POST is
+    not redirected (a CDS call's URL is exact): a 404 naming the merged URL, instead of the client sending the
+    patient's data again to a URL its JWT's aud does not name."""
+    if isinstance(exc, RequestRedirect) and request.method not in ("GET", "HEAD", "OPTIONS"):
+        merged = urlsplit(exc.new_url).path
+        return NotFound(f"no route {request.method} {request.path[:200]}: the URL has no doubled slash ({merged[:200]})")
+    return exc
 
 
 def register_error_handlers(app: Flask) -> None:
