@@ -123,6 +123,27 @@ def test_a_method_the_url_without_the_slash_refuses_gets_its_405_naming_the_meth
         assert answer.json["message"] == f"{method} is not allowed on {bare}; it answers {', '.join(allowed)}"
 
 
+def test_a_cds_call_with_doubled_slashes_is_a_404_naming_its_url(served):
+    """What the CDS Hooks sandbox posts when its discovery URL was typed with a trailing slash (it joins that URL and
+    the service id with a '/'): werkzeug redirected it (308), so a client following it sent the patient's data again,
+    to a URL its JWT's aud does not name. A 404 naming the URL, as a trailing slash."""
+    client = served.test_client()
+    for path, merged in (("/cds-services//avh-patient-view", "/cds-services/avh-patient-view"),
+                         ("/cds-services///avh-order-sign", "/cds-services/avh-order-sign"),
+                         ("/cds-services//avh-patient-view/feedback", "/cds-services/avh-patient-view/feedback")):
+        answer = client.post(path, json={})
+        assert answer.status_code == 404 and answer.json["error"] == "not_found", path
+        assert "Location" not in answer.headers
+        assert answer.json["message"].endswith("the URL is " + merged), answer.json
+    # as a trailing slash, any POST (the fixture endpoint's search too: the sandbox then searches by GET); a GET is
+    # still redirected: the sandbox given a FHIR base typed with a slash reads /fhir//metadata and follows
+    answer = client.post("/fhir//Condition/_search", data={"patient": "avh-01"})
+    assert answer.status_code == 404 and "Location" not in answer.headers
+    answer = client.get("/fhir//metadata")
+    assert answer.status_code == 308 and answer.headers["Location"].endswith("/fhir/metadata")
+    assert client.get("/fhir//Patient/avh-01", follow_redirects=True).json["id"] == "avh-01"
+
+
 def test_a_url_no_route_answers_stays_a_json_404(served):
     client = served.test_client()
     for method, path in (("GET", "/nowhere/"), ("GET", "/nowhere"), ("POST", "/nowhere/"), ("GET", "/pathway/x/")):
