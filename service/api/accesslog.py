@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 from gunicorn.glogging import Logger
 from werkzeug.serving import WSGIRequestHandler
 
+from service.fhir.types import known_type
 from service.security.logs import LOGGED_BY_APP, cut, traceback_unquoted
 
 SAFE_ATOMS = frozenset("hlmsbBHTDMLpat")
@@ -32,13 +33,34 @@ def printable(text: str) -> str:
     return cut(text.encode("unicode_escape").decode("ascii").replace('"', '\\"'))
 
 
+# The routes the app serves (`tests/test_review16c.py` checks this against its URL map): a path is logged as the
+# pattern of the route it names, a segment the caller chose ({id}) replaced; any other path is the caller's text (a
+# 404 on /cds-services/<a record number>/x, /pathway/<a name>), logged as NOT_A_ROUTE.
+ROUTES = frozenset({"/", "/metrics", "/openapi.json", "/favicon.ico", "/pathway", "/governance", "/healthz", "/readyz",
+                    "/cds-services", "/cds-services/{id}", "/cds-services/{id}/feedback", "/cds-services/{id}/explain",
+                    "/fhir", "/fhir/metadata"})
+NOT_A_ROUTE = "(a path no route serves: not logged)"
+
+
 def redact_path(path: str) -> str:
-    """/fhir/Patient/abc/_history/2 -> /fhir/Patient/{id}/...: resource ids may be patient identifiers. Leading
-    slashes count once (//fhir/Patient/abc is served as /fhir/Patient/abc: werkzeug merges them)."""
-    parts = ("/" + path.lstrip("/")).split("/") if path.startswith("/") else path.split("/")
-    if len(parts) > 3 and parts[1] == "fhir":
-        return "/".join(parts[:3]) + "/{id}" + ("/..." if len(parts) > 4 else "")
-    return path
+    """A path as the logs name it: the route's pattern (/cds-services/{id}/feedback, /fhir/Patient/{id}/...: a
+    service id or a resource id may be a patient's identifier, and the FHIR type is named only when it is one), or
+    NOT_A_ROUTE. Doubled slashes count once (//fhir/Patient/abc is served as /fhir/Patient/abc: werkzeug merges
+    them); a trailing slash is kept (the app answers it with the URL without it)."""
+    if path == "-":                         # no path read
+        return path
+    if not path.startswith("/"):
+        return NOT_A_ROUTE
+    parts = [part for part in path.split("/") if part]
+    slash = "/" if parts and path.endswith("/") else ""
+    if parts[:1] == ["fhir"] and len(parts) > 1 and parts[1] != "metadata":
+        if not known_type(parts[1]):
+            return "/fhir/(not a FHIR resource type)"
+        return f"/fhir/{parts[1]}" + ("/{id}" if len(parts) > 2 else "") + ("/..." if len(parts) > 3 else "") + slash
+    if parts[:1] == ["cds-services"] and len(parts) > 1:
+        parts[1] = "{id}"
+    route = "/" + "/".join(parts)
+    return route + slash if route in ROUTES else NOT_A_ROUTE
 
 
 class AccessLogger(Logger):
