@@ -74,3 +74,39 @@ def test_the_routes_redact_path_knows_are_the_app_s(client):
                  if rule.endpoint != "static"}
     fixture_rules = {"/fhir", "/fhir/", "/fhir/{id}", "/fhir/metadata"}
     assert rules - fixture_rules <= ROUTES and ROUTES - {"/fhir", "/fhir/metadata"} <= rules
+
+
+# --- the issuer a refused token claims -------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _refusals_said_afresh(monkeypatch):
+    """Each test's refusals logged as the first of the minute (the warning is said once a minute per issuer)."""
+    from service.security import refusals
+    monkeypatch.setattr(refusals, "refusals", refusals.RefusalLog())
+
+
+@pytest.mark.parametrize("iss", [MRN, f"https://ehr.example/fhir?patient={MRN}", f"https://{MRN}:pw@ehr.example",
+                                 f"https://ehr.example/#{MRN}", f"urn:patient:{MRN}", f"Jane Doe {MRN}",
+                                 f"https://ehr.example/\r\n{MRN}", "https://[::1/x" + MRN, f"mailto:{MRN}@x"])
+def test_an_issuer_a_refused_token_claims_is_logged_only_as_an_issuer_url(iss, tmp_path, caplog):
+    """Attack: a token (unverified) claiming iss `MRN778899-DOE-JANE`, or `https://ehr/fhir?patient=<MRN>`: the refusal
+    warning logged whatever the token claimed, cut to 200 characters: text of the caller's choosing. Expected: the
+    issuer named only when it is an http(s) URL with a host and no user, query or fragment; else `(not a URL)`."""
+    from tests.security_support import INVOKE, bearer, hook_request, make_app, token
+    client = make_app(tmp_path).test_client()
+    caplog.set_level(logging.DEBUG)
+    assert client.post(INVOKE, json=hook_request(), headers=bearer(token(iss=iss))).json["reason"] == "untrusted_issuer"
+    refused = [record for record in caplog.records if getattr(record, "fields", {}).get("event") == "cds_refused"]
+    assert [record.fields["iss"] for record in refused] == ["(not a URL)"]
+    assert not [record for record in caplog.records if MRN in record.getMessage() or MRN in str(record.__dict__)]
+
+
+def test_an_issuer_url_is_named_for_the_operator_cut(tmp_path, caplog):
+    from tests.security_support import INVOKE, bearer, hook_request, make_app, token
+    client = make_app(tmp_path).test_client()
+    caplog.set_level(logging.DEBUG)
+    for iss in ("https://ehr.example:8443/interconnect/oauth2", "http://localhost/" + "x" * 300):
+        client.post(INVOKE, json=hook_request(), headers=bearer(token(iss=iss)))
+    logged = [record.fields["iss"] for record in caplog.records
+              if getattr(record, "fields", {}).get("event") == "cds_refused"]
+    assert logged == ["https://ehr.example:8443/interconnect/oauth2", "http://localhost/" + "x" * 183 + "..."]
