@@ -110,3 +110,56 @@ def test_an_issuer_url_is_named_for_the_operator_cut(tmp_path, caplog):
     logged = [record.fields["iss"] for record in caplog.records
               if getattr(record, "fields", {}).get("event") == "cds_refused"]
     assert logged == ["https://ehr.example:8443/interconnect/oauth2", "http://localhost/" + "x" * 183 + "..."]
+
+
+# --- exceptions escaping Flask under `avh-cds serve` -------------------------------------------------------------
+
+def _served_app(monkeypatch, tmp_path):
+    """The app `avh-cds serve` hands werkzeug's development server (Flask.run caught)."""
+    import flask
+    from service import cli
+    served = {}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AVH_CDS_AUTH", "off")
+    monkeypatch.setattr(flask.Flask, "run", lambda app, **options: served.update(app=app, options=options))
+    assert cli.main(["serve", "--port", "0"]) == 0
+    return served["app"], served["options"]
+
+
+def test_the_development_server_logs_no_message_of_an_exception_escaping_flask(monkeypatch, tmp_path, caplog):
+    """Attack: a response body failing as it is sent (a streamed body; nothing of Flask's error handling runs then)
+    with a KeyError quoting what the caller sent: werkzeug's development server (`avh-cds serve`, the README's start
+    command) logged `Error on request:` with the traceback and every exception's message in it. Expected: the route
+    and where it failed, no message; werkzeug still answers and closes as before."""
+    from flask import Response
+    from werkzeug.serving import make_server
+    import socket
+    import threading
+    app, options = _served_app(monkeypatch, tmp_path)
+
+    def failing(patient):
+        def body():
+            yield b"{"
+            raise KeyError(f"Patient/{patient}")
+        return Response(body())
+
+    app.add_url_rule("/test-failing/<patient>", view_func=failing)
+    caplog.set_level(logging.DEBUG)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=options["request_handler"])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
+            sock.sendall(f"GET /test-failing/{MRN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            while sock.recv(4096):
+                pass
+    finally:
+        server.shutdown()
+        thread.join(10)
+    from service.security.logs import JsonLinesFormatter
+    formatter = JsonLinesFormatter()        # the root handler's (configure_logging)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    formatted = "\n".join(formatter.format(record) for record in caplog.records)
+    assert "Error on request" in logged and "KeyError" in formatted
+    assert MRN not in logged and MRN not in formatted
+

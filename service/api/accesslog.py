@@ -12,6 +12,7 @@ line would (service, hookInstance, card topics, issuer, refusal), so this one is
 """
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import unquote, urlsplit
 
@@ -21,6 +22,7 @@ from werkzeug.serving import WSGIRequestHandler
 from service.fhir.types import known_type
 from service.security.logs import LOGGED_BY_APP, cut, traceback_unquoted
 
+log = logging.getLogger(__name__)
 SAFE_ATOMS = frozenset("hlmsbBHTDMLpat")
 # gunicorn's refusal of a request it could not parse, and its error's kind (`Invalid HTTP request line`): what
 # follows the kind quotes the request line or a header, which may name the patient (`?patient=...`).
@@ -93,7 +95,7 @@ class AccessLogger(Logger):
 
     def atoms(self, resp, req, environ, request_time):
         atoms = {k: v for k, v in super().atoms(resp, req, environ, request_time).items() if k in SAFE_ATOMS}
-        atoms["U"] = printable(redact_path(environ.get("PATH_INFO", "-")))
+        atoms["U"] = logged_path(environ)
         atoms["a"] = printable(atoms.get("a") or "-")
         return atoms
 
@@ -116,3 +118,46 @@ class DevelopmentAccessLog(WSGIRequestHandler):
             self.log("error", "code %d: the request line was refused (not logged)", args[0])
         else:
             super().log_error(format, *args)
+
+
+def logged_path(environ: dict) -> str:
+    """A request's path as the access line names it."""
+    return printable(redact_path(environ.get("PATH_INFO") or "-"))
+
+
+def errors_unquoted(wsgi_app):
+    """`avh-cds serve`'s app: an exception escaping Flask (a streamed body failing) is logged here, by the request's
+    route and without its message (traceback_unquoted), and werkzeug's development server is given one with a fixed
+    message instead: it wrote its own `Error on request` traceback, each exception's message in it (a KeyError of a
+    JSON key, a URL naming the patient). Its answer (a 500, or the connection closed mid-body) is unchanged."""
+    def app(environ, start_response):
+        try:
+            return _Body(wsgi_app(environ, start_response), environ)
+        except Exception as exc:
+            raise _logged(exc, environ) from None
+    return app
+
+
+class _Body:
+    def __init__(self, body, environ: dict):
+        self.body, self.environ = body, environ
+
+    def __iter__(self):
+        try:
+            yield from self.body
+        except Exception as exc:
+            raise _logged(exc, self.environ) from None
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:
+                raise _logged(exc, self.environ) from None
+
+
+def _logged(exc: Exception, environ: dict) -> RuntimeError:
+    log.error("error on request %.20s %s", environ.get("REQUEST_METHOD", "-"), logged_path(environ),
+              exc_info=(type(exc), exc, exc.__traceback__))
+    return RuntimeError("the request failed: logged by service.api.accesslog without its message")
