@@ -163,3 +163,19 @@ def test_the_development_server_logs_no_message_of_an_exception_escaping_flask(m
     assert "Error on request" in logged and "KeyError" in formatted
     assert MRN not in logged and MRN not in formatted
 
+
+
+def test_flask_s_own_exception_line_names_no_path_the_caller_chose(monkeypatch, tmp_path, caplog):
+    """Attack: an error Flask's handlers do not answer (an after_request step failing: Flask's handle_exception)
+    on a request to /cds-services/<MRN>: Flask's log_exception wrote `Exception on /cds-services/<MRN> [GET]`.
+    Expected: the route as the access line names it."""
+    app, _ = _served_app(monkeypatch, tmp_path)
+
+    @app.after_request
+    def failing(response):
+        raise KeyError("x")
+
+    caplog.set_level(logging.DEBUG)
+    assert app.test_client().get(f"/cds-services/{MRN}/x").status_code == 500
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "Exception on (a path no route serves: not logged) [GET]" in logged and MRN not in logged
