@@ -179,3 +179,19 @@ def test_flask_s_own_exception_line_names_no_path_the_caller_chose(monkeypatch, 
     assert app.test_client().get(f"/cds-services/{MRN}/x").status_code == 500
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "Exception on (a path no route serves: not logged) [GET]" in logged and MRN not in logged
+
+
+# --- privacy16's logged_reason: an index the sender placed ------------------------------------------------------
+
+def test_a_list_index_the_sender_chose_is_not_logged():
+    """Attack (privacy16's logged_reason): an index is logged where the resource holds a list that long, and a
+    16 MiB body holds a list of 778,900 items (`"category": [{}, ..., <invalid>]`): the invalid item put at 778899
+    wrote the patient's record number into the log line (`invalid FHIR at category.778899.text: string_type`).
+    Expected: an index logged only under 100; a longer one named on the card alone."""
+    from service.clinical.record import logged_reason
+    resource = {"resourceType": "Observation", "category": [{}] * 778_900}
+    logged = logged_reason("invalid FHIR at category.778899.text: string_type", resource)
+    assert "778899" not in logged and logged.startswith("invalid FHIR at category.") and logged.endswith(
+        ".text: string_type")
+    assert logged_reason("invalid FHIR at category.42.text: string_type", resource) \
+        == "invalid FHIR at category.42.text: string_type"
