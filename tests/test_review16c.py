@@ -11,9 +11,16 @@ from tests.test_review14 import _dev_server_answer
 MRN = "MRN778899-DOE-JANE"
 
 
-def _gunicorn_access_line(path: str, capsys) -> str:
+@pytest.fixture
+def deployed(monkeypatch, tmp_path):
+    """gunicorn.conf.py's settings, read without its side effects on this process (a metrics directory, auth)."""
     import runpy
-    deployed = SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py")))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("AVH_CDS_AUTH", "off")
+    return SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py")))
+
+
+def _gunicorn_access_line(path: str, capsys, deployed) -> str:
     """The access line gunicorn writes (AccessLogger with gunicorn's own format and Atoms) for a 404 on `path`."""
     from gunicorn.config import Config
     from service.api.accesslog import AccessLogger
@@ -37,16 +44,16 @@ HOSTILE_PATHS = [f"/cds-services/{MRN}", f"/cds-services/avh-patient-view/{MRN}"
 
 
 @pytest.mark.parametrize("path", HOSTILE_PATHS)
-def test_a_path_no_route_serves_is_not_logged_by_gunicorn(path, capsys):
+def test_a_path_no_route_serves_is_not_logged_by_gunicorn(path, capsys, deployed):
     """Attack: a 404 on /cds-services/<the patient's MRN> (or /pathway/..., /fhir/<MRN>): redact_path replaced ids
     under /fhir/<Type>/ only, so gunicorn's access line logged the MRN as sent. Expected: the route's pattern, or a
     fixed placeholder for a path no route serves."""
-    line = _gunicorn_access_line(path, capsys)
+    line = _gunicorn_access_line(path, capsys, deployed)
     assert '"GET ' in line and MRN not in line
 
 
-def test_known_routes_stay_readable_in_the_access_line(capsys):
-    line = "".join(_gunicorn_access_line(path, capsys) for path in (
+def test_known_routes_stay_readable_in_the_access_line(capsys, deployed):
+    line = "".join(_gunicorn_access_line(path, capsys, deployed) for path in (
         "/healthz", "/cds-services", "/cds-services/avh-patient-view/feedback", "/fhir/Patient/x", "/pathway/"))
     for shown in ('"GET /healthz"', '"GET /cds-services"', '"GET /cds-services/{id}/feedback"',
                   '"GET /fhir/Patient/{id}"', '"GET /pathway/"'):
@@ -195,3 +202,22 @@ def test_a_list_index_the_sender_chose_is_not_logged():
         ".text: string_type")
     assert logged_reason("invalid FHIR at category.42.text: string_type", resource) \
         == "invalid FHIR at category.42.text: string_type"
+
+
+# --- gunicorn's own DEBUG line of each request --------------------------------------------------------------------
+
+def test_gunicorn_s_debug_line_of_a_request_names_no_patient(capsys, deployed):
+    """Attack: with AVH_CDS_LOG_LEVEL=DEBUG, gunicorn's default pre_request hook logged `GET /fhir/Patient/<MRN>` (the
+    path as sent) for every request. Expected: the path as the access line names it."""
+    from gunicorn.config import Config
+    from service.api.accesslog import AccessLogger
+    config = Config()
+    for name in ("logger_class", "errorlog", "loglevel", "pre_request"):
+        if hasattr(deployed, name):
+            config.set(name, getattr(deployed, name))
+    config.set("loglevel", "debug")
+    worker = SimpleNamespace(log=AccessLogger(config))
+    for path in (f"/fhir/Patient/{MRN}", f"/cds-services/{MRN}", f"/{MRN}%0a"):
+        config.pre_request(worker, SimpleNamespace(method="GET", path=path))
+    err = capsys.readouterr().err
+    assert "GET /fhir/Patient/{id}" in err and "GET /cds-services/{id}" in err and MRN not in err

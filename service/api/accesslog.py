@@ -86,7 +86,7 @@ class AccessLogger(Logger):
         """`Error handling request <method> <uri>`: the URI as the access line names it (no query string, FHIR ids
         replaced)."""
         if msg.startswith("Error handling request") and args:
-            args = (*args[:-1], printable(redact_path(unquote(urlsplit(str(args[-1])).path))))
+            args = (*args[:-1], logged_target(str(args[-1])))
         super().exception(msg, *args, **kwargs)
 
     def access(self, resp, req, environ, request_time):
@@ -108,7 +108,7 @@ class DevelopmentAccessLog(WSGIRequestHandler):
         if getattr(self, "environ", {}).get(LOGGED_BY_APP):
             return
         target = getattr(self, "path", None)     # never set for a request line http.server could not parse
-        path = printable(redact_path(unquote(urlsplit(target).path))) if isinstance(target, str) else "-"
+        path = logged_target(target) if isinstance(target, str) else "-"
         self.log("info", '"%s %s" %s %s', self.command or "-", path, getattr(code, "value", code), size)
 
     def log_error(self, format: str, *args) -> None:
@@ -118,6 +118,11 @@ class DevelopmentAccessLog(WSGIRequestHandler):
             self.log("error", "code %d: the request line was refused (not logged)", args[0])
         else:
             super().log_error(format, *args)
+
+
+def logged_target(target: str) -> str:
+    """A request target as sent (`/fhir/Patient/abc?x=y`, percent-encoded) as the access line names its path."""
+    return printable(redact_path(unquote(urlsplit(target).path)))
 
 
 def logged_path(environ: dict) -> str:
