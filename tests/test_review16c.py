@@ -221,3 +221,20 @@ def test_gunicorn_s_debug_line_of_a_request_names_no_patient(capsys, deployed):
         config.pre_request(worker, SimpleNamespace(method="GET", path=path))
     err = capsys.readouterr().err
     assert "GET /fhir/Patient/{id}" in err and "GET /cds-services/{id}" in err and MRN not in err
+
+
+# --- a fhirServer answer's resourceType in a prefetch reason ------------------------------------------------------
+
+def test_a_fetched_resource_type_that_is_not_fhir_s_is_not_named():
+    """Attack: a fhirServer answer whose resourceType is `MRN778899` (any letters and digits up to 40 passed
+    `isalnum`, fullwidth ones too): the reason, logged as `prefetch key patient unavailable: fhirServer answered with
+    a MRN778899, not a Patient`, named it. Expected: a FHIR type named, anything else `resource of another kind`."""
+    from service.fhir.prefetch import FetchProblem, Plan, _check_fhir
+    plan = Plan("patient", "Patient", "https://fhir.example/Patient/p", False, "p")
+    reasons = []
+    for sent in ("MRN778899", "ＭＲＮ778899", "Observation"):
+        with pytest.raises(FetchProblem) as refused:
+            _check_fhir({"resourceType": sent}, plan)
+        reasons.append(refused.value.problem.reason)
+    assert reasons == ["fhirServer answered with a resource of another kind, not a Patient"] * 2 + [
+        "fhirServer answered with a Observation, not a Patient"]
