@@ -238,3 +238,34 @@ def test_a_fetched_resource_type_that_is_not_fhir_s_is_not_named():
         reasons.append(refused.value.problem.reason)
     assert reasons == ["fhirServer answered with a resource of another kind, not a Patient"] * 2 + [
         "fhirServer answered with a Observation, not a Patient"]
+
+
+# --- privacy16's traceback_unquoted: long chains, exception groups ----------------------------------------------
+
+def test_a_chain_longer_than_the_recursion_limit_is_written_not_raised_on(capsys):
+    """Attack (privacy16's traceback_unquoted walked the chain by recursion): an exception whose chain of causes is
+    longer than the recursion limit made the formatter raise RecursionError, and logging's handleError then printed
+    the record's message and arguments (`Message: ... Arguments: ...`) to stderr. Expected: the last MAX_CHAIN
+    exceptions written, the rest said to be left out; no message."""
+    from service.security.logs import JsonLinesFormatter, MAX_CHAIN
+    error = None
+    for n in range(1500):
+        raised = KeyError(f"{MRN}-{n}")
+        raised.__cause__ = error
+        error = raised
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1, "failed on %s", ("/x",), (KeyError, error, None))
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLinesFormatter())
+    handler.emit(record)
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and MRN not in err
+    assert err.count("KeyError (its message is not logged)") == MAX_CHAIN and "exceptions before: not logged" in err
+
+
+def test_an_exception_group_names_its_members_types_not_their_messages():
+    from service.security.logs import traceback_unquoted
+    try:
+        raise ExceptionGroup(f"group {MRN}", [KeyError(MRN), ValueError(MRN)])
+    except ExceptionGroup as group:
+        written = traceback_unquoted((type(group), group, group.__traceback__))
+    assert "ExceptionGroup (its message is not logged, holding KeyError, ValueError)" in written and MRN not in written
