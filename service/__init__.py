@@ -19,7 +19,7 @@ from werkzeug.routing import MapAdapter, RequestRedirect
 
 from service.ops import health, metrics
 from service.config import Settings
-from service.api.accesslog import logged_path
+from service.api.accesslog import logged_method, logged_path
 from service.api.engine import Engine
 from service.errors import register_error_handlers, routing_redirect
 from service.fastjson import OrjsonProvider
@@ -272,7 +272,8 @@ class AvhFlask(Flask):
     def log_exception(self, exc_info) -> None:
         """Flask's line for an error no handler answered (`Exception on <path> [GET]`) named the path as the caller
         sent it: now as the access line names it (its traceback, as every one, without messages: JsonLinesFormatter)."""
-        self.logger.error("Exception on %s [%.20s]", logged_path(request.environ), request.method, exc_info=exc_info)
+        self.logger.error("Exception on %s [%s]", logged_path(request.environ), logged_method(request.method),
+                          exc_info=exc_info)
 
     def make_default_options_response(self) -> Response:
         """Flask's answer to OPTIONS (its Allow header), without the Content-Type text/html it gave its empty body:

@@ -269,3 +269,33 @@ def test_an_exception_group_names_its_members_types_not_their_messages():
     except ExceptionGroup as group:
         written = traceback_unquoted((type(group), group, group.__traceback__))
     assert "ExceptionGroup (its message is not logged, holding KeyError, ValueError)" in written and MRN not in written
+
+
+# --- a method the caller chose --------------------------------------------------------------------------------------
+
+def test_a_method_http_does_not_define_is_not_logged(capsys, deployed, caplog):
+    """Attack: `DOEJANE /healthz HTTP/1.1` (a token gunicorn and werkzeug pass on; the app answers 405): the access
+    line's method atom, gunicorn's `Error handling request` line and the development server's request line wrote
+    the word the caller chose. Expected: an HTTP method named, any other `(another method)`."""
+    from gunicorn.config import Config
+    from service.api.accesslog import AccessLogger
+    config = Config()
+    for name in ("accesslog", "logger_class", "access_log_format"):
+        config.set(name, getattr(deployed, name))
+    environ = {"REQUEST_METHOD": "DOEJANE", "RAW_URI": "/healthz", "SERVER_PROTOCOL": "HTTP/1.1",
+               "PATH_INFO": "/healthz", "REMOTE_ADDR": "127.0.0.1", "HTTP_USER_AGENT": "curl", "QUERY_STRING": ""}
+    AccessLogger(config).access(SimpleNamespace(status="405 METHOD NOT ALLOWED", status_code=405, headers=[], sent=1,
+                                                response_length=1), SimpleNamespace(headers=[]), environ,
+                                dt.timedelta(milliseconds=1))
+    try:
+        raise KeyError("x")
+    except KeyError:
+        AccessLogger(config).exception("Error handling request %s %s", "DOEJANE", "/healthz")
+    caplog.set_level("INFO", logger="werkzeug")
+    _dev_server_answer(b"DOEJANE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    captured = capsys.readouterr()
+    logged = captured.out + captured.err + "\n".join(record.getMessage() for record in caplog.records)
+    for line in ('"(another method) /healthz" 405', "Error handling request (another method) /healthz",
+                 '"(another method) /healthz" 200'):        # gunicorn's access and error lines, werkzeug's line
+        assert line in logged
+    assert "DOEJANE" not in logged

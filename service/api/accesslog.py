@@ -83,10 +83,10 @@ class AccessLogger(Logger):
         super().warning(cut(text), **kwargs)
 
     def exception(self, msg, *args, **kwargs):
-        """`Error handling request <method> <uri>`: the URI as the access line names it (no query string, FHIR ids
-        replaced)."""
+        """`Error handling request <method> <uri>`: the method and URI as the access line names them (no query string,
+        FHIR ids replaced)."""
         if msg.startswith("Error handling request") and args:
-            args = (*args[:-1], logged_target(str(args[-1])))
+            args = (*map(logged_method, args[:-1]), logged_target(str(args[-1])))
         super().exception(msg, *args, **kwargs)
 
     def access(self, resp, req, environ, request_time):
@@ -96,6 +96,7 @@ class AccessLogger(Logger):
     def atoms(self, resp, req, environ, request_time):
         atoms = {k: v for k, v in super().atoms(resp, req, environ, request_time).items() if k in SAFE_ATOMS}
         atoms["U"] = logged_path(environ)
+        atoms["m"] = logged_method(atoms.get("m") or "-")
         atoms["a"] = printable(atoms.get("a") or "-")
         return atoms
 
@@ -109,7 +110,7 @@ class DevelopmentAccessLog(WSGIRequestHandler):
             return
         target = getattr(self, "path", None)     # never set for a request line http.server could not parse
         path = logged_target(target) if isinstance(target, str) else "-"
-        self.log("info", '"%s %s" %s %s', self.command or "-", path, getattr(code, "value", code), size)
+        self.log("info", '"%s %s" %s %s', logged_method(self.command or "-"), path, getattr(code, "value", code), size)
 
     def log_error(self, format: str, *args) -> None:
         """http.server's refusal of a request it could not parse quotes the request line (`code 400, message Bad
@@ -118,6 +119,16 @@ class DevelopmentAccessLog(WSGIRequestHandler):
             self.log("error", "code %d: the request line was refused (not logged)", args[0])
         else:
             super().log_error(format, *args)
+
+
+# HTTP's methods (RFC 9110, RFC 5789): any other is a word the caller chose (`DOEJANE /healthz`, which gunicorn and
+# werkzeug pass on, and a 405 answers), logged as OTHER_METHOD.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "-"})
+OTHER_METHOD = "(another method)"
+
+
+def logged_method(method: object) -> str:
+    return method if method in HTTP_METHODS else OTHER_METHOD
 
 
 def logged_target(target: str) -> str:
@@ -163,6 +174,6 @@ class _Body:
 
 
 def _logged(exc: Exception, environ: dict) -> RuntimeError:
-    log.error("error on request %.20s %s", environ.get("REQUEST_METHOD", "-"), logged_path(environ),
+    log.error("error on request %s %s", logged_method(environ.get("REQUEST_METHOD", "-")), logged_path(environ),
               exc_info=(type(exc), exc, exc.__traceback__))
     return RuntimeError("the request failed: logged by service.api.accesslog without its message")
