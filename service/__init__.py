@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, request
 from flask.ctx import AppContext, _sentinel
 from flask.globals import _cv_app, _cv_request
 from flask.signals import (appcontext_popped, appcontext_pushed, appcontext_tearing_down, request_finished,
@@ -19,6 +19,7 @@ from werkzeug.routing import MapAdapter, RequestRedirect
 
 from service.ops import health, metrics
 from service.config import Settings
+from service.api.accesslog import logged_method, logged_path
 from service.api.engine import Engine
 from service.errors import register_error_handlers, routing_redirect
 from service.fastjson import OrjsonProvider
@@ -267,6 +268,12 @@ class AvhFlask(Flask):
         if not self.teardown_appcontext_funcs and not appcontext_tearing_down.receivers:
             return
         super().do_teardown_appcontext(exc)
+
+    def log_exception(self, exc_info) -> None:
+        """Flask's line for an error no handler answered (`Exception on <path> [GET]`) named the path as the caller
+        sent it: now as the access line names it (its traceback, as every one, without messages: JsonLinesFormatter)."""
+        self.logger.error("Exception on %s [%s]", logged_path(request.environ), logged_method(request.method),
+                          exc_info=exc_info)
 
     def make_default_options_response(self) -> Response:
         """Flask's answer to OPTIONS (its Allow header), without the Content-Type text/html it gave its empty body:

@@ -16,11 +16,11 @@ from typing import Callable
 from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, current_app, json, request
-from fhir.resources.R4B import get_fhir_model_class
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from service.errors import http_error, no_slash, route_without_slash, slash_target
 from service.fhir.search import SearchError, parse_search
+from service.fhir.types import known_type
 from service.fhir.fixtures import load_fixtures
 
 log = logging.getLogger(__name__)
@@ -133,14 +133,6 @@ def outcome(status: int, code: str, text: str):
                   "issue": [{"severity": "error", "code": code, "diagnostics": text}]}, status)
 
 
-def _known_type(name: str) -> bool:
-    try:
-        get_fhir_model_class(name)
-    except ValueError:
-        return False
-    return name[:1].isupper()
-
-
 @bp.route("", methods=["GET", "POST"])           # POST: a batch or transaction, refused as FHIR refuses
 def base():
     """The server's base URL, opened by a person (the sandbox link names it as fhirServiceUrl): what this server is
@@ -189,7 +181,7 @@ def metadata():
 
 @bp.get("/<rtype>/<rid>")
 def read(rtype: str, rid: str):
-    if not _known_type(rtype):
+    if not known_type(rtype):
         return outcome(404, "not-supported", f"{rtype} is not a FHIR R4 resource type")
     resource = _store().by_ref.get((rtype, rid))
     if resource is None:
@@ -236,7 +228,7 @@ def unsupported(rest: str):
 
 
 def _search(rtype: str, params):
-    if not _known_type(rtype):
+    if not known_type(rtype):
         return outcome(404, "not-supported", f"{rtype} is not a FHIR R4 resource type")
     try:
         search = parse_search(rtype, list(params))

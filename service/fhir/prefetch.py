@@ -42,6 +42,7 @@ from service.gcpause import collector_paused
 from service.lazyjson import BYTE_ORDER_MARK, Entries, fhir_beyond_double
 from service.httpread import OutOfTime, TooLarge, Watch, WatchedAdapter, read_capped
 from service.ops import metrics
+from service.fhir.types import known_type
 from service.clinical.record import subject_id
 from service.config import Settings
 from service.errors import ApiError
@@ -454,7 +455,7 @@ def _check_fhir(body: Any, plan: Plan) -> Mapping:
     expected = "Bundle" if plan.search else plan.resource_type
     got = body["resourceType"]
     if got != expected:
-        got = got[:40] if got.isalnum() else "resource of another kind"   # server text stays out of reasons
+        got = got if known_type(got) else "resource of another kind"   # server text stays out of reasons
         raise FetchProblem(f"fhirServer answered with a {got}, not a {expected}", "invalid")
     return body
 

@@ -60,26 +60,41 @@ def utc_timestamp(created: float) -> str:
 def traceback_unquoted(exc_info) -> str:
     """A traceback as logging writes it, but each exception's message left out: a message may quote what a caller
     sent (a KeyError of a JSON key, a requests error's URL naming the patient, a ValueError of a value). Where each
-    was raised and its type say what failed; the chain (cause, context) is kept."""
-    return "".join(_unquoted(exc_info[1], set())).rstrip("\n")
+    was raised and its type say what failed; the chain (cause, context) is kept, up to MAX_CHAIN exceptions (walked
+    without recursion: a chain longer than the interpreter's recursion limit raised RecursionError in the formatter,
+    and logging then printed the record's message and arguments), and an exception group names its members' types."""
+    chain, seen, exc = [], set(), exc_info[1]
+    while exc is not None and id(exc) not in seen and len(chain) < MAX_CHAIN:
+        seen.add(id(exc))
+        if exc.__cause__ is not None:
+            link, earlier = "\nThe above exception was the direct cause of the following exception:\n\n", exc.__cause__
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            link, earlier = "\nDuring handling of the above exception, another exception occurred:\n\n", exc.__context__
+        else:
+            link, earlier = "", None
+        chain.append((exc, link if earlier is not None and id(earlier) not in seen else ""))
+        exc = earlier
+    lines = [f"({MAX_CHAIN}+ exceptions before: not logged)\n\n"] if exc is not None and id(exc) not in seen else []
+    for exc, link in reversed(chain):
+        lines += ([link] if link else []) + _unquoted(exc)
+    return "".join(lines).rstrip("\n")
 
 
-def _unquoted(exc: BaseException | None, seen: set) -> list[str]:
-    if exc is None or id(exc) in seen:
-        return []
-    seen.add(id(exc))
-    earlier = []
-    if exc.__cause__ is not None:
-        earlier = _unquoted(exc.__cause__, seen) + [
-            "\nThe above exception was the direct cause of the following exception:\n\n"]
-    elif exc.__context__ is not None and not exc.__suppress_context__:
-        earlier = _unquoted(exc.__context__, seen) + [
-            "\nDuring handling of the above exception, another exception occurred:\n\n"]
-    kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+MAX_CHAIN = 100
+
+
+def _unquoted(exc: BaseException) -> list[str]:
     stack = ["Traceback (most recent call last):\n", *traceback.format_tb(exc.__traceback__)] \
         if exc.__traceback__ is not None else []
-    return earlier + stack + [f"{name} (its message is not logged)\n"]
+    members = getattr(exc, "exceptions", None) if isinstance(exc, BaseExceptionGroup) else None
+    held = f", holding {', '.join(map(_type_name, members[:10]))}{' ...' if len(members) > 10 else ''}" \
+        if members else ""
+    return stack + [f"{_type_name(exc)} (its message is not logged{held})\n"]
+
+
+def _type_name(exc: BaseException) -> str:
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 class JsonLinesFormatter(logging.Formatter):
