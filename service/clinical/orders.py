@@ -762,7 +762,17 @@ def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
     if facts.dexamethasone is not None:
         doses.append(facts.dexamethasone.daily_dose_mg)
     dose = course_dose([d for d in doses if d is not None], None in doses)
-    return "daily dose not stated in structured form" if dose is None else f"up to {dose:g} mg/day"
+    if dose is not None:
+        return f"up to {dose:g} mg/day"
+    # a dose in tablets (the CDS Hooks sandbox's {pill}) is stated, just not in mg: still an unknown dose
+    return "daily dose not stated in mg" if any(map(_dosed_in_other_units, orders)) else \
+        "daily dose not stated in structured form"
+
+
+def _dosed_in_other_units(draft: DraftOrder) -> bool:
+    """Some dosage line of the draft states a dose quantity in a unit not read as mg (tablets, ml, ...)."""
+    return any(_positive(_map(dr.get("doseQuantity")).get("value")) and _mg(_map(dr.get("doseQuantity"))) is None
+               for dosage in _list(draft.resource.get("dosageInstruction")) for dr in _list(dosage.get("doseAndRate")))
 
 
 def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
