@@ -5,6 +5,7 @@ import pytest
 from service import create_app
 from service.config import Settings
 from tests.fhir_records import NO_AUTH, UCUM, bounds_duration, hook_request, in_pathway_chart
+from tests.test_dexamethasone_course import dosed
 from tests.test_order_hooks import dex, post
 
 
@@ -33,3 +34,19 @@ def test_a_draft_with_no_dose_quantity_still_states_none_in_structured_form(clie
     """A draft whose dosage gives no dose quantity at all keeps the old words: no structured dose exists."""
     [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex("dex-1", bounds_duration(30))]))
     assert "30 days, daily dose not stated in structured form," in card["detail"]
+
+
+def test_a_draft_orders_why_line_names_it_once(client):
+    """Sandbox run (polish16): a draft's "Why am I seeing this?" line read 'Dexamethasone (draft order) (medication
+    order, 2026-11-30; MedicationRequest/dex-1)', its kind said twice in two parentheses. Now once: '(draft medication
+    order, ...)', in the card and in the explanation; an order on record keeps its line."""
+    record = in_pathway_chart("p3")
+    body = hook_request("order-sign", "p3", record, [dex("dex-1", dosed(30))])
+    [card] = post(client, body)
+    day = body["context"]["draftOrders"]["entry"][0]["resource"]["authoredOn"]
+    assert f"- dexamethasone (draft medication order, {day}; MedicationRequest/dex-1)" in card["detail"]
+    assert "(draft order)" not in card["detail"]
+    explained = client.post("/cds-services/avh-order-sign/explain", json=body).json
+    [reason] = [t["reason"] for t in explained["topics"] if t["topic"] == "steroid-duration"]
+    assert f"dexamethasone (draft medication order, {day}; MedicationRequest/dex-1)" in reason
+    assert "(draft order)" not in reason

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
-                                    LATEST, UTC, Evidence, Facts, course_dose, instant, midnight_utc,
+                                    LATEST, UTC, DraftEvidence, Evidence, Facts, course_dose, instant, midnight_utc,
                                     names_dexamethasone, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
                                       scope_unchecked, topic_outcomes)
@@ -66,7 +66,7 @@ class DraftOrder:
 
     @property
     def evidence(self) -> Evidence:
-        return Evidence(self.ref, f"{self.label} (draft order)", self.authored)
+        return DraftEvidence(self.ref, self.label, self.authored)
 
 
 # --- reading drafts (plain dicts, never trusted to be well formed) ------------------------------
