@@ -4,7 +4,7 @@ import pytest
 
 from service import create_app
 from service.config import Settings
-from tests.fhir_records import NO_AUTH, UCUM, bounds_duration, hook_request, in_pathway_chart
+from tests.fhir_records import NO_AUTH, UCUM, bounds_duration, day, dexamethasone, hook_request, in_pathway_chart, today
 from tests.test_dexamethasone_course import dosed
 from tests.test_order_hooks import dex, post
 
@@ -50,3 +50,43 @@ def test_a_draft_orders_why_line_names_it_once(client):
     [reason] = [t["reason"] for t in explained["topics"] if t["topic"] == "steroid-duration"]
     assert f"dexamethasone (draft medication order, {day}; MedicationRequest/dex-1)" in reason
     assert "(draft order)" not in reason
+
+
+NO_FIX = "**No shortened order is offered:**"
+
+
+def test_a_draft_without_an_id_says_why_no_shortened_order_is_offered(client):
+    """Hostile review (polish16): a 30-day draft with no id (an update must name it by its id) got a card with no
+    suggestion and no word why; a patient under 18 or pregnant gets one. Now the card says it."""
+    draft = dex("x", dosed(30))
+    del draft["id"]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [draft]))
+    assert "suggestions" not in card
+    assert f"{NO_FIX} a draft order to change has no id" in card["detail"], card["detail"]
+
+
+def test_a_changed_order_on_file_says_why_no_shortened_order_is_offered(client):
+    """Hostile review (polish16): review16b's case (a changed order on file, dex-1, beside a back-dated 30-day draft):
+    deleting dex-1's draft would leave the order as filed, so no fix; the card now says why."""
+    filed = dexamethasone(day(3, since=today()), "active", patient_id="p3", id="dex-1", dosage=[dosed(30)])
+    drafts = [{**filed, "dosageInstruction": [dosed(5)]},
+              {**dexamethasone(day(20, since=today()), "draft", patient_id="p3", id="dex-2"),
+               "dosageInstruction": [dosed(30)]}]
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [filed], drafts))
+    assert "suggestions" not in card
+    assert f"{NO_FIX} removing the draft that changes an order on file" in card["detail"], card["detail"]
+
+
+def test_a_course_already_used_up_says_why_no_shortened_order_is_offered(client):
+    """Hostile review (polish16): 13 course days taken and a 1-day draft: nothing is left to shorten the course to,
+    no suggestion, and the card said nothing of it."""
+    taken = dexamethasone(day(13, since=today()), "completed", patient_id="p3", id="dex-0", dosage=[dosed(13)])
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [taken], [dex("dex-1", dosed(1))]))
+    assert "suggestions" not in card
+    assert f"{NO_FIX} the 13 days of the course are already taken" in card["detail"], card["detail"]
+
+
+def test_a_shortened_order_offered_gives_no_such_reason(client):
+    """The reasons are said only when the fix is withheld: a 30-day draft with an id gets the fix and no reason."""
+    [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [dex("dex-1", dosed(30))]))
+    assert card["suggestions"] and NO_FIX not in card["detail"]
