@@ -33,7 +33,7 @@ KNOWN_FLAGS = frozenset({
     "minor_trauma", "decompression_ordered", "undated_decompression", "unconfirmed_compression", "competing_cause",
     "earlier_operation", "late_radiotherapy", "referral_without_dose", "discharge", "draft_surgery",
     "draft_embolization", "draft_dexamethasone", "dex_course_taken",
-    "draft_dexamethasone_set"})
+    "draft_dexamethasone_set", "dex_course_used_up", "draft_without_id", "draft_changes_filed"})
 KNOWN_VARIABLES = frozenset({
     "level", "ambulatory_status", "surgery_when", "surgery_date", "dex_days", "dex_start", "dex_dose", "joa_score",
     "joa_date", "age", "verification", "compression_verification", "mri_thoracic_date", "patient_ref",

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
-                                    LATEST, UTC, Evidence, Facts, course_dose, instant, midnight_utc,
+                                    LATEST, UTC, DraftEvidence, Evidence, Facts, course_dose, instant, midnight_utc,
                                     names_dexamethasone, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
                                       scope_unchecked, topic_outcomes)
@@ -66,7 +66,7 @@ class DraftOrder:
 
     @property
     def evidence(self) -> Evidence:
-        return Evidence(self.ref, f"{self.label} (draft order)", self.authored)
+        return DraftEvidence(self.ref, self.label, self.authored)
 
 
 # --- reading drafts (plain dicts, never trusted to be well formed) ------------------------------
@@ -698,6 +698,9 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
     flags = {"dex_course_taken"} if taken > 0 else set()
     if len(course) > 1:
         flags.add("draft_dexamethasone_set")
+    shortening, withheld = _shortened_course(course, _course_end(first, taken), left)
+    if withheld:
+        flags.add(withheld)
     return Fire(base + counted + tuple(c.evidence(today) for c in course), f"dexamethasone course of {total} days{together}"), {
         "draft_orders": _labels(orders) if len(course) == 1 else "; ".join(c.describe(today) for c in course),
         "dex_days": total,
@@ -705,7 +708,7 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
         "dex_taken": days_in_words(taken),
         "dex_taken_days": days_phrase(days_in_words(taken)),
         "dex_dose": _course_dose_text(orders, facts),
-        "actions": {"shorten-course": _shortened_course(course, _course_end(first, taken), left)},
+        "actions": {"shorten-course": shortening},
         FLAGS: frozenset(flags)}
 
 
@@ -724,25 +727,26 @@ def _course_end(first: float, taken: float) -> float:
     return end + again if end + again >= 0 else end
 
 
-def _shortened_course(course: list[CourseDraft], end: float, left: float) -> list[dict]:
+def _shortened_course(course: list[CourseDraft], end: float, left: float) -> tuple[list[dict], str | None]:
     """The one-click shortening: each draft running past `end` (on the time line) cut there, each starting at or after
-    it removed. All or nothing: none when nothing is left of the course, or when a draft to change has no id (an update
-    or delete names the resource by it), since what is left would draw this warning again once signed."""
+    it removed. All or nothing: none when nothing is left of the course, when a draft to change has no id (an update
+    or delete names the resource by it), since what is left would draw this warning again once signed, or when a
+    draft to remove changes an order on file (that order would stay as filed). With none, the card's flag saying why."""
     if left <= 0:
-        return []
+        return [], "dex_course_used_up"
     together = len(course) > 1
     actions = []
     for c in course:
         if c.end <= end + TOLERANCE_DAYS:
             continue
         if not c.draft.has_id:
-            return []
+            return [], "draft_without_id"
         resource = shortened(c.draft.resource, end - c.anchor) if c.start < end else None
         # nothing of it left, or not its start (a bare date cut within its first day is dropped): the rest would move
         extent = _extent(resource) if resource is not None else None
         if extent is None or extent[0] != c.stated:
             if c.draft.changes_filed:
-                return []
+                return [], "draft_changes_filed"
             actions.append({"type": "delete", "resourceId": c.draft.ref, "description": f"Remove {c.draft.ref}: "
                             f"the drafts together use up the {left:g} days left of the {STEROID_COURSE_DAYS}-day "
                             f"course before it starts"})
@@ -753,7 +757,7 @@ def _shortened_course(course: list[CourseDraft], end: float, left: float) -> lis
                        f"Shorten {c.draft.ref} to {days_in_words(extent[2] - extent[1])} days, ending with the "
                        f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course")
         actions.append({"type": "update", "description": description, "resource": resource})
-    return actions
+    return actions, None
 
 
 def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
@@ -762,7 +766,17 @@ def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
     if facts.dexamethasone is not None:
         doses.append(facts.dexamethasone.daily_dose_mg)
     dose = course_dose([d for d in doses if d is not None], None in doses)
-    return "daily dose not stated in structured form" if dose is None else f"up to {dose:g} mg/day"
+    if dose is not None:
+        return f"up to {dose:g} mg/day"
+    # a dose in tablets (the CDS Hooks sandbox's {pill}) is stated, just not in mg: still an unknown dose
+    return "daily dose not stated in mg" if any(map(_dosed_in_other_units, orders)) else \
+        "daily dose not stated in structured form"
+
+
+def _dosed_in_other_units(draft: DraftOrder) -> bool:
+    """Some dosage line of the draft states a dose quantity in a unit not read as mg (tablets, ml, ...)."""
+    return any(_positive(_map(dr.get("doseQuantity")).get("value")) and _mg(_map(dr.get("doseQuantity"))) is None
+               for dosage in _list(draft.resource.get("dosageInstruction")) for dr in _list(dosage.get("doseAndRate")))
 
 
 def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:
