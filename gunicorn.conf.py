@@ -57,6 +57,13 @@ control_socket_disable = True   # gunicorn >= 27: no runtime control socket (two
 _arbiter = None   # the gunicorn Arbiter, once on_starting has run
 
 
+def pre_request(worker, req):
+    """gunicorn's own logs each request at DEBUG (AVH_CDS_LOG_LEVEL=DEBUG) with its path as sent, `GET
+    /fhir/Patient/<the patient's id>`: the path as the access line names it (docs/security.md)."""
+    from service.api.accesslog import logged_method, logged_target
+    worker.log.debug("%s %s", logged_method(req.method), logged_target(req.path))
+
+
 def on_starting(server):
     """Samples left by an earlier server in the same directory would be counted again: start empty."""
     global _arbiter

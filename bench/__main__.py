@@ -31,12 +31,26 @@ FIRST_SEEN_VS_TRIVIAL = 2.0        # CPU per request, at each concurrency
 AUTH_OVER_WARM_MS = 0.6            # CPU per request
 
 
+def positive(kind):
+    """An argparse type: a number of `kind` above zero (a slice of 0 s divided by zero once every server had started;
+    0 s or 0 rounds left no request to divide by)."""
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not above zero")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000, 10_000])
     parser.add_argument("--repeats", type=int, help="repetitions per size (default: scaled to the size)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="duration of one HTTP run")
-    parser.add_argument("--rounds", type=int, default=5, help="runs per app and concurrency (apps take turns)")
+    parser.add_argument("--seconds", type=positive(float), default=3.0, help="seconds of HTTP load an app gets a round")
+    parser.add_argument("--rounds", type=positive(int), default=5, help="rounds per concurrency: each app gets --seconds a round")
+    parser.add_argument("--slice", type=positive(float), default=0.5,
+                        help="seconds of one slice: the apps take turns slice by slice, in mirrored passes, within a "
+                             "round (a value >= --seconds: one piece an app a round, the apps one after the other)")
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4])
     parser.add_argument("--spread", choices=["even", "natural"], default="even",
                         help="even: each worker holds at most its share of the kept-alive connections; natural: "
@@ -80,7 +94,7 @@ def _fetch_concurrency(ports: tuple[int, int]) -> dict | None:
 
 def run(args) -> dict:
     if args.quick:
-        args.sizes, args.repeats, args.seconds, args.rounds = [10, 50], 5, 0.5, 1
+        args.sizes, args.repeats, args.seconds, args.rounds, args.slice = [10, 50], 5, 0.5, 1, 0.25
         args.concurrency, args.memory_requests, args.memory_patients = [1, 4], 300, 20
         args.chart_resources = 500
     results = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -100,7 +114,7 @@ def run(args) -> dict:
     if "http" not in args.skip:
         results["http"] = http.throughput(settings, args.concurrency, args.seconds, args.rounds,
                                           (args.ports[0], args.ports[1] - 10), args.redis_url, args.spread == "even",
-                                          TYPICAL_N, args.apps)
+                                          TYPICAL_N, args.apps, args.slice)
     if "memory" not in args.skip:
         step = args.memory_requests // 10
         checkpoints = (1, *range(step, args.memory_requests + 1, step))
@@ -114,6 +128,14 @@ def run(args) -> dict:
     return results
 
 
+def _paired(comparison: dict | None, width: int) -> str:
+    """A paired comparison's median and quartiles, in `width` characters (blank if the run has no such pair)."""
+    if not comparison:
+        return " " * width
+    q1, q3 = comparison["quartiles"]
+    return f"{comparison['median']:.2f} ({q1:.2f}-{q3:.2f})".rjust(width)
+
+
 def _http_lines(results: dict) -> list[str]:
     h = results["http"]
     client = statistics.median(one["client_cpu_ms_per_request"]
@@ -122,17 +144,18 @@ def _http_lines(results: dict) -> list[str]:
              + " ".join(results["gunicorn"]) + f", {max(h['workers'].values())} workers, connections "
              + ("spread evenly over the workers" if h["even_connections"] else "where they land")
              + f", replay cache {h['replay_cache']}",
-             "(CPU = user + system time of the app's gunicorn workers per request, min/median/max over rounds; "
-             "x trivial, x peer: median of per-round CPU ratios; the load generator's own CPU: "
+             f"(CPU = the CPU time of the app's gunicorn workers per request ({h['cpu_source']}), min/median/max over "
+             f"rounds; each round {h['slices_per_round']} slices of {h['slice_seconds']} s an app, the apps in turn "
+             "in mirrored passes; x trivial, x peer: median (quartiles) of the ratios of CPU per request window by "
+             f"window, a window = an app's slices of one pass and its mirror; the load generator's own CPU: "
              f"{client:.3f} ms a request)",
-             f"{'app':>10} {'conc':>4} {'CPU ms/request':>20} {'x trivial':>9} {'x peer':>6} {'req/s median':>12} "
+             f"{'app':>10} {'conc':>4} {'CPU ms/request':>20} {'x trivial':>17} {'x peer':>17} {'req/s median':>12} "
              f"{'(min-max)':>13} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  workers per round"]
     for name, runs in h["results"].items():
         for r in runs:
             cpu, rps = r["cpu_ms_per_request"], r["requests_per_s"]
             spread = " ".join("".join(str(w) for w in sorted(x["connection_workers"])) for x in r["per_round"])
-            vs = (f"{r['cpu_vs_trivial']:>9.2f}" if "cpu_vs_trivial" in r else " " * 9) + (
-                f" {r['cpu_vs_peer']:>6.2f}" if "cpu_vs_peer" in r else " " * 7)
+            vs = f"{_paired(r.get('cpu_vs_trivial'), 17)} {_paired(r.get('cpu_vs_peer'), 17)}"
             lines.append(f"{name:>10} {r['concurrency']:>4} {cpu[0]:>6.2f} {cpu[1]:>6.2f} {cpu[2]:>6.2f} {vs} {rps[1]:>12.0f} "
                          f"{f'({rps[0]:.0f}-{rps[2]:.0f})':>13} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
                          f"{r['errors']:>6}  {spread}")
@@ -140,7 +163,7 @@ def _http_lines(results: dict) -> list[str]:
 
 
 def _targets(results: dict) -> list[str]:
-    """Issue 18's targets, read off this run."""
+    """Issue 18's targets, read off this run (the paired comparisons' medians; their quartiles beside)."""
     lines = ["", "Against the targets (issue 18):"]
     if "http" in results:
         by = {name: {r["concurrency"]: r for r in runs} for name, runs in results["http"]["results"].items()}
@@ -150,15 +173,15 @@ def _targets(results: dict) -> list[str]:
                          " no HTTP target is read off this run")
             by = {}
         for c, first in by.get("first_seen", {}).items() if "trivial" in by else ():
-            ratio = first["cpu_vs_trivial"]
-            lines.append(f"  first-seen chart, c={c}: CPU {ratio:.2f} x the trivial endpoint's "
-                         f"(target <= {FIRST_SEEN_VS_TRIVIAL}): {'met' if ratio <= FIRST_SEEN_VS_TRIVIAL else 'NOT met'}")
+            ratio, (q1, q3) = first["cpu_vs_trivial"]["median"], first["cpu_vs_trivial"]["quartiles"]
+            lines.append(f"  first-seen chart, c={c}: CPU {ratio:.2f} x the trivial endpoint's (quartiles of the "
+                         f"paired windows {q1:.2f}-{q3:.2f}; target <= {FIRST_SEEN_VS_TRIVIAL}): "
+                         f"{'met' if ratio <= FIRST_SEEN_VS_TRIVIAL else 'NOT met'}")
         for c, authed in by.get("auth", {}).items() if "warm" in by else ():
-            extra = statistics.median(mine["cpu_ms_per_request"] - theirs["cpu_ms_per_request"]
-                                      for mine, theirs in zip(authed["per_round"], by["warm"][c]["per_round"]))
+            extra, (q1, q3) = authed["cpu_over_warm_ms"]["median"], authed["cpu_over_warm_ms"]["quartiles"]
             lines.append(f"  authentication, c={c}: +{extra:.3f} ms CPU per call over the same chart unauthenticated "
-                         f"(median of per-round differences; target <= {AUTH_OVER_WARM_MS}): "
-                         f"{'met' if extra <= AUTH_OVER_WARM_MS else 'NOT met'}")
+                         f"(median of the paired windows' differences, quartiles {q1:+.3f} to {q3:+.3f}; target <= "
+                         f"{AUTH_OVER_WARM_MS}): {'met' if extra <= AUTH_OVER_WARM_MS else 'NOT met'}")
     for r in results.get("sweep", ()):
         lines.append(f"  first-seen single call, N={r['n']}: {r['cold_cpu_median_ms']:.2f} ms CPU against the peer-style "
                      f"walk's {r['peer_cpu_median_ms']:.2f} ms (wall {r['cold_median_ms']:.2f} / {r['peer_median_ms']:.2f} ms): "

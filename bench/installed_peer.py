@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import shlex
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,11 +33,9 @@ from pathlib import Path
 import orjson
 
 from . import loadgen
-from .http import FIRST_SEEN_ID, ROOT, SERVICE_APP, free_port, gunicorn, gunicorn_settings, _wait_for_workers
+from .http import FIRST_SEEN_ID, ROOT, SERVICE_APP, gunicorn, gunicorn_settings, kernel_port, _wait_for_workers
 from .patients import patient_view_request
 from .sweep import SERVICE_PATH
-
-PORTS = (18700, 18750)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -80,8 +79,8 @@ def sequential(port: int, path: str, pids: list[int], bodies: list[bytes]) -> tu
 
 
 def start_peer(servers: ExitStack, command: str, path: str) -> tuple[int, list[int]]:
-    """The peer started on a free port, once it answers a call: (port, its processes)."""
-    port = free_port(*PORTS)
+    """The peer started on a port the kernel picked, once it answers a call: (port, its processes)."""
+    port = kernel_port()
     proc = subprocess.Popen(shlex.split(command.format(port=port)), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     servers.callback(_stop, proc)
@@ -108,9 +107,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def compare(peer_cmd: str, peer_path: str, sizes=(100, 1000, 10_000), rounds: int = 3, config: str | None = None) -> list[dict]:
     with ExitStack() as servers:
-        port = free_port(*PORTS)
+        # avh-cds on a socket listening at a port the kernel picked, inherited by gunicorn: no fixed range that
+        # another run's server may hold.
+        listener = servers.enter_context(socket.create_server(("127.0.0.1", 0)))
+        port = listener.getsockname()[1]
         master = servers.enter_context(gunicorn(SERVICE_APP, port, gunicorn_settings(config),
-                                                orjson.dumps(patient_view_request(100))))
+                                                orjson.dumps(patient_view_request(100)), listener=listener))
         workers = _wait_for_workers(master)
         peer_port, peer_pids = start_peer(servers, peer_cmd, peer_path)
         results = []

@@ -15,6 +15,7 @@ leave them where they land and say where that was.
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import socket
 import time
@@ -33,13 +34,58 @@ def request_head(port: int, path: str, body_length: int, headers: dict[str, str]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def worker_cpu_seconds(workers: list[int]) -> dict[int, float]:
-    """User + system CPU of each worker process (all its threads), from /proc."""
+def _cpu_clock(pid: int) -> int:
+    """The clock id of a process's CPU time (Linux's MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)), which
+    `clock_getcpuclockid(3)` gives in C: every thread's run time, ended threads included, in nanoseconds."""
+    return (~pid << 3) | 2
+
+
+def _clock_readable() -> bool:
+    try:
+        time.clock_gettime(_cpu_clock(os.getpid()))
+        return True
+    except (OSError, OverflowError, AttributeError):
+        return False
+
+
+# Where CPU time is read from. The process CPU clock is the kernel's own count of run time (sum_exec_runtime) at 1 ns:
+# what /proc/<pid>/stat shows as utime + stime, cut down to whole clock ticks (10 ms). /proc/<pid>/schedstat holds
+# that count too, but for one thread only (the main thread, for a gthread worker serving on others), and summing
+# /proc/<pid>/task/*/schedstat loses the threads that ended. docs/performance.md, "Interleaved slices".
+CPU_SOURCE = "process CPU clock (ns)" if _clock_readable() else "/proc/<pid>/stat utime + stime (clock ticks)"
+# /proc/<pid>/stat's utime and stime are each rounded down to a tick: a reading is up to 2 ticks low, a difference of
+# two readings off by less than 2 ticks, a worker.
+STAT_ERROR_TICKS = 2
+
+
+def worker_stat_seconds(workers: list[int]) -> dict[int, float]:
+    """User + system CPU of each worker process (all its threads), from /proc/<pid>/stat, in whole clock ticks."""
     ticks, cpu = os.sysconf("SC_CLK_TCK"), {}
     for pid in workers:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks       # utime, stime
     return cpu
+
+
+def worker_cpu_seconds(workers: list[int]) -> dict[int, float]:
+    """CPU time of each worker process (all its threads): the process CPU clock, or /proc/<pid>/stat where that
+    clock cannot be read (CPU_SOURCE)."""
+    if CPU_SOURCE.startswith("/proc"):
+        return worker_stat_seconds(workers)
+    return {pid: time.clock_gettime(_cpu_clock(pid)) for pid in workers}
+
+
+def closed(sock: socket.socket) -> bool:
+    """Whether the server has closed this idle kept-alive connection (an end of file waiting to be read)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:         # reset by the server
+        return True
 
 
 def _inode(server_port: int, client_port: int | None = None) -> int | None:

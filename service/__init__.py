@@ -8,19 +8,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, request
 from flask.ctx import AppContext, _sentinel
 from flask.globals import _cv_app, _cv_request
 from flask.signals import (appcontext_popped, appcontext_pushed, appcontext_tearing_down, request_finished,
                            request_started, request_tearing_down)
 from flask.sessions import NullSession, SecureCookieSessionInterface
 from werkzeug.exceptions import BadRequest
-from werkzeug.routing import MapAdapter
+from werkzeug.routing import MapAdapter, RequestRedirect
 
 from service.ops import health, metrics
 from service.config import Settings
+from service.api.accesslog import logged_method, logged_path
 from service.api.engine import Engine
-from service.errors import register_error_handlers
+from service.errors import register_error_handlers, routing_redirect
 from service.fastjson import OrjsonProvider
 from service.fhir.prefetch import PrefetchResolver
 from service.api.registry import Registry
@@ -267,6 +268,26 @@ class AvhFlask(Flask):
         if not self.teardown_appcontext_funcs and not appcontext_tearing_down.receivers:
             return
         super().do_teardown_appcontext(exc)
+
+    def log_exception(self, exc_info) -> None:
+        """Flask's line for an error no handler answered (`Exception on <path> [GET]`) named the path as the caller
+        sent it: now as the access line names it (its traceback, as every one, without messages: JsonLinesFormatter)."""
+        self.logger.error("Exception on %s [%s]", logged_path(request.environ), logged_method(request.method),
+                          exc_info=exc_info)
+
+    def make_default_options_response(self) -> Response:
+        """Flask's answer to OPTIONS (its Allow header), without the Content-Type text/html it gave its empty body:
+        this service answers JSON or its pages, never an HTML fragment."""
+        response = super().make_default_options_response()
+        del response.headers["Content-Type"]
+        return response
+
+    def handle_http_exception(self, e):
+        """Flask answers a routing redirect as werkzeug raised it, past every error handler: errors.routing_redirect
+        answers it instead (a relative Location, a JSON body)."""
+        if isinstance(e, RequestRedirect):
+            return routing_redirect(e)
+        return super().handle_http_exception(e)
 
     def create_url_adapter(self, request: Request | None):
         if request is None:

@@ -117,13 +117,14 @@ def _explain(args) -> int:
 
 def _serve(args) -> int:
     from service import create_app
-    from service.api.accesslog import DevelopmentAccessLog
+    from service.api.accesslog import DevelopmentAccessLog, errors_unquoted
     from service.config import Settings
     try:
         app = create_app(Settings.from_env(fixture_fhir=True))
     except ValueError as exc:   # a setting that cannot work (SecurityConfigError, CardDefinitionError are ValueErrors)
         print(f"avh-cds serve: {exc}", file=sys.stderr)
         return 2
+    app.wsgi_app = errors_unquoted(app.wsgi_app)
     app.run(host=args.host, port=args.port, threaded=True, request_handler=DevelopmentAccessLog)
     return 0
 

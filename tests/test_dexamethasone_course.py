@@ -137,18 +137,19 @@ def test_a_withdrawn_draft_that_cannot_be_read_leaves_a_short_course_silent(clie
     assert not fired and reason.startswith("2 course days taken + 10 drafted"), reason
 
 
-# --- 5. the day a draft was authored, as written in its own time zone --------------------------------------------
+# --- 5. the day a draft was authored, on the UTC line the course is counted on (orders16) ---------------------------
 
-@pytest.mark.parametrize("taper_end, fires", [("2026-12-13", False), ("2026-12-14", True)], ids=["13-days", "14-days"])
-def test_a_draft_authored_after_local_midnight_east_of_utc_starts_on_its_local_date(client, taper_end, fires):
-    """Attack (orders15): at 02:00 on 1 December in Tokyo (17:00 on 30 November, UTC), a 3-day bolus is drafted
-    with no dosage start (authoredOn 2026-12-01T02:00:00+09:00) and a taper dated by local dates, 4 to 13 December.
-    Read in UTC, the bolus started on 30 November: 14 days, a card for the recommended 13-day course. Its authoredOn
-    is read at date precision as written (no time zone is carried by the hook; bare dates are read as dates): 13
-    days, silent; a taper to 14 December is 14 days and draws the card."""
+@pytest.mark.parametrize("taper_end, fires", [("2026-12-12", False), ("2026-12-13", True)], ids=["13-days", "14-days"])
+def test_a_draft_authored_after_local_midnight_east_of_utc_starts_on_its_utc_date(client, taper_end, fires):
+    """At 02:00 on 1 December in Tokyo (17:00 on 30 November, UTC), a 3-day bolus is drafted with no dosage start
+    (authoredOn 2026-12-01T02:00:00+09:00) beside a taper dated by bare dates. pathway.md section 3: today is the
+    service's UTC date, a bare date is 00:00 UTC, and the record dates this order by its UTC date: the bolus starts on
+    30 November, so a taper from 3 to 12 December makes the 13-day course, silent, and one to 13 December 14 days, a
+    card. (orders15 read the authoredOn at its local date, 1 December: a day after the day the record counts it
+    from, and a day after today for one written now in +14:00; tests/test_orders16.py.)"""
     with time_machine.travel(dt.datetime(2026, 11, 30, 17, tzinfo=dt.timezone.utc), tick=False):
         bolus = {**dex("dex-1", dosed(3)), "authoredOn": "2026-12-01T02:00:00+09:00"}
-        drafts = [bolus, dex("dex-2", between("2026-12-04", taper_end, mg=8))]
+        drafts = [bolus, dex("dex-2", between("2026-12-03", taper_end, mg=8))]
         body = hook_request("order-sign", "p3", in_pathway_chart("p3"), drafts)
         cards = post(client, body)
         fired, reason = explained(client, body)

@@ -83,6 +83,23 @@ def test_post_search_takes_form_parameters(fhir):
     assert [e["resource"]["id"] for e in response.json["entry"]] == ["pt-op-hem"]
 
 
+
+@pytest.mark.parametrize("data, content_type, status", [
+    (b'{"patient": "pt-op"}', "application/json", 415),
+    (b"patient=pt-op", "text/plain", 415),
+    (b"patient=pt-op", None, 415),
+    (b"patient=\xff", "application/x-www-form-urlencoded", 400),
+    (b"\xff=\xff&patient=pt-op", "application/x-www-form-urlencoded", 400),
+])
+def test_a_search_posted_in_a_body_it_cannot_read_is_refused(fhir, data, content_type, status):
+    """Attack: a search posted as JSON, as text, or form-encoded but not UTF-8: werkzeug read no form from it and
+    the search answered every Condition of every patient, as if unfiltered. Now a 415 or 400 OperationOutcome."""
+    response = fhir.post("/fhir/Condition/_search", data=data, content_type=content_type)
+    assert response.status_code == status and response.json["resourceType"] == "OperationOutcome"
+    assert response.json["issue"][0]["code"] == ("not-supported" if status == 415 else "invalid")
+    assert fhir.post("/fhir/Condition/_search", content_type=content_type).json["resourceType"] == "Bundle"
+
+
 @pytest.mark.parametrize("method, url, status", [
     ("get", "/fhir/Condition?onset-date=ge2020-01-01", 400),
     ("get", "/fhir/Nonsense?patient=x", 404),

@@ -67,7 +67,7 @@ def test_an_observation_with_a_number_beyond_a_double_is_left_out_and_named(clie
     assert topics(response.json["cards"]) == topics(expected)
     assert "Observation/motor: invalid FHIR at valueQuantity.value: a number beyond a double" \
         in _details(response.json["cards"])
-    assert "left out invalid Observation/motor" in caplog.text
+    assert "left out invalid Observation: invalid FHIR at valueQuantity.value: a number beyond a double" in caplog.text
 
 
 def test_a_scope_condition_with_an_extension_beyond_a_double_is_named_on_the_data_unavailable_card(client):

@@ -80,3 +80,26 @@ def test_the_document_is_valid_openapi_3_1(document):
     assert all(op.get("tags") and set(op["tags"]) <= tags for op in operations)
     # the client JWT (the document's default) is asked of the CDS Hooks routes only
     assert all(("security" in op) != (op["tags"] == ["CDS Hooks"]) for op in operations)
+
+
+def test_the_governance_503_is_the_one_the_document_describes(tmp_path):
+    """GET /governance with the feedback database down (nothing listens on port 9): the document described its 503
+    as the replay cache's or a feedback post's (replay_cache_unavailable, storage_unavailable), the shared
+    `Unavailable`; the report reads no replay cache. The answer is the one described: the error it names, its
+    schema, its header."""
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_LOG_LEVEL": "ERROR"},
+                                       database_url="postgresql://avh@127.0.0.1:9/down", storage_timeout_seconds=1.0))
+    try:
+        client = app.test_client()
+        answer, document = client.get("/governance?format=json"), client.get("/openapi.json").json
+    finally:
+        app.extensions["avh"].store.dispose()
+    assert answer.status_code == 503
+    described = document["paths"]["/governance"]["get"]["responses"]["503"]
+    if "$ref" in described:                     # a shared response: #/components/responses/<name>
+        described = document["components"]["responses"][described["$ref"].rsplit("/", 1)[1]]
+    assert set(re.findall(r"\(([a-z_]+)\)", described["description"])) == {answer.json["error"]}
+    schema = described["content"]["application/json"]["schema"]
+    jsonschema.Draft202012Validator({**schema, "components": document["components"]}).validate(answer.json)
+    assert int(answer.headers["Retry-After"]) == answer.json["retryAfterSeconds"] > 0
+    assert set(described["headers"]) <= set(answer.headers.keys())

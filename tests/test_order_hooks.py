@@ -691,7 +691,7 @@ def test_the_order_time_steroid_card_tells_the_days_taken_from_the_days_drafted_
     [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3") + [taken], [draft]))
     assert card["summary"] == ("Dexamethasone course of 15 days with this order (10 already taken): beyond the 13-day "
                                "course (3 days + 10-day taper)")
-    assert "runs for 5 days after 10 days of this episode's course already taken: 15 days in all, up to 96 mg/day" \
+    assert "adds 5 days to 10 days of this episode's course already taken: 15 days in all, up to 96 mg/day" \
         in card["detail"]
     [card] = post(client, hook_request("order-sign", "p3", in_pathway_chart("p3"), [draft_dexamethasone(
         patient_id="p3", id="dex-1", dosage=[dosed(20, 96)])]))

@@ -57,7 +57,7 @@ def test_a_changed_taper_past_the_course_is_shortened_to_the_course_end(client):
     record, drafts = course_in_progress(13)
     [card] = post(client, hook_request("order-sign", "p3", record, drafts))
     assert "16 days" in card["summary"], card["summary"]
-    assert "runs for 6 days after 10 days of this episode's course already taken: 16 days in all" in card["detail"]
+    assert "adds 6 days to 10 days of this episode's course already taken: 16 days in all" in card["detail"]
     [action] = card["suggestions"][0]["actions"]
     assert action["resource"]["dosageInstruction"][0]["timing"]["repeat"]["boundsDuration"]["value"] == 10
     assert post(client, hook_request("order-sign", "p3", record, signed_as_suggested(drafts, card))) == []

@@ -131,7 +131,7 @@ def test_a_deep_resource_inside_prefetch_is_left_out_when_read_and_ignored_when_
     assert answer.status_code == 200 and plain
     assert [c["source"]["topic"]["code"] for c in answer.json["cards"]] == ["data-unavailable"]
     assert "Condition/c-2" in answer.json["cards"][0]["detail"]
-    assert "left out invalid Condition/c-2: nests 34 levels deep; at most 12 are read" in caplog.text
+    assert "left out invalid Condition: nests 34 levels deep; at most 12 are read" in caplog.text
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_logs_are_json_lines_without_tokens_or_patient_data(tmp_path, http, log_
                         prefetch_keys=("patient", "conditions"),
                         fhirAuthorization={"access_token": access_token, "token_type": "Bearer", "expires_in": 300,
                                            "scope": "patient/*.read", "subject": "avh-cds"})
-    body["prefetch"]["conditions"]["entry"].append({"resource": {    # invalid FHIR: named in the log by type and id
+    body["prefetch"]["conditions"]["entry"].append({"resource": {    # invalid FHIR: logged by type and reason
         "resourceType": "Condition", "id": "c-bad", "subject": {"reference": "Patient/pt-1"},
         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "71286001"}]}, "onsetDateTime": "Zebulon"}})
     good, bad = token(), token(iss="https://attacker.test")
@@ -176,7 +176,8 @@ def test_logs_are_json_lines_without_tokens_or_patient_data(tmp_path, http, log_
     assert served["service"] == "avh-patient-view" and served["hookInstance"] == body["hookInstance"]
     assert served["topics"] and served["ms"] >= 0 and served["iss"] == "https://ehr.test"
     assert calls[1]["auth_failure"] == "iss not trusted" and calls[2]["auth_failure"] == "jti replayed"
-    assert any("c-bad" in line.get("msg", "") for line in lines)
+    assert any("left out invalid Condition: invalid FHIR at onsetDateTime" in line.get("msg", "") for line in lines)
+    assert "c-bad" not in text                       # its id is the sender's (privacy16)
 
 
 def test_an_unauthenticated_caller_gets_401_before_its_body_is_looked_at(tmp_path, monkeypatch):

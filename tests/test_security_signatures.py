@@ -273,7 +273,7 @@ def test_an_es384_token_from_a_p256_key_is_refused(tmp_path, http):
                              for part in (header, claims()))
     der = p256.sign(signing_input.encode(), ec.ECDSA(hashes.SHA384()))
     signature = base64.urlsafe_b64encode(raw("ES256", der)).rstrip(b"=").decode()
-    with pytest.raises(AuthFailed, match="no key 'p256' for alg ES384"):
+    with pytest.raises(AuthFailed, match="no key for the token's kid .* for alg ES384"):
         app.extensions["avh_security"].verifier.begin(f"Bearer {signing_input}.{signature}", "http://localhost" + INVOKE)
 
 

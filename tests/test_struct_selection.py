@@ -78,7 +78,7 @@ def old_struct(raw: bytes):
 
 def other_patient_by_dict(resource: dict, patient_id: str | None) -> str | None:
     """What _read_entries finds unusable in a Bundle of this one resource (OTHER_PATIENT, OUTCOME or None)."""
-    return prefetch._read_entries([{"resource": resource}], None, patient_id, None).unusable
+    return prefetch._read_entries([{"resource": resource}], None, patient_id, None, []).unusable
 
 
 def other_patient_by_struct(struct, whole: dict, patient_id: str | None) -> str | None:
@@ -86,7 +86,7 @@ def other_patient_by_struct(struct, whole: dict, patient_id: str | None) -> str 
     resource as the DOM gives it)."""
     entry = SimpleNamespace(resource=struct, search=None)
     return prefetch._read_structs([entry], lambda positions: [whole for _ in positions], patient_id,
-                                  lambda _: True).unusable
+                                  lambda _: True, []).unusable
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -33,13 +33,13 @@ KNOWN_FLAGS = frozenset({
     "minor_trauma", "decompression_ordered", "undated_decompression", "unconfirmed_compression", "competing_cause",
     "earlier_operation", "late_radiotherapy", "referral_without_dose", "discharge", "draft_surgery",
     "draft_embolization", "draft_dexamethasone", "dex_course_taken",
-    "draft_dexamethasone_set"})
+    "draft_dexamethasone_set", "dex_course_used_up", "draft_without_id", "draft_changes_filed"})
 KNOWN_VARIABLES = frozenset({
     "level", "ambulatory_status", "surgery_when", "surgery_date", "dex_days", "dex_start", "dex_dose", "joa_score",
     "joa_date", "age", "verification", "compression_verification", "mri_thoracic_date", "patient_ref",
     "hemangioma_ref", "compression_ref", "order_priority", "draft_orders", "earlier_date", "earlier_when",
     "competing", "undated_decompression", "decompression_ordered", "decompression_code", "decompression_display",
-    "injury", "draft_days", "dex_taken"})
+    "injury", "draft_days", "dex_taken", "dex_taken_days"})
 # The decompression the surgery suggestion orders, by the region of the highest level named (CPT, pathway.md
 # section 2): laminectomy with decompression of the spinal cord, 1 or 2 vertebral segments.
 DECOMPRESSION_BY_REGION = {

@@ -308,6 +308,7 @@ class Evidence:
     ref: str
     label: str
     when: dt.date | None = None
+    STATE = ""      # what the entry's kind is prefixed with: DraftEvidence's "draft "
 
     def describe(self) -> str:
         return self.description
@@ -318,7 +319,13 @@ class Evidence:
         record's label and reference (a draft order's id is not validated) as markdown shows them literally."""
         kind = ENTRY_WORDS.get(self.ref.split("/")[0], "entry")
         date = self.when.isoformat() if self.when else "no date recorded"
-        return literal(f"{self.label} ({kind}, {date}; {self.ref})")
+        return literal(f"{self.label} ({self.STATE}{kind}, {date}; {self.ref})")
+
+
+class DraftEvidence(Evidence):
+    """A draft order of the hook's draftOrders, not on record: 'Dexamethasone (draft medication order, 2026-11-30;
+    MedicationRequest/dex-1)', its kind said once."""
+    STATE = "draft "
 
 
 def label_of(concept, vs: ValueSets | None = None) -> str:

@@ -14,11 +14,12 @@ import functools
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
-                                    LATEST, UTC, Evidence, Facts, course_dose, instant, midnight_utc,
+                                    LATEST, UTC, DraftEvidence, Evidence, Facts, course_dose, instant, midnight_utc,
                                     names_dexamethasone, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
                                       scope_unchecked, topic_outcomes)
@@ -61,10 +62,11 @@ class DraftOrder:
     authored: dt.date | None = None
     names: frozenset[str] = frozenset()   # what an order-select selection may name it by (entry_names)
     has_id: bool = True            # an update or delete names the resource by its id: one without gets none
+    changes_filed: bool = False    # a new version of an order on file: deleted, that order stays as on file
 
     @property
     def evidence(self) -> Evidence:
-        return Evidence(self.ref, f"{self.label} (draft order)", self.authored)
+        return DraftEvidence(self.ref, self.label, self.authored)
 
 
 # --- reading drafts (plain dicts, never trusted to be well formed) ------------------------------
@@ -145,9 +147,10 @@ def _entries(bundle: Mapping) -> list[Mapping]:
     return [e for e in _list(_map(bundle).get("entry")) if isinstance(e.get("resource"), Mapping)]
 
 
-def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
-                on_record: Iterable[Mapping] = ()) -> tuple[DraftOrder, ...]:
-    """The pathway-relevant drafts of the draft set; `on_record`: the prefetched resources (their Medications)."""
+def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets, on_record: Iterable[Mapping] = (),
+                on_file: frozenset[str] = frozenset()) -> tuple[DraftOrder, ...]:
+    """The pathway-relevant drafts of the draft set; `on_record`: the prefetched resources (their Medications);
+    `on_file`: the drafts (Type/id) that are new versions of an order prefetch returns (record_at_order_time)."""
     entries = _entries(bundle)
     medications = _medications(entries, on_record)
     drafts: list[DraftOrder] = []
@@ -183,7 +186,7 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
         if has_id:
             seen[ref] = len(drafts)
         drafts.append(DraftOrder(ref, r, frozenset(concepts), _label(concept), _authored(r), entry_names(entry),
-                                 has_id))
+                                 has_id, has_id and ref in on_file))
     for place, names in also_named.items():     # once a draft: a name set rebuilt at each copy cost n^2 (review13)
         drafts[place] = dataclasses.replace(drafts[place], names=drafts[place].names | names)
     return tuple(drafts)
@@ -191,7 +194,7 @@ def read_drafts(bundle: Mapping, patient_id: str, vs: ValueSets,
 
 def draft_refs(bundle: Mapping) -> frozenset[str]:
     """Every resource of the draft set, as Type/id: these are drafts, never part of the record."""
-    return frozenset(f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" for e in _entries(bundle))
+    return frozenset(_ref(e["resource"]) for e in _entries(bundle))
 
 
 def named_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
@@ -202,6 +205,74 @@ def named_orders(bundle: Mapping, patient_id: str) -> list[Mapping]:
     return [r for r in (e["resource"] for e in _entries(bundle))
             if r.get("resourceType") in ("ServiceRequest", "MedicationRequest")
             and isinstance(r.get("id"), str) and r["id"] and subject_id(r) in (None, patient_id)]
+
+
+def _ref(resource: Mapping) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def record_at_order_time(bundle: Mapping, patient_id: str, on_file: list[Mapping], wanted: Callable[[Mapping], bool],
+                         readable: Callable[[Mapping], bool]) -> tuple[list[Mapping], frozenset[str]]:
+    """The record's resources at order time: `on_file` (prefetch's) without the drafts (an EHR may already hold them
+    and return them in prefetch: a draft is never "on record"), and with each draft that withdraws an order (stopped,
+    cancelled, ...) in place of the version on file: what became of that order (else stopping the ongoing
+    dexamethasone order while signing a new one would leave the course days taken uncounted). A draft of an order on
+    file that the record cannot read (`readable` false: invalid FHIR, such as an unreadable dosage), withdrawn or
+    changed, would take that version off the record and tell nothing in its place: the version on file stays instead.
+    `wanted`: whether the record reads a resource of this kind at all. `bundle`: as dated_as_filed leaves it. With
+    the drafts (Type/id) that are new versions of an order on file."""
+    filed = {_ref(r) for r in on_file}
+    withdrawn, unreadable = [], set()
+    for order in named_orders(bundle, patient_id):
+        ref = _ref(order)
+        gone = str(order.get("status")) in WITHDRAWN
+        if not (gone or ref in filed) or not wanted(order):
+            continue
+        if not readable(order):
+            unreadable.add(ref)
+        elif gone:
+            withdrawn.append(order)
+    drafts = draft_refs(bundle)
+    return [r for r in on_file if _ref(r) not in drafts - unreadable] + withdrawn, drafts & filed
+
+
+def dated_as_filed(bundle: Mapping, patient_id: str, on_file: list[Mapping]) -> Mapping:
+    """The draft set with each medication order of an order on file that states no date (no dosage start, no
+    authoredOn: a status change, or a change sent without its date), withdrawn or still to sign, dated as the version
+    on file: it is that order, and stopping or changing an order does not change when it began. Undated, a withdrawn
+    one started no course and a changed one started today, while the version on file left the record (a draft is
+    never on record): the course days taken on file were lost."""
+    entries = _list(_map(bundle).get("entry"))
+    undated = {_ref(e["resource"]) for e in entries if _undated_order(e.get("resource"), patient_id)}
+    if not undated:
+        return bundle
+    filed = {_ref(r): r for r in on_file if _ref(r) in undated}
+    return {**bundle, "entry": [_entry_dated(e, filed, patient_id) for e in entries]}
+
+
+def _undated_order(order, patient_id: str) -> bool:
+    """A medication order of this patient, with an id, that states no date (no authoredOn, no dosage start)."""
+    return isinstance(order, Mapping) and order.get("resourceType") == "MedicationRequest" \
+        and isinstance(order.get("id"), str) and bool(order["id"]) and "authoredOn" not in order \
+        and subject_id(order) in (None, patient_id) and _order_date(order) is None
+
+
+def _entry_dated(entry: Mapping, filed: Mapping[str, Mapping], patient_id: str) -> Mapping:
+    order = entry.get("resource")
+    began = _order_date(filed[_ref(order)]) if _undated_order(order, patient_id) and _ref(order) in filed else None
+    return entry if began is None else {**entry, "resource": {**order, "authoredOn": began}}
+
+
+def _order_date(order: Mapping) -> str | None:
+    """A medication order's date as written (pathway.md section 3): its earliest dosage start, else authoredOn;
+    None when it states no readable one."""
+    starts = [start for dosage in _list(order.get("dosageInstruction"))
+              for start in [_map(_map(_map(dosage.get("timing")).get("repeat")).get("boundsPeriod")).get("start")]
+              if isinstance(start, str) and instant(start) is not None]
+    if starts:
+        return min(starts, key=instant)
+    authored = order.get("authoredOn")
+    return authored if isinstance(authored, str) and instant(authored) is not None else None
 
 
 def entry_names(entry: Mapping) -> frozenset[str]:
@@ -342,10 +413,30 @@ def course_days(resource: Mapping) -> float | None:
 
 
 def days_in_words(days: float) -> str:
-    """14, 2.5, 3652059; a course at the calendar's end (a stated billion years) is 'at least 3652059'."""
+    """14, 2.5, 3652059; a course at the calendar's end (a stated billion years) is 'at least 3652059'. To the tenth
+    of a day, with as many more places as it takes for a length that is not whole days not to read as one: 13 days
+    and an hour is 13.04 (as '13' it 'exceeds the 13-day course'), 12.96 days is not '13'."""
     if days >= CALENDAR_DAYS:
         return f"at least {CALENDAR_DAYS}"
-    return f"{days:.1f}".rstrip("0").rstrip(".")
+    whole = abs(days - round(days)) <= TOLERANCE_DAYS
+    places = 1
+    while not whole and float(f"{days:.{places}f}") == round(days):
+        places += 1
+    return f"{days:.{places}f}".rstrip("0").rstrip(".")
+
+
+def days_phrase(words: str) -> str:
+    """A length as the card writes it with its unit, which agrees with the number: '1 day', '0 days', '2.5 days'."""
+    return f"{words} day" if words == "1" else f"{words} days"
+
+
+def _days_added_in_words(taken: float, added: float) -> tuple[str, str]:
+    """(the days added, the days in all) as the card writes them, adding up: the days in all are the days taken plus
+    the days added as written (each rounded alone, 3.025 and 13.025 round apart in floating point: '3.02', '13.03')."""
+    added_words, taken_words = days_in_words(added), days_in_words(taken)
+    if taken + added >= CALENDAR_DAYS:
+        return added_words, days_in_words(taken + added)
+    return added_words, str(Decimal(taken_words) + Decimal(added_words))
 
 
 def _days_quantity(days: float) -> dict:
@@ -534,10 +625,18 @@ class CourseDraft:
     start: float
     end: float
 
+    def first_day(self, today: dt.datetime | None) -> dt.date | None:
+        """The (UTC) date its days count from."""
+        return shift(today, dt.timedelta(days=self.start)).date() if today else None
+
     def describe(self, today: dt.datetime | None) -> str:
         """'Dexamethasone 4 mg (MedicationRequest/dex-1): 3 days from 2026-11-30', as the card names it."""
-        starts = f" from {shift(today, dt.timedelta(days=self.start)).date().isoformat()}" if today else ""
+        starts = f" from {self.first_day(today).isoformat()}" if today else ""
         return f"{_labels([self.draft])}: {days_in_words(min(self.end - self.start, CALENDAR_DAYS))} days{starts}"
+
+    def evidence(self, today: dt.datetime | None) -> Evidence:
+        """The draft as the card's "why" lists it, dated by the day its days count from (as describe dates it)."""
+        return dataclasses.replace(self.draft.evidence, when=self.first_day(today)) if today else self.draft.evidence
 
 
 def _midnight(today: dt.date | None) -> dt.datetime | None:
@@ -561,23 +660,12 @@ def _course_drafts(dexamethasone: list[DraftOrder], today: dt.datetime | None) -
 
 
 def _authored_start(draft: DraftOrder, today: dt.datetime | None) -> dt.datetime | None:
-    """The day a draft was authored, read by days as the record counts course days (a new draft authored now starts
-    today, not hours into it); an authoredOn after today (UTC) is no start (a later start is stated in the dosage),
-    and the draft starts today."""
+    """The day a draft was authored, read by days on the UTC line the record counts course days on (pathway.md
+    section 3: a new draft authored now starts today, not hours into it, whatever its time zone); an authoredOn after
+    today is no start (a later start is stated in the dosage), and the draft starts today."""
     if draft.authored is None or today is None or draft.authored > today.date():
         return today
-    return _midnight(_written_day(draft.resource["authoredOn"]) or draft.authored)
-
-
-def _written_day(value: str) -> dt.date | None:
-    """The calendar date a dateTime is written in, in its own time zone, not converted to UTC: authored at 02:00 on
-    1 December in Tokyo (+09:00, 30 November in UTC) is 1 December, the day a taper dated there by bare local dates
-    counts from. None for a date alone (instant reads it) or what fromisoformat cannot read."""
-    text = value.strip()
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date() if len(text) > 10 else None
-    except ValueError:
-        return None
+    return _midnight(draft.authored)
 
 
 def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
@@ -605,18 +693,22 @@ def _steroid_outcome(drafts: tuple[DraftOrder, ...], facts: Facts, base: tuple,
     if not any(_high_or_unknown(d, facts) for d in orders):
         return f"over {STEROID_COURSE_DAYS} days, but at {MODERATE_DAILY_DOSE_MG:g} mg/day or less: not a high dose", {}
     counted = facts.dexamethasone.entries if facts.dexamethasone else ()
-    total = days_in_words(taken + drafted - again)
+    added, total = _days_added_in_words(taken, drafted - again)
     left = STEROID_COURSE_DAYS - taken
     flags = {"dex_course_taken"} if taken > 0 else set()
     if len(course) > 1:
         flags.add("draft_dexamethasone_set")
-    return Fire(base + counted + tuple(d.evidence for d in orders), f"dexamethasone course of {total} days{together}"), {
+    shortening, withheld = _shortened_course(course, _course_end(first, taken), left)
+    if withheld:
+        flags.add(withheld)
+    return Fire(base + counted + tuple(c.evidence(today) for c in course), f"dexamethasone course of {total} days{together}"), {
         "draft_orders": _labels(orders) if len(course) == 1 else "; ".join(c.describe(today) for c in course),
         "dex_days": total,
-        "draft_days": days_in_words(drafted - again),      # the days it adds to those taken
+        "draft_days": days_phrase(added),      # the days it adds to those taken
         "dex_taken": days_in_words(taken),
+        "dex_taken_days": days_phrase(days_in_words(taken)),
         "dex_dose": _course_dose_text(orders, facts),
-        "actions": {"shorten-course": _shortened_course(course, _course_end(first, taken), left)},
+        "actions": {"shorten-course": shortening},
         FLAGS: frozenset(flags)}
 
 
@@ -631,36 +723,41 @@ def _course_end(first: float, taken: float) -> float:
     """Where the drafts must end (days after today) for the course to be 13 days: `first` + the days left, and later
     by the days taken the drafts run on again (_taken_again) when they end today or after."""
     end = first + STEROID_COURSE_DAYS - taken
-    again = min(taken, max(0.0, -first))
+    again = _taken_again(first, 0.0, taken)
     return end + again if end + again >= 0 else end
 
 
-def _shortened_course(course: list[CourseDraft], end: float, left: float) -> list[dict]:
+def _shortened_course(course: list[CourseDraft], end: float, left: float) -> tuple[list[dict], str | None]:
     """The one-click shortening: each draft running past `end` (on the time line) cut there, each starting at or after
-    it removed. All or nothing: none when nothing is left of the course, or when a draft to change has no id (an update
-    or delete names the resource by it), since what is left would draw this warning again once signed."""
+    it removed. All or nothing: none when nothing is left of the course, when a draft to change has no id (an update
+    or delete names the resource by it), since what is left would draw this warning again once signed, or when a
+    draft to remove changes an order on file (that order would stay as filed). With none, the card's flag saying why."""
     if left <= 0:
-        return []
+        return [], "dex_course_used_up"
     together = len(course) > 1
     actions = []
     for c in course:
         if c.end <= end + TOLERANCE_DAYS:
             continue
         if not c.draft.has_id:
-            return []
+            return [], "draft_without_id"
         resource = shortened(c.draft.resource, end - c.anchor) if c.start < end else None
         # nothing of it left, or not its start (a bare date cut within its first day is dropped): the rest would move
         extent = _extent(resource) if resource is not None else None
         if extent is None or extent[0] != c.stated:
+            if c.draft.changes_filed:
+                return [], "draft_changes_filed"
             actions.append({"type": "delete", "resourceId": c.draft.ref, "description": f"Remove {c.draft.ref}: "
                             f"the drafts together use up the {left:g} days left of the {STEROID_COURSE_DAYS}-day "
                             f"course before it starts"})
             continue
+        # the length it gives the order, not the days left: a changed order sent again has run some of its days
         description = (f"Shorten {c.draft.ref} so that the drafts together end with the {left:g} days left of the "
                        f"{STEROID_COURSE_DAYS}-day course" if together else
-                       f"Shorten {c.draft.ref} to the {left:g} days left of the {STEROID_COURSE_DAYS}-day course")
+                       f"Shorten {c.draft.ref} to {days_in_words(extent[2] - extent[1])} days, ending with the "
+                       f"{left:g} days left of the {STEROID_COURSE_DAYS}-day course")
         actions.append({"type": "update", "description": description, "resource": resource})
-    return actions
+    return actions, None
 
 
 def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
@@ -669,7 +766,17 @@ def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
     if facts.dexamethasone is not None:
         doses.append(facts.dexamethasone.daily_dose_mg)
     dose = course_dose([d for d in doses if d is not None], None in doses)
-    return "daily dose not stated in structured form" if dose is None else f"up to {dose:g} mg/day"
+    if dose is not None:
+        return f"up to {dose:g} mg/day"
+    # a dose in tablets (the CDS Hooks sandbox's {pill}) is stated, just not in mg: still an unknown dose
+    return "daily dose not stated in mg" if any(map(_dosed_in_other_units, orders)) else \
+        "daily dose not stated in structured form"
+
+
+def _dosed_in_other_units(draft: DraftOrder) -> bool:
+    """Some dosage line of the draft states a dose quantity in a unit not read as mg (tablets, ml, ...)."""
+    return any(_positive(_map(dr.get("doseQuantity")).get("value")) and _mg(_map(dr.get("doseQuantity"))) is None
+               for dosage in _list(draft.resource.get("dosageInstruction")) for dr in _list(dosage.get("doseAndRate")))
 
 
 def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:

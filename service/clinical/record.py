@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from service.clinical.frozen import set_at_once
 from service.clinical.elements import define_elements, read_definitions, read_element
-from service.clinical.markdown import element_path, shown_id
+from service.clinical.markdown import NOT_AN_ELEMENT, element_path, shown_id
 from service.lazyjson import BeyondDouble
 from service.nesting import depth_schemas, json_depth
 from service.clinical.valuesets import ValueSets, codings
@@ -422,8 +422,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                 patient, reason = check(res)
                 deceased = reason is not None and says_deceased(res)
                 if reason is not None:
-                    # its id is the patient's, and a name it gives an element FHIR does not define is the sender's
-                    log.warning("left out invalid Patient: %.300s", unnamed(reason))
+                    log.warning("left out invalid Patient: %.300s", logged_reason(reason, res))    # no id
                     patient_left_out = len(left_out)
                     left_out.append(LeftOut("Patient", shown_id(rid), ("patient",), reason))
             continue
@@ -454,7 +453,8 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
             found.append(model)
         else:
             item = LeftOut(rtype, shown_id(rid), selector.concepts_of(res), reason)
-            log.warning("left out invalid %.40s/%s: %.300s", rtype, item.id, item.reason)
+            # its id and the names of elements FHIR does not define are the sender's: by type and reason alone
+            log.warning("left out invalid %.40s: %.300s", rtype, logged_reason(reason, res))
             if rid is not None:
                 seen[key] = (res, None, len(left_out))
             left_out.append(item)
@@ -514,11 +514,39 @@ def _of_patient(resource: dict, own: str | None, patient_id: str) -> bool:
     return subject_id(resource) == patient_id
 
 
-def unnamed(reason: str) -> str:
-    """A reason without the name of an element the type does not define (`extra_forbidden`): the sender chose it, and
-    it can carry the patient's data (a record number as a key), never logged of a Patient."""
-    return "invalid FHIR: an element its type does not define (extra_forbidden)" \
-        if reason.endswith(": extra_forbidden") else reason
+def logged_reason(reason: str, resource: Mapping) -> str:
+    """A reason as the log says it: the path it names keeps a name only when FHIR gives an element that name, and an
+    index only where `resource` holds a list. An element the type does not define is the sender's (a record number
+    as a key, `MRN778899` or `778899`): named on the card, never in the log (docs/security.md)."""
+    found = _AT_PATH.match(reason)
+    if found is None:
+        return reason
+    shown, at = [], resource
+    for part in found["path"].split("."):
+        if isinstance(at, list) and part.isdigit() and int(part) < len(at):
+            shown.append(part if int(part) < LOGGED_INDEXES else AN_INDEX)
+            at = at[int(part)]
+        elif part in _element_names():
+            shown.append(part)
+            at = at.get(part) if isinstance(at, Mapping) else None
+        else:
+            shown.append(NOT_AN_ELEMENT)
+            at = None
+    return f"{found['head']}{'.'.join(shown)}{found['tail']}"
+
+
+# An index is the sender's choice too (an invalid item put at 778899 of a list that long, in a 16 MiB body): logged
+# when under LOGGED_INDEXES (two digits, no record number), else AN_INDEX; the card names it.
+LOGGED_INDEXES = 100
+AN_INDEX = "(an index over 99)"
+_AT_PATH = re.compile(r"(?P<head>invalid FHIR at )(?P<path>[^:]*)(?P<tail>: .*)", re.DOTALL)
+
+
+@functools.cache
+def _element_names() -> frozenset[str]:
+    """Every name FHIR gives an element of the types read (the schema's), with `_name` and `resourceType`."""
+    names = {name for definition in _definitions().values() for name in definition.get("properties", ())}
+    return frozenset(names | {"_" + n for n in names} | {"resourceType"})
 
 
 def _reason(exc: Exception) -> str:

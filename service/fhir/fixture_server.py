@@ -16,15 +16,17 @@ from typing import Callable
 from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, current_app, json, request
-from fhir.resources.R4B import get_fhir_model_class
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from service.errors import route_without_slash, without_slash
+from service.errors import http_error, no_slash, route_without_slash, slash_target
 from service.fhir.search import SearchError, parse_search
+from service.fhir.types import known_type
 from service.fhir.fixtures import load_fixtures
 
 log = logging.getLogger(__name__)
 bp = Blueprint("fixture_fhir", __name__, url_prefix="/fhir")
 FHIR_JSON = "application/fhir+json; charset=utf-8"
+FORM = "application/x-www-form-urlencoded"
 # Types the capability statement always lists: those the prefetch templates search.
 SEARCHED_TYPES = ("Patient", "Condition", "Observation", "Procedure", "MedicationRequest", "ServiceRequest",
                   "DiagnosticReport", "MedicationAdministration", "Medication")
@@ -42,7 +44,8 @@ class FixtureStore:
             for resource in fixture.resources():
                 ref = (resource["resourceType"], str(resource.get("id")))
                 if ref in self.by_ref:
-                    log.warning("fixture %s repeats %s/%s: the first one is read", fixture.name, *ref)
+                    # by its type alone: its id may be a patient's
+                    log.warning("fixture %s repeats a %s: the first one is read", fixture.name, ref[0])
                 else:
                     self.by_ref[ref] = resource
                 self.resources.append(resource)
@@ -72,6 +75,7 @@ def init_app(app: Flask, directory: Path) -> None:
     """Load the fixtures (a broken fixture file fails here, at start-up) and mount /fhir."""
     app.extensions["fixture_fhir"] = FixtureServer(directory)
     app.register_blueprint(bp)
+    app.register_error_handler(MethodNotAllowed, method_not_allowed)
 
 
 def _store() -> FixtureStore:
@@ -89,20 +93,44 @@ def _fhir(body: dict, status: int = 200, headers: dict | None = None):
 
 
 def read_only():
-    return outcome(405, "not-supported", "this FHIR endpoint is read-only (GET read and search, POST [type]/_search)")
+    """405: this server changes nothing. Allow (which HTTP requires of a 405) names what the URL answers."""
+    return _fhir({"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": "not-supported",
+        "diagnostics": "this FHIR endpoint is read-only (GET read and search, POST [type]/_search)"}]}, 405,
+        {"Allow": ", ".join(answered(request.path))})
+
+
+def answered(path: str) -> list[str]:
+    """The methods `path` answers, not to refuse them: GET, HEAD and OPTIONS (a read, a search, or a 404 or 308 of
+    the catch-all), and POST where it is a type's _search. The catch-all takes POST, PUT, PATCH and DELETE only to
+    refuse them, which werkzeug's list of a URL's methods cannot tell."""
+    adapter = current_app.create_url_adapter(request)
+    try:
+        endpoint, _ = adapter.match(path, method="POST")
+    except HTTPException:
+        endpoint = None
+    return ["GET", "HEAD", "OPTIONS", *(["POST"] if endpoint == f"{bp.name}.{search_post.__name__}" else [])]
+
+
+@bp.after_request
+def options_allow(response):
+    """OPTIONS answered by Flask (a CORS preflight, a probe): its Allow named every method of every rule the URL
+    matches, the catch-all's too; now what the URL answers, as its 405 names it."""
+    if request.method == "OPTIONS" and "Allow" in response.headers:
+        response.headers["Allow"] = ", ".join(answered(request.path))
+    return response
+
+
+def method_not_allowed(exc: MethodNotAllowed):
+    """A method no route takes (TRACE, PROPFIND): under /fhir the read-only 405, elsewhere the app's."""
+    if request.path == bp.url_prefix or request.path.startswith(bp.url_prefix + "/"):
+        return read_only()
+    return http_error(exc)
 
 
 def outcome(status: int, code: str, text: str):
     return _fhir({"resourceType": "OperationOutcome",
                   "issue": [{"severity": "error", "code": code, "diagnostics": text}]}, status)
-
-
-def _known_type(name: str) -> bool:
-    try:
-        get_fhir_model_class(name)
-    except ValueError:
-        return False
-    return name[:1].isupper()
 
 
 @bp.route("", methods=["GET", "POST"])           # POST: a batch or transaction, refused as FHIR refuses
@@ -153,7 +181,7 @@ def metadata():
 
 @bp.get("/<rtype>/<rid>")
 def read(rtype: str, rid: str):
-    if not _known_type(rtype):
+    if not known_type(rtype):
         return outcome(404, "not-supported", f"{rtype} is not a FHIR R4 resource type")
     resource = _store().by_ref.get((rtype, rid))
     if resource is None:
@@ -168,22 +196,39 @@ def search_get(rtype: str):
 
 @bp.post("/<rtype>/_search")
 def search_post(rtype: str):
-    # As the public sandbox does: form-encoded parameters in the body (and possibly in the URL too).
+    """As the public sandbox does: form-encoded parameters in the body (and possibly in the URL too). A body of
+    another type, or not UTF-8, is refused: werkzeug reads no form from it, and the search would have answered
+    every resource of the type, as if unfiltered."""
+    body = request.get_data(cache=True)
+    if body and request.mimetype != FORM:
+        return outcome(415, "not-supported", f"a search's parameters are posted form-encoded ({FORM}), not as "
+                                             f"{request.mimetype[:60] or 'a body of no Content-Type'}")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return outcome(400, "invalid", "the posted search parameters are not UTF-8")
     return _search(rtype, [*request.args.items(multi=True), *request.form.items(multi=True)])
 
 
 @bp.route("/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unsupported(rest: str):
+    """What no other route of /fhir answers. A URL with a trailing slash is answered as the app's are
+    (service/errors.py, not_found): a GET redirected to the route without it; a POST (`/fhir/Patient/_search/`) a 404
+    naming that URL, not a redirect that would have the client send its search again; else the read-only 405."""
     if request.method not in ("GET", "HEAD"):
-        return read_only()
-    if route_without_slash("GET") is not None:
-        return without_slash()          # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
+        bare = route_without_slash(request.method)
+        return read_only() if bare is None else outcome(404, "not-found", no_slash(bare))
+    if route_without_slash("GET") is not None:     # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
+        target = slash_target()
+        return _fhir({"resourceType": "OperationOutcome", "issue": [{
+            "severity": "information", "code": "informational",
+            "diagnostics": f"this URL has no trailing slash: {target}"}]}, 308, {"Location": target})
     return outcome(404, "not-found", f"nothing at /fhir/{rest}: try /fhir/metadata")
 
 
 def _search(rtype: str, params):
-    if not _known_type(rtype):
+    if not known_type(rtype):
         return outcome(404, "not-supported", f"{rtype} is not a FHIR R4 resource type")
     try:
         search = parse_search(rtype, list(params))

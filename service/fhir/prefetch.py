@@ -42,6 +42,7 @@ from service.gcpause import collector_paused
 from service.lazyjson import BYTE_ORDER_MARK, Entries, fhir_beyond_double
 from service.httpread import OutOfTime, TooLarge, Watch, WatchedAdapter, read_capped
 from service.ops import metrics
+from service.fhir.types import known_type
 from service.clinical.record import subject_id
 from service.config import Settings
 from service.errors import ApiError
@@ -254,16 +255,18 @@ def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict],
     cache miss once the body outgrows the CPU's caches).
 
     `passed_over`, when given, gets the ids of the resources `wanted` does not keep: should one of them be another
-    version of a resource kept, PrefetchResolver reads what was sent again (`_with_versions_passed_over`)."""
+    version of a resource kept, PrefetchResolver reads what was sent again (`_with_versions_passed_over`). Not
+    given (a page fetched), they are gathered all the same, here alone, and dropped."""
     rtype = value.get("resourceType")
     if rtype == "OperationOutcome":
         return Read([], 0, OUTCOME, 0)
+    passed_over = [] if passed_over is None else passed_over
     if rtype != "Bundle":
         if patient_id and not _about(value, patient_id):
             return Read([], 1, OTHER_PATIENT, 0)
         if wanted is None or wanted(value):
             return Read([_copied(value)], 1, None, 0)
-        if passed_over is not None and type(value.get("id")) is str:
+        if type(value.get("id")) is str:
             passed_over.append(value["id"])
         return Read([], 1, None, 0)
     sent = value.get("entry") or []
@@ -282,9 +285,8 @@ def read_resources(value: dict, patient_id: str | None, wanted: Callable[[dict],
 
 
 def _read_entries(entries: list, whole: Callable[[list[int]], list[dict]] | None, patient_id: str | None,
-                  wanted: Callable[[dict], bool] | None, passed_over: list | None = None) -> Read:
+                  wanted: Callable[[dict], bool] | None, passed_over: list) -> Read:
     """read_resources of a Bundle's entries; `whole` gives the resources of the entries kept when they are not."""
-    passed_over = [] if passed_over is None else passed_over
     own = "Patient/" + patient_id if patient_id else None
     kept, read, included, other_patient = [], 0, 0, False
     for position, entry in enumerate(entries):
@@ -317,7 +319,7 @@ def _read_entries(entries: list, whole: Callable[[list[int]], list[dict]] | None
 
 
 def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patient_id: str | None,
-                  wanted: Callable[[Any], bool], passed_over: list | None = None) -> Read:
+                  wanted: Callable[[Any], bool], passed_over: list) -> Read:
     """_read_entries of entries decoded as Structs of FHIR's shape (lazyjson._typed_reader: each entry and resource an
     object, so never MALFORMED), `wanted` the selector's `wanted_struct`: the same verdicts, without a dict made. The
     resources the Structs do not tell (an OperationOutcome that is not an include: its `issue` is not in the Struct;
@@ -327,7 +329,6 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
     # OperationOutcome), and the patient check is one state: the reference a resource about the patient carries,
     # checked until a resource about another patient is met, then None (nothing more to check: OTHER_PATIENT).
     patient_reference = "Patient/" + patient_id if patient_id else None
-    passed_over = [] if passed_over is None else passed_over
     kept, passed, included, outcomes, unread = [], 0, 0, [], []
     for position, entry in enumerate(entries):
         resource = entry.resource
@@ -454,7 +455,7 @@ def _check_fhir(body: Any, plan: Plan) -> Mapping:
     expected = "Bundle" if plan.search else plan.resource_type
     got = body["resourceType"]
     if got != expected:
-        got = got[:40] if got.isalnum() else "resource of another kind"   # server text stays out of reasons
+        got = got if known_type(got) else "resource of another kind"   # server text stays out of reasons
         raise FetchProblem(f"fhirServer answered with a {got}, not a {expected}", "invalid")
     return body
 

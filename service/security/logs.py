@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+import traceback
 
 from service.fastjson import dumps
 
@@ -56,7 +57,49 @@ def utc_timestamp(created: float) -> str:
     return f"{text}.{microseconds // 1000:03d}+00:00"
 
 
+def traceback_unquoted(exc_info) -> str:
+    """A traceback as logging writes it, but each exception's message left out: a message may quote what a caller
+    sent (a KeyError of a JSON key, a requests error's URL naming the patient, a ValueError of a value). Where each
+    was raised and its type say what failed; the chain (cause, context) is kept, up to MAX_CHAIN exceptions (walked
+    without recursion: a chain longer than the interpreter's recursion limit raised RecursionError in the formatter,
+    and logging then printed the record's message and arguments), and an exception group names its members' types."""
+    chain, seen, exc = [], set(), exc_info[1]
+    while exc is not None and id(exc) not in seen and len(chain) < MAX_CHAIN:
+        seen.add(id(exc))
+        if exc.__cause__ is not None:
+            link, earlier = "\nThe above exception was the direct cause of the following exception:\n\n", exc.__cause__
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            link, earlier = "\nDuring handling of the above exception, another exception occurred:\n\n", exc.__context__
+        else:
+            link, earlier = "", None
+        chain.append((exc, link if earlier is not None and id(earlier) not in seen else ""))
+        exc = earlier
+    lines = [f"({MAX_CHAIN}+ exceptions before: not logged)\n\n"] if exc is not None and id(exc) not in seen else []
+    for exc, link in reversed(chain):
+        lines += ([link] if link else []) + _unquoted(exc)
+    return "".join(lines).rstrip("\n")
+
+
+MAX_CHAIN = 100
+
+
+def _unquoted(exc: BaseException) -> list[str]:
+    stack = ["Traceback (most recent call last):\n", *traceback.format_tb(exc.__traceback__)] \
+        if exc.__traceback__ is not None else []
+    members = getattr(exc, "exceptions", None) if isinstance(exc, BaseExceptionGroup) else None
+    held = f", holding {', '.join(map(_type_name, members[:10]))}{' ...' if len(members) > 10 else ''}" \
+        if members else ""
+    return stack + [f"{_type_name(exc)} (its message is not logged{held})\n"]
+
+
+def _type_name(exc: BaseException) -> str:
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
 class JsonLinesFormatter(logging.Formatter):
+    formatException = staticmethod(traceback_unquoted)
+
     def format(self, record: logging.LogRecord) -> str:
         # Written first as it is, and again with its texts cut only when the line is longer than a cut text: a text
         # over MAX_TEXT characters makes a longer line, so a short line had nothing to cut (checking each field of

@@ -3,13 +3,16 @@ patient with nothing to say.
 
 One line per (claimed issuer, kind of refusal) per minute, with the reason and what to check; never the
 token, never patient data. The issuer is the one the token claims (unverified: it is what the operator
-needs to see to trust the right one), cut to 200 characters; the memory is bounded whatever callers send.
+needs to see to trust the right one), named only in the form an issuer has (logged_issuer); the memory is bounded
+whatever callers send.
 """
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+from urllib.parse import urlsplit
 
 import jwt
 from flask import Request, Response
@@ -71,7 +74,31 @@ def claimed_issuer(authorization: str | None) -> str | None:
         iss = jwt.decode(token.strip(), options={"verify_signature": False}).get("iss")
     except (jwt.PyJWTError, AttributeError):
         return None
-    return iss[:200] if isinstance(iss, str) else None
+    return logged_issuer(iss) if isinstance(iss, str) else None
+
+
+NOT_A_URL = "(not a URL)"
+MAX_ISSUER_CHARS = 200
+# An issuer URL as the log writes it: printable ASCII without a space, quote or backslash (no line of the caller's
+# choosing, no escape); anything else the token claims is the caller's text.
+URL_CHARACTERS = re.compile(r"[!#-\[\]-~]+")
+
+
+def logged_issuer(iss: str) -> str:
+    """The iss a token claims (unverified: the caller's text), as the refusal line names it: an http(s) URL with a host
+    and no user, password, query or fragment (where an EHR's issuer has none, a patient id or a name could be), cut to
+    MAX_ISSUER_CHARS; else NOT_A_URL."""
+    if not URL_CHARACTERS.fullmatch(iss):
+        return NOT_A_URL
+    try:
+        url = urlsplit(iss)
+        host, _ = url.hostname, url.port
+    except ValueError:          # an unclosed [ of an IPv6 host, a port that is no number
+        return NOT_A_URL
+    if url.scheme not in ("https", "http") or not host or "@" in url.netloc or url.query or url.fragment \
+            or "?" in iss or "#" in iss:
+        return NOT_A_URL
+    return iss if len(iss) <= MAX_ISSUER_CHARS else iss[:MAX_ISSUER_CHARS] + "..."
 
 
 def warn_refused(req: Request, call: dict, response: Response) -> None:
