@@ -30,7 +30,7 @@ class FakeServers:
         monkeypatch.setattr(loadgen, "worker_cpu_seconds", lambda pids: {p: self.cpu[p] for p in pids})
         monkeypatch.setattr(loadgen, "worker_stat_seconds", lambda pids: {p: self.cpu[p] for p in pids})
 
-    def run(self, sockets, request, seconds, max_requests=None):
+    def run(self, sockets, request, seconds, max_requests=None, reopen=None):
         name = self.by_port[sockets[0].port]
         for other, pid in self.pids.items():        # the other apps' work left over from their slices
             if other != name:
@@ -45,7 +45,7 @@ class FakeServers:
         self.pending[pid] += n * spec.get("background", 0.0)
         used = n / spec["rate"]
         return {"requests": n, "seconds": used, "latencies": [0.001] * n, "statuses": {"200": n} if n else {},
-                "errors": 0, "per_connection": [n]}
+                "errors": 0, "resent": 0, "per_connection": [n]}
 
 
 def _clients(apps: dict[str, dict]) -> tuple[dict, dict]:
