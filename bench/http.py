@@ -368,10 +368,13 @@ class Slicer:
             cpu_before = loadgen.worker_cpu_seconds(workers)
         client.top_up(seconds, self.seconds)
         client_before = time.process_time()
-        done = loadgen.run(self.sockets[name], client.request, seconds, client.limit())
+        owners = self.rounds[-1][name]["owners"]
+        done = loadgen.run(self.sockets[name], client.request, seconds, client.limit(),
+                           reopen=lambda i: loadgen.reconnect(client.port, owners[i], workers))
         cpu_after, client_cpu = loadgen.worker_cpu_seconds(workers), time.process_time() - client_before
-        client.used += done["requests"]
+        client.used += done["requests"] + done["resent"]        # the tokens the closed connections took too
         client.seen(done)
+        self.rounds[-1][name]["reconnects"] += done["resent"]
         self.rounds[-1][name]["requests"] += done["requests"]
         self.rounds[-1][name]["seconds"] += done["seconds"]
         done.update(cpu_seconds=sum(cpu_after[p] - cpu_before[p] for p in workers),

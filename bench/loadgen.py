@@ -132,6 +132,24 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
+def reconnect(port: int, worker: int | None, workers: list[int]) -> socket.socket:
+    """A new connection to `worker` (one that lands elsewhere is held open so the next lands elsewhere too, and
+    closed after), to keep the connections spread as `connect` left them. Gives up after 50 tries and keeps the
+    last; with no worker known, the first."""
+    parked = []
+    for _ in range(50):
+        sock = _connect(port)
+        if worker is None or owner(port, sock.getsockname()[1], workers) == worker:
+            break
+        parked.append(sock)
+        time.sleep(0.01)
+    else:
+        sock = parked.pop()
+    for other in parked:
+        other.close()
+    return sock
+
+
 def connect(port: int, count: int, workers: list[int], even: bool) -> tuple[list[socket.socket], list[int | None]]:
     """`count` connections and the worker holding each. `even`: no worker holds more than its share
     (ceil(count / workers)); a connection that lands on a full worker is held open (so the next one lands
@@ -175,13 +193,19 @@ def _content_length(head: bytes) -> int:
     raise RuntimeError(f"an answer without Content-Length: {head[:200]!r}")
 
 
-def run(sockets: list[socket.socket], requests: Requests, seconds: float, max_requests: int | None = None) -> dict:
+def run(sockets: list[socket.socket], requests: Requests, seconds: float, max_requests: int | None = None,
+        reopen: Callable[[int], socket.socket] | None = None) -> dict:
     """Keep every connection busy for `seconds` (or until `max_requests` have been sent); each answer's
-    latency and status. The connections stay open (the caller closes them)."""
+    latency and status. The connections stay open (the caller closes them).
+
+    A kept-alive connection the server closed as idle just before its first request here (after the caller
+    checked it with `closed`: a race with the server's keep-alive timer) is replaced by `reopen(index)` (in
+    `sockets` too) and sent a new request (a new index: a token sent may have been used); `resent` counts them.
+    Any other close is an error."""
     selector = selectors.DefaultSelector()
     conns = [_Conn(s, i) for i, s in enumerate(sockets)]
     latencies, statuses = [], Counter()
-    sent, errors = 0, 0
+    sent, errors, resent = 0, 0, 0
     started = time.perf_counter()
     deadline = started + seconds
 
@@ -201,6 +225,9 @@ def run(sockets: list[socket.socket], requests: Requests, seconds: float, max_re
                 done = conn.sock.sendmsg(conn.pending)
             except BlockingIOError:
                 break
+            except (BrokenPipeError, ConnectionResetError):     # closed by the server: the read below sees it
+                selector.modify(conn.sock, selectors.EVENT_READ, conn)
+                return True
             while done and conn.pending:
                 first = conn.pending[0]
                 if done >= len(first):
@@ -225,7 +252,21 @@ def run(sockets: list[socket.socket], requests: Requests, seconds: float, max_re
             if events & selectors.EVENT_WRITE:
                 flush(conn)
                 continue
-            chunk = conn.sock.recv(1 << 18)
+            try:
+                chunk = conn.sock.recv(1 << 18)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk and reopen is not None and conn.requests == 0 and not conn.received:
+                selector.unregister(conn.sock)
+                conn.sock.close()
+                conn.sock = sockets[conn.index] = reopen(conn.index)
+                conn.sock.setblocking(False)
+                selector.register(conn.sock, selectors.EVENT_READ, conn)
+                resent += 1
+                if not send_next(conn):
+                    selector.unregister(conn.sock)
+                    active -= 1
+                continue
             if not chunk:
                 raise RuntimeError(f"the server closed connection {conn.index} after {conn.requests} requests")
             conn.received += chunk
@@ -249,4 +290,4 @@ def run(sockets: list[socket.socket], requests: Requests, seconds: float, max_re
         conn.sock.setblocking(True)
     selector.close()
     return {"requests": len(latencies), "seconds": round(duration, 3), "latencies": latencies,
-            "statuses": {str(k): v for k, v in statuses.items()}, "errors": errors, "per_connection": [c.requests for c in conns]}
+            "statuses": {str(k): v for k, v in statuses.items()}, "errors": errors, "resent": resent, "per_connection": [c.requests for c in conns]}

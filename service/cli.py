@@ -116,6 +116,8 @@ def _explain(args) -> int:
 
 
 def _serve(args) -> int:
+    from flask.helpers import get_debug_flag
+
     from service import create_app
     from service.api.accesslog import DevelopmentAccessLog, errors_unquoted
     from service.config import Settings
@@ -125,7 +127,12 @@ def _serve(args) -> int:
         print(f"avh-cds serve: {exc}", file=sys.stderr)
         return 2
     app.wsgi_app = errors_unquoted(app.wsgi_app)
-    app.run(host=args.host, port=args.port, threaded=True, request_handler=DevelopmentAccessLog)
+    if get_debug_flag():
+        app.logger.warning("avh-cds serve: FLASK_DEBUG is ignored: the werkzeug debugger and reloader stay off")
+    # Never werkzeug's debugger (a traceback page with the request's headers, a console for any caller sending
+    # Host: 127.0.0.1) nor its reloader, whatever FLASK_DEBUG (or a .env file app.run reads) says.
+    app.run(host=args.host, port=args.port, threaded=True, request_handler=DevelopmentAccessLog,
+            debug=False, use_debugger=False, use_reloader=False)
     return 0
 
 

@@ -122,7 +122,7 @@ def routing_redirect(exc: RequestRedirect):
     UTF-8); any other method a 404 naming the URL (a CDS call is not sent twice)."""
     path = "/" + urlsplit(exc.new_url).path.lstrip("/")
     if request.method in ("GET", "HEAD"):
-        return moved(path + query_kept(), "this URL is written")
+        return moved(path + query_kept(), "this URL has doubled slashes")
     return http_error(NotFound(f"no route {request.method[:20]} {request.path[:200]}: the URL is {path[:200]}"))
 
 

@@ -7,10 +7,12 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
 import orjson
+import pytest
 
 from bench import __main__ as bench_main
 from bench import auth, http, instructions, loadgen, peer, sweep
@@ -375,5 +377,64 @@ def test_a_kept_connection_the_server_closed_is_told_from_one_still_open():
             while not loadgen.closed(client) and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert loadgen.closed(client)
+        finally:
+            client.close()
+
+
+def test_a_connection_closed_as_idle_just_before_a_slice_is_reopened_and_its_request_sent_anew():
+    """gunicorn closes a kept-alive connection idle for its keepalive (5 s, checked about every second): closed
+    between the slicer's `closed` check and the slice's first send, the slice's request met the closed connection
+    and `run` raised "the server closed connection 0", stopping the whole benchmark. Now the connection is
+    reopened, a new request (a new index: an auth app's token sent may have been used) is sent on it, and the
+    reopening is counted; a connection closed after answering is still an error."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def serve(conn):
+            with conn:
+                while True:
+                    try:
+                        if not conn.recv(1 << 16):
+                            return
+                    except OSError:
+                        return
+                    conn.sendall(answer)
+
+        client = socket.create_connection(("127.0.0.1", port))
+        first, _ = listener.accept()
+        first.close()                                           # the keep-alive timer's close, just after the check
+        accepted = []
+
+        def reopen(index):
+            sock = loadgen.reconnect(port, None, [])
+            conn, _ = listener.accept()
+            accepted.append(index)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+            return sock
+
+        post = (b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n", b"{}")
+        sockets, sent = [client], []
+        try:
+            done = loadgen.run(sockets, lambda i: sent.append(i) or post, 5, 3,
+                               reopen=reopen)
+        finally:
+            sockets[0].close()
+        assert accepted == [0] and sockets[0] is not client
+        assert done["resent"] == 1 and done["requests"] == 2 and done["statuses"] == {"200": 2}
+        assert sent == [0, 1, 2]                                # request 0 went to the closed one: not sent again
+
+        client = socket.create_connection(("127.0.0.1", port))
+        second, _ = listener.accept()
+
+        def answer_once():
+            with second:                                        # closed after an answer: not an idle close
+                second.recv(1 << 16)
+                second.sendall(answer)
+
+        threading.Thread(target=answer_once, daemon=True).start()
+        try:
+            with pytest.raises(RuntimeError, match="closed connection 0 after 1 requests"):
+                loadgen.run([client], lambda i: post, 5, 3, reopen=reopen)
         finally:
             client.close()

@@ -30,7 +30,7 @@ class FakeServers:
         monkeypatch.setattr(loadgen, "worker_cpu_seconds", lambda pids: {p: self.cpu[p] for p in pids})
         monkeypatch.setattr(loadgen, "worker_stat_seconds", lambda pids: {p: self.cpu[p] for p in pids})
 
-    def run(self, sockets, request, seconds, max_requests=None):
+    def run(self, sockets, request, seconds, max_requests=None, reopen=None):
         name = self.by_port[sockets[0].port]
         for other, pid in self.pids.items():        # the other apps' work left over from their slices
             if other != name:
@@ -45,7 +45,7 @@ class FakeServers:
         self.pending[pid] += n * spec.get("background", 0.0)
         used = n / spec["rate"]
         return {"requests": n, "seconds": used, "latencies": [0.001] * n, "statuses": {"200": n} if n else {},
-                "errors": 0, "per_connection": [n]}
+                "errors": 0, "resent": 0, "per_connection": [n]}
 
 
 def _clients(apps: dict[str, dict]) -> tuple[dict, dict]:
@@ -163,3 +163,33 @@ def test_options_on_the_fixture_fhir_server_names_what_its_405_names(tmp_path):
         for method in allow.split(", "):
             assert client.open(path, method=method).status_code != 405, (method, path)
     assert set(client.options("/pathway").headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}   # as it was
+
+
+def test_a_slice_that_reopened_a_connection_counts_it_and_never_sends_its_token_again(monkeypatch):
+    """A connection the server closed as idle just before a slice (loadgen.run reopens it and sends a new request:
+    the token sent on the closed one may have been used) is counted in the round's reconnects, and the next slice
+    starts past that token too."""
+    signed = iter(range(10 ** 9))
+    monkeypatch.setattr(http.auth, "sign_tokens", lambda key, audience, count: [f"t{next(signed)}"
+                                                                                 for _ in range(count)])
+    apps = {"auth": {"port": 1, "rate": 200, "cost": 0.0005}, "trivial": {"port": 2, "rate": 400, "cost": 0.0002}}
+    servers = FakeServers(monkeypatch, apps)
+    sent, reopened = [], []
+    answered = servers.run
+
+    def run(sockets, request, seconds, max_requests=None, reopen=None):
+        if servers.by_port[sockets[0].port] != "auth":
+            return answered(sockets, request, seconds, max_requests)
+        reopen(0)                                    # the first request met a closed connection: a new one sent
+        reopened.append(request(0)[0])
+        done = answered(sockets, lambda i: sent.append(request(i + 1)[0]), seconds,
+                        None if max_requests is None else max_requests - 1)
+        return {**done, "resent": 1}
+
+    monkeypatch.setattr(loadgen, "run", run)
+    monkeypatch.setattr(loadgen, "reconnect", lambda port, worker, workers: FakeSocket(port))
+    clients, workers = _clients(apps)
+    slicer = http.Slicer(clients, workers, 1, True, 1)
+    http.measure(list(apps), 1, 1, 0.5, slicer)
+    assert slicer.rounds[0]["auth"]["reconnects"] == 2 and len(reopened) == 2
+    assert len(set(sent + reopened)) == len(sent) + len(reopened)       # no token sent twice

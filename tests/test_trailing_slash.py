@@ -85,7 +85,7 @@ def test_a_fhir_search_posted_with_a_slash_is_a_404_naming_its_url(served):
     """POST /fhir/Patient/_search/ got the catch-all's "read-only" 405, as if searching were refused: now the 404
     that names the URL without the slash, as a CDS call's, in FHIR's form (an OperationOutcome)."""
     client = served.test_client()
-    for path in ("/fhir/Patient/_search/", "/fhir/Condition/_search//", "/fhir/"):
+    for path in ("/fhir/Patient/_search/", "/fhir/Condition/_search//"):
         answer = client.post(path, data={"patient": "avh-01"})
         assert answer.status_code == 404 and answer.json["resourceType"] == "OperationOutcome", path
         issue = answer.json["issue"][0]
@@ -216,3 +216,22 @@ def test_no_options_answer_says_html(served):
             assert answer.status_code == 200 and "Content-Type" not in answer.headers, (path, headers)
             assert answer.get_data() == b"" and "OPTIONS" in answer.headers["Allow"]
         assert answer.headers["Access-Control-Allow-Origin"]
+
+
+def test_a_write_to_the_fhir_base_is_the_read_only_405_slash_or_not(served):
+    """PUT, PATCH and DELETE /fhir were a 404 saying "the URL is /fhir/" (werkzeug's redirect to the catch-all), and
+    /fhir/ then refused them with a 405; POST /fhir/ was a 404 naming /fhir, which refuses a POST with a 405. Each
+    is now the read-only 405 at once, its Allow naming what the URL answers."""
+    client = served.test_client()
+    for path in ("/fhir", "/fhir/"):
+        for method in ("POST", "PUT", "PATCH", "DELETE"):
+            answer = client.open(path, method=method, data="{}")
+            assert answer.status_code == 405, (method, path, answer.get_data())
+            assert answer.json["resourceType"] == "OperationOutcome" and answer.headers["Allow"] == "GET, HEAD, OPTIONS"
+            assert answer.json["issue"][0]["code"] == "not-supported", (method, path)
+
+
+def test_the_doubled_slash_redirect_says_so_in_plain_words(served):
+    answer = served.test_client().get("/fhir//metadata")
+    assert answer.status_code == 308 and answer.headers["Location"] == "/fhir/metadata"
+    assert "this URL has doubled slashes: /fhir/metadata" in answer.get_data(as_text=True)

@@ -133,7 +133,9 @@ def outcome(status: int, code: str, text: str):
                   "issue": [{"severity": "error", "code": code, "diagnostics": text}]}, status)
 
 
-@bp.route("", methods=["GET", "POST"])           # POST: a batch or transaction, refused as FHIR refuses
+# POST (a batch or transaction), PUT, PATCH, DELETE: refused as FHIR refuses, here (werkzeug sent them to /fhir/ as a
+# 404 naming /fhir, which refused them in turn).
+@bp.route("", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def base():
     """The server's base URL, opened by a person (the sandbox link names it as fhirServiceUrl): what this server is
     and where its CapabilityStatement is, as an informational OperationOutcome. With parameters it would be a
@@ -215,10 +217,11 @@ def search_post(rtype: str):
 def unsupported(rest: str):
     """What no other route of /fhir answers. A URL with a trailing slash is answered as the app's are
     (service/errors.py, not_found): a GET redirected to the route without it; a POST (`/fhir/Patient/_search/`) a 404
-    naming that URL, not a redirect that would have the client send its search again; else the read-only 405."""
+    naming that URL, not a redirect that would have the client send its search again; else (`POST /fhir/` too: the
+    base refuses a POST) the read-only 405."""
     if request.method not in ("GET", "HEAD"):
         bare = route_without_slash(request.method)
-        return read_only() if bare is None else outcome(404, "not-found", no_slash(bare))
+        return read_only() if bare in (None, bp.url_prefix) else outcome(404, "not-found", no_slash(bare))
     if route_without_slash("GET") is not None:     # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
         target = slash_target()
         return _fhir({"resourceType": "OperationOutcome", "issue": [{
