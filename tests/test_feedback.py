@@ -280,6 +280,30 @@ def test_a_call_that_finds_a_batch_due_writes_it_once_its_answer_is_sent(storage
     app.extensions["avh"].store.dispose()
 
 
+def _order_sign_environ(pid: str) -> dict:
+    from werkzeug.test import EnvironBuilder
+    drafts = [draft_order(CPT, "63046", "Laminectomy", patient_id=pid, id="surg-1"),
+              draft_dexamethasone([bounds_duration(20)], patient_id=pid, id="dex-1")]
+    return EnvironBuilder(path="/cds-services/avh-order-sign", method="POST",
+                          json=hook_request("order-sign", pid, in_pathway_chart(pid), drafts)).get_environ()
+
+
+def test_a_calls_cards_are_counted_and_queued_once_its_answer_has_been_sent(storage):
+    """As a WSGI server runs the app: while the answer's bytes are written, nothing of the call is recorded yet;
+    close() (after the last byte) counts its cards and queues them for the feedback join."""
+    from tests.deployment_support import sample
+    app = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=60, **storage))
+    store, metrics = app.extensions["avh"].store, lambda: app.test_client().get("/metrics").get_data(as_text=True)
+    counted = lambda text: sample(text, "avh_cds_cards_total", service="avh-order-sign", topic="posterior-fixation")
+    before = counted(metrics())
+    body = app(_order_sign_environ("p1"), lambda status, headers, exc_info=None: None)
+    cards = json.loads(b"".join(body))["cards"]
+    assert cards and store._pending == [] and counted(metrics()) == before
+    body.close()
+    assert {row[0] for row in store._pending} == {c["uuid"] for c in cards} and counted(metrics()) == before + 1
+    store.dispose()
+
+
 def test_issued_cards_written_before_the_answer_when_the_flush_interval_is_zero(storage):
     app = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=0, **storage))
     cards = issue_cards(app.test_client())
