@@ -110,7 +110,6 @@ def invoke(service_id: str):
         record_issued(avh, service.id, body["hookInstance"], answer, now)
     else:
         after_sent(response, record_issued, avh, service.id, body["hookInstance"], answer, now)
-    after_sent(response, avh.store.flush_if_due)
     return response
 
 
