@@ -27,13 +27,19 @@ log = logging.getLogger(__name__)
 
 
 def after_sent(response: Response, step: Callable, *args) -> None:
-    """`step(*args)` once `response` has been sent (its close()), a failure logged, never raised."""
-    response.call_on_close(lambda: _run(step, args))
+    """`step(*args)` once `response` has been sent (its close()), after the steps given before it; a failure
+    logged, never raised. One close function a response runs them all."""
+    steps = response.__dict__.get("_after_sent")
+    if steps is None:
+        steps = response._after_sent = []
+        response.call_on_close(lambda: _run(steps))
+    steps.append((step, args))
 
 
-def _run(step: Callable, args: tuple) -> None:
-    try:
-        step(*args)
-    except Exception:
-        log.exception("%s failed after the answer was sent (the caller had its answer; nothing of the call is in "
-                      "this line)", getattr(step, "__qualname__", "a step"))
+def _run(steps: list) -> None:
+    for step, args in steps:
+        try:
+            step(*args)
+        except Exception:
+            log.exception("%s failed after the answer was sent (the caller had its answer; nothing of the call is "
+                          "in this line)", getattr(step, "__qualname__", "a step"))
