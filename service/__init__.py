@@ -26,7 +26,8 @@ from service.fastjson import OrjsonProvider
 from service.fhir.prefetch import PrefetchResolver
 from service.api.registry import Registry
 from service.api.schemacheck import SchemaValidator
-from service.security import access_line, guard, install as install_security
+from service.api.aftersend import after_sent
+from service.security import access_line, guard, install as install_security, logs_access
 from service.security.refusals import warn_refused
 from service.security.logs import configure_logging
 from service.api.services import build_registry
@@ -385,13 +386,19 @@ def before_request() -> Response | None:
 
 
 def after_request(response: Response) -> Response:
-    """The refusal warning, the access line, CORS (a browser's call), then the metrics histogram."""
+    """The refusal warning, CORS (a browser's call), then, once the answer has been sent (service/api/aftersend.py),
+    the metrics histogram and the access line, both timed to the answer ready to send (now)."""
     req, app_context = _cv_request.get().request, _cv_app.get()
     app, call = app_context.app, vars(app_context.g)
     warn_refused(req, call, response)
-    access_line(req, app, call, response)
+    answered = time.perf_counter()
+    logged = logs_access(req)
     response = app.extensions["avh_security"].cors(req, response)
-    metrics.observe_request(req, app, call, response)
+    status = response.status_code
+    if req.endpoint == "cds.invoke":         # the histogram's calls (metrics.observe_request)
+        after_sent(response, metrics.observe_request, req, app, call, status, answered)
+    if logged:          # last: once a call's line is written, its metrics and issued cards are recorded
+        after_sent(response, access_line, req, app, call, status, answered)
     return response
 
 

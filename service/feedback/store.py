@@ -8,9 +8,9 @@ its uuid, the service, the topic, the hookInstance and the time.
 A write that fails (server down, file locked past the busy timeout, disk full) raises
 StorageUnavailable, a 503 with Retry-After: the client resends, and idempotency makes the resend
 safe. Feedback is written before it is acknowledged. Issued cards, one row per card of every hook
-call, are not: they are queued and written in batches every AVH_CDS_ISSUED_FLUSH_SECONDS, by the
-call that finds a batch due once its answer has been sent, or by a background thread when no call
-comes. No call waits for a commit or queues for SQLite's write lock. A crash loses at most that
+call, are not: they are queued (once the call's answer has been sent) and written in batches every
+AVH_CDS_ISSUED_FLUSH_SECONDS by the worker's writer thread ("avh-issued-cards"). No call waits for a commit,
+queues for SQLite's write lock or writes a batch. A crash loses at most that
 interval's rows (feedback on those cards is then marked unknown); a clean exit writes them. The
 schema is created or migrated at start, under a lock so that several workers starting together
 migrate once.
@@ -342,8 +342,8 @@ def _insert_sql(paramstyle: str, table: str, columns: tuple[str, ...], rows: int
 
 
 def _write_periodically(store: Callable[[], "FeedbackStore | None"], stop: threading.Event) -> None:
-    """The background writer: it writes what no call has written in time (the worker is idle, or between
-    calls). It holds the store weakly: a store nobody uses any more is not kept alive by it."""
+    """The background writer: every batch of issued cards, due every flush_seconds, and the feedback rechecks.
+    It holds the store weakly: a store nobody uses any more is not kept alive by it."""
     wait = 0.0
     while not stop.wait(wait):
         current = store()
@@ -440,8 +440,8 @@ class FeedbackStore:
     def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[tuple[str, str]],
                       when: dt.datetime, suggestions: Iterable[tuple[str, str, str]] = ()) -> None:
         """Remember each card shown, by its (uuid, topic), to join feedback with it, and each of its suggestions
-        by (suggestion uuid, card uuid, suggestion id): queued, and written by flush_if_due once the call has
-        answered (at once when flush_seconds is 0). A failure costs the join, never the cards."""
+        by (suggestion uuid, card uuid, suggestion id): queued, and written by the writer thread (flush_if_due) within
+        flush_seconds (at once when flush_seconds is 0). A failure costs the join, never the cards."""
         rows = [(card_uuid, service_id, topic, hook_instance, when) for card_uuid, topic in cards]   # ISSUED_COLUMNS
         if not rows:
             return
@@ -486,12 +486,13 @@ class FeedbackStore:
 
     def flush_if_due(self) -> float:
         """Write the pending issued cards when the last batch is flush_seconds old; the seconds until the next
-        one is due.
+        one is due. Run by the writer thread (_write_periodically), which sleeps that long between runs.
 
-        A call runs this after its answer has been sent (routes.invoke), so under load the batches are written
-        by the request threads, between calls: a separate thread writing while a call runs made that call wait
-        for the GIL at each of its blocking calls (about 20 µs each, measured). The background writer runs it
-        too, for a worker that has gone quiet: rows never wait much longer than flush_seconds."""
+        No request thread runs it: the call that found a batch due wrote it after its answer (on its close()),
+        and a batch of ~500 calls (~0.1 G instructions, tens of ms) then held up that thread, and the next call
+        on its kept-alive connection, once in ~500 calls. On the writer thread the batch's SQLite work runs with
+        the GIL let go (pysqlite's step, statements of up to ISSUED_ROWS_PER_STATEMENT rows); a call running beside
+        it meets the writer only between statements (docs/performance.md, "defer17")."""
         if self._rechecks:
             self._run_due_rechecks()
         since = time.monotonic() - self._written_at
