@@ -19,7 +19,7 @@ from werkzeug.routing import MapAdapter, RequestRedirect
 
 from service.ops import health, metrics
 from service.config import Settings
-from service.api.accesslog import logged_method, logged_path
+from service.api.accesslog import log_routes_of, logged_method, logged_path
 from service.api.engine import Engine
 from service.errors import register_error_handlers, routing_redirect
 from service.fastjson import OrjsonProvider
@@ -454,4 +454,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.auth == "off":
         from service.api import explain       # "why no card?": development only, never with authentication on
         app.register_blueprint(explain.bp)
+    log_routes_of(app)          # gunicorn's access line names a path by this app's routes
     return app

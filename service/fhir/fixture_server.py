@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from service.errors import http_error, no_slash, route_without_slash, slash_target
 from service.fhir.search import SearchError, parse_search
-from service.fhir.types import known_type
+from service.fhir.types import CONVERTERS, known_type
 from service.fhir.fixtures import load_fixtures
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class FixtureServer:
 def init_app(app: Flask, directory: Path) -> None:
     """Load the fixtures (a broken fixture file fails here, at start-up) and mount /fhir."""
     app.extensions["fixture_fhir"] = FixtureServer(directory)
+    app.url_map.converters.update(CONVERTERS)     # before the rules that name them
     app.register_blueprint(bp)
     app.register_error_handler(MethodNotAllowed, method_not_allowed)
 
@@ -181,7 +182,7 @@ def metadata():
     })
 
 
-@bp.get("/<rtype>/<rid>")
+@bp.get("/<fhir_type:rtype>/<rid>")
 def read(rtype: str, rid: str):
     if not known_type(rtype):
         return outcome(404, "not-supported", f"{rtype} is not a FHIR R4 resource type")
@@ -191,12 +192,12 @@ def read(rtype: str, rid: str):
     return _fhir(resource)
 
 
-@bp.get("/<rtype>")
+@bp.get("/<fhir_type:rtype>")
 def search_get(rtype: str):
     return _search(rtype, request.args.items(multi=True))
 
 
-@bp.post("/<rtype>/_search")
+@bp.post("/<fhir_type:rtype>/_search")
 def search_post(rtype: str):
     """As the public sandbox does: form-encoded parameters in the body (and possibly in the URL too). A body of
     another type, or not UTF-8, is refused: werkzeug reads no form from it, and the search would have answered
@@ -213,7 +214,7 @@ def search_post(rtype: str):
 
 
 @bp.route("/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-@bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/<fhir_path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unsupported(rest: str):
     """What no other route of /fhir answers. A URL with a trailing slash is answered as the app's are
     (service/errors.py, not_found): a GET redirected to the route without it; a POST (`/fhir/Patient/_search/`) a 404
