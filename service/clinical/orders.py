@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
                                     LATEST, UTC, DraftEvidence, Evidence, Facts, course_dose, instant, midnight_utc,
-                                    names_dexamethasone, shift)
+                                    names_dexamethasone, order_date, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
                                       scope_unchecked, topic_outcomes)
 from service.clinical.markdown import literal
@@ -264,15 +264,14 @@ def _entry_dated(entry: Mapping, filed: Mapping[str, Mapping], patient_id: str) 
 
 
 def _order_date(order: Mapping) -> str | None:
-    """A medication order's date as written (pathway.md section 3): its earliest dosage start, else authoredOn;
-    None when it states no readable one."""
-    starts = [start for dosage in _list(order.get("dosageInstruction"))
-              for start in [_map(_map(_map(dosage.get("timing")).get("repeat")).get("boundsPeriod")).get("start")]
-              if isinstance(start, str) and instant(start) is not None]
-    if starts:
-        return min(starts, key=instant)
+    """A medication order's date as written, read as the record's are (facts.order_date: its earliest dosage start,
+    else authoredOn); None when it states no readable one. Only text is a date in a draft as sent."""
+    starts = [_map(_map(_map(dosage.get("timing")).get("repeat")).get("boundsPeriod")).get("start")
+              for dosage in _list(order.get("dosageInstruction"))]
     authored = order.get("authoredOn")
-    return authored if isinstance(authored, str) and instant(authored) is not None else None
+    dated = order_date([start for start in starts if isinstance(start, str)],
+                       authored if isinstance(authored, str) else None)
+    return dated and dated[1]
 
 
 def entry_names(entry: Mapping) -> frozenset[str]:
