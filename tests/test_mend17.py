@@ -28,3 +28,29 @@ def test_a_medication_order_is_dated_alike_on_record_and_as_a_draft(order, writt
     _definitions()          # JsonElement's attributes, as the record reader defines them
     assert _order_date(order) == written
     assert medication_request_date(read_element(order)) == (None if written is None else instant(written))
+
+
+def _line(*quantities, **repeat):
+    return {"timing": {"repeat": repeat}, "doseAndRate": [{"doseQuantity": q} for q in quantities]}
+
+
+MG4, TABLETS = {"value": 4, "code": "mg"}, {"value": 2, "unit": "TAB"}
+
+
+@pytest.mark.parametrize("lines, daily, other_units", [
+    ([_line(MG4, frequency=4, period=1, periodUnit="d")], 16.0, False),
+    ([_line({"value": 8, "unit": "mg"}, frequency=1, period=2, periodUnit="d")], 8.0, False),   # a day's dose is one
+    ([_line({"value": 0.02, "code": "g"}, count=1)], 20.0, False),
+    ([_line(MG4, TABLETS, frequency=1, period=1, periodUnit="d")], 4.0, True),   # the first doseAndRate's dose
+    ([_line(TABLETS, MG4, frequency=1, period=1, periodUnit="d")], None, True),
+    ([_line(MG4, frequency=5, period=1, periodUnit="d"), _line(TABLETS, count=1)], 20.0, True),   # above 16 mg
+    ([_line(MG4, frequency=2, period=1, periodUnit="d"), _line()], None, False),   # a line states none
+    ([_line(MG4)], None, False),                                                    # no timing.repeat
+])
+def test_a_draft_s_doses_are_read_in_one_pass(lines, daily, other_units):
+    """_dosed_in_other_units walked a draft's dosage lines and doses a second time, beside draft_daily_dose: both
+    read _dosage_lines now, with the same answers (these pass on the code before it too)."""
+    from service.clinical.orders import DraftOrder, _dosed_in_other_units, draft_daily_dose
+    resource = {"resourceType": "MedicationRequest", "dosageInstruction": lines}
+    assert draft_daily_dose(resource) == daily
+    assert _dosed_in_other_units(DraftOrder("MedicationRequest/x", resource, frozenset(), "x")) is other_units
