@@ -38,13 +38,6 @@ def method_not_allowed(methods, path: str):
     return jsonify(body), 405, {"Allow": ", ".join(allowed)}
 
 
-def route_without_slash(method: str) -> str | None:
-    """The request's path less its trailing slashes, when a route (not the one that has the request) answers it for
-    `method`; else None."""
-    bare, refused = match_without_slash(method)
-    return bare if refused is None else None
-
-
 def match_without_slash(method: str) -> tuple[str | None, MethodNotAllowed | None]:
     """(the request's path less its trailing slashes, None) when a route (not the one that has the request) answers
     it for `method`; (that path, the 405) when routes there answer other methods only; else (None, None). The URL map

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, current_app, json, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from service.errors import http_error, no_slash, route_without_slash, slash_target
+from service.errors import http_error, match_without_slash, no_slash, slash_target
 from service.fhir.search import SearchError, parse_search
 from service.fhir.types import CONVERTERS, known_type
 from service.fhir.fixtures import load_fixtures
@@ -221,9 +221,11 @@ def unsupported(rest: str):
     naming that URL, not a redirect that would have the client send its search again; else (`POST /fhir/` too: the
     base refuses a POST) the read-only 405."""
     if request.method not in ("GET", "HEAD"):
-        bare = route_without_slash(request.method)
-        return read_only() if bare in (None, bp.url_prefix) else outcome(404, "not-found", no_slash(bare))
-    if route_without_slash("GET") is not None:     # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
+        bare, refused = match_without_slash(request.method)
+        return read_only() if bare in (None, bp.url_prefix) or refused is not None \
+            else outcome(404, "not-found", no_slash(bare))
+    bare, refused = match_without_slash("GET")
+    if bare is not None and refused is None:     # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
         target = slash_target()
         return _fhir({"resourceType": "OperationOutcome", "issue": [{
             "severity": "information", "code": "informational",
