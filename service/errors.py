@@ -108,15 +108,25 @@ def no_slash(bare: str) -> str:
 
 def routing_redirect(exc: RequestRedirect):
     """werkzeug's redirect of a path it matched once its doubled slashes were merged (/fhir//metadata,
-    /cds-services//{id}), or of an empty path to '/'. Flask answered it as raised: an HTML page whose Location was
+    /cds-services//{id}), or of an empty path to '/' (its message says which: redirected_because). Flask answered it as raised: an HTML page whose Location was
     absolute, built from the Host header (the sender's: a redirect to a host of its choosing, which a shared cache
     would keep for others). Now as a trailing slash is answered (not_found): a GET or HEAD redirected (308, JSON) to
     the path and the query as sent (query_kept: werkzeug's URL, split, lost a tab or a '#' and replaced a byte not
     UTF-8); any other method a 404 naming the URL (a CDS call is not sent twice)."""
     path = "/" + urlsplit(exc.new_url).path.lstrip("/")
     if request.method in ("GET", "HEAD"):
-        return moved(path + query_kept(), "this URL has doubled slashes")
+        return moved(path + query_kept(), redirected_because())
     return http_error(NotFound(f"no route {request.method[:20]} {request.path[:200]}: the URL is {path[:200]}"))
+
+
+def redirected_because() -> str:
+    """What a routing redirect's message says of the URL as sent: werkzeug redirects an empty path (a request for
+    the app's root without its slash) and one with doubled slashes; any other redirect (a rule written with a
+    trailing slash, called without it: none is) names the route's URL."""
+    sent = request.environ.get("PATH_INFO", "")
+    if not sent:
+        return "this URL has an empty path"
+    return "this URL has doubled slashes" if "//" in sent else "this URL is served at"
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -54,3 +54,29 @@ def test_a_draft_s_doses_are_read_in_one_pass(lines, daily, other_units):
     resource = {"resourceType": "MedicationRequest", "dosageInstruction": lines}
     assert draft_daily_dose(resource) == daily
     assert _dosed_in_other_units(DraftOrder("MedicationRequest/x", resource, frozenset(), "x")) is other_units
+
+
+# --- routing redirects say what was wrong with the URL ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The app as `avh-cds serve` runs it: auth off, the fixture FHIR endpoint on."""
+    from service import create_app
+    from service.config import Settings
+    return create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_LOG_LEVEL": "ERROR"}, fixture_fhir=True,
+                                        sqlite_path=tmp_path_factory.mktemp("mend17") / "avh-cds.sqlite3"))
+
+
+@pytest.mark.parametrize("path, query, message", [
+    ("", "", "this URL has an empty path: /"),
+    ("", "a=1", "this URL has an empty path: /?a=1"),
+    ("/fhir//metadata", "", "this URL has doubled slashes: /fhir/metadata"),
+    ("/pathway//", "", "this URL has no trailing slash: /pathway"),
+])
+def test_a_routing_redirect_says_what_was_wrong_with_the_url(served, path, query, message):
+    """routing_redirect said "this URL has doubled slashes" of every redirect werkzeug raised, the one of an empty
+    path (a request for the app's root without its slash: PATH_INFO "") too, which has none. Now each says what it
+    was; the Location is unchanged."""
+    answer = served.test_client().get(environ_overrides={"PATH_INFO": path, "QUERY_STRING": query})
+    assert answer.status_code == 308 and answer.json["message"] == message
+    assert answer.headers["Location"] == answer.json["location"] == message.split(": ", 1)[1]
