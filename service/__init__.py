@@ -276,10 +276,13 @@ class AvhFlask(Flask):
                           exc_info=exc_info)
 
     def make_default_options_response(self) -> Response:
-        """Flask's answer to OPTIONS (its Allow header), without the Content-Type text/html it gave its empty body:
-        this service answers JSON or its pages, never an HTML fragment."""
+        """Flask's answer to OPTIONS (its Allow header, the methods sorted as a 405's are: werkzeug gives them from a
+        set, in an order that changed from one process to the next), without the Content-Type text/html it gave its
+        empty body: this service answers JSON or its pages, never an HTML fragment."""
         response = super().make_default_options_response()
         del response.headers["Content-Type"]
+        if "Allow" in response.headers:
+            response.headers["Allow"] = ", ".join(sorted(response.allow))
         return response
 
     def handle_http_exception(self, e):

@@ -80,3 +80,24 @@ def test_a_routing_redirect_says_what_was_wrong_with_the_url(served, path, query
     answer = served.test_client().get(environ_overrides={"PATH_INFO": path, "QUERY_STRING": query})
     assert answer.status_code == 308 and answer.json["message"] == message
     assert answer.headers["Location"] == answer.json["location"] == message.split(": ", 1)[1]
+
+
+# --- HTTP consistency -------------------------------------------------------------------------------------------
+
+def test_options_names_the_allowed_methods_sorted_as_a_405_does(served, monkeypatch):
+    """OPTIONS's Allow was werkzeug's list of the URL's methods, made from a set: `HEAD, GET, OPTIONS` in one process,
+    `GET, HEAD, OPTIONS` in another (PYTHONHASHSEED). A 405's Allow and `allowed` were sorted. Now OPTIONS's too,
+    whatever order werkzeug gives (here the reverse of sorted)."""
+    from werkzeug.routing import MapAdapter
+    given = MapAdapter.allowed_methods
+    monkeypatch.setattr(MapAdapter, "allowed_methods", lambda self, path_info=None:
+                        sorted(given(self, path_info), reverse=True))
+    client = served.test_client()
+    for path, methods in (("/cds-services", "GET, HEAD, OPTIONS"), ("/cds-services/avh-patient-view", "OPTIONS, POST"),
+                          ("/healthz", "GET, HEAD, OPTIONS"), ("/fhir/metadata", "GET, HEAD, OPTIONS"),
+                          ("/fhir/Patient/_search", "GET, HEAD, OPTIONS, POST")):
+        assert client.options(path).headers["Allow"] == methods, path
+        refused = client.open(path, method="PUT")
+        assert refused.status_code == 405 and refused.headers["Allow"] == methods, path
+        if refused.json.get("allowed"):
+            assert refused.json["allowed"] == methods.split(", "), path
