@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from flask import Flask, Request, Response, request
 from flask.ctx import AppContext, _sentinel
@@ -64,7 +65,24 @@ class Avh:
         return url
 
 
-class RoutedAdapter(MapAdapter):
+class SlashesMerged(MapAdapter):
+    """A request's path with leading doubled slashes (`//cds-services`) answered as one with doubled slashes elsewhere
+    (`/cds-services//x`): werkzeug matched the first as if it had one slash (it strips them) and served it, and
+    redirects the second (merge_slashes; errors.routing_redirect answers: a GET redirected to the path with single
+    slashes, a CDS call a 404 naming it). A path a route matches with its leading slashes is now that redirect too,
+    unless it ends with a slash: the trailing slash's answer drops the leading ones too (`//fhir/Patient/x/`
+    redirected to /fhir/Patient/x at once, not through /fhir/Patient/x/). Only the request's own match: a path
+    matched for it (errors.match_without_slash, `//pathway/`) is matched as werkzeug does."""
+
+    def match(self, path_info=None, method=None, return_rule=False, query_args=None, websocket=None):
+        matched = super().match(path_info, method, return_rule, query_args, websocket)
+        rest = self.path_info.lstrip("/")
+        if path_info is None and self.path_info.startswith("//") and not rest.endswith("/"):
+            raise RequestRedirect(self.make_redirect_url(quote(rest, safe="/:|+"), query_args))
+        return matched
+
+
+class RoutedAdapter(SlashesMerged):
     """A MapAdapter that remembers the rule its request matched: an adapter is reused for every request with the same
     routing inputs (AvhFlask.create_url_adapter), and matching them again gives the same rule and arguments. It is
     handed to `remember` once its request matched a rule: a refused route leaves nothing behind."""
@@ -308,6 +326,7 @@ class AvhFlask(Flask):
             raise BadRequest(INVALID_HOST)
         if not remembered:
             self.url_map.bind(request.host)     # BadHost for a name IDNA cannot encode, as without SERVER_NAME
+            adapter.__class__ = SlashesMerged
             return adapter
         adapter.__class__ = RoutedAdapter
         adapter.remember = functools.partial(self._remember, key, request.host)

@@ -26,7 +26,7 @@ def http_error(exc: HTTPException):
     names = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}
     body = {"error": names.get(exc.code, exc.name.lower().replace(" ", "_")), "message": exc.description}
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-        return method_not_allowed(exc.valid_methods, request.path)
+        return method_not_allowed(exc.valid_methods, path_as_sent())
     return jsonify(body), exc.code
 
 
@@ -116,7 +116,14 @@ def routing_redirect(exc: RequestRedirect):
     path = "/" + urlsplit(exc.new_url).path.lstrip("/")
     if request.method in ("GET", "HEAD"):
         return moved(path + query_kept(), redirected_because())
-    return http_error(NotFound(f"no route {request.method[:20]} {request.path[:200]}: the URL is {path[:200]}"))
+    return http_error(NotFound(f"no route {request.method[:20]} {path_as_sent()[:200]}: the URL is {path[:200]}"))
+
+
+def path_as_sent() -> str:
+    """The request's path, its leading slashes as sent (werkzeug's request.path has one: `//cds-services/x` is
+    /cds-services/x there)."""
+    path, sent = request.path, request.environ.get("PATH_INFO", "")
+    return "/" * (len(sent) - len(sent.lstrip("/")) - 1) + path if sent.startswith("//") else path
 
 
 def redirected_because() -> str:

@@ -101,3 +101,45 @@ def test_options_names_the_allowed_methods_sorted_as_a_405_does(served, monkeypa
         assert refused.status_code == 405 and refused.headers["Allow"] == methods, path
         if refused.json.get("allowed"):
             assert refused.json["allowed"] == methods.split(", "), path
+
+
+@pytest.mark.parametrize("sent, merged", [
+    ("/fhir//metadata", "/fhir/metadata"), ("//fhir/metadata", "/fhir/metadata"),
+    ("/fhir//Patient//avh-01", "/fhir/Patient/avh-01"), ("///fhir/Patient/avh-01", "/fhir/Patient/avh-01"),
+    ("//cds-services", "/cds-services"), ("//pathway", "/pathway"), ("//", "/"),
+])
+def test_a_leading_doubled_slash_is_answered_as_an_inner_one(served, sent, merged):
+    """`GET /fhir//metadata` was redirected (308) to /fhir/metadata, `POST /cds-services//avh-patient-view` a 404
+    naming /cds-services/avh-patient-view (docs/deployment.md: a call is never redirected); but `//fhir/metadata` was
+    served as is, and `POST //cds-services/avh-patient-view` answered as the CDS call (werkzeug strips leading
+    slashes before matching). Now both are the doubled-slash redirect: a GET 308 to the path with single slashes,
+    a call a 404 naming the URL as sent, a method the route does not answer its 405."""
+    answer = served.test_client().get(environ_overrides={"PATH_INFO": sent, "QUERY_STRING": "a=1"})
+    assert answer.status_code == 308 and answer.headers["Location"] == answer.json["location"] == merged + "?a=1"
+    assert answer.json["message"] == f"this URL has doubled slashes: {merged}?a=1"
+
+
+@pytest.mark.parametrize("sent", ["//cds-services/avh-patient-view", "/cds-services//avh-patient-view",
+                                  "///cds-services/avh-patient-view"])
+def test_a_cds_call_with_doubled_slashes_leading_or_not_is_a_404_naming_its_url(served, sent):
+    from tests.security_support import hook_request
+    client = served.test_client()
+    answer = client.post(json=hook_request(), environ_overrides={"PATH_INFO": sent})
+    assert answer.status_code == 404 and "Location" not in answer.headers
+    assert answer.json == {"error": "not_found",
+                           "message": f"no route POST {sent}: the URL is /cds-services/avh-patient-view"}
+    refused = client.get(environ_overrides={"PATH_INFO": sent})
+    assert refused.status_code == 405 and refused.json["allowed"] == ["OPTIONS", "POST"]
+    assert refused.json["message"] == f"GET is not allowed on {sent}; it answers OPTIONS, POST"
+
+
+def test_a_leading_doubled_slash_is_redirected_with_flask_s_own_host_settings_too(tmp_path):
+    """With TRUSTED_HOSTS (code wrapping create_app may set it) Flask makes each request's URL adapter anew, not
+    AvhFlask's remembered one: the leading doubled slash is the same redirect there."""
+    from service import create_app
+    from service.config import Settings
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_LOG_LEVEL": "ERROR"},
+                                       sqlite_path=tmp_path / "avh-cds.sqlite3"))
+    app.config["TRUSTED_HOSTS"] = ["localhost"]
+    answer = app.test_client().get(environ_overrides={"PATH_INFO": "//cds-services"})
+    assert answer.status_code == 308 and answer.headers["Location"] == "/cds-services"
