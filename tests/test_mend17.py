@@ -143,3 +143,27 @@ def test_a_leading_doubled_slash_is_redirected_with_flask_s_own_host_settings_to
     app.config["TRUSTED_HOSTS"] = ["localhost"]
     answer = app.test_client().get(environ_overrides={"PATH_INFO": "//cds-services"})
     assert answer.status_code == 308 and answer.headers["Location"] == "/cds-services"
+
+
+@pytest.mark.parametrize("body, query", [("patient=%ff", ""), ("patient=avh-01&code=%C3%28", ""), ("%ff=1", ""),
+                                         ("patient=avh-01", "patient=%ff"), ("", "_id=%e9")])
+def test_a_fhir_search_whose_parameters_are_not_utf8_once_decoded_is_a_400_naming_it(served, body, query):
+    """`POST /fhir/Condition/_search` with the form `patient=%ff`: the body is ASCII, so the check that it is UTF-8
+    passed, and werkzeug read the undecodable escape as its text (`%FF`): the search looked for a patient `%FF` and
+    answered an empty Bundle (200), as if read; the same in a query string (GET or POST). Now a 400
+    OperationOutcome saying what is wrong."""
+    client = served.test_client()
+    for answer in [client.post(f"/fhir/Condition/_search?{query}", data=body,
+                               content_type="application/x-www-form-urlencoded")] \
+            + ([client.get(f"/fhir/Condition?{query}")] if query else []):
+        assert answer.status_code == 400 and answer.json["resourceType"] == "OperationOutcome"
+        [issue] = answer.json["issue"]
+        assert issue["code"] == "invalid" and "not UTF-8 once percent-decoded" in issue["diagnostics"]
+
+
+@pytest.mark.parametrize("encoded, total", [("_id=%61vh-01", 1), ("_id=avh-01", 1), ("_id=%C3%A9", 0)])
+def test_a_fhir_search_with_utf8_escapes_is_answered(served, encoded, total):
+    client = served.test_client()
+    for answer in (client.post("/fhir/Patient/_search", data=encoded, content_type="application/x-www-form-urlencoded"),
+                   client.get(f"/fhir/Patient?{encoded}")):
+        assert answer.status_code == 200 and answer.json["total"] == total

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import uuid
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlencode
+from urllib.parse import unquote_to_bytes, urlencode
 
 from flask import Blueprint, Flask, current_app, json, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -194,7 +195,25 @@ def read(rtype: str, rid: str):
 
 @bp.get("/<fhir_type:rtype>")
 def search_get(rtype: str):
+    if not_utf8_decoded(request.query_string):
+        return outcome(400, "invalid", NOT_UTF8_DECODED)
     return _search(rtype, request.args.items(multi=True))
+
+
+# werkzeug reads a percent-escape that is not UTF-8 (`patient=%ff`) as its escaped text (`%FF`): the search looked for
+# that, and answered an empty Bundle, as if the parameter had been read.
+NOT_UTF8_DECODED = "the search parameters are not UTF-8 once percent-decoded (a %-escape such as %ff)"
+
+
+def not_utf8_decoded(encoded: bytes) -> bool:
+    """Whether form-encoded parameters (a query string, a posted form: `name=value&...`, '+' a space) hold a
+    percent-escaped byte sequence that is not UTF-8."""
+    try:
+        for part in re.split(rb"[&=]", encoded):
+            unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 @bp.post("/<fhir_type:rtype>/_search")
@@ -210,6 +229,8 @@ def search_post(rtype: str):
         body.decode("utf-8")
     except UnicodeDecodeError:
         return outcome(400, "invalid", "the posted search parameters are not UTF-8")
+    if not_utf8_decoded(body) or not_utf8_decoded(request.query_string):
+        return outcome(400, "invalid", NOT_UTF8_DECODED)
     return _search(rtype, [*request.args.items(multi=True), *request.form.items(multi=True)])
 
 
