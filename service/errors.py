@@ -108,11 +108,12 @@ def no_slash(bare: str) -> str:
 
 def routing_redirect(exc: RequestRedirect):
     """werkzeug's redirect of a path it matched once its doubled slashes were merged (/fhir//metadata,
-    /cds-services//{id}), or of an empty path to '/' (its message says which: redirected_because). Flask answered it as raised: an HTML page whose Location was
-    absolute, built from the Host header (the sender's: a redirect to a host of its choosing, which a shared cache
-    would keep for others). Now as a trailing slash is answered (not_found): a GET or HEAD redirected (308, JSON) to
-    the path and the query as sent (query_kept: werkzeug's URL, split, lost a tab or a '#' and replaced a byte not
-    UTF-8); any other method a 404 naming the URL (a CDS call is not sent twice)."""
+    /cds-services//{id}), or of an empty path to '/' (its message says which: redirected_because). Flask answered it as
+    raised: an HTML page whose Location was absolute, built from the Host header (the sender's: a redirect to a host
+    of its choosing, which a shared cache would keep for others). Now as a trailing slash is answered (not_found): a
+    GET or HEAD redirected (308, JSON) to the path and the query as sent (query_kept: werkzeug's URL, split, lost a
+    tab or a '#' and replaced a byte not UTF-8); any other method a 404 naming the URL (a CDS call is not sent
+    twice)."""
     path = "/" + urlsplit(exc.new_url).path.lstrip("/")
     if request.method in ("GET", "HEAD"):
         return moved(path + query_kept(), redirected_because())

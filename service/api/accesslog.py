@@ -93,8 +93,8 @@ def log_routes_of(app) -> None:
 def redact_path(path: str) -> str:
     """A path as the logs name it: the pattern of the route it matches (/cds-services/{id}/feedback,
     /fhir/Patient/{id}), or NOT_A_ROUTE. Doubled slashes count once (//fhir/Patient/abc is answered by
-    /fhir/Patient/abc's route: a redirect there, or a 404 naming it); a trailing slash is kept on the route without it (/pathway/: the app
-    answers it with the URL without it)."""
+    /fhir/Patient/abc's route: a redirect there, or a 404 naming it); a trailing slash is kept on the route without
+    it (/pathway/: the app answers it with the URL without it)."""
     if path == "-":                         # no path read
         return path
     if not path.startswith("/") or _routes is None:
