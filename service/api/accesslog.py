@@ -1,9 +1,9 @@
 """gunicorn access log that cannot carry patient data or credentials.
 
 Whatever access_log_format says, only these atoms have values: the client address, method, path
-(FHIR resource ids replaced by {id}), status, size, duration, pid and user agent. The query string
-(FHIR searches name the patient), the referer (the sandbox's page address names the patient), and
-every header (Authorization carries the JWT) are never logged.
+(the pattern of the app's route it matches, its variables {id}: redact_path), status, size, duration, pid and user
+agent. The query string (FHIR searches name the patient), the referer (the sandbox's page address names the patient),
+and every header (Authorization carries the JWT) are never logged.
 
 A CDS call is logged once: the app's JSON `cds_call` line (service/security/logs.py) says more than this
 line would (service, hookInstance, card topics, issuer, refusal), so this one is left out for it.
@@ -17,9 +17,10 @@ import re
 from urllib.parse import unquote, urlsplit
 
 from gunicorn.glogging import Logger
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import Map, RequestRedirect
 from werkzeug.serving import WSGIRequestHandler
 
-from service.fhir.types import known_type
 from service.security.logs import LOGGED_BY_APP, cut, traceback_unquoted
 
 log = logging.getLogger(__name__)
@@ -35,34 +36,76 @@ def printable(text: str) -> str:
     return cut(text.encode("unicode_escape").decode("ascii").replace('"', '\\"'))
 
 
-# The routes the app serves (`tests/test_review16c.py` checks this against its URL map): a path is logged as the
-# pattern of the route it names, a segment the caller chose ({id}) replaced; any other path is the caller's text (a
-# 404 on /cds-services/<a record number>/x, /pathway/<a name>), logged as NOT_A_ROUTE.
-ROUTES = frozenset({"/", "/metrics", "/openapi.json", "/favicon.ico", "/pathway", "/governance", "/healthz", "/readyz",
-                    "/cds-services", "/cds-services/{id}", "/cds-services/{id}/feedback", "/cds-services/{id}/explain",
-                    "/fhir", "/fhir/metadata"})
 NOT_A_ROUTE = "(a path no route serves: not logged)"
+# A rule's <variable>, with its converter's name when it has one (`<path:rest>`, `<fhir_type:rtype>`).
+VARIABLE = re.compile(r"<(?:(?P<converter>[^:<>()]+)(?:\([^<>]*\))?:)?(?P<name>[^:<>]+)>")
+# Matching a path again when werkzeug redirects it (a rule with a trailing slash, an alias) at most this often.
+REDIRECTS = 2
+
+
+class Routes:
+    """The URL map of the app this process serves, bound once: a path is logged as the pattern of the rule it
+    matches (rule.rule, each <variable> replaced by {id}: a service id or a FHIR resource id may be a patient's
+    identifier), whatever the rule; a path no rule matches is the caller's text (a 404 on
+    /cds-services/<a record number>/x, /pathway/<a name>) and is logged as NOT_A_ROUTE. A converter may say how
+    its value is logged (a `logged(value)` method: service/fhir/types.py names a FHIR resource type when it is
+    one). The method is not asked: a path is named by the rule it matches for any method."""
+
+    def __init__(self, url_map: Map):
+        self.adapter = url_map.bind("localhost")
+        self.converters = url_map.converters
+
+    def pattern(self, path: str) -> str:
+        try:
+            for _ in range(REDIRECTS + 1):
+                try:
+                    rule, arguments = self._match(path)
+                except RequestRedirect as redirect:
+                    path = urlsplit(redirect.new_url).path
+                    continue
+                return VARIABLE.sub(lambda variable: self._logged(variable, arguments), rule.rule)
+        except HTTPException:      # no rule (a 404)
+            pass
+        return NOT_A_ROUTE
+
+    def _match(self, path: str):
+        try:
+            return self.adapter.match(path, method="GET", return_rule=True)
+        except MethodNotAllowed as refused:     # a route, of other methods (POST /cds-services/{id})
+            return self.adapter.match(path, method=sorted(refused.valid_methods or ("GET",))[0], return_rule=True)
+
+    def _logged(self, variable: re.Match, arguments: dict) -> str:
+        logged = getattr(self.converters.get(variable["converter"] or "default"), "logged", None)
+        return "{id}" if logged is None else logged(arguments.get(variable["name"]))
+
+
+_routes: Routes | None = None
+
+
+def log_routes_of(app) -> None:
+    """The app this process serves (create_app calls it): gunicorn's access logger and `avh-cds serve`'s request
+    handler run outside its context and name a path by its URL map. Until an app is made every path is
+    NOT_A_ROUTE; in a process that made several (tests), the last one made."""
+    global _routes
+    _routes = Routes(app.url_map)
 
 
 def redact_path(path: str) -> str:
-    """A path as the logs name it: the route's pattern (/cds-services/{id}/feedback, /fhir/Patient/{id}/...: a
-    service id or a resource id may be a patient's identifier, and the FHIR type is named only when it is one), or
-    NOT_A_ROUTE. Doubled slashes count once (//fhir/Patient/abc is served as /fhir/Patient/abc: werkzeug merges
-    them); a trailing slash is kept (the app answers it with the URL without it)."""
+    """A path as the logs name it: the pattern of the route it matches (/cds-services/{id}/feedback,
+    /fhir/Patient/{id}), or NOT_A_ROUTE. Doubled slashes count once (//fhir/Patient/abc is answered by
+    /fhir/Patient/abc's route: a redirect there, or a 404 naming it); a trailing slash is kept on the route without
+    it (/pathway/: the app answers it with the URL without it)."""
     if path == "-":                         # no path read
         return path
-    if not path.startswith("/"):
+    if not path.startswith("/") or _routes is None:
         return NOT_A_ROUTE
-    parts = [part for part in path.split("/") if part]
-    slash = "/" if parts and path.endswith("/") else ""
-    if parts[:1] == ["fhir"] and len(parts) > 1 and parts[1] != "metadata":
-        if not known_type(parts[1]):
-            return "/fhir/(not a FHIR resource type)"
-        return f"/fhir/{parts[1]}" + ("/{id}" if len(parts) > 2 else "") + ("/..." if len(parts) > 3 else "") + slash
-    if parts[:1] == ["cds-services"] and len(parts) > 1:
-        parts[1] = "{id}"
-    route = "/" + "/".join(parts)
-    return route + slash if route in ROUTES else NOT_A_ROUTE
+    merged = "/" + "/".join(part for part in path.split("/") if part)
+    route = _routes.pattern(merged)
+    if merged == "/" or not path.endswith("/"):
+        return route
+    if route == NOT_A_ROUTE:                # a rule taking the slash (a catch-all)
+        return _routes.pattern(merged + "/")
+    return route if route.endswith("/") else route + "/"
 
 
 class AccessLogger(Logger):
