@@ -1,0 +1,67 @@
+"""Hostile review of branch defer17 (the bookkeeping done in the answer's close(), service/api/aftersend.py)."""
+import json
+import socket
+import time
+
+import requests
+
+from tests.deployment_support import Gunicorn, avh_bundle, patient_view_request
+
+SERVICE = "avh-patient-view"
+
+
+def test_under_gunicorn_every_call_refused_failed_or_dropped_has_one_access_line(tmp_path):
+    server = Gunicorn(tmp_path / "gunicorn.log")
+    try:
+        base, close = server.base, {"Connection": "close"}
+        expected = []
+        assert requests.post(f"{base}/cds-services/{SERVICE}", json=patient_view_request(avh_bundle()), headers=close,
+                             timeout=10).status_code == 200
+        expected.append(("invoke", 200))
+        assert requests.post(f"{base}/cds-services/nope", json={}, headers=close, timeout=10).status_code == 404
+        expected.append(("invoke", 404))
+        assert requests.post(f"{base}/cds-services/{SERVICE}", data=b"{", headers={**close, "Content-Type":
+                             "application/json"}, timeout=10).status_code == 400
+        expected.append(("invoke", 400))
+        big = requests.post(f"{base}/cds-services/{SERVICE}", data=b"x" * (40 << 20), headers={**close, "Content-Type":
+                            "application/json"}, timeout=30)
+        expected.append(("invoke", big.status_code))
+        assert requests.head(f"{base}/cds-services", headers=close, timeout=10).status_code == 200
+        expected.append(("discovery", 200))
+        # a client that sends a call and hangs up before reading the answer
+        body = json.dumps(patient_view_request(avh_bundle())).encode()
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as sock:
+            sock.sendall(b"POST /cds-services/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % (SERVICE.encode(), len(body)) + body)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        expected.append(("invoke", 200))
+        deadline = time.monotonic() + 10
+        while len(server.access_lines()) < len(expected) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.stop() == 0
+    finally:
+        server.stop()
+    lines = server.access_lines()
+    print(server.output())
+    assert sorted((line["endpoint"], line["status"]) for line in lines) == sorted(expected)
+
+
+def test_replay_in_process_records_its_calls_as_a_server_would(tmp_path):
+    """`avh-cds replay` without --url calls the app through Flask's own test client (service/fhir/replay.py,
+    InProcess), which leaves an answer open unless asked: its calls' bookkeeping after the answer (the access line,
+    the histogram, the issued cards; service/api/aftersend.py) never ran. The suite's ClosingClient hid it."""
+    from flask.testing import FlaskClient
+
+    from service import create_app
+    from service.config import Settings
+    from service.fhir.replay import InProcess
+    from service.ops import metrics
+
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_ISSUED_FLUSH_SECONDS": "600"},
+                                       sqlite_path=tmp_path / "replay.sqlite3"))
+    app.test_client_class = FlaskClient          # what `avh-cds replay` runs with: Flask's client, not the suite's
+    store = app.extensions["avh"].store
+    status, answer = InProcess(app).call("POST", f"/cds-services/{SERVICE}", patient_view_request(avh_bundle()))
+    assert status == 200 and answer["cards"]
+    assert {row[0] for row in store._pending} == {card["uuid"] for card in answer["cards"]}
+    store.dispose()
