@@ -6,6 +6,9 @@ import time
 import requests
 
 from tests.deployment_support import Gunicorn, avh_bundle, patient_view_request
+from tests.test_feedback import storage
+
+__all__ = ["storage"]
 
 SERVICE = "avh-patient-view"
 
@@ -65,3 +68,44 @@ def test_replay_in_process_records_its_calls_as_a_server_would(tmp_path):
     assert status == 200 and answer["cards"]
     assert {row[0] for row in store._pending} == {card["uuid"] for card in answer["cards"]}
     store.dispose()
+
+
+def test_feedback_sent_before_its_answer_is_closed_keeps_the_suggestion_it_accepted(storage):
+    """A caller has the answer's bytes before the server calls its close(), where the issued cards are queued
+    (service/api/routes.py): feedback sent at once, on another connection to the same worker, finds no card yet.
+    The recheck (FeedbackStore._recheck_later) must then put back all the join gives, not only card_known: the
+    governance report reads the accepted suggestion from the feedback row alone (card_topic is filled before a
+    report, the suggestion never was)."""
+    from flask.testing import FlaskClient
+    from sqlalchemy import select
+
+    from service import create_app
+    from service.config import Settings
+    from service.feedback.store import feedback
+
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_ISSUED_FLUSH_SECONDS": "0.2"}, **storage))
+    app.test_client_class = FlaskClient          # an answer left open: sent, not yet closed
+    client, store = app.test_client(), app.extensions["avh"].store
+    try:
+        answer = client.post(f"/cds-services/{SERVICE}", json=patient_view_request(avh_bundle()))
+        card = next(card for card in answer.get_json()["cards"] if card.get("suggestions"))
+        taken = card["suggestions"][0]["uuid"]
+        given = client.post(f"/cds-services/{SERVICE}/feedback", buffered=True, json={"feedback": [
+            {"card": card["uuid"], "outcome": "accepted", "acceptedSuggestions": [{"id": taken}],
+             "outcomeTimestamp": "2026-11-30T10:00:00Z"}]})
+        assert given.status_code == 200 and given.get_json()["unknownCards"] == []
+        answer.close()                              # the server's close(): the cards are queued now
+        deadline = time.monotonic() + 10
+        columns = (feedback.c.card_known, feedback.c.card_topic, feedback.c.card_issued_at,
+                   feedback.c.accepted_suggestion)
+        while time.monotonic() < deadline:
+            with store.engine.connect() as conn:
+                [row] = conn.execute(select(*columns)).all()
+            if row[0]:
+                break
+            time.sleep(0.05)
+        known, topic, issued_at, suggestion = row
+        assert known and topic == card["source"]["topic"]["code"] and issued_at is not None
+        assert suggestion is not None
+    finally:
+        store.dispose()
