@@ -7,8 +7,9 @@ import requests
 
 from tests.deployment_support import Gunicorn, avh_bundle, patient_view_request
 from tests.test_feedback import storage
+from tests.test_security_limits import log_lines
 
-__all__ = ["storage"]
+__all__ = ["storage", "log_lines"]
 
 SERVICE = "avh-patient-view"
 
@@ -108,4 +109,41 @@ def test_feedback_sent_before_its_answer_is_closed_keeps_the_suggestion_it_accep
         assert known and topic == card["source"]["topic"]["code"] and issued_at is not None
         assert suggestion is not None
     finally:
+        store.dispose()
+
+
+def test_the_writer_thread_outlives_an_unexpected_error_and_logs_it_without_its_message(tmp_path, log_lines):
+    """Since defer17 the writer thread is the only writer of issued-card batches (no request thread runs
+    flush_if_due). An exception other than the database's (SQLAlchemyError, caught in _write) ended the thread for
+    good, printed with its message by threading.excepthook: every later card stayed pending until max_pending
+    dropped it, and feedback on them was marked unknown, silently."""
+    import datetime as dt
+
+    from service.feedback.store import FeedbackStore
+
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'w.sqlite3'}", flush_seconds=0.05)
+    store.start()
+    written, calls, said = [], [], " ".join(["patient", "Jane", "Doe"])
+    real = store._write_issued
+
+    def flaky(rows, suggestions=()):
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise RuntimeError(said)      # a message that could quote what a caller sent
+        written.extend(rows)
+        return real(rows, suggestions)
+    store._write_issued = flaky
+    try:
+        now = dt.datetime.now(dt.timezone.utc)
+        store.record_issued("svc", "hook-1", [("card-1", "topic")], now)
+        deadline = time.monotonic() + 5
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        store.record_issued("svc", "hook-2", [("card-2", "topic")], now)
+        while not written and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert {row[0] for row in written} == {"card-1", "card-2"}     # the batch that raised, written again
+        assert "Jane" not in log_lines() and "RuntimeError" in log_lines()
+    finally:
+        store._write_issued = real
         store.dispose()

@@ -350,7 +350,11 @@ def _write_periodically(store: Callable[[], "FeedbackStore | None"], stop: threa
         current = store()
         if current is None:
             return
-        wait = current.flush_if_due()
+        try:
+            wait = current.flush_if_due()
+        except Exception:       # not the database's (_write handles those): the thread must live, no call writes
+            log.exception("issued-card writer: a batch failed; retried in %s s", current.flush_seconds)
+            wait = current.flush_seconds
         del current
 
 
@@ -512,13 +516,21 @@ class FeedbackStore:
                 rows, self._pending = self._pending, []
                 suggestions, self._pending_suggestions = self._pending_suggestions, []
                 self._written_at = time.monotonic()
-            if not rows or self._write_issued(rows, suggestions):
-                return True
-            with self._lock:
-                self._pending[:0] = rows
-                self._pending_suggestions[:0] = suggestions
-                self._trim()
+            try:
+                if not rows or self._write_issued(rows, suggestions):
+                    return True
+            except BaseException:
+                self._put_back(rows, suggestions)
+                raise
+            self._put_back(rows, suggestions)
             return False
+
+    def _put_back(self, rows: list[tuple], suggestions: list[tuple]) -> None:
+        """A batch not written back at the head of the queue (oldest first), trimmed to max_pending."""
+        with self._lock:
+            self._pending[:0] = rows
+            self._pending_suggestions[:0] = suggestions
+            self._trim()
 
     def close(self) -> None:
         """Stop the background writer and write what it had not (process exit, dispose)."""
