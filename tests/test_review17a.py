@@ -59,7 +59,6 @@ def test_replay_in_process_records_its_calls_as_a_server_would(tmp_path):
     from service import create_app
     from service.config import Settings
     from service.fhir.replay import InProcess
-    from service.ops import metrics
 
     app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_ISSUED_FLUSH_SECONDS": "600"},
                                        sqlite_path=tmp_path / "replay.sqlite3"))
@@ -146,4 +145,31 @@ def test_the_writer_thread_outlives_an_unexpected_error_and_logs_it_without_its_
         assert "Jane" not in log_lines() and "RuntimeError" in log_lines()
     finally:
         store._write_issued = real
+        store.dispose()
+
+
+def test_an_answer_closed_twice_records_its_call_once(tmp_path, log_lines):
+    """PEP 3333 asks a server to call close() once; a middleware or server that calls it again (werkzeug's response
+    runs its call_on_close functions on every close()) wrote the access line twice and counted the call twice."""
+    import io
+
+    from service import create_app
+    from service.config import Settings
+
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off", "AVH_CDS_ISSUED_FLUSH_SECONDS": "600"},
+                                       sqlite_path=tmp_path / "twice.sqlite3"))
+    store = app.extensions["avh"].store
+    try:
+        body = json.dumps(patient_view_request(avh_bundle())).encode()
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": f"/cds-services/{SERVICE}", "SERVER_NAME": "localhost",
+                   "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+                   "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body))}
+        answer = app(environ, lambda status, headers, exc_info=None: None)
+        cards = json.loads(b"".join(answer))["cards"]
+        answer.close()
+        answer.close()
+        lines = [json.loads(line) for line in log_lines().splitlines()]
+        assert len([line for line in lines if line.get("event") == "cds_call"]) == 1
+        assert len(store._pending) == len(cards)
+    finally:
         store.dispose()
