@@ -9,8 +9,9 @@ A write that fails (server down, file locked past the busy timeout, disk full) r
 StorageUnavailable, a 503 with Retry-After: the client resends, and idempotency makes the resend
 safe. Feedback is written before it is acknowledged. Issued cards, one row per card of every hook
 call, are not: they are queued (once the call's answer has been sent) and written in batches every
-AVH_CDS_ISSUED_FLUSH_SECONDS by the worker's writer thread ("avh-issued-cards"). No call waits for a commit,
-queues for SQLite's write lock or writes a batch. A crash loses at most that
+AVH_CDS_ISSUED_FLUSH_SECONDS by the worker's writer thread ("avh-issued-cards"). No hook call waits for a commit,
+queues for SQLite's write lock or writes a batch; a feedback call writes what is pending first (its cards may be
+in it), waiting for a batch the writer has under way. A crash loses at most that
 interval's rows (feedback on those cards is then marked unknown); a clean exit writes them. The
 schema is created or migrated at start, under a lock so that several workers starting together
 migrate once.
@@ -352,7 +353,7 @@ def _write_periodically(store: Callable[[], "FeedbackStore | None"], stop: threa
             return
         try:
             wait = current.flush_if_due()
-        except Exception:       # not the database's (_write handles those): the thread must live, no call writes
+        except Exception:       # not the database's (_write handles those): the thread must live, no hook call writes
             log.exception("issued-card writer: a batch failed; retried in %s s", current.flush_seconds)
             wait = current.flush_seconds
         del current
