@@ -606,11 +606,12 @@ class FeedbackStore:
                     rows = conn.execute(select(feedback.c.id, feedback.c.card_uuid, feedback.c.accepted_suggestions)
                                         .where(feedback.c.service_id == service_id, feedback.c.card_known.is_(False),
                                                feedback.c.card_uuid.in_(chunk))).all()
-                    if rows:
+                    copies = [{"row": row_id, **{f"new_{k}": v for k, v in self._card_copies(
+                        accepted, known[uuid], suggestions).items()}} for row_id, uuid, accepted in rows]
+                    if copies:
                         conn.execute(update(feedback).where(feedback.c.id == bindparam("row"))
                                      .values(card_known=True, **{k: bindparam(f"new_{k}") for k in CARD_COPIES}),
-                                     [{"row": row_id, **{f"new_{k}": v for k, v in self._card_copies(
-                                         accepted, known[uuid], suggestions).items()}} for row_id, uuid, accepted in rows])
+                                     copies)
             try:
                 self._write(work)
             except StorageUnavailable:
