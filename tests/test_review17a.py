@@ -173,3 +173,27 @@ def test_an_answer_closed_twice_records_its_call_once(tmp_path, log_lines):
         assert len(store._pending) == len(cards)
     finally:
         store.dispose()
+
+
+def test_a_cors_preflight_is_not_timed_as_a_cds_service_call(tmp_path):
+    """A browser (the SMART sandbox) sends an OPTIONS preflight before its POST; Flask answers it under the invoke
+    endpoint. It was counted in avh_cds_request_duration_seconds as a call answered 200 (one more call than the
+    access lines, which leave preflights out, and sub-millisecond samples pulling the latency quantiles down)."""
+    from service import create_app
+    from service.config import Settings
+    from tests.deployment_support import sample
+
+    app = create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}, sqlite_path=tmp_path / "preflight.sqlite3"))
+    client = app.test_client()
+    try:
+        def calls() -> float:
+            return sample(client.get("/metrics").get_data(as_text=True), "avh_cds_request_duration_seconds_count",
+                          service=SERVICE, status="200")
+        assert client.post(f"/cds-services/{SERVICE}", json=patient_view_request(avh_bundle())).status_code == 200
+        before = calls()
+        preflight = client.options(f"/cds-services/{SERVICE}", headers={
+            "Origin": "https://ehr.example.org", "Access-Control-Request-Method": "POST"})
+        assert preflight.status_code == 200 and preflight.headers.get("Access-Control-Allow-Origin")
+        assert calls() == before
+    finally:
+        app.extensions["avh"].store.dispose()
