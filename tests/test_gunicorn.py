@@ -109,10 +109,13 @@ class SlowFhir(BaseHTTPRequestHandler):
 
 
 def test_sigterm_lets_calls_in_flight_finish_then_exits_cleanly(tmp_path):
+    """The call in flight also keeps what its answer's close() records after the SIGTERM (service/api/aftersend.py):
+    its access line, and its issued cards, written at the worker's exit (the flush interval outlasts the test)."""
+    import sqlite3
     slow = ThreadingHTTPServer(("127.0.0.1", 0), SlowFhir)     # a port the kernel picks
     threading.Thread(target=slow.serve_forever, daemon=True).start()
     server = Gunicorn(tmp_path / "gunicorn.log", AVH_CDS_FETCH_TIMEOUT_SECONDS="10",
-                      AVH_CDS_FETCH_BUDGET_SECONDS="10")
+                      AVH_CDS_FETCH_BUDGET_SECONDS="10", AVH_CDS_ISSUED_FLUSH_SECONDS="600")
     try:
         body = patient_view_request(avh_bundle())
         del body["prefetch"]["observations"]
@@ -122,7 +125,8 @@ def test_sigterm_lets_calls_in_flight_finish_then_exits_cleanly(tmp_path):
             in_flight = pool.submit(call, server.base, body)
             time.sleep(0.7)   # the call is now waiting on the slow FHIR server
             server.process.send_signal(signal.SIGTERM)
-            assert in_flight.result().status_code == 200
+            answer = in_flight.result()
+            assert answer.status_code == 200 and answer.json()["cards"]
             assert time.monotonic() - started >= 1.5   # it did wait for the FHIR server, after the SIGTERM
         assert server.stop() == 0
     finally:
@@ -130,6 +134,10 @@ def test_sigterm_lets_calls_in_flight_finish_then_exits_cleanly(tmp_path):
         slow.shutdown()
         slow.server_close()
     assert "Shutting down: Master" in server.output()
+    assert [(line["endpoint"], line["status"]) for line in server.access_lines()] == [("invoke", 200)]
+    with sqlite3.connect(tmp_path / "gunicorn.sqlite3") as db:
+        written = {uuid for (uuid,) in db.execute("SELECT card_uuid FROM avh_issued_card")}
+    assert written == {card["uuid"] for card in answer.json()["cards"]}
 
 
 def test_two_instances_answer_the_same_call_identically_with_their_own_metrics(tmp_path):

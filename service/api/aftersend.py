@@ -37,7 +37,11 @@ def after_sent(response: Response, step: Callable, *args) -> None:
 
 
 def _run(steps: list) -> None:
-    for step, args in steps:
+    """Each step once, however often close() is called (PEP 3333 asks for once; werkzeug's response runs its
+    call_on_close functions on every close())."""
+    todo = steps.copy()
+    steps.clear()
+    for step, args in todo:
         try:
             step(*args)
         except Exception:
