@@ -1,0 +1,21 @@
+"""rev17b: hostile review of mend17 (the access log names a path by the pattern of the app's route it matches)."""
+import pytest
+
+from tests.test_mend17 import served  # noqa: F401  the app as `avh-cds serve` runs it (fixture FHIR on)
+
+
+@pytest.mark.parametrize("method, path, logged", [
+    ("POST", "/fhir/Condition/_search", "/fhir/Condition/_search"),
+    ("POST", "/fhir//Condition//_search", "/fhir/Condition/_search"),
+    ("GET", "/fhir/Condition/_search", "/fhir/Condition/{id}"),             # a GET there reads the id "_search"
+    ("POST", "/cds-services/avh-patient-view", "/cds-services/{id}"),        # a route of other methods than GET
+    ("PUT", "/fhir/Condition/_search", "/fhir/Condition/{id}"),              # answers no PUT: the first rule's name
+])
+def test_a_path_is_logged_as_the_route_its_method_matches(served, method, path, logged):
+    """`POST /fhir/Condition/_search` (the sandbox's FHIR search, the fixture endpoint's most frequent request) was
+    logged as /fhir/Condition/{id}: Routes matched every path as a GET, and a GET of that path is the read of a
+    resource whose id is `_search`. Now the path is matched for the request's method first, in each access line
+    (gunicorn's, `avh-cds serve`'s, the app's)."""
+    from service.api.accesslog import logged_path, logged_target
+    assert logged_path({"PATH_INFO": path, "REQUEST_METHOD": method}) == logged
+    assert logged_target(path + "?patient=avh-01", method) == logged
