@@ -1,6 +1,8 @@
 """rev17b: hostile review of mend17 (the access log names a path by the pattern of the app's route it matches)."""
 import pytest
 
+from service.api.accesslog import NOT_A_ROUTE
+
 from tests.test_mend17 import served  # noqa: F401  the app as `avh-cds serve` runs it (fixture FHIR on)
 
 
@@ -19,3 +21,19 @@ def test_a_path_is_logged_as_the_route_its_method_matches(served, method, path, 
     from service.api.accesslog import logged_path, logged_target
     assert logged_path({"PATH_INFO": path, "REQUEST_METHOD": method}) == logged
     assert logged_target(path + "?patient=avh-01", method) == logged
+
+
+@pytest.mark.parametrize("target, logged", [
+    ("//fhir//metadata?patient=avh-01", "/fhir/metadata"),
+    ("//cds-services/avh-patient-view", "/cds-services/{id}"),
+    ("//cds-services/fhir/Patient/avh-01", NOT_A_ROUTE),       # was named the FHIR read /fhir/Patient/{id}
+    ("http://localhost:8000//fhir/Patient/avh-01?x=1", "/fhir/Patient/{id}"),
+])
+def test_a_target_with_leading_doubled_slashes_is_logged_as_its_path(served, target, logged):
+    """gunicorn's DEBUG line of each request (pre_request) and its `Error handling request` line name a path from the
+    request target as sent (gunicorn keeps `//fhir/metadata`): urlsplit read it as a network-path reference (host
+    `fhir`, path `/metadata`), so those lines said NOT_A_ROUTE where the access line (from PATH_INFO) said
+    /fhir/metadata, and `//cds-services/fhir/Patient/x` was logged as the FHIR read of a route it is not. Now the
+    first segment is part of the path."""
+    from service.api.accesslog import logged_target
+    assert logged_target(target) == logged

@@ -177,8 +177,12 @@ def logged_method(method: object) -> str:
 
 
 def logged_target(target: str, method: str = "GET") -> str:
-    """A request target as sent (`/fhir/Patient/abc?x=y`, percent-encoded) as the access line names its path."""
-    return printable(redact_path(unquote(urlsplit(target).path), method))
+    """A request target as sent (`/fhir/Patient/abc?x=y`, percent-encoded) as the access line names its path. A target
+    with leading doubled slashes is a path (`//fhir/metadata`), not a host and a path as urlsplit reads it: its
+    first segment is put back, as werkzeug's development server does making PATH_INFO."""
+    url = urlsplit(target)
+    path = f"/{url.netloc}{url.path}" if url.netloc and not url.scheme else url.path
+    return printable(redact_path(unquote(path), method))
 
 
 def logged_path(environ: dict) -> str:
