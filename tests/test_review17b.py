@@ -37,3 +37,16 @@ def test_a_target_with_leading_doubled_slashes_is_logged_as_its_path(served, tar
     first segment is part of the path."""
     from service.api.accesslog import logged_target
     assert logged_target(target) == logged
+
+
+def test_gunicorn_s_debug_line_of_a_request_names_its_path_as_the_access_line_does(served):
+    """gunicorn.conf.py's pre_request (the DEBUG line of each request) named the path matched as a GET: `POST
+    /fhir/Condition/_search` was `/fhir/Condition/{id}` there while the access line said /fhir/Condition/_search."""
+    import runpy
+    from pathlib import Path
+    from types import SimpleNamespace
+    lines = []
+    worker = SimpleNamespace(log=SimpleNamespace(debug=lambda msg, *args: lines.append(msg % args)))
+    pre_request = runpy.run_path(str(Path(__file__).parents[1] / "gunicorn.conf.py"))["pre_request"]
+    pre_request(worker, SimpleNamespace(method="POST", path="/fhir/Condition/_search"))
+    assert lines == ["POST /fhir/Condition/_search"]
