@@ -50,3 +50,33 @@ def test_gunicorn_s_debug_line_of_a_request_names_its_path_as_the_access_line_do
     pre_request = runpy.run_path(str(Path(__file__).parents[1] / "gunicorn.conf.py"))["pre_request"]
     pre_request(worker, SimpleNamespace(method="POST", path="/fhir/Condition/_search"))
     assert lines == ["POST /fhir/Condition/_search"]
+
+
+@pytest.mark.parametrize("method, target, status", [
+    ("GET", "//fhir/metadata?patient=avh-01", 308), ("GET", "///fhir/metadata", 308),
+    ("POST", "//cds-services/avh-patient-view", 404), ("GET", "//", 308), ("GET", "/fhir/metadata", 200),
+])
+def test_avh_cds_serve_answers_a_path_with_leading_doubled_slashes_as_gunicorn_does(served, method, target, status):
+    """docs/deployment.md: a path with leading doubled slashes (`//fhir/metadata`, `POST //cds-services/{id}`) is a
+    GET's 308, a call's 404 (SlashesMerged), and so it is under gunicorn. `avh-cds serve` served both: werkzeug's
+    development server read `//fhir/metadata` as host `fhir` and path `/metadata` and put them back as
+    /fhir/metadata, one slash fewer; `///fhir/metadata` lost two. Now PATH_INFO is the target's path as sent there
+    too, so a client tried against `avh-cds serve` gets the answer production gives."""
+    import http.client
+    import threading
+    from werkzeug.serving import make_server
+    from service.api.accesslog import DevelopmentAccessLog
+    server = make_server("127.0.0.1", 0, served, threaded=True, request_handler=DevelopmentAccessLog)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        connection.request(method, target, body=b"{}" if method == "POST" else None,
+                           headers={"Content-Type": "application/json"})
+        answer = connection.getresponse()
+        assert answer.status == status
+        if status == 308:
+            assert answer.getheader("Location") == "/" + target.lstrip("/")
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()

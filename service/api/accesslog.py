@@ -150,6 +150,18 @@ class DevelopmentAccessLog(WSGIRequestHandler):
     """`avh-cds serve`'s request line, as gunicorn's: the path with FHIR ids replaced and no query string (werkzeug
     wrote the request line whole: `GET /fhir/Condition?patient=...`); a CDS call has the app's line instead."""
 
+    def make_environ(self):
+        """PATH_INFO of a target with leading doubled slashes as sent (`//fhir/metadata`), as gunicorn's: http.server
+        replaced them by one (gh-87389) before werkzeug read the path, so `avh-cds serve` served what production
+        answers as doubled slashes (a GET's 308, a call's 404: SlashesMerged in service/__init__.py). The target as
+        sent is the request line's second word, as http.server split it."""
+        environ = super().make_environ()
+        words = self.requestline.split()
+        if len(words) > 1 and words[1].startswith("//"):
+            url = urlsplit(words[1])
+            environ["PATH_INFO"] = unquote(f"//{url.netloc}{url.path}").encode().decode("latin-1")
+        return environ
+
     def log_request(self, code="-", size="-") -> None:
         if getattr(self, "environ", {}).get(LOGGED_BY_APP):
             return
