@@ -61,7 +61,7 @@ def pre_request(worker, req):
     """gunicorn's own logs each request at DEBUG (AVH_CDS_LOG_LEVEL=DEBUG) with its path as sent, `GET
     /fhir/Patient/<the patient's id>`: the path as the access line names it (docs/security.md)."""
     from service.api.accesslog import logged_method, logged_target
-    worker.log.debug("%s %s", logged_method(req.method), logged_target(req.path))
+    worker.log.debug("%s %s", logged_method(req.method), logged_target(req.path, req.method))
 
 
 def on_starting(server):

@@ -49,17 +49,18 @@ class Routes:
     identifier), whatever the rule; a path no rule matches is the caller's text (a 404 on
     /cds-services/<a record number>/x, /pathway/<a name>) and is logged as NOT_A_ROUTE. A converter may say how
     its value is logged (a `logged(value)` method: service/fhir/types.py names a FHIR resource type when it is
-    one). The method is not asked: a path is named by the rule it matches for any method."""
+    one). The path is matched for the request's method (POST /fhir/Condition/_search is the search's rule, a GET
+    there the read of the id `_search`); for a method no rule there answers, for the first method one does."""
 
     def __init__(self, url_map: Map):
         self.adapter = url_map.bind("localhost")
         self.converters = url_map.converters
 
-    def pattern(self, path: str) -> str:
+    def pattern(self, path: str, method: str) -> str:
         try:
             for _ in range(REDIRECTS + 1):
                 try:
-                    rule, arguments = self._match(path)
+                    rule, arguments = self._match(path, method)
                 except RequestRedirect as redirect:
                     path = urlsplit(redirect.new_url).path
                     continue
@@ -68,9 +69,9 @@ class Routes:
             pass
         return NOT_A_ROUTE
 
-    def _match(self, path: str):
+    def _match(self, path: str, method: str):
         try:
-            return self.adapter.match(path, method="GET", return_rule=True)
+            return self.adapter.match(path, method=method, return_rule=True)
         except MethodNotAllowed as refused:     # a route, of other methods (POST /cds-services/{id})
             return self.adapter.match(path, method=sorted(refused.valid_methods or ("GET",))[0], return_rule=True)
 
@@ -90,7 +91,7 @@ def log_routes_of(app) -> None:
     _routes = Routes(app.url_map)
 
 
-def redact_path(path: str) -> str:
+def redact_path(path: str, method: str = "GET") -> str:
     """A path as the logs name it: the pattern of the route it matches (/cds-services/{id}/feedback,
     /fhir/Patient/{id}), or NOT_A_ROUTE. Doubled slashes count once (//fhir/Patient/abc is answered by
     /fhir/Patient/abc's route: a redirect there, or a 404 naming it); a trailing slash is kept on the route without
@@ -100,11 +101,11 @@ def redact_path(path: str) -> str:
     if not path.startswith("/") or _routes is None:
         return NOT_A_ROUTE
     merged = "/" + "/".join(part for part in path.split("/") if part)
-    route = _routes.pattern(merged)
+    route = _routes.pattern(merged, method)
     if merged == "/" or not path.endswith("/"):
         return route
     if route == NOT_A_ROUTE:                # a rule taking the slash (a catch-all)
-        return _routes.pattern(merged + "/")
+        return _routes.pattern(merged + "/", method)
     return route if route.endswith("/") else route + "/"
 
 
@@ -129,7 +130,8 @@ class AccessLogger(Logger):
         """`Error handling request <method> <uri>`: the method and URI as the access line names them (no query string,
         FHIR ids replaced)."""
         if msg.startswith("Error handling request") and args:
-            args = (*map(logged_method, args[:-1]), logged_target(str(args[-1])))
+            method = str(args[0]) if len(args) > 1 else "GET"
+            args = (*map(logged_method, args[:-1]), logged_target(str(args[-1]), method))
         super().exception(msg, *args, **kwargs)
 
     def access(self, resp, req, environ, request_time):
@@ -148,11 +150,23 @@ class DevelopmentAccessLog(WSGIRequestHandler):
     """`avh-cds serve`'s request line, as gunicorn's: the path with FHIR ids replaced and no query string (werkzeug
     wrote the request line whole: `GET /fhir/Condition?patient=...`); a CDS call has the app's line instead."""
 
+    def make_environ(self):
+        """PATH_INFO of a target with leading doubled slashes as sent (`//fhir/metadata`), as gunicorn's: http.server
+        replaced them by one (gh-87389) before werkzeug read the path, so `avh-cds serve` served what production
+        answers as doubled slashes (a GET's 308, a call's 404: SlashesMerged in service/__init__.py). The target as
+        sent is the request line's second word, as http.server split it."""
+        environ = super().make_environ()
+        words = self.requestline.split()
+        if len(words) > 1 and words[1].startswith("//"):
+            url = urlsplit(words[1])
+            environ["PATH_INFO"] = unquote(f"//{url.netloc}{url.path}").encode().decode("latin-1")
+        return environ
+
     def log_request(self, code="-", size="-") -> None:
         if getattr(self, "environ", {}).get(LOGGED_BY_APP):
             return
         target = getattr(self, "path", None)     # never set for a request line http.server could not parse
-        path = logged_target(target) if isinstance(target, str) else "-"
+        path = logged_target(target, self.command or "GET") if isinstance(target, str) else "-"
         self.log("info", '"%s %s" %s %s', logged_method(self.command or "-"), path, getattr(code, "value", code), size)
 
     def log_error(self, format: str, *args) -> None:
@@ -174,14 +188,18 @@ def logged_method(method: object) -> str:
     return method if method in HTTP_METHODS else OTHER_METHOD
 
 
-def logged_target(target: str) -> str:
-    """A request target as sent (`/fhir/Patient/abc?x=y`, percent-encoded) as the access line names its path."""
-    return printable(redact_path(unquote(urlsplit(target).path)))
+def logged_target(target: str, method: str = "GET") -> str:
+    """A request target as sent (`/fhir/Patient/abc?x=y`, percent-encoded) as the access line names its path. A target
+    with leading doubled slashes is a path (`//fhir/metadata`), not a host and a path as urlsplit reads it: its
+    first segment is put back, as werkzeug's development server does making PATH_INFO."""
+    url = urlsplit(target)
+    path = f"/{url.netloc}{url.path}" if url.netloc and not url.scheme else url.path
+    return printable(redact_path(unquote(path), method))
 
 
 def logged_path(environ: dict) -> str:
     """A request's path as the access line names it."""
-    return printable(redact_path(environ.get("PATH_INFO") or "-"))
+    return printable(redact_path(environ.get("PATH_INFO") or "-", environ.get("REQUEST_METHOD") or "GET"))
 
 
 def errors_unquoted(wsgi_app):
