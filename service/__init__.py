@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from flask import Flask, Request, Response, request
 from flask.ctx import AppContext, _sentinel
@@ -19,14 +20,15 @@ from werkzeug.routing import MapAdapter, RequestRedirect
 
 from service.ops import health, metrics
 from service.config import Settings
-from service.api.accesslog import logged_method, logged_path
+from service.api.accesslog import log_routes_of, logged_method, logged_path
 from service.api.engine import Engine
 from service.errors import register_error_handlers, routing_redirect
 from service.fastjson import OrjsonProvider
 from service.fhir.prefetch import PrefetchResolver
 from service.api.registry import Registry
 from service.api.schemacheck import SchemaValidator
-from service.security import access_line, guard, install as install_security
+from service.api.aftersend import after_sent
+from service.security import access_line, guard, install as install_security, logs_access
 from service.security.refusals import warn_refused
 from service.security.logs import configure_logging
 from service.api.services import build_registry
@@ -64,7 +66,24 @@ class Avh:
         return url
 
 
-class RoutedAdapter(MapAdapter):
+class SlashesMerged(MapAdapter):
+    """A request's path with leading doubled slashes (`//cds-services`) answered as one with doubled slashes elsewhere
+    (`/cds-services//x`): werkzeug matched the first as if it had one slash (it strips them) and served it, and
+    redirects the second (merge_slashes; errors.routing_redirect answers: a GET redirected to the path with single
+    slashes, a CDS call a 404 naming it). A path a route matches with its leading slashes is now that redirect too,
+    unless it ends with a slash: the trailing slash's answer drops the leading ones too (`//fhir/Patient/x/`
+    redirected to /fhir/Patient/x at once, not through /fhir/Patient/x/). Only the request's own match: a path
+    matched for it (errors.match_without_slash, `//pathway/`) is matched as werkzeug does."""
+
+    def match(self, path_info=None, method=None, return_rule=False, query_args=None, websocket=None):
+        matched = super().match(path_info, method, return_rule, query_args, websocket)
+        rest = self.path_info.lstrip("/")
+        if path_info is None and self.path_info.startswith("//") and not rest.endswith("/"):
+            raise RequestRedirect(self.make_redirect_url(quote(rest, safe="/:|+"), query_args))
+        return matched
+
+
+class RoutedAdapter(SlashesMerged):
     """A MapAdapter that remembers the rule its request matched: an adapter is reused for every request with the same
     routing inputs (AvhFlask.create_url_adapter), and matching them again gives the same rule and arguments. It is
     handed to `remember` once its request matched a rule: a refused route leaves nothing behind."""
@@ -276,10 +295,13 @@ class AvhFlask(Flask):
                           exc_info=exc_info)
 
     def make_default_options_response(self) -> Response:
-        """Flask's answer to OPTIONS (its Allow header), without the Content-Type text/html it gave its empty body:
-        this service answers JSON or its pages, never an HTML fragment."""
+        """Flask's answer to OPTIONS (its Allow header, the methods sorted as a 405's are: werkzeug gives them from a
+        set, in an order that changed from one process to the next), without the Content-Type text/html it gave its
+        empty body: this service answers JSON or its pages, never an HTML fragment."""
         response = super().make_default_options_response()
         del response.headers["Content-Type"]
+        if "Allow" in response.headers:
+            response.headers["Allow"] = ", ".join(sorted(response.allow))
         return response
 
     def handle_http_exception(self, e):
@@ -305,6 +327,7 @@ class AvhFlask(Flask):
             raise BadRequest(INVALID_HOST)
         if not remembered:
             self.url_map.bind(request.host)     # BadHost for a name IDNA cannot encode, as without SERVER_NAME
+            adapter.__class__ = SlashesMerged
             return adapter
         adapter.__class__ = RoutedAdapter
         adapter.remember = functools.partial(self._remember, key, request.host)
@@ -385,13 +408,19 @@ def before_request() -> Response | None:
 
 
 def after_request(response: Response) -> Response:
-    """The refusal warning, the access line, CORS (a browser's call), then the metrics histogram."""
+    """The refusal warning, CORS (a browser's call), then, once the answer has been sent (service/api/aftersend.py),
+    the metrics histogram and the access line, both timed to the answer ready to send (now)."""
     req, app_context = _cv_request.get().request, _cv_app.get()
     app, call = app_context.app, vars(app_context.g)
     warn_refused(req, call, response)
-    access_line(req, app, call, response)
+    answered = time.perf_counter()
+    logged = logs_access(req)
     response = app.extensions["avh_security"].cors(req, response)
-    metrics.observe_request(req, app, call, response)
+    status = response.status_code
+    if logged and req.endpoint == "cds.invoke":     # the histogram's calls (metrics.observe_request), not a preflight
+        after_sent(response, metrics.observe_request, req, app, call, status, answered)
+    if logged:          # last: once a call's line is written, its metrics and issued cards are recorded
+        after_sent(response, access_line, req, app, call, status, answered)
     return response
 
 
@@ -454,4 +483,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.auth == "off":
         from service.api import explain       # "why no card?": development only, never with authentication on
         app.register_blueprint(explain.bp)
+    log_routes_of(app)          # gunicorn's access line names a path by this app's routes
     return app

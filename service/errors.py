@@ -26,7 +26,7 @@ def http_error(exc: HTTPException):
     names = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}
     body = {"error": names.get(exc.code, exc.name.lower().replace(" ", "_")), "message": exc.description}
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-        return method_not_allowed(exc.valid_methods, request.path)
+        return method_not_allowed(exc.valid_methods, path_as_sent())
     return jsonify(body), exc.code
 
 
@@ -36,13 +36,6 @@ def method_not_allowed(methods, path: str):
     body = {"error": "method_not_allowed", "allowed": allowed,
             "message": f"{request.method[:20]} is not allowed on {path[:200]}; it answers {', '.join(allowed)}"}
     return jsonify(body), 405, {"Allow": ", ".join(allowed)}
-
-
-def route_without_slash(method: str) -> str | None:
-    """The request's path less its trailing slashes, when a route (not the one that has the request) answers it for
-    `method`; else None."""
-    bare, refused = match_without_slash(method)
-    return bare if refused is None else None
 
 
 def match_without_slash(method: str) -> tuple[str | None, MethodNotAllowed | None]:
@@ -115,15 +108,33 @@ def no_slash(bare: str) -> str:
 
 def routing_redirect(exc: RequestRedirect):
     """werkzeug's redirect of a path it matched once its doubled slashes were merged (/fhir//metadata,
-    /cds-services//{id}), or of an empty path to '/'. Flask answered it as raised: an HTML page whose Location was
-    absolute, built from the Host header (the sender's: a redirect to a host of its choosing, which a shared cache
-    would keep for others). Now as a trailing slash is answered (not_found): a GET or HEAD redirected (308, JSON) to
-    the path and the query as sent (query_kept: werkzeug's URL, split, lost a tab or a '#' and replaced a byte not
-    UTF-8); any other method a 404 naming the URL (a CDS call is not sent twice)."""
+    /cds-services//{id}), or of an empty path to '/' (its message says which: redirected_because). Flask answered it as
+    raised: an HTML page whose Location was absolute, built from the Host header (the sender's: a redirect to a host
+    of its choosing, which a shared cache would keep for others). Now as a trailing slash is answered (not_found): a
+    GET or HEAD redirected (308, JSON) to the path and the query as sent (query_kept: werkzeug's URL, split, lost a
+    tab or a '#' and replaced a byte not UTF-8); any other method a 404 naming the URL (a CDS call is not sent
+    twice)."""
     path = "/" + urlsplit(exc.new_url).path.lstrip("/")
     if request.method in ("GET", "HEAD"):
-        return moved(path + query_kept(), "this URL has doubled slashes")
-    return http_error(NotFound(f"no route {request.method[:20]} {request.path[:200]}: the URL is {path[:200]}"))
+        return moved(path + query_kept(), redirected_because())
+    return http_error(NotFound(f"no route {request.method[:20]} {path_as_sent()[:200]}: the URL is {path[:200]}"))
+
+
+def path_as_sent() -> str:
+    """The request's path, its leading slashes as sent (werkzeug's request.path has one: `//cds-services/x` is
+    /cds-services/x there)."""
+    path, sent = request.path, request.environ.get("PATH_INFO", "")
+    return "/" * (len(sent) - len(sent.lstrip("/")) - 1) + path if sent.startswith("//") else path
+
+
+def redirected_because() -> str:
+    """What a routing redirect's message says of the URL as sent: werkzeug redirects an empty path (a request for
+    the app's root without its slash) and one with doubled slashes; any other redirect (a rule written with a
+    trailing slash, called without it: none is) names the route's URL."""
+    sent = request.environ.get("PATH_INFO", "")
+    if not sent:
+        return "this URL has an empty path"
+    return "this URL has doubled slashes" if "//" in sent else "this URL is served at"
 
 
 def register_error_handlers(app: Flask) -> None:

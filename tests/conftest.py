@@ -3,11 +3,25 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
 
 from service import create_app
 from service.config import Settings
 from service.feedback.store import database_url
+
+class ClosingClient(FlaskClient):
+    """Flask's test client, each answer's body read and the answer closed before it is returned, as a WSGI server
+    does (PEP 3333: close() once the last byte is written). Flask's own leaves it open unless asked (werkzeug's
+    `buffered=False`), and the app's bookkeeping after the answer (service/api/aftersend.py: the access line, the
+    request histogram, the card counters, the issued cards) would not have run when a test reads it."""
+
+    def open(self, *args, buffered: bool = True, **kwargs):
+        return super().open(*args, buffered=buffered, **kwargs)
+
+
+Flask.test_client_class = ClosingClient      # every app's test_client() in the suite
 
 POSTGRES_URL = os.environ.get("AVH_CDS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/avh_orders")
 

@@ -1,6 +1,7 @@
 """Shared by the tests/test_security*.py files: a test issuer with generated keys, tokens, requests."""
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import time
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec as ec_keys, rsa as rsa_
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from service import create_app
+from service.api.accesslog import log_routes_of
 from service.config import Settings
 from tests.fhir_records import named_in_pathway_chart, searchset
 
@@ -100,3 +102,15 @@ def loopback_only(monkeypatch):
             raise AssertionError(f"test tried to reach an outside address: {host}")
         return real_connect(self, address)
     monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+@functools.cache
+def _development_app():
+    """`avh-cds serve`'s app (the fixture FHIR endpoint, AVH_CDS_AUTH=off), made once."""
+    return create_app(Settings.from_env({"AVH_CDS_AUTH": "off"}, fixture_fhir=True))
+
+
+def served_by_development_app() -> None:
+    """A logger outside an app (gunicorn's, the development server's) names a path by the routes of the app its
+    process serves, loaded before any request (service.api.accesslog.log_routes_of): here `avh-cds serve`'s."""
+    log_routes_of(_development_app())

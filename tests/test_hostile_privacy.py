@@ -115,6 +115,8 @@ def _access_atoms(path: str, user_agent: str) -> dict:
     from types import SimpleNamespace
     from gunicorn.config import Config
     from service.api.accesslog import AccessLogger
+    from tests.security_support import served_by_development_app
+    served_by_development_app()
     environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/x", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": path,
                "REMOTE_ADDR": "127.0.0.1", "HTTP_USER_AGENT": user_agent}
     response = SimpleNamespace(status="404 NOT FOUND", headers=[], sent=10)
@@ -197,6 +199,8 @@ def _gunicorn_refuses(raw: bytes, capsys) -> str:
     from gunicorn.http.parser import RequestParser
     from gunicorn.workers.base import Worker
     from service.api.accesslog import AccessLogger
+    from tests.security_support import served_by_development_app
+    served_by_development_app()
     config = Config()
     config.set("logger_class", "service.api.accesslog.AccessLogger")
     worker = SimpleNamespace(log=AccessLogger(config), cfg=config)

@@ -60,7 +60,7 @@ def test_feedback_reaching_a_worker_before_its_card_was_written_is_marked_known_
     issuing = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=0.3, **storage))
     other = create_app(Settings.from_env(NO_AUTH, issued_flush_seconds=0.3, **storage))   # a second worker
     try:
-        card = issue_cards(issuing.test_client(), close=False)["posterior-fixation"]     # not written yet
+        card = issue_cards(issuing.test_client())["posterior-fixation"]     # not written yet
         response = post_feedback(other.test_client(), [accepted(card)])
         assert response.status_code == 200 and response.json["unknownCards"] == []
         deadline = time.monotonic() + 10

@@ -5,10 +5,12 @@ import threading
 from werkzeug.serving import make_server
 
 from service.api.accesslog import DevelopmentAccessLog
+from tests.security_support import served_by_development_app
 
 
 def _dev_server_answer(raw: bytes) -> bytes:
     """What werkzeug's development server with `avh-cds serve`'s request handler answers to a raw request."""
+    served_by_development_app()
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
@@ -50,6 +52,7 @@ def test_a_fhir_path_with_a_doubled_leading_slash_is_logged_without_its_id(caplo
     redaction looked for `fhir` as the path's first segment, found an empty one, and logged the path whole: the
     patient's id. Expected: the FHIR id replaced, as for /fhir/Patient/avh-01."""
     from service.api.accesslog import redact_path
+    served_by_development_app()
     for path in ("//fhir/Patient/avh-01", "///fhir/Patient/avh-01/_history/1"):
         assert "avh-01" not in redact_path(path)
     caplog.set_level("INFO", logger="werkzeug")

@@ -1,9 +1,9 @@
 """gunicorn access log that cannot carry patient data or credentials.
 
 Whatever access_log_format says, only these atoms have values: the client address, method, path
-(FHIR resource ids replaced by {id}), status, size, duration, pid and user agent. The query string
-(FHIR searches name the patient), the referer (the sandbox's page address names the patient), and
-every header (Authorization carries the JWT) are never logged.
+(the pattern of the app's route it matches, its variables {id}: redact_path), status, size, duration, pid and user
+agent. The query string (FHIR searches name the patient), the referer (the sandbox's page address names the patient),
+and every header (Authorization carries the JWT) are never logged.
 
 A CDS call is logged once: the app's JSON `cds_call` line (service/security/logs.py) says more than this
 line would (service, hookInstance, card topics, issuer, refusal), so this one is left out for it.
@@ -17,9 +17,10 @@ import re
 from urllib.parse import unquote, urlsplit
 
 from gunicorn.glogging import Logger
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import Map, RequestRedirect
 from werkzeug.serving import WSGIRequestHandler
 
-from service.fhir.types import known_type
 from service.security.logs import LOGGED_BY_APP, cut, traceback_unquoted
 
 log = logging.getLogger(__name__)
@@ -35,34 +36,77 @@ def printable(text: str) -> str:
     return cut(text.encode("unicode_escape").decode("ascii").replace('"', '\\"'))
 
 
-# The routes the app serves (`tests/test_review16c.py` checks this against its URL map): a path is logged as the
-# pattern of the route it names, a segment the caller chose ({id}) replaced; any other path is the caller's text (a
-# 404 on /cds-services/<a record number>/x, /pathway/<a name>), logged as NOT_A_ROUTE.
-ROUTES = frozenset({"/", "/metrics", "/openapi.json", "/favicon.ico", "/pathway", "/governance", "/healthz", "/readyz",
-                    "/cds-services", "/cds-services/{id}", "/cds-services/{id}/feedback", "/cds-services/{id}/explain",
-                    "/fhir", "/fhir/metadata"})
 NOT_A_ROUTE = "(a path no route serves: not logged)"
+# A rule's <variable>, with its converter's name when it has one (`<path:rest>`, `<fhir_type:rtype>`).
+VARIABLE = re.compile(r"<(?:(?P<converter>[^:<>()]+)(?:\([^<>]*\))?:)?(?P<name>[^:<>]+)>")
+# Matching a path again when werkzeug redirects it (a rule with a trailing slash, an alias) at most this often.
+REDIRECTS = 2
 
 
-def redact_path(path: str) -> str:
-    """A path as the logs name it: the route's pattern (/cds-services/{id}/feedback, /fhir/Patient/{id}/...: a
-    service id or a resource id may be a patient's identifier, and the FHIR type is named only when it is one), or
-    NOT_A_ROUTE. Doubled slashes count once (//fhir/Patient/abc is served as /fhir/Patient/abc: werkzeug merges
-    them); a trailing slash is kept (the app answers it with the URL without it)."""
+class Routes:
+    """The URL map of the app this process serves, bound once: a path is logged as the pattern of the rule it
+    matches (rule.rule, each <variable> replaced by {id}: a service id or a FHIR resource id may be a patient's
+    identifier), whatever the rule; a path no rule matches is the caller's text (a 404 on
+    /cds-services/<a record number>/x, /pathway/<a name>) and is logged as NOT_A_ROUTE. A converter may say how
+    its value is logged (a `logged(value)` method: service/fhir/types.py names a FHIR resource type when it is
+    one). The path is matched for the request's method (POST /fhir/Condition/_search is the search's rule, a GET
+    there the read of the id `_search`); for a method no rule there answers, for the first method one does."""
+
+    def __init__(self, url_map: Map):
+        self.adapter = url_map.bind("localhost")
+        self.converters = url_map.converters
+
+    def pattern(self, path: str, method: str) -> str:
+        try:
+            for _ in range(REDIRECTS + 1):
+                try:
+                    rule, arguments = self._match(path, method)
+                except RequestRedirect as redirect:
+                    path = urlsplit(redirect.new_url).path
+                    continue
+                return VARIABLE.sub(lambda variable: self._logged(variable, arguments), rule.rule)
+        except HTTPException:      # no rule (a 404)
+            pass
+        return NOT_A_ROUTE
+
+    def _match(self, path: str, method: str):
+        try:
+            return self.adapter.match(path, method=method, return_rule=True)
+        except MethodNotAllowed as refused:     # a route, of other methods (POST /cds-services/{id})
+            return self.adapter.match(path, method=sorted(refused.valid_methods or ("GET",))[0], return_rule=True)
+
+    def _logged(self, variable: re.Match, arguments: dict) -> str:
+        logged = getattr(self.converters.get(variable["converter"] or "default"), "logged", None)
+        return "{id}" if logged is None else logged(arguments.get(variable["name"]))
+
+
+_routes: Routes | None = None
+
+
+def log_routes_of(app) -> None:
+    """The app this process serves (create_app calls it): gunicorn's access logger and `avh-cds serve`'s request
+    handler run outside its context and name a path by its URL map. Until an app is made every path is
+    NOT_A_ROUTE; in a process that made several (tests), the last one made."""
+    global _routes
+    _routes = Routes(app.url_map)
+
+
+def redact_path(path: str, method: str = "GET") -> str:
+    """A path as the logs name it: the pattern of the route it matches (/cds-services/{id}/feedback,
+    /fhir/Patient/{id}), or NOT_A_ROUTE. Doubled slashes count once (//fhir/Patient/abc is answered by
+    /fhir/Patient/abc's route: a redirect there, or a 404 naming it); a trailing slash is kept on the route without
+    it (/pathway/: the app answers it with the URL without it)."""
     if path == "-":                         # no path read
         return path
-    if not path.startswith("/"):
+    if not path.startswith("/") or _routes is None:
         return NOT_A_ROUTE
-    parts = [part for part in path.split("/") if part]
-    slash = "/" if parts and path.endswith("/") else ""
-    if parts[:1] == ["fhir"] and len(parts) > 1 and parts[1] != "metadata":
-        if not known_type(parts[1]):
-            return "/fhir/(not a FHIR resource type)"
-        return f"/fhir/{parts[1]}" + ("/{id}" if len(parts) > 2 else "") + ("/..." if len(parts) > 3 else "") + slash
-    if parts[:1] == ["cds-services"] and len(parts) > 1:
-        parts[1] = "{id}"
-    route = "/" + "/".join(parts)
-    return route + slash if route in ROUTES else NOT_A_ROUTE
+    merged = "/" + "/".join(part for part in path.split("/") if part)
+    route = _routes.pattern(merged, method)
+    if merged == "/" or not path.endswith("/"):
+        return route
+    if route == NOT_A_ROUTE:                # a rule taking the slash (a catch-all)
+        return _routes.pattern(merged + "/", method)
+    return route if route.endswith("/") else route + "/"
 
 
 class AccessLogger(Logger):
@@ -86,7 +130,8 @@ class AccessLogger(Logger):
         """`Error handling request <method> <uri>`: the method and URI as the access line names them (no query string,
         FHIR ids replaced)."""
         if msg.startswith("Error handling request") and args:
-            args = (*map(logged_method, args[:-1]), logged_target(str(args[-1])))
+            method = str(args[0]) if len(args) > 1 else "GET"
+            args = (*map(logged_method, args[:-1]), logged_target(str(args[-1]), method))
         super().exception(msg, *args, **kwargs)
 
     def access(self, resp, req, environ, request_time):
@@ -105,11 +150,23 @@ class DevelopmentAccessLog(WSGIRequestHandler):
     """`avh-cds serve`'s request line, as gunicorn's: the path with FHIR ids replaced and no query string (werkzeug
     wrote the request line whole: `GET /fhir/Condition?patient=...`); a CDS call has the app's line instead."""
 
+    def make_environ(self):
+        """PATH_INFO of a target with leading doubled slashes as sent (`//fhir/metadata`), as gunicorn's: http.server
+        replaced them by one (gh-87389) before werkzeug read the path, so `avh-cds serve` served what production
+        answers as doubled slashes (a GET's 308, a call's 404: SlashesMerged in service/__init__.py). The target as
+        sent is the request line's second word, as http.server split it."""
+        environ = super().make_environ()
+        words = self.requestline.split()
+        if len(words) > 1 and words[1].startswith("//"):
+            url = urlsplit(words[1])
+            environ["PATH_INFO"] = unquote(f"//{url.netloc}{url.path}").encode().decode("latin-1")
+        return environ
+
     def log_request(self, code="-", size="-") -> None:
         if getattr(self, "environ", {}).get(LOGGED_BY_APP):
             return
         target = getattr(self, "path", None)     # never set for a request line http.server could not parse
-        path = logged_target(target) if isinstance(target, str) else "-"
+        path = logged_target(target, self.command or "GET") if isinstance(target, str) else "-"
         self.log("info", '"%s %s" %s %s', logged_method(self.command or "-"), path, getattr(code, "value", code), size)
 
     def log_error(self, format: str, *args) -> None:
@@ -131,14 +188,18 @@ def logged_method(method: object) -> str:
     return method if method in HTTP_METHODS else OTHER_METHOD
 
 
-def logged_target(target: str) -> str:
-    """A request target as sent (`/fhir/Patient/abc?x=y`, percent-encoded) as the access line names its path."""
-    return printable(redact_path(unquote(urlsplit(target).path)))
+def logged_target(target: str, method: str = "GET") -> str:
+    """A request target as sent (`/fhir/Patient/abc?x=y`, percent-encoded) as the access line names its path. A target
+    with leading doubled slashes is a path (`//fhir/metadata`), not a host and a path as urlsplit reads it: its
+    first segment is put back, as werkzeug's development server does making PATH_INFO."""
+    url = urlsplit(target)
+    path = f"/{url.netloc}{url.path}" if url.netloc and not url.scheme else url.path
+    return printable(redact_path(unquote(path), method))
 
 
 def logged_path(environ: dict) -> str:
     """A request's path as the access line names it."""
-    return printable(redact_path(environ.get("PATH_INFO") or "-"))
+    return printable(redact_path(environ.get("PATH_INFO") or "-", environ.get("REQUEST_METHOD") or "GET"))
 
 
 def errors_unquoted(wsgi_app):

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, jsonify
 from flask.globals import _cv_app, _cv_request
 
 from service.ops import metrics
+from service.api.aftersend import after_sent
 from service.clinical.orders import selections_not_drafted
 from service.errors import ApiError
 from service.jsonbody import request_body, request_json
@@ -102,14 +103,22 @@ def invoke(service_id: str):
         return precondition_failed(exc)
     now = dt.datetime.now(dt.timezone.utc)
     answer = service.evaluate(avh.engine, prefetched, body, now, avh.source_url(_cv_request.get().request))
-    metrics.observe_cards(service.id, answer.topics)
-    ids = avh.engine.library.suggestion_ids
-    avh.store.record_issued(service.id, body["hookInstance"], answer.issued, now,
-                            [(s, c, ids.get((topic, label), label[:100])) for s, c, topic, label in answer.suggested])
     call["resource_count"], call["card_topics"] = prefetched.read, answer.topics
     response = app.response_class(answer.json, mimetype="application/json")
-    response.call_on_close(avh.store.flush_if_due)      # after the answer has been sent
+    after_sent(response, metrics.observe_cards, service.id, answer.topics)
+    if avh.store.flush_seconds <= 0:        # issued cards written before the answer: feedback may follow at once
+        record_issued(avh, service.id, body["hookInstance"], answer, now)
+    else:
+        after_sent(response, record_issued, avh, service.id, body["hookInstance"], answer, now)
     return response
+
+
+def record_issued(avh, service_id: str, hook_instance: str, answer, now: dt.datetime) -> None:
+    """The answer's cards and suggestions queued in the issued-card store (the feedback join). Once the answer has
+    been sent (service/api/aftersend.py), unless AVH_CDS_ISSUED_FLUSH_SECONDS is 0: then written before it."""
+    ids = avh.engine.library.suggestion_ids
+    avh.store.record_issued(service_id, hook_instance, answer.issued, now,
+                            [(s, c, ids.get((topic, label), label[:100])) for s, c, topic, label in answer.suggested])
 
 
 @bp.post("/cds-services/<service_id>/feedback")

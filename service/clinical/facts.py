@@ -262,14 +262,24 @@ def timing_start(timing) -> dt.datetime | None:
 
 
 def medication_request_date(m) -> dt.datetime | None:
-    """The earliest dosage start, else authoredOn."""
-    starts = []
-    for d in m.dosageInstruction or ():
-        if d.timing and d.timing.repeat and d.timing.repeat.boundsPeriod:
-            start = instant(d.timing.repeat.boundsPeriod.start)
-            if start:
-                starts.append(start)
-    return min(starts) if starts else instant(m.authoredOn)
+    """The earliest dosage start, else authoredOn (order_date)."""
+    dated = order_date([d.timing.repeat.boundsPeriod.start for d in m.dosageInstruction or ()
+                        if d.timing and d.timing.repeat and d.timing.repeat.boundsPeriod], m.authoredOn)
+    return dated and dated[0]
+
+
+def order_date(starts: Iterable, authored) -> tuple[dt.datetime, object] | None:
+    """A medication order's date (pathway.md section 3): its earliest readable dosage start, else its authoredOn when
+    readable, as (the instant, the value as written: a model's, or a draft's text, service/clinical/orders.py); None
+    when it states no readable one."""
+    earliest = None
+    for start in starts:
+        when = instant(start)
+        if when is not None and (earliest is None or when < earliest[0]):
+            earliest = (when, start)
+    if earliest is None and (when := instant(authored)) is not None:
+        earliest = (when, authored)
+    return earliest
 
 
 def administration_date(a) -> dt.datetime | None:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 from service.clinical.valuesets import Code, ValueSets
 from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
                                     LATEST, UTC, DraftEvidence, Evidence, Facts, course_dose, instant, midnight_utc,
-                                    names_dexamethasone, shift)
+                                    names_dexamethasone, order_date, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
                                       scope_unchecked, topic_outcomes)
 from service.clinical.markdown import literal
@@ -264,15 +264,14 @@ def _entry_dated(entry: Mapping, filed: Mapping[str, Mapping], patient_id: str) 
 
 
 def _order_date(order: Mapping) -> str | None:
-    """A medication order's date as written (pathway.md section 3): its earliest dosage start, else authoredOn;
-    None when it states no readable one."""
-    starts = [start for dosage in _list(order.get("dosageInstruction"))
-              for start in [_map(_map(_map(dosage.get("timing")).get("repeat")).get("boundsPeriod")).get("start")]
-              if isinstance(start, str) and instant(start) is not None]
-    if starts:
-        return min(starts, key=instant)
+    """A medication order's date as written, read as the record's are (facts.order_date: its earliest dosage start,
+    else authoredOn); None when it states no readable one. Only text is a date in a draft as sent."""
+    starts = [_map(_map(_map(dosage.get("timing")).get("repeat")).get("boundsPeriod")).get("start")
+              for dosage in _list(order.get("dosageInstruction"))]
     authored = order.get("authoredOn")
-    return authored if isinstance(authored, str) and instant(authored) is not None else None
+    dated = order_date([start for start in starts if isinstance(start, str)],
+                       authored if isinstance(authored, str) else None)
+    return dated and dated[1]
 
 
 def entry_names(entry: Mapping) -> frozenset[str]:
@@ -487,24 +486,36 @@ def shortened(resource: Mapping, limit_days: float = STEROID_COURSE_DAYS) -> dic
 
 
 def draft_daily_dose(resource: Mapping) -> float | None:
-    """The highest daily dose a draft states in structured form (mg); None when some line states none."""
+    """The highest daily dose a draft states in structured form (mg); None when some line states none (unless one
+    states more than 16 mg: facts.course_dose)."""
+    doses = [daily for daily, _ in _dosage_lines(resource)]
+    return course_dose([d for d in doses if d is not None], None in doses)
+
+
+def _dosed_in_other_units(draft: DraftOrder) -> bool:
+    """Some dosage line of the draft states a dose quantity in a unit not read as mg (tablets, ml, ...)."""
+    return any(other_units for _, other_units in _dosage_lines(draft.resource))
+
+
+def _dosage_lines(resource: Mapping) -> list[tuple[float | None, bool]]:
+    """A draft's dosage lines as its doses are read: of each, (the daily dose it states in structured form, in mg:
+    its first doseAndRate's doseQuantity with timing.repeat's frequency or count, else None; whether some doseQuantity
+    of it is a dose in a unit not read as mg)."""
     lines = []
     for dosage in _list(resource.get("dosageInstruction")):
-        dose = next((_mg(_map(dr.get("doseQuantity"))) for dr in _list(dosage.get("doseAndRate"))), None)
+        quantities = [_map(dr.get("doseQuantity")) for dr in _list(dosage.get("doseAndRate"))]
+        dose = _mg(quantities[0]) if quantities else None
         repeat = _map(_map(dosage.get("timing")).get("repeat"))
         frequency, period, unit = repeat.get("frequency"), repeat.get("period"), repeat.get("periodUnit")
+        daily = None
         if dose is not None and _positive(frequency) and _positive(period) and isinstance(unit, str) \
                 and unit in PERIOD_DAYS:
             per_day = frequency / (period * PERIOD_DAYS[unit])
-            lines.append(dose * per_day if per_day >= 1 else dose)
+            daily = dose * per_day if per_day >= 1 else dose
         elif dose is not None and _positive(repeat.get("count")):
-            lines.append(dose)
-        else:
-            lines.append(None)
-    known = [d for d in lines if d is not None]
-    if known and max(known) > MODERATE_DAILY_DOSE_MG:
-        return max(known)
-    return max(known) if known and len(known) == len(lines) else None
+            daily = dose
+        lines.append((daily, any(_positive(q.get("value")) and _mg(q) is None for q in quantities)))
+    return lines
 
 
 def _positive(value) -> bool:
@@ -771,12 +782,6 @@ def _course_dose_text(orders: list[DraftOrder], facts: Facts) -> str:
     # a dose in tablets (the CDS Hooks sandbox's {pill}) is stated, just not in mg: still an unknown dose
     return "daily dose not stated in mg" if any(map(_dosed_in_other_units, orders)) else \
         "daily dose not stated in structured form"
-
-
-def _dosed_in_other_units(draft: DraftOrder) -> bool:
-    """Some dosage line of the draft states a dose quantity in a unit not read as mg (tablets, ml, ...)."""
-    return any(_positive(_map(dr.get("doseQuantity")).get("value")) and _mg(_map(dr.get("doseQuantity"))) is None
-               for dosage in _list(draft.resource.get("dosageInstruction")) for dr in _list(dosage.get("doseAndRate")))
 
 
 def decide_orders(drafts: tuple[DraftOrder, ...], facts: Facts, selections: frozenset[str] | None = None) -> tuple[list[Decision], list[Unchecked]]:

@@ -8,9 +8,10 @@ its uuid, the service, the topic, the hookInstance and the time.
 A write that fails (server down, file locked past the busy timeout, disk full) raises
 StorageUnavailable, a 503 with Retry-After: the client resends, and idempotency makes the resend
 safe. Feedback is written before it is acknowledged. Issued cards, one row per card of every hook
-call, are not: they are queued and written in batches every AVH_CDS_ISSUED_FLUSH_SECONDS, by the
-call that finds a batch due once its answer has been sent, or by a background thread when no call
-comes. No call waits for a commit or queues for SQLite's write lock. A crash loses at most that
+call, are not: they are queued (once the call's answer has been sent) and written in batches every
+AVH_CDS_ISSUED_FLUSH_SECONDS by the worker's writer thread ("avh-issued-cards"). No hook call waits for a commit,
+queues for SQLite's write lock or writes a batch; a feedback call writes what is pending first (its cards may be
+in it), waiting for a batch the writer has under way. A crash loses at most that
 interval's rows (feedback on those cards is then marked unknown); a clean exit writes them. The
 schema is created or migrated at start, under a lock so that several workers starting together
 migrate once.
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from sqlalchemy import (JSON, Boolean, Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text, and_,
-                        create_engine, event, func, insert, inspect, select, text, update)
+                        bindparam, create_engine, event, func, insert, inspect, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
@@ -79,6 +80,7 @@ feedback = Table(
     Index("ix_avh_feedback_card", "card_uuid"),
 )
 SUGGESTIONS_TAKEN = " + "
+CARD_COPIES = ("card_topic", "card_issued_at", "accepted_suggestion")     # FeedbackStore._card_copies
 # Which suggestion each suggestion uuid of an issued card stood for (the card file's suggestion id): feedback
 # names an accepted suggestion by its uuid only. Written with the issued cards, in the same batch.
 issued_suggestions = Table(
@@ -342,14 +344,18 @@ def _insert_sql(paramstyle: str, table: str, columns: tuple[str, ...], rows: int
 
 
 def _write_periodically(store: Callable[[], "FeedbackStore | None"], stop: threading.Event) -> None:
-    """The background writer: it writes what no call has written in time (the worker is idle, or between
-    calls). It holds the store weakly: a store nobody uses any more is not kept alive by it."""
+    """The background writer: every batch of issued cards, due every flush_seconds, and the feedback rechecks.
+    It holds the store weakly: a store nobody uses any more is not kept alive by it."""
     wait = 0.0
     while not stop.wait(wait):
         current = store()
         if current is None:
             return
-        wait = current.flush_if_due()
+        try:
+            wait = current.flush_if_due()
+        except Exception:       # not the database's (_write handles those): the thread must live, no hook call writes
+            log.exception("issued-card writer: a batch failed; retried in %s s", current.flush_seconds)
+            wait = current.flush_seconds
         del current
 
 
@@ -440,8 +446,8 @@ class FeedbackStore:
     def record_issued(self, service_id: str, hook_instance: str, cards: Iterable[tuple[str, str]],
                       when: dt.datetime, suggestions: Iterable[tuple[str, str, str]] = ()) -> None:
         """Remember each card shown, by its (uuid, topic), to join feedback with it, and each of its suggestions
-        by (suggestion uuid, card uuid, suggestion id): queued, and written by flush_if_due once the call has
-        answered (at once when flush_seconds is 0). A failure costs the join, never the cards."""
+        by (suggestion uuid, card uuid, suggestion id): queued, and written by the writer thread (flush_if_due) within
+        flush_seconds (at once when flush_seconds is 0). A failure costs the join, never the cards."""
         rows = [(card_uuid, service_id, topic, hook_instance, when) for card_uuid, topic in cards]   # ISSUED_COLUMNS
         if not rows:
             return
@@ -486,12 +492,13 @@ class FeedbackStore:
 
     def flush_if_due(self) -> float:
         """Write the pending issued cards when the last batch is flush_seconds old; the seconds until the next
-        one is due.
+        one is due. Run by the writer thread (_write_periodically), which sleeps that long between runs.
 
-        A call runs this after its answer has been sent (routes.invoke), so under load the batches are written
-        by the request threads, between calls: a separate thread writing while a call runs made that call wait
-        for the GIL at each of its blocking calls (about 20 µs each, measured). The background writer runs it
-        too, for a worker that has gone quiet: rows never wait much longer than flush_seconds."""
+        No request thread runs it: the call that found a batch due wrote it after its answer (on its close()),
+        and a batch of ~500 calls (~0.1 G instructions, tens of ms) then held up that thread, and the next call
+        on its kept-alive connection, once in ~500 calls. On the writer thread the batch's SQLite work runs with
+        the GIL let go (pysqlite's step, statements of up to ISSUED_ROWS_PER_STATEMENT rows); a call running beside
+        it meets the writer only between statements (docs/performance.md, "defer17")."""
         if self._rechecks:
             self._run_due_rechecks()
         since = time.monotonic() - self._written_at
@@ -510,13 +517,21 @@ class FeedbackStore:
                 rows, self._pending = self._pending, []
                 suggestions, self._pending_suggestions = self._pending_suggestions, []
                 self._written_at = time.monotonic()
-            if not rows or self._write_issued(rows, suggestions):
-                return True
-            with self._lock:
-                self._pending[:0] = rows
-                self._pending_suggestions[:0] = suggestions
-                self._trim()
+            try:
+                if not rows or self._write_issued(rows, suggestions):
+                    return True
+            except BaseException:
+                self._put_back(rows, suggestions)
+                raise
+            self._put_back(rows, suggestions)
             return False
+
+    def _put_back(self, rows: list[tuple], suggestions: list[tuple]) -> None:
+        """A batch not written back at the head of the queue (oldest first), trimmed to max_pending."""
+        with self._lock:
+            self._pending[:0] = rows
+            self._pending_suggestions[:0] = suggestions
+            self._trim()
 
     def close(self) -> None:
         """Stop the background writer and write what it had not (process exit, dispose)."""
@@ -552,15 +567,13 @@ class FeedbackStore:
         return found
 
     @staticmethod
-    def _card_copies(e: "FeedbackEntry", card: tuple | None, suggestions: dict[str, str]) -> dict:
-        """The card's topic and issue time, and which suggestions were taken, to store with one entry."""
+    def _card_copies(accepted: Iterable[str], card: tuple | None, suggestions: dict[str, str]) -> dict:
+        """The card's topic and issue time, and which of the `accepted` suggestion uuids were taken, to store with
+        one entry."""
         topic, issued_at = card or (None, None)
-        taken = sorted(suggestions[s] for s in e.accepted_suggestions if s in suggestions)
+        taken = sorted(suggestions[s] for s in accepted if s in suggestions)
         return {"card_topic": topic, "card_issued_at": issued_at,
                 "accepted_suggestion": SUGGESTIONS_TAKEN.join(taken) if taken else None}
-
-    def _known_cards(self, conn: Connection, service_id: str, uuids: list[str]) -> set[str]:
-        return set(self._cards_of(self._issued(conn, uuids), service_id))
 
     def _may_be_on_its_way(self, card_uuid: str) -> bool:
         """Whether a card not found may have been issued by another worker that has not written it yet (it writes
@@ -571,8 +584,10 @@ class FeedbackStore:
         return -1000 <= time.time() * 1000 - minted <= (self.flush_seconds + 1) * 1000
 
     def _recheck_later(self, service_id: str, uuids: tuple[str, ...]) -> None:
-        """Mark these cards' feedback known if their cards turn up: asked again by the background writer once the
-        other workers have written (no call waits for that)."""
+        """Mark these cards' feedback known if their cards turn up, with the copies a join at once would have stored
+        (topic, issue time, the suggestion taken): asked again by the background writer once the cards are written
+        (no call waits for that). The cards may be another worker's, or this worker's own, queued once their answer
+        had been sent (service/api/aftersend.py), after the caller already had it."""
         with self._lock:
             self._rechecks.append((time.monotonic() + self.flush_seconds + 0.2, service_id, uuids))
             del self._rechecks[:-self.max_pending]
@@ -585,11 +600,18 @@ class FeedbackStore:
             self._rechecks = [r for r in self._rechecks if r[0] > now]
         for _, service_id, uuids in due:
             def work(conn: Connection, service_id=service_id, uuids=uuids) -> None:
-                known = sorted(self._known_cards(conn, service_id, list(uuids)))
-                for chunk in _in_chunks(known):
-                    conn.execute(update(feedback).where(
-                        feedback.c.service_id == service_id, feedback.c.card_known.is_(False),
-                        feedback.c.card_uuid.in_(chunk)).values(card_known=True))
+                known = self._cards_of(self._issued(conn, list(uuids)), service_id)
+                suggestions = self._suggestions_of(conn, list(known))
+                for chunk in _in_chunks(sorted(known)):
+                    rows = conn.execute(select(feedback.c.id, feedback.c.card_uuid, feedback.c.accepted_suggestions)
+                                        .where(feedback.c.service_id == service_id, feedback.c.card_known.is_(False),
+                                               feedback.c.card_uuid.in_(chunk))).all()
+                    copies = [{"row": row_id, **{f"new_{k}": v for k, v in self._card_copies(
+                        accepted, known[uuid], suggestions).items()}} for row_id, uuid, accepted in rows]
+                    if copies:
+                        conn.execute(update(feedback).where(feedback.c.id == bindparam("row"))
+                                     .values(card_known=True, **{k: bindparam(f"new_{k}") for k in CARD_COPIES}),
+                                     copies)
             try:
                 self._write(work)
             except StorageUnavailable:
@@ -616,7 +638,7 @@ class FeedbackStore:
                      "accepted_suggestions": list(e.accepted_suggestions), "override_system": e.override_system,
                      "override_code": e.override_code, "override_display": e.override_display,
                      "user_comment": e.user_comment, "received_at": when,
-                     **self._card_copies(e, known.get(e.card_uuid), suggestions)} for e in entries]
+                     **self._card_copies(e.accepted_suggestions, known.get(e.card_uuid), suggestions)} for e in entries]
             inserted = {row[0] for row in conn.execute(statement, rows).all()}
             first = {e.idempotency_key: e for e in reversed(entries)}    # a key sent twice is stored once
             outcomes = tuple((known.get(e.card_uuid, (None,))[0], e.outcome)

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import uuid
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlencode
+from urllib.parse import unquote_to_bytes, urlencode
 
 from flask import Blueprint, Flask, current_app, json, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from service.errors import http_error, no_slash, route_without_slash, slash_target
+from service.errors import http_error, match_without_slash, no_slash, slash_target
 from service.fhir.search import SearchError, parse_search
-from service.fhir.types import known_type
+from service.fhir.types import CONVERTERS, known_type
 from service.fhir.fixtures import load_fixtures
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class FixtureServer:
 def init_app(app: Flask, directory: Path) -> None:
     """Load the fixtures (a broken fixture file fails here, at start-up) and mount /fhir."""
     app.extensions["fixture_fhir"] = FixtureServer(directory)
+    app.url_map.converters.update(CONVERTERS)     # before the rules that name them
     app.register_blueprint(bp)
     app.register_error_handler(MethodNotAllowed, method_not_allowed)
 
@@ -181,7 +183,7 @@ def metadata():
     })
 
 
-@bp.get("/<rtype>/<rid>")
+@bp.get("/<fhir_type:rtype>/<rid>")
 def read(rtype: str, rid: str):
     if not known_type(rtype):
         return outcome(404, "not-supported", f"{rtype} is not a FHIR R4 resource type")
@@ -191,12 +193,30 @@ def read(rtype: str, rid: str):
     return _fhir(resource)
 
 
-@bp.get("/<rtype>")
+@bp.get("/<fhir_type:rtype>")
 def search_get(rtype: str):
+    if not_utf8_decoded(request.query_string):
+        return outcome(400, "invalid", NOT_UTF8_DECODED)
     return _search(rtype, request.args.items(multi=True))
 
 
-@bp.post("/<rtype>/_search")
+# werkzeug reads a percent-escape that is not UTF-8 (`patient=%ff`) as its escaped text (`%FF`): the search looked for
+# that, and answered an empty Bundle, as if the parameter had been read.
+NOT_UTF8_DECODED = "the search parameters are not UTF-8 once percent-decoded (a %-escape such as %ff)"
+
+
+def not_utf8_decoded(encoded: bytes) -> bool:
+    """Whether form-encoded parameters (a query string, a posted form: `name=value&...`, '+' a space) hold a
+    percent-escaped byte sequence that is not UTF-8."""
+    try:
+        for part in re.split(rb"[&=]", encoded):
+            unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+@bp.post("/<fhir_type:rtype>/_search")
 def search_post(rtype: str):
     """As the public sandbox does: form-encoded parameters in the body (and possibly in the URL too). A body of
     another type, or not UTF-8, is refused: werkzeug reads no form from it, and the search would have answered
@@ -209,20 +229,24 @@ def search_post(rtype: str):
         body.decode("utf-8")
     except UnicodeDecodeError:
         return outcome(400, "invalid", "the posted search parameters are not UTF-8")
+    if not_utf8_decoded(body) or not_utf8_decoded(request.query_string):
+        return outcome(400, "invalid", NOT_UTF8_DECODED)
     return _search(rtype, [*request.args.items(multi=True), *request.form.items(multi=True)])
 
 
 @bp.route("/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-@bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/<fhir_path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unsupported(rest: str):
     """What no other route of /fhir answers. A URL with a trailing slash is answered as the app's are
     (service/errors.py, not_found): a GET redirected to the route without it; a POST (`/fhir/Patient/_search/`) a 404
     naming that URL, not a redirect that would have the client send its search again; else (`POST /fhir/` too: the
     base refuses a POST) the read-only 405."""
     if request.method not in ("GET", "HEAD"):
-        bare = route_without_slash(request.method)
-        return read_only() if bare in (None, bp.url_prefix) else outcome(404, "not-found", no_slash(bare))
-    if route_without_slash("GET") is not None:     # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
+        bare, refused = match_without_slash(request.method)
+        return read_only() if bare in (None, bp.url_prefix) or refused is not None \
+            else outcome(404, "not-found", no_slash(bare))
+    bare, refused = match_without_slash("GET")
+    if bare is not None and refused is None:     # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
         target = slash_target()
         return _fhir({"resourceType": "OperationOutcome", "issue": [{
             "severity": "information", "code": "informational",

@@ -30,13 +30,15 @@ class Transport(Protocol):
 
 class InProcess:
     """The service built by create_app (the caller builds it: fhir sits below the app), called through Flask's
-    test client."""
+    test client. Each answer is read whole and closed, as a WSGI server does after its last byte (PEP 3333): the
+    call's bookkeeping (its access line, the histogram, its issued cards) runs then (service/api/aftersend.py), and
+    Flask's client leaves an answer open unless asked (`buffered=True`)."""
 
     def __init__(self, app):
         self.client = app.test_client()
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
-        response = self.client.open(path, method=method, json=body)
+        response = self.client.open(path, method=method, json=body, buffered=True)
         return response.status_code, response.get_json(silent=True)
 
 

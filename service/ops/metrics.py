@@ -160,17 +160,18 @@ def _service_label(req: Request, app: Flask) -> str | None:
 
 def init_app(app: Flask) -> None:
     """GET /metrics. The timing of every CDS service call, whatever answers it (the route, an error handler,
-    authentication), is the app's after-request function's last step, `observe_request`, from the start its
-    before-request function notes (g.started)."""
+    authentication), is taken by the app's after-request function, from the start its before-request function
+    notes (g.started) to the answer ready to send, and observed (`observe_request`) once the answer has been sent."""
     app.register_blueprint(bp)
 
 
-def observe_request(req: Request, app: Flask, call: dict, response: Response) -> None:
-    """After `req` (g's dict `call`) was answered with `response`: its duration, if it was a CDS service call."""
+def observe_request(req: Request, app: Flask, call: dict, status: int, answered: float) -> None:
+    """After `req` (g's dict `call`) was answered with `status`, the answer ready at `answered` (time.perf_counter):
+    its duration, if it was a CDS service call. Called once the answer has been sent (service/api/aftersend.py)."""
     service = _service_label(req, app)
     started = call.get("started")
     if service is not None and started is not None:
-        _request_seconds_of(service, str(response.status_code)).observe(time.perf_counter() - started)
+        _request_seconds_of(service, str(status)).observe(answered - started)
         if time.monotonic() - _caches_published >= CACHE_PUBLISH_SECONDS:
             publish_cache_sizes()
 

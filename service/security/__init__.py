@@ -37,7 +37,7 @@ from service.security.logs import LOGGED_BY_APP, log_access
 from service.security.replay import ReplayStoreUnavailable, replay_cache
 from service.security.tokens import FORBIDDEN_ALGORITHMS, AuthFailed, Caller, TokenVerifier
 
-__all__ = ["install", "guard", "access_line", "SecurityConfigError"]
+__all__ = ["install", "guard", "access_line", "logs_access", "SecurityConfigError"]
 log = logging.getLogger(__name__)
 OPENAPI = Path(__file__).parent / "openapi.json"
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")   # fullmatch
@@ -241,11 +241,20 @@ def _check_body(security: Security, caller: Caller | None, req: Request, call: d
                            "avh-cds contacts no other server")
 
 
-def access_line(req: Request, app: Flask, call: dict, response: Response) -> None:
-    """After a CDS call `req` (g's dict `call`, read as g.get reads it, `self.__dict__.get`) was answered with
-    `response`: its JSON access line."""
+def logs_access(req: Request) -> bool:
+    """Whether `req` gets the app's JSON access line (a CDS call but a CORS preflight): its environ is marked
+    LOGGED_BY_APP before the answer goes, so that the server's own access line (written before the answer's close(),
+    when the app's is) is not written a second time, saying less."""
     if req.blueprint != "cds" or req.method == "OPTIONS":
-        return
+        return False
+    req.environ[LOGGED_BY_APP] = True
+    return True
+
+
+def access_line(req: Request, app: Flask, call: dict, status: int, answered: float) -> None:
+    """After a CDS call `req` (g's dict `call`, read as g.get reads it, `self.__dict__.get`) was answered with
+    `status`, the answer ready at `answered` (time.perf_counter): its JSON access line, written once the answer has
+    been sent (service/api/aftersend.py); `ms` is from the call's start to the answer ready to send."""
     extensions = app.extensions
     service_id = (req.view_args or {}).get("service_id")
     known = service_id is not None and extensions["avh"].registry.get(service_id) is not None
@@ -256,13 +265,12 @@ def access_line(req: Request, app: Flask, call: dict, response: Response) -> Non
     auth_off = extensions["avh_security"].verifier is None
     fields = {"event": "cds_call", "endpoint": (req.endpoint or "").removeprefix("cds."),
               "service": service_id if known else None, "hookInstance": hook_instance,
-              "status": response.status_code,
-              "ms": round((time.perf_counter() - call.get("started", 0)) * 1000, 1),
+              "status": status,
+              "ms": round((answered - call.get("started", 0)) * 1000, 1),
               "topics": call.get("card_topics"), "resources": call.get("resource_count"),
               "iss": caller.issuer.iss if caller else None, "auth": "off" if auth_off else None,
               "auth_failure": call.get("auth_failure"), "refused": call.get("refused")}
     log_access("cds call", fields)
-    req.environ[LOGGED_BY_APP] = True           # gunicorn's access line would say less, a second time
 
 
 def _logged_hook_instance(sent) -> str | None:
