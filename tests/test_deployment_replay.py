@@ -4,6 +4,7 @@ Needs the security branch (service/security, tests/security_support.py): a token
 instance is refused on the other, because the jti replay cache lives in Redis, not in a worker.
 """
 import json
+import time
 
 import pytest
 import redis
@@ -53,11 +54,13 @@ def test_a_token_used_on_one_instance_is_refused_on_the_other(instances):
     assert second.status_code == 200
     assert without_uuids(second.json()) == without_uuids(first.json())
 
-    metrics_b = requests.get(f"{b.base}/metrics", timeout=5).text
+    # A call's histogram sample is recorded once its answer has been sent (service/api/aftersend.py): a scrape may
+    # come before that, so wait for the last call's sample before reading the counts.
+    metrics_b = _scraped_once_counted(b, status="200")
     assert sample(metrics_b, "avh_cds_auth_failures_total", reason="replayed_jti") == 1
     assert sample(metrics_b, "avh_cds_request_duration_seconds_count", service=SERVICE, status="401") == 1
     assert sample(metrics_b, "avh_cds_request_duration_seconds_count", service=SERVICE, status="200") == 1
-    metrics_a = requests.get(f"{a.base}/metrics", timeout=5).text
+    metrics_a = _scraped_once_counted(a, status="200")
     assert sample(metrics_a, "avh_cds_request_duration_seconds_count", service=SERVICE, status="200") == 1
     assert ISS not in metrics_a + metrics_b and tok not in a.output() + b.output()
 
@@ -68,3 +71,15 @@ def test_health_ready_and_metrics_need_no_token_while_cds_calls_do(instances):
         assert requests.get(a.base + path, timeout=5).status_code == 200, path
     assert requests.get(a.base + "/cds-services", timeout=5).status_code == 401
     assert requests.post(a.base + PATH, json=patient_view_request(avh_bundle()), timeout=5).status_code == 401
+
+
+def _scraped_once_counted(instance, status: str, wait: float = 10.0) -> str:
+    """/metrics of `instance` once it holds a request-duration sample of `status` (or after `wait` s: the caller's
+    assertions then say what is missing)."""
+    deadline = time.monotonic() + wait
+    while True:
+        text = requests.get(f"{instance.base}/metrics", timeout=5).text
+        if sample(text, "avh_cds_request_duration_seconds_count", service=SERVICE, status=status) or \
+                time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
