@@ -517,14 +517,13 @@ class FeedbackStore:
                 rows, self._pending = self._pending, []
                 suggestions, self._pending_suggestions = self._pending_suggestions, []
                 self._written_at = time.monotonic()
+            written = False
             try:
-                if not rows or self._write_issued(rows, suggestions):
-                    return True
-            except BaseException:
-                self._put_back(rows, suggestions)
-                raise
-            self._put_back(rows, suggestions)
-            return False
+                written = not rows or self._write_issued(rows, suggestions)
+            finally:            # not written, or an exception not the database's: the rows wait for the next batch
+                if not written:
+                    self._put_back(rows, suggestions)
+            return written
 
     def _put_back(self, rows: list[tuple], suggestions: list[tuple]) -> None:
         """A batch not written back at the head of the queue (oldest first), trimmed to max_pending."""
