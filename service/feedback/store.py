@@ -81,6 +81,11 @@ feedback = Table(
 )
 SUGGESTIONS_TAKEN = " + "
 CARD_COPIES = ("card_topic", "card_issued_at", "accepted_suggestion")     # FeedbackStore._card_copies
+# A recheck's UPDATE of a feedback row whose card turned up (FeedbackStore._run_due_rechecks): the card known, and its
+# copies from binds named COPY_BINDS (SQLAlchemy reserves a column's own name for the binds of the SET it makes).
+COPY_BINDS = {name: "copy_" + name for name in CARD_COPIES}
+CARD_TURNED_UP = (update(feedback).where(feedback.c.id == bindparam("row"))
+                  .values(card_known=True, **{name: bindparam(bind) for name, bind in COPY_BINDS.items()}))
 # Which suggestion each suggestion uuid of an issued card stood for (the card file's suggestion id): feedback
 # names an accepted suggestion by its uuid only. Written with the issued cards, in the same batch.
 issued_suggestions = Table(
@@ -127,7 +132,6 @@ COVERING_INDEXES = (
     Index("ix_avh_feedback_report_unknown", feedback.c.outcome_at, feedback.c.service_id, feedback.c.outcome,
           postgresql_where=feedback.c.card_known.is_(False), sqlite_where=feedback.c.card_known.is_(False)),
 )
-CARD_COPIES = ("card_topic", "card_issued_at", "accepted_suggestion")
 BAD_URL = ("AVH_CDS_DATABASE_URL is not a usable database URL: expected postgresql://user@host:port/db, "
            "or unset for the SQLite file")
 MIGRATION_LOCK = 0x61766863   # pg_advisory_xact_lock key ("avhc")
@@ -605,12 +609,10 @@ class FeedbackStore:
                     rows = conn.execute(select(feedback.c.id, feedback.c.card_uuid, feedback.c.accepted_suggestions)
                                         .where(feedback.c.service_id == service_id, feedback.c.card_known.is_(False),
                                                feedback.c.card_uuid.in_(chunk))).all()
-                    copies = [{"row": row_id, **{f"new_{k}": v for k, v in self._card_copies(
+                    copies = [{"row": row_id, **{COPY_BINDS[name]: value for name, value in self._card_copies(
                         accepted, known[uuid], suggestions).items()}} for row_id, uuid, accepted in rows]
                     if copies:
-                        conn.execute(update(feedback).where(feedback.c.id == bindparam("row"))
-                                     .values(card_known=True, **{k: bindparam(f"new_{k}") for k in CARD_COPIES}),
-                                     copies)
+                        conn.execute(CARD_TURNED_UP, copies)
             try:
                 self._write(work)
             except StorageUnavailable:
