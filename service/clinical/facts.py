@@ -794,14 +794,13 @@ def dosage_daily_mg(dosage) -> float | None:
 
 
 def daily_dose_mg(resource) -> float | None:
-    """The highest daily dose an order or administration states; None when any line states none."""
+    """The highest daily dose an order or administration states; None when a line states none (unless one states
+    more than 16 mg: course_dose)."""
     if resource.get_resource_type() == "MedicationAdministration":
         return milligrams(resource.dosage.dose) if resource.dosage is not None else None
     lines = [dosage_daily_mg(d) for d in resource.dosageInstruction or ()]
     known = [d for d in lines if d is not None]
-    if known and max(known) > MODERATE_DAILY_DOSE_MG:
-        return max(known)
-    return max(known) if known and len(known) == len(lines) else None
+    return course_dose(known, len(known) < len(lines))      # the course's rule, over the order's lines
 
 
 def dexamethasone_course(record: PatientRecord, vs: ValueSets, window) -> Dexamethasone | None:
