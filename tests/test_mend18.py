@@ -1,0 +1,61 @@
+"""mend18: what the readers of session 17's change found (tests of the behaviour fixes; the refactors keep the
+suite's answers as they were)."""
+import pytest
+
+from service import create_app
+from service.config import Settings
+from tests.fhir_records import UCUM, bounds_duration, day, dexamethasone, hook_request, in_pathway_chart, today
+from tests.test_order_hooks import dex, post
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    settings = Settings.from_env({"AVH_CDS_AUTH": "off"}, sqlite_path=tmp_path_factory.mktemp("store") / "s.sqlite3")
+    return create_app(settings).test_client()
+
+
+# --- a dose stated in tablets and in mg reads alike at order time and in the chart --------------------------------
+
+def tablets_then_mg(days: float, mg: float) -> dict:
+    """A once-daily line whose doseAndRate states the dose twice, first as 2 tablets, then in mg."""
+    return {**bounds_duration(days), "doseAndRate": [{"doseQuantity": {"value": 2, "unit": "TAB"}},
+                                                     {"doseQuantity": {"value": mg, "unit": "mg", "system": UCUM,
+                                                                       "code": "mg"}}]}
+
+
+def steroid_duration(cards: list[dict]) -> list[dict]:
+    return [c for c in cards if c["source"]["topic"]["code"] == "steroid-duration"]
+
+
+@pytest.mark.parametrize("hook", ["order-sign", "order-select"])
+def test_a_draft_dosed_in_tablets_then_mg_reads_its_mg_dose_as_the_chart_does(client, hook):
+    """pathway.md section 4 reads the daily dose a dosage line states in structured form in mg, and section 5 reads a
+    draft's with the same rule. A line of [2 tablets, 24 mg] states 24 mg: the chart read it so (the first mg dose of
+    its doseAndRate), but a draft was read by its first doseAndRate only, 2 tablets, an unknown dose: its card said
+    "daily dose not stated in mg", and a 20-day draft at [2 tablets, 8 mg], not a high dose, drew the card."""
+    record = in_pathway_chart("p3")
+    for mg, text in ((24, "up to 24 mg/day"), (8, None)):
+        drafts = [dex("dex-1", tablets_then_mg(20, mg))]
+        cards = steroid_duration(post(client, hook_request(hook, "p3", record, drafts, selections=(
+            ["MedicationRequest/dex-1"] if hook == "order-select" else None))))
+        if text is None:
+            assert cards == [], (mg, cards)
+        else:
+            [card] = cards
+            assert text in card["detail"] and "not stated" not in card["detail"], card["detail"]
+
+
+def test_the_chart_reads_the_same_line_as_the_draft_does(client):
+    """The same line on an ongoing order of the chart, 20 days into the course: patient-view names the same dose."""
+    for mg, text in ((24, "up to 24 mg/day"), (8, None)):
+        order = dexamethasone(day(20, since=today()), "active", patient_id="p3", id="dex-1",
+                              dosage=[tablets_then_mg(30, mg)])
+        answer = client.post("/cds-services/avh-patient-view",
+                             json=hook_request("patient-view", "p3", in_pathway_chart("p3") + [order]))
+        assert answer.status_code == 200, answer.json
+        cards = steroid_duration(answer.json["cards"])
+        if text is None:
+            assert cards == [], (mg, cards)
+        else:
+            [card] = cards
+            assert text in card["detail"] or text in card["summary"], card
