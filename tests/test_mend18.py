@@ -1,11 +1,16 @@
 """mend18: what the readers of session 17's change found (tests of the behaviour fixes; the refactors keep the
 suite's answers as they were)."""
+import time
+
 import pytest
 
 from service import create_app
 from service.config import Settings
 from tests.fhir_records import UCUM, bounds_duration, day, dexamethasone, hook_request, in_pathway_chart, today
 from tests.test_order_hooks import dex, post
+from tests.test_security_limits import log_lines
+
+__all__ = ["log_lines"]
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +64,33 @@ def test_the_chart_reads_the_same_line_as_the_draft_does(client):
         else:
             [card] = cards
             assert text in card["detail"] or text in card["summary"], card
+
+
+# --- the issued-card writer: what it drops is logged, the rechecks it could not run are kept -----------------------
+
+def test_rows_dropped_when_a_batch_not_written_goes_back_are_logged_by_the_writer(tmp_path, log_lines):
+    """A batch the store did not take goes back to the head of the queue, trimmed to max_pending: the rows queued
+    meanwhile pushed the oldest out silently (the warning was logged only when a hook call queued cards and found the
+    queue over). The writer says how many it dropped, counts only."""
+    import datetime as dt
+
+    from service.feedback.store import FeedbackStore
+
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'd.sqlite3'}", flush_seconds=600, max_pending=3)
+    store.start()
+    now = dt.datetime.now(dt.timezone.utc)
+    row = lambda i: (f"card-{i}", "svc", "topic", "hook-1", now)      # noqa: E731 (ISSUED_COLUMNS)
+    store._pending.extend(row(i) for i in range(3))
+
+    def unavailable(rows, suggestions=()):
+        store._pending.extend(row(i) for i in range(3, 5))       # queued by calls while the batch was out
+        return False
+    store._write_issued = unavailable
+    try:
+        assert store.flush_issued() is False
+        assert [r[0] for r in store._pending] == ["card-2", "card-3", "card-4"]
+        assert "2 issued cards not recorded: over 3 waiting for the feedback store" in log_lines()
+        assert "card-0" not in log_lines() and "hook-1" not in log_lines()
+    finally:
+        store.dispose()
+

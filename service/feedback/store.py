@@ -463,9 +463,7 @@ class FeedbackStore:
             self._pending_suggestions.extend(suggestions)
             dropped = self._trim()
             self._start_writer()
-        if dropped:
-            log.warning("%d issued cards not recorded: over %d waiting for the feedback store", dropped,
-                        self.max_pending)
+        self._log_dropped(dropped)
 
     def _start_writer(self) -> None:
         """Under _lock."""
@@ -473,6 +471,12 @@ class FeedbackStore:
             self._writer = threading.Thread(target=_write_periodically, name="avh-issued-cards", daemon=True,
                                             args=(weakref.ref(self), self._stop))
             self._writer.start()
+
+    def _log_dropped(self, dropped: int) -> None:
+        """Rows _trim dropped, by count only (whoever queued them: a hook call, or the writer putting a batch back)."""
+        if dropped:
+            log.warning("%d issued cards not recorded: over %d waiting for the feedback store", dropped,
+                        self.max_pending)
 
     def _trim(self) -> int:
         """Drop the oldest pending rows beyond max_pending (the store has been down a while); under _lock."""
@@ -530,11 +534,13 @@ class FeedbackStore:
             return written
 
     def _put_back(self, rows: list[tuple], suggestions: list[tuple]) -> None:
-        """A batch not written back at the head of the queue (oldest first), trimmed to max_pending."""
+        """A batch not written back at the head of the queue (oldest first), trimmed to max_pending: with the rows
+        queued while it was out, the oldest may go (a store down a while), and the warning says how many."""
         with self._lock:
             self._pending[:0] = rows
             self._pending_suggestions[:0] = suggestions
-            self._trim()
+            dropped = self._trim()
+        self._log_dropped(dropped)
 
     def close(self) -> None:
         """Stop the background writer and write what it had not (process exit, dispose)."""
