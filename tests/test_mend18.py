@@ -94,3 +94,32 @@ def test_rows_dropped_when_a_batch_not_written_goes_back_are_logged_by_the_write
     finally:
         store.dispose()
 
+
+def test_due_rechecks_are_kept_when_the_writer_fails_running_them(tmp_path, log_lines):
+    """A recheck due is taken off the list before it runs: an error not the database's (which _write turns into
+    StorageUnavailable) lost it and the due ones after it, and feedback on a card written later stayed unknown. They
+    are kept for the writer's next round."""
+    from service.feedback.store import FeedbackStore
+
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'r.sqlite3'}", flush_seconds=600)
+    store.start()
+    due = [(0.0, "svc", ("card-1",)), (0.0, "svc", ("card-2",))]
+    later = (time.monotonic() + 3600, "svc", ("card-3",))
+    store._rechecks = [*due, later]
+    real, runs = store._write, []
+
+    def broken(work, durable=True):
+        runs.append(work)
+        raise RuntimeError("not the database's")
+    store._write = broken
+    try:
+        with pytest.raises(RuntimeError):
+            store._run_due_rechecks()
+        assert len(runs) == 1
+        assert sorted(store._rechecks) == sorted([*due, later])
+        store._write = real
+        store._run_due_rechecks()                     # the next round runs them (no feedback to mark: no error)
+        assert store._rechecks == [later]
+    finally:
+        store._write = real
+        store.dispose()

@@ -603,11 +603,13 @@ class FeedbackStore:
             self._start_writer()
 
     def _run_due_rechecks(self) -> None:
+        """The rechecks due, each in its transaction. One the database cannot run is dropped with a warning (the
+        feedback stays unknown); an error not the database's keeps it and the due ones after it for the next round."""
         with self._lock:
             now = time.monotonic()
             due = [r for r in self._rechecks if r[0] <= now]
             self._rechecks = [r for r in self._rechecks if r[0] > now]
-        for _, service_id, uuids in due:
+        for done, (_, service_id, uuids) in enumerate(due):
             def work(conn: Connection, service_id=service_id, uuids=uuids) -> None:
                 known = self._cards_of(self._issued(conn, list(uuids)), service_id)
                 suggestions = self._suggestions_of(conn, list(known))
@@ -623,6 +625,11 @@ class FeedbackStore:
                 self._write(work)
             except StorageUnavailable:
                 log.warning("%d feedback entries not re-checked: the feedback store is unavailable", len(uuids))
+            except BaseException:
+                with self._lock:
+                    self._rechecks[:0] = due[done:]
+                    del self._rechecks[:-self.max_pending]
+                raise
 
     def record_feedback(self, service_id: str, entries: list[FeedbackEntry], when: dt.datetime) -> StoredFeedback:
         """Store every entry once (by idempotency key); entries about cards this service never issued are marked.
