@@ -123,3 +123,19 @@ def test_due_rechecks_are_kept_when_the_writer_fails_running_them(tmp_path, log_
     finally:
         store._write = real
         store.dispose()
+
+
+# --- deceased: one rule (record.says_deceased), read on the JSON of a Patient left out and on the Patient read ------
+
+@pytest.mark.parametrize("sent", [True, "true", 1])
+def test_a_patient_fhir_resources_reads_as_deceased_gets_no_card(client, sent):
+    """Why is_deceased reads the Patient read (getattr) and not only its JSON (dict.get), though the rule is one: a
+    Patient the R4 schema refuses is judged by fhir.resources, which reads deceasedBoolean "true" or 1 as true and
+    accepts it. Read on the JSON alone, `"true"` is not true: this patient would get the pathway's cards."""
+    from tests.fhir_records import patient
+
+    record = [patient("1970-05-01", "p3", deceasedBoolean=sent), *in_pathway_chart("p3")[1:]]
+    answer = client.post("/cds-services/avh-patient-view", json=hook_request("patient-view", "p3", record))
+    assert answer.status_code == 200 and answer.json["cards"] == [], answer.json
+    alive = [patient("1970-05-01", "p3"), *in_pathway_chart("p3")[1:]]
+    assert client.post("/cds-services/avh-patient-view", json=hook_request("patient-view", "p3", alive)).json["cards"]
