@@ -139,3 +139,22 @@ def test_a_patient_fhir_resources_reads_as_deceased_gets_no_card(client, sent):
     assert answer.status_code == 200 and answer.json["cards"] == [], answer.json
     alive = [patient("1970-05-01", "p3"), *in_pathway_chart("p3")[1:]]
     assert client.post("/cds-services/avh-patient-view", json=hook_request("patient-view", "p3", alive)).json["cards"]
+
+
+@pytest.mark.parametrize("sent", ["true", 1, "yes"])
+def test_a_patient_left_out_whose_deceased_flag_fhir_resources_reads_as_true_gets_no_card(client, sent):
+    """The same rule on the JSON of a Patient left out as invalid (another element: a birthDate that is no date):
+    its deceasedBoolean was deceased only when JSON's true, so `"true"`, which makes a valid Patient deceased (the
+    test above), left this one alive, and it got the pathway's five cards, 'urgent decompression' among them. Now a
+    flag fhir.resources reads as true is deceased on both shapes; one it reads as false, or cannot read, is not."""
+    from tests.fhir_records import patient
+
+    def cards(**extra):
+        record = [patient("garbage", "p3", **extra), *in_pathway_chart("p3")[1:]]
+        answer = client.post("/cds-services/avh-patient-view", json=hook_request("patient-view", "p3", record))
+        assert answer.status_code == 200, answer.json
+        return answer.json["cards"]
+
+    assert cards(deceasedBoolean=sent) == []
+    for alive in ("false", 0, "maybe", [], {}):
+        assert cards(deceasedBoolean=alive), alive
