@@ -417,7 +417,7 @@ def after_request(response: Response) -> Response:
     logged = logs_access(req)
     response = app.extensions["avh_security"].cors(req, response)
     status = response.status_code
-    if logged and req.endpoint == "cds.invoke":     # the histogram's calls (metrics.observe_request), not a preflight
+    if logged and req.endpoint == "cds.invoke":     # the histogram's calls, decided here only: not a preflight
         after_sent(response, metrics.observe_request, req, app, call, status, answered)
     if logged:          # last: once a call's line is written, its metrics and issued cards are recorded
         after_sent(response, access_line, req, app, call, status, answered)

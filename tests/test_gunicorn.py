@@ -150,13 +150,25 @@ def test_two_instances_answer_the_same_call_identically_with_their_own_metrics(t
             answers = [call(a.base, body), call(b.base, body), call(a.base, body)]
             assert [r.status_code for r in answers] == [200, 200, 200]
             assert without_uuids(answers[0].json()) == without_uuids(answers[1].json())
-            count = "avh_cds_request_duration_seconds_count"
-            assert sample(requests.get(f"{a.base}/metrics", timeout=5).text, count, service=SERVICE) == 2
-            assert sample(requests.get(f"{b.base}/metrics", timeout=5).text, count, service=SERVICE) == 1
+            # a call's sample is recorded once its answer has been sent (service/api/aftersend.py): a scrape at once
+            # may come before the last one's, so each instance is read until it counts its calls (at most 10 s)
+            assert counted(a, 2) == 2 and counted(b, 1) == 1
         finally:
             assert b.stop() == 0
     finally:
         assert a.stop() == 0
+
+
+def counted(instance: Gunicorn, calls: int, wait: float = 10.0) -> float:
+    """The request-duration samples /metrics of `instance` counts for SERVICE, once they are `calls` (or more), or
+    after `wait` s (the caller's assertion then says how many)."""
+    deadline = time.monotonic() + wait
+    while True:
+        text = requests.get(f"{instance.base}/metrics", timeout=5).text
+        found = sample(text, "avh_cds_request_duration_seconds_count", service=SERVICE)
+        if found >= calls or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def dockerfile_instruction(name: str) -> str:

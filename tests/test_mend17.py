@@ -41,8 +41,8 @@ MG4, TABLETS = {"value": 4, "code": "mg"}, {"value": 2, "unit": "TAB"}
     ([_line(MG4, frequency=4, period=1, periodUnit="d")], 16.0, False),
     ([_line({"value": 8, "unit": "mg"}, frequency=1, period=2, periodUnit="d")], 8.0, False),   # a day's dose is one
     ([_line({"value": 0.02, "code": "g"}, count=1)], 20.0, False),
-    ([_line(MG4, TABLETS, frequency=1, period=1, periodUnit="d")], 4.0, True),   # the first doseAndRate's dose
-    ([_line(TABLETS, MG4, frequency=1, period=1, periodUnit="d")], None, True),
+    ([_line(MG4, TABLETS, frequency=1, period=1, periodUnit="d")], 4.0, True),   # the first dose in mg
+    ([_line(TABLETS, MG4, frequency=1, period=1, periodUnit="d")], 4.0, True),   # as the chart reads it (mend18)
     ([_line(MG4, frequency=5, period=1, periodUnit="d"), _line(TABLETS, count=1)], 20.0, True),   # above 16 mg
     ([_line(MG4, frequency=2, period=1, periodUnit="d"), _line()], None, False),   # a line states none
     ([_line(MG4)], None, False),                                                    # no timing.repeat

@@ -92,8 +92,11 @@ def test_a_fhir_search_posted_with_a_slash_is_a_404_naming_its_url(served):
         assert issue["code"] == "not-found"
         assert issue["diagnostics"] == f"no route POST {path}: the URL has no trailing slash ({path.rstrip('/')})"
     assert client.post("/fhir/Patient/_search", data={"_id": "avh-01"}).json["total"] == 1
-    for method in ("PUT", "DELETE"):             # a write is refused, slash or not
-        assert client.open("/fhir/Patient/avh-01/", method=method).json["issue"][0]["code"] == "not-supported"
+    for method in ("PUT", "PATCH", "DELETE"):    # a write is refused, slash or not: the read-only 405
+        for path in ("/fhir/Patient/avh-01/", "/fhir/Patient/_search/"):
+            answer = client.open(path, method=method)
+            assert answer.status_code == 405 and answer.headers["Allow"] == "GET, HEAD, OPTIONS", (method, path)
+            assert answer.json["issue"][0]["code"] == "not-supported"
 
 
 def test_a_cds_call_with_a_slash_is_a_404_naming_its_url(served):

@@ -779,29 +779,38 @@ PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0
 
 
 def dosage_daily_mg(dosage) -> float | None:
-    """The daily dose a structured dosage line states (doseAndRate with timing.repeat, in mg), else None."""
-    doses = [milligrams(dr.doseQuantity) for dr in dosage.doseAndRate or () if dr.doseQuantity is not None]
-    dose = next((d for d in doses if d is not None), None)
+    """The daily dose a structured dosage line of the record states (line_daily_mg), else None."""
     repeat = dosage.timing.repeat if dosage.timing else None
-    if dose is None or repeat is None:
+    if repeat is None:
         return None
-    if repeat.frequency and repeat.period and repeat.periodUnit in PERIOD_DAYS:
-        per_day = float(repeat.frequency) / (float(repeat.period) * PERIOD_DAYS[repeat.periodUnit])
-        return dose * per_day if per_day >= 1 else dose      # "every 2 days": a day's dose is one dose
-    if repeat.count:
-        return dose
-    return None
+    return line_daily_mg((milligrams(dr.doseQuantity) for dr in dosage.doseAndRate or ()), repeat.frequency,
+                         repeat.period, repeat.periodUnit, repeat.count)
+
+
+def line_daily_mg(doses: Iterable[float | None], frequency, period, period_unit, count) -> float | None:
+    """The daily dose one dosage line states in structured form (pathway.md section 4: doseAndRate with timing.repeat,
+    in mg), the one rule of an order on record (dosage_daily_mg) and of a draft (orders._dosage_lines, section 5).
+    `doses`: its doseAndRate's doseQuantity, each in mg or None (not in mg, or none); the first in mg is the line's
+    dose (a line of [2 tablets, 8 mg] states 8 mg). A day's dose: the dose times timing.repeat's frequency per period
+    (one dose when less often than daily: "every 2 days"), or the dose when repeat gives a count only; else None."""
+    dose = next((d for d in doses if d is not None), None)
+    if dose is None:
+        return None
+    days = PERIOD_DAYS.get(period_unit) if isinstance(period_unit, str) else None
+    if frequency and period and days:
+        per_day = float(frequency) / (float(period) * days)
+        return dose * per_day if per_day >= 1 else dose
+    return dose if count else None
 
 
 def daily_dose_mg(resource) -> float | None:
-    """The highest daily dose an order or administration states; None when any line states none."""
+    """The highest daily dose an order or administration states; None when a line states none (unless one states
+    more than 16 mg: course_dose)."""
     if resource.get_resource_type() == "MedicationAdministration":
         return milligrams(resource.dosage.dose) if resource.dosage is not None else None
     lines = [dosage_daily_mg(d) for d in resource.dosageInstruction or ()]
     known = [d for d in lines if d is not None]
-    if known and max(known) > MODERATE_DAILY_DOSE_MG:
-        return max(known)
-    return max(known) if known and len(known) == len(lines) else None
+    return course_dose(known, len(known) < len(lines))      # the course's rule, over the order's lines
 
 
 def dexamethasone_course(record: PatientRecord, vs: ValueSets, window) -> Dexamethasone | None:

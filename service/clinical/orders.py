@@ -18,8 +18,8 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping
 
 from service.clinical.valuesets import Code, ValueSets
-from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, PERIOD_DAYS, STEROID_COURSE_DAYS,
-                                    LATEST, UTC, DraftEvidence, Evidence, Facts, course_dose, instant, midnight_utc,
+from service.clinical.facts import (MILLIGRAMS_IN, MODERATE_DAILY_DOSE_MG, STEROID_COURSE_DAYS, LATEST, UTC,
+                                    DraftEvidence, Evidence, Facts, course_dose, instant, line_daily_mg, midnight_utc,
                                     names_dexamethasone, order_date, shift)
 from service.clinical.pathway import (Decision, Fire, TopicOutcome, Unchecked, narrowed, patient_flags,
                                       scope_unchecked, topic_outcomes)
@@ -498,22 +498,16 @@ def _dosed_in_other_units(draft: DraftOrder) -> bool:
 
 
 def _dosage_lines(resource: Mapping) -> list[tuple[float | None, bool]]:
-    """A draft's dosage lines as its doses are read: of each, (the daily dose it states in structured form, in mg:
-    its first doseAndRate's doseQuantity with timing.repeat's frequency or count, else None; whether some doseQuantity
-    of it is a dose in a unit not read as mg)."""
+    """A draft's dosage lines as its doses are read: of each, (the daily dose it states in structured form, in mg, as
+    an order on record's is read: facts.line_daily_mg, else None; whether some doseQuantity of it is a dose in a unit
+    not read as mg). A draft is not validated: a number not a positive one is read as absent."""
     lines = []
     for dosage in _list(resource.get("dosageInstruction")):
         quantities = [_map(dr.get("doseQuantity")) for dr in _list(dosage.get("doseAndRate"))]
-        dose = _mg(quantities[0]) if quantities else None
         repeat = _map(_map(dosage.get("timing")).get("repeat"))
-        frequency, period, unit = repeat.get("frequency"), repeat.get("period"), repeat.get("periodUnit")
-        daily = None
-        if dose is not None and _positive(frequency) and _positive(period) and isinstance(unit, str) \
-                and unit in PERIOD_DAYS:
-            per_day = frequency / (period * PERIOD_DAYS[unit])
-            daily = dose * per_day if per_day >= 1 else dose
-        elif dose is not None and _positive(repeat.get("count")):
-            daily = dose
+        frequency, period, count = (value if _positive(value) else None
+                                    for value in (repeat.get("frequency"), repeat.get("period"), repeat.get("count")))
+        daily = line_daily_mg(map(_mg, quantities), frequency, period, repeat.get("periodUnit"), count)
         lines.append((daily, any(_positive(q.get("value")) and _mg(q) is None for q in quantities)))
     return lines
 

@@ -470,8 +470,18 @@ def says_deceased(patient, read: Callable[[Any, str], Any] = dict.get) -> bool:
     """A Patient says deceased (pathway.md section 1: deceasedBoolean true, or any deceasedDateTime): the rule, stated
     once for both shapes a Patient is met in. Of its JSON (`read` dict.get), read even when the Patient is invalid: a
     deceased patient gets no card, whatever else in its record cannot be read; of the Patient read (`read` getattr:
-    a JsonElement or a model, facts.is_deceased)."""
-    return read(patient, "deceasedBoolean") is True or read(patient, "deceasedDateTime") is not None
+    a JsonElement or a model, facts.is_deceased). A flag that is not a JSON boolean ("true", 1: only in JSON, as the
+    Patient read has a bool) is true as fhir.resources reads it, which makes a Patient valid in all else deceased."""
+    flag = read(patient, "deceasedBoolean")
+    return flag is True or read(patient, "deceasedDateTime") is not None or (
+        flag is not None and type(flag) is not bool and _read_as_true(flag))
+
+
+def _read_as_true(flag) -> bool:
+    """Whether fhir.resources reads this deceasedBoolean as true ("true", "yes", 1; not "false", 0, nor one it
+    refuses)."""
+    model, _ = by_models({"resourceType": "Patient", "deceasedBoolean": flag})
+    return model is not None and model.deceasedBoolean is True
 
 
 def later_version(sent: dict, earlier: dict) -> bool:

@@ -81,6 +81,11 @@ feedback = Table(
 )
 SUGGESTIONS_TAKEN = " + "
 CARD_COPIES = ("card_topic", "card_issued_at", "accepted_suggestion")     # FeedbackStore._card_copies
+# A recheck's UPDATE of a feedback row whose card turned up (FeedbackStore._run_due_rechecks): the card known, and its
+# copies from binds named COPY_BINDS (SQLAlchemy reserves a column's own name for the binds of the SET it makes).
+COPY_BINDS = {name: "copy_" + name for name in CARD_COPIES}
+CARD_TURNED_UP = (update(feedback).where(feedback.c.id == bindparam("row"))
+                  .values(card_known=True, **{name: bindparam(bind) for name, bind in COPY_BINDS.items()}))
 # Which suggestion each suggestion uuid of an issued card stood for (the card file's suggestion id): feedback
 # names an accepted suggestion by its uuid only. Written with the issued cards, in the same batch.
 issued_suggestions = Table(
@@ -127,7 +132,6 @@ COVERING_INDEXES = (
     Index("ix_avh_feedback_report_unknown", feedback.c.outcome_at, feedback.c.service_id, feedback.c.outcome,
           postgresql_where=feedback.c.card_known.is_(False), sqlite_where=feedback.c.card_known.is_(False)),
 )
-CARD_COPIES = ("card_topic", "card_issued_at", "accepted_suggestion")
 BAD_URL = ("AVH_CDS_DATABASE_URL is not a usable database URL: expected postgresql://user@host:port/db, "
            "or unset for the SQLite file")
 MIGRATION_LOCK = 0x61766863   # pg_advisory_xact_lock key ("avhc")
@@ -459,9 +463,7 @@ class FeedbackStore:
             self._pending_suggestions.extend(suggestions)
             dropped = self._trim()
             self._start_writer()
-        if dropped:
-            log.warning("%d issued cards not recorded: over %d waiting for the feedback store", dropped,
-                        self.max_pending)
+        self._log_dropped(dropped)
 
     def _start_writer(self) -> None:
         """Under _lock."""
@@ -469,6 +471,12 @@ class FeedbackStore:
             self._writer = threading.Thread(target=_write_periodically, name="avh-issued-cards", daemon=True,
                                             args=(weakref.ref(self), self._stop))
             self._writer.start()
+
+    def _log_dropped(self, dropped: int) -> None:
+        """Rows _trim dropped, by count only (whoever queued them: a hook call, or the writer putting a batch back)."""
+        if dropped:
+            log.warning("%d issued cards not recorded: over %d waiting for the feedback store", dropped,
+                        self.max_pending)
 
     def _trim(self) -> int:
         """Drop the oldest pending rows beyond max_pending (the store has been down a while); under _lock."""
@@ -517,21 +525,22 @@ class FeedbackStore:
                 rows, self._pending = self._pending, []
                 suggestions, self._pending_suggestions = self._pending_suggestions, []
                 self._written_at = time.monotonic()
+            written = False
             try:
-                if not rows or self._write_issued(rows, suggestions):
-                    return True
-            except BaseException:
-                self._put_back(rows, suggestions)
-                raise
-            self._put_back(rows, suggestions)
-            return False
+                written = not rows or self._write_issued(rows, suggestions)
+            finally:            # not written, or an exception not the database's: the rows wait for the next batch
+                if not written:
+                    self._put_back(rows, suggestions)
+            return written
 
     def _put_back(self, rows: list[tuple], suggestions: list[tuple]) -> None:
-        """A batch not written back at the head of the queue (oldest first), trimmed to max_pending."""
+        """A batch not written back at the head of the queue (oldest first), trimmed to max_pending: with the rows
+        queued while it was out, the oldest may go (a store down a while), and the warning says how many."""
         with self._lock:
             self._pending[:0] = rows
             self._pending_suggestions[:0] = suggestions
-            self._trim()
+            dropped = self._trim()
+        self._log_dropped(dropped)
 
     def close(self) -> None:
         """Stop the background writer and write what it had not (process exit, dispose)."""
@@ -594,11 +603,13 @@ class FeedbackStore:
             self._start_writer()
 
     def _run_due_rechecks(self) -> None:
+        """The rechecks due, each in its transaction. One the database cannot run is dropped with a warning (the
+        feedback stays unknown); an error not the database's keeps it and the due ones after it for the next round."""
         with self._lock:
             now = time.monotonic()
             due = [r for r in self._rechecks if r[0] <= now]
             self._rechecks = [r for r in self._rechecks if r[0] > now]
-        for _, service_id, uuids in due:
+        for done, (_, service_id, uuids) in enumerate(due):
             def work(conn: Connection, service_id=service_id, uuids=uuids) -> None:
                 known = self._cards_of(self._issued(conn, list(uuids)), service_id)
                 suggestions = self._suggestions_of(conn, list(known))
@@ -606,16 +617,19 @@ class FeedbackStore:
                     rows = conn.execute(select(feedback.c.id, feedback.c.card_uuid, feedback.c.accepted_suggestions)
                                         .where(feedback.c.service_id == service_id, feedback.c.card_known.is_(False),
                                                feedback.c.card_uuid.in_(chunk))).all()
-                    copies = [{"row": row_id, **{f"new_{k}": v for k, v in self._card_copies(
+                    copies = [{"row": row_id, **{COPY_BINDS[name]: value for name, value in self._card_copies(
                         accepted, known[uuid], suggestions).items()}} for row_id, uuid, accepted in rows]
                     if copies:
-                        conn.execute(update(feedback).where(feedback.c.id == bindparam("row"))
-                                     .values(card_known=True, **{k: bindparam(f"new_{k}") for k in CARD_COPIES}),
-                                     copies)
+                        conn.execute(CARD_TURNED_UP, copies)
             try:
                 self._write(work)
             except StorageUnavailable:
                 log.warning("%d feedback entries not re-checked: the feedback store is unavailable", len(uuids))
+            except BaseException:
+                with self._lock:
+                    self._rechecks[:0] = due[done:]
+                    del self._rechecks[:-self.max_pending]
+                raise
 
     def record_feedback(self, service_id: str, entries: list[FeedbackEntry], when: dt.datetime) -> StoredFeedback:
         """Store every entry once (by idempotency key); entries about cards this service never issued are marked.

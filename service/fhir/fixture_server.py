@@ -240,13 +240,13 @@ def unsupported(rest: str):
     """What no other route of /fhir answers. A URL with a trailing slash is answered as the app's are
     (service/errors.py, not_found): a GET redirected to the route without it; a POST (`/fhir/Patient/_search/`) a 404
     naming that URL, not a redirect that would have the client send its search again; else (`POST /fhir/` too: the
-    base refuses a POST) the read-only 405."""
+    base refuses a POST) the read-only 405. Every path under /fhir takes this route's methods (the base's or this
+    catch-all's), so the URL without its slash never refuses one: match_without_slash has no 405 to give here."""
     if request.method not in ("GET", "HEAD"):
-        bare, refused = match_without_slash(request.method)
-        return read_only() if bare in (None, bp.url_prefix) or refused is not None \
-            else outcome(404, "not-found", no_slash(bare))
-    bare, refused = match_without_slash("GET")
-    if bare is not None and refused is None:     # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
+        bare, _ = match_without_slash(request.method)
+        return read_only() if bare in (None, bp.url_prefix) else outcome(404, "not-found", no_slash(bare))
+    bare, _ = match_without_slash("GET")
+    if bare is not None:     # /fhir/metadata/, /fhir/Patient/avh-01/: as the pages are
         target = slash_target()
         return _fhir({"resourceType": "OperationOutcome", "issue": [{
             "severity": "information", "code": "informational",

@@ -150,10 +150,8 @@ def observe_auth_failure(message: str) -> str:
     return reason
 
 
-def _service_label(req: Request, app: Flask) -> str | None:
-    """The CDS service `req` called, or None when it is not a service call."""
-    if req.endpoint != "cds.invoke":
-        return None
+def _service_label(req: Request, app: Flask) -> str:
+    """The CDS service the call `req` named: its id when the registry has it, else UNKNOWN_SERVICE."""
     service_id = (req.view_args or {}).get("service_id", "")
     return service_id if app.extensions["avh"].registry.get(service_id) else UNKNOWN_SERVICE
 
@@ -166,12 +164,12 @@ def init_app(app: Flask) -> None:
 
 
 def observe_request(req: Request, app: Flask, call: dict, status: int, answered: float) -> None:
-    """After `req` (g's dict `call`) was answered with `status`, the answer ready at `answered` (time.perf_counter):
-    its duration, if it was a CDS service call. Called once the answer has been sent (service/api/aftersend.py)."""
-    service = _service_label(req, app)
+    """After the CDS service call `req` (g's dict `call`) was answered with `status`, the answer ready at `answered`
+    (time.perf_counter): its duration. Called once the answer has been sent (service/api/aftersend.py), for the calls
+    the app's after-request function says are the histogram's (service/__init__.py: a CDS call, not a preflight)."""
     started = call.get("started")
-    if service is not None and started is not None:
-        _request_seconds_of(service, str(status)).observe(answered - started)
+    if started is not None:
+        _request_seconds_of(_service_label(req, app), str(status)).observe(answered - started)
         if time.monotonic() - _caches_published >= CACHE_PUBLISH_SECONDS:
             publish_cache_sizes()
 
