@@ -169,7 +169,7 @@ def _first_seen_phases(app) -> Phases:
     return Phases((routes, "request_json", decode), (security, "request_json", decode),
                   (type(app.extensions["avh"].prefetch), "resolve", "prefetch: read every resource, select the relevant"),
                   (engine, "build_record", "record: dedup + validation (incl.)"),
-                  (record, "_validate", "validation of relevant resources (schema, fhir.resources)"),
+                  (record.Validator, "__call__", "validation of relevant resources (schema, fhir.resources)"),
                   (engine, "chart_facts", "derivation: chart_facts"), (engine, "facts_at", "derivation: facts_at"),
                   (engine, "decide_chart", "decisions: decide_chart"), (engine.Engine, "cards", "rendering the cards"),
                   (answer.Answer, "of", "encoding the answer"))

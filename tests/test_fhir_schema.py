@@ -91,7 +91,8 @@ def _variants(resource):
 
 
 def _models_only(monkeypatch):
-    monkeypatch.setattr(record_module, "_schema_accepts", lambda resource, max_depth=None: False)
+    """Validators made after this accept nothing by the schema: every resource gets fhir.resources' verdict."""
+    monkeypatch.setattr(record_module, "schemas", lambda max_depth=None: {})
 
 
 def test_the_schema_accepts_every_fixture_resource_fhir_resources_accepts_and_refuses_the_others():
@@ -99,6 +100,36 @@ def test_the_schema_accepts_every_fixture_resource_fhir_resources_accepts_and_re
     relevant = [r for f in FIXTURES for r in _relevant(f.resources())]
     assert [_schema_accepts(r) for r in relevant] == [by_models(r)[1] is None for r in relevant]
     assert not all(_schema_accepts(r) for r in relevant)
+
+
+def test_the_validator_gives_validate_s_verdict_on_valid_refused_deep_and_non_json_resources():
+    """Validator runs _validate's steps in its own body (branch small18, three Python calls fewer a resource): the same
+    element of the same JSON, or the same model, and the same reason, whichever way a resource goes."""
+    validator = Validator(max_depth=12)
+    condition = next(r for r in _distinct_relevant() if r["resourceType"] == "Condition")
+    nested: list = []
+    for _ in range(14):
+        nested = [nested]
+    odd = [{**condition, "note": [{"text": "x", "extension": nested}]},     # deeper than 12: the depth's reason
+           {**condition, 7: "a key that is not a string"},                # jsonschema-rs: ValueError
+           {**condition, "resourceType": "Basic"},                        # no schema of that type
+           {"resourceType": "Condition"}]
+    resources = [*_distinct_relevant(), *odd]
+    for resource in _distinct_relevant()[:4]:
+        resources += list(_variants(resource))[::7]
+    kinds = set()
+    for resource in resources:
+        (got, why), (expected, reason) = validator(resource), record_module._validate(resource, 12)
+        assert why == reason, resource
+        assert type(got) is type(expected), resource
+        if type(got) is JsonElement:
+            assert got.json is resource and got.get_resource_type() == resource["resourceType"]
+            assert got.__dict__ == {} and got._get == resource.get
+        else:
+            assert got == expected, resource
+        kinds.add((type(got).__name__, (why or "").split(" ")[0]))
+    assert ("JsonElement", "") in kinds and ("NoneType", "nests") in kinds and ("NoneType", "invalid") in kinds
+    assert len(kinds) >= 4 and len(resources) > 300
 
 
 def test_what_the_schema_accepts_fhir_resources_accepts_on_thousands_of_invalid_variants():

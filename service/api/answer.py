@@ -12,7 +12,10 @@ import re
 from dataclasses import dataclass
 from itertools import chain
 
-from service.fastjson import encode, encode_orjson
+import orjson
+from flask.json.provider import DefaultJSONProvider
+
+from service.fastjson import ANSWER_OPTIONS, encode, encode_orjson
 from service.uuids import new_uuids
 
 
@@ -36,8 +39,20 @@ class Answer:
 
     @classmethod
     def of(cls, cards: list[dict]) -> "Answer":
-        issued = tuple([(c["uuid"], _topic(c)) for c in cards])
-        return cls(encode({"cards": cards}), issued, _suggested(cards, [topic for _, topic in issued]))
+        """The answer of freshly rendered cards: in one loop over them (each card's topic read once), the body by
+        orjson at once (fastjson.encode's way, without its two wrappers' calls; `encode` for what orjson refuses)."""
+        issued, suggested = [], []
+        for card in cards:
+            uuid, topic = card["uuid"], card["source"]["topic"]["code"]
+            issued.append((uuid, topic))
+            for s in card.get("suggestions", ()):
+                suggested.append((s["uuid"], uuid, topic, s["label"]))
+        answer = {"cards": cards}
+        try:
+            body = orjson.dumps(answer, default=DefaultJSONProvider.default, option=ANSWER_OPTIONS)
+        except TypeError:
+            body = encode(answer)
+        return cls(body, tuple(issued), tuple(suggested))
 
     @property
     def topics(self) -> list[str]:
