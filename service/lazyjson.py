@@ -19,8 +19,9 @@ Where either could read the JSON differently from orjson, orjson decodes the bod
 orjson also decodes bodies under SMALLEST, and, of a body of SAMPLED or more, the entries when the selector keeps
 most of a sample of them: there the two passes would cost more than they save (a body under SAMPLED has no
 sample). Otherwise every Bundle's entries are decoded in one msgspec pass of the body: as Structs
-(`_typed_reader`) when they are of FHIR's shape, read by prefetch._read_structs and the selector's wanted_struct
-without a dict made; else by their keys as above (one pass of a body under SAMPLED, Bundle by Bundle from their
+(`_typed_reader`: a class per FHIR resource type, chosen by `resourceType`, holding only the concept that type is
+read for) when they are of FHIR's shape, read by prefetch._read_structs and the selector's wanted_struct without a
+dict made; else by their keys as above (one pass of a body under SAMPLED, Bundle by Bundle from their
 slices of a larger one). One simdjson parser per body: a parser's proxies point into its buffers, which a second
 parse would reuse.
 """
@@ -265,9 +266,9 @@ class _Source:
         self.body, self.arrays, self.values, self.decoded, self.judged = body, [], None, None, {}
         self.small, self.lean, self.structs = len(body) < SAMPLED, {}, {}
 
-    def typed(self, key: str, concepts: frozenset[str]) -> list | None:
+    def typed(self, key: str, concepts: frozenset[tuple[str, str, bool]]) -> list | None:
         """The entries of prefetch value `key` as `_typed_reader(concepts)` decodes them, every Bundle in one pass;
-        None when msgspec refuses the body's entries (some not of FHIR's shape). Given once: what is given is no
+        None when msgspec refuses the body's entries (some not of FHIR's shape, or of a type FHIR does not name). Given once: what is given is no
         longer held here (at 10,000 resources, each Bundle's Structs are freed when prefetch has walked them)."""
         entries = getattr(self._prefetch_as(self.structs, concepts, _typed_reader).pop(key, None), "entry", None)
         return entries if type(entries) is list else None
@@ -356,8 +357,15 @@ def _body_reader(keys: frozenset[str]) -> msgspec.json.Decoder:
 _SCALAR = Union[str, int, float, bool, None]
 
 
-class _Coding(msgspec.Struct, gc=False):
+class _Code(msgspec.Struct, gc=False):
+    """A coding as the selector reads it to match a value set."""
     system: _SCALAR = None          # a string in FHIR; hashable here, so the selector looks it up without a type check
+    code: _SCALAR = None
+
+
+class _Coding(msgspec.Struct, gc=False):
+    """A coding of a medication's concept: also its `display`, which may name the medication."""
+    system: _SCALAR = None
     code: _SCALAR = None
     display: Any = None
 
@@ -372,31 +380,79 @@ class _Search(msgspec.Struct, gc=False):
     mode: Any = None
 
 
+class _CodeConcept(msgspec.Struct, gc=False):
+    coding: Union[list[_Code], None] = None
+
+
 class _Concept(msgspec.Struct, gc=False):
     coding: Union[list[_Coding], None] = None
     text: Any = None
 
 
+# FHIR's resource types: R4B's (as fhir.resources names them) and those of R4 that R4B dropped. A Bundle holding a
+# resource of any other type (or one whose resourceType is absent or not a string) is not read as Structs
+# (`_typed_reader`): its entries are read by their keys, the same choice at a higher cost.
+RESOURCE_TYPES = frozenset("""
+    Account ActivityDefinition AdministrableProductDefinition AdverseEvent AllergyIntolerance Appointment
+    AppointmentResponse AuditEvent Basic Binary BiologicallyDerivedProduct BodyStructure Bundle CapabilityStatement
+    CarePlan CareTeam CatalogEntry ChargeItem ChargeItemDefinition Citation Claim ClaimResponse ClinicalImpression
+    ClinicalUseDefinition CodeSystem Communication CommunicationRequest CompartmentDefinition Composition ConceptMap
+    Condition Consent Contract Coverage CoverageEligibilityRequest CoverageEligibilityResponse DetectedIssue Device
+    DeviceDefinition DeviceMetric DeviceRequest DeviceUseStatement DiagnosticReport DocumentManifest DocumentReference
+    EffectEvidenceSynthesis Encounter Endpoint EnrollmentRequest EnrollmentResponse EpisodeOfCare EventDefinition
+    Evidence EvidenceReport EvidenceVariable ExampleScenario ExplanationOfBenefit FamilyMemberHistory Flag Goal
+    GraphDefinition Group GuidanceResponse HealthcareService ImagingStudy Immunization ImmunizationEvaluation
+    ImmunizationRecommendation ImplementationGuide Ingredient InsurancePlan Invoice Library Linkage List Location
+    ManufacturedItemDefinition Measure MeasureReport Media Medication MedicationAdministration MedicationDispense
+    MedicationKnowledge MedicationRequest MedicationStatement MedicinalProduct MedicinalProductAuthorization
+    MedicinalProductContraindication MedicinalProductDefinition MedicinalProductIndication MedicinalProductIngredient
+    MedicinalProductInteraction MedicinalProductManufactured MedicinalProductPackaged MedicinalProductPharmaceutical
+    MedicinalProductUndesirableEffect MessageDefinition MessageHeader MolecularSequence NamingSystem NutritionOrder
+    NutritionProduct Observation ObservationDefinition OperationDefinition OperationOutcome Organization
+    OrganizationAffiliation PackagedProductDefinition Parameters Patient PaymentNotice PaymentReconciliation Person
+    PlanDefinition Practitioner PractitionerRole Procedure Provenance Questionnaire QuestionnaireResponse
+    RegulatedAuthorization RelatedPerson RequestGroup ResearchDefinition ResearchElementDefinition ResearchStudy
+    ResearchSubject RiskAssessment RiskEvidenceSynthesis Schedule SearchParameter ServiceRequest Slot Specimen
+    SpecimenDefinition StructureDefinition StructureMap Subscription SubscriptionStatus SubscriptionTopic Substance
+    SubstanceDefinition SubstanceNucleicAcid SubstancePolymer SubstanceProtein SubstanceReferenceInformation
+    SubstanceSourceMaterial SubstanceSpecification SupplyDelivery SupplyRequest Task TerminologyCapabilities
+    TestReport TestScript ValueSet VerificationResult VisionPrescription""".split())
+
+
 @functools.cache
-def _typed_reader(concepts: frozenset[str]) -> msgspec.json.Decoder:
+def _typed_reader(concepts: frozenset[tuple[str, str, bool]]) -> msgspec.json.Decoder:
     """Decodes of a body the entries of every prefetch Bundle as Structs (no dicts: cheaper to make and to read) when
-    they are what FHIR says they are: each entry an object, its resource an object or null, of the resource
-    `concepts` CodeableConcepts (their `coding` a list of objects, of each a `system` and `code` that are not
-    arrays or objects) or null, `search` an object or null, `id` not an array or object (hashable: prefetch remembers
-    the ids of the resources it passes over, to find another version of one it keeps); of the rest, `resourceType` as
-    orjson decodes it (Any, None when absent or null, as dict.get gives), and of subject, patient and
-    medicationReference, when objects, only their `reference` (`Reference`; anything else as orjson decodes it). No
-    more: of the resources whose check reads
-    more (a Patient's `id`, an OperationOutcome's `issue`), prefetch reads the few met whole. msgspec refuses any other
-    shape, and keeps the last of a key given twice, as orjson does."""
-    # Each key of a resource is compared with every field that is not it (most keys are none of them): seven fields,
+    they are what FHIR says they are: each entry an object, its resource an object or null, of one of FHIR's types
+    (RESOURCE_TYPES), `search` an object or null, `id` not an array or object (hashable: prefetch remembers the ids of
+    the resources it passes over, to find another version of one it keeps); of subject and patient (and, of a type
+    whose concept may name it, medicationReference), when objects, only their `reference` (`Reference`; anything else
+    as orjson decodes it). `concepts` gives (resource type, the path of its CodeableConcept, whether its text and
+    displays are read): a resource of such a type has that concept as `concept` (its `coding` a list of objects, of
+    each a `system` and `code` that are not arrays or objects, and `display` where named) or null. No more: of the
+    resources whose check reads more (a Patient's `id`, an OperationOutcome's `issue`), prefetch reads the few met
+    whole. One Struct class per type, chosen by msgspec's tagged union on `resourceType` (the class's
+    `resourceType`): a resource holds only the fields its type is read for, so the keys, displays and texts of the
+    others are skipped unmade (N = 100: -95 k instructions of the pass). msgspec refuses any other shape (a
+    resourceType given twice with two values, too), and keeps the last of a key given twice, as orjson does."""
+    # Each key of a resource is compared with every field that is not it (most keys are none of them): few fields,
     # in the order FHIR's resources give them (msgspec looks for a key from the field after the last one found).
-    fields = [("resourceType", Any, None), ("id", _SCALAR, None)]
-    fields += [(name, Union[_Concept, None], None) for name in sorted(concepts)]
-    # A Reference Struct instead of a dict (~99 a call at N = 100): fewer objects made and no dict to read.
-    fields += [(name, Union[Reference, _NOT_OBJECT], None) for name in ("subject", "patient", "medicationReference")]
-    resource = msgspec.defstruct("Resource", fields, gc=False)
-    entry = msgspec.defstruct("Entry", [("resource", Union[resource, None], None), ("search", Union[_Search, None], None)],
+    read = {rtype: (path, named) for rtype, path, named in concepts}
+    references = [(name, Union[Reference, _NOT_OBJECT], None) for name in ("subject", "patient")]
+    kinds = []
+    for rtype in sorted(RESOURCE_TYPES | set(read)):
+        fields, rename = [("id", _SCALAR, None)], None
+        if rtype in read:
+            path, named = read[rtype]
+            fields.append(("concept", Union[_Concept if named else _CodeConcept, None], None))
+            rename = {"concept": path}
+        fields += references
+        if rtype in read and read[rtype][1]:
+            # A Reference Struct instead of a dict: fewer objects made and no dict to read.
+            fields.append(("medicationReference", Union[Reference, _NOT_OBJECT], None))
+        kinds.append(msgspec.defstruct(rtype, fields, gc=False, tag_field="resourceType", tag=rtype, rename=rename,
+                                       namespace={"resourceType": rtype}))
+    resource = Union[tuple(kinds) + (None,)]
+    entry = msgspec.defstruct("Entry", [("resource", resource, None), ("search", Union[_Search, None], None)],
                               gc=False)
     bundle = msgspec.defstruct("Bundle", [("entry", Union[list[entry], None], None)])
     return msgspec.json.Decoder(TypedDict("Body", {"prefetch": dict[str, Union[bundle, _NOT_OBJECT]]}, total=False))
@@ -433,7 +489,7 @@ class Entries:
             return self.source.whole_entries(self.key), None
         return decoded, self._whole
 
-    def typed(self, concepts: frozenset[str], wanted: Callable[[dict], bool]
+    def typed(self, concepts: frozenset[tuple[str, str, bool]], wanted: Callable[[dict], bool]
               ) -> tuple[list, Callable[[list[int]], list[dict]]] | None:
         """The entries as Structs (`_typed_reader(concepts)`), with what gives the resources of the entries at some
         positions whole; None when they are not read so (read them with `read`): when msgspec refuses them, or, of

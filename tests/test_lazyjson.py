@@ -474,12 +474,37 @@ def test_a_small_body_of_fhirs_shape_is_read_as_structs_and_any_other_by_its_key
     assert decode(shaped)["prefetch"]["conditions"]["entry"].typed(SELECTOR.wanted.concepts, SELECTOR.wanted) is not None
     assert [r["id"] for r in kept(shaped)] == ["c1"]
     assert_reads_alike(shaped)
-    for odd in (b'"coding":[1,', b'"search":"x","resource":', b'"medicationCodeableConcept":5,"code":'):
-        raw = shaped.replace({b'"coding":[1,': b'"coding":[', b'"search":"x","resource":': b'"resource":',
-                              b'"medicationCodeableConcept":5,"code":': b'"code":'}[odd], odd, 1)
+    for usual, odd in ((b'"coding":[', b'"coding":[1,'), (b'"resource":', b'"search":"x","resource":'),
+                       (b'"code":', b'"code":5,"code":'), (b'"id":"x1"', b'"id":"x1","resourceType":"Observation"'),
+                       (b'"resourceType":"Condition","id":"x1"', b'"resourceType":"Conditions","id":"x1"')):
+        raw = shaped.replace(usual, odd, 1)
         assert raw != shaped
         assert decode(raw)["prefetch"]["conditions"]["entry"].typed(SELECTOR.wanted.concepts, SELECTOR.wanted) is None
         assert_reads_alike(raw)
+
+
+def test_a_resource_type_given_twice_is_read_by_its_last():
+    """msgspec's tagged union reads a resource's type before its fields: one given twice with two values is refused
+    (so the Bundle is read by its keys), never read by the first, as orjson keeps the last."""
+    for first, last, ids in (("Observation", "Condition", ["c1"]), ("Condition", "Observation", [])):
+        twice = Obj([("resourceType", first)] + condition(HEMANGIOMA)[1:] + [("resourceType", last)])
+        raw = chart_body([Obj([("resource", twice)])])
+        assert decode(raw)["prefetch"]["conditions"]["entry"].typed(SELECTOR.wanted.concepts, SELECTOR.wanted) is None
+        assert [r["id"] for r in kept(raw)] == ids
+        assert_reads_alike(raw)
+
+
+def test_only_a_types_own_concept_is_read_as_structs():
+    """Each resource type's Struct holds its own concept only: a Condition's medicationCodeableConcept or an
+    Encounter's code, whatever they hold, do not send the Bundle to be read by its keys, and choose nothing."""
+    odd = [Obj([("resource", condition(IRRELEVANT, rid="x1") + [("medicationCodeableConcept", 5)])]),
+           Obj([("resource", Obj([("resourceType", "Encounter"), ("id", "e1"), ("code", [list(HEMANGIOMA)]),
+                                  ("subject", obj(("reference", f"Patient/{PATIENT}")))]))]),
+           Obj([("resource", condition(HEMANGIOMA))])]
+    raw = chart_body(odd)
+    assert decode(raw)["prefetch"]["conditions"]["entry"].typed(SELECTOR.wanted.concepts, SELECTOR.wanted) is not None
+    assert [r["id"] for r in kept(raw)] == ["c1"]
+    assert_reads_alike(raw)
 
 
 def test_kept_resources_are_plain_dicts_in_orjsons_key_order():

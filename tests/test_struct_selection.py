@@ -18,6 +18,7 @@ from service.lazyjson import _NOT_OBJECT, _typed_reader
 from tests.test_lazyjson import OTHER, PATIENT, SELECTOR, Obj, resource, text
 
 CONCEPTS = SELECTOR.wanted.concepts
+PATHS = frozenset(path for _, path, _ in CONCEPTS)      # the concepts' paths, whatever the resource's type
 
 
 class _OldCoding(msgspec.Struct, gc=False):
@@ -34,7 +35,7 @@ class _OldConcept(msgspec.Struct, gc=False):
 OLD_RESOURCE = msgspec.defstruct(
     "OldResource", [(name, Any, None) for name in ("resourceType", "id", "subject", "patient", "issue",
                                                     "medicationReference")]
-    + [(name, Union[_OldConcept, None], None) for name in sorted(CONCEPTS)], gc=False)
+    + [(name, Union[_OldConcept, None], None) for name in sorted(PATHS)], gc=False)
 
 
 def old_wanted_struct(resource) -> bool:
@@ -122,7 +123,20 @@ def test_structs_choose_and_check_the_patient_as_dicts_and_as_before(generated, 
     (b'{"resourceType":"MedicationRequest","medicationReference":{"reference":"Medication/m"}}', False),
     (b'{"resourceType":"MedicationRequest","medicationReference":{}}', False),
     (b'{"resourceType":"MedicationRequest","medicationReference":"Medication/m"}', False),
-    (b'{"resourceType":["Condition"],"code":{"coding":[{"system":"x","code":"1"}]}}', False),
+    # A Struct of the resource's own type (msgspec's tagged union on resourceType): a resourceType that is not one of
+    # FHIR's types, not a string, absent, or given twice with two values is refused, so the entries are read as dicts.
+    (b'{"resourceType":["Condition"],"code":{"coding":[{"system":"x","code":"1"}]}}', True),
+    (b'{"resourceType":"Conditions","code":{"coding":[{"system":"x","code":"1"}]}}', True),
+    (b'{"code":{"coding":[{"system":"x","code":"1"}]}}', True),
+    (b'{"resourceType":"Observation","id":"o1","resourceType":"Condition"}', True),
+    (b'{"resourceType":"Condition","id":"c1","resourceType":"Condition"}', False),
+    # Of each type only its own concept is read: another type's concept, however shaped, is skipped.
+    (b'{"resourceType":"Condition","medicationCodeableConcept":5,"code":{"coding":[{"system":"x","code":"1"}]}}',
+     False),
+    (b'{"resourceType":"Encounter","code":5,"medicationReference":"x"}', False),
+    (b'{"resourceType":"Condition","code":5}', True),
+    (b'{"resourceType":"Observation","code":{"coding":[{"system":"x","code":"1","display":{"a":[1]}}],"text":[2]}}',
+     False),
     # Not read from the Struct (a Patient's id, an OperationOutcome's issue): such a resource is read whole.
     (b'{"resourceType":"Patient","id":"p1"}', False),
     (b'{"resourceType":"Patient","id":"p1","id":"p2"}', False),

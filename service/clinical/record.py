@@ -134,30 +134,27 @@ class Selector:
     # The keys of a resource `wanted` reads: of a resource sent undecoded, prefetch decodes only these (and its
     # own) unless it is kept (service/lazyjson.py).
     wanted.reads = frozenset({"resourceType", "medicationReference"} | {path for path, _ in RELEVANT.values()})
-    # Those of them `wanted` reads as CodeableConcepts: of a small body, prefetch decodes the resources sent as Structs
-    # of these, medicationReference and its own keys, and chooses with wanted_struct (service/lazyjson.py).
-    wanted.concepts = frozenset(path for path, _ in RELEVANT.values())
+    # Those of them `wanted` reads as CodeableConcepts, by resource type, and whether their text and displays are read
+    # (a medication named): of a small body, prefetch decodes the resources sent as Structs of these, of a medication
+    # medicationReference, and their own keys, and chooses with wanted_struct (service/lazyjson.py).
+    wanted.concepts = frozenset((rtype, path, rtype in MEDICATION_TYPES) for rtype, (path, _) in RELEVANT.items())
 
     def wanted_struct(self, resource) -> bool:
-        """`wanted` of a resource decoded by lazyjson._typed_reader(wanted.concepts): the same choice (each concept
-        a Struct or None, its coding a list of Structs or None, their system and code hashable; a medicationReference
-        object a Struct of its reference; the other keys as dict.get gives them). Per resource sent, so lean: no type
-        checks the decoded types make needless."""
+        """`wanted` of a resource decoded by lazyjson._typed_reader(wanted.concepts): the same choice (a Struct of its
+        type, `resourceType` a string, of a type read its concept a Struct or None as `concept`, its coding a list of
+        Structs or None, their system and code hashable; of a medication its medicationReference, an object as a
+        Struct of its reference). Per resource sent, so lean: no type checks the decoded types make needless."""
         rtype = resource.resourceType
-        try:
-            read = self.codes_at.get(rtype)
-        except TypeError:               # unhashable (an array or object): no resource type
-            return False
+        read = self.codes_at.get(rtype)
         if read is None:
             return rtype == "Patient"
-        path, codes = read
-        concept = getattr(resource, path)
+        concept = resource.concept
         if concept is None:
             coding = None
         else:
             coding = concept.coding
             if coding is not None:
-                code_values = self.code_values
+                code_values, codes = self.code_values, read[1]
                 for c in coding:
                     if c.code in code_values and (c.system, c.code) in codes:
                         return True
@@ -165,6 +162,7 @@ class Selector:
             return False
         if isinstance(getattr(resource.medicationReference, "reference", None), str):    # references_medication
             return True
+        path = read[0]
         named = None if concept is None else {"text": concept.text, "coding": [{"display": c.display}
                                                                               for c in coding or ()]}
         return _named_or_referenced({path: named}, path)
