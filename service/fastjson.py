@@ -14,7 +14,6 @@ import orjson
 from flask.json.provider import DefaultJSONProvider
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME
-ANSWER_OPTIONS = _OPTIONS       # encode_orjson's, keys in their order (api/answer.py calls orjson with them itself)
 
 
 def dumps(obj: Any, default: Callable[[Any], Any], option: int = 0) -> bytes:

@@ -12,10 +12,7 @@ import re
 from dataclasses import dataclass
 from itertools import chain
 
-import orjson
-from flask.json.provider import DefaultJSONProvider
-
-from service.fastjson import ANSWER_OPTIONS, encode, encode_orjson
+from service.fastjson import encode, encode_orjson
 from service.uuids import new_uuids
 
 
@@ -39,20 +36,8 @@ class Answer:
 
     @classmethod
     def of(cls, cards: list[dict]) -> "Answer":
-        """The answer of freshly rendered cards: in one loop over them (each card's topic read once), the body by
-        orjson at once (fastjson.encode's way, without its two wrappers' calls; `encode` for what orjson refuses)."""
-        issued, suggested = [], []
-        for card in cards:
-            uuid, topic = card["uuid"], card["source"]["topic"]["code"]
-            issued.append((uuid, topic))
-            for s in card.get("suggestions", ()):
-                suggested.append((s["uuid"], uuid, topic, s["label"]))
-        answer = {"cards": cards}
-        try:
-            body = orjson.dumps(answer, default=DefaultJSONProvider.default, option=ANSWER_OPTIONS)
-        except TypeError:
-            body = encode(answer)
-        return cls(body, tuple(issued), tuple(suggested))
+        topics = tuple(map(_topic, cards))
+        return cls(encode({"cards": cards}), tuple(zip((c["uuid"] for c in cards), topics)), _suggested(cards, topics))
 
     @property
     def topics(self) -> list[str]:

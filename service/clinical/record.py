@@ -25,7 +25,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from service.clinical.frozen import set_at_once
-from service.clinical.elements import JsonElement, define_elements, read_definitions, read_element
+from service.clinical.elements import define_elements, read_definitions, read_element
 from service.clinical.markdown import NOT_AN_ELEMENT, element_path, shown_id
 from service.lazyjson import BeyondDouble
 from service.nesting import depth_schemas, json_depth
@@ -379,9 +379,8 @@ class Validator:
 
     Nothing is remembered between calls: the schema checks a resource in ~1.5 µs, less than remembering it by its
     JSON would cost (a cache by exact JSON thrashed on charts larger than itself, issue 18). The compiled schemas'
-    checks are taken once, here: a call asks its type's check itself and reads an accepted resource's element in
-    line, not through _validate -> _schema_accepts -> schemas() -> read_element (~1.3 µs a resource, a tenth of a
-    call's record; branch small18)."""
+    checks are taken once, here: a call asks its type's check itself, not through _validate -> _schema_accepts ->
+    schemas() (branch small18)."""
 
     def __init__(self, max_depth: int = 64):
         self.max_depth = max_depth
@@ -395,10 +394,7 @@ class Validator:
         if accepts is not None:
             try:
                 if accepts(resource):
-                    element = JsonElement()     # read_element's lines, without its call
-                    element._json = resource
-                    element._get = resource.get
-                    return element, None
+                    return read_element(resource), None
             except ValueError:                  # not JSON (a key that is not a string): fhir.resources says why
                 pass
         return _refused(resource, self.max_depth)
