@@ -254,7 +254,8 @@ class AvhFlask(Flask):
         return self.finalize_request(rv)
 
     def finalize_request(self, rv, from_error_handler: bool = False):
-        response = self.make_response(rv)
+        # An answer made by the view is returned by make_response as it is, after its type checks and a cast.
+        response = rv if type(rv) is self.response_class else self.make_response(rv)
         try:
             response = self.process_response(response)
             if request_finished.receivers:
