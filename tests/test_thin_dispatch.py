@@ -168,6 +168,32 @@ def test_the_response_hands_the_server_what_werkzeug_hands_it(status, method, ex
         WerkzeugResponse, status, method, extra, body, drop_length)
 
 
+@pytest.mark.parametrize("body", [b'{"cards":[]}', '{"cards":["é"]}', [b"a", b"bc"], "generator"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("passthrough", [False, True])
+def test_the_answers_iterable_gives_and_closes_as_werkzeugs(body, method, passthrough):
+    """A body set whole is handed over as a WholeBody (iterated in C), not werkzeug's ClosingIterator: the same
+    bytes, and closing it runs the response's close functions (aftersend's steps) and closes the body's own
+    iterable, as werkzeug's does."""
+    def seen(response_class):
+        events = []
+
+        def chunks():
+            try:
+                yield b"x"
+            finally:
+                events.append("body closed")
+        response = response_class(chunks() if body == "generator" else body, mimetype="application/json")
+        response.headers["Content-Length"] = "1"         # as a hook answer has it
+        response.direct_passthrough = passthrough
+        response.call_on_close(lambda: events.append("on close"))
+        app_iter, status_line, headers = response.get_wsgi_response({"REQUEST_METHOD": method})
+        data = b"".join(app_iter)
+        getattr(app_iter, "close", lambda: None)()          # a passed-through list has none: a server skips it
+        return status_line, headers, data, events
+    assert seen(AvhResponse) == seen(WerkzeugResponse)
+
+
 def test_the_body_limit_is_flasks(app):
     """AvhRequest reads MAX_CONTENT_LENGTH without Flask's proxy: the app's, a request's own, werkzeug's outside an
     app."""

@@ -103,9 +103,11 @@ def invoke(service_id: str):
         return precondition_failed(exc)
     now = dt.datetime.now(dt.timezone.utc)
     answer = service.evaluate(avh.engine, prefetched, body, now, avh.source_url(_cv_request.get().request))
-    call["resource_count"], call["card_topics"] = prefetched.read, answer.topics
-    response = app.response_class(answer.json, mimetype="application/json")
-    after_sent(response, metrics.observe_cards, service.id, answer.topics)
+    topics = answer.topics
+    call["resource_count"], call["card_topics"] = prefetched.read, topics
+    # The content type given whole: a mimetype is asked whether it takes a charset (application/json does not).
+    response = app.response_class(answer.json, content_type="application/json")
+    after_sent(response, metrics.observe_cards, service.id, topics)
     if avh.store.flush_seconds <= 0:        # issued cards written before the answer: feedback may follow at once
         record_issued(avh, service.id, body["hookInstance"], answer, now)
     else:

@@ -54,7 +54,11 @@ def utc_timestamp(created: float) -> str:
         t = time.gmtime(whole)          # strftime's %Y would not pad a year before 1000 to four digits
         text = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
         _second = (whole, text)
-    return f"{text}.{microseconds // 1000:03d}+00:00"
+    return text + _MILLISECONDS[microseconds // 1000]
+
+
+# ".mmm+00:00" for each millisecond: an f-string's format spec (`:03d`) was ~2,600 instructions of every log line.
+_MILLISECONDS = tuple(f".{ms:03d}+00:00" for ms in range(1000))
 
 
 def traceback_unquoted(exc_info) -> str:
