@@ -129,9 +129,10 @@ def instant(value) -> dt.datetime | None:
     text = value.strip()
     if len(text) > 10:
         try:
-            return in_utc(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             return None
+        return moment if moment.tzinfo is UTC else in_utc(moment)     # "Z" and "+00:00" are UTC's own tzinfo
     if PARTIAL_DATE.fullmatch(text):       # the forms a FHIR date has: read without strptime (~10 times its cost)
         return midnight_utc(int(text[:4]), int(text[5:7] or 1), int(text[8:] or 1))
     for fmt, size in (("%Y-%m-%d", 10), ("%Y-%m", 7), ("%Y", 4)):
@@ -669,10 +670,16 @@ def reported_in_episode(entries: Entries, vs: ValueSets, name: str, window) -> l
     return out
 
 
-def workup(entries: Entries, vs: ValueSets, name: str, window) -> Evidence | None:
-    """Done, reported or ordered in the episode: the latest such entry."""
-    return latest_of(done_in_episode(entries, vs, name, window) + reported_in_episode(entries, vs, name, window)
-                     + ordered_in_episode(entries, vs, name, window))
+def workup(entries: Entries, vs: ValueSets, name: str, window, done: bool = True, reported: bool = True) -> Evidence | None:
+    """Done, reported or ordered in the episode: the latest such entry (`done`, `reported`: whether those kinds count;
+    an order always does). A kind is read only when some entry of it is filed under the code: most charts hold few
+    procedures and no report or order."""
+    found = done_in_episode(entries, vs, name, window) if done and name in entries.procedures else []
+    if reported and name in entries.reports:
+        found += reported_in_episode(entries, vs, name, window)
+    if name in entries.orders:
+        found += ordered_in_episode(entries, vs, name, window)
+    return latest_of(found) if found else None
 
 
 def the_operation(found, window, vs: ValueSets) -> Evidence | None:
@@ -717,7 +724,8 @@ def radiotherapy_since(entries: Entries, vs: ValueSets, since: dt.datetime | Non
     for p, when in entries.procedures.get("radiotherapy", ()):
         if p.status in RADIOTHERAPY_GIVEN and (ever or when is None or since is None or when.date() >= since.date()):
             found.append((when, evidence(p, p.code, when, vs)))
-    found += ordered_in_episode(entries, vs, "radiotherapy", None if ever else window)
+    if "radiotherapy" in entries.orders:
+        found += ordered_in_episode(entries, vs, "radiotherapy", None if ever else window)
     return latest_of(found)
 
 
@@ -1274,11 +1282,9 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         surgery=operation,
         earlier_operation=earlier,
         undated_decompression=undated_decompression(found, vs),
-        decompression_ordered=latest_of(ordered_in_episode(entries, vs, "decompression-surgery", window)),
-        posterior_fixation=latest_of(done_in_episode(entries, vs, "posterior-stabilization", window)
-                                     + ordered_in_episode(entries, vs, "posterior-stabilization", window)),
-        embolization=latest_of(done_in_episode(entries, vs, "embolization", window)
-                               + ordered_in_episode(entries, vs, "embolization", window)),
+        decompression_ordered=workup(entries, vs, "decompression-surgery", window, done=False, reported=False),
+        posterior_fixation=workup(entries, vs, "posterior-stabilization", window, reported=False),
+        embolization=workup(entries, vs, "embolization", window, reported=False),
         radiotherapy=radiotherapy,
         mri_entire_spine=workup(entries, vs, "mri-entire-spine", window),
         mri_thoracic=workup(entries, vs, "mri-thoracic-spine", window),
