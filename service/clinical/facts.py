@@ -670,7 +670,8 @@ def reported_in_episode(entries: Entries, vs: ValueSets, name: str, window) -> l
     return out
 
 
-def workup(entries: Entries, vs: ValueSets, name: str, window, done: bool = True, reported: bool = True) -> Evidence | None:
+def workup(entries: Entries, vs: ValueSets, name: str, window, done: bool = True,
+           reported: bool = True) -> Evidence | None:
     """Done, reported or ordered in the episode: the latest such entry (`done`, `reported`: whether those kinds count;
     an order always does). A kind is read only when some entry of it is filed under the code: most charts hold few
     procedures and no report or order."""
@@ -1011,7 +1012,8 @@ class Deterioration:
 
     def current(self, now: dt.datetime) -> tuple[Evidence, ...]:
         recent = shift(now, -RAPID_RECENT)
-        found: list[Evidence] = [ev for when, able, ev in self.stated if able and when >= recent]
+        found: list[Evidence] = ([ev for when, able, ev in self.stated if able and when >= recent]
+                                 if self.stated else [])
         if self.flag and self.flag[0] >= recent:
             found.append(self.flag[1])
         for when, pair in self.latest_pairs:
@@ -1324,7 +1326,8 @@ def moment(chart: ChartFacts, now: dt.datetime) -> Moment:
     if not chart.facts.in_pathway:
         return today, (), (), None, None
     rapid = chart.deterioration.current(now)
-    under_way = [ev for when, ev in chart.in_progress if shift(now, -SURGERY_UNDER_WAY) <= when]
+    under_way = ([ev for when, ev in chart.in_progress if shift(now, -SURGERY_UNDER_WAY) <= when]
+                 if chart.in_progress else ())        # most charts: no decompression in progress
     return (today, rapid, () if rapid else chart.deterioration.lapsed(now),
             min(under_way, key=lambda ev: ev.ref) if under_way else None, chart.pregnancy.at(now))
 
