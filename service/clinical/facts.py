@@ -505,10 +505,14 @@ def is_vertebral_hemangioma(c, vs: ValueSets) -> bool:
     vertebral_code = in_set(c.code, vs["vertebral-hemangioma"])
     if not vertebral_code and not in_set(c.code, vs["hemangioma-site-unspecified"]):
         return False
-    sites = c.bodySite
-    coded_sites = [site for site in sites if codings(site)] if sites else ()
-    if coded_sites:
-        return any(in_set(site, vs["spine-structure"]) for site in coded_sites)
+    coded_site = False
+    for site in c.bodySite or ():
+        if codings(site):
+            if in_set(site, vs["spine-structure"]):
+                return True
+            coded_site = True
+    if coded_site:
+        return False
     if vertebral_code:
         return True
     names = [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]
