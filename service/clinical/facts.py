@@ -12,9 +12,9 @@ import datetime as dt
 import functools
 import re
 from collections import deque
+from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
-from dataclasses import dataclass
 from typing import Iterable
 
 from service.clinical.frozen import set_at_once
@@ -717,7 +717,9 @@ def undated_decompression(found, vs: ValueSets) -> Evidence | None:
 
 
 def decompressions_in_progress(found, vs: ValueSets) -> tuple[tuple[dt.datetime, Evidence], ...]:
-    return () if not found else tuple((when, evidence(p, p.code, when, vs, f"{label_of(p.code, vs)} (in progress)"))
+    if not found:
+        return ()
+    return tuple((when, evidence(p, p.code, when, vs, f"{label_of(p.code, vs)} (in progress)"))
                  for p, when in found if p.status == "in-progress" and when)
 
 
