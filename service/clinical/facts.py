@@ -13,6 +13,8 @@ import functools
 import re
 from collections import deque
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter
 from typing import Iterable
 
 from service.clinical.frozen import set_at_once
@@ -127,9 +129,10 @@ def instant(value) -> dt.datetime | None:
     text = value.strip()
     if len(text) > 10:
         try:
-            return in_utc(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             return None
+        return moment if moment.tzinfo is UTC else in_utc(moment)     # "Z" and "+00:00" are UTC's own tzinfo
     if PARTIAL_DATE.fullmatch(text):       # the forms a FHIR date has: read without strptime (~10 times its cost)
         return midnight_utc(int(text[:4]), int(text[5:7] or 1), int(text[8:] or 1))
     for fmt, size in (("%Y-%m-%d", 10), ("%Y-%m", 7), ("%Y", 4)):
@@ -502,9 +505,14 @@ def is_vertebral_hemangioma(c, vs: ValueSets) -> bool:
     vertebral_code = in_set(c.code, vs["vertebral-hemangioma"])
     if not vertebral_code and not in_set(c.code, vs["hemangioma-site-unspecified"]):
         return False
-    coded_sites = [site for site in c.bodySite or [] if codings(site)]
-    if coded_sites:
-        return any(in_set(site, vs["spine-structure"]) for site in coded_sites)
+    coded_site = False
+    for site in c.bodySite or ():
+        if codings(site):
+            if in_set(site, vs["spine-structure"]):
+                return True
+            coded_site = True
+    if coded_site:
+        return False
     if vertebral_code:
         return True
     names = [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]
@@ -518,7 +526,10 @@ HEMANGIOMA_CODES = ("vertebral-hemangioma", "hemangioma-site-unspecified")
 def coded_hemangiomas(conditions: list, problems: Coded) -> list:
     """The counting Conditions by_value_set filed under a hemangioma code, in the record's order: only these can be
     a vertebral hemangioma (is_vertebral_hemangioma is asked of no other Condition)."""
-    filed = {id(entry) for name in HEMANGIOMA_CODES for entry in problems.get(name, ())}
+    vertebral, unspecified = problems.get(HEMANGIOMA_CODES[0], ()), problems.get(HEMANGIOMA_CODES[1], ())
+    if not vertebral or not unspecified:        # filed under one code only (most charts): in the record's order
+        return vertebral or unspecified
+    filed = set(map(id, vertebral)) | set(map(id, unspecified))
     return [entry for entry in conditions if id(entry) in filed]
 
 
@@ -527,10 +538,14 @@ def levels_of(c, vs: ValueSets) -> set[str]:
     a line each: a level never runs from one line into the next)."""
     found = set()
     words = []
-    for site in c.bodySite or []:
-        found.update(vs.levels[code] for code in codings(site) if code in vs.levels)
+    for site in c.bodySite or ():
+        for code in codings(site):
+            if code in vs.levels:
+                found.add(vs.levels[code])
         words.append(label_of(site))
-    words += [c.code.text or ""] + [cd.display or "" for cd in c.code.coding or []]
+    words.append(c.code.text or "")
+    for cd in c.code.coding or ():
+        words.append(cd.display or "")
     found.update(named_levels("\n".join(words)))
     return found.intersection(LEVEL_NAMES)
 
@@ -605,9 +620,10 @@ class Entries:
 
 
 def entries_of(record: PatientRecord, vs: ValueSets, born) -> Entries:
-    return Entries(by_value_set([(p, procedure_date(p, born)) for p in record.of("Procedure")], vs),
-                   by_value_set([(r, request_date(r)) for r in record.of("ServiceRequest")], vs),
-                   by_value_set([(r, report_date(r)) for r in record.of("DiagnosticReport")], vs))
+    procedures, orders, reports = record.of("Procedure"), record.of("ServiceRequest"), record.of("DiagnosticReport")
+    return Entries(by_value_set(list(zip(procedures, map(procedure_date, procedures, repeat(born)))), vs),
+                   by_value_set(list(zip(orders, map(request_date, orders))), vs) if orders else {},
+                   by_value_set(list(zip(reports, map(report_date, reports))), vs) if reports else {})
 
 
 # --- record entries in the episode -----------------------------------------------------------------------
@@ -621,7 +637,17 @@ def latest_of(found: list[tuple[dt.datetime | None, Evidence]]) -> Evidence | No
     """The latest dated entry, else an undated one; ties by reference, so the order sent never matters."""
     if not found:
         return None
-    return max(found, key=lambda item: (item[0] or EARLIEST, item[1].ref))[1]
+    return found[0][1] if len(found) == 1 else max(found, key=latest_order)[1]
+
+
+def latest_order(item: tuple) -> tuple:
+    """The order of dated Evidence, (date or None, Evidence): by date (undated first), ties by reference."""
+    return item[0] or EARLIEST, item[1].ref
+
+
+def by_entry_id(entry: tuple) -> str:
+    """The order of (entry, ...) pairs by the entry's id: the order they were sent in never matters."""
+    return entry[0].id or ""
 
 
 def done_in_episode(entries: Entries, vs: ValueSets, name: str, window) -> list[tuple[dt.datetime | None, Evidence]]:
@@ -648,14 +674,23 @@ def reported_in_episode(entries: Entries, vs: ValueSets, name: str, window) -> l
     return out
 
 
-def workup(entries: Entries, vs: ValueSets, name: str, window) -> Evidence | None:
-    """Done, reported or ordered in the episode: the latest such entry."""
-    return latest_of(done_in_episode(entries, vs, name, window) + reported_in_episode(entries, vs, name, window)
-                     + ordered_in_episode(entries, vs, name, window))
+def workup(entries: Entries, vs: ValueSets, name: str, window, done: bool = True,
+           reported: bool = True) -> Evidence | None:
+    """Done, reported or ordered in the episode: the latest such entry (`done`, `reported`: whether those kinds count;
+    an order always does). A kind is read only when some entry of it is filed under the code: most charts hold few
+    procedures and no report or order."""
+    found = done_in_episode(entries, vs, name, window) if done and name in entries.procedures else []
+    if reported and name in entries.reports:
+        found += reported_in_episode(entries, vs, name, window)
+    if name in entries.orders:
+        found += ordered_in_episode(entries, vs, name, window)
+    return latest_of(found) if found else None
 
 
 def the_operation(found, window, vs: ValueSets) -> Evidence | None:
     """The earliest done decompression dated in the episode (an undated one never makes operated)."""
+    if not found:                   # most charts: no decompression on record
+        return None
     dated = [(when, p) for p, when in found if p.status == "completed" and when and in_window(when, window)]
     if not dated:
         return None
@@ -665,7 +700,7 @@ def the_operation(found, window, vs: ValueSets) -> Evidence | None:
 
 def earlier_operation(found, window, vs: ValueSets) -> Evidence | None:
     """The latest dated done decompression before the episode's window."""
-    if window is None:
+    if window is None or not found:
         return None
     dated = [(when, p) for p, when in found if p.status == "completed" and when and when < window]
     if not dated:
@@ -675,11 +710,15 @@ def earlier_operation(found, window, vs: ValueSets) -> Evidence | None:
 
 
 def undated_decompression(found, vs: ValueSets) -> Evidence | None:
+    if not found:
+        return None
     undated = sorted((p for p, when in found if p.status == "completed" and when is None), key=lambda p: p.id or "")
     return evidence(undated[0], undated[0].code, None, vs, f"{label_of(undated[0].code, vs)}, without a date") if undated else None
 
 
 def decompressions_in_progress(found, vs: ValueSets) -> tuple[tuple[dt.datetime, Evidence], ...]:
+    if not found:
+        return ()
     return tuple((when, evidence(p, p.code, when, vs, f"{label_of(p.code, vs)} (in progress)"))
                  for p, when in found if p.status == "in-progress" and when)
 
@@ -692,7 +731,8 @@ def radiotherapy_since(entries: Entries, vs: ValueSets, since: dt.datetime | Non
     for p, when in entries.procedures.get("radiotherapy", ()):
         if p.status in RADIOTHERAPY_GIVEN and (ever or when is None or since is None or when.date() >= since.date()):
             found.append((when, evidence(p, p.code, when, vs)))
-    found += ordered_in_episode(entries, vs, "radiotherapy", None if ever else window)
+    if "radiotherapy" in entries.orders:
+        found += ordered_in_episode(entries, vs, "radiotherapy", None if ever else window)
     return latest_of(found)
 
 
@@ -745,7 +785,7 @@ def _local_form(words: str) -> bool:
 def names_dexamethasone(names: list[str], route: str, coded: bool) -> bool:
     """The words of a medication (its text and displays) and its route: systemic single-ingredient
     dexamethasone? `coded`: a coding is in the dexamethasone set (the words then only exclude)."""
-    if names_local_form(route) or any(names_local_form(n) for n in names):
+    if names_local_form(route) or any(map(names_local_form, names)):
         return False
     if coded:
         return True
@@ -772,6 +812,7 @@ def milligrams(quantity) -> float | None:
     return float(quantity.value) * factor if factor is not None else None
 
 
+DOSE_QUANTITY = attrgetter("doseQuantity")
 MILLIGRAMS_IN = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001}     # a dose's unit -> milligrams in one
 
 
@@ -783,7 +824,7 @@ def dosage_daily_mg(dosage) -> float | None:
     repeat = dosage.timing.repeat if dosage.timing else None
     if repeat is None:
         return None
-    return line_daily_mg((milligrams(dr.doseQuantity) for dr in dosage.doseAndRate or ()), repeat.frequency,
+    return line_daily_mg(map(milligrams, map(DOSE_QUANTITY, dosage.doseAndRate or ())), repeat.frequency,
                          repeat.period, repeat.periodUnit, repeat.count)
 
 
@@ -793,8 +834,10 @@ def line_daily_mg(doses: Iterable[float | None], frequency, period, period_unit,
     `doses`: its doseAndRate's doseQuantity, each in mg or None (not in mg, or none); the first in mg is the line's
     dose (a line of [2 tablets, 8 mg] states 8 mg). A day's dose: the dose times timing.repeat's frequency per period
     (one dose when less often than daily: "every 2 days"), or the dose when repeat gives a count only; else None."""
-    dose = next((d for d in doses if d is not None), None)
-    if dose is None:
+    for dose in doses:
+        if dose is not None:
+            break
+    else:
         return None
     days = PERIOD_DAYS.get(period_unit) if isinstance(period_unit, str) else None
     if frequency and period and days:
@@ -808,14 +851,20 @@ def daily_dose_mg(resource) -> float | None:
     more than 16 mg: course_dose)."""
     if resource.get_resource_type() == "MedicationAdministration":
         return milligrams(resource.dosage.dose) if resource.dosage is not None else None
-    lines = [dosage_daily_mg(d) for d in resource.dosageInstruction or ()]
-    known = [d for d in lines if d is not None]
-    return course_dose(known, len(known) < len(lines))      # the course's rule, over the order's lines
+    known, unknown = [], False
+    for line in resource.dosageInstruction or ():
+        dose = dosage_daily_mg(line)
+        if dose is None:
+            unknown = True
+        else:
+            known.append(dose)
+    return course_dose(known, unknown)      # the course's rule, over the order's lines
 
 
 def dexamethasone_course(record: PatientRecord, vs: ValueSets, window) -> Dexamethasone | None:
     """Ongoing or given dexamethasone in the episode, its course start and highest stated daily dose."""
-    medications = {ref_of(m): m for m in record.of("Medication")}
+    sent = record.of("Medication")
+    medications = dict(zip(map(ref_of, sent), sent))
     counted = []
     for m in record.of("MedicationRequest"):
         if m.intent not in ORDER_INTENTS or m.doNotPerform is True:
@@ -855,8 +904,8 @@ def course_order(item: tuple) -> tuple:
 
 def course_dose(known: list[float], unknown: bool) -> float | None:
     """The highest daily dose above 16 mg on some entry; else the highest stated, when every entry states one."""
-    high = [d for d in known if d > MODERATE_DAILY_DOSE_MG]
-    return max(high) if high else (max(known) if known and not unknown else None)
+    highest = max(known, default=None)      # above 16 mg, it is the highest above 16 mg
+    return highest if highest is not None and (highest > MODERATE_DAILY_DOSE_MG or not unknown) else None
 
 
 def _medication_state(resource) -> str:
@@ -969,7 +1018,8 @@ class Deterioration:
 
     def current(self, now: dt.datetime) -> tuple[Evidence, ...]:
         recent = shift(now, -RAPID_RECENT)
-        found: list[Evidence] = [ev for when, able, ev in self.stated if able and when >= recent]
+        found: list[Evidence] = ([ev for when, able, ev in self.stated if able and when >= recent]
+                                 if self.stated else [])
         if self.flag and self.flag[0] >= recent:
             found.append(self.flag[1])
         for when, pair in self.latest_pairs:
@@ -1016,7 +1066,8 @@ def deterioration(readings: Readings, walking: Walking, vs: ValueSets, problems:
     latest_pairs = []
     for series, worse in ((walking_series, stopped_walking), (motor_series, motor_dropped)):
         pairs = worsenings(series, worse)
-        in_episode += [(when, said(pair)) for when, pair in pairs if in_window(when, window)]
+        if pairs:
+            in_episode += [(when, said(pair)) for when, pair in pairs if in_window(when, window)]
         if pairs and series and pairs[-1][0] == series[-1][0] and pairs[-1][1][1] is series[-1][1]:
             latest_pairs.append((pairs[-1][0], said(pairs[-1][1])))
     first = min(in_episode, key=lambda item: (item[0], item[1][0].ref)) if in_episode else None
@@ -1061,7 +1112,7 @@ def ambulatory_status(walking: Walking, vs: ValueSets, problems: Coded) -> tuple
         when, o, value = walking[-1]
         return value, reading(o, WALKING_WORDS[value], when, vs)
     paraplegia = sorted(((c, start) for c, (start, _) in problems.get("non-ambulatory-deficit", ()) if is_active(c)),
-                        key=lambda entry: entry[0].id or "")
+                        key=by_entry_id)
     if paraplegia:
         c, start = paraplegia[0]
         return "non-ambulatory", evidence(c, c.code, start, vs)
@@ -1095,8 +1146,11 @@ def age_on(born: dt.datetime | None, today: dt.date) -> int | None:
 
 
 def multilevel_thoracic(levels: Iterable[str]) -> bool:
-    low, high = (level_rank(lv) for lv in MULTILEVEL_THORACIC)
-    return len({lv for lv in levels if low <= level_rank(lv) <= high}) >= 2
+    """Two or more of the levels from T5 to T10 (vertebral level names, as levels_of gives)."""
+    return len(MULTILEVEL_SPAN.intersection(levels)) >= 2
+
+
+MULTILEVEL_SPAN = frozenset(LEVELS[level_rank(MULTILEVEL_THORACIC[0]):level_rank(MULTILEVEL_THORACIC[1]) + 1])
 
 
 @set_at_once
@@ -1122,10 +1176,13 @@ def pregnancy(readings: Readings, vs: ValueSets, problems: Coded) -> Pregnancy:
     for c, (start, _) in problems.get("pregnancy", ()):
         if start and is_active(c):
             found.append((start, evidence(c, c.code, start, vs)))
+    answers = readings["pregnancy-status"]
     statuses = tuple((when, in_set(o.valueCodeableConcept, vs["pregnancy-status-pregnant"]),
                       reading(o, label_of(o.valueCodeableConcept, vs), when, vs))
-                     for when, o in readings["pregnancy-status"] if o.valueCodeableConcept)
-    return Pregnancy(tuple(sorted(found, key=lambda item: (item[0], item[1].ref), reverse=True)), statuses)
+                     for when, o in answers if o.valueCodeableConcept) if answers else ()
+    if len(found) > 1:
+        found.sort(key=latest_order, reverse=True)
+    return Pregnancy(tuple(found), statuses)
 
 
 def minor_trauma(problems: Coded, vs: ValueSets, episode_start: dt.datetime | None) -> Evidence | None:
@@ -1168,12 +1225,20 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         return out_of_scope(common, "no spinal cord compression on record")
     compression, (start, source) = episode
     compression_levels = levels_of(compression, vs)
-    hemangiomas = [(h, when, levels_of(h, vs)) for h, when in coded_hemangiomas(conditions, problems)
-                   if is_vertebral_hemangioma(h, vs)]                # with their start and levels
-    if not hemangiomas:
+    # One pass over the vertebral hemangiomas: every one's levels, and those of the compression's lesion (each
+    # with its start and levels) and their levels.
+    vertebral, hemangioma_levels, lesion_levels, lesion, every_level = False, set(), [], [], set(compression_levels)
+    for h, when in coded_hemangiomas(conditions, problems):
+        if is_vertebral_hemangioma(h, vs):
+            vertebral = True
+            levels = levels_of(h, vs)
+            hemangioma_levels |= levels
+            if same_lesion(levels, compression_levels):
+                lesion_levels.append((h, when, levels))
+                lesion.append(h)
+                every_level |= levels
+    if not vertebral:
         return out_of_scope(common, "no vertebral hemangioma on record")
-    lesion_levels = [(h, when, levels) for h, when, levels in hemangiomas if same_lesion(levels, compression_levels)]
-    lesion = [h for h, _, _ in lesion_levels]
     if not lesion:
         return out_of_scope(common, f"the hemangioma and the compression ({', '.join(sorted_levels(compression_levels))})"
                                     " lie more than one level apart")
@@ -1183,27 +1248,26 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
     found = entries.procedures.get("decompression-surgery", [])
     operation = the_operation(found, window, vs)
     earlier = earlier_operation(found, window, vs)
-    recurrent_status = is_recurrent(compression) or any(is_recurrent(h) for h in lesion)
+    recurrent_status = is_recurrent(compression) or any(map(is_recurrent, lesion))
     if operation is not None:
         stage, recurrence = "post-operative", False
     elif not is_active(compression):
         return out_of_scope(common, "the compression is not active and was not operated in this episode")
     else:
         recurrence = earlier is not None or recurrent_status
-        if not recurrence and not any(is_active(h) for h in lesion):
+        if not recurrence and not any(map(is_active, lesion)):
             return out_of_scope(common, "the hemangioma is not active and this is not a recurrence")
         stage = "pre-operative"
     speaking, (speaking_start, _), _ = speaking_hemangioma(lesion_levels)
-    every_level = set().union(*(levels for _, _, levels in lesion_levels)) | compression_levels
     if operation is not None:
         radiotherapy = radiotherapy_since(entries, vs, instant_of(operation), window)
     elif earlier is not None:
         radiotherapy = radiotherapy_since(entries, vs, instant_of(earlier), window)
     else:
         radiotherapy = radiotherapy_since(entries, vs, None, window, ever=True)
-    competing = tuple(evidence(c, c.code, when, vs)
-                      for c, (when, _) in sorted(problems.get("competing-cause", ()), key=lambda entry: entry[0].id or "")
-                      if is_active(c))
+    causes = problems.get("competing-cause")
+    competing = tuple(evidence(c, c.code, when, vs) for c, (when, _) in sorted(causes, key=by_entry_id)
+                      if is_active(c)) if causes else ()
     readings = readings_by_concept(record, vs)
     walking = walking_readings(readings)
     status, status_evidence = ambulatory_status(walking, vs, problems)
@@ -1222,15 +1286,13 @@ def chart_facts(record: PatientRecord, vs: ValueSets) -> ChartFacts:
         compression_verification=status_code(compression.verificationStatus, VERIFICATION_STATUS) or "confirmed",
         competing=competing,
         levels=sorted_levels(every_level),
-        multilevel_thoracic=multilevel_thoracic(set().union(*(levels for _, _, levels in hemangiomas))),
+        multilevel_thoracic=multilevel_thoracic(hemangioma_levels),
         surgery=operation,
         earlier_operation=earlier,
         undated_decompression=undated_decompression(found, vs),
-        decompression_ordered=latest_of(ordered_in_episode(entries, vs, "decompression-surgery", window)),
-        posterior_fixation=latest_of(done_in_episode(entries, vs, "posterior-stabilization", window)
-                                     + ordered_in_episode(entries, vs, "posterior-stabilization", window)),
-        embolization=latest_of(done_in_episode(entries, vs, "embolization", window)
-                               + ordered_in_episode(entries, vs, "embolization", window)),
+        decompression_ordered=workup(entries, vs, "decompression-surgery", window, done=False, reported=False),
+        posterior_fixation=workup(entries, vs, "posterior-stabilization", window, reported=False),
+        embolization=workup(entries, vs, "embolization", window, reported=False),
         radiotherapy=radiotherapy,
         mri_entire_spine=workup(entries, vs, "mri-entire-spine", window),
         mri_thoracic=workup(entries, vs, "mri-thoracic-spine", window),
@@ -1270,7 +1332,8 @@ def moment(chart: ChartFacts, now: dt.datetime) -> Moment:
     if not chart.facts.in_pathway:
         return today, (), (), None, None
     rapid = chart.deterioration.current(now)
-    under_way = [ev for when, ev in chart.in_progress if shift(now, -SURGERY_UNDER_WAY) <= when]
+    under_way = ([ev for when, ev in chart.in_progress if shift(now, -SURGERY_UNDER_WAY) <= when]
+                 if chart.in_progress else ())        # most charts: no decompression in progress
     return (today, rapid, () if rapid else chart.deterioration.lapsed(now),
             min(under_way, key=lambda ev: ev.ref) if under_way else None, chart.pregnancy.at(now))
 

@@ -12,6 +12,7 @@ be read but whose code could change who is in scope is reported too: never silen
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Callable
 
 from service.clinical.frozen import set_at_once
@@ -113,7 +114,7 @@ def patient_flags(facts: Facts) -> frozenset[str]:
         "earlier_operation": facts.earlier_operation is not None,
         "late_radiotherapy": (facts.days_since_surgery or 0) > RADIOTHERAPY_LATE_DAYS,
     }
-    flags |= {name for name, holds in optional.items() if holds}
+    flags |= set(compress(optional, optional.values()))     # the names whose test holds (a set: the same order)
     if "pediatric" in flags or "age_unknown" in flags:
         flags.add("no_adult_dose")
     if not WITHOUT_DOSE.isdisjoint(flags):
@@ -272,7 +273,7 @@ def outcomes(f: Facts) -> list[tuple[str, Outcome]]:
 
 def scope_unchecked(f: Facts) -> list[Unchecked]:
     """A Condition left out whose code could change whether the patient is in scope: never silence."""
-    if f.deceased:
+    if f.deceased or not f.left_out:
         return []
     unreadable = tuple(f"{lo.ref}: {lo.reason}" for lo in f.left_out if lo.could_change_scope)
     return [Unchecked("scope", ("Condition",), unreadable)] if unreadable else []
@@ -308,9 +309,10 @@ def decide_chart(facts: Facts) -> tuple[list[Decision], list[Unchecked]]:
                 unchecked.append(Unchecked(topic, missing))
             continue
         decisions.append(Decision(topic, tuple(filter(None, outcome.evidence)), flags))   # an Evidence is never false
-    reported = {u.topic for u in unchecked}
-    unchecked += [Unchecked(t, missing) for t, missing in _undecided_for_want_of_data(facts).items()
-                  if t not in reported]
+    undecided = _undecided_for_want_of_data(facts)
+    if undecided:
+        reported = {u.topic for u in unchecked}
+        unchecked += [Unchecked(t, missing) for t, missing in undecided.items() if t not in reported]
     return decisions, unchecked
 
 

@@ -142,8 +142,9 @@ def codings(concept) -> list[Code]:
         if found is None:       # the schema accepted it: `coding` a list of objects, their system and code strings
             found = []          # a loop, not a comprehension (a function object made a call): ~17 concepts a chart
             for c in concept._json.get("coding", ()):
-                if c.get("system") and c.get("code"):
-                    found.append((c["system"], c["code"]))
+                system, code = c.get("system"), c.get("code")
+                if system and code:
+                    found.append((system, code))
             concept.__dict__[_CODINGS] = found
         return found
     if isinstance(concept, dict):
