@@ -7,11 +7,12 @@ from dataclasses import dataclass, field, fields
 
 import pytest
 
+from service.api import answer
 from service.clinical import facts, pathway, record
 from service.clinical.frozen import set_at_once
 
 DECORATED = (facts.Facts, facts.Evidence, pathway.Decision, pathway.Fire, facts.Dexamethasone, facts.Entries,
-             facts.Deterioration, facts.Pregnancy, facts.ChartFacts, record.PatientRecord)
+             facts.Deterioration, facts.Pregnancy, facts.ChartFacts, record.PatientRecord, answer.Answer)
 
 
 def _reference(cls: type) -> type:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from itertools import chain
 
+from service.clinical.frozen import set_at_once
 from service.fastjson import encode, encode_orjson
 from service.uuids import new_uuids
 
@@ -27,6 +28,7 @@ def _suggested(cards: list[dict], topics: tuple[str, ...] | list[str]) -> tuple[
                  for c, topic in zip(cards, topics) for s in c.get("suggestions", ()))
 
 
+@set_at_once                # one a call: its three fields set at once, not by object.__setattr__ each
 @dataclass(frozen=True)
 class Answer:
     json: bytes                             # the response body, {"cards": [...]}

@@ -28,7 +28,7 @@ from service.clinical.frozen import set_at_once
 from service.clinical.elements import define_elements, read_definitions, read_element
 from service.clinical.markdown import NOT_AN_ELEMENT, element_path, shown_id
 from service.lazyjson import BeyondDouble
-from service.nesting import depth_schemas, json_depth
+from service.nesting import json_depth, leveled
 from service.clinical.valuesets import ValueSets, codings
 
 log = logging.getLogger(__name__)
@@ -267,22 +267,31 @@ def _definitions() -> dict:
 
 @functools.cache
 def schemas(max_depth: int | None = None) -> dict[str, jsonschema_rs.Validator]:
-    """One compiled validator per resource type read (~0.1 s at start-up, once per process and depth limit), of the
+    """One compiled validator per resource type read (~0.15 s at start-up, once per process and depth limit), of the
     type's definition as the record reads it (`as_read`).
 
-    With `max_depth`, a validator also refuses a resource nesting deeper than that, in the same walk: the depth
-    schema is checked first (`allOf` stops at the first refusal), so a deep resource is never walked further
-    than max_depth + 1 levels. The depth was walked in Python before, as much as the schema check cost again."""
+    With `max_depth`, a validator also refuses a resource nesting deeper than that, in the same walk: the depth is
+    written into the definitions of the resource's first LEVELS levels (nesting.leveled, which proves it the
+    verdict of `allOf` with the depth schema), so the elements read there are not walked a second time; what is
+    open or deeper is walked by the depth schema first, so a deep resource is never walked further than
+    max_depth + 1 levels. The depth was walked in Python once, then by the depth schema beside the type's (~80 k
+    instructions of the ~280 k a typical chart's 10 checks cost: branch record19)."""
     definitions = {**_definitions(), **{f"read-{rtype}": as_read(rtype) for rtype in READ_ELEMENTS}}
     if max_depth is None:
         return {rtype: jsonschema_rs.Draft6Validator({"$ref": f"#/definitions/read-{rtype}",
                                                       "definitions": definitions})
                 for rtype in READ_ELEMENTS}
-    limited = {**definitions, **depth_schemas(max_depth, at="definitions")}
-    return {rtype: jsonschema_rs.Draft6Validator({"allOf": [{"$ref": f"#/definitions/depth-{max(max_depth, 0)}"},
-                                                            {"$ref": f"#/definitions/read-{rtype}"}],
-                                                  "definitions": limited})
+    return {rtype: jsonschema_rs.Draft6Validator(leveled(definitions, f"read-{rtype}", max_depth, LEVELS, UNLEVELED))
             for rtype in READ_ELEMENTS}
+
+
+# The levels of a resource whose definitions are copied per level (nesting.leveled): the typical chart's resources
+# nest 4 to 6. Not Extension, which may hold any datatype and every datatype may hold (copied per level, the whole
+# graph of FHIR's datatypes would be, 9 validators x ~100 MB), nor contained resources: both are rare in the
+# typical chart, and are walked by the depth schema as before. With them, the validators' memory is as it was
+# (~60 MB, their unused definitions no longer compiled).
+LEVELS = 8
+UNLEVELED = frozenset({"Extension", "ResourceList"})
 
 
 def as_read(resource_type: str) -> dict:
