@@ -247,14 +247,16 @@ def _prefetch(value: Any, source: _Source) -> Any:
 
 def _bundle(value: Any, key: str, source: _Source) -> Any:
     """A prefetch value: of a Bundle, the `entry` array stays undecoded; anything else is decoded."""
-    # One look-up a key (`get`, not `in` and `[key]`): each walks the object's keys from its start.
-    if type(value) is not Object or value.get("resourceType") != "Bundle" \
-            or type(entry := value.get("entry")) is not Array:
+    # One look-up a key (`get`, not `in` and `[key]`): each walks the object's keys from its start, so `entry` is
+    # taken from _fields' (a Bundle without an `entry` array given a key twice goes to orjson with its body: the same
+    # decoded value).
+    if type(value) is not Object or value.get("resourceType") != "Bundle":
         return plain(value)
-    bundle = {name: Entries(item, key, source) if name == "entry" else plain(item)
-              for name, item in _fields(value).items()}
-    source.arrays.append(entry)
-    return bundle
+    fields = _fields(value)
+    if type(entry := fields.get("entry")) is Array:
+        fields["entry"] = Entries(entry, key, source)       # which plain leaves as it is
+        source.arrays.append(entry)
+    return {name: plain(item) for name, item in fields.items()}
 
 
 class _Source:

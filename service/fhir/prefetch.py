@@ -39,7 +39,7 @@ import requests
 import urllib3
 
 from service.gcpause import collector_paused
-from service.lazyjson import BYTE_ORDER_MARK, Entries, fhir_beyond_double
+from service.lazyjson import BYTE_ORDER_MARK, Entries, Reference, fhir_beyond_double
 from service.httpread import OutOfTime, TooLarge, Watch, WatchedAdapter, read_capped
 from service.ops import metrics
 from service.fhir.types import known_type
@@ -344,8 +344,8 @@ def _read_structs(entries: list, whole: Callable[[list[int]], list[dict]], patie
         if search is not None and search.mode == "include":
             included += 1
         # The usual case, without parsing: only a Reference Struct (an object, so a dict `or` would pick too) has one.
-        if patient_reference is not None \
-                and getattr(resource.subject or resource.patient, "reference", None) != patient_reference:
+        if patient_reference is not None and (type(ref := resource.subject or resource.patient) is not Reference
+                                              or ref.reference != patient_reference):
             about = _struct_about(resource, patient_id)
             if about is None:
                 unread.append(position)
