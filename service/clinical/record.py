@@ -433,6 +433,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
     patient = patient_sent = patient_left_out = None
     deceased = False
     check = Validator() if validate is None else validate
+    schema_checks = check._accepts if type(check) is Validator else {}      # its checks, asked in the loop
     # The usual subject reference, compared whole before it is parsed (an empty id, or one with a '/', is parsed).
     own = "Patient/" + patient_id if patient_id and "/" not in patient_id else None
     for res in resources:
@@ -479,7 +480,17 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
                 seen[key] = (res, None, -1)                 # in no list
             log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
             continue
-        model, reason = check(res)
+        accepts = schema_checks.get(rtype)
+        try:        # Validator's way with a resource the schema accepts, in the loop: a Python call less a resource
+            accepted = accepts is not None and type(res) is not BeyondDouble and accepts(res)
+        except ValueError:                  # not JSON (a key that is not a string): the Validator says why
+            accepted = False
+        if accepted:
+            model, reason = JsonElement(), None
+            model._json = res
+            model._get = res.get
+        else:
+            model, reason = check(res)
         if reason is None:
             found = kept.setdefault(rtype, [])
             if rid is not None:
@@ -496,7 +507,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         kept = {rtype: [m for m in models if m is not None] for rtype, models in kept.items()}
     return PatientRecord(patient_id=patient_id, patient=patient,
                          resources={k: tuple(v) for k, v in kept.items() if v},
-                         left_out=tuple(lo for lo in left_out if lo is not None), unavailable=frozenset(unavailable),
+                         left_out=tuple(filter(None, left_out)), unavailable=frozenset(unavailable),
                          deceased_as_sent=deceased)
 
 
