@@ -20,6 +20,7 @@ from service.clinical.facts import chart_facts, facts_at
 from service.clinical.pathway import decide_chart
 from service.clinical.record import Validator, _schema_accepts, build_record, by_models, extension_not_object
 from service.fhir.fixtures import load_fixtures
+from service.lazyjson import BeyondDouble
 from tests.fhir_records import NOW, SELECTOR, VALUESETS
 
 FIXTURES = load_fixtures(Path(__file__).resolve().parent.parent / "fhir_fixtures", NOW.date())
@@ -130,6 +131,58 @@ def test_the_validator_gives_validate_s_verdict_on_valid_refused_deep_and_non_js
         kinds.add((type(got).__name__, (why or "").split(" ")[0]))
     assert ("JsonElement", "") in kinds and ("NoneType", "nests") in kinds and ("NoneType", "invalid") in kinds
     assert len(kinds) >= 4 and len(resources) > 300
+
+
+def test_build_record_asks_a_validator_s_schema_checks_in_its_loop_with_the_validator_s_verdicts():
+    """build_record asks a Validator's schema check itself and makes the JsonElement of a resource it accepts (branch
+    elem20: a Python call less a resource); every other resource goes to the Validator. The same record as through a
+    validator that is no Validator (its calls alone): the same resources read from the same JSON, the same models,
+    the same left out with the same reasons, on valid, refused, deep, non-JSON and beyond-a-double resources."""
+    validator = Validator(max_depth=12)
+    charts = [(fixture.resources(), fixture.patient_id) for fixture in FIXTURES]
+    charts += [(list(_variants(resource)), _subject(resource)) for resource in _distinct_relevant()
+               if resource["resourceType"] != "Patient"][:8]
+    kinds = set()
+    for chart, patient_id in charts:
+        odd = _odd_conditions(patient_id)
+        fast = build_record(chart + odd, SELECTOR, patient_id, validate=validator)
+        slow = build_record(chart + odd, SELECTOR, patient_id, validate=lambda resource: validator(resource))
+        assert fast.left_out == slow.left_out and _read_as(fast.patient) == _read_as(slow.patient)
+        assert fast.resources.keys() == slow.resources.keys()
+        for rtype, read in fast.resources.items():
+            assert [_read_as(r) for r in read] == [_read_as(r) for r in slow.resources[rtype]], rtype
+            kinds.update(_read_as(r)[0] for r in read)
+        assert {lo.id for lo in fast.left_out} >= {"deep", "not-json", "refused", "beyond"}, patient_id
+    assert kinds >= {"element"} and len(kinds) >= 2 and len(charts) > 20
+
+
+def _odd_conditions(patient_id: str) -> list[dict]:
+    """A Condition of the patient nesting deeper than 12, one with a key that is not a string (not JSON), one the
+    schema refuses (a day that does not exist), one holding a number beyond a double (as the decode marks it)."""
+    condition = next(r for r in _distinct_relevant() if r["resourceType"] == "Condition")
+    condition = {**condition, "subject": {"reference": f"Patient/{patient_id}"}}
+    nested: list = []
+    for _ in range(14):
+        nested = [nested]
+    beyond = BeyondDouble({**condition, "id": "beyond"})
+    beyond.where = ("id",)
+    return [{**condition, "id": "deep", "note": [{"text": "x", "extension": nested}]},
+            {**condition, "id": "not-json", 7: "a key that is not a string"},
+            {**condition, "id": "refused", "onsetDateTime": "2026-02-30"}, beyond]
+
+
+def _subject(resource) -> str:
+    return (resource.get("subject") or resource["patient"])["reference"].split("/")[-1]
+
+
+def _read_as(read):
+    """What the record holds for a resource: its JSON itself (a JsonElement's, compared by identity), or a model."""
+    if read is None:
+        return None
+    if type(read) is JsonElement:
+        assert read.__dict__ == {} and read._get == read.json.get
+        return "element", id(read.json)
+    return type(read).__name__, read.model_dump(mode="json")
 
 
 def test_what_the_schema_accepts_fhir_resources_accepts_on_thousands_of_invalid_variants():

@@ -25,7 +25,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from service.clinical.frozen import set_at_once
-from service.clinical.elements import define_elements, read_definitions, read_element
+from service.clinical.elements import JsonElement, define_elements, read_definitions, read_element
 from service.clinical.markdown import NOT_AN_ELEMENT, element_path, shown_id
 from service.lazyjson import BeyondDouble
 from service.nesting import json_depth, leveled
@@ -408,7 +408,10 @@ class Validator:
         if accepts is not None:
             try:
                 if accepts(resource):
-                    return read_element(resource), None
+                    element = JsonElement()     # read_element's lines, without its call: a Python call a resource
+                    element._json = resource
+                    element._get = resource.get
+                    return element, None
             except ValueError:                  # not JSON (a key that is not a string): fhir.resources says why
                 pass
         return _refused(resource, self.max_depth)
@@ -430,6 +433,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
     patient = patient_sent = patient_left_out = None
     deceased = False
     check = Validator() if validate is None else validate
+    schema_checks = check._accepts if type(check) is Validator else {}      # its checks, asked in the loop
     # The usual subject reference, compared whole before it is parsed (an empty id, or one with a '/', is parsed).
     own = "Patient/" + patient_id if patient_id and "/" not in patient_id else None
     for res in resources:
@@ -468,12 +472,25 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         if not wanted:                                    # in no list, but an earlier version sent after it stays out
             seen[key] = (res, None, -1)
             continue
-        if rtype != "Medication" and not _of_patient(res, own, patient_id):
+        # Of the patient: the usual subject reference compared whole, else subject_id (a Python call less a resource)
+        ref = res.get("subject") or res.get("patient")
+        if (rtype != "Medication" and (own is None or type(ref) is not dict or ref.get("reference") != own)
+                and subject_id(res) != patient_id):
             if rid is not None:
                 seen[key] = (res, None, -1)                 # in no list
             log.warning("ignored a %.40s: its subject is not the patient of the call", rtype)   # no patient id
             continue
-        model, reason = check(res)
+        accepts = schema_checks.get(rtype)
+        try:        # Validator's way with a resource the schema accepts, in the loop: a Python call less a resource
+            accepted = accepts is not None and type(res) is not BeyondDouble and accepts(res)
+        except ValueError:                  # not JSON (a key that is not a string): the Validator says why
+            accepted = False
+        if accepted:
+            model, reason = JsonElement(), None
+            model._json = res
+            model._get = res.get
+        else:
+            model, reason = check(res)
         if reason is None:
             found = kept.setdefault(rtype, [])
             if rid is not None:
@@ -490,7 +507,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         kept = {rtype: [m for m in models if m is not None] for rtype, models in kept.items()}
     return PatientRecord(patient_id=patient_id, patient=patient,
                          resources={k: tuple(v) for k, v in kept.items() if v},
-                         left_out=tuple(lo for lo in left_out if lo is not None), unavailable=frozenset(unavailable),
+                         left_out=tuple(filter(None, left_out)), unavailable=frozenset(unavailable),
                          deceased_as_sent=deceased)
 
 
@@ -542,14 +559,6 @@ def _updated(value) -> dt.datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
-
-
-def _of_patient(resource: dict, own: str | None, patient_id: str) -> bool:
-    """subject_id(resource) == patient_id, without parsing the usual reference ("Patient/<id>")."""
-    ref = resource.get("subject") or resource.get("patient")
-    if own is not None and type(ref) is dict and ref.get("reference") == own:
-        return True
-    return subject_id(resource) == patient_id
 
 
 def logged_reason(reason: str, resource: Mapping) -> str:
