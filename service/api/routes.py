@@ -8,6 +8,7 @@ import orjson
 from flask import Blueprint, current_app, jsonify
 from flask.globals import _cv_app, _cv_request
 
+from service import AvhResponse
 from service.ops import metrics
 from service.api.aftersend import after_sent
 from service.clinical.orders import selections_not_drafted
@@ -105,8 +106,10 @@ def invoke(service_id: str):
     answer = service.evaluate(avh.engine, prefetched, body, now, avh.source_url(_cv_request.get().request))
     topics = answer.topics
     call["resource_count"], call["card_topics"] = prefetched.read, topics
-    # The content type given whole: a mimetype is asked whether it takes a charset (application/json does not).
-    response = app.response_class(answer.json, content_type="application/json")
+    # Made at once by this app's response class (AvhResponse.of_json); by another (a test's Flask one) with the content
+    # type given whole: a mimetype is asked whether it takes a charset (application/json does not).
+    response = AvhResponse.of_json(answer.json) if app.response_class is AvhResponse \
+        else app.response_class(answer.json, content_type="application/json")
     after_sent(response, metrics.observe_cards, service.id, topics)
     if avh.store.flush_seconds <= 0:        # issued cards written before the answer: feedback may follow at once
         record_issued(avh, service.id, body["hookInstance"], answer, now)
