@@ -8,7 +8,6 @@ import orjson
 from flask import Blueprint, current_app, jsonify
 from flask.globals import _cv_app, _cv_request
 
-from service import AvhResponse
 from service.ops import metrics
 from service.api.aftersend import after_sent
 from service.clinical.orders import selections_not_drafted
@@ -106,9 +105,10 @@ def invoke(service_id: str):
     answer = service.evaluate(avh.engine, prefetched, body, now, avh.source_url(_cv_request.get().request))
     topics = answer.topics
     call["resource_count"], call["card_topics"] = prefetched.read, topics
-    # Made at once by this app's response class (AvhResponse.of_json); by another (a test's Flask one) with the content
-    # type given whole: a mimetype is asked whether it takes a charset (application/json does not).
-    response = AvhResponse.of_json(answer.json) if app.response_class is AvhResponse \
+    # Made at once by the app's response class when it can (service.AvhResponse.of_json); by another (a test's Flask
+    # one) with the content type given whole: a mimetype is asked whether it takes a charset (application/json does not).
+    of_json = getattr(app.response_class, "of_json", None)
+    response = of_json(answer.json) if of_json is not None \
         else app.response_class(answer.json, content_type="application/json")
     after_sent(response, metrics.observe_cards, service.id, topics)
     if avh.store.flush_seconds <= 0:        # issued cards written before the answer: feedback may follow at once
