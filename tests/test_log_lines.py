@@ -118,3 +118,88 @@ def test_a_line_is_cut_as_each_text_was_cut(message, fields, failed):
     record.fields = fields
     formatter = JsonLinesFormatter()
     assert formatter.format(record) == _cut_field_by_field(formatter, record)
+
+
+def _logging_record(message: str, written: dict) -> logging.LogRecord:
+    return access_log.makeRecord(access_log.name, logging.INFO, "(unknown file)", 0, message, (), None,
+                                 "(unknown function)", {"fields": written})
+
+
+def _both_records(message: str, written: dict, created: float):
+    """The access line's record as log_access makes it and as logging's makeRecord makes it, at the same time."""
+    import time
+    from service.security.logs import _access_record
+    saved = time.time
+    time.time = lambda: created
+    try:
+        return _access_record(message, written), _logging_record(message, written)
+    finally:
+        time.time = saved
+
+
+@pytest.mark.parametrize("threads", [True, False])
+@pytest.mark.parametrize("processes", [True, False])
+@pytest.mark.parametrize("multiprocessing", [True, False])
+@pytest.mark.parametrize("mp_loaded", [True, False])
+@pytest.mark.parametrize("message", ["cds call", "governance", "%s 100% %(x)s"])
+def test_the_access_record_is_the_record_logging_makes(monkeypatch, threads, processes, multiprocessing, mp_loaded,
+                                                       message):
+    """The same attributes, values and order, whatever logging's logThreads, logProcesses and logMultiprocessing
+    say, with multiprocessing imported or not, on a thread of another name, at any time."""
+    import threading
+    monkeypatch.setattr(logging, "logThreads", threads)
+    monkeypatch.setattr(logging, "logProcesses", processes)
+    monkeypatch.setattr(logging, "logMultiprocessing", multiprocessing)
+    if not mp_loaded:
+        monkeypatch.delitem(sys.modules, "multiprocessing", raising=False)
+    written = {"event": "cds_call", "status": 200, "topics": ["a"]}
+    pairs = []
+    for created in (1_700_000_000.9995, 0.0, 1_764_288_000.123456):
+        pairs.append(_both_records(message, written, created))
+    worker = threading.Thread(target=lambda: pairs.append(_both_records(message, written, 5.5)), name="avh-x")
+    worker.start()
+    worker.join()
+    for ours, theirs in pairs:
+        assert type(ours) is type(theirs) is logging.LogRecord
+        assert list(vars(ours).items()) == list(vars(theirs).items())
+        assert vars(ours)["fields"] is written
+    assert pairs[-1][0].threadName == ("avh-x" if threads else None)
+
+
+def test_a_record_factory_or_logger_class_of_the_deployer_makes_the_access_record(monkeypatch):
+    from service.security.logs import _access_record
+
+    class Mine(logging.LogRecord):
+        pass
+
+    monkeypatch.setattr(logging, "_logRecordFactory", Mine)
+    assert type(_access_record("cds call", {"a": 1})) is Mine
+    monkeypatch.setattr(logging, "_logRecordFactory", logging.LogRecord)
+
+    class Stamped(logging.Logger):
+        def makeRecord(self, *args, **kwargs):
+            record = super().makeRecord(*args, **kwargs)
+            record.stamp = "mine"
+            return record
+
+    monkeypatch.setattr(access_log, "__class__", Stamped)
+    assert _access_record("cds call", {"a": 1}).stamp == "mine"
+
+
+def test_a_handler_added_anywhere_gets_the_access_line():
+    """A deployer's handler on the root, on `service` or on `service.access` gets the line log_access writes."""
+    handlers = {name: _Lines() for name in ("", "service", "service.access")}
+    level = access_log.level
+    access_log.setLevel(logging.INFO)
+    for name, handler in handlers.items():
+        logging.getLogger(name).addHandler(handler)
+    try:
+        log_access("cds call", {"event": "cds_call", "status": 200, "iss": None})
+    finally:
+        for name, handler in handlers.items():
+            logging.getLogger(name).removeHandler(handler)
+        access_log.setLevel(level)
+    for handler in handlers.values():
+        [line] = handler.lines
+        assert {**line, "ts": None} == {"ts": None, "level": "INFO", "logger": "service.access", "msg": "cds call",
+                                        "pid": handler.records[0].process, "event": "cds_call", "status": 200}

@@ -3,6 +3,7 @@ and signals sent only when something listens. Every answer must be the one Flask
 import re
 
 import pytest
+from hypothesis import given, strategies as st
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Response as WerkzeugResponse
 from flask import Flask, after_this_request
@@ -206,3 +207,18 @@ def test_the_body_limit_is_flasks(app):
         assert request.max_content_length == 5
         request.max_content_length = 7
         assert request.max_content_length == 7
+
+
+@given(st.binary(max_size=40) | st.sampled_from([b"", b"{}", b'{"cards":[]}' * 1000]))
+def test_the_json_answer_is_the_response_werkzeug_makes(body):
+    """AvhResponse.of_json: what AvhResponse(body, content_type="application/json") makes, attribute for attribute."""
+    theirs, ours = AvhResponse(body, content_type="application/json"), AvhResponse.of_json(body)
+    assert list(vars(ours)) == list(vars(theirs))
+    for name, value in vars(theirs).items():
+        if name != "headers":
+            assert vars(ours)[name] == value, name
+    assert type(ours.headers) is type(theirs.headers)
+    assert vars(ours.headers) == vars(theirs.headers)
+    assert ours.headers.to_wsgi_list() == theirs.headers.to_wsgi_list()
+    assert (ours.status, ours.status_code, ours.get_data(), ours.mimetype) == (
+        theirs.status, theirs.status_code, theirs.get_data(), theirs.mimetype)
