@@ -477,7 +477,9 @@ class CardLibrary:
         JsonTexts, the cards share their escaped texts). The card and its suggestions get their uuids from give_uuids,
         with the answer's other cards."""
         topic = decision.topic
-        layout = self._layout(topic, decision.flags)
+        layout = self._layouts.get((topic, self._flags[topic].intersection(decision.flags)))
+        if layout is None:
+            layout = self._layout(topic, decision.flags)
         if patient_variables is None:
             patient_variables = template_variables(facts)
         texts = patient_variables if type(patient_variables) is JsonTexts else JsonTexts(patient_variables)
@@ -496,8 +498,13 @@ class CardLibrary:
         if layout.suggestions:
             suggestions = []    # a loop, not a comprehension (a function object made and called, per card)
             for prepared in layout.suggestions:
-                suggestion = self._suggestion(prepared, texts, decision)
-                if suggestion is not None:
+                if prepared.actions is None or decision.variables:
+                    suggestion = self._suggestion(prepared, texts, decision)
+                    if suggestion is not None:
+                        suggestions.append(suggestion)
+                else:           # most suggestions: a create suggestion's actions, one JSON template filled
+                    suggestion = prepared.head.copy()
+                    suggestion["actions"] = prepared.actions.fill_json(texts)
                     suggestions.append(suggestion)
             if suggestions:
                 card["suggestions"] = suggestions
