@@ -18,60 +18,63 @@ _VERSION_7 = bytes((b & 0x0F) | 0x70 for b in range(256))
 _VARIANT_RFC = bytes((b & 0x3F) | 0x80 for b in range(256))
 
 
-_RANDOM_READ = 4096            # bytes read from os.urandom at a time: ~400 uuids, ~80 typical calls
-_random = io.BytesIO()         # what is left of the last read
+_POOL = 400                    # uuids' random parts written at each read of os.urandom (4,000 bytes): ~50 calls
+_PART = 23                     # a random part as the pool writes it: "vrrr-Vrrr-rrrrrrrrrrrr\n"
+_random = io.StringIO()        # what is left of the last pool
 _random_lock = threading.Lock()
-# Whether the GIL is on: a free-threaded build (3.13t) could interleave two reads of the buffer, so there every read
+# Whether the GIL is on: a free-threaded build (3.13t) could interleave two reads of the pool, so there every read
 # takes the lock.
 _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 def _forget_random() -> None:
-    """In a forked child: none of the parent's bytes, and a lock of its own (a parent thread reading os.urandom at
-    the fork held the parent's, and no thread of the child would ever let it go)."""
+    """In a forked child: none of the parent's random parts, and a lock of its own (a parent thread reading
+    os.urandom at the fork held the parent's, and no thread of the child would ever let it go)."""
     global _random, _random_lock
-    _random, _random_lock = io.BytesIO(), threading.Lock()
+    _random, _random_lock = io.StringIO(), threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_random)    # a forked worker never hands out its parent's bytes
+os.register_at_fork(after_in_child=_forget_random)    # a forked worker never hands out its parent's random parts
 
 
-def _random_bytes(n: int) -> bytearray:
-    """n bytes from os.urandom, read 4 KB at a time.
-
-    A read of os.urandom lets go of the GIL; under gunicorn's threads each such call a request makes can
-    hand the GIL to another thread and cost the request its caches (measured: ~20 µs, against ~1 alone). The bytes
-    are taken by one BytesIO.read, which no other thread can interleave with: two threads never get the same bytes,
-    and the lock is taken only to read again (bytes a short read took are dropped), or for every read without a GIL."""
-    global _random
-    taken = _random.read(n) if _GIL else b""
-    if len(taken) < n:
-        with _random_lock:
-            taken = _random.read(n)             # another thread may have read again meanwhile
-            if len(taken) < n:
-                _random = io.BytesIO(os.urandom(max(_RANDOM_READ, n)))
-                taken = _random.read(n)
-    return bytearray(taken)
-
-
-def new_uuids(count: int) -> list[str]:
-    """`count` version-7 uuids sharing this millisecond, their random bits from os.urandom.
-
-    Their random parts ("vrrr-Vrrr-rrrrrrrrrrrr": version and rand_a, variant and rand_b) are written out at once:
-    the bytes as hex in groups of two bytes ("vrrr-Vrrr-rrrr-rrrr-rrrr-" a uuid), the 3rd and 4th dash of each
-    uuid dropped and the 5th made a comma to split at (a few C calls whatever the count, not 3 slices a uuid)."""
-    if not count:
-        return []
-    stamp = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF).to_bytes(6, "big").hex()
-    head = f"{stamp[:8]}-{stamp[8:]}-"
-    raw = _random_bytes(10 * count)     # per uuid: version + rand_a (2 bytes), variant + rand_b (8)
+def _random_parts(raw: bytes) -> str:
+    """The random parts of len(raw) // 10 uuids, each "vrrr-Vrrr-rrrrrrrrrrrr" and a line end (version and rand_a,
+    variant and rand_b: 10 bytes a uuid, version and variant set), written out at once: the bytes as hex in groups of
+    two bytes ("vrrr-Vrrr-rrrr-rrrr-rrrr-" a uuid), the 3rd and 4th dash of each uuid dropped and the 5th made a line
+    end (a few C calls for the whole pool, not 3 slices a uuid)."""
+    raw = bytearray(raw)
     raw[0::10] = raw[0::10].translate(_VERSION_7)
     raw[2::10] = raw[2::10].translate(_VARIANT_RFC)
     text = bytearray(raw.hex("-", 2), "ascii")
+    text += b"-"
     del text[14::25]
     del text[18::24]
-    text[22::23] = b"," * (count - 1)
-    return (head + text.decode().replace(",", "," + head)).split(",")
+    text[22::23] = b"\n" * (len(raw) // 10)
+    return text.decode()
+
+
+def new_uuids(count: int) -> list[str]:
+    """`count` version-7 uuids sharing this millisecond, their random bits from os.urandom: the millisecond's text
+    put before random parts read from a pool written at each read of os.urandom (a few C calls a call).
+
+    A read of os.urandom lets go of the GIL; under gunicorn's threads each such call a request makes can
+    hand the GIL to another thread and cost the request its caches (measured: ~20 µs, against ~1 alone). The parts
+    are taken by one StringIO.read, which no other thread can interleave with: two threads never get the same parts,
+    and the lock is taken only to write the pool again (parts a short read took are dropped), or for every read
+    without a GIL."""
+    global _random
+    if not count:
+        return []
+    head = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF).to_bytes(6, "big").hex("-", -4) + "-"
+    n = _PART * count
+    taken = _random.read(n) if _GIL else ""
+    if len(taken) < n:
+        with _random_lock:
+            taken = _random.read(n)             # another thread may have written it again meanwhile
+            if len(taken) < n:
+                _random = io.StringIO(_random_parts(os.urandom(10 * max(_POOL, count))))
+                taken = _random.read(n)
+    return (head + taken.replace("\n", "\n" + head, count - 1)).splitlines()
 
 
 def new_uuid() -> str:

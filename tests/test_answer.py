@@ -77,15 +77,18 @@ def test_a_child_forked_while_a_thread_reads_random_bytes_makes_uuids():
     assert len(child) == 5
 
 
-@given(st.binary(min_size=0, max_size=400), st.integers(0, 2**63))
-def test_the_uuids_written_at_once_are_each_written_as_the_plain_layout_has_it(random, nanoseconds):
-    """new_uuids writes all random parts at once (hex in groups, dashes dropped and one made a comma); each uuid is
-    still the millisecond, then its 10 bytes with version and variant set, laid out 8-4-4-4-12."""
+@given(st.binary(min_size=0, max_size=400), st.integers(0, 2**63), st.integers(0, 40))
+def test_the_uuids_written_at_once_are_each_written_as_the_plain_layout_has_it(random, nanoseconds, taken_before):
+    """new_uuids writes the random parts of a pool at once (hex in groups, dashes dropped and one made a line end)
+    and puts the millisecond before each part taken; each uuid is still the millisecond, then its 10 bytes with
+    version and variant set, laid out 8-4-4-4-12."""
     count = len(random) // 10
+    taken_before = min(taken_before, count)
     given_bytes = random[:10 * count]
-    with mock.patch.object(uuids, "_random_bytes", lambda n: bytearray(given_bytes)), \
+    uuids._forget_random()                          # the next read of os.urandom writes the pool
+    with mock.patch.object(uuids.os, "urandom", lambda n: given_bytes + bytes(n - len(given_bytes))), \
             mock.patch.object(time, "time_ns", lambda: nanoseconds):
-        made = new_uuids(count)
+        made = new_uuids(taken_before) + new_uuids(count - taken_before)
     stamp = (nanoseconds // 1_000_000 & 0xFFFF_FFFF_FFFF).to_bytes(6, "big").hex()
     expected = []
     for i in range(count):
@@ -94,6 +97,13 @@ def test_the_uuids_written_at_once_are_each_written_as_the_plain_layout_has_it(r
         h = stamp + part.hex()
         expected.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
     assert made == expected
+
+
+def test_a_call_takes_more_uuids_than_a_pool_holds(monkeypatch):
+    """The pool is written again when it holds fewer parts than a call takes, as many as the call needs."""
+    monkeypatch.setattr(uuids, "_POOL", 3)
+    made = new_uuids(2) + new_uuids(2) + new_uuids(7) + new_uuids(1)
+    assert len(set(made)) == 12 and all(uuid.UUID(u).version == 7 and str(uuid.UUID(u)) == u for u in made)
 
 
 def test_threads_never_get_the_same_random_bytes():

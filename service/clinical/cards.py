@@ -284,8 +284,8 @@ class Layout:
 
 def _level_text(levels: tuple[str, ...]) -> str:
     """('T5', 'T6', 'T7', 'T9') -> 'T5-T7, T9'; many scattered levels -> '8 levels, C3 to L3' (summaries < 140)."""
-    if not levels:
-        return "the involved level"
+    if len(levels) < 2:
+        return levels[0] if levels else "the involved level"     # most charts: one level, one run
     runs: list[list[str]] = []
     for lv in levels:   # sorted C, T, L and by number
         last = runs[-1][-1] if runs else None
@@ -317,44 +317,40 @@ def _date_of(ev: Evidence | None) -> str:
     return ev.when.isoformat() if ev and ev.when else "an unknown date"
 
 
-def _dose_text(facts: Facts) -> str:
-    dex = facts.dexamethasone
-    if dex is None:
-        return ""
-    if dex.daily_dose_mg is None:
-        return "daily dose not stated in structured form"
-    return f"up to {dex.daily_dose_mg:g} mg/day"
-
-
 def template_variables(facts: Facts) -> dict[str, Any]:
+    """Every variable a card may use, worked out for each card set (what a value is read from, read once)."""
     surgery_date = _date_of(facts.surgery)
     earlier = facts.earlier_operation
-    region = facts.levels[0][0] if facts.levels else "T"
-    code, display = DECOMPRESSION_BY_REGION.get(region, DECOMPRESSION_BY_REGION["T"])
+    earlier_date = _date_of(earlier)
+    levels = facts.levels
+    code, display = DECOMPRESSION_BY_REGION.get(levels[0][0] if levels else "T", DECOMPRESSION_BY_REGION["T"])
     earlier_days = (facts.today - earlier.when).days if earlier and earlier.when and facts.today else None
+    dex, dex_days, joa, mri = facts.dexamethasone, facts.dexamethasone_days, facts.joa, facts.mri_thoracic
+    competing, undated, ordered, injury = facts.competing, facts.undated_decompression, facts.decompression_ordered, facts.injury
     return {
-        "earlier_date": _date_of(earlier),
-        "earlier_when": _ago(earlier_days, _date_of(earlier)),
-        "competing": "; ".join(f"{literal(e.label)} ({e.ref})" for e in facts.competing) or "none",
+        "earlier_date": earlier_date,
+        "earlier_when": _ago(earlier_days, earlier_date),
+        "competing": "; ".join([f"{literal(e.label)} ({e.ref})" for e in competing]) if competing else "none",
         "compression_verification": facts.compression_verification,
-        "undated_decompression": facts.undated_decompression.describe() if facts.undated_decompression else "",
-        "decompression_ordered": facts.decompression_ordered.describe() if facts.decompression_ordered else "",
+        "undated_decompression": undated.describe() if undated else "",
+        "decompression_ordered": ordered.describe() if ordered else "",
         "decompression_code": code,
         "decompression_display": display,
-        "injury": facts.injury.describe() if facts.injury else "",
-        "dex_dose": _dose_text(facts),
-        "level": _level_text(facts.levels),
+        "injury": injury.describe() if injury else "",
+        "dex_dose": ("daily dose not stated in structured form" if dex.daily_dose_mg is None
+                     else f"up to {dex.daily_dose_mg:g} mg/day") if dex is not None else "",
+        "level": _level_text(levels),
         "ambulatory_status": (facts.ambulatory_status or "ambulatory status not recorded").replace("-", " "),
         "surgery_when": _ago(facts.days_since_surgery, surgery_date),
         "surgery_date": surgery_date,
-        "dex_days": facts.dexamethasone_days if facts.dexamethasone_days is not None else "?",
-        "dex_taken": facts.dexamethasone_days or 0,     # at order time: the course days before the draft's
-        "dex_start": facts.dexamethasone.course_start.isoformat() if facts.dexamethasone and facts.dexamethasone.course_start else "?",
-        "joa_score": f"{facts.joa[0]:g}" if facts.joa else "?",
-        "joa_date": facts.joa[1].when.isoformat() if facts.joa and facts.joa[1].when else "date not recorded",
+        "dex_days": dex_days if dex_days is not None else "?",
+        "dex_taken": dex_days or 0,     # at order time: the course days before the draft's
+        "dex_start": dex.course_start.isoformat() if dex and dex.course_start else "?",
+        "joa_score": f"{joa[0]:g}" if joa else "?",
+        "joa_date": joa[1].when.isoformat() if joa and joa[1].when else "date not recorded",
         "age": facts.age if facts.age is not None else "unknown",
         "verification": facts.hemangioma_verification,
-        "mri_thoracic_date": facts.mri_thoracic.when.isoformat() if facts.mri_thoracic and facts.mri_thoracic.when else "date not recorded",
+        "mri_thoracic_date": mri.when.isoformat() if mri and mri.when else "date not recorded",
         "patient_ref": facts.patient_ref,
         "hemangioma_ref": facts.hemangioma_ref,
         "compression_ref": facts.compression.ref if facts.compression else facts.hemangioma_ref,
@@ -481,7 +477,9 @@ class CardLibrary:
         JsonTexts, the cards share their escaped texts). The card and its suggestions get their uuids from give_uuids,
         with the answer's other cards."""
         topic = decision.topic
-        layout = self._layout(topic, decision.flags)
+        layout = self._layouts.get((topic, self._flags[topic].intersection(decision.flags)))
+        if layout is None:
+            layout = self._layout(topic, decision.flags)
         if patient_variables is None:
             patient_variables = template_variables(facts)
         texts = patient_variables if type(patient_variables) is JsonTexts else JsonTexts(patient_variables)
@@ -500,8 +498,13 @@ class CardLibrary:
         if layout.suggestions:
             suggestions = []    # a loop, not a comprehension (a function object made and called, per card)
             for prepared in layout.suggestions:
-                suggestion = self._suggestion(prepared, texts, decision)
-                if suggestion is not None:
+                if prepared.actions is None or decision.variables:
+                    suggestion = self._suggestion(prepared, texts, decision)
+                    if suggestion is not None:
+                        suggestions.append(suggestion)
+                else:           # most suggestions: a create suggestion's actions, one JSON template filled
+                    suggestion = prepared.head.copy()
+                    suggestion["actions"] = prepared.actions.fill_json(texts)
                     suggestions.append(suggestion)
             if suggestions:
                 card["suggestions"] = suggestions
