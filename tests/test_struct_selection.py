@@ -87,7 +87,7 @@ def other_patient_by_struct(struct, whole: dict, patient_id: str | None) -> str 
     resource as the DOM gives it)."""
     entry = SimpleNamespace(resource=struct, search=None)
     return prefetch._read_structs([entry], lambda positions: [whole for _ in positions], patient_id,
-                                  lambda _: True, []).unusable
+                                  SELECTOR, []).unusable
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -107,6 +107,13 @@ def test_structs_choose_and_check_the_patient_as_dicts_and_as_before(generated, 
         assert SELECTOR.wanted_struct(new) is SELECTOR.wanted(decoded)
         # No patient named (None, ""): nothing to check, never OTHER_PATIENT.
         assert other_patient_by_struct(new, decoded, patient_id) == other_patient_by_dict(decoded, patient_id)
+        # prefetch's walk, which makes wanted_struct's usual verdicts itself (select20), keeps what wanted keeps.
+        passed_over = []
+        walked = prefetch._read_structs([SimpleNamespace(resource=new, search=None)],
+                                        lambda positions: [decoded for _ in positions], None, SELECTOR, passed_over)
+        kept = SELECTOR.wanted(decoded)
+        if new.resourceType != "OperationOutcome":
+            assert (walked.resources == [decoded]) is kept and passed_over == ([] if kept else [new.id])
 
 
 @pytest.mark.parametrize("raw, refused", [
