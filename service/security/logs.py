@@ -8,9 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import sys
-import threading
 import time
 import traceback
 
@@ -27,66 +24,8 @@ def log_access(message: str, fields: dict) -> None:
     `logging._srcfile = None` but for these lines only. Level, filters and handlers are as with access_log.info."""
     if access_log.isEnabledFor(logging.INFO):
         written = {k: v for k, v in fields.items() if v is not None}
-        access_log.handle(_access_record(message, written))
-
-
-def _access_record(message: str, written: dict) -> logging.LogRecord:
-    """The record access_log.makeRecord makes for an access line (the file, line and function unknown, `fields` its
-    one extra attribute). With logging's own record factory and makeRecord, made from those of its attributes that
-    are the same for every access line, taken from a record logging made (`_unknown_caller`), and the per-call ones
-    (time, thread, process) taken as LogRecord.__init__ takes them: its basename, splitext, level name and the
-    check of `extra` were ~2/3 of the record's cost (~16,000 instructions a call). The same attributes in the same
-    order (tests/test_log_lines.py compares them); another factory, Logger class or Python's record gets makeRecord."""
-    template = _unknown_caller(message)
-    if template is None or logging.getLogRecordFactory() is not logging.LogRecord \
-            or type(access_log).makeRecord is not logging.Logger.makeRecord:
-        return access_log.makeRecord(access_log.name, logging.INFO, "(unknown file)", 0, message, (), None,
-                                     "(unknown function)", {"fields": written})
-    record = _new_record(logging.LogRecord)
-    attributes = record.__dict__
-    attributes.update(template)
-    created = attributes["created"] = time.time()
-    attributes["msecs"] = int((created - int(created)) * 1000) + 0.0
-    attributes["relativeCreated"] = (created - logging._startTime) * 1000
-    if logging.logThreads:
-        attributes["thread"] = threading.get_ident()
-        attributes["threadName"] = threading.current_thread().name
-    if logging.logMultiprocessing:
-        attributes["processName"] = "MainProcess"
-        multiprocessing = sys.modules.get("multiprocessing")
-        if multiprocessing is not None:
-            try:
-                attributes["processName"] = multiprocessing.current_process().name
-            except Exception:
-                pass
-    if logging.logProcesses and hasattr(os, "getpid"):
-        attributes["process"] = os.getpid()
-    attributes["fields"] = written
-    return record
-
-
-_new_record = object.__new__
-# The attributes LogRecord.__init__ sets (Python 3.11), in its order; the ones set per call (the time, thread and
-# process) are set again for each record. A Python whose record has others gets makeRecord.
-RECORD_ATTRIBUTES = ("name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module", "exc_info",
-                     "exc_text", "stack_info", "lineno", "funcName", "created", "msecs", "relativeCreated", "thread",
-                     "threadName", "processName", "process")
-_templates: dict = {}
-
-
-def _unknown_caller(message: str) -> dict | None:
-    """The attributes of an access line's record with `message` as logging sets them, but the per-call ones as they
-    are when logging's switches (logThreads, logMultiprocessing, logProcesses) turn them off: None. None when the
-    record has other attributes than RECORD_ATTRIBUTES."""
-    template = _templates.get(message)
-    if template is None and message not in _templates:
-        made = vars(logging.LogRecord(access_log.name, logging.INFO, "(unknown file)", 0, message, (), None,
-                                      "(unknown function)"))
-        template = dict(made, thread=None, threadName=None, processName=None, process=None) \
-            if tuple(made) == RECORD_ATTRIBUTES else None
-        if len(_templates) < 16:        # the service's few access messages
-            _templates[message] = template
-    return template
+        access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, "(unknown file)", 0, message, (),
+                                                None, "(unknown function)", {"fields": written}))
 
 
 MAX_TEXT = 1000     # characters of a message or of a text field: whatever a caller chose is logged cut
