@@ -118,3 +118,44 @@ def test_a_line_is_cut_as_each_text_was_cut(message, fields, failed):
     record.fields = fields
     formatter = JsonLinesFormatter()
     assert formatter.format(record) == _cut_field_by_field(formatter, record)
+
+
+
+def _access_records(*messages: str) -> list[logging.LogRecord]:
+    """The records log_access hands to a handler on service.access, one a message."""
+    handler = _Lines()
+    level = access_log.level
+    access_log.setLevel(logging.INFO)
+    access_log.addHandler(handler)
+    try:
+        for message in messages:
+            log_access(message, {"event": "cds_call"})
+    finally:
+        access_log.removeHandler(handler)
+        access_log.setLevel(level)
+    return handler.records
+
+
+def test_a_makerecord_patched_on_logging_logger_makes_the_access_record(monkeypatch):
+    """review20: a tracer that wraps logging.Logger.makeRecord itself (ddtrace's log injection:
+    `wrap_function_wrapper(logging.Logger, "makeRecord", ...)`) adds its attributes to every record, the access
+    line's too, as before rest20; a formatter naming them must not lose the access line."""
+    made = logging.Logger.makeRecord
+
+    def traced(self, *args, **kwargs):
+        record = made(self, *args, **kwargs)
+        record.trace_id = "t-1"
+        return record
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", traced)
+    [record] = _access_records("cds call")
+    assert getattr(record, "trace_id", None) == "t-1"
+
+
+def test_a_level_renamed_names_the_access_record(monkeypatch):
+    """review20: logging.addLevelName(INFO, ...) after a first access line names the level of the next ones, as
+    LogRecord reads getLevelName for each record (rest20's template kept the first name)."""
+    _access_records("cds call")
+    monkeypatch.setitem(logging._levelToName, logging.INFO, "NOTE")
+    [record] = _access_records("cds call")
+    assert record.levelname == "NOTE"
