@@ -209,6 +209,20 @@ def test_the_body_limit_is_flasks(app):
         assert request.max_content_length == 7
 
 
+def test_a_subclass_of_the_answer_is_made_by_its_own_constructor():
+    """review20: a deployer's AvhResponse subclass keeps its own __init__ and content-length setting."""
+    class Framed(AvhResponse):
+        automatically_set_content_length = False
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.headers["X-Frame-Options"] = "DENY"
+
+    answer = Framed.of_json(b"{}")
+    assert type(answer) is Framed
+    assert answer.headers.to_wsgi_list() == [("Content-Type", "application/json"), ("X-Frame-Options", "DENY")]
+
+
 @given(st.binary(max_size=40) | st.sampled_from([b"", b"{}", b'{"cards":[]}' * 1000]))
 def test_the_json_answer_is_the_response_werkzeug_makes(body):
     """AvhResponse.of_json: what AvhResponse(body, content_type="application/json") makes, attribute for attribute."""
