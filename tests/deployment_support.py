@@ -139,7 +139,7 @@ class Gunicorn:
     output in a file. It listens on a port the kernel picked: the test opens the listening socket and gunicorn
     inherits it (AVH_CDS_BIND=fd://N), so two suites never collide and no other process can take the port."""
 
-    def __init__(self, log_path: Path, **env):
+    def __init__(self, log_path: Path, config: str = "gunicorn.conf.py", **env):
         self.log_path = log_path
         listener = listening_socket()
         self.base = f"http://127.0.0.1:{port_of(listener)}"
@@ -150,7 +150,7 @@ class Gunicorn:
                         **env})
         self.log = open(log_path, "w")
         with listener:      # gunicorn holds its own copy; this one closes, so a stopped server refuses calls
-            self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+            self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", config,
                                              "service.wsgi:app"], cwd=ROOT, env=environ, pass_fds=(listener.fileno(),),
                                             stdout=self.log, stderr=subprocess.STDOUT)
         try:

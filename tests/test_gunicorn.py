@@ -256,7 +256,7 @@ def _resolved_settings(tmp_path, **environ: str) -> dict[str, str]:
 
 def test_one_worker_a_core_two_at_least_each_with_threads_for_the_waits(tmp_path):
     settings = _resolved_settings(tmp_path)
-    assert settings["worker_class"] == "gthread"
+    assert settings["worker_class"] == "service.api.worker.KeptAliveWorker"
     assert int(settings["workers"]) == max(2, os.cpu_count())
     assert int(settings["threads"]) == 8
     sized = _resolved_settings(tmp_path, AVH_CDS_WORKERS="3", AVH_CDS_THREADS="2")
