@@ -25,7 +25,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from service.clinical.frozen import set_at_once
-from service.clinical.elements import JsonElement, define_elements, read_definitions, read_element
+from service.clinical.elements import define_elements, read_definitions, read_element
 from service.clinical.markdown import NOT_AN_ELEMENT, element_path, shown_id
 from service.lazyjson import BeyondDouble
 from service.nesting import json_depth, leveled
@@ -408,10 +408,7 @@ class Validator:
         if accepts is not None:
             try:
                 if accepts(resource):
-                    element = JsonElement()     # read_element's lines, without its call: a Python call a resource
-                    element._json = resource
-                    element._get = resource.get
-                    return element, None
+                    return read_element(resource), None
             except ValueError:                  # not JSON (a key that is not a string): fhir.resources says why
                 pass
         return _refused(resource, self.max_depth)
@@ -486,9 +483,7 @@ def build_record(resources: Iterable[dict], selector: Selector, patient_id: str,
         except ValueError:                  # not JSON (a key that is not a string): the Validator says why
             accepted = False
         if accepted:
-            model, reason = JsonElement(), None
-            model._json = res
-            model._get = res.get
+            model, reason = read_element(res), None
         else:
             model, reason = check(res)
         if reason is None:
